@@ -1,0 +1,413 @@
+//! One io_uring ring per shard. Operations are pushed to the submission queue and submitted at
+//! once; completions are reaped by a driver task woken through an eventfd registered with the
+//! ring (so the shard's tokio reactor sleeps in epoll as usual), and also opportunistically when
+//! a waiting future is polled.
+//!
+//! Ownership rule: the buffer of an operation lives in the ring's slot table until the kernel
+//! completes it. A future dropped early only marks its slot abandoned; the buffer is freed when
+//! the completion arrives, never while the kernel may still write into it.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{opcode, squeue, types, IoUring};
+use slab::Slab;
+use tokio::io::unix::AsyncFd;
+
+use crate::buf::{AlignedBuf, FixedPool};
+use crate::device::{check_aligned, io_len, BlockDevice, IoFuture};
+use crate::file::DeviceFile;
+
+pub struct Ring {
+    inner: RefCell<RingInner>,
+    eventfd: OwnedFd,
+}
+
+struct RingInner {
+    ring: IoUring,
+    ops: Slab<Slot>,
+}
+
+struct Slot {
+    state: SlotState,
+    buf: Option<AlignedBuf>,
+}
+
+enum SlotState {
+    Waiting(Option<Waker>),
+    Done(i32),
+    Abandoned,
+}
+
+impl Ring {
+    /// A ring with `entries` submission entries and an eventfd for completions. Fails where
+    /// io_uring is disabled; the caller then falls back to the synchronous backend.
+    pub fn new(entries: u32) -> io::Result<Rc<Ring>> {
+        let ring = IoUring::new(entries)?;
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        Ok(Rc::new(Ring { inner: RefCell::new(RingInner { ring, ops: Slab::new() }), eventfd }))
+    }
+
+    /// Registers the pool's buffers so that reads and writes through them skip the per-I/O page
+    /// pinning. Registration counts against RLIMIT_MEMLOCK; on failure the pool keeps working
+    /// as plain memory.
+    pub fn register_pool(&self, pool: &FixedPool) -> io::Result<()> {
+        let iovecs = pool.iovecs();
+        let inner = self.inner.borrow();
+        // SAFETY: the iovecs point into the pool's single allocation, which the pool keeps alive
+        // as long as any clone of it exists; the shard keeps the pool for the ring's lifetime.
+        unsafe { inner.ring.submitter().register_buffers(&iovecs)? };
+        pool.mark_registered();
+        Ok(())
+    }
+
+    /// The task that reaps completions whenever the kernel signals the eventfd. Spawn it on the
+    /// shard's `LocalSet`; it ends when the ring is dropped.
+    pub fn driver(self: &Rc<Self>) -> impl Future<Output = ()> + 'static {
+        let weak = Rc::downgrade(self);
+        // The driver watches its own duplicate, so the descriptor stays open as long as the
+        // watch does, whatever happens to the ring.
+        let own = self.eventfd.try_clone();
+        async move {
+            let watched = own.and_then(|fd| {
+                // SAFETY: an OwnedFd stays open and refers to the same eventfd for the whole life
+                // of the AsyncFd that owns it.
+                unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(|e| e.into())
+            });
+            let Ok(afd) = watched else {
+                tracing::error!("cannot watch the io_uring eventfd");
+                return;
+            };
+            let fd = afd.get_ref().as_raw_fd();
+            loop {
+                let Ok(mut guard) = afd.readable().await else { return };
+                let mut counter = [0u8; 8];
+                // SAFETY: reading 8 bytes from an eventfd into an 8-byte buffer.
+                let n = unsafe { libc::read(fd, counter.as_mut_ptr().cast(), 8) };
+                if n < 0 {
+                    guard.clear_ready();
+                }
+                match weak.upgrade() {
+                    Some(ring) => ring.reap(),
+                    None => return,
+                }
+            }
+        }
+    }
+
+    fn reap(&self) {
+        let mut inner = self.inner.borrow_mut();
+        let RingInner { ring, ops } = &mut *inner;
+        for cqe in ring.completion() {
+            let key = cqe.user_data() as usize;
+            let Some(slot) = ops.get_mut(key) else { continue };
+            match std::mem::replace(&mut slot.state, SlotState::Done(cqe.result())) {
+                SlotState::Waiting(waker) => {
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                }
+                SlotState::Abandoned => {
+                    ops.remove(key);
+                }
+                SlotState::Done(_) => unreachable!("two completions for one operation"),
+            }
+        }
+    }
+
+    /// Queues one operation. `entry` must refer only to memory owned by `buf` (or none).
+    fn submit(self: &Rc<Self>, entry: squeue::Entry, buf: Option<AlignedBuf>) -> Op {
+        let mut inner = self.inner.borrow_mut();
+        let key = inner.ops.insert(Slot { state: SlotState::Waiting(None), buf });
+        let entry = entry.user_data(key as u64);
+        // SAFETY: the entry's memory (the buffer) is held in the slot until completion.
+        while unsafe { inner.ring.submission().push(&entry) }.is_err() {
+            // Queue full: hand what is queued to the kernel to make room.
+            if let Err(e) = inner.ring.submit() {
+                inner.ops.remove(key);
+                return Op { ring: self.clone(), key: None, early: Some(e) };
+            }
+        }
+        let res = inner.ring.submit();
+        drop(inner);
+        if let Err(e) = res {
+            // EBUSY means the completion queue is full; the entries stay queued and go with the
+            // next submit, so only other errors fail the operation.
+            if e.raw_os_error() != Some(libc::EBUSY) {
+                tracing::error!(%e, "io_uring submit failed");
+            }
+        }
+        Op { ring: self.clone(), key: Some(key), early: None }
+    }
+
+    /// Operations in flight, for assertions and tests.
+    pub fn in_flight(&self) -> usize {
+        self.inner.borrow().ops.len()
+    }
+}
+
+impl Drop for RingInner {
+    fn drop(&mut self) {
+        // Buffers of abandoned operations must outlive the kernel's use of them.
+        while !self.ops.is_empty() {
+            if self.ring.submit_and_wait(1).is_err() {
+                break;
+            }
+            for cqe in self.ring.completion() {
+                self.ops.try_remove(cqe.user_data() as usize);
+            }
+        }
+    }
+}
+
+/// A queued operation; resolves to the kernel's result and the buffer.
+struct Op {
+    ring: Rc<Ring>,
+    key: Option<usize>,
+    early: Option<io::Error>,
+}
+
+impl Future for Op {
+    type Output = (i32, Option<AlignedBuf>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(key) = self.key else {
+            let e = self.early.take().map(|e| e.raw_os_error().unwrap_or(libc::EIO)).unwrap_or(libc::EIO);
+            return Poll::Ready((-e, None));
+        };
+        let ring = self.ring.clone();
+        if matches!(ring.inner.borrow().ops[key].state, SlotState::Waiting(_)) {
+            ring.reap();
+        }
+        let mut inner = ring.inner.borrow_mut();
+        match &mut inner.ops[key].state {
+            SlotState::Done(res) => {
+                let res = *res;
+                let slot = inner.ops.remove(key);
+                drop(inner);
+                self.key = None;
+                Poll::Ready((res, slot.buf))
+            }
+            SlotState::Waiting(w) => {
+                *w = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            SlotState::Abandoned => unreachable!("polled after drop"),
+        }
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        let Some(key) = self.key else { return };
+        let mut inner = self.ring.inner.borrow_mut();
+        if let Some(slot) = inner.ops.get_mut(key) {
+            if matches!(slot.state, SlotState::Done(_)) {
+                inner.ops.remove(key);
+            } else {
+                slot.state = SlotState::Abandoned;
+            }
+        }
+    }
+}
+
+/// A device driven through a shard's ring.
+pub struct UringDevice {
+    ring: Rc<Ring>,
+    file: Arc<DeviceFile>,
+    registered: bool,
+}
+
+impl UringDevice {
+    pub fn new(ring: Rc<Ring>, file: Arc<DeviceFile>, registered: bool) -> UringDevice {
+        UringDevice { ring, file, registered }
+    }
+
+    fn transfer(&self, write: bool, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
+        let ring = self.ring.clone();
+        let fd = types::Fd(self.file.raw_fd());
+        Box::pin(async move {
+            if let Err(e) = check_aligned(offset, &buf) {
+                return (Err(e), buf);
+            }
+            let total = io_len(&buf);
+            let mut buf = buf;
+            let mut done = 0usize;
+            while done < total {
+                // SAFETY: the pointer stays valid: the buffer moves into the slot with the entry.
+                let ptr = unsafe { buf.as_mut_ptr().add(done) };
+                let len = (total - done) as u32;
+                let at = offset + done as u64;
+                let entry = match (write, buf.fixed_index()) {
+                    (true, Some(i)) => opcode::WriteFixed::new(fd, ptr, len, i).offset(at).build(),
+                    (true, None) => opcode::Write::new(fd, ptr, len).offset(at).build(),
+                    (false, Some(i)) => opcode::ReadFixed::new(fd, ptr, len, i).offset(at).build(),
+                    (false, None) => opcode::Read::new(fd, ptr, len).offset(at).build(),
+                };
+                let (res, back) = ring.submit(entry, Some(buf)).await;
+                buf = back.expect("the ring returns the buffer it was given");
+                if res < 0 {
+                    return (Err(io::Error::from_raw_os_error(-res)), buf);
+                }
+                if res == 0 {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, format!("I/O at {at} past the device end"));
+                    return (Err(e), buf);
+                }
+                done += res as usize;
+            }
+            (Ok(()), buf)
+        })
+    }
+}
+
+impl BlockDevice for UringDevice {
+    fn len(&self) -> u64 {
+        self.file.len()
+    }
+
+    fn read(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
+        self.transfer(false, buf, offset)
+    }
+
+    fn write(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
+        self.transfer(true, buf, offset)
+    }
+
+    fn flush(&self) -> IoFuture<io::Result<()>> {
+        let ring = self.ring.clone();
+        let fd = types::Fd(self.file.raw_fd());
+        Box::pin(async move {
+            let entry = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build();
+            let (res, _) = ring.submit(entry, None).await;
+            if res < 0 {
+                Err(io::Error::from_raw_os_error(-res))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "io_uring, {}, {} buffers",
+            if self.file.is_direct() { "O_DIRECT" } else { "buffered" },
+            if self.registered { "registered" } else { "plain" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::PAGE_SIZE;
+
+    fn run<F: Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, f)
+    }
+
+    #[test]
+    fn write_read_flush_through_the_ring_with_and_without_registered_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(DeviceFile::create(&dir.path().join("dev"), 1 << 20).unwrap());
+        run(async move {
+            let ring = Ring::new(32).unwrap();
+            tokio::task::spawn_local(ring.driver());
+            let pool = FixedPool::new(4, 2 * PAGE_SIZE);
+            let registered = ring.register_pool(&pool).is_ok();
+            let dev = UringDevice::new(ring.clone(), file, registered);
+            for (i, mut buf) in [pool.get(2 * PAGE_SIZE), AlignedBuf::zeroed(3 * PAGE_SIZE)].into_iter().enumerate() {
+                buf.fill(i as u8 + 1);
+                let at = (i * 16 * PAGE_SIZE) as u64;
+                let (res, _) = dev.write(buf, at).await;
+                res.unwrap();
+                dev.flush().await.unwrap();
+                let back = AlignedBuf::zeroed(2 * PAGE_SIZE);
+                let (res, back) = dev.read(back, at).await;
+                res.unwrap();
+                assert!(back.iter().all(|&b| b == i as u8 + 1));
+            }
+            assert_eq!(ring.in_flight(), 0);
+        });
+    }
+
+    #[test]
+    fn many_concurrent_operations_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(DeviceFile::create(&dir.path().join("dev"), 4 << 20).unwrap());
+        run(async move {
+            let ring = Ring::new(8).unwrap(); // fewer entries than operations: the queue refills
+            tokio::task::spawn_local(ring.driver());
+            let dev = Rc::new(UringDevice::new(ring.clone(), file, false));
+            let mut tasks = Vec::new();
+            for i in 0..64u64 {
+                let dev = dev.clone();
+                tasks.push(tokio::task::spawn_local(async move {
+                    let mut b = AlignedBuf::zeroed(PAGE_SIZE);
+                    b.fill(i as u8);
+                    let (r, _) = dev.write(b, i * PAGE_SIZE as u64).await;
+                    r.unwrap();
+                    let (r, b) = dev.read(AlignedBuf::zeroed(PAGE_SIZE), i * PAGE_SIZE as u64).await;
+                    r.unwrap();
+                    assert!(b.iter().all(|&x| x == i as u8));
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn dropped_operation_keeps_its_buffer_until_completion() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(DeviceFile::create(&dir.path().join("dev"), 1 << 20).unwrap());
+        run(async move {
+            let ring = Ring::new(8).unwrap();
+            tokio::task::spawn_local(ring.driver());
+            let dev = UringDevice::new(ring.clone(), file, false);
+            let fut = dev.read(AlignedBuf::zeroed(PAGE_SIZE), 0);
+            // Start it, then drop it while (possibly) in flight.
+            let mut fut = fut;
+            let _ = futures_poll_once(&mut fut);
+            drop(fut);
+            while ring.in_flight() > 0 {
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+
+    fn futures_poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        Pin::new(f).poll(&mut cx)
+    }
+
+    #[test]
+    fn reads_past_the_end_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(DeviceFile::create(&dir.path().join("dev"), 8192).unwrap());
+        run(async move {
+            let ring = Ring::new(8).unwrap();
+            tokio::task::spawn_local(ring.driver());
+            let dev = UringDevice::new(ring, file, false);
+            let (res, _) = dev.read(AlignedBuf::zeroed(PAGE_SIZE), 8192).await;
+            assert!(res.is_err());
+            let (res, _) = dev.read(AlignedBuf::zeroed(PAGE_SIZE), 100).await;
+            assert!(res.is_err(), "unaligned offsets are refused");
+        });
+    }
+}
