@@ -1,0 +1,147 @@
+//! The metadata model: account -> containers -> blobs. A blob is its committed block list; a
+//! block is a list of chunk references. These types are also the rkyv record payloads, so every
+//! field here is an on-disk byte (docs/format.md).
+
+use edgeblob_io::page::pages_for;
+use edgeblob_io::{Extent, PAGE_SIZE};
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// Azure's limits for block blobs.
+pub mod limits {
+    pub const MAX_UNCOMMITTED_BLOCKS: usize = 100_000;
+    pub const MAX_COMMITTED_BLOCKS: usize = 50_000;
+    pub const MAX_BLOCK_SIZE: u64 = 4000 * 1024 * 1024;
+    /// 50,000 blocks of 4000 MiB (about 190.7 TiB).
+    pub const MAX_BLOB_SIZE: u64 = MAX_COMMITTED_BLOCKS as u64 * MAX_BLOCK_SIZE;
+    /// A block id is at most 64 bytes before base64 encoding.
+    pub const MAX_BLOCK_ID_LEN: usize = 64;
+    /// Uncommitted blocks are dropped after this long without a commit.
+    pub const UNCOMMITTED_TTL_NS: i64 = 7 * 24 * 3600 * 1_000_000_000;
+}
+
+pub const CHUNK_COMPRESSED: u8 = 1;
+/// The chunk is in its hash owner's dedup index; its reference count lives on that shard.
+/// Without this flag the count lives on the shard whose region holds the chunk.
+pub const CHUNK_DEDUP: u8 = 2;
+
+/// Where one chunk of a block lies and how to check it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChunkRef {
+    /// xxh3-128 of the chunk's logical bytes, keyed with the node secret.
+    pub hash: [u8; 16],
+    /// Device offset of the chunk's first page.
+    pub offset: u64,
+    /// Bytes of the stored stream (compressed or raw), framed into pages.
+    pub stored_len: u32,
+    /// Logical bytes of the chunk.
+    pub len: u32,
+    pub flags: u8,
+}
+
+impl ChunkRef {
+    pub fn is_compressed(&self) -> bool {
+        self.flags & CHUNK_COMPRESSED != 0
+    }
+
+    pub fn is_dedup(&self) -> bool {
+        self.flags & CHUNK_DEDUP != 0
+    }
+
+    pub fn pages(&self) -> u64 {
+        pages_for(self.stored_len as usize) as u64
+    }
+
+    pub fn extent(&self) -> Extent {
+        Extent { offset: self.offset, len: self.pages() * PAGE_SIZE as u64 }
+    }
+
+    /// The page checksum seed: names the content that belongs in these pages.
+    pub fn seed(&self) -> u32 {
+        u32::from_le_bytes([self.hash[0], self.hash[1], self.hash[2], self.hash[3]])
+    }
+
+    pub fn hash_u128(&self) -> u128 {
+        u128::from_le_bytes(self.hash)
+    }
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub id: Vec<u8>,
+    pub size: u64,
+    pub chunks: Vec<ChunkRef>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StagedBlock {
+    pub block: Block,
+    pub staged_ns: i64,
+}
+
+/// User metadata: names keep their case as sent and are matched without case.
+pub type Metadata = Vec<(String, String)>;
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct BlobProps {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub content_disposition: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_md5: Option<[u8; 16]>,
+    pub metadata: Metadata,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    /// The incarnation of the container the blob was written into.
+    pub container_id: u64,
+    pub etag: u64,
+    pub created_ns: i64,
+    pub modified_ns: i64,
+    pub size: u64,
+    pub props: BlobProps,
+    pub blocks: Vec<Block>,
+    /// Written by Put Blob: its one block has no id and is not listed by Get Block List.
+    pub single_put: bool,
+}
+
+impl Blob {
+    pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
+        self.blocks.iter().flat_map(|b| b.chunks.iter())
+    }
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// Unique per creation, so blobs of a deleted container never appear in a new one of the
+    /// same name.
+    pub id: u64,
+    pub etag: u64,
+    pub created_ns: i64,
+    pub modified_ns: i64,
+    pub metadata: Metadata,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlobKey {
+    pub account: String,
+    pub container: String,
+    pub name: String,
+}
+
+impl BlobKey {
+    pub fn new(account: &str, container: &str, name: &str) -> BlobKey {
+        BlobKey { account: account.to_owned(), container: container.to_owned(), name: name.to_owned() }
+    }
+}
+
+/// The Azure form of an ETag, without quotes: `0x` and upper-case hex.
+pub fn etag_string(etag: u64) -> String {
+    format!("0x{etag:X}")
+}
+
+/// Case-insensitive lookup in user metadata.
+pub fn metadata_get<'a>(md: &'a Metadata, name: &str) -> Option<&'a str> {
+    md.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}

@@ -1,0 +1,279 @@
+//! One shard's metadata in memory, changed only by applying records, so that live operation and
+//! replay after a crash go through the same code.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::model::{Blob, BlobKey, ChunkRef, Container, StagedBlock};
+use crate::record::Record;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ShardMeta {
+    /// The container catalog: (account, name) -> container. Only the catalog shard has entries.
+    pub containers: BTreeMap<(String, String), Container>,
+    /// Committed blobs owned by this shard, in name order for listings.
+    pub blobs: BTreeMap<BlobKey, Blob>,
+    /// Uncommitted blocks per blob, in the order they were staged.
+    pub staged: BTreeMap<BlobKey, Staged>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub container_id: u64,
+    pub blocks: Vec<StagedBlock>,
+}
+
+impl Staged {
+    pub fn find(&self, id: &[u8]) -> Option<&StagedBlock> {
+        self.blocks.iter().find(|b| b.block.id == id)
+    }
+
+    /// When the last block was staged.
+    pub fn last_staged_ns(&self) -> i64 {
+        self.blocks.iter().map(|b| b.staged_ns).max().unwrap_or(i64::MIN)
+    }
+}
+
+impl ShardMeta {
+    /// Applies a record and returns the chunk references it released (references the state no
+    /// longer holds). The caller gives them back only once the record is durable.
+    pub fn apply(&mut self, rec: &Record) -> Vec<ChunkRef> {
+        let mut released = Vec::new();
+        match rec {
+            Record::CheckpointEnd => {}
+            Record::ContainerPut { account, name, container } => {
+                self.containers.insert((account.clone(), name.clone()), container.clone());
+            }
+            Record::ContainerDelete { account, name, id } => {
+                let key = (account.clone(), name.clone());
+                if self.containers.get(&key).is_some_and(|c| c.id == *id) {
+                    self.containers.remove(&key);
+                }
+            }
+            Record::ContainerPurge { account, name, id } => {
+                self.purge_container(account, name, *id, &mut released);
+            }
+            Record::BlockStaged { key, container_id, block } => {
+                let staged =
+                    self.staged.entry(key.clone()).or_insert_with(|| Staged { container_id: *container_id, blocks: Vec::new() });
+                if staged.container_id != *container_id {
+                    // Left over from a deleted container of the same name.
+                    released.extend(staged.blocks.drain(..).flat_map(|b| b.block.chunks));
+                    staged.container_id = *container_id;
+                }
+                if let Some(pos) = staged.blocks.iter().position(|b| b.block.id == block.block.id) {
+                    let old = staged.blocks.remove(pos);
+                    released.extend(old.block.chunks);
+                }
+                staged.blocks.push(block.clone());
+            }
+            Record::BlobPut { key, blob } => {
+                if let Some(old) = self.blobs.insert(key.clone(), blob.clone()) {
+                    released.extend(old.chunks().copied());
+                }
+                if let Some(st) = self.staged.remove(key) {
+                    released.extend(st.blocks.into_iter().flat_map(|b| b.block.chunks));
+                }
+            }
+            Record::BlobPropsSet { key, etag, modified_ns, props } => {
+                if let Some(b) = self.blobs.get_mut(key) {
+                    b.etag = *etag;
+                    b.modified_ns = *modified_ns;
+                    b.props = props.clone();
+                }
+            }
+            Record::BlobDelete { key } => {
+                if let Some(old) = self.blobs.remove(key) {
+                    released.extend(old.chunks().copied());
+                }
+                if let Some(st) = self.staged.remove(key) {
+                    released.extend(st.blocks.into_iter().flat_map(|b| b.block.chunks));
+                }
+            }
+            Record::StagedDropped { key } => {
+                if let Some(st) = self.staged.remove(key) {
+                    released.extend(st.blocks.into_iter().flat_map(|b| b.block.chunks));
+                }
+            }
+        }
+        released
+    }
+
+    fn purge_container(&mut self, account: &str, name: &str, id: u64, released: &mut Vec<ChunkRef>) {
+        let lo = BlobKey::new(account, name, "");
+        let blob_keys: Vec<BlobKey> = self
+            .blobs
+            .range(lo.clone()..)
+            .take_while(|(k, _)| k.account == account && k.container == name)
+            .filter(|(_, b)| b.container_id == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in blob_keys {
+            if let Some(b) = self.blobs.remove(&k) {
+                released.extend(b.chunks().copied());
+            }
+        }
+        let staged_keys: Vec<BlobKey> = self
+            .staged
+            .range(lo..)
+            .take_while(|(k, _)| k.account == account && k.container == name)
+            .filter(|(_, s)| s.container_id == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in staged_keys {
+            if let Some(s) = self.staged.remove(&k) {
+                released.extend(s.blocks.into_iter().flat_map(|b| b.block.chunks));
+            }
+        }
+    }
+
+    /// Drops blobs and staged blocks whose container incarnation is not live (the catalog says
+    /// which are). Used after recovery, when a crash came between a container's deletion and the
+    /// purge on this shard.
+    pub fn drop_orphans(&mut self, live: &dyn Fn(&BlobKey, u64) -> bool) -> usize {
+        let before = self.blobs.len() + self.staged.len();
+        self.blobs.retain(|k, b| live(k, b.container_id));
+        self.staged.retain(|k, s| live(k, s.container_id));
+        before - self.blobs.len() - self.staged.len()
+    }
+
+    /// Every chunk reference the state holds, once per reference.
+    pub fn all_chunk_refs(&self) -> impl Iterator<Item = &ChunkRef> {
+        self.blobs
+            .values()
+            .flat_map(|b| b.chunks())
+            .chain(self.staged.values().flat_map(|s| s.blocks.iter().flat_map(|b| b.block.chunks.iter())))
+    }
+
+    /// The records that rebuild this state from nothing: the body of a checkpoint.
+    pub fn snapshot(&self) -> Vec<Record> {
+        let mut out = Vec::with_capacity(self.containers.len() + self.blobs.len() + self.staged.len() + 1);
+        for ((account, name), c) in &self.containers {
+            out.push(Record::ContainerPut { account: account.clone(), name: name.clone(), container: c.clone() });
+        }
+        for (key, blob) in &self.blobs {
+            out.push(Record::BlobPut { key: key.clone(), blob: blob.clone() });
+        }
+        // Staged after blobs: a BlobPut drops the staged blocks of its key.
+        for (key, st) in &self.staged {
+            for b in &st.blocks {
+                out.push(Record::BlockStaged { key: key.clone(), container_id: st.container_id, block: b.clone() });
+            }
+        }
+        out.push(Record::CheckpointEnd);
+        out
+    }
+}
+
+/// The net change of reference counts between the references a change adds and those it drops.
+/// References added are taken before the change is logged (the chunks are alive: held by the
+/// old version or by staged blocks); references dropped are given back only once the change is
+/// durable, so space is never reused while a durable record may still point at it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RefDelta {
+    pub take: Vec<ChunkRef>,
+    pub give_back: Vec<ChunkRef>,
+}
+
+impl RefDelta {
+    pub fn between<'a>(added: impl Iterator<Item = &'a ChunkRef>, dropped: impl Iterator<Item = &'a ChunkRef>) -> RefDelta {
+        let mut net: HashMap<u64, (ChunkRef, i64)> = HashMap::new();
+        for c in added {
+            net.entry(c.offset).or_insert((*c, 0)).1 += 1;
+        }
+        for c in dropped {
+            net.entry(c.offset).or_insert((*c, 0)).1 -= 1;
+        }
+        let mut d = RefDelta::default();
+        for (c, n) in net.into_values() {
+            let target = if n > 0 { &mut d.take } else { &mut d.give_back };
+            target.extend(std::iter::repeat_n(c, n.unsigned_abs() as usize));
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Block, BlobProps};
+
+    fn chunk(offset: u64) -> ChunkRef {
+        ChunkRef { hash: [offset as u8; 16], offset, stored_len: 10, len: 10, flags: 0 }
+    }
+
+    fn staged(id: &str, off: u64) -> StagedBlock {
+        StagedBlock { block: Block { id: id.as_bytes().to_vec(), size: 10, chunks: vec![chunk(off)] }, staged_ns: 0 }
+    }
+
+    fn blob(offs: &[u64]) -> Blob {
+        Blob {
+            container_id: 1,
+            etag: 1,
+            created_ns: 0,
+            modified_ns: 0,
+            size: 10 * offs.len() as u64,
+            props: BlobProps::default(),
+            blocks: offs.iter().map(|&o| Block { id: vec![], size: 10, chunks: vec![chunk(o)] }).collect(),
+            single_put: false,
+        }
+    }
+
+    #[test]
+    fn restaging_a_block_releases_the_old_one() {
+        let mut m = ShardMeta::default();
+        let key = BlobKey::new("a", "c", "b");
+        assert!(m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("x", 4096) }).is_empty());
+        let rel = m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("x", 8192) });
+        assert_eq!(rel, vec![chunk(4096)]);
+        assert_eq!(m.staged[&key].blocks.len(), 1);
+    }
+
+    #[test]
+    fn commit_releases_old_version_and_staged_blocks() {
+        let mut m = ShardMeta::default();
+        let key = BlobKey::new("a", "c", "b");
+        m.apply(&Record::BlobPut { key: key.clone(), blob: blob(&[4096]) });
+        m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("y", 8192) });
+        let mut rel = m.apply(&Record::BlobPut { key: key.clone(), blob: blob(&[12288]) });
+        rel.sort_by_key(|c| c.offset);
+        assert_eq!(rel, vec![chunk(4096), chunk(8192)]);
+        assert!(m.staged.is_empty());
+    }
+
+    #[test]
+    fn purge_drops_only_that_incarnation() {
+        let mut m = ShardMeta::default();
+        m.apply(&Record::BlobPut { key: BlobKey::new("a", "c", "1"), blob: blob(&[4096]) });
+        let mut other = blob(&[8192]);
+        other.container_id = 2;
+        m.apply(&Record::BlobPut { key: BlobKey::new("a", "c", "2"), blob: other });
+        m.apply(&Record::BlobPut { key: BlobKey::new("a", "d", "1"), blob: blob(&[12288]) });
+        let rel = m.apply(&Record::ContainerPurge { account: "a".into(), name: "c".into(), id: 1 });
+        assert_eq!(rel, vec![chunk(4096)]);
+        assert_eq!(m.blobs.len(), 2);
+    }
+
+    #[test]
+    fn snapshot_rebuilds_the_same_state() {
+        let mut m = ShardMeta::default();
+        let key = BlobKey::new("a", "c", "b");
+        m.apply(&Record::BlobPut { key: key.clone(), blob: blob(&[4096, 8192]) });
+        m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("z", 16384) });
+        m.apply(&Record::BlockStaged { key: BlobKey::new("a", "c", "other"), container_id: 1, block: staged("q", 20480) });
+        let mut back = ShardMeta::default();
+        for r in m.snapshot() {
+            back.apply(&r);
+        }
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn ref_delta_cancels_shared_references() {
+        let (a, b, c) = (chunk(4096), chunk(8192), chunk(12288));
+        let d = RefDelta::between([a, b, b].iter(), [b, c].iter());
+        let mut take: Vec<u64> = d.take.iter().map(|c| c.offset).collect();
+        take.sort();
+        assert_eq!(take, vec![4096, 8192]);
+        assert_eq!(d.give_back, vec![c]);
+    }
+}
