@@ -1,0 +1,120 @@
+//! Node configuration. Everything has an embedded default so `edgeblob` runs with no file: a data
+//! file under `./data`, port 10000, the development account.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: String,
+    pub port: u16,
+    pub engine: EngineConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { listen: "0.0.0.0".into(), port: 10000, engine: EngineConfig::default() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// A data file (created and formatted when missing) or a raw block device.
+    pub data_path: PathBuf,
+    /// Size of a data file created at first start.
+    pub data_size: u64,
+    /// Shards; at format, defaults to the number of cores. Afterwards the device's layout
+    /// decides, and a different explicit value is an error.
+    pub shards: Option<usize>,
+    /// Pin each shard's thread to a core.
+    pub pin_threads: bool,
+    /// On-disk bytes per chunk, the unit of hashing, compression, dedup and checksums. Each
+    /// 4096-byte page holds 4092 bytes of data and a checksum, so a chunk carries
+    /// `chunk_size / 4096 * 4092` bytes of a blob.
+    pub chunk_size: usize,
+    /// zstd compression of chunks that a probe finds compressible.
+    pub compression: bool,
+    pub zstd_level: i32,
+    /// Store identical chunks once.
+    pub dedup: bool,
+    /// Chunks of one request written or read concurrently.
+    pub io_depth: usize,
+    /// Bytes per shard of io_uring registered buffers (capped by RLIMIT_MEMLOCK).
+    pub registered_buffer_bytes: usize,
+    /// How often staged blocks are checked for expiry (seconds).
+    pub expiry_sweep_secs: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            data_path: PathBuf::from("data/edgeblob.dat"),
+            data_size: 8 << 30,
+            shards: None,
+            pin_threads: true,
+            chunk_size: 1 << 20,
+            compression: true,
+            zstd_level: 1,
+            dedup: true,
+            io_depth: 8,
+            registered_buffer_bytes: 2 << 20,
+            expiry_sweep_secs: 3600,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Data reduction (compression and dedup) on or off together.
+    pub fn with_reduction(mut self, on: bool) -> Self {
+        self.compression = on;
+        self.dedup = on;
+        self
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(4096..=64 << 20).contains(&self.chunk_size) {
+            return Err(format!("chunk_size {} must be between 4 KiB and 64 MiB", self.chunk_size));
+        }
+        if !(-7..=22).contains(&self.zstd_level) {
+            return Err(format!("zstd_level {} must be between -7 and 22", self.zstd_level));
+        }
+        if self.io_depth == 0 {
+            return Err("io_depth must be at least 1".into());
+        }
+        if self.shards == Some(0) {
+            return Err("shards must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.engine.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file_and_files_override_them() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.port, 10000);
+        assert_eq!(c.engine.data_path, PathBuf::from("data/edgeblob.dat"));
+        let c = Config::from_toml("port = 9000\n[engine]\nchunk_size = 262144\ndedup = false\n").unwrap();
+        assert_eq!((c.port, c.engine.chunk_size, c.engine.dedup), (9000, 262_144, false));
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_errors() {
+        assert!(Config::from_toml("[engine]\nchunk_size = 100\n").is_err());
+        assert!(Config::from_toml("[engine]\nchunk_sise = 4096\n").is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! Blob operations on the blob's owner shard. Each reads the state, checks, and commits its record
+//! in one step with no await in between, so operations on one blob are serialised by the shard
+//! itself. The only await is for durability; references dropped by a change are given back after
+//! it, references added are taken before.
+
+use std::rc::Rc;
+
+use edgeblob_meta::conditions::{ConditionOutcome, Conditions};
+use edgeblob_meta::listing::BlobSummary;
+use edgeblob_meta::model::{limits, Blob, BlobKey, BlobProps, Block, ChunkRef, Metadata, StagedBlock};
+use edgeblob_meta::state::RefDelta;
+use edgeblob_meta::store::Commit;
+use edgeblob_meta::Record;
+
+use super::error::{EngineError, Result};
+use super::read::{plan, Segments};
+use super::shard::{now_ns, Shard};
+
+/// One entry of a Put Block List body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockListItem {
+    Committed(Vec<u8>),
+    Uncommitted(Vec<u8>),
+    Latest(Vec<u8>),
+}
+
+/// What Set Blob Properties or Set Blob Metadata changes.
+#[derive(Debug, Clone)]
+pub enum PropsChange {
+    /// The standard properties; metadata is kept.
+    Properties(BlobProps),
+    Metadata(Metadata),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockList {
+    /// None when the blob has no committed version.
+    pub committed: Option<Vec<(Vec<u8>, u64)>>,
+    pub uncommitted: Vec<(Vec<u8>, u64)>,
+    pub blob_size: u64,
+}
+
+/// A resolved read.
+pub struct ReadPlan {
+    pub blob: BlobSummary,
+    /// `[start, end)` of the blob.
+    pub range: (u64, u64),
+    pub segments: Segments,
+}
+
+fn check(cond: &Conditions, cur: Option<&Blob>, is_write: bool) -> Result<()> {
+    match cond.check(cur.map(|b| (b.etag, b.modified_ns)), is_write) {
+        ConditionOutcome::Pass => Ok(()),
+        ConditionOutcome::Failed => Err(EngineError::ConditionNotMet),
+        ConditionOutcome::NotModified => Err(EngineError::NotModified),
+        ConditionOutcome::AlreadyExists => Err(EngineError::BlobAlreadyExists),
+    }
+}
+
+fn container_id(s: &Shard, key: &BlobKey) -> Result<u64> {
+    s.node.container(&key.account, &key.container).map(|c| c.id).ok_or(EngineError::ContainerNotFound)
+}
+
+/// The committed blob, if it belongs to the live incarnation of its container.
+fn current<'a>(s: &'a edgeblob_meta::ShardMeta, key: &BlobKey, cid: u64) -> Option<&'a Blob> {
+    s.blobs.get(key).filter(|b| b.container_id == cid)
+}
+
+async fn finish(s: &Shard, commit: Commit, give_back: Vec<ChunkRef>) -> Result<()> {
+    commit.durable.await?;
+    s.give_back_refs(give_back);
+    Ok(())
+}
+
+/// Stages a block whose chunks the caller holds references to; the references pass to the staged
+/// block, or are given back on error.
+pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()> {
+    let chunks = block.chunks.clone();
+    let res = (|| {
+        let cid = container_id(s, &key)?;
+        if block.id.is_empty() || block.id.len() > limits::MAX_BLOCK_ID_LEN {
+            return Err(EngineError::InvalidBlockId(format!("{} bytes; 1 to 64 allowed", block.id.len())));
+        }
+        let mut meta = s.meta.borrow_mut();
+        if let Some(st) = meta.state.staged.get(&key).filter(|st| st.container_id == cid) {
+            if st.blocks.first().is_some_and(|b| b.block.id.len() != block.id.len()) {
+                return Err(EngineError::InvalidBlobOrBlock("all block ids of a blob must have the same length".into()));
+            }
+            if st.blocks.len() >= limits::MAX_UNCOMMITTED_BLOCKS && st.find(&block.id).is_none() {
+                return Err(EngineError::BlockCountExceedsLimit);
+            }
+        }
+        let rec = Record::BlockStaged { key, container_id: cid, block: StagedBlock { block, staged_ns: now_ns() } };
+        Ok(meta.commit(rec)?)
+    })();
+    match res {
+        Ok(commit) => {
+            let released = commit.released.clone();
+            finish(s, commit, released).await
+        }
+        Err(e) => {
+            s.give_back_refs(chunks);
+            Err(e)
+        }
+    }
+}
+
+/// Put Blob: commits a blob of one anonymous block whose chunk references the caller holds.
+pub async fn put_single(s: &Rc<Shard>, key: BlobKey, chunks: Vec<ChunkRef>, size: u64, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+    let res = (|| {
+        let cid = container_id(s, &key)?;
+        let mut meta = s.meta.borrow_mut();
+        let cur = current(&meta.state, &key, cid);
+        check(&cond, cur, true)?;
+        let now = now_ns();
+        let blob = Blob {
+            container_id: cid,
+            etag: s.node.stamp(),
+            created_ns: cur.map_or(now, |b| b.created_ns),
+            modified_ns: now,
+            size,
+            props,
+            blocks: vec![Block { id: Vec::new(), size, chunks: chunks.clone() }],
+            single_put: true,
+        };
+        let summary = BlobSummary::of(&key.name, &blob);
+        Ok((meta.commit(Record::BlobPut { key, blob })?, summary))
+    })();
+    match res {
+        Ok((commit, summary)) => {
+            let released = commit.released.clone();
+            finish(s, commit, released).await?;
+            Ok(summary)
+        }
+        Err(e) => {
+            s.give_back_refs(chunks);
+            Err(e)
+        }
+    }
+}
+
+/// Put Block List.
+pub async fn commit_block_list(s: &Rc<Shard>, key: BlobKey, list: Vec<BlockListItem>, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+    let cid = container_id(s, &key)?;
+    if list.len() > limits::MAX_COMMITTED_BLOCKS {
+        return Err(EngineError::BlockListTooLong);
+    }
+    let (commit, delta, summary) = {
+        let mut meta = s.meta.borrow_mut();
+        let state = &meta.state;
+        let cur = current(state, &key, cid);
+        check(&cond, cur, true)?;
+        let staged = state.staged.get(&key).filter(|st| st.container_id == cid);
+        let committed = |id: &[u8]| cur.filter(|b| !b.single_put).and_then(|b| b.blocks.iter().find(|blk| blk.id == id));
+        let uncommitted = |id: &[u8]| staged.and_then(|st| st.find(id)).map(|sb| &sb.block);
+        let mut blocks = Vec::with_capacity(list.len());
+        for item in &list {
+            let found = match item {
+                BlockListItem::Committed(id) => committed(id),
+                BlockListItem::Uncommitted(id) => uncommitted(id),
+                BlockListItem::Latest(id) => uncommitted(id).or_else(|| committed(id)),
+            };
+            match found {
+                Some(b) => blocks.push(b.clone()),
+                None => return Err(EngineError::InvalidBlockList(format!("block {item:?} does not exist"))),
+            }
+        }
+        let size: u64 = blocks.iter().map(|b| b.size).sum();
+        let now = now_ns();
+        let blob = Blob {
+            container_id: cid,
+            etag: s.node.stamp(),
+            created_ns: cur.map_or(now, |b| b.created_ns),
+            modified_ns: now,
+            size,
+            props,
+            blocks,
+            single_put: false,
+        };
+        let dropped = cur.into_iter().flat_map(|b| b.chunks()).chain(staged.into_iter().flat_map(|st| st.blocks.iter().flat_map(|b| b.block.chunks.iter())));
+        let delta = RefDelta::between(blob.chunks(), dropped);
+        let summary = BlobSummary::of(&key.name, &blob);
+        let commit = meta.commit(Record::BlobPut { key, blob })?;
+        (commit, delta, summary)
+    };
+    s.take_refs(delta.take);
+    finish(s, commit, delta.give_back).await?;
+    Ok(summary)
+}
+
+pub async fn delete_blob(s: &Rc<Shard>, key: BlobKey, cond: Conditions) -> Result<()> {
+    let cid = container_id(s, &key)?;
+    let commit = {
+        let mut meta = s.meta.borrow_mut();
+        let cur = current(&meta.state, &key, cid).ok_or(EngineError::BlobNotFound)?;
+        check(&cond, Some(cur), true)?;
+        meta.commit(Record::BlobDelete { key })?
+    };
+    let released = commit.released.clone();
+    finish(s, commit, released).await
+}
+
+pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: Conditions) -> Result<BlobSummary> {
+    let cid = container_id(s, &key)?;
+    let (commit, summary) = {
+        let mut meta = s.meta.borrow_mut();
+        let cur = current(&meta.state, &key, cid).ok_or(EngineError::BlobNotFound)?;
+        check(&cond, Some(cur), true)?;
+        let mut props = cur.props.clone();
+        match change {
+            PropsChange::Properties(p) => props = BlobProps { metadata: props.metadata, ..p },
+            PropsChange::Metadata(md) => props.metadata = md,
+        }
+        let (etag, modified_ns) = (s.node.stamp(), now_ns());
+        let mut after = cur.clone();
+        after.etag = etag;
+        after.modified_ns = modified_ns;
+        after.props = props.clone();
+        let summary = BlobSummary::of(&key.name, &after);
+        (meta.commit(Record::BlobPropsSet { key, etag, modified_ns, props })?, summary)
+    };
+    finish(s, commit, Vec::new()).await?;
+    Ok(summary)
+}
+
+/// Get Blob Properties.
+pub fn head(s: &Shard, key: &BlobKey, cond: &Conditions) -> Result<BlobSummary> {
+    let cid = container_id(s, key)?;
+    let meta = s.meta.borrow();
+    let cur = current(&meta.state, key, cid).ok_or(EngineError::BlobNotFound)?;
+    check(cond, Some(cur), false)?;
+    Ok(BlobSummary::of(&key.name, cur))
+}
+
+/// Resolves a read of `[start, end]` (inclusive end, as in a Range header; None: to the end).
+pub fn resolve(s: &Shard, key: &BlobKey, range: Option<(u64, Option<u64>)>, cond: &Conditions) -> Result<ReadPlan> {
+    let cid = container_id(s, key)?;
+    let meta = s.meta.borrow();
+    let cur = current(&meta.state, key, cid).ok_or(EngineError::BlobNotFound)?;
+    check(cond, Some(cur), false)?;
+    let (start, end) = match range {
+        None => (0, cur.size),
+        Some((a, _)) if a >= cur.size => return Err(EngineError::InvalidRange { size: cur.size }),
+        Some((a, b)) => (a, b.map_or(cur.size, |b| (b + 1).min(cur.size))),
+    };
+    if end < start {
+        return Err(EngineError::InvalidRange { size: cur.size });
+    }
+    Ok(ReadPlan { blob: BlobSummary::of(&key.name, cur), range: (start, end), segments: plan(cur.chunks(), start, end) })
+}
+
+pub fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
+    let cid = container_id(s, key)?;
+    let meta = s.meta.borrow();
+    let cur = current(&meta.state, key, cid);
+    let staged = meta.state.staged.get(key).filter(|st| st.container_id == cid);
+    if cur.is_none() && staged.is_none() {
+        return Err(EngineError::BlobNotFound);
+    }
+    Ok(BlockList {
+        committed: cur.map(|b| if b.single_put { Vec::new() } else { b.blocks.iter().map(|x| (x.id.clone(), x.size)).collect() }),
+        uncommitted: staged.map(|st| st.blocks.iter().map(|b| (b.block.id.clone(), b.block.size)).collect()).unwrap_or_default(),
+        blob_size: cur.map_or(0, |b| b.size),
+    })
+}
+
+/// Drops staged blocks not touched for 7 days (Azure's garbage collection of uncommitted blocks).
+pub async fn expire_staged(s: &Rc<Shard>, now: i64) -> Result<usize> {
+    let expired: Vec<BlobKey> = {
+        let meta = s.meta.borrow();
+        meta.state.staged.iter().filter(|(_, st)| now - st.last_staged_ns() > limits::UNCOMMITTED_TTL_NS).map(|(k, _)| k.clone()).collect()
+    };
+    let n = expired.len();
+    for key in expired {
+        let commit = s.meta.borrow_mut().commit(Record::StagedDropped { key })?;
+        let released = commit.released.clone();
+        finish(s, commit, released).await?;
+    }
+    Ok(n)
+}

@@ -1,0 +1,77 @@
+//! Engine errors, each mapped onto the Azure error code a client should see.
+
+use edgeblob_proto::error_code::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the specified container does not exist")]
+    ContainerNotFound,
+    #[error("the specified container already exists")]
+    ContainerAlreadyExists,
+    #[error("the specified blob does not exist")]
+    BlobNotFound,
+    #[error("the specified blob already exists")]
+    BlobAlreadyExists,
+    #[error("the condition specified using HTTP conditional header(s) is not met")]
+    ConditionNotMet,
+    #[error("not modified")]
+    NotModified,
+    #[error("the range specified is invalid for the current size of the resource ({size} bytes)")]
+    InvalidRange { size: u64 },
+    #[error("the specified block list is invalid: {0}")]
+    InvalidBlockList(String),
+    #[error("the specified blob or block content is invalid: {0}")]
+    InvalidBlobOrBlock(String),
+    #[error("the specified block id is invalid: {0}")]
+    InvalidBlockId(String),
+    #[error("the uncommitted block count cannot exceed the maximum limit of 100,000 blocks")]
+    BlockCountExceedsLimit,
+    #[error("the block list may not contain more than 50,000 blocks")]
+    BlockListTooLong,
+    #[error("the request body is too large and exceeds the maximum permissible limit")]
+    BodyTooLarge,
+    #[error("no space left in this shard's region")]
+    OutOfSpace,
+    #[error("stored data failed its checksum: {0}")]
+    Corrupt(String),
+    #[error("the node is busy: {0}")]
+    Busy(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("metadata log: {0}")]
+    Log(#[from] edgeblob_meta::MetaError),
+    #[error("request body: {0}")]
+    Body(String),
+    #[error("the node is stopping")]
+    Stopped,
+}
+
+impl EngineError {
+    pub fn code(&self) -> ErrorCode {
+        use EngineError::*;
+        match self {
+            ContainerNotFound => ErrorCode::ContainerNotFound,
+            ContainerAlreadyExists => ErrorCode::ContainerAlreadyExists,
+            BlobNotFound => ErrorCode::BlobNotFound,
+            BlobAlreadyExists => ErrorCode::BlobAlreadyExists,
+            ConditionNotMet | NotModified => ErrorCode::ConditionNotMet,
+            InvalidRange { .. } => ErrorCode::InvalidRange,
+            InvalidBlockList(_) => ErrorCode::InvalidBlockList,
+            InvalidBlobOrBlock(_) | Body(_) => ErrorCode::InvalidBlobOrBlock,
+            InvalidBlockId(_) => ErrorCode::InvalidBlockId,
+            BlockCountExceedsLimit => ErrorCode::BlockCountExceedsLimit,
+            BlockListTooLong => ErrorCode::BlockListTooLong,
+            BodyTooLarge => ErrorCode::RequestBodyTooLarge,
+            Busy(_) | Log(edgeblob_meta::MetaError::Busy) => ErrorCode::ServerBusy,
+            OutOfSpace | Corrupt(_) | Io(_) | Log(_) | Stopped => ErrorCode::InternalError,
+        }
+    }
+}
+
+impl From<edgeblob_io::executor::ShardGone> for EngineError {
+    fn from(_: edgeblob_io::executor::ShardGone) -> Self {
+        EngineError::Stopped
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,249 @@
+//! The storage engine: blobs as block lists of deduplicated, compressed, checksummed chunks on
+//! direct-I/O devices, spread over shards.
+//!
+//! Three kinds of ownership decide where work runs:
+//! - the **receiving shard** (the one that accepted the request) cuts, hashes, compresses and
+//!   writes data into its own region, and reads any region;
+//! - the **owner shard** of a blob (hash of account, container, name) keeps its metadata and runs
+//!   every change to it;
+//! - the **ref owner** of a chunk (its hash owner when deduplicated, else its region's shard)
+//!   counts references to it.
+//!
+//! The free functions in the submodules run on a shard; [`Node`] is the handle other threads use.
+
+pub mod blob;
+pub mod container;
+pub mod error;
+pub mod read;
+pub mod reduce;
+pub mod refs;
+pub mod shard;
+pub mod startup;
+pub mod stats;
+pub mod write;
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use edgeblob_io::executor::Peers;
+use edgeblob_meta::conditions::Conditions;
+use edgeblob_meta::listing::{self, BlobSummary, ListPage, ListQuery};
+use edgeblob_meta::model::{limits, BlobKey, BlobProps, Block, Container, Metadata};
+
+pub use blob::{BlockList, BlockListItem, PropsChange};
+pub use error::{EngineError, Result};
+pub use shard::{NodeShared, Shard, CATALOG_SHARD};
+
+use crate::config::EngineConfig;
+
+/// A running node's engine. Dropping it stops the shards.
+pub struct Node {
+    peers: Peers<Shard>,
+    threads: Vec<JoinHandle<()>>,
+    shared: Arc<NodeShared>,
+}
+
+/// A request body: pieces of bytes as they arrive.
+pub type Body = Vec<Bytes>;
+
+fn body_stream(body: Body) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Unpin {
+    futures::stream::iter(body.into_iter().map(Ok))
+}
+
+impl Node {
+    /// Opens the device (formatting a new data file), starts the shards and recovers.
+    pub fn open(config: EngineConfig) -> Result<Node> {
+        startup::open(config)
+    }
+
+    pub fn shards(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn peers(&self) -> &Peers<Shard> {
+        &self.peers
+    }
+
+    pub fn shared(&self) -> &Arc<NodeShared> {
+        &self.shared
+    }
+
+    /// Runs `f` on shard `shard`.
+    pub fn on<R, F, Fut>(&self, shard: usize, f: F) -> impl Future<Output = Result<R>> + Send + 'static
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        let call = self.peers.call(shard, f);
+        async move { Ok(call.await?) }
+    }
+
+    fn owner(&self, key: &BlobKey) -> usize {
+        self.shared.owner_of(key)
+    }
+
+    pub async fn create_container(&self, account: &str, name: &str, metadata: Metadata) -> Result<Container> {
+        let (a, n) = (account.to_owned(), name.to_owned());
+        self.on(CATALOG_SHARD, move |s| async move { container::create(&s, a, n, metadata).await }).await?
+    }
+
+    pub async fn delete_container(&self, account: &str, name: &str) -> Result<()> {
+        let (a, n) = (account.to_owned(), name.to_owned());
+        self.on(CATALOG_SHARD, move |s| async move { container::delete(&s, a, n).await }).await?
+    }
+
+    pub async fn set_container_metadata(&self, account: &str, name: &str, metadata: Metadata) -> Result<Container> {
+        let (a, n) = (account.to_owned(), name.to_owned());
+        self.on(CATALOG_SHARD, move |s| async move { container::set_metadata(&s, a, n, metadata).await }).await?
+    }
+
+    pub fn get_container(&self, account: &str, name: &str) -> Result<Container> {
+        self.shared.container(account, name).ok_or(EngineError::ContainerNotFound)
+    }
+
+    /// Containers of an account whose names start with `prefix`, after `marker`.
+    pub fn list_containers(&self, account: &str, prefix: &str, marker: Option<&str>, max: usize) -> (Vec<(String, Container)>, Option<String>) {
+        let cat = self.shared.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, Container)> = cat
+            .range((account.to_owned(), prefix.to_owned())..)
+            .take_while(|((a, n), _)| a == account && n.starts_with(prefix))
+            .filter(|((_, n), _)| marker.is_none_or(|m| n.as_str() > m))
+            .take(max + 1)
+            .map(|((_, n), c)| (n.clone(), c.clone()))
+            .collect();
+        let next = (out.len() > max).then(|| {
+            out.truncate(max);
+            out.last().map(|(n, _)| n.clone()).unwrap_or_default()
+        });
+        (out, next)
+    }
+
+    /// Put Blob, received on shard `via`.
+    pub async fn put_blob(&self, via: usize, key: BlobKey, body: Body, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+        let owner = self.owner(&key);
+        self.on(via, move |s| async move {
+            if s.node.container(&key.account, &key.container).is_none() {
+                return Err(EngineError::ContainerNotFound);
+            }
+            let stored = write::store_body(&s, body_stream(body), limits::MAX_BLOCK_SIZE).await?;
+            s.peers
+                .call(owner, move |o| async move { blob::put_single(&o, key, stored.chunks, stored.len, props, cond).await })
+                .await?
+        })
+        .await?
+    }
+
+    /// Put Block, received on shard `via`.
+    pub async fn put_block(&self, via: usize, key: BlobKey, id: Vec<u8>, body: Body) -> Result<u64> {
+        let owner = self.owner(&key);
+        self.on(via, move |s| async move {
+            if s.node.container(&key.account, &key.container).is_none() {
+                return Err(EngineError::ContainerNotFound);
+            }
+            if id.is_empty() || id.len() > limits::MAX_BLOCK_ID_LEN {
+                return Err(EngineError::InvalidBlockId(format!("{} bytes; 1 to 64 allowed", id.len())));
+            }
+            let stored = write::store_body(&s, body_stream(body), limits::MAX_BLOCK_SIZE).await?;
+            let size = stored.len;
+            let block = Block { id, size, chunks: stored.chunks };
+            s.peers.call(owner, move |o| async move { blob::stage_block(&o, key, block).await }).await??;
+            Ok(size)
+        })
+        .await?
+    }
+
+    pub async fn commit_block_list(&self, key: BlobKey, list: Vec<BlockListItem>, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+        let owner = self.owner(&key);
+        self.on(owner, move |o| async move { blob::commit_block_list(&o, key, list, props, cond).await }).await?
+    }
+
+    pub async fn get_block_list(&self, key: BlobKey) -> Result<BlockList> {
+        self.on(self.owner(&key), move |o| async move { blob::get_block_list(&o, &key) }).await?
+    }
+
+    pub async fn head_blob(&self, key: BlobKey, cond: Conditions) -> Result<BlobSummary> {
+        self.on(self.owner(&key), move |o| async move { blob::head(&o, &key, &cond) }).await?
+    }
+
+    /// Get Blob on shard `via`, collected whole: the blob, the range served, and its bytes.
+    pub async fn read_blob(&self, via: usize, key: BlobKey, range: Option<(u64, Option<u64>)>, cond: Conditions) -> Result<(BlobSummary, (u64, u64), Bytes)> {
+        let owner = self.owner(&key);
+        self.on(via, move |s| async move {
+            let guard = s.node.epochs.enter();
+            let plan = s.peers.call(owner, move |o| async move { blob::resolve(&o, &key, range, &cond) }).await??;
+            let data = read::BlobReader::new(s.clone(), plan.segments, guard).read_all().await?;
+            Ok((plan.blob, plan.range, data))
+        })
+        .await?
+    }
+
+    pub async fn delete_blob(&self, key: BlobKey, cond: Conditions) -> Result<()> {
+        self.on(self.owner(&key), move |o| async move { blob::delete_blob(&o, key, cond).await }).await?
+    }
+
+    pub async fn set_blob_props(&self, key: BlobKey, change: PropsChange, cond: Conditions) -> Result<BlobSummary> {
+        self.on(self.owner(&key), move |o| async move { blob::set_props(&o, key, change, cond).await }).await?
+    }
+
+    /// List Blobs: every shard lists its part; the pages are merged in name order.
+    pub async fn list_blobs(&self, account: &str, container: &str, q: ListQuery) -> Result<ListPage> {
+        let cid = self.get_container(account, container)?.id;
+        let mut pages = Vec::with_capacity(self.shards());
+        for i in 0..self.shards() {
+            let (a, c, q) = (account.to_owned(), container.to_owned(), q.clone());
+            pages.push(self.on(i, move |s| async move { s.meta.borrow().state.list_blobs(&a, &c, cid, &q) }));
+        }
+        let mut results = Vec::with_capacity(pages.len());
+        for p in pages {
+            results.push(p.await?);
+        }
+        Ok(listing::merge(results, q.max))
+    }
+
+    /// Waits until every shard's metadata log is durable up to now.
+    pub async fn sync(&self) -> Result<()> {
+        for i in 0..self.shards() {
+            let wait = self.on(i, |s| async move { s.meta.borrow().sync() }).await?;
+            wait.await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the shards and waits for their threads. Everything acknowledged is already durable.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.peers.stop_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Tasks every shard runs for its whole life.
+fn spawn_background(s: &Rc<Shard>) {
+    let s = s.clone();
+    let every = std::time::Duration::from_secs(s.node.config.expiry_sweep_secs.max(1));
+    tokio::task::spawn_local(async move {
+        loop {
+            match blob::expire_staged(&s, shard::now_ns()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(shard = s.index, blobs = n, "dropped expired uncommitted blocks"),
+                Err(e) => tracing::error!(shard = s.index, %e, "expiry sweep failed"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}

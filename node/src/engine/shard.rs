@@ -1,0 +1,184 @@
+//! A shard's state and the rules for finding the shard that owns a thing.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use edgeblob_io::executor::Peers;
+use edgeblob_io::superblock::Superblock;
+use edgeblob_io::{BlockDevice, Extent, FixedPool};
+use edgeblob_meta::model::{BlobKey, ChunkRef, Container};
+use edgeblob_meta::MetaStore;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::reduce::Reducer;
+use super::refs::{ReadEpochs, RefTable, Space};
+use crate::config::EngineConfig;
+
+/// The shard that holds the container catalog.
+pub const CATALOG_SHARD: usize = 0;
+
+/// State shared by all shards of a node (read-mostly).
+pub struct NodeShared {
+    pub config: EngineConfig,
+    pub sb: Superblock,
+    /// Live containers, published by the catalog shard once their creation is durable.
+    pub catalog: RwLock<BTreeMap<(String, String), Container>>,
+    pub epochs: Arc<ReadEpochs>,
+    clock: AtomicU64,
+}
+
+impl NodeShared {
+    pub fn new(config: EngineConfig, sb: Superblock) -> NodeShared {
+        NodeShared {
+            config,
+            sb,
+            catalog: RwLock::new(BTreeMap::new()),
+            epochs: Arc::new(ReadEpochs::default()),
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.sb.layout.shards as usize
+    }
+
+    /// A value unique on this node and increasing, near the current time in nanoseconds: used
+    /// for ETags and container incarnations.
+    pub fn stamp(&self) -> u64 {
+        let now = now_ns() as u64;
+        let mut cur = self.clock.load(Ordering::SeqCst);
+        loop {
+            let next = now.max(cur + 1);
+            match self.clock.compare_exchange_weak(cur, next, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return next,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Raises the stamp clock past every stamp found in metadata at start.
+    pub fn raise_clock(&self, floor: u64) {
+        self.clock.fetch_max(floor, Ordering::SeqCst);
+    }
+
+    pub fn container(&self, account: &str, name: &str) -> Option<Container> {
+        let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        cat.get(&(account.to_owned(), name.to_owned())).cloned()
+    }
+
+    pub fn owner_of(&self, key: &BlobKey) -> usize {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for part in [&key.account, &key.container, &key.name] {
+            h.update(part.as_bytes());
+            h.update(&[0]);
+        }
+        (h.digest() % self.shards() as u64) as usize
+    }
+
+    pub fn hash_owner(&self, hash: &[u8; 16]) -> usize {
+        (xxh3_64(hash) % self.shards() as u64) as usize
+    }
+
+    /// The shard that counts references to `c`.
+    pub fn ref_owner(&self, c: &ChunkRef) -> usize {
+        if c.is_dedup() {
+            self.hash_owner(&c.hash)
+        } else {
+            self.region_of(c.offset)
+        }
+    }
+
+    pub fn region_of(&self, offset: u64) -> usize {
+        self.sb.layout.shard_of(offset).expect("chunk offsets lie in a region") as usize
+    }
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+pub struct Shard {
+    pub index: usize,
+    pub dev: Rc<dyn BlockDevice>,
+    pub pool: FixedPool,
+    pub meta: RefCell<MetaStore>,
+    pub refs: RefCell<RefTable>,
+    pub space: RefCell<Space>,
+    pub reducer: Reducer,
+    pub peers: Peers<Shard>,
+    pub node: Arc<NodeShared>,
+}
+
+impl Shard {
+    /// Takes one reference on each chunk, on the shards that count them. Posted in order, so a
+    /// later give-back from this shard never overtakes it.
+    pub fn take_refs(&self, chunks: Vec<ChunkRef>) {
+        for (owner, list) in self.by_owner(chunks, |c| self.node.ref_owner(c)) {
+            if owner == self.index {
+                self.take_local(&list);
+            } else {
+                let _ = self.peers.post(owner, move |s| s.take_local(&list));
+            }
+        }
+    }
+
+    pub fn take_local(&self, chunks: &[ChunkRef]) {
+        let mut refs = self.refs.borrow_mut();
+        for c in chunks {
+            refs.take(c);
+        }
+    }
+
+    /// Gives back one reference on each chunk; chunks left with none are freed in their region.
+    /// Only for references whose dropping record is durable.
+    pub fn give_back_refs(&self, chunks: Vec<ChunkRef>) {
+        for (owner, list) in self.by_owner(chunks, |c| self.node.ref_owner(c)) {
+            if owner == self.index {
+                self.give_back_local(&list);
+            } else {
+                let _ = self.peers.post(owner, move |s| s.give_back_local(&list));
+            }
+        }
+    }
+
+    pub fn give_back_local(&self, chunks: &[ChunkRef]) {
+        let freed: Vec<ChunkRef> = {
+            let mut refs = self.refs.borrow_mut();
+            chunks.iter().filter_map(|c| refs.give_back(c)).collect()
+        };
+        for (region, list) in self.by_owner(freed, |c| self.node.region_of(c.offset)) {
+            let extents: Vec<Extent> = list.iter().map(|c| c.extent()).collect();
+            if region == self.index {
+                self.free_local(&extents);
+            } else {
+                let _ = self.peers.post(region, move |s| s.free_local(&extents));
+            }
+        }
+    }
+
+    fn free_local(&self, extents: &[Extent]) {
+        let stamp = self.node.epochs.stamp();
+        let mut space = self.space.borrow_mut();
+        for e in extents {
+            space.free_later(stamp, *e);
+        }
+    }
+
+    fn by_owner(&self, chunks: Vec<ChunkRef>, owner: impl Fn(&ChunkRef) -> usize) -> BTreeMap<usize, Vec<ChunkRef>> {
+        let mut out: BTreeMap<usize, Vec<ChunkRef>> = BTreeMap::new();
+        for c in chunks {
+            out.entry(owner(&c)).or_default().push(c);
+        }
+        out
+    }
+
+    /// An extent of `len` bytes in this shard's region.
+    pub fn allocate(&self, len: u64) -> Option<Extent> {
+        let mut space = self.space.borrow_mut();
+        space.reclaim(self.node.epochs.horizon());
+        space.alloc.allocate(len)
+    }
+}

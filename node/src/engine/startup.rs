@@ -1,0 +1,226 @@
+//! Starting a node: open (or create and format) the device, start the shards (each recovers its
+//! own log), then rebuild what is derived from the logs: the published catalog, reference counts,
+//! the dedup index and every region's allocator.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use edgeblob_io::executor::{spawn_shards, InitFuture, Peers};
+use edgeblob_io::superblock::Superblock;
+use edgeblob_io::sync_device::SyncDevice;
+use edgeblob_io::uring::{Ring, UringDevice};
+use edgeblob_io::{AlignedBuf, BlockDevice, DeviceFile, Extent, ExtentAllocator, FixedPool, PAGE_SIZE};
+use edgeblob_meta::model::{BlobKey, ChunkRef};
+use edgeblob_meta::wal::LogPlace;
+use edgeblob_meta::MetaStore;
+
+use super::error::{EngineError, Result};
+use super::reduce::Reducer;
+use super::refs::{RefTable, Space};
+use super::shard::{NodeShared, Shard, CATALOG_SHARD};
+use super::Node;
+use crate::config::EngineConfig;
+
+/// Slot size of the registered buffer pool: small and random reads and writes go through it;
+/// large chunk I/O uses plain buffers (pinning cost is small next to a 1 MiB transfer).
+const FIXED_SLOT: usize = 64 * 1024;
+
+pub fn log_place(sb: &Superblock, shard: u32) -> LogPlace {
+    LogPlace { shard, uuid: sb.uuid, halves: [sb.layout.log_half(shard, 0), sb.layout.log_half(shard, 1)] }
+}
+
+/// Reads and verifies the superblock of an open device.
+pub fn read_superblock(file: &DeviceFile) -> Result<Superblock> {
+    let mut page = AlignedBuf::zeroed(PAGE_SIZE);
+    file.file().read_exact_at(&mut page, 0)?;
+    Superblock::decode(&page, file.len()).map_err(|e| EngineError::Io(std::io::Error::other(format!("{}: {e}", file.path().display()))))
+}
+
+/// Formats a new data file at `path`: built under a temporary name and renamed into place once
+/// complete, so a crash during format never leaves a half-formatted file to refuse later.
+pub fn format_file(path: &Path, size: u64, shards: u32) -> Result<Superblock> {
+    let tmp = path.with_extension("formatting");
+    let _ = std::fs::remove_file(&tmp);
+    let file = Arc::new(DeviceFile::create(&tmp, size)?);
+    let sb = format_device(&file, shards)?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
+    }
+    Ok(sb)
+}
+
+/// Writes a superblock and an empty log for every shard.
+pub fn format_device(file: &Arc<DeviceFile>, shards: u32) -> Result<Superblock> {
+    let sb = Superblock::new(file.len(), shards).map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?;
+    let dev = SyncDevice::new(file.clone());
+    futures::executor::block_on(async {
+        for s in 0..shards {
+            edgeblob_meta::replay::format_log(&log_place(&sb, s), &dev).await?;
+        }
+        let mut page = AlignedBuf::zeroed(PAGE_SIZE);
+        page.copy_from_slice(&sb.encode());
+        let (res, _) = dev.write(page, 0).await;
+        res?;
+        dev.flush().await
+    })?;
+    tracing::info!(path = %file.path().display(), shards, bytes = file.len(), uuid = ?sb, "formatted");
+    Ok(sb)
+}
+
+fn memlock_limit() -> usize {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return 0;
+    }
+    lim.rlim_cur.min(usize::MAX as u64) as usize
+}
+
+pub fn open(config: EngineConfig) -> Result<Node> {
+    config.validate().map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    let path = &config.data_path;
+    if !path.exists() {
+        let shards = config.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        format_file(path, config.data_size, shards as u32)?;
+    }
+    let file = Arc::new(DeviceFile::open(path)?);
+    let sb = read_superblock(&file)?;
+    let shards = sb.layout.shards as usize;
+    if let Some(want) = config.shards.filter(|&n| n != shards) {
+        return Err(EngineError::Io(std::io::Error::other(format!(
+            "{} was formatted with {shards} shards but the configuration asks for {want}",
+            path.display()
+        ))));
+    }
+    // Registered buffers count against RLIMIT_MEMLOCK for the whole process: leave half of it.
+    let per_shard = config.registered_buffer_bytes.min(memlock_limit() / 2 / shards);
+    let slots = (per_shard / FIXED_SLOT).min(u16::MAX as usize) as u16;
+    let shared = Arc::new(NodeShared::new(config.clone(), sb.clone()));
+    let init_shared = shared.clone();
+    let init = move |index: usize, peers: Peers<Shard>| -> InitFuture<Shard> {
+        let shared = init_shared.clone();
+        let file = file.clone();
+        Box::pin(async move { init_shard(index, peers, shared, file, slots).await })
+    };
+    let (peers, threads) = spawn_shards(shards, config.pin_threads, init)?;
+    let node = Node { peers, threads, shared };
+    if let Err(e) = rebuild(&node) {
+        node.stop();
+        return Err(e);
+    }
+    Ok(node)
+}
+
+async fn init_shard(index: usize, peers: Peers<Shard>, node: Arc<NodeShared>, file: Arc<DeviceFile>, slots: u16) -> std::io::Result<Rc<Shard>> {
+    let pool = FixedPool::new(slots.max(1), FIXED_SLOT);
+    let dev: Rc<dyn BlockDevice> = match Ring::new(256) {
+        Ok(ring) => {
+            tokio::task::spawn_local(ring.driver());
+            let registered = slots > 0 && ring.register_pool(&pool).map_err(|e| tracing::warn!(shard = index, %e, "buffer registration refused; plain buffers")).is_ok();
+            Rc::new(UringDevice::new(ring, file.clone(), registered))
+        }
+        Err(e) => {
+            tracing::warn!(shard = index, %e, "io_uring unavailable; falling back to pread/pwrite");
+            Rc::new(SyncDevice::new(file.clone()))
+        }
+    };
+    let place = log_place(&node.sb, index as u32);
+    let (meta, report) = MetaStore::open(place, dev.clone()).await.map_err(std::io::Error::other)?;
+    tracing::info!(shard = index, device = dev.describe(), registered_bytes = slots as usize * FIXED_SLOT, records = report.records, torn_tail = report.torn_tail, half = report.half, generation = report.generation, "shard recovered");
+    let (offset, len) = node.sb.layout.data_area(index as u32);
+    let reducer = Reducer::new(node.sb.secret, node.config.compression, node.config.zstd_level).map_err(std::io::Error::other)?;
+    Ok(Rc::new(Shard {
+        index,
+        dev,
+        pool,
+        meta: std::cell::RefCell::new(meta),
+        refs: Default::default(),
+        space: std::cell::RefCell::new(Space::new(ExtentAllocator::new(Extent { offset, len }))),
+        reducer,
+        peers,
+        node,
+    }))
+}
+
+/// The derived state, rebuilt from every shard's recovered metadata.
+fn rebuild(node: &Node) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let catalog = node.on(CATALOG_SHARD, |s| async move { s.meta.borrow().state.containers.clone() }).await?;
+        let live: Arc<BTreeMap<(String, String), u64>> = Arc::new(catalog.iter().map(|(k, c)| (k.clone(), c.id)).collect());
+        let mut floor = catalog.values().map(|c| c.id.max(c.etag)).max().unwrap_or(0);
+        *node.shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
+
+        // Each shard drops blobs of containers that no longer exist, then reports its references
+        // grouped by the shard that counts them.
+        let n = node.shards();
+        let mut to_owner: Vec<Vec<ChunkRef>> = vec![Vec::new(); n];
+        for i in 0..n {
+            let live = live.clone();
+            let (groups, max_etag) = node
+                .on(i, move |s| async move {
+                    let mut meta = s.meta.borrow_mut();
+                    let live_fn = |k: &BlobKey, id: u64| live.get(&(k.account.clone(), k.container.clone())) == Some(&id);
+                    let dropped = meta.state.drop_orphans(&live_fn);
+                    if dropped > 0 {
+                        tracing::warn!(shard = s.index, dropped, "dropped blobs of deleted containers");
+                    }
+                    let mut groups: Vec<Vec<ChunkRef>> = vec![Vec::new(); s.peers.len()];
+                    for c in meta.state.all_chunk_refs() {
+                        groups[s.node.ref_owner(c)].push(*c);
+                    }
+                    let max_etag = meta.state.blobs.values().map(|b| b.etag).max().unwrap_or(0);
+                    (groups, max_etag)
+                })
+                .await?;
+            floor = floor.max(max_etag);
+            for (owner, list) in groups.into_iter().enumerate() {
+                to_owner[owner].extend(list);
+            }
+        }
+        node.shared.raise_clock(floor);
+
+        // Owners count; each reports the distinct extents by region.
+        let mut to_region: Vec<Vec<Extent>> = vec![Vec::new(); n];
+        for (owner, list) in to_owner.into_iter().enumerate() {
+            let groups = node
+                .on(owner, move |s| async move {
+                    let mut refs = RefTable::default();
+                    for c in &list {
+                        refs.rebuild_add(c);
+                    }
+                    let mut groups: Vec<Vec<Extent>> = vec![Vec::new(); s.peers.len()];
+                    for (c, _) in refs.chunks() {
+                        groups[s.node.region_of(c.offset)].push(c.extent());
+                    }
+                    *s.refs.borrow_mut() = refs;
+                    groups
+                })
+                .await?;
+            for (region, list) in groups.into_iter().enumerate() {
+                to_region[region].extend(list);
+            }
+        }
+        for (region, list) in to_region.into_iter().enumerate() {
+            node.on(region, move |s| async move {
+                let mut space = s.space.borrow_mut();
+                for e in list {
+                    space.alloc.reserve(e).map_err(|err| {
+                        EngineError::Corrupt(format!("shard {}: two live chunks claim overlapping space: {err}", s.index))
+                    })?;
+                }
+                Ok::<(), EngineError>(())
+            })
+            .await??;
+        }
+        for i in 0..n {
+            node.on(i, |s| async move { super::spawn_background(&s) }).await?;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,151 @@
+//! The write data path, on the shard that received the request: cut the body into chunks, hash,
+//! dedup, compress, frame into pages and write into this shard's own region. Several chunks of one
+//! body are in flight at once; the body is never held whole.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use edgeblob_io::page;
+use edgeblob_io::PAGE_SIZE;
+use edgeblob_meta::model::{ChunkRef, CHUNK_COMPRESSED, CHUNK_DEDUP};
+use futures::{Stream, StreamExt};
+use tokio::task::JoinHandle;
+
+use super::error::{EngineError, Result};
+use super::read::read_chunk;
+use super::shard::Shard;
+
+/// The chunks a body was stored as; one reference is held on each for the caller.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub chunks: Vec<ChunkRef>,
+    pub len: u64,
+}
+
+/// Stores a body of at most `max_len` bytes. On error, every reference taken is given back.
+pub async fn store_body<S>(shard: &Rc<Shard>, body: S, max_len: u64) -> Result<Stored>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
+    // Chunks are cut at whole pages of payload, so a chunk fills its pages exactly.
+    let chunk_size = logical_chunk_size(shard.node.config.chunk_size);
+    let depth = shard.node.config.io_depth;
+    let mut body = body;
+    let mut acc = BytesMut::new();
+    let mut inflight: VecDeque<JoinHandle<Result<ChunkRef>>> = VecDeque::new();
+    let mut out = Stored::default();
+    let mut failure: Option<EngineError> = None;
+
+    'body: loop {
+        let piece = match body.next().await {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                failure = Some(EngineError::Body(e.to_string()));
+                break;
+            }
+            None => break,
+        };
+        out.len += piece.len() as u64;
+        if out.len > max_len {
+            failure = Some(EngineError::BodyTooLarge);
+            break;
+        }
+        acc.extend_from_slice(&piece);
+        while acc.len() >= chunk_size {
+            let chunk = acc.split_to(chunk_size).freeze();
+            inflight.push_back(tokio::task::spawn_local(store_chunk(shard.clone(), chunk)));
+            if inflight.len() >= depth {
+                if let Err(e) = collect(inflight.pop_front(), &mut out.chunks).await {
+                    failure = Some(e);
+                    break 'body;
+                }
+            }
+        }
+    }
+    if failure.is_none() && !acc.is_empty() {
+        inflight.push_back(tokio::task::spawn_local(store_chunk(shard.clone(), acc.freeze())));
+    }
+    while let Some(h) = inflight.pop_front() {
+        if let Err(e) = collect(Some(h), &mut out.chunks).await {
+            failure.get_or_insert(e);
+        }
+    }
+    match failure {
+        None => {
+            debug_assert_eq!(out.chunks.iter().map(|c| c.len as u64).sum::<u64>(), out.len);
+            Ok(out)
+        }
+        Some(e) => {
+            shard.give_back_refs(std::mem::take(&mut out.chunks));
+            Err(e)
+        }
+    }
+}
+
+/// Logical bytes per chunk for a configured on-disk chunk size.
+pub fn logical_chunk_size(chunk_size: usize) -> usize {
+    chunk_size / PAGE_SIZE * page::PAGE_PAYLOAD
+}
+
+async fn collect(h: Option<JoinHandle<Result<ChunkRef>>>, into: &mut Vec<ChunkRef>) -> Result<()> {
+    let Some(h) = h else { return Ok(()) };
+    let c = h.await.map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))??;
+    into.push(c);
+    Ok(())
+}
+
+/// Stores one chunk, or finds an identical one already stored; returns it with a reference
+/// taken for the caller.
+pub async fn store_chunk(shard: Rc<Shard>, data: Bytes) -> Result<ChunkRef> {
+    let hash = shard.reducer.hash(&data);
+    let mut flags = 0;
+    if shard.node.config.dedup {
+        flags |= CHUNK_DEDUP;
+        let owner = shard.node.hash_owner(&hash);
+        let hit = if owner == shard.index {
+            shard.refs.borrow_mut().lookup_take(&hash)
+        } else {
+            shard.peers.call(owner, move |s| async move { s.refs.borrow_mut().lookup_take(&hash) }).await?
+        };
+        if let Some(existing) = hit {
+            // A hash match is a candidate, not a proof: compare the bytes.
+            match read_chunk(&shard, &existing, 0, existing.len).await {
+                Ok(bytes) if bytes == data => return Ok(existing),
+                Ok(_) => {
+                    tracing::warn!(offset = existing.offset, "chunk hash collision; storing the chunk apart");
+                    flags &= !CHUNK_DEDUP;
+                }
+                Err(e) => {
+                    tracing::error!(offset = existing.offset, %e, "dedup candidate unreadable; storing the chunk apart");
+                    flags &= !CHUNK_DEDUP;
+                }
+            }
+            shard.give_back_refs(vec![existing]);
+        }
+    }
+    let compressed = shard.reducer.compress(&data)?;
+    if compressed.is_some() {
+        flags |= CHUNK_COMPRESSED;
+    }
+    let stored: &[u8] = compressed.as_deref().unwrap_or(&data);
+    let pages = page::pages_for(stored.len());
+    let extent = shard.allocate((pages * PAGE_SIZE) as u64).ok_or(EngineError::OutOfSpace)?;
+    let chunk = ChunkRef { hash, offset: extent.offset, stored_len: stored.len() as u32, len: data.len() as u32, flags };
+    let mut buf = shard.pool.get(pages * PAGE_SIZE);
+    page::encode(stored, chunk.seed(), &mut buf);
+    let (res, _) = shard.dev.write(buf, extent.offset).await;
+    if let Err(e) = res {
+        // Nothing refers to the extent yet: it can go straight back.
+        shard.space.borrow_mut().alloc.free(extent);
+        return Err(e.into());
+    }
+    let owner = shard.node.ref_owner(&chunk);
+    if owner == shard.index {
+        shard.refs.borrow_mut().register(chunk);
+    } else {
+        // Awaited: the count must exist before any other shard can give back a reference to it.
+        shard.peers.call(owner, move |s| async move { s.refs.borrow_mut().register(chunk) }).await?;
+    }
+    Ok(chunk)
+}

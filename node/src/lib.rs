@@ -1,0 +1,5 @@
+//! The edgeblob node: configuration, the storage engine that composes the device and metadata
+//! layers into blob operations, and (with the Blob API) the HTTP server on every shard.
+
+pub mod config;
+pub mod engine;

@@ -1,0 +1,252 @@
+//! Engine behaviour through the public `Node` API, with real shards, rings and a data file.
+
+mod common;
+
+use common::*;
+use edgeblob::engine::{BlockListItem, EngineError, PropsChange};
+use edgeblob_meta::conditions::{Conditions, ETagMatch};
+use edgeblob_meta::listing::ListQuery;
+use edgeblob_meta::model::{etag_string, BlobProps};
+
+#[test]
+fn put_get_ranges_and_overwrite_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let big = data(1, 300_000, false);
+    let text = data(2, 200_000, true);
+    let rt = rt();
+    {
+        let node = open(&cfg);
+        rt.block_on(async {
+            node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+            let props = BlobProps { content_type: Some("text/plain".into()), ..Default::default() };
+            let s = node.put_blob(0, key("c", "big"), body(&big), props, Conditions::default()).await.unwrap();
+            assert_eq!(s.size, big.len() as u64);
+            node.put_blob(1, key("c", "text"), body(&text), BlobProps::default(), Conditions::default()).await.unwrap();
+            let (b, range, got) = node.read_blob(1, key("c", "big"), None, Conditions::default()).await.unwrap();
+            assert_eq!((range, got.as_ref()), ((0, big.len() as u64), &big[..]));
+            assert_eq!(b.props.content_type.as_deref(), Some("text/plain"));
+            for (a, z) in [(0u64, 0u64), (65_535, 65_536), (100, 200_000), (299_999, 299_999)] {
+                let (_, r, got) = node.read_blob(0, key("c", "big"), Some((a, Some(z))), Conditions::default()).await.unwrap();
+                assert_eq!(r, (a, z + 1));
+                assert_eq!(&got[..], &big[a as usize..=z as usize], "range {a}-{z}");
+            }
+            let (_, r, got) = node.read_blob(0, key("c", "text"), Some((1000, None)), Conditions::default()).await.unwrap();
+            assert_eq!((r.1, &got[..]), (text.len() as u64, &text[1000..]));
+            let (_, r, _) = node.read_blob(0, key("c", "big"), Some((10, Some(10_000_000))), Conditions::default()).await.unwrap();
+            assert_eq!(r, (10, big.len() as u64), "end past the blob is clamped");
+            let err = node.read_blob(0, key("c", "big"), Some((300_000, None)), Conditions::default()).await.unwrap_err();
+            assert!(matches!(err, EngineError::InvalidRange { size: 300_000 }));
+            // Overwrite with different content.
+            node.put_blob(0, key("c", "big"), body(&text), BlobProps::default(), Conditions::default()).await.unwrap();
+        });
+        node.stop();
+    }
+    let node = open(&cfg);
+    rt.block_on(async {
+        let (_, _, got) = node.read_blob(0, key("c", "big"), None, Conditions::default()).await.unwrap();
+        assert_eq!(&got[..], &text[..]);
+        let (_, _, got) = node.read_blob(1, key("c", "text"), None, Conditions::default()).await.unwrap();
+        assert_eq!(&got[..], &text[..]);
+    });
+}
+
+#[test]
+fn block_lists_commit_latest_committed_and_uncommitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(&config(dir.path()));
+    let rt = rt();
+    rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let k = || key("c", "b");
+        let (a, b, c) = (data(1, 100_000, false), data(2, 70_000, true), data(3, 5, false));
+        node.put_block(0, k(), b"id-1".to_vec(), body(&a)).await.unwrap();
+        node.put_block(1, k(), b"id-2".to_vec(), body(&b)).await.unwrap();
+        let err = node.commit_block_list(k(), vec![BlockListItem::Latest(b"id-9".to_vec())], Default::default(), Default::default()).await.unwrap_err();
+        assert!(matches!(err, EngineError::InvalidBlockList(_)));
+        let list = vec![BlockListItem::Uncommitted(b"id-2".to_vec()), BlockListItem::Latest(b"id-1".to_vec())];
+        let s = node.commit_block_list(k(), list, Default::default(), Default::default()).await.unwrap();
+        assert_eq!(s.size, 170_000);
+        let bl = node.get_block_list(k()).await.unwrap();
+        assert_eq!(bl.committed.unwrap(), vec![(b"id-2".to_vec(), 70_000), (b"id-1".to_vec(), 100_000)]);
+        assert!(bl.uncommitted.is_empty(), "commit drops staged blocks");
+        // Re-stage id-1 with new content; keep the committed id-2.
+        node.put_block(0, k(), b"id-1".to_vec(), body(&c)).await.unwrap();
+        let bl = node.get_block_list(k()).await.unwrap();
+        assert_eq!(bl.uncommitted, vec![(b"id-1".to_vec(), 5)]);
+        let list = vec![BlockListItem::Committed(b"id-2".to_vec()), BlockListItem::Latest(b"id-1".to_vec()), BlockListItem::Committed(b"id-1".to_vec())];
+        // Latest takes the restaged id-1; Committed still names the committed one.
+        let s = node.commit_block_list(k(), list, Default::default(), Default::default()).await.unwrap();
+        assert_eq!(s.size, 70_000 + 5 + 100_000);
+        let (_, _, got) = node.read_blob(1, k(), None, Conditions::default()).await.unwrap();
+        assert_eq!(got.to_vec(), [b.clone(), c.clone(), a.clone()].concat());
+        // A block id of another length is refused while blocks are staged.
+        node.put_block(0, k(), b"id-3".to_vec(), body(&c)).await.unwrap();
+        let err = node.put_block(0, k(), b"id-03".to_vec(), body(&c)).await.unwrap_err();
+        assert!(matches!(err, EngineError::InvalidBlobOrBlock(_)), "{err}");
+        let err = node.put_block(0, k(), Vec::new(), body(&c)).await.unwrap_err();
+        assert!(matches!(err, EngineError::InvalidBlockId(_)));
+    });
+}
+
+#[test]
+fn conditions_are_checked_on_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(&config(dir.path()));
+    rt().block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let k = || key("c", "b");
+        let none_match_any = Conditions { if_none_match: Some(ETagMatch::Any), ..Default::default() };
+        let s = node.put_blob(0, k(), body(b"one"), Default::default(), none_match_any.clone()).await.unwrap();
+        let err = node.put_blob(1, k(), body(b"two"), Default::default(), none_match_any).await.unwrap_err();
+        assert!(matches!(err, EngineError::BlobAlreadyExists));
+        let wrong = Conditions { if_match: Some(ETagMatch::Tags(vec!["0x1".into()])), ..Default::default() };
+        assert!(matches!(node.put_blob(0, k(), body(b"x"), Default::default(), wrong.clone()).await, Err(EngineError::ConditionNotMet)));
+        assert!(matches!(node.delete_blob(k(), wrong.clone()).await, Err(EngineError::ConditionNotMet)));
+        assert!(matches!(node.read_blob(0, k(), None, wrong).await, Err(EngineError::ConditionNotMet)));
+        let right = Conditions { if_match: Some(ETagMatch::Tags(vec![etag_string(s.etag)])), ..Default::default() };
+        let s2 = node.put_blob(1, k(), body(b"three"), Default::default(), right.clone()).await.unwrap();
+        assert!(s2.etag > s.etag, "every write gets a new, larger ETag");
+        assert!(matches!(node.delete_blob(k(), right).await, Err(EngineError::ConditionNotMet)), "the old ETag no longer matches");
+        let secs = s2.modified_ns / 1_000_000_000;
+        let unmodified = Conditions { if_unmodified_since: Some(secs), ..Default::default() };
+        node.read_blob(0, k(), None, unmodified).await.unwrap();
+        let modified = Conditions { if_modified_since: Some(secs), ..Default::default() };
+        assert!(matches!(node.read_blob(0, k(), None, modified).await, Err(EngineError::NotModified)));
+    });
+}
+
+#[test]
+fn delete_blob_and_container_free_space_and_hide_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path()).with_reduction(false);
+    let node = open(&cfg);
+    rt().block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        assert!(matches!(node.create_container(ACCOUNT, "c", vec![]).await, Err(EngineError::ContainerAlreadyExists)));
+        let free0 = free_bytes(&node).await;
+        let d = data(5, 1_000_000, false);
+        for i in 0..4 {
+            node.put_blob(i % 2, key("c", &format!("b{i}")), body(&d), Default::default(), Default::default()).await.unwrap();
+        }
+        node.put_block(0, key("c", "staged"), b"x".to_vec(), body(&d)).await.unwrap();
+        assert!(free_bytes(&node).await < free0 - 5_000_000);
+        node.delete_blob(key("c", "b0"), Default::default()).await.unwrap();
+        assert!(matches!(node.delete_blob(key("c", "b0"), Default::default()).await, Err(EngineError::BlobNotFound)));
+        assert!(matches!(node.head_blob(key("c", "b0"), Default::default()).await, Err(EngineError::BlobNotFound)));
+        node.delete_container(ACCOUNT, "c").await.unwrap();
+        assert!(matches!(node.head_blob(key("c", "b1"), Default::default()).await, Err(EngineError::ContainerNotFound)));
+        assert_eq!(free_bytes(&node).await, free0, "all space is back once nothing refers to it");
+        // A new container of the same name starts empty.
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let page = node.list_blobs(ACCOUNT, "c", ListQuery { max: 10, ..Default::default() }).await.unwrap();
+        assert!(page.entries.is_empty());
+        assert!(matches!(node.get_block_list(key("c", "staged")).await, Err(EngineError::BlobNotFound)));
+    });
+}
+
+async fn free_bytes(node: &edgeblob::engine::Node) -> u64 {
+    let mut total = 0;
+    for i in 0..node.shards() {
+        total += node
+            .on(i, |s| async move {
+                let mut sp = s.space.borrow_mut();
+                sp.reclaim(s.node.epochs.horizon());
+                sp.alloc.free_bytes()
+            })
+            .await
+            .unwrap();
+    }
+    total
+}
+
+#[test]
+fn dedup_stores_identical_chunks_once_and_compression_shrinks_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(&config(dir.path()));
+    rt().block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        node.create_container(ACCOUNT, "d", vec![]).await.unwrap();
+        let d = data(9, 64 * 1024 * 8, false);
+        for i in 0..5 {
+            node.put_blob(i % 2, key("c", &format!("copy{i}")), body(&d), Default::default(), Default::default()).await.unwrap();
+        }
+        let r = node.reduction().await.unwrap();
+        assert_eq!(r.logical_bytes, 5 * d.len() as u64);
+        assert!(r.ratio() > 4.9 && r.ratio() <= 5.0, "five copies stored once: {r:?}");
+        let t = data(10, 1 << 20, true);
+        node.put_blob(0, key("d", "text"), body(&t), Default::default(), Default::default()).await.unwrap();
+        let rd = node.container_reduction(ACCOUNT, "d").await.unwrap();
+        assert!(rd.ratio() > 2.0, "text compresses: {rd:?}");
+        let rc = node.container_reduction(ACCOUNT, "c").await.unwrap();
+        assert!(rc.ratio() > 4.9, "{rc:?}");
+        // Deleting copies keeps the shared chunks for the rest.
+        for i in 0..4 {
+            node.delete_blob(key("c", &format!("copy{i}")), Default::default()).await.unwrap();
+        }
+        let (_, _, got) = node.read_blob(1, key("c", "copy4"), None, Default::default()).await.unwrap();
+        assert_eq!(&got[..], &d[..]);
+    });
+}
+
+#[test]
+fn listing_merges_shards_with_prefix_delimiter_and_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(&config(dir.path()));
+    rt().block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let mut names: Vec<String> = (0..60).map(|i| format!("dir{}/f{i:03}", i % 3)).collect();
+        names.push("top".into());
+        for (i, n) in names.iter().enumerate() {
+            node.put_blob(i % 2, key("c", n), body(n.as_bytes()), Default::default(), Default::default()).await.unwrap();
+        }
+        names.sort();
+        let mut seen = Vec::new();
+        let mut q = ListQuery { max: 7, ..Default::default() };
+        loop {
+            let page = node.list_blobs(ACCOUNT, "c", q.clone()).await.unwrap();
+            assert!(page.entries.len() <= 7);
+            seen.extend(page.entries.iter().map(|e| e.name().to_owned()));
+            match page.next_marker {
+                Some(m) => q.marker = Some(m),
+                None => break,
+            }
+        }
+        assert_eq!(seen, names);
+        let q = ListQuery { delimiter: Some("/".into()), max: 100, ..Default::default() };
+        let page = node.list_blobs(ACCOUNT, "c", q).await.unwrap();
+        let got: Vec<&str> = page.entries.iter().map(|e| e.name()).collect();
+        assert_eq!(got, ["dir0/", "dir1/", "dir2/", "top"]);
+        let q = ListQuery { prefix: "dir1/".into(), max: 100, ..Default::default() };
+        assert_eq!(node.list_blobs(ACCOUNT, "c", q).await.unwrap().entries.len(), 20);
+    });
+}
+
+#[test]
+fn properties_and_metadata_change_the_etag_and_keep_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let rt = rt();
+    {
+        let node = open(&cfg);
+        rt.block_on(async {
+            node.create_container(ACCOUNT, "c", vec![("Owner".into(), "me".into())]).await.unwrap();
+            let s = node.put_blob(0, key("c", "b"), body(b"payload"), Default::default(), Default::default()).await.unwrap();
+            let md = vec![("Mixed_Case".to_owned(), "v".to_owned())];
+            let s2 = node.set_blob_props(key("c", "b"), PropsChange::Metadata(md.clone()), Default::default()).await.unwrap();
+            assert!(s2.etag > s.etag);
+            let props = BlobProps { content_type: Some("image/png".into()), cache_control: Some("no-cache".into()), ..Default::default() };
+            node.set_blob_props(key("c", "b"), PropsChange::Properties(props), Default::default()).await.unwrap();
+        });
+    }
+    let node = open(&cfg);
+    rt.block_on(async {
+        let (s, _, got) = node.read_blob(0, key("c", "b"), None, Default::default()).await.unwrap();
+        assert_eq!(&got[..], b"payload");
+        assert_eq!(s.props.content_type.as_deref(), Some("image/png"));
+        assert_eq!(edgeblob_meta::model::metadata_get(&s.props.metadata, "mixed_case"), Some("v"));
+        assert_eq!(s.props.metadata[0].0, "Mixed_Case", "case is kept");
+        assert_eq!(node.get_container(ACCOUNT, "c").unwrap().metadata[0].0, "Owner");
+    });
+}
+
