@@ -87,16 +87,34 @@ fn open_direct(path: &Path, create: bool) -> io::Result<(File, bool)> {
     }
 }
 
+/// How long to wait for the lock. A process killed with I/O in flight keeps its files open
+/// until the kernel has torn its io_uring down, which can take a moment after it is gone.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn lock_exclusive(file: &File, path: &Path) -> io::Result<()> {
-    // SAFETY: plain syscall on an fd we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::WouldBlock,
-            format!("{} is in use by another process (flock)", path.display()),
-        ));
+    let start = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        // SAFETY: plain syscall on an fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(err);
+        }
+        if start.elapsed() > LOCK_WAIT {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is in use by another process (flock)", path.display()),
+            ));
+        }
+        if !warned {
+            tracing::warn!(path = %path.display(), "device is locked; waiting for its previous user to release it");
+            warned = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Ok(())
 }
 
 fn block_device_len(file: &File) -> io::Result<u64> {

@@ -2,4 +2,5 @@
 //! layers into blob operations, and (with the Blob API) the HTTP server on every shard.
 
 pub mod config;
+pub mod crashload;
 pub mod engine;

@@ -1,1 +1,64 @@
-fn main() {}
+//! `edgeblob`: the storage node. With no arguments it runs on an embedded default configuration
+//! (a data file under ./data, port 10000, the development account).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use edgeblob::config::Config;
+use edgeblob::engine::Node;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "edgeblob storage node")]
+struct Args {
+    /// TOML configuration file; without it the embedded defaults apply.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data file or block device (overrides the configuration).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Shards when formatting a new data file (default: one per core).
+    #[arg(long)]
+    shards: Option<usize>,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    if let Err(e) = run(Args::parse()) {
+        tracing::error!("{e}");
+        eprintln!("edgeblob: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(d) = args.data {
+        config.engine.data_path = d;
+    }
+    if args.shards.is_some() {
+        config.engine.shards = args.shards;
+    }
+    config.engine.validate()?;
+    let node = Node::open(config.engine.clone()).map_err(|e| e.to_string())?;
+    tracing::info!(data = %config.engine.data_path.display(), shards = node.shards(), "engine ready");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok::<(), String>(())
+    })?;
+    tracing::info!("stopping");
+    node.stop();
+    Ok(())
+}
