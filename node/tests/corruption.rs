@@ -1,0 +1,162 @@
+//! Damage on disk: flipped bytes in chunk pages, in the metadata log and in the superblock give a
+//! clear error, never wrong data.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+
+use common::*;
+use edgeblob::engine::{EngineError, Node};
+use edgeblob_meta::model::{BlobKey, ChunkRef};
+
+fn chunks_of(node: &Node, k: &BlobKey) -> Vec<ChunkRef> {
+    let owner = node.shared().owner_of(k);
+    let k = k.clone();
+    rt().block_on(node.on(owner, move |s| async move { s.meta.borrow().state.blobs[&k].chunks().copied().collect::<Vec<_>>() })).unwrap()
+}
+
+fn flip(path: &std::path::Path, at: u64) {
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x20;
+    f.write_all_at(&b, at).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn a_flipped_byte_in_a_raw_chunk_fails_only_the_reads_that_touch_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path()).with_reduction(false);
+    let d = data(1, 200_000, false);
+    let other = data(2, 50_000, false);
+    let target = {
+        let node = open(&cfg);
+        rt().block_on(async {
+            node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+            node.put_blob(0, key("c", "b"), body(&d), Default::default(), Default::default()).await.unwrap();
+            node.put_blob(1, key("c", "other"), body(&other), Default::default(), Default::default()).await.unwrap();
+        });
+        chunks_of(&node, &key("c", "b"))[1]
+    };
+    // Damage the third page of the second chunk.
+    flip(&data_path(dir.path()), target.offset + 2 * 4096 + 100);
+    let node = open(&cfg);
+    rt().block_on(async {
+        let err = node.read_blob(0, key("c", "b"), None, Default::default()).await.unwrap_err();
+        assert!(matches!(err, EngineError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains(&target.offset.to_string()), "the error names the place: {err}");
+        // The first chunk, and the second chunk's first page, are still readable and right.
+        let first = target.len as u64;
+        let (_, _, got) = node.read_blob(1, key("c", "b"), Some((0, Some(first + 4000))), Default::default()).await.unwrap();
+        assert_eq!(&got[..], &d[..first as usize + 4001]);
+        let (_, _, got) = node.read_blob(0, key("c", "other"), None, Default::default()).await.unwrap();
+        assert_eq!(&got[..], &other[..]);
+    });
+}
+
+#[test]
+fn a_flipped_byte_in_a_compressed_chunk_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let d = data(3, 300_000, true);
+    let target = {
+        let node = open(&cfg);
+        rt().block_on(async {
+            node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+            node.put_blob(0, key("c", "t"), body(&d), Default::default(), Default::default()).await.unwrap();
+        });
+        let chunks = chunks_of(&node, &key("c", "t"));
+        assert!(chunks.iter().all(|c| c.is_compressed()), "text is stored compressed");
+        chunks[0]
+    };
+    flip(&data_path(dir.path()), target.offset + 10);
+    let node = open(&cfg);
+    let err = rt().block_on(node.read_blob(0, key("c", "t"), Some((5, Some(6))), Default::default())).unwrap_err();
+    assert!(matches!(err, EngineError::Corrupt(_)), "{err}");
+}
+
+#[test]
+fn random_damage_never_yields_wrong_bytes() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let blobs: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("b{i}"), data(10 + i, 150_000, i % 2 == 0))).collect();
+    let mut chunks = Vec::new();
+    {
+        let node = open(&cfg);
+        rt().block_on(async {
+            node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+            for (i, (n, d)) in blobs.iter().enumerate() {
+                node.put_blob(i % 2, key("c", n), body(d), Default::default(), Default::default()).await.unwrap();
+            }
+        });
+        for (n, _) in &blobs {
+            chunks.extend(chunks_of(&node, &key("c", n)));
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+    for _ in 0..40 {
+        let c = chunks[rng.gen_range(0..chunks.len())];
+        flip(&data_path(dir.path()), c.offset + rng.gen_range(0..c.extent().len));
+    }
+    let node = open(&cfg);
+    rt().block_on(async {
+        let (mut ok, mut bad) = (0, 0);
+        for (n, d) in &blobs {
+            for start in (0..d.len() as u64).step_by(20_000) {
+                match node.read_blob(0, key("c", n), Some((start, Some(start + 9_999))), Default::default()).await {
+                    Ok((_, _, got)) => {
+                        assert_eq!(&got[..], &d[start as usize..(start as usize + 10_000).min(d.len())], "wrong bytes from {n}");
+                        ok += 1;
+                    }
+                    Err(EngineError::Corrupt(_)) => bad += 1,
+                    Err(e) => panic!("unexpected error {e}"),
+                }
+            }
+        }
+        assert!(bad > 0 && ok > 0, "the damage hit some reads and spared others ({ok} ok, {bad} corrupt)");
+    });
+}
+
+#[test]
+fn damage_to_a_durable_log_record_stops_the_node_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let name = "a-name-to-find-in-the-log";
+    {
+        let node = open(&cfg);
+        rt().block_on(async {
+            node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+            node.put_blob(0, key("c", name), body(b"x"), Default::default(), Default::default()).await.unwrap();
+            for i in 0..30 {
+                node.put_blob(0, key("c", &format!("later-{i}")), body(b"y"), Default::default(), Default::default()).await.unwrap();
+            }
+        });
+    }
+    let bytes = std::fs::read(data_path(dir.path())).unwrap();
+    let at = bytes.windows(name.len()).position(|w| w == name.as_bytes()).unwrap();
+    flip(&data_path(dir.path()), at as u64);
+    let err = Node::open(cfg.clone()).err().expect("must not start");
+    assert!(err.to_string().contains("refusing to start"), "{err}");
+}
+
+#[test]
+fn damaged_or_foreign_superblock_is_an_error_not_a_reformat() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    drop(open(&cfg));
+    let path = data_path(dir.path());
+    flip(&path, 200);
+    let err = Node::open(cfg.clone()).err().expect("must not start");
+    assert!(err.to_string().contains("superblock"), "{err}");
+    flip(&path, 200);
+    drop(open(&cfg)); // repaired: opens again with its data
+    flip(&path, 0);
+    let err = Node::open(cfg.clone()).err().expect("must not start");
+    assert!(err.to_string().contains("not formatted"), "{err}");
+    let wrong_shards = edgeblob::config::EngineConfig { shards: Some(3), ..cfg };
+    flip(&path, 0);
+    let err = Node::open(wrong_shards).err().expect("must not start");
+    assert!(err.to_string().contains("formatted with 2 shards"), "{err}");
+}
