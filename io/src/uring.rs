@@ -3,11 +3,17 @@
 //! ring (so the shard's tokio reactor sleeps in epoll as usual), and also opportunistically when
 //! a waiting future is polled.
 //!
+//! At most as many operations as the completion queue holds are in the kernel at once; further
+//! ones wait in a backlog and are submitted as completions make room. So the completion queue
+//! can never overflow (an overflowed completion sits in a kernel list that nothing here would
+//! flush, and its operation would never finish).
+//!
 //! Ownership rule: the buffer of an operation lives in the ring's slot table until the kernel
 //! completes it. A future dropped early only marks its slot abandoned; the buffer is freed when
 //! the completion arrives, never while the kernel may still write into it.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -32,6 +38,12 @@ pub struct Ring {
 struct RingInner {
     ring: IoUring,
     ops: Slab<Slot>,
+    /// Operations handed to the kernel and not yet completed.
+    in_kernel: usize,
+    /// The most that may be in the kernel: the completion queue's size.
+    limit: usize,
+    /// Operations waiting for room, in order.
+    backlog: VecDeque<squeue::Entry>,
 }
 
 struct Slot {
@@ -58,7 +70,9 @@ impl Ring {
         // SAFETY: fd is a fresh descriptor that nothing else owns.
         let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
-        Ok(Rc::new(Ring { inner: RefCell::new(RingInner { ring, ops: Slab::new() }), eventfd }))
+        let limit = ring.params().cq_entries() as usize;
+        let inner = RingInner { ring, ops: Slab::new(), in_kernel: 0, limit, backlog: VecDeque::new() };
+        Ok(Rc::new(Ring { inner: RefCell::new(inner), eventfd }))
     }
 
     /// Registers the pool's buffers so that reads and writes through them skip the per-I/O page
@@ -110,8 +124,9 @@ impl Ring {
 
     fn reap(&self) {
         let mut inner = self.inner.borrow_mut();
-        let RingInner { ring, ops } = &mut *inner;
+        let RingInner { ring, ops, in_kernel, .. } = &mut *inner;
         for cqe in ring.completion() {
+            *in_kernel -= 1;
             let key = cqe.user_data() as usize;
             let Some(slot) = ops.get_mut(key) else { continue };
             match std::mem::replace(&mut slot.state, SlotState::Done(cqe.result())) {
@@ -126,31 +141,17 @@ impl Ring {
                 SlotState::Done(_) => unreachable!("two completions for one operation"),
             }
         }
+        inner.push_backlog();
     }
 
     /// Queues one operation. `entry` must refer only to memory owned by `buf` (or none).
     fn submit(self: &Rc<Self>, entry: squeue::Entry, buf: Option<AlignedBuf>) -> Op {
         let mut inner = self.inner.borrow_mut();
         let key = inner.ops.insert(Slot { state: SlotState::Waiting(None), buf });
-        let entry = entry.user_data(key as u64);
-        // SAFETY: the entry's memory (the buffer) is held in the slot until completion.
-        while unsafe { inner.ring.submission().push(&entry) }.is_err() {
-            // Queue full: hand what is queued to the kernel to make room.
-            if let Err(e) = inner.ring.submit() {
-                inner.ops.remove(key);
-                return Op { ring: self.clone(), key: None, early: Some(e) };
-            }
-        }
-        let res = inner.ring.submit();
-        drop(inner);
-        if let Err(e) = res {
-            // EBUSY means the completion queue is full; the entries stay queued and go with the
-            // next submit, so only other errors fail the operation.
-            if e.raw_os_error() != Some(libc::EBUSY) {
-                tracing::error!(%e, "io_uring submit failed");
-            }
-        }
-        Op { ring: self.clone(), key: Some(key), early: None }
+        // The entry's memory (the buffer) is held in the slot until completion.
+        inner.backlog.push_back(entry.user_data(key as u64));
+        inner.push_backlog();
+        Op { ring: self.clone(), key: Some(key) }
     }
 
     /// Operations in flight, for assertions and tests.
@@ -159,14 +160,56 @@ impl Ring {
     }
 }
 
+impl RingInner {
+    /// Hands waiting operations to the kernel while there is room for their completions.
+    fn push_backlog(&mut self) {
+        let mut pushed = false;
+        while self.in_kernel < self.limit {
+            let Some(entry) = self.backlog.pop_front() else { break };
+            // SAFETY: the entry refers only to memory held in its slot until completion.
+            if unsafe { self.ring.submission().push(&entry) }.is_err() {
+                // Submission queue full: submit what is queued, then retry this one.
+                self.backlog.push_front(entry);
+                if self.submit_queued().is_err() {
+                    break;
+                }
+                continue;
+            }
+            self.in_kernel += 1;
+            debug_assert!(self.in_kernel <= self.limit, "more operations in the kernel than completion slots");
+            pushed = true;
+        }
+        if pushed {
+            let _ = self.submit_queued();
+        }
+    }
+
+    fn submit_queued(&mut self) -> io::Result<usize> {
+        loop {
+            match self.ring.submit() {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => {
+                    // Entries stay queued and go with the next submit.
+                    tracing::error!(%e, "io_uring submit failed");
+                    return Err(e);
+                }
+                Ok(n) => return Ok(n),
+            }
+        }
+    }
+}
+
 impl Drop for RingInner {
     fn drop(&mut self) {
+        // Never submitted: nothing in the kernel refers to their buffers.
+        self.backlog.clear();
         // Buffers of abandoned operations must outlive the kernel's use of them.
-        while !self.ops.is_empty() {
+        while self.in_kernel > 0 {
             if self.ring.submit_and_wait(1).is_err() {
                 break;
             }
             for cqe in self.ring.completion() {
+                self.in_kernel -= 1;
                 self.ops.try_remove(cqe.user_data() as usize);
             }
         }
@@ -177,17 +220,13 @@ impl Drop for RingInner {
 struct Op {
     ring: Rc<Ring>,
     key: Option<usize>,
-    early: Option<io::Error>,
 }
 
 impl Future for Op {
     type Output = (i32, Option<AlignedBuf>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(key) = self.key else {
-            let e = self.early.take().map(|e| e.raw_os_error().unwrap_or(libc::EIO)).unwrap_or(libc::EIO);
-            return Poll::Ready((-e, None));
-        };
+        let Some(key) = self.key else { unreachable!("polled after completion") };
         let ring = self.ring.clone();
         if matches!(ring.inner.borrow().ops[key].state, SlotState::Waiting(_)) {
             ring.reap();
@@ -349,18 +388,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = Arc::new(DeviceFile::create(&dir.path().join("dev"), 4 << 20).unwrap());
         run(async move {
-            let ring = Ring::new(8).unwrap(); // fewer entries than operations: the queue refills
+            // Far more operations than completion slots: the backlog must carry them all through.
+            let ring = Ring::new(8).unwrap();
             tokio::task::spawn_local(ring.driver());
             let dev = Rc::new(UringDevice::new(ring.clone(), file, false));
             let mut tasks = Vec::new();
-            for i in 0..64u64 {
+            for i in 0..1000u64 {
                 let dev = dev.clone();
                 tasks.push(tokio::task::spawn_local(async move {
+                    let at = (i % 1024) * PAGE_SIZE as u64;
                     let mut b = AlignedBuf::zeroed(PAGE_SIZE);
                     b.fill(i as u8);
-                    let (r, _) = dev.write(b, i * PAGE_SIZE as u64).await;
+                    let (r, _) = dev.write(b, at).await;
                     r.unwrap();
-                    let (r, b) = dev.read(AlignedBuf::zeroed(PAGE_SIZE), i * PAGE_SIZE as u64).await;
+                    let (r, b) = dev.read(AlignedBuf::zeroed(PAGE_SIZE), at).await;
                     r.unwrap();
                     assert!(b.iter().all(|&x| x == i as u8));
                 }));
