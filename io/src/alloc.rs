@@ -56,7 +56,7 @@ impl ExtentAllocator {
     /// An extent of exactly `len` bytes (a page multiple), or None when no free extent is large
     /// enough.
     pub fn allocate(&mut self, len: u64) -> Option<Extent> {
-        debug_assert!(len > 0 && len % PAGE_SIZE as u64 == 0);
+        debug_assert!(len > 0 && len.is_multiple_of(PAGE_SIZE as u64));
         let &(flen, off) = self.by_len.range((len, 0)..).next()?;
         self.remove(off, flen);
         if flen > len {

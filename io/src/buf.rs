@@ -18,9 +18,15 @@ pub struct AlignedBuf {
 }
 
 enum Storage {
-    Heap { ptr: NonNull<u8>, cap: usize },
+    Heap {
+        ptr: NonNull<u8>,
+        cap: usize,
+    },
     /// A slot of a registered pool; goes back to the pool when dropped.
-    Fixed { pool: Rc<PoolInner>, slot: u16 },
+    Fixed {
+        pool: Rc<PoolInner>,
+        slot: u16,
+    },
 }
 
 impl AlignedBuf {

@@ -40,7 +40,7 @@ pub(crate) fn io_len(buf: &AlignedBuf) -> usize {
 }
 
 pub(crate) fn check_aligned(offset: u64, buf: &AlignedBuf) -> io::Result<()> {
-    if offset % crate::buf::PAGE_SIZE as u64 != 0 {
+    if !offset.is_multiple_of(crate::buf::PAGE_SIZE as u64) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("offset {offset} is not page-aligned")));
     }
     debug_assert_eq!(buf.as_ptr() as usize % crate::buf::PAGE_SIZE, 0);

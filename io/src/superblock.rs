@@ -83,7 +83,7 @@ impl Layout {
         if self.shards == 0 || self.region_len == 0 {
             return bad("no shards");
         }
-        if self.log_len >= self.region_len || self.log_len % (2 * PAGE_SIZE as u64) != 0 {
+        if self.log_len >= self.region_len || !self.log_len.is_multiple_of(2 * PAGE_SIZE as u64) {
             return bad("log does not fit its region");
         }
         let end = self.regions_start.checked_add(self.region_len.saturating_mul(self.shards as u64));
@@ -175,7 +175,8 @@ impl Superblock {
         if device_len > actual_len {
             return Err(SuperblockError::Truncated { formatted: device_len, actual: actual_len });
         }
-        let layout = Layout { shards: u32_at(40), regions_start: u64_at(48), region_len: u64_at(56), log_len: u64_at(64) };
+        let layout =
+            Layout { shards: u32_at(40), regions_start: u64_at(48), region_len: u64_at(56), log_len: u64_at(64) };
         layout.check(device_len)?;
         Ok(Superblock {
             version,

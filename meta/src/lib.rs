@@ -13,7 +13,7 @@ pub mod state;
 pub mod store;
 pub mod wal;
 
-pub use conditions::{Conditions, ConditionOutcome, ETagMatch};
+pub use conditions::{ConditionOutcome, Conditions, ETagMatch};
 pub use model::*;
 pub use record::Record;
 pub use state::ShardMeta;

@@ -64,7 +64,13 @@ pub struct ListPage {
 impl ShardMeta {
     /// Up to `q.max` entries of this shard after the marker, in order; the flag says whether the
     /// shard has more.
-    pub fn list_blobs(&self, account: &str, container: &str, container_id: u64, q: &ListQuery) -> (Vec<ListEntry>, bool) {
+    pub fn list_blobs(
+        &self,
+        account: &str,
+        container: &str,
+        container_id: u64,
+        q: &ListQuery,
+    ) -> (Vec<ListEntry>, bool) {
         let delim = q.delimiter.as_deref().filter(|d| !d.is_empty());
         let start = match &q.marker {
             Some(m) if m.as_str() > q.prefix.as_str() => m.clone(),
@@ -79,7 +85,8 @@ impl ShardMeta {
             if b.container_id != container_id || q.marker.as_deref().is_some_and(|m| k.name.as_str() <= m) {
                 continue;
             }
-            let entry = match delim.and_then(|d| k.name[q.prefix.len()..].find(d).map(|i| q.prefix.len() + i + d.len())) {
+            let entry = match delim.and_then(|d| k.name[q.prefix.len()..].find(d).map(|i| q.prefix.len() + i + d.len()))
+            {
                 Some(end) => {
                     let p = &k.name[..end];
                     if q.marker.as_deref().is_some_and(|m| p <= m) || out.last().is_some_and(|e| e.name() == p) {

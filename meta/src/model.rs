@@ -11,6 +11,8 @@ pub mod limits {
     pub const MAX_UNCOMMITTED_BLOCKS: usize = 100_000;
     pub const MAX_COMMITTED_BLOCKS: usize = 50_000;
     pub const MAX_BLOCK_SIZE: u64 = 4000 * 1024 * 1024;
+    /// A single Put Blob (service version 2019-12-12 and later).
+    pub const MAX_PUT_BLOB_SIZE: u64 = 5000 * 1024 * 1024;
     /// 50,000 blocks of 4000 MiB (about 190.7 TiB).
     pub const MAX_BLOB_SIZE: u64 = MAX_COMMITTED_BLOCKS as u64 * MAX_BLOCK_SIZE;
     /// A block id is at most 64 bytes before base64 encoding.

@@ -90,7 +90,12 @@ pub async fn recover(place: &LogPlace, dev: &dyn BlockDevice) -> Result<Recovere
                 rec.torn = rec.torn.map(|(from, to)| (offset + from, to - from));
                 return Ok(rec);
             }
-            None => tracing::warn!(shard, half, generation = header.generation, "checkpoint incomplete; using the older half"),
+            None => tracing::warn!(
+                shard,
+                half,
+                generation = header.generation,
+                "checkpoint incomplete; using the older half"
+            ),
         }
     }
     Err(RecoverError::NoCheckpoint { shard })
@@ -103,7 +108,8 @@ fn replay_half(shard: u32, half: u8, header: HalfHeader, bytes: &[u8]) -> Result
     let mut expected = header.first_lsn;
     let mut checkpoint_done = false;
     while let Some(f) = parse_frame(bytes, at).filter(|f| f.lsn == expected) {
-        let rec = Record::decode(f.payload).map_err(|reason| RecoverError::BadRecord { shard, half, lsn: f.lsn, reason })?;
+        let rec =
+            Record::decode(f.payload).map_err(|reason| RecoverError::BadRecord { shard, half, lsn: f.lsn, reason })?;
         checkpoint_done |= rec == Record::CheckpointEnd;
         records.push(rec);
         at = f.end;
@@ -127,7 +133,13 @@ fn replay_half(shard: u32, half: u8, header: HalfHeader, bytes: &[u8]) -> Result
         return Ok(None);
     }
     if torn_end.is_some() {
-        tracing::warn!(shard, half, offset = at, lsn = expected, "log ends in a torn round; its unacknowledged records are dropped");
+        tracing::warn!(
+            shard,
+            half,
+            offset = at,
+            lsn = expected,
+            "log ends in a torn round; its unacknowledged records are dropped"
+        );
     }
     let partial = at % PAGE_SIZE;
     Ok(Some(Recovered {

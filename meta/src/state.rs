@@ -53,8 +53,10 @@ impl ShardMeta {
                 self.purge_container(account, name, *id, &mut released);
             }
             Record::BlockStaged { key, container_id, block } => {
-                let staged =
-                    self.staged.entry(key.clone()).or_insert_with(|| Staged { container_id: *container_id, blocks: Vec::new() });
+                let staged = self
+                    .staged
+                    .entry(key.clone())
+                    .or_insert_with(|| Staged { container_id: *container_id, blocks: Vec::new() });
                 if staged.container_id != *container_id {
                     // Left over from a deleted container of the same name.
                     released.extend(staged.blocks.drain(..).flat_map(|b| b.block.chunks));
@@ -175,7 +177,10 @@ pub struct RefDelta {
 }
 
 impl RefDelta {
-    pub fn between<'a>(added: impl Iterator<Item = &'a ChunkRef>, dropped: impl Iterator<Item = &'a ChunkRef>) -> RefDelta {
+    pub fn between<'a>(
+        added: impl Iterator<Item = &'a ChunkRef>,
+        dropped: impl Iterator<Item = &'a ChunkRef>,
+    ) -> RefDelta {
         let mut net: HashMap<u64, (ChunkRef, i64)> = HashMap::new();
         for c in added {
             net.entry(c.offset).or_insert((*c, 0)).1 += 1;
@@ -195,7 +200,7 @@ impl RefDelta {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Block, BlobProps};
+    use crate::model::{BlobProps, Block};
 
     fn chunk(offset: u64) -> ChunkRef {
         ChunkRef { hash: [offset as u8; 16], offset, stored_len: 10, len: 10, flags: 0 }
@@ -222,7 +227,9 @@ mod tests {
     fn restaging_a_block_releases_the_old_one() {
         let mut m = ShardMeta::default();
         let key = BlobKey::new("a", "c", "b");
-        assert!(m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("x", 4096) }).is_empty());
+        assert!(m
+            .apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("x", 4096) })
+            .is_empty());
         let rel = m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("x", 8192) });
         assert_eq!(rel, vec![chunk(4096)]);
         assert_eq!(m.staged[&key].blocks.len(), 1);
@@ -259,7 +266,11 @@ mod tests {
         let key = BlobKey::new("a", "c", "b");
         m.apply(&Record::BlobPut { key: key.clone(), blob: blob(&[4096, 8192]) });
         m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("z", 16384) });
-        m.apply(&Record::BlockStaged { key: BlobKey::new("a", "c", "other"), container_id: 1, block: staged("q", 20480) });
+        m.apply(&Record::BlockStaged {
+            key: BlobKey::new("a", "c", "other"),
+            container_id: 1,
+            block: staged("q", 20480),
+        });
         let mut back = ShardMeta::default();
         for r in m.snapshot() {
             back.apply(&r);

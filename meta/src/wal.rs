@@ -328,7 +328,8 @@ impl LogBuf {
         if self.open_group.is_none() && self.sealed.is_empty() {
             return None;
         }
-        let mut writes: Vec<(u64, AlignedBuf)> = self.sealed.drain(..).map(|(at, bytes)| (at, to_pages(&bytes))).collect();
+        let mut writes: Vec<(u64, AlignedBuf)> =
+            self.sealed.drain(..).map(|(at, bytes)| (at, to_pages(&bytes))).collect();
         let at = self.place.halves[self.half as usize].0 + self.tail_start as u64;
         writes.push((at, to_pages(&self.tail)));
         let full = self.tail.len() / PAGE_SIZE * PAGE_SIZE;
@@ -346,7 +347,12 @@ fn to_pages(bytes: &[u8]) -> AlignedBuf {
     buf
 }
 
-async fn flusher(buf: Rc<RefCell<LogBuf>>, notify: Rc<Notify>, durable: watch::Sender<Durable>, dev: Rc<dyn BlockDevice>) {
+async fn flusher(
+    buf: Rc<RefCell<LogBuf>>,
+    notify: Rc<Notify>,
+    durable: watch::Sender<Durable>,
+    dev: Rc<dyn BlockDevice>,
+) {
     loop {
         let round = buf.borrow_mut().take_round();
         let Some((writes, up_to)) = round else {

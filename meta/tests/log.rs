@@ -1,6 +1,8 @@
 //! The metadata log against a real file: durability across reopen, checkpoints into the other
 //! half, and damage detection.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -35,7 +37,13 @@ fn staged(i: u32, pad: usize) -> Record {
             block: Block {
                 id: vec![b'x'; pad],
                 size: i as u64,
-                chunks: vec![ChunkRef { hash: [i as u8; 16], offset: 4096 * i as u64, stored_len: 1, len: 1, flags: 0 }],
+                chunks: vec![ChunkRef {
+                    hash: [i as u8; 16],
+                    offset: 4096 * i as u64,
+                    stored_len: 1,
+                    len: 1,
+                    flags: 0,
+                }],
             },
             staged_ns: i as i64,
         },

@@ -118,3 +118,23 @@ mod tests {
         assert!(Config::from_toml("[engine]\nchunk_sise = 4096\n").is_err());
     }
 }
+
+#[cfg(test)]
+mod profile_tests {
+    use super::Config;
+
+    #[test]
+    fn every_hardware_profile_is_a_valid_configuration() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                Config::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no profiles found in {}", dir.display());
+    }
+}

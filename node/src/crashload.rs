@@ -33,7 +33,7 @@ pub fn content(name: &str, v: u64) -> Vec<u8> {
     let mut x = h | 1;
     while out.len() < len {
         // Every third version repeats a fixed pattern, so dedup is exercised across blobs.
-        if v % 3 == 0 {
+        if v.is_multiple_of(3) {
             out.extend_from_slice(b"shared chunk pattern ");
         } else {
             x ^= x << 13;
@@ -84,7 +84,9 @@ pub fn run(data: &Path, seed: u64, first_version: u64, max_secs: u64) {
                     let data = content(&name, version);
                     say(format!("BEGIN {name} {version}"));
                     // Blocks of up to 100,000 bytes, committed as one list.
-                    let ids: Vec<Vec<u8>> = (0..data.len().div_ceil(100_000).max(1)).map(|i| format!("{version:012}-{i:04}").into_bytes()).collect();
+                    let ids: Vec<Vec<u8>> = (0..data.len().div_ceil(100_000).max(1))
+                        .map(|i| format!("{version:012}-{i:04}").into_bytes())
+                        .collect();
                     let mut ok = true;
                     for (i, id) in ids.iter().enumerate() {
                         let piece = data[(i * 100_000).min(data.len())..((i + 1) * 100_000).min(data.len())].to_vec();

@@ -1,6 +1,8 @@
 //! Damage on disk: flipped bytes in chunk pages, in the metadata log and in the superblock give a
 //! clear error, never wrong data.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::FileExt;
@@ -12,7 +14,10 @@ use edgeblob_meta::model::{BlobKey, ChunkRef};
 fn chunks_of(node: &Node, k: &BlobKey) -> Vec<ChunkRef> {
     let owner = node.shared().owner_of(k);
     let k = k.clone();
-    rt().block_on(node.on(owner, move |s| async move { s.meta.borrow().state.blobs[&k].chunks().copied().collect::<Vec<_>>() })).unwrap()
+    rt().block_on(
+        node.on(owner, move |s| async move { s.meta.borrow().state.blobs[&k].chunks().copied().collect::<Vec<_>>() }),
+    )
+    .unwrap()
 }
 
 fn flip(path: &std::path::Path, at: u64) {
@@ -48,10 +53,15 @@ fn a_flipped_byte_in_a_raw_chunk_fails_only_the_reads_that_touch_it() {
         assert!(err.to_string().contains(&target.offset.to_string()), "the error names the place: {err}");
         // The first chunk, and the second chunk's first page, are still readable and right.
         let first = target.len as u64;
-        let (_, _, got) = node.read_blob(1, key("c", "b"), Some((0, Some(first + 4000))), Default::default()).await.unwrap();
+        let (_, _, got) =
+            node.read_blob(1, key("c", "b"), Some((0, Some(first + 4000))), Default::default()).await.unwrap();
         assert_eq!(&got[..], &d[..first as usize + 4001]);
         let (_, _, got) = node.read_blob(0, key("c", "other"), None, Default::default()).await.unwrap();
         assert_eq!(&got[..], &other[..]);
+        // fsck finds exactly the damaged chunk.
+        let report = node.check_all().await.unwrap();
+        assert_eq!(report.damaged.len(), 1, "{:?}", report.damaged);
+        assert!(report.damaged[0].contains(&format!("offset {}", target.offset)));
     });
 }
 
@@ -107,7 +117,11 @@ fn random_damage_never_yields_wrong_bytes() {
             for start in (0..d.len() as u64).step_by(20_000) {
                 match node.read_blob(0, key("c", n), Some((start, Some(start + 9_999))), Default::default()).await {
                     Ok((_, _, got)) => {
-                        assert_eq!(&got[..], &d[start as usize..(start as usize + 10_000).min(d.len())], "wrong bytes from {n}");
+                        assert_eq!(
+                            &got[..],
+                            &d[start as usize..(start as usize + 10_000).min(d.len())],
+                            "wrong bytes from {n}"
+                        );
                         ok += 1;
                     }
                     Err(EngineError::Corrupt(_)) => bad += 1,
@@ -130,7 +144,9 @@ fn damage_to_a_durable_log_record_stops_the_node_from_starting() {
             node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
             node.put_blob(0, key("c", name), body(b"x"), Default::default(), Default::default()).await.unwrap();
             for i in 0..30 {
-                node.put_blob(0, key("c", &format!("later-{i}")), body(b"y"), Default::default(), Default::default()).await.unwrap();
+                node.put_blob(0, key("c", &format!("later-{i}")), body(b"y"), Default::default(), Default::default())
+                    .await
+                    .unwrap();
             }
         });
     }

@@ -3,6 +3,8 @@
 //! acknowledged write must be there byte for byte; a write in flight at the kill must be wholly
 //! there or wholly absent.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -35,7 +37,7 @@ fn parse(line: &str) -> Option<(&str, &str, Version)> {
 
 #[test]
 fn acknowledged_writes_survive_sigkill_over_many_cycles() {
-    let cycles: u64 = std::env::var("EDGEBLOB_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let cycles: u64 = std::env::var("EDGEBLOB_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("crash.dat");
     let mut model: HashMap<String, Expect> = HashMap::new();
@@ -109,7 +111,10 @@ fn acknowledged_writes_survive_sigkill_over_many_cycles() {
                         } else if matches(e.in_flight) {
                             e.in_flight
                         } else {
-                            panic!("cycle {cycle}: {name} holds bytes of no version it may hold ({e:?}, {} bytes)", bytes.len())
+                            panic!(
+                                "cycle {cycle}: {name} holds bytes of no version it may hold ({e:?}, {} bytes)",
+                                bytes.len()
+                            )
                         }
                     }
                     Err(EngineError::BlobNotFound) => {

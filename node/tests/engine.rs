@@ -1,5 +1,7 @@
 //! Engine behaviour through the public `Node` API, with real shards, rings and a data file.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -27,15 +29,19 @@ fn put_get_ranges_and_overwrite_survive_restart() {
             assert_eq!((range, got.as_ref()), ((0, big.len() as u64), &big[..]));
             assert_eq!(b.props.content_type.as_deref(), Some("text/plain"));
             for (a, z) in [(0u64, 0u64), (65_535, 65_536), (100, 200_000), (299_999, 299_999)] {
-                let (_, r, got) = node.read_blob(0, key("c", "big"), Some((a, Some(z))), Conditions::default()).await.unwrap();
+                let (_, r, got) =
+                    node.read_blob(0, key("c", "big"), Some((a, Some(z))), Conditions::default()).await.unwrap();
                 assert_eq!(r, (a, z + 1));
                 assert_eq!(&got[..], &big[a as usize..=z as usize], "range {a}-{z}");
             }
-            let (_, r, got) = node.read_blob(0, key("c", "text"), Some((1000, None)), Conditions::default()).await.unwrap();
+            let (_, r, got) =
+                node.read_blob(0, key("c", "text"), Some((1000, None)), Conditions::default()).await.unwrap();
             assert_eq!((r.1, &got[..]), (text.len() as u64, &text[1000..]));
-            let (_, r, _) = node.read_blob(0, key("c", "big"), Some((10, Some(10_000_000))), Conditions::default()).await.unwrap();
+            let (_, r, _) =
+                node.read_blob(0, key("c", "big"), Some((10, Some(10_000_000))), Conditions::default()).await.unwrap();
             assert_eq!(r, (10, big.len() as u64), "end past the blob is clamped");
-            let err = node.read_blob(0, key("c", "big"), Some((300_000, None)), Conditions::default()).await.unwrap_err();
+            let err =
+                node.read_blob(0, key("c", "big"), Some((300_000, None)), Conditions::default()).await.unwrap_err();
             assert!(matches!(err, EngineError::InvalidRange { size: 300_000 }));
             // Overwrite with different content.
             node.put_blob(0, key("c", "big"), body(&text), BlobProps::default(), Conditions::default()).await.unwrap();
@@ -62,7 +68,15 @@ fn block_lists_commit_latest_committed_and_uncommitted() {
         let (a, b, c) = (data(1, 100_000, false), data(2, 70_000, true), data(3, 5, false));
         node.put_block(0, k(), b"id-1".to_vec(), body(&a)).await.unwrap();
         node.put_block(1, k(), b"id-2".to_vec(), body(&b)).await.unwrap();
-        let err = node.commit_block_list(k(), vec![BlockListItem::Latest(b"id-9".to_vec())], Default::default(), Default::default()).await.unwrap_err();
+        let err = node
+            .commit_block_list(
+                k(),
+                vec![BlockListItem::Latest(b"id-9".to_vec())],
+                Default::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap_err();
         assert!(matches!(err, EngineError::InvalidBlockList(_)));
         let list = vec![BlockListItem::Uncommitted(b"id-2".to_vec()), BlockListItem::Latest(b"id-1".to_vec())];
         let s = node.commit_block_list(k(), list, Default::default(), Default::default()).await.unwrap();
@@ -74,7 +88,11 @@ fn block_lists_commit_latest_committed_and_uncommitted() {
         node.put_block(0, k(), b"id-1".to_vec(), body(&c)).await.unwrap();
         let bl = node.get_block_list(k()).await.unwrap();
         assert_eq!(bl.uncommitted, vec![(b"id-1".to_vec(), 5)]);
-        let list = vec![BlockListItem::Committed(b"id-2".to_vec()), BlockListItem::Latest(b"id-1".to_vec()), BlockListItem::Committed(b"id-1".to_vec())];
+        let list = vec![
+            BlockListItem::Committed(b"id-2".to_vec()),
+            BlockListItem::Latest(b"id-1".to_vec()),
+            BlockListItem::Committed(b"id-1".to_vec()),
+        ];
         // Latest takes the restaged id-1; Committed still names the committed one.
         let s = node.commit_block_list(k(), list, Default::default(), Default::default()).await.unwrap();
         assert_eq!(s.size, 70_000 + 5 + 100_000);
@@ -101,13 +119,19 @@ fn conditions_are_checked_on_the_owner() {
         let err = node.put_blob(1, k(), body(b"two"), Default::default(), none_match_any).await.unwrap_err();
         assert!(matches!(err, EngineError::BlobAlreadyExists));
         let wrong = Conditions { if_match: Some(ETagMatch::Tags(vec!["0x1".into()])), ..Default::default() };
-        assert!(matches!(node.put_blob(0, k(), body(b"x"), Default::default(), wrong.clone()).await, Err(EngineError::ConditionNotMet)));
+        assert!(matches!(
+            node.put_blob(0, k(), body(b"x"), Default::default(), wrong.clone()).await,
+            Err(EngineError::ConditionNotMet)
+        ));
         assert!(matches!(node.delete_blob(k(), wrong.clone()).await, Err(EngineError::ConditionNotMet)));
         assert!(matches!(node.read_blob(0, k(), None, wrong).await, Err(EngineError::ConditionNotMet)));
         let right = Conditions { if_match: Some(ETagMatch::Tags(vec![etag_string(s.etag)])), ..Default::default() };
         let s2 = node.put_blob(1, k(), body(b"three"), Default::default(), right.clone()).await.unwrap();
         assert!(s2.etag > s.etag, "every write gets a new, larger ETag");
-        assert!(matches!(node.delete_blob(k(), right).await, Err(EngineError::ConditionNotMet)), "the old ETag no longer matches");
+        assert!(
+            matches!(node.delete_blob(k(), right).await, Err(EngineError::ConditionNotMet)),
+            "the old ETag no longer matches"
+        );
         let secs = s2.modified_ns / 1_000_000_000;
         let unmodified = Conditions { if_unmodified_since: Some(secs), ..Default::default() };
         node.read_blob(0, k(), None, unmodified).await.unwrap();
@@ -127,7 +151,9 @@ fn delete_blob_and_container_free_space_and_hide_everything() {
         let free0 = free_bytes(&node).await;
         let d = data(5, 1_000_000, false);
         for i in 0..4 {
-            node.put_blob(i % 2, key("c", &format!("b{i}")), body(&d), Default::default(), Default::default()).await.unwrap();
+            node.put_blob(i % 2, key("c", &format!("b{i}")), body(&d), Default::default(), Default::default())
+                .await
+                .unwrap();
         }
         node.put_block(0, key("c", "staged"), b"x".to_vec(), body(&d)).await.unwrap();
         assert!(free_bytes(&node).await < free0 - 5_000_000);
@@ -135,7 +161,10 @@ fn delete_blob_and_container_free_space_and_hide_everything() {
         assert!(matches!(node.delete_blob(key("c", "b0"), Default::default()).await, Err(EngineError::BlobNotFound)));
         assert!(matches!(node.head_blob(key("c", "b0"), Default::default()).await, Err(EngineError::BlobNotFound)));
         node.delete_container(ACCOUNT, "c").await.unwrap();
-        assert!(matches!(node.head_blob(key("c", "b1"), Default::default()).await, Err(EngineError::ContainerNotFound)));
+        assert!(matches!(
+            node.head_blob(key("c", "b1"), Default::default()).await,
+            Err(EngineError::ContainerNotFound)
+        ));
         assert_eq!(free_bytes(&node).await, free0, "all space is back once nothing refers to it");
         // A new container of the same name starts empty.
         node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
@@ -169,7 +198,9 @@ fn dedup_stores_identical_chunks_once_and_compression_shrinks_text() {
         node.create_container(ACCOUNT, "d", vec![]).await.unwrap();
         let d = data(9, 64 * 1024 * 8, false);
         for i in 0..5 {
-            node.put_blob(i % 2, key("c", &format!("copy{i}")), body(&d), Default::default(), Default::default()).await.unwrap();
+            node.put_blob(i % 2, key("c", &format!("copy{i}")), body(&d), Default::default(), Default::default())
+                .await
+                .unwrap();
         }
         let r = node.reduction().await.unwrap();
         assert_eq!(r.logical_bytes, 5 * d.len() as u64);
@@ -198,7 +229,9 @@ fn listing_merges_shards_with_prefix_delimiter_and_marker() {
         let mut names: Vec<String> = (0..60).map(|i| format!("dir{}/f{i:03}", i % 3)).collect();
         names.push("top".into());
         for (i, n) in names.iter().enumerate() {
-            node.put_blob(i % 2, key("c", n), body(n.as_bytes()), Default::default(), Default::default()).await.unwrap();
+            node.put_blob(i % 2, key("c", n), body(n.as_bytes()), Default::default(), Default::default())
+                .await
+                .unwrap();
         }
         names.sort();
         let mut seen = Vec::new();
@@ -231,11 +264,21 @@ fn properties_and_metadata_change_the_etag_and_keep_the_data() {
         let node = open(&cfg);
         rt.block_on(async {
             node.create_container(ACCOUNT, "c", vec![("Owner".into(), "me".into())]).await.unwrap();
-            let s = node.put_blob(0, key("c", "b"), body(b"payload"), Default::default(), Default::default()).await.unwrap();
+            let s = node
+                .put_blob(0, key("c", "b"), body(b"payload"), Default::default(), Default::default())
+                .await
+                .unwrap();
             let md = vec![("Mixed_Case".to_owned(), "v".to_owned())];
-            let s2 = node.set_blob_props(key("c", "b"), PropsChange::Metadata(md.clone()), Default::default()).await.unwrap();
+            let s2 = node
+                .set_blob_props(key("c", "b"), PropsChange::Metadata(md.clone()), Default::default())
+                .await
+                .unwrap();
             assert!(s2.etag > s.etag);
-            let props = BlobProps { content_type: Some("image/png".into()), cache_control: Some("no-cache".into()), ..Default::default() };
+            let props = BlobProps {
+                content_type: Some("image/png".into()),
+                cache_control: Some("no-cache".into()),
+                ..Default::default()
+            };
             node.set_blob_props(key("c", "b"), PropsChange::Properties(props), Default::default()).await.unwrap();
         });
     }
@@ -250,3 +293,76 @@ fn properties_and_metadata_change_the_etag_and_keep_the_data() {
     });
 }
 
+#[test]
+fn uncommitted_blocks_expire_after_seven_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(&config(dir.path()));
+    rt().block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let before = free_bytes(&node).await;
+        node.put_block(0, key("c", "b"), b"blk".to_vec(), body(&data(1, 100_000, false))).await.unwrap();
+        let owner = node.shared().owner_of(&key("c", "b"));
+        let now = edgeblob::engine::shard::now_ns();
+        let day = 24 * 3600 * 1_000_000_000i64;
+        let dropped = node
+            .on(owner, move |s| async move { edgeblob::engine::blob::expire_staged(&s, now + 6 * day).await })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(dropped, 0, "six days: kept");
+        assert_eq!(node.get_block_list(key("c", "b")).await.unwrap().uncommitted.len(), 1);
+        let dropped = node
+            .on(owner, move |s| async move { edgeblob::engine::blob::expire_staged(&s, now + 8 * day).await })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(dropped, 1, "eight days: dropped");
+        assert!(matches!(node.get_block_list(key("c", "b")).await, Err(EngineError::BlobNotFound)));
+        assert_eq!(free_bytes(&node).await, before, "their space is free again");
+    });
+}
+
+#[test]
+fn a_read_in_flight_keeps_the_space_of_a_deleted_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(&config(dir.path()).with_reduction(false));
+    let original = data(7, 500_000, false);
+    rt().block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        node.put_blob(0, key("c", "old"), body(&original), Default::default(), Default::default()).await.unwrap();
+        let got = node
+            .on(0, |s| async move {
+                use edgeblob::engine::{blob, read::BlobReader, write::store_body};
+                let k = key("c", "old");
+                let owner = s.node.owner_of(&k);
+                // Resolve the blob as a GET does, then delete it before reading a byte.
+                let guard = s.node.epochs.enter();
+                let kk = k.clone();
+                let plan = s
+                    .peers
+                    .call(owner, move |o| async move { blob::resolve(&o, &kk, None, &Default::default()) })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                s.peers
+                    .call(owner, move |o| async move { blob::delete_blob(&o, k, Default::default()).await })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                // Let the give-backs land, then write enough new data to reuse any free space.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                for i in 0..4 {
+                    let fill = data(100 + i, 500_000, false);
+                    let stored = store_body(&s, futures::stream::iter(vec![Ok(bytes::Bytes::from(fill))]), u64::MAX)
+                        .await
+                        .unwrap();
+                    s.give_back_refs(stored.chunks);
+                }
+                BlobReader::new(s.clone(), plan.segments, guard).read_all().await
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[..], &original[..], "the read sees the bytes it resolved");
+    });
+}

@@ -1,6 +1,8 @@
 //! Property test: random sequences of Put Block, Put Block List, Put Blob, Delete Blob, reads and
 //! restarts against the engine and against a plain in-memory model; both must agree on every read.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashMap;
@@ -31,11 +33,14 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The model: committed content (with its block list) and staged blocks per blob.
+/// Blocks as (id, bytes), in order.
+type Blocks = Vec<(u8, Vec<u8>)>;
+
+/// The model: committed content (with its block list; None for Put Blob) and staged blocks.
 #[derive(Default, Debug)]
 struct Model {
-    committed: HashMap<u8, (Vec<u8>, Option<Vec<(u8, Vec<u8>)>>)>,
-    staged: HashMap<u8, Vec<(u8, Vec<u8>)>>,
+    committed: HashMap<u8, (Vec<u8>, Option<Blocks>)>,
+    staged: HashMap<u8, Blocks>,
 }
 
 fn block_id(id: u8) -> Vec<u8> {
@@ -95,7 +100,8 @@ fn run_case(ops: Vec<Op>, reduction: bool) {
             }
             Op::PutBlob { blob, seed, len, via } => {
                 let d = data(seed, len, seed % 2 == 0);
-                rt.block_on(n.put_blob(via as usize, k(blob), body(&d), Default::default(), Default::default())).unwrap();
+                rt.block_on(n.put_blob(via as usize, k(blob), body(&d), Default::default(), Default::default()))
+                    .unwrap();
                 m.committed.insert(blob, (d, None));
                 m.staged.remove(&blob);
             }
@@ -114,14 +120,18 @@ fn run_case(ops: Vec<Op>, reduction: bool) {
                         Some((d, _)) if !d.is_empty() => {
                             let start = start as u64 % d.len() as u64;
                             let end = start + len as u64;
-                            let (_, r, got) = n.read_blob(via as usize, k(blob), Some((start, Some(end))), Default::default()).await.unwrap();
+                            let (_, r, got) = n
+                                .read_blob(via as usize, k(blob), Some((start, Some(end))), Default::default())
+                                .await
+                                .unwrap();
                             let want = &d[start as usize..(end as usize + 1).min(d.len())];
                             assert_eq!(r.0, start);
                             assert_eq!(&got[..], want);
                             Ok(())
                         }
                         Some(_) => {
-                            let (_, _, got) = n.read_blob(via as usize, k(blob), None, Default::default()).await.unwrap();
+                            let (_, _, got) =
+                                n.read_blob(via as usize, k(blob), None, Default::default()).await.unwrap();
                             assert!(got.is_empty());
                             Ok(())
                         }
@@ -151,7 +161,8 @@ fn run_case(ops: Vec<Op>, reduction: bool) {
                 }
                 None => assert!(n.head_blob(k.clone(), Default::default()).await.is_err()),
             }
-            let staged: Vec<Vec<u8>> = m.staged.get(&b).map(|v| v.iter().map(|(i, _)| block_id(*i)).collect()).unwrap_or_default();
+            let staged: Vec<Vec<u8>> =
+                m.staged.get(&b).map(|v| v.iter().map(|(i, _)| block_id(*i)).collect()).unwrap_or_default();
             match n.get_block_list(k).await {
                 Ok(bl) => assert_eq!(bl.uncommitted.into_iter().map(|(i, _)| i).collect::<Vec<_>>(), staged),
                 Err(EngineError::BlobNotFound) => assert!(staged.is_empty() && !m.committed.contains_key(&b)),

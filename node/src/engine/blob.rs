@@ -84,7 +84,9 @@ pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()
         let mut meta = s.meta.borrow_mut();
         if let Some(st) = meta.state.staged.get(&key).filter(|st| st.container_id == cid) {
             if st.blocks.first().is_some_and(|b| b.block.id.len() != block.id.len()) {
-                return Err(EngineError::InvalidBlobOrBlock("all block ids of a blob must have the same length".into()));
+                return Err(EngineError::InvalidBlobOrBlock(
+                    "all block ids of a blob must have the same length".into(),
+                ));
             }
             if st.blocks.len() >= limits::MAX_UNCOMMITTED_BLOCKS && st.find(&block.id).is_none() {
                 return Err(EngineError::BlockCountExceedsLimit);
@@ -106,7 +108,14 @@ pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()
 }
 
 /// Put Blob: commits a blob of one anonymous block whose chunk references the caller holds.
-pub async fn put_single(s: &Rc<Shard>, key: BlobKey, chunks: Vec<ChunkRef>, size: u64, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+pub async fn put_single(
+    s: &Rc<Shard>,
+    key: BlobKey,
+    chunks: Vec<ChunkRef>,
+    size: u64,
+    props: BlobProps,
+    cond: Conditions,
+) -> Result<BlobSummary> {
     let res = (|| {
         let cid = container_id(s, &key)?;
         let mut meta = s.meta.borrow_mut();
@@ -140,7 +149,13 @@ pub async fn put_single(s: &Rc<Shard>, key: BlobKey, chunks: Vec<ChunkRef>, size
 }
 
 /// Put Block List.
-pub async fn commit_block_list(s: &Rc<Shard>, key: BlobKey, list: Vec<BlockListItem>, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+pub async fn commit_block_list(
+    s: &Rc<Shard>,
+    key: BlobKey,
+    list: Vec<BlockListItem>,
+    props: BlobProps,
+    cond: Conditions,
+) -> Result<BlobSummary> {
     let cid = container_id(s, &key)?;
     if list.len() > limits::MAX_COMMITTED_BLOCKS {
         return Err(EngineError::BlockListTooLong);
@@ -151,7 +166,8 @@ pub async fn commit_block_list(s: &Rc<Shard>, key: BlobKey, list: Vec<BlockListI
         let cur = current(state, &key, cid);
         check(&cond, cur, true)?;
         let staged = state.staged.get(&key).filter(|st| st.container_id == cid);
-        let committed = |id: &[u8]| cur.filter(|b| !b.single_put).and_then(|b| b.blocks.iter().find(|blk| blk.id == id));
+        let committed =
+            |id: &[u8]| cur.filter(|b| !b.single_put).and_then(|b| b.blocks.iter().find(|blk| blk.id == id));
         let uncommitted = |id: &[u8]| staged.and_then(|st| st.find(id)).map(|sb| &sb.block);
         let mut blocks = Vec::with_capacity(list.len());
         for item in &list {
@@ -177,7 +193,10 @@ pub async fn commit_block_list(s: &Rc<Shard>, key: BlobKey, list: Vec<BlockListI
             blocks,
             single_put: false,
         };
-        let dropped = cur.into_iter().flat_map(|b| b.chunks()).chain(staged.into_iter().flat_map(|st| st.blocks.iter().flat_map(|b| b.block.chunks.iter())));
+        let dropped = cur
+            .into_iter()
+            .flat_map(|b| b.chunks())
+            .chain(staged.into_iter().flat_map(|st| st.blocks.iter().flat_map(|b| b.block.chunks.iter())));
         let delta = RefDelta::between(blob.chunks(), dropped);
         let summary = BlobSummary::of(&key.name, &blob);
         let commit = meta.commit(Record::BlobPut { key, blob })?;
@@ -246,7 +265,11 @@ pub fn resolve(s: &Shard, key: &BlobKey, range: Option<(u64, Option<u64>)>, cond
     if end < start {
         return Err(EngineError::InvalidRange { size: cur.size });
     }
-    Ok(ReadPlan { blob: BlobSummary::of(&key.name, cur), range: (start, end), segments: plan(cur.chunks(), start, end) })
+    Ok(ReadPlan {
+        blob: BlobSummary::of(&key.name, cur),
+        range: (start, end),
+        segments: plan(cur.chunks(), start, end),
+    })
 }
 
 pub fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
@@ -258,8 +281,16 @@ pub fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
         return Err(EngineError::BlobNotFound);
     }
     Ok(BlockList {
-        committed: cur.map(|b| if b.single_put { Vec::new() } else { b.blocks.iter().map(|x| (x.id.clone(), x.size)).collect() }),
-        uncommitted: staged.map(|st| st.blocks.iter().map(|b| (b.block.id.clone(), b.block.size)).collect()).unwrap_or_default(),
+        committed: cur.map(|b| {
+            if b.single_put {
+                Vec::new()
+            } else {
+                b.blocks.iter().map(|x| (x.id.clone(), x.size)).collect()
+            }
+        }),
+        uncommitted: staged
+            .map(|st| st.blocks.iter().map(|b| (b.block.id.clone(), b.block.size)).collect())
+            .unwrap_or_default(),
         blob_size: cur.map_or(0, |b| b.size),
     })
 }
@@ -268,7 +299,12 @@ pub fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
 pub async fn expire_staged(s: &Rc<Shard>, now: i64) -> Result<usize> {
     let expired: Vec<BlobKey> = {
         let meta = s.meta.borrow();
-        meta.state.staged.iter().filter(|(_, st)| now - st.last_staged_ns() > limits::UNCOMMITTED_TTL_NS).map(|(k, _)| k.clone()).collect()
+        meta.state
+            .staged
+            .iter()
+            .filter(|(_, st)| now - st.last_staged_ns() > limits::UNCOMMITTED_TTL_NS)
+            .map(|(k, _)| k.clone())
+            .collect()
     };
     let n = expired.len();
     for key in expired {

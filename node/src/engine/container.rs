@@ -20,7 +20,8 @@ pub async fn create(s: &Rc<Shard>, account: String, name: String, metadata: Meta
             return Err(EngineError::ContainerAlreadyExists);
         }
         let now = now_ns();
-        let container = Container { id: s.node.stamp(), etag: s.node.stamp(), created_ns: now, modified_ns: now, metadata };
+        let container =
+            Container { id: s.node.stamp(), etag: s.node.stamp(), created_ns: now, modified_ns: now, metadata };
         (meta.commit(Record::ContainerPut { account, name, container: container.clone() })?, container)
     };
     commit.durable.await?;
@@ -51,7 +52,8 @@ pub async fn delete(s: &Rc<Shard>, account: String, name: String) -> Result<()> 
     let id = s.meta.borrow().state.containers.get(&key).map(|c| c.id).ok_or(EngineError::ContainerNotFound)?;
     // Unpublish first: from here on no shard stages or commits into it.
     s.node.catalog.write().unwrap_or_else(|p| p.into_inner()).remove(&key);
-    let commit = s.meta.borrow_mut().commit(Record::ContainerDelete { account: account.clone(), name: name.clone(), id })?;
+    let commit =
+        s.meta.borrow_mut().commit(Record::ContainerDelete { account: account.clone(), name: name.clone(), id })?;
     commit.durable.await?;
     for shard in 0..s.peers.len() {
         let (account, name) = (account.clone(), name.clone());

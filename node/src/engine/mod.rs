@@ -106,7 +106,13 @@ impl Node {
     }
 
     /// Containers of an account whose names start with `prefix`, after `marker`.
-    pub fn list_containers(&self, account: &str, prefix: &str, marker: Option<&str>, max: usize) -> (Vec<(String, Container)>, Option<String>) {
+    pub fn list_containers(
+        &self,
+        account: &str,
+        prefix: &str,
+        marker: Option<&str>,
+        max: usize,
+    ) -> (Vec<(String, Container)>, Option<String>) {
         let cat = self.shared.catalog.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<(String, Container)> = cat
             .range((account.to_owned(), prefix.to_owned())..)
@@ -123,15 +129,25 @@ impl Node {
     }
 
     /// Put Blob, received on shard `via`.
-    pub async fn put_blob(&self, via: usize, key: BlobKey, body: Body, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+    pub async fn put_blob(
+        &self,
+        via: usize,
+        key: BlobKey,
+        body: Body,
+        props: BlobProps,
+        cond: Conditions,
+    ) -> Result<BlobSummary> {
         let owner = self.owner(&key);
         self.on(via, move |s| async move {
             if s.node.container(&key.account, &key.container).is_none() {
                 return Err(EngineError::ContainerNotFound);
             }
-            let stored = write::store_body(&s, body_stream(body), limits::MAX_BLOCK_SIZE).await?;
+            let stored = write::store_body(&s, body_stream(body), limits::MAX_PUT_BLOB_SIZE).await?;
             s.peers
-                .call(owner, move |o| async move { blob::put_single(&o, key, stored.chunks, stored.len, props, cond).await })
+                .call(
+                    owner,
+                    move |o| async move { blob::put_single(&o, key, stored.chunks, stored.len, props, cond).await },
+                )
                 .await?
         })
         .await?
@@ -156,7 +172,13 @@ impl Node {
         .await?
     }
 
-    pub async fn commit_block_list(&self, key: BlobKey, list: Vec<BlockListItem>, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+    pub async fn commit_block_list(
+        &self,
+        key: BlobKey,
+        list: Vec<BlockListItem>,
+        props: BlobProps,
+        cond: Conditions,
+    ) -> Result<BlobSummary> {
         let owner = self.owner(&key);
         self.on(owner, move |o| async move { blob::commit_block_list(&o, key, list, props, cond).await }).await?
     }
@@ -170,7 +192,13 @@ impl Node {
     }
 
     /// Get Blob on shard `via`, collected whole: the blob, the range served, and its bytes.
-    pub async fn read_blob(&self, via: usize, key: BlobKey, range: Option<(u64, Option<u64>)>, cond: Conditions) -> Result<(BlobSummary, (u64, u64), Bytes)> {
+    pub async fn read_blob(
+        &self,
+        via: usize,
+        key: BlobKey,
+        range: Option<(u64, Option<u64>)>,
+        cond: Conditions,
+    ) -> Result<(BlobSummary, (u64, u64), Bytes)> {
         let owner = self.owner(&key);
         self.on(via, move |s| async move {
             let guard = s.node.epochs.enter();
@@ -179,6 +207,17 @@ impl Node {
             Ok((plan.blob, plan.range, data))
         })
         .await?
+    }
+
+    /// Get Blob on shard `via`, streamed and hashed rather than collected (benchmarks, checks):
+    /// the bytes read and their xxh3-64.
+    pub async fn read_blob_digest(
+        &self,
+        via: usize,
+        key: BlobKey,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<(u64, u64)> {
+        self.on(via, move |s| async move { read_digest(&s, key, range).await }).await?
     }
 
     pub async fn delete_blob(&self, key: BlobKey, cond: Conditions) -> Result<()> {
@@ -207,8 +246,11 @@ impl Node {
     /// Waits until every shard's metadata log is durable up to now.
     pub async fn sync(&self) -> Result<()> {
         for i in 0..self.shards() {
-            let wait = self.on(i, |s| async move { s.meta.borrow().sync() }).await?;
-            wait.await?;
+            self.on(i, |s| async move {
+                let durable = s.meta.borrow().sync();
+                durable.await
+            })
+            .await??;
         }
         Ok(())
     }
@@ -230,6 +272,26 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Reads a blob (or a range) on this shard, streamed and hashed: the bytes read and their xxh3-64.
+pub async fn read_digest(s: &Rc<Shard>, key: BlobKey, range: Option<(u64, Option<u64>)>) -> Result<(u64, u64)> {
+    let owner = s.node.owner_of(&key);
+    let guard = s.node.epochs.enter();
+    let plan = if owner == s.index {
+        blob::resolve(s, &key, range, &Conditions::default())?
+    } else {
+        s.peers.call(owner, move |o| async move { blob::resolve(&o, &key, range, &Conditions::default()) }).await??
+    };
+    let mut reader = read::BlobReader::new(s.clone(), plan.segments, guard);
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut n = 0u64;
+    while let Some(piece) = reader.next().await {
+        let piece = piece?;
+        n += piece.len() as u64;
+        h.update(&piece);
+    }
+    Ok((n, h.digest()))
 }
 
 /// Tasks every shard runs for its whole life.

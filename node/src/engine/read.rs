@@ -64,6 +64,11 @@ impl BlobReader {
 
     /// The next piece of the blob, in order; None at the end.
     pub async fn next(&mut self) -> Option<Result<Bytes>> {
+        if self.inflight.is_empty() && self.plan.len() <= 1 {
+            // Nothing to overlap with (small reads, or the last piece): read in place.
+            let (c, from, to) = self.plan.pop_front()?;
+            return Some(read_chunk(&self.shard, &c, from, to).await);
+        }
         while self.inflight.len() < self.depth {
             let Some((c, from, to)) = self.plan.pop_front() else { break };
             let shard = self.shard.clone();

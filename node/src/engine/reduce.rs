@@ -91,7 +91,8 @@ mod tests {
         rand::rngs::StdRng::seed_from_u64(1).fill_bytes(&mut random);
         assert!(!probe_compressible(&random));
         assert!(r.compress(&random).unwrap().is_none());
-        let text: Vec<u8> = b"the quick brown fox jumps over the lazy dog ".iter().cycle().take(1 << 20).copied().collect();
+        let text: Vec<u8> =
+            b"the quick brown fox jumps over the lazy dog ".iter().cycle().take(1 << 20).copied().collect();
         let z = r.compress(&text).unwrap().unwrap();
         assert!(z.len() < text.len() / 10);
         assert_eq!(r.decompress(&z, text.len()).unwrap(), text);

@@ -36,7 +36,8 @@ pub fn log_place(sb: &Superblock, shard: u32) -> LogPlace {
 pub fn read_superblock(file: &DeviceFile) -> Result<Superblock> {
     let mut page = AlignedBuf::zeroed(PAGE_SIZE);
     file.file().read_exact_at(&mut page, 0)?;
-    Superblock::decode(&page, file.len()).map_err(|e| EngineError::Io(std::io::Error::other(format!("{}: {e}", file.path().display()))))
+    Superblock::decode(&page, file.len())
+        .map_err(|e| EngineError::Io(std::io::Error::other(format!("{}: {e}", file.path().display()))))
 }
 
 /// Formats a new data file at `path`: built under a temporary name and renamed into place once
@@ -116,12 +117,22 @@ pub fn open(config: EngineConfig) -> Result<Node> {
     Ok(node)
 }
 
-async fn init_shard(index: usize, peers: Peers<Shard>, node: Arc<NodeShared>, file: Arc<DeviceFile>, slots: u16) -> std::io::Result<Rc<Shard>> {
+async fn init_shard(
+    index: usize,
+    peers: Peers<Shard>,
+    node: Arc<NodeShared>,
+    file: Arc<DeviceFile>,
+    slots: u16,
+) -> std::io::Result<Rc<Shard>> {
     let pool = FixedPool::new(slots.max(1), FIXED_SLOT);
     let dev: Rc<dyn BlockDevice> = match Ring::new(256) {
         Ok(ring) => {
             tokio::task::spawn_local(ring.driver());
-            let registered = slots > 0 && ring.register_pool(&pool).map_err(|e| tracing::warn!(shard = index, %e, "buffer registration refused; plain buffers")).is_ok();
+            let registered = slots > 0
+                && ring
+                    .register_pool(&pool)
+                    .map_err(|e| tracing::warn!(shard = index, %e, "buffer registration refused; plain buffers"))
+                    .is_ok();
             Rc::new(UringDevice::new(ring, file.clone(), registered))
         }
         Err(e) => {
@@ -131,9 +142,19 @@ async fn init_shard(index: usize, peers: Peers<Shard>, node: Arc<NodeShared>, fi
     };
     let place = log_place(&node.sb, index as u32);
     let (meta, report) = MetaStore::open(place, dev.clone()).await.map_err(std::io::Error::other)?;
-    tracing::info!(shard = index, device = dev.describe(), registered_bytes = slots as usize * FIXED_SLOT, records = report.records, torn_tail = report.torn_tail, half = report.half, generation = report.generation, "shard recovered");
+    tracing::info!(
+        shard = index,
+        device = dev.describe(),
+        registered_bytes = slots as usize * FIXED_SLOT,
+        records = report.records,
+        torn_tail = report.torn_tail,
+        half = report.half,
+        generation = report.generation,
+        "shard recovered"
+    );
     let (offset, len) = node.sb.layout.data_area(index as u32);
-    let reducer = Reducer::new(node.sb.secret, node.config.compression, node.config.zstd_level).map_err(std::io::Error::other)?;
+    let reducer =
+        Reducer::new(node.sb.secret, node.config.compression, node.config.zstd_level).map_err(std::io::Error::other)?;
     Ok(Rc::new(Shard {
         index,
         dev,
@@ -152,7 +173,8 @@ fn rebuild(node: &Node) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let catalog = node.on(CATALOG_SHARD, |s| async move { s.meta.borrow().state.containers.clone() }).await?;
-        let live: Arc<BTreeMap<(String, String), u64>> = Arc::new(catalog.iter().map(|(k, c)| (k.clone(), c.id)).collect());
+        let live: Arc<BTreeMap<(String, String), u64>> =
+            Arc::new(catalog.iter().map(|(k, c)| (k.clone(), c.id)).collect());
         let mut floor = catalog.values().map(|c| c.id.max(c.etag)).max().unwrap_or(0);
         *node.shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
 
@@ -165,7 +187,8 @@ fn rebuild(node: &Node) -> Result<()> {
             let (groups, max_etag) = node
                 .on(i, move |s| async move {
                     let mut meta = s.meta.borrow_mut();
-                    let live_fn = |k: &BlobKey, id: u64| live.get(&(k.account.clone(), k.container.clone())) == Some(&id);
+                    let live_fn =
+                        |k: &BlobKey, id: u64| live.get(&(k.account.clone(), k.container.clone())) == Some(&id);
                     let dropped = meta.state.drop_orphans(&live_fn);
                     if dropped > 0 {
                         tracing::warn!(shard = s.index, dropped, "dropped blobs of deleted containers");
@@ -211,7 +234,10 @@ fn rebuild(node: &Node) -> Result<()> {
                 let mut space = s.space.borrow_mut();
                 for e in list {
                     space.alloc.reserve(e).map_err(|err| {
-                        EngineError::Corrupt(format!("shard {}: two live chunks claim overlapping space: {err}", s.index))
+                        EngineError::Corrupt(format!(
+                            "shard {}: two live chunks claim overlapping space: {err}",
+                            s.index
+                        ))
                     })?;
                 }
                 Ok::<(), EngineError>(())

@@ -131,7 +131,8 @@ pub async fn store_chunk(shard: Rc<Shard>, data: Bytes) -> Result<ChunkRef> {
     let stored: &[u8] = compressed.as_deref().unwrap_or(&data);
     let pages = page::pages_for(stored.len());
     let extent = shard.allocate((pages * PAGE_SIZE) as u64).ok_or(EngineError::OutOfSpace)?;
-    let chunk = ChunkRef { hash, offset: extent.offset, stored_len: stored.len() as u32, len: data.len() as u32, flags };
+    let chunk =
+        ChunkRef { hash, offset: extent.offset, stored_len: stored.len() as u32, len: data.len() as u32, flags };
     let mut buf = shard.pool.get(pages * PAGE_SIZE);
     page::encode(stored, chunk.seed(), &mut buf);
     let (res, _) = shard.dev.write(buf, extent.offset).await;

@@ -1,5 +1,6 @@
 //! Helpers for engine tests: a node on a small data file in a temporary directory.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 
