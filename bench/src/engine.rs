@@ -19,12 +19,12 @@ pub struct Args {
     #[arg(long, default_value = "bench-data")]
     dir: PathBuf,
     /// Bytes written and read per case (K, M, G suffixes).
-    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    #[arg(long, default_value = "1G", value_parser = edgeblob::config::parse_size)]
     size: u64,
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    #[arg(long, default_value = "64M", value_parser = edgeblob::config::parse_size)]
     blob_size: u64,
     /// On-disk chunk size.
-    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    #[arg(long, default_value = "1M", value_parser = edgeblob::config::parse_size)]
     chunk_size: u64,
     /// Shards (default: one per core).
     #[arg(long)]
@@ -44,16 +44,6 @@ pub struct Args {
     /// Skip fio.
     #[arg(long)]
     no_fio: bool,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<u64>().map(|n| n * mult).map_err(|e| format!("size {s:?}: {e}"))
 }
 
 struct Row {

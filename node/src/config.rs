@@ -91,6 +91,19 @@ impl EngineConfig {
     }
 }
 
+/// A byte count with an optional K, M, G or T suffix (powers of 1024), as the tools take it.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, shift) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 30),
+        Some('T' | 't') => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    let n: u64 = num.parse().map_err(|e| format!("size {s:?}: {e}"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
 impl Config {
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -110,6 +123,15 @@ mod tests {
         assert_eq!(c.engine.data_path, PathBuf::from("data/edgeblob.dat"));
         let c = Config::from_toml("port = 9000\n[engine]\nchunk_size = 262144\ndedup = false\n").unwrap();
         assert_eq!((c.port, c.engine.chunk_size, c.engine.dedup), (9000, 262_144, false));
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(super::parse_size("4096"), Ok(4096));
+        assert_eq!(super::parse_size("64K"), Ok(64 << 10));
+        assert_eq!(super::parse_size("8G"), Ok(8 << 30));
+        assert!(super::parse_size("1.5G").is_err());
+        assert!(super::parse_size("99999999999T").is_err());
     }
 
     #[test]

@@ -27,7 +27,7 @@ enum Cmd {
         #[arg(long)]
         data: PathBuf,
         /// Size of a new data file, e.g. 8G, 512M.
-        #[arg(long, default_value = "8G", value_parser = parse_size)]
+        #[arg(long, default_value = "8G", value_parser = edgeblob::config::parse_size)]
         size: u64,
         /// Shards (default: one per core).
         #[arg(long)]
@@ -53,17 +53,6 @@ enum Cmd {
         #[arg(long)]
         container: Option<String>,
     },
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    num.parse::<u64>().map(|n| n * mult).map_err(|e| format!("size {s:?}: {e}"))
 }
 
 fn main() -> ExitCode {

@@ -66,6 +66,28 @@ fn current<'a>(s: &'a edgeblob_meta::ShardMeta, key: &BlobKey, cid: u64) -> Opti
     s.blobs.get(key).filter(|b| b.container_id == cid)
 }
 
+/// The next version of a blob: a new ETag, modified now, created when the first version was.
+fn next_version(
+    s: &Shard,
+    cid: u64,
+    cur: Option<&Blob>,
+    props: BlobProps,
+    blocks: Vec<Block>,
+    single_put: bool,
+) -> Blob {
+    let now = now_ns();
+    Blob {
+        container_id: cid,
+        etag: s.node.stamp(),
+        created_ns: cur.map_or(now, |b| b.created_ns),
+        modified_ns: now,
+        size: blocks.iter().map(|b| b.size).sum(),
+        props,
+        blocks,
+        single_put,
+    }
+}
+
 async fn finish(s: &Shard, commit: Commit, give_back: Vec<ChunkRef>) -> Result<()> {
     commit.durable.await?;
     s.give_back_refs(give_back);
@@ -121,17 +143,7 @@ pub async fn put_single(
         let mut meta = s.meta.borrow_mut();
         let cur = current(&meta.state, &key, cid);
         check(&cond, cur, true)?;
-        let now = now_ns();
-        let blob = Blob {
-            container_id: cid,
-            etag: s.node.stamp(),
-            created_ns: cur.map_or(now, |b| b.created_ns),
-            modified_ns: now,
-            size,
-            props,
-            blocks: vec![Block { id: Vec::new(), size, chunks: chunks.clone() }],
-            single_put: true,
-        };
+        let blob = next_version(s, cid, cur, props, vec![Block { id: Vec::new(), size, chunks: chunks.clone() }], true);
         let summary = BlobSummary::of(&key.name, &blob);
         Ok((meta.commit(Record::BlobPut { key, blob })?, summary))
     })();
@@ -181,18 +193,7 @@ pub async fn commit_block_list(
                 None => return Err(EngineError::InvalidBlockList(format!("block {item:?} does not exist"))),
             }
         }
-        let size: u64 = blocks.iter().map(|b| b.size).sum();
-        let now = now_ns();
-        let blob = Blob {
-            container_id: cid,
-            etag: s.node.stamp(),
-            created_ns: cur.map_or(now, |b| b.created_ns),
-            modified_ns: now,
-            size,
-            props,
-            blocks,
-            single_put: false,
-        };
+        let blob = next_version(s, cid, cur, props, blocks, false);
         let dropped = cur
             .into_iter()
             .flat_map(|b| b.chunks())

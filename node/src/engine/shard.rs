@@ -116,11 +116,17 @@ impl Shard {
     /// Takes one reference on each chunk, on the shards that count them. Posted in order, so a
     /// later give-back from this shard never overtakes it.
     pub fn take_refs(&self, chunks: Vec<ChunkRef>) {
+        self.on_ref_owners(chunks, Shard::take_local);
+    }
+
+    /// Runs `f` with each group of chunks on the shard that counts them: at once for this shard,
+    /// posted (in order) for the others.
+    fn on_ref_owners(&self, chunks: Vec<ChunkRef>, f: fn(&Shard, &[ChunkRef])) {
         for (owner, list) in self.by_owner(chunks, |c| self.node.ref_owner(c)) {
             if owner == self.index {
-                self.take_local(&list);
+                f(self, &list);
             } else {
-                let _ = self.peers.post(owner, move |s| s.take_local(&list));
+                let _ = self.peers.post(owner, move |s| f(s, &list));
             }
         }
     }
@@ -135,13 +141,7 @@ impl Shard {
     /// Gives back one reference on each chunk; chunks left with none are freed in their region.
     /// Only for references whose dropping record is durable.
     pub fn give_back_refs(&self, chunks: Vec<ChunkRef>) {
-        for (owner, list) in self.by_owner(chunks, |c| self.node.ref_owner(c)) {
-            if owner == self.index {
-                self.give_back_local(&list);
-            } else {
-                let _ = self.peers.post(owner, move |s| s.give_back_local(&list));
-            }
-        }
+        self.on_ref_owners(chunks, Shard::give_back_local);
     }
 
     pub fn give_back_local(&self, chunks: &[ChunkRef]) {
