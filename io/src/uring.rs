@@ -33,6 +33,8 @@ use crate::file::DeviceFile;
 pub struct Ring {
     inner: RefCell<RingInner>,
     eventfd: OwnedFd,
+    /// Wakes the submitter: entries are queued and wait for one `io_uring_enter`.
+    submit_wanted: Rc<tokio::sync::Notify>,
 }
 
 struct RingInner {
@@ -72,7 +74,7 @@ impl Ring {
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
         let limit = ring.params().cq_entries() as usize;
         let inner = RingInner { ring, ops: Slab::new(), in_kernel: 0, limit, backlog: VecDeque::new() };
-        Ok(Rc::new(Ring { inner: RefCell::new(inner), eventfd }))
+        Ok(Rc::new(Ring { inner: RefCell::new(inner), eventfd, submit_wanted: Rc::new(tokio::sync::Notify::new()) }))
     }
 
     /// Registers the pool's buffers so that reads and writes through them skip the per-I/O page
@@ -88,9 +90,35 @@ impl Ring {
         Ok(())
     }
 
-    /// The task that reaps completions whenever the kernel signals the eventfd. Spawn it on the
-    /// shard's `LocalSet`; it ends when the ring is dropped.
+    /// The task that submits queued entries and reaps completions. It must be spawned on the
+    /// shard's `LocalSet` (nothing is submitted without it); it ends when the ring is dropped.
+    ///
+    /// Submission is batched: operations only queue their entries, and the submitter hands them
+    /// to the kernel in one `io_uring_enter` when it next runs, after the tasks that were ready
+    /// with it have queued theirs. One syscall (and one device doorbell) then serves a batch.
     pub fn driver(self: &Rc<Self>) -> impl Future<Output = ()> + 'static {
+        let submitter = {
+            let weak = Rc::downgrade(self);
+            let wanted = self.submit_wanted.clone();
+            async move {
+                loop {
+                    wanted.notified().await;
+                    match weak.upgrade() {
+                        Some(ring) => {
+                            let _ = ring.inner.borrow_mut().submit_queued();
+                        }
+                        None => return,
+                    }
+                }
+            }
+        };
+        let reaper = self.reaper();
+        async move {
+            tokio::join!(submitter, reaper);
+        }
+    }
+
+    fn reaper(self: &Rc<Self>) -> impl Future<Output = ()> + 'static {
         let weak = Rc::downgrade(self);
         // The driver watches its own duplicate, so the descriptor stays open as long as the
         // watch does, whatever happens to the ring.
@@ -141,7 +169,9 @@ impl Ring {
                 SlotState::Done(_) => unreachable!("two completions for one operation"),
             }
         }
-        inner.push_backlog();
+        if inner.push_backlog() {
+            self.submit_wanted.notify_one();
+        }
     }
 
     /// Queues one operation. `entry` must refer only to memory owned by `buf` (or none).
@@ -150,7 +180,9 @@ impl Ring {
         let key = inner.ops.insert(Slot { state: SlotState::Waiting(None), buf });
         // The entry's memory (the buffer) is held in the slot until completion.
         inner.backlog.push_back(entry.user_data(key as u64));
-        inner.push_backlog();
+        if inner.push_backlog() {
+            self.submit_wanted.notify_one();
+        }
         Op { ring: self.clone(), key: Some(key) }
     }
 
@@ -161,8 +193,9 @@ impl Ring {
 }
 
 impl RingInner {
-    /// Hands waiting operations to the kernel while there is room for their completions.
-    fn push_backlog(&mut self) {
+    /// Queues waiting operations for the kernel while there is room for their completions;
+    /// returns whether any were queued (and so need a submit).
+    fn push_backlog(&mut self) -> bool {
         let mut pushed = false;
         while self.in_kernel < self.limit {
             let Some(entry) = self.backlog.pop_front() else { break };
@@ -179,9 +212,7 @@ impl RingInner {
             debug_assert!(self.in_kernel <= self.limit, "more operations in the kernel than completion slots");
             pushed = true;
         }
-        if pushed {
-            let _ = self.submit_queued();
-        }
+        pushed
     }
 
     fn submit_queued(&mut self) -> io::Result<usize> {
@@ -196,6 +227,13 @@ impl RingInner {
                 Ok(n) => return Ok(n),
             }
         }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // Lets the submitter see the ring is gone and end.
+        self.submit_wanted.notify_one();
     }
 }
 
