@@ -61,3 +61,40 @@ impl ErrorCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode::*;
+
+    #[test]
+    fn statuses_follow_azure_reference() {
+        // From Azure's "Blob service error codes" table.
+        let cases = [
+            (ContainerNotFound, 404),
+            (BlobNotFound, 404),
+            (ContainerAlreadyExists, 409),
+            (BlobAlreadyExists, 409),
+            (BlockCountExceedsLimit, 409),
+            (ConditionNotMet, 412),
+            (InvalidRange, 416),
+            (InvalidBlockList, 400),
+            (InvalidBlobOrBlock, 400),
+            (InvalidBlockId, 400),
+            (BlockListTooLong, 400),
+            (Md5Mismatch, 400),
+            (RequestBodyTooLarge, 413),
+            (ServerBusy, 503),
+            (InternalError, 500),
+        ];
+        for (code, status) in cases {
+            assert_eq!(code.status(), status, "{}", code.as_str());
+        }
+    }
+
+    #[test]
+    fn names_are_the_azure_names() {
+        assert_eq!(BlobNotFound.as_str(), "BlobNotFound");
+        assert_eq!(Md5Mismatch.as_str(), "Md5Mismatch");
+        assert_eq!(ServerBusy.as_str(), "ServerBusy");
+    }
+}
