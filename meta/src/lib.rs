@@ -4,7 +4,6 @@
 //! durable through its own write-ahead log ([`wal`]) of rkyv records, checkpointed into the other
 //! half of the log area when one half fills. Nothing here knows about HTTP.
 
-pub mod conditions;
 pub mod listing;
 pub mod model;
 pub mod record;
@@ -13,7 +12,6 @@ pub mod state;
 pub mod store;
 pub mod wal;
 
-pub use conditions::{ConditionOutcome, Conditions, ETagMatch};
 pub use model::*;
 pub use record::Record;
 pub use state::ShardMeta;

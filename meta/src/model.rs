@@ -138,11 +138,6 @@ impl BlobKey {
     }
 }
 
-/// The Azure form of an ETag, without quotes: `0x` and upper-case hex.
-pub fn etag_string(etag: u64) -> String {
-    format!("0x{etag:X}")
-}
-
 /// Case-insensitive lookup in user metadata.
 pub fn metadata_get<'a>(md: &'a Metadata, name: &str) -> Option<&'a str> {
     md.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())

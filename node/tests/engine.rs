@@ -6,9 +6,10 @@ mod common;
 
 use common::*;
 use edgeblob::engine::{BlockListItem, EngineError, PropsChange};
-use edgeblob_meta::conditions::{Conditions, ETagMatch};
 use edgeblob_meta::listing::ListQuery;
-use edgeblob_meta::model::{etag_string, BlobProps};
+use edgeblob_meta::model::BlobProps;
+use edgeblob_proto::conditions::{Conditions, ETagMatch};
+use edgeblob_proto::etag_string;
 
 #[test]
 fn put_get_ranges_and_overwrite_survive_restart() {

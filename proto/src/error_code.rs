@@ -19,6 +19,18 @@ pub enum ErrorCode {
     ServerBusy,
     InternalError,
     InsufficientAccountPermissions,
+    InvalidUri,
+    InvalidResourceName,
+    InvalidQueryParameterValue,
+    InvalidHeaderValue,
+    InvalidXmlDocument,
+    MissingRequiredHeader,
+    UnsupportedHttpVerb,
+    AuthenticationFailed,
+    AuthorizationFailure,
+    ResourceNotFound,
+    OperationNotSupported,
+    InvalidInput,
 }
 
 impl ErrorCode {
@@ -40,12 +52,58 @@ impl ErrorCode {
             ErrorCode::ServerBusy => "ServerBusy",
             ErrorCode::InternalError => "InternalError",
             ErrorCode::InsufficientAccountPermissions => "InsufficientAccountPermissions",
+            ErrorCode::InvalidUri => "InvalidUri",
+            ErrorCode::InvalidResourceName => "InvalidResourceName",
+            ErrorCode::InvalidQueryParameterValue => "InvalidQueryParameterValue",
+            ErrorCode::InvalidHeaderValue => "InvalidHeaderValue",
+            ErrorCode::InvalidXmlDocument => "InvalidXmlDocument",
+            ErrorCode::MissingRequiredHeader => "MissingRequiredHeader",
+            ErrorCode::UnsupportedHttpVerb => "UnsupportedHttpVerb",
+            ErrorCode::AuthenticationFailed => "AuthenticationFailed",
+            ErrorCode::AuthorizationFailure => "AuthorizationFailure",
+            ErrorCode::ResourceNotFound => "ResourceNotFound",
+            ErrorCode::OperationNotSupported => "OperationNotSupported",
+            ErrorCode::InvalidInput => "InvalidInput",
+        }
+    }
+
+    /// The message Azure gives with the code.
+    pub fn message(self) -> &'static str {
+        match self {
+            ErrorCode::ContainerNotFound => "The specified container does not exist.",
+            ErrorCode::ContainerAlreadyExists => "The specified container already exists.",
+            ErrorCode::BlobNotFound => "The specified blob does not exist.",
+            ErrorCode::BlobAlreadyExists => "The specified blob already exists.",
+            ErrorCode::ConditionNotMet => "The condition specified using HTTP conditional header(s) is not met.",
+            ErrorCode::InvalidRange => "The range specified is invalid for the current size of the resource.",
+            ErrorCode::InvalidBlockList => "The specified block list is invalid.",
+            ErrorCode::InvalidBlobOrBlock => "The specified blob or block content is invalid.",
+            ErrorCode::InvalidBlockId => "The specified block ID is invalid. The block ID must be Base64-encoded.",
+            ErrorCode::BlockCountExceedsLimit => "The uncommitted block count cannot exceed the maximum limit of 100,000 blocks.",
+            ErrorCode::BlockListTooLong => "The block list may not contain more than 50,000 blocks.",
+            ErrorCode::RequestBodyTooLarge => "The request body is too large and exceeds the maximum permissible limit.",
+            ErrorCode::Md5Mismatch => "The MD5 value specified in the request did not match with the MD5 value calculated by the server.",
+            ErrorCode::ServerBusy => "The server is currently unable to receive requests. Please retry your request.",
+            ErrorCode::InternalError => "The server encountered an internal error. Please retry the request.",
+            ErrorCode::InsufficientAccountPermissions => "The account being accessed does not have sufficient permissions to execute this operation.",
+            ErrorCode::InvalidUri => "The requested URI does not represent any resource on the server.",
+            ErrorCode::InvalidResourceName => "The specifed resource name contains invalid characters.",
+            ErrorCode::InvalidQueryParameterValue => "Value for one of the query parameters specified in the request URI is invalid.",
+            ErrorCode::InvalidHeaderValue => "The value for one of the HTTP headers is not in the correct format.",
+            ErrorCode::InvalidXmlDocument => "XML specified is not syntactically valid.",
+            ErrorCode::MissingRequiredHeader => "A required HTTP header was not specified.",
+            ErrorCode::UnsupportedHttpVerb => "The resource doesn't support the specified HTTP verb.",
+            ErrorCode::AuthenticationFailed => "Server failed to authenticate the request. Make sure the value of the Authorization header is formed correctly including the signature.",
+            ErrorCode::AuthorizationFailure => "This request is not authorized to perform this operation.",
+            ErrorCode::ResourceNotFound => "The specified resource does not exist.",
+            ErrorCode::OperationNotSupported => "The operation is not supported.",
+            ErrorCode::InvalidInput => "One of the request inputs is not valid.",
         }
     }
 
     pub fn status(self) -> u16 {
         match self {
-            ErrorCode::ContainerNotFound | ErrorCode::BlobNotFound => 404,
+            ErrorCode::ContainerNotFound | ErrorCode::BlobNotFound | ErrorCode::ResourceNotFound => 404,
             ErrorCode::ContainerAlreadyExists | ErrorCode::BlobAlreadyExists | ErrorCode::BlockCountExceedsLimit => 409,
             ErrorCode::ConditionNotMet => 412,
             ErrorCode::InvalidRange => 416,
@@ -54,8 +112,19 @@ impl ErrorCode {
             | ErrorCode::InvalidBlobOrBlock
             | ErrorCode::InvalidBlockId
             | ErrorCode::BlockListTooLong
-            | ErrorCode::Md5Mismatch => 400,
-            ErrorCode::InsufficientAccountPermissions => 403,
+            | ErrorCode::Md5Mismatch
+            | ErrorCode::InvalidUri
+            | ErrorCode::InvalidResourceName
+            | ErrorCode::InvalidQueryParameterValue
+            | ErrorCode::InvalidHeaderValue
+            | ErrorCode::InvalidXmlDocument
+            | ErrorCode::MissingRequiredHeader
+            | ErrorCode::OperationNotSupported
+            | ErrorCode::InvalidInput => 400,
+            ErrorCode::UnsupportedHttpVerb => 405,
+            ErrorCode::InsufficientAccountPermissions
+            | ErrorCode::AuthenticationFailed
+            | ErrorCode::AuthorizationFailure => 403,
             ErrorCode::ServerBusy => 503,
             ErrorCode::InternalError => 500,
         }

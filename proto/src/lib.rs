@@ -1,6 +1,21 @@
-//! The Azure Blob REST protocol, pure: no sockets, no disk, no executor.
-//!
-//! Filled by the Blob API work (routing, operations, XML, SharedKey and SAS). It starts with the
-//! error codes, which the engine's errors map onto.
+//! The Azure Blob REST protocol, pure: no sockets, no disk, no executor. Everything here is
+//! testable with byte strings: addressing and operation routing, headers, conditions, ranges,
+//! XML bodies, error codes, and SharedKey verification.
 
+pub mod addr;
+pub mod conditions;
 pub mod error_code;
+pub mod headers;
+pub mod op;
+pub mod range;
+pub mod shared_key;
+pub mod xml;
+
+pub use conditions::{ConditionOutcome, Conditions, ETagMatch};
+pub use error_code::ErrorCode;
+
+/// The Azure form of an ETag, without quotes: `0x` and upper-case hex. Headers quote it;
+/// listings of blobs do not.
+pub fn etag_string(etag: u64) -> String {
+    format!("0x{etag:X}")
+}

@@ -5,12 +5,12 @@
 
 use std::rc::Rc;
 
-use edgeblob_meta::conditions::{ConditionOutcome, Conditions};
 use edgeblob_meta::listing::BlobSummary;
 use edgeblob_meta::model::{limits, Blob, BlobKey, BlobProps, Block, ChunkRef, Metadata, StagedBlock};
 use edgeblob_meta::state::RefDelta;
 use edgeblob_meta::store::Commit;
 use edgeblob_meta::Record;
+use edgeblob_proto::conditions::{ConditionOutcome, Conditions};
 
 use super::error::{EngineError, Result};
 use super::read::{plan, Segments};

@@ -29,9 +29,9 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use edgeblob_io::executor::Peers;
-use edgeblob_meta::conditions::Conditions;
 use edgeblob_meta::listing::{self, BlobSummary, ListPage, ListQuery};
 use edgeblob_meta::model::{limits, BlobKey, BlobProps, Block, Container, Metadata};
+use edgeblob_proto::conditions::Conditions;
 
 pub use blob::{BlockList, BlockListItem, PropsChange};
 pub use error::{EngineError, Result};

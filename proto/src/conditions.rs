@@ -16,7 +16,7 @@ impl ETagMatch {
             (_, None) => false,
             (ETagMatch::Any, Some(_)) => true,
             (ETagMatch::Tags(tags), Some(e)) => {
-                let have = crate::model::etag_string(e);
+                let have = crate::etag_string(e);
                 tags.iter().any(|t| t.eq_ignore_ascii_case(&have))
             }
         }

@@ -1,0 +1,166 @@
+//! Addressing: which account, container and blob a request names. Path style
+//! (`/account/container/blob`) on IP literals, `localhost` and other plain host names;
+//! virtual-host style (`account.blob.<suffix>`: the account is the first label) otherwise.
+//! Absolute-form targets (a client using the node as its HTTP proxy) count their authority as
+//! the host. Blob names are split from the path on literal slashes, then percent-decoded, so
+//! `%2F` inside a name stays part of the name.
+
+use percent_encoding::percent_decode_str;
+
+use crate::error_code::ErrorCode;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub account: String,
+    pub container: Option<String>,
+    pub blob: Option<String>,
+    /// The path exactly as sent (SharedKey signs it).
+    pub raw_path: String,
+    /// Query parameters, percent-decoded, in order.
+    pub query: Vec<(String, String)>,
+}
+
+impl Target {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+pub const MAX_BLOB_NAME: usize = 1024;
+
+/// Whether the host names an account by its first label (`<account>.blob.<suffix>`).
+fn virtual_host_account(host: &str) -> Option<&str> {
+    let host = host
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.contains(']') && p.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(h, _)| h);
+    let mut labels = host.split('.');
+    let account = labels.next()?;
+    (labels.next() == Some("blob") && !account.is_empty()).then_some(account)
+}
+
+fn decode(s: &str) -> Result<String, ErrorCode> {
+    percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| ErrorCode::InvalidUri)
+}
+
+/// Parses a request target (`path?query`, or an absolute URI) with the `Host` header.
+pub fn parse(target: &str, host: Option<&str>) -> Result<Target, ErrorCode> {
+    let (authority, path_and_query) = match target.split_once("://") {
+        Some((_, rest)) => match rest.find('/') {
+            Some(i) => (Some(&rest[..i]), &rest[i..]),
+            None => (Some(rest), "/"),
+        },
+        None => (None, target),
+    };
+    let host = authority.or(host).unwrap_or("");
+    let (raw_path, raw_query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let mut query = Vec::new();
+    for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        query.push((decode(k)?, decode(v)?));
+    }
+    let path = raw_path.strip_prefix('/').unwrap_or(raw_path);
+    let (account, rest) = match virtual_host_account(host) {
+        Some(a) => (a.to_owned(), path),
+        None => {
+            let (a, rest) = path.split_once('/').unwrap_or((path, ""));
+            (decode(a)?, rest)
+        }
+    };
+    let (container, blob) = match rest.split_once('/') {
+        Some((c, b)) => (c, Some(b)),
+        None => (rest, None),
+    };
+    let container = (!container.is_empty()).then(|| decode(container)).transpose()?;
+    let blob = blob.filter(|b| !b.is_empty()).map(decode).transpose()?;
+    if account.is_empty() {
+        return Err(ErrorCode::InvalidUri);
+    }
+    if let Some(c) = &container {
+        if !valid_container_name(c) {
+            return Err(ErrorCode::InvalidResourceName);
+        }
+    }
+    if blob.as_ref().is_some_and(|b| b.chars().count() > MAX_BLOB_NAME) {
+        return Err(ErrorCode::InvalidResourceName);
+    }
+    Ok(Target { account, container, blob, raw_path: raw_path.to_owned(), query })
+}
+
+/// Azure's container naming rules: 3 to 63 of lower-case letters, digits and single hyphens,
+/// starting with a letter or digit; or one of the special containers.
+pub fn valid_container_name(c: &str) -> bool {
+    if matches!(c, "$root" | "$logs" | "$web") {
+        return true;
+    }
+    let b = c.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter().all(|&x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && !c.contains("--")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(target: &str, host: &str) -> Target {
+        parse(target, Some(host)).unwrap()
+    }
+
+    #[test]
+    fn path_style_on_ip_hosts_and_plain_names() {
+        let x = t("/devstoreaccount1/ctr/dir%2Fname%20x?comp=block&blockid=YQ%3D%3D", "127.0.0.1:10000");
+        assert_eq!(x.account, "devstoreaccount1");
+        assert_eq!(x.container.as_deref(), Some("ctr"));
+        assert_eq!(x.blob.as_deref(), Some("dir/name x"));
+        assert_eq!(x.raw_path, "/devstoreaccount1/ctr/dir%2Fname%20x");
+        assert_eq!(x.param("blockid"), Some("YQ=="));
+        let y = t("/devstoreaccount1/ctr/a/b/c.txt", "localhost");
+        assert_eq!(y.blob.as_deref(), Some("a/b/c.txt"));
+        let z = t("/devstoreaccount1/ctr/dir/", "[::1]:10000");
+        assert_eq!(z.blob.as_deref(), Some("dir/"), "a trailing slash is part of the name");
+    }
+
+    #[test]
+    fn service_urls_with_and_without_trailing_slash() {
+        for target in ["/devstoreaccount1?comp=list", "/devstoreaccount1/?comp=list"] {
+            let x = t(target, "127.0.0.1");
+            assert_eq!(
+                (x.account.as_str(), x.container.as_deref(), x.param("comp")),
+                ("devstoreaccount1", None, Some("list"))
+            );
+        }
+    }
+
+    #[test]
+    fn virtual_host_style_and_absolute_form() {
+        let x = t("/ctr/b.bin", "acct.blob.core.windows.net");
+        assert_eq!(
+            (x.account.as_str(), x.container.as_deref(), x.blob.as_deref()),
+            ("acct", Some("ctr"), Some("b.bin"))
+        );
+        let y = parse("http://devstoreaccount1.blob.core.windows.net/newc?restype=container", Some("127.0.0.1:10000"))
+            .unwrap();
+        assert_eq!((y.account.as_str(), y.container.as_deref()), ("devstoreaccount1", Some("newc")));
+        assert_eq!(y.raw_path, "/newc");
+        let z = t("/?comp=list&include=", "acct.blob.core.windows.net:443");
+        assert_eq!((z.container.as_deref(), z.param("include")), (None, Some("")));
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        assert_eq!(parse("/a/Upper/b", Some("127.0.0.1")), Err(ErrorCode::InvalidResourceName));
+        assert_eq!(parse("/a/ab/b", Some("127.0.0.1")), Err(ErrorCode::InvalidResourceName));
+        assert_eq!(parse("/a/a--b/b", Some("127.0.0.1")), Err(ErrorCode::InvalidResourceName));
+        let long = format!("/a/ccc/{}", "x".repeat(1025));
+        assert_eq!(parse(&long, Some("127.0.0.1")), Err(ErrorCode::InvalidResourceName));
+        assert!(
+            parse(&format!("/a/ccc/{}", "ü".repeat(1024)), Some("127.0.0.1")).is_ok(),
+            "the limit counts characters"
+        );
+        assert_eq!(parse("/a/ccc/%FF", Some("127.0.0.1")), Err(ErrorCode::InvalidUri));
+        assert!(valid_container_name("$root") && valid_container_name("a-1") && !valid_container_name("-ab"));
+    }
+}
