@@ -1,1 +1,343 @@
-//! placeholder
+//! XML bodies in Azure's schema: errors, List Containers, List Blobs, Get Block List (out), and
+//! Put Block List (in). Element names and order follow Azure's responses as the clients read them.
+
+use std::fmt::Write;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use quick_xml::escape::{escape, partial_escape};
+use quick_xml::events::Event;
+
+use crate::error_code::ErrorCode;
+use crate::etag_string;
+
+const DECL: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>"#;
+
+pub fn error(code: &str, message: &str, request_id: &str, time: &str) -> String {
+    format!(
+        "{DECL}<Error><Code>{}</Code><Message>{}\nRequestId:{request_id}\nTime:{time}</Message></Error>",
+        partial_escape(code),
+        partial_escape(message)
+    )
+}
+
+fn tag(out: &mut String, name: &str, value: &str) {
+    let _ = write!(out, "<{name}>{}</{name}>", partial_escape(value));
+}
+
+fn opt_tag(out: &mut String, name: &str, value: Option<&str>) {
+    match value {
+        Some(v) => tag(out, name, v),
+        None => {
+            let _ = write!(out, "<{name} />");
+        }
+    }
+}
+
+fn metadata(out: &mut String, md: &[(String, String)]) {
+    out.push_str("<Metadata>");
+    for (k, v) in md {
+        tag(out, k, v);
+    }
+    out.push_str("</Metadata>");
+}
+
+pub struct ContainerItem<'a> {
+    pub name: &'a str,
+    pub last_modified: String,
+    pub etag: u64,
+    pub metadata: Option<&'a [(String, String)]>,
+}
+
+pub struct ListContainers<'a> {
+    pub service_endpoint: &'a str,
+    pub prefix: &'a str,
+    pub marker: Option<&'a str>,
+    pub max_results: Option<usize>,
+    pub items: Vec<ContainerItem<'a>>,
+    pub next_marker: Option<&'a str>,
+}
+
+pub fn list_containers(l: &ListContainers) -> String {
+    let mut o = String::from(DECL);
+    let _ = write!(o, r#"<EnumerationResults ServiceEndpoint="{}">"#, escape(l.service_endpoint));
+    if !l.prefix.is_empty() {
+        tag(&mut o, "Prefix", l.prefix);
+    }
+    if let Some(m) = l.marker {
+        tag(&mut o, "Marker", m);
+    }
+    if let Some(n) = l.max_results {
+        tag(&mut o, "MaxResults", &n.to_string());
+    }
+    o.push_str("<Containers>");
+    for c in &l.items {
+        o.push_str("<Container>");
+        tag(&mut o, "Name", c.name);
+        o.push_str("<Properties>");
+        tag(&mut o, "Last-Modified", &c.last_modified);
+        tag(&mut o, "Etag", &format!("\"{}\"", etag_string(c.etag)));
+        o.push_str("<LeaseStatus>unlocked</LeaseStatus><LeaseState>available</LeaseState>");
+        o.push_str("<HasImmutabilityPolicy>false</HasImmutabilityPolicy><HasLegalHold>false</HasLegalHold>");
+        o.push_str("</Properties>");
+        if let Some(md) = c.metadata {
+            metadata(&mut o, md);
+        }
+        o.push_str("</Container>");
+    }
+    o.push_str("</Containers>");
+    opt_tag(&mut o, "NextMarker", l.next_marker.filter(|m| !m.is_empty()));
+    o.push_str("</EnumerationResults>");
+    o
+}
+
+pub struct BlobItem<'a> {
+    pub name: &'a str,
+    pub creation_time: String,
+    pub last_modified: String,
+    pub etag: u64,
+    pub size: u64,
+    pub content_type: Option<&'a str>,
+    pub content_encoding: Option<&'a str>,
+    pub content_language: Option<&'a str>,
+    pub content_disposition: Option<&'a str>,
+    pub cache_control: Option<&'a str>,
+    pub content_md5: Option<[u8; 16]>,
+    pub metadata: Option<&'a [(String, String)]>,
+}
+
+pub enum ListItem<'a> {
+    Blob(BlobItem<'a>),
+    Prefix(&'a str),
+}
+
+pub struct ListBlobs<'a> {
+    pub service_endpoint: &'a str,
+    pub container: &'a str,
+    pub prefix: &'a str,
+    pub marker: Option<&'a str>,
+    pub max_results: Option<usize>,
+    pub delimiter: Option<&'a str>,
+    pub items: Vec<ListItem<'a>>,
+    pub next_marker: Option<&'a str>,
+}
+
+pub fn list_blobs(l: &ListBlobs) -> String {
+    let mut o = String::from(DECL);
+    let _ = write!(
+        o,
+        r#"<EnumerationResults ServiceEndpoint="{}" ContainerName="{}">"#,
+        escape(l.service_endpoint),
+        escape(l.container)
+    );
+    tag(&mut o, "Prefix", l.prefix);
+    opt_tag(&mut o, "Marker", l.marker.filter(|m| !m.is_empty()));
+    if let Some(n) = l.max_results {
+        tag(&mut o, "MaxResults", &n.to_string());
+    }
+    if let Some(d) = l.delimiter.filter(|d| !d.is_empty()) {
+        tag(&mut o, "Delimiter", d);
+    }
+    o.push_str("<Blobs>");
+    for item in &l.items {
+        match item {
+            ListItem::Prefix(p) => {
+                o.push_str("<BlobPrefix>");
+                tag(&mut o, "Name", p);
+                o.push_str("</BlobPrefix>");
+            }
+            ListItem::Blob(b) => {
+                o.push_str("<Blob>");
+                tag(&mut o, "Name", b.name);
+                o.push_str("<Properties>");
+                tag(&mut o, "Creation-Time", &b.creation_time);
+                tag(&mut o, "Last-Modified", &b.last_modified);
+                tag(&mut o, "Etag", &etag_string(b.etag));
+                tag(&mut o, "Content-Length", &b.size.to_string());
+                tag(&mut o, "Content-Type", b.content_type.unwrap_or("application/octet-stream"));
+                opt_tag(&mut o, "Content-Encoding", b.content_encoding);
+                opt_tag(&mut o, "Content-Language", b.content_language);
+                opt_tag(&mut o, "Content-CRC64", None);
+                match b.content_md5 {
+                    Some(m) => tag(&mut o, "Content-MD5", &B64.encode(m)),
+                    None => opt_tag(&mut o, "Content-MD5", None),
+                }
+                opt_tag(&mut o, "Cache-Control", b.cache_control);
+                opt_tag(&mut o, "Content-Disposition", b.content_disposition);
+                o.push_str("<BlobType>BlockBlob</BlobType><AccessTier>Hot</AccessTier><AccessTierInferred>true</AccessTierInferred>");
+                o.push_str("<LeaseStatus>unlocked</LeaseStatus><LeaseState>available</LeaseState><ServerEncrypted>true</ServerEncrypted>");
+                o.push_str("</Properties>");
+                if let Some(md) = b.metadata {
+                    metadata(&mut o, md);
+                }
+                o.push_str("</Blob>");
+            }
+        }
+    }
+    o.push_str("</Blobs>");
+    // Always present, empty at the end: blobfile indexes it.
+    opt_tag(&mut o, "NextMarker", l.next_marker.filter(|m| !m.is_empty()));
+    o.push_str("</EnumerationResults>");
+    o
+}
+
+/// Get Block List: `committed` None leaves out the element (blocklisttype=uncommitted).
+pub fn block_list(committed: Option<&[(Vec<u8>, u64)]>, uncommitted: Option<&[(Vec<u8>, u64)]>) -> String {
+    let mut o = String::from(DECL);
+    o.push_str("<BlockList>");
+    for (name, list) in [("CommittedBlocks", committed), ("UncommittedBlocks", uncommitted)] {
+        let Some(list) = list else { continue };
+        let _ = write!(o, "<{name}>");
+        for (id, size) in list {
+            o.push_str("<Block>");
+            tag(&mut o, "Name", &B64.encode(id));
+            tag(&mut o, "Size", &size.to_string());
+            o.push_str("</Block>");
+        }
+        let _ = write!(o, "</{name}>");
+    }
+    o.push_str("</BlockList>");
+    o
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    Committed,
+    Uncommitted,
+    Latest,
+}
+
+/// A Put Block List body: the blocks in order, ids decoded from base64.
+pub fn parse_block_list(body: &[u8]) -> Result<Vec<(BlockKind, Vec<u8>)>, ErrorCode> {
+    let mut reader = quick_xml::Reader::from_reader(body);
+    reader.config_mut().trim_text(true);
+    let mut out = Vec::new();
+    let mut closed = false;
+    let mut current: Option<BlockKind> = None;
+    let mut text = String::new();
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf).map_err(|_| ErrorCode::InvalidXmlDocument)? {
+            Event::Start(e) => match e.name().as_ref() {
+                b"BlockList" => {}
+                b"Committed" => current = Some(BlockKind::Committed),
+                b"Uncommitted" => current = Some(BlockKind::Uncommitted),
+                b"Latest" => current = Some(BlockKind::Latest),
+                _ => return Err(ErrorCode::InvalidXmlDocument),
+            },
+            Event::Empty(e) if e.name().as_ref() == b"BlockList" => closed = true,
+            Event::Text(t) => {
+                text = t.unescape().map_err(|_| ErrorCode::InvalidXmlDocument)?.into_owned();
+            }
+            Event::End(e) => {
+                if e.name().as_ref() == b"BlockList" {
+                    closed = true;
+                } else {
+                    let kind = current.take().ok_or(ErrorCode::InvalidXmlDocument)?;
+                    let id = B64.decode(text.trim()).map_err(|_| ErrorCode::InvalidBlockList)?;
+                    out.push((kind, id));
+                    text.clear();
+                }
+            }
+            Event::Eof => break,
+            Event::Decl(_) | Event::Comment(_) | Event::PI(_) | Event::DocType(_) => {}
+            _ => return Err(ErrorCode::InvalidXmlDocument),
+        }
+        buf.clear();
+    }
+    if !closed {
+        return Err(ErrorCode::InvalidXmlDocument);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_list_bodies_of_every_client_parse() {
+        let full = br#"<?xml version="1.0" encoding="utf-8"?><BlockList><Latest>YQ==</Latest><Committed>Yg==</Committed><Uncommitted>Yw==</Uncommitted></BlockList>"#;
+        assert_eq!(
+            parse_block_list(full).unwrap(),
+            vec![
+                (BlockKind::Latest, b"a".to_vec()),
+                (BlockKind::Committed, b"b".to_vec()),
+                (BlockKind::Uncommitted, b"c".to_vec())
+            ]
+        );
+        assert!(parse_block_list(b"<BlockList/>").unwrap().is_empty());
+        assert!(parse_block_list(b"<BlockList></BlockList>").unwrap().is_empty());
+        assert!(
+            parse_block_list(b"<?xml version=\"1.0\"?>\n<BlockList>\n  <Latest>YQ==</Latest>\n</BlockList>")
+                .unwrap()
+                .len()
+                == 1
+        );
+        assert_eq!(parse_block_list(b"<BlockList><Latest>YQ==</Latest>"), Err(ErrorCode::InvalidXmlDocument));
+        assert_eq!(parse_block_list(b"not xml"), Err(ErrorCode::InvalidXmlDocument));
+        assert_eq!(parse_block_list(b"<BlockList><Latest>!!</Latest></BlockList>"), Err(ErrorCode::InvalidBlockList));
+    }
+
+    #[test]
+    fn list_blobs_has_the_fields_clients_index() {
+        let md = vec![("Mtime".to_owned(), "x<y".to_owned())];
+        let x = list_blobs(&ListBlobs {
+            service_endpoint: "http://127.0.0.1:10000/devstoreaccount1",
+            container: "ctr",
+            prefix: "dir1/",
+            marker: None,
+            max_results: Some(5000),
+            delimiter: Some("/"),
+            items: vec![
+                ListItem::Prefix("dir1/sub/"),
+                ListItem::Blob(BlobItem {
+                    name: "dir1/a&b.txt",
+                    creation_time: "Sun, 22 Nov 2026 09:31:50 GMT".into(),
+                    last_modified: "Sun, 22 Nov 2026 09:31:50 GMT".into(),
+                    etag: 0x1F,
+                    size: 1000,
+                    content_type: Some("text/plain"),
+                    content_encoding: None,
+                    content_language: None,
+                    content_disposition: None,
+                    cache_control: None,
+                    content_md5: Some([0; 16]),
+                    metadata: Some(&md),
+                }),
+            ],
+            next_marker: None,
+        });
+        for needle in [
+            "<BlobPrefix><Name>dir1/sub/</Name></BlobPrefix>",
+            "<Name>dir1/a&amp;b.txt</Name>",
+            "<Creation-Time>Sun, 22 Nov 2026 09:31:50 GMT</Creation-Time>",
+            "<Etag>0x1F</Etag>",
+            "<Content-Length>1000</Content-Length>",
+            "<Content-MD5>AAAAAAAAAAAAAAAAAAAAAA==</Content-MD5>",
+            "<BlobType>BlockBlob</BlobType>",
+            "<Metadata><Mtime>x&lt;y</Mtime></Metadata>",
+            "<NextMarker />",
+            "<Delimiter>/</Delimiter>",
+        ] {
+            assert!(x.contains(needle), "missing {needle} in {x}");
+        }
+    }
+
+    #[test]
+    fn containers_quote_their_etag_and_errors_carry_the_request_id() {
+        let x = list_containers(&ListContainers {
+            service_endpoint: "http://h/a",
+            prefix: "",
+            marker: None,
+            max_results: None,
+            items: vec![ContainerItem { name: "ctr", last_modified: "d".into(), etag: 0xAB, metadata: None }],
+            next_marker: Some("next"),
+        });
+        assert!(x.contains("<Etag>\"0xAB\"</Etag>") && x.contains("<NextMarker>next</NextMarker>"), "{x}");
+        let e = error("BlobNotFound", "The specified blob does not exist.", "rid", "t");
+        assert!(e.contains("<Code>BlobNotFound</Code>") && e.contains("RequestId:rid"));
+        let b = block_list(Some(&[(b"a".to_vec(), 5)]), Some(&[]));
+        assert!(b.contains("<CommittedBlocks><Block><Name>YQ==</Name><Size>5</Size></Block></CommittedBlocks><UncommittedBlocks></UncommittedBlocks>"), "{b}");
+    }
+}
