@@ -14,6 +14,7 @@
 pub mod blob;
 pub mod container;
 pub mod error;
+pub mod ops;
 pub mod read;
 pub mod reduce;
 pub mod refs;
@@ -29,8 +30,8 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use edgeblob_io::executor::Peers;
-use edgeblob_meta::listing::{self, BlobSummary, ListPage, ListQuery};
-use edgeblob_meta::model::{limits, BlobKey, BlobProps, Block, Container, Metadata};
+use edgeblob_meta::listing::{BlobSummary, ListPage, ListQuery};
+use edgeblob_meta::model::{BlobKey, BlobProps, Container, Metadata};
 use edgeblob_proto::conditions::Conditions;
 
 pub use blob::{BlockList, BlockListItem, PropsChange};
@@ -88,17 +89,17 @@ impl Node {
 
     pub async fn create_container(&self, account: &str, name: &str, metadata: Metadata) -> Result<Container> {
         let (a, n) = (account.to_owned(), name.to_owned());
-        self.on(CATALOG_SHARD, move |s| async move { container::create(&s, a, n, metadata).await }).await?
+        self.on(CATALOG_SHARD, move |s| async move { ops::create_container(&s, a, n, metadata).await }).await?
     }
 
     pub async fn delete_container(&self, account: &str, name: &str) -> Result<()> {
         let (a, n) = (account.to_owned(), name.to_owned());
-        self.on(CATALOG_SHARD, move |s| async move { container::delete(&s, a, n).await }).await?
+        self.on(CATALOG_SHARD, move |s| async move { ops::delete_container(&s, a, n).await }).await?
     }
 
     pub async fn set_container_metadata(&self, account: &str, name: &str, metadata: Metadata) -> Result<Container> {
         let (a, n) = (account.to_owned(), name.to_owned());
-        self.on(CATALOG_SHARD, move |s| async move { container::set_metadata(&s, a, n, metadata).await }).await?
+        self.on(CATALOG_SHARD, move |s| async move { ops::set_container_metadata(&s, a, n, metadata).await }).await?
     }
 
     pub fn get_container(&self, account: &str, name: &str) -> Result<Container> {
@@ -129,118 +130,55 @@ impl Node {
     }
 
     /// Put Blob, received on shard `via`.
-    pub async fn put_blob(
-        &self,
-        via: usize,
-        key: BlobKey,
-        body: Body,
-        props: BlobProps,
-        cond: Conditions,
-    ) -> Result<BlobSummary> {
-        let owner = self.owner(&key);
-        self.on(via, move |s| async move {
-            if s.node.container(&key.account, &key.container).is_none() {
-                return Err(EngineError::ContainerNotFound);
-            }
-            let stored = write::store_body(&s, body_stream(body), limits::MAX_PUT_BLOB_SIZE).await?;
-            s.peers
-                .call(
-                    owner,
-                    move |o| async move { blob::put_single(&o, key, stored.chunks, stored.len, props, cond).await },
-                )
-                .await?
-        })
-        .await?
+    pub async fn put_blob(&self, via: usize, key: BlobKey, body: Body, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+        self.on(via, move |s| async move { ops::put_blob(&s, key, body_stream(body), props, cond).await }).await?
     }
 
     /// Put Block, received on shard `via`.
     pub async fn put_block(&self, via: usize, key: BlobKey, id: Vec<u8>, body: Body) -> Result<u64> {
-        let owner = self.owner(&key);
-        self.on(via, move |s| async move {
-            if s.node.container(&key.account, &key.container).is_none() {
-                return Err(EngineError::ContainerNotFound);
-            }
-            if id.is_empty() || id.len() > limits::MAX_BLOCK_ID_LEN {
-                return Err(EngineError::InvalidBlockId(format!("{} bytes; 1 to 64 allowed", id.len())));
-            }
-            let stored = write::store_body(&s, body_stream(body), limits::MAX_BLOCK_SIZE).await?;
-            let size = stored.len;
-            let block = Block { id, size, chunks: stored.chunks };
-            s.peers.call(owner, move |o| async move { blob::stage_block(&o, key, block).await }).await??;
-            Ok(size)
-        })
-        .await?
+        self.on(via, move |s| async move { ops::put_block(&s, key, id, body_stream(body)).await }).await?
     }
 
-    pub async fn commit_block_list(
-        &self,
-        key: BlobKey,
-        list: Vec<BlockListItem>,
-        props: BlobProps,
-        cond: Conditions,
-    ) -> Result<BlobSummary> {
+    pub async fn commit_block_list(&self, key: BlobKey, list: Vec<BlockListItem>, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
         let owner = self.owner(&key);
-        self.on(owner, move |o| async move { blob::commit_block_list(&o, key, list, props, cond).await }).await?
+        self.on(owner, move |o| async move { ops::commit_block_list(&o, key, list, props, cond).await }).await?
     }
 
     pub async fn get_block_list(&self, key: BlobKey) -> Result<BlockList> {
-        self.on(self.owner(&key), move |o| async move { blob::get_block_list(&o, &key) }).await?
+        self.on(self.owner(&key), move |o| async move { ops::get_block_list(&o, key).await }).await?
     }
 
     pub async fn head_blob(&self, key: BlobKey, cond: Conditions) -> Result<BlobSummary> {
-        self.on(self.owner(&key), move |o| async move { blob::head(&o, &key, &cond) }).await?
+        self.on(self.owner(&key), move |o| async move { ops::head_blob(&o, key, cond).await }).await?
     }
 
     /// Get Blob on shard `via`, collected whole: the blob, the range served, and its bytes.
-    pub async fn read_blob(
-        &self,
-        via: usize,
-        key: BlobKey,
-        range: Option<(u64, Option<u64>)>,
-        cond: Conditions,
-    ) -> Result<(BlobSummary, (u64, u64), Bytes)> {
-        let owner = self.owner(&key);
+    pub async fn read_blob(&self, via: usize, key: BlobKey, range: Option<(u64, Option<u64>)>, cond: Conditions) -> Result<(BlobSummary, (u64, u64), Bytes)> {
         self.on(via, move |s| async move {
-            let guard = s.node.epochs.enter();
-            let plan = s.peers.call(owner, move |o| async move { blob::resolve(&o, &key, range, &cond) }).await??;
-            let data = read::BlobReader::new(s.clone(), plan.segments, guard).read_all().await?;
-            Ok((plan.blob, plan.range, data))
+            let (blob, range, reader) = ops::open_read(&s, key, range, cond).await?;
+            Ok((blob, range, reader.read_all().await?))
         })
         .await?
     }
 
     /// Get Blob on shard `via`, streamed and hashed rather than collected (benchmarks, checks):
     /// the bytes read and their xxh3-64.
-    pub async fn read_blob_digest(
-        &self,
-        via: usize,
-        key: BlobKey,
-        range: Option<(u64, Option<u64>)>,
-    ) -> Result<(u64, u64)> {
+    pub async fn read_blob_digest(&self, via: usize, key: BlobKey, range: Option<(u64, Option<u64>)>) -> Result<(u64, u64)> {
         self.on(via, move |s| async move { read_digest(&s, key, range).await }).await?
     }
 
     pub async fn delete_blob(&self, key: BlobKey, cond: Conditions) -> Result<()> {
-        self.on(self.owner(&key), move |o| async move { blob::delete_blob(&o, key, cond).await }).await?
+        self.on(self.owner(&key), move |o| async move { ops::delete_blob(&o, key, cond).await }).await?
     }
 
     pub async fn set_blob_props(&self, key: BlobKey, change: PropsChange, cond: Conditions) -> Result<BlobSummary> {
-        self.on(self.owner(&key), move |o| async move { blob::set_props(&o, key, change, cond).await }).await?
+        self.on(self.owner(&key), move |o| async move { ops::set_blob_props(&o, key, change, cond).await }).await?
     }
 
     /// List Blobs: every shard lists its part; the pages are merged in name order.
     pub async fn list_blobs(&self, account: &str, container: &str, q: ListQuery) -> Result<ListPage> {
-        let cid = self.get_container(account, container)?.id;
-        let mut pages = Vec::with_capacity(self.shards());
-        for i in 0..self.shards() {
-            let (a, c, q) = (account.to_owned(), container.to_owned(), q.clone());
-            pages.push(self.on(i, move |s| async move { s.meta.borrow().state.list_blobs(&a, &c, cid, &q) }));
-        }
-        let mut results = Vec::with_capacity(pages.len());
-        for p in pages {
-            results.push(p.await?);
-        }
-        Ok(listing::merge(results, q.max))
+        let (a, c) = (account.to_owned(), container.to_owned());
+        self.on(CATALOG_SHARD, move |s| async move { ops::list_blobs(&s, &a, &c, q).await }).await?
     }
 
     /// Waits until every shard's metadata log is durable up to now.
@@ -276,14 +214,7 @@ impl Drop for Node {
 
 /// Reads a blob (or a range) on this shard, streamed and hashed: the bytes read and their xxh3-64.
 pub async fn read_digest(s: &Rc<Shard>, key: BlobKey, range: Option<(u64, Option<u64>)>) -> Result<(u64, u64)> {
-    let owner = s.node.owner_of(&key);
-    let guard = s.node.epochs.enter();
-    let plan = if owner == s.index {
-        blob::resolve(s, &key, range, &Conditions::default())?
-    } else {
-        s.peers.call(owner, move |o| async move { blob::resolve(&o, &key, range, &Conditions::default()) }).await??
-    };
-    let mut reader = read::BlobReader::new(s.clone(), plan.segments, guard);
+    let (_, _, mut reader) = ops::open_read(s, key, range, Conditions::default()).await?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut n = 0u64;
     while let Some(piece) = reader.next().await {

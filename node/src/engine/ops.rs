@@ -1,0 +1,152 @@
+//! Blob operations as the shard that received a request runs them: data work here, metadata work
+//! on the owner shard (called directly when that is this shard). The HTTP handlers and `Node`
+//! both go through these.
+
+use std::future::Future;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use edgeblob_meta::listing::{self, BlobSummary, ListPage, ListQuery};
+use edgeblob_meta::model::{limits, BlobKey, BlobProps, Block, Container, Metadata};
+use edgeblob_proto::conditions::Conditions;
+use futures::Stream;
+
+use super::blob::{self, BlockList, BlockListItem, PropsChange};
+use super::error::{EngineError, Result};
+use super::read::BlobReader;
+use super::shard::{Shard, CATALOG_SHARD};
+use super::{container, write};
+
+/// Runs `f` on shard `target`: in place when it is this shard.
+pub async fn at<R, F, Fut>(s: &Rc<Shard>, target: usize, f: F) -> Result<R>
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+{
+    if target == s.index {
+        Ok(f(s.clone()).await)
+    } else {
+        Ok(s.peers.call(target, f).await?)
+    }
+}
+
+fn require_container(s: &Shard, key: &BlobKey) -> Result<()> {
+    s.node.container(&key.account, &key.container).map(|_| ()).ok_or(EngineError::ContainerNotFound)
+}
+
+/// Stores a body on this shard; the caller holds one reference per chunk until it commits them
+/// or gives them back.
+pub async fn store<S>(s: &Rc<Shard>, key: &BlobKey, body: S, max_len: u64) -> Result<write::Stored>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
+    require_container(s, key)?;
+    write::store_body(s, body, max_len).await
+}
+
+/// Commits stored chunks as a Put Blob (the references pass to the blob, or are given back).
+pub async fn commit_single(s: &Rc<Shard>, key: BlobKey, stored: write::Stored, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+    let owner = s.node.owner_of(&key);
+    at(s, owner, move |o| async move { blob::put_single(&o, key, stored.chunks, stored.len, props, cond).await }).await?
+}
+
+pub async fn put_blob<S>(s: &Rc<Shard>, key: BlobKey, body: S, props: BlobProps, cond: Conditions) -> Result<BlobSummary>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
+    let stored = store(s, &key, body, limits::MAX_PUT_BLOB_SIZE).await?;
+    commit_single(s, key, stored, props, cond).await
+}
+
+/// Stages stored chunks as block `id`.
+pub async fn stage(s: &Rc<Shard>, key: BlobKey, id: Vec<u8>, stored: write::Stored) -> Result<u64> {
+    let owner = s.node.owner_of(&key);
+    let size = stored.len;
+    let block = Block { id, size, chunks: stored.chunks };
+    at(s, owner, move |o| async move { blob::stage_block(&o, key, block).await }).await??;
+    Ok(size)
+}
+
+pub fn check_block_id(id: &[u8]) -> Result<()> {
+    if id.is_empty() || id.len() > limits::MAX_BLOCK_ID_LEN {
+        return Err(EngineError::InvalidBlockId(format!("{} bytes; 1 to 64 allowed", id.len())));
+    }
+    Ok(())
+}
+
+pub async fn put_block<S>(s: &Rc<Shard>, key: BlobKey, id: Vec<u8>, body: S) -> Result<u64>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
+    check_block_id(&id)?;
+    let stored = store(s, &key, body, limits::MAX_BLOCK_SIZE).await?;
+    stage(s, key, id, stored).await
+}
+
+pub async fn commit_block_list(s: &Rc<Shard>, key: BlobKey, list: Vec<BlockListItem>, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+    let owner = s.node.owner_of(&key);
+    at(s, owner, move |o| async move { blob::commit_block_list(&o, key, list, props, cond).await }).await?
+}
+
+pub async fn get_block_list(s: &Rc<Shard>, key: BlobKey) -> Result<BlockList> {
+    let owner = s.node.owner_of(&key);
+    at(s, owner, move |o| async move { blob::get_block_list(&o, &key) }).await?
+}
+
+pub async fn head_blob(s: &Rc<Shard>, key: BlobKey, cond: Conditions) -> Result<BlobSummary> {
+    let owner = s.node.owner_of(&key);
+    at(s, owner, move |o| async move { blob::head(&o, &key, &cond) }).await?
+}
+
+/// Get Blob: the blob, the byte range `[start, end)` served, and a reader of it.
+pub async fn open_read(
+    s: &Rc<Shard>,
+    key: BlobKey,
+    range: Option<(u64, Option<u64>)>,
+    cond: Conditions,
+) -> Result<(BlobSummary, (u64, u64), BlobReader)> {
+    let owner = s.node.owner_of(&key);
+    // Entered before resolving: nothing the plan names can be reused until the reader is done.
+    let guard = s.node.epochs.enter();
+    let plan = at(s, owner, move |o| async move { blob::resolve(&o, &key, range, &cond) }).await??;
+    Ok((plan.blob, plan.range, BlobReader::new(s.clone(), plan.segments, guard)))
+}
+
+pub async fn delete_blob(s: &Rc<Shard>, key: BlobKey, cond: Conditions) -> Result<()> {
+    let owner = s.node.owner_of(&key);
+    at(s, owner, move |o| async move { blob::delete_blob(&o, key, cond).await }).await?
+}
+
+pub async fn set_blob_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: Conditions) -> Result<BlobSummary> {
+    let owner = s.node.owner_of(&key);
+    at(s, owner, move |o| async move { blob::set_props(&o, key, change, cond).await }).await?
+}
+
+pub async fn create_container(s: &Rc<Shard>, account: String, name: String, md: Metadata) -> Result<Container> {
+    at(s, CATALOG_SHARD, move |c| async move { container::create(&c, account, name, md).await }).await?
+}
+
+pub async fn delete_container(s: &Rc<Shard>, account: String, name: String) -> Result<()> {
+    at(s, CATALOG_SHARD, move |c| async move { container::delete(&c, account, name).await }).await?
+}
+
+pub async fn set_container_metadata(s: &Rc<Shard>, account: String, name: String, md: Metadata) -> Result<Container> {
+    at(s, CATALOG_SHARD, move |c| async move { container::set_metadata(&c, account, name, md).await }).await?
+}
+
+/// List Blobs: every shard lists its part (concurrently); the pages merge in name order.
+pub async fn list_blobs(s: &Rc<Shard>, account: &str, container: &str, q: ListQuery) -> Result<ListPage> {
+    let cid = s.node.container(account, container).ok_or(EngineError::ContainerNotFound)?.id;
+    let parts: Vec<_> = (0..s.peers.len())
+        .map(|i| {
+            let (a, c, q) = (account.to_owned(), container.to_owned(), q.clone());
+            at(s, i, move |x| async move { x.meta.borrow().state.list_blobs(&a, &c, cid, &q) })
+        })
+        .collect();
+    let mut pages = Vec::with_capacity(parts.len());
+    for p in futures::future::join_all(parts).await {
+        pages.push(p?);
+    }
+    Ok(listing::merge(pages, q.max))
+}
