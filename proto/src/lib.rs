@@ -8,6 +8,7 @@ pub mod error_code;
 pub mod headers;
 pub mod op;
 pub mod range;
+pub mod sas;
 pub mod shared_key;
 pub mod xml;
 

@@ -130,7 +130,14 @@ impl Node {
     }
 
     /// Put Blob, received on shard `via`.
-    pub async fn put_blob(&self, via: usize, key: BlobKey, body: Body, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+    pub async fn put_blob(
+        &self,
+        via: usize,
+        key: BlobKey,
+        body: Body,
+        props: BlobProps,
+        cond: Conditions,
+    ) -> Result<BlobSummary> {
         self.on(via, move |s| async move { ops::put_blob(&s, key, body_stream(body), props, cond).await }).await?
     }
 
@@ -139,7 +146,13 @@ impl Node {
         self.on(via, move |s| async move { ops::put_block(&s, key, id, body_stream(body)).await }).await?
     }
 
-    pub async fn commit_block_list(&self, key: BlobKey, list: Vec<BlockListItem>, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+    pub async fn commit_block_list(
+        &self,
+        key: BlobKey,
+        list: Vec<BlockListItem>,
+        props: BlobProps,
+        cond: Conditions,
+    ) -> Result<BlobSummary> {
         let owner = self.owner(&key);
         self.on(owner, move |o| async move { ops::commit_block_list(&o, key, list, props, cond).await }).await?
     }
@@ -153,7 +166,13 @@ impl Node {
     }
 
     /// Get Blob on shard `via`, collected whole: the blob, the range served, and its bytes.
-    pub async fn read_blob(&self, via: usize, key: BlobKey, range: Option<(u64, Option<u64>)>, cond: Conditions) -> Result<(BlobSummary, (u64, u64), Bytes)> {
+    pub async fn read_blob(
+        &self,
+        via: usize,
+        key: BlobKey,
+        range: Option<(u64, Option<u64>)>,
+        cond: Conditions,
+    ) -> Result<(BlobSummary, (u64, u64), Bytes)> {
         self.on(via, move |s| async move {
             let (blob, range, reader) = ops::open_read(&s, key, range, cond).await?;
             Ok((blob, range, reader.read_all().await?))
@@ -163,7 +182,12 @@ impl Node {
 
     /// Get Blob on shard `via`, streamed and hashed rather than collected (benchmarks, checks):
     /// the bytes read and their xxh3-64.
-    pub async fn read_blob_digest(&self, via: usize, key: BlobKey, range: Option<(u64, Option<u64>)>) -> Result<(u64, u64)> {
+    pub async fn read_blob_digest(
+        &self,
+        via: usize,
+        key: BlobKey,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<(u64, u64)> {
         self.on(via, move |s| async move { read_digest(&s, key, range).await }).await?
     }
 

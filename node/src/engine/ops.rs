@@ -46,12 +46,25 @@ where
 }
 
 /// Commits stored chunks as a Put Blob (the references pass to the blob, or are given back).
-pub async fn commit_single(s: &Rc<Shard>, key: BlobKey, stored: write::Stored, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+pub async fn commit_single(
+    s: &Rc<Shard>,
+    key: BlobKey,
+    stored: write::Stored,
+    props: BlobProps,
+    cond: Conditions,
+) -> Result<BlobSummary> {
     let owner = s.node.owner_of(&key);
-    at(s, owner, move |o| async move { blob::put_single(&o, key, stored.chunks, stored.len, props, cond).await }).await?
+    at(s, owner, move |o| async move { blob::put_single(&o, key, stored.chunks, stored.len, props, cond).await })
+        .await?
 }
 
-pub async fn put_blob<S>(s: &Rc<Shard>, key: BlobKey, body: S, props: BlobProps, cond: Conditions) -> Result<BlobSummary>
+pub async fn put_blob<S>(
+    s: &Rc<Shard>,
+    key: BlobKey,
+    body: S,
+    props: BlobProps,
+    cond: Conditions,
+) -> Result<BlobSummary>
 where
     S: Stream<Item = std::io::Result<Bytes>> + Unpin,
 {
@@ -84,7 +97,13 @@ where
     stage(s, key, id, stored).await
 }
 
-pub async fn commit_block_list(s: &Rc<Shard>, key: BlobKey, list: Vec<BlockListItem>, props: BlobProps, cond: Conditions) -> Result<BlobSummary> {
+pub async fn commit_block_list(
+    s: &Rc<Shard>,
+    key: BlobKey,
+    list: Vec<BlockListItem>,
+    props: BlobProps,
+    cond: Conditions,
+) -> Result<BlobSummary> {
     let owner = s.node.owner_of(&key);
     at(s, owner, move |o| async move { blob::commit_block_list(&o, key, list, props, cond).await }).await?
 }

@@ -1,0 +1,301 @@
+//! Shared access signatures signed with an account key: account SAS and service SAS (container
+//! `sr=c`, blob `sr=b`), across the string-to-sign layouts of their `sv` versions (account: before
+//! and from 2020-12-06; service: before 2018-11-09, from 2018-11-09, from 2020-12-06), with the
+//! time window, IP range, protocol and permission checks.
+
+use std::net::IpAddr;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::addr::Target;
+use crate::op::Operation;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SasError {
+    #[error("the SAS lacks {0}")]
+    Missing(&'static str),
+    #[error("the signature does not match")]
+    Signature,
+    #[error("the SAS is not valid at this time")]
+    Time,
+    #[error("the request comes from an address the SAS does not allow")]
+    Ip,
+    #[error("the SAS does not allow this protocol")]
+    Protocol,
+    #[error("the SAS does not grant the permission this operation needs")]
+    Permission,
+    #[error("the SAS does not cover this resource")]
+    Resource,
+}
+
+/// Seconds since the epoch of an ISO 8601 UTC time (`2026-11-22T10:00:00Z`, fractions and a
+/// date alone allowed).
+pub fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim().trim_end_matches('Z');
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let time = time.split('.').next()?;
+    let mut t = time.split(':').map(|x| x.parse::<i64>());
+    let (hh, mm) = (t.next()?.ok()?, t.next()?.ok()?);
+    let ss = t.next().transpose().ok()?.unwrap_or(0);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+fn hmac_b64(key: &[u8], s: &str) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(s.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// What a request is, for checking a SAS against it.
+pub struct SasRequest<'a> {
+    pub target: &'a Target,
+    pub op: Operation,
+    pub now: i64,
+    pub client_ip: Option<IpAddr>,
+    pub https: bool,
+}
+
+fn ip_allowed(range: &str, ip: Option<IpAddr>) -> bool {
+    let Some(ip) = ip else { return false };
+    let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+    match (lo.parse::<IpAddr>(), hi.parse::<IpAddr>()) {
+        (Ok(lo), Ok(hi)) => lo <= ip && ip <= hi,
+        _ => false,
+    }
+}
+
+/// The permission letter(s) an operation needs; any one of them suffices.
+fn needed(op: Operation) -> &'static str {
+    use Operation::*;
+    match op {
+        ListContainers | ListBlobs => "l",
+        GetAccountInfo => "",
+        CreateContainer => "cw",
+        DeleteContainer | DeleteBlob => "d",
+        GetContainerProperties | GetBlob | GetBlobProperties | GetBlockList => "r",
+        SetContainerMetadata | SetBlobMetadata | SetBlobProperties => "w",
+        PutBlob | PutBlobFromUrl | CopyBlob => "wc",
+        PutBlock | PutBlockFromUrl | PutBlockList => "wca",
+    }
+}
+
+fn grants(sp: &str, op: Operation) -> bool {
+    let need = needed(op);
+    need.is_empty() || need.chars().any(|c| sp.contains(c))
+}
+
+/// Verifies a SAS in the request's query against the account's keys.
+pub fn verify(account: &str, keys: &[Vec<u8>], req: &SasRequest) -> Result<(), SasError> {
+    let t = req.target;
+    let p = |k: &str| t.param(k).unwrap_or("");
+    let sig = B64.decode(t.param("sig").ok_or(SasError::Missing("sig"))?).map_err(|_| SasError::Signature)?;
+    let sv = t.param("sv").ok_or(SasError::Missing("sv"))?;
+    let sp = p("sp");
+    let account_sas = t.param("ss").is_some();
+    let string_to_sign = if account_sas {
+        let mut parts = vec![account, sp, p("ss"), p("srt"), p("st"), p("se"), p("sip"), p("spr"), sv];
+        if sv >= "2020-12-06" {
+            parts.push(p("ses"));
+        }
+        parts.push("");
+        parts.join("\n")
+    } else {
+        let sr = t.param("sr").ok_or(SasError::Missing("sr"))?;
+        // A service SAS covers its container (sr=c) or one blob (sr=b), never the service.
+        let Some(container) = t.container.as_deref() else { return Err(SasError::Resource) };
+        let canonical = match sr {
+            "c" => format!("/blob/{account}/{container}"),
+            "b" | "bs" | "bv" => format!("/blob/{account}/{container}/{}", t.blob.as_deref().unwrap_or("")),
+            _ => return Err(SasError::Resource),
+        };
+        let mut parts = vec![sp, p("st"), p("se"), canonical.as_str(), p("si"), p("sip"), p("spr"), sv];
+        if sv >= "2018-11-09" {
+            parts.extend([sr, p("snapshot")]);
+            if sv >= "2020-12-06" {
+                parts.push(p("ses"));
+            }
+        }
+        parts.extend([p("rscc"), p("rscd"), p("rsce"), p("rscl"), p("rsct")]);
+        parts.join("\n")
+    };
+    if !keys.iter().any(|k| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(k).expect("HMAC takes any key length");
+        mac.update(string_to_sign.as_bytes());
+        mac.verify_slice(&sig).is_ok()
+    }) {
+        return Err(SasError::Signature);
+    }
+    let expiry = t.param("se").and_then(parse_time).ok_or(SasError::Missing("se"))?;
+    let start = t.param("st").map(parse_time);
+    if req.now > expiry || start.is_some_and(|s| s.is_none_or(|s| req.now < s)) {
+        return Err(SasError::Time);
+    }
+    if let Some(range) = t.param("sip") {
+        if !ip_allowed(range, req.client_ip) {
+            return Err(SasError::Ip);
+        }
+    }
+    if !req.https && t.param("spr").is_some_and(|spr| !spr.split(',').any(|x| x == "http")) {
+        return Err(SasError::Protocol);
+    }
+    if account_sas {
+        if !p("ss").contains('b') {
+            return Err(SasError::Resource);
+        }
+        let kind = match (&t.container, &t.blob, req.op) {
+            (_, _, Operation::GetAccountInfo) => None,
+            (None, _, _) => Some('s'),
+            (Some(_), None, _) => Some('c'),
+            (Some(_), Some(_), _) => Some('o'),
+        };
+        if kind.is_some_and(|k| !p("srt").contains(k)) {
+            return Err(SasError::Resource);
+        }
+    } else if p("sr") != "c" && t.blob.is_none() {
+        return Err(SasError::Resource);
+    }
+    if !grants(sp, req.op) {
+        return Err(SasError::Permission);
+    }
+    Ok(())
+}
+
+/// Signs a SAS string-to-sign (for tests and for the node's own outgoing requests).
+pub fn sign(key: &[u8], string_to_sign: &str) -> String {
+    B64.encode(hmac_b64(key, string_to_sign))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::parse;
+
+    const KEY: &[u8] = b"a test key of some length";
+
+    fn target(path: &str, params: &[(&str, &str)], sig_over: &str) -> Target {
+        let mut t = parse(path, Some("127.0.0.1")).unwrap();
+        for (k, v) in params {
+            t.query.push(((*k).into(), (*v).into()));
+        }
+        t.query.push(("sig".into(), sign(KEY, sig_over)));
+        t
+    }
+
+    fn req(t: &Target, op: Operation) -> SasRequest<'_> {
+        SasRequest {
+            target: t,
+            op,
+            now: parse_time("2026-11-22T12:00:00Z").unwrap(),
+            client_ip: "127.0.0.1".parse().ok(),
+            https: false,
+        }
+    }
+
+    #[test]
+    fn times_parse() {
+        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_time("2026-11-22T09:31:17Z"), Some(1_795_339_877));
+        assert_eq!(parse_time("2026-11-22T09:31:17.1234567Z"), Some(1_795_339_877));
+        assert_eq!(parse_time("2026-11-22"), Some(1_795_305_600));
+        assert_eq!(parse_time("2026-13-01"), None);
+    }
+
+    #[test]
+    fn account_sas_new_and_old_layouts() {
+        let new = [
+            ("sv", "2026-10-06"),
+            ("ss", "b"),
+            ("srt", "sco"),
+            ("sp", "rwdlac"),
+            ("se", "2026-11-23T00:00:00Z"),
+            ("spr", "https,http"),
+        ];
+        let sts = "acct\nrwdlac\nb\nsco\n\n2026-11-23T00:00:00Z\n\nhttps,http\n2026-10-06\n\n";
+        let t = target("/acct/ctr/b", &new, sts);
+        verify("acct", &[KEY.to_vec()], &req(&t, Operation::PutBlob)).unwrap();
+        let old = [("sv", "2019-02-02"), ("ss", "b"), ("srt", "o"), ("sp", "r"), ("se", "2026-11-23T00:00:00Z")];
+        let t = target("/acct/ctr/b", &old, "acct\nr\nb\no\n\n2026-11-23T00:00:00Z\n\n\n2019-02-02\n");
+        verify("acct", &[KEY.to_vec()], &req(&t, Operation::GetBlob)).unwrap();
+        assert_eq!(verify("acct", &[KEY.to_vec()], &req(&t, Operation::DeleteBlob)), Err(SasError::Permission));
+        assert_eq!(verify("acct", &[b"other".to_vec()], &req(&t, Operation::GetBlob)), Err(SasError::Signature));
+        let t2 = target(
+            "/acct/ctr?restype=container&comp=list",
+            &old,
+            "acct\nr\nb\no\n\n2026-11-23T00:00:00Z\n\n\n2019-02-02\n",
+        );
+        assert_eq!(
+            verify("acct", &[KEY.to_vec()], &req(&t2, Operation::ListBlobs)),
+            Err(SasError::Resource),
+            "srt=o is blobs only"
+        );
+    }
+
+    #[test]
+    fn container_sas_and_its_checks() {
+        let params = [
+            ("sv", "2026-10-06"),
+            ("sr", "c"),
+            ("sp", "racwdl"),
+            ("st", "2026-11-22T00:00:00Z"),
+            ("se", "2026-11-22T13:00:00Z"),
+        ];
+        let sts =
+            "racwdl\n2026-11-22T00:00:00Z\n2026-11-22T13:00:00Z\n/blob/acct/ctr\n\n\n\n2026-10-06\nc\n\n\n\n\n\n\n";
+        let t = target("/acct/ctr/dir/b.txt", &params, sts);
+        verify("acct", &[KEY.to_vec()], &req(&t, Operation::PutBlock)).unwrap();
+        let mut late = req(&t, Operation::GetBlob);
+        late.now = parse_time("2026-11-22T14:00:00Z").unwrap();
+        assert_eq!(verify("acct", &[KEY.to_vec()], &late), Err(SasError::Time));
+        let other = target("/acct/other/b.txt", &params, sts);
+        assert_eq!(
+            verify("acct", &[KEY.to_vec()], &req(&other, Operation::GetBlob)),
+            Err(SasError::Signature),
+            "another container"
+        );
+        let old = [
+            ("sv", "2017-07-29"),
+            ("sr", "c"),
+            ("sp", "r"),
+            ("se", "2026-11-23T00:00:00Z"),
+            ("sip", "10.0.0.1-10.0.0.9"),
+        ];
+        let t = target(
+            "/acct/ctr/b",
+            &old,
+            "r\n\n2026-11-23T00:00:00Z\n/blob/acct/ctr\n\n10.0.0.1-10.0.0.9\n\n2017-07-29\n\n\n\n\n",
+        );
+        assert_eq!(verify("acct", &[KEY.to_vec()], &req(&t, Operation::GetBlob)), Err(SasError::Ip));
+    }
+
+    #[test]
+    fn https_only_sas_refuses_http() {
+        let params = [
+            ("sv", "2026-10-06"),
+            ("ss", "b"),
+            ("srt", "o"),
+            ("sp", "r"),
+            ("se", "2026-11-23T00:00:00Z"),
+            ("spr", "https"),
+        ];
+        let t = target("/acct/ctr/b", &params, "acct\nr\nb\no\n\n2026-11-23T00:00:00Z\n\nhttps\n2026-10-06\n\n");
+        assert_eq!(verify("acct", &[KEY.to_vec()], &req(&t, Operation::GetBlob)), Err(SasError::Protocol));
+        let mut https = req(&t, Operation::GetBlob);
+        https.https = true;
+        verify("acct", &[KEY.to_vec()], &https).unwrap();
+    }
+}
