@@ -10,12 +10,34 @@ use serde::Deserialize;
 pub struct Config {
     pub listen: String,
     pub port: u16,
+    /// Storage accounts and their keys. Default: the well-known development account.
+    pub accounts: Vec<Account>,
+    /// Requests in flight per shard before answering 503 ServerBusy.
+    pub max_requests_per_shard: usize,
     pub engine: EngineConfig,
+}
+
+/// The public key of the development account `devstoreaccount1` (Azurite's, documented by Azure).
+pub const DEV_ACCOUNT: &str = "devstoreaccount1";
+pub const DEV_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub name: String,
+    /// Base64 keys; two allow rotation.
+    pub keys: Vec<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { listen: "0.0.0.0".into(), port: 10000, engine: EngineConfig::default() }
+        Config {
+            listen: "0.0.0.0".into(),
+            port: 10000,
+            accounts: vec![Account { name: DEV_ACCOUNT.into(), keys: vec![DEV_KEY.into()] }],
+            max_requests_per_shard: 4096,
+            engine: EngineConfig::default(),
+        }
     }
 }
 
@@ -108,6 +130,17 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         c.engine.validate()?;
+        for a in &c.accounts {
+            if a.keys.is_empty() {
+                return Err(format!("account {} has no key", a.name));
+            }
+            for k in &a.keys {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(k)
+                    .map_err(|e| format!("account {}: a key is not base64: {e}", a.name))?;
+            }
+        }
         Ok(c)
     }
 }

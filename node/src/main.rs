@@ -19,6 +19,12 @@ struct Args {
     /// Shards when formatting a new data file (default: one per core).
     #[arg(long)]
     shards: Option<usize>,
+    /// Port of the Blob API (overrides the configuration; 0 picks a free one).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Address to listen on (overrides the configuration).
+    #[arg(long)]
+    listen: Option<String>,
 }
 
 fn main() {
@@ -46,9 +52,18 @@ fn run(args: Args) -> Result<(), String> {
     if args.shards.is_some() {
         config.engine.shards = args.shards;
     }
+    if let Some(p) = args.port {
+        config.port = p;
+    }
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
     config.engine.validate()?;
     let node = Node::open(config.engine.clone()).map_err(|e| e.to_string())?;
     tracing::info!(data = %config.engine.data_path.display(), shards = node.shards(), "engine ready");
+    let bound = edgeblob::http::serve(&node, &config).map_err(|e| format!("cannot serve: {e}"))?;
+    // A line for scripts and tests that start the node on port 0.
+    println!("edgeblob listening on {bound}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let mut term =
