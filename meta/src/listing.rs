@@ -29,7 +29,7 @@ impl BlobSummary {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListEntry {
-    Blob(BlobSummary),
+    Blob(Box<BlobSummary>),
     /// Names sharing this prefix up to and including the delimiter (Azure's BlobPrefix).
     Prefix(String),
 }
@@ -94,7 +94,7 @@ impl ShardMeta {
                     }
                     ListEntry::Prefix(p.to_owned())
                 }
-                None => ListEntry::Blob(BlobSummary::of(&k.name, b)),
+                None => ListEntry::Blob(Box::new(BlobSummary::of(&k.name, b))),
             };
             if out.len() == q.max {
                 return (out, true);

@@ -92,6 +92,17 @@ pub struct BlobProps {
     pub cache_control: Option<String>,
     pub content_md5: Option<[u8; 16]>,
     pub metadata: Metadata,
+    /// Set when the blob was made by a copy (Copy Blob, Put Blob From URL).
+    pub copy: Option<CopyInfo>,
+}
+
+/// The completed copy that made a blob (copies finish before they are acknowledged).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CopyInfo {
+    pub id: String,
+    pub source: String,
+    pub completed_ns: i64,
+    pub bytes: u64,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

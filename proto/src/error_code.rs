@@ -31,6 +31,7 @@ pub enum ErrorCode {
     ResourceNotFound,
     OperationNotSupported,
     InvalidInput,
+    CannotVerifyCopySource,
 }
 
 impl ErrorCode {
@@ -64,6 +65,7 @@ impl ErrorCode {
             ErrorCode::ResourceNotFound => "ResourceNotFound",
             ErrorCode::OperationNotSupported => "OperationNotSupported",
             ErrorCode::InvalidInput => "InvalidInput",
+            ErrorCode::CannotVerifyCopySource => "CannotVerifyCopySource",
         }
     }
 
@@ -98,6 +100,7 @@ impl ErrorCode {
             ErrorCode::ResourceNotFound => "The specified resource does not exist.",
             ErrorCode::OperationNotSupported => "The operation is not supported.",
             ErrorCode::InvalidInput => "One of the request inputs is not valid.",
+            ErrorCode::CannotVerifyCopySource => "Could not verify the copy source within the specified time.",
         }
     }
 
@@ -120,7 +123,8 @@ impl ErrorCode {
             | ErrorCode::InvalidXmlDocument
             | ErrorCode::MissingRequiredHeader
             | ErrorCode::OperationNotSupported
-            | ErrorCode::InvalidInput => 400,
+            | ErrorCode::InvalidInput
+            | ErrorCode::CannotVerifyCopySource => 400,
             ErrorCode::UnsupportedHttpVerb => 405,
             ErrorCode::InsufficientAccountPermissions
             | ErrorCode::AuthenticationFailed

@@ -28,7 +28,7 @@ pub enum BlockListItem {
 #[derive(Debug, Clone)]
 pub enum PropsChange {
     /// The standard properties; metadata is kept.
-    Properties(BlobProps),
+    Properties(Box<BlobProps>),
     Metadata(Metadata),
 }
 
@@ -228,7 +228,7 @@ pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: C
         check(&cond, Some(cur), true)?;
         let mut props = cur.props.clone();
         match change {
-            PropsChange::Properties(p) => props = BlobProps { metadata: props.metadata, ..p },
+            PropsChange::Properties(p) => props = BlobProps { metadata: props.metadata, copy: props.copy, ..*p },
             PropsChange::Metadata(md) => props.metadata = md,
         }
         let (etag, modified_ns) = (s.node.stamp(), now_ns());

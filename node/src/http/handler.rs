@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use md5::Digest;
 
 use super::body::{self, RespBody};
+use super::copy;
 use super::response::{self, ApiError, VERSION};
 use super::HttpCtx;
 use crate::engine::{ops, BlockListItem, PropsChange, Shard};
@@ -171,6 +172,9 @@ fn blob_headers(h: &mut HeaderMap, b: &BlobSummary) {
     set(h, "x-ms-lease-status", "unlocked");
     set(h, "x-ms-server-encrypted", "true");
     put_metadata(h, &b.props.metadata);
+    for (k, v) in copy::summary_copy_headers(b) {
+        set(h, k, v);
+    }
 }
 
 fn props_from(h: &HeaderMap, fall_back: bool) -> Result<BlobProps> {
@@ -183,6 +187,7 @@ fn props_from(h: &HeaderMap, fall_back: bool) -> Result<BlobProps> {
         cache_control: b.cache_control,
         content_md5: b.content_md5,
         metadata: hdr::metadata(h, &[])?,
+        copy: None,
     })
 }
 
@@ -513,7 +518,7 @@ async fn dispatch(
             let change = if op == Operation::SetBlobMetadata {
                 PropsChange::Metadata(hdr::metadata(h, &[])?)
             } else {
-                PropsChange::Properties(props_from(h, false)?)
+                PropsChange::Properties(Box::new(props_from(h, false)?))
             };
             let b = ops::set_blob_props(s, blob_key(t)?, change, cond).await?;
             let mut r = respond(StatusCode::OK, body::empty());
@@ -521,11 +526,49 @@ async fn dispatch(
             set(r.headers_mut(), "last-modified", hdr::http_date(b.modified_ns));
             Ok(r)
         }
-        Operation::CopyBlob | Operation::PutBlobFromUrl | Operation::PutBlockFromUrl => Err(ApiError {
-            message: "Copy from a URL is not available on this node yet.".into(),
-            status: Some(StatusCode::NOT_IMPLEMENTED),
-            ..ErrorCode::OperationNotSupported.into()
-        }),
+        Operation::CopyBlob | Operation::PutBlobFromUrl => {
+            let key = blob_key(t)?;
+            let src_url = hdr::get(h, "x-ms-copy-source").ok_or(ErrorCode::MissingRequiredHeader)?.to_owned();
+            let src = copy::open(s, ctx, &src_url, t, &host, h, None).await?;
+            let limit = edgeblob_meta::model::limits::MAX_PUT_BLOB_SIZE;
+            let (stored, src_props) = copy::store(s, &key, src, limit).await?;
+            let is_copy_blob = op == Operation::CopyBlob;
+            let keep_source_props = is_copy_blob || hdr::get(h, "x-ms-copy-source-blob-properties") != Some("false");
+            let mut props =
+                copy::merge_props(src_props.filter(|_| keep_source_props), props_from(h, false)?, is_copy_blob);
+            let id = copy::copy_id(s);
+            props.copy = Some(edgeblob_meta::model::CopyInfo {
+                id: id.clone(),
+                source: src_url,
+                completed_ns: crate::engine::shard::now_ns(),
+                bytes: stored.len,
+            });
+            let b = ops::commit_single(s, key, stored, props, cond).await?;
+            let mut r = respond(if is_copy_blob { StatusCode::ACCEPTED } else { StatusCode::CREATED }, body::empty());
+            let rh = r.headers_mut();
+            set(rh, "etag", quoted_etag(b.etag));
+            set(rh, "last-modified", hdr::http_date(b.modified_ns));
+            set(rh, "x-ms-request-server-encrypted", "true");
+            if is_copy_blob {
+                set(rh, "x-ms-copy-id", id);
+                set(rh, "x-ms-copy-status", "success");
+            } else if let Some(m) = b.props.content_md5 {
+                set(rh, "content-md5", B64.encode(m));
+            }
+            Ok(r)
+        }
+        Operation::PutBlockFromUrl => {
+            let key = blob_key(t)?;
+            let id = block_id(t)?;
+            ops::check_block_id(&id)?;
+            let src_url = hdr::get(h, "x-ms-copy-source").ok_or(ErrorCode::MissingRequiredHeader)?.to_owned();
+            let src = copy::open(s, ctx, &src_url, t, &host, h, copy::source_range(h)?).await?;
+            let (stored, _) = copy::store(s, &key, src, edgeblob_meta::model::limits::MAX_BLOCK_SIZE).await?;
+            ops::stage(s, key, id, stored).await?;
+            let mut r = respond(StatusCode::CREATED, body::empty());
+            set(r.headers_mut(), "x-ms-request-server-encrypted", "true");
+            Ok(r)
+        }
     }
 }
 

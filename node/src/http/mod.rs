@@ -2,6 +2,7 @@
 //! kernel spreads connections), hyper serving each connection on the shard that accepted it.
 
 mod body;
+mod copy;
 mod handler;
 mod response;
 
