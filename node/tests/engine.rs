@@ -280,7 +280,9 @@ fn properties_and_metadata_change_the_etag_and_keep_the_data() {
                 cache_control: Some("no-cache".into()),
                 ..Default::default()
             };
-            node.set_blob_props(key("c", "b"), PropsChange::Properties(Box::new(props)), Default::default()).await.unwrap();
+            node.set_blob_props(key("c", "b"), PropsChange::Properties(Box::new(props)), Default::default())
+                .await
+                .unwrap();
         });
     }
     let node = open(&cfg);

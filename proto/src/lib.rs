@@ -3,6 +3,7 @@
 //! XML bodies, error codes, and SharedKey verification.
 
 pub mod addr;
+pub mod batch;
 pub mod conditions;
 pub mod error_code;
 pub mod headers;

@@ -28,6 +28,7 @@ pub enum Operation {
     DeleteBlob,
     SetBlobMetadata,
     SetBlobProperties,
+    BlobBatch,
 }
 
 impl Operation {
@@ -53,6 +54,7 @@ impl Operation {
             DeleteBlob => "DeleteBlob",
             SetBlobMetadata => "SetBlobMetadata",
             SetBlobProperties => "SetBlobProperties",
+            BlobBatch => "BlobBatch",
         }
     }
 
@@ -86,6 +88,7 @@ pub fn route(method: &Method, t: &Target, headers: &HeaderMap) -> Result<Operati
     match (&t.container, &t.blob) {
         (None, _) => match (method, comp) {
             (&Method::GET, Some("list")) => Ok(ListContainers),
+            (&Method::POST, Some("batch")) => Ok(BlobBatch),
             (_, Some("list")) => bad_verb,
             _ => bad_query,
         },
@@ -99,7 +102,8 @@ pub fn route(method: &Method, t: &Target, headers: &HeaderMap) -> Result<Operati
                 (&Method::GET | &Method::HEAD, None | Some("metadata")) => Ok(GetContainerProperties),
                 (&Method::PUT, Some("metadata")) => Ok(SetContainerMetadata),
                 (&Method::GET, Some("list")) => Ok(ListBlobs),
-                (_, None | Some("metadata") | Some("list")) => bad_verb,
+                (&Method::POST, Some("batch")) => Ok(BlobBatch),
+                (_, None | Some("metadata") | Some("list") | Some("batch")) => bad_verb,
                 _ => bad_query,
             }
         }
@@ -170,6 +174,8 @@ mod tests {
             (Method::DELETE, "/a/ctr/b", vec![], DeleteBlob),
             (Method::PUT, "/a/ctr/b?comp=metadata", vec![], SetBlobMetadata),
             (Method::PUT, "/a/ctr/b?comp=properties", vec![], SetBlobProperties),
+            (Method::POST, "/a/ctr?restype=container&comp=batch", vec![], BlobBatch),
+            (Method::POST, "/a?comp=batch", vec![], BlobBatch),
         ];
         for (m, target, h, want) in cases {
             assert_eq!(r(m.clone(), target, &h), Ok(want), "{m} {target}");

@@ -91,6 +91,8 @@ fn needed(op: Operation) -> &'static str {
         SetContainerMetadata | SetBlobMetadata | SetBlobProperties => "w",
         PutBlob | PutBlobFromUrl | CopyBlob => "wc",
         PutBlock | PutBlockFromUrl | PutBlockList => "wca",
+        // Each sub-request of a batch is authorised on its own.
+        BlobBatch => "",
     }
 }
 

@@ -87,7 +87,8 @@ fn authenticate(
     ctx: &HttpCtx,
     t: &addr::Target,
     op: Operation,
-    req: &Request<Incoming>,
+    method: &str,
+    headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<()> {
     let failed = |why: String| {
@@ -97,14 +98,9 @@ fn authenticate(
         e
     };
     let keys = ctx.accounts.get(&t.account).ok_or_else(|| failed(format!("unknown account {}", t.account)))?;
-    if let Some(auth) = req.headers().get("authorization") {
+    if let Some(auth) = headers.get("authorization") {
         let auth = auth.to_str().map_err(|_| failed("unreadable Authorization header".into()))?;
-        let signed = shared_key::SignedRequest {
-            method: req.method().as_str(),
-            raw_path: &t.raw_path,
-            query: &t.query,
-            headers: req.headers(),
-        };
+        let signed = shared_key::SignedRequest { method, raw_path: &t.raw_path, query: &t.query, headers };
         return shared_key::verify(&t.account, keys, &signed, auth).map_err(|e| failed(e.to_string()));
     }
     if t.param("sig").is_some() {
@@ -225,7 +221,7 @@ async fn dispatch(
     let target = addr::parse(&req.uri().to_string(), Some(&host))?;
     let op = op::route(req.method(), &target, req.headers())?;
     *op_name = op.name();
-    authenticate(ctx, &target, op, &req, peer)?;
+    authenticate(ctx, &target, op, req.method().as_str(), req.headers(), peer)?;
     let t = &target;
     let (parts, body) = req.into_parts();
     let h = &parts.headers;
@@ -557,6 +553,45 @@ async fn dispatch(
             }
             Ok(r)
         }
+        Operation::BlobBatch => {
+            let ct = hdr::get(h, "content-type").unwrap_or("").to_owned();
+            let boundary = edgeblob_proto::batch::boundary(&ct).ok_or(ErrorCode::InvalidHeaderValue)?.to_owned();
+            let raw = body::collect(body, 4 << 20).await?;
+            let text = std::str::from_utf8(&raw).map_err(|_| ErrorCode::InvalidInput)?;
+            let subs = edgeblob_proto::batch::parse(text, &boundary)?;
+            let out_boundary = format!("batchresponse_{}", copy::copy_id(s));
+            let mut out = String::new();
+            for sub in subs {
+                let (status, reason, headers, body) = match run_batch_delete(s, ctx, &host, &sub, peer, t).await {
+                    Ok(()) => (
+                        202,
+                        "Accepted",
+                        vec![("x-ms-delete-type-permanent".to_owned(), "true".to_owned())],
+                        String::new(),
+                    ),
+                    Err(e) => {
+                        let status = e.status.map_or(e.code.status(), |s| s.as_u16());
+                        let time = httpdate::fmt_http_date(std::time::SystemTime::now());
+                        let x = xml::error(e.code.as_str(), &e.message, "", &time);
+                        (status, "Error", vec![("x-ms-error-code".to_owned(), e.code.as_str().to_owned())], x)
+                    }
+                };
+                let mut headers = headers;
+                headers.push(("x-ms-version".into(), VERSION.into()));
+                out.push_str(&edgeblob_proto::batch::response_part(
+                    &out_boundary,
+                    &sub.content_id,
+                    status,
+                    reason,
+                    &headers,
+                    &body,
+                ));
+            }
+            out.push_str(&format!("--{out_boundary}--\r\n"));
+            let mut r = respond(StatusCode::ACCEPTED, body::full(out));
+            set(r.headers_mut(), "content-type", format!("multipart/mixed; boundary={out_boundary}"));
+            Ok(r)
+        }
         Operation::PutBlockFromUrl => {
             let key = blob_key(t)?;
             let id = block_id(t)?;
@@ -570,6 +605,32 @@ async fn dispatch(
             Ok(r)
         }
     }
+}
+
+/// One sub-request of a Blob Batch: Delete Blob, authorised on its own, within the batch's
+/// container when the batch was sent to one.
+async fn run_batch_delete(
+    s: &Rc<Shard>,
+    ctx: &HttpCtx,
+    host: &str,
+    sub: &edgeblob_proto::batch::SubRequest,
+    peer: SocketAddr,
+    outer: &addr::Target,
+) -> Result<()> {
+    let t = addr::parse(&sub.target, Some(host))?;
+    let op = op::route(&sub.method.parse::<Method>().map_err(|_| ErrorCode::UnsupportedHttpVerb)?, &t, &sub.headers)?;
+    if op != Operation::DeleteBlob {
+        return Err(ApiError {
+            message: "A batch may only hold Delete Blob requests.".into(),
+            ..ErrorCode::InvalidInput.into()
+        });
+    }
+    if t.account != outer.account || outer.container.as_ref().is_some_and(|c| t.container.as_ref() != Some(c)) {
+        return Err(ErrorCode::InvalidInput.into());
+    }
+    authenticate(ctx, &t, op, &sub.method, &sub.headers, peer)?;
+    ops::delete_blob(s, blob_key(&t)?, hdr::conditions(&sub.headers)).await?;
+    Ok(())
 }
 
 fn xml_response(x: String) -> Response<RespBody> {

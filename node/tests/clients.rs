@@ -1,0 +1,81 @@
+//! The real clients against real nodes: `../shared/peers/scenarios.sh` (azcopy including
+//! service-to-service copies from a second node, the Python SDK, rclone, boostedblob and blobfile
+//! through the kit's TLS-terminating proxy) against two edgeblob processes this test starts. Every
+//! scenario checks data by hash. The kit lives beside the repository (`../shared/peers`); the
+//! test installs it (idempotent) and fails on any failed scenario.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+struct NodeProc {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(dir: &Path) -> NodeProc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeblob"))
+        .args([
+            "--data",
+            dir.join("node.dat").to_str().unwrap(),
+            "--port",
+            "0",
+            "--listen",
+            "127.0.0.1",
+            "--shards",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("edgeblob listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    NodeProc { child, endpoint: format!("http://{addr}") }
+}
+
+fn kit() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers");
+    p.join("scenarios.sh").exists().then_some(p)
+}
+
+#[test]
+fn every_client_scenario_passes() {
+    let Some(kit) = kit() else {
+        eprintln!("SKIP: ../shared/peers is not beside the repository; the client scenarios need it");
+        return;
+    };
+    let install = Command::new("bash").arg(kit.join("install.sh")).stdout(Stdio::null()).status().unwrap();
+    assert!(install.success(), "installing the client kit failed");
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (dst, src) = (start_node(d1.path()), start_node(d2.path()));
+    let out = Command::new("bash")
+        .arg(kit.join("scenarios.sh"))
+        .env("BLOB_ENDPOINT", &dst.endpoint)
+        .env("SRC_ENDPOINT", &src.endpoint)
+        .env("BLOB_TLS_ENDPOINT", "terminate")
+        .env("PEERS_TIMEOUT", "180")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let failures: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    let summary = text.lines().rev().find(|l| l.contains(" passed, ")).unwrap_or("(no summary)");
+    eprintln!("client scenarios: {summary}");
+    assert!(failures.is_empty(), "failed scenarios:\n{}", failures.join("\n"));
+    assert!(out.status.success(), "scenarios.sh exited {:?}:\n{text}", out.status);
+    let passed: usize = summary.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(passed >= 60, "too few scenarios ran: {summary}");
+}
