@@ -28,8 +28,11 @@ struct Args {
 }
 
 fn main() {
+    // Logs go to stderr; stdout carries only the "listening" line that scripts read.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = run(Args::parse()) {
         tracing::error!("{e}");
