@@ -14,7 +14,18 @@ pub struct Config {
     pub accounts: Vec<Account>,
     /// Requests in flight per shard before answering 503 ServerBusy.
     pub max_requests_per_shard: usize,
+    /// A second, TLS listener (for clients that insist on `https://<account>.blob.core.windows.net`).
+    pub tls: Option<TlsConfig>,
     pub engine: EngineConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub port: u16,
+    /// PEM certificate chain and private key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The public key of the development account `devstoreaccount1` (Azurite's, documented by Azure).
@@ -36,6 +47,7 @@ impl Default for Config {
             port: 10000,
             accounts: vec![Account { name: DEV_ACCOUNT.into(), keys: vec![DEV_KEY.into()] }],
             max_requests_per_shard: 4096,
+            tls: None,
             engine: EngineConfig::default(),
         }
     }

@@ -25,6 +25,15 @@ struct Args {
     /// Address to listen on (overrides the configuration).
     #[arg(long)]
     listen: Option<String>,
+    /// Port of a TLS listener (with --tls-cert and --tls-key).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_port: Option<u16>,
+    /// PEM certificate chain for the TLS listener.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listener.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() {
@@ -61,12 +70,18 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(l) = args.listen {
         config.listen = l;
     }
+    if let (Some(port), Some(cert), Some(key)) = (args.tls_port, args.tls_cert, args.tls_key) {
+        config.tls = Some(edgeblob::config::TlsConfig { port, cert, key });
+    }
     config.engine.validate()?;
     let node = Node::open(config.engine.clone()).map_err(|e| e.to_string())?;
     tracing::info!(data = %config.engine.data_path.display(), shards = node.shards(), "engine ready");
     let bound = edgeblob::http::serve(&node, &config).map_err(|e| format!("cannot serve: {e}"))?;
-    // A line for scripts and tests that start the node on port 0.
-    println!("edgeblob listening on {bound}");
+    // Lines for scripts and tests that start the node on port 0.
+    println!("edgeblob listening on {}", bound.http);
+    if let Some(tls) = bound.https {
+        println!("edgeblob listening with TLS on {tls}");
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let mut term =

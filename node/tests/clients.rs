@@ -1,6 +1,7 @@
 //! The real clients against real nodes: `../shared/peers/scenarios.sh` (azcopy including
 //! service-to-service copies from a second node, the Python SDK, rclone, boostedblob and blobfile
-//! through the kit's TLS-terminating proxy) against two edgeblob processes this test starts. Every
+//! over the node's own TLS listener, with the kit's certificate) against two edgeblob processes this
+//! test starts. Every
 //! scenario checks data by hash. The kit lives beside the repository (`../shared/peers`); the
 //! test installs it (idempotent) and fails on any failed scenario.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 struct NodeProc {
     child: Child,
     endpoint: String,
+    tls: String,
 }
 
 impl Drop for NodeProc {
@@ -21,7 +23,7 @@ impl Drop for NodeProc {
     }
 }
 
-fn start_node(dir: &Path) -> NodeProc {
+fn start_node(dir: &Path, tls: &Path) -> NodeProc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgeblob"))
         .args([
             "--data",
@@ -33,18 +35,30 @@ fn start_node(dir: &Path) -> NodeProc {
             "--shards",
             "2",
         ])
+        .args(["--tls-port", "0", "--tls-cert", tls.join("server.pem").to_str().unwrap()])
+        .args(["--tls-key", tls.join("server.key").to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("edgeblob listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    NodeProc { child, endpoint: format!("http://{addr}") }
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = |prefix: &str| {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        l.trim().strip_prefix(prefix).unwrap_or_else(|| panic!("expected {prefix:?}, got {l:?}")).to_owned()
+    };
+    let http = line("edgeblob listening on ");
+    let tls = line("edgeblob listening with TLS on ");
+    NodeProc { child, endpoint: format!("http://{http}"), tls }
+}
+
+fn peers_home() -> PathBuf {
+    std::env::var_os("PEERS_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+        cache.join("azure-blob-peers")
+    })
 }
 
 fn kit() -> Option<PathBuf> {
@@ -60,13 +74,16 @@ fn every_client_scenario_passes() {
     };
     let install = Command::new("bash").arg(kit.join("install.sh")).stdout(Stdio::null()).status().unwrap();
     assert!(install.success(), "installing the client kit failed");
+    let tls = peers_home().join("tls");
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (dst, src) = (start_node(d1.path()), start_node(d2.path()));
+    let (dst, src) = (start_node(d1.path(), &tls), start_node(d2.path(), &tls));
     let out = Command::new("bash")
         .arg(kit.join("scenarios.sh"))
         .env("BLOB_ENDPOINT", &dst.endpoint)
         .env("SRC_ENDPOINT", &src.endpoint)
-        .env("BLOB_TLS_ENDPOINT", "terminate")
+        .env("BLOB_TLS_ENDPOINT", dst.tls.replace("0.0.0.0", "127.0.0.1"))
+        // The node accepts boostedblob's "0"-signed empty uploads, so the kit's opt-in check runs.
+        .env("BBB_EMPTY_FILE", "1")
         .env("PEERS_TIMEOUT", "180")
         .output()
         .unwrap();

@@ -105,7 +105,7 @@ fn authenticate(
     }
     if t.param("sig").is_some() {
         let now = crate::engine::shard::now_ns() / 1_000_000_000;
-        let r = sas::SasRequest { target: t, op, now, client_ip: Some(peer.ip()), https: false };
+        let r = sas::SasRequest { target: t, op, now, client_ip: Some(peer.ip()), https: ctx.https };
         return sas::verify(&t.account, keys, &r).map_err(|e| match e {
             sas::SasError::Permission | sas::SasError::Resource => {
                 let mut a = ApiError::from(ErrorCode::AuthorizationFailure);

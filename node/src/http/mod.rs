@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use base64::Engine;
 use hyper::server::conn::http1;
@@ -27,13 +28,58 @@ pub struct HttpCtx {
     pub in_flight: Cell<usize>,
     pub max_in_flight: usize,
     pub next_request: Cell<u64>,
+    /// This listener speaks TLS (a SAS with `spr=https` is accepted here only).
+    pub https: bool,
 }
 
-/// Starts a listener on every shard of `node`.
-pub fn serve(node: &Node, config: &Config) -> std::io::Result<SocketAddr> {
-    let addr: SocketAddr = format!("{}:{}", config.listen, config.port)
+/// The addresses the node serves on.
+pub struct Bound {
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+}
+
+/// Starts the listeners (HTTP, and HTTPS when configured) on every shard of `node`.
+pub fn serve(node: &Node, config: &Config) -> std::io::Result<Bound> {
+    let tls = match &config.tls {
+        Some(t) => Some((t.port, Arc::new(tls_acceptor(t)?))),
+        None => None,
+    };
+    let http = serve_on(node, config, config.port, None)?;
+    let https = match tls {
+        Some((port, acceptor)) => Some(serve_on(node, config, port, Some(acceptor))?),
+        None => None,
+    };
+    Ok(Bound { http, https })
+}
+
+fn tls_acceptor(t: &crate::config::TlsConfig) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", t.cert.display())))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&t.key).map_err(|e| std::io::Error::other(format!("{}: {e}", t.key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(std::io::Error::other)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+fn serve_on(
+    node: &Node,
+    config: &Config,
+    port: u16,
+    tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
+) -> std::io::Result<SocketAddr> {
+    let addr: SocketAddr = format!("{}:{}", config.listen, port)
         .parse()
-        .map_err(|e| std::io::Error::other(format!("listen address {}:{}: {e}", config.listen, config.port)))?;
+        .map_err(|e| std::io::Error::other(format!("listen address {}:{}: {e}", config.listen, port)))?;
     let mut accounts = HashMap::new();
     for a in &config.accounts {
         let keys = a
@@ -51,12 +97,19 @@ pub fn serve(node: &Node, config: &Config) -> std::io::Result<SocketAddr> {
         bound = listener.local_addr()?;
         let accounts = accounts.clone();
         let max = config.max_requests_per_shard;
+        let tls = tls.clone();
         rt.block_on(node.on(i, move |shard| async move {
-            let ctx =
-                Rc::new(HttpCtx { accounts, in_flight: Cell::new(0), max_in_flight: max, next_request: Cell::new(0) });
+            let https = tls.is_some();
+            let ctx = Rc::new(HttpCtx {
+                accounts,
+                in_flight: Cell::new(0),
+                max_in_flight: max,
+                next_request: Cell::new(0),
+                https,
+            });
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
-                    tokio::task::spawn_local(accept_loop(shard, ctx, l));
+                    tokio::task::spawn_local(accept_loop(shard, ctx, l, tls));
                     Ok(())
                 }
                 Err(e) => Err(e),
@@ -64,7 +117,7 @@ pub fn serve(node: &Node, config: &Config) -> std::io::Result<SocketAddr> {
         }))
         .map_err(std::io::Error::other)??;
     }
-    tracing::info!(%bound, shards = node.shards(), "serving the Blob API");
+    tracing::info!(%bound, shards = node.shards(), tls = tls.is_some(), "serving the Blob API");
     Ok(bound)
 }
 
@@ -79,7 +132,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-async fn accept_loop(shard: Rc<Shard>, ctx: Rc<HttpCtx>, listener: tokio::net::TcpListener) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    ctx: Rc<HttpCtx>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -90,13 +148,24 @@ async fn accept_loop(shard: Rc<Shard>, ctx: Rc<HttpCtx>, listener: tokio::net::T
             }
         };
         let _ = stream.set_nodelay(true);
-        let (shard, ctx) = (shard.clone(), ctx.clone());
+        let (shard, ctx, tls) = (shard.clone(), ctx.clone(), tls.clone());
         tokio::task::spawn_local(async move {
             let svc = service_fn(move |req| {
                 let (shard, ctx) = (shard.clone(), ctx.clone());
                 async move { Ok::<_, Infallible>(handler::handle(shard, ctx, req, peer).await) }
             });
-            if let Err(e) = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc).await {
+            let conn = http1::Builder::new();
+            let res = match tls {
+                None => conn.serve_connection(TokioIo::new(stream), svc).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => conn.serve_connection(TokioIo::new(s), svc).await,
+                    Err(e) => {
+                        tracing::debug!(%peer, %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = res {
                 tracing::debug!(%peer, %e, "connection ended");
             }
         });
