@@ -475,7 +475,22 @@ async fn dispatch(
         }
         Operation::GetBlob => {
             let key = blob_key(t)?;
-            let requested = range::requested(h)?;
+            let mut requested = range::requested(h)?;
+            if let (Some(_), Some(if_range)) = (requested, hdr::get(h, "if-range")) {
+                // The range holds only if the blob is still the one the client has; otherwise
+                // the whole blob is sent.
+                let cur = ops::head_blob(s, key.clone(), Default::default()).await?;
+                let same = match if_range.strip_prefix('"') {
+                    Some(tag) => tag.trim_end_matches('"').eq_ignore_ascii_case(&etag_string(cur.etag)),
+                    None => httpdate::parse_http_date(if_range)
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .is_some_and(|d| cur.modified_ns.div_euclid(1_000_000_000) <= d.as_secs() as i64),
+                };
+                if !same {
+                    requested = None;
+                }
+            }
             let (b, (start, end), reader) = ops::open_read(s, key, requested, cond).await?;
             let partial = requested.is_some();
             let want_range_md5 = hdr::get(h, "x-ms-range-get-content-md5") == Some("true");

@@ -1,0 +1,218 @@
+//! The HTTP server with a plain socket client: many concurrent connections, error formats, and
+//! SharedKey-signed operations end to end.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct NodeProc(Child, String);
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &std::path::Path) -> NodeProc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeblob"))
+        .args(["--data", dir.join("d.dat").to_str().unwrap(), "--port", "0", "--listen", "127.0.0.1", "--shards", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("edgeblob listening on ").unwrap().to_owned();
+    NodeProc(child, addr)
+}
+
+fn raise_nofile() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max.min(65536);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+#[test]
+fn a_thousand_concurrent_connections_are_all_served() {
+    raise_nofile();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // Open every connection first, so that all are held at once.
+        let mut conns = Vec::new();
+        for _ in 0..1000 {
+            conns.push(tokio::net::TcpStream::connect(&node.1).await.unwrap());
+        }
+        for c in conns.iter_mut() {
+            c.write_all(b"HEAD /devstoreaccount1/nosuchcontainer?restype=container HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+        }
+        let mut served = 0;
+        for c in conns.iter_mut() {
+            let mut buf = vec![0u8; 4096];
+            let n = c.read(&mut buf).await.unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]);
+            assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+            assert!(head.to_ascii_lowercase().contains("x-ms-error-code: authenticationfailed"), "{head}");
+            served += 1;
+        }
+        assert_eq!(served, 1000);
+    });
+}
+
+#[test]
+fn errors_are_azure_xml_with_the_code_header_and_the_common_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = tokio::net::TcpStream::connect(&node.1).await.unwrap();
+        c.write_all(b"GET /devstoreaccount1/Bad_Name/x HTTP/1.1\r\nHost: x\r\nx-ms-client-request-id: abc-123\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        let lower = out.to_ascii_lowercase();
+        for needle in ["x-ms-error-code: invalidresourcename", "x-ms-request-id: ", "x-ms-version: ", "x-ms-client-request-id: abc-123", "date: "] {
+            assert!(lower.contains(needle), "missing {needle} in {out}");
+        }
+        assert!(out.contains("<Code>InvalidResourceName</Code>") && out.contains("RequestId:"), "{out}");
+    });
+}
+
+/// Sends one SharedKey-signed request (dev account) and returns (status, headers, body).
+async fn signed(
+    addr: &str,
+    method: &str,
+    path_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
+    let mut h = http::HeaderMap::new();
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    h.insert("x-ms-date", date.parse().unwrap());
+    h.insert("x-ms-version", "2026-10-06".parse().unwrap());
+    if !body.is_empty() {
+        h.insert("content-length", body.len().to_string().parse().unwrap());
+    }
+    for (k, v) in headers {
+        h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    let target = edgeblob_proto::addr::parse(path_query, Some("127.0.0.1")).unwrap();
+    let req = edgeblob_proto::shared_key::SignedRequest {
+        method,
+        raw_path: &target.raw_path,
+        query: &target.query,
+        headers: &h,
+    };
+    let length = h.get("content-length").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let sts = edgeblob_proto::shared_key::string_to_sign("devstoreaccount1", &req, &length);
+    let sig = edgeblob_proto::shared_key::sign(&key, &sts);
+    let mut text = format!("{method} {path_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: SharedKey devstoreaccount1:{sig}\r\n");
+    if body.is_empty() && method == "PUT" {
+        text.push_str("Content-Length: 0\r\n");
+    }
+    for (k, v) in h.iter() {
+        text.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
+    }
+    text.push_str("\r\n");
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(text.as_bytes()).await.unwrap();
+    c.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).await.unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let mut body = out[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        // De-chunk: size line, data, CRLF, ... 0.
+        let mut plain = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            plain.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
+            rest = &rest[eol + 2 + n + 2..];
+        }
+        body = plain;
+    }
+    (status, head, body)
+}
+
+#[test]
+fn ranges_md5_and_if_range_behave_as_azure() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let a = node.1.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (st, _, _) = signed(&a, "PUT", "/devstoreaccount1/ctr?restype=container", &[], b"").await;
+        assert_eq!(st, 201);
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (st, head, _) =
+            signed(&a, "PUT", "/devstoreaccount1/ctr/b", &[("x-ms-blob-type", "BlockBlob")], &data).await;
+        assert_eq!(st, 201, "{head}");
+        let etag = head.lines().find_map(|l| l.strip_prefix("etag: ")).unwrap().to_owned();
+        // A wrong transactional MD5 is refused and the blob keeps its content.
+        let (st, head, _) = signed(
+            &a,
+            "PUT",
+            "/devstoreaccount1/ctr/b",
+            &[("x-ms-blob-type", "BlockBlob"), ("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")],
+            b"other",
+        )
+        .await;
+        assert_eq!(st, 400);
+        assert!(head.contains("x-ms-error-code: md5mismatch"), "{head}");
+        // Ranges: 206 with Content-Range; If-Range with the current ETag keeps the range.
+        let (st, head, body) =
+            signed(&a, "GET", "/devstoreaccount1/ctr/b", &[("x-ms-range", "bytes=10-19"), ("if-range", &etag)], b"")
+                .await;
+        assert_eq!((st, &body[..]), (206, &data[10..20]));
+        assert!(head.contains("content-range: bytes 10-19/100000"), "{head}");
+        // A stale If-Range gets the whole blob.
+        let (st, _, body) =
+            signed(&a, "GET", "/devstoreaccount1/ctr/b", &[("range", "bytes=10-19"), ("if-range", "\"0x1\"")], b"")
+                .await;
+        assert_eq!((st, body.len()), (200, data.len()));
+        // The MD5 of a range, on request.
+        let (st, head, body) = signed(
+            &a,
+            "GET",
+            "/devstoreaccount1/ctr/b",
+            &[("x-ms-range", "bytes=0-999"), ("x-ms-range-get-content-md5", "true")],
+            b"",
+        )
+        .await;
+        assert_eq!(st, 206);
+        use md5::Digest;
+        let want = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, md5::Md5::digest(&data[..1000]))
+            .to_ascii_lowercase();
+        assert!(head.contains(&format!("content-md5: {want}")), "{head}");
+        assert_eq!(body, &data[..1000]);
+        // Empty blob: any range is 416 with Content-Range: bytes */0.
+        let (st, _, _) =
+            signed(&a, "PUT", "/devstoreaccount1/ctr/empty", &[("x-ms-blob-type", "BlockBlob")], b"").await;
+        assert_eq!(st, 201);
+        let (st, head, _) = signed(&a, "GET", "/devstoreaccount1/ctr/empty", &[("x-ms-range", "bytes=0-")], b"").await;
+        assert_eq!(st, 416);
+        assert!(head.contains("content-range: bytes */0") && head.contains("x-ms-error-code: invalidrange"), "{head}");
+        // HEAD of a missing blob: 404 with the code header and no body.
+        let (st, head, body) = signed(&a, "HEAD", "/devstoreaccount1/ctr/missing", &[], b"").await;
+        assert_eq!((st, body.len()), (404, 0));
+        assert!(head.contains("x-ms-error-code: blobnotfound"), "{head}");
+    });
+}
