@@ -134,6 +134,18 @@ pub struct Container {
     pub created_ns: i64,
     pub modified_ns: i64,
     pub metadata: Metadata,
+    pub public_access: PublicAccess,
+}
+
+/// Anonymous read access to a container (Azure's `x-ms-blob-public-access`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PublicAccess {
+    #[default]
+    None,
+    /// Blobs can be read anonymously, but not listed.
+    Blob,
+    /// Blobs can be read and the container listed anonymously.
+    Container,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

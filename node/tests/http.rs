@@ -216,3 +216,77 @@ fn ranges_md5_and_if_range_behave_as_azure() {
         assert!(head.contains("x-ms-error-code: blobnotfound"), "{head}");
     });
 }
+
+async fn anonymous(addr: &str, method: &str, path_query: &str) -> u16 {
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(
+        format!("{method} {path_query} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out[9..12]).parse().unwrap()
+}
+
+#[test]
+fn public_access_opens_reads_only_as_far_as_the_container_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let a = node.1.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (st, _, _) =
+            signed(&a, "PUT", "/devstoreaccount1/pub?restype=container", &[("x-ms-blob-public-access", "blob")], b"")
+                .await;
+        assert_eq!(st, 201);
+        let (st, _, _) =
+            signed(&a, "PUT", "/devstoreaccount1/pub/b", &[("x-ms-blob-type", "BlockBlob")], b"hello").await;
+        assert_eq!(st, 201);
+        let (st, _, _) = signed(&a, "PUT", "/devstoreaccount1/priv?restype=container", &[], b"").await;
+        assert_eq!(st, 201);
+        assert_eq!(anonymous(&a, "GET", "/devstoreaccount1/pub/b").await, 200, "blob access: read");
+        assert_eq!(
+            anonymous(&a, "GET", "/devstoreaccount1/pub?restype=container&comp=list").await,
+            403,
+            "blob access: no listing"
+        );
+        assert_eq!(anonymous(&a, "PUT", "/devstoreaccount1/pub/c").await, 403, "never anonymous writes");
+        assert_eq!(anonymous(&a, "DELETE", "/devstoreaccount1/pub/b").await, 403);
+        assert_eq!(anonymous(&a, "GET", "/devstoreaccount1/priv?restype=container&comp=list").await, 403);
+        let (st, head, _) = signed(
+            &a,
+            "PUT",
+            "/devstoreaccount1/pub?restype=container&comp=acl",
+            &[("x-ms-blob-public-access", "container")],
+            b"",
+        )
+        .await;
+        assert_eq!(st, 200, "{head}");
+        assert_eq!(
+            anonymous(&a, "GET", "/devstoreaccount1/pub?restype=container&comp=list").await,
+            200,
+            "container access: listing"
+        );
+        let (st, head, body) = signed(&a, "GET", "/devstoreaccount1/pub?restype=container&comp=acl", &[], b"").await;
+        assert_eq!(st, 200);
+        assert!(
+            head.contains("x-ms-blob-public-access: container")
+                && String::from_utf8_lossy(&body).contains("SignedIdentifiers"),
+            "{head}"
+        );
+        let (st, _, _) = signed(&a, "PUT", "/devstoreaccount1/pub?restype=container&comp=acl", &[], b"").await;
+        assert_eq!(st, 200);
+        assert_eq!(anonymous(&a, "GET", "/devstoreaccount1/pub/b").await, 403, "access removed");
+        let (st, _, _) = signed(
+            &a,
+            "PUT",
+            "/devstoreaccount1/bad?restype=container",
+            &[("x-ms-blob-public-access", "everything")],
+            b"",
+        )
+        .await;
+        assert_eq!(st, 400);
+    });
+}

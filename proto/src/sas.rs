@@ -87,8 +87,8 @@ fn needed(op: Operation) -> &'static str {
         GetAccountInfo => "",
         CreateContainer => "cw",
         DeleteContainer | DeleteBlob => "d",
-        GetContainerProperties | GetBlob | GetBlobProperties | GetBlockList => "r",
-        SetContainerMetadata | SetBlobMetadata | SetBlobProperties => "w",
+        GetContainerProperties | GetContainerAcl | GetBlob | GetBlobProperties | GetBlockList => "r",
+        SetContainerMetadata | SetContainerAcl | SetBlobMetadata | SetBlobProperties => "w",
         PutBlob | PutBlobFromUrl | CopyBlob => "wc",
         PutBlock | PutBlockFromUrl | PutBlockList => "wca",
         // Each sub-request of a batch is authorised on its own.

@@ -5,13 +5,19 @@
 
 use std::rc::Rc;
 
-use edgeblob_meta::model::{Container, Metadata};
+use edgeblob_meta::model::{Container, Metadata, PublicAccess};
 use edgeblob_meta::Record;
 
 use super::error::{EngineError, Result};
 use super::shard::{now_ns, Shard, CATALOG_SHARD};
 
-pub async fn create(s: &Rc<Shard>, account: String, name: String, metadata: Metadata) -> Result<Container> {
+pub async fn create(
+    s: &Rc<Shard>,
+    account: String,
+    name: String,
+    metadata: Metadata,
+    public_access: PublicAccess,
+) -> Result<Container> {
     debug_assert_eq!(s.index, CATALOG_SHARD);
     let key = (account.clone(), name.clone());
     let (commit, container) = {
@@ -20,8 +26,14 @@ pub async fn create(s: &Rc<Shard>, account: String, name: String, metadata: Meta
             return Err(EngineError::ContainerAlreadyExists);
         }
         let now = now_ns();
-        let container =
-            Container { id: s.node.stamp(), etag: s.node.stamp(), created_ns: now, modified_ns: now, metadata };
+        let container = Container {
+            id: s.node.stamp(),
+            etag: s.node.stamp(),
+            created_ns: now,
+            modified_ns: now,
+            metadata,
+            public_access,
+        };
         (meta.commit(Record::ContainerPut { account, name, container: container.clone() })?, container)
     };
     commit.durable.await?;
@@ -29,13 +41,26 @@ pub async fn create(s: &Rc<Shard>, account: String, name: String, metadata: Meta
     Ok(container)
 }
 
+/// What Set Container Metadata or Set Container ACL changes.
+pub enum ContainerChange {
+    Metadata(Metadata),
+    Access(PublicAccess),
+}
+
 pub async fn set_metadata(s: &Rc<Shard>, account: String, name: String, metadata: Metadata) -> Result<Container> {
+    change(s, account, name, ContainerChange::Metadata(metadata)).await
+}
+
+pub async fn change(s: &Rc<Shard>, account: String, name: String, what: ContainerChange) -> Result<Container> {
     debug_assert_eq!(s.index, CATALOG_SHARD);
     let key = (account.clone(), name.clone());
     let (commit, container) = {
         let mut meta = s.meta.borrow_mut();
         let mut c = meta.state.containers.get(&key).cloned().ok_or(EngineError::ContainerNotFound)?;
-        c.metadata = metadata;
+        match what {
+            ContainerChange::Metadata(md) => c.metadata = md,
+            ContainerChange::Access(a) => c.public_access = a,
+        }
         c.etag = s.node.stamp();
         c.modified_ns = now_ns();
         (meta.commit(Record::ContainerPut { account, name, container: c.clone() })?, c)

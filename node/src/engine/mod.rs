@@ -89,7 +89,11 @@ impl Node {
 
     pub async fn create_container(&self, account: &str, name: &str, metadata: Metadata) -> Result<Container> {
         let (a, n) = (account.to_owned(), name.to_owned());
-        self.on(CATALOG_SHARD, move |s| async move { ops::create_container(&s, a, n, metadata).await }).await?
+        self.on(
+            CATALOG_SHARD,
+            move |s| async move { ops::create_container(&s, a, n, metadata, Default::default()).await },
+        )
+        .await?
     }
 
     pub async fn delete_container(&self, account: &str, name: &str) -> Result<()> {

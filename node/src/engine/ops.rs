@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use edgeblob_meta::listing::{self, BlobSummary, ListPage, ListQuery};
-use edgeblob_meta::model::{limits, BlobKey, BlobProps, Block, Container, Metadata};
+use edgeblob_meta::model::{limits, BlobKey, BlobProps, Block, Container, Metadata, PublicAccess};
 use edgeblob_proto::conditions::Conditions;
 use futures::Stream;
 
@@ -142,8 +142,26 @@ pub async fn set_blob_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, co
     at(s, owner, move |o| async move { blob::set_props(&o, key, change, cond).await }).await?
 }
 
-pub async fn create_container(s: &Rc<Shard>, account: String, name: String, md: Metadata) -> Result<Container> {
-    at(s, CATALOG_SHARD, move |c| async move { container::create(&c, account, name, md).await }).await?
+pub async fn create_container(
+    s: &Rc<Shard>,
+    account: String,
+    name: String,
+    md: Metadata,
+    access: PublicAccess,
+) -> Result<Container> {
+    at(s, CATALOG_SHARD, move |c| async move { container::create(&c, account, name, md, access).await }).await?
+}
+
+pub async fn set_container_access(
+    s: &Rc<Shard>,
+    account: String,
+    name: String,
+    access: PublicAccess,
+) -> Result<Container> {
+    at(s, CATALOG_SHARD, move |c| async move {
+        container::change(&c, account, name, container::ContainerChange::Access(access)).await
+    })
+    .await?
 }
 
 pub async fn delete_container(s: &Rc<Shard>, account: String, name: String) -> Result<()> {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use edgeblob_meta::listing::{BlobSummary, ListEntry, ListQuery};
-use edgeblob_meta::model::{BlobKey, BlobProps, Metadata};
+use edgeblob_meta::model::{BlobKey, BlobProps, Metadata, PublicAccess};
 use edgeblob_proto::op::Operation;
 use edgeblob_proto::{addr, etag_string, headers as hdr, op, range, sas, shared_key, xml, ErrorCode};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -90,6 +90,7 @@ fn authenticate(
     method: &str,
     headers: &HeaderMap,
     peer: SocketAddr,
+    anonymous: Option<&Shard>,
 ) -> Result<()> {
     let failed = |why: String| {
         tracing::info!(%why, "authentication failed");
@@ -115,9 +116,42 @@ fn authenticate(
             other => failed(other.to_string()),
         });
     }
+    if anonymous.is_some_and(|s| anonymous_allowed(s, t, op)) {
+        return Ok(());
+    }
     let mut e = ApiError::from(ErrorCode::AuthenticationFailed);
     e.message = "Server failed to authenticate the request: no credentials (anonymous access is not enabled).".into();
     Err(e)
+}
+
+fn public_access(h: &HeaderMap) -> Result<PublicAccess> {
+    match hdr::get(h, "x-ms-blob-public-access") {
+        None => Ok(PublicAccess::None),
+        Some(v) if v.eq_ignore_ascii_case("container") => Ok(PublicAccess::Container),
+        Some(v) if v.eq_ignore_ascii_case("blob") => Ok(PublicAccess::Blob),
+        Some(_) => Err(ErrorCode::InvalidHeaderValue.into()),
+    }
+}
+
+fn access_name(a: PublicAccess) -> Option<&'static str> {
+    match a {
+        PublicAccess::None => None,
+        PublicAccess::Blob => Some("blob"),
+        PublicAccess::Container => Some("container"),
+    }
+}
+
+/// Whether an anonymous request may run: reads of blobs in a container with public access, and
+/// listing and properties of a container open to `container` access.
+fn anonymous_allowed(s: &Shard, t: &addr::Target, op: Operation) -> bool {
+    let Some(c) = t.container.as_deref().and_then(|c| s.node.container(&t.account, c)) else { return false };
+    let blob_read = matches!(op, Operation::GetBlob | Operation::GetBlobProperties | Operation::GetBlockList);
+    let container_read = matches!(op, Operation::ListBlobs | Operation::GetContainerProperties);
+    match c.public_access {
+        PublicAccess::None => false,
+        PublicAccess::Blob => blob_read,
+        PublicAccess::Container => blob_read || container_read,
+    }
 }
 
 fn set(h: &mut HeaderMap, name: &'static str, value: impl AsRef<str>) {
@@ -221,7 +255,7 @@ async fn dispatch(
     let target = addr::parse(&req.uri().to_string(), Some(&host))?;
     let op = op::route(req.method(), &target, req.headers())?;
     *op_name = op.name();
-    authenticate(ctx, &target, op, req.method().as_str(), req.headers(), peer)?;
+    authenticate(ctx, &target, op, req.method().as_str(), req.headers(), peer, Some(s))?;
     let t = &target;
     let (parts, body) = req.into_parts();
     let h = &parts.headers;
@@ -274,8 +308,14 @@ async fn dispatch(
             Ok(xml_response(x))
         }
         Operation::CreateContainer => {
-            let c = ops::create_container(s, t.account.clone(), container_of(t)?.to_owned(), hdr::metadata(h, &[])?)
-                .await?;
+            let c = ops::create_container(
+                s,
+                t.account.clone(),
+                container_of(t)?.to_owned(),
+                hdr::metadata(h, &[])?,
+                public_access(h)?,
+            )
+            .await?;
             let mut r = respond(StatusCode::CREATED, body::empty());
             set(r.headers_mut(), "etag", quoted_etag(c.etag));
             set(r.headers_mut(), "last-modified", hdr::http_date(c.modified_ns));
@@ -295,7 +335,36 @@ async fn dispatch(
             set(rh, "x-ms-lease-status", "unlocked");
             set(rh, "x-ms-has-immutability-policy", "false");
             set(rh, "x-ms-has-legal-hold", "false");
+            if let Some(a) = access_name(c.public_access) {
+                set(rh, "x-ms-blob-public-access", a);
+            }
             put_metadata(rh, &c.metadata);
+            Ok(r)
+        }
+        Operation::GetContainerAcl => {
+            let c = s.node.container(&t.account, container_of(t)?).ok_or(ErrorCode::ContainerNotFound)?;
+            let mut r = xml_response(format!("{}<SignedIdentifiers />", r#"<?xml version="1.0" encoding="utf-8"?>"#));
+            let rh = r.headers_mut();
+            set(rh, "etag", quoted_etag(c.etag));
+            set(rh, "last-modified", hdr::http_date(c.modified_ns));
+            if let Some(a) = access_name(c.public_access) {
+                set(rh, "x-ms-blob-public-access", a);
+            }
+            Ok(r)
+        }
+        Operation::SetContainerAcl => {
+            let acl = body::collect(body, 64 << 10).await?;
+            if std::str::from_utf8(&acl).map_err(|_| ErrorCode::InvalidXmlDocument)?.contains("<SignedIdentifier>") {
+                return Err(ApiError {
+                    message: "Stored access policies are not supported.".into(),
+                    ..ErrorCode::OperationNotSupported.into()
+                });
+            }
+            let c =
+                ops::set_container_access(s, t.account.clone(), container_of(t)?.to_owned(), public_access(h)?).await?;
+            let mut r = respond(StatusCode::OK, body::empty());
+            set(r.headers_mut(), "etag", quoted_etag(c.etag));
+            set(r.headers_mut(), "last-modified", hdr::http_date(c.modified_ns));
             Ok(r)
         }
         Operation::SetContainerMetadata => {
@@ -643,7 +712,7 @@ async fn run_batch_delete(
     if t.account != outer.account || outer.container.as_ref().is_some_and(|c| t.container.as_ref() != Some(c)) {
         return Err(ErrorCode::InvalidInput.into());
     }
-    authenticate(ctx, &t, op, &sub.method, &sub.headers, peer)?;
+    authenticate(ctx, &t, op, &sub.method, &sub.headers, peer, None)?;
     ops::delete_blob(s, blob_key(&t)?, hdr::conditions(&sub.headers)).await?;
     Ok(())
 }
