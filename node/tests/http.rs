@@ -290,3 +290,108 @@ fn public_access_opens_reads_only_as_far_as_the_container_allows() {
         assert_eq!(st, 400);
     });
 }
+
+#[test]
+fn copy_from_an_https_source_fetches_it_over_tls() {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap();
+    let kit = std::env::var_os("PEERS_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or(home.join(".cache/azure-blob-peers"))
+        .join("tls");
+    if !kit.join("server.pem").exists() {
+        eprintln!("SKIP: the client kit's test certificate is not installed (../shared/peers/install.sh)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeblob"))
+        .args([
+            "--data",
+            dir.path().join("d.dat").to_str().unwrap(),
+            "--port",
+            "0",
+            "--listen",
+            "127.0.0.1",
+            "--shards",
+            "2",
+        ])
+        .args([
+            "--tls-port",
+            "0",
+            "--tls-cert",
+            kit.join("server.pem").to_str().unwrap(),
+            "--tls-key",
+            kit.join("server.key").to_str().unwrap(),
+        ])
+        .env("SSL_CERT_FILE", kit.join("bundle.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut read = |prefix: &str| {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        l.trim().strip_prefix(prefix).unwrap().to_owned()
+    };
+    let http_addr = read("edgeblob listening on ");
+    let tls_port = read("edgeblob listening with TLS on ").rsplit(':').next().unwrap().to_owned();
+    let node = NodeProc(child, http_addr);
+    let a = node.1.clone();
+    // An account SAS for reading, signed with the development key.
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
+    let sts = "devstoreaccount1\nr\nb\nsco\n\n2099-01-01T00:00:00Z\n\n\n2026-10-06\n\n";
+    let sig = edgeblob_proto::sas::sign(&key, sts).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    let sas = format!("sv=2026-10-06&ss=b&srt=sco&sp=r&se=2099-01-01T00%3A00%3A00Z&sig={sig}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr?restype=container", &[], b"").await.0, 201);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        assert_eq!(
+            signed(&a, "PUT", "/devstoreaccount1/ctr/src", &[("x-ms-blob-type", "BlockBlob")], &data).await.0,
+            201
+        );
+        let source = format!("https://127.0.0.1:{tls_port}/devstoreaccount1/ctr/src?{sas}");
+        let (st, head, _) = signed(
+            &a,
+            "PUT",
+            "/devstoreaccount1/ctr/dst",
+            &[("x-ms-blob-type", "BlockBlob"), ("x-ms-copy-source", &source)],
+            b"",
+        )
+        .await;
+        assert_eq!(st, 201, "{head}");
+        let (st, _, body) = signed(&a, "GET", "/devstoreaccount1/ctr/dst", &[], b"").await;
+        assert_eq!((st, body == data), (200, true));
+        // A ranged Put Block From URL over the same TLS source.
+        let (st, head, _) = signed(
+            &a,
+            "PUT",
+            "/devstoreaccount1/ctr/part?comp=block&blockid=YWFhYQ%3D%3D",
+            &[("x-ms-copy-source", &source), ("x-ms-source-range", "bytes=1000-1999")],
+            b"",
+        )
+        .await;
+        assert_eq!(st, 201, "{head}");
+        let list = "<?xml version=\"1.0\"?><BlockList><Latest>YWFhYQ==</Latest></BlockList>";
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr/part?comp=blocklist", &[], list.as_bytes()).await.0, 201);
+        let (_, _, body) = signed(&a, "GET", "/devstoreaccount1/ctr/part", &[], b"").await;
+        assert_eq!(body, &data[1000..2000]);
+        // A source that does not exist is CannotVerifyCopySource with the source's status.
+        let missing = format!("https://127.0.0.1:{tls_port}/devstoreaccount1/ctr/nope?{sas}");
+        let (st, head, _) = signed(
+            &a,
+            "PUT",
+            "/devstoreaccount1/ctr/x",
+            &[("x-ms-blob-type", "BlockBlob"), ("x-ms-copy-source", &missing)],
+            b"",
+        )
+        .await;
+        assert_eq!(st, 404, "{head}");
+        assert!(
+            head.contains("x-ms-error-code: cannotverifycopysource")
+                && head.contains("x-ms-copy-source-status-code: 404"),
+            "{head}"
+        );
+    });
+}

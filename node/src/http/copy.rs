@@ -1,7 +1,8 @@
 //! Copies from a URL (Copy Blob, Put Blob From URL, Put Block From URL): the node fetches the
 //! source itself. A source on this node (its account is served here and the URL names this node,
-//! or the account's `<account>.blob.*` name) is read straight from the engine; any other `http`
-//! source is fetched with an HTTP request carrying the URL's SAS or the caller's
+//! or the account's `<account>.blob.*` name) is read straight from the engine; any other
+//! `http` or `https` source (TLS with the system's roots) is fetched with a request carrying the
+//! URL's SAS or the caller's
 //! `x-ms-copy-source-authorization`. Data flows through as it arrives, never whole.
 
 use std::rc::Rc;
@@ -104,25 +105,68 @@ async fn open_local(
     Ok(Source { props: Some(summary.props), body: Box::pin(body) })
 }
 
+/// The TLS client configuration for copy sources: the system's roots (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` are honoured), loaded once.
+fn tls_client() -> std::io::Result<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> {
+    static CONFIG: std::sync::OnceLock<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> = std::sync::OnceLock::new();
+    if let Some(c) = CONFIG.get() {
+        return Ok(c.clone());
+    }
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(std::io::Error::other("no trusted root certificates found"));
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(CONFIG.get_or_init(|| std::sync::Arc::new(cfg)).clone())
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(https: bool, authority: &str) -> std::io::Result<Sender> {
+    let host =
+        authority.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(authority, |(h, _)| h);
+    let port = if https { 443 } else { 80 };
+    let addr = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:{port}") };
+    let tcp = tokio::net::TcpStream::connect(&addr).await?;
+    let _ = tcp.set_nodelay(true);
+    if https {
+        let name = rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+            .map_err(std::io::Error::other)?;
+        let tls = tokio_rustls::TlsConnector::from(tls_client()?).connect(name, tcp).await?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(std::io::Error::other)?;
+        tokio::task::spawn_local(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    } else {
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(std::io::Error::other)?;
+        tokio::task::spawn_local(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+}
+
 async fn open_remote(src: &str, h: &HeaderMap, range: Option<(u64, Option<u64>)>) -> Result<Source> {
-    let Some(rest) = src.strip_prefix("http://") else {
-        return Err(source_error(
-            StatusCode::BAD_REQUEST,
-            "OperationNotSupported",
-            "only http:// sources outside this node are supported".into(),
-        ));
+    let (https, rest) = match (src.strip_prefix("https://"), src.strip_prefix("http://")) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        _ => return Err(source_error(StatusCode::BAD_REQUEST, "InvalidUri", format!("not an http(s) URL: {src}"))),
     };
     let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
-    let addr = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
-    let stream = tokio::net::TcpStream::connect(&addr)
+    let mut sender = connect(https, authority)
         .await
-        .map_err(|e| source_error(StatusCode::BAD_GATEWAY, "ConnectionFailed", format!("{addr}: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| source_error(StatusCode::BAD_GATEWAY, "ConnectionFailed", e.to_string()))?;
-    tokio::task::spawn_local(async move {
-        let _ = conn.await;
-    });
+        .map_err(|e| source_error(StatusCode::BAD_GATEWAY, "ConnectionFailed", format!("{authority}: {e}")))?;
     let mut req = http::Request::get(path).header("host", authority).header("x-ms-version", VERSION);
     if let Some((a, b)) = range {
         req = req.header(
