@@ -395,3 +395,39 @@ fn copy_from_an_https_source_fetches_it_over_tls() {
         );
     });
 }
+
+#[test]
+fn transactional_crc64_is_verified_when_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let a = node.1.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr?restype=container", &[], b"").await.0, 201);
+        let data = b"checkpoint shard bytes".repeat(1000);
+        let good = edgeblob_proto::crc64::to_header(edgeblob_proto::crc64::update(0, &data));
+        let (st, head, _) = signed(
+            &a,
+            "PUT",
+            "/devstoreaccount1/ctr/b?comp=block&blockid=YQ%3D%3D",
+            &[("x-ms-content-crc64", &good)],
+            &data,
+        )
+        .await;
+        assert_eq!(st, 201, "{head}");
+        assert!(head.contains(&format!("x-ms-content-crc64: {}", good.to_ascii_lowercase())), "{head}");
+        let bad = edgeblob_proto::crc64::to_header(1);
+        let (st, head, _) = signed(
+            &a,
+            "PUT",
+            "/devstoreaccount1/ctr/b",
+            &[("x-ms-blob-type", "BlockBlob"), ("x-ms-content-crc64", &bad)],
+            &data,
+        )
+        .await;
+        assert_eq!(st, 400);
+        assert!(head.contains("x-ms-error-code: crc64mismatch"), "{head}");
+        let (st, _, _) = signed(&a, "HEAD", "/devstoreaccount1/ctr/b", &[], b"").await;
+        assert_eq!(st, 404, "nothing was committed");
+    });
+}

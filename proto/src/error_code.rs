@@ -32,6 +32,7 @@ pub enum ErrorCode {
     OperationNotSupported,
     InvalidInput,
     CannotVerifyCopySource,
+    Crc64Mismatch,
 }
 
 impl ErrorCode {
@@ -66,6 +67,7 @@ impl ErrorCode {
             ErrorCode::OperationNotSupported => "OperationNotSupported",
             ErrorCode::InvalidInput => "InvalidInput",
             ErrorCode::CannotVerifyCopySource => "CannotVerifyCopySource",
+            ErrorCode::Crc64Mismatch => "Crc64Mismatch",
         }
     }
 
@@ -101,6 +103,7 @@ impl ErrorCode {
             ErrorCode::OperationNotSupported => "The operation is not supported.",
             ErrorCode::InvalidInput => "One of the request inputs is not valid.",
             ErrorCode::CannotVerifyCopySource => "Could not verify the copy source within the specified time.",
+            ErrorCode::Crc64Mismatch => "The CRC64 value specified in the request did not match with the CRC64 value calculated by the server.",
         }
     }
 
@@ -124,7 +127,8 @@ impl ErrorCode {
             | ErrorCode::MissingRequiredHeader
             | ErrorCode::OperationNotSupported
             | ErrorCode::InvalidInput
-            | ErrorCode::CannotVerifyCopySource => 400,
+            | ErrorCode::CannotVerifyCopySource
+            | ErrorCode::Crc64Mismatch => 400,
             ErrorCode::UnsupportedHttpVerb => 405,
             ErrorCode::InsufficientAccountPermissions
             | ErrorCode::AuthenticationFailed

@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod batch;
 pub mod conditions;
+pub mod crc64;
 pub mod error_code;
 pub mod headers;
 pub mod op;

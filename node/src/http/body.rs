@@ -32,19 +32,29 @@ pub fn stream(reader: BlobReader) -> RespBody {
     Box::pin(StreamBody::new(s))
 }
 
-/// A shared MD5 of what passed through a body stream.
-pub type Md5Tap = Rc<RefCell<Md5>>;
-
-pub fn md5_tap() -> Md5Tap {
-    Rc::new(RefCell::new(Md5::new()))
+/// Digests of what passed through a body stream: always the MD5 (Put Blob stores it), the
+/// CRC-64 only when the client sent one to check.
+pub struct Digests {
+    md5: Md5,
+    crc64: Option<u64>,
 }
 
-pub fn md5_of(tap: &Md5Tap) -> [u8; 16] {
-    tap.borrow().clone().finalize().into()
+pub type Tap = Rc<RefCell<Digests>>;
+
+pub fn tap(crc64: bool) -> Tap {
+    Rc::new(RefCell::new(Digests { md5: Md5::new(), crc64: crc64.then_some(0) }))
+}
+
+pub fn md5_of(tap: &Tap) -> [u8; 16] {
+    tap.borrow().md5.clone().finalize().into()
+}
+
+pub fn crc64_of(tap: &Tap) -> Option<u64> {
+    tap.borrow().crc64
 }
 
 /// The request body as byte pieces, optionally hashed on the way.
-pub fn pieces(body: Incoming, tap: Option<Md5Tap>) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin {
+pub fn pieces(body: Incoming, tap: Option<Tap>) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin {
     Box::pin(BodyStream::new(body).filter_map(move |frame| {
         let tap = tap.clone();
         async move {
@@ -52,7 +62,11 @@ pub fn pieces(body: Incoming, tap: Option<Md5Tap>) -> impl Stream<Item = std::io
                 Ok(f) => {
                     let data = f.into_data().ok()?;
                     if let Some(t) = &tap {
-                        t.borrow_mut().update(&data);
+                        let mut d = t.borrow_mut();
+                        d.md5.update(&data);
+                        if let Some(c) = d.crc64.as_mut() {
+                            *c = edgeblob_proto::crc64::update(*c, &data);
+                        }
                     }
                     Some(Ok(data))
                 }

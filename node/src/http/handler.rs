@@ -124,6 +124,30 @@ fn authenticate(
     Err(e)
 }
 
+/// `x-ms-content-crc64`, if sent.
+fn sent_crc64(h: &HeaderMap) -> Result<Option<u64>> {
+    match hdr::get(h, "x-ms-content-crc64") {
+        None => Ok(None),
+        Some(v) => B64
+            .decode(v)
+            .ok()
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(|b| Some(u64::from_le_bytes(b)))
+            .ok_or_else(|| ErrorCode::InvalidHeaderValue.into()),
+    }
+}
+
+/// Checks the transactional digests a client sent against what the body hashed to.
+fn check_digests(tap: &body::Tap, md5: Option<[u8; 16]>, crc64: Option<u64>) -> Result<()> {
+    if md5.is_some_and(|m| m != body::md5_of(tap)) {
+        return Err(ErrorCode::Md5Mismatch.into());
+    }
+    if crc64.is_some() && crc64 != body::crc64_of(tap) {
+        return Err(ErrorCode::Crc64Mismatch.into());
+    }
+    Ok(())
+}
+
 fn public_access(h: &HeaderMap) -> Result<PublicAccess> {
     match hdr::get(h, "x-ms-blob-public-access") {
         None => Ok(PublicAccess::None),
@@ -431,8 +455,9 @@ async fn dispatch(
                 None => return Err(ErrorCode::MissingRequiredHeader.into()),
             }
             let sent_md5 = hdr::md5(h, "content-md5")?;
+            let sent_crc = sent_crc64(h)?;
             let mut props = props_from(h, true)?;
-            let tap = body::md5_tap();
+            let tap = body::tap(sent_crc.is_some());
             let stored = ops::store(
                 s,
                 &key,
@@ -441,9 +466,9 @@ async fn dispatch(
             )
             .await?;
             let md5 = body::md5_of(&tap);
-            if sent_md5.is_some_and(|m| m != md5) {
+            if let Err(e) = check_digests(&tap, sent_md5, sent_crc) {
                 s.give_back_refs(stored.chunks);
-                return Err(ErrorCode::Md5Mismatch.into());
+                return Err(e);
             }
             props.content_md5 = props.content_md5.or(Some(md5));
             let b = ops::commit_single(s, key, stored, props, cond).await?;
@@ -460,7 +485,8 @@ async fn dispatch(
             let id = block_id(t)?;
             ops::check_block_id(&id)?;
             let sent_md5 = hdr::md5(h, "content-md5")?;
-            let tap = body::md5_tap();
+            let sent_crc = sent_crc64(h)?;
+            let tap = body::tap(sent_crc.is_some());
             let stored = ops::store(
                 s,
                 &key,
@@ -469,13 +495,16 @@ async fn dispatch(
             )
             .await?;
             let md5 = body::md5_of(&tap);
-            if sent_md5.is_some_and(|m| m != md5) {
+            if let Err(e) = check_digests(&tap, sent_md5, sent_crc) {
                 s.give_back_refs(stored.chunks);
-                return Err(ErrorCode::Md5Mismatch.into());
+                return Err(e);
             }
             ops::stage(s, key, id, stored).await?;
             let mut r = respond(StatusCode::CREATED, body::empty());
             set(r.headers_mut(), "content-md5", B64.encode(md5));
+            if let Some(c) = sent_crc {
+                set(r.headers_mut(), "x-ms-content-crc64", edgeblob_proto::crc64::to_header(c));
+            }
             set(r.headers_mut(), "x-ms-request-server-encrypted", "true");
             Ok(r)
         }
