@@ -46,7 +46,7 @@ impl Default for Config {
             listen: "0.0.0.0".into(),
             port: 10000,
             accounts: vec![Account { name: DEV_ACCOUNT.into(), keys: vec![DEV_KEY.into()] }],
-            max_requests_per_shard: 4096,
+            max_requests_per_shard: 1024,
             tls: None,
             engine: EngineConfig::default(),
         }
@@ -80,6 +80,9 @@ pub struct EngineConfig {
     pub registered_buffer_bytes: usize,
     /// How often staged blocks are checked for expiry (seconds).
     pub expiry_sweep_secs: u64,
+    /// Bytes of request data a shard holds in flight (chunks being hashed, compressed and
+    /// written); uploads past it wait for room, so memory stays bounded whatever clients send.
+    pub write_buffer_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -96,6 +99,7 @@ impl Default for EngineConfig {
             io_depth: 8,
             registered_buffer_bytes: 2 << 20,
             expiry_sweep_secs: 3600,
+            write_buffer_bytes: 256 << 20,
         }
     }
 }

@@ -95,4 +95,40 @@ fn every_client_scenario_passes() {
     assert!(out.status.success(), "scenarios.sh exited {:?}:\n{text}", out.status);
     let passed: usize = summary.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(passed >= 60, "too few scenarios ran: {summary}");
+
+    // Service-to-service copies with Azurite as the source: the node fetches from it.
+    let azurite_dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut azurite = Command::new(peers_home().join("bin/azurite-blob"))
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--skipApiVersionCheck", "--location"])
+        .arg(azurite_dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("azurite (installed by the kit)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "Azurite did not start");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = Command::new("bash")
+        .arg(kit.join("scenarios.sh"))
+        .arg("s2s")
+        .env("BLOB_ENDPOINT", &dst.endpoint)
+        .env("SRC_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("PEERS_TIMEOUT", "180")
+        .env("PEERS_WAIT", "60")
+        .output()
+        .unwrap();
+    let _ = azurite.kill();
+    let _ = azurite.wait();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let summary = text.lines().rev().find(|l| l.contains(" passed, ")).unwrap_or("(no summary)");
+    eprintln!("s2s from Azurite: {summary}");
+    let failures: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(failures.is_empty() && out.status.success(), "s2s from Azurite failed:\n{text}");
+    assert!(text.lines().filter(|l| l.starts_with("PASS azcopy-s2s")).count() >= 4, "{text}");
 }

@@ -110,6 +110,8 @@ pub struct Shard {
     pub reducer: Reducer,
     pub peers: Peers<Shard>,
     pub node: Arc<NodeShared>,
+    /// Chunks of request data this shard may hold in flight (`write_buffer_bytes`).
+    pub write_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shard {

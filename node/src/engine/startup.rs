@@ -164,6 +164,9 @@ async fn init_shard(
         space: std::cell::RefCell::new(Space::new(ExtentAllocator::new(Extent { offset, len }))),
         reducer,
         peers,
+        write_budget: Arc::new(tokio::sync::Semaphore::new(
+            (node.config.write_buffer_bytes / node.config.chunk_size).max(node.config.io_depth),
+        )),
         node,
     }))
 }

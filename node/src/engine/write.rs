@@ -54,7 +54,8 @@ where
         acc.extend_from_slice(&piece);
         while acc.len() >= chunk_size {
             let chunk = acc.split_to(chunk_size).freeze();
-            inflight.push_back(tokio::task::spawn_local(store_chunk(shard.clone(), chunk)));
+            let permit = shard.write_budget.clone().acquire_owned().await.expect("the budget is never closed");
+            inflight.push_back(tokio::task::spawn_local(budgeted(shard.clone(), chunk, permit)));
             if inflight.len() >= depth {
                 if let Err(e) = collect(inflight.pop_front(), &mut out.chunks).await {
                     failure = Some(e);
@@ -64,7 +65,8 @@ where
         }
     }
     if failure.is_none() && !acc.is_empty() {
-        inflight.push_back(tokio::task::spawn_local(store_chunk(shard.clone(), acc.freeze())));
+        let permit = shard.write_budget.clone().acquire_owned().await.expect("the budget is never closed");
+        inflight.push_back(tokio::task::spawn_local(budgeted(shard.clone(), acc.freeze(), permit)));
     }
     while let Some(h) = inflight.pop_front() {
         if let Err(e) = collect(Some(h), &mut out.chunks).await {
@@ -81,6 +83,11 @@ where
             Err(e)
         }
     }
+}
+
+/// Stores a chunk while holding its share of the shard's write budget.
+async fn budgeted(shard: Rc<Shard>, data: Bytes, _permit: tokio::sync::OwnedSemaphorePermit) -> Result<ChunkRef> {
+    store_chunk(shard, data).await
 }
 
 /// Logical bytes per chunk for a configured on-disk chunk size.
