@@ -105,7 +105,7 @@ async fn signed(
         h.insert("content-length", body.len().to_string().parse().unwrap());
     }
     for (k, v) in headers {
-        h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        h.insert(http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(), v.parse().unwrap());
     }
     let target = edgeblob_proto::addr::parse(path_query, Some("127.0.0.1")).unwrap();
     let req = edgeblob_proto::shared_key::SignedRequest {
@@ -121,7 +121,12 @@ async fn signed(
     if body.is_empty() && method == "PUT" {
         text.push_str("Content-Length: 0\r\n");
     }
-    for (k, v) in h.iter() {
+    // Headers the caller gave go out as written (case included); the signature covers them
+    // lower-cased, as SharedKey does.
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    for (k, v) in h.iter().filter(|(k, _)| !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k.as_str()))) {
         text.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
     }
     text.push_str("\r\n");
@@ -429,5 +434,34 @@ fn transactional_crc64_is_verified_when_sent() {
         assert!(head.contains("x-ms-error-code: crc64mismatch"), "{head}");
         let (st, _, _) = signed(&a, "HEAD", "/devstoreaccount1/ctr/b", &[], b"").await;
         assert_eq!(st, 404, "nothing was committed");
+    });
+}
+
+#[test]
+fn metadata_names_keep_the_case_they_were_written_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let a = node.1.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(
+            signed(&a, "PUT", "/devstoreaccount1/ctr?restype=container", &[("X-Ms-Meta-Owner_Team", "ml")], b"")
+                .await
+                .0,
+            201
+        );
+        let h = [("x-ms-blob-type", "BlockBlob"), ("x-ms-meta-Mixed_Case", "X"), ("X-Ms-Meta-Mtime", "1")];
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr/b", &h, b"data").await.0, 201);
+        let (_, _, body) =
+            signed(&a, "GET", "/devstoreaccount1/ctr?restype=container&comp=list&include=metadata", &[], b"").await;
+        let xml = String::from_utf8(body).unwrap();
+        assert!(xml.contains("<Mixed_Case>X</Mixed_Case>") && xml.contains("<Mtime>1</Mtime>"), "{xml}");
+        let (_, _, body) = signed(&a, "GET", "/devstoreaccount1?comp=list&include=metadata", &[], b"").await;
+        assert!(String::from_utf8(body).unwrap().contains("<Owner_Team>ml</Owner_Team>"));
+        // Matched without case: replacing with another case replaces the value.
+        let h = [("x-ms-meta-MIXED_CASE", "Y")];
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr/b?comp=metadata", &h, b"").await.0, 200);
+        let (_, head, _) = signed(&a, "HEAD", "/devstoreaccount1/ctr/b", &[], b"").await;
+        assert!(head.contains("x-ms-meta-mixed_case: y"), "{head}");
     });
 }

@@ -29,6 +29,7 @@ pub async fn handle(
     ctx: Rc<HttpCtx>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    names: &super::sniff::Names,
 ) -> Response<RespBody> {
     let started = Instant::now();
     let seq = ctx.next_request.get();
@@ -48,7 +49,7 @@ pub async fn handle(
         response::error(e, head, &request_id)
     } else {
         ctx.in_flight.set(ctx.in_flight.get() + 1);
-        let r = dispatch(&shard, &ctx, req, peer, &mut op_name).await;
+        let r = dispatch(&shard, &ctx, req, peer, names, &mut op_name).await;
         ctx.in_flight.set(ctx.in_flight.get() - 1);
         r.unwrap_or_else(|e| response::error(e, head, &request_id))
     };
@@ -231,7 +232,7 @@ fn blob_headers(h: &mut HeaderMap, b: &BlobSummary) {
     }
 }
 
-fn props_from(h: &HeaderMap, fall_back: bool) -> Result<BlobProps> {
+fn props_from(h: &HeaderMap, fall_back: bool, names: &[String]) -> Result<BlobProps> {
     let b = hdr::blob_headers(h, fall_back)?;
     Ok(BlobProps {
         content_type: b.content_type,
@@ -240,7 +241,7 @@ fn props_from(h: &HeaderMap, fall_back: bool) -> Result<BlobProps> {
         content_disposition: b.content_disposition,
         cache_control: b.cache_control,
         content_md5: b.content_md5,
-        metadata: hdr::metadata(h, &[])?,
+        metadata: hdr::metadata(h, names)?,
         copy: None,
     })
 }
@@ -273,8 +274,11 @@ async fn dispatch(
     ctx: &HttpCtx,
     req: Request<Incoming>,
     peer: SocketAddr,
+    names: &super::sniff::Names,
     op_name: &mut &'static str,
 ) -> Result<Response<RespBody>> {
+    // Metadata names as the client wrote them (hyper lower-cases header names).
+    let meta_names: Vec<String> = names.borrow().values().cloned().collect();
     let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let target = addr::parse(&req.uri().to_string(), Some(&host))?;
     let op = op::route(req.method(), &target, req.headers())?;
@@ -336,7 +340,7 @@ async fn dispatch(
                 s,
                 t.account.clone(),
                 container_of(t)?.to_owned(),
-                hdr::metadata(h, &[])?,
+                hdr::metadata(h, &meta_names)?,
                 public_access(h)?,
             )
             .await?;
@@ -392,9 +396,13 @@ async fn dispatch(
             Ok(r)
         }
         Operation::SetContainerMetadata => {
-            let c =
-                ops::set_container_metadata(s, t.account.clone(), container_of(t)?.to_owned(), hdr::metadata(h, &[])?)
-                    .await?;
+            let c = ops::set_container_metadata(
+                s,
+                t.account.clone(),
+                container_of(t)?.to_owned(),
+                hdr::metadata(h, &meta_names)?,
+            )
+            .await?;
             let mut r = respond(StatusCode::OK, body::empty());
             set(r.headers_mut(), "etag", quoted_etag(c.etag));
             set(r.headers_mut(), "last-modified", hdr::http_date(c.modified_ns));
@@ -456,7 +464,7 @@ async fn dispatch(
             }
             let sent_md5 = hdr::md5(h, "content-md5")?;
             let sent_crc = sent_crc64(h)?;
-            let mut props = props_from(h, true)?;
+            let mut props = props_from(h, true, &meta_names)?;
             let tap = body::tap(sent_crc.is_some());
             let stored = ops::store(
                 s,
@@ -526,7 +534,7 @@ async fn dispatch(
                     xml::BlockKind::Latest => BlockListItem::Latest(id),
                 })
                 .collect();
-            let b = ops::commit_block_list(s, key, list, props_from(h, false)?, cond).await?;
+            let b = ops::commit_block_list(s, key, list, props_from(h, false, &meta_names)?, cond).await?;
             let mut r = respond(StatusCode::CREATED, body::empty());
             set(r.headers_mut(), "etag", quoted_etag(b.etag));
             set(r.headers_mut(), "last-modified", hdr::http_date(b.modified_ns));
@@ -625,9 +633,9 @@ async fn dispatch(
         }
         Operation::SetBlobMetadata | Operation::SetBlobProperties => {
             let change = if op == Operation::SetBlobMetadata {
-                PropsChange::Metadata(hdr::metadata(h, &[])?)
+                PropsChange::Metadata(hdr::metadata(h, &meta_names)?)
             } else {
-                PropsChange::Properties(Box::new(props_from(h, false)?))
+                PropsChange::Properties(Box::new(props_from(h, false, &meta_names)?))
             };
             let b = ops::set_blob_props(s, blob_key(t)?, change, cond).await?;
             let mut r = respond(StatusCode::OK, body::empty());
@@ -643,8 +651,11 @@ async fn dispatch(
             let (stored, src_props) = copy::store(s, &key, src, limit).await?;
             let is_copy_blob = op == Operation::CopyBlob;
             let keep_source_props = is_copy_blob || hdr::get(h, "x-ms-copy-source-blob-properties") != Some("false");
-            let mut props =
-                copy::merge_props(src_props.filter(|_| keep_source_props), props_from(h, false)?, is_copy_blob);
+            let mut props = copy::merge_props(
+                src_props.filter(|_| keep_source_props),
+                props_from(h, false, &meta_names)?,
+                is_copy_blob,
+            );
             let id = copy::copy_id(s);
             props.copy = Some(edgeblob_meta::model::CopyInfo {
                 id: id.clone(),

@@ -5,6 +5,7 @@ mod body;
 mod copy;
 mod handler;
 mod response;
+mod sniff;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -132,6 +133,25 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// The per-connection service: every request goes to the handler with this connection's
+/// record of metadata header names.
+fn service(
+    shard: Rc<Shard>,
+    ctx: Rc<HttpCtx>,
+    peer: SocketAddr,
+    names: sniff::Names,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<body::RespBody>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<http::Response<body::RespBody>, Infallible>>,
+> {
+    service_fn(move |req| {
+        let (shard, ctx, names) = (shard.clone(), ctx.clone(), names.clone());
+        async move { Ok::<_, Infallible>(handler::handle(shard, ctx, req, peer, &names).await) }
+    })
+}
+
 async fn accept_loop(
     shard: Rc<Shard>,
     ctx: Rc<HttpCtx>,
@@ -150,15 +170,17 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let (shard, ctx, tls) = (shard.clone(), ctx.clone(), tls.clone());
         tokio::task::spawn_local(async move {
-            let svc = service_fn(move |req| {
-                let (shard, ctx) = (shard.clone(), ctx.clone());
-                async move { Ok::<_, Infallible>(handler::handle(shard, ctx, req, peer).await) }
-            });
             let conn = http1::Builder::new();
             let res = match tls {
-                None => conn.serve_connection(TokioIo::new(stream), svc).await,
+                None => {
+                    let (io, names) = sniff::Sniff::new(stream);
+                    conn.serve_connection(TokioIo::new(io), service(shard, ctx, peer, names)).await
+                }
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => conn.serve_connection(TokioIo::new(s), svc).await,
+                    Ok(s) => {
+                        let (io, names) = sniff::Sniff::new(s);
+                        conn.serve_connection(TokioIo::new(io), service(shard, ctx, peer, names)).await
+                    }
                     Err(e) => {
                         tracing::debug!(%peer, %e, "TLS handshake failed");
                         return;

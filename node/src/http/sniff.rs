@@ -1,0 +1,116 @@
+//! Keeps the case of `x-ms-meta-*` header names. hyper hands header names over in lower case
+//! only, but Azure keeps metadata names as the client wrote them. This reader sits between the
+//! socket (or TLS stream) and hyper and records every `x-ms-meta-` name it sees at the start of a
+//! line, exactly as written; the handler looks names up there. A body line that happens to look
+//! like such a header can at worst change the case of a header of the same name.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Lower-case name -> the name as the client wrote it, for one connection.
+pub type Names = Rc<RefCell<HashMap<String, String>>>;
+
+const PREFIX: &[u8] = b"x-ms-meta-";
+const MAX_NAME: usize = 512;
+
+pub struct Sniff<T> {
+    inner: T,
+    names: Names,
+    at_line_start: bool,
+    /// The current line, while it may still be an `x-ms-meta-` header name.
+    line: Vec<u8>,
+}
+
+impl<T> Sniff<T> {
+    pub fn new(inner: T) -> (Sniff<T>, Names) {
+        let names = Names::default();
+        (Sniff { inner, names: names.clone(), at_line_start: true, line: Vec::new() }, names)
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                self.at_line_start = true;
+                self.line.clear();
+                continue;
+            }
+            if !self.at_line_start {
+                continue;
+            }
+            if b == b':' {
+                if self.line.len() > PREFIX.len() {
+                    if let Ok(name) = std::str::from_utf8(&self.line) {
+                        self.names.borrow_mut().insert(name.to_ascii_lowercase(), name.to_owned());
+                    }
+                }
+                self.at_line_start = false;
+                continue;
+            }
+            self.line.push(b);
+            let n = self.line.len();
+            let still_prefix = n > PREFIX.len() || self.line[n - 1].eq_ignore_ascii_case(&PREFIX[n - 1]);
+            if !still_prefix || n > MAX_NAME {
+                self.at_line_start = false;
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Sniff<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            let fresh = buf.filled()[before..].to_vec();
+            self.scan(&fresh);
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Sniff<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_metadata_names_as_written_across_reads() {
+        let (mut s, names) = Sniff::new(());
+        s.scan(b"PUT /a/c/b HTTP/1.1\r\nX-Ms-Meta-Mtime: 1\r\nx-ms-meta-Mixed_");
+        s.scan(b"Case: X\r\nContent-Length: 3\r\n\r\nabc");
+        let n = names.borrow();
+        assert_eq!(n.get("x-ms-meta-mtime").map(String::as_str), Some("X-Ms-Meta-Mtime"));
+        assert_eq!(n.get("x-ms-meta-mixed_case").map(String::as_str), Some("x-ms-meta-Mixed_Case"));
+        assert_eq!(n.len(), 2);
+    }
+}
