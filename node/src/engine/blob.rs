@@ -100,9 +100,7 @@ pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()
     let chunks = block.chunks.clone();
     let res = (|| {
         let cid = container_id(s, &key)?;
-        if block.id.is_empty() || block.id.len() > limits::MAX_BLOCK_ID_LEN {
-            return Err(EngineError::InvalidBlockId(format!("{} bytes; 1 to 64 allowed", block.id.len())));
-        }
+        super::ops::check_block_id(&block.id)?;
         let mut meta = s.meta.borrow_mut();
         if let Some(st) = meta.state.staged.get(&key).filter(|st| st.container_id == cid) {
             if st.blocks.first().is_some_and(|b| b.block.id.len() != block.id.len()) {
