@@ -16,6 +16,9 @@ struct Args {
     /// Data file or block device (overrides the configuration).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Size of a data file created at first start, e.g. 8G (overrides the configuration).
+    #[arg(long, value_parser = edgeblob::config::parse_size)]
+    data_size: Option<u64>,
     /// Shards when formatting a new data file (default: one per core).
     #[arg(long)]
     shards: Option<usize>,
@@ -76,6 +79,9 @@ fn run(args: Args) -> Result<(), String> {
     }
     if args.shards.is_some() {
         config.engine.shards = args.shards;
+    }
+    if let Some(n) = args.data_size {
+        config.engine.data_size = n;
     }
     if let Some(p) = args.port {
         config.port = p;

@@ -34,6 +34,8 @@ fn start_node(dir: &Path, tls: &Path) -> NodeProc {
             "127.0.0.1",
             "--shards",
             "2",
+            "--data-size",
+            "1G",
         ])
         .args(["--tls-port", "0", "--tls-cert", tls.join("server.pem").to_str().unwrap()])
         .args(["--tls-key", tls.join("server.key").to_str().unwrap()])

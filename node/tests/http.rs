@@ -18,7 +18,18 @@ impl Drop for NodeProc {
 
 fn start(dir: &std::path::Path) -> NodeProc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgeblob"))
-        .args(["--data", dir.join("d.dat").to_str().unwrap(), "--port", "0", "--listen", "127.0.0.1", "--shards", "2"])
+        .args([
+            "--data",
+            dir.join("d.dat").to_str().unwrap(),
+            "--port",
+            "0",
+            "--listen",
+            "127.0.0.1",
+            "--shards",
+            "2",
+            "--data-size",
+            "1G",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -318,6 +329,8 @@ fn copy_from_an_https_source_fetches_it_over_tls() {
             "127.0.0.1",
             "--shards",
             "2",
+            "--data-size",
+            "1G",
         ])
         .args([
             "--tls-port",
