@@ -39,21 +39,28 @@ fn etags(v: &str) -> ETagMatch {
 
 /// The conditional headers. Unparsable dates are ignored, as HTTP says.
 pub fn conditions(h: &HeaderMap) -> Conditions {
-    Conditions {
-        if_match: get(h, "if-match").map(etags),
-        if_none_match: get(h, "if-none-match").map(etags),
-        if_modified_since: get(h, "if-modified-since").and_then(parse_date),
-        if_unmodified_since: get(h, "if-unmodified-since").and_then(parse_date),
-    }
+    conditions_named(h, ["if-match", "if-none-match", "if-modified-since", "if-unmodified-since"])
 }
 
 /// The source conditions of a copy (`x-ms-source-if-*`).
 pub fn source_conditions(h: &HeaderMap) -> Conditions {
+    conditions_named(
+        h,
+        [
+            "x-ms-source-if-match",
+            "x-ms-source-if-none-match",
+            "x-ms-source-if-modified-since",
+            "x-ms-source-if-unmodified-since",
+        ],
+    )
+}
+
+fn conditions_named(h: &HeaderMap, [m, nm, ms, us]: [&str; 4]) -> Conditions {
     Conditions {
-        if_match: get(h, "x-ms-source-if-match").map(etags),
-        if_none_match: get(h, "x-ms-source-if-none-match").map(etags),
-        if_modified_since: get(h, "x-ms-source-if-modified-since").and_then(parse_date),
-        if_unmodified_since: get(h, "x-ms-source-if-unmodified-since").and_then(parse_date),
+        if_match: get(h, m).map(etags),
+        if_none_match: get(h, nm).map(etags),
+        if_modified_since: get(h, ms).and_then(parse_date),
+        if_unmodified_since: get(h, us).and_then(parse_date),
     }
 }
 

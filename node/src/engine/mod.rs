@@ -118,19 +118,7 @@ impl Node {
         marker: Option<&str>,
         max: usize,
     ) -> (Vec<(String, Container)>, Option<String>) {
-        let cat = self.shared.catalog.read().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<(String, Container)> = cat
-            .range((account.to_owned(), prefix.to_owned())..)
-            .take_while(|((a, n), _)| a == account && n.starts_with(prefix))
-            .filter(|((_, n), _)| marker.is_none_or(|m| n.as_str() > m))
-            .take(max + 1)
-            .map(|((_, n), c)| (n.clone(), c.clone()))
-            .collect();
-        let next = (out.len() > max).then(|| {
-            out.truncate(max);
-            out.last().map(|(n, _)| n.clone()).unwrap_or_default()
-        });
-        (out, next)
+        self.shared.list_containers(account, prefix, marker, max)
     }
 
     /// Put Blob, received on shard `via`.

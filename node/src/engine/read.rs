@@ -78,6 +78,14 @@ impl BlobReader {
         Some(h.await.unwrap_or_else(|e| Err(EngineError::Io(std::io::Error::other(e.to_string())))))
     }
 
+    /// The pieces as a stream, for response bodies and copies.
+    pub fn into_stream(self) -> impl futures::Stream<Item = std::io::Result<Bytes>> + 'static {
+        futures::stream::unfold(self, |mut r| async move {
+            let piece = r.next().await?;
+            Some((piece.map_err(|e| std::io::Error::other(e.to_string())), r))
+        })
+    }
+
     /// Reads everything left into one buffer (tests and small objects).
     pub async fn read_all(mut self) -> Result<Bytes> {
         let mut out = Vec::new();

@@ -69,6 +69,30 @@ impl NodeShared {
         cat.get(&(account.to_owned(), name.to_owned())).cloned()
     }
 
+    /// A page of an account's containers whose names start with `prefix`, after `marker`, and the
+    /// marker of the next page.
+    pub fn list_containers(
+        &self,
+        account: &str,
+        prefix: &str,
+        marker: Option<&str>,
+        max: usize,
+    ) -> (Vec<(String, Container)>, Option<String>) {
+        let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, Container)> = cat
+            .range((account.to_owned(), prefix.to_owned())..)
+            .take_while(|((a, n), _)| a == account && n.starts_with(prefix))
+            .filter(|((_, n), _)| marker.is_none_or(|m| n.as_str() > m))
+            .take(max + 1)
+            .map(|((_, n), c)| (n.clone(), c.clone()))
+            .collect();
+        let next = (out.len() > max).then(|| {
+            out.truncate(max);
+            out.last().map(|(n, _)| n.clone()).unwrap_or_default()
+        });
+        (out, next)
+    }
+
     pub fn owner_of(&self, key: &BlobKey) -> usize {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         for part in [&key.account, &key.container, &key.name] {

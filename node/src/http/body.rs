@@ -25,10 +25,7 @@ pub fn empty() -> RespBody {
 
 /// Streams a blob reader out.
 pub fn stream(reader: BlobReader) -> RespBody {
-    let s = futures::stream::unfold(reader, |mut r| async move {
-        let piece = r.next().await?;
-        Some((piece.map(Frame::data).map_err(|e| std::io::Error::other(e.to_string())), r))
-    });
+    let s = reader.into_stream().map(|piece| piece.map(Frame::data));
     Box::pin(StreamBody::new(s))
 }
 

@@ -97,10 +97,7 @@ async fn open_local(
             e.to_string(),
         )
     })?;
-    let body = futures::stream::unfold(reader, |mut r| async move {
-        let piece = r.next().await?;
-        Some((piece.map_err(|e| std::io::Error::other(e.to_string())), r))
-    });
+    let body = reader.into_stream();
     debug_assert!(end >= start);
     Ok(Source { props: Some(summary.props), body: Box::pin(body) })
 }
@@ -234,9 +231,7 @@ pub fn source_range(h: &HeaderMap) -> Result<Option<(u64, Option<u64>)>> {
 
 /// A copy id in Azure's UUID form.
 pub fn copy_id(s: &Shard) -> String {
-    let x = xxhash_rust::xxh3::xxh3_128(&s.node.stamp().to_le_bytes());
-    let h = format!("{x:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    super::response::uuid_form(xxhash_rust::xxh3::xxh3_128(&s.node.stamp().to_le_bytes()))
 }
 
 /// The destination's properties: the source's where the request does not set them.

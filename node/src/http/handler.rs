@@ -301,21 +301,7 @@ async fn dispatch(
             let marker = t.param("marker").filter(|m| !m.is_empty());
             let max = max_results(t)?;
             let with_md = t.param("include").is_some_and(|i| i.split(',').any(|x| x == "metadata"));
-            let (items, next) = {
-                let cat = s.node.catalog.read().unwrap_or_else(|p| p.into_inner());
-                let mut items: Vec<(String, edgeblob_meta::model::Container)> = cat
-                    .range((t.account.clone(), prefix.to_owned())..)
-                    .take_while(|((a, n), _)| *a == t.account && n.starts_with(prefix))
-                    .filter(|((_, n), _)| marker.is_none_or(|m| n.as_str() > m))
-                    .take(max + 1)
-                    .map(|((_, n), c)| (n.clone(), c.clone()))
-                    .collect();
-                let next = (items.len() > max).then(|| {
-                    items.truncate(max);
-                    items.last().map(|(n, _)| n.clone()).unwrap_or_default()
-                });
-                (items, next)
-            };
+            let (items, next) = s.node.list_containers(&t.account, prefix, marker, max);
             let endpoint = service_endpoint(&host, t);
             let x = xml::list_containers(&xml::ListContainers {
                 service_endpoint: &endpoint,

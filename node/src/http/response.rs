@@ -73,7 +73,11 @@ pub fn error(e: ApiError, head: bool, request_id: &str) -> Response<RespBody> {
 /// A request id in the form Azure uses (a UUID-shaped value, unique per node run).
 pub fn request_id(shard: usize, seq: u64) -> String {
     let t = crate::engine::shard::now_ns() as u64;
-    let x = xxhash_rust::xxh3::xxh3_128(&[t.to_le_bytes(), seq.to_le_bytes(), (shard as u64).to_le_bytes()].concat());
+    uuid_form(xxhash_rust::xxh3::xxh3_128(&[t.to_le_bytes(), seq.to_le_bytes(), (shard as u64).to_le_bytes()].concat()))
+}
+
+/// A 128-bit value written as a UUID (8-4-4-4-12 hex), the form Azure's ids take.
+pub fn uuid_form(x: u128) -> String {
     let s = format!("{x:032x}");
     format!("{}-{}-{}-{}-{}", &s[0..8], &s[8..12], &s[12..16], &s[16..20], &s[20..32])
 }
