@@ -1,67 +1,16 @@
 //! The real clients against real nodes: `../shared/peers/scenarios.sh` (azcopy including
 //! service-to-service copies from a second node, the Python SDK, rclone, boostedblob and blobfile
 //! over the node's own TLS listener, with the kit's certificate) against two edgeblob processes this
-//! test starts. Every
-//! scenario checks data by hash. The kit lives beside the repository (`../shared/peers`); the
+//! test starts. Every scenario checks data by hash. The kit lives beside the repository (`../shared/peers`); the
 //! test installs it (idempotent) and fails on any failed scenario.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-struct NodeProc {
-    child: Child,
-    endpoint: String,
-    tls: String,
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(dir: &Path, tls: &Path) -> NodeProc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeblob"))
-        .args([
-            "--data",
-            dir.join("node.dat").to_str().unwrap(),
-            "--port",
-            "0",
-            "--listen",
-            "127.0.0.1",
-            "--shards",
-            "2",
-            "--data-size",
-            "1G",
-        ])
-        .args(["--tls-port", "0", "--tls-cert", tls.join("server.pem").to_str().unwrap()])
-        .args(["--tls-key", tls.join("server.key").to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = |prefix: &str| {
-        let mut l = String::new();
-        out.read_line(&mut l).unwrap();
-        l.trim().strip_prefix(prefix).unwrap_or_else(|| panic!("expected {prefix:?}, got {l:?}")).to_owned()
-    };
-    let http = line("edgeblob listening on ");
-    let tls = line("edgeblob listening with TLS on ");
-    NodeProc { child, endpoint: format!("http://{http}"), tls }
-}
-
-fn peers_home() -> PathBuf {
-    std::env::var_os("PEERS_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-        cache.join("azure-blob-peers")
-    })
-}
+use common::{peers_home, spawn_node};
 
 fn kit() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers");
@@ -78,12 +27,13 @@ fn every_client_scenario_passes() {
     assert!(install.success(), "installing the client kit failed");
     let tls = peers_home().join("tls");
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (dst, src) = (start_node(d1.path(), &tls), start_node(d2.path(), &tls));
+    let (dst, src) = (spawn_node(d1.path(), Some(&tls), &[]), spawn_node(d2.path(), Some(&tls), &[]));
+    let (dst_endpoint, src_endpoint) = (format!("http://{}", dst.http), format!("http://{}", src.http));
     let out = Command::new("bash")
         .arg(kit.join("scenarios.sh"))
-        .env("BLOB_ENDPOINT", &dst.endpoint)
-        .env("SRC_ENDPOINT", &src.endpoint)
-        .env("BLOB_TLS_ENDPOINT", dst.tls.replace("0.0.0.0", "127.0.0.1"))
+        .env("BLOB_ENDPOINT", &dst_endpoint)
+        .env("SRC_ENDPOINT", &src_endpoint)
+        .env("BLOB_TLS_ENDPOINT", dst.tls.as_deref().unwrap())
         // The node accepts boostedblob's "0"-signed empty uploads, so the kit's opt-in check runs.
         .env("BBB_EMPTY_FILE", "1")
         .env("PEERS_TIMEOUT", "180")
@@ -119,7 +69,7 @@ fn every_client_scenario_passes() {
     let out = Command::new("bash")
         .arg(kit.join("scenarios.sh"))
         .arg("s2s")
-        .env("BLOB_ENDPOINT", &dst.endpoint)
+        .env("BLOB_ENDPOINT", &dst_endpoint)
         .env("SRC_ENDPOINT", format!("http://127.0.0.1:{port}"))
         .env("PEERS_TIMEOUT", "180")
         .env("PEERS_WAIT", "60")

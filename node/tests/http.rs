@@ -2,42 +2,13 @@
 //! SharedKey-signed operations end to end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use common::{peers_home, spawn_node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct NodeProc(Child, String);
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(dir: &std::path::Path) -> NodeProc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeblob"))
-        .args([
-            "--data",
-            dir.join("d.dat").to_str().unwrap(),
-            "--port",
-            "0",
-            "--listen",
-            "127.0.0.1",
-            "--shards",
-            "2",
-            "--data-size",
-            "1G",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("edgeblob listening on ").unwrap().to_owned();
-    NodeProc(child, addr)
+fn start(dir: &std::path::Path) -> common::NodeProc {
+    spawn_node(dir, None, &[])
 }
 
 fn raise_nofile() {
@@ -59,7 +30,7 @@ fn a_thousand_concurrent_connections_are_all_served() {
         // Open every connection first, so that all are held at once.
         let mut conns = Vec::new();
         for _ in 0..1000 {
-            conns.push(tokio::net::TcpStream::connect(&node.1).await.unwrap());
+            conns.push(tokio::net::TcpStream::connect(&node.http).await.unwrap());
         }
         for c in conns.iter_mut() {
             c.write_all(b"HEAD /devstoreaccount1/nosuchcontainer?restype=container HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -85,7 +56,7 @@ fn errors_are_azure_xml_with_the_code_header_and_the_common_headers() {
     let node = start(dir.path());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let mut c = tokio::net::TcpStream::connect(&node.1).await.unwrap();
+        let mut c = tokio::net::TcpStream::connect(&node.http).await.unwrap();
         c.write_all(b"GET /devstoreaccount1/Bad_Name/x HTTP/1.1\r\nHost: x\r\nx-ms-client-request-id: abc-123\r\nConnection: close\r\n\r\n").await.unwrap();
         let mut out = String::new();
         c.read_to_string(&mut out).await.unwrap();
@@ -172,7 +143,7 @@ async fn signed(
 fn ranges_md5_and_if_range_behave_as_azure() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
-    let a = node.1.clone();
+    let a = node.http.clone();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (st, _, _) = signed(&a, "PUT", "/devstoreaccount1/ctr?restype=container", &[], b"").await;
@@ -250,7 +221,7 @@ async fn anonymous(addr: &str, method: &str, path_query: &str) -> u16 {
 fn public_access_opens_reads_only_as_far_as_the_container_allows() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
-    let a = node.1.clone();
+    let a = node.http.clone();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (st, _, _) =
@@ -309,52 +280,15 @@ fn public_access_opens_reads_only_as_far_as_the_container_allows() {
 
 #[test]
 fn copy_from_an_https_source_fetches_it_over_tls() {
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap();
-    let kit = std::env::var_os("PEERS_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or(home.join(".cache/azure-blob-peers"))
-        .join("tls");
+    let kit = peers_home().join("tls");
     if !kit.join("server.pem").exists() {
         eprintln!("SKIP: the client kit's test certificate is not installed (../shared/peers/install.sh)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeblob"))
-        .args([
-            "--data",
-            dir.path().join("d.dat").to_str().unwrap(),
-            "--port",
-            "0",
-            "--listen",
-            "127.0.0.1",
-            "--shards",
-            "2",
-            "--data-size",
-            "1G",
-        ])
-        .args([
-            "--tls-port",
-            "0",
-            "--tls-cert",
-            kit.join("server.pem").to_str().unwrap(),
-            "--tls-key",
-            kit.join("server.key").to_str().unwrap(),
-        ])
-        .env("SSL_CERT_FILE", kit.join("bundle.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut read = |prefix: &str| {
-        let mut l = String::new();
-        out.read_line(&mut l).unwrap();
-        l.trim().strip_prefix(prefix).unwrap().to_owned()
-    };
-    let http_addr = read("edgeblob listening on ");
-    let tls_port = read("edgeblob listening with TLS on ").rsplit(':').next().unwrap().to_owned();
-    let node = NodeProc(child, http_addr);
-    let a = node.1.clone();
+    let node = spawn_node(dir.path(), Some(&kit), &[("SSL_CERT_FILE", kit.join("bundle.pem"))]);
+    let tls_port = node.tls.as_deref().unwrap().rsplit(':').next().unwrap().to_owned();
+    let a = node.http.clone();
     // An account SAS for reading, signed with the development key.
     use base64::Engine;
     let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
@@ -418,7 +352,7 @@ fn copy_from_an_https_source_fetches_it_over_tls() {
 fn transactional_crc64_is_verified_when_sent() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
-    let a = node.1.clone();
+    let a = node.http.clone();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr?restype=container", &[], b"").await.0, 201);
@@ -454,7 +388,7 @@ fn transactional_crc64_is_verified_when_sent() {
 fn metadata_names_keep_the_case_they_were_written_in() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
-    let a = node.1.clone();
+    let a = node.http.clone();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         assert_eq!(

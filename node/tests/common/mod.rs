@@ -70,3 +70,59 @@ pub fn body(bytes: &[u8]) -> Vec<Bytes> {
 pub fn open(cfg: &EngineConfig) -> Node {
     Node::open(cfg.clone()).expect("node opens")
 }
+
+/// An `edgeblob` process a test started; killed when dropped.
+pub struct NodeProc {
+    child: std::process::Child,
+    /// `host:port` of the Blob API.
+    pub http: String,
+    /// `host:port` of the TLS listener, when one was asked for.
+    pub tls: Option<String>,
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the `edgeblob` binary on a 1 GiB data file in `dir`, two shards, a free loopback port,
+/// and a TLS listener with `tls/server.pem` and `tls/server.key` when `tls` is given.
+pub fn spawn_node(dir: &Path, tls: Option<&Path>, env: &[(&str, PathBuf)]) -> NodeProc {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgeblob"));
+    cmd.arg("--data").arg(dir.join("node.dat"));
+    cmd.args(["--port", "0", "--listen", "127.0.0.1", "--shards", "2", "--data-size", "1G"]);
+    if let Some(t) = tls {
+        cmd.args(["--tls-port", "0"])
+            .arg("--tls-cert")
+            .arg(t.join("server.pem"))
+            .arg("--tls-key")
+            .arg(t.join("server.key"));
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = |prefix: &str| {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        l.trim().strip_prefix(prefix).unwrap_or_else(|| panic!("expected {prefix:?}, got {l:?}")).to_owned()
+    };
+    let http = line("edgeblob listening on ");
+    let tls = tls.map(|_| line("edgeblob listening with TLS on "));
+    NodeProc { child, http, tls }
+}
+
+/// Where the client kit installs its tools (`../shared/peers/install.sh`).
+pub fn peers_home() -> PathBuf {
+    std::env::var_os("PEERS_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+        cache.join("azure-blob-peers")
+    })
+}
