@@ -39,7 +39,18 @@ impl DeviceFile {
         let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
         if rc != 0 {
             let err = io::Error::last_os_error();
-            tracing::warn!(path = %path.display(), %err, "fallocate failed; extending sparsely");
+            if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                // Out of space (or quota): fallocate may have kept what it reserved before it
+                // failed, so the file goes, and a node never starts on space it does not have.
+                drop(file);
+                let _ = std::fs::remove_file(path);
+                return Err(io::Error::new(
+                    err.kind(),
+                    format!("{}: cannot reserve {len} bytes: {err}", path.display()),
+                ));
+            }
+            // A file system without fallocate (tmpfs on old kernels, some FUSE): sparse it is.
+            tracing::warn!(path = %path.display(), %err, "fallocate not supported; extending sparsely");
             file.set_len(len)?;
         }
         file.sync_all()?;
@@ -126,4 +137,22 @@ fn block_device_len(file: &File) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_file_that_cannot_be_reserved_is_an_error_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev");
+        // Past every file system's largest file: fallocate refuses (EFBIG) before reserving.
+        let Err(err) = DeviceFile::create(&path, i64::MAX as u64) else { panic!("no file system holds 8 EiB") };
+        assert!(err.to_string().contains("cannot reserve"), "{err}");
+        assert!(!path.exists(), "the half-made file is removed");
+        let ok = DeviceFile::create(&path, 1 << 20).unwrap();
+        assert_eq!(ok.len(), 1 << 20);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
+    }
 }

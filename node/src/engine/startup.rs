@@ -46,7 +46,10 @@ pub fn format_file(path: &Path, size: u64, shards: u32) -> Result<Superblock> {
     let tmp = path.with_extension("formatting");
     let _ = std::fs::remove_file(&tmp);
     let file = Arc::new(DeviceFile::create(&tmp, size)?);
-    let sb = format_device(&file, shards)?;
+    let sb = format_device(&file, shards).inspect_err(|_| {
+        // Its space is reserved: give it back rather than leave it until the next start.
+        let _ = std::fs::remove_file(&tmp);
+    })?;
     drop(file);
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
@@ -167,6 +170,7 @@ async fn init_shard(
         write_budget: Arc::new(tokio::sync::Semaphore::new(
             (node.config.write_buffer_bytes / node.config.chunk_size).max(node.config.io_depth),
         )),
+        cache: super::cache::ChunkCache::new(node.config.read_cache_bytes / node.sb.layout.shards.max(1) as usize),
         node,
     }))
 }
