@@ -164,6 +164,21 @@ fn ranges_md5_and_if_range_behave_as_azure() {
         .await;
         assert_eq!(st, 400);
         assert!(head.contains("x-ms-error-code: md5mismatch"), "{head}");
+        // Put Block: the MD5 is checked and echoed when sent (Azure since 2019-02-02), and
+        // neither computed nor returned when not.
+        use md5::Digest;
+        let b64 = |d: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d);
+        let block = "/devstoreaccount1/ctr/staged?comp=block&blockid=YmxrMQ%3D%3D";
+        let (st, head, _) = signed(&a, "PUT", block, &[], b"block data").await;
+        assert_eq!(st, 201, "{head}");
+        assert!(!head.contains("content-md5"), "{head}");
+        let md5 = b64(&md5::Md5::digest(b"block data"));
+        let (st, head, _) = signed(&a, "PUT", block, &[("content-md5", &md5)], b"block data").await;
+        assert_eq!(st, 201, "{head}");
+        assert!(head.contains(&format!("content-md5: {}", md5.to_ascii_lowercase())), "{head}");
+        let (st, head, _) = signed(&a, "PUT", block, &[("content-md5", &md5)], b"other data").await;
+        assert_eq!(st, 400);
+        assert!(head.contains("x-ms-error-code: md5mismatch"), "{head}");
         // Ranges: 206 with Content-Range; If-Range with the current ETag keeps the range.
         let (st, head, body) =
             signed(&a, "GET", "/devstoreaccount1/ctr/b", &[("x-ms-range", "bytes=10-19"), ("if-range", &etag)], b"")
@@ -185,9 +200,7 @@ fn ranges_md5_and_if_range_behave_as_azure() {
         )
         .await;
         assert_eq!(st, 206);
-        use md5::Digest;
-        let want = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, md5::Md5::digest(&data[..1000]))
-            .to_ascii_lowercase();
+        let want = b64(&md5::Md5::digest(&data[..1000])).to_ascii_lowercase();
         assert!(head.contains(&format!("content-md5: {want}")), "{head}");
         assert_eq!(body, &data[..1000]);
         // Empty blob: any range is 416 with Content-Range: bytes */0.

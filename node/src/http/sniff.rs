@@ -32,14 +32,24 @@ impl<T> Sniff<T> {
         (Sniff { inner, names: names.clone(), at_line_start: true, line: Vec::new() }, names)
     }
 
-    fn scan(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b == b'\n' {
-                self.at_line_start = true;
-                self.line.clear();
+    fn scan(&mut self, mut bytes: &[u8]) {
+        // Bodies pass through here too (megabytes per Put Block): skip to the next line with
+        // memchr and look byte by byte only at the start of a line, where a name may begin.
+        while let Some((&b, rest)) = bytes.split_first() {
+            if !self.at_line_start {
+                match memchr::memchr(b'\n', bytes) {
+                    Some(i) => {
+                        // The newline itself is handled below, as at a line start.
+                        bytes = &bytes[i..];
+                        self.at_line_start = true;
+                    }
+                    None => return,
+                }
                 continue;
             }
-            if !self.at_line_start {
+            bytes = rest;
+            if b == b'\n' {
+                self.line.clear();
                 continue;
             }
             if b == b':' {
@@ -62,12 +72,12 @@ impl<T> Sniff<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Sniff<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
         let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
-            let fresh = buf.filled()[before..].to_vec();
-            self.scan(&fresh);
+            this.scan(&buf.filled()[before..]);
         }
         res
     }
@@ -112,5 +122,21 @@ mod tests {
         assert_eq!(n.get("x-ms-meta-mtime").map(String::as_str), Some("X-Ms-Meta-Mtime"));
         assert_eq!(n.get("x-ms-meta-mixed_case").map(String::as_str), Some("x-ms-meta-Mixed_Case"));
         assert_eq!(n.len(), 2);
+    }
+
+    #[test]
+    fn lines_split_anywhere_and_long_bodies_are_skipped() {
+        let (mut s, names) = Sniff::new(());
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let text = [
+            b"PUT /a/c/b HTTP/1.1\r\nContent-Length: 100000\r\n\r\n".as_slice(),
+            &body,
+            b"\r\nPUT /a/c/d HTTP/1.1\r\nX-MS-META-Late: 1\r\n\r\n",
+        ]
+        .concat();
+        for piece in text.chunks(7) {
+            s.scan(piece);
+        }
+        assert_eq!(names.borrow().get("x-ms-meta-late").map(String::as_str), Some("X-MS-META-Late"));
     }
 }
