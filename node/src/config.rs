@@ -83,6 +83,9 @@ pub struct EngineConfig {
     /// Bytes of request data a shard holds in flight (chunks being hashed, compressed and
     /// written); uploads past it wait for room, so memory stays bounded whatever clients send.
     pub write_buffer_bytes: usize,
+    /// Bytes of decoded chunks kept in memory for re-reads (small objects and compressed
+    /// chunks), split over the shards; 0 turns the cache off.
+    pub read_cache_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -100,6 +103,7 @@ impl Default for EngineConfig {
             registered_buffer_bytes: 2 << 20,
             expiry_sweep_secs: 3600,
             write_buffer_bytes: 256 << 20,
+            read_cache_bytes: 512 << 20,
         }
     }
 }

@@ -176,3 +176,39 @@ fn damaged_or_foreign_superblock_is_an_error_not_a_reformat() {
     let err = Node::open(wrong_shards).err().expect("must not start");
     assert!(err.to_string().contains("formatted with 2 shards"), "{err}");
 }
+
+#[test]
+fn small_chunks_are_served_from_the_read_cache_until_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path()).with_reduction(false);
+    let d = data(4, 3000, false);
+    let node = open(&cfg);
+    rt().block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        node.put_blob(0, key("c", "small"), body(&d), Default::default(), Default::default()).await.unwrap();
+        let (_, _, got) = node.read_blob(1, key("c", "small"), None, Default::default()).await.unwrap();
+        assert_eq!(&got[..], &d[..]);
+    });
+    let target = chunks_of(&node, &key("c", "small"))[0];
+    // Damage on disk after the chunk was read: the cached, verified copy still answers.
+    flip(&data_path(dir.path()), target.offset + 10);
+    rt().block_on(async {
+        for shard in 0..2 {
+            let r = node.read_blob(shard, key("c", "small"), Some((100, Some(199))), Default::default()).await;
+            // The shard that read it before answers from memory; the other reads the disk.
+            match r {
+                Ok((_, _, got)) => assert_eq!(&got[..], &d[100..200]),
+                Err(e) => assert!(shard == 0 && matches!(e, EngineError::Corrupt(_)), "shard {shard}: {e}"),
+            }
+        }
+        let (_, _, got) = node.read_blob(1, key("c", "small"), None, Default::default()).await.unwrap();
+        assert_eq!(&got[..], &d[..], "shard 1 cached it");
+    });
+    node.stop();
+    // A restarted node starts cold and finds the damage.
+    let node = open(&cfg);
+    rt().block_on(async {
+        let err = node.read_blob(1, key("c", "small"), None, Default::default()).await.unwrap_err();
+        assert!(matches!(err, EngineError::Corrupt(_)), "{err}");
+    });
+}

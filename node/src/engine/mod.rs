@@ -12,6 +12,7 @@
 //! The free functions in the submodules run on a shard; [`Node`] is the handle other threads use.
 
 pub mod blob;
+pub mod cache;
 pub mod container;
 pub mod error;
 pub mod ops;

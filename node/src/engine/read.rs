@@ -18,29 +18,55 @@ use super::shard::Shard;
 /// Logical bytes `[from, to)` of a chunk.
 pub async fn read_chunk(shard: &Shard, c: &ChunkRef, from: u32, to: u32) -> Result<Bytes> {
     debug_assert!(from < to && to <= c.len, "range {from}..{to} of a {}-byte chunk", c.len);
-    let corrupt = |e: page::PageCorrupt| {
-        tracing::error!(offset = c.offset, page = e.page, "chunk fails its checksum");
-        EngineError::Corrupt(format!("chunk at device offset {}: {e}", c.offset))
-    };
-    if !c.is_compressed() {
-        let (first, skip) = page::locate(from as u64);
-        let (last, _) = page::locate(to as u64 - 1);
-        let n = (last - first + 1) as usize;
-        let buf = shard.pool.get(n * PAGE_SIZE);
-        let (res, buf) = shard.dev.read(buf, c.offset + first * PAGE_SIZE as u64).await;
-        res?;
-        let mut out = vec![0u8; (to - from) as usize];
-        page::decode(&buf[..n * PAGE_SIZE], c.seed(), first, skip, &mut out).map_err(corrupt)?;
-        return Ok(Bytes::from(out));
+    if let Some(whole) = shard.cache.get(c) {
+        return Ok(whole.slice(from as usize..to as usize));
     }
+    let keep = shard.cache.wants(c);
+    if c.is_compressed() {
+        let data = read_compressed(shard, c).await?;
+        if keep {
+            shard.cache.insert(c, data.clone());
+        }
+        return Ok(data.slice(from as usize..to as usize));
+    }
+    if keep {
+        // A chunk the cache keeps is read whole, so the next read of any part of it hits. If a
+        // page elsewhere in it is damaged, the pages asked for may still be whole: read those.
+        if let Ok(whole) = read_plain(shard, c, 0, c.len).await {
+            shard.cache.insert(c, whole.clone());
+            return Ok(whole.slice(from as usize..to as usize));
+        }
+    }
+    read_plain(shard, c, from, to).await
+}
+
+fn corrupt(c: &ChunkRef, e: page::PageCorrupt) -> EngineError {
+    tracing::error!(offset = c.offset, page = e.page, "chunk fails its checksum");
+    EngineError::Corrupt(format!("chunk at device offset {}: {e}", c.offset))
+}
+
+/// Bytes `[from, to)` of an uncompressed chunk: only the pages that hold them.
+async fn read_plain(shard: &Shard, c: &ChunkRef, from: u32, to: u32) -> Result<Bytes> {
+    let (first, skip) = page::locate(from as u64);
+    let (last, _) = page::locate(to as u64 - 1);
+    let n = (last - first + 1) as usize;
+    let buf = shard.pool.get(n * PAGE_SIZE);
+    let (res, buf) = shard.dev.read(buf, c.offset + first * PAGE_SIZE as u64).await;
+    res?;
+    let mut out = vec![0u8; (to - from) as usize];
+    page::decode(&buf[..n * PAGE_SIZE], c.seed(), first, skip, &mut out).map_err(|e| corrupt(c, e))?;
+    Ok(Bytes::from(out))
+}
+
+/// All logical bytes of a compressed chunk.
+async fn read_compressed(shard: &Shard, c: &ChunkRef) -> Result<Bytes> {
     let n = c.pages() as usize;
     let buf = shard.pool.get(n * PAGE_SIZE);
     let (res, buf) = shard.dev.read(buf, c.offset).await;
     res?;
     let mut frame = vec![0u8; c.stored_len as usize];
-    page::decode(&buf[..n * PAGE_SIZE], c.seed(), 0, 0, &mut frame).map_err(corrupt)?;
-    let data = shard.reducer.decompress(&frame, c.len as usize)?;
-    Ok(Bytes::from(data).slice(from as usize..to as usize))
+    page::decode(&buf[..n * PAGE_SIZE], c.seed(), 0, 0, &mut frame).map_err(|e| corrupt(c, e))?;
+    Ok(Bytes::from(shard.reducer.decompress(&frame, c.len as usize)?))
 }
 
 /// A resolved read: which bytes of which chunks, in order.

@@ -136,6 +136,8 @@ pub struct Shard {
     pub node: Arc<NodeShared>,
     /// Chunks of request data this shard may hold in flight (`write_buffer_bytes`).
     pub write_budget: Arc<tokio::sync::Semaphore>,
+    /// Decoded small and compressed chunks (`read_cache_bytes` split over the shards).
+    pub cache: super::cache::ChunkCache,
 }
 
 impl Shard {
