@@ -1,8 +1,24 @@
-//! `edgeblob-bench`: benchmarks. `engine` measures the storage engine directly (no HTTP) and runs
-//! fio on the same file system in the same run, so the figures can be set side by side.
+//! `edgeblob-bench`: benchmarks.
+//! - `run`: a fio-style load generator for any Blob endpoint (job files or flags, workloads named
+//!   after real patterns, latency percentiles, errors by Azure code, JSON and SVG).
+//! - `compare`: the side-by-side baseline (fio, a static HTTP server, edgeblob with reduction off
+//!   and on, Azurite, AzCopy) in one run.
+//! - `engine`: the storage engine without HTTP, beside fio.
+//! - `static-server`: the in-memory HTTP server used as the loopback ceiling.
 
+mod client;
+mod compare;
+mod data;
 mod engine;
 mod fio;
+mod job;
+mod plot;
+mod report;
+mod run;
+mod static_server;
+mod stats;
+mod target;
+mod workload;
 
 use clap::{Parser, Subcommand};
 
@@ -15,20 +31,112 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Load any Blob endpoint: `edgeblob-bench run [JOBFILE…] [--key=value…] [--name=JOB --key=value…]`.
+    /// Keys are the job file's (docs/bench.md); `--output-format=json`, `--output=FILE`,
+    /// `--plot=FILE.svg`, `--threads=N` are global.
+    #[command(disable_help_flag = true)]
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The baseline: fio, the static server, edgeblob (reduction off and on), Azurite and AzCopy
+    /// on the same workloads in one run; prints a Markdown table with ratios.
+    Compare(compare::Args),
     /// Sequential write and read and 4 KiB random reads through the engine, with data reduction
     /// off and on, next to fio (io_uring, O_DIRECT) on the same file system.
     Engine(engine::Args),
+    /// Serve blobs from memory (no auth, no durability): the loopback ceiling.
+    StaticServer {
+        #[arg(long, default_value = "127.0.0.1:10100")]
+        listen: std::net::SocketAddr,
+        /// Server threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
         .init();
     let res = match Cli::parse().cmd {
-        Cmd::Engine(a) => engine::run(a),
+        Cmd::Engine(a) => engine::run(a).map(|_| 0),
+        Cmd::Run { args } => run_cmd(&args),
+        Cmd::Compare(a) => compare::run(a).map(|_| 0),
+        Cmd::StaticServer { listen, threads } => {
+            static_server::start(listen, threads.unwrap_or_else(cores)).map_err(|e| e.to_string()).map(|addr| {
+                println!("static server listening on {addr}");
+                loop {
+                    std::thread::park();
+                }
+            })
+        }
     };
-    if let Err(e) = res {
-        eprintln!("edgeblob-bench: {e}");
-        std::process::exit(1);
+    match res {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("edgeblob-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `run`: every job in order; exit status 1 when any read-back differed from what was written.
+fn run_cmd(args: &[String]) -> Result<i32, String> {
+    if args.iter().any(|a| a == "--help" || a == "-h") || args.is_empty() {
+        println!("{}", include_str!("run_help.txt"));
+        return Ok(0);
+    }
+    let (global, jobs) = job::resolve(job::parse_args(args)?)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(global.threads.unwrap_or_else(cores))
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let progress = global.progress.unwrap_or_else(|| std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let mut reports = Vec::new();
+    for job in jobs {
+        let outcome = rt.block_on(run::run_job(job, progress))?;
+        reports.push(report::JobReport::new(&outcome));
+    }
+    let format = global.output_format.as_deref().unwrap_or("normal");
+    let mut text = String::new();
+    if format.split('+').any(|f| f == "normal") {
+        for r in &reports {
+            text.push_str(&r.human());
+        }
+    }
+    if format.split('+').any(|f| f == "json") {
+        let doc = serde_json::json!({ "edgeblob-bench": env!("CARGO_PKG_VERSION"), "jobs": reports });
+        text.push_str(&serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
+        text.push('\n');
+    }
+    if !["normal", "json", "json+normal", "normal+json"].contains(&format) {
+        return Err(format!("output-format={format}: use normal, json or json+normal"));
+    }
+    match &global.output {
+        Some(path) => std::fs::write(path, &text).map_err(|e| format!("{path}: {e}"))?,
+        None => print!("{text}"),
+    }
+    if let Some(path) = &global.plot {
+        for r in &reports {
+            let file = if reports.len() == 1 { path.clone() } else { plot_name(path, &r.name) };
+            std::fs::write(&file, plot::svg(r)).map_err(|e| format!("{file}: {e}"))?;
+        }
+    }
+    Ok(if reports.iter().any(|r| !r.mismatches.is_empty()) { 1 } else { 0 })
+}
+
+/// `out.svg` for job `read` → `out-read.svg`.
+fn plot_name(path: &str, job: &str) -> String {
+    let safe: String = job.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    match path.rsplit_once('.') {
+        Some((stem, ext)) => format!("{stem}-{safe}.{ext}"),
+        None => format!("{path}-{safe}"),
     }
 }
