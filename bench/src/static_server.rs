@@ -100,6 +100,13 @@ async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Result<Response<Fu
     let read = |f: &dyn Fn(&Blobs) -> Response<Full<Bytes>>| f(&store.blobs.read().unwrap_or_else(|p| p.into_inner()));
     let resp = match method {
         Method::PUT if query.contains("restype=container") => empty(StatusCode::CREATED),
+        Method::DELETE if query.contains("restype=container") => {
+            // Frees the memory of a finished stage; the blobs are the whole cost of this server.
+            let prefix = format!("{}/", path.trim_end_matches('/'));
+            store.blobs.write().unwrap_or_else(|p| p.into_inner()).retain(|k, _| !k.starts_with(&prefix));
+            store.blocks.write().unwrap_or_else(|p| p.into_inner()).retain(|(k, _), _| !k.starts_with(&prefix));
+            empty(StatusCode::ACCEPTED)
+        }
         Method::PUT if param(&query, "comp") == Some("block") => {
             let id = param(&query, "blockid").unwrap_or("").to_owned();
             store.blocks.write().unwrap_or_else(|p| p.into_inner()).insert((path, id), body);

@@ -55,7 +55,15 @@ fn every_client_scenario_passes() {
         l.local_addr().unwrap().port()
     };
     let mut azurite = Command::new(peers_home().join("bin/azurite-blob"))
-        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--skipApiVersionCheck", "--location"])
+        .args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            &port.to_string(),
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--location",
+        ])
         .arg(azurite_dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
