@@ -29,11 +29,11 @@ struct Store {
 /// Starts `threads` server threads on `addr` (port 0: any); returns the bound address.
 pub fn start(addr: SocketAddr, threads: usize) -> std::io::Result<SocketAddr> {
     let store = Arc::new(Store::default());
-    let first = listener(addr)?;
+    let first = edgeblob::http::bind(addr)?;
     let bound = first.local_addr()?;
     let mut listeners = vec![first];
     for _ in 1..threads.max(1) {
-        listeners.push(listener(bound)?);
+        listeners.push(edgeblob::http::bind(bound)?);
     }
     for l in listeners {
         let store = store.clone();
@@ -57,16 +57,6 @@ pub fn start(addr: SocketAddr, threads: usize) -> std::io::Result<SocketAddr> {
         })?;
     }
     Ok(bound)
-}
-
-fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    s.set_reuse_port(true)?;
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    Ok(s.into())
 }
 
 fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {

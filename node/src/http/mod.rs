@@ -122,7 +122,10 @@ fn serve_on(
     Ok(bound)
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A non-blocking `SO_REUSEPORT` listener: every shard binds its own on the same port and the
+/// kernel spreads connections over them. Public for the benchmark's static server, which must
+/// accept connections exactly as the node does to be its ceiling.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
