@@ -100,6 +100,11 @@ fn run(args: Args) -> Result<(), String> {
     }
     config.engine.validate()?;
     let node = Node::open(config.engine.clone()).map_err(|e| e.to_string())?;
+    // Recovery read each shard's log half whole (up to 512 MiB apiece) and has freed it, but
+    // mimalloc returns freed memory to the OS only as its threads go on allocating: an idle node
+    // would hold it until traffic came. Hand it back now.
+    // SAFETY: mi_collect takes no pointers; `force` only makes it return memory eagerly.
+    unsafe { libmimalloc_sys::mi_collect(true) };
     tracing::info!(data = %config.engine.data_path.display(), shards = node.shards(), "engine ready");
     let bound = edgeblob::http::serve(&node, &config).map_err(|e| format!("cannot serve: {e}"))?;
     // Lines for scripts and tests that start the node on port 0.

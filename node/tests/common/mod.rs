@@ -80,6 +80,12 @@ pub struct NodeProc {
     pub tls: Option<String>,
 }
 
+impl NodeProc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for NodeProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -90,11 +96,16 @@ impl Drop for NodeProc {
 /// Starts the `edgeblob` binary on a 1 GiB data file in `dir`, two shards, a free loopback port,
 /// and a TLS listener with `tls/server.pem` and `tls/server.key` when `tls` is given.
 pub fn spawn_node(dir: &Path, tls: Option<&Path>, env: &[(&str, PathBuf)]) -> NodeProc {
+    spawn_node_sized(dir, "1G", tls, env)
+}
+
+/// [`spawn_node`] on a data file of `data_size` (a size like `3G`).
+pub fn spawn_node_sized(dir: &Path, data_size: &str, tls: Option<&Path>, env: &[(&str, PathBuf)]) -> NodeProc {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgeblob"));
     cmd.arg("--data").arg(dir.join("node.dat"));
-    cmd.args(["--port", "0", "--listen", "127.0.0.1", "--shards", "2", "--data-size", "1G"]);
+    cmd.args(["--port", "0", "--listen", "127.0.0.1", "--shards", "2", "--data-size", data_size]);
     if let Some(t) = tls {
         cmd.args(["--tls-port", "0"])
             .arg("--tls-cert")
