@@ -2,7 +2,7 @@
 //! are signed per `target::Endpoint`; answers are read as a stream (and checked against the data
 //! pattern when asked), never buffered whole unless they are small (errors, listings).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
@@ -63,26 +63,6 @@ impl Request {
     }
 }
 
-fn tls_config() -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<tokio_rustls::rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            // The system's roots; SSL_CERT_FILE (a private CA bundle) is honoured by the loader.
-            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-            let cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Ok(Arc::new(cfg))
-        })
-        .clone()
-}
-
 /// A connection to an endpoint; one request at a time.
 pub struct Conn {
     ep: Arc<Endpoint>,
@@ -99,19 +79,13 @@ impl Conn {
         let _ = tcp.set_nodelay(true);
         if self.ep.https {
             let name = rustls_pki_types::ServerName::try_from(self.ep.host.clone()).map_err(Failure::transport)?;
-            let tls = tokio_rustls::TlsConnector::from(tls_config().map_err(Failure::transport)?)
+            let tls = tokio_rustls::TlsConnector::from(edgeblob::http::tls_client().map_err(Failure::transport)?)
                 .connect(name, tcp)
                 .await
                 .map_err(Failure::transport)?;
-            let (send, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(Failure::transport)?;
-            tokio::spawn(conn);
-            Ok(send)
+            handshake(tls).await
         } else {
-            let (send, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(Failure::transport)?;
-            tokio::spawn(conn);
-            Ok(send)
+            handshake(tcp).await
         }
     }
 
@@ -156,6 +130,16 @@ impl Conn {
         }
         Err(failure(resp).await)
     }
+}
+
+/// HTTP/1.1 over a plain or TLS stream; the connection is driven by its own task.
+async fn handshake<S>(io: S) -> Result<SendRequest<Full<Bytes>>, Failure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(Failure::transport)?;
+    tokio::spawn(conn);
+    Ok(send)
 }
 
 /// The error code of a failed answer: `x-ms-error-code`, else the XML body's `<Code>`.

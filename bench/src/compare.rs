@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::client::{Conn, Request};
 use crate::job::human;
 use crate::report::JobReport;
 use crate::target::{Credential, Endpoint, DEV_ACCOUNT, DEV_KEY};
@@ -68,113 +69,78 @@ enum Unit {
 }
 
 fn cases(a: &Args) -> Vec<Case> {
-    let s = a.size;
-    let secs = a.secs;
-    let c = |name: &'static str, unit: Unit, settings: &[String]| Case {
+    let (whole, half, quarter) =
+        (format!("--size={}", a.size), format!("--size={}", a.size / 2), format!("--size={}", a.size / 4));
+    let runtime = format!("--runtime={}", a.secs);
+    let list_blobs = format!("--nrfiles={}", a.list_blobs);
+    let c = |name: &'static str, unit: Unit, settings: &[&str]| Case {
         name,
         unit,
-        settings: settings.to_vec(),
+        settings: settings.iter().map(|s| s.to_string()).collect(),
         needs_from_url: false,
         needs_listing: false,
     };
-    let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let writer = ["--workload=checkpoint-write", "--numjobs=2", "--iodepth=8", "--bs=4M"];
     vec![
-        c(
-            "checkpoint-write",
-            Unit::MiBs,
-            &[
-                f(&["--workload=checkpoint-write", "--numjobs=2", "--iodepth=8", "--bs=4M"]),
-                vec![format!("--size={}", s / 2)],
-            ]
-            .concat(),
-        ),
+        c("checkpoint-write", Unit::MiBs, &[&writer[..], &[&half]].concat()),
         c(
             "checkpoint-read",
             Unit::MiBs,
-            &[
-                f(&["--workload=checkpoint-read", "--numjobs=2", "--iodepth=8", "--bs=4M"]),
-                vec![format!("--size={}", s / 2)],
-            ]
-            .concat(),
+            &["--workload=checkpoint-read", "--numjobs=2", "--iodepth=8", "--bs=4M", &half],
         ),
-        c(
-            "checkpoint-write 4:1 compressible",
-            Unit::MiBs,
-            &[
-                f(&["--workload=checkpoint-write", "--numjobs=2", "--iodepth=8", "--bs=4M", "--compress_ratio=4"]),
-                vec![format!("--size={}", s / 2)],
-            ]
-            .concat(),
-        ),
-        c(
-            "shard-read",
-            Unit::MiBs,
-            &[
-                f(&["--workload=shard-read", "--numjobs=2", "--iodepth=2", "--nrfiles=4"]),
-                vec![format!("--size={}", s / 4)],
-            ]
-            .concat(),
-        ),
+        c("checkpoint-write 4:1 compressible", Unit::MiBs, &[&writer[..], &["--compress_ratio=4", &half]].concat()),
+        c("shard-read", Unit::MiBs, &["--workload=shard-read", "--numjobs=2", "--iodepth=2", "--nrfiles=4", &quarter]),
         c(
             "random-range 4 KiB",
             Unit::Ops,
-            &[
-                f(&["--workload=random-range", "--numjobs=2", "--iodepth=16", "--bs=4K", "--nrfiles=1"]),
-                vec![format!("--size={s}"), format!("--runtime={secs}")],
-            ]
-            .concat(),
+            &["--workload=random-range", "--numjobs=2", "--iodepth=16", "--bs=4K", "--nrfiles=1", &whole, &runtime],
         ),
         c(
             "small-objects GET 4 KiB",
             Unit::Ops,
             &[
-                f(&[
-                    "--workload=small-objects",
-                    "--numjobs=2",
-                    "--iodepth=16",
-                    "--size=4K",
-                    "--nrfiles=1000",
-                    "--mix=get:1",
-                ]),
-                vec![format!("--runtime={secs}")],
-            ]
-            .concat(),
+                "--workload=small-objects",
+                "--numjobs=2",
+                "--iodepth=16",
+                "--size=4K",
+                "--nrfiles=1000",
+                "--mix=get:1",
+                &runtime,
+            ],
         ),
         c(
             "small-objects PUT 64 KiB",
             Unit::Ops,
             &[
-                f(&[
-                    "--workload=small-objects",
-                    "--numjobs=2",
-                    "--iodepth=16",
-                    "--size=64K",
-                    "--nrfiles=1",
-                    "--mix=put:1",
-                ]),
-                vec![format!("--runtime={secs}")],
-            ]
-            .concat(),
+                "--workload=small-objects",
+                "--numjobs=2",
+                "--iodepth=16",
+                "--size=64K",
+                "--nrfiles=1",
+                "--mix=put:1",
+                &runtime,
+            ],
         ),
         c(
             "mixed 70/30, 64 KiB",
             Unit::MiBs,
             &[
-                f(&["--workload=mixed", "--numjobs=2", "--iodepth=16", "--bs=64K", "--nrfiles=1", "--rwmixread=70"]),
-                vec![format!("--size={s}"), format!("--runtime={secs}")],
-            ]
-            .concat(),
+                "--workload=mixed",
+                "--numjobs=2",
+                "--iodepth=16",
+                "--bs=64K",
+                "--nrfiles=1",
+                "--rwmixread=70",
+                &whole,
+                &runtime,
+            ],
         ),
         Case {
             needs_listing: true,
             ..c(
                 "list (flat + delimiter)",
                 Unit::Entries,
-                &[
-                    f(&["--workload=list", "--numjobs=1", "--iodepth=2"]),
-                    vec![format!("--nrfiles={}", a.list_blobs), format!("--runtime={secs}")],
-                ]
-                .concat(),
+                &["--workload=list", "--numjobs=1", "--iodepth=2", &list_blobs, &runtime],
             )
         },
         Case {
@@ -182,11 +148,7 @@ fn cases(a: &Args) -> Vec<Case> {
             ..c(
                 "hydrate (Put Block From URL)",
                 Unit::MiBs,
-                &[
-                    f(&["--workload=hydrate", "--numjobs=2", "--iodepth=4", "--bs=8M", "--nrfiles=2"]),
-                    vec![format!("--size={}", s / 2)],
-                ]
-                .concat(),
+                &["--workload=hydrate", "--numjobs=2", "--iodepth=4", "--bs=8M", "--nrfiles=2", &half],
             )
         },
     ]
@@ -299,15 +261,10 @@ fn start_azurite(dir: &Path) -> Result<(Server, String), String> {
 
 /// Empties the static server's benchmark container once its own stage is done: it holds every
 /// blob in memory, and the nodes measured next need that memory more. Best effort.
-fn delete_static_container(addr: &str) {
-    use std::io::{Read, Write};
-    let req = format!(
-        "DELETE /{DEV_ACCOUNT}/edgeblob-bench?restype=container HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    if let Ok(mut tcp) = TcpStream::connect(addr) {
-        let _ = tcp.write_all(req.as_bytes());
-        let _ = tcp.read_to_end(&mut Vec::new());
-    }
+fn delete_static_container(rt: &tokio::runtime::Runtime, addr: &str) {
+    let Ok(ep) = dev_endpoint(addr) else { return };
+    let req = Request::new(http::Method::DELETE, "edgeblob-bench", None, "restype=container");
+    let _ = rt.block_on(Conn::new(std::sync::Arc::new(ep)).send(req));
 }
 
 /// Runs one case against `addr`.
@@ -448,7 +405,7 @@ pub fn run(a: Args) -> Result<(), String> {
             azcopy(&a, &addr, label, &mut reports)?;
         }
         if label == "static" {
-            delete_static_container(&static_addr);
+            delete_static_container(&rt, &static_addr);
         }
         drop(server);
         let _ = std::fs::remove_dir_all(a.dir.join("edgeblob"));

@@ -93,6 +93,11 @@ fn run_cmd(args: &[String]) -> Result<i32, String> {
         return Ok(0);
     }
     let (global, jobs) = job::resolve(job::parse_args(args)?)?;
+    // Checked before the jobs run, not after: a typo must not cost a whole run.
+    let format = global.output_format.as_deref().unwrap_or("normal");
+    if !["normal", "json", "json+normal", "normal+json"].contains(&format) {
+        return Err(format!("output-format={format}: use normal, json or json+normal"));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(global.threads.unwrap_or_else(cores))
         .enable_all()
@@ -104,7 +109,6 @@ fn run_cmd(args: &[String]) -> Result<i32, String> {
         let outcome = rt.block_on(run::run_job(job, progress))?;
         reports.push(report::JobReport::new(&outcome));
     }
-    let format = global.output_format.as_deref().unwrap_or("normal");
     let mut text = String::new();
     if format.split('+').any(|f| f == "normal") {
         for r in &reports {
@@ -115,9 +119,6 @@ fn run_cmd(args: &[String]) -> Result<i32, String> {
         let doc = serde_json::json!({ "edgeblob-bench": env!("CARGO_PKG_VERSION"), "jobs": reports });
         text.push_str(&serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
         text.push('\n');
-    }
-    if !["normal", "json", "json+normal", "normal+json"].contains(&format) {
-        return Err(format!("output-format={format}: use normal, json or json+normal"));
     }
     match &global.output {
         Some(path) => std::fs::write(path, &text).map_err(|e| format!("{path}: {e}"))?,

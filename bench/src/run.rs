@@ -102,16 +102,7 @@ async fn execute(plan: &Plan, conn: &mut Conn, rec: &mut Recorder, op: Op) {
             let (off, len) = upload.block(index);
             let body = Bytes::from(upload.item.pattern.generate(upload.item.key, off, len as usize));
             let req = put_block(c, &upload.item.name, index).body(body);
-            match conn.send(req).await {
-                Ok(r) => {
-                    let _ = client::consume(r, None).await;
-                    rec.ok("PutBlock", true, began, len, 0);
-                    if upload.block_done() {
-                        commit(plan, conn, rec, &upload).await;
-                    }
-                }
-                Err(f) => rec.failed("PutBlock", &f),
-            }
+            stage(plan, conn, rec, &upload, req, "PutBlock", began, len).await;
         }
         Op::PutBlockFromUrl { upload, index } => {
             let (off, len) = upload.block(index);
@@ -120,16 +111,7 @@ async fn execute(plan: &Plan, conn: &mut Conn, rec: &mut Recorder, op: Op) {
             let req = put_block(c, &upload.item.name, index)
                 .header("x-ms-copy-source", url)
                 .header("x-ms-source-range", format!("bytes={off}-{}", off + len - 1));
-            match conn.send(req).await {
-                Ok(r) => {
-                    let _ = client::consume(r, None).await;
-                    rec.ok("PutBlockFromURL", true, began, len, 0);
-                    if upload.block_done() {
-                        commit(plan, conn, rec, &upload).await;
-                    }
-                }
-                Err(f) => rec.failed("PutBlockFromURL", &f),
-            }
+            stage(plan, conn, rec, &upload, req, "PutBlockFromURL", began, len).await;
         }
         Op::GetRange { item, offset, len } => {
             let it = &plan.items[item];
@@ -180,6 +162,30 @@ async fn execute(plan: &Plan, conn: &mut Conn, rec: &mut Recorder, op: Op) {
     }
 }
 
+/// Sends one block of an upload; the upload's last block to land commits it.
+#[allow(clippy::too_many_arguments)]
+async fn stage(
+    plan: &Plan,
+    conn: &mut Conn,
+    rec: &mut Recorder,
+    upload: &Upload,
+    req: Request,
+    op: &'static str,
+    began: Instant,
+    len: u64,
+) {
+    match conn.send(req).await {
+        Ok(r) => {
+            let _ = client::consume(r, None).await;
+            rec.ok(op, true, began, len, 0);
+            if upload.block_done() {
+                commit(plan, conn, rec, upload).await;
+            }
+        }
+        Err(f) => rec.failed(op, &f),
+    }
+}
+
 /// Reads a blob or range, checking the bytes when asked.
 #[allow(clippy::too_many_arguments)]
 async fn read(
@@ -219,16 +225,7 @@ async fn list_all(
     let mut total = 0u64;
     loop {
         let began = Instant::now();
-        let mut q = format!("restype=container&comp=list&prefix=list%2F&maxresults={}", job.list_page);
-        if delimiter {
-            q.push_str("&delimiter=%2F");
-        }
-        if let Some(m) = &marker {
-            q.push_str(&format!(
-                "&marker={}",
-                percent_encoding::utf8_percent_encode(m, percent_encoding::NON_ALPHANUMERIC)
-            ));
-        }
+        let q = list_query(job.list_page, delimiter, marker.as_deref());
         let body = match conn.send(Request::new(Method::GET, c, None, &q)).await {
             Ok(r) => client::collect(r).await,
             Err(f) => Err(f),
@@ -251,6 +248,19 @@ async fn list_all(
     }
 }
 
+/// A List Blobs query over the listing data set (`list/`), from `marker` on.
+fn list_query(page: u32, delimiter: bool, marker: Option<&str>) -> String {
+    let mut q = format!("restype=container&comp=list&prefix=list%2F&maxresults={page}");
+    if delimiter {
+        q.push_str("&delimiter=%2F");
+    }
+    if let Some(m) = marker {
+        q.push_str("&marker=");
+        q.extend(percent_encoding::utf8_percent_encode(m, percent_encoding::NON_ALPHANUMERIC));
+    }
+    q
+}
+
 fn put_block(container: &str, blob: &str, index: u32) -> Request {
     let id = percent_encoding::utf8_percent_encode(&block_id(index), percent_encoding::NON_ALPHANUMERIC).to_string();
     Request::new(Method::PUT, container, Some(blob), &format!("comp=block&blockid={id}"))
@@ -263,13 +273,16 @@ fn put_blob(container: &str, item: &Item, body: Bytes) -> Request {
         .body(body)
 }
 
-fn block_list_body(blocks: u32) -> Bytes {
+/// Put Block List committing blocks `0..blocks`, with the data set's signature.
+fn put_block_list(container: &str, item: &Item, blocks: u32) -> Request {
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
     for i in 0..blocks {
         xml.push_str(&format!("<Latest>{}</Latest>", block_id(i)));
     }
     xml.push_str("</BlockList>");
-    Bytes::from(xml)
+    Request::new(Method::PUT, container, Some(&item.name), "comp=blocklist")
+        .header("x-ms-meta-benchdata", item.signature())
+        .body(Bytes::from(xml))
 }
 
 fn source_url(source: &Endpoint, container: &str, blob: &str) -> String {
@@ -282,10 +295,7 @@ fn source_url(source: &Endpoint, container: &str, blob: &str) -> String {
 async fn commit(plan: &Plan, conn: &mut Conn, rec: &mut Recorder, upload: &Upload) {
     let c = &plan.job.container;
     let began = Instant::now();
-    let req = Request::new(Method::PUT, c, Some(&upload.item.name), "comp=blocklist")
-        .header("x-ms-meta-benchdata", upload.item.signature())
-        .body(block_list_body(upload.blocks));
-    match conn.send(req).await {
+    match conn.send(put_block_list(c, &upload.item, upload.blocks)).await {
         Ok(r) => {
             let _ = client::consume(r, None).await;
             rec.ok("PutBlockList", true, began, 0, 0);
@@ -313,10 +323,14 @@ async fn commit(plan: &Plan, conn: &mut Conn, rec: &mut Recorder, upload: &Uploa
 /// missing or holds other data. Not measured.
 async fn prepare(plan: &Arc<Plan>, progress: bool) -> Result<(), String> {
     let job = &plan.job;
-    let target = if job.workload == crate::job::Workload::Hydrate { &job.source } else { &job.endpoint };
-    let container = if job.workload == crate::job::Workload::Hydrate { &job.source_container } else { &job.container };
+    let hydrate = job.workload == crate::job::Workload::Hydrate;
+    // The data set lives where the job reads it: the source, for hydrate.
+    let (target, container) =
+        if hydrate { (&job.source, &job.source_container) } else { (&job.endpoint, &job.container) };
     create_container(&job.endpoint, &job.container).await?;
-    create_container(target, container).await?;
+    if hydrate {
+        create_container(target, container).await?;
+    }
     if plan.items.is_empty() || !job.prepare {
         return Ok(());
     }
@@ -403,9 +417,7 @@ async fn prepare(plan: &Arc<Plan>, progress: bool) -> Result<(), String> {
     for &i in &missing {
         let it = &plan.items[i];
         if it.size > job.block_size {
-            let req = Request::new(Method::PUT, container, Some(&it.name), "comp=blocklist")
-                .header("x-ms-meta-benchdata", it.signature())
-                .body(block_list_body(it.size.div_ceil(job.block_size) as u32));
+            let req = put_block_list(container, it, it.size.div_ceil(job.block_size) as u32);
             send_ok(&mut conn, req, &it.name).await?;
         }
     }
@@ -438,13 +450,7 @@ async fn listed_missing(ep: &Endpoint, container: &str, n: u64) -> Result<Vec<us
     let mut present = std::collections::HashSet::new();
     let mut marker = String::new();
     loop {
-        let mut q = "restype=container&comp=list&prefix=list%2F&maxresults=5000".to_owned();
-        if !marker.is_empty() {
-            q.push_str(&format!(
-                "&marker={}",
-                percent_encoding::utf8_percent_encode(&marker, percent_encoding::NON_ALPHANUMERIC)
-            ));
-        }
+        let q = list_query(5000, false, Some(marker.as_str()).filter(|m| !m.is_empty()));
         let r = conn
             .send(Request::new(Method::GET, container, None, &q))
             .await

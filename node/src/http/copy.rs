@@ -102,9 +102,9 @@ async fn open_local(
     Ok(Source { props: Some(summary.props), body: Box::pin(body) })
 }
 
-/// The TLS client configuration for copy sources: the system's roots (`SSL_CERT_FILE` and
-/// `SSL_CERT_DIR` are honoured), loaded once.
-fn tls_client() -> std::io::Result<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> {
+/// The TLS client configuration for copy sources (and the benchmark's client): the system's
+/// roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), loaded once.
+pub fn tls_client() -> std::io::Result<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> {
     static CONFIG: std::sync::OnceLock<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> = std::sync::OnceLock::new();
     if let Some(c) = CONFIG.get() {
         return Ok(c.clone());

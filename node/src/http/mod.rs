@@ -3,6 +3,7 @@
 
 mod body;
 mod copy;
+pub use copy::tls_client;
 mod handler;
 mod response;
 mod sniff;
