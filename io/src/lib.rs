@@ -13,6 +13,7 @@ pub mod file;
 pub mod page;
 pub mod superblock;
 pub mod sync_device;
+pub mod sys;
 pub mod uring;
 
 pub use alloc::{Extent, ExtentAllocator};

@@ -59,20 +59,8 @@ fn main() {
     }
 }
 
-/// Raises the open-file limit to its hard maximum: every connection is a descriptor.
-fn raise_nofile() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 fn run(args: Args) -> Result<(), String> {
-    raise_nofile();
+    edgeblob_io::sys::raise_nofile();
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -103,8 +91,7 @@ fn run(args: Args) -> Result<(), String> {
     // Recovery read each shard's log half whole (up to 512 MiB apiece) and has freed it, but
     // mimalloc returns freed memory to the OS only as its threads go on allocating: an idle node
     // would hold it until traffic came. Hand it back now.
-    // SAFETY: mi_collect takes no pointers; `force` only makes it return memory eagerly.
-    unsafe { libmimalloc_sys::mi_collect(true) };
+    edgeblob_io::sys::release_free_memory();
     tracing::info!(data = %config.engine.data_path.display(), shards = node.shards(), "engine ready");
     let bound = edgeblob::http::serve(&node, &config).map_err(|e| format!("cannot serve: {e}"))?;
     // Lines for scripts and tests that start the node on port 0.

@@ -11,18 +11,9 @@ fn start(dir: &std::path::Path) -> common::NodeProc {
     spawn_node(dir, None, &[])
 }
 
-fn raise_nofile() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max.min(65536);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-}
-
 #[test]
 fn a_thousand_concurrent_connections_are_all_served() {
-    raise_nofile();
+    edgeblob_io::sys::raise_nofile();
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -77,43 +68,8 @@ async fn signed(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, Vec<u8>) {
-    use base64::Engine;
-    let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
-    let mut h = http::HeaderMap::new();
-    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-    h.insert("x-ms-date", date.parse().unwrap());
-    h.insert("x-ms-version", "2026-10-06".parse().unwrap());
-    if !body.is_empty() {
-        h.insert("content-length", body.len().to_string().parse().unwrap());
-    }
-    for (k, v) in headers {
-        h.insert(http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(), v.parse().unwrap());
-    }
-    let target = edgeblob_proto::addr::parse(path_query, Some("127.0.0.1")).unwrap();
-    let req = edgeblob_proto::shared_key::SignedRequest {
-        method,
-        raw_path: &target.raw_path,
-        query: &target.query,
-        headers: &h,
-    };
-    let length = h.get("content-length").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    let sts = edgeblob_proto::shared_key::string_to_sign("devstoreaccount1", &req, &length);
-    let sig = edgeblob_proto::shared_key::sign(&key, &sts);
-    let mut text = format!("{method} {path_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: SharedKey devstoreaccount1:{sig}\r\n");
-    if body.is_empty() && method == "PUT" {
-        text.push_str("Content-Length: 0\r\n");
-    }
-    // Headers the caller gave go out as written (case included); the signature covers them
-    // lower-cased, as SharedKey does.
-    for (k, v) in headers {
-        text.push_str(&format!("{k}: {v}\r\n"));
-    }
-    for (k, v) in h.iter().filter(|(k, _)| !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k.as_str()))) {
-        text.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
-    }
-    text.push_str("\r\n");
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-    c.write_all(text.as_bytes()).await.unwrap();
+    c.write_all(signed_head(method, path_query, headers, body.len()).as_bytes()).await.unwrap();
     c.write_all(body).await.unwrap();
     let mut out = Vec::new();
     c.read_to_end(&mut out).await.unwrap();
@@ -137,6 +93,46 @@ async fn signed(
         body = plain;
     }
     (status, head, body)
+}
+
+/// The head of a SharedKey-signed request (dev account) for a body of `body_len` bytes.
+fn signed_head(method: &str, path_query: &str, headers: &[(&str, &str)], body_len: usize) -> String {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
+    let mut h = http::HeaderMap::new();
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    h.insert("x-ms-date", date.parse().unwrap());
+    h.insert("x-ms-version", "2026-10-06".parse().unwrap());
+    if body_len > 0 {
+        h.insert("content-length", body_len.to_string().parse().unwrap());
+    }
+    for (k, v) in headers {
+        h.insert(http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    let target = edgeblob_proto::addr::parse(path_query, Some("127.0.0.1")).unwrap();
+    let req = edgeblob_proto::shared_key::SignedRequest {
+        method,
+        raw_path: &target.raw_path,
+        query: &target.query,
+        headers: &h,
+    };
+    let length = h.get("content-length").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let sts = edgeblob_proto::shared_key::string_to_sign("devstoreaccount1", &req, &length);
+    let sig = edgeblob_proto::shared_key::sign(&key, &sts);
+    let mut text = format!("{method} {path_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: SharedKey devstoreaccount1:{sig}\r\n");
+    if body_len == 0 && method == "PUT" {
+        text.push_str("Content-Length: 0\r\n");
+    }
+    // Headers the caller gave go out as written (case included); the signature covers them
+    // lower-cased, as SharedKey does.
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    for (k, v) in h.iter().filter(|(k, _)| !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k.as_str()))) {
+        text.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
+    }
+    text.push_str("\r\n");
+    text
 }
 
 #[test]
@@ -441,4 +437,46 @@ fn a_started_node_holds_no_recovery_buffers() {
         };
         assert!(kib("VmRSS:") < 64 << 10, "{start}: resident {} KiB after start:\n{status}", kib("VmRSS:"));
     }
+}
+
+/// A request whose client goes away while its handler waits gives its slot back (hyper drops the
+/// handler's future): with one request at a time allowed, the next one is served, not refused.
+#[test]
+fn a_request_dropped_mid_flight_gives_back_its_slot() {
+    use edgeblob::config::Config;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config { listen: "127.0.0.1".into(), port: 0, max_requests_per_shard: 1, ..Config::default() };
+    cfg.engine.data_path = dir.path().join("node.dat");
+    cfg.engine.data_size = 1 << 30;
+    cfg.engine.shards = Some(1);
+    cfg.engine.pin_threads = false;
+    let node = edgeblob::engine::Node::open(cfg.engine.clone()).unwrap();
+    let a = edgeblob::http::serve(&node, &cfg).unwrap().http.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let props = "/devstoreaccount1/ctr?restype=container";
+        assert_eq!(signed(&a, "PUT", props, &[], b"").await.0, 201);
+        // A copy source that accepts the node's connection and never answers: the copy waits.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let source = format!("http://{}/other/ctr/src", silent.local_addr().unwrap());
+        let copy = signed_head("PUT", "/devstoreaccount1/ctr/dst", &[("x-ms-copy-source", &source)], 0);
+        let mut waiting = tokio::net::TcpStream::connect(&a).await.unwrap();
+        waiting.write_all(copy.as_bytes()).await.unwrap();
+        let _held = silent.accept().await.unwrap();
+        let (st, head, _) = signed(&a, "GET", props, &[], b"").await;
+        assert_eq!(st, 503, "the copy holds the only slot: {head}");
+        assert!(head.contains("x-ms-error-code: serverbusy") && head.contains("retry-after: 1"), "{head}");
+        drop(waiting);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (st, head, _) = signed(&a, "GET", props, &[], b"").await;
+            if st != 503 {
+                assert_eq!(st, 200, "{head}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the dropped request's slot was never given back");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    node.stop();
 }

@@ -76,15 +76,6 @@ pub fn format_device(file: &Arc<DeviceFile>, shards: u32) -> Result<Superblock> 
     Ok(sb)
 }
 
-fn memlock_limit() -> usize {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
-        return 0;
-    }
-    lim.rlim_cur.min(usize::MAX as u64) as usize
-}
-
 pub fn open(config: EngineConfig) -> Result<Node> {
     config.validate().map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
     let path = &config.data_path;
@@ -102,7 +93,7 @@ pub fn open(config: EngineConfig) -> Result<Node> {
         ))));
     }
     // Registered buffers count against RLIMIT_MEMLOCK for the whole process: leave half of it.
-    let per_shard = config.registered_buffer_bytes.min(memlock_limit() / 2 / shards);
+    let per_shard = config.registered_buffer_bytes.min(edgeblob_io::sys::memlock_limit() / 2 / shards);
     let slots = (per_shard / FIXED_SLOT).min(u16::MAX as usize) as u16;
     let shared = Arc::new(NodeShared::new(config.clone(), sb.clone()));
     let init_shared = shared.clone();

@@ -40,18 +40,18 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut op_name = "Unknown";
-    let mut resp = if ctx.in_flight.get() >= ctx.max_in_flight {
+    let mut resp = match ctx.slots.take() {
         // Past the bound, answer at once rather than queue without limit. 503 with a short
         // Retry-After: every client retries it (429 is not retried by the Python SDK, and
         // azcopy gives up on Retry-After above 60 s).
-        let mut e = ApiError::from(ErrorCode::ServerBusy);
-        e.headers.push(("retry-after", "1".into()));
-        response::error(e, head, &request_id)
-    } else {
-        ctx.in_flight.set(ctx.in_flight.get() + 1);
-        let r = dispatch(&shard, &ctx, req, peer, names, &mut op_name).await;
-        ctx.in_flight.set(ctx.in_flight.get() - 1);
-        r.unwrap_or_else(|e| response::error(e, head, &request_id))
+        None => {
+            let mut e = ApiError::from(ErrorCode::ServerBusy);
+            e.headers.push(("retry-after", "1".into()));
+            response::error(e, head, &request_id)
+        }
+        Some(_slot) => dispatch(&shard, &ctx, req, peer, names, &mut op_name)
+            .await
+            .unwrap_or_else(|e| response::error(e, head, &request_id)),
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {

@@ -6,7 +6,9 @@ mod copy;
 pub use copy::tls_client;
 mod handler;
 mod response;
+mod slots;
 mod sniff;
+pub use slots::Slots;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -27,8 +29,8 @@ use crate::engine::{Node, Shard};
 pub struct HttpCtx {
     /// Account name -> decoded keys.
     pub accounts: HashMap<String, Vec<Vec<u8>>>,
-    pub in_flight: Cell<usize>,
-    pub max_in_flight: usize,
+    /// Requests this shard is running, bounded.
+    pub slots: Slots,
     pub next_request: Cell<u64>,
     /// This listener speaks TLS (a SAS with `spr=https` is accepted here only).
     pub https: bool,
@@ -102,13 +104,7 @@ fn serve_on(
         let tls = tls.clone();
         rt.block_on(node.on(i, move |shard| async move {
             let https = tls.is_some();
-            let ctx = Rc::new(HttpCtx {
-                accounts,
-                in_flight: Cell::new(0),
-                max_in_flight: max,
-                next_request: Cell::new(0),
-                https,
-            });
+            let ctx = Rc::new(HttpCtx { accounts, slots: Slots::new(max), next_request: Cell::new(0), https });
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
                     tokio::task::spawn_local(accept_loop(shard, ctx, l, tls));
