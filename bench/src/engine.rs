@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use edgeblob::config::EngineConfig;
-use edgeblob::engine::Node;
+use edgeblob_engine::config::EngineConfig;
+use edgeblob_engine::Node;
 use edgeblob_meta::model::BlobKey;
 use hdrhistogram::Histogram;
 
@@ -19,12 +19,12 @@ pub struct Args {
     #[arg(long, default_value = "bench-data")]
     dir: PathBuf,
     /// Bytes written and read per case (K, M, G suffixes).
-    #[arg(long, default_value = "1G", value_parser = edgeblob::config::parse_size)]
+    #[arg(long, default_value = "1G", value_parser = edgeblob_engine::config::parse_size)]
     size: u64,
-    #[arg(long, default_value = "64M", value_parser = edgeblob::config::parse_size)]
+    #[arg(long, default_value = "64M", value_parser = edgeblob_engine::config::parse_size)]
     blob_size: u64,
     /// On-disk chunk size.
-    #[arg(long, default_value = "1M", value_parser = edgeblob::config::parse_size)]
+    #[arg(long, default_value = "1M", value_parser = edgeblob_engine::config::parse_size)]
     chunk_size: u64,
     /// Shards (default: one per core).
     #[arg(long)]
@@ -231,7 +231,7 @@ async fn measure(node: &Node, a: &Args, case: &str, data: &[Bytes], digests: &[u
                                 let blob = BlobKey::new(ACCOUNT, "bench", &format!("blob-{:05}", x % nblobs));
                                 let off = (x >> 20) % pages_per_blob * 4096;
                                 let t = Instant::now();
-                                let (len, _) = edgeblob::engine::read_digest(&s, blob, Some((off, Some(off + 4095))))
+                                let (len, _) = edgeblob_engine::read_digest(&s, blob, Some((off, Some(off + 4095))))
                                     .await
                                     .map_err(|e| e.to_string())?;
                                 let _ = hist.record(t.elapsed().as_micros() as u64);

@@ -69,7 +69,7 @@ impl SizeRange {
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().trim_end_matches(['B', 'b']).trim_end_matches(['i', 'I']);
-    edgeblob::config::parse_size(t).map_err(|_| format!("`{s}` is not a size (like 4K, 1M, 2G)"))
+    edgeblob_engine::config::parse_size(t).map_err(|_| format!("`{s}` is not a size (like 4K, 1M, 2G)"))
 }
 
 /// `4KiB`, `1MiB`… for summaries.

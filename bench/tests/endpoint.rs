@@ -4,39 +4,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use edgeblob::config::{Config, DEV_KEY};
-use edgeblob::engine::Node;
+use edgeblob::config::DEV_KEY;
+use edgeblob_testkit::node::InProcess;
+use edgeblob_testkit::peers::{self, Azurite};
 use serde_json::Value;
 
-struct TestNode {
-    node: Option<Node>,
-    addr: SocketAddr,
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        if let Some(n) = self.node.take() {
-            n.stop();
+fn node(dir: &Path, max_requests: Option<usize>) -> InProcess {
+    InProcess::start(dir, 2 << 30, 2, |c| {
+        if let Some(m) = max_requests {
+            c.max_requests_per_shard = m;
         }
-    }
-}
-
-fn node(dir: &Path, max_requests: Option<usize>) -> TestNode {
-    let mut cfg = Config { listen: "127.0.0.1".into(), port: 0, ..Config::default() };
-    cfg.engine.data_path = dir.join("node.dat");
-    cfg.engine.data_size = 2 << 30;
-    cfg.engine.shards = Some(2);
-    cfg.engine.pin_threads = false;
-    if let Some(m) = max_requests {
-        cfg.max_requests_per_shard = m;
-    }
-    let node = Node::open(cfg.engine.clone()).unwrap();
-    let addr = edgeblob::http::serve(&node, &cfg).unwrap().http;
-    TestNode { node: Some(node), addr }
+    })
 }
 
 fn endpoint_args(addr: impl std::fmt::Display) -> Vec<String> {
@@ -255,41 +236,16 @@ fn errors_are_counted_by_azure_code_and_throttling_apart() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("403 AuthenticationFailed"));
 }
 
-fn peers_home() -> PathBuf {
-    std::env::var_os("PEERS_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-        cache.join("azure-blob-peers")
-    })
-}
-
 #[test]
 fn azurite_through_a_connection_string() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut azurite = Command::new(peers_home().join("bin/azurite-blob"))
-        .args([
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            &port.to_string(),
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-            "--location",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("azurite (installed by ../shared/peers/install.sh)");
-    let t0 = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed().as_secs() < 30, "Azurite did not start");
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    if peers::kit("Azurite comes with the client kit").is_none() {
+        return;
     }
+    let azurite = Azurite::start(dir.path());
     let cs = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};BlobEndpoint={}/devstoreaccount1;",
+        azurite.endpoint()
     );
     let args: Vec<String> = [
         format!("--connection_string={cs}"),
@@ -301,8 +257,7 @@ fn azurite_through_a_connection_string() {
     ]
     .to_vec();
     let (code, jobs) = bench(&args);
-    let _ = azurite.kill();
-    let _ = azurite.wait();
+    drop(azurite);
     assert_eq!((code, errors(&jobs[0])), (0, 0), "{}", jobs[0]["errors"]);
     assert_eq!(jobs[0]["ops"].as_u64(), Some(120));
 }

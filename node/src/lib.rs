@@ -1,7 +1,5 @@
-//! The edgeblob node: configuration, the storage engine that composes the device and metadata
-//! layers into blob operations, and (with the Blob API) the HTTP server on every shard.
+//! The edgeblob node: configuration and the Blob API over HTTP on every shard of the storage
+//! engine (`edgeblob-engine`).
 
 pub mod config;
-pub mod crashload;
-pub mod engine;
 pub mod http;

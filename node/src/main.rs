@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use edgeblob::config::Config;
-use edgeblob::engine::Node;
+use edgeblob_engine::Node;
 
 // Per-request allocations (hyper's header maps, response bodies) freed on whichever shard a reply
 // finishes: glibc's malloc spent about 10% of the node's CPU on small GETs, in arena locking and

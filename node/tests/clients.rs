@@ -5,29 +5,17 @@
 //! test installs it (idempotent) and fails on any failed scenario.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use std::process::Command;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-use common::{peers_home, spawn_node};
-
-fn kit() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers");
-    p.join("scenarios.sh").exists().then_some(p)
-}
+use edgeblob_testkit::node;
+use edgeblob_testkit::peers::{self, Azurite};
 
 #[test]
 fn every_client_scenario_passes() {
-    let Some(kit) = kit() else {
-        eprintln!("SKIP: ../shared/peers is not beside the repository; the client scenarios need it");
-        return;
-    };
-    let install = Command::new("bash").arg(kit.join("install.sh")).stdout(Stdio::null()).status().unwrap();
-    assert!(install.success(), "installing the client kit failed");
-    let tls = peers_home().join("tls");
+    let Some(kit) = peers::kit("the client scenarios run the real clients") else { return };
+    let tls = peers::home().join("tls");
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (dst, src) = (spawn_node(d1.path(), Some(&tls), &[]), spawn_node(d2.path(), Some(&tls), &[]));
+    let (dst, src) = (node::spawn(d1.path(), Some(&tls), &[]), node::spawn(d2.path(), Some(&tls), &[]));
     let (dst_endpoint, src_endpoint) = (format!("http://{}", dst.http), format!("http://{}", src.http));
     let out = Command::new("bash")
         .arg(kit.join("scenarios.sh"))
@@ -50,41 +38,17 @@ fn every_client_scenario_passes() {
 
     // Service-to-service copies with Azurite as the source: the node fetches from it.
     let azurite_dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut azurite = Command::new(peers_home().join("bin/azurite-blob"))
-        .args([
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            &port.to_string(),
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-            "--location",
-        ])
-        .arg(azurite_dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("azurite (installed by the kit)");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "Azurite did not start");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let azurite = Azurite::start(azurite_dir.path());
     let out = Command::new("bash")
         .arg(kit.join("scenarios.sh"))
         .arg("s2s")
         .env("BLOB_ENDPOINT", &dst_endpoint)
-        .env("SRC_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("SRC_ENDPOINT", azurite.endpoint())
         .env("PEERS_TIMEOUT", "180")
         .env("PEERS_WAIT", "60")
         .output()
         .unwrap();
-    let _ = azurite.kill();
-    let _ = azurite.wait();
+    drop(azurite);
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let summary = text.lines().rev().find(|l| l.contains(" passed, ")).unwrap_or("(no summary)");
     eprintln!("s2s from Azurite: {summary}");

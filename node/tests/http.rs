@@ -2,13 +2,12 @@
 //! SharedKey-signed operations end to end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{peers_home, spawn_node};
+use edgeblob_testkit::node::{self, NodeProc};
+use edgeblob_testkit::peers;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn start(dir: &std::path::Path) -> common::NodeProc {
-    spawn_node(dir, None, &[])
+fn start(dir: &std::path::Path) -> NodeProc {
+    node::spawn(dir, None, &[])
 }
 
 #[test]
@@ -289,13 +288,9 @@ fn public_access_opens_reads_only_as_far_as_the_container_allows() {
 
 #[test]
 fn copy_from_an_https_source_fetches_it_over_tls() {
-    let kit = peers_home().join("tls");
-    if !kit.join("server.pem").exists() {
-        eprintln!("SKIP: the client kit's test certificate is not installed (../shared/peers/install.sh)");
-        return;
-    }
+    let Some(kit) = peers::tls("the HTTPS copy source uses the kit's certificate") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let node = spawn_node(dir.path(), Some(&kit), &[("SSL_CERT_FILE", kit.join("bundle.pem"))]);
+    let node = node::spawn(dir.path(), Some(&kit), &[("SSL_CERT_FILE", kit.join("bundle.pem"))]);
     let tls_port = node.tls.as_deref().unwrap().rsplit(':').next().unwrap().to_owned();
     let a = node.http.clone();
     // An account SAS for reading, signed with the development key.
@@ -429,7 +424,7 @@ fn metadata_names_keep_the_case_they_were_written_in() {
 fn a_started_node_holds_no_recovery_buffers() {
     let dir = tempfile::tempdir().unwrap();
     for start in ["format", "reopen"] {
-        let node = common::spawn_node_sized(dir.path(), "3G", None, &[]);
+        let node = node::spawn_sized(dir.path(), "3G", None, &[]);
         let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).unwrap();
         let kib = |field: &str| -> u64 {
             let line = status.lines().find(|l| l.starts_with(field)).unwrap();
@@ -443,15 +438,9 @@ fn a_started_node_holds_no_recovery_buffers() {
 /// handler's future): with one request at a time allowed, the next one is served, not refused.
 #[test]
 fn a_request_dropped_mid_flight_gives_back_its_slot() {
-    use edgeblob::config::Config;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config { listen: "127.0.0.1".into(), port: 0, max_requests_per_shard: 1, ..Config::default() };
-    cfg.engine.data_path = dir.path().join("node.dat");
-    cfg.engine.data_size = 1 << 30;
-    cfg.engine.shards = Some(1);
-    cfg.engine.pin_threads = false;
-    let node = edgeblob::engine::Node::open(cfg.engine.clone()).unwrap();
-    let a = edgeblob::http::serve(&node, &cfg).unwrap().http.to_string();
+    let node = node::InProcess::start(dir.path(), 1 << 30, 1, |c| c.max_requests_per_shard = 1);
+    let a = node.addr.to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let props = "/devstoreaccount1/ctr?restype=container";
@@ -478,5 +467,4 @@ fn a_request_dropped_mid_flight_gives_back_its_slot() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     });
-    node.stop();
 }

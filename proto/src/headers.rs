@@ -18,7 +18,7 @@ pub fn http_date(ns: i64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
-fn parse_date(v: &str) -> Option<i64> {
+pub fn parse_date(v: &str) -> Option<i64> {
     httpdate::parse_http_date(v)
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

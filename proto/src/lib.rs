@@ -10,6 +10,7 @@ pub mod error_code;
 pub mod headers;
 pub mod op;
 pub mod range;
+pub mod request;
 pub mod sas;
 pub mod shared_key;
 pub mod xml;

@@ -251,9 +251,25 @@ pub fn parse_block_list(body: &[u8]) -> Result<Vec<(BlockKind, Vec<u8>)>, ErrorC
     Ok(out)
 }
 
+/// Whether a Set Container ACL body defines stored access policies (`<SignedIdentifier>`
+/// elements); an empty body or `<SignedIdentifiers />` defines none.
+pub fn has_signed_identifiers(body: &[u8]) -> Result<bool, ErrorCode> {
+    let text = std::str::from_utf8(body).map_err(|_| ErrorCode::InvalidXmlDocument)?;
+    Ok(text.contains("<SignedIdentifier>"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acl_bodies_with_and_without_stored_policies() {
+        assert_eq!(has_signed_identifiers(b""), Ok(false));
+        assert_eq!(has_signed_identifiers(b"<?xml version=\"1.0\"?><SignedIdentifiers />"), Ok(false));
+        let policy = b"<SignedIdentifiers><SignedIdentifier><Id>p</Id></SignedIdentifier></SignedIdentifiers>";
+        assert_eq!(has_signed_identifiers(policy), Ok(true));
+        assert_eq!(has_signed_identifiers(b"\xff"), Err(ErrorCode::InvalidXmlDocument));
+    }
 
     #[test]
     fn block_list_bodies_of_every_client_parse() {

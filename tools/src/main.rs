@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use edgeblob::config::EngineConfig;
-use edgeblob::engine::startup::{format_device, format_file, log_place, read_superblock};
-use edgeblob::engine::Node;
+use edgeblob_engine::config::EngineConfig;
+use edgeblob_engine::startup::{format_device, format_file, log_place, read_superblock};
+use edgeblob_engine::Node;
 use edgeblob_io::sync_device::SyncDevice;
 use edgeblob_io::{AlignedBuf, BlockDevice, DeviceFile, PAGE_SIZE};
 use edgeblob_meta::wal::HalfHeader;
@@ -27,7 +27,7 @@ enum Cmd {
         #[arg(long)]
         data: PathBuf,
         /// Size of a new data file, e.g. 8G, 512M.
-        #[arg(long, default_value = "8G", value_parser = edgeblob::config::parse_size)]
+        #[arg(long, default_value = "8G", value_parser = edgeblob_engine::config::parse_size)]
         size: u64,
         /// Shards (default: one per core).
         #[arg(long)]

@@ -5,13 +5,14 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use edgeblob_proto::ErrorCode;
 use futures::{Stream, StreamExt};
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use md5::{Digest, Md5};
 
-use crate::engine::error::EngineError;
-use crate::engine::read::BlobReader;
+use edgeblob_engine::error::EngineError;
+use edgeblob_engine::read::BlobReader;
 
 /// A response body. Not `Send`: a blob reader belongs to its shard, as does the connection.
 pub type RespBody = std::pin::Pin<Box<dyn hyper::body::Body<Data = Bytes, Error = std::io::Error>>>;
@@ -60,6 +61,17 @@ pub fn crc64_of(tap: &Tap) -> Option<u64> {
     tap.borrow().crc64
 }
 
+/// Checks the transactional digests a client sent against what the body hashed to.
+pub fn check_digests(tap: &Tap, md5: Option<[u8; 16]>, crc64: Option<u64>) -> Result<(), ErrorCode> {
+    if md5.is_some() && md5 != md5_of(tap) {
+        return Err(ErrorCode::Md5Mismatch);
+    }
+    if crc64.is_some() && crc64 != crc64_of(tap) {
+        return Err(ErrorCode::Crc64Mismatch);
+    }
+    Ok(())
+}
+
 /// The request body as byte pieces, optionally hashed on the way.
 pub fn pieces(body: Incoming, tap: Option<Tap>) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin {
     Box::pin(BodyStream::new(body).filter_map(move |frame| {
@@ -86,13 +98,13 @@ pub fn pieces(body: Incoming, tap: Option<Tap>) -> impl Stream<Item = std::io::R
 }
 
 /// Reads a small body whole, refusing more than `max` bytes.
-pub async fn collect(body: Incoming, max: usize) -> Result<Bytes, edgeblob_proto::ErrorCode> {
+pub async fn collect(body: Incoming, max: usize) -> Result<Bytes, ErrorCode> {
     let mut out = Vec::new();
     let mut s = pieces(body, None);
     while let Some(p) = s.next().await {
-        let p = p.map_err(|_| edgeblob_proto::ErrorCode::InvalidInput)?;
+        let p = p.map_err(|_| ErrorCode::InvalidInput)?;
         if out.len() + p.len() > max {
-            return Err(edgeblob_proto::ErrorCode::RequestBodyTooLarge);
+            return Err(ErrorCode::RequestBodyTooLarge);
         }
         out.extend_from_slice(&p);
     }

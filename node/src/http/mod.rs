@@ -1,13 +1,23 @@
 //! The Blob REST API over HTTP/1.1 on every shard: one SO_REUSEPORT listener per shard (the
 //! kernel spreads connections), hyper serving each connection on the shard that accepted it.
 
+mod auth;
+mod batch;
+mod blobs;
+mod blocks;
 mod body;
+mod containers;
 mod copy;
-pub use copy::tls_client;
-mod handler;
+mod copy_source;
+mod dispatch;
+mod error;
+mod model;
 mod response;
+mod service;
 mod slots;
 mod sniff;
+
+pub use copy_source::tls_client;
 pub use slots::Slots;
 
 use std::cell::Cell;
@@ -23,7 +33,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::config::Config;
-use crate::engine::{Node, Shard};
+use edgeblob_engine::{Node, Shard};
 
 /// What every handler on a shard needs besides the shard.
 pub struct HttpCtx {
@@ -148,7 +158,7 @@ fn service(
 > {
     service_fn(move |req| {
         let (shard, ctx, names) = (shard.clone(), ctx.clone(), names.clone());
-        async move { Ok::<_, Infallible>(handler::handle(shard, ctx, req, peer, &names).await) }
+        async move { Ok::<_, Infallible>(dispatch::handle(shard, ctx, req, peer, &names).await) }
     })
 }
 

@@ -1,60 +1,102 @@
-//! Building responses: the headers every answer carries, and errors in Azure's form (XML body
-//! plus `x-ms-error-code`; HEAD gets the header only).
+//! Building responses: the headers every answer carries, blob and container headers, and
+//! errors in Azure's form (XML body plus `x-ms-error-code`; HEAD gets the header only).
 
-use edgeblob_proto::{xml, ErrorCode};
-use http::{HeaderValue, Response, StatusCode};
+use edgeblob_meta::listing::BlobSummary;
+use edgeblob_meta::model::Metadata;
+use edgeblob_proto::{etag_string, headers as hdr, xml};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::body::{self, RespBody};
-use crate::engine::EngineError;
+use super::error::ApiError;
 
 /// The service version the node answers with.
 pub const VERSION: &str = "2026-10-06";
 
-/// An error answer: the code, a message, and headers it needs (Content-Range on 416).
-#[derive(Debug)]
-pub struct ApiError {
-    pub code: ErrorCode,
-    pub message: String,
-    pub status: Option<StatusCode>,
-    pub headers: Vec<(&'static str, String)>,
+pub fn respond(status: StatusCode, body: RespBody) -> Response<RespBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r
 }
 
-impl From<ErrorCode> for ApiError {
-    fn from(code: ErrorCode) -> Self {
-        ApiError { code, message: code.message().to_owned(), status: None, headers: Vec::new() }
+/// An empty answer with the ETag and Last-Modified of what the request changed.
+pub fn changed(status: StatusCode, etag: u64, modified_ns: i64) -> Response<RespBody> {
+    let mut r = respond(status, body::empty());
+    set_version(r.headers_mut(), etag, modified_ns);
+    r
+}
+
+pub fn xml_response(x: String) -> Response<RespBody> {
+    let mut r = respond(StatusCode::OK, body::full(x));
+    set(r.headers_mut(), "content-type", "application/xml");
+    r
+}
+
+/// Sets a header; a value that cannot be a header value (it came from stored data) is left out.
+pub fn set(h: &mut HeaderMap, name: &'static str, value: impl AsRef<str>) {
+    if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+        h.insert(name, v);
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        let mut a = ApiError::from(e.code());
-        match &e {
-            EngineError::InvalidRange { size } => a.headers.push(("content-range", format!("bytes */{size}"))),
-            EngineError::NotModified => a.status = Some(StatusCode::NOT_MODIFIED),
-            EngineError::Busy(_) => a.headers.push(("retry-after", "1".into())),
-            EngineError::InvalidBlockList(detail)
-            | EngineError::InvalidBlobOrBlock(detail)
-            | EngineError::InvalidBlockId(detail) => a.message = format!("{} {detail}", a.message),
-            EngineError::Corrupt(_) | EngineError::Io(_) | EngineError::Log(_) | EngineError::OutOfSpace => {
-                tracing::error!(%e, "request failed inside the engine")
-            }
-            _ => {}
+/// ETag and Last-Modified.
+pub fn set_version(h: &mut HeaderMap, etag: u64, modified_ns: i64) {
+    set(h, "etag", quoted_etag(etag));
+    set(h, "last-modified", hdr::http_date(modified_ns));
+}
+
+pub fn quoted_etag(etag: u64) -> String {
+    format!("\"{}\"", etag_string(etag))
+}
+
+pub fn put_metadata(h: &mut HeaderMap, md: &Metadata) {
+    for (k, v) in md {
+        if let (Ok(name), Ok(value)) =
+            (http::HeaderName::from_bytes(format!("x-ms-meta-{k}").as_bytes()), HeaderValue::from_str(v))
+        {
+            h.append(name, value);
         }
-        a
+    }
+}
+
+/// The headers of Get Blob and Get Blob Properties.
+pub fn blob_headers(h: &mut HeaderMap, b: &BlobSummary) {
+    set_version(h, b.etag, b.modified_ns);
+    set(h, "x-ms-creation-time", hdr::http_date(b.created_ns));
+    set(h, "x-ms-blob-type", "BlockBlob");
+    set(h, "accept-ranges", "bytes");
+    set(h, "content-type", b.props.content_type.as_deref().unwrap_or("application/octet-stream"));
+    for (name, v) in [
+        ("content-encoding", &b.props.content_encoding),
+        ("content-language", &b.props.content_language),
+        ("content-disposition", &b.props.content_disposition),
+        ("cache-control", &b.props.cache_control),
+    ] {
+        if let Some(v) = v {
+            set(h, name, v);
+        }
+    }
+    set(h, "x-ms-lease-state", "available");
+    set(h, "x-ms-lease-status", "unlocked");
+    set(h, "x-ms-server-encrypted", "true");
+    put_metadata(h, &b.props.metadata);
+    if let Some(c) = &b.props.copy {
+        set(h, "x-ms-copy-id", &c.id);
+        set(h, "x-ms-copy-status", "success");
+        set(h, "x-ms-copy-source", &c.source);
+        set(h, "x-ms-copy-progress", format!("{}/{}", c.bytes, c.bytes));
+        set(h, "x-ms-copy-completion-time", hdr::http_date(c.completed_ns));
     }
 }
 
 pub fn error(e: ApiError, head: bool, request_id: &str) -> Response<RespBody> {
-    let status =
-        e.status.unwrap_or_else(|| StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    let status = e.status();
     let body = if head || status == StatusCode::NOT_MODIFIED {
         body::empty()
     } else {
         let time = httpdate::fmt_http_date(std::time::SystemTime::now());
         body::full(xml::error(e.code.as_str(), &e.message, request_id, &time))
     };
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
+    let mut r = respond(status, body);
     let h = r.headers_mut();
     if status != StatusCode::NOT_MODIFIED {
         h.insert("x-ms-error-code", HeaderValue::from_static(e.code.as_str()));
@@ -72,7 +114,7 @@ pub fn error(e: ApiError, head: bool, request_id: &str) -> Response<RespBody> {
 
 /// A request id in the form Azure uses (a UUID-shaped value, unique per node run).
 pub fn request_id(shard: usize, seq: u64) -> String {
-    let t = crate::engine::shard::now_ns() as u64;
+    let t = edgeblob_engine::shard::now_ns() as u64;
     uuid_form(xxhash_rust::xxh3::xxh3_128(&[t.to_le_bytes(), seq.to_le_bytes(), (shard as u64).to_le_bytes()].concat()))
 }
 

@@ -10,15 +10,19 @@
 //!   counts references to it.
 //!
 //! The free functions in the submodules run on a shard; [`Node`] is the handle other threads use.
+//! The public surface: [`Node`] and its operations, [`ops`] (what a shard runs for a request),
+//! [`config`], [`error`], [`read::BlobReader`], [`write::Stored`], [`stats`] and [`startup`]
+//! (the admin tool's views of a device). Nothing here knows about HTTP.
 
 pub mod blob;
-pub mod cache;
-pub mod container;
+mod cache;
+pub mod config;
+mod container;
 pub mod error;
 pub mod ops;
 pub mod read;
-pub mod reduce;
-pub mod refs;
+mod reduce;
+mod refs;
 pub mod shard;
 pub mod startup;
 pub mod stats;

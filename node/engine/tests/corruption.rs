@@ -3,13 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::os::unix::fs::FileExt;
 
-use common::*;
-use edgeblob::engine::{EngineError, Node};
+use edgeblob_engine::{EngineError, Node};
 use edgeblob_meta::model::{BlobKey, ChunkRef};
+use edgeblob_testkit::engine::*;
 
 fn chunks_of(node: &Node, k: &BlobKey) -> Vec<ChunkRef> {
     let owner = node.shared().owner_of(k);
@@ -171,7 +169,7 @@ fn damaged_or_foreign_superblock_is_an_error_not_a_reformat() {
     flip(&path, 0);
     let err = Node::open(cfg.clone()).err().expect("must not start");
     assert!(err.to_string().contains("not formatted"), "{err}");
-    let wrong_shards = edgeblob::config::EngineConfig { shards: Some(3), ..cfg };
+    let wrong_shards = edgeblob_engine::config::EngineConfig { shards: Some(3), ..cfg };
     flip(&path, 0);
     let err = Node::open(wrong_shards).err().expect("must not start");
     assert!(err.to_string().contains("formatted with 2 shards"), "{err}");

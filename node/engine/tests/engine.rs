@@ -2,14 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::*;
-use edgeblob::engine::{BlockListItem, EngineError, PropsChange};
+use edgeblob_engine::{BlockListItem, EngineError, PropsChange};
 use edgeblob_meta::listing::ListQuery;
 use edgeblob_meta::model::BlobProps;
 use edgeblob_proto::conditions::{Conditions, ETagMatch};
 use edgeblob_proto::etag_string;
+use edgeblob_testkit::engine::*;
 
 #[test]
 fn put_get_ranges_and_overwrite_survive_restart() {
@@ -175,7 +173,7 @@ fn delete_blob_and_container_free_space_and_hide_everything() {
     });
 }
 
-async fn free_bytes(node: &edgeblob::engine::Node) -> u64 {
+async fn free_bytes(node: &edgeblob_engine::Node) -> u64 {
     let mut total = 0;
     for i in 0..node.shards() {
         total += node
@@ -194,7 +192,7 @@ async fn free_bytes(node: &edgeblob::engine::Node) -> u64 {
 /// extents to their region's shard without waiting, so right after an operation returns, a
 /// count taken through another channel may not hold them yet (seen under load). Gives up after
 /// five seconds and returns the last count, for the caller's assertion to report.
-async fn free_bytes_once_settled(node: &edgeblob::engine::Node, want: u64) -> u64 {
+async fn free_bytes_once_settled(node: &edgeblob_engine::Node, want: u64) -> u64 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let free = free_bytes(node).await;
@@ -320,17 +318,17 @@ fn uncommitted_blocks_expire_after_seven_days() {
         let before = free_bytes(&node).await;
         node.put_block(0, key("c", "b"), b"blk".to_vec(), body(&data(1, 100_000, false))).await.unwrap();
         let owner = node.shared().owner_of(&key("c", "b"));
-        let now = edgeblob::engine::shard::now_ns();
+        let now = edgeblob_engine::shard::now_ns();
         let day = 24 * 3600 * 1_000_000_000i64;
         let dropped = node
-            .on(owner, move |s| async move { edgeblob::engine::blob::expire_staged(&s, now + 6 * day).await })
+            .on(owner, move |s| async move { edgeblob_engine::blob::expire_staged(&s, now + 6 * day).await })
             .await
             .unwrap()
             .unwrap();
         assert_eq!(dropped, 0, "six days: kept");
         assert_eq!(node.get_block_list(key("c", "b")).await.unwrap().uncommitted.len(), 1);
         let dropped = node
-            .on(owner, move |s| async move { edgeblob::engine::blob::expire_staged(&s, now + 8 * day).await })
+            .on(owner, move |s| async move { edgeblob_engine::blob::expire_staged(&s, now + 8 * day).await })
             .await
             .unwrap()
             .unwrap();
@@ -350,7 +348,7 @@ fn a_read_in_flight_keeps_the_space_of_a_deleted_blob() {
         node.put_blob(0, key("c", "old"), body(&original), Default::default(), Default::default()).await.unwrap();
         let got = node
             .on(0, |s| async move {
-                use edgeblob::engine::{blob, read::BlobReader, write::store_body};
+                use edgeblob_engine::{blob, read::BlobReader, write::store_body};
                 let k = key("c", "old");
                 let owner = s.node.owner_of(&k);
                 // Resolve the blob as a GET does, then delete it before reading a byte.

@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
-use edgeblob::engine::{BlockListItem, EngineError, Node};
+use edgeblob_engine::{BlockListItem, EngineError, Node};
+use edgeblob_testkit::engine::*;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

@@ -1,6 +1,5 @@
-//! Engine errors, each mapped onto the Azure error code a client should see.
-
-use edgeblob_proto::error_code::ErrorCode;
+//! Engine errors: what went wrong, in the engine's terms. Which Azure error code a client sees
+//! for each is decided by the HTTP layer.
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -44,28 +43,6 @@ pub enum EngineError {
     Body(String),
     #[error("the node is stopping")]
     Stopped,
-}
-
-impl EngineError {
-    pub fn code(&self) -> ErrorCode {
-        use EngineError::*;
-        match self {
-            ContainerNotFound => ErrorCode::ContainerNotFound,
-            ContainerAlreadyExists => ErrorCode::ContainerAlreadyExists,
-            BlobNotFound => ErrorCode::BlobNotFound,
-            BlobAlreadyExists => ErrorCode::BlobAlreadyExists,
-            ConditionNotMet | NotModified => ErrorCode::ConditionNotMet,
-            InvalidRange { .. } => ErrorCode::InvalidRange,
-            InvalidBlockList(_) => ErrorCode::InvalidBlockList,
-            InvalidBlobOrBlock(_) | Body(_) => ErrorCode::InvalidBlobOrBlock,
-            InvalidBlockId(_) => ErrorCode::InvalidBlockId,
-            BlockCountExceedsLimit => ErrorCode::BlockCountExceedsLimit,
-            BlockListTooLong => ErrorCode::BlockListTooLong,
-            BodyTooLarge => ErrorCode::RequestBodyTooLarge,
-            Busy(_) | Log(edgeblob_meta::MetaError::Busy) => ErrorCode::ServerBusy,
-            OutOfSpace | Corrupt(_) | Io(_) | Log(_) | Stopped => ErrorCode::InternalError,
-        }
-    }
 }
 
 impl From<edgeblob_io::executor::ShardGone> for EngineError {

@@ -1,0 +1,258 @@
+//! Crash test: a separate process writes through the engine and is killed with SIGKILL in the
+//! middle of its load, over and over. The process is this test binary run again with
+//! `EDGEBLOB_CRASH_LOAD` set ([`load_process`]): the load lives with the test that kills it. After each kill the data file is opened again and every
+//! acknowledged write must be there byte for byte; a write in flight at the kill must be wholly
+//! there or wholly absent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use std::io::Write;
+use std::path::Path;
+
+use edgeblob_engine::config::EngineConfig;
+use edgeblob_engine::{BlockListItem, EngineError, Node};
+use edgeblob_meta::model::BlobKey;
+
+/// The load the crash test kills, when this binary was started as its process: blob writes and
+/// deletes through the engine, each reported on stdout before it starts (`BEGIN`) and once
+/// acknowledged (`ACK`). Bounded: it stops by itself after its time. Run by the suite without
+/// `EDGEBLOB_CRASH_LOAD`, it does nothing.
+#[test]
+fn load_process() {
+    let Ok(spec) = std::env::var("EDGEBLOB_CRASH_LOAD") else { return };
+    let f: Vec<&str> = spec.split('\t').collect();
+    let [data, seed, first, secs] = f[..] else { panic!("EDGEBLOB_CRASH_LOAD: {spec:?}") };
+    run(Path::new(data), seed.parse().unwrap(), first.parse().unwrap(), secs.parse().unwrap());
+}
+
+const ACCOUNT: &str = "devstoreaccount1";
+const CONTAINER: &str = "crash";
+
+/// The engine settings of the load (the verifier opens the same file with them).
+fn config(data: &Path) -> EngineConfig {
+    EngineConfig {
+        data_path: data.to_owned(),
+        data_size: 512 << 20,
+        shards: Some(2),
+        pin_threads: false,
+        chunk_size: 64 * 1024,
+        ..EngineConfig::default()
+    }
+}
+/// The bytes of version `v` of blob `name`: the crash test regenerates them to compare.
+fn content(name: &str, v: u64) -> Vec<u8> {
+    let h = xxhash_rust::xxh3::xxh3_64(format!("{name}/{v}").as_bytes());
+    let len = [0usize, 1, 4091, 4092, 70_000, 300_000, 1_200_000][(h % 7) as usize];
+    let mut out = Vec::with_capacity(len);
+    let mut x = h | 1;
+    while out.len() < len {
+        // Every third version repeats a fixed pattern, so dedup is exercised across blobs.
+        if v.is_multiple_of(3) {
+            out.extend_from_slice(b"shared chunk pattern ");
+        } else {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+/// Runs the load on `data` until killed or `max_secs` pass.
+fn run(data: &Path, seed: u64, first_version: u64, max_secs: u64) {
+    let mut version = first_version;
+    let node = Node::open(config(data)).expect("open");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(max_secs);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let out = std::io::stdout();
+    let say = |line: String| {
+        let mut o = out.lock();
+        let _ = writeln!(o, "{line}");
+        let _ = o.flush();
+    };
+    rt.block_on(async {
+        if node.get_container(ACCOUNT, CONTAINER).is_err() {
+            node.create_container(ACCOUNT, CONTAINER, vec![]).await.expect("container");
+        }
+        let mut x = seed | 1;
+        while std::time::Instant::now() < deadline {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let name = format!("blob-{:02}", x % 24);
+            let key = BlobKey::new(ACCOUNT, CONTAINER, &name);
+            version += 1;
+            let via = (x >> 8) as usize % 2;
+            match (x >> 16) % 10 {
+                0 => {
+                    say(format!("BEGIN {name} delete"));
+                    match node.delete_blob(key, Default::default()).await {
+                        // Either way the blob is now absent, durably.
+                        Ok(()) | Err(EngineError::BlobNotFound) => say(format!("ACK {name} delete")),
+                        Err(e) => say(format!("NACK {name} delete {e}")),
+                    }
+                }
+                1..=4 => {
+                    let data = content(&name, version);
+                    say(format!("BEGIN {name} {version}"));
+                    // Blocks of up to 100,000 bytes, committed as one list.
+                    let ids: Vec<Vec<u8>> = (0..data.len().div_ceil(100_000).max(1))
+                        .map(|i| format!("{version:012}-{i:04}").into_bytes())
+                        .collect();
+                    let mut ok = true;
+                    for (i, id) in ids.iter().enumerate() {
+                        let piece = data[(i * 100_000).min(data.len())..((i + 1) * 100_000).min(data.len())].to_vec();
+                        if node.put_block(via, key.clone(), id.clone(), vec![piece.into()]).await.is_err() {
+                            ok = false;
+                        }
+                    }
+                    let list = ids.into_iter().map(BlockListItem::Uncommitted).collect();
+                    match ok {
+                        true => match node.commit_block_list(key, list, Default::default(), Default::default()).await {
+                            Ok(_) => say(format!("ACK {name} {version}")),
+                            Err(e) => say(format!("NACK {name} {version} {e}")),
+                        },
+                        false => say(format!("NACK {name} {version} put block failed")),
+                    }
+                }
+                _ => {
+                    let data = content(&name, version);
+                    say(format!("BEGIN {name} {version}"));
+                    match node.put_blob(via, key, vec![data.into()], Default::default(), Default::default()).await {
+                        Ok(_) => say(format!("ACK {name} {version}")),
+                        Err(e) => say(format!("NACK {name} {version} {e}")),
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    Deleted,
+    V(u64),
+}
+
+#[derive(Debug, Default)]
+struct Expect {
+    /// The state the blob must be in, unless an unacknowledged change in flight took effect.
+    durable: Option<Version>,
+    in_flight: Option<Version>,
+}
+
+fn parse(line: &str) -> Option<(&str, &str, Version)> {
+    let mut it = line.split(' ');
+    let (kind, name, what) = (it.next()?, it.next()?, it.next()?);
+    let v = if what == "delete" { Version::Deleted } else { Version::V(what.parse().ok()?) };
+    Some((kind, name, v))
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_over_many_cycles() {
+    let cycles: u64 = std::env::var("EDGEBLOB_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("crash.dat");
+    let mut model: HashMap<String, Expect> = HashMap::new();
+    let mut total_acks = 0;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for cycle in 0..cycles {
+        let load = format!("{}\t{}\t{}\t120", data.display(), cycle * 7919 + 1, cycle * 1_000_000);
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["load_process", "--exact", "--nocapture", "--quiet", "--test-threads=1"])
+            .env("EDGEBLOB_CRASH_LOAD", load)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Kill after a varying number of acknowledgements, plus a varying delay, so the kill
+        // lands at different points of a write.
+        let want_acks = 3 + (cycle * 5) % 17;
+        let started = Instant::now();
+        let mut acks = 0;
+        let mut lines = Vec::new();
+        while acks < want_acks && started.elapsed() < Duration::from_secs(60) {
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+                acks += l.starts_with("ACK ") as u64;
+                lines.push(l);
+            }
+        }
+        std::thread::sleep(Duration::from_millis((cycle * 37) % 90));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        lines.extend(rx.try_iter());
+        assert!(acks > 0, "cycle {cycle}: the load made no progress");
+        for l in &lines {
+            assert!(!l.starts_with("NACK"), "the load saw an error: {l}");
+            let Some((kind, name, v)) = parse(l) else { continue };
+            let e = model.entry(name.to_owned()).or_default();
+            match kind {
+                "BEGIN" => e.in_flight = Some(v),
+                "ACK" => {
+                    assert_eq!(e.in_flight, Some(v));
+                    e.durable = Some(v);
+                    e.in_flight = None;
+                    total_acks += 1;
+                }
+                _ => {}
+            }
+        }
+        // Reopen and check every blob the load touched.
+        let node = Node::open(config(&data)).unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+        rt.block_on(async {
+            for (name, e) in model.iter_mut() {
+                let key = BlobKey::new(ACCOUNT, CONTAINER, name);
+                let found = match node.read_blob(0, key, None, Default::default()).await {
+                    Ok((_, _, bytes)) => {
+                        let matches = |v: Option<Version>| match v {
+                            Some(Version::V(n)) => bytes[..] == content(name, n)[..],
+                            _ => false,
+                        };
+                        if matches(e.durable) {
+                            e.durable
+                        } else if matches(e.in_flight) {
+                            e.in_flight
+                        } else {
+                            panic!(
+                                "cycle {cycle}: {name} holds bytes of no version it may hold ({e:?}, {} bytes)",
+                                bytes.len()
+                            )
+                        }
+                    }
+                    Err(EngineError::BlobNotFound) => {
+                        let ok = |v: Option<Version>| v == Some(Version::Deleted);
+                        assert!(
+                            ok(e.durable) || ok(e.in_flight) || e.durable.is_none(),
+                            "cycle {cycle}: {name} is missing but {e:?}"
+                        );
+                        Some(Version::Deleted)
+                    }
+                    Err(err) => panic!("cycle {cycle}: reading {name}: {err}"),
+                };
+                // What is there now is durable: the next cycle builds on it.
+                e.durable = found;
+                e.in_flight = None;
+            }
+        });
+        node.stop();
+    }
+    assert!(total_acks >= cycles * 3, "too few acknowledged writes to mean anything: {total_acks}");
+}

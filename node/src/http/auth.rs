@@ -1,0 +1,66 @@
+//! Who may run a request: SharedKey, a SAS, or nobody (anonymous reads of public containers).
+
+use std::net::SocketAddr;
+
+use edgeblob_meta::model::PublicAccess;
+use edgeblob_proto::addr::Target;
+use edgeblob_proto::op::Operation;
+use edgeblob_proto::{sas, shared_key, ErrorCode};
+use http::HeaderMap;
+
+use super::error::{ApiError, Result};
+use super::HttpCtx;
+use edgeblob_engine::Shard;
+
+/// Authorises `op` on `t`. `anonymous` is the shard to look up a container's public access on,
+/// or `None` where anonymous requests are never allowed (batch sub-requests).
+pub fn authenticate(
+    ctx: &HttpCtx,
+    t: &Target,
+    op: Operation,
+    method: &str,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    anonymous: Option<&Shard>,
+) -> Result<()> {
+    let failed = |why: String| {
+        tracing::info!(%why, "authentication failed");
+        ApiError::detailed(ErrorCode::AuthenticationFailed, why)
+    };
+    let keys = ctx.accounts.get(&t.account).ok_or_else(|| failed(format!("unknown account {}", t.account)))?;
+    if let Some(auth) = headers.get("authorization") {
+        let auth = auth.to_str().map_err(|_| failed("unreadable Authorization header".into()))?;
+        let signed = shared_key::SignedRequest { method, raw_path: &t.raw_path, query: &t.query, headers };
+        return shared_key::verify(&t.account, keys, &signed, auth).map_err(|e| failed(e.to_string()));
+    }
+    if t.param("sig").is_some() {
+        let now = edgeblob_engine::shard::now_ns() / 1_000_000_000;
+        let r = sas::SasRequest { target: t, op, now, client_ip: Some(peer.ip()), https: ctx.https };
+        return sas::verify(&t.account, keys, &r).map_err(|e| match e {
+            sas::SasError::Permission | sas::SasError::Resource => {
+                ApiError::detailed(ErrorCode::AuthorizationFailure, e)
+            }
+            other => failed(other.to_string()),
+        });
+    }
+    if anonymous.is_some_and(|s| anonymous_allowed(s, t, op)) {
+        return Ok(());
+    }
+    Err(ApiError::with_message(
+        ErrorCode::AuthenticationFailed,
+        "Server failed to authenticate the request: no credentials (anonymous access is not enabled).",
+    ))
+}
+
+/// Whether an anonymous request may run: reads of blobs in a container with public access, and
+/// listing and properties of a container open to `container` access.
+fn anonymous_allowed(s: &Shard, t: &Target, op: Operation) -> bool {
+    let Some(c) = t.container.as_deref().and_then(|c| s.node.container(&t.account, c)) else { return false };
+    let blob_read = matches!(op, Operation::GetBlob | Operation::GetBlobProperties | Operation::GetBlockList);
+    let container_read = matches!(op, Operation::ListBlobs | Operation::GetContainerProperties);
+    match c.public_access {
+        PublicAccess::None => false,
+        PublicAccess::Blob => blob_read,
+        PublicAccess::Container => blob_read || container_read,
+    }
+}

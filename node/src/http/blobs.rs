@@ -1,0 +1,118 @@
+//! Operations on a whole blob: Put Blob, Get Blob, Get Blob Properties, Delete Blob, Set Blob
+//! Metadata and Set Blob Properties.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use edgeblob_meta::model::limits;
+use edgeblob_proto::conditions::Conditions;
+use edgeblob_proto::request::{BlobRef, BlobSettings, GetBlob, IfRange, Metadata, PutBlob, MAX_RANGE_MD5};
+use edgeblob_proto::{etag_string, range, ErrorCode};
+use http::{Response, StatusCode};
+use hyper::body::Incoming;
+use md5::Digest;
+
+use super::body::{self, RespBody};
+use super::dispatch::Call;
+use super::error::Result;
+use super::model::{blob_key, props};
+use super::response::{blob_headers, changed, respond, set};
+use edgeblob_engine::{ops, PropsChange};
+
+pub async fn put(c: &Call<'_>, p: PutBlob, body: Incoming) -> Result<Response<RespBody>> {
+    let key = blob_key(&p.blob);
+    // Put Blob stores the body's MD5, so it is always computed.
+    let tap = body::tap(true, p.content_crc64.is_some());
+    let stored = ops::store(c.shard, &key, body::pieces(body, Some(tap.clone())), limits::MAX_PUT_BLOB_SIZE).await?;
+    if let Err(e) = body::check_digests(&tap, p.content_md5, p.content_crc64) {
+        c.shard.give_back_refs(stored.chunks);
+        return Err(e.into());
+    }
+    let md5 = body::md5_of(&tap).unwrap_or_default();
+    let mut props = props(p.settings);
+    props.content_md5 = props.content_md5.or(Some(md5));
+    let b = ops::commit_single(c.shard, key, stored, props, p.conditions).await?;
+    let mut r = changed(StatusCode::CREATED, b.etag, b.modified_ns);
+    set(r.headers_mut(), "content-md5", B64.encode(md5));
+    set(r.headers_mut(), "x-ms-request-server-encrypted", "true");
+    Ok(r)
+}
+
+pub async fn get(c: &Call<'_>, p: GetBlob) -> Result<Response<RespBody>> {
+    let key = blob_key(&p.blob);
+    let mut requested = p.range;
+    if let (Some(_), Some(if_range)) = (requested, &p.if_range) {
+        // The range holds only if the blob is still the one the client has; otherwise the
+        // whole blob is sent.
+        let cur = ops::head_blob(c.shard, key.clone(), Default::default()).await?;
+        let same = match if_range {
+            IfRange::ETag(tag) => tag.eq_ignore_ascii_case(&etag_string(cur.etag)),
+            IfRange::Date(secs) => cur.modified_ns.div_euclid(1_000_000_000) <= *secs,
+        };
+        if !same {
+            requested = None;
+        }
+    }
+    let (b, (start, end), reader) = ops::open_read(c.shard, key, requested, p.conditions).await?;
+    let partial = requested.is_some();
+    let mut r = if p.range_md5 {
+        if !partial || end - start > MAX_RANGE_MD5 {
+            return Err(ErrorCode::InvalidHeaderValue.into());
+        }
+        let data = reader.read_all().await?;
+        let m: [u8; 16] = md5::Md5::digest(&data).into();
+        let mut r = respond(StatusCode::PARTIAL_CONTENT, body::full(data));
+        set(r.headers_mut(), "content-md5", B64.encode(m));
+        r
+    } else {
+        respond(if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK }, body::stream(reader).await?)
+    };
+    let rh = r.headers_mut();
+    blob_headers(rh, &b);
+    set(rh, "content-length", (end - start).to_string());
+    if partial {
+        set(rh, "content-range", range::content_range(start, end, b.size));
+        if let Some(m) = b.props.content_md5 {
+            set(rh, "x-ms-blob-content-md5", B64.encode(m));
+        }
+    } else if let Some(m) = b.props.content_md5 {
+        set(rh, "content-md5", B64.encode(m));
+    }
+    Ok(r)
+}
+
+pub async fn get_properties(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Result<Response<RespBody>> {
+    let b = ops::head_blob(c.shard, blob_key(&blob), cond).await?;
+    let mut r = respond(StatusCode::OK, body::empty());
+    let rh = r.headers_mut();
+    blob_headers(rh, &b);
+    set(rh, "content-length", b.size.to_string());
+    if let Some(m) = b.props.content_md5 {
+        set(rh, "content-md5", B64.encode(m));
+    }
+    set(rh, "x-ms-access-tier", "Hot");
+    set(rh, "x-ms-access-tier-inferred", "true");
+    Ok(r)
+}
+
+pub async fn delete(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Result<Response<RespBody>> {
+    ops::delete_blob(c.shard, blob_key(&blob), cond).await?;
+    let mut r = respond(StatusCode::ACCEPTED, body::empty());
+    set(r.headers_mut(), "x-ms-delete-type-permanent", "true");
+    Ok(r)
+}
+
+pub async fn set_metadata(c: &Call<'_>, blob: BlobRef, md: Metadata, cond: Conditions) -> Result<Response<RespBody>> {
+    let b = ops::set_blob_props(c.shard, blob_key(&blob), PropsChange::Metadata(md), cond).await?;
+    Ok(changed(StatusCode::OK, b.etag, b.modified_ns))
+}
+
+pub async fn set_properties(
+    c: &Call<'_>,
+    blob: BlobRef,
+    settings: BlobSettings,
+    cond: Conditions,
+) -> Result<Response<RespBody>> {
+    let change = PropsChange::Properties(Box::new(props(settings)));
+    let b = ops::set_blob_props(c.shard, blob_key(&blob), change, cond).await?;
+    Ok(changed(StatusCode::OK, b.etag, b.modified_ns))
+}

@@ -1,0 +1,88 @@
+//! Operations on blocks: Put Block, Put Block List, Get Block List.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use edgeblob_meta::model::limits;
+use edgeblob_proto::request::{BlobRef, BlockListType, PutBlock, PutBlockList};
+use edgeblob_proto::{xml, ErrorCode};
+use http::{Response, StatusCode};
+use hyper::body::Incoming;
+use md5::Digest;
+
+use super::body::{self, RespBody};
+use super::dispatch::Call;
+use super::error::Result;
+use super::model::{blob_key, props};
+use super::response::{changed, respond, set, set_version, xml_response};
+use edgeblob_engine::{ops, BlockListItem};
+
+/// The most bytes of a Put Block List body read (50,000 ids of 64 bytes, base64, in XML).
+const MAX_BLOCK_LIST_BODY: usize = 16 << 20;
+
+pub async fn put(c: &Call<'_>, p: PutBlock, body: Incoming) -> Result<Response<RespBody>> {
+    let key = blob_key(&p.blob);
+    ops::check_block_id(&p.block_id)?;
+    // Since 2019-02-02 Azure returns a block's Content-MD5 only when the request carried one;
+    // the MD5 is computed only to check it.
+    let tap = body::tap(p.content_md5.is_some(), p.content_crc64.is_some());
+    let stored = ops::store(c.shard, &key, body::pieces(body, Some(tap.clone())), limits::MAX_BLOCK_SIZE).await?;
+    if let Err(e) = body::check_digests(&tap, p.content_md5, p.content_crc64) {
+        c.shard.give_back_refs(stored.chunks);
+        return Err(e.into());
+    }
+    ops::stage(c.shard, key, p.block_id, stored).await?;
+    let mut r = respond(StatusCode::CREATED, body::empty());
+    if let Some(m) = body::md5_of(&tap) {
+        set(r.headers_mut(), "content-md5", B64.encode(m));
+    }
+    if let Some(crc) = p.content_crc64 {
+        set(r.headers_mut(), "x-ms-content-crc64", edgeblob_proto::crc64::to_header(crc));
+    }
+    set(r.headers_mut(), "x-ms-request-server-encrypted", "true");
+    Ok(r)
+}
+
+pub async fn put_list(c: &Call<'_>, p: PutBlockList, body: Incoming) -> Result<Response<RespBody>> {
+    let xml_body = body::collect(body, MAX_BLOCK_LIST_BODY).await?;
+    if let Some(m) = p.content_md5 {
+        let got: [u8; 16] = md5::Md5::digest(&xml_body).into();
+        if got != m {
+            return Err(ErrorCode::Md5Mismatch.into());
+        }
+    }
+    let list = xml::parse_block_list(&xml_body)?
+        .into_iter()
+        .map(|(kind, id)| match kind {
+            xml::BlockKind::Committed => BlockListItem::Committed(id),
+            xml::BlockKind::Uncommitted => BlockListItem::Uncommitted(id),
+            xml::BlockKind::Latest => BlockListItem::Latest(id),
+        })
+        .collect();
+    let b = ops::commit_block_list(c.shard, blob_key(&p.blob), list, props(p.settings), p.conditions).await?;
+    let mut r = changed(StatusCode::CREATED, b.etag, b.modified_ns);
+    set(r.headers_mut(), "x-ms-request-server-encrypted", "true");
+    Ok(r)
+}
+
+pub async fn get_list(c: &Call<'_>, blob: BlobRef, list_type: BlockListType) -> Result<Response<RespBody>> {
+    let key = blob_key(&blob);
+    let (want_committed, want_uncommitted) = match list_type {
+        BlockListType::Committed => (true, false),
+        BlockListType::Uncommitted => (false, true),
+        BlockListType::All => (true, true),
+    };
+    let bl = ops::get_block_list(c.shard, key.clone()).await?;
+    let committed = bl.committed.clone().unwrap_or_default();
+    let x = xml::block_list(
+        want_committed.then_some(committed.as_slice()),
+        want_uncommitted.then_some(bl.uncommitted.as_slice()),
+    );
+    let mut r = xml_response(x);
+    set(r.headers_mut(), "x-ms-blob-content-length", bl.blob_size.to_string());
+    if bl.committed.is_some() {
+        if let Ok(b) = ops::head_blob(c.shard, key, Default::default()).await {
+            set_version(r.headers_mut(), b.etag, b.modified_ns);
+        }
+    }
+    Ok(r)
+}

@@ -1,0 +1,181 @@
+//! The source of a copy (Copy Blob, Put Blob From URL, Put Block From URL), fetched by the node
+//! itself. A source on this node (its account is served here and the URL names this node, or
+//! the account's `<account>.blob.*` name) is read straight from the engine; any other `http` or
+//! `https` source (TLS with the system's roots) is fetched with a request carrying the URL's SAS
+//! or the caller's `x-ms-copy-source-authorization`. Data flows through as it arrives, never
+//! whole.
+
+use bytes::Bytes;
+use edgeblob_meta::model::{BlobKey, BlobProps};
+use edgeblob_proto::request::{BlobSettings, CopySource, Range};
+use edgeblob_proto::{addr, headers as hdr, op::Operation, sas, ErrorCode};
+use futures::{Stream, StreamExt};
+use http::StatusCode;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+use super::dispatch::Call;
+use super::error::{ApiError, Result};
+use super::response::VERSION;
+use edgeblob_engine::ops;
+
+/// What a fetched source is: its properties (when known) and its bytes.
+pub struct Source {
+    pub props: Option<BlobProps>,
+    pub body: std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>>>>,
+}
+
+fn source_error(status: StatusCode, code: &str, why: String) -> ApiError {
+    let mut e = ApiError::detailed(ErrorCode::CannotVerifyCopySource, why);
+    e.status =
+        Some(if status.is_client_error() || status.is_server_error() { status } else { StatusCode::BAD_REQUEST });
+    e.headers.push(("x-ms-copy-source-status-code", status.as_u16().to_string()));
+    e.headers.push(("x-ms-copy-source-error-code", code.to_owned()));
+    e
+}
+
+/// Opens the source of a copy whose destination request `c` is already authenticated.
+pub async fn open(c: &Call<'_>, src: &CopySource) -> Result<Source> {
+    let url = &src.url;
+    let st = addr::parse(url, None)
+        .map_err(|_| source_error(StatusCode::BAD_REQUEST, "InvalidUri", format!("bad source URL {url}")))?;
+    let url_host = url.split_once("://").map(|(_, r)| r.split('/').next().unwrap_or("")).unwrap_or("");
+    let local = c.ctx.accounts.contains_key(&st.account)
+        && (url_host.eq_ignore_ascii_case(c.host)
+            || url_host.to_ascii_lowercase().starts_with(&format!("{}.blob.", st.account)));
+    if local {
+        return open_local(c, &st, src).await;
+    }
+    open_remote(src).await
+}
+
+async fn open_local(c: &Call<'_>, st: &addr::Target, src: &CopySource) -> Result<Source> {
+    // The source must be readable by the caller: a SAS in its URL, or the same account as the
+    // (authenticated) destination.
+    if st.param("sig").is_some() {
+        let keys = c.ctx.accounts.get(&st.account).ok_or(ErrorCode::CannotVerifyCopySource)?;
+        let now = edgeblob_engine::shard::now_ns() / 1_000_000_000;
+        let r = sas::SasRequest { target: st, op: Operation::GetBlob, now, client_ip: None, https: true };
+        sas::verify(&st.account, keys, &r)
+            .map_err(|e| source_error(StatusCode::FORBIDDEN, "AuthenticationFailed", e.to_string()))?;
+    } else if st.account != c.target.account {
+        return Err(source_error(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailure",
+            "the source is in another account and has no SAS".into(),
+        ));
+    }
+    let (Some(ctr), Some(b)) = (&st.container, &st.blob) else {
+        return Err(source_error(StatusCode::BAD_REQUEST, "InvalidUri", "the source names no blob".into()));
+    };
+    let key = BlobKey::new(&st.account, ctr, b);
+    let (summary, (start, end), reader) =
+        ops::open_read(c.shard, key, src.range, src.conditions.clone()).await.map_err(|e| {
+            let why = e.to_string();
+            let code = ApiError::from(e).code;
+            source_error(StatusCode::from_u16(code.status()).unwrap_or(StatusCode::BAD_REQUEST), code.as_str(), why)
+        })?;
+    debug_assert!(end >= start);
+    Ok(Source { props: Some(summary.props), body: Box::pin(reader.into_stream()) })
+}
+
+/// The TLS client configuration for copy sources (and the benchmark's client): the system's
+/// roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), loaded once.
+pub fn tls_client() -> std::io::Result<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> {
+    static CONFIG: std::sync::OnceLock<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> = std::sync::OnceLock::new();
+    if let Some(c) = CONFIG.get() {
+        return Ok(c.clone());
+    }
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(std::io::Error::other("no trusted root certificates found"));
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(CONFIG.get_or_init(|| std::sync::Arc::new(cfg)).clone())
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// One HTTP/1.1 connection over any stream, its driver spawned on this shard.
+async fn handshake<IO>(io: IO) -> std::io::Result<Sender>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(std::io::Error::other)?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn connect(https: bool, authority: &str) -> std::io::Result<Sender> {
+    let host =
+        authority.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(authority, |(h, _)| h);
+    let port = if https { 443 } else { 80 };
+    let addr = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:{port}") };
+    let tcp = tokio::net::TcpStream::connect(&addr).await?;
+    let _ = tcp.set_nodelay(true);
+    if !https {
+        return handshake(tcp).await;
+    }
+    let name = rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+        .map_err(std::io::Error::other)?;
+    handshake(tokio_rustls::TlsConnector::from(tls_client()?).connect(name, tcp).await?).await
+}
+
+fn range_header((a, b): Range) -> String {
+    match b {
+        Some(b) => format!("bytes={a}-{b}"),
+        None => format!("bytes={a}-"),
+    }
+}
+
+async fn open_remote(src: &CopySource) -> Result<Source> {
+    let url = &src.url;
+    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        _ => return Err(source_error(StatusCode::BAD_REQUEST, "InvalidUri", format!("not an http(s) URL: {url}"))),
+    };
+    let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+    let mut sender = connect(https, authority)
+        .await
+        .map_err(|e| source_error(StatusCode::BAD_GATEWAY, "ConnectionFailed", format!("{authority}: {e}")))?;
+    let mut req = http::Request::get(path).header("host", authority).header("x-ms-version", VERSION);
+    if let Some(r) = src.range {
+        req = req.header("x-ms-range", range_header(r));
+    }
+    for (name, value) in &src.forward {
+        req = req.header(*name, value);
+    }
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| source_error(StatusCode::BAD_REQUEST, "InvalidUri", e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| source_error(StatusCode::BAD_GATEWAY, "ConnectionFailed", e.to_string()))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let code = resp.headers().get("x-ms-error-code").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        return Err(source_error(status, &code, format!("the source answered {status}")));
+    }
+    let rh = resp.headers();
+    let mut props = super::model::props(BlobSettings {
+        headers: hdr::blob_headers(rh, true).unwrap_or_default(),
+        metadata: hdr::metadata(rh, &[]).unwrap_or_default(),
+    });
+    // A range's bytes are not the blob's: its MD5 does not pass on.
+    props.content_md5 = hdr::md5(rh, "content-md5").ok().flatten().filter(|_| src.range.is_none());
+    let body = resp.into_body().into_data_stream().map(|r| r.map_err(std::io::Error::other));
+    Ok(Source { props: Some(props), body: Box::pin(body) })
+}

@@ -1,0 +1,130 @@
+//! Every request's path: take a slot, address, route, authenticate, parse the operation's
+//! parameters, and hand it to its family's handler. Every answer carries the common headers and
+//! is logged with its request id, operation, status, bytes and duration.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use edgeblob_proto::request::Request;
+use edgeblob_proto::{addr, op};
+use http::{HeaderValue, Method, Response};
+use hyper::body::Incoming;
+
+use super::body::RespBody;
+use super::error::{ApiError, Result};
+use super::response::{self, VERSION};
+use super::{auth, batch, blobs, blocks, containers, copy, service, HttpCtx};
+use edgeblob_engine::Shard;
+
+/// What a handler knows of its request besides the operation's parameters.
+pub struct Call<'a> {
+    pub shard: &'a Rc<Shard>,
+    pub ctx: &'a HttpCtx,
+    /// The target as addressed (SharedKey and the service endpoint need its raw form).
+    pub target: &'a addr::Target,
+    /// The `Host` the client reached this node by.
+    pub host: &'a str,
+    pub peer: SocketAddr,
+}
+
+pub async fn handle(
+    shard: Rc<Shard>,
+    ctx: Rc<HttpCtx>,
+    req: http::Request<Incoming>,
+    peer: SocketAddr,
+    names: &super::sniff::Names,
+) -> Response<RespBody> {
+    let started = Instant::now();
+    let seq = ctx.next_request.get();
+    ctx.next_request.set(seq + 1);
+    let request_id = response::request_id(shard.index, seq);
+    let head = req.method() == Method::HEAD;
+    let client_request_id = req.headers().get("x-ms-client-request-id").cloned();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut op_name = "Unknown";
+    // Past the bound, answer at once rather than queue without limit.
+    let mut resp = match ctx.slots.take() {
+        None => response::error(ApiError::server_busy(), head, &request_id),
+        Some(_slot) => dispatch(&shard, &ctx, req, peer, names, &mut op_name)
+            .await
+            .unwrap_or_else(|e| response::error(e, head, &request_id)),
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-ms-request-id", v);
+    }
+    h.insert("x-ms-version", HeaderValue::from_static(VERSION));
+    h.insert("server", HeaderValue::from_static("edgeblob"));
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now())) {
+        h.insert("date", v);
+    }
+    if let Some(v) = client_request_id {
+        h.insert("x-ms-client-request-id", v);
+    }
+    let bytes = h.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let (status, micros) = (resp.status().as_u16(), started.elapsed().as_micros() as u64);
+    // One line per request costs a formatted write per request (a tenth of a small GET's CPU):
+    // server-side failures are logged always, the rest with RUST_LOG=edgeblob::http=debug.
+    if status >= 500 {
+        tracing::info!(request_id, shard = shard.index, op = op_name, %method, path, status, bytes, micros, "request");
+    } else {
+        tracing::debug!(request_id, shard = shard.index, op = op_name, %method, path, status, bytes, micros, "request");
+    }
+    resp
+}
+
+async fn dispatch(
+    shard: &Rc<Shard>,
+    ctx: &HttpCtx,
+    req: http::Request<Incoming>,
+    peer: SocketAddr,
+    names: &super::sniff::Names,
+    op_name: &mut &'static str,
+) -> Result<Response<RespBody>> {
+    // Metadata names as the client wrote them (hyper lower-cases header names).
+    let meta_names: Vec<String> = names.borrow().values().cloned().collect();
+    let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let target = addr::parse(&req.uri().to_string(), Some(&host))?;
+    let op = op::route(req.method(), &target, req.headers())?;
+    *op_name = op.name();
+    auth::authenticate(ctx, &target, op, req.method().as_str(), req.headers(), peer, Some(shard))?;
+    let request = Request::parse(op, &target, req.headers(), &meta_names)?;
+    let body = req.into_body();
+    let c = Call { shard, ctx, target: &target, host: &host, peer };
+    match request {
+        Request::GetAccountInfo => Ok(service::get_account_info()),
+        Request::ListContainers(p) => service::list_containers(&c, p),
+        Request::CreateContainer { container, metadata, public_access } => {
+            containers::create(&c, container, metadata, public_access).await
+        }
+        Request::DeleteContainer { container } => containers::delete(&c, container).await,
+        Request::GetContainerProperties { container } => containers::get_properties(&c, container),
+        Request::SetContainerMetadata { container, metadata } => {
+            containers::set_metadata(&c, container, metadata).await
+        }
+        Request::GetContainerAcl { container } => containers::get_acl(&c, container),
+        Request::SetContainerAcl { container, public_access } => {
+            containers::set_acl(&c, container, public_access, body).await
+        }
+        Request::ListBlobs(p) => containers::list_blobs(&c, p).await,
+        Request::PutBlob(p) => blobs::put(&c, p, body).await,
+        Request::GetBlob(p) => blobs::get(&c, p).await,
+        Request::GetBlobProperties { blob, conditions } => blobs::get_properties(&c, blob, conditions).await,
+        Request::DeleteBlob { blob, conditions } => blobs::delete(&c, blob, conditions).await,
+        Request::SetBlobMetadata { blob, metadata, conditions } => {
+            blobs::set_metadata(&c, blob, metadata, conditions).await
+        }
+        Request::SetBlobProperties { blob, settings, conditions } => {
+            blobs::set_properties(&c, blob, settings, conditions).await
+        }
+        Request::PutBlock(p) => blocks::put(&c, p, body).await,
+        Request::PutBlockList(p) => blocks::put_list(&c, p, body).await,
+        Request::GetBlockList { blob, list_type } => blocks::get_list(&c, blob, list_type).await,
+        Request::CopyBlob(p) => copy::copy_blob(&c, p).await,
+        Request::PutBlobFromUrl(p) => copy::put_blob_from_url(&c, p).await,
+        Request::PutBlockFromUrl(p) => copy::put_block_from_url(&c, p).await,
+        Request::BlobBatch(p) => batch::run(&c, p, body).await,
+    }
+}

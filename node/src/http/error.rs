@@ -1,0 +1,112 @@
+//! Errors as a client sees them: which Azure error code, status and headers each failure
+//! answers with. The engine's errors say what went wrong; the Azure code is decided here.
+
+use edgeblob_proto::ErrorCode;
+use http::StatusCode;
+
+use edgeblob_engine::EngineError;
+
+/// An error answer: the code, a message, and headers it needs (Content-Range on 416).
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub status: Option<StatusCode>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+pub type Result<T> = std::result::Result<T, ApiError>;
+
+impl ApiError {
+    /// `code` with `detail` after its standard message.
+    pub fn detailed(code: ErrorCode, detail: impl std::fmt::Display) -> ApiError {
+        let mut e = ApiError::from(code);
+        e.message = format!("{} {detail}", e.message);
+        e
+    }
+
+    /// `code` with a message of its own in place of the standard one.
+    pub fn with_message(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { message: message.into(), ..ApiError::from(code) }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+            .unwrap_or_else(|| StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+    }
+
+    /// 503 ServerBusy with a short Retry-After: every client retries it (429 is not retried by
+    /// the Python SDK, and azcopy gives up on Retry-After above 60 s).
+    pub fn server_busy() -> ApiError {
+        let mut e = ApiError::from(ErrorCode::ServerBusy);
+        e.headers.push(("retry-after", "1".into()));
+        e
+    }
+}
+
+impl From<ErrorCode> for ApiError {
+    fn from(code: ErrorCode) -> Self {
+        ApiError { code, message: code.message().to_owned(), status: None, headers: Vec::new() }
+    }
+}
+
+/// The Azure code of an engine error.
+fn code_of(e: &EngineError) -> ErrorCode {
+    use EngineError::*;
+    match e {
+        ContainerNotFound => ErrorCode::ContainerNotFound,
+        ContainerAlreadyExists => ErrorCode::ContainerAlreadyExists,
+        BlobNotFound => ErrorCode::BlobNotFound,
+        BlobAlreadyExists => ErrorCode::BlobAlreadyExists,
+        ConditionNotMet | NotModified => ErrorCode::ConditionNotMet,
+        InvalidRange { .. } => ErrorCode::InvalidRange,
+        InvalidBlockList(_) => ErrorCode::InvalidBlockList,
+        InvalidBlobOrBlock(_) | Body(_) => ErrorCode::InvalidBlobOrBlock,
+        InvalidBlockId(_) => ErrorCode::InvalidBlockId,
+        BlockCountExceedsLimit => ErrorCode::BlockCountExceedsLimit,
+        BlockListTooLong => ErrorCode::BlockListTooLong,
+        BodyTooLarge => ErrorCode::RequestBodyTooLarge,
+        Busy(_) | Log(edgeblob_meta::MetaError::Busy) => ErrorCode::ServerBusy,
+        OutOfSpace | Corrupt(_) | Io(_) | Log(_) | Stopped => ErrorCode::InternalError,
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let mut a = ApiError::from(code_of(&e));
+        match &e {
+            EngineError::InvalidRange { size } => a.headers.push(("content-range", format!("bytes */{size}"))),
+            EngineError::NotModified => a.status = Some(StatusCode::NOT_MODIFIED),
+            EngineError::Busy(_) | EngineError::Log(edgeblob_meta::MetaError::Busy) => {
+                a.headers.push(("retry-after", "1".into()))
+            }
+            EngineError::InvalidBlockList(detail)
+            | EngineError::InvalidBlobOrBlock(detail)
+            | EngineError::InvalidBlockId(detail) => a.message = format!("{} {detail}", a.message),
+            EngineError::Corrupt(_) | EngineError::Io(_) | EngineError::Log(_) | EngineError::OutOfSpace => {
+                tracing::error!(%e, "request failed inside the engine")
+            }
+            _ => {}
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_answer_with_azure_codes_and_their_headers() {
+        let range = ApiError::from(EngineError::InvalidRange { size: 10 });
+        assert_eq!((range.status(), range.code), (StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::InvalidRange));
+        assert_eq!(range.headers, vec![("content-range", "bytes */10".to_owned())]);
+        let not_modified = ApiError::from(EngineError::NotModified);
+        assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+        let busy = ApiError::from(EngineError::Log(edgeblob_meta::MetaError::Busy));
+        assert_eq!((busy.status(), busy.headers.len()), (StatusCode::SERVICE_UNAVAILABLE, 1));
+        let id = ApiError::from(EngineError::InvalidBlockId("65 bytes".into()));
+        assert!(id.message.ends_with(" 65 bytes"), "{}", id.message);
+        assert_eq!(ApiError::from(EngineError::OutOfSpace).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

@@ -1,0 +1,105 @@
+//! A node to test against: the `edgeblob` binary as a child process ([`spawn`]), or the engine
+//! and the Blob API in this process ([`InProcess`]) where a test needs settings the flags lack.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use edgeblob::config::Config;
+use edgeblob_engine::Node;
+
+/// A binary of the workspace, built beside the test executable (`target/<profile>/`; tests run
+/// from `target/<profile>/deps/`). `cargo test --workspace` builds every binary first.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} is not built (cargo build --workspace --profile of this test)", bin.display());
+    bin
+}
+
+/// An `edgeblob` process a test started; killed when dropped.
+pub struct NodeProc {
+    child: Child,
+    /// `host:port` of the Blob API.
+    pub http: String,
+    /// `host:port` of the TLS listener, when one was asked for.
+    pub tls: Option<String>,
+}
+
+impl NodeProc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `edgeblob` on a 1 GiB data file in `dir`, two shards, a free loopback port, and a TLS
+/// listener with `tls/server.pem` and `tls/server.key` when `tls` is given.
+pub fn spawn(dir: &Path, tls: Option<&Path>, env: &[(&str, PathBuf)]) -> NodeProc {
+    spawn_sized(dir, "1G", tls, env)
+}
+
+/// [`spawn`] on a data file of `data_size` (a size like `3G`).
+pub fn spawn_sized(dir: &Path, data_size: &str, tls: Option<&Path>, env: &[(&str, PathBuf)]) -> NodeProc {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = Command::new(workspace_bin("edgeblob"));
+    cmd.arg("--data").arg(dir.join("node.dat"));
+    cmd.args(["--port", "0", "--listen", "127.0.0.1", "--shards", "2", "--data-size", data_size]);
+    if let Some(t) = tls {
+        cmd.args(["--tls-port", "0"])
+            .arg("--tls-cert")
+            .arg(t.join("server.pem"))
+            .arg("--tls-key")
+            .arg(t.join("server.key"));
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = |prefix: &str| {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        l.trim().strip_prefix(prefix).unwrap_or_else(|| panic!("expected {prefix:?}, got {l:?}")).to_owned()
+    };
+    let http = line("edgeblob listening on ");
+    let tls = tls.map(|_| line("edgeblob listening with TLS on "));
+    NodeProc { child, http, tls }
+}
+
+/// The engine and the Blob API in this process, on loopback; stopped when dropped.
+pub struct InProcess {
+    node: Option<Node>,
+    pub addr: SocketAddr,
+}
+
+impl InProcess {
+    /// A node on `data_size` bytes in `dir` with `shards` unpinned shards; `tune` changes any
+    /// other setting first.
+    pub fn start(dir: &Path, data_size: u64, shards: usize, tune: impl FnOnce(&mut Config)) -> InProcess {
+        let mut cfg = Config { listen: "127.0.0.1".into(), port: 0, ..Config::default() };
+        cfg.engine.data_path = dir.join("node.dat");
+        cfg.engine.data_size = data_size;
+        cfg.engine.shards = Some(shards);
+        cfg.engine.pin_threads = false;
+        tune(&mut cfg);
+        let node = Node::open(cfg.engine.clone()).unwrap();
+        let addr = edgeblob::http::serve(&node, &cfg).unwrap().http;
+        InProcess { node: Some(node), addr }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(n) = self.node.take() {
+            n.stop();
+        }
+    }
+}
