@@ -65,6 +65,11 @@ impl Node {
         startup::open(config)
     }
 
+    /// Opens a node on a simulated disk that injects faults (tests), formatting it when blank.
+    pub fn open_simulated(config: EngineConfig, disk: edgeblob_io::fault::SimDisk) -> Result<Node> {
+        startup::open_simulated(config, disk)
+    }
+
     pub fn shards(&self) -> usize {
         self.peers.len()
     }

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use edgeblob_io::executor::{spawn_shards, InitFuture, Peers};
+use edgeblob_io::fault::SimDisk;
 use edgeblob_io::superblock::Superblock;
 use edgeblob_io::sync_device::SyncDevice;
 use edgeblob_io::uring::{Ring, UringDevice};
@@ -32,12 +33,96 @@ pub fn log_place(sb: &Superblock, shard: u32) -> LogPlace {
     LogPlace { shard, uuid: sb.uuid, halves: [sb.layout.log_half(shard, 0), sb.layout.log_half(shard, 1)] }
 }
 
+/// Where a node's bytes live: each shard gets its own device over them. The data file or block
+/// device of the configuration ([`FileMedia`]), or a simulated disk that injects faults
+/// ([`SimDisk`], for tests).
+pub trait Media: Send + Sync + 'static {
+    /// Bytes addressable.
+    fn len(&self) -> u64;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A device for shard `index`, made on the shard's thread; `register` is a buffer pool to
+    /// register with it where the backend can.
+    fn device(&self, index: usize, register: Option<&FixedPool>) -> Rc<dyn BlockDevice>;
+
+    /// A device whose operations complete at once, for the calling thread (format, superblock).
+    fn sync_device(&self) -> Rc<dyn BlockDevice>;
+
+    /// What to call it in errors and logs.
+    fn name(&self) -> String;
+}
+
+/// A data file or a raw block device, driven by io_uring (pread/pwrite where io_uring is not
+/// available).
+pub struct FileMedia(pub Arc<DeviceFile>);
+
+impl Media for FileMedia {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    fn device(&self, index: usize, register: Option<&FixedPool>) -> Rc<dyn BlockDevice> {
+        match Ring::new(256) {
+            Ok(ring) => {
+                tokio::task::spawn_local(ring.driver());
+                let registered = register.is_some_and(|pool| {
+                    ring.register_pool(pool)
+                        .map_err(|e| tracing::warn!(shard = index, %e, "buffer registration refused; plain buffers"))
+                        .is_ok()
+                });
+                Rc::new(UringDevice::new(ring, self.0.clone(), registered))
+            }
+            Err(e) => {
+                tracing::warn!(shard = index, %e, "io_uring unavailable; falling back to pread/pwrite");
+                self.sync_device()
+            }
+        }
+    }
+
+    fn sync_device(&self) -> Rc<dyn BlockDevice> {
+        Rc::new(SyncDevice::new(self.0.clone()))
+    }
+
+    fn name(&self) -> String {
+        self.0.path().display().to_string()
+    }
+}
+
+impl Media for SimDisk {
+    fn len(&self) -> u64 {
+        SimDisk::len(self)
+    }
+
+    fn device(&self, _: usize, _: Option<&FixedPool>) -> Rc<dyn BlockDevice> {
+        Rc::new(SimDisk::device(self))
+    }
+
+    fn sync_device(&self) -> Rc<dyn BlockDevice> {
+        Rc::new(SimDisk::device(self))
+    }
+
+    fn name(&self) -> String {
+        "simulated disk".into()
+    }
+}
+
 /// Reads and verifies the superblock of an open device.
 pub fn read_superblock(file: &DeviceFile) -> Result<Superblock> {
     let mut page = AlignedBuf::zeroed(PAGE_SIZE);
     file.file().read_exact_at(&mut page, 0)?;
     Superblock::decode(&page, file.len())
         .map_err(|e| EngineError::Io(std::io::Error::other(format!("{}: {e}", file.path().display()))))
+}
+
+fn superblock_of(media: &dyn Media) -> Result<Superblock> {
+    let dev = media.sync_device();
+    let (res, page) = futures::executor::block_on(dev.read(AlignedBuf::zeroed(PAGE_SIZE), 0));
+    res?;
+    Superblock::decode(&page, media.len())
+        .map_err(|e| EngineError::Io(std::io::Error::other(format!("{}: {e}", media.name()))))
 }
 
 /// Formats a new data file at `path`: built under a temporary name and renamed into place once
@@ -60,11 +145,15 @@ pub fn format_file(path: &Path, size: u64, shards: u32) -> Result<Superblock> {
 
 /// Writes a superblock and an empty log for every shard.
 pub fn format_device(file: &Arc<DeviceFile>, shards: u32) -> Result<Superblock> {
-    let sb = Superblock::new(file.len(), shards).map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?;
-    let dev = SyncDevice::new(file.clone());
+    format_media(&FileMedia(file.clone()), shards)
+}
+
+fn format_media(media: &dyn Media, shards: u32) -> Result<Superblock> {
+    let sb = Superblock::new(media.len(), shards).map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?;
+    let dev = media.sync_device();
     futures::executor::block_on(async {
         for s in 0..shards {
-            edgeblob_meta::replay::format_log(&log_place(&sb, s), &dev).await?;
+            edgeblob_meta::replay::format_log(&log_place(&sb, s), dev.as_ref()).await?;
         }
         let mut page = AlignedBuf::zeroed(PAGE_SIZE);
         page.copy_from_slice(&sb.encode());
@@ -72,24 +161,40 @@ pub fn format_device(file: &Arc<DeviceFile>, shards: u32) -> Result<Superblock> 
         res?;
         dev.flush().await
     })?;
-    tracing::info!(path = %file.path().display(), shards, bytes = file.len(), uuid = ?sb, "formatted");
+    tracing::info!(media = media.name(), shards, bytes = media.len(), uuid = ?sb, "formatted");
     Ok(sb)
+}
+
+fn default_shards(config: &EngineConfig) -> usize {
+    config.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 pub fn open(config: EngineConfig) -> Result<Node> {
     config.validate().map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
     let path = &config.data_path;
     if !path.exists() {
-        let shards = config.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        format_file(path, config.data_size, shards as u32)?;
+        format_file(path, config.data_size, default_shards(&config) as u32)?;
     }
     let file = Arc::new(DeviceFile::open(path)?);
-    let sb = read_superblock(&file)?;
+    open_on(config, Arc::new(FileMedia(file)))
+}
+
+/// Opens a node on a simulated disk, formatting it first when it holds no superblock.
+pub fn open_simulated(config: EngineConfig, disk: SimDisk) -> Result<Node> {
+    config.validate().map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
+    if superblock_of(&disk).is_err() && disk.image()[..PAGE_SIZE].iter().all(|&b| b == 0) {
+        format_media(&disk, default_shards(&config) as u32)?;
+    }
+    open_on(config, Arc::new(disk))
+}
+
+fn open_on(config: EngineConfig, media: Arc<dyn Media>) -> Result<Node> {
+    let sb = superblock_of(media.as_ref())?;
     let shards = sb.layout.shards as usize;
     if let Some(want) = config.shards.filter(|&n| n != shards) {
         return Err(EngineError::Io(std::io::Error::other(format!(
             "{} was formatted with {shards} shards but the configuration asks for {want}",
-            path.display()
+            media.name()
         ))));
     }
     // Registered buffers count against RLIMIT_MEMLOCK for the whole process: leave half of it.
@@ -99,8 +204,8 @@ pub fn open(config: EngineConfig) -> Result<Node> {
     let init_shared = shared.clone();
     let init = move |index: usize, peers: Peers<Shard>| -> InitFuture<Shard> {
         let shared = init_shared.clone();
-        let file = file.clone();
-        Box::pin(async move { init_shard(index, peers, shared, file, slots).await })
+        let media = media.clone();
+        Box::pin(async move { init_shard(index, peers, shared, media.as_ref(), slots).await })
     };
     let (peers, threads) = spawn_shards(shards, config.pin_threads, init)?;
     let node = Node { peers, threads, shared };
@@ -115,25 +220,11 @@ async fn init_shard(
     index: usize,
     peers: Peers<Shard>,
     node: Arc<NodeShared>,
-    file: Arc<DeviceFile>,
+    media: &dyn Media,
     slots: u16,
 ) -> std::io::Result<Rc<Shard>> {
     let pool = FixedPool::new(slots.max(1), FIXED_SLOT);
-    let dev: Rc<dyn BlockDevice> = match Ring::new(256) {
-        Ok(ring) => {
-            tokio::task::spawn_local(ring.driver());
-            let registered = slots > 0
-                && ring
-                    .register_pool(&pool)
-                    .map_err(|e| tracing::warn!(shard = index, %e, "buffer registration refused; plain buffers"))
-                    .is_ok();
-            Rc::new(UringDevice::new(ring, file.clone(), registered))
-        }
-        Err(e) => {
-            tracing::warn!(shard = index, %e, "io_uring unavailable; falling back to pread/pwrite");
-            Rc::new(SyncDevice::new(file.clone()))
-        }
-    };
+    let dev = media.device(index, (slots > 0).then_some(&pool));
     let place = log_place(&node.sb, index as u32);
     let (meta, report) = MetaStore::open(place, dev.clone()).await.map_err(std::io::Error::other)?;
     tracing::info!(
