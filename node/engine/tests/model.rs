@@ -73,12 +73,17 @@ struct Model {
     staged: HashMap<u8, Blocks>,
 }
 
-/// What a reader sees of one blob: its content (None: no blob) and its staged block ids.
-type View = (Option<Vec<u8>>, Vec<Vec<u8>>);
+/// What a reader sees of one blob: its content (None: no blob) and its staged blocks' ids and
+/// sizes.
+type View = (Option<Vec<u8>>, Vec<(Vec<u8>, u64)>);
 
 impl Model {
     fn view(&self, b: u8) -> View {
-        let staged = self.staged.get(&b).map(|v| v.iter().map(|(i, _)| block_id(*i)).collect()).unwrap_or_default();
+        let staged = self
+            .staged
+            .get(&b)
+            .map(|v| v.iter().map(|(i, d)| (block_id(*i), d.len() as u64)).collect())
+            .unwrap_or_default();
         (self.committed.get(&b).map(|(d, _)| d.clone()), staged)
     }
 
@@ -114,7 +119,7 @@ async fn engine_view(n: &Node, b: u8) -> View {
         Err(e) => panic!("reading blob{b}: {e}"),
     };
     let staged = match n.get_block_list(blob_key(b)).await {
-        Ok(bl) => bl.uncommitted.into_iter().map(|(i, _)| i).collect(),
+        Ok(bl) => bl.uncommitted,
         Err(EngineError::BlobNotFound) => Vec::new(),
         Err(e) => panic!("block list of blob{b}: {e}"),
     };
