@@ -1,0 +1,186 @@
+//! Golden bytes of on-disk format v1 (docs/format.md): the superblock, a self-checking page, a
+//! log half header, and a log frame of every record type, committed under `tests/golden/v1/`.
+//! Each is decoded to the value it must hold and encoded back byte for byte. A failure here
+//! means the format changed: that must be a deliberate act, with a version bump, a migration
+//! and new fixtures beside these (`EDGEBLOB_BLESS=1` writes fixtures that do not exist yet; it
+//! never overwrites one).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use edgeblob_io::superblock::{Layout, Superblock, FORMAT_VERSION, SECRET_LEN};
+use edgeblob_io::{page, PAGE_SIZE};
+use edgeblob_meta::model::*;
+use edgeblob_meta::wal::{encode_frame, parse_frame, HalfHeader, LOG_VERSION};
+use edgeblob_meta::Record;
+
+/// The format these fixtures are of.
+const VERSION: u32 = 1;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/v{VERSION}/{name}"))
+}
+
+/// The committed bytes of `name`; with `EDGEBLOB_BLESS=1`, a missing fixture is written from
+/// `encoded` first.
+fn golden(name: &str, encoded: &[u8]) -> Vec<u8> {
+    let path = fixture(name);
+    if !path.exists() && std::env::var_os("EDGEBLOB_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, encoded).unwrap();
+    }
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (EDGEBLOB_BLESS=1 writes it)", path.display()))
+}
+
+#[test]
+fn these_fixtures_are_of_the_current_format() {
+    assert_eq!((FORMAT_VERSION, LOG_VERSION), (VERSION, VERSION), "a new version needs new fixtures and a migration");
+}
+
+fn superblock() -> Superblock {
+    let device_len = 1 << 30;
+    Superblock {
+        version: FORMAT_VERSION,
+        uuid: *b"golden-uuid-0001",
+        device_len,
+        layout: Layout::for_device(device_len, 2).unwrap(),
+        created_unix: 1_795_339_877,
+        secret: std::array::from_fn::<u8, SECRET_LEN, _>(|i| (i * 7 + 3) as u8),
+    }
+}
+
+#[test]
+fn superblock_v1() {
+    let sb = superblock();
+    let bytes = golden("superblock.bin", &sb.encode());
+    assert_eq!(bytes.len(), PAGE_SIZE);
+    let back = Superblock::decode(&bytes, sb.device_len).unwrap();
+    assert_eq!(back, sb);
+    assert_eq!(back.encode()[..], bytes[..]);
+}
+
+#[test]
+fn page_v1() {
+    let payload: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let seed = 0xC0FF_EE01;
+    let mut encoded = vec![0u8; page::pages_for(payload.len()) * PAGE_SIZE];
+    page::encode(&payload, seed, &mut encoded);
+    let bytes = golden("pages.bin", &encoded);
+    assert_eq!(bytes, encoded, "two pages of 4092 payload bytes and a CRC-32C each");
+    let mut back = vec![0u8; payload.len()];
+    page::decode(&bytes, seed, 0, 0, &mut back).unwrap();
+    assert_eq!(back, payload);
+}
+
+#[test]
+fn log_half_header_v1() {
+    let h = HalfHeader { shard: 1, generation: 7, first_lsn: 4242, uuid: *b"golden-uuid-0001" };
+    let bytes = golden("log-half-header.bin", &h.encode());
+    assert_eq!(HalfHeader::decode(&bytes, 1, b"golden-uuid-0001"), Some(h));
+    assert_eq!(h.encode()[..], bytes[..]);
+}
+
+fn chunk(i: u8) -> ChunkRef {
+    ChunkRef { hash: [i; 16], offset: 1 << 20 | (i as u64) << 12, stored_len: 4092 * 3 - 5, len: 1 << 20, flags: i % 4 }
+}
+
+fn block(id: &str) -> Block {
+    Block { id: id.as_bytes().to_vec(), size: 3 << 20, chunks: vec![chunk(1), chunk(2), chunk(3)] }
+}
+
+fn props() -> BlobProps {
+    BlobProps {
+        content_type: Some("application/x-golden".into()),
+        content_encoding: Some("zstd".into()),
+        content_language: Some("en-GB".into()),
+        content_disposition: Some("attachment; filename=\"g.bin\"".into()),
+        cache_control: Some("no-cache".into()),
+        content_md5: Some([0xD4; 16]),
+        metadata: vec![("Mixed_Case".into(), "ü value".into()), ("k".into(), "".into())],
+        copy: Some(CopyInfo {
+            id: "0b2f3c4d-0000-4000-8000-000000000001".into(),
+            source: "https://src.blob.core.windows.net/c/b?sv=2026-10-06&sig=x".into(),
+            completed_ns: 1_795_339_877_000_000_001,
+            bytes: 3 << 20,
+        }),
+    }
+}
+
+fn key() -> BlobKey {
+    BlobKey::new("devstoreaccount1", "golden", "dir/ü name.bin")
+}
+
+/// One record of every type, named; the match has no wildcard, so a new record type does not
+/// compile until it has a fixture here.
+fn every_record() -> Vec<(&'static str, Record)> {
+    let container = Container {
+        id: 9,
+        etag: 0x8DC_0000_0000_0001,
+        created_ns: 1_795_339_877_000_000_000,
+        modified_ns: 1_795_339_878_000_000_000,
+        metadata: vec![("Owner".into(), "golden".into())],
+        public_access: PublicAccess::Blob,
+    };
+    let blob = Blob {
+        container_id: 9,
+        etag: 0x8DC_0000_0000_0002,
+        created_ns: 1_795_339_879_000_000_000,
+        modified_ns: 1_795_339_880_000_000_000,
+        size: 6 << 20,
+        props: props(),
+        blocks: vec![block("AAAA"), block("AAAB")],
+        single_put: false,
+    };
+    let records = vec![
+        Record::CheckpointEnd,
+        Record::ContainerPut { account: "devstoreaccount1".into(), name: "golden".into(), container },
+        Record::ContainerDelete { account: "devstoreaccount1".into(), name: "golden".into(), id: 9 },
+        Record::ContainerPurge { account: "devstoreaccount1".into(), name: "golden".into(), id: 9 },
+        Record::BlockStaged {
+            key: key(),
+            container_id: 9,
+            block: StagedBlock { block: block("AAAC"), staged_ns: 1_795_339_881_000_000_000 },
+        },
+        Record::BlobPut { key: key(), blob },
+        Record::BlobPropsSet {
+            key: key(),
+            etag: 0x8DC_0000_0000_0003,
+            modified_ns: 1_795_339_882_000_000_000,
+            props: props(),
+        },
+        Record::BlobDelete { key: key() },
+        Record::StagedDropped { key: key() },
+    ];
+    records
+        .into_iter()
+        .map(|r| {
+            let name = match &r {
+                Record::CheckpointEnd => "checkpoint-end",
+                Record::ContainerPut { .. } => "container-put",
+                Record::ContainerDelete { .. } => "container-delete",
+                Record::ContainerPurge { .. } => "container-purge",
+                Record::BlockStaged { .. } => "block-staged",
+                Record::BlobPut { .. } => "blob-put",
+                Record::BlobPropsSet { .. } => "blob-props-set",
+                Record::BlobDelete { .. } => "blob-delete",
+                Record::StagedDropped { .. } => "staged-dropped",
+            };
+            (name, r)
+        })
+        .collect()
+}
+
+#[test]
+fn a_frame_of_every_record_type_v1() {
+    for (i, (name, rec)) in every_record().into_iter().enumerate() {
+        let (lsn, group) = (1000 + i as u64, 1000);
+        let mut frame = Vec::new();
+        encode_frame(&mut frame, lsn, group, &rec.encode());
+        let bytes = golden(&format!("frame-{name}.bin"), &frame);
+        let f = parse_frame(&bytes, 0).unwrap_or_else(|| panic!("{name}: the fixture is not a frame"));
+        assert_eq!((f.lsn, f.group_lsn, f.end), (lsn, group, bytes.len()), "{name}");
+        assert_eq!(Record::decode(f.payload).unwrap(), rec, "{name}: decodes to another record");
+        assert_eq!(frame, bytes, "{name}: encodes to other bytes");
+    }
+}
