@@ -252,21 +252,29 @@ pub struct FaultDevice {
     disk: SimDisk,
 }
 
+impl FaultDevice {
+    /// Checks and counts a read or write: the disk, locked, and the bytes the operation covers.
+    fn begin_io(&self, op: Op, offset: u64, buf: &AlignedBuf) -> io::Result<(MutexGuard<'_, Disk>, usize)> {
+        check_aligned(offset, buf)?;
+        let mut d = self.disk.lock();
+        if let Some(f) = SimDisk::begin(&mut d, op) {
+            return Err(error(f));
+        }
+        let n = io_len(buf);
+        match out_of_range(offset, n, d.durable.len()) {
+            Some(e) => Err(e),
+            None => Ok((d, n)),
+        }
+    }
+}
+
 impl BlockDevice for FaultDevice {
     fn len(&self) -> u64 {
         self.disk.len()
     }
 
     fn read(&self, mut buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
-        let res = check_aligned(offset, &buf).and_then(|_| {
-            let mut d = self.disk.lock();
-            if let Some(f) = SimDisk::begin(&mut d, Op::Read) {
-                return Err(error(f));
-            }
-            let n = io_len(&buf);
-            if let Some(e) = out_of_range(offset, n, d.durable.len()) {
-                return Err(e);
-            }
+        let res = self.begin_io(Op::Read, offset, &buf).map(|(mut d, n)| {
             d.cut_if_armed(Op::Read);
             let out = &mut buf.full_mut()[..n];
             out.copy_from_slice(&d.durable[offset as usize..offset as usize + n]);
@@ -278,24 +286,14 @@ impl BlockDevice for FaultDevice {
                         .copy_from_slice(&data[(lo - at) as usize..(hi - at) as usize]);
                 }
             }
-            Ok(())
         });
         Box::pin(std::future::ready((res, buf)))
     }
 
     fn write(&self, mut buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
-        let res = check_aligned(offset, &buf).and_then(|_| {
-            let mut d = self.disk.lock();
-            if let Some(f) = SimDisk::begin(&mut d, Op::Write) {
-                return Err(error(f));
-            }
-            let n = io_len(&buf);
-            if let Some(e) = out_of_range(offset, n, d.durable.len()) {
-                return Err(e);
-            }
+        let res = self.begin_io(Op::Write, offset, &buf).map(|(mut d, n)| {
             d.pending.push((offset, buf.full_mut()[..n].to_vec()));
             d.cut_if_armed(Op::Write);
-            Ok(())
         });
         Box::pin(std::future::ready((res, buf)))
     }
