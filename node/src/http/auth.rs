@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use edgeblob_engine::Shard;
 use edgeblob_meta::model::PublicAccess;
 use edgeblob_proto::addr::Target;
 use edgeblob_proto::op::Operation;
@@ -10,7 +11,6 @@ use http::HeaderMap;
 
 use super::error::{ApiError, Result};
 use super::HttpCtx;
-use edgeblob_engine::Shard;
 
 /// Authorises `op` on `t`. `anonymous` is the shard to look up a container's public access on,
 /// or `None` where anonymous requests are never allowed (batch sub-requests).

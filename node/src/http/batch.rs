@@ -1,5 +1,6 @@
 //! Blob Batch: Delete Blob sub-requests, each addressed, authorised and answered on its own.
 
+use edgeblob_engine::ops;
 use edgeblob_proto::batch::{self, SubRequest};
 use edgeblob_proto::op::{self, Operation};
 use edgeblob_proto::request::{BlobBatch, Request};
@@ -13,7 +14,6 @@ use super::error::{ApiError, Result};
 use super::model::blob_key;
 use super::response::{respond, set, VERSION};
 use super::{auth, copy};
-use edgeblob_engine::ops;
 
 /// The most bytes of a batch body read (256 sub-requests with their headers).
 const MAX_BATCH_BODY: usize = 4 << 20;

@@ -3,6 +3,7 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use edgeblob_engine::{ops, PropsChange};
 use edgeblob_meta::model::limits;
 use edgeblob_proto::conditions::Conditions;
 use edgeblob_proto::request::{BlobRef, BlobSettings, GetBlob, IfRange, Metadata, PutBlob, MAX_RANGE_MD5};
@@ -16,7 +17,6 @@ use super::dispatch::Call;
 use super::error::Result;
 use super::model::{blob_key, props};
 use super::response::{blob_headers, changed, respond, set};
-use edgeblob_engine::{ops, PropsChange};
 
 pub async fn put(c: &Call<'_>, p: PutBlob, body: Incoming) -> Result<Response<RespBody>> {
     let key = blob_key(&p.blob);

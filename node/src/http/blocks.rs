@@ -2,6 +2,7 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use edgeblob_engine::{ops, BlockListItem};
 use edgeblob_meta::model::limits;
 use edgeblob_proto::request::{BlobRef, BlockListType, PutBlock, PutBlockList};
 use edgeblob_proto::{xml, ErrorCode};
@@ -14,7 +15,6 @@ use super::dispatch::Call;
 use super::error::Result;
 use super::model::{blob_key, props};
 use super::response::{changed, respond, set, set_version, xml_response};
-use edgeblob_engine::{ops, BlockListItem};
 
 /// The most bytes of a Put Block List body read (50,000 ids of 64 bytes, base64, in XML).
 const MAX_BLOCK_LIST_BODY: usize = 16 << 20;

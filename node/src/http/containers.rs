@@ -1,5 +1,6 @@
 //! Operations on a container: create, delete, properties, metadata, ACL, List Blobs.
 
+use edgeblob_engine::ops;
 use edgeblob_meta::listing::{ListEntry, ListQuery};
 use edgeblob_proto::request::{ContainerRef, ListBlobs, Metadata, PublicAccess};
 use edgeblob_proto::{headers as hdr, xml, ErrorCode};
@@ -12,7 +13,6 @@ use super::error::{ApiError, Result};
 use super::model::{access, access_header};
 use super::response::{changed, put_metadata, respond, set, set_version, xml_response};
 use super::service::service_endpoint;
-use edgeblob_engine::ops;
 
 /// The most bytes of a Set Container ACL body read.
 const MAX_ACL_BODY: usize = 64 << 10;

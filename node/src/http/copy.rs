@@ -3,7 +3,9 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use edgeblob_engine::{ops, Shard};
 use edgeblob_meta::model::{limits, BlobProps, CopyInfo};
+use edgeblob_proto::request::{CopyFromUrl, PutBlockFromUrl};
 use http::{Response, StatusCode};
 
 use super::body::{self, RespBody};
@@ -12,8 +14,6 @@ use super::dispatch::Call;
 use super::error::Result;
 use super::model::{blob_key, props};
 use super::response::{changed, respond, set};
-use edgeblob_engine::{ops, Shard};
-use edgeblob_proto::request::{CopyFromUrl, PutBlockFromUrl};
 
 pub async fn copy_blob(c: &Call<'_>, p: CopyFromUrl) -> Result<Response<RespBody>> {
     let (b, id) = copy_whole(c, p, true).await?;

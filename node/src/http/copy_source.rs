@@ -6,6 +6,7 @@
 //! whole.
 
 use bytes::Bytes;
+use edgeblob_engine::ops;
 use edgeblob_meta::model::{BlobKey, BlobProps};
 use edgeblob_proto::request::{BlobSettings, CopySource, Range};
 use edgeblob_proto::{addr, headers as hdr, op::Operation, sas, ErrorCode};
@@ -17,7 +18,6 @@ use hyper_util::rt::TokioIo;
 use super::dispatch::Call;
 use super::error::{ApiError, Result};
 use super::response::VERSION;
-use edgeblob_engine::ops;
 
 /// What a fetched source is: its properties (when known) and its bytes.
 pub struct Source {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
+use edgeblob_engine::Shard;
 use edgeblob_proto::request::Request;
 use edgeblob_proto::{addr, op};
 use http::{HeaderValue, Method, Response};
@@ -15,7 +16,6 @@ use super::body::RespBody;
 use super::error::{ApiError, Result};
 use super::response::{self, VERSION};
 use super::{auth, batch, blobs, blocks, containers, copy, service, HttpCtx};
-use edgeblob_engine::Shard;
 
 /// What a handler knows of its request besides the operation's parameters.
 pub struct Call<'a> {

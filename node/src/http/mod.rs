@@ -28,12 +28,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use base64::Engine;
+use edgeblob_engine::{Node, Shard};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::config::Config;
-use edgeblob_engine::{Node, Shard};
 
 /// What every handler on a shard needs besides the shard.
 pub struct HttpCtx {
