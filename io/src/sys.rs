@@ -1,6 +1,6 @@
 //! Process-wide resources the device layer leans on: descriptor and locked-memory limits, and
-//! the allocator's cached memory. Here because they need `unsafe` (FFI), which only this crate
-//! may hold.
+//! (feature `mimalloc`, for the node) the allocator's cached memory. Here because they need
+//! `unsafe` or FFI, which only this crate may hold.
 
 /// Raises the open-file limit to its hard maximum (every connection and device is a
 /// descriptor). Returns the soft limit in force afterwards.
@@ -24,6 +24,7 @@ pub fn memlock_limit() -> usize {
 
 /// Hands memory the allocator has cached but nobody uses back to the OS now, rather than when
 /// its threads next allocate (mimalloc keeps freed pages per thread).
+#[cfg(feature = "mimalloc")]
 pub fn release_free_memory() {
     // SAFETY: mi_collect takes no pointers and only walks mimalloc's own heaps; `force` makes
     // it return memory eagerly. It is sound whether or not mimalloc is the global allocator.
