@@ -317,8 +317,11 @@ fn copy_from_an_https_source_fetches_it_over_tls() {
         )
         .await;
         assert_eq!(st, 201, "{head}");
-        let (st, _, body) = signed(&a, "GET", "/devstoreaccount1/ctr/dst", &[], b"").await;
+        let (st, head, body) = signed(&a, "GET", "/devstoreaccount1/ctr/dst", &[], b"").await;
         assert_eq!((st, body == data), (200, true));
+        // Readers see where the copy came from, never the source's signature.
+        assert!(head.contains("x-ms-copy-source: https://127.0.0.1"), "{head}");
+        assert!(head.contains("&sp=r&se=") && !head.contains("sig="), "the source's SAS signature is shown: {head}");
         // A ranged Put Block From URL over the same TLS source.
         let (st, head, _) = signed(
             &a,
@@ -466,5 +469,61 @@ fn a_request_dropped_mid_flight_gives_back_its_slot() {
             assert!(std::time::Instant::now() < deadline, "the dropped request's slot was never given back");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    });
+}
+
+/// SharedKey requests carry their time: more than 15 minutes off is refused (a captured request
+/// cannot be replayed later), with the reason in the error. (No date at all: proto's tests.)
+#[test]
+fn a_shared_key_request_outside_fifteen_minutes_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let a = node.http.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ctr = "/devstoreaccount1/dated?restype=container";
+        let at = |secs_ago: u64| {
+            httpdate::fmt_http_date(std::time::SystemTime::now() - std::time::Duration::from_secs(secs_ago))
+        };
+        let (st, head, body) = signed(&a, "PUT", ctr, &[("x-ms-date", &at(16 * 60))], b"").await;
+        assert_eq!(st, 403, "{head}");
+        assert!(head.contains("x-ms-error-code: authenticationfailed"), "{head}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("Request date header too old"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let ahead = httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(20 * 60));
+        assert_eq!(signed(&a, "PUT", ctr, &[("x-ms-date", &ahead)], b"").await.0, 403, "a date far ahead");
+        assert_eq!(signed(&a, "PUT", ctr, &[("x-ms-date", &at(10 * 60))], b"").await.0, 201, "ten minutes is within");
+    });
+}
+
+/// Metadata as Azure bounds it: names are identifiers, names and values at most 8 KiB together;
+/// past that a clear 400, and nothing is written.
+#[test]
+fn metadata_past_azure_limits_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let a = node.http.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/meta?restype=container", &[], b"").await.0, 201);
+        let big = "v".repeat(9 << 10);
+        let cases = [
+            (("x-ms-meta-big", big.as_str()), "metadatatoolarge"),
+            (("x-ms-meta-1abc", "v"), "invalidmetadata"),
+            (("x-ms-meta-a-b", "v"), "invalidmetadata"),
+        ];
+        for ((name, value), code) in cases {
+            let h = [("x-ms-blob-type", "BlockBlob"), (name, value)];
+            let (st, head, _) = signed(&a, "PUT", "/devstoreaccount1/meta/b", &h, b"data").await;
+            assert_eq!(st, 400, "{name}: {head}");
+            assert!(head.contains(&format!("x-ms-error-code: {code}")), "{name}: {head}");
+            let (st, _, _) =
+                signed(&a, "PUT", "/devstoreaccount1/meta?restype=container&comp=metadata", &[(name, value)], b"").await;
+            assert_eq!(st, 400, "{name} on a container");
+        }
+        assert_eq!(signed(&a, "HEAD", "/devstoreaccount1/meta/b", &[], b"").await.0, 404, "nothing was written");
     });
 }

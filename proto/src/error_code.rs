@@ -33,6 +33,8 @@ pub enum ErrorCode {
     InvalidInput,
     CannotVerifyCopySource,
     Crc64Mismatch,
+    MetadataTooLarge,
+    InvalidMetadata,
 }
 
 impl ErrorCode {
@@ -68,6 +70,8 @@ impl ErrorCode {
             ErrorCode::InvalidInput => "InvalidInput",
             ErrorCode::CannotVerifyCopySource => "CannotVerifyCopySource",
             ErrorCode::Crc64Mismatch => "Crc64Mismatch",
+            ErrorCode::MetadataTooLarge => "MetadataTooLarge",
+            ErrorCode::InvalidMetadata => "InvalidMetadata",
         }
     }
 
@@ -104,6 +108,8 @@ impl ErrorCode {
             ErrorCode::InvalidInput => "One of the request inputs is not valid.",
             ErrorCode::CannotVerifyCopySource => "Could not verify the copy source within the specified time.",
             ErrorCode::Crc64Mismatch => "The CRC64 value specified in the request did not match with the CRC64 value calculated by the server.",
+            ErrorCode::MetadataTooLarge => "The size of the specified metadata exceeds the maximum size permitted.",
+            ErrorCode::InvalidMetadata => "The metadata specified is invalid. It has characters that are not permitted.",
         }
     }
 
@@ -128,7 +134,9 @@ impl ErrorCode {
             | ErrorCode::OperationNotSupported
             | ErrorCode::InvalidInput
             | ErrorCode::CannotVerifyCopySource
-            | ErrorCode::Crc64Mismatch => 400,
+            | ErrorCode::Crc64Mismatch
+            | ErrorCode::MetadataTooLarge
+            | ErrorCode::InvalidMetadata => 400,
             ErrorCode::UnsupportedHttpVerb => 405,
             ErrorCode::InsufficientAccountPermissions
             | ErrorCode::AuthenticationFailed

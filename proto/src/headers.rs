@@ -74,8 +74,20 @@ pub fn md5(h: &HeaderMap, name: &str) -> Result<Option<[u8; 16]>, ErrorCode> {
     }
 }
 
+/// Azure's bound on a blob's or container's metadata: names and values together.
+pub const MAX_METADATA_BYTES: usize = 8 << 10;
+
+/// A metadata name must be a C# identifier (Azure's rule): a letter or `_`, then letters, digits
+/// or `_`. Header names are ASCII, so the letters are ASCII letters.
+fn valid_metadata_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// User metadata from `x-ms-meta-*`. `names` gives the header names as the client wrote them,
-/// where the HTTP layer kept them, so that their case is kept.
+/// where the HTTP layer kept them, so that their case is kept. Names must be identifiers
+/// (`InvalidMetadata`), and names and values together at most 8 KiB (`MetadataTooLarge`).
 pub fn metadata(h: &HeaderMap, names: &[String]) -> Result<Vec<(String, String)>, ErrorCode> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (k, v) in h.iter() {
@@ -87,6 +99,9 @@ pub fn metadata(h: &HeaderMap, names: &[String]) -> Result<Vec<(String, String)>
             .iter()
             .find(|n| n.len() == k.as_str().len() && n.eq_ignore_ascii_case(k.as_str()))
             .map_or(name, |n| &n["x-ms-meta-".len()..]);
+        if !valid_metadata_name(original) {
+            return Err(ErrorCode::InvalidMetadata);
+        }
         let value = v.to_str().map_err(|_| ErrorCode::InvalidHeaderValue)?.trim().to_owned();
         match out.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(original)) {
             Some((_, existing)) => {
@@ -95,6 +110,9 @@ pub fn metadata(h: &HeaderMap, names: &[String]) -> Result<Vec<(String, String)>
             }
             None => out.push((original.to_owned(), value)),
         }
+    }
+    if out.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_METADATA_BYTES {
+        return Err(ErrorCode::MetadataTooLarge);
     }
     Ok(out)
 }
@@ -169,6 +187,19 @@ mod tests {
         assert_eq!(b.content_md5.map(|m| m[0]), Some(0xd4));
         assert_eq!(blob_headers(&m, false).unwrap().content_type, None);
         assert_eq!(blob_headers(&h(&[("x-ms-blob-content-md5", "bad")]), true), Err(ErrorCode::InvalidHeaderValue));
+    }
+
+    #[test]
+    fn metadata_names_are_identifiers_and_the_whole_at_most_8_kib() {
+        for bad in ["x-ms-meta-1abc", "x-ms-meta-a-b", "x-ms-meta-a.b"] {
+            assert_eq!(metadata(&h(&[(bad, "v")]), &[]), Err(ErrorCode::InvalidMetadata), "{bad}");
+        }
+        assert!(metadata(&h(&[("x-ms-meta-_ok_1", "v"), ("x-ms-meta-hdi_isfolder", "true")]), &[]).is_ok());
+        let mut m = HeaderMap::new();
+        m.insert("x-ms-meta-big", "v".repeat(MAX_METADATA_BYTES - 3).parse().unwrap());
+        assert_eq!(metadata(&m, &[]).map(|md| md.len()), Ok(1), "exactly 8 KiB with its name");
+        m.insert("x-ms-meta-b", "v".parse().unwrap());
+        assert_eq!(metadata(&m, &[]), Err(ErrorCode::MetadataTooLarge));
     }
 
     #[test]

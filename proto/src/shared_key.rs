@@ -26,6 +26,28 @@ pub enum AuthError {
     WrongAccount(String),
     #[error("the signature does not match; the server signed: {0:?}")]
     Mismatch(String),
+    #[error("the request has no valid x-ms-date or Date header")]
+    NoDate,
+    #[error("Request date header too old or too far ahead: '{date}' is {skew} s from the server's time (at most 900 s allowed)")]
+    Stale { date: String, skew: i64 },
+}
+
+/// How far a signed request's time may be from the server's clock, either way (Azure: 15
+/// minutes).
+pub const MAX_CLOCK_SKEW_SECS: i64 = 15 * 60;
+
+/// A signed request must carry its time (`x-ms-date`, else `Date`) within
+/// [`MAX_CLOCK_SKEW_SECS`] of `now` (seconds since the epoch), so that a captured request cannot
+/// be replayed later.
+pub fn check_date(h: &HeaderMap, now: i64) -> Result<(), AuthError> {
+    let value = h.get("x-ms-date").or_else(|| h.get("date")).ok_or(AuthError::NoDate)?;
+    let value = value.to_str().map_err(|_| AuthError::NoDate)?;
+    let at = crate::headers::parse_date(value).ok_or(AuthError::NoDate)?;
+    let skew = now - at;
+    if skew.abs() > MAX_CLOCK_SKEW_SECS {
+        return Err(AuthError::Stale { date: value.to_owned(), skew });
+    }
+    Ok(())
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {

@@ -69,3 +69,24 @@ fn the_second_key_works_and_tampering_fails() {
     let req = SignedRequest { method: "DELETE", raw_path: &path, query: &query, headers: &headers };
     assert!(verify("devstoreaccount1", &[key], &req, &auth).is_err());
 }
+
+/// A captured request is good within 15 minutes of its own time, refused after (replay), and a
+/// request without a readable date is refused.
+#[test]
+fn a_signed_request_is_refused_outside_fifteen_minutes_of_its_date() {
+    use edgeblob_proto::shared_key::{check_date, MAX_CLOCK_SKEW_SECS};
+    for f in &fixtures() {
+        let (_, _, _, headers, _) = parts(f);
+        let sent = headers.get("x-ms-date").or_else(|| headers.get("date")).unwrap().to_str().unwrap();
+        let at = edgeblob_proto::headers::parse_date(sent).unwrap();
+        assert_eq!(check_date(&headers, at + MAX_CLOCK_SKEW_SECS), Ok(()), "{}", f["file"]);
+        assert_eq!(check_date(&headers, at - MAX_CLOCK_SKEW_SECS), Ok(()), "a client clock a little ahead");
+        let late = check_date(&headers, at + MAX_CLOCK_SKEW_SECS + 1);
+        assert!(matches!(late, Err(AuthError::Stale { skew: 901, .. })), "{late:?}");
+        assert!(matches!(check_date(&headers, at - 3600), Err(AuthError::Stale { skew: -3600, .. })));
+    }
+    let mut none = HeaderMap::new();
+    assert_eq!(check_date(&none, 0), Err(AuthError::NoDate));
+    none.insert("x-ms-date", HeaderValue::from_static("yesterday"));
+    assert_eq!(check_date(&none, 0), Err(AuthError::NoDate), "an unreadable date");
+}

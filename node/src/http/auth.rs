@@ -23,15 +23,22 @@ pub fn authenticate(
     peer: SocketAddr,
     anonymous: Option<&Shard>,
 ) -> Result<()> {
-    let failed = |why: String| {
-        tracing::info!(%why, "authentication failed");
+    // The detail goes to the client (Azure sends the string-to-sign too, to debug a signer);
+    // the log gets the kind only: a string-to-sign can hold a copy source's SAS.
+    let failed = |kind: &str, why: String| {
+        tracing::info!(account = %t.account, kind, "authentication failed");
         ApiError::detailed(ErrorCode::AuthenticationFailed, why)
     };
-    let keys = ctx.accounts.get(&t.account).ok_or_else(|| failed(format!("unknown account {}", t.account)))?;
+    let keys = ctx
+        .accounts
+        .get(&t.account)
+        .ok_or_else(|| failed("unknown account", format!("unknown account {}", t.account)))?;
     if let Some(auth) = headers.get("authorization") {
-        let auth = auth.to_str().map_err(|_| failed("unreadable Authorization header".into()))?;
+        let auth = auth.to_str().map_err(|_| failed("malformed", "unreadable Authorization header".into()))?;
         let signed = shared_key::SignedRequest { method, raw_path: &t.raw_path, query: &t.query, headers };
-        return shared_key::verify(&t.account, keys, &signed, auth).map_err(|e| failed(e.to_string()));
+        shared_key::verify(&t.account, keys, &signed, auth).map_err(|e| failed("SharedKey", e.to_string()))?;
+        let now = edgeblob_engine::shard::now_ns().div_euclid(1_000_000_000);
+        return shared_key::check_date(headers, now).map_err(|e| failed("request date", e.to_string()));
     }
     if t.param("sig").is_some() {
         let now = edgeblob_engine::shard::now_ns() / 1_000_000_000;
@@ -40,7 +47,7 @@ pub fn authenticate(
             sas::SasError::Permission | sas::SasError::Resource => {
                 ApiError::detailed(ErrorCode::AuthorizationFailure, e)
             }
-            other => failed(other.to_string()),
+            other => failed("SAS", other.to_string()),
         });
     }
     if anonymous.is_some_and(|s| anonymous_allowed(s, t, op)) {

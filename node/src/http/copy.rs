@@ -50,7 +50,8 @@ async fn copy_whole(
     let id = copy_id(c.shard);
     props.copy = Some(CopyInfo {
         id: id.clone(),
-        source: p.source.url,
+        // Readers of the copy see where it came from, never the source's credential.
+        source: edgeblob_proto::sas::redact_signature(&p.source.url),
         completed_ns: edgeblob_engine::shard::now_ns(),
         bytes: stored.len,
     });

@@ -44,10 +44,13 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut op_name = "Unknown";
+    // Metadata names as the client wrote them (hyper lower-cases header names), taken by every
+    // request, answered or refused, so that the set never outlives its request.
+    let meta_names = names.borrow_mut().take();
     // Past the bound, answer at once rather than queue without limit.
     let mut resp = match ctx.slots.take() {
         None => response::error(ApiError::server_busy(), head, &request_id),
-        Some(_slot) => dispatch(&shard, &ctx, req, peer, names, &mut op_name)
+        Some(_slot) => dispatch(&shard, &ctx, req, peer, &meta_names, &mut op_name)
             .await
             .unwrap_or_else(|e| response::error(e, head, &request_id)),
     };
@@ -80,17 +83,15 @@ async fn dispatch(
     ctx: &HttpCtx,
     req: http::Request<Incoming>,
     peer: SocketAddr,
-    names: &super::sniff::Names,
+    meta_names: &[String],
     op_name: &mut &'static str,
 ) -> Result<Response<RespBody>> {
-    // Metadata names as the client wrote them (hyper lower-cases header names).
-    let meta_names: Vec<String> = names.borrow().values().cloned().collect();
     let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let target = addr::parse(&req.uri().to_string(), Some(&host))?;
     let op = op::route(req.method(), &target, req.headers())?;
     *op_name = op.name();
     auth::authenticate(ctx, &target, op, req.method().as_str(), req.headers(), peer, Some(shard))?;
-    let request = Request::parse(op, &target, req.headers(), &meta_names)?;
+    let request = Request::parse(op, &target, req.headers(), meta_names)?;
     let body = req.into_body();
     let c = Call { shard, ctx, target: &target, host: &host, peer };
     match request {

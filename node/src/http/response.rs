@@ -82,7 +82,8 @@ pub fn blob_headers(h: &mut HeaderMap, b: &BlobSummary) {
     if let Some(c) = &b.props.copy {
         set(h, "x-ms-copy-id", &c.id);
         set(h, "x-ms-copy-status", "success");
-        set(h, "x-ms-copy-source", &c.source);
+        // Stored without its signature since it is recorded; redacted again for older records.
+        set(h, "x-ms-copy-source", edgeblob_proto::sas::redact_signature(&c.source));
         set(h, "x-ms-copy-progress", format!("{}/{}", c.bytes, c.bytes));
         set(h, "x-ms-copy-completion-time", hdr::http_date(c.completed_ns));
     }

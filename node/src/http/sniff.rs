@@ -3,6 +3,11 @@
 //! socket (or TLS stream) and hyper and records every `x-ms-meta-` name it sees at the start of a
 //! line, exactly as written; the handler looks names up there. A body line that happens to look
 //! like such a header can at worst change the case of a header of the same name.
+//!
+//! Bounded: a connection keeps at most [`MAX_NAME_BYTES`] of names, and each request takes (and
+//! so clears) what was recorded before it. Past the bound a name is not recorded and its
+//! metadata keeps the lower case hyper gives. With pipelined requests, a request may take the
+//! names of the next one too, which then loses their case (never their values).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,11 +17,43 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Lower-case name -> the name as the client wrote it, for one connection.
-pub type Names = Rc<RefCell<HashMap<String, String>>>;
+/// The names one connection recorded and no request has taken yet.
+pub type Names = Rc<RefCell<NameSet>>;
 
 const PREFIX: &[u8] = b"x-ms-meta-";
 const MAX_NAME: usize = 512;
+/// Azure allows 8 KiB of metadata (names and values) per blob or container.
+pub const MAX_NAME_BYTES: usize = 8 << 10;
+
+/// Lower-case name -> the name as the client wrote it.
+#[derive(Default)]
+pub struct NameSet {
+    names: HashMap<String, String>,
+    bytes: usize,
+}
+
+impl NameSet {
+    fn record(&mut self, name: &str) {
+        if self.bytes + name.len() > MAX_NAME_BYTES {
+            return;
+        }
+        if self.names.insert(name.to_ascii_lowercase(), name.to_owned()).is_none() {
+            self.bytes += name.len();
+        }
+        debug_assert!(self.bytes <= MAX_NAME_BYTES);
+    }
+
+    /// The names recorded since the last take, as written; the set is empty afterwards.
+    pub fn take(&mut self) -> Vec<String> {
+        self.bytes = 0;
+        std::mem::take(&mut self.names).into_values().collect()
+    }
+
+    #[cfg(test)]
+    fn get(&self, lower: &str) -> Option<&str> {
+        self.names.get(lower).map(String::as_str)
+    }
+}
 
 pub struct Sniff<T> {
     inner: T,
@@ -55,7 +92,7 @@ impl<T> Sniff<T> {
             if b == b':' {
                 if self.line.len() > PREFIX.len() {
                     if let Ok(name) = std::str::from_utf8(&self.line) {
-                        self.names.borrow_mut().insert(name.to_ascii_lowercase(), name.to_owned());
+                        self.names.borrow_mut().record(name);
                     }
                 }
                 self.at_line_start = false;
@@ -119,9 +156,25 @@ mod tests {
         s.scan(b"PUT /a/c/b HTTP/1.1\r\nX-Ms-Meta-Mtime: 1\r\nx-ms-meta-Mixed_");
         s.scan(b"Case: X\r\nContent-Length: 3\r\n\r\nabc");
         let n = names.borrow();
-        assert_eq!(n.get("x-ms-meta-mtime").map(String::as_str), Some("X-Ms-Meta-Mtime"));
-        assert_eq!(n.get("x-ms-meta-mixed_case").map(String::as_str), Some("x-ms-meta-Mixed_Case"));
-        assert_eq!(n.len(), 2);
+        assert_eq!(n.get("x-ms-meta-mtime"), Some("X-Ms-Meta-Mtime"));
+        assert_eq!(n.get("x-ms-meta-mixed_case"), Some("x-ms-meta-Mixed_Case"));
+        assert_eq!(n.names.len(), 2);
+    }
+
+    #[test]
+    fn a_connection_keeps_a_bounded_set_and_each_request_takes_it() {
+        let (mut s, names) = Sniff::new(());
+        // Requests the node refuses still pass through here: thousands of distinct names.
+        for i in 0..20_000 {
+            s.scan(format!("GET / HTTP/1.1\r\nX-Ms-Meta-Name{i}: v\r\n\r\n").as_bytes());
+        }
+        let kept = names.borrow().names.len();
+        assert!(kept > 0 && names.borrow().bytes <= MAX_NAME_BYTES, "{kept} names kept");
+        assert!(kept < 20_000 * MAX_NAME_BYTES / 8192 / 10, "the set stopped growing: {kept}");
+        assert_eq!(names.borrow_mut().take().len(), kept);
+        assert_eq!((names.borrow().names.len(), names.borrow().bytes), (0, 0), "a take empties the set");
+        s.scan(b"PUT /a/c/b HTTP/1.1\r\nX-Ms-Meta-Again: 1\r\n\r\n");
+        assert_eq!(names.borrow_mut().take(), vec!["X-Ms-Meta-Again".to_owned()], "and it records again");
     }
 
     #[test]
@@ -137,6 +190,6 @@ mod tests {
         for piece in text.chunks(7) {
             s.scan(piece);
         }
-        assert_eq!(names.borrow().get("x-ms-meta-late").map(String::as_str), Some("X-MS-META-Late"));
+        assert_eq!(names.borrow().get("x-ms-meta-late"), Some("X-MS-META-Late"));
     }
 }
