@@ -521,9 +521,81 @@ fn metadata_past_azure_limits_is_refused_and_nothing_is_written() {
             assert_eq!(st, 400, "{name}: {head}");
             assert!(head.contains(&format!("x-ms-error-code: {code}")), "{name}: {head}");
             let (st, _, _) =
-                signed(&a, "PUT", "/devstoreaccount1/meta?restype=container&comp=metadata", &[(name, value)], b"").await;
+                signed(&a, "PUT", "/devstoreaccount1/meta?restype=container&comp=metadata", &[(name, value)], b"")
+                    .await;
             assert_eq!(st, 400, "{name} on a container");
         }
         assert_eq!(signed(&a, "HEAD", "/devstoreaccount1/meta/b", &[], b"").await.0, 404, "nothing was written");
+    });
+}
+
+/// A request authorised by SAS, with any headers; returns the status and the lower-cased head.
+async fn with_sas(addr: &str, method: &str, path_query: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut text =
+        format!("{method} {path_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("x-ms-version: 2026-10-06\r\n\r\n");
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(text.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).await.unwrap();
+    let head = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    (head[9..12].parse().unwrap(), head)
+}
+
+/// A copy's source on this node is authorised on its own: a SAS scoped to one container copies
+/// within it, but cannot pull a private blob of another container into its scope (through Copy
+/// Blob, Put Blob From URL or Put Block From URL); an account SAS that grants read can.
+#[test]
+fn a_sas_cannot_copy_a_private_blob_from_outside_its_scope() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let a = node.http.clone();
+    let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
+    let sas =
+        |sts: &str| edgeblob_proto::sas::sign(&key, sts).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    // A service SAS for container `open` with read, write and create.
+    let open_sts = "rwc\n\n2099-01-01T00:00:00Z\n/blob/devstoreaccount1/open\n\n\n\n2026-10-06\nc\n\n\n\n\n\n\n";
+    let open_sas = format!("sv=2026-10-06&sr=c&sp=rwc&se=2099-01-01T00%3A00%3A00Z&sig={}", sas(open_sts));
+    let account_sts = "devstoreaccount1\nrwc\nb\nsco\n\n2099-01-01T00:00:00Z\n\n\n2026-10-06\n\n";
+    let account_sas = format!("sv=2026-10-06&ss=b&srt=sco&sp=rwc&se=2099-01-01T00%3A00%3A00Z&sig={}", sas(account_sts));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        for c in ["open", "secret"] {
+            assert_eq!(signed(&a, "PUT", &format!("/devstoreaccount1/{c}?restype=container"), &[], b"").await.0, 201);
+            let put = [("x-ms-blob-type", "BlockBlob")];
+            assert_eq!(signed(&a, "PUT", &format!("/devstoreaccount1/{c}/src"), &put, b"private bytes").await.0, 201);
+        }
+        let secret = format!("http://{a}/devstoreaccount1/secret/src");
+        let inside = format!("http://{a}/devstoreaccount1/open/src");
+        let copies = |source: String| {
+            [
+                ("/devstoreaccount1/open/copy", vec![("x-ms-copy-source", source.clone())]),
+                (
+                    "/devstoreaccount1/open/from-url",
+                    vec![("x-ms-copy-source", source.clone()), ("x-ms-blob-type", "BlockBlob".to_owned())],
+                ),
+                ("/devstoreaccount1/open/block?comp=block&blockid=YWFhYQ%3D%3D", vec![("x-ms-copy-source", source)]),
+            ]
+        };
+        for (path, headers) in copies(secret.clone()) {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let (st, head) = with_sas(&a, "PUT", &format!("{path}{sep}{open_sas}"), &h).await;
+            assert_eq!(st, 403, "{path}: a container SAS reached a private blob elsewhere: {head}");
+            assert!(head.contains("x-ms-error-code: cannotverifycopysource"), "{head}");
+            let (st, head) = with_sas(&a, "PUT", &format!("{path}{sep}{account_sas}"), &h).await;
+            assert!(st == 201 || st == 202, "{path}: an account SAS with read copies: {head}");
+        }
+        for (path, headers) in copies(inside) {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let (st, head) = with_sas(&a, "PUT", &format!("{path}{sep}{open_sas}"), &h).await;
+            assert!(st == 201 || st == 202, "{path}: a copy within the SAS's container: {head}");
+        }
+        assert_eq!(signed(&a, "GET", "/devstoreaccount1/open/copy", &[], b"").await.2, b"private bytes");
     });
 }

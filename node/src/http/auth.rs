@@ -12,6 +12,17 @@ use http::HeaderMap;
 use super::error::{ApiError, Result};
 use super::HttpCtx;
 
+/// How a request proved its right to run: what a copy's source is checked against as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// The account's key: everything in the account.
+    SharedKey,
+    /// The SAS in the request's query: what it grants, where it grants it.
+    Sas,
+    /// Nothing: reads of public containers only.
+    Anonymous,
+}
+
 /// Authorises `op` on `t`. `anonymous` is the shard to look up a container's public access on,
 /// or `None` where anonymous requests are never allowed (batch sub-requests).
 pub fn authenticate(
@@ -22,7 +33,7 @@ pub fn authenticate(
     headers: &HeaderMap,
     peer: SocketAddr,
     anonymous: Option<&Shard>,
-) -> Result<()> {
+) -> Result<Credential> {
     // The detail goes to the client (Azure sends the string-to-sign too, to debug a signer);
     // the log gets the kind only: a string-to-sign can hold a copy source's SAS.
     let failed = |kind: &str, why: String| {
@@ -38,20 +49,22 @@ pub fn authenticate(
         let signed = shared_key::SignedRequest { method, raw_path: &t.raw_path, query: &t.query, headers };
         shared_key::verify(&t.account, keys, &signed, auth).map_err(|e| failed("SharedKey", e.to_string()))?;
         let now = edgeblob_engine::shard::now_ns().div_euclid(1_000_000_000);
-        return shared_key::check_date(headers, now).map_err(|e| failed("request date", e.to_string()));
+        shared_key::check_date(headers, now).map_err(|e| failed("request date", e.to_string()))?;
+        return Ok(Credential::SharedKey);
     }
     if t.param("sig").is_some() {
         let now = edgeblob_engine::shard::now_ns() / 1_000_000_000;
         let r = sas::SasRequest { target: t, op, now, client_ip: Some(peer.ip()), https: ctx.https };
-        return sas::verify(&t.account, keys, &r).map_err(|e| match e {
+        sas::verify(&t.account, keys, &r).map_err(|e| match e {
             sas::SasError::Permission | sas::SasError::Resource => {
                 ApiError::detailed(ErrorCode::AuthorizationFailure, e)
             }
             other => failed("SAS", other.to_string()),
-        });
+        })?;
+        return Ok(Credential::Sas);
     }
     if anonymous.is_some_and(|s| anonymous_allowed(s, t, op)) {
-        return Ok(());
+        return Ok(Credential::Anonymous);
     }
     Err(ApiError::with_message(
         ErrorCode::AuthenticationFailed,

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use edgeblob_engine::ops;
-use edgeblob_meta::model::{BlobKey, BlobProps};
+use edgeblob_meta::model::{BlobKey, BlobProps, PublicAccess};
 use edgeblob_proto::request::{BlobSettings, CopySource, Range};
 use edgeblob_proto::{addr, headers as hdr, op::Operation, sas, ErrorCode};
 use futures::{Stream, StreamExt};
@@ -15,6 +15,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
+use super::auth::Credential;
 use super::dispatch::Call;
 use super::error::{ApiError, Result};
 use super::response::VERSION;
@@ -50,24 +51,10 @@ pub async fn open(c: &Call<'_>, src: &CopySource) -> Result<Source> {
 }
 
 async fn open_local(c: &Call<'_>, st: &addr::Target, src: &CopySource) -> Result<Source> {
-    // The source must be readable by the caller: a SAS in its URL, or the same account as the
-    // (authenticated) destination.
-    if st.param("sig").is_some() {
-        let keys = c.ctx.accounts.get(&st.account).ok_or(ErrorCode::CannotVerifyCopySource)?;
-        let now = edgeblob_engine::shard::now_ns() / 1_000_000_000;
-        let r = sas::SasRequest { target: st, op: Operation::GetBlob, now, client_ip: None, https: true };
-        sas::verify(&st.account, keys, &r)
-            .map_err(|e| source_error(StatusCode::FORBIDDEN, "AuthenticationFailed", e.to_string()))?;
-    } else if st.account != c.target.account {
-        return Err(source_error(
-            StatusCode::FORBIDDEN,
-            "AuthorizationFailure",
-            "the source is in another account and has no SAS".into(),
-        ));
-    }
     let (Some(ctr), Some(b)) = (&st.container, &st.blob) else {
         return Err(source_error(StatusCode::BAD_REQUEST, "InvalidUri", "the source names no blob".into()));
     };
+    authorize_local_source(c, &src.url, st, ctr)?;
     let key = BlobKey::new(&st.account, ctr, b);
     let (summary, (start, end), reader) =
         ops::open_read(c.shard, key, src.range, src.conditions.clone()).await.map_err(|e| {
@@ -77,6 +64,44 @@ async fn open_local(c: &Call<'_>, st: &addr::Target, src: &CopySource) -> Result
         })?;
     debug_assert!(end >= start);
     Ok(Source { props: Some(summary.props), body: Box::pin(reader.into_stream()) })
+}
+
+/// A source on this node is authorised on its own, as Azure does: by the SAS in its URL, by public
+/// access to its container, or by the caller's own credential when that covers it (the account's
+/// key for a source in the same account; the caller's SAS when it grants read there). A SAS
+/// scoped to one container cannot reach a private blob elsewhere through a copy.
+fn authorize_local_source(c: &Call<'_>, url: &str, st: &addr::Target, ctr: &str) -> Result<()> {
+    let keys = c.ctx.accounts.get(&st.account).ok_or(ErrorCode::CannotVerifyCopySource)?;
+    let now = edgeblob_engine::shard::now_ns() / 1_000_000_000;
+    let read_with = |target: &addr::Target, client_ip, https| {
+        let r = sas::SasRequest { target, op: Operation::GetBlob, now, client_ip, https };
+        sas::verify(&st.account, keys, &r)
+    };
+    if st.param("sig").is_some() {
+        // The source's own SAS is presented by this node (no client address), over the URL's
+        // scheme: an `spr=https` SAS does not work in an `http://` URL.
+        return read_with(st, None, url.starts_with("https://"))
+            .map_err(|e| source_error(StatusCode::FORBIDDEN, "AuthenticationFailed", e.to_string()));
+    }
+    let public = c.shard.node.container(&st.account, ctr).is_some_and(|k| k.public_access != PublicAccess::None);
+    let same_account = st.account == c.target.account;
+    let allowed = public
+        || match c.credential {
+            Credential::SharedKey => same_account,
+            Credential::Sas if same_account => {
+                let as_source = addr::Target { query: c.target.query.clone(), ..st.clone() };
+                read_with(&as_source, Some(c.peer.ip()), c.ctx.https).is_ok()
+            }
+            Credential::Sas | Credential::Anonymous => false,
+        };
+    if allowed {
+        return Ok(());
+    }
+    Err(source_error(
+        StatusCode::FORBIDDEN,
+        "AuthorizationFailure",
+        "the caller's credential does not grant read on the source, which has no SAS of its own".into(),
+    ))
 }
 
 /// The TLS client configuration for copy sources (and the benchmark's client): the system's

@@ -26,6 +26,8 @@ pub struct Call<'a> {
     /// The `Host` the client reached this node by.
     pub host: &'a str,
     pub peer: SocketAddr,
+    /// How the request was authorised (a copy's source is checked against it too).
+    pub credential: auth::Credential,
 }
 
 pub async fn handle(
@@ -90,10 +92,10 @@ async fn dispatch(
     let target = addr::parse(&req.uri().to_string(), Some(&host))?;
     let op = op::route(req.method(), &target, req.headers())?;
     *op_name = op.name();
-    auth::authenticate(ctx, &target, op, req.method().as_str(), req.headers(), peer, Some(shard))?;
+    let credential = auth::authenticate(ctx, &target, op, req.method().as_str(), req.headers(), peer, Some(shard))?;
     let request = Request::parse(op, &target, req.headers(), meta_names)?;
     let body = req.into_body();
-    let c = Call { shard, ctx, target: &target, host: &host, peer };
+    let c = Call { shard, ctx, target: &target, host: &host, peer, credential };
     match request {
         Request::GetAccountInfo => Ok(service::get_account_info()),
         Request::ListContainers(p) => service::list_containers(&c, p),
