@@ -16,6 +16,12 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
+/// The soft open-file limit; 1024 if unknown.
+pub fn nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
 /// The soft RLIMIT_MEMLOCK in bytes (what io_uring buffer registration may pin); 0 if unknown.
 pub fn memlock_limit() -> usize {
     use nix::sys::resource::{getrlimit, Resource};

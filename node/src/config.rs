@@ -16,6 +16,13 @@ pub struct Config {
     pub accounts: Vec<Account>,
     /// Requests in flight per shard before answering 503 ServerBusy.
     pub max_requests_per_shard: usize,
+    /// Connections a shard holds open; past it a new connection is closed at once. Default:
+    /// the open-file limit (less a reserve for data files and copies) over the shards.
+    pub max_connections_per_shard: Option<usize>,
+    /// Seconds a client has for a request's head (from the first byte, or from the end of the
+    /// previous answer on a kept-alive connection) and for a TLS handshake; past them the
+    /// connection is closed. An idle keep-alive connection is closed after the same time.
+    pub header_timeout_secs: u64,
     /// A second, TLS listener (for clients that insist on `https://<account>.blob.core.windows.net`).
     pub tls: Option<TlsConfig>,
     pub engine: EngineConfig,
@@ -49,6 +56,8 @@ impl Default for Config {
             port: 10000,
             accounts: vec![Account { name: DEV_ACCOUNT.into(), keys: vec![DEV_KEY.into()] }],
             max_requests_per_shard: 1024,
+            max_connections_per_shard: None,
+            header_timeout_secs: 60,
             tls: None,
             engine: EngineConfig::default(),
         }

@@ -599,3 +599,54 @@ fn a_sas_cannot_copy_a_private_blob_from_outside_its_scope() {
         assert_eq!(signed(&a, "GET", "/devstoreaccount1/open/copy", &[], b"").await.2, b"private bytes");
     });
 }
+
+/// Whether the node closes `c` within `secs` (reads until end of stream, whatever it sends).
+async fn closed_within(c: &mut tokio::net::TcpStream, secs: u64) -> bool {
+    let mut sink = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(secs), c.read_to_end(&mut sink)).await.is_ok()
+}
+
+/// Connections are bounded in time and number: a request head that never completes, a kept-alive
+/// connection left idle and a TLS handshake that never starts are closed after the header time;
+/// past the connection bound a new connection is closed at once, and once one is freed the next
+/// is served.
+#[test]
+fn slow_idle_and_surplus_connections_are_closed() {
+    use edgeblob_testkit::node::InProcess;
+    let dir = tempfile::tempdir().unwrap();
+    let tls = peers::tls("the TLS handshake case uses the kit's certificate");
+    let node = InProcess::start(dir.path(), 1 << 30, 1, |c| {
+        c.header_timeout_secs = 1;
+        c.max_connections_per_shard = Some(3);
+        if let Some(t) = &tls {
+            c.tls =
+                Some(edgeblob::config::TlsConfig { port: 0, cert: t.join("server.pem"), key: t.join("server.key") });
+        }
+    });
+    let a = node.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // Slowloris: half a head, never finished.
+        let mut slow = tokio::net::TcpStream::connect(&a).await.unwrap();
+        slow.write_all(b"GET /devstoreaccount1?comp=list HTTP/1.1\r\nHost: x\r\nx-ms-ver").await.unwrap();
+        // Idle: one answered request, then nothing.
+        let mut idle = tokio::net::TcpStream::connect(&a).await.unwrap();
+        idle.write_all(b"HEAD /devstoreaccount1/nosuch?restype=container HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 12];
+        idle.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 403", "anonymous, answered");
+        // A third fills the bound of three; a fourth is closed at once.
+        let _third = tokio::net::TcpStream::connect(&a).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut surplus = tokio::net::TcpStream::connect(&a).await.unwrap();
+        assert!(closed_within(&mut surplus, 1).await, "a connection past the bound was kept");
+        assert!(closed_within(&mut slow, 5).await, "an unfinished head kept its connection");
+        assert!(closed_within(&mut idle, 5).await, "an idle keep-alive connection was kept");
+        // Their slots are back: a new connection is served.
+        assert_eq!(anonymous(&a, "HEAD", "/devstoreaccount1/nosuch?restype=container").await, 403);
+        if let Some(tls_addr) = node.tls {
+            let mut silent = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+            assert!(closed_within(&mut silent, 5).await, "a TLS handshake that never starts kept its connection");
+        }
+    });
+}

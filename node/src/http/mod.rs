@@ -41,6 +41,10 @@ pub struct HttpCtx {
     pub accounts: HashMap<String, Vec<Vec<u8>>>,
     /// Requests this shard is running, bounded.
     pub slots: Slots,
+    /// Connections this shard holds open, bounded.
+    pub connections: Slots,
+    /// Time for a request head, a TLS handshake, or an idle keep-alive connection.
+    pub header_timeout: std::time::Duration,
     pub next_request: Cell<u64>,
     /// This listener speaks TLS (a SAS with `spr=https` is accepted here only).
     pub https: bool,
@@ -111,10 +115,19 @@ fn serve_on(
         bound = listener.local_addr()?;
         let accounts = accounts.clone();
         let max = config.max_requests_per_shard;
+        let max_connections = max_connections_per_shard(config, node.shards());
+        let header_timeout = std::time::Duration::from_secs(config.header_timeout_secs.max(1));
         let tls = tls.clone();
         rt.block_on(node.on(i, move |shard| async move {
             let https = tls.is_some();
-            let ctx = Rc::new(HttpCtx { accounts, slots: Slots::new(max), next_request: Cell::new(0), https });
+            let ctx = Rc::new(HttpCtx {
+                accounts,
+                slots: Slots::new(max),
+                connections: Slots::new(max_connections),
+                header_timeout,
+                next_request: Cell::new(0),
+                https,
+            });
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
                     tokio::task::spawn_local(accept_loop(shard, ctx, l, tls));
@@ -162,37 +175,95 @@ fn service(
     })
 }
 
+/// The connection bound of a shard: as configured, else what the open-file limit allows, less a
+/// reserve (data files, copy sources, logs), shared by the shards.
+fn max_connections_per_shard(config: &Config, shards: usize) -> usize {
+    config.max_connections_per_shard.unwrap_or_else(|| {
+        let files = edgeblob_io::sys::nofile_limit().min(usize::MAX as u64) as usize;
+        (files.saturating_sub(256) / shards.max(1)).max(16)
+    })
+}
+
+/// A warning at most once a second, with how many were suppressed meanwhile: a flood of failed
+/// accepts or refused connections must not become a flood of log lines.
+struct RateLimited {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    fn new() -> RateLimited {
+        RateLimited { last: None, suppressed: 0 }
+    }
+
+    /// Whether to log now; if so, how many were suppressed since the last line.
+    fn allow(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1)) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 async fn accept_loop(
     shard: Rc<Shard>,
     ctx: Rc<HttpCtx>,
     listener: tokio::net::TcpListener,
     tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
 ) {
+    let (mut accept_failed, mut refused) = (RateLimited::new(), RateLimited::new());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(shard = shard.index, %e, "accept failed");
+                if let Some(suppressed) = accept_failed.allow() {
+                    tracing::warn!(shard = shard.index, %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
         };
+        // Past the bound the connection is closed at once: its descriptor is back at once, and
+        // the client sees a reset it retries, not a hang.
+        let Some(held) = ctx.connections.take() else {
+            if let Some(suppressed) = refused.allow() {
+                tracing::warn!(
+                    shard = shard.index,
+                    open = ctx.connections.in_use(),
+                    suppressed,
+                    "connection refused: too many open"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (shard, ctx, tls) = (shard.clone(), ctx.clone(), tls.clone());
         tokio::task::spawn_local(async move {
-            let conn = http1::Builder::new();
+            let _held = held;
+            let mut conn = http1::Builder::new();
+            // The head of every request (and the idle time before it) is bounded: no slowloris,
+            // no idle connection kept for ever.
+            conn.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(ctx.header_timeout);
             let res = match tls {
                 None => {
                     let (io, names) = sniff::Sniff::new(stream);
                     conn.serve_connection(TokioIo::new(io), service(shard, ctx, peer, names)).await
                 }
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => {
+                Some(acceptor) => match tokio::time::timeout(ctx.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => {
                         let (io, names) = sniff::Sniff::new(s);
                         conn.serve_connection(TokioIo::new(io), service(shard, ctx, peer, names)).await
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
                 },

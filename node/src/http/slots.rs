@@ -1,29 +1,33 @@
-//! The bound on requests a shard runs at once.
+//! Bounds on what a shard holds at once (requests running, connections open), counted by
+//! guards: a slot is given back when its guard is dropped, whichever way its holder ends (a
+//! request future that hyper drops when the client goes away mid-request, a connection task
+//! that fails), so no path can leak one.
 
 use std::cell::Cell;
+use std::rc::Rc;
 
-/// The requests a shard runs at once, counted by guards: a request's slot is given back when its
-/// future ends or is dropped (hyper drops it when the client goes away mid-request), so no path
-/// can leak one.
 pub struct Slots {
-    in_use: Cell<usize>,
+    in_use: Rc<Cell<usize>>,
     max: usize,
 }
 
-/// One request's slot, given back on drop.
-pub struct Slot<'a>(&'a Slots);
+/// One slot, given back on drop. It owns its counter, so it can move into a spawned task.
+pub struct Slot {
+    in_use: Rc<Cell<usize>>,
+    max: usize,
+}
 
 impl Slots {
     pub fn new(max: usize) -> Slots {
-        Slots { in_use: Cell::new(0), max }
+        Slots { in_use: Rc::new(Cell::new(0)), max }
     }
 
     /// A slot, or `None` when all `max` are taken.
-    pub fn take(&self) -> Option<Slot<'_>> {
+    pub fn take(&self) -> Option<Slot> {
         let n = self.in_use.get();
         (n < self.max).then(|| {
             self.in_use.set(n + 1);
-            Slot(self)
+            Slot { in_use: self.in_use.clone(), max: self.max }
         })
     }
 
@@ -32,11 +36,11 @@ impl Slots {
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let n = self.0.in_use.get();
-        debug_assert!(n > 0 && n <= self.0.max, "a slot given back that was never taken");
-        self.0.in_use.set(n - 1);
+        let n = self.in_use.get();
+        debug_assert!(n > 0 && n <= self.max, "a slot given back that was never taken");
+        self.in_use.set(n - 1);
     }
 }
 
@@ -49,7 +53,7 @@ mod tests {
         let s = Slots::new(2);
         let (a, b) = (s.take(), s.take());
         assert!(a.is_some() && b.is_some());
-        assert!(s.take().is_none(), "a third request past a bound of two");
+        assert!(s.take().is_none(), "a third past a bound of two");
         drop(a);
         assert_eq!(s.in_use(), 1);
         let c = s.take();

@@ -78,6 +78,8 @@ pub fn spawn_sized(dir: &Path, data_size: &str, tls: Option<&Path>, env: &[(&str
 pub struct InProcess {
     node: Option<Node>,
     pub addr: SocketAddr,
+    /// The TLS listener, when `tune` configured one.
+    pub tls: Option<SocketAddr>,
 }
 
 impl InProcess {
@@ -91,8 +93,8 @@ impl InProcess {
         cfg.engine.pin_threads = false;
         tune(&mut cfg);
         let node = Node::open(cfg.engine.clone()).unwrap();
-        let addr = edgeblob::http::serve(&node, &cfg).unwrap().http;
-        InProcess { node: Some(node), addr }
+        let bound = edgeblob::http::serve(&node, &cfg).unwrap();
+        InProcess { node: Some(node), addr: bound.http, tls: bound.https }
     }
 }
 
