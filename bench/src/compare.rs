@@ -206,6 +206,8 @@ fn start_node(
         let log = std::fs::read_to_string(dir.join("edgeblob.log")).unwrap_or_default();
         format!("edgeblob did not start: {line:?}\n{log}")
     })?;
+    // The address is the first word; a note may follow it.
+    let addr = addr.split_whitespace().next().unwrap_or(addr);
     Ok((Server::Node { child }, addr.to_owned()))
 }
 

@@ -10,7 +10,9 @@ pub use edgeblob_engine::config::{parse_size, EngineConfig};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub listen: String,
+    /// Address to listen on. Unset: loopback while an account uses the public development key
+    /// (anyone could use the node otherwise), every interface when none does.
+    pub listen: Option<String>,
     pub port: u16,
     /// Storage accounts and their keys. Default: the well-known development account.
     pub accounts: Vec<Account>,
@@ -52,7 +54,7 @@ pub struct Account {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: "0.0.0.0".into(),
+            listen: None,
             port: 10000,
             accounts: vec![Account { name: DEV_ACCOUNT.into(), keys: vec![DEV_KEY.into()] }],
             max_requests_per_shard: 1024,
@@ -65,6 +67,20 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whether an account uses the public development key.
+    pub fn public_key_in_use(&self) -> bool {
+        self.accounts.iter().any(|a| a.keys.iter().any(|k| k == DEV_KEY))
+    }
+
+    /// The address to listen on: as configured, else loopback while the public key is in use.
+    pub fn listen_address(&self) -> &str {
+        match &self.listen {
+            Some(l) => l,
+            None if self.public_key_in_use() => "127.0.0.1",
+            None => "0.0.0.0",
+        }
+    }
+
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         c.engine.validate()?;
@@ -94,6 +110,14 @@ mod tests {
         assert_eq!(c.engine.data_path, PathBuf::from("data/edgeblob.dat"));
         let c = Config::from_toml("port = 9000\n[engine]\nchunk_size = 262144\ndedup = false\n").unwrap();
         assert_eq!((c.port, c.engine.chunk_size, c.engine.dedup), (9000, 262_144, false));
+    }
+
+    #[test]
+    fn the_public_key_listens_on_loopback_unless_told_otherwise() {
+        assert_eq!(Config::default().listen_address(), "127.0.0.1");
+        let own_key = "[[accounts]]\nname = \"a\"\nkeys = [\"a2V5\"]\n";
+        assert_eq!(Config::from_toml(own_key).unwrap().listen_address(), "0.0.0.0");
+        assert_eq!(Config::from_toml("listen = \"0.0.0.0\"\n").unwrap().listen_address(), "0.0.0.0");
     }
 
     #[test]

@@ -81,7 +81,7 @@ fn run(args: Args) -> Result<(), String> {
         config.port = p;
     }
     if let Some(l) = args.listen {
-        config.listen = l;
+        config.listen = Some(l);
     }
     if let (Some(port), Some(cert), Some(key)) = (args.tls_port, args.tls_cert, args.tls_key) {
         config.tls = Some(edgeblob::config::TlsConfig { port, cert, key });
@@ -95,7 +95,15 @@ fn run(args: Args) -> Result<(), String> {
     tracing::info!(data = %config.engine.data_path.display(), shards = node.shards(), "engine ready");
     let bound = edgeblob::http::serve(&node, &config).map_err(|e| format!("cannot serve: {e}"))?;
     // Lines for scripts and tests that start the node on port 0.
-    println!("edgeblob listening on {}", bound.http);
+    // The address is the line's first word after "on"; a note may follow it.
+    if config.listen.is_none() && config.public_key_in_use() {
+        println!(
+            "edgeblob listening on {} (loopback only: an account uses the public development key; set `listen` to serve other hosts)",
+            bound.http
+        );
+    } else {
+        println!("edgeblob listening on {}", bound.http);
+    }
     if let Some(tls) = bound.https {
         println!("edgeblob listening with TLS on {tls}");
     }

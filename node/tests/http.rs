@@ -650,3 +650,25 @@ fn slow_idle_and_surplus_connections_are_closed() {
         }
     });
 }
+
+/// With the public development key and no `listen` set, the node listens on loopback only, and
+/// its listening line says so.
+#[test]
+fn the_public_key_listens_on_loopback_only() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(node::workspace_bin("edgeblob"))
+        .arg("--data")
+        .arg(dir.path().join("node.dat"))
+        .args(["--port", "0", "--shards", "1", "--data-size", "1G"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("edgeblob listening on 127.0.0.1:"), "{line}");
+    assert!(line.contains("loopback only"), "{line}");
+}

@@ -95,9 +95,10 @@ fn serve_on(
     port: u16,
     tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
 ) -> std::io::Result<SocketAddr> {
-    let addr: SocketAddr = format!("{}:{}", config.listen, port)
+    let listen = config.listen_address();
+    let addr: SocketAddr = format!("{listen}:{port}")
         .parse()
-        .map_err(|e| std::io::Error::other(format!("listen address {}:{}: {e}", config.listen, port)))?;
+        .map_err(|e| std::io::Error::other(format!("listen address {listen}:{port}: {e}")))?;
     let mut accounts = HashMap::new();
     for a in &config.accounts {
         let keys = a

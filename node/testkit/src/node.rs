@@ -67,7 +67,9 @@ pub fn spawn_sized(dir: &Path, data_size: &str, tls: Option<&Path>, env: &[(&str
     let mut line = |prefix: &str| {
         let mut l = String::new();
         out.read_line(&mut l).unwrap();
-        l.trim().strip_prefix(prefix).unwrap_or_else(|| panic!("expected {prefix:?}, got {l:?}")).to_owned()
+        let rest = l.trim().strip_prefix(prefix).unwrap_or_else(|| panic!("expected {prefix:?}, got {l:?}"));
+        // The address, without a note that may follow it.
+        rest.split_whitespace().next().unwrap_or(rest).to_owned()
     };
     let http = line("edgeblob listening on ");
     let tls = tls.map(|_| line("edgeblob listening with TLS on "));
@@ -86,7 +88,7 @@ impl InProcess {
     /// A node on `data_size` bytes in `dir` with `shards` unpinned shards; `tune` changes any
     /// other setting first.
     pub fn start(dir: &Path, data_size: u64, shards: usize, tune: impl FnOnce(&mut Config)) -> InProcess {
-        let mut cfg = Config { listen: "127.0.0.1".into(), port: 0, ..Config::default() };
+        let mut cfg = Config { listen: Some("127.0.0.1".into()), port: 0, ..Config::default() };
         cfg.engine.data_path = dir.join("node.dat");
         cfg.engine.data_size = data_size;
         cfg.engine.shards = Some(shards);
