@@ -39,8 +39,23 @@ fn virtual_host_account(host: &str) -> Option<&str> {
     (labels.next() == Some("blob") && !account.is_empty()).then_some(account)
 }
 
+/// Percent-decodes strictly: a `%` must start an escape of two hex digits (`%zz` is not a
+/// literal, it is a malformed URI).
 fn decode(s: &str) -> Result<String, ErrorCode> {
+    let b = s.as_bytes();
+    for (i, _) in s.match_indices('%') {
+        if !(b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
+            return Err(ErrorCode::InvalidUri);
+        }
+    }
     percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| ErrorCode::InvalidUri)
+}
+
+/// A blob name clients can address: no control characters (they cannot travel in a header or an
+/// XML listing), and no `.` or `..` segment, which URL normalisation removes before a request
+/// is sent, so such a blob could never be reached again.
+fn valid_blob_name(name: &str) -> bool {
+    !name.chars().any(|c| c.is_control()) && !name.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 /// Parses a request target (`path?query`, or an absolute URI) with the `Host` header.
@@ -83,6 +98,9 @@ pub fn parse(target: &str, host: Option<&str>) -> Result<Target, ErrorCode> {
     }
     if blob.as_ref().is_some_and(|b| b.chars().count() > MAX_BLOB_NAME) {
         return Err(ErrorCode::InvalidResourceName);
+    }
+    if blob.as_ref().is_some_and(|b| !valid_blob_name(b)) {
+        return Err(ErrorCode::InvalidUri);
     }
     Ok(Target { account, container, blob, raw_path: raw_path.to_owned(), query })
 }
@@ -161,6 +179,23 @@ mod tests {
             "the limit counts characters"
         );
         assert_eq!(parse("/a/ccc/%FF", Some("127.0.0.1")), Err(ErrorCode::InvalidUri));
+        for bad in [
+            "/a/ccc/%zz",
+            "/a/ccc/b%",
+            "/a/ccc/b%4",
+            "/a/ccc/b?comp=%g1",
+            "/a/ccc/%00",
+            "/a/ccc/x%0D%0Ay",
+            "/a/ccc/.",
+            "/a/ccc/..",
+            "/a/ccc/d/../x",
+            "/a/ccc/./x",
+        ] {
+            assert_eq!(parse(bad, Some("127.0.0.1")), Err(ErrorCode::InvalidUri), "{bad}");
+        }
+        for good in ["/a/ccc/.hidden", "/a/ccc/a..b", "/a/ccc/dir./x", "/a/ccc/100%25"] {
+            assert!(parse(good, Some("127.0.0.1")).is_ok(), "{good}");
+        }
         assert!(valid_container_name("$root") && valid_container_name("a-1") && !valid_container_name("-ab"));
     }
 }

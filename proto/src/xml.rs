@@ -213,24 +213,36 @@ pub fn parse_block_list(body: &[u8]) -> Result<Vec<(BlockKind, Vec<u8>)>, ErrorC
     reader.config_mut().trim_text(true);
     let mut out = Vec::new();
     let mut closed = false;
+    // One `<BlockList>` root, with items only directly inside it: a nested or second root is
+    // not a block list (a nested one used to commit an empty blob).
+    let mut opened = false;
     let mut current: Option<BlockKind> = None;
     let mut text = String::new();
     let mut buf = Vec::new();
     loop {
         match reader.read_event_into(&mut buf).map_err(|_| ErrorCode::InvalidXmlDocument)? {
-            Event::Start(e) => match e.name().as_ref() {
-                b"BlockList" => {}
-                b"Committed" => current = Some(BlockKind::Committed),
-                b"Uncommitted" => current = Some(BlockKind::Uncommitted),
-                b"Latest" => current = Some(BlockKind::Latest),
-                _ => return Err(ErrorCode::InvalidXmlDocument),
-            },
-            Event::Empty(e) if e.name().as_ref() == b"BlockList" => closed = true,
+            Event::Start(e) => {
+                let inside = opened && !closed && current.is_none();
+                match e.name().as_ref() {
+                    b"BlockList" if !opened => opened = true,
+                    b"Committed" if inside => current = Some(BlockKind::Committed),
+                    b"Uncommitted" if inside => current = Some(BlockKind::Uncommitted),
+                    b"Latest" if inside => current = Some(BlockKind::Latest),
+                    _ => return Err(ErrorCode::InvalidXmlDocument),
+                }
+            }
+            Event::Empty(e) if e.name().as_ref() == b"BlockList" && !opened => {
+                opened = true;
+                closed = true;
+            }
             Event::Text(t) => {
                 text = t.unescape().map_err(|_| ErrorCode::InvalidXmlDocument)?.into_owned();
             }
             Event::End(e) => {
                 if e.name().as_ref() == b"BlockList" {
+                    if current.is_some() {
+                        return Err(ErrorCode::InvalidXmlDocument);
+                    }
                     closed = true;
                 } else {
                     let kind = current.take().ok_or(ErrorCode::InvalidXmlDocument)?;
@@ -261,6 +273,22 @@ pub fn has_signed_identifiers(body: &[u8]) -> Result<bool, ErrorCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_list_has_one_root_and_items_only_directly_inside() {
+        let ok = br#"<?xml version="1.0"?><BlockList><Latest>YQ==</Latest></BlockList>"#;
+        assert_eq!(parse_block_list(ok).map(|l| l.len()), Ok(1));
+        assert_eq!(parse_block_list(b"<BlockList/>"), Ok(vec![]));
+        for bad in [
+            &b"<BlockList><BlockList><Latest>YQ==</Latest></BlockList></BlockList>"[..],
+            b"<BlockList></BlockList><BlockList><Latest>YQ==</Latest></BlockList>",
+            b"<BlockList/><BlockList/>",
+            b"<Latest>YQ==</Latest>",
+            b"<BlockList><Latest><Latest>YQ==</Latest></Latest></BlockList>",
+        ] {
+            assert_eq!(parse_block_list(bad), Err(ErrorCode::InvalidXmlDocument), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn acl_bodies_with_and_without_stored_policies() {
