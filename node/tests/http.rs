@@ -531,14 +531,28 @@ fn metadata_past_azure_limits_is_refused_and_nothing_is_written() {
 
 /// A request authorised by SAS, with any headers; returns the status and the lower-cased head.
 async fn with_sas(addr: &str, method: &str, path_query: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut text =
-        format!("{method} {path_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n");
+    with_sas_body(addr, method, path_query, headers, b"").await
+}
+
+/// [`with_sas`] with a body.
+async fn with_sas_body(
+    addr: &str,
+    method: &str,
+    path_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut text = format!(
+        "{method} {path_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         text.push_str(&format!("{k}: {v}\r\n"));
     }
     text.push_str("x-ms-version: 2026-10-06\r\n\r\n");
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
     c.write_all(text.as_bytes()).await.unwrap();
+    c.write_all(body).await.unwrap();
     let mut out = Vec::new();
     c.read_to_end(&mut out).await.unwrap();
     let head = String::from_utf8_lossy(&out).to_ascii_lowercase();
@@ -671,4 +685,71 @@ fn the_public_key_listens_on_loopback_only() {
     let _ = child.wait();
     assert!(line.starts_with("edgeblob listening on 127.0.0.1:"), "{line}");
     assert!(line.contains("loopback only"), "{line}");
+}
+
+/// What a container SAS may do, as Azure allows: its blobs, never the container itself; and a
+/// create-only SAS (`c` without `w`) makes new blobs but never replaces one.
+#[test]
+fn a_container_sas_reaches_its_blobs_only_and_create_only_never_overwrites() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let a = node.http.clone();
+    let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
+    let service_sas = |sp: &str| {
+        let sts =
+            format!("{sp}\n\n2099-01-01T00:00:00Z\n/blob/devstoreaccount1/scoped\n\n\n\n2026-10-06\nc\n\n\n\n\n\n\n");
+        let sig = edgeblob_proto::sas::sign(&key, &sts).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+        format!("sv=2026-10-06&sr=c&sp={sp}&se=2099-01-01T00%3A00%3A00Z&sig={sig}")
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/scoped?restype=container", &[], b"").await.0, 201);
+        let all = service_sas("racwdl");
+        for (method, path, headers) in [
+            (
+                "PUT",
+                "/devstoreaccount1/scoped?restype=container&comp=acl",
+                vec![("x-ms-blob-public-access", "container")],
+            ),
+            ("PUT", "/devstoreaccount1/scoped?restype=container&comp=metadata", vec![("x-ms-meta-k", "v")]),
+            ("GET", "/devstoreaccount1/scoped?restype=container", vec![]),
+            ("DELETE", "/devstoreaccount1/scoped?restype=container", vec![]),
+            ("PUT", "/devstoreaccount1/scoped?restype=container", vec![]),
+        ] {
+            let (st, head) = with_sas(&a, method, &format!("{path}&{all}"), &headers).await;
+            assert_eq!(st, 403, "{method} {path} with a container SAS: {head}");
+            assert!(head.contains("x-ms-error-code: authorizationfailure"), "{head}");
+        }
+        let (st, _) =
+            with_sas(&a, "GET", &format!("/devstoreaccount1/scoped?restype=container&comp=list&{all}"), &[]).await;
+        assert_eq!(st, 200, "List Blobs is on its blobs");
+        assert_eq!(
+            signed(&a, "HEAD", "/devstoreaccount1/scoped?restype=container", &[], b"").await.0,
+            200,
+            "not deleted"
+        );
+
+        let create = service_sas("c");
+        let put = [("x-ms-blob-type", "BlockBlob")];
+        let (st, head) = with_sas(&a, "PUT", &format!("/devstoreaccount1/scoped/new?{create}"), &put).await;
+        assert_eq!(st, 201, "a create-only SAS creates: {head}");
+        let (st, head) = with_sas(&a, "PUT", &format!("/devstoreaccount1/scoped/new?{create}"), &put).await;
+        assert_eq!(st, 409, "a create-only SAS overwrote: {head}");
+        assert!(head.contains("x-ms-error-code: blobalreadyexists"), "{head}");
+        let block = format!("/devstoreaccount1/scoped/new?comp=block&blockid=YWFhYQ%3D%3D&{create}");
+        assert_eq!(with_sas(&a, "PUT", &block, &[]).await.0, 201, "staging a block replaces nothing");
+        let list = format!("/devstoreaccount1/scoped/new?comp=blocklist&{create}");
+        let xml = b"<?xml version=\"1.0\"?><BlockList><Latest>YWFhYQ==</Latest></BlockList>";
+        assert_eq!(with_sas_body(&a, "PUT", &list, &[], xml).await.0, 409, "Put Block List over the blob");
+        let source = format!("http://{a}/devstoreaccount1/scoped/new");
+        let copy = format!("/devstoreaccount1/scoped/new?{create}");
+        assert_eq!(
+            with_sas(&a, "PUT", &copy, &[("x-ms-copy-source", &source)]).await.0,
+            403,
+            "c cannot read the source"
+        );
+        let (st, _) = with_sas(&a, "PUT", &format!("/devstoreaccount1/scoped/new?{}", service_sas("w")), &put).await;
+        assert_eq!(st, 201, "w overwrites");
+    });
 }

@@ -96,6 +96,27 @@ fn needed(op: Operation) -> &'static str {
     }
 }
 
+/// Operations on a container itself (List Blobs is on its blobs).
+fn container_level(op: Operation) -> bool {
+    use Operation::*;
+    matches!(
+        op,
+        CreateContainer
+            | DeleteContainer
+            | GetContainerProperties
+            | SetContainerMetadata
+            | GetContainerAcl
+            | SetContainerAcl
+    )
+}
+
+/// Whether the SAS may create blobs but not overwrite them: `c` without `w`. A write under it
+/// must find no blob there.
+pub fn create_only(t: &Target) -> bool {
+    let sp = t.param("sp").unwrap_or("");
+    sp.contains('c') && !sp.contains('w')
+}
+
 fn grants(sp: &str, op: Operation) -> bool {
     let need = needed(op);
     need.is_empty() || need.chars().any(|c| sp.contains(c))
@@ -168,7 +189,10 @@ pub fn verify(account: &str, keys: &[Vec<u8>], req: &SasRequest) -> Result<(), S
         if kind.is_some_and(|k| !p("srt").contains(k)) {
             return Err(SasError::Resource);
         }
-    } else if p("sr") != "c" && t.blob.is_none() {
+    } else if (p("sr") != "c" && t.blob.is_none()) || container_level(req.op) {
+        // A service SAS covers the blobs of its container (and List Blobs): never the container
+        // itself, its properties, metadata or ACL, nor deleting or creating it. Those take an
+        // account SAS.
         return Err(SasError::Resource);
     }
     if !grants(sp, req.op) {

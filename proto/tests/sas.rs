@@ -41,6 +41,17 @@ fn sdk_container_sas_covers_its_container_only() {
     check("/devstoreaccount1/sdkctr?restype=container&comp=list", "container", Operation::ListBlobs).unwrap();
     assert_eq!(check("/devstoreaccount1/otherctr/a", "container", Operation::GetBlob), Err(SasError::Signature));
     assert_eq!(check("/devstoreaccount1?comp=list", "container", Operation::ListContainers), Err(SasError::Resource));
+    // Never the container itself: its properties, metadata, ACL, deletion (an account SAS does).
+    for (target, op) in [
+        ("/devstoreaccount1/sdkctr?restype=container", Operation::DeleteContainer),
+        ("/devstoreaccount1/sdkctr?restype=container", Operation::CreateContainer),
+        ("/devstoreaccount1/sdkctr?restype=container", Operation::GetContainerProperties),
+        ("/devstoreaccount1/sdkctr?restype=container&comp=metadata", Operation::SetContainerMetadata),
+        ("/devstoreaccount1/sdkctr?restype=container&comp=acl", Operation::GetContainerAcl),
+        ("/devstoreaccount1/sdkctr?restype=container&comp=acl", Operation::SetContainerAcl),
+    ] {
+        assert_eq!(check(target, "container", op), Err(SasError::Resource), "{op:?}");
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use edgeblob_engine::Shard;
 use edgeblob_meta::model::PublicAccess;
 use edgeblob_proto::addr::Target;
+use edgeblob_proto::conditions::{Conditions, ETagMatch};
 use edgeblob_proto::op::Operation;
 use edgeblob_proto::{sas, shared_key, ErrorCode};
 use http::HeaderMap;
@@ -17,8 +18,9 @@ use super::HttpCtx;
 pub enum Credential {
     /// The account's key: everything in the account.
     SharedKey,
-    /// The SAS in the request's query: what it grants, where it grants it.
-    Sas,
+    /// The SAS in the request's query: what it grants, where it grants it. `create_only`: it
+    /// may create blobs but not overwrite them (`c` without `w`).
+    Sas { create_only: bool },
     /// Nothing: reads of public containers only.
     Anonymous,
 }
@@ -61,7 +63,7 @@ pub fn authenticate(
             }
             other => failed("SAS", other.to_string()),
         })?;
-        return Ok(Credential::Sas);
+        return Ok(Credential::Sas { create_only: sas::create_only(t) });
     }
     if anonymous.is_some_and(|s| anonymous_allowed(s, t, op)) {
         return Ok(Credential::Anonymous);
@@ -70,6 +72,15 @@ pub fn authenticate(
         ErrorCode::AuthenticationFailed,
         "Server failed to authenticate the request: no credentials (anonymous access is not enabled).",
     ))
+}
+
+/// The conditions a write runs under: a create-only SAS adds `If-None-Match: *`, so it can make
+/// a new blob but never replace one (409 `BlobAlreadyExists`).
+pub fn write_conditions(credential: Credential, mut cond: Conditions) -> Conditions {
+    if credential == (Credential::Sas { create_only: true }) {
+        cond.if_none_match = Some(ETagMatch::Any);
+    }
+    cond
 }
 
 /// Whether an anonymous request may run: reads of blobs in a container with public access, and

@@ -10,6 +10,7 @@ use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use md5::Digest;
 
+use super::auth;
 use super::body::{self, RespBody};
 use super::dispatch::Call;
 use super::error::Result;
@@ -58,7 +59,8 @@ pub async fn put_list(c: &Call<'_>, p: PutBlockList, body: Incoming) -> Result<R
             xml::BlockKind::Latest => BlockListItem::Latest(id),
         })
         .collect();
-    let b = ops::commit_block_list(c.shard, blob_key(&p.blob), list, props(p.settings), p.conditions).await?;
+    let cond = auth::write_conditions(c.credential, p.conditions);
+    let b = ops::commit_block_list(c.shard, blob_key(&p.blob), list, props(p.settings), cond).await?;
     let mut r = changed(StatusCode::CREATED, b.etag, b.modified_ns);
     set(r.headers_mut(), "x-ms-request-server-encrypted", "true");
     Ok(r)

@@ -8,6 +8,7 @@ use edgeblob_meta::model::{limits, BlobProps, CopyInfo};
 use edgeblob_proto::request::{CopyFromUrl, PutBlockFromUrl};
 use http::{Response, StatusCode};
 
+use super::auth;
 use super::body::{self, RespBody};
 use super::copy_source;
 use super::dispatch::Call;
@@ -55,7 +56,7 @@ async fn copy_whole(
         completed_ns: edgeblob_engine::shard::now_ns(),
         bytes: stored.len,
     });
-    let b = ops::commit_single(c.shard, key, stored, props, p.conditions).await?;
+    let b = ops::commit_single(c.shard, key, stored, props, auth::write_conditions(c.credential, p.conditions)).await?;
     Ok((b, id))
 }
 

@@ -88,11 +88,11 @@ fn authorize_local_source(c: &Call<'_>, url: &str, st: &addr::Target, ctr: &str)
     let allowed = public
         || match c.credential {
             Credential::SharedKey => same_account,
-            Credential::Sas if same_account => {
+            Credential::Sas { .. } if same_account => {
                 let as_source = addr::Target { query: c.target.query.clone(), ..st.clone() };
                 read_with(&as_source, Some(c.peer.ip()), c.ctx.https).is_ok()
             }
-            Credential::Sas | Credential::Anonymous => false,
+            Credential::Sas { .. } | Credential::Anonymous => false,
         };
     if allowed {
         return Ok(());
