@@ -37,22 +37,25 @@ fn etags(v: &str) -> ETagMatch {
     )
 }
 
+/// The conditional headers, in the order [`Conditions`] holds them.
+pub const CONDITIONS: [&str; 4] = ["if-match", "if-none-match", "if-modified-since", "if-unmodified-since"];
+
+/// The same conditions on a copy's source, in the same order.
+pub const SOURCE_CONDITIONS: [&str; 4] = [
+    "x-ms-source-if-match",
+    "x-ms-source-if-none-match",
+    "x-ms-source-if-modified-since",
+    "x-ms-source-if-unmodified-since",
+];
+
 /// The conditional headers. Unparsable dates are ignored, as HTTP says.
 pub fn conditions(h: &HeaderMap) -> Conditions {
-    conditions_named(h, ["if-match", "if-none-match", "if-modified-since", "if-unmodified-since"])
+    conditions_named(h, CONDITIONS)
 }
 
 /// The source conditions of a copy (`x-ms-source-if-*`).
 pub fn source_conditions(h: &HeaderMap) -> Conditions {
-    conditions_named(
-        h,
-        [
-            "x-ms-source-if-match",
-            "x-ms-source-if-none-match",
-            "x-ms-source-if-modified-since",
-            "x-ms-source-if-unmodified-since",
-        ],
-    )
+    conditions_named(h, SOURCE_CONDITIONS)
 }
 
 fn conditions_named(h: &HeaderMap, [m, nm, ms, us]: [&str; 4]) -> Conditions {

@@ -414,12 +414,8 @@ fn copy_source(h: &HeaderMap, range: Option<Range>) -> Result<CopySource, ErrorC
     if let Some(auth) = hdr::get(h, "x-ms-copy-source-authorization") {
         forward.push(("authorization", auth.to_owned()));
     }
-    for (name, from) in [
-        ("if-match", "x-ms-source-if-match"),
-        ("if-none-match", "x-ms-source-if-none-match"),
-        ("if-modified-since", "x-ms-source-if-modified-since"),
-        ("if-unmodified-since", "x-ms-source-if-unmodified-since"),
-    ] {
+    // A remote source checks the source conditions itself, as its own conditional headers.
+    for (name, from) in hdr::CONDITIONS.into_iter().zip(hdr::SOURCE_CONDITIONS) {
         if let Some(v) = hdr::get(h, from) {
             forward.push((name, v.to_owned()));
         }
