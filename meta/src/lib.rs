@@ -4,6 +4,7 @@
 //! durable through its own write-ahead log ([`wal`]) of rkyv records, checkpointed into the other
 //! half of the log area when one half fills. Nothing here knows about HTTP.
 
+pub mod footprint;
 pub mod listing;
 pub mod model;
 pub mod record;
@@ -15,4 +16,4 @@ pub mod wal;
 pub use model::*;
 pub use record::Record;
 pub use state::ShardMeta;
-pub use store::{MetaError, MetaStore};
+pub use store::{Limits, MetaError, MetaStore};

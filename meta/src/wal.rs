@@ -187,6 +187,10 @@ pub enum AppendError {
     Failed,
     #[error("the metadata log is switching halves faster than it flushes; retry")]
     Busy,
+    #[error("this shard's metadata has reached its limit; delete blobs or containers to make room")]
+    MetadataFull,
+    #[error("this shard holds as many uncommitted blocks as it may; commit or delete some")]
+    StagedFull,
 }
 
 impl LogWriter {
@@ -294,6 +298,12 @@ impl LogWriter {
                 _ => Err(AppendError::Failed),
             }
         }
+    }
+
+    /// Resolves once the current half's checkpoint is durable, when a switch to the other half
+    /// is no longer refused as [`AppendError::Busy`].
+    pub fn switch_ready(&self) -> impl std::future::Future<Output = Result<(), AppendError>> + 'static {
+        self.wait(self.buf.borrow().checkpoint_lsn)
     }
 
     pub fn generation(&self) -> u64 {

@@ -29,27 +29,36 @@ fn run<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::LocalSet::new().block_on(&rt, f)
 }
 
-/// Record `i`: a block staged on one of six blobs under one of four ids (so the state, and the
-/// checkpoints, stay small), of 1 to 20 chunks: frames of varying size straddle pages.
+/// Record `i`: a blob of 1 to 40 chunks committed under one of six names, or (every third) a
+/// small block staged on one of two others, so that the state (and so the checkpoints) stays
+/// within a small half's limits while frames of varying size straddle pages.
 fn record(i: u32) -> Record {
-    Record::BlockStaged {
-        key: BlobKey::new("acct", "c", &format!("blob-{}", i % 6)),
-        container_id: 1,
-        block: StagedBlock {
-            block: Block {
-                id: format!("block-{}", i % 4).into_bytes(),
-                size: i as u64,
-                chunks: (0..(i * 7) % 20 + 1)
-                    .map(|c| ChunkRef {
-                        hash: [i as u8; 16],
-                        offset: 4096 * (i + c) as u64,
-                        stored_len: 1,
-                        len: 1,
-                        flags: 0,
-                    })
-                    .collect(),
+    let chunks = |n: u32| -> Vec<ChunkRef> {
+        (0..n)
+            .map(|c| ChunkRef { hash: [i as u8; 16], offset: 4096 * (i + c) as u64, stored_len: 1, len: 1, flags: 0 })
+            .collect()
+    };
+    if i.is_multiple_of(3) {
+        return Record::BlockStaged {
+            key: BlobKey::new("acct", "c", &format!("staged-{}", i % 2)),
+            container_id: 1,
+            block: StagedBlock {
+                block: Block { id: format!("block-{}", i % 2).into_bytes(), size: i as u64, chunks: chunks(1) },
+                staged_ns: i as i64,
             },
-            staged_ns: i as i64,
+        };
+    }
+    Record::BlobPut {
+        key: BlobKey::new("acct", "c", &format!("blob-{}", i % 6)),
+        blob: Blob {
+            container_id: 1,
+            etag: i as u64,
+            created_ns: 0,
+            modified_ns: i as i64,
+            size: i as u64,
+            props: BlobProps::default(),
+            blocks: vec![Block { id: Vec::new(), size: i as u64, chunks: chunks((i * 7) % 40 + 1) }],
+            single_put: true,
         },
     }
 }
@@ -80,6 +89,8 @@ fn formatted() -> SimDisk {
 struct Run {
     committed: u32,
     acked_at: Vec<(u64, u64)>,
+    /// Half switches (checkpoints) the run made.
+    switches: u64,
 }
 
 impl Run {
@@ -96,7 +107,8 @@ fn workload(disk: &SimDisk) -> Run {
     run(async {
         let dev: Rc<dyn BlockDevice> = Rc::new(disk.device());
         let (mut store, _) = MetaStore::open(place(), dev).await.unwrap();
-        let mut r = Run { committed: 0, acked_at: Vec::new() };
+        let first = store.generation();
+        let mut r = Run { committed: 0, acked_at: Vec::new(), switches: 0 };
         for i in 0..RECORDS {
             let Ok(c) = store.commit(record(i)) else { break };
             r.committed += 1;
@@ -106,6 +118,7 @@ fn workload(disk: &SimDisk) -> Run {
             }
             r.acked_at.push((disk.count(Op::Write), disk.count(Op::Flush)));
         }
+        r.switches = store.generation() - first;
         r
     })
 }
@@ -140,7 +153,9 @@ fn check_recovery(disk: &SimDisk, acked: u32, committed: u32, states: &[ShardMet
 fn operations_of_a_clean_run() -> (u64, u64) {
     let disk = formatted();
     let before = (disk.count(Op::Write), disk.count(Op::Flush));
-    assert_eq!(workload(&disk).acked_at.len(), RECORDS as usize);
+    let run = workload(&disk);
+    assert_eq!(run.acked_at.len(), RECORDS as usize);
+    assert!(run.switches >= 3, "the run checkpointed {} times", run.switches);
     (disk.count(Op::Write) - before.0, disk.count(Op::Flush) - before.1)
 }
 

@@ -63,7 +63,8 @@ fn committed_records_survive_reopen_across_many_checkpoints() {
         // ~3 KiB per record with a 1 MiB half: several switches. Re-staging the same 50 names
         // keeps the checkpoint small.
         for i in 0..2000u32 {
-            let c = store.commit(staged(i % 50, 3000)).unwrap();
+            store.ready().await.unwrap();
+            let c = store.commit(staged(i % 30, 3000)).unwrap();
             if i % 100 == 0 {
                 c.durable.await.unwrap();
             }
@@ -77,7 +78,7 @@ fn committed_records_survive_reopen_across_many_checkpoints() {
         store.state.clone()
     });
     assert_eq!(back, expected);
-    assert_eq!(back.staged.len(), 50);
+    assert_eq!(back.staged.len(), 30);
 }
 
 #[test]
@@ -152,4 +153,103 @@ fn header_damage_on_both_halves_is_a_clear_error() {
     std::fs::write(&path, &bytes).unwrap();
     let err = run(async { MetaStore::open(place(), device(&path, false)).await.err().unwrap() });
     assert!(matches!(err, RecoverError::NoHeader { .. }), "{err}");
+}
+
+fn blob_put(i: u32, md_len: usize) -> Record {
+    Record::BlobPut {
+        key: BlobKey::new("acct", "c", &format!("blob-{i:05}")),
+        blob: Blob {
+            container_id: 1,
+            etag: i as u64,
+            created_ns: 0,
+            modified_ns: 0,
+            size: 1,
+            props: BlobProps { metadata: vec![("m".into(), "v".repeat(md_len))], ..BlobProps::default() },
+            blocks: vec![],
+            single_put: true,
+        },
+    }
+}
+
+/// The bug this guards against: a state that grew to fill a log half left the shard unable to
+/// checkpoint, so every later change, deletes included, failed, and kept failing after a
+/// restart. Growth now stops at the limit, and deletes always go through.
+#[test]
+fn growth_stops_at_the_limit_and_deletes_always_go_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let written = run(async {
+        let dev = device(&path, true);
+        format_log(&place(), dev.as_ref()).await.unwrap();
+        let (mut store, _) = MetaStore::open(place(), dev).await.unwrap();
+        let limits = store.limits();
+        assert_eq!(limits, edgeblob_meta::Limits::of_half(HALF as usize));
+        let mut n = 0;
+        let err = loop {
+            match store.commit(blob_put(n, 400)) {
+                Ok(_) => n += 1,
+                Err(e) => break e,
+            }
+            assert!(n < 100_000, "the limit never applied");
+        };
+        assert_eq!(err, edgeblob_meta::MetaError::MetadataFull);
+        assert_eq!(store.state.blobs.len(), n as usize, "the refused record changed nothing");
+        assert!(store.used().total() <= limits.total && store.used().total() > limits.total - 1024);
+        // Cycles of delete-one, create-one at the limit: each delete makes room for exactly one
+        // blob of its size, and neither ever fails, across many checkpoints.
+        let start_gen = store.generation();
+        for round in 0..(3 * n) {
+            let victim = round % n;
+            let key = BlobKey::new("acct", "c", &format!("blob-{victim:05}"));
+            store.ready().await.unwrap();
+            store.commit(Record::BlobDelete { key }).unwrap();
+            store.ready().await.unwrap();
+            store.commit(blob_put(victim, 400)).unwrap();
+            assert_eq!(store.commit(blob_put(n + 1, 400)).err(), Some(edgeblob_meta::MetaError::MetadataFull));
+        }
+        assert!(store.generation() > start_gen + 2, "the cycles crossed checkpoints");
+        // Deleting every blob always succeeds, one at a time.
+        for i in (0..n).step_by(2) {
+            let key = BlobKey::new("acct", "c", &format!("blob-{i:05}"));
+            store.commit(Record::BlobDelete { key }).unwrap();
+        }
+        store.sync().await.unwrap();
+        assert_eq!(store.used(), store.state.footprint());
+        (store.state.clone(), store.used())
+    });
+    let (state, used) = written;
+    run(async {
+        let (mut store, _) = MetaStore::open(place(), device(&path, false)).await.unwrap();
+        assert_eq!(store.state, state);
+        assert_eq!(store.used(), used, "the count at start matches the count kept while running");
+        store.commit(blob_put(999_999, 400)).unwrap().durable.await.unwrap();
+    });
+}
+
+#[test]
+fn staged_blocks_have_a_share_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    run(async {
+        let dev = device(&path, true);
+        format_log(&place(), dev.as_ref()).await.unwrap();
+        let (mut store, _) = MetaStore::open(place(), dev).await.unwrap();
+        let mut n = 0;
+        let err = loop {
+            match store.commit(staged(n, 40)) {
+                Ok(_) => n += 1,
+                Err(e) => break e,
+            }
+            assert!(n < 100_000, "the staged limit never applied");
+        };
+        assert_eq!(err, edgeblob_meta::MetaError::StagedFull);
+        assert!(store.used().staged <= store.limits().staged);
+        // Commits still fit beside them; re-staging a block of the same size replaces it.
+        store.commit(blob_put(1, 10)).unwrap();
+        store.commit(staged(3, 40)).unwrap();
+        // Dropping staged blocks makes room for more.
+        store.commit(Record::StagedDropped { key: BlobKey::new("acct", "c", "blob-00007") }).unwrap();
+        store.commit(staged(n + 1, 40)).unwrap();
+        assert_eq!(store.used(), store.state.footprint());
+    });
 }

@@ -25,6 +25,10 @@ pub struct Config {
     /// previous answer on a kept-alive connection) and for a TLS handshake; past them the
     /// connection is closed. An idle keep-alive connection is closed after the same time.
     pub header_timeout_secs: u64,
+    /// Seconds a body may go without progress: a request body that sends nothing for this
+    /// long, or an answer the client reads nothing of, ends its connection (and frees its
+    /// request slot).
+    pub body_timeout_secs: u64,
     /// A second, TLS listener (for clients that insist on `https://<account>.blob.core.windows.net`).
     pub tls: Option<TlsConfig>,
     pub engine: EngineConfig,
@@ -60,6 +64,7 @@ impl Default for Config {
             max_requests_per_shard: 1024,
             max_connections_per_shard: None,
             header_timeout_secs: 60,
+            body_timeout_secs: 60,
             tls: None,
             engine: EngineConfig::default(),
         }

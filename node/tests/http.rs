@@ -234,6 +234,21 @@ fn public_access_opens_reads_only_as_far_as_the_container_allows() {
         let (st, _, _) = signed(&a, "PUT", "/devstoreaccount1/priv?restype=container", &[], b"").await;
         assert_eq!(st, 201);
         assert_eq!(anonymous(&a, "GET", "/devstoreaccount1/pub/b").await, 200, "blob access: read");
+        // Uncommitted blocks are the writer's business: an anonymous reader sees none, and a
+        // blob that has nothing else does not exist for it.
+        for name in ["b", "staged"] {
+            let path = format!("/devstoreaccount1/pub/{name}?comp=block&blockid=YWFhYQ%3D%3D");
+            assert_eq!(signed(&a, "PUT", &path, &[], b"secret").await.0, 201);
+        }
+        let (st, owner) = with_sas(&a, "GET", "/devstoreaccount1/pub/b?comp=blocklist&blocklisttype=all", &[]).await;
+        assert_eq!(st, 200, "{owner}");
+        assert!(!owner.contains("ywfhyq=="), "an anonymous reader sees an uncommitted block: {owner}");
+        let (st, _, body) =
+            signed(&a, "GET", "/devstoreaccount1/pub/b?comp=blocklist&blocklisttype=all", &[], b"").await;
+        assert_eq!(st, 200);
+        assert!(String::from_utf8_lossy(&body).contains("YWFhYQ=="), "the owner sees it");
+        let staged = "/devstoreaccount1/pub/staged?comp=blocklist&blocklisttype=all";
+        assert_eq!(anonymous(&a, "GET", staged).await, 404);
         assert_eq!(
             anonymous(&a, "GET", "/devstoreaccount1/pub?restype=container&comp=list").await,
             403,
@@ -464,6 +479,51 @@ fn a_request_dropped_mid_flight_gives_back_its_slot() {
     });
 }
 
+/// A full node answers writes with 503 ServerBusy and a Retry-After (a condition that passes when
+/// space is freed), not a 500 InternalError; deletes still go through and make room.
+#[test]
+fn a_full_node_answers_server_busy_and_deletes_make_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node::InProcess::start(dir.path(), 64 << 20, 1, |_| {});
+    let a = node.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr?restype=container", &[], b"").await.0, 201);
+        let mut stored = 0;
+        let (head, body) = loop {
+            assert!(stored < 64, "64 MiB took {stored} distinct 4 MiB blobs");
+            let data = edgeblob_testkit::engine::data(stored, 4 << 20, false);
+            let (st, head, body) = signed(
+                &a,
+                "PUT",
+                &format!("/devstoreaccount1/ctr/b{stored}"),
+                &[("x-ms-blob-type", "BlockBlob")],
+                &data,
+            )
+            .await;
+            if st != 201 {
+                assert_eq!(st, 503, "{head}");
+                break (head, body);
+            }
+            stored += 1;
+        };
+        assert!(stored >= 8, "only {stored} blobs fit");
+        assert!(head.contains("x-ms-error-code: serverbusy") && head.contains("retry-after: 10"), "{head}");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("<Code>ServerBusy</Code>") && body.contains("no space left"), "{body}");
+        let (st, head, _) = signed(&a, "DELETE", "/devstoreaccount1/ctr/b0", &[], b"").await;
+        assert_eq!(st, 202, "{head}");
+        let data = edgeblob_testkit::engine::data(1000, 1 << 20, false);
+        let put = || signed(&a, "PUT", "/devstoreaccount1/ctr/after", &[("x-ms-blob-type", "BlockBlob")], &data);
+        // Freed space is reused once no read can still see it (an epoch later): soon, not never.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while put().await.0 != 201 {
+            assert!(std::time::Instant::now() < deadline, "the deleted blob's space never came back");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+}
+
 /// SharedKey requests carry their time: more than 15 minutes off is refused (a captured request
 /// cannot be replayed later), with the reason in the error. (No date at all: proto's tests.)
 #[test]
@@ -613,6 +673,55 @@ async fn closed_within(c: &mut tokio::net::TcpStream, secs: u64) -> bool {
     tokio::time::timeout(std::time::Duration::from_secs(secs), c.read_to_end(&mut sink)).await.is_ok()
 }
 
+/// A body that stops making progress ends its request: an upload whose client stops sending,
+/// and a download whose client stops reading. Each then gives back its slot (the only one here),
+/// so the next request is served.
+#[test]
+fn stalled_uploads_and_unread_downloads_give_back_their_slot() {
+    use edgeblob_testkit::node::InProcess;
+    let dir = tempfile::tempdir().unwrap();
+    let node = InProcess::start(dir.path(), 1 << 30, 1, |c| {
+        c.body_timeout_secs = 1;
+        c.max_requests_per_shard = 1;
+    });
+    let a = node.addr.to_string();
+    let props = "/devstoreaccount1/ctr?restype=container";
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(signed(&a, "PUT", props, &[], b"").await.0, 201);
+        // Half of a 1 MiB body, then nothing.
+        let head = signed_head("PUT", "/devstoreaccount1/ctr/stalled", &[("x-ms-blob-type", "BlockBlob")], 1 << 20);
+        let mut stalled = tokio::net::TcpStream::connect(&a).await.unwrap();
+        stalled.write_all(head.as_bytes()).await.unwrap();
+        stalled.write_all(&vec![7u8; 512 << 10]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(signed(&a, "GET", props, &[], b"").await.0, 503, "the upload holds the slot");
+        assert!(closed_within(&mut stalled, 10).await, "a stalled upload kept its connection");
+        assert_eq!(signed(&a, "GET", props, &[], b"").await.0, 200, "the stalled upload's slot came back");
+        assert_eq!(signed(&a, "HEAD", "/devstoreaccount1/ctr/stalled", &[], b"").await.0, 404, "nothing was stored");
+
+        // A download far larger than the socket buffers, never read.
+        let big = edgeblob_testkit::engine::data(5, 32 << 20, false);
+        let (st, head, _) =
+            signed(&a, "PUT", "/devstoreaccount1/ctr/big", &[("x-ms-blob-type", "BlockBlob")], &big).await;
+        assert_eq!(st, 201, "{head}");
+        let mut unread = tokio::net::TcpStream::connect(&a).await.unwrap();
+        unread.write_all(signed_head("GET", "/devstoreaccount1/ctr/big", &[], 0).as_bytes()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let (st, head, _) = signed(&a, "GET", props, &[], b"").await;
+            if st == 200 {
+                break;
+            }
+            assert_eq!(st, 503, "{head}");
+            assert!(std::time::Instant::now() < deadline, "an unread download kept its slot");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        drop(unread);
+    });
+}
+
 /// Connections are bounded in time and number: a request head that never completes, a kept-alive
 /// connection left idle and a TLS handshake that never starts are closed after the header time;
 /// past the connection bound a new connection is closed at once, and once one is freed the next
@@ -712,7 +821,14 @@ fn a_container_sas_reaches_its_blobs_only_and_create_only_never_overwrites() {
         ] {
             let (st, head) = with_sas(&a, method, &format!("{path}&{all}"), &headers).await;
             assert_eq!(st, 403, "{method} {path} with a container SAS: {head}");
-            assert!(head.contains("x-ms-error-code: authorizationfailure"), "{head}");
+            // The ACL is for the account key alone; the rest is a container operation, which
+            // takes an account SAS.
+            let code = if path.contains("comp=acl") {
+                "authorizationpermissionmismatch"
+            } else {
+                "authorizationresourcetypemismatch"
+            };
+            assert!(head.contains(&format!("x-ms-error-code: {code}")), "{head}");
         }
         let (st, _) =
             with_sas(&a, "GET", &format!("/devstoreaccount1/scoped?restype=container&comp=list&{all}"), &[]).await;
@@ -730,11 +846,14 @@ fn a_container_sas_reaches_its_blobs_only_and_create_only_never_overwrites() {
         let (st, head) = with_sas(&a, "PUT", &format!("/devstoreaccount1/scoped/new?{create}"), &put).await;
         assert_eq!(st, 409, "a create-only SAS overwrote: {head}");
         assert!(head.contains("x-ms-error-code: blobalreadyexists"), "{head}");
+        // Blocks are staged and committed under `w` alone (Azure's table): `c` makes whole blobs.
         let block = format!("/devstoreaccount1/scoped/new?comp=block&blockid=YWFhYQ%3D%3D&{create}");
-        assert_eq!(with_sas(&a, "PUT", &block, &[]).await.0, 201, "staging a block replaces nothing");
+        let (st, head) = with_sas(&a, "PUT", &block, &[]).await;
+        assert_eq!(st, 403, "{head}");
+        assert!(head.contains("x-ms-error-code: authorizationpermissionmismatch"), "{head}");
         let list = format!("/devstoreaccount1/scoped/new?comp=blocklist&{create}");
         let xml = b"<?xml version=\"1.0\"?><BlockList><Latest>YWFhYQ==</Latest></BlockList>";
-        assert_eq!(with_sas_body(&a, "PUT", &list, &[], xml).await.0, 409, "Put Block List over the blob");
+        assert_eq!(with_sas_body(&a, "PUT", &list, &[], xml).await.0, 403, "Put Block List takes w");
         let source = format!("http://{a}/devstoreaccount1/scoped/new");
         let copy = format!("/devstoreaccount1/scoped/new?{create}");
         assert_eq!(

@@ -28,6 +28,11 @@ pub enum ErrorCode {
     UnsupportedHttpVerb,
     AuthenticationFailed,
     AuthorizationFailure,
+    AuthorizationPermissionMismatch,
+    AuthorizationResourceTypeMismatch,
+    AuthorizationServiceMismatch,
+    AuthorizationProtocolMismatch,
+    AuthorizationSourceIPMismatch,
     ResourceNotFound,
     OperationNotSupported,
     InvalidInput,
@@ -65,6 +70,11 @@ impl ErrorCode {
             ErrorCode::UnsupportedHttpVerb => "UnsupportedHttpVerb",
             ErrorCode::AuthenticationFailed => "AuthenticationFailed",
             ErrorCode::AuthorizationFailure => "AuthorizationFailure",
+            ErrorCode::AuthorizationPermissionMismatch => "AuthorizationPermissionMismatch",
+            ErrorCode::AuthorizationResourceTypeMismatch => "AuthorizationResourceTypeMismatch",
+            ErrorCode::AuthorizationServiceMismatch => "AuthorizationServiceMismatch",
+            ErrorCode::AuthorizationProtocolMismatch => "AuthorizationProtocolMismatch",
+            ErrorCode::AuthorizationSourceIPMismatch => "AuthorizationSourceIPMismatch",
             ErrorCode::ResourceNotFound => "ResourceNotFound",
             ErrorCode::OperationNotSupported => "OperationNotSupported",
             ErrorCode::InvalidInput => "InvalidInput",
@@ -103,6 +113,11 @@ impl ErrorCode {
             ErrorCode::UnsupportedHttpVerb => "The resource doesn't support the specified HTTP verb.",
             ErrorCode::AuthenticationFailed => "Server failed to authenticate the request. Make sure the value of the Authorization header is formed correctly including the signature.",
             ErrorCode::AuthorizationFailure => "This request is not authorized to perform this operation.",
+            ErrorCode::AuthorizationPermissionMismatch => "This request is not authorized to perform this operation using this permission.",
+            ErrorCode::AuthorizationResourceTypeMismatch => "This request is not authorized to perform this operation using this resource type.",
+            ErrorCode::AuthorizationServiceMismatch => "This request is not authorized to perform this operation using this service.",
+            ErrorCode::AuthorizationProtocolMismatch => "This request is not authorized to perform this operation using this protocol.",
+            ErrorCode::AuthorizationSourceIPMismatch => "This request is not authorized to perform this operation using this source IP.",
             ErrorCode::ResourceNotFound => "The specified resource does not exist.",
             ErrorCode::OperationNotSupported => "The operation is not supported.",
             ErrorCode::InvalidInput => "One of the request inputs is not valid.",
@@ -140,7 +155,12 @@ impl ErrorCode {
             ErrorCode::UnsupportedHttpVerb => 405,
             ErrorCode::InsufficientAccountPermissions
             | ErrorCode::AuthenticationFailed
-            | ErrorCode::AuthorizationFailure => 403,
+            | ErrorCode::AuthorizationFailure
+            | ErrorCode::AuthorizationPermissionMismatch
+            | ErrorCode::AuthorizationResourceTypeMismatch
+            | ErrorCode::AuthorizationServiceMismatch
+            | ErrorCode::AuthorizationProtocolMismatch
+            | ErrorCode::AuthorizationSourceIPMismatch => 403,
             ErrorCode::ServerBusy => 503,
             ErrorCode::InternalError => 500,
         }

@@ -11,6 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::addr::Target;
+use crate::error_code::ErrorCode;
 use crate::op::Operation;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,8 +28,25 @@ pub enum SasError {
     Protocol,
     #[error("the SAS does not grant the permission this operation needs")]
     Permission,
-    #[error("the SAS does not cover this resource")]
+    #[error("the SAS does not cover this kind of resource")]
     Resource,
+    #[error("the SAS does not cover the blob service")]
+    Service,
+}
+
+impl SasError {
+    /// Azure's answer: a SAS that is not valid fails authentication; a valid one that does not
+    /// reach this operation fails authorisation, with the reason in the code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SasError::Missing(_) | SasError::Signature | SasError::Time => ErrorCode::AuthenticationFailed,
+            SasError::Ip => ErrorCode::AuthorizationSourceIPMismatch,
+            SasError::Protocol => ErrorCode::AuthorizationProtocolMismatch,
+            SasError::Permission => ErrorCode::AuthorizationPermissionMismatch,
+            SasError::Resource => ErrorCode::AuthorizationResourceTypeMismatch,
+            SasError::Service => ErrorCode::AuthorizationServiceMismatch,
+        }
+    }
 }
 
 /// Seconds since the epoch of an ISO 8601 UTC time (`2026-11-22T10:00:00Z`, fractions and a
@@ -79,35 +97,46 @@ fn ip_allowed(range: &str, ip: Option<IpAddr>) -> bool {
     }
 }
 
-/// The permission letter(s) an operation needs; any one of them suffices.
-fn needed(op: Operation) -> &'static str {
-    use Operation::*;
-    match op {
-        ListContainers | ListBlobs => "l",
-        GetAccountInfo => "",
-        CreateContainer => "cw",
-        DeleteContainer | DeleteBlob => "d",
-        GetContainerProperties | GetContainerAcl | GetBlob | GetBlobProperties | GetBlockList => "r",
-        SetContainerMetadata | SetContainerAcl | SetBlobMetadata | SetBlobProperties => "w",
-        PutBlob | PutBlobFromUrl | CopyBlob => "wc",
-        PutBlock | PutBlockFromUrl | PutBlockList => "wca",
-        // Each sub-request of a batch is authorised on its own.
-        BlobBatch => "",
-    }
+/// What an operation acts on, as an account SAS's `srt` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Any signed resource type will do.
+    Any,
+    /// `s`: the service (List Containers).
+    Service,
+    /// `c`: a container itself, and the listing of its blobs.
+    Container,
+    /// `o`: a blob.
+    Object,
 }
 
-/// Operations on a container itself (List Blobs is on its blobs).
-fn container_level(op: Operation) -> bool {
+/// The one table of what a SAS must grant for each operation, from Azure's "Create an account
+/// SAS" and "Create a service SAS": the level the operation acts on, and the permission letters
+/// of which any one suffices. `None`: no SAS may run it (a container's ACL decides who else may
+/// read it, so only the account key may read or change it).
+///
+/// `c` (create) writes a new blob but never replaces one (the caller adds `If-None-Match: *`,
+/// see [`create_only`]); it does not stage or commit blocks, which take `w`. `a` (add) is for
+/// append blobs and grants nothing here.
+pub fn required(op: Operation) -> Option<(Level, &'static str)> {
     use Operation::*;
-    matches!(
-        op,
-        CreateContainer
-            | DeleteContainer
-            | GetContainerProperties
-            | SetContainerMetadata
-            | GetContainerAcl
-            | SetContainerAcl
-    )
+    Some(match op {
+        // Any valid SAS of the account may ask what the account is; each sub-request of a
+        // batch is authorised on its own.
+        GetAccountInfo | BlobBatch => (Level::Any, ""),
+        ListContainers => (Level::Service, "l"),
+        CreateContainer => (Level::Container, "cw"),
+        DeleteContainer => (Level::Container, "d"),
+        GetContainerProperties => (Level::Container, "r"),
+        SetContainerMetadata => (Level::Container, "w"),
+        GetContainerAcl | SetContainerAcl => return None,
+        ListBlobs => (Level::Container, "l"),
+        GetBlob | GetBlobProperties | GetBlockList => (Level::Object, "r"),
+        SetBlobMetadata | SetBlobProperties => (Level::Object, "w"),
+        DeleteBlob => (Level::Object, "d"),
+        PutBlob | PutBlobFromUrl | CopyBlob => (Level::Object, "cw"),
+        PutBlock | PutBlockFromUrl | PutBlockList => (Level::Object, "w"),
+    })
 }
 
 /// Whether the SAS may create blobs but not overwrite them: `c` without `w`. A write under it
@@ -115,11 +144,6 @@ fn container_level(op: Operation) -> bool {
 pub fn create_only(t: &Target) -> bool {
     let sp = t.param("sp").unwrap_or("");
     sp.contains('c') && !sp.contains('w')
-}
-
-fn grants(sp: &str, op: Operation) -> bool {
-    let need = needed(op);
-    need.is_empty() || need.chars().any(|c| sp.contains(c))
 }
 
 /// Verifies a SAS in the request's query against the account's keys.
@@ -176,26 +200,35 @@ pub fn verify(account: &str, keys: &[Vec<u8>], req: &SasRequest) -> Result<(), S
     if !req.https && t.param("spr").is_some_and(|spr| !spr.split(',').any(|x| x == "http")) {
         return Err(SasError::Protocol);
     }
+    let Some((level, letters)) = required(req.op) else { return Err(SasError::Permission) };
     if account_sas {
         if !p("ss").contains('b') {
-            return Err(SasError::Resource);
+            return Err(SasError::Service);
         }
-        let kind = match (&t.container, &t.blob, req.op) {
-            (_, _, Operation::GetAccountInfo) => None,
-            (None, _, _) => Some('s'),
-            (Some(_), None, _) => Some('c'),
-            (Some(_), Some(_), _) => Some('o'),
+        let srt = match level {
+            Level::Any => None,
+            Level::Service => Some('s'),
+            Level::Container => Some('c'),
+            Level::Object => Some('o'),
         };
-        if kind.is_some_and(|k| !p("srt").contains(k)) {
+        if srt.is_some_and(|k| !p("srt").contains(k)) {
             return Err(SasError::Resource);
         }
-    } else if (p("sr") != "c" && t.blob.is_none()) || container_level(req.op) {
-        // A service SAS covers the blobs of its container (and List Blobs): never the container
-        // itself, its properties, metadata or ACL, nor deleting or creating it. Those take an
-        // account SAS.
-        return Err(SasError::Resource);
+    } else {
+        // A service SAS covers the blobs of its container, or one blob; a container SAS also
+        // lists them. Never the service, nor the container itself (its creation, deletion,
+        // properties or metadata): those take an account SAS.
+        let covered = match level {
+            Level::Any => true,
+            Level::Object => t.blob.is_some(),
+            Level::Container => req.op == Operation::ListBlobs && p("sr") == "c",
+            Level::Service => false,
+        };
+        if !covered {
+            return Err(SasError::Resource);
+        }
     }
-    if !grants(sp, req.op) {
+    if !letters.is_empty() && !letters.chars().any(|c| sp.contains(c)) {
         return Err(SasError::Permission);
     }
     Ok(())
@@ -291,6 +324,79 @@ mod tests {
             Err(SasError::Resource),
             "srt=o is blobs only"
         );
+    }
+
+    /// Azure's tables ("Create an account SAS", "Create a service SAS"), operation by operation:
+    /// the path it runs on, the single letters that grant it, its `srt` letter (None: any), and
+    /// whether a container SAS (`sr=c`) reaches it.
+    #[test]
+    fn each_operation_needs_the_permission_and_resource_type_azure_documents() {
+        use Operation::*;
+        let (blob, ctr, svc) = ("/acct/ctr/b", "/acct/ctr", "/acct");
+        let table: &[(Operation, &str, &str, Option<char>, bool)] = &[
+            (ListContainers, svc, "l", Some('s'), false),
+            // On a container path: a service SAS needs a container to be signed for.
+            (GetAccountInfo, ctr, "rwdlacup", None, true),
+            (CreateContainer, ctr, "cw", Some('c'), false),
+            (DeleteContainer, ctr, "d", Some('c'), false),
+            (GetContainerProperties, ctr, "r", Some('c'), false),
+            (SetContainerMetadata, ctr, "w", Some('c'), false),
+            (GetContainerAcl, ctr, "", Some('c'), false),
+            (SetContainerAcl, ctr, "", Some('c'), false),
+            (ListBlobs, ctr, "l", Some('c'), true),
+            (PutBlob, blob, "cw", Some('o'), true),
+            (PutBlobFromUrl, blob, "cw", Some('o'), true),
+            (CopyBlob, blob, "cw", Some('o'), true),
+            (PutBlock, blob, "w", Some('o'), true),
+            (PutBlockFromUrl, blob, "w", Some('o'), true),
+            (PutBlockList, blob, "w", Some('o'), true),
+            (GetBlockList, blob, "r", Some('o'), true),
+            (GetBlob, blob, "r", Some('o'), true),
+            (GetBlobProperties, blob, "r", Some('o'), true),
+            (DeleteBlob, blob, "d", Some('o'), true),
+            (SetBlobMetadata, blob, "w", Some('o'), true),
+            (SetBlobProperties, blob, "w", Some('o'), true),
+        ];
+        let keys = [KEY.to_vec()];
+        let se = "2026-11-23T00:00:00Z";
+        for &(op, path, letters, srt, container_sas) in table {
+            for letter in "rwdlacup".chars() {
+                let sp = letter.to_string();
+                let grants = letters.contains(letter);
+                let params = [("sv", "2026-10-06"), ("ss", "b"), ("srt", "sco"), ("sp", &sp), ("se", se)];
+                let t = target(path, &params, &format!("acct\n{sp}\nb\nsco\n\n{se}\n\n\n2026-10-06\n\n"));
+                let got = verify("acct", &keys, &req(&t, op));
+                assert_eq!(got.is_ok(), grants, "{op:?} with an account SAS sp={sp}: {got:?}");
+                if !grants {
+                    assert_eq!(got, Err(SasError::Permission), "{op:?} sp={sp}");
+                }
+                let sts = format!("{sp}\n\n{se}\n/blob/acct/ctr\n\n\n\n2026-10-06\nc\n\n\n\n\n\n\n");
+                let params = [("sv", "2026-10-06"), ("sr", "c"), ("sp", &sp), ("se", se)];
+                let got = verify("acct", &keys, &req(&target(path, &params, &sts), op));
+                assert_eq!(got.is_ok(), grants && container_sas, "{op:?} with a container SAS sp={sp}: {got:?}");
+            }
+            // The resource type: every letter granted, but only the other two types.
+            if let Some(kind) = srt {
+                let others: String = "sco".chars().filter(|&c| c != kind).collect();
+                let params = [("sv", "2026-10-06"), ("ss", "b"), ("srt", &others), ("sp", "rwdlacup"), ("se", se)];
+                let sts = format!("acct\nrwdlacup\nb\n{others}\n\n{se}\n\n\n2026-10-06\n\n");
+                let got = verify("acct", &keys, &req(&target(path, &params, &sts), op));
+                let want = if letters.is_empty() { SasError::Permission } else { SasError::Resource };
+                assert_eq!(got, Err(want), "{op:?} with srt={others}");
+            }
+        }
+        // A blob SAS (sr=b) reaches its blob, and neither the listing nor another blob.
+        let sts = format!("rl\n\n{se}\n/blob/acct/ctr/b\n\n\n\n2026-10-06\nb\n\n\n\n\n\n\n");
+        let params = [("sv", "2026-10-06"), ("sr", "b"), ("sp", "rl"), ("se", se)];
+        verify("acct", &keys, &req(&target(blob, &params, &sts), GetBlob)).unwrap();
+        let listing = verify("acct", &keys, &req(&target(ctr, &params, &sts), ListBlobs));
+        assert!(listing.is_err(), "{listing:?}");
+        let other = verify("acct", &keys, &req(&target("/acct/ctr/other", &params, &sts), GetBlob));
+        assert_eq!(other, Err(SasError::Signature));
+        // An account SAS for other services only.
+        let params = [("sv", "2026-10-06"), ("ss", "qt"), ("srt", "sco"), ("sp", "r"), ("se", se)];
+        let sts = format!("acct\nr\nqt\nsco\n\n{se}\n\n\n2026-10-06\n\n");
+        assert_eq!(verify("acct", &keys, &req(&target(blob, &params, &sts), GetBlob)), Err(SasError::Service));
     }
 
     #[test]

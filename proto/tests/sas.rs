@@ -47,10 +47,13 @@ fn sdk_container_sas_covers_its_container_only() {
         ("/devstoreaccount1/sdkctr?restype=container", Operation::CreateContainer),
         ("/devstoreaccount1/sdkctr?restype=container", Operation::GetContainerProperties),
         ("/devstoreaccount1/sdkctr?restype=container&comp=metadata", Operation::SetContainerMetadata),
-        ("/devstoreaccount1/sdkctr?restype=container&comp=acl", Operation::GetContainerAcl),
-        ("/devstoreaccount1/sdkctr?restype=container&comp=acl", Operation::SetContainerAcl),
     ] {
         assert_eq!(check(target, "container", op), Err(SasError::Resource), "{op:?}");
+    }
+    // The ACL: no SAS at all (it says who else may read the container).
+    for op in [Operation::GetContainerAcl, Operation::SetContainerAcl] {
+        let target = "/devstoreaccount1/sdkctr?restype=container&comp=acl";
+        assert_eq!(check(target, "container", op), Err(SasError::Permission), "{op:?}");
     }
 }
 

@@ -99,7 +99,8 @@ async fn finish(s: &Shard, commit: Commit, give_back: Vec<ChunkRef>) -> Result<(
 /// block, or are given back on error.
 pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()> {
     let chunks = block.chunks.clone();
-    let res = (|| {
+    let ready = s.log_ready().await;
+    let res = ready.and_then(|()| {
         let cid = container_id(s, &key)?;
         super::ops::check_block_id(&block.id)?;
         let mut meta = s.meta.borrow_mut();
@@ -115,7 +116,7 @@ pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()
         }
         let rec = Record::BlockStaged { key, container_id: cid, block: StagedBlock { block, staged_ns: now_ns() } };
         Ok(meta.commit(rec)?)
-    })();
+    });
     match res {
         Ok(commit) => {
             let released = commit.released.clone();
@@ -137,7 +138,8 @@ pub async fn put_single(
     props: BlobProps,
     cond: Conditions,
 ) -> Result<BlobSummary> {
-    let res = (|| {
+    let ready = s.log_ready().await;
+    let res = ready.and_then(|()| {
         let cid = container_id(s, &key)?;
         let mut meta = s.meta.borrow_mut();
         let cur = current(&meta.state, &key, cid);
@@ -145,7 +147,7 @@ pub async fn put_single(
         let blob = next_version(s, cid, cur, props, vec![Block { id: Vec::new(), size, chunks: chunks.clone() }], true);
         let summary = BlobSummary::of(&key.name, &blob);
         Ok((meta.commit(Record::BlobPut { key, blob })?, summary))
-    })();
+    });
     match res {
         Ok((commit, summary)) => {
             let released = commit.released.clone();
@@ -196,6 +198,7 @@ pub async fn commit_block_list(
     if list.len() > limits::MAX_COMMITTED_BLOCKS {
         return Err(EngineError::BlockListTooLong);
     }
+    s.log_ready().await?;
     let (commit, delta, summary) = {
         let mut meta = s.meta.borrow_mut();
         let state = &meta.state;
@@ -220,6 +223,7 @@ pub async fn commit_block_list(
 
 pub async fn delete_blob(s: &Rc<Shard>, key: BlobKey, cond: Conditions) -> Result<()> {
     let cid = container_id(s, &key)?;
+    s.log_ready().await?;
     let commit = {
         let mut meta = s.meta.borrow_mut();
         let cur = current(&meta.state, &key, cid).ok_or(EngineError::BlobNotFound)?;
@@ -232,6 +236,7 @@ pub async fn delete_blob(s: &Rc<Shard>, key: BlobKey, cond: Conditions) -> Resul
 
 pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: Conditions) -> Result<BlobSummary> {
     let cid = container_id(s, &key)?;
+    s.log_ready().await?;
     let (commit, summary) = {
         let mut meta = s.meta.borrow_mut();
         let cur = current(&meta.state, &key, cid).ok_or(EngineError::BlobNotFound)?;
@@ -319,6 +324,7 @@ pub async fn expire_staged(s: &Rc<Shard>, now: i64) -> Result<usize> {
     };
     let n = expired.len();
     for key in expired {
+        s.log_ready().await?;
         let commit = s.meta.borrow_mut().commit(Record::StagedDropped { key })?;
         let released = commit.released.clone();
         finish(s, commit, released).await?;

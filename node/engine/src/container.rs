@@ -20,6 +20,7 @@ pub async fn create(
 ) -> Result<Container> {
     debug_assert_eq!(s.index, CATALOG_SHARD);
     let key = (account.clone(), name.clone());
+    s.log_ready().await?;
     let (commit, container) = {
         let mut meta = s.meta.borrow_mut();
         if meta.state.containers.contains_key(&key) {
@@ -54,6 +55,7 @@ pub async fn set_metadata(s: &Rc<Shard>, account: String, name: String, metadata
 pub async fn change(s: &Rc<Shard>, account: String, name: String, what: ContainerChange) -> Result<Container> {
     debug_assert_eq!(s.index, CATALOG_SHARD);
     let key = (account.clone(), name.clone());
+    s.log_ready().await?;
     let (commit, container) = {
         let mut meta = s.meta.borrow_mut();
         let mut c = meta.state.containers.get(&key).cloned().ok_or(EngineError::ContainerNotFound)?;
@@ -74,11 +76,24 @@ pub async fn change(s: &Rc<Shard>, account: String, name: String, what: Containe
 pub async fn delete(s: &Rc<Shard>, account: String, name: String) -> Result<()> {
     debug_assert_eq!(s.index, CATALOG_SHARD);
     let key = (account.clone(), name.clone());
-    let id = s.meta.borrow().state.containers.get(&key).map(|c| c.id).ok_or(EngineError::ContainerNotFound)?;
-    // Unpublish first: from here on no shard stages or commits into it.
-    s.node.catalog.write().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    s.log_ready().await?;
+    let Some(container) = s.meta.borrow().state.containers.get(&key).cloned() else {
+        return Err(EngineError::ContainerNotFound);
+    };
+    let id = container.id;
+    // Unpublish first: from here on no shard stages or commits into it. If the deletion cannot
+    // be logged, the container is published again: it still exists.
+    let catalog = || s.node.catalog.write().unwrap_or_else(|p| p.into_inner());
+    catalog().remove(&key);
     let commit =
-        s.meta.borrow_mut().commit(Record::ContainerDelete { account: account.clone(), name: name.clone(), id })?;
+        s.meta.borrow_mut().commit(Record::ContainerDelete { account: account.clone(), name: name.clone(), id });
+    let commit = match commit {
+        Ok(c) => c,
+        Err(e) => {
+            catalog().insert(key, container);
+            return Err(e.into());
+        }
+    };
     commit.durable.await?;
     for shard in 0..s.peers.len() {
         let (account, name) = (account.clone(), name.clone());
@@ -88,6 +103,7 @@ pub async fn delete(s: &Rc<Shard>, account: String, name: String) -> Result<()> 
 }
 
 async fn purge(s: &Rc<Shard>, account: String, name: String, id: u64) -> Result<()> {
+    s.log_ready().await?;
     let commit = s.meta.borrow_mut().commit(Record::ContainerPurge { account, name, id })?;
     let released = commit.released.clone();
     commit.durable.await?;

@@ -141,6 +141,13 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// Waits, before a commit, for the metadata log to be able to take it without refusing it
+    /// as busy (see `MetaStore::ready`).
+    pub async fn log_ready(&self) -> super::error::Result<()> {
+        let ready = self.meta.borrow().ready();
+        Ok(ready.await?)
+    }
+
     /// Takes one reference on each chunk, on the shards that count them. Posted in order, so a
     /// later give-back from this shard never overtakes it.
     pub fn take_refs(&self, chunks: Vec<ChunkRef>) {

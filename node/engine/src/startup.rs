@@ -249,9 +249,12 @@ async fn init_shard(
         space: std::cell::RefCell::new(Space::new(ExtentAllocator::new(Extent { offset, len }))),
         reducer,
         peers,
-        write_budget: Arc::new(tokio::sync::Semaphore::new(
-            (node.config.write_buffer_bytes / node.config.chunk_size).max(node.config.io_depth),
-        )),
+        // Room for a full pipeline of chunks, a partial one and one more body piece (hyper
+        // reads at most about 400 KiB at a time), whatever is configured: the budget bounds
+        // memory; it must never stop a lone upload.
+        write_budget: Arc::new(tokio::sync::Semaphore::new(super::write::budget_units(
+            node.config.write_buffer_bytes.max((node.config.io_depth + 2) * node.config.chunk_size + (1 << 20)),
+        ))),
         cache: super::cache::ChunkCache::new(node.config.read_cache_bytes / node.sb.layout.shards.max(1) as usize),
         node,
     }))
@@ -278,7 +281,7 @@ fn rebuild(node: &Node) -> Result<()> {
                     let mut meta = s.meta.borrow_mut();
                     let live_fn =
                         |k: &BlobKey, id: u64| live.get(&(k.account.clone(), k.container.clone())) == Some(&id);
-                    let dropped = meta.state.drop_orphans(&live_fn);
+                    let dropped = meta.drop_orphans(&live_fn);
                     if dropped > 0 {
                         tracing::warn!(shard = s.index, dropped, "dropped blobs of deleted containers");
                     }

@@ -10,6 +10,7 @@ use edgeblob_io::page;
 use edgeblob_io::PAGE_SIZE;
 use edgeblob_meta::model::{ChunkRef, CHUNK_COMPRESSED, CHUNK_DEDUP};
 use futures::{Stream, StreamExt};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
 use super::error::{EngineError, Result};
@@ -33,6 +34,9 @@ where
     let depth = shard.node.config.io_depth;
     let mut body = body;
     let mut acc = BytesMut::new();
+    // The budget held for the bytes in `acc`: a partial chunk counts as much as a whole one in
+    // flight, so a thousand slow uploads cannot each hold a chunk's worth outside the budget.
+    let mut held = Budget::new(shard);
     let mut inflight: VecDeque<JoinHandle<Result<ChunkRef>>> = VecDeque::new();
     let mut out = Stored::default();
     let mut failure: Option<EngineError> = None;
@@ -51,10 +55,13 @@ where
             failure = Some(EngineError::BodyTooLarge);
             break;
         }
+        // Waits for room before taking the bytes: past the budget the upload stops here, and so
+        // stops reading its socket (TCP backpressure).
+        held.cover(acc.len() + piece.len()).await;
         acc.extend_from_slice(&piece);
         while acc.len() >= chunk_size {
             let chunk = acc.split_to(chunk_size).freeze();
-            let permit = shard.write_budget.clone().acquire_owned().await.expect("the budget is never closed");
+            let permit = held.split_off(acc.len());
             inflight.push_back(tokio::task::spawn_local(budgeted(shard.clone(), chunk, permit)));
             if inflight.len() >= depth {
                 if let Err(e) = collect(inflight.pop_front(), &mut out.chunks).await {
@@ -65,7 +72,7 @@ where
         }
     }
     if failure.is_none() && !acc.is_empty() {
-        let permit = shard.write_budget.clone().acquire_owned().await.expect("the budget is never closed");
+        let permit = held.split_off(0);
         inflight.push_back(tokio::task::spawn_local(budgeted(shard.clone(), acc.freeze(), permit)));
     }
     while let Some(h) = inflight.pop_front() {
@@ -86,8 +93,56 @@ where
 }
 
 /// Stores a chunk while holding its share of the shard's write budget.
-async fn budgeted(shard: Rc<Shard>, data: Bytes, _permit: tokio::sync::OwnedSemaphorePermit) -> Result<ChunkRef> {
+async fn budgeted(shard: Rc<Shard>, data: Bytes, _permit: Option<OwnedSemaphorePermit>) -> Result<ChunkRef> {
     store_chunk(shard, data).await
+}
+
+/// The write budget is counted in units of this many bytes.
+pub const BUDGET_UNIT: usize = 1024;
+
+/// Units of the write budget that cover `bytes`.
+pub fn budget_units(bytes: usize) -> usize {
+    bytes.div_ceil(BUDGET_UNIT)
+}
+
+/// A request's share of its shard's write budget for the bytes it holds but has not stored yet.
+struct Budget {
+    sem: std::sync::Arc<tokio::sync::Semaphore>,
+    held: Option<OwnedSemaphorePermit>,
+}
+
+impl Budget {
+    fn new(shard: &Shard) -> Budget {
+        Budget { sem: shard.write_budget.clone(), held: None }
+    }
+
+    fn units(&self) -> usize {
+        self.held.as_ref().map_or(0, |p| p.num_permits())
+    }
+
+    /// Grows the share to cover `bytes`, waiting for room.
+    async fn cover(&mut self, bytes: usize) {
+        let need = budget_units(bytes).saturating_sub(self.units());
+        if need == 0 {
+            return;
+        }
+        let more = self.sem.clone().acquire_many_owned(need as u32).await.expect("the budget is never closed");
+        match self.held.as_mut() {
+            Some(p) => p.merge(more),
+            None => self.held = Some(more),
+        }
+    }
+
+    /// Hands over all of the share but what covers the `keep` bytes still held.
+    fn split_off(&mut self, keep: usize) -> Option<OwnedSemaphorePermit> {
+        let give = self.units().saturating_sub(budget_units(keep));
+        debug_assert!(budget_units(keep) <= self.units(), "bytes held beyond the budget taken");
+        if give == self.units() {
+            self.held.take()
+        } else {
+            self.held.as_mut().and_then(|p| p.split(give))
+        }
+    }
 }
 
 /// Logical bytes per chunk for a configured on-disk chunk size.

@@ -57,11 +57,9 @@ pub fn authenticate(
     if t.param("sig").is_some() {
         let now = edgeblob_engine::shard::now_ns() / 1_000_000_000;
         let r = sas::SasRequest { target: t, op, now, client_ip: Some(peer.ip()), https: ctx.https };
-        sas::verify(&t.account, keys, &r).map_err(|e| match e {
-            sas::SasError::Permission | sas::SasError::Resource => {
-                ApiError::detailed(ErrorCode::AuthorizationFailure, e)
-            }
-            other => failed("SAS", other.to_string()),
+        sas::verify(&t.account, keys, &r).map_err(|e| match e.code() {
+            ErrorCode::AuthenticationFailed => failed("SAS", e.to_string()),
+            code => ApiError::detailed(code, e),
         })?;
         return Ok(Credential::Sas { create_only: sas::create_only(t) });
     }

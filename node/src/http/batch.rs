@@ -19,7 +19,7 @@ use super::{auth, copy};
 const MAX_BATCH_BODY: usize = 4 << 20;
 
 pub async fn run(c: &Call<'_>, p: BlobBatch, body: Incoming) -> Result<Response<RespBody>> {
-    let raw = body::collect(body, MAX_BATCH_BODY).await?;
+    let raw = body::collect(body, MAX_BATCH_BODY, c.ctx.body_timeout).await?;
     let text = std::str::from_utf8(&raw).map_err(|_| ErrorCode::InvalidInput)?;
     let subs = batch::parse(text, &p.boundary)?;
     let out_boundary = format!("batchresponse_{}", copy::copy_id(c.shard));

@@ -23,7 +23,9 @@ pub async fn put(c: &Call<'_>, p: PutBlob, body: Incoming) -> Result<Response<Re
     let key = blob_key(&p.blob);
     // Put Blob stores the body's MD5, so it is always computed.
     let tap = body::tap(true, p.content_crc64.is_some());
-    let stored = ops::store(c.shard, &key, body::pieces(body, Some(tap.clone())), limits::MAX_PUT_BLOB_SIZE).await?;
+    let stored =
+        ops::store(c.shard, &key, body::pieces(body, Some(tap.clone()), c.ctx.body_timeout), limits::MAX_PUT_BLOB_SIZE)
+            .await?;
     if let Err(e) = body::check_digests(&tap, p.content_md5, p.content_crc64) {
         c.shard.give_back_refs(stored.chunks);
         return Err(e.into());

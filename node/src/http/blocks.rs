@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use md5::Digest;
 
-use super::auth;
+use super::auth::{self, Credential};
 use super::body::{self, RespBody};
 use super::dispatch::Call;
 use super::error::Result;
@@ -26,7 +26,9 @@ pub async fn put(c: &Call<'_>, p: PutBlock, body: Incoming) -> Result<Response<R
     // Since 2019-02-02 Azure returns a block's Content-MD5 only when the request carried one;
     // the MD5 is computed only to check it.
     let tap = body::tap(p.content_md5.is_some(), p.content_crc64.is_some());
-    let stored = ops::store(c.shard, &key, body::pieces(body, Some(tap.clone())), limits::MAX_BLOCK_SIZE).await?;
+    let stored =
+        ops::store(c.shard, &key, body::pieces(body, Some(tap.clone()), c.ctx.body_timeout), limits::MAX_BLOCK_SIZE)
+            .await?;
     if let Err(e) = body::check_digests(&tap, p.content_md5, p.content_crc64) {
         c.shard.give_back_refs(stored.chunks);
         return Err(e.into());
@@ -44,7 +46,7 @@ pub async fn put(c: &Call<'_>, p: PutBlock, body: Incoming) -> Result<Response<R
 }
 
 pub async fn put_list(c: &Call<'_>, p: PutBlockList, body: Incoming) -> Result<Response<RespBody>> {
-    let xml_body = body::collect(body, MAX_BLOCK_LIST_BODY).await?;
+    let xml_body = body::collect(body, MAX_BLOCK_LIST_BODY, c.ctx.body_timeout).await?;
     if let Some(m) = p.content_md5 {
         let got: [u8; 16] = md5::Md5::digest(&xml_body).into();
         if got != m {
@@ -74,11 +76,16 @@ pub async fn get_list(c: &Call<'_>, blob: BlobRef, list_type: BlockListType) -> 
         BlockListType::All => (true, true),
     };
     let bl = ops::get_block_list(c.shard, key.clone()).await?;
+    // Anonymous readers of a public container see committed blocks only (Azure: the uncommitted
+    // list is for the owner and for SAS holders that may read the blob). A blob that has only
+    // uncommitted blocks does not exist for them.
+    let public = c.credential == Credential::Anonymous;
+    if public && bl.committed.is_none() {
+        return Err(ErrorCode::BlobNotFound.into());
+    }
+    let uncommitted: &[(Vec<u8>, u64)] = if public { &[] } else { &bl.uncommitted };
     let committed = bl.committed.clone().unwrap_or_default();
-    let x = xml::block_list(
-        want_committed.then_some(committed.as_slice()),
-        want_uncommitted.then_some(bl.uncommitted.as_slice()),
-    );
+    let x = xml::block_list(want_committed.then_some(committed.as_slice()), want_uncommitted.then_some(uncommitted));
     let mut r = xml_response(x);
     set(r.headers_mut(), "x-ms-blob-content-length", bl.blob_size.to_string());
     if bl.committed.is_some() {

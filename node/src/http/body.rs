@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use edgeblob_proto::ErrorCode;
@@ -72,35 +73,51 @@ pub fn check_digests(tap: &Tap, md5: Option<[u8; 16]>, crc64: Option<u64>) -> Re
     Ok(())
 }
 
-/// The request body as byte pieces, optionally hashed on the way.
-pub fn pieces(body: Incoming, tap: Option<Tap>) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin {
-    Box::pin(BodyStream::new(body).filter_map(move |frame| {
+/// The request body as byte pieces, optionally hashed on the way. Each piece must come within
+/// `idle` of the one before (of the request, for the first): a client that stops sending
+/// mid-body gets an error, which ends the request, its slot and its connection, instead of
+/// holding them for ever. Rate is not enforced, only progress: a slow link is not a stall.
+pub fn pieces(body: Incoming, tap: Option<Tap>, idle: Duration) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin {
+    let frames = BodyStream::new(body);
+    Box::pin(futures::stream::unfold(Some(frames), move |frames| {
         let tap = tap.clone();
         async move {
-            match frame {
-                Ok(f) => {
-                    let data = f.into_data().ok()?;
-                    if let Some(t) = &tap {
-                        let mut d = t.borrow_mut();
-                        if let Some(m) = d.md5.as_mut() {
-                            m.update(&data);
-                        }
-                        if let Some(c) = d.crc64.as_mut() {
-                            *c = edgeblob_proto::crc64::update(*c, &data);
-                        }
+            // None: an error was returned; the stream ends after it.
+            let mut frames = frames?;
+            loop {
+                let frame = match tokio::time::timeout(idle, frames.next()).await {
+                    Err(_) => {
+                        let e = std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("the client sent no body data for {} s", idle.as_secs()),
+                        );
+                        return Some((Err(e), None));
                     }
-                    Some(Ok(data))
+                    Ok(None) => return None,
+                    Ok(Some(Err(e))) => return Some((Err(std::io::Error::other(e)), None)),
+                    Ok(Some(Ok(f))) => f,
+                };
+                // Trailers carry no data.
+                let Ok(data) = frame.into_data() else { continue };
+                if let Some(t) = &tap {
+                    let mut d = t.borrow_mut();
+                    if let Some(m) = d.md5.as_mut() {
+                        m.update(&data);
+                    }
+                    if let Some(c) = d.crc64.as_mut() {
+                        *c = edgeblob_proto::crc64::update(*c, &data);
+                    }
                 }
-                Err(e) => Some(Err(std::io::Error::other(e))),
+                return Some((Ok(data), Some(frames)));
             }
         }
     }))
 }
 
 /// Reads a small body whole, refusing more than `max` bytes.
-pub async fn collect(body: Incoming, max: usize) -> Result<Bytes, ErrorCode> {
+pub async fn collect(body: Incoming, max: usize, idle: Duration) -> Result<Bytes, ErrorCode> {
     let mut out = Vec::new();
-    let mut s = pieces(body, None);
+    let mut s = pieces(body, None, idle);
     while let Some(p) = s.next().await {
         let p = p.map_err(|_| ErrorCode::InvalidInput)?;
         if out.len() + p.len() > max {

@@ -69,7 +69,7 @@ pub async fn set_acl(
     public_access: PublicAccess,
     body: Incoming,
 ) -> Result<Response<RespBody>> {
-    let acl = body::collect(body, MAX_ACL_BODY).await?;
+    let acl = body::collect(body, MAX_ACL_BODY, c.ctx.body_timeout).await?;
     if xml::has_signed_identifiers(&acl)? {
         return Err(ApiError::with_message(
             ErrorCode::OperationNotSupported,

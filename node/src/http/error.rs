@@ -66,8 +66,21 @@ fn code_of(e: &EngineError) -> ErrorCode {
         BlockCountExceedsLimit => ErrorCode::BlockCountExceedsLimit,
         BlockListTooLong => ErrorCode::BlockListTooLong,
         BodyTooLarge => ErrorCode::RequestBodyTooLarge,
-        Busy(_) | Log(edgeblob_meta::MetaError::Busy) => ErrorCode::ServerBusy,
-        OutOfSpace | Corrupt(_) | Io(_) | Log(_) | Stopped => ErrorCode::InternalError,
+        _ if retry_after(e).is_some() => ErrorCode::ServerBusy,
+        OutOfSpace | Corrupt(_) | Io(_) | Log(_) | Busy(_) | Stopped => ErrorCode::InternalError,
+    }
+}
+
+/// For the errors that mean "not now" (503 ServerBusy), the seconds a client should wait. A full
+/// node is answered the same way rather than with a 500: room comes back when blobs are deleted
+/// (or, with a tier, released), and Azure answers capacity pressure with 503 too. The waits stay
+/// under 60 s, past which azcopy stops honouring Retry-After.
+fn retry_after(e: &EngineError) -> Option<u32> {
+    use edgeblob_meta::MetaError;
+    match e {
+        EngineError::Busy(_) | EngineError::Log(MetaError::Busy) => Some(1),
+        EngineError::OutOfSpace | EngineError::Log(MetaError::MetadataFull | MetaError::StagedFull) => Some(10),
+        _ => None,
     }
 }
 
@@ -77,13 +90,19 @@ impl From<EngineError> for ApiError {
         match &e {
             EngineError::InvalidRange { size } => a.headers.push(("content-range", format!("bytes */{size}"))),
             EngineError::NotModified => a.status = Some(StatusCode::NOT_MODIFIED),
-            EngineError::Busy(_) | EngineError::Log(edgeblob_meta::MetaError::Busy) => {
-                a.headers.push(("retry-after", "1".into()))
+            _ if retry_after(&e).is_some() => {
+                let wait = retry_after(&e).unwrap_or(1);
+                a.headers.push(("retry-after", wait.to_string()));
+                if wait > 1 {
+                    // Say which limit was reached: the standard message would suggest a retry
+                    // soon is all it takes.
+                    a.message = format!("{} The node cannot take more data now: {e}.", a.message);
+                }
             }
             EngineError::InvalidBlockList(detail)
             | EngineError::InvalidBlobOrBlock(detail)
             | EngineError::InvalidBlockId(detail) => a.message = format!("{} {detail}", a.message),
-            EngineError::Corrupt(_) | EngineError::Io(_) | EngineError::Log(_) | EngineError::OutOfSpace => {
+            EngineError::Corrupt(_) | EngineError::Io(_) | EngineError::Log(_) => {
                 tracing::error!(%e, "request failed inside the engine")
             }
             _ => {}
@@ -107,6 +126,11 @@ mod tests {
         assert_eq!((busy.status(), busy.headers.len()), (StatusCode::SERVICE_UNAVAILABLE, 1));
         let id = ApiError::from(EngineError::InvalidBlockId("65 bytes".into()));
         assert!(id.message.ends_with(" 65 bytes"), "{}", id.message);
-        assert_eq!(ApiError::from(EngineError::OutOfSpace).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let full = ApiError::from(EngineError::OutOfSpace);
+        assert_eq!((full.status(), full.code), (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServerBusy));
+        assert_eq!(full.headers, vec![("retry-after", "10".to_owned())]);
+        assert!(full.message.contains("no space left"), "{}", full.message);
+        let log = ApiError::from(EngineError::Log(edgeblob_meta::MetaError::Failed));
+        assert_eq!(log.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -16,6 +16,7 @@ mod response;
 mod service;
 mod slots;
 mod sniff;
+mod stall;
 
 pub use copy_source::tls_client;
 pub use slots::Slots;
@@ -34,6 +35,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::config::Config;
+use stall::Stall;
 
 /// What every handler on a shard needs besides the shard.
 pub struct HttpCtx {
@@ -45,6 +47,8 @@ pub struct HttpCtx {
     pub connections: Slots,
     /// Time for a request head, a TLS handshake, or an idle keep-alive connection.
     pub header_timeout: std::time::Duration,
+    /// Time a request or response body may go without progress.
+    pub body_timeout: std::time::Duration,
     pub next_request: Cell<u64>,
     /// This listener speaks TLS (a SAS with `spr=https` is accepted here only).
     pub https: bool,
@@ -118,6 +122,7 @@ fn serve_on(
         let max = config.max_requests_per_shard;
         let max_connections = max_connections_per_shard(config, node.shards());
         let header_timeout = std::time::Duration::from_secs(config.header_timeout_secs.max(1));
+        let body_timeout = std::time::Duration::from_secs(config.body_timeout_secs.max(1));
         let tls = tls.clone();
         rt.block_on(node.on(i, move |shard| async move {
             let https = tls.is_some();
@@ -126,6 +131,7 @@ fn serve_on(
                 slots: Slots::new(max),
                 connections: Slots::new(max_connections),
                 header_timeout,
+                body_timeout,
                 next_request: Cell::new(0),
                 https,
             });
@@ -251,12 +257,12 @@ async fn accept_loop(
             conn.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(ctx.header_timeout);
             let res = match tls {
                 None => {
-                    let (io, names) = sniff::Sniff::new(stream);
+                    let (io, names) = sniff::Sniff::new(Stall::new(stream, ctx.body_timeout));
                     conn.serve_connection(TokioIo::new(io), service(shard, ctx, peer, names)).await
                 }
                 Some(acceptor) => match tokio::time::timeout(ctx.header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => {
-                        let (io, names) = sniff::Sniff::new(s);
+                        let (io, names) = sniff::Sniff::new(Stall::new(s, ctx.body_timeout));
                         conn.serve_connection(TokioIo::new(io), service(shard, ctx, peer, names)).await
                     }
                     Ok(Err(e)) => {

@@ -1,0 +1,160 @@
+//! No client can brick a shard by filling its metadata: growth is refused at the shard's limit
+//! with an error that says so, and deletes always go through, before and after a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use edgeblob_engine::EngineError;
+use edgeblob_meta::model::BlobProps;
+use edgeblob_meta::MetaError;
+use edgeblob_proto::conditions::Conditions;
+use edgeblob_testkit::engine::*;
+
+fn heavy_props() -> BlobProps {
+    // Azure's 8 KiB of metadata per blob is the largest honest client: it fills a shard fastest.
+    BlobProps { metadata: vec![("pad".into(), "m".repeat(7000))], ..BlobProps::default() }
+}
+
+#[test]
+fn a_full_shard_refuses_growth_and_still_deletes_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let rt = rt();
+    let node = open(&cfg);
+    let (stored, refused) = rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let mut stored = Vec::new();
+        let mut refused = Vec::new();
+        // Until both shards have refused a few: every blob lands on one of the two.
+        for i in 0..20_000 {
+            let name = format!("blob-{i:06}");
+            match node.put_blob(0, key("c", &name), body(b"x"), heavy_props(), Conditions::default()).await {
+                Ok(_) => stored.push(name),
+                Err(EngineError::Log(MetaError::MetadataFull)) => refused.push(name),
+                Err(e) => panic!("blob {i}: {e}"),
+            }
+            if refused.len() >= 8 {
+                break;
+            }
+        }
+        assert!(refused.len() >= 8, "the limit never applied ({} stored)", stored.len());
+        // Deletes go through at the limit, and make room again.
+        for name in stored.iter().step_by(2) {
+            node.delete_blob(key("c", name), Conditions::default()).await.unwrap();
+        }
+        for name in &refused {
+            node.put_blob(1, key("c", name), body(b"y"), heavy_props(), Conditions::default()).await.unwrap();
+        }
+        (stored, refused)
+    });
+    node.stop();
+    let node = open(&cfg);
+    rt.block_on(async {
+        for (i, name) in stored.iter().enumerate() {
+            let found = node.head_blob(key("c", name), Conditions::default()).await;
+            assert_eq!(found.is_ok(), i % 2 == 1, "{name} after the restart");
+        }
+        for name in &refused {
+            let (_, _, got) = node.read_blob(0, key("c", name), None, Conditions::default()).await.unwrap();
+            assert_eq!(&got[..], b"y");
+        }
+        // The whole container goes, and the shards take new blobs.
+        node.delete_container(ACCOUNT, "c").await.unwrap();
+        node.create_container(ACCOUNT, "d", vec![]).await.unwrap();
+        node.put_blob(0, key("d", "after"), body(b"z"), heavy_props(), Conditions::default()).await.unwrap();
+    });
+}
+
+#[test]
+fn uncommitted_blocks_cannot_crowd_out_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let rt = rt();
+    let node = open(&cfg);
+    rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let mut refused = 0;
+        // A careless writer stages blocks into many blobs and commits none.
+        'flood: for blob in 0..1000 {
+            for block in 0..100 {
+                let id = format!("{block:060}").into_bytes();
+                match node.put_block(0, key("c", &format!("junk-{blob}")), id, body(b"b")).await {
+                    Ok(_) => {}
+                    Err(EngineError::Log(MetaError::StagedFull)) => {
+                        refused += 1;
+                        if refused >= 8 {
+                            break 'flood;
+                        }
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        assert!(refused >= 8, "the staged limit never applied");
+        // Everyone else still commits, on every shard.
+        for i in 0..64 {
+            let name = format!("real-{i}");
+            node.put_blob(1, key("c", &name), body(b"data"), BlobProps::default(), Conditions::default())
+                .await
+                .unwrap();
+        }
+        // Delete Blob does not see uncommitted blocks (404, as in Azure); committing the junk
+        // as an empty blob drops them, and then the blob can be deleted: room to stage again.
+        let mut relieved = 0;
+        for blob in 0..1000 {
+            let k = key("c", &format!("junk-{blob}"));
+            let err = node.delete_blob(k.clone(), Conditions::default()).await.unwrap_err();
+            assert!(matches!(err, EngineError::BlobNotFound), "{err}");
+            node.commit_block_list(k.clone(), vec![], BlobProps::default(), Conditions::default()).await.unwrap();
+            node.delete_blob(k, Conditions::default()).await.unwrap();
+            relieved += 1;
+            if node.put_block(0, key("c", "fresh"), format!("{:060}", 1).into_bytes(), body(b"b")).await.is_ok() {
+                break;
+            }
+        }
+        assert!(relieved < 1000, "relieving the junk never made room");
+    });
+}
+
+/// The bytes of an upload not yet cut into a chunk are held in the shard's write budget like a
+/// chunk in flight: a slow upload's partial chunk is counted, and given back when it ends.
+#[test]
+fn a_partial_chunk_holds_its_bytes_in_the_write_budget() {
+    use bytes::Bytes;
+    use edgeblob_engine::ops;
+    use edgeblob_engine::write::budget_units;
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let rt = rt();
+    let node = open(&cfg);
+    rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        node.on(0, |s| async move {
+            let total = s.write_budget.available_permits();
+            // Each sends 40,000 bytes (less than a chunk) and then nothing.
+            let mut stalled = Vec::new();
+            for i in 0..3 {
+                let body =
+                    futures::stream::iter([Ok(Bytes::from(vec![i as u8; 40_000]))]).chain(futures::stream::pending());
+                let s2 = s.clone();
+                stalled.push(tokio::task::spawn_local(async move {
+                    let k = key("c", &format!("slow-{i}"));
+                    ops::put_blob(&s2, k, body, BlobProps::default(), Conditions::default()).await
+                }));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            assert_eq!(total - s.write_budget.available_permits(), 3 * budget_units(40_000));
+            for t in &stalled {
+                t.abort();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            assert_eq!(s.write_budget.available_permits(), total, "a dropped upload gives its share back");
+            // A finished upload holds nothing either.
+            let body = futures::stream::iter([Ok(Bytes::from(vec![9u8; 300_000]))]);
+            ops::put_blob(&s, key("c", "done"), body, BlobProps::default(), Conditions::default()).await.unwrap();
+            assert_eq!(s.write_budget.available_permits(), total);
+        })
+        .await
+        .unwrap();
+    });
+}
