@@ -29,6 +29,13 @@ pub struct Config {
     /// long, or an answer the client reads nothing of, ends its connection (and frees its
     /// request slot).
     pub body_timeout_secs: u64,
+    /// Internal addresses (CIDR blocks or single addresses) a copy source may be fetched from:
+    /// loopback, private, link-local and the other special ranges are refused otherwise. Default:
+    /// loopback while the node itself listens on loopback only, else none. Public addresses are
+    /// always allowed.
+    pub copy_source_allow: Option<Vec<String>>,
+    /// Seconds a copy waits for its source's name, connection and first answer.
+    pub copy_source_timeout_secs: u64,
     /// A second, TLS listener (for clients that insist on `https://<account>.blob.core.windows.net`).
     pub tls: Option<TlsConfig>,
     pub engine: EngineConfig,
@@ -65,6 +72,8 @@ impl Default for Config {
             max_connections_per_shard: None,
             header_timeout_secs: 60,
             body_timeout_secs: 60,
+            copy_source_allow: None,
+            copy_source_timeout_secs: 30,
             tls: None,
             engine: EngineConfig::default(),
         }
@@ -86,9 +95,21 @@ impl Config {
         }
     }
 
+    /// Whether the node listens on loopback only.
+    pub fn listens_on_loopback(&self) -> bool {
+        self.listen_address().parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Where copies may fetch from.
+    pub fn egress(&self) -> Result<crate::http::Egress, String> {
+        let timeout = std::time::Duration::from_secs(self.copy_source_timeout_secs.max(1));
+        crate::http::Egress::new(self.copy_source_allow.as_deref(), self.listens_on_loopback(), timeout)
+    }
+
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         c.engine.validate()?;
+        c.egress()?;
         for a in &c.accounts {
             if a.keys.is_empty() {
                 return Err(format!("account {} has no key", a.name));

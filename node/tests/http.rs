@@ -524,6 +524,85 @@ fn a_full_node_answers_server_busy_and_deletes_make_room() {
     });
 }
 
+/// A loopback HTTP service that answers every request with `secret`; counts its connections.
+async fn secret_service() -> (String, std::rc::Rc<std::cell::Cell<usize>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counter = seen.clone();
+    tokio::task::spawn_local(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            counter.set(counter.get() + 1);
+            tokio::task::spawn_local(async move {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf).await;
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret").await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A copy's source is fetched by the node, so it must not reach what only the node can: an
+/// internal address is refused unless allow-listed, and every failure to reach a source (refused
+/// address, closed port, silent service) gets the same answer, after at most the time-out.
+#[test]
+fn copies_reach_internal_addresses_only_when_allowed_and_fail_alike() {
+    use edgeblob_testkit::node::InProcess;
+    let strict_dir = tempfile::tempdir().unwrap();
+    let strict = InProcess::start(strict_dir.path(), 1 << 30, 1, |c| {
+        c.copy_source_allow = Some(vec![]);
+        c.copy_source_timeout_secs = 1;
+    });
+    let allowed_dir = tempfile::tempdir().unwrap();
+    let allowed = InProcess::start(allowed_dir.path(), 1 << 30, 1, |c| {
+        c.copy_source_allow = Some(vec!["127.0.0.0/8".into()]);
+        c.copy_source_timeout_secs = 1;
+        c.body_timeout_secs = 1;
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, async {
+        let (service, seen) = secret_service().await;
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap().to_string();
+        let copy = |node: String, src: String, dst: &'static str| async move {
+            let path = format!("/devstoreaccount1/ctr/{dst}");
+            signed(&node, "PUT", &path, &[("x-ms-copy-source", &format!("http://{src}/a/c/b"))], b"").await
+        };
+        let (strict_a, allowed_a) = (strict.addr.to_string(), allowed.addr.to_string());
+        for a in [&strict_a, &allowed_a] {
+            assert_eq!(signed(a, "PUT", "/devstoreaccount1/ctr?restype=container", &[], b"").await.0, 201);
+        }
+        let mut answers = Vec::new();
+        for (node, src) in [
+            (&strict_a, service.clone()),
+            (&strict_a, "169.254.169.254".to_owned()),
+            (&allowed_a, closed.clone()),
+            (&allowed_a, silent_addr.clone()),
+        ] {
+            let started = std::time::Instant::now();
+            let (st, head, body) = copy(node.clone(), src.clone(), "dst").await;
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "{src}: the copy waited too long");
+            assert_eq!(st, 500, "{src}: {head}");
+            assert!(head.contains("x-ms-error-code: cannotverifycopysource"), "{head}");
+            answers.push(String::from_utf8_lossy(&body).split("RequestId").next().unwrap_or("").to_owned());
+        }
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "the answers tell the failures apart: {answers:?}");
+        assert_eq!(seen.get(), 0, "the refused copy connected to the internal service");
+        assert_eq!(signed(&strict_a, "HEAD", "/devstoreaccount1/ctr/dst", &[], b"").await.0, 404);
+        // Allow-listed, the same service is a source like any other.
+        let (st, head, _) = copy(allowed_a.clone(), service.clone(), "fetched").await;
+        assert_eq!(st, 202, "{head}");
+        let (_, _, got) = signed(&allowed_a, "GET", "/devstoreaccount1/ctr/fetched", &[], b"").await;
+        assert_eq!(got, b"secret");
+        drop(silent);
+    });
+}
+
 /// SharedKey requests carry their time: more than 15 minutes off is refused (a captured request
 /// cannot be replayed later), with the reason in the error. (No date at all: proto's tests.)
 #[test]

@@ -10,13 +10,14 @@ use edgeblob_engine::ops;
 use edgeblob_meta::model::{BlobKey, BlobProps, PublicAccess};
 use edgeblob_proto::request::{BlobSettings, CopySource, Range};
 use edgeblob_proto::{addr, headers as hdr, op::Operation, sas, ErrorCode};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use http::StatusCode;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 
 use super::auth::Credential;
 use super::dispatch::Call;
+use super::egress::{Egress, Unreachable};
 use super::error::{ApiError, Result};
 use super::response::VERSION;
 
@@ -38,16 +39,17 @@ fn source_error(status: StatusCode, code: &str, why: String) -> ApiError {
 /// Opens the source of a copy whose destination request `c` is already authenticated.
 pub async fn open(c: &Call<'_>, src: &CopySource) -> Result<Source> {
     let url = &src.url;
-    let st = addr::parse(url, None)
-        .map_err(|_| source_error(StatusCode::BAD_REQUEST, "InvalidUri", format!("bad source URL {url}")))?;
+    // A source elsewhere is any http(s) URL; one on this node must be a blob's address.
     let url_host = url.split_once("://").map(|(_, r)| r.split('/').next().unwrap_or("")).unwrap_or("");
-    let local = c.ctx.accounts.contains_key(&st.account)
-        && (url_host.eq_ignore_ascii_case(c.host)
-            || url_host.to_ascii_lowercase().starts_with(&format!("{}.blob.", st.account)));
-    if local {
-        return open_local(c, &st, src).await;
+    if let Ok(st) = addr::parse(url, None) {
+        let local = c.ctx.accounts.contains_key(&st.account)
+            && (url_host.eq_ignore_ascii_case(c.host)
+                || url_host.to_ascii_lowercase().starts_with(&format!("{}.blob.", st.account)));
+        if local {
+            return open_local(c, &st, src).await;
+        }
     }
-    open_remote(src).await
+    open_remote(c, src).await
 }
 
 async fn open_local(c: &Call<'_>, st: &addr::Target, src: &CopySource) -> Result<Source> {
@@ -142,19 +144,40 @@ where
     Ok(sender)
 }
 
-async fn connect(https: bool, authority: &str) -> std::io::Result<Sender> {
-    let host =
-        authority.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(authority, |(h, _)| h);
-    let port = if https { 443 } else { 80 };
-    let addr = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:{port}") };
-    let tcp = tokio::net::TcpStream::connect(&addr).await?;
+/// Connects to the source's host through the egress policy (which checks every address the name
+/// resolves to), then speaks TLS to it when the URL is `https`.
+async fn connect(egress: &Egress, https: bool, authority: &str) -> std::result::Result<Sender, Unreachable> {
+    let (host, port) = match authority.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())) {
+        Some((h, p)) => (h, p.parse().map_err(|_| Unreachable::Resolve(authority.to_owned(), "bad port".into()))?),
+        None => (authority, if https { 443 } else { 80 }),
+    };
+    let tcp = egress.connect(host, port).await?;
     let _ = tcp.set_nodelay(true);
-    if !https {
-        return handshake(tcp).await;
-    }
-    let name = rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-        .map_err(std::io::Error::other)?;
-    handshake(tokio_rustls::TlsConnector::from(tls_client()?).connect(name, tcp).await?).await
+    let addr = tcp.peer_addr().map_err(|e| Unreachable::Resolve(authority.to_owned(), e.to_string()))?;
+    let failed = |e: std::io::Error| Unreachable::Connect(addr, e);
+    let handshaken = async {
+        if !https {
+            return handshake(tcp).await;
+        }
+        let name = rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+            .map_err(std::io::Error::other)?;
+        handshake(tokio_rustls::TlsConnector::from(tls_client()?).connect(name, tcp).await?).await
+    };
+    tokio::time::timeout(egress.timeout, handshaken)
+        .await
+        .map_err(|_| Unreachable::TimedOut("the handshake with the source"))?
+        .map_err(failed)
+}
+
+/// The one answer for a source that could not be reached, whatever the reason: which reason it
+/// was (no such name, an internal address, a closed port, a time-out) would tell a client what
+/// lies behind the node.
+fn unreachable(url: &str, why: Unreachable) -> ApiError {
+    tracing::info!(source = %sas::redact_signature(url), %why, "copy source not reached");
+    // Azure answers an unreachable source with 500 CannotVerifyCopySource.
+    let mut e = ApiError::with_message(ErrorCode::CannotVerifyCopySource, "The copy source could not be reached.");
+    e.status = Some(StatusCode::INTERNAL_SERVER_ERROR);
+    e
 }
 
 fn range_header((a, b): Range) -> String {
@@ -164,17 +187,16 @@ fn range_header((a, b): Range) -> String {
     }
 }
 
-async fn open_remote(src: &CopySource) -> Result<Source> {
+async fn open_remote(c: &Call<'_>, src: &CopySource) -> Result<Source> {
     let url = &src.url;
     let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
         (Some(r), _) => (true, r),
         (None, Some(r)) => (false, r),
-        _ => return Err(source_error(StatusCode::BAD_REQUEST, "InvalidUri", format!("not an http(s) URL: {url}"))),
+        _ => return Err(source_error(StatusCode::BAD_REQUEST, "InvalidUri", "not an http(s) URL".into())),
     };
     let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
-    let mut sender = connect(https, authority)
-        .await
-        .map_err(|e| source_error(StatusCode::BAD_GATEWAY, "ConnectionFailed", format!("{authority}: {e}")))?;
+    let egress = &c.ctx.egress;
+    let mut sender = connect(egress, https, authority).await.map_err(|e| unreachable(url, e))?;
     let mut req = http::Request::get(path).header("host", authority).header("x-ms-version", VERSION);
     if let Some(r) = src.range {
         req = req.header("x-ms-range", range_header(r));
@@ -185,13 +207,16 @@ async fn open_remote(src: &CopySource) -> Result<Source> {
     let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|e| source_error(StatusCode::BAD_REQUEST, "InvalidUri", e.to_string()))?;
-    let resp = sender
-        .send_request(req)
+    let resp = tokio::time::timeout(egress.timeout, sender.send_request(req))
         .await
-        .map_err(|e| source_error(StatusCode::BAD_GATEWAY, "ConnectionFailed", e.to_string()))?;
+        .map_err(|_| unreachable(url, Unreachable::TimedOut("the source's answer")))?
+        .map_err(|e| unreachable(url, Unreachable::Exchange(e.to_string())))?;
     let status = resp.status();
     if !status.is_success() {
         let code = resp.headers().get("x-ms-error-code").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        // Only a code that is an Azure code name passes on: the source's text is not ours to echo.
+        let code =
+            if code.len() <= 64 && code.chars().all(|ch| ch.is_ascii_alphanumeric()) { code } else { String::new() };
         return Err(source_error(status, &code, format!("the source answered {status}")));
     }
     let rh = resp.headers();
@@ -201,6 +226,7 @@ async fn open_remote(src: &CopySource) -> Result<Source> {
     });
     // A range's bytes are not the blob's: its MD5 does not pass on.
     props.content_md5 = hdr::md5(rh, "content-md5").ok().flatten().filter(|_| src.range.is_none());
-    let body = resp.into_body().into_data_stream().map(|r| r.map_err(std::io::Error::other));
+    // A source that stops sending mid-body fails the copy after the progress time-out.
+    let body = super::body::pieces(resp.into_body(), None, c.ctx.body_timeout);
     Ok(Source { props: Some(props), body: Box::pin(body) })
 }

@@ -10,6 +10,7 @@ mod containers;
 mod copy;
 mod copy_source;
 mod dispatch;
+mod egress;
 mod error;
 mod model;
 mod response;
@@ -35,6 +36,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::config::Config;
+pub use egress::Egress;
 use stall::Stall;
 
 /// What every handler on a shard needs besides the shard.
@@ -49,6 +51,8 @@ pub struct HttpCtx {
     pub header_timeout: std::time::Duration,
     /// Time a request or response body may go without progress.
     pub body_timeout: std::time::Duration,
+    /// Where copy sources may be fetched from.
+    pub egress: Egress,
     pub next_request: Cell<u64>,
     /// This listener speaks TLS (a SAS with `spr=https` is accepted here only).
     pub https: bool,
@@ -123,6 +127,7 @@ fn serve_on(
         let max_connections = max_connections_per_shard(config, node.shards());
         let header_timeout = std::time::Duration::from_secs(config.header_timeout_secs.max(1));
         let body_timeout = std::time::Duration::from_secs(config.body_timeout_secs.max(1));
+        let egress = config.egress().map_err(std::io::Error::other)?;
         let tls = tls.clone();
         rt.block_on(node.on(i, move |shard| async move {
             let https = tls.is_some();
@@ -132,6 +137,7 @@ fn serve_on(
                 connections: Slots::new(max_connections),
                 header_timeout,
                 body_timeout,
+                egress,
                 next_request: Cell::new(0),
                 https,
             });
