@@ -111,6 +111,9 @@ impl Config {
         c.engine.validate()?;
         c.egress()?;
         for a in &c.accounts {
+            if !edgeblob_proto::addr::valid_account_name(&a.name) {
+                return Err(format!("account name {:?}: letters and digits only, at most 24", a.name));
+            }
             if a.keys.is_empty() {
                 return Err(format!("account {} has no key", a.name));
             }

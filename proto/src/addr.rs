@@ -51,11 +51,18 @@ fn decode(s: &str) -> Result<String, ErrorCode> {
     percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| ErrorCode::InvalidUri)
 }
 
-/// A blob name clients can address: no control characters (they cannot travel in a header or an
-/// XML listing), and no `.` or `..` segment, which URL normalisation removes before a request
-/// is sent, so such a blob could never be reached again.
+/// A blob name clients can address: no control characters and nothing else XML 1.0 cannot carry
+/// (they cannot travel in a header or an XML listing), and no `.` or `..` segment, which URL
+/// normalisation removes before a request is sent, so such a blob could never be reached again.
 fn valid_blob_name(name: &str) -> bool {
-    !name.chars().any(|c| c.is_control()) && !name.split('/').any(|seg| seg == "." || seg == "..")
+    !name.chars().any(|c| c.is_control() || !crate::xml::is_xml_char(c))
+        && !name.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+/// An account name as Azure allows them (letters and digits, at most 24), so that nothing else a
+/// client puts there reaches a log line or an error message.
+pub fn valid_account_name(name: &str) -> bool {
+    (1..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Parses a request target (`path?query`, or an absolute URI) with the `Host` header.
@@ -88,7 +95,7 @@ pub fn parse(target: &str, host: Option<&str>) -> Result<Target, ErrorCode> {
     };
     let container = (!container.is_empty()).then(|| decode(container)).transpose()?;
     let blob = blob.filter(|b| !b.is_empty()).map(decode).transpose()?;
-    if account.is_empty() {
+    if !valid_account_name(&account) {
         return Err(ErrorCode::InvalidUri);
     }
     if let Some(c) = &container {
@@ -186,6 +193,10 @@ mod tests {
             "/a/ccc/b?comp=%g1",
             "/a/ccc/%00",
             "/a/ccc/x%0D%0Ay",
+            "/a/ccc/non%EF%BF%BEchar",
+            "/a%0A%1B[31m/ccc/x",
+            "/an-account/ccc/x",
+            "/aaaaaaaaaaaaaaaaaaaaaaaaa/ccc/x",
             "/a/ccc/.",
             "/a/ccc/..",
             "/a/ccc/d/../x",

@@ -218,8 +218,8 @@ impl Request {
             O::GetAccountInfo => Request::GetAccountInfo,
             O::ListContainers => Request::ListContainers(ListContainers {
                 account: t.account.clone(),
-                prefix: t.param("prefix").unwrap_or("").to_owned(),
-                marker: marker(t),
+                prefix: xml_param(t, "prefix")?.unwrap_or_default(),
+                marker: marker(t)?,
                 max_results: max_results(t)?,
                 include_metadata: includes_metadata(t),
             }),
@@ -239,9 +239,9 @@ impl Request {
             }
             O::ListBlobs => Request::ListBlobs(ListBlobs {
                 container: container(t)?,
-                prefix: t.param("prefix").unwrap_or("").to_owned(),
-                delimiter: t.param("delimiter").filter(|d| !d.is_empty()).map(str::to_owned),
-                marker: marker(t),
+                prefix: xml_param(t, "prefix")?.unwrap_or_default(),
+                delimiter: xml_param(t, "delimiter")?.filter(|d| !d.is_empty()),
+                marker: marker(t)?,
                 max_results: max_results(t)?,
                 include_metadata: includes_metadata(t),
             }),
@@ -331,8 +331,17 @@ fn blob(t: &Target) -> Result<BlobRef, ErrorCode> {
     }
 }
 
-fn marker(t: &Target) -> Option<String> {
-    t.param("marker").filter(|m| !m.is_empty()).map(str::to_owned)
+fn marker(t: &Target) -> Result<Option<String>, ErrorCode> {
+    Ok(xml_param(t, "marker")?.filter(|m| !m.is_empty()))
+}
+
+/// A query parameter a listing echoes in its XML: one holding a character XML cannot carry is
+/// refused (the answer would be malformed, and clients fail on the whole listing).
+fn xml_param(t: &Target, name: &str) -> Result<Option<String>, ErrorCode> {
+    match t.param(name) {
+        Some(v) if !crate::xml::is_xml_text(v) => Err(ErrorCode::InvalidQueryParameterValue),
+        v => Ok(v.map(str::to_owned)),
+    }
 }
 
 fn includes_metadata(t: &Target) -> bool {
@@ -451,6 +460,10 @@ mod tests {
         assert_eq!((l.prefix.as_str(), l.delimiter.as_deref(), l.marker.as_deref()), ("p", Some("/"), Some("m")));
         assert_eq!(l.max_results, MaxResults { value: MAX_RESULTS, sent: true }, "above 5000 is cut to 5000");
         assert!(l.include_metadata);
+        for bad in ["prefix=a%01", "marker=%EF%BF%BF", "delimiter=%1F"] {
+            let r = req(Method::GET, &format!("/a/ctr?restype=container&comp=list&{bad}"), &[]);
+            assert_eq!(r.err(), Some(ErrorCode::InvalidQueryParameterValue), "{bad}: a listing would echo it");
+        }
         let Ok(Request::ListContainers(c)) = req(Method::GET, "/a?comp=list&delimiter=&marker=", &[]) else { panic!() };
         assert_eq!(
             (c.marker, c.max_results, c.include_metadata),

@@ -13,16 +13,44 @@ use crate::etag_string;
 
 const DECL: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>"#;
 
+/// Whether `c` may appear in an XML 1.0 document at all (its `Char` production): escaping cannot
+/// carry the others, not even as character references.
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+pub fn is_xml_text(s: &str) -> bool {
+    s.chars().all(is_xml_char)
+}
+
+/// An error body. Its message may quote what a client sent (an id, a name): a character XML
+/// cannot carry becomes U+FFFD rather than making the whole answer unreadable.
 pub fn error(code: &str, message: &str, request_id: &str, time: &str) -> String {
+    let message: String = message.chars().map(|c| if is_xml_char(c) { c } else { '\u{FFFD}' }).collect();
     format!(
         "{DECL}<Error><Code>{}</Code><Message>{}\nRequestId:{request_id}\nTime:{time}</Message></Error>",
         partial_escape(code),
-        partial_escape(message)
+        partial_escape(&message)
     )
 }
 
+/// `<name>value</name>`. Values reaching here are checked where they enter (names, headers and
+/// query parameters refuse what XML cannot hold); a blob name is written by [`name_tag`].
 fn tag(out: &mut String, name: &str, value: &str) {
+    debug_assert!(is_xml_text(value), "{name} holds a character XML cannot carry");
     let _ = write!(out, "<{name}>{}</{name}>", partial_escape(value));
+}
+
+/// A blob name (or a prefix of one): escaped, or, if it holds a character XML cannot carry,
+/// percent-encoded with `Encoded="true"`, as Azure writes such names and as the SDKs decode
+/// them. The listing stays well-formed whatever a name holds.
+fn name_tag(out: &mut String, name: &str) {
+    if is_xml_text(name) {
+        tag(out, "Name", name);
+    } else {
+        let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+        let _ = write!(out, r#"<Name Encoded="true">{encoded}</Name>"#);
+    }
 }
 
 fn opt_tag(out: &mut String, name: &str, value: Option<&str>) {
@@ -143,12 +171,12 @@ pub fn list_blobs(l: &ListBlobs) -> String {
         match item {
             ListItem::Prefix(p) => {
                 o.push_str("<BlobPrefix>");
-                tag(&mut o, "Name", p);
+                name_tag(&mut o, p);
                 o.push_str("</BlobPrefix>");
             }
             ListItem::Blob(b) => {
                 o.push_str("<Blob>");
-                tag(&mut o, "Name", b.name);
+                name_tag(&mut o, b.name);
                 o.push_str("<Properties>");
                 tag(&mut o, "Creation-Time", &b.creation_time);
                 tag(&mut o, "Last-Modified", &b.last_modified);
@@ -321,6 +349,74 @@ mod tests {
         assert_eq!(parse_block_list(b"<BlockList><Latest>YQ==</Latest>"), Err(ErrorCode::InvalidXmlDocument));
         assert_eq!(parse_block_list(b"not xml"), Err(ErrorCode::InvalidXmlDocument));
         assert_eq!(parse_block_list(b"<BlockList><Latest>!!</Latest></BlockList>"), Err(ErrorCode::InvalidBlockList));
+    }
+
+    /// Reads `x` to its end with a strict parser; returns each `Name` element's text, decoded
+    /// as a client does (`Encoded="true"`: percent-encoded).
+    fn names_in(x: &str) -> Vec<String> {
+        let mut r = quick_xml::Reader::from_str(x);
+        let (mut names, mut encoded, mut in_name) = (Vec::new(), false, false);
+        loop {
+            match r.read_event().unwrap_or_else(|e| panic!("malformed XML ({e}): {x}")) {
+                Event::Start(e) if e.name().as_ref() == b"Name" => {
+                    in_name = true;
+                    encoded = e.try_get_attribute("Encoded").ok().flatten().is_some_and(|a| &*a.value == b"true");
+                }
+                Event::Text(t) if in_name => {
+                    let text = t.unescape().unwrap().into_owned();
+                    names.push(if encoded {
+                        percent_encoding::percent_decode_str(&text).decode_utf8().unwrap().into_owned()
+                    } else {
+                        text
+                    });
+                }
+                Event::End(_) => in_name = false,
+                Event::Eof => return names,
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn every_name_survives_a_listing_and_the_listing_stays_well_formed() {
+        let odd = ["a&b<c>\"d'", "ctl\u{1}\u{1f}name", "non\u{FFFE}char", "tab\tand\u{10FFFF}", "sp ace/%41"];
+        let item = |name| {
+            ListItem::Blob(BlobItem {
+                name,
+                creation_time: String::new(),
+                last_modified: String::new(),
+                etag: 1,
+                size: 0,
+                content_type: None,
+                content_encoding: None,
+                content_language: None,
+                content_disposition: None,
+                cache_control: None,
+                content_md5: None,
+                metadata: None,
+            })
+        };
+        let mut items: Vec<ListItem> = odd.iter().map(|n| item(n)).collect();
+        items.push(ListItem::Prefix("pre\u{2}fix/"));
+        let x = list_blobs(&ListBlobs {
+            service_endpoint: "http://h/a",
+            container: "ctr",
+            prefix: "",
+            marker: None,
+            max_results: None,
+            delimiter: None,
+            items,
+            next_marker: None,
+        });
+        let mut want: Vec<String> = odd.iter().map(|s| s.to_string()).collect();
+        want.push("pre\u{2}fix/".into());
+        assert_eq!(names_in(&x), want);
+        assert!(x.contains(r#"<Name Encoded="true">ctl%01%1Fname</Name>"#), "{x}");
+        assert!(x.contains("<Name>a&amp;b&lt;c&gt;\"d'</Name>"), "plain names stay plain: {x}");
+        let e = error("InvalidBlockList", "block \u{1}<x> does not exist", "id", "now");
+        assert!(e.contains("block \u{FFFD}&lt;x&gt; does not exist"), "{e}");
+        let mut r = quick_xml::Reader::from_str(&e);
+        while r.read_event().unwrap_or_else(|err| panic!("{err}: {e}")) != Event::Eof {}
     }
 
     #[test]
