@@ -42,7 +42,7 @@ where
     S: Stream<Item = std::io::Result<Bytes>> + Unpin,
 {
     require_container(s, key)?;
-    write::store_body(s, body, max_len).await
+    write::store_body(s, &key.account, body, max_len).await
 }
 
 /// Commits stored chunks as a Put Blob (the references pass to the blob, or are given back).

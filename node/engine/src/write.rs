@@ -24,8 +24,9 @@ pub struct Stored {
     pub len: u64,
 }
 
-/// Stores a body of at most `max_len` bytes. On error, every reference taken is given back.
-pub async fn store_body<S>(shard: &Rc<Shard>, body: S, max_len: u64) -> Result<Stored>
+/// Stores a body of at most `max_len` bytes for `account` (dedup is within an account). On
+/// error, every reference taken is given back.
+pub async fn store_body<S>(shard: &Rc<Shard>, account: &str, body: S, max_len: u64) -> Result<Stored>
 where
     S: Stream<Item = std::io::Result<Bytes>> + Unpin,
 {
@@ -33,6 +34,7 @@ where
     let chunk_size = logical_chunk_size(shard.node.config.chunk_size);
     let depth = shard.node.config.io_depth;
     let mut body = body;
+    let account: Rc<str> = account.into();
     let mut acc = BytesMut::new();
     // The budget held for the bytes in `acc`: a partial chunk counts as much as a whole one in
     // flight, so a thousand slow uploads cannot each hold a chunk's worth outside the budget.
@@ -62,7 +64,7 @@ where
         while acc.len() >= chunk_size {
             let chunk = acc.split_to(chunk_size).freeze();
             let permit = held.split_off(acc.len());
-            inflight.push_back(tokio::task::spawn_local(budgeted(shard.clone(), chunk, permit)));
+            inflight.push_back(tokio::task::spawn_local(budgeted(shard.clone(), account.clone(), chunk, permit)));
             if inflight.len() >= depth {
                 if let Err(e) = collect(inflight.pop_front(), &mut out.chunks).await {
                     failure = Some(e);
@@ -73,7 +75,7 @@ where
     }
     if failure.is_none() && !acc.is_empty() {
         let permit = held.split_off(0);
-        inflight.push_back(tokio::task::spawn_local(budgeted(shard.clone(), acc.freeze(), permit)));
+        inflight.push_back(tokio::task::spawn_local(budgeted(shard.clone(), account.clone(), acc.freeze(), permit)));
     }
     while let Some(h) = inflight.pop_front() {
         if let Err(e) = collect(Some(h), &mut out.chunks).await {
@@ -93,8 +95,13 @@ where
 }
 
 /// Stores a chunk while holding its share of the shard's write budget.
-async fn budgeted(shard: Rc<Shard>, data: Bytes, _permit: Option<OwnedSemaphorePermit>) -> Result<ChunkRef> {
-    store_chunk(shard, data).await
+async fn budgeted(
+    shard: Rc<Shard>,
+    account: Rc<str>,
+    data: Bytes,
+    _permit: Option<OwnedSemaphorePermit>,
+) -> Result<ChunkRef> {
+    store_chunk(shard, &account, data).await
 }
 
 /// The write budget is counted in units of this many bytes.
@@ -159,8 +166,8 @@ async fn collect(h: Option<JoinHandle<Result<ChunkRef>>>, into: &mut Vec<ChunkRe
 
 /// Stores one chunk, or finds an identical one already stored; returns it with a reference
 /// taken for the caller.
-pub async fn store_chunk(shard: Rc<Shard>, data: Bytes) -> Result<ChunkRef> {
-    let hash = shard.reducer.hash(&data);
+pub async fn store_chunk(shard: Rc<Shard>, account: &str, data: Bytes) -> Result<ChunkRef> {
+    let hash = shard.reducer.hash(account, &data);
     let mut flags = 0;
     if shard.node.config.dedup {
         flags |= CHUNK_DEDUP;

@@ -234,6 +234,34 @@ fn dedup_stores_identical_chunks_once_and_compression_shrinks_text() {
     });
 }
 
+/// Dedup is within an account: another account's copy of the same bytes takes its own space, so
+/// whether a write costs space (or fails on a full node) tells nothing about other accounts.
+#[test]
+fn dedup_never_crosses_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(&config(dir.path()));
+    rt().block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        node.create_container("otheraccount", "c", vec![]).await.unwrap();
+        let d = data(11, 64 * 1024 * 8, false);
+        let put = |account: &'static str, name: &'static str| {
+            let k = edgeblob_meta::model::BlobKey::new(account, "c", name);
+            node.put_blob(0, k, body(&d), Default::default(), Default::default())
+        };
+        put(ACCOUNT, "one").await.unwrap();
+        put(ACCOUNT, "two").await.unwrap();
+        let within = node.reduction().await.unwrap();
+        put("otheraccount", "one").await.unwrap();
+        let across = node.reduction().await.unwrap();
+        assert_eq!(across.logical_bytes, 3 * d.len() as u64);
+        assert!(within.ratio() > 1.9, "two copies in one account share chunks: {within:?}");
+        assert!(
+            across.stored_bytes >= 2 * within.stored_bytes,
+            "the other account's copy took its own space: {within:?} then {across:?}"
+        );
+    });
+}
+
 #[test]
 fn listing_merges_shards_with_prefix_delimiter_and_marker() {
     let dir = tempfile::tempdir().unwrap();
@@ -369,9 +397,10 @@ fn a_read_in_flight_keeps_the_space_of_a_deleted_blob() {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 for i in 0..4 {
                     let fill = data(100 + i, 500_000, false);
-                    let stored = store_body(&s, futures::stream::iter(vec![Ok(bytes::Bytes::from(fill))]), u64::MAX)
-                        .await
-                        .unwrap();
+                    let stored =
+                        store_body(&s, ACCOUNT, futures::stream::iter(vec![Ok(bytes::Bytes::from(fill))]), u64::MAX)
+                            .await
+                            .unwrap();
                     s.give_back_refs(stored.chunks);
                 }
                 BlobReader::new(s.clone(), plan.segments, guard).read_all().await
