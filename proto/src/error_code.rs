@@ -25,6 +25,7 @@ pub enum ErrorCode {
     InvalidHeaderValue,
     InvalidXmlDocument,
     MissingRequiredHeader,
+    MissingContentLengthHeader,
     UnsupportedHttpVerb,
     AuthenticationFailed,
     AuthorizationFailure,
@@ -67,6 +68,7 @@ impl ErrorCode {
             ErrorCode::InvalidHeaderValue => "InvalidHeaderValue",
             ErrorCode::InvalidXmlDocument => "InvalidXmlDocument",
             ErrorCode::MissingRequiredHeader => "MissingRequiredHeader",
+            ErrorCode::MissingContentLengthHeader => "MissingContentLengthHeader",
             ErrorCode::UnsupportedHttpVerb => "UnsupportedHttpVerb",
             ErrorCode::AuthenticationFailed => "AuthenticationFailed",
             ErrorCode::AuthorizationFailure => "AuthorizationFailure",
@@ -110,6 +112,7 @@ impl ErrorCode {
             ErrorCode::InvalidHeaderValue => "The value for one of the HTTP headers is not in the correct format.",
             ErrorCode::InvalidXmlDocument => "XML specified is not syntactically valid.",
             ErrorCode::MissingRequiredHeader => "A required HTTP header was not specified.",
+            ErrorCode::MissingContentLengthHeader => "The Content-Length header was not specified.",
             ErrorCode::UnsupportedHttpVerb => "The resource doesn't support the specified HTTP verb.",
             ErrorCode::AuthenticationFailed => "Server failed to authenticate the request. Make sure the value of the Authorization header is formed correctly including the signature.",
             ErrorCode::AuthorizationFailure => "This request is not authorized to perform this operation.",
@@ -153,6 +156,7 @@ impl ErrorCode {
             | ErrorCode::MetadataTooLarge
             | ErrorCode::InvalidMetadata => 400,
             ErrorCode::UnsupportedHttpVerb => 405,
+            ErrorCode::MissingContentLengthHeader => 411,
             ErrorCode::InsufficientAccountPermissions
             | ErrorCode::AuthenticationFailed
             | ErrorCode::AuthorizationFailure

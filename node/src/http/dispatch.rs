@@ -80,6 +80,16 @@ pub async fn handle(
     resp
 }
 
+/// A request body sent chunked (`Transfer-Encoding`) is refused, as Azure requires a length on
+/// every upload. It also closes the one door to request smuggling: hyper lets `Transfer-Encoding`
+/// override a `Content-Length` sent beside it, which a proxy in front may have read the other way.
+/// The connection is closed after the answer: what follows on it cannot be trusted to be a request.
+fn length_required() -> ApiError {
+    let mut e = ApiError::from(edgeblob_proto::ErrorCode::MissingContentLengthHeader);
+    e.headers.push(("connection", "close".into()));
+    e
+}
+
 async fn dispatch(
     shard: &Rc<Shard>,
     ctx: &HttpCtx,
@@ -88,6 +98,9 @@ async fn dispatch(
     meta_names: &[String],
     op_name: &mut &'static str,
 ) -> Result<Response<RespBody>> {
+    if req.headers().contains_key("transfer-encoding") {
+        return Err(length_required());
+    }
     let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let target = addr::parse(&req.uri().to_string(), Some(&host))?;
     let op = op::route(req.method(), &target, req.headers())?;
