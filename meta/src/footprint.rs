@@ -64,8 +64,7 @@ fn blob_cost(key: &BlobKey, blob: &Blob) -> usize {
 }
 
 fn staged_cost(key: &BlobKey, st: &Staged) -> usize {
-    st.blocks
-        .iter()
+    st.blocks()
         .map(|b| frame_of(&Record::BlockStaged { key: key.clone(), container_id: st.container_id, block: b.clone() }))
         .sum()
 }

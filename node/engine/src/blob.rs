@@ -105,12 +105,12 @@ pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()
         super::ops::check_block_id(&block.id)?;
         let mut meta = s.meta.borrow_mut();
         if let Some(st) = meta.state.staged.get(&key).filter(|st| st.container_id == cid) {
-            if st.blocks.first().is_some_and(|b| b.block.id.len() != block.id.len()) {
+            if st.blocks().next().is_some_and(|b| b.block.id.len() != block.id.len()) {
                 return Err(EngineError::InvalidBlobOrBlock(
                     "all block ids of a blob must have the same length".into(),
                 ));
             }
-            if st.blocks.len() >= limits::MAX_UNCOMMITTED_BLOCKS && st.find(&block.id).is_none() {
+            if st.len() >= limits::MAX_UNCOMMITTED_BLOCKS && st.find(&block.id).is_none() {
                 return Err(EngineError::BlockCountExceedsLimit);
             }
         }
@@ -171,7 +171,7 @@ fn resolve_blocks(list: &[BlockListItem], committed: Option<&Blob>, staged: Opti
         by_committed.entry(b.id.as_slice()).or_insert(b);
     }
     let by_staged: HashMap<&[u8], &Block> =
-        staged.into_iter().flat_map(|st| st.blocks.iter()).map(|sb| (sb.block.id.as_slice(), &sb.block)).collect();
+        staged.into_iter().flat_map(|st| st.blocks()).map(|sb| (sb.block.id.as_slice(), &sb.block)).collect();
     list.iter()
         .map(|item| {
             let found = match item {
@@ -207,10 +207,7 @@ pub async fn commit_block_list(
         let staged = state.staged.get(&key).filter(|st| st.container_id == cid);
         let blocks = resolve_blocks(&list, cur.filter(|b| !b.single_put), staged)?;
         let blob = next_version(s, cid, cur, props, blocks, false);
-        let dropped = cur
-            .into_iter()
-            .flat_map(|b| b.chunks())
-            .chain(staged.into_iter().flat_map(|st| st.blocks.iter().flat_map(|b| b.block.chunks.iter())));
+        let dropped = cur.into_iter().flat_map(|b| b.chunks()).chain(staged.into_iter().flat_map(|st| st.chunks()));
         let delta = RefDelta::between(blob.chunks(), dropped);
         let summary = BlobSummary::of(&key.name, &blob);
         let commit = meta.commit(Record::BlobPut { key, blob })?;
@@ -305,7 +302,7 @@ pub fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
             }
         }),
         uncommitted: staged
-            .map(|st| st.blocks.iter().map(|b| (b.block.id.clone(), b.block.size)).collect())
+            .map(|st| st.blocks().map(|b| (b.block.id.clone(), b.block.size)).collect())
             .unwrap_or_default(),
         blob_size: cur.map_or(0, |b| b.size),
     })

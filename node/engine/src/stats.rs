@@ -100,7 +100,7 @@ impl Node {
                     {
                         let meta = s.meta.borrow();
                         r.blobs = meta.state.blobs.len();
-                        r.staged_blocks = meta.state.staged.values().map(|st| st.blocks.len()).sum();
+                        r.staged_blocks = meta.state.staged.values().map(|st| st.len()).sum();
                     }
                     let chunks: Vec<ChunkRef> = s.refs.borrow().chunks().map(|(c, _)| *c).collect();
                     for c in chunks {

@@ -158,3 +158,42 @@ fn a_partial_chunk_holds_its_bytes_in_the_write_budget() {
         .unwrap();
     });
 }
+
+/// Azure's limits per blob, end to end: 100,000 uncommitted blocks (the next new id is refused,
+/// re-staging one is not), and 50,000 blocks in a committed list.
+#[test]
+fn a_blob_takes_azures_block_counts_and_no_more() {
+    use edgeblob_engine::BlockListItem;
+    use edgeblob_meta::model::limits::{MAX_COMMITTED_BLOCKS, MAX_UNCOMMITTED_BLOCKS};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    // One shard on a sparse 16 GiB file: a half of 512 MiB, so that 100,000 staged blocks fit
+    // the shard's share for them (64 MiB).
+    let cfg = edgeblob_engine::config::EngineConfig { data_size: 16 << 30, shards: Some(1), ..config(dir.path()) };
+    let rt = rt();
+    let node = open(&cfg);
+    rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let id = |i: usize| format!("{i:08}").into_bytes();
+        let stage = |i: usize| node.put_block(0, key("c", "many"), id(i), body(b"b"));
+        // Many at once: group commit makes one flush serve them.
+        let staged: Vec<_> =
+            futures::stream::iter(0..MAX_UNCOMMITTED_BLOCKS).map(stage).buffer_unordered(256).collect().await;
+        assert!(staged.iter().all(|r| r.is_ok()), "{:?}", staged.iter().find(|r| r.is_err()));
+        let err = stage(MAX_UNCOMMITTED_BLOCKS).await.unwrap_err();
+        assert!(matches!(err, EngineError::BlockCountExceedsLimit), "{err}");
+        stage(7).await.unwrap();
+        let too_long: Vec<BlockListItem> = (0..=MAX_COMMITTED_BLOCKS).map(|i| BlockListItem::Latest(id(i))).collect();
+        let err = node
+            .commit_block_list(key("c", "many"), too_long, BlobProps::default(), Conditions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::BlockListTooLong), "{err}");
+        let most: Vec<BlockListItem> = (0..MAX_COMMITTED_BLOCKS).map(|i| BlockListItem::Latest(id(i))).collect();
+        let b =
+            node.commit_block_list(key("c", "many"), most, BlobProps::default(), Conditions::default()).await.unwrap();
+        assert_eq!(b.size, MAX_COMMITTED_BLOCKS as u64);
+        let list = node.get_block_list(key("c", "many")).await.unwrap();
+        assert_eq!((list.committed.unwrap().len(), list.uncommitted.len()), (MAX_COMMITTED_BLOCKS, 0));
+    });
+}
