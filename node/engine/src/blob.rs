@@ -338,10 +338,11 @@ mod tests {
     }
 
     fn staged(blocks: Vec<Block>) -> Staged {
-        Staged {
-            container_id: 1,
-            blocks: blocks.into_iter().map(|block| StagedBlock { block, staged_ns: 0 }).collect(),
+        let mut st = Staged::new(1);
+        for block in blocks {
+            st.stage(StagedBlock { block, staged_ns: 0 });
         }
+        st
     }
 
     #[test]
