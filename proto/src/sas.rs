@@ -54,13 +54,19 @@ impl SasError {
 pub fn parse_time(s: &str) -> Option<i64> {
     let s = s.trim().trim_end_matches('Z');
     let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    // Unsigned fields of a four-digit year: no sign, nothing that overflows the arithmetic below
+    // (a fuzzer found a year of 19 billion wrapping the result around).
+    let field = |x: &str| x.parse::<u32>().ok().map(i64::from);
+    let mut d = date.split('-').map(field);
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
     let time = time.split('.').next()?;
-    let mut t = time.split(':').map(|x| x.parse::<i64>());
-    let (hh, mm) = (t.next()?.ok()?, t.next()?.ok()?);
-    let ss = t.next().transpose().ok()?.unwrap_or(0);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+    let mut t = time.split(':').map(field);
+    let (hh, mm) = (t.next()??, t.next()??);
+    let ss = match t.next() {
+        Some(s) => s?,
+        None => 0,
+    };
+    if y > 9999 || !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -294,6 +300,11 @@ mod tests {
         assert_eq!(parse_time("2026-11-22T09:31:17.1234567Z"), Some(1_795_339_877));
         assert_eq!(parse_time("2026-11-22"), Some(1_795_305_600));
         assert_eq!(parse_time("2026-13-01"), None);
+        // Found by fuzzing: a year that overflowed the arithmetic, and signed fields.
+        assert_eq!(parse_time("19000000000-11-09"), None);
+        assert_eq!(parse_time("2026-11-22T-5:00:00Z"), None);
+        assert_eq!(parse_time("2026--11-22"), None);
+        assert_eq!(parse_time("9999-12-31T23:59:59Z"), Some(253_402_300_799));
     }
 
     #[test]
