@@ -96,29 +96,12 @@ async fn signed(
 
 /// The head of a SharedKey-signed request (dev account) for a body of `body_len` bytes.
 fn signed_head(method: &str, path_query: &str, headers: &[(&str, &str)], body_len: usize) -> String {
-    use base64::Engine;
-    let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
     let mut h = http::HeaderMap::new();
-    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-    h.insert("x-ms-date", date.parse().unwrap());
-    h.insert("x-ms-version", "2026-10-06".parse().unwrap());
-    if body_len > 0 {
-        h.insert("content-length", body_len.to_string().parse().unwrap());
-    }
     for (k, v) in headers {
         h.insert(http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(), v.parse().unwrap());
     }
-    let target = edgeblob_proto::addr::parse(path_query, Some("127.0.0.1")).unwrap();
-    let req = edgeblob_proto::shared_key::SignedRequest {
-        method,
-        raw_path: &target.raw_path,
-        query: &target.query,
-        headers: &h,
-    };
-    let length = h.get("content-length").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    let sts = edgeblob_proto::shared_key::string_to_sign("devstoreaccount1", &req, &length);
-    let sig = edgeblob_proto::shared_key::sign(&key, &sts);
-    let mut text = format!("{method} {path_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: SharedKey devstoreaccount1:{sig}\r\n");
+    edgeblob_testkit::sign::shared_key(method, path_query, &mut h, body_len);
+    let mut text = format!("{method} {path_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     if body_len == 0 && method == "PUT" {
         text.push_str("Content-Length: 0\r\n");
     }

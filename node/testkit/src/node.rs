@@ -48,8 +48,29 @@ pub fn spawn(dir: &Path, tls: Option<&Path>, env: &[(&str, PathBuf)]) -> NodePro
 
 /// [`spawn`] on a data file of `data_size` (a size like `3G`).
 pub fn spawn_sized(dir: &Path, data_size: &str, tls: Option<&Path>, env: &[(&str, PathBuf)]) -> NodeProc {
+    spawn_with(dir, data_size, tls, env, None)
+}
+
+/// [`spawn_sized`] with a configuration file holding `config` (TOML), for the settings the flags
+/// do not cover.
+pub fn spawn_configured(dir: &Path, data_size: &str, config: &str) -> NodeProc {
+    spawn_with(dir, data_size, None, &[], Some(config))
+}
+
+fn spawn_with(
+    dir: &Path,
+    data_size: &str,
+    tls: Option<&Path>,
+    env: &[(&str, PathBuf)],
+    config: Option<&str>,
+) -> NodeProc {
     use std::io::{BufRead, BufReader};
     let mut cmd = Command::new(workspace_bin("edgeblob"));
+    if let Some(c) = config {
+        let path = dir.join("node.toml");
+        std::fs::write(&path, c).unwrap();
+        cmd.arg("--config").arg(path);
+    }
     cmd.arg("--data").arg(dir.join("node.dat"));
     cmd.args(["--port", "0", "--listen", "127.0.0.1", "--shards", "2", "--data-size", data_size]);
     if let Some(t) = tls {
