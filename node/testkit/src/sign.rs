@@ -3,13 +3,17 @@
 use base64::Engine;
 use http::{HeaderMap, HeaderName};
 
-/// Adds `x-ms-date`, `x-ms-version`, `content-length` (when there is a body) and the SharedKey
-/// `authorization` for `method path_query` to `headers`, which may already hold others (the
-/// signature covers them).
+/// Adds `x-ms-date` (now) and `x-ms-version` unless `headers` holds them already,
+/// `content-length` (when there is a body) and the SharedKey `authorization` for
+/// `method path_query`; the signature covers every header `headers` holds.
 pub fn shared_key(method: &str, path_query: &str, headers: &mut HeaderMap, body_len: usize) {
     let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
-    headers.insert("x-ms-date", httpdate::fmt_http_date(std::time::SystemTime::now()).parse().unwrap());
-    headers.insert("x-ms-version", "2026-10-06".parse().unwrap());
+    if !headers.contains_key("x-ms-date") {
+        headers.insert("x-ms-date", httpdate::fmt_http_date(std::time::SystemTime::now()).parse().unwrap());
+    }
+    if !headers.contains_key("x-ms-version") {
+        headers.insert("x-ms-version", "2026-10-06".parse().unwrap());
+    }
     if body_len > 0 {
         headers.insert("content-length", body_len.to_string().parse().unwrap());
     }
