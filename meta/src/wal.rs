@@ -179,7 +179,7 @@ struct LogBuf {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AppendError {
-    #[error("the record ({0} bytes) does not fit in a log half")]
+    #[error("a change of {0} bytes of metadata (a very long block list) is more than this shard's log holds at once")]
     TooLarge(usize),
     #[error("the metadata log is full: a checkpoint of this shard does not fit in a log half")]
     Full,

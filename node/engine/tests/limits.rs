@@ -197,3 +197,53 @@ fn a_blob_takes_azures_block_counts_and_no_more() {
         assert_eq!((list.committed.unwrap().len(), list.uncommitted.len()), (MAX_COMMITTED_BLOCKS, 0));
     });
 }
+
+/// 300,000 blobs in one container list whole and in order in every page size, flat and by
+/// directory, on two shards (issue 10 keeps this as its listing must-hold).
+#[test]
+fn three_hundred_thousand_blobs_list_in_every_page_size() {
+    use edgeblob_meta::listing::ListQuery;
+    use futures::StreamExt;
+    const N: usize = 300_000;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = edgeblob_engine::config::EngineConfig { data_size: 8 << 30, ..config(dir.path()) };
+    let rt = rt();
+    let node = open(&cfg);
+    rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        // Names in 300 directories, written out of order.
+        let name = |i: usize| format!("d{:03}/b{:06}", (i * 7919) % 300, (i * 104_729) % N);
+        let puts: Vec<_> = futures::stream::iter(0..N)
+            .map(|i| node.put_blob(i % 2, key("c", &name(i)), vec![], BlobProps::default(), Conditions::default()))
+            .buffer_unordered(512)
+            .collect()
+            .await;
+        assert!(puts.iter().all(|r| r.is_ok()), "{:?}", puts.iter().find(|r| r.is_err()));
+        let mut want: Vec<String> = (0..N).map(name).collect();
+        want.sort();
+        want.dedup();
+        for max in [5000, 4999, 1237] {
+            let mut seen = Vec::with_capacity(want.len());
+            let mut q = ListQuery { max, ..Default::default() };
+            loop {
+                let page = node.list_blobs(ACCOUNT, "c", q.clone()).await.unwrap();
+                assert!(page.entries.len() <= max);
+                seen.extend(page.entries.iter().map(|e| e.name().to_owned()));
+                match page.next_marker {
+                    Some(m) => q.marker = Some(m),
+                    None => break,
+                }
+            }
+            assert!(seen == want, "pages of {max}: {} listed of {}", seen.len(), want.len());
+        }
+        let dirs = node
+            .list_blobs(ACCOUNT, "c", ListQuery { delimiter: Some("/".into()), max: 5000, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(dirs.entries.len(), 300);
+        assert!(dirs.next_marker.is_none());
+        let one = ListQuery { prefix: "d123/".into(), max: 5000, ..Default::default() };
+        let page = node.list_blobs(ACCOUNT, "c", one).await.unwrap();
+        assert_eq!(page.entries.len(), want.iter().filter(|n| n.starts_with("d123/")).count());
+    });
+}

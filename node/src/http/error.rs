@@ -79,7 +79,8 @@ fn retry_after(e: &EngineError) -> Option<u32> {
     use edgeblob_meta::MetaError;
     match e {
         EngineError::Busy(_) | EngineError::Log(MetaError::Busy) => Some(1),
-        EngineError::OutOfSpace | EngineError::Log(MetaError::MetadataFull | MetaError::StagedFull) => Some(10),
+        EngineError::OutOfSpace
+        | EngineError::Log(MetaError::MetadataFull | MetaError::StagedFull | MetaError::TooLarge(_)) => Some(10),
         _ => None,
     }
 }
@@ -130,6 +131,10 @@ mod tests {
         assert_eq!((full.status(), full.code), (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServerBusy));
         assert_eq!(full.headers, vec![("retry-after", "10".to_owned())]);
         assert!(full.message.contains("no space left"), "{}", full.message);
+        // Metadata past what a shard holds is capacity, not a fault: the client is told which.
+        let huge = ApiError::from(EngineError::Log(edgeblob_meta::MetaError::TooLarge(204 << 20)));
+        assert_eq!((huge.status(), huge.code), (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServerBusy));
+        assert!(huge.message.contains("block list"), "{}", huge.message);
         let log = ApiError::from(EngineError::Log(edgeblob_meta::MetaError::Failed));
         assert_eq!(log.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
