@@ -81,15 +81,16 @@ pub fn write_conditions(credential: Credential, mut cond: Conditions) -> Conditi
     cond
 }
 
-/// Whether an anonymous request may run: reads of blobs in a container with public access, and
-/// listing and properties of a container open to `container` access.
+/// Whether an anonymous request may run, from the same table as a SAS (`sas::required`): what a
+/// read-only SAS (`r`, `l`) would reach of what the container opens. `blob` access opens reads
+/// of its blobs; `container` access also the container's properties and the listing of its
+/// blobs. Never the ACL, never a write.
 fn anonymous_allowed(s: &Shard, t: &Target, op: Operation) -> bool {
     let Some(c) = t.container.as_deref().and_then(|c| s.node.container(&t.account, c)) else { return false };
-    let blob_read = matches!(op, Operation::GetBlob | Operation::GetBlobProperties | Operation::GetBlockList);
-    let container_read = matches!(op, Operation::ListBlobs | Operation::GetContainerProperties);
-    match c.public_access {
-        PublicAccess::None => false,
-        PublicAccess::Blob => blob_read,
-        PublicAccess::Container => blob_read || container_read,
+    let Some((level, letters)) = sas::required(op) else { return false };
+    match (c.public_access, level) {
+        (PublicAccess::Blob | PublicAccess::Container, sas::Level::Object) => letters == "r",
+        (PublicAccess::Container, sas::Level::Container) => letters == "r" || letters == "l",
+        _ => false,
     }
 }
