@@ -3,8 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use indexmap::IndexMap;
-
 use crate::model::{Blob, BlobKey, ChunkRef, Container, StagedBlock};
 use crate::record::Record;
 
@@ -18,55 +16,77 @@ pub struct ShardMeta {
     pub staged: BTreeMap<BlobKey, Staged>,
 }
 
-/// A blob's uncommitted blocks. Found by id in constant time: a blob may hold 100,000 of them,
-/// and a linear search per Put Block made staging them quadratic (seconds of a shard's time).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A blob's uncommitted blocks, listed in the order they were staged; a block staged again
+/// with an id already staged replaces it and moves to the end, as Azure's list shows the latest
+/// upload last (Azurite does the same). Found by id in constant time and moved in logarithmic
+/// time: a blob may hold 100,000 of them, and a linear search or shift per Put Block made staging
+/// them quadratic (seconds of a shard's time).
+#[derive(Debug, Clone)]
 pub struct Staged {
     pub container_id: u64,
-    /// By id, in the order first staged; staging an id again replaces its block in place.
-    blocks: IndexMap<Vec<u8>, StagedBlock>,
+    /// By id: the block and its place in `order`.
+    by_id: HashMap<Vec<u8>, (u64, StagedBlock)>,
+    /// Places, in staging order, and the id staged there.
+    order: BTreeMap<u64, Vec<u8>>,
+    next: u64,
 }
+
+impl PartialEq for Staged {
+    /// The same blocks in the same order (places are numbered afresh by a replay).
+    fn eq(&self, other: &Staged) -> bool {
+        self.container_id == other.container_id && self.blocks().eq(other.blocks())
+    }
+}
+
+impl Eq for Staged {}
 
 impl Staged {
     pub fn new(container_id: u64) -> Staged {
-        Staged { container_id, blocks: IndexMap::new() }
+        Staged { container_id, by_id: HashMap::new(), order: BTreeMap::new(), next: 0 }
     }
 
     pub fn find(&self, id: &[u8]) -> Option<&StagedBlock> {
-        self.blocks.get(id)
+        self.by_id.get(id).map(|(_, b)| b)
     }
 
-    /// The blocks, in the order they were first staged.
-    pub fn blocks(&self) -> impl ExactSizeIterator<Item = &StagedBlock> {
-        self.blocks.values()
+    /// The blocks, in the order they were staged.
+    pub fn blocks(&self) -> impl ExactSizeIterator<Item = &StagedBlock> + DoubleEndedIterator {
+        self.order.values().map(|id| &self.by_id[id].1)
     }
 
     pub fn len(&self) -> usize {
-        self.blocks.len()
+        debug_assert_eq!(self.by_id.len(), self.order.len());
+        self.by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
+        self.by_id.is_empty()
     }
 
-    /// Stages `b`; returns the block of the same id it replaces.
+    /// Stages `b` last; returns the block of the same id it replaces.
     pub fn stage(&mut self, b: StagedBlock) -> Option<StagedBlock> {
-        self.blocks.insert(b.block.id.clone(), b)
+        let place = self.next;
+        self.next += 1;
+        self.order.insert(place, b.block.id.clone());
+        let old = self.by_id.insert(b.block.id.clone(), (place, b))?;
+        self.order.remove(&old.0);
+        Some(old.1)
     }
 
     /// The chunk references every block holds.
     pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
-        self.blocks.values().flat_map(|b| b.block.chunks.iter())
+        self.by_id.values().flat_map(|(_, b)| b.block.chunks.iter())
     }
 
     /// Takes every block out, leaving none.
     pub fn take_all(&mut self) -> Vec<StagedBlock> {
-        std::mem::take(&mut self.blocks).into_values().collect()
+        self.order.clear();
+        std::mem::take(&mut self.by_id).into_values().map(|(_, b)| b).collect()
     }
 
     /// When the last block was staged.
     pub fn last_staged_ns(&self) -> i64 {
-        self.blocks.values().map(|b| b.staged_ns).max().unwrap_or(i64::MIN)
+        self.by_id.values().map(|(_, b)| b.staged_ns).max().unwrap_or(i64::MIN)
     }
 }
 
@@ -263,7 +283,7 @@ mod tests {
         let rel = m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("x", 8192) });
         assert_eq!(rel, vec![chunk(4096)]);
         let ids: Vec<&[u8]> = m.staged[&key].blocks().map(|b| b.block.id.as_slice()).collect();
-        assert_eq!(ids, vec![&b"x"[..], b"y"], "a block staged again keeps its place");
+        assert_eq!(ids, vec![&b"y"[..], b"x"], "a block staged again is listed last");
         assert_eq!(m.staged[&key].find(b"x").unwrap().block.chunks, vec![chunk(8192)]);
     }
 

@@ -299,3 +299,11 @@ proptest! {
         run_case(ops, false);
     }
 }
+
+/// A block staged again is listed after the others, also after a restart (the case proptest
+/// found when staged blocks kept their first place).
+#[test]
+fn a_block_staged_again_is_listed_last() {
+    let put = |id, seed| Op::PutBlock { blob: 1, id, seed, len: 5000, via: 0 };
+    run_case(vec![put(1, 1), put(2, 2), put(1, 3), Op::Restart, put(3, 4), put(2, 5)], false);
+}
