@@ -5,6 +5,7 @@
 //! half of the log area when one half fills. Nothing here knows about HTTP.
 
 pub mod footprint;
+pub mod index;
 pub mod listing;
 pub mod model;
 pub mod record;

@@ -1,0 +1,342 @@
+//! The storage under a shard's index: redb's [`StorageBackend`] over segments of the shard's
+//! region, so the index needs no file system (as BlueStore gives RocksDB extents of its own
+//! device through BlueFS).
+//!
+//! The index's bytes are a sequence of equal segments taken from the region's data area where
+//! there is room, anywhere, in any order; a header names them. The shard grants segments ahead of
+//! need ([`Segments::grant`]); growth takes from the grant, never from the allocator directly, so
+//! the index never touches the shard's state from its own thread. The header also keeps the
+//! storage length and a high-water mark: bytes at or above it have never been written since the
+//! format and read as zeros, as redb requires of new space, without writing zeros first.
+//!
+//! Header: two slots of [`HEADER_LEN`] bytes at a fixed place in the region, written alternately
+//! with a rising sequence number just before each flush (redb's `sync_data`), so one torn write
+//! leaves the other. Layout in docs/format.md.
+
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use edgeblob_io::{AlignedBuf, BlockDevice, PAGE_SIZE};
+use redb::StorageBackend;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::blocking;
+
+/// Bytes of one header slot.
+pub const HEADER_LEN: usize = 4 * PAGE_SIZE;
+const MAGIC: &[u8; 8] = b"EBINDEX\0";
+const VERSION: u32 = 1;
+const SEGMENTS_AT: usize = 72;
+/// Segments one header can name.
+pub const MAX_SEGMENTS: usize = (HEADER_LEN - 8 - SEGMENTS_AT) / 8;
+
+/// A device a thread other than the shard's may drive: its operations complete when called
+/// (`SyncDevice` over a file, `FaultDevice` over a simulated disk).
+pub type SharedDevice = Arc<dyn BlockDevice + Send + Sync>;
+
+/// Where the index lives in its region: its two header slots, and the length of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexPlace {
+    pub shard: u32,
+    pub uuid: [u8; 16],
+    /// Device offset of header slot 0; slot 1 follows it.
+    pub header: u64,
+    pub segment_len: u64,
+}
+
+/// What the header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub seq: u64,
+    /// The storage length redb last set.
+    pub len: u64,
+    /// Storage bytes at or above this were never written: they read as zeros.
+    pub high_water: u64,
+    /// Device offsets of the segments, in storage order.
+    pub segments: Vec<u64>,
+}
+
+impl Header {
+    pub fn encode(&self, place: &IndexPlace) -> Vec<u8> {
+        debug_assert!(self.segments.len() <= MAX_SEGMENTS);
+        let mut p = vec![0u8; HEADER_LEN];
+        p[0..8].copy_from_slice(MAGIC);
+        p[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        p[12..16].copy_from_slice(&place.shard.to_le_bytes());
+        p[16..32].copy_from_slice(&place.uuid);
+        p[32..40].copy_from_slice(&self.seq.to_le_bytes());
+        p[40..48].copy_from_slice(&self.len.to_le_bytes());
+        p[48..56].copy_from_slice(&self.high_water.to_le_bytes());
+        p[56..64].copy_from_slice(&place.segment_len.to_le_bytes());
+        p[64..68].copy_from_slice(&(self.segments.len() as u32).to_le_bytes());
+        for (i, s) in self.segments.iter().enumerate() {
+            p[SEGMENTS_AT + i * 8..SEGMENTS_AT + i * 8 + 8].copy_from_slice(&s.to_le_bytes());
+        }
+        let sum = xxh3_64(&p[..HEADER_LEN - 8]);
+        p[HEADER_LEN - 8..].copy_from_slice(&sum.to_le_bytes());
+        p
+    }
+
+    /// The header in `p`, if it is one of this place's (a slot from an earlier format, torn or
+    /// never written is `None`).
+    pub fn decode(p: &[u8], place: &IndexPlace) -> Option<Header> {
+        let le64 = |at: usize| u64::from_le_bytes(p[at..at + 8].try_into().expect("8 bytes"));
+        let le32 = |at: usize| u32::from_le_bytes(p[at..at + 4].try_into().expect("4 bytes"));
+        if p.len() < HEADER_LEN
+            || &p[0..8] != MAGIC
+            || le64(HEADER_LEN - 8) != xxh3_64(&p[..HEADER_LEN - 8])
+            || le32(8) != VERSION
+            || le32(12) != place.shard
+            || p[16..32] != place.uuid
+            || le64(56) != place.segment_len
+        {
+            return None;
+        }
+        let n = le32(64) as usize;
+        if n > MAX_SEGMENTS {
+            return None;
+        }
+        let segments = (0..n).map(|i| le64(SEGMENTS_AT + i * 8)).collect();
+        Some(Header { seq: le64(32), len: le64(40), high_water: le64(48), segments })
+    }
+
+    fn capacity(&self, segment_len: u64) -> u64 {
+        self.segments.len() as u64 * segment_len
+    }
+}
+
+/// The segments the shard has set aside for the index's growth, shared between the shard (which
+/// grants them from its allocator) and the index's thread (which takes them as it grows).
+#[derive(Debug, Default)]
+pub struct Segments {
+    spare: Mutex<Vec<u64>>,
+}
+
+impl Segments {
+    /// Adds segments for the index to grow into. They belong to the index from now on: a segment
+    /// it has not taken when the node stops returns to the allocator at the next start (only the
+    /// header's segments are the index's then).
+    pub fn grant(&self, offsets: impl IntoIterator<Item = u64>) {
+        lock(&self.spare).extend(offsets);
+    }
+
+    pub fn spare(&self) -> usize {
+        lock(&self.spare).len()
+    }
+
+    fn take(&self) -> Option<u64> {
+        lock(&self.spare).pop()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing here can panic while holding the lock and leave its value inconsistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// redb's storage over the segments of one shard's index.
+pub struct RegionBackend {
+    dev: SharedDevice,
+    place: IndexPlace,
+    segments: Arc<Segments>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Shared with reads in flight, replaced whole on change (reads clone the `Arc`, not the list).
+    header: Arc<Header>,
+    /// The header has changed since it was last written.
+    dirty: bool,
+}
+
+impl fmt::Debug for RegionBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegionBackend").field("place", &self.place).finish_non_exhaustive()
+    }
+}
+
+impl RegionBackend {
+    /// Writes an empty header into both slots: an index of no bytes and no segments.
+    pub fn format(dev: &dyn BlockDevice, place: &IndexPlace) -> io::Result<()> {
+        let empty = Header { seq: 1, len: 0, high_water: 0, segments: Vec::new() };
+        write_slot(dev, place, 0, &empty)?;
+        write_slot(dev, place, 1, &Header { seq: 0, ..empty })?;
+        blocking(dev.flush())
+    }
+
+    /// Opens the index storage of `place`: the newer valid header slot.
+    pub fn open(dev: SharedDevice, place: IndexPlace, segments: Arc<Segments>) -> io::Result<RegionBackend> {
+        let mut buf = AlignedBuf::zeroed(2 * HEADER_LEN);
+        let (res, b) = blocking(dev.read(buf, place.header));
+        res?;
+        buf = b;
+        let header = [0, 1]
+            .into_iter()
+            .filter_map(|slot| Header::decode(&buf[slot * HEADER_LEN..(slot + 1) * HEADER_LEN], &place))
+            .max_by_key(|h| h.seq)
+            .ok_or_else(|| {
+                io::Error::other(format!("shard {}: the index header is missing or damaged", place.shard))
+            })?;
+        if header.len > header.capacity(place.segment_len) || header.high_water > header.capacity(place.segment_len) {
+            return Err(io::Error::other(format!("shard {}: the index header is inconsistent", place.shard)));
+        }
+        Ok(RegionBackend { dev, place, segments, state: Mutex::new(State { header: Arc::new(header), dirty: false }) })
+    }
+
+    /// The segments the index holds (the shard reserves them in its allocator at start).
+    pub fn segments(&self) -> Vec<u64> {
+        lock(&self.state).header.segments.clone()
+    }
+
+    /// The storage length and the header, as last set.
+    pub fn header(&self) -> Header {
+        Header::clone(&lock(&self.state).header)
+    }
+
+    /// Calls `f(device offset, storage offset, length)` for each piece of `[offset, offset+len)`
+    /// within one segment.
+    fn pieces(
+        &self,
+        h: &Header,
+        offset: u64,
+        len: u64,
+        mut f: impl FnMut(u64, u64, u64) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let seg = self.place.segment_len;
+        let mut at = offset;
+        while at < offset + len {
+            let i = (at / seg) as usize;
+            let within = at % seg;
+            let n = (seg - within).min(offset + len - at);
+            let base = *h.segments.get(i).ok_or_else(|| io::Error::other("index storage beyond its segments"))?;
+            f(base + within, at, n)?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Reads whole pages at page-aligned storage offset `offset` into `out` (a page multiple),
+    /// with zeros at and above the high-water mark.
+    fn read_pages(&self, h: &Header, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        debug_assert!(offset.is_multiple_of(PAGE_SIZE as u64) && out.len().is_multiple_of(PAGE_SIZE));
+        let written = h.high_water.saturating_sub(offset).min(out.len() as u64);
+        out[written as usize..].fill(0);
+        self.pieces(h, offset, written.next_multiple_of(PAGE_SIZE as u64).min(out.len() as u64), |dev_at, at, n| {
+            let (res, buf) = blocking(self.dev.read(AlignedBuf::zeroed(n as usize), dev_at));
+            res?;
+            let from = (at - offset) as usize;
+            out[from..from + n as usize].copy_from_slice(&buf[..n as usize]);
+            Ok(())
+        })?;
+        // A page straddling the mark was read whole: what lies above the mark is not the index's.
+        out[written as usize..].fill(0);
+        Ok(())
+    }
+}
+
+fn write_slot(dev: &dyn BlockDevice, place: &IndexPlace, slot: u64, h: &Header) -> io::Result<()> {
+    let mut buf = AlignedBuf::zeroed(HEADER_LEN);
+    buf.copy_from_slice(&h.encode(place));
+    let (res, _) = blocking(dev.write(buf, place.header + slot * HEADER_LEN as u64));
+    res
+}
+
+fn out_of_range(offset: u64, len: usize, storage: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("index storage access at {offset}+{len} past its length {storage}"),
+    )
+}
+
+impl StorageBackend for RegionBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        Ok(lock(&self.state).header.len)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        let h = lock(&self.state).header.clone();
+        if offset + out.len() as u64 > h.len {
+            return Err(out_of_range(offset, out.len(), h.len));
+        }
+        let page = PAGE_SIZE as u64;
+        let lo = offset / page * page;
+        let hi = (offset + out.len() as u64).next_multiple_of(page);
+        if lo == offset && hi == offset + out.len() as u64 {
+            return self.read_pages(&h, offset, out);
+        }
+        let mut span = vec![0u8; (hi - lo) as usize];
+        self.read_pages(&h, lo, &mut span)?;
+        let from = (offset - lo) as usize;
+        out.copy_from_slice(&span[from..from + out.len()]);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        let mut st = lock(&self.state);
+        let seg = self.place.segment_len;
+        let h = Arc::make_mut(&mut st.header);
+        while h.capacity(seg) < len {
+            if h.segments.len() == MAX_SEGMENTS {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "the index has as many segments as its header can name",
+                ));
+            }
+            let s = self.segments.take().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::StorageFull, "the index has no segment granted to grow into")
+            })?;
+            h.segments.push(s);
+        }
+        // Shrinking keeps the segments (the index will grow again) but forgets what lay above the
+        // new length: growing back must read zeros there.
+        h.high_water = h.high_water.min(len);
+        h.len = len;
+        st.dirty = true;
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        let mut st = lock(&self.state);
+        if st.dirty {
+            // The header goes with the writes it covers: the flush below makes both durable, and
+            // a crash before it leaves the older slot, which covers what was durable then.
+            let h = Arc::make_mut(&mut st.header);
+            h.seq += 1;
+            write_slot(self.dev.as_ref(), &self.place, h.seq % 2, h)?;
+            st.dirty = false;
+        }
+        drop(st);
+        blocking(self.dev.flush())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        let mut st = lock(&self.state);
+        if offset + data.len() as u64 > st.header.len {
+            return Err(out_of_range(offset, data.len(), st.header.len));
+        }
+        let page = PAGE_SIZE as u64;
+        let lo = offset / page * page;
+        let hi = (offset + data.len() as u64).next_multiple_of(page);
+        let mut span = AlignedBuf::zeroed((hi - lo) as usize);
+        if lo != offset || hi != offset + data.len() as u64 {
+            // A partial page keeps the bytes around what is written.
+            self.read_pages(&st.header, lo, &mut span)?;
+        }
+        let from = (offset - lo) as usize;
+        span[from..from + data.len()].copy_from_slice(data);
+        let h = st.header.clone();
+        self.pieces(&h, lo, hi - lo, |dev_at, at, n| {
+            let mut buf = AlignedBuf::zeroed(n as usize);
+            let from = (at - lo) as usize;
+            buf.copy_from_slice(&span[from..from + n as usize]);
+            let (res, _) = blocking(self.dev.write(buf, dev_at));
+            res
+        })?;
+        if hi > st.header.high_water {
+            Arc::make_mut(&mut st.header).high_water = hi;
+            st.dirty = true;
+        }
+        Ok(())
+    }
+}
