@@ -4,7 +4,10 @@
 //! it. redb is synchronous: the index runs on a thread of its own beside its shard, never on the
 //! shard's event loop (docs/architecture.md, "Metadata at scale").
 
+pub mod db;
+pub mod memtable;
 pub mod region;
+pub mod thread;
 
 use std::future::Future;
 use std::pin::pin;
@@ -19,4 +22,41 @@ pub(crate) fn blocking<T>(f: impl Future<Output = T>) -> T {
         Poll::Ready(v) => v,
         Poll::Pending => panic!("the index's device must complete its operations when called"),
     }
+}
+
+/// The index's tables. Keys and values are bytes; what they encode is described in
+/// docs/format.md (format v2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// A blob by container incarnation and name.
+    Blobs,
+    /// An uncommitted block by blob and block id.
+    Staged,
+    /// A chunk by id: its hash, location and reference count.
+    Chunks,
+    /// A chunk id by content hash: where to look for a duplicate.
+    Dedup,
+    /// Free extents of the shard's data area, as of the index's LSN.
+    Free,
+    /// Containers, on the catalog shard.
+    Catalog,
+    /// The index's own facts (the LSN it covers).
+    Meta,
+}
+
+impl Table {
+    pub const COUNT: usize = 7;
+    pub const ALL: [Table; Table::COUNT] =
+        [Table::Blobs, Table::Staged, Table::Chunks, Table::Dedup, Table::Free, Table::Catalog, Table::Meta];
+}
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Entries of one key range from the index, in key order; `complete` when there are no more in
+/// the range after them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    pub complete: bool,
 }

@@ -1,0 +1,159 @@
+//! The index (`meta::index`): memtables flushed through its thread land with the LSN they cover,
+//! in one step that a power cut cannot split; reads merge the memtables over the index.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use edgeblob_io::fault::{Crash, Op, SimDisk};
+use edgeblob_meta::index::db::Index;
+use edgeblob_meta::index::memtable::{lookup, merge_page, Lookup, Memtable};
+use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments, SharedDevice};
+use edgeblob_meta::index::thread::IndexThread;
+use edgeblob_meta::index::Table;
+
+const MIB: u64 = 1 << 20;
+
+fn place() -> IndexPlace {
+    IndexPlace { shard: 0, uuid: [1; 16], header: 64 * 1024, segment_len: MIB }
+}
+
+fn disk() -> SimDisk {
+    let disk = SimDisk::new(32 * MIB as usize);
+    RegionBackend::format(&disk.device(), &place()).unwrap();
+    disk
+}
+
+fn open(disk: &SimDisk) -> Index {
+    let segments = Arc::new(Segments::default());
+    let backend = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), segments.clone()).unwrap();
+    let held = backend.segments();
+    segments.grant((4..32).map(|i| i * MIB).filter(|s| !held.contains(s)));
+    Index::open(backend, 2 * MIB as usize).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().build().unwrap()
+}
+
+/// Generation `g` of the data: keys 0..n of Blobs, each value naming the generation; every
+/// tenth key of the previous generation deleted.
+fn generation(g: u64, n: u32) -> Memtable {
+    let mut m = Memtable::default();
+    for i in 0..n {
+        let key = format!("{i:06}").into_bytes();
+        if g > 0 && i % 10 == 0 {
+            m.delete(Table::Blobs, key);
+        } else {
+            m.put(Table::Blobs, key, format!("g{g}-{i}").into_bytes());
+        }
+    }
+    m.applied(100 * (g + 1));
+    m
+}
+
+/// Whether the index holds exactly generation `g` (and says so by its LSN).
+fn holds_generation(ix: &Index, g: u64, n: u32) -> bool {
+    let page = ix.range(Table::Blobs, b"", None, usize::MAX).unwrap();
+    let want = generation(g, n);
+    let expected: Vec<(Vec<u8>, Vec<u8>)> =
+        want.changes().filter_map(|(_, k, v)| v.clone().map(|v| (k.to_vec(), v))).collect();
+    ix.lsn().unwrap() == want.last_lsn() && page.complete && page.entries == expected
+}
+
+#[test]
+fn flushes_land_with_their_lsn_and_survive_reopening() {
+    let disk = disk();
+    let rt = rt();
+    {
+        let thread = IndexThread::spawn("index-0".into(), open(&disk)).unwrap();
+        for g in 0..3 {
+            let m = generation(g, 2000);
+            rt.block_on(thread.run(move |ix| ix.write(&m))).unwrap().unwrap();
+        }
+        let lsn = rt.block_on(thread.run(|ix| ix.lsn())).unwrap().unwrap();
+        assert_eq!(lsn, 300);
+    }
+    let ix = open(&disk.crash(Crash::LoseUnflushed));
+    assert!(holds_generation(&ix, 2, 2000));
+    assert_eq!(ix.get(Table::Blobs, b"000010").unwrap(), None, "deleted");
+    assert_eq!(ix.get(Table::Staged, b"000011").unwrap(), None, "tables are apart");
+}
+
+#[test]
+fn a_power_cut_in_a_flush_leaves_the_old_or_the_new_generation_with_its_lsn() {
+    let base = disk();
+    {
+        let ix = open(&base);
+        ix.write(&generation(0, 600)).unwrap();
+    }
+    let base = base.crash(Crash::LoseUnflushed);
+    let probe = base.crash(Crash::LoseUnflushed);
+    let (writes, flushes) = {
+        let ix = open(&probe);
+        let (w, f) = (probe.count(Op::Write), probe.count(Op::Flush));
+        ix.write(&generation(1, 600)).unwrap();
+        (probe.count(Op::Write) - w, probe.count(Op::Flush) - f)
+    };
+    let step = (writes / 12).max(1);
+    let mut cases = 0;
+    for (op, n) in
+        (0..writes).step_by(step as usize).map(|n| (Op::Write, n)).chain((0..flushes).map(|n| (Op::Flush, n)))
+    {
+        for how in [Crash::LoseUnflushed, Crash::Reorder { seed: n + 1 }, Crash::Tear { write: n as usize, sectors: 5 }]
+        {
+            let disk = base.crash(Crash::LoseUnflushed);
+            {
+                let ix = open(&disk);
+                disk.cut_power(op, n, how);
+                ix.write(&generation(1, 600)).unwrap();
+            }
+            for after in disk.power_cuts() {
+                let ix = open(&after);
+                assert!(
+                    holds_generation(&ix, 0, 600) || holds_generation(&ix, 1, 600),
+                    "a cut at {op:?} #{n} ({how:?}) split a flush from its LSN"
+                );
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 12, "{cases} cuts");
+}
+
+#[test]
+fn reads_merge_newer_memtables_over_the_index() {
+    let disk = disk();
+    let ix = open(&disk);
+    ix.write(&generation(0, 50)).unwrap();
+    let frozen = generation(1, 30);
+    let mut active = Memtable::default();
+    active.put(Table::Blobs, b"000005".to_vec(), b"active".to_vec());
+    active.delete(Table::Blobs, b"000007".to_vec());
+    active.put(Table::Blobs, b"zzz".to_vec(), b"active".to_vec());
+    let layers = [&active, &frozen];
+    assert_eq!(lookup(&layers, Table::Blobs, b"000005"), Lookup::Value(b"active"));
+    assert_eq!(lookup(&layers, Table::Blobs, b"000006"), Lookup::Value(b"g1-6"));
+    assert_eq!(lookup(&layers, Table::Blobs, b"000040"), Lookup::Unknown, "the index answers");
+    // A whole listing in pages of 7 index entries.
+    let mut from = Vec::new();
+    let mut seen = Vec::new();
+    loop {
+        let page = ix.range(Table::Blobs, &from, None, 7).unwrap();
+        let (live, next) = merge_page(&layers, Table::Blobs, &from, None, page);
+        seen.extend(live);
+        match next {
+            Some(n) => from = n,
+            None => break,
+        }
+    }
+    let names: Vec<String> = seen.iter().map(|(k, _)| String::from_utf8(k.clone()).unwrap()).collect();
+    let mut want: Vec<String> =
+        (0..50).filter(|i| !(*i < 30 && i % 10 == 0) && *i != 7).map(|i| format!("{i:06}")).collect();
+    want.push("zzz".into());
+    assert_eq!(names, want);
+    let value =
+        |k: &str| seen.iter().find(|(key, _)| key == k.as_bytes()).map(|(_, v)| String::from_utf8(v.clone()).unwrap());
+    assert_eq!(value("000005").as_deref(), Some("active"));
+    assert_eq!(value("000006").as_deref(), Some("g1-6"));
+    assert_eq!(value("000040").as_deref(), Some("g0-40"));
+}
