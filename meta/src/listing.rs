@@ -61,6 +61,82 @@ pub struct ListPage {
     pub next_marker: Option<String>,
 }
 
+/// One shard's part of a listing page, fed the shard's blobs in name order from where the
+/// listing starts ([`Lister::start`]).
+pub struct Lister<'q> {
+    q: &'q ListQuery,
+    delim: Option<&'q str>,
+    container_id: u64,
+    out: Vec<ListEntry>,
+}
+
+impl<'q> Lister<'q> {
+    pub fn new(q: &'q ListQuery, container_id: u64) -> Lister<'q> {
+        Lister { q, delim: q.delimiter.as_deref().filter(|d| !d.is_empty()), container_id, out: Vec::new() }
+    }
+
+    /// The first name the listing can hold: the marker when it is past the prefix.
+    pub fn start(&self) -> &'q str {
+        match &self.q.marker {
+            Some(m) if m.as_str() > self.q.prefix.as_str() => m,
+            _ => &self.q.prefix,
+        }
+    }
+
+    /// Offers the next blob, in name order, at or after [`Lister::start`], and says whether to go
+    /// on.
+    pub fn offer(&mut self, name: &str, b: &Blob) -> Flow {
+        let q = self.q;
+        if !name.starts_with(&q.prefix) {
+            return Flow::Done;
+        }
+        if b.container_id != self.container_id || q.marker.as_deref().is_some_and(|m| name <= m) {
+            return Flow::More;
+        }
+        let entry = match self.delim.and_then(|d| name[q.prefix.len()..].find(d).map(|i| q.prefix.len() + i + d.len()))
+        {
+            Some(end) => {
+                let p = &name[..end];
+                if q.marker.as_deref().is_some_and(|m| p <= m) || self.out.last().is_some_and(|e| e.name() == p) {
+                    return Flow::More;
+                }
+                ListEntry::Prefix(p.to_owned())
+            }
+            None => ListEntry::Blob(Box::new(BlobSummary::of(name, b))),
+        };
+        if self.out.len() == q.max {
+            return Flow::Full;
+        }
+        self.out.push(entry);
+        Flow::More
+    }
+
+    /// The prefix the last entry collapsed names into, if it did: every name under it can be
+    /// skipped.
+    pub fn last_prefix(&self) -> Option<&str> {
+        match self.out.last() {
+            Some(ListEntry::Prefix(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The entries, and whether the shard has more after them.
+    pub fn finish(self, full: bool) -> (Vec<ListEntry>, bool) {
+        (self.out, full)
+    }
+}
+
+/// What a listing does after an offered blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Offer the next.
+    More,
+    /// Past the prefix: this shard is done.
+    Done,
+    /// The page is full and this blob would have been on the next one.
+    Full,
+}
+
 impl ShardMeta {
     /// Up to `q.max` entries of this shard after the marker, in order; the flag says whether the
     /// shard has more.
@@ -71,37 +147,19 @@ impl ShardMeta {
         container_id: u64,
         q: &ListQuery,
     ) -> (Vec<ListEntry>, bool) {
-        let delim = q.delimiter.as_deref().filter(|d| !d.is_empty());
-        let start = match &q.marker {
-            Some(m) if m.as_str() > q.prefix.as_str() => m.clone(),
-            _ => q.prefix.clone(),
-        };
-        let mut out: Vec<ListEntry> = Vec::new();
-        let lo = BlobKey::new(account, container, &start);
+        let mut lister = Lister::new(q, container_id);
+        let lo = BlobKey::new(account, container, lister.start());
         for (k, b) in self.blobs.range(lo..) {
-            if k.account != account || k.container != container || !k.name.starts_with(&q.prefix) {
+            if k.account != account || k.container != container {
                 break;
             }
-            if b.container_id != container_id || q.marker.as_deref().is_some_and(|m| k.name.as_str() <= m) {
-                continue;
+            match lister.offer(&k.name, b) {
+                Flow::More => {}
+                Flow::Done => break,
+                Flow::Full => return lister.finish(true),
             }
-            let entry = match delim.and_then(|d| k.name[q.prefix.len()..].find(d).map(|i| q.prefix.len() + i + d.len()))
-            {
-                Some(end) => {
-                    let p = &k.name[..end];
-                    if q.marker.as_deref().is_some_and(|m| p <= m) || out.last().is_some_and(|e| e.name() == p) {
-                        continue;
-                    }
-                    ListEntry::Prefix(p.to_owned())
-                }
-                None => ListEntry::Blob(Box::new(BlobSummary::of(&k.name, b))),
-            };
-            if out.len() == q.max {
-                return (out, true);
-            }
-            out.push(entry);
         }
-        (out, false)
+        lister.finish(false)
     }
 }
 

@@ -22,6 +22,11 @@ pub enum RecoverError {
     BadRecord { shard: u32, half: u8, lsn: u64, reason: String },
     #[error("shard {shard}: no log half holds a complete checkpoint")]
     NoCheckpoint { shard: u32 },
+    #[error(
+        "shard {shard}: the metadata index covers the log up to LSN {index} but the log holds records only from \
+         LSN {from} to {to}; refusing to start"
+    )]
+    Gap { shard: u32, index: u64, from: u64, to: u64 },
     #[error("shard {shard}: reading the log: {source}")]
     Io { shard: u32, source: io::Error },
 }
@@ -101,6 +106,63 @@ pub async fn recover(place: &LogPlace, dev: &dyn BlockDevice) -> Result<Recovere
     Err(RecoverError::NoCheckpoint { shard })
 }
 
+/// What an index's recovery replays: the records after the LSN the index covers, with their
+/// LSNs, in order; and where the log resumes.
+#[derive(Debug)]
+pub struct RecoveredAfter {
+    pub records: Vec<(u64, Record)>,
+    pub resume: Resume,
+    pub torn: Option<(u64, u64)>,
+}
+
+/// Recovery for a shard whose metadata is in an index that covers the log up to LSN `after`:
+/// the records after it, from the older half (when the index has not caught up with it yet)
+/// and then the current one. A log is a ring of two halves here: a half is reused only once the
+/// index covers it, so the two halves always hold everything after `after`.
+pub async fn recover_after(
+    place: &LogPlace,
+    dev: &dyn BlockDevice,
+    after: u64,
+) -> Result<RecoveredAfter, RecoverError> {
+    let shard = place.shard;
+    let current = recover(place, dev).await?;
+    let first = current.resume.first_lsn;
+    let end = current.resume.next_lsn - 1;
+    let mut records = Vec::new();
+    if after + 1 < first {
+        let other = 1 - current.resume.half;
+        let (offset, len) = place.halves[other as usize];
+        let bytes = read_range(dev, offset, len).await.map_err(|source| RecoverError::Io { shard, source })?;
+        let gap = || RecoverError::Gap { shard, index: after, from: first, to: end };
+        let header = HalfHeader::decode(&bytes[..PAGE_SIZE], shard, &place.uuid)
+            .filter(|h| h.first_lsn <= after + 1)
+            .ok_or_else(gap)?;
+        let mut at = PAGE_SIZE;
+        let mut expected = header.first_lsn;
+        while expected < first {
+            let f = parse_frame(&bytes, at).filter(|f| f.lsn == expected).ok_or_else(gap)?;
+            if f.lsn > after {
+                let rec = Record::decode(f.payload).map_err(|reason| RecoverError::BadRecord {
+                    shard,
+                    half: other,
+                    lsn: f.lsn,
+                    reason,
+                })?;
+                records.push((f.lsn, rec));
+            }
+            at = f.end;
+            expected += 1;
+        }
+    }
+    if after > end {
+        return Err(RecoverError::Gap { shard, index: after, from: first, to: end });
+    }
+    records.extend(
+        current.records.into_iter().enumerate().map(|(i, r)| (first + i as u64, r)).filter(|(lsn, _)| *lsn > after),
+    );
+    Ok(RecoveredAfter { records, resume: current.resume, torn: current.torn })
+}
+
 /// Replays one half. None when its checkpoint is incomplete (a crash during the switch).
 fn replay_half(shard: u32, half: u8, header: HalfHeader, bytes: &[u8]) -> Result<Option<Recovered>, RecoverError> {
     let mut records = Vec::new();
@@ -146,6 +208,7 @@ fn replay_half(shard: u32, half: u8, header: HalfHeader, bytes: &[u8]) -> Result
         records,
         resume: Resume {
             half,
+            first_lsn: header.first_lsn,
             generation: header.generation,
             next_lsn: expected,
             end: at,

@@ -63,6 +63,28 @@ impl Staged {
         self.by_id.is_empty()
     }
 
+    /// A block and its place in the staging order.
+    pub fn entry(&self, id: &[u8]) -> Option<(u64, &StagedBlock)> {
+        self.by_id.get(id).map(|(place, b)| (*place, b))
+    }
+
+    /// The ids of every block, in no particular order.
+    pub fn ids(&self) -> impl Iterator<Item = &[u8]> {
+        self.by_id.keys().map(Vec::as_slice)
+    }
+
+    /// The blocks read back from where they were stored with their places.
+    pub fn from_places(container_id: u64, blocks: impl IntoIterator<Item = (u64, StagedBlock)>) -> Staged {
+        let mut st = Staged::new(container_id);
+        for (place, b) in blocks {
+            st.order.insert(place, b.block.id.clone());
+            st.next = st.next.max(place + 1);
+            let dup = st.by_id.insert(b.block.id.clone(), (place, b));
+            debug_assert!(dup.is_none(), "one place per block id");
+        }
+        st
+    }
+
     /// Stages `b` last; returns the block of the same id it replaces.
     pub fn stage(&mut self, b: StagedBlock) -> Option<StagedBlock> {
         let place = self.next;

@@ -143,6 +143,8 @@ pub struct Durable {
 #[derive(Debug, Clone)]
 pub struct Resume {
     pub half: u8,
+    /// The LSN of the current half's first frame (its header's).
+    pub first_lsn: u64,
     /// Highest generation seen on either half; the next checkpoint uses one more.
     pub generation: u64,
     pub next_lsn: u64,
@@ -162,6 +164,7 @@ pub struct LogWriter {
 struct LogBuf {
     place: LogPlace,
     half: u8,
+    first_lsn: u64,
     generation: u64,
     next_lsn: u64,
     /// Page-aligned offset in the current half where `tail` starts.
@@ -201,6 +204,7 @@ impl LogWriter {
         let buf = Rc::new(RefCell::new(LogBuf {
             place,
             half: resume.half,
+            first_lsn: resume.first_lsn,
             generation: resume.generation,
             next_lsn: resume.next_lsn,
             tail_start,
@@ -277,6 +281,7 @@ impl LogWriter {
             b.sealed.push((old_at, old_tail));
         }
         b.half = next_half;
+        b.first_lsn = first_lsn;
         b.generation = generation;
         b.tail_start = 0;
         b.next_lsn = lsn;
@@ -316,6 +321,17 @@ impl LogWriter {
 
     pub fn next_lsn(&self) -> u64 {
         self.buf.borrow().next_lsn
+    }
+
+    /// The LSN of the current half's first frame: every record before it is in the other half.
+    pub fn first_lsn(&self) -> u64 {
+        self.buf.borrow().first_lsn
+    }
+
+    /// Bytes of one half.
+    pub fn half_len(&self) -> usize {
+        let b = self.buf.borrow();
+        b.place.halves[b.half as usize].1 as usize
     }
 
     pub fn durable_lsn(&self) -> u64 {

@@ -5,8 +5,10 @@
 //! shard's event loop (docs/architecture.md, "Metadata at scale").
 
 pub mod db;
+pub mod keys;
 pub mod memtable;
 pub mod region;
+pub mod shard;
 pub mod thread;
 
 use std::future::Future;

@@ -1,0 +1,699 @@
+//! A shard's metadata in format v2: the log is the commit point, the index holds what the log
+//! made durable up to the LSN it records, and memory holds only a working set.
+//!
+//! The working set is a [`ShardMeta`] of *resident* entries: loaded from the index (present, or
+//! known absent) or changed since. A change is applied to resident entries only, so callers
+//! first [`ensure`] the entries a change reads are resident, then check and commit with no await
+//! in between (which is what serialises changes to one blob on its owner shard). Changed entries
+//! are *dirty* with the LSN of their last change until a flush writes them; only clean entries
+//! are evicted, so a dirty entry always shadows the index.
+//!
+//! A flush freezes the dirty entries at the last applied LSN `F`, waits until the log has made
+//! `F` durable (the index must never hold a change the log could lose), and writes them with `F`
+//! in one index transaction on the index thread. The log is a ring of two halves: switching
+//! into the older half needs the index to cover it, so recovery replays at most two halves.
+//!
+//! Not yet here (issue 10 plan, docs/architecture.md): a container's purge reaches only its
+//! resident entries (the rest stay invisible, their space unreclaimed, until the purge walker
+//! lands); block lists in pieces; chunk ids.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::future::Future;
+use std::rc::Rc;
+
+use edgeblob_io::BlockDevice;
+use tokio::sync::watch;
+
+use super::db::Index;
+use super::keys;
+use super::memtable::{prefix_end, Memtable};
+use super::thread::IndexThread;
+use super::{Page, Table};
+use crate::listing::{Flow, ListEntry, ListQuery, Lister};
+use crate::model::{Blob, BlobKey, StagedBlock};
+use crate::record::Record;
+use crate::replay::{self, RecoverError};
+use crate::state::{ShardMeta, Staged};
+use crate::store::Commit;
+use crate::wal::{frame_len, AppendError, LogPlace, LogWriter};
+
+/// How much a shard keeps in memory and how often it flushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexConfig {
+    /// Clean resident entries are evicted past this many bytes (encoded sizes).
+    pub cache_bytes: usize,
+    /// A flush starts once this many bytes of records have been applied since the last one
+    /// (and in any case when a log half is half full).
+    pub flush_bytes: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> IndexConfig {
+        IndexConfig { cache_bytes: 64 << 20, flush_bytes: 8 << 20 }
+    }
+}
+
+/// Entries a change or a read needs resident.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Want {
+    Blob(BlobKey),
+    /// Every uncommitted block of the blob.
+    Staged(BlobKey),
+}
+
+/// What the index held for some wants.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    blobs: Vec<(BlobKey, Option<Blob>, usize)>,
+    staged: Vec<(BlobKey, Option<Staged>, usize)>,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum IndexError {
+    #[error("the metadata index failed: {0}")]
+    Failed(String),
+}
+
+/// Keys changed since the last flush began, with the LSN of their last change.
+#[derive(Debug, Default)]
+struct Dirty {
+    blobs: BTreeMap<BlobKey, u64>,
+    staged: BTreeMap<(BlobKey, Vec<u8>), u64>,
+    containers: BTreeMap<(String, String), u64>,
+    /// Bytes of records applied since the last flush began.
+    bytes: usize,
+}
+
+impl Dirty {
+    fn has_staged(&self, key: &BlobKey) -> bool {
+        self.staged.range((key.clone(), Vec::new())..).next().is_some_and(|((k, _), _)| k == key)
+    }
+
+    /// Forgets what a flush up to `lsn` wrote.
+    fn clean(&mut self, lsn: u64) {
+        self.blobs.retain(|_, l| *l > lsn);
+        self.staged.retain(|_, l| *l > lsn);
+        self.containers.retain(|_, l| *l > lsn);
+    }
+}
+
+/// A flush in flight: the LSN it covers, and its outcome once the index thread has it.
+struct Flight {
+    lsn: u64,
+    done: Rc<RefCell<Option<Result<(), String>>>>,
+}
+
+pub struct ShardIndex {
+    /// The resident entries. Read them freely once [`ensure`]d; change them only by
+    /// [`ShardIndex::commit`].
+    pub state: ShardMeta,
+    log: LogWriter,
+    ix: Rc<IndexThread>,
+    cfg: IndexConfig,
+    /// The LSN the index covers.
+    index_lsn: u64,
+    /// The LSN of the last record applied.
+    applied: u64,
+    dirty: Dirty,
+    loaded_blobs: HashSet<BlobKey>,
+    loaded_staged: HashSet<BlobKey>,
+    /// Resident entries in the order they became resident, with their sizes (an entry may
+    /// appear more than once; only its first turn evicts it).
+    lru: VecDeque<(Want, usize)>,
+    resident_bytes: usize,
+    flight: Option<Flight>,
+    /// Flushes completed: a read of the index that overlapped one may predate what it wrote.
+    epoch: Rc<watch::Sender<u64>>,
+    failed: Option<String>,
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenReport {
+    pub index_lsn: u64,
+    pub replayed: usize,
+    pub torn_tail: bool,
+}
+
+/// Records whose changes need these entries resident.
+pub fn wants_of(rec: &Record) -> Vec<Want> {
+    match rec {
+        Record::BlockStaged { key, .. } | Record::StagedDropped { key } => vec![Want::Staged(key.clone())],
+        Record::BlobPut { key, .. } | Record::BlobDelete { key } => {
+            vec![Want::Blob(key.clone()), Want::Staged(key.clone())]
+        }
+        Record::BlobPropsSet { key, .. } => vec![Want::Blob(key.clone())],
+        Record::CheckpointEnd
+        | Record::ContainerPut { .. }
+        | Record::ContainerDelete { .. }
+        | Record::ContainerPurge { .. } => Vec::new(),
+    }
+}
+
+impl ShardIndex {
+    /// Opens a shard's metadata: the index (already open on its thread), then the log records
+    /// after the LSN it covers, replayed into the working set. Must run inside the shard's
+    /// `LocalSet`.
+    pub async fn open(
+        place: LogPlace,
+        dev: Rc<dyn BlockDevice>,
+        ix: IndexThread,
+        cfg: IndexConfig,
+    ) -> Result<(ShardIndex, OpenReport), RecoverError> {
+        let shard = place.shard;
+        let failed = |e: String| RecoverError::Io { shard, source: std::io::Error::other(e) };
+        let ix = Rc::new(ix);
+        let index_lsn = run(&ix, |ix| ix.lsn()).await.map_err(failed)?;
+        let containers = run(&ix, |ix| ix.range(Table::Catalog, b"", None, usize::MAX)).await.map_err(failed)?;
+        let rec = replay::recover_after(&place, dev.as_ref(), index_lsn).await?;
+        if let Some(torn) = rec.torn {
+            replay::clear_torn(dev.as_ref(), torn, &rec.resume.partial_page)
+                .await
+                .map_err(|source| RecoverError::Io { shard, source })?;
+        }
+        let torn_tail = rec.torn.is_some();
+        let mut state = ShardMeta::default();
+        for (k, v) in containers.entries {
+            let key = keys::parse_container(&k).ok_or_else(|| failed("a catalog key is not a container's".into()))?;
+            state.containers.insert(key, keys::decode_container(&v).map_err(failed)?);
+        }
+        let log = LogWriter::start(place, rec.resume, dev);
+        let (epoch, _) = watch::channel(0);
+        let mut me = ShardIndex {
+            state,
+            log,
+            ix,
+            cfg,
+            index_lsn,
+            applied: index_lsn,
+            dirty: Dirty::default(),
+            loaded_blobs: HashSet::new(),
+            loaded_staged: HashSet::new(),
+            lru: VecDeque::new(),
+            resident_bytes: 0,
+            flight: None,
+            epoch: Rc::new(epoch),
+            failed: None,
+        };
+        let replayed = rec.records.len();
+        for (lsn, r) in rec.records {
+            let wants = wants_of(&r);
+            let missing = me.missing(&wants);
+            if !missing.is_empty() {
+                let got = me.fetch(missing).await.map_err(|e| failed(e.to_string()))?;
+                me.install(got);
+            }
+            let bytes = r.encode().len();
+            me.apply(lsn, &r, bytes);
+        }
+        Ok((me, OpenReport { index_lsn, replayed, torn_tail }))
+    }
+
+    /// The LSN the index covers.
+    pub fn lsn(&self) -> u64 {
+        self.index_lsn
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The thread that owns the index.
+    pub fn index_thread(&self) -> Rc<IndexThread> {
+        self.ix.clone()
+    }
+
+    /// The log's generation (each switch of halves raises it).
+    pub fn generation(&self) -> u64 {
+        self.log.generation()
+    }
+
+    /// Flushes completed so far.
+    pub fn epoch(&self) -> u64 {
+        *self.epoch.borrow()
+    }
+
+    /// Bytes of clean and dirty entries resident (encoded sizes, as loaded).
+    pub fn resident_bytes(&self) -> usize {
+        self.resident_bytes
+    }
+
+    fn is_resident(&self, w: &Want) -> bool {
+        match w {
+            Want::Blob(k) => self.loaded_blobs.contains(k) || self.dirty.blobs.contains_key(k),
+            Want::Staged(k) => self.loaded_staged.contains(k) || self.dirty.has_staged(k),
+        }
+    }
+
+    /// The wants that are not resident.
+    pub fn missing(&self, wants: &[Want]) -> Vec<Want> {
+        wants.iter().filter(|w| !self.is_resident(w)).cloned().collect()
+    }
+
+    /// Reads `wants` from the index (on its thread). Install the result with
+    /// [`ShardIndex::install`] only if no flush completed meanwhile ([`ensure`] does this).
+    pub fn fetch(&self, wants: Vec<Want>) -> impl Future<Output = Result<Fetched, IndexError>> + 'static {
+        let ix = self.ix.clone();
+        async move { run(&ix, move |ix| fetch_on(ix, &wants)).await.map_err(IndexError::Failed) }
+    }
+
+    /// Makes fetched entries resident, except those that became resident meanwhile (memory has
+    /// them as new or newer). This is the one place entries are evicted, before the new ones go
+    /// in: what a caller made resident stays until its next await, so a check and the commit it
+    /// guards always see the same entries.
+    pub fn install(&mut self, got: Fetched) {
+        let incoming = got.blobs.iter().map(|(_, _, n)| n).chain(got.staged.iter().map(|(_, _, n)| n)).sum();
+        self.evict(incoming);
+        for (key, blob, size) in got.blobs {
+            let want = Want::Blob(key.clone());
+            if self.is_resident(&want) {
+                continue;
+            }
+            if let Some(b) = blob {
+                self.state.blobs.insert(key.clone(), b);
+            }
+            self.loaded_blobs.insert(key);
+            self.lru.push_back((want, size));
+            self.resident_bytes += size;
+        }
+        for (key, staged, size) in got.staged {
+            let want = Want::Staged(key.clone());
+            if self.is_resident(&want) {
+                continue;
+            }
+            if let Some(st) = staged {
+                self.state.staged.insert(key.clone(), st);
+            }
+            self.loaded_staged.insert(key);
+            self.lru.push_back((want, size));
+            self.resident_bytes += size;
+        }
+    }
+
+    /// Appends `rec` to the log and applies it to the resident entries, which must include every
+    /// entry it changes ([`wants_of`]). On error nothing has changed.
+    pub fn commit(&mut self, rec: Record) -> Result<Commit, AppendError> {
+        self.reap();
+        if self.failed.is_some() {
+            return Err(AppendError::Failed);
+        }
+        debug_assert!(self.missing(&wants_of(&rec)).is_empty(), "a change to entries not resident: {rec:?}");
+        let payload = rec.encode();
+        let half_len = self.log.half_len();
+        if frame_len(payload.len()) + edgeblob_io::PAGE_SIZE > half_len {
+            return Err(AppendError::TooLarge(payload.len()));
+        }
+        if self.log.room() < frame_len(payload.len()) {
+            // The other half is reused only once the index covers it.
+            if self.index_lsn + 1 < self.log.first_lsn() {
+                self.maybe_flush();
+                return Err(AppendError::Busy);
+            }
+            self.log.checkpoint(&[Record::CheckpointEnd.encode().to_vec()])?;
+            if self.log.room() < frame_len(payload.len()) {
+                return Err(AppendError::Full);
+            }
+        }
+        let lsn = self.log.append(&payload)?;
+        let released = self.apply(lsn, &rec, payload.len());
+        self.maybe_flush();
+        Ok(Commit { lsn, released, durable: Box::pin(self.log.wait(lsn)) })
+    }
+
+    /// Applies a record (live or replayed) and marks what it changed dirty.
+    fn apply(&mut self, lsn: u64, rec: &Record, bytes: usize) -> Vec<crate::model::ChunkRef> {
+        // Staged blocks a change drops: all of a blob's, for a commit, a delete, an expiry, or a
+        // block staged into a new incarnation of its container.
+        let staged_ids = |st: &ShardMeta, key: &BlobKey| -> Vec<Vec<u8>> {
+            st.staged.get(key).map(|s| s.ids().map(<[u8]>::to_vec).collect()).unwrap_or_default()
+        };
+        let mut dropped: Vec<(BlobKey, Vec<u8>)> = Vec::new();
+        let mut blobs: Vec<BlobKey> = Vec::new();
+        match rec {
+            Record::BlobPut { key, .. } | Record::BlobDelete { key } | Record::StagedDropped { key } => {
+                dropped.extend(staged_ids(&self.state, key).into_iter().map(|id| (key.clone(), id)));
+            }
+            Record::BlockStaged { key, container_id, .. }
+                if self.state.staged.get(key).is_some_and(|s| s.container_id != *container_id) =>
+            {
+                dropped.extend(staged_ids(&self.state, key).into_iter().map(|id| (key.clone(), id)));
+            }
+            Record::ContainerPurge { account, name, id } => {
+                let lo = BlobKey::new(account, name, "");
+                let of_it = |k: &BlobKey| k.account == *account && k.container == *name;
+                blobs.extend(
+                    self.state
+                        .blobs
+                        .range(lo.clone()..)
+                        .take_while(|(k, _)| of_it(k))
+                        .filter(|(_, b)| b.container_id == *id)
+                        .map(|(k, _)| k.clone()),
+                );
+                for (k, st) in self.state.staged.range(lo..).take_while(|(k, _)| of_it(k)) {
+                    if st.container_id == *id {
+                        dropped.extend(st.ids().map(|i| (k.clone(), i.to_vec())));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let released = self.state.apply(rec);
+        match rec {
+            Record::ContainerPut { account, name, .. } | Record::ContainerDelete { account, name, .. } => {
+                self.dirty.containers.insert((account.clone(), name.clone()), lsn);
+            }
+            Record::BlockStaged { key, block, .. } => {
+                self.dirty.staged.insert((key.clone(), block.block.id.clone()), lsn);
+            }
+            Record::BlobPut { key, .. } | Record::BlobPropsSet { key, .. } | Record::BlobDelete { key } => {
+                self.dirty.blobs.insert(key.clone(), lsn);
+            }
+            _ => {}
+        }
+        for k in blobs {
+            self.dirty.blobs.insert(k, lsn);
+        }
+        for k in dropped {
+            self.dirty.staged.insert(k, lsn);
+        }
+        self.dirty.bytes += bytes;
+        debug_assert!(lsn > self.applied, "records apply in LSN order");
+        self.applied = lsn;
+        released
+    }
+
+    /// Starts a flush when enough has changed, when the current log half is half full, or when
+    /// the older half is not covered yet (the next switch needs it).
+    fn maybe_flush(&mut self) {
+        if self.flight.is_some() || self.failed.is_some() || self.index_lsn == self.applied {
+            return;
+        }
+        let half_len = self.log.half_len();
+        let due = self.dirty.bytes >= self.cfg.flush_bytes
+            || self.log.room() < half_len / 2
+            || self.index_lsn + 1 < self.log.first_lsn();
+        if due {
+            self.start_flush();
+        }
+    }
+
+    /// Flushes now whatever is dirty (tests, and a clean stop).
+    pub fn flush_now(&mut self) {
+        self.reap();
+        if self.flight.is_none() && self.index_lsn < self.applied {
+            self.start_flush();
+        }
+    }
+
+    fn start_flush(&mut self) {
+        let lsn = self.applied;
+        let mut m = Memtable::default();
+        for k in self.dirty.blobs.keys() {
+            match self.state.blobs.get(k) {
+                Some(b) => m.put(Table::Blobs, keys::blob(k), keys::encode_blob(b)),
+                None => m.delete(Table::Blobs, keys::blob(k)),
+            }
+        }
+        for (k, id) in self.dirty.staged.keys() {
+            let entry =
+                self.state.staged.get(k).and_then(|st| st.entry(id).map(|(place, b)| (st.container_id, place, b)));
+            match entry {
+                Some((container_id, place, block)) => m.put(
+                    Table::Staged,
+                    keys::staged(k, id),
+                    keys::encode_staged(&keys::StagedEntry { container_id, place, block: block.clone() }),
+                ),
+                None => m.delete(Table::Staged, keys::staged(k, id)),
+            }
+        }
+        for (account, name) in self.dirty.containers.keys() {
+            let key = keys::container(account, name);
+            match self.state.containers.get(&(account.clone(), name.clone())) {
+                Some(c) => m.put(Table::Catalog, key, keys::encode_container(c)),
+                None => m.delete(Table::Catalog, key),
+            }
+        }
+        m.applied(lsn);
+        self.dirty.bytes = 0;
+        let durable = self.log.wait(lsn);
+        let ix = self.ix.clone();
+        let done = Rc::new(RefCell::new(None));
+        let epoch = self.epoch.clone();
+        let out = done.clone();
+        tokio::task::spawn_local(async move {
+            let res = match durable.await {
+                // The index must never hold a change the log could still lose.
+                Ok(()) => run(&ix, move |ix| ix.write(&m)).await,
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = &res {
+                tracing::error!(lsn, %e, "metadata index flush failed");
+            }
+            *out.borrow_mut() = Some(res);
+            epoch.send_modify(|e| *e += 1);
+        });
+        self.flight = Some(Flight { lsn, done });
+    }
+
+    /// Takes in a completed flush: what it wrote is clean (evictable) from now on.
+    pub fn reap(&mut self) {
+        let Some(f) = &self.flight else { return };
+        let Some(res) = f.done.borrow_mut().take() else { return };
+        let lsn = f.lsn;
+        self.flight = None;
+        match res {
+            Ok(()) => {
+                self.index_lsn = lsn;
+                self.dirty.clean(lsn);
+                self.maybe_flush();
+            }
+            // Nothing further can be promised: the shard refuses changes (as on a log failure).
+            Err(e) => self.failed = Some(e),
+        }
+    }
+
+    /// Evicts clean entries, oldest resident first, until `incoming` more bytes fit in the
+    /// cache (or only dirty entries are left).
+    fn evict(&mut self, incoming: usize) {
+        let mut skipped = 0;
+        while self.resident_bytes + incoming > self.cfg.cache_bytes && skipped < self.lru.len() {
+            let Some((want, size)) = self.lru.pop_front() else { break };
+            let (resident, dirty) = match &want {
+                Want::Blob(k) => (self.loaded_blobs.contains(k), self.dirty.blobs.contains_key(k)),
+                Want::Staged(k) => (self.loaded_staged.contains(k), self.dirty.has_staged(k)),
+            };
+            if dirty {
+                self.lru.push_back((want, size));
+                skipped += 1;
+                continue;
+            }
+            self.resident_bytes -= size;
+            if resident {
+                match want {
+                    Want::Blob(k) => {
+                        self.state.blobs.remove(&k);
+                        self.loaded_blobs.remove(&k);
+                    }
+                    Want::Staged(k) => {
+                        self.state.staged.remove(&k);
+                        self.loaded_staged.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resolves when a commit is unlikely to be refused as [`AppendError::Busy`]: at once
+    /// unless the current half is running out of room while the index does not cover the other
+    /// half yet, or its start is not durable.
+    pub fn ready(&mut self) -> impl Future<Output = Result<(), AppendError>> + 'static {
+        self.reap();
+        let tight = self.log.room() < self.log.half_len() / 4;
+        let need_flush = tight && self.index_lsn + 1 < self.log.first_lsn();
+        if need_flush {
+            self.maybe_flush();
+        }
+        let mut epoch = self.epoch.subscribe();
+        let seen = *epoch.borrow();
+        let switch = tight.then(|| self.log.switch_ready());
+        async move {
+            if need_flush {
+                epoch.wait_for(|e| *e > seen).await.map_err(|_| AppendError::Failed)?;
+            }
+            match switch {
+                Some(w) => w.await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// Waits until everything committed so far is durable in the log.
+    pub fn sync(&self) -> impl Future<Output = Result<(), AppendError>> + 'static {
+        self.log.wait(self.log.next_lsn() - 1)
+    }
+
+    /// Waits until a flush in flight, if any, has completed.
+    pub fn flushed(&self) -> impl Future<Output = ()> + 'static {
+        let pending = self.flight.is_some();
+        let mut epoch = self.epoch.subscribe();
+        let seen = *epoch.borrow();
+        async move {
+            if pending {
+                let _ = epoch.wait_for(|e| *e > seen).await;
+            }
+        }
+    }
+
+    /// One page of index entries of `table` in `[from, to)`.
+    fn index_page(
+        &self,
+        table: Table,
+        from: Vec<u8>,
+        to: Option<Vec<u8>>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, IndexError>> + 'static {
+        let ix = self.ix.clone();
+        async move { run(&ix, move |ix| ix.range(table, &from, to.as_deref(), limit)).await.map_err(IndexError::Failed) }
+    }
+}
+
+/// Makes `wants` resident in the shard's metadata. Reads that overlapped a flush are read again:
+/// what they read may predate it, and the entries it wrote may have been evicted since.
+pub async fn ensure(meta: &RefCell<ShardIndex>, wants: &[Want]) -> Result<(), IndexError> {
+    loop {
+        let (fetch, epoch) = {
+            let m = meta.borrow();
+            let missing = m.missing(wants);
+            if missing.is_empty() {
+                return Ok(());
+            }
+            (m.fetch(missing), m.epoch())
+        };
+        let got = fetch.await?;
+        let mut m = meta.borrow_mut();
+        m.reap();
+        if m.epoch() == epoch {
+            m.install(got);
+            if m.missing(wants).is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Index entries per page of a listing.
+const LIST_PAGE: usize = 256;
+
+/// One shard's part of a listing page, from the index and the resident entries over it.
+pub async fn list_blobs(
+    meta: &RefCell<ShardIndex>,
+    account: &str,
+    container: &str,
+    container_id: u64,
+    q: &ListQuery,
+) -> Result<(Vec<ListEntry>, bool), IndexError> {
+    let mut lister = Lister::new(q, container_id);
+    let mut from = keys::blob(&BlobKey::new(account, container, lister.start()));
+    let end = prefix_end(&keys::blob(&BlobKey::new(account, container, &q.prefix)));
+    loop {
+        let (page, epoch) = {
+            let m = meta.borrow();
+            (m.index_page(Table::Blobs, from.clone(), end.clone(), LIST_PAGE), m.epoch())
+        };
+        let page = page.await?;
+        let m = &mut *meta.borrow_mut();
+        m.reap();
+        if m.epoch() != epoch {
+            continue;
+        }
+        // The span this page covers: to its last entry unless it is the range's last page.
+        let span_end =
+            if page.complete { end.clone() } else { page.entries.last().map(|(k, _)| super::memtable::successor(k)) };
+        let mut merged: BTreeMap<Vec<u8>, Option<Blob>> = BTreeMap::new();
+        for (k, v) in page.entries {
+            merged.insert(k, Some(keys::decode_blob(&v).map_err(IndexError::Failed)?));
+        }
+        // Resident entries shadow the index: dirty ones are newer, clean ones the same.
+        let lo = keys::parse_blob(&from).ok_or_else(|| IndexError::Failed("a listing key".into()))?;
+        let in_span = |k: &[u8]| span_end.as_deref().is_none_or(|e| k < e);
+        for (k, b) in m.state.blobs.range(lo.clone()..) {
+            let kb = keys::blob(k);
+            if !in_span(&kb) {
+                break;
+            }
+            merged.insert(kb, Some(b.clone()));
+        }
+        for k in m.dirty.blobs.range(lo..).map(|(k, _)| k) {
+            let kb = keys::blob(k);
+            if !in_span(&kb) {
+                break;
+            }
+            if !m.state.blobs.contains_key(k) {
+                merged.insert(kb, None);
+            }
+        }
+        for (k, b) in merged {
+            let Some(b) = b else { continue };
+            let key = keys::parse_blob(&k).ok_or_else(|| IndexError::Failed("a listing key".into()))?;
+            match lister.offer(&key.name, &b) {
+                Flow::More => {}
+                Flow::Done => return Ok(lister.finish(false)),
+                Flow::Full => return Ok(lister.finish(true)),
+            }
+        }
+        let Some(next) = span_end.filter(|_| !page.complete) else {
+            return Ok(lister.finish(false));
+        };
+        // Names under a prefix just collapsed need not be read.
+        from = match lister.last_prefix().and_then(|p| prefix_end(&keys::blob(&BlobKey::new(account, container, p)))) {
+            Some(skip) if skip > next => skip,
+            _ => next,
+        };
+    }
+}
+
+/// Runs `f` on the index thread; its errors and the thread's as text.
+async fn run<T: Send + 'static>(
+    ix: &IndexThread,
+    f: impl FnOnce(&Index) -> Result<T, redb::Error> + Send + 'static,
+) -> Result<T, String> {
+    match ix.run(move |ix| f(ix).map_err(|e| e.to_string())).await {
+        Ok(r) => r,
+        Err(stopped) => Err(stopped.to_string()),
+    }
+}
+
+/// Reads the entries of `wants` from the index (on its thread).
+fn fetch_on(ix: &Index, wants: &[Want]) -> Result<Fetched, redb::Error> {
+    let mut out = Fetched::default();
+    let bad = |e: String| redb::Error::Corrupted(e);
+    for w in wants {
+        match w {
+            Want::Blob(k) => {
+                let v = ix.get(Table::Blobs, &keys::blob(k))?;
+                let size = v.as_ref().map_or(0, Vec::len) + k.name.len() + 64;
+                let blob = v.map(|v| keys::decode_blob(&v)).transpose().map_err(bad)?;
+                out.blobs.push((k.clone(), blob, size));
+            }
+            Want::Staged(k) => {
+                let prefix = keys::staged_prefix(k);
+                let page = ix.range(Table::Staged, &prefix, prefix_end(&prefix).as_deref(), usize::MAX)?;
+                let mut size = k.name.len() + 64;
+                let mut blocks: Vec<(u64, StagedBlock)> = Vec::with_capacity(page.entries.len());
+                let mut container_id = None;
+                for (key, v) in page.entries {
+                    size += key.len() + v.len();
+                    let e = keys::decode_staged(&v).map_err(bad)?;
+                    if *container_id.get_or_insert(e.container_id) != e.container_id {
+                        return Err(bad(format!("staged blocks of {k:?} name two container incarnations")));
+                    }
+                    blocks.push((e.place, e.block));
+                }
+                let staged = container_id.map(|cid| Staged::from_places(cid, blocks));
+                out.staged.push((k.clone(), staged, size));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,379 @@
+//! A shard's metadata over its log and index (`meta::index::shard`) against the in-memory model
+//! (`ShardMeta`, which applies every record to everything): with a cache far smaller than the
+//! state (entries come and go), flushes every few records and log halves that switch often, the
+//! visible state and every listing agree with the model, across restarts, and after a power cut
+//! at any write the state is the model's after some prefix of the records that holds every
+//! acknowledged one.
+#![allow(clippy::unwrap_used)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use edgeblob_io::fault::{Crash, Op, SimDisk};
+use edgeblob_io::BlockDevice;
+use edgeblob_meta::index::db::Index;
+use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments, SharedDevice};
+use edgeblob_meta::index::shard::{ensure, list_blobs, wants_of, IndexConfig, ShardIndex, Want};
+use edgeblob_meta::index::thread::IndexThread;
+use edgeblob_meta::listing::{ListEntry, ListQuery};
+use edgeblob_meta::model::*;
+use edgeblob_meta::replay::format_log;
+use edgeblob_meta::wal::LogPlace;
+use edgeblob_meta::{Record, ShardMeta};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const MIB: u64 = 1 << 20;
+const HALF: u64 = 32 * 1024;
+const ACCOUNTS: [&str; 2] = ["acct", "other"];
+const CONTAINERS: [&str; 2] = ["box", "box-2"];
+const NAMES: usize = 24;
+
+fn log_place() -> LogPlace {
+    LogPlace { shard: 0, uuid: [4; 16], halves: [(MIB, HALF), (MIB + HALF, HALF)] }
+}
+
+fn index_place() -> IndexPlace {
+    IndexPlace { shard: 0, uuid: [4; 16], header: 2 * MIB, segment_len: MIB }
+}
+
+fn cfg() -> IndexConfig {
+    // A few entries resident at a time, a flush every few records.
+    IndexConfig { cache_bytes: 6 * 1024, flush_bytes: 2 * 1024 }
+}
+
+fn new_disk() -> SimDisk {
+    let disk = SimDisk::new(32 * MIB as usize);
+    let dev = disk.device();
+    futures_lite_block_on(format_log(&log_place(), &dev)).unwrap();
+    RegionBackend::format(&dev, &index_place()).unwrap();
+    disk
+}
+
+/// The simulated disk completes operations at once.
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(f)
+}
+
+async fn open(disk: &SimDisk) -> RefCell<ShardIndex> {
+    open_with(disk, cfg()).await
+}
+
+async fn open_with(disk: &SimDisk, cfg: IndexConfig) -> RefCell<ShardIndex> {
+    let segments = Arc::new(Segments::default());
+    let backend =
+        RegionBackend::open(Arc::new(disk.device()) as SharedDevice, index_place(), segments.clone()).unwrap();
+    let held = backend.segments();
+    segments.grant((4..32).map(|i| i * MIB).filter(|s| !held.contains(s)));
+    let ix = IndexThread::spawn("index-test".into(), Index::open(backend, MIB as usize).unwrap()).unwrap();
+    let dev: Rc<dyn BlockDevice> = Rc::new(disk.device());
+    let (m, _) = ShardIndex::open(log_place(), dev, ix, cfg).await.unwrap();
+    RefCell::new(m)
+}
+
+fn key(rng: &mut StdRng) -> BlobKey {
+    BlobKey::new(
+        ACCOUNTS[rng.gen_range(0..2)],
+        CONTAINERS[rng.gen_range(0..2)],
+        &format!("{}/{:02}", ["a", "b", "c"][rng.gen_range(0..3)], rng.gen_range(0..NAMES)),
+    )
+}
+
+fn all_keys() -> Vec<BlobKey> {
+    let mut out = Vec::new();
+    for a in ACCOUNTS {
+        for c in CONTAINERS {
+            for d in ["a", "b", "c"] {
+                for n in 0..NAMES {
+                    out.push(BlobKey::new(a, c, &format!("{d}/{n:02}")));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn chunk(n: u64) -> ChunkRef {
+    ChunkRef { hash: [n as u8; 16], offset: 4096 * n, stored_len: 100, len: 100, flags: 0 }
+}
+
+/// A random change, valid against the model `m`.
+fn change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
+    let k = key(rng);
+    let cid = m.containers.get(&(k.account.clone(), k.container.clone())).map_or(1, |c| c.id);
+    match rng.gen_range(0..100) {
+        0..=34 => Record::BlockStaged {
+            key: k,
+            container_id: cid,
+            block: StagedBlock {
+                block: Block {
+                    id: format!("blk{}", rng.gen_range(0..5)).into_bytes(),
+                    size: n,
+                    chunks: vec![chunk(n)],
+                },
+                staged_ns: n as i64,
+            },
+        },
+        35..=59 => {
+            let blocks = m
+                .staged
+                .get(&k)
+                .map(|s| s.blocks().map(|b| b.block.clone()).collect())
+                .unwrap_or_else(|| vec![Block { id: Vec::new(), size: n, chunks: vec![chunk(n)] }]);
+            let blob = Blob {
+                container_id: cid,
+                etag: n,
+                created_ns: n as i64,
+                modified_ns: n as i64,
+                size: blocks.iter().map(|b| b.size).sum(),
+                props: BlobProps { content_type: Some(format!("t/{n}")), ..Default::default() },
+                blocks,
+                single_put: false,
+            };
+            Record::BlobPut { key: k, blob }
+        }
+        60..=69 => Record::BlobPropsSet {
+            key: k,
+            etag: n,
+            modified_ns: n as i64,
+            props: BlobProps { metadata: vec![("m".into(), format!("{n}"))], ..Default::default() },
+        },
+        70..=84 => Record::BlobDelete { key: k },
+        85..=89 => Record::StagedDropped { key: k },
+        _ => Record::ContainerPut {
+            account: k.account,
+            name: k.container,
+            container: Container {
+                id: cid,
+                etag: n,
+                created_ns: 0,
+                modified_ns: n as i64,
+                metadata: Vec::new(),
+                public_access: PublicAccess::None,
+            },
+        },
+    }
+}
+
+/// What clients can see of one blob: the blob and its staged block ids in order.
+type View = (Option<Blob>, Vec<Vec<u8>>);
+
+fn view_of(m: &ShardMeta, k: &BlobKey) -> View {
+    (
+        m.blobs.get(k).cloned(),
+        m.staged.get(k).map(|s| s.blocks().map(|b| b.block.id.clone()).collect()).unwrap_or_default(),
+    )
+}
+
+async fn check(store: &RefCell<ShardIndex>, model: &ShardMeta) -> Result<(), String> {
+    for k in all_keys() {
+        ensure(store, &[Want::Blob(k.clone()), Want::Staged(k.clone())]).await.unwrap();
+        let got = view_of(&store.borrow().state, &k);
+        if got != view_of(model, &k) {
+            return Err(format!("{k:?}: {got:?} != {:?}", view_of(model, &k)));
+        }
+    }
+    if store.borrow().state.containers != model.containers {
+        return Err("catalog differs".into());
+    }
+    for a in ACCOUNTS {
+        for c in CONTAINERS {
+            for (max, delimiter, prefix) in [(1000, None, ""), (3, Some("/"), ""), (5, None, "b/"), (2, Some("/"), "c")]
+            {
+                let mut q =
+                    ListQuery { prefix: prefix.into(), delimiter: delimiter.map(Into::into), marker: None, max };
+                loop {
+                    let got = list_blobs(store, a, c, 1, &q).await.unwrap();
+                    let want = model.list_blobs(a, c, 1, &q);
+                    if got != want {
+                        return Err(format!("listing {a}/{c} {q:?}: {got:?} != {want:?}"));
+                    }
+                    match (got.1, got.0.last()) {
+                        (true, Some(e)) => q.marker = Some(ListEntry::name(e).to_owned()),
+                        _ => break,
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `n` random changes on `store` and the model; returns the model after each change.
+async fn drive(
+    store: &RefCell<ShardIndex>,
+    model: &mut ShardMeta,
+    rng: &mut StdRng,
+    n: usize,
+    at: u64,
+) -> Vec<ShardMeta> {
+    let mut after = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let rec = change(rng, model, at + i);
+        ensure(store, &wants_of(&rec)).await.unwrap();
+        let ready = store.borrow_mut().ready();
+        ready.await.unwrap();
+        ensure(store, &wants_of(&rec)).await.unwrap();
+        let commit = store.borrow_mut().commit(rec.clone()).unwrap();
+        model.apply(&rec);
+        // Most changes are awaited; some overlap the next (a group commit).
+        if rng.gen_bool(0.7) {
+            commit.durable.await.unwrap();
+        }
+        after.push(model.clone());
+    }
+    let sync = store.borrow().sync();
+    sync.await.unwrap();
+    after
+}
+
+fn local<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, f)
+}
+
+#[test]
+fn the_working_set_over_the_index_behaves_as_the_whole_state_in_memory() {
+    for seed in 0..3 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut disk = new_disk();
+        let mut model = ShardMeta::default();
+        local(async {
+            let mut at = 1;
+            for round in 0..4u64 {
+                let flush_bytes = if round.is_multiple_of(2) { 24 * 1024 } else { 2 * 1024 };
+                let store = open_with(&disk, IndexConfig { flush_bytes, ..cfg() }).await;
+                check(&store, &model)
+                    .await
+                    .unwrap_or_else(|e| panic!("seed {seed} round {round} after reopening: {e}"));
+                drive(&store, &mut model, &mut rng, 250, at).await;
+                at += 250;
+                check(&store, &model).await.unwrap_or_else(|e| panic!("seed {seed} round {round}: {e}"));
+                let m = store.borrow();
+                assert!(m.epoch() >= 2, "flushes happened ({})", m.epoch());
+                assert!(m.resident_bytes() <= 64 * 1024, "entries were evicted ({} resident)", m.resident_bytes());
+                assert!(m.generation() > 2 * round + 1, "log halves switched ({})", m.generation());
+                drop(m);
+                // A crash with whatever the index thread was writing in flight.
+                disk = disk.crash(Crash::LoseUnflushed);
+            }
+        });
+    }
+}
+
+#[test]
+fn a_power_cut_at_any_write_keeps_a_prefix_holding_every_acknowledged_change() {
+    let mut cases = 0;
+    for seed in 0..24u64 {
+        let mut rng = StdRng::seed_from_u64(100 + seed);
+        let disk = new_disk();
+        let base = ShardMeta::default();
+        let cut_at = rng.gen_range(5..probe_writes(100 + seed));
+        let how = match seed % 3 {
+            0 => Crash::LoseUnflushed,
+            1 => Crash::Reorder { seed },
+            _ => Crash::Tear { write: 1, sectors: 3 },
+        };
+        local(async {
+            // Flushes that lag most of a half behind (so recovery replays the older half too),
+            // or follow every few records.
+            let flush_bytes = if seed.is_multiple_of(2) { 24 * 1024 } else { 2 * 1024 };
+            let store = open_with(&disk, IndexConfig { flush_bytes, ..cfg() }).await;
+            let mut model = base.clone();
+            disk.cut_power(Op::Write, cut_at, how);
+            // Every change is awaited here, so "acknowledged before the cut" is exact: a change
+            // is acknowledged before the cut if no write had been cut when it was.
+            let mut states = vec![base.clone()];
+            let mut acked = 0;
+            for i in 0..200u64 {
+                let rec = change(&mut rng, &model, 1 + i);
+                ensure(&store, &wants_of(&rec)).await.unwrap();
+                let ready = store.borrow_mut().ready();
+                ready.await.unwrap();
+                ensure(&store, &wants_of(&rec)).await.unwrap();
+                let commit = store.borrow_mut().commit(rec.clone()).unwrap();
+                model.apply(&rec);
+                commit.durable.await.unwrap();
+                states.push(model.clone());
+                if disk.count(Op::Write) <= cut_at {
+                    acked = states.len() - 1;
+                }
+            }
+            drop(store);
+            let Some(image) = disk.power_cuts().pop() else { return };
+            // Reopened with room for everything, all of it loaded once, then compared with each
+            // candidate prefix.
+            let store = open_with(&image, IndexConfig { cache_bytes: 64 * MIB as usize, ..cfg() }).await;
+            for k in all_keys() {
+                ensure(&store, &[Want::Blob(k.clone()), Want::Staged(k)]).await.unwrap();
+            }
+            let found = states[acked..].iter().position(|s| visible_is(&store, s));
+            assert!(found.is_some(), "seed {seed}: cut at write {cut_at} ({how:?}): no prefix from {acked} matches");
+            cases += 1;
+        });
+    }
+    assert!(cases >= 12, "{cases} cuts fired");
+}
+
+/// How many writes the run of `seed` makes without a cut (so cuts land anywhere in it).
+fn probe_writes(seed: u64) -> u64 {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let _ = rng.gen_range(5..6);
+    let disk = new_disk();
+    local(async {
+        let flush_bytes = if seed.is_multiple_of(2) { 24 * 1024 } else { 2 * 1024 };
+        let store = open_with(&disk, IndexConfig { flush_bytes, ..cfg() }).await;
+        let before = disk.count(Op::Write);
+        let mut model = ShardMeta::default();
+        drive(&store, &mut model, &mut rng, 200, 1).await;
+        disk.count(Op::Write) - before
+    })
+}
+
+#[test]
+fn recovery_replays_the_older_half_when_the_index_lags_behind_it() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let disk = new_disk();
+    let mut model = ShardMeta::default();
+    let image = local(async {
+        // Room for every entry: nothing need be read from the index while its thread is held.
+        let store = open_with(&disk, IndexConfig { cache_bytes: 64 * MIB as usize, ..cfg() }).await;
+        for k in all_keys() {
+            ensure(&store, &[Want::Blob(k.clone()), Want::Staged(k)]).await.unwrap();
+        }
+        drive(&store, &mut model, &mut rng, 60, 1).await;
+        store.borrow_mut().flush_now();
+        let flushed = store.borrow().flushed();
+        flushed.await;
+        // Hold the index thread: no flush completes from here on.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let stalled = store.borrow().index_thread().run(move |_| {
+            let _ = held.recv();
+        });
+        let generation = store.borrow().generation();
+        let mut at = 61;
+        while store.borrow().generation() == generation {
+            drive(&store, &mut model, &mut rng, 1, at).await;
+            at += 1;
+        }
+        drive(&store, &mut model, &mut rng, 5, at).await;
+        let lsn = store.borrow().lsn();
+        let image = disk.crash(Crash::LoseUnflushed);
+        release.send(()).unwrap();
+        stalled.await.unwrap();
+        assert!(lsn > 0, "the index held a flush from before the stall");
+        image
+    });
+    local(async {
+        let store = open(&image).await;
+        check(&store, &model).await.unwrap();
+    });
+}
+
+/// Whether the store's resident state is `model`'s (blobs, staged lists, catalog).
+fn visible_is(store: &RefCell<ShardIndex>, model: &ShardMeta) -> bool {
+    let m = store.borrow();
+    m.state.containers == model.containers && all_keys().iter().all(|k| view_of(&m.state, k) == view_of(model, k))
+}
