@@ -11,6 +11,7 @@ mod compare;
 mod data;
 mod engine;
 mod fio;
+mod index;
 mod job;
 mod plot;
 mod report;
@@ -45,6 +46,9 @@ enum Cmd {
     /// Sequential write and read and 4 KiB random reads through the engine, with data reduction
     /// off and on, next to fio (io_uring, O_DIRECT) on the same file system.
     Engine(engine::Args),
+    /// One shard's metadata over its log and index (format v2): ingest of small blobs, restart,
+    /// cold point reads, a listing of everything, memory.
+    Index(index::Args),
     /// Serve blobs from memory (no auth, no durability): the loopback ceiling.
     StaticServer {
         #[arg(long, default_value = "127.0.0.1:10100")]
@@ -66,6 +70,7 @@ fn main() {
         .init();
     let res = match Cli::parse().cmd {
         Cmd::Engine(a) => engine::run(a).map(|_| 0),
+        Cmd::Index(a) => index::run(a).map(|_| 0),
         Cmd::Run { args } => run_cmd(&args),
         Cmd::Compare(a) => compare::run(a).map(|_| 0),
         Cmd::StaticServer { listen, threads } => {

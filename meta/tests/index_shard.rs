@@ -347,9 +347,9 @@ fn recovery_replays_the_older_half_when_the_index_lags_behind_it() {
         store.borrow_mut().flush_now();
         let flushed = store.borrow().flushed();
         flushed.await;
-        // Hold the index thread: no flush completes from here on.
+        // Hold the index writer: no flush completes from here on.
         let (release, held) = std::sync::mpsc::channel::<()>();
-        let stalled = store.borrow().index_thread().run(move |_| {
+        let stalled = store.borrow().index_thread().write(move |_| {
             let _ = held.recv();
         });
         let generation = store.borrow().generation();

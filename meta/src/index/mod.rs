@@ -6,6 +6,7 @@
 
 pub mod db;
 pub mod keys;
+pub mod lru;
 pub mod memtable;
 pub mod region;
 pub mod shard;

@@ -18,7 +18,7 @@
 //! lands); block lists in pieces; chunk ids.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
 
@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use super::db::Index;
 use super::keys;
+use super::lru::Lru;
 use super::memtable::{prefix_end, Memtable};
 use super::thread::IndexThread;
 use super::{Page, Table};
@@ -90,11 +91,27 @@ impl Dirty {
         self.staged.range((key.clone(), Vec::new())..).next().is_some_and(|((k, _), _)| k == key)
     }
 
-    /// Forgets what a flush up to `lsn` wrote.
-    fn clean(&mut self, lsn: u64) {
-        self.blobs.retain(|_, l| *l > lsn);
-        self.staged.retain(|_, l| *l > lsn);
+    /// Forgets what a flush up to `lsn` wrote; returns the blobs, and the blobs whose staged
+    /// blocks, it cleaned.
+    fn clean(&mut self, lsn: u64) -> (Vec<BlobKey>, Vec<BlobKey>) {
+        let mut blobs = Vec::new();
+        self.blobs.retain(|k, l| {
+            let keep = *l > lsn;
+            if !keep {
+                blobs.push(k.clone());
+            }
+            keep
+        });
+        let mut staged: Vec<BlobKey> = Vec::new();
+        self.staged.retain(|(k, _), l| {
+            let keep = *l > lsn;
+            if !keep && staged.last() != Some(k) {
+                staged.push(k.clone());
+            }
+            keep
+        });
         self.containers.retain(|_, l| *l > lsn);
+        (blobs, staged)
     }
 }
 
@@ -116,12 +133,8 @@ pub struct ShardIndex {
     /// The LSN of the last record applied.
     applied: u64,
     dirty: Dirty,
-    loaded_blobs: HashSet<BlobKey>,
-    loaded_staged: HashSet<BlobKey>,
-    /// Resident entries in the order they became resident, with their sizes (an entry may
-    /// appear more than once; only its first turn evicts it).
-    lru: VecDeque<(Want, usize)>,
-    resident_bytes: usize,
+    /// The clean resident entries (a resident entry is clean here, or dirty).
+    clean: Lru<Want>,
     flight: Option<Flight>,
     /// Flushes completed: a read of the index that overlapped one may predate what it wrote.
     epoch: Rc<watch::Sender<u64>>,
@@ -188,10 +201,7 @@ impl ShardIndex {
             index_lsn,
             applied: index_lsn,
             dirty: Dirty::default(),
-            loaded_blobs: HashSet::new(),
-            loaded_staged: HashSet::new(),
-            lru: VecDeque::new(),
-            resident_bytes: 0,
+            clean: Lru::default(),
             flight: None,
             epoch: Rc::new(epoch),
             failed: None,
@@ -234,16 +244,21 @@ impl ShardIndex {
         *self.epoch.borrow()
     }
 
-    /// Bytes of clean and dirty entries resident (encoded sizes, as loaded).
+    /// Memory the clean resident entries take (estimated); dirty ones are bounded by the
+    /// flush threshold instead.
     pub fn resident_bytes(&self) -> usize {
-        self.resident_bytes
+        self.clean.bytes()
+    }
+
+    fn is_dirty(&self, w: &Want) -> bool {
+        match w {
+            Want::Blob(k) => self.dirty.blobs.contains_key(k),
+            Want::Staged(k) => self.dirty.has_staged(k),
+        }
     }
 
     fn is_resident(&self, w: &Want) -> bool {
-        match w {
-            Want::Blob(k) => self.loaded_blobs.contains(k) || self.dirty.blobs.contains_key(k),
-            Want::Staged(k) => self.loaded_staged.contains(k) || self.dirty.has_staged(k),
-        }
+        self.clean.contains(w) || self.is_dirty(w)
     }
 
     /// The wants that are not resident.
@@ -263,31 +278,30 @@ impl ShardIndex {
     /// in: what a caller made resident stays until its next await, so a check and the commit it
     /// guards always see the same entries.
     pub fn install(&mut self, got: Fetched) {
-        let incoming = got.blobs.iter().map(|(_, _, n)| n).chain(got.staged.iter().map(|(_, _, n)| n)).sum();
+        let incoming = got.blobs.iter().map(|(k, b, _)| blob_mem(k, b.as_ref())).sum::<usize>()
+            + got.staged.iter().map(|(k, s, _)| staged_mem(k, s.as_ref())).sum::<usize>();
         self.evict(incoming);
-        for (key, blob, size) in got.blobs {
+        for (key, blob, _) in got.blobs {
             let want = Want::Blob(key.clone());
             if self.is_resident(&want) {
                 continue;
             }
+            let size = blob_mem(&key, blob.as_ref());
             if let Some(b) = blob {
-                self.state.blobs.insert(key.clone(), b);
+                self.state.blobs.insert(key, b);
             }
-            self.loaded_blobs.insert(key);
-            self.lru.push_back((want, size));
-            self.resident_bytes += size;
+            self.clean.insert(want, size);
         }
-        for (key, staged, size) in got.staged {
+        for (key, staged, _) in got.staged {
             let want = Want::Staged(key.clone());
             if self.is_resident(&want) {
                 continue;
             }
+            let size = staged_mem(&key, staged.as_ref());
             if let Some(st) = staged {
-                self.state.staged.insert(key.clone(), st);
+                self.state.staged.insert(key, st);
             }
-            self.loaded_staged.insert(key);
-            self.lru.push_back((want, size));
-            self.resident_bytes += size;
+            self.clean.insert(want, size);
         }
     }
 
@@ -363,19 +377,24 @@ impl ShardIndex {
             Record::ContainerPut { account, name, .. } | Record::ContainerDelete { account, name, .. } => {
                 self.dirty.containers.insert((account.clone(), name.clone()), lsn);
             }
-            Record::BlockStaged { key, block, .. } => {
-                self.dirty.staged.insert((key.clone(), block.block.id.clone()), lsn);
-            }
+            Record::BlockStaged { key, block, .. } => dropped.push((key.clone(), block.block.id.clone())),
             Record::BlobPut { key, .. } | Record::BlobPropsSet { key, .. } | Record::BlobDelete { key } => {
-                self.dirty.blobs.insert(key.clone(), lsn);
+                blobs.push(key.clone());
             }
             _ => {}
         }
+        // What is dirty is not evictable: out of the clean list until a flush writes it.
         for k in blobs {
+            self.clean.remove(&Want::Blob(k.clone()));
             self.dirty.blobs.insert(k, lsn);
         }
-        for k in dropped {
-            self.dirty.staged.insert(k, lsn);
+        let mut last: Option<BlobKey> = None;
+        for (k, id) in dropped {
+            if last.as_ref() != Some(&k) {
+                self.clean.remove(&Want::Staged(k.clone()));
+                last = Some(k.clone());
+            }
+            self.dirty.staged.insert((k, id), lsn);
         }
         self.dirty.bytes += bytes;
         debug_assert!(lsn > self.applied, "records apply in LSN order");
@@ -383,16 +402,14 @@ impl ShardIndex {
         released
     }
 
-    /// Starts a flush when enough has changed, when the current log half is half full, or when
-    /// the older half is not covered yet (the next switch needs it).
+    /// Starts a flush when enough has changed, or when the older log half is not covered yet.
     fn maybe_flush(&mut self) {
         if self.flight.is_some() || self.failed.is_some() || self.index_lsn == self.applied {
             return;
         }
-        let half_len = self.log.half_len();
-        let due = self.dirty.bytes >= self.cfg.flush_bytes
-            || self.log.room() < half_len / 2
-            || self.index_lsn + 1 < self.log.first_lsn();
+        // Enough to write, or the older half is not covered yet (the next switch needs it:
+        // starting now gives the flush the whole current half to finish in).
+        let due = self.dirty.bytes >= self.cfg.flush_bytes || self.index_lsn + 1 < self.log.first_lsn();
         if due {
             self.start_flush();
         }
@@ -444,7 +461,10 @@ impl ShardIndex {
         tokio::task::spawn_local(async move {
             let res = match durable.await {
                 // The index must never hold a change the log could still lose.
-                Ok(()) => run(&ix, move |ix| ix.write(&m)).await,
+                Ok(()) => match ix.write(move |ix| ix.write(&m).map_err(|e| e.to_string())).await {
+                    Ok(r) => r,
+                    Err(stopped) => Err(stopped.to_string()),
+                },
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = &res {
@@ -465,7 +485,17 @@ impl ShardIndex {
         match res {
             Ok(()) => {
                 self.index_lsn = lsn;
-                self.dirty.clean(lsn);
+                let (blobs, staged) = self.dirty.clean(lsn);
+                for k in blobs {
+                    let size = blob_mem(&k, self.state.blobs.get(&k));
+                    self.clean.insert(Want::Blob(k), size);
+                }
+                for k in staged {
+                    if !self.dirty.has_staged(&k) {
+                        let size = staged_mem(&k, self.state.staged.get(&k));
+                        self.clean.insert(Want::Staged(k), size);
+                    }
+                }
                 self.maybe_flush();
             }
             // Nothing further can be promised: the shard refuses changes (as on a log failure).
@@ -473,33 +503,17 @@ impl ShardIndex {
         }
     }
 
-    /// Evicts clean entries, oldest resident first, until `incoming` more bytes fit in the
-    /// cache (or only dirty entries are left).
+    /// Evicts clean entries, oldest first, until `incoming` more bytes fit in the cache.
     fn evict(&mut self, incoming: usize) {
-        let mut skipped = 0;
-        while self.resident_bytes + incoming > self.cfg.cache_bytes && skipped < self.lru.len() {
-            let Some((want, size)) = self.lru.pop_front() else { break };
-            let (resident, dirty) = match &want {
-                Want::Blob(k) => (self.loaded_blobs.contains(k), self.dirty.blobs.contains_key(k)),
-                Want::Staged(k) => (self.loaded_staged.contains(k), self.dirty.has_staged(k)),
-            };
-            if dirty {
-                self.lru.push_back((want, size));
-                skipped += 1;
-                continue;
-            }
-            self.resident_bytes -= size;
-            if resident {
-                match want {
-                    Want::Blob(k) => {
-                        self.state.blobs.remove(&k);
-                        self.loaded_blobs.remove(&k);
-                    }
-                    Want::Staged(k) => {
-                        self.state.staged.remove(&k);
-                        self.loaded_staged.remove(&k);
-                    }
+        while self.clean.bytes() + incoming > self.cfg.cache_bytes {
+            match self.clean.pop_oldest() {
+                Some(Want::Blob(k)) => {
+                    self.state.blobs.remove(&k);
                 }
+                Some(Want::Staged(k)) => {
+                    self.state.staged.remove(&k);
+                }
+                None => break,
             }
         }
     }
@@ -582,8 +596,11 @@ pub async fn ensure(meta: &RefCell<ShardIndex>, wants: &[Want]) -> Result<(), In
     }
 }
 
-/// Index entries per page of a listing.
-const LIST_PAGE: usize = 256;
+/// Index entries per read of a listing: a page and one more, within bounds (each read is a
+/// round trip to the index thread).
+fn list_page(max: usize) -> usize {
+    max.saturating_add(1).clamp(64, 4096)
+}
 
 /// One shard's part of a listing page, from the index and the resident entries over it.
 pub async fn list_blobs(
@@ -599,7 +616,7 @@ pub async fn list_blobs(
     loop {
         let (page, epoch) = {
             let m = meta.borrow();
-            (m.index_page(Table::Blobs, from.clone(), end.clone(), LIST_PAGE), m.epoch())
+            (m.index_page(Table::Blobs, from.clone(), end.clone(), list_page(q.max)), m.epoch())
         };
         let page = page.await?;
         let m = &mut *meta.borrow_mut();
@@ -696,4 +713,37 @@ fn fetch_on(ix: &Index, wants: &[Want]) -> Result<Fetched, redb::Error> {
         }
     }
     Ok(out)
+}
+
+/// Memory a resident blob entry takes, roughly: the key three times (the state's map and the
+/// clean list's two), the record and its blocks.
+fn blob_mem(k: &BlobKey, b: Option<&Blob>) -> usize {
+    let key = 3 * (k.account.len() + k.container.len() + k.name.len() + 3 * 24 + 16);
+    key + 64
+        + b.map_or(0, |b| {
+            let props = &b.props;
+            let text = [
+                &props.content_type,
+                &props.content_encoding,
+                &props.content_language,
+                &props.content_disposition,
+                &props.cache_control,
+            ]
+            .iter()
+            .map(|s| s.as_ref().map_or(0, |s| s.len() + 24))
+            .sum::<usize>();
+            let md = props.metadata.iter().map(|(n, v)| n.len() + v.len() + 48).sum::<usize>();
+            std::mem::size_of::<Blob>() + text + md + b.blocks.iter().map(block_mem).sum::<usize>()
+        })
+}
+
+fn block_mem(b: &crate::model::Block) -> usize {
+    std::mem::size_of::<crate::model::Block>()
+        + b.id.len()
+        + b.chunks.len() * std::mem::size_of::<crate::model::ChunkRef>()
+}
+
+/// Memory a blob's resident staged blocks take, roughly (each block's id is kept twice).
+fn staged_mem(k: &BlobKey, s: Option<&Staged>) -> usize {
+    blob_mem(k, None) + s.map_or(0, |s| s.blocks().map(|b| block_mem(&b.block) + b.block.id.len() + 96).sum())
 }
