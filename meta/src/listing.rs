@@ -111,6 +111,11 @@ impl<'q> Lister<'q> {
         Flow::More
     }
 
+    /// The delimiter, when the listing collapses names into prefixes.
+    pub fn delimiter(&self) -> Option<&'q str> {
+        self.delim
+    }
+
     /// The prefix the last entry collapsed names into, if it did: every name under it can be
     /// skipped.
     pub fn last_prefix(&self) -> Option<&str> {

@@ -613,10 +613,18 @@ pub async fn list_blobs(
     let mut lister = Lister::new(q, container_id);
     let mut from = keys::blob(&BlobKey::new(account, container, lister.start()));
     let end = prefix_end(&keys::blob(&BlobKey::new(account, container, &q.prefix)));
+    // Every key of the range starts with `account 0 container 0`; the name follows.
+    let name_at = account.len() + container.len() + 2;
+    let bad_key = || IndexError::Failed("a listing key is not a blob's".into());
+    // A flat listing reads the next page while it works through this one.
+    let mut ahead = None;
     loop {
-        let (page, epoch) = {
-            let m = meta.borrow();
-            (m.index_page(Table::Blobs, from.clone(), end.clone(), list_page(q.max)), m.epoch())
+        let (page, epoch) = match ahead.take() {
+            Some((at, epoch, read)) if at == from => (read, epoch),
+            _ => {
+                let m = meta.borrow();
+                (m.index_page(Table::Blobs, from.clone(), end.clone(), list_page(q.max)), m.epoch())
+            }
         };
         let page = page.await?;
         let m = &mut *meta.borrow_mut();
@@ -627,39 +635,42 @@ pub async fn list_blobs(
         // The span this page covers: to its last entry unless it is the range's last page.
         let span_end =
             if page.complete { end.clone() } else { page.entries.last().map(|(k, _)| super::memtable::successor(k)) };
-        let mut merged: BTreeMap<Vec<u8>, Option<Blob>> = BTreeMap::new();
-        for (k, v) in page.entries {
-            merged.insert(k, Some(keys::decode_blob(&v).map_err(IndexError::Failed)?));
+        let next = span_end.clone().filter(|_| !page.complete);
+        if let (Some(n), None) = (&next, lister.delimiter()) {
+            ahead = Some((n.clone(), m.epoch(), m.index_page(Table::Blobs, n.clone(), end.clone(), list_page(q.max))));
         }
         // Resident entries shadow the index: dirty ones are newer, clean ones the same.
-        let lo = keys::parse_blob(&from).ok_or_else(|| IndexError::Failed("a listing key".into()))?;
-        let in_span = |k: &[u8]| span_end.as_deref().is_none_or(|e| k < e);
-        for (k, b) in m.state.blobs.range(lo.clone()..) {
-            let kb = keys::blob(k);
-            if !in_span(&kb) {
-                break;
+        let lo = keys::parse_blob(&from).ok_or_else(bad_key)?;
+        let in_span = |k: &BlobKey| span_end.as_deref().is_none_or(|e| keys::blob(k).as_slice() < e);
+        let shadowed = m.state.blobs.range(lo.clone()..).next().is_some_and(|(k, _)| in_span(k))
+            || m.dirty.blobs.range(lo.clone()..).next().is_some_and(|(k, _)| in_span(k));
+        let flow = if shadowed {
+            let mut merged: BTreeMap<Vec<u8>, Option<Blob>> = BTreeMap::new();
+            for (k, v) in page.entries {
+                merged.insert(k, Some(keys::decode_blob(&v).map_err(IndexError::Failed)?));
             }
-            merged.insert(kb, Some(b.clone()));
+            for (k, b) in m.state.blobs.range(lo.clone()..).take_while(|(k, _)| in_span(k)) {
+                merged.insert(keys::blob(k), Some(b.clone()));
+            }
+            for k in m.dirty.blobs.range(lo..).map(|(k, _)| k).take_while(|k| in_span(k)) {
+                if !m.state.blobs.contains_key(k) {
+                    merged.insert(keys::blob(k), None);
+                }
+            }
+            offer_all(&mut lister, merged.into_iter().filter_map(|(k, b)| b.map(|b| (k, Ok(b)))), name_at)?
+        } else {
+            let decoded = page.entries.into_iter().map(|(k, v)| {
+                let b = keys::decode_blob(&v).map_err(IndexError::Failed);
+                (k, b)
+            });
+            offer_all(&mut lister, decoded, name_at)?
+        };
+        match flow {
+            Flow::More => {}
+            Flow::Done => return Ok(lister.finish(false)),
+            Flow::Full => return Ok(lister.finish(true)),
         }
-        for k in m.dirty.blobs.range(lo..).map(|(k, _)| k) {
-            let kb = keys::blob(k);
-            if !in_span(&kb) {
-                break;
-            }
-            if !m.state.blobs.contains_key(k) {
-                merged.insert(kb, None);
-            }
-        }
-        for (k, b) in merged {
-            let Some(b) = b else { continue };
-            let key = keys::parse_blob(&k).ok_or_else(|| IndexError::Failed("a listing key".into()))?;
-            match lister.offer(&key.name, &b) {
-                Flow::More => {}
-                Flow::Done => return Ok(lister.finish(false)),
-                Flow::Full => return Ok(lister.finish(true)),
-            }
-        }
-        let Some(next) = span_end.filter(|_| !page.complete) else {
+        let Some(next) = next else {
             return Ok(lister.finish(false));
         };
         // Names under a prefix just collapsed need not be read.
@@ -668,6 +679,24 @@ pub async fn list_blobs(
             _ => next,
         };
     }
+}
+
+/// Offers blobs (keys as the index spells them) to a listing until it stops; `More` when all
+/// were taken.
+fn offer_all(
+    lister: &mut Lister<'_>,
+    blobs: impl Iterator<Item = (Vec<u8>, Result<Blob, IndexError>)>,
+    name_at: usize,
+) -> Result<Flow, IndexError> {
+    for (k, b) in blobs {
+        let name = k.get(name_at..).and_then(|n| std::str::from_utf8(n).ok());
+        let name = name.ok_or_else(|| IndexError::Failed("a listing key is not a blob's".into()))?;
+        match lister.offer(name, &b?) {
+            Flow::More => {}
+            stop => return Ok(stop),
+        }
+    }
+    Ok(Flow::More)
 }
 
 /// Runs `f` on the index thread; its errors and the thread's as text.
