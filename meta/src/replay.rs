@@ -33,8 +33,8 @@ pub enum RecoverError {
 
 #[derive(Debug)]
 pub struct Recovered {
-    /// The records to apply, in order (checkpoint first).
-    pub records: Vec<Record>,
+    /// The records to apply with their LSNs, in order (checkpoint first).
+    pub records: Vec<(u64, Record)>,
     pub resume: Resume,
     /// Bytes of a torn round that were dropped, if any: (device offset, length) to clear before
     /// new frames are written, so no stale frame of it can ever be read as a continuation.
@@ -71,6 +71,16 @@ pub async fn format_log(place: &LogPlace, dev: &dyn BlockDevice) -> io::Result<(
 }
 
 pub async fn recover(place: &LogPlace, dev: &dyn BlockDevice) -> Result<Recovered, RecoverError> {
+    recover_decoding(place, dev, 0).await
+}
+
+/// Recovery that decodes a record only if it ends a checkpoint or its LSN is at least
+/// `decode_from` (an index holds the others already); every frame is still checked.
+async fn recover_decoding(
+    place: &LogPlace,
+    dev: &dyn BlockDevice,
+    decode_from: u64,
+) -> Result<Recovered, RecoverError> {
     let shard = place.shard;
     let io_err = |source| RecoverError::Io { shard, source };
     let mut headers = Vec::new();
@@ -89,7 +99,7 @@ pub async fn recover(place: &LogPlace, dev: &dyn BlockDevice) -> Result<Recovere
     for (half, header) in headers {
         let (offset, len) = place.halves[half as usize];
         let bytes = read_range(dev, offset, len).await.map_err(io_err)?;
-        match replay_half(shard, half, header, &bytes)? {
+        match replay_half(shard, half, header, &bytes, decode_from)? {
             Some(mut rec) => {
                 rec.resume.generation = max_generation;
                 rec.torn = rec.torn.map(|(from, to)| (offset + from, to - from));
@@ -125,7 +135,7 @@ pub async fn recover_after(
     after: u64,
 ) -> Result<RecoveredAfter, RecoverError> {
     let shard = place.shard;
-    let current = recover(place, dev).await?;
+    let current = recover_decoding(place, dev, after + 1).await?;
     let first = current.resume.first_lsn;
     let end = current.resume.next_lsn - 1;
     let mut records = Vec::new();
@@ -157,23 +167,35 @@ pub async fn recover_after(
     if after > end {
         return Err(RecoverError::Gap { shard, index: after, from: first, to: end });
     }
-    records.extend(
-        current.records.into_iter().enumerate().map(|(i, r)| (first + i as u64, r)).filter(|(lsn, _)| *lsn > after),
-    );
+    records.extend(current.records.into_iter().filter(|(lsn, _)| *lsn > after));
     Ok(RecoveredAfter { records, resume: current.resume, torn: current.torn })
 }
 
-/// Replays one half. None when its checkpoint is incomplete (a crash during the switch).
-fn replay_half(shard: u32, half: u8, header: HalfHeader, bytes: &[u8]) -> Result<Option<Recovered>, RecoverError> {
+/// Replays one half, decoding the records of its checkpoint and those from `decode_from` on.
+/// None when its checkpoint is incomplete (a crash during the switch).
+fn replay_half(
+    shard: u32,
+    half: u8,
+    header: HalfHeader,
+    bytes: &[u8],
+    decode_from: u64,
+) -> Result<Option<Recovered>, RecoverError> {
     let mut records = Vec::new();
     let mut at = PAGE_SIZE;
     let mut expected = header.first_lsn;
     let mut checkpoint_done = false;
     while let Some(f) = parse_frame(bytes, at).filter(|f| f.lsn == expected) {
-        let rec =
-            Record::decode(f.payload).map_err(|reason| RecoverError::BadRecord { shard, half, lsn: f.lsn, reason })?;
-        checkpoint_done |= rec == Record::CheckpointEnd;
-        records.push(rec);
+        // A frame's checksum covers its payload, so a skipped record is still known intact.
+        if !checkpoint_done || f.lsn >= decode_from {
+            let rec = Record::decode(f.payload).map_err(|reason| RecoverError::BadRecord {
+                shard,
+                half,
+                lsn: f.lsn,
+                reason,
+            })?;
+            checkpoint_done |= rec == Record::CheckpointEnd;
+            records.push((f.lsn, rec));
+        }
         at = f.end;
         expected += 1;
     }
@@ -258,7 +280,7 @@ mod tests {
     #[test]
     fn intact_log_replays_everything() {
         let (h, b, _) = half(&[&[2, 3], &[4]]);
-        let r = replay_half(0, 0, h, &b).unwrap().unwrap();
+        let r = replay_half(0, 0, h, &b, 0).unwrap().unwrap();
         assert_eq!(r.records.len(), 4);
         assert_eq!(r.resume.next_lsn, 5);
         assert!(r.torn.is_none());
@@ -268,7 +290,7 @@ mod tests {
     fn damage_in_the_last_round_is_a_torn_tail() {
         let (h, mut b, starts) = half(&[&[2, 3], &[4, 5, 6]]);
         b[starts[2] + 40] ^= 1; // LSN 4, first frame of the last round
-        let r = replay_half(0, 0, h, &b).unwrap().unwrap();
+        let r = replay_half(0, 0, h, &b, 0).unwrap().unwrap();
         assert_eq!(r.resume.next_lsn, 4, "records up to 3 survive");
         let (from, to) = r.torn.unwrap();
         assert!(from as usize <= starts[2] && to as usize >= starts[4], "the rest of the round is cleared");
@@ -278,7 +300,7 @@ mod tests {
     fn damage_followed_by_a_later_round_is_an_error() {
         let (h, mut b, starts) = half(&[&[2, 3], &[4, 5], &[6]]);
         b[starts[1] + 40] ^= 1; // LSN 3: durable, since round 4.. was written after its flush
-        let err = replay_half(0, 0, h, &b).unwrap_err();
+        let err = replay_half(0, 0, h, &b, 0).unwrap_err();
         assert!(matches!(err, RecoverError::Damaged { lsn: 3, later: 4, .. }), "{err}");
     }
 
@@ -288,7 +310,7 @@ mod tests {
         let mut b = header.encode().to_vec();
         encode_frame(&mut b, 10, 10, &rec(1));
         b.resize(1 << 20, 0);
-        assert!(replay_half(0, 1, header, &b).unwrap().is_none());
+        assert!(replay_half(0, 1, header, &b, 0).unwrap().is_none());
     }
 
     #[test]
@@ -298,7 +320,7 @@ mod tests {
         encode_frame(&mut stale, 0, 0, &rec(9)); // LSN below the half's first LSN
         let at = 64 * 1024;
         b[at..at + stale.len()].copy_from_slice(&stale);
-        let r = replay_half(0, 0, h, &b).unwrap().unwrap();
+        let r = replay_half(0, 0, h, &b, 0).unwrap().unwrap();
         assert_eq!(r.records.len(), 2);
         assert!(r.torn.is_none());
     }

@@ -71,7 +71,7 @@ impl MetaStore {
                 .map_err(|source| RecoverError::Io { shard: place.shard, source })?;
         }
         let mut state = ShardMeta::default();
-        for r in &rec.records {
+        for (_, r) in &rec.records {
             state.apply(r);
         }
         let report = OpenReport {
