@@ -66,8 +66,8 @@ pub enum Want {
 /// What the index held for some wants.
 #[derive(Debug, Default)]
 pub struct Fetched {
-    blobs: Vec<(BlobKey, Option<Blob>, usize)>,
-    staged: Vec<(BlobKey, Option<Staged>, usize)>,
+    blobs: Vec<(BlobKey, Option<Blob>)>,
+    staged: Vec<(BlobKey, Option<Staged>)>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -278,10 +278,10 @@ impl ShardIndex {
     /// in: what a caller made resident stays until its next await, so a check and the commit it
     /// guards always see the same entries.
     pub fn install(&mut self, got: Fetched) {
-        let incoming = got.blobs.iter().map(|(k, b, _)| blob_mem(k, b.as_ref())).sum::<usize>()
-            + got.staged.iter().map(|(k, s, _)| staged_mem(k, s.as_ref())).sum::<usize>();
+        let incoming = got.blobs.iter().map(|(k, b)| blob_mem(k, b.as_ref())).sum::<usize>()
+            + got.staged.iter().map(|(k, s)| staged_mem(k, s.as_ref())).sum::<usize>();
         self.evict(incoming);
-        for (key, blob, _) in got.blobs {
+        for (key, blob) in got.blobs {
             let want = Want::Blob(key.clone());
             if self.is_resident(&want) {
                 continue;
@@ -292,7 +292,7 @@ impl ShardIndex {
             }
             self.clean.insert(want, size);
         }
-        for (key, staged, _) in got.staged {
+        for (key, staged) in got.staged {
             let want = Want::Staged(key.clone());
             if self.is_resident(&want) {
                 continue;
@@ -718,18 +718,15 @@ fn fetch_on(ix: &Index, wants: &[Want]) -> Result<Fetched, redb::Error> {
         match w {
             Want::Blob(k) => {
                 let v = ix.get(Table::Blobs, &keys::blob(k))?;
-                let size = v.as_ref().map_or(0, Vec::len) + k.name.len() + 64;
                 let blob = v.map(|v| keys::decode_blob(&v)).transpose().map_err(bad)?;
-                out.blobs.push((k.clone(), blob, size));
+                out.blobs.push((k.clone(), blob));
             }
             Want::Staged(k) => {
                 let prefix = keys::staged_prefix(k);
                 let page = ix.range(Table::Staged, &prefix, prefix_end(&prefix).as_deref(), usize::MAX)?;
-                let mut size = k.name.len() + 64;
                 let mut blocks: Vec<(u64, StagedBlock)> = Vec::with_capacity(page.entries.len());
                 let mut container_id = None;
-                for (key, v) in page.entries {
-                    size += key.len() + v.len();
+                for (_, v) in page.entries {
                     let e = keys::decode_staged(&v).map_err(bad)?;
                     if *container_id.get_or_insert(e.container_id) != e.container_id {
                         return Err(bad(format!("staged blocks of {k:?} name two container incarnations")));
@@ -737,7 +734,7 @@ fn fetch_on(ix: &Index, wants: &[Want]) -> Result<Fetched, redb::Error> {
                     blocks.push((e.place, e.block));
                 }
                 let staged = container_id.map(|cid| Staged::from_places(cid, blocks));
-                out.staged.push((k.clone(), staged, size));
+                out.staged.push((k.clone(), staged));
             }
         }
     }
