@@ -8,7 +8,14 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::buf::PAGE_SIZE;
 
 pub const MAGIC: [u8; 8] = *b"EDGEBLOB";
-pub const FORMAT_VERSION: u32 = 1;
+/// The version this build formats: 2 adds each shard's metadata index (an index header area after
+/// the log, and the length of the index's segments). Version 1 devices are still read and written
+/// (their metadata lives in the log alone) until `edgeblob-admin upgrade` has moved them.
+pub const FORMAT_VERSION: u32 = 2;
+/// Every version this build reads.
+pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
+/// Bytes after a v2 log that hold the index's two header slots (the rest is reserved).
+pub const INDEX_AREA: u64 = 1 << 20;
 pub const SECRET_LEN: usize = 192;
 /// Regions start after the first MiB, which holds the superblock and room for later needs.
 pub const REGIONS_START: u64 = 1 << 20;
@@ -19,7 +26,7 @@ const CHECKSUM_AT: usize = PAGE_SIZE - 8;
 pub enum SuperblockError {
     #[error("no edgeblob superblock (magic {0:02x?}): not formatted, or not an edgeblob device")]
     NotFormatted([u8; 8]),
-    #[error("format version {found} is not readable by this build (reads {FORMAT_VERSION})")]
+    #[error("format version {found} is not readable by this build (reads 1 and {FORMAT_VERSION})")]
     Version { found: u32 },
     #[error("superblock checksum mismatch: the superblock is damaged")]
     Checksum,
@@ -39,13 +46,22 @@ pub struct Layout {
     pub region_len: u64,
     /// Bytes of each region given to the metadata log (two halves), at the region's start.
     pub log_len: u64,
+    /// Bytes after the log for the index header ([`INDEX_AREA`] in v2, 0 in v1).
+    pub index_area: u64,
+    /// Length of each segment of the index's storage (v2; 0 in v1).
+    pub segment_len: u64,
 }
 
 impl Layout {
     /// The smallest region that holds a log and some data.
     pub const MIN_REGION: u64 = 16 << 20;
 
+    /// The layout of a new device of this build's [`FORMAT_VERSION`].
     pub fn for_device(len: u64, shards: u32) -> Result<Layout, SuperblockError> {
+        Layout::for_version(len, shards, FORMAT_VERSION)
+    }
+
+    pub fn for_version(len: u64, shards: u32, version: u32) -> Result<Layout, SuperblockError> {
         let need = REGIONS_START + Self::MIN_REGION * shards as u64;
         if shards == 0 || len < need {
             return Err(SuperblockError::TooSmall { len, shards, need });
@@ -53,7 +69,20 @@ impl Layout {
         let region_len = (len - REGIONS_START) / shards as u64 / ALIGN * ALIGN;
         // A sixteenth of the region for metadata, at least 4 MiB and at most 1 GiB.
         let log_len = (region_len / 16 / ALIGN * ALIGN).clamp(4 << 20, 1 << 30);
-        Ok(Layout { shards, regions_start: REGIONS_START, region_len, log_len })
+        let mut l = Layout { shards, regions_start: REGIONS_START, region_len, log_len, index_area: 0, segment_len: 0 };
+        if version >= 2 {
+            l.index_area = INDEX_AREA;
+            // A header names at most 2,038 segments: a thousandth of the data area each lets the
+            // index grow to twice the data area, far past any real need, in few segments.
+            let data = region_len - log_len - INDEX_AREA;
+            l.segment_len = (data / 1024 / ALIGN * ALIGN).clamp(ALIGN, 64 << 20);
+        }
+        Ok(l)
+    }
+
+    /// Device offset of a v2 shard's index header slots; None in v1.
+    pub fn index_header(&self, shard: u32) -> Option<u64> {
+        (self.index_area > 0).then(|| self.region_start(shard) + self.log_len)
     }
 
     pub fn region_start(&self, shard: u32) -> u64 {
@@ -69,7 +98,8 @@ impl Layout {
 
     /// The data area of a shard: (offset, length).
     pub fn data_area(&self, shard: u32) -> (u64, u64) {
-        (self.region_start(shard) + self.log_len, self.region_len - self.log_len)
+        let meta = self.log_len + self.index_area;
+        (self.region_start(shard) + meta, self.region_len - meta)
     }
 
     /// The shard whose region holds `offset`, if any.
@@ -85,6 +115,12 @@ impl Layout {
         }
         if self.log_len >= self.region_len || !self.log_len.is_multiple_of(2 * PAGE_SIZE as u64) {
             return bad("log does not fit its region");
+        }
+        if self.log_len + self.index_area >= self.region_len || !self.index_area.is_multiple_of(ALIGN) {
+            return bad("index area does not fit its region");
+        }
+        if (self.index_area == 0) != (self.segment_len == 0) || !self.segment_len.is_multiple_of(PAGE_SIZE as u64) {
+            return bad("an index area needs a segment length, in pages");
         }
         let end = self.regions_start.checked_add(self.region_len.saturating_mul(self.shards as u64));
         match end {
@@ -121,19 +157,20 @@ impl Superblock {
     /// A new superblock for a device of `device_len` bytes split into `shards` regions, with a
     /// fresh uuid and secret from the OS random source.
     pub fn new(device_len: u64, shards: u32) -> Result<Superblock, SuperblockError> {
-        let layout = Layout::for_device(device_len, shards)?;
+        Superblock::new_version(device_len, shards, FORMAT_VERSION)
+    }
+
+    /// A new superblock of an older readable version (tests and upgrades make v1 devices).
+    pub fn new_version(device_len: u64, shards: u32, version: u32) -> Result<Superblock, SuperblockError> {
+        if !READABLE_VERSIONS.contains(&version) {
+            return Err(SuperblockError::Version { found: version });
+        }
+        let layout = Layout::for_version(device_len, shards, version)?;
         let mut secret = [0u8; SECRET_LEN];
         getrandom::getrandom(&mut secret).map_err(|e| SuperblockError::Layout(format!("no randomness: {e}")))?;
         let created_unix =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Ok(Superblock {
-            version: FORMAT_VERSION,
-            uuid: *uuid::Uuid::new_v4().as_bytes(),
-            device_len,
-            layout,
-            created_unix,
-            secret,
-        })
+        Ok(Superblock { version, uuid: *uuid::Uuid::new_v4().as_bytes(), device_len, layout, created_unix, secret })
     }
 
     pub fn encode(&self) -> [u8; PAGE_SIZE] {
@@ -150,6 +187,8 @@ impl Superblock {
         p[64..72].copy_from_slice(&self.layout.log_len.to_le_bytes());
         p[72..80].copy_from_slice(&self.created_unix.to_le_bytes());
         p[80..80 + SECRET_LEN].copy_from_slice(&self.secret);
+        p[272..280].copy_from_slice(&self.layout.index_area.to_le_bytes());
+        p[280..288].copy_from_slice(&self.layout.segment_len.to_le_bytes());
         let sum = xxh3_64(&p[..CHECKSUM_AT]);
         p[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
         p
@@ -168,15 +207,27 @@ impl Superblock {
             return Err(SuperblockError::Checksum);
         }
         let version = u32_at(8);
-        if version != FORMAT_VERSION {
+        if !READABLE_VERSIONS.contains(&version) {
             return Err(SuperblockError::Version { found: version });
         }
         let device_len = u64_at(32);
         if device_len > actual_len {
             return Err(SuperblockError::Truncated { formatted: device_len, actual: actual_len });
         }
-        let layout =
-            Layout { shards: u32_at(40), regions_start: u64_at(48), region_len: u64_at(56), log_len: u64_at(64) };
+        let layout = Layout {
+            shards: u32_at(40),
+            regions_start: u64_at(48),
+            region_len: u64_at(56),
+            log_len: u64_at(64),
+            index_area: u64_at(272),
+            segment_len: u64_at(280),
+        };
+        if (version >= 2) != (layout.index_area > 0) {
+            return Err(SuperblockError::Layout(format!(
+                "a version {version} superblock with an index area of {}",
+                layout.index_area
+            )));
+        }
         layout.check(device_len)?;
         Ok(Superblock {
             version,
@@ -201,7 +252,22 @@ mod tests {
         assert_eq!(back.layout.shards, 2);
         let (d0, l0) = back.layout.data_area(0);
         let (d1, _) = back.layout.data_area(1);
-        assert_eq!(d0 + l0 + back.layout.log_len, d1, "regions are contiguous");
+        assert_eq!(d0 + l0 + back.layout.log_len + INDEX_AREA, d1, "regions are contiguous");
+        let h = back.layout.index_header(0).unwrap();
+        assert_eq!(
+            (h, h + INDEX_AREA),
+            (back.layout.region_start(0) + back.layout.log_len, d0),
+            "the index header lies between log and data"
+        );
+    }
+
+    #[test]
+    fn version_1_devices_still_decode_with_no_index() {
+        let sb = Superblock::new_version(1 << 30, 2, 1).unwrap();
+        let back = Superblock::decode(&sb.encode(), 1 << 30).unwrap();
+        assert_eq!((back.version, back.layout.index_header(0), back.layout.segment_len), (1, None, 0));
+        let (d0, l0) = back.layout.data_area(0);
+        assert_eq!((d0, d0 + l0), (back.layout.region_start(0) + back.layout.log_len, back.layout.region_start(1)));
     }
 
     #[test]
@@ -213,11 +279,16 @@ mod tests {
         assert!(matches!(Superblock::decode(&bad, 1 << 30), Err(SuperblockError::Checksum)));
         assert!(matches!(Superblock::decode(&[0; PAGE_SIZE], 1 << 30), Err(SuperblockError::NotFormatted(_))));
         assert!(matches!(Superblock::decode(&page, 1 << 29), Err(SuperblockError::Truncated { .. })));
-        let mut v2 = page;
-        v2[8] = 2;
-        let sum = xxh3_64(&v2[..CHECKSUM_AT]);
-        v2[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
-        assert!(matches!(Superblock::decode(&v2, 1 << 30), Err(SuperblockError::Version { found: 2 })));
+        let mut v3 = page;
+        v3[8] = 3;
+        let sum = xxh3_64(&v3[..CHECKSUM_AT]);
+        v3[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+        assert!(matches!(Superblock::decode(&v3, 1 << 30), Err(SuperblockError::Version { found: 3 })));
+        let mut v1_with_index = page;
+        v1_with_index[8] = 1;
+        let sum = xxh3_64(&v1_with_index[..CHECKSUM_AT]);
+        v1_with_index[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+        assert!(matches!(Superblock::decode(&v1_with_index, 1 << 30), Err(SuperblockError::Layout(_))));
     }
 
     #[test]

@@ -10,11 +10,13 @@ pub mod listing;
 pub mod model;
 pub mod record;
 pub mod replay;
+pub mod shard_store;
 pub mod state;
 pub mod store;
 pub mod wal;
 
 pub use model::*;
 pub use record::Record;
+pub use shard_store::ShardStore;
 pub use state::ShardMeta;
 pub use store::{Limits, MetaError, MetaStore};

@@ -1,5 +1,7 @@
-//! Golden bytes of on-disk format v1 (docs/format.md): the superblock, a self-checking page, a
-//! log half header, and a log frame of every record type, committed under `tests/golden/v1/`.
+//! Golden bytes of the on-disk formats (docs/format.md). v1: the superblock, a self-checking page,
+//! a log half header, and a log frame of every record type, under `tests/golden/v1/` (the log and
+//! the pages are unchanged in v2). v2: its superblock, an index header slot, and a key and value
+//! of every index table, under `tests/golden/v2/`.
 //! Each is decoded to the value it must hold and encoded back byte for byte. A failure here
 //! means the format changed: that must be a deliberate act, with a version bump, a migration
 //! and new fixtures beside these (`EDGEBLOB_BLESS=1` writes fixtures that do not exist yet; it
@@ -11,21 +13,29 @@ use std::path::PathBuf;
 
 use edgeblob_io::superblock::{Layout, Superblock, FORMAT_VERSION, SECRET_LEN};
 use edgeblob_io::{page, PAGE_SIZE};
+use edgeblob_meta::index::keys;
+use edgeblob_meta::index::region::{Header, IndexPlace, HEADER_LEN};
 use edgeblob_meta::model::*;
 use edgeblob_meta::wal::{encode_frame, parse_frame, HalfHeader, LOG_VERSION};
 use edgeblob_meta::Record;
 
-/// The format these fixtures are of.
-const VERSION: u32 = 1;
+/// The format version and log version this build writes, which the newest fixtures are of.
+const VERSION: u32 = 2;
+const LOG: u32 = 1;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/v{VERSION}/{name}"))
+fn fixture(version: u32, name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/v{version}/{name}"))
 }
 
-/// The committed bytes of `name`; with `EDGEBLOB_BLESS=1`, a missing fixture is written from
-/// `encoded` first.
+/// The committed v1 bytes of `name` (see [`golden_in`]).
 fn golden(name: &str, encoded: &[u8]) -> Vec<u8> {
-    let path = fixture(name);
+    golden_in(1, name, encoded)
+}
+
+/// The committed bytes of `name` in format `version`; with `EDGEBLOB_BLESS=1`, a missing fixture
+/// is written from `encoded` first.
+fn golden_in(version: u32, name: &str, encoded: &[u8]) -> Vec<u8> {
+    let path = fixture(version, name);
     if !path.exists() && std::env::var_os("EDGEBLOB_BLESS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, encoded).unwrap();
@@ -35,29 +45,84 @@ fn golden(name: &str, encoded: &[u8]) -> Vec<u8> {
 
 #[test]
 fn these_fixtures_are_of_the_current_format() {
-    assert_eq!((FORMAT_VERSION, LOG_VERSION), (VERSION, VERSION), "a new version needs new fixtures and a migration");
+    assert_eq!((FORMAT_VERSION, LOG_VERSION), (VERSION, LOG), "a new version needs new fixtures and a migration");
 }
 
-fn superblock() -> Superblock {
+fn superblock_of(version: u32) -> Superblock {
     let device_len = 1 << 30;
     Superblock {
-        version: FORMAT_VERSION,
+        version,
         uuid: *b"golden-uuid-0001",
         device_len,
-        layout: Layout::for_device(device_len, 2).unwrap(),
+        layout: Layout::for_version(device_len, 2, version).unwrap(),
         created_unix: 1_795_339_877,
         secret: std::array::from_fn::<u8, SECRET_LEN, _>(|i| (i * 7 + 3) as u8),
     }
 }
 
 #[test]
-fn superblock_v1() {
-    let sb = superblock();
-    let bytes = golden("superblock.bin", &sb.encode());
-    assert_eq!(bytes.len(), PAGE_SIZE);
-    let back = Superblock::decode(&bytes, sb.device_len).unwrap();
-    assert_eq!(back, sb);
-    assert_eq!(back.encode()[..], bytes[..]);
+fn superblock_v1_and_v2() {
+    for version in [1, 2] {
+        let sb = superblock_of(version);
+        let bytes = golden_in(version, "superblock.bin", &sb.encode());
+        assert_eq!(bytes.len(), PAGE_SIZE);
+        let back = Superblock::decode(&bytes, sb.device_len).unwrap();
+        assert_eq!(back, sb);
+        assert_eq!(back.encode()[..], bytes[..]);
+    }
+    let v2 = superblock_of(2).layout;
+    assert_eq!((v2.index_area, v2.segment_len), (1 << 20, 1 << 20), "a 1 GiB device of two shards");
+    assert_eq!(v2.index_header(1), Some(v2.region_start(1) + v2.log_len));
+}
+
+#[test]
+fn index_header_v2() {
+    let place = IndexPlace { shard: 1, uuid: *b"golden-uuid-0001", header: 40 << 20, segment_len: 1 << 20 };
+    let h = Header { seq: 7, len: 5 << 20, high_water: (3 << 20) + 4096, segments: vec![48 << 20, 0, 50 << 20] };
+    let bytes = golden_in(2, "index-header.bin", &h.encode(&place));
+    assert_eq!(bytes.len(), HEADER_LEN);
+    assert_eq!(Header::decode(&bytes, &place), Some(h.clone()), "a hole (0) is a segment not taken yet");
+    assert_eq!(h.encode(&place), bytes);
+    let other = IndexPlace { shard: 0, ..place };
+    assert_eq!(Header::decode(&bytes, &other), None, "another shard's header is not this one's");
+}
+
+#[test]
+fn an_entry_of_every_index_table_v2() {
+    let (_, blob_rec) = every_record().into_iter().find(|(n, _)| *n == "blob-put").unwrap();
+    let Record::BlobPut { key: k, blob } = blob_rec else { unreachable!() };
+    let container = every_record()
+        .into_iter()
+        .find_map(|(_, r)| match r {
+            Record::ContainerPut { container, .. } => Some(container),
+            _ => None,
+        })
+        .unwrap();
+    let staged = keys::StagedEntry {
+        container_id: 9,
+        place: 3,
+        block: StagedBlock { block: block("AAAC"), staged_ns: 1_795_339_881_000_000_000 },
+    };
+    let entries: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+        ("blobs", keys::blob(&k), keys::encode_blob(&blob)),
+        ("staged", keys::staged(&k, b"AAAC"), keys::encode_staged(&staged)),
+        ("catalog", keys::container("devstoreaccount1", "golden"), keys::encode_container(&container)),
+    ];
+    for (table, key_bytes, value) in entries {
+        let mut both = (key_bytes.len() as u32).to_le_bytes().to_vec();
+        both.extend_from_slice(&key_bytes);
+        both.extend_from_slice(&value);
+        let bytes = golden_in(2, &format!("index-{table}.bin"), &both);
+        assert_eq!(bytes, both, "{table}: encodes to other bytes");
+    }
+    assert_eq!(keys::parse_blob(&keys::blob(&k)), Some(k.clone()));
+    assert_eq!(keys::parse_staged(&keys::staged(&k, b"\0id\0")), Some(k.clone()), "ids may hold NULs");
+    let v = golden_in(2, "index-blobs.bin", &[]);
+    let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
+    assert_eq!(keys::decode_blob(&v[4 + klen..]).unwrap(), blob);
+    let v = golden_in(2, "index-staged.bin", &[]);
+    let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
+    assert_eq!(keys::decode_staged(&v[4 + klen..]).unwrap(), staged);
 }
 
 #[test]

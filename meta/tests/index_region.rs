@@ -83,10 +83,12 @@ fn what_is_committed_survives_reopening() {
         assert!(segments.spare() < all_segments().len(), "growth took segments from the grant");
     }
     let reopened = disk.crash(Crash::LoseUnflushed);
-    let (db, _) = open(&reopened, &[]);
-    assert!(holds(&db, 20_000, 0), "everything committed is there after a restart");
+    let (db, segments) = open(&reopened, &[]);
+    assert!(holds(&db, 20_000, 0), "everything committed is there after a restart, with no grant");
+    // Grants not taken before the restart are the allocator's again: the shard grants anew.
+    segments.grant(all_segments().into_iter().filter(|s| !reopened_holds(&reopened).contains(s)));
     commit(&db, 0..20_000, 1).unwrap();
-    assert!(holds(&db, 20_000, 1), "the reopened index takes writes into the segments it holds");
+    assert!(holds(&db, 20_000, 1), "the reopened index takes writes");
 }
 
 #[test]
@@ -154,6 +156,13 @@ fn growth_without_a_granted_segment_fails_cleanly_and_resumes_after_a_grant() {
     assert!(holds(&db, 60_000, 3));
 }
 
+/// The segments the index on `disk` holds.
+fn reopened_holds(disk: &SimDisk) -> Vec<u64> {
+    RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), Arc::new(Segments::default()))
+        .unwrap()
+        .segments()
+}
+
 /// Five zeros, `mid`, five zeros.
 fn padded(mid: &[u8; 20]) -> [u8; 30] {
     let mut out = [0u8; 30];
@@ -166,8 +175,9 @@ fn new_space_reads_as_zeros_and_partial_pages_keep_their_neighbours() {
     let disk = disk();
     let segments = Arc::new(Segments::default());
     segments.grant(all_segments());
-    let b = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), segments).unwrap();
+    let b = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), segments.clone()).unwrap();
     b.set_len(3 * SEGMENT + 100).unwrap();
+    assert_eq!(segments.spare(), all_segments().len(), "a longer index takes no segment until written");
     let mut out = vec![1u8; 3 * SEGMENT as usize + 100];
     b.read(0, &mut out).unwrap();
     assert!(out.iter().all(|&x| x == 0), "the device's old bytes never show through");
@@ -182,9 +192,11 @@ fn new_space_reads_as_zeros_and_partial_pages_keep_their_neighbours() {
     assert_eq!(&back, &padded(b"012XY56789abcdefghij"));
     assert!(b.read(3 * SEGMENT + 90, &mut [0u8; 11]).is_err(), "reads stop at the length");
     b.sync_data().unwrap();
+    let segments_left = segments.spare();
     let header = b.header();
     assert_eq!(header.len, 3 * SEGMENT + 100);
-    assert_eq!(header.segments.len(), 4);
+    assert_eq!(header.segments.len(), 2, "only the segments written to are taken");
+    assert_eq!(segments_left, all_segments().len() - 2);
     drop(b);
     // After a restart the header names the same segments and the written bytes are there.
     let disk = disk.crash(Crash::LoseUnflushed);

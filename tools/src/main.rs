@@ -1,5 +1,8 @@
-//! `edgeblob-admin`: format a device, inspect its layout, check it (fsck), report data reduction.
-//! Every command but `inspect` opens the device exclusively: stop the node first.
+//! `edgeblob-admin`: format a device, inspect its layout, check it (fsck), report data reduction,
+//! upgrade a v1 data file to v2. Every command but `inspect` opens the device exclusively: stop
+//! the node first.
+
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,10 +10,11 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use edgeblob_engine::config::EngineConfig;
-use edgeblob_engine::startup::{format_device, format_file, log_place, read_superblock};
+use edgeblob_engine::startup::{format_device, format_file, index_place, log_place, read_superblock};
 use edgeblob_engine::Node;
 use edgeblob_io::sync_device::SyncDevice;
 use edgeblob_io::{AlignedBuf, BlockDevice, DeviceFile, PAGE_SIZE};
+use edgeblob_meta::index::region::{RegionBackend, Segments};
 use edgeblob_meta::wal::HalfHeader;
 
 #[derive(Parser)]
@@ -45,6 +49,18 @@ enum Cmd {
     Fsck {
         #[arg(long)]
         data: PathBuf,
+    },
+    /// Carry a format v1 data file's containers and blobs into a new format v2 data file (see
+    /// docs/operations.md). The old file is only read.
+    Upgrade {
+        /// The v1 data file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The v2 data file to create (must not exist); as large as the old one unless --size.
+        #[arg(long)]
+        to: PathBuf,
+        #[arg(long, value_parser = edgeblob_engine::config::parse_size)]
+        size: Option<u64>,
     },
     /// Data-reduction ratio of the node, or of one container (ACCOUNT/CONTAINER).
     Stats {
@@ -118,6 +134,20 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                     });
                 }
                 let (doff, dlen) = l.data_area(s);
+                if let Some(place) = index_place(&sb, s) {
+                    let shared = Arc::new(SyncDevice::new(file.clone()));
+                    halves.push(match RegionBackend::open(shared, place, Arc::new(Segments::default())) {
+                        Ok(b) => {
+                            let h = b.header();
+                            let held = b.segments().len();
+                            format!(
+                                "index: {} bytes, {held} segments of {}, header #{}",
+                                h.len, place.segment_len, h.seq
+                            )
+                        }
+                        Err(e) => format!("index: {e}"),
+                    });
+                }
                 println!("shard {s:<6} data {doff}+{dlen}; {}", halves.join("; "));
             }
             Ok(ExitCode::SUCCESS)
@@ -138,6 +168,49 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             } else {
                 Ok(ExitCode::from(1))
             }
+        }
+        Cmd::Upgrade { from, to, size } => {
+            let file = DeviceFile::open(&from).map_err(|e| format!("{}: {e}", from.display()))?;
+            let sb = read_superblock(&file).map_err(|e| e.to_string())?;
+            if sb.version != 1 {
+                return Err(format!("{} is already format version {}", from.display(), sb.version));
+            }
+            let len = file.len();
+            drop(file);
+            if to.exists() {
+                return Err(format!("{} exists: upgrade writes a new file", to.display()));
+            }
+            // Built under another name and renamed once complete: a crash leaves no half file.
+            let building = to.with_extension("upgrading");
+            let _ = std::fs::remove_file(&building);
+            let old = Node::open(engine_config(from.clone())).map_err(|e| e.to_string())?;
+            let new_cfg = EngineConfig {
+                data_size: size.unwrap_or(len),
+                shards: Some(sb.layout.shards as usize),
+                format_version: 2,
+                ..engine_config(building.clone())
+            };
+            let new = Node::open(new_cfg).map_err(|e| e.to_string())?;
+            let report = rt.block_on(async {
+                let r = upgrade::copy_all(&old, &new).await?;
+                new.sync().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(r)
+            });
+            new.stop();
+            old.stop();
+            let report = report.inspect_err(|_| {
+                let _ = std::fs::remove_file(&building);
+            })?;
+            std::fs::rename(&building, &to).map_err(|e| e.to_string())?;
+            println!(
+                "upgraded {} to {}: {} containers, {} blobs, {} bytes",
+                from.display(),
+                to.display(),
+                report.containers,
+                report.blobs,
+                report.bytes
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Stats { data, container } => {
             let node = Node::open(engine_config(data)).map_err(|e| e.to_string())?;

@@ -37,6 +37,13 @@ pub fn staged_prefix(k: &BlobKey) -> Vec<u8> {
     out
 }
 
+/// The blob of a staged block's key (the id after it may hold any byte; the blob's key none).
+pub fn parse_staged(bytes: &[u8]) -> Option<BlobKey> {
+    let mut nuls = bytes.iter().enumerate().filter(|(_, &b)| b == 0).map(|(i, _)| i);
+    let (_, _, end) = (nuls.next()?, nuls.next()?, nuls.next()?);
+    parse_blob(&bytes[..end])
+}
+
 pub fn staged(k: &BlobKey, id: &[u8]) -> Vec<u8> {
     let mut out = staged_prefix(k);
     out.extend_from_slice(id);

@@ -28,6 +28,8 @@ pub const HEADER_LEN: usize = 4 * PAGE_SIZE;
 const MAGIC: &[u8; 8] = b"EBINDEX\0";
 const VERSION: u32 = 1;
 const SEGMENTS_AT: usize = 72;
+/// A segment slot not given a place yet (device offset 0 is the superblock, never a segment).
+const HOLE: u64 = 0;
 /// Segments one header can name.
 pub const MAX_SEGMENTS: usize = (HEADER_LEN - 8 - SEGMENTS_AT) / 8;
 
@@ -100,10 +102,6 @@ impl Header {
         let segments = (0..n).map(|i| le64(SEGMENTS_AT + i * 8)).collect();
         Some(Header { seq: le64(32), len: le64(40), high_water: le64(48), segments })
     }
-
-    fn capacity(&self, segment_len: u64) -> u64 {
-        self.segments.len() as u64 * segment_len
-    }
 }
 
 /// The segments the shard has set aside for the index's growth, shared between the shard (which
@@ -159,7 +157,13 @@ impl fmt::Debug for RegionBackend {
 impl RegionBackend {
     /// Writes an empty header into both slots: an index of no bytes and no segments.
     pub fn format(dev: &dyn BlockDevice, place: &IndexPlace) -> io::Result<()> {
-        let empty = Header { seq: 1, len: 0, high_water: 0, segments: Vec::new() };
+        RegionBackend::format_with(dev, place, &[])
+    }
+
+    /// Writes an empty header naming `segments` as the index's first storage (so that the index
+    /// can be created before the shard's allocator knows what is free).
+    pub fn format_with(dev: &dyn BlockDevice, place: &IndexPlace, segments: &[u64]) -> io::Result<()> {
+        let empty = Header { seq: 1, len: 0, high_water: 0, segments: segments.to_vec() };
         write_slot(dev, place, 0, &empty)?;
         write_slot(dev, place, 1, &Header { seq: 0, ..empty })?;
         blocking(dev.flush())
@@ -178,7 +182,8 @@ impl RegionBackend {
             .ok_or_else(|| {
                 io::Error::other(format!("shard {}: the index header is missing or damaged", place.shard))
             })?;
-        if header.len > header.capacity(place.segment_len) || header.high_water > header.capacity(place.segment_len) {
+        let most = MAX_SEGMENTS as u64 * place.segment_len;
+        if header.len > most || header.high_water > header.len {
             return Err(io::Error::other(format!("shard {}: the index header is inconsistent", place.shard)));
         }
         Ok(RegionBackend { dev, place, segments, state: Mutex::new(State { header: Arc::new(header), dirty: false }) })
@@ -186,7 +191,7 @@ impl RegionBackend {
 
     /// The segments the index holds (the shard reserves them in its allocator at start).
     pub fn segments(&self) -> Vec<u64> {
-        lock(&self.state).header.segments.clone()
+        lock(&self.state).header.segments.iter().copied().filter(|&s| s != HOLE).collect()
     }
 
     /// The storage length and the header, as last set.
@@ -195,13 +200,13 @@ impl RegionBackend {
     }
 
     /// Calls `f(device offset, storage offset, length)` for each piece of `[offset, offset+len)`
-    /// within one segment.
+    /// within one segment; the device offset is None where no segment was ever taken.
     fn pieces(
         &self,
         h: &Header,
         offset: u64,
         len: u64,
-        mut f: impl FnMut(u64, u64, u64) -> io::Result<()>,
+        mut f: impl FnMut(Option<u64>, u64, u64) -> io::Result<()>,
     ) -> io::Result<()> {
         let seg = self.place.segment_len;
         let mut at = offset;
@@ -209,11 +214,30 @@ impl RegionBackend {
             let i = (at / seg) as usize;
             let within = at % seg;
             let n = (seg - within).min(offset + len - at);
-            let base = *h.segments.get(i).ok_or_else(|| io::Error::other("index storage beyond its segments"))?;
-            f(base + within, at, n)?;
+            let base = h.segments.get(i).copied().filter(|&b| b != HOLE);
+            f(base.map(|b| b + within), at, n)?;
             at += n;
         }
         Ok(())
+    }
+
+    /// Gives every segment under storage `[lo, hi)` a place on the device, from the grant.
+    fn take_segments(&self, h: &mut Header, lo: u64, hi: u64) -> io::Result<bool> {
+        let seg = self.place.segment_len;
+        let (first, last) = ((lo / seg) as usize, ((hi - 1) / seg) as usize);
+        let mut changed = false;
+        if h.segments.len() <= last {
+            h.segments.resize(last + 1, HOLE);
+        }
+        for slot in &mut h.segments[first..=last] {
+            if *slot == HOLE {
+                *slot = self.segments.take().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::StorageFull, "the index has no segment granted to grow into")
+                })?;
+                changed = true;
+            }
+        }
+        Ok(changed)
     }
 
     /// Reads whole pages at page-aligned storage offset `offset` into `out` (a page multiple),
@@ -223,6 +247,8 @@ impl RegionBackend {
         let written = h.high_water.saturating_sub(offset).min(out.len() as u64);
         out[written as usize..].fill(0);
         self.pieces(h, offset, written.next_multiple_of(PAGE_SIZE as u64).min(out.len() as u64), |dev_at, at, n| {
+            // A segment never taken was never written: its zeros are already in place.
+            let Some(dev_at) = dev_at else { return Ok(()) };
             let (res, buf) = blocking(self.dev.read(AlignedBuf::zeroed(n as usize), dev_at));
             res?;
             let from = (at - offset) as usize;
@@ -274,20 +300,12 @@ impl StorageBackend for RegionBackend {
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
         let mut st = lock(&self.state);
-        let seg = self.place.segment_len;
-        let h = Arc::make_mut(&mut st.header);
-        while h.capacity(seg) < len {
-            if h.segments.len() == MAX_SEGMENTS {
-                return Err(io::Error::new(
-                    io::ErrorKind::StorageFull,
-                    "the index has as many segments as its header can name",
-                ));
-            }
-            let s = self.segments.take().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::StorageFull, "the index has no segment granted to grow into")
-            })?;
-            h.segments.push(s);
+        if len > MAX_SEGMENTS as u64 * self.place.segment_len {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "the index is as long as its header can map"));
         }
+        // Segments are taken when first written, not here: redb doubles its length as it grows,
+        // and only what it writes needs a place on the device.
+        let h = Arc::make_mut(&mut st.header);
         // Shrinking keeps the segments (the index will grow again) but forgets what lay above the
         // new length: growing back must read zeros there.
         h.high_water = h.high_water.min(len);
@@ -325,8 +343,12 @@ impl StorageBackend for RegionBackend {
         }
         let from = (offset - lo) as usize;
         span[from..from + data.len()].copy_from_slice(data);
+        if self.take_segments(Arc::make_mut(&mut st.header), lo, hi)? {
+            st.dirty = true;
+        }
         let h = st.header.clone();
         self.pieces(&h, lo, hi - lo, |dev_at, at, n| {
+            let dev_at = dev_at.ok_or_else(|| io::Error::other("an index write outside its segments"))?;
             let mut buf = AlignedBuf::zeroed(n as usize);
             let from = (at - lo) as usize;
             buf.copy_from_slice(&span[from..from + n as usize]);

@@ -139,6 +139,9 @@ pub struct ShardIndex {
     /// Flushes completed: a read of the index that overlapped one may predate what it wrote.
     epoch: Rc<watch::Sender<u64>>,
     failed: Option<String>,
+    /// Whether the index may grow: the shard clears it when it cannot set aside space for the
+    /// index's next flushes, and then only changes that shrink the metadata are admitted.
+    room: bool,
 }
 
 /// What recovery found.
@@ -162,6 +165,19 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
         | Record::ContainerDelete { .. }
         | Record::ContainerPurge { .. } => Vec::new(),
     }
+}
+
+/// Whether a change may add to the metadata. Deletes never do, so they are admitted when the
+/// index has no room to grow: they are how a full shard makes room.
+pub fn grows(rec: &Record) -> bool {
+    !matches!(
+        rec,
+        Record::BlobDelete { .. }
+            | Record::StagedDropped { .. }
+            | Record::ContainerDelete { .. }
+            | Record::ContainerPurge { .. }
+            | Record::CheckpointEnd
+    )
 }
 
 impl ShardIndex {
@@ -205,6 +221,7 @@ impl ShardIndex {
             flight: None,
             epoch: Rc::new(epoch),
             failed: None,
+            room: true,
         };
         let replayed = rec.records.len();
         for (lsn, r) in rec.records {
@@ -218,6 +235,21 @@ impl ShardIndex {
             me.apply(lsn, &r, bytes);
         }
         Ok((me, OpenReport { index_lsn, replayed, torn_tail }))
+    }
+
+    /// Says whether the index may grow (see `room`).
+    pub fn set_room(&mut self, room: bool) {
+        self.room = room;
+    }
+
+    /// Bytes of records applied since the last flush began: what the next flush writes, about.
+    pub fn dirty_bytes(&self) -> usize {
+        self.dirty.bytes
+    }
+
+    /// Index entries the next flush writes.
+    pub fn dirty_entries(&self) -> usize {
+        self.dirty.blobs.len() + self.dirty.staged.len() + self.dirty.containers.len()
     }
 
     /// The LSN the index covers.
@@ -313,6 +345,9 @@ impl ShardIndex {
             return Err(AppendError::Failed);
         }
         debug_assert!(self.missing(&wants_of(&rec)).is_empty(), "a change to entries not resident: {rec:?}");
+        if !self.room && grows(&rec) {
+            return Err(AppendError::MetadataFull);
+        }
         let payload = rec.encode();
         let half_len = self.log.half_len();
         if frame_len(payload.len()) + edgeblob_io::PAGE_SIZE > half_len {
@@ -572,12 +607,30 @@ impl ShardIndex {
     }
 }
 
+/// What holds a shard's metadata: a [`ShardIndex`], or (format v1) memory alone, where every
+/// entry is always resident.
+pub trait HoldsIndex {
+    fn index(&self) -> Option<&ShardIndex>;
+    fn index_mut(&mut self) -> Option<&mut ShardIndex>;
+}
+
+impl HoldsIndex for ShardIndex {
+    fn index(&self) -> Option<&ShardIndex> {
+        Some(self)
+    }
+
+    fn index_mut(&mut self) -> Option<&mut ShardIndex> {
+        Some(self)
+    }
+}
+
 /// Makes `wants` resident in the shard's metadata. Reads that overlapped a flush are read again:
 /// what they read may predate it, and the entries it wrote may have been evicted since.
-pub async fn ensure(meta: &RefCell<ShardIndex>, wants: &[Want]) -> Result<(), IndexError> {
+pub async fn ensure<M: HoldsIndex>(meta: &RefCell<M>, wants: &[Want]) -> Result<(), IndexError> {
     loop {
         let (fetch, epoch) = {
             let m = meta.borrow();
+            let Some(m) = m.index() else { return Ok(()) };
             let missing = m.missing(wants);
             if missing.is_empty() {
                 return Ok(());
@@ -586,6 +639,7 @@ pub async fn ensure(meta: &RefCell<ShardIndex>, wants: &[Want]) -> Result<(), In
         };
         let got = fetch.await?;
         let mut m = meta.borrow_mut();
+        let Some(m) = m.index_mut() else { return Ok(()) };
         m.reap();
         if m.epoch() == epoch {
             m.install(got);
@@ -603,8 +657,8 @@ fn list_page(max: usize) -> usize {
 }
 
 /// One shard's part of a listing page, from the index and the resident entries over it.
-pub async fn list_blobs(
-    meta: &RefCell<ShardIndex>,
+pub async fn list_blobs<M: HoldsIndex>(
+    meta: &RefCell<M>,
     account: &str,
     container: &str,
     container_id: u64,
@@ -623,11 +677,13 @@ pub async fn list_blobs(
             Some((at, epoch, read)) if at == from => (read, epoch),
             _ => {
                 let m = meta.borrow();
+                let m = m.index().ok_or_else(no_index)?;
                 (m.index_page(Table::Blobs, from.clone(), end.clone(), list_page(q.max)), m.epoch())
             }
         };
         let page = page.await?;
-        let m = &mut *meta.borrow_mut();
+        let g = &mut *meta.borrow_mut();
+        let m = g.index_mut().ok_or_else(no_index)?;
         m.reap();
         if m.epoch() != epoch {
             continue;
@@ -679,6 +735,163 @@ pub async fn list_blobs(
             _ => next,
         };
     }
+}
+
+/// A page of a scan: entries in key order, and where the next page starts (None at the end).
+#[derive(Debug)]
+pub struct Scan<T> {
+    pub items: Vec<T>,
+    pub next: Option<Vec<u8>>,
+}
+
+/// Reads one page of `table` from `from` and maps its entries with `f` (which sees the shard's
+/// metadata, so that resident entries can stand in for the index's), retrying when a flush
+/// completed meanwhile (the page may predate it, and what it wrote may be evicted since).
+async fn scan_page<M: HoldsIndex, T>(
+    meta: &RefCell<M>,
+    table: Table,
+    from: Vec<u8>,
+    limit: usize,
+    mut f: impl FnMut(&ShardIndex, Vec<u8>, Vec<u8>) -> Result<Option<T>, IndexError>,
+) -> Result<Scan<T>, IndexError> {
+    loop {
+        let (read, epoch) = {
+            let m = meta.borrow();
+            let m = m.index().ok_or_else(no_index)?;
+            (m.index_page(table, from.clone(), None, limit.max(1)), m.epoch())
+        };
+        let page = read.await?;
+        let mut g = meta.borrow_mut();
+        let m = g.index_mut().ok_or_else(no_index)?;
+        m.reap();
+        if m.epoch() != epoch {
+            continue;
+        }
+        let next = if page.complete { None } else { page.entries.last().map(|(k, _)| super::memtable::successor(k)) };
+        let mut items = Vec::with_capacity(page.entries.len());
+        for (k, v) in page.entries {
+            items.extend(f(m, k, v)?);
+        }
+        return Ok(Scan { items, next });
+    }
+}
+
+/// A page of committed blobs from index key `from` on, as the shard sees them: a resident entry
+/// stands in for the index's (and hides it when absent). Blobs that only memory holds (new since
+/// the last flush) are not seen: flush first where they matter.
+pub async fn scan_blobs<M: HoldsIndex>(
+    meta: &RefCell<M>,
+    from: Vec<u8>,
+    limit: usize,
+) -> Result<Scan<(BlobKey, Blob)>, IndexError> {
+    scan_page(meta, Table::Blobs, from, limit, |m, k, v| {
+        let key = keys::parse_blob(&k).ok_or_else(|| IndexError::Failed("a blob key is damaged".into()))?;
+        if m.is_resident(&Want::Blob(key.clone())) {
+            return Ok(m.state.blobs.get(&key).cloned().map(|b| (key, b)));
+        }
+        Ok(Some((key, keys::decode_blob(&v).map_err(IndexError::Failed)?)))
+    })
+    .await
+}
+
+/// A page of uncommitted blocks from index key `from` on (a blob's blocks may straddle pages),
+/// as [`scan_blobs`] sees blobs: its key, the container incarnation it was staged into, and the
+/// block.
+pub async fn scan_staged<M: HoldsIndex>(
+    meta: &RefCell<M>,
+    from: Vec<u8>,
+    limit: usize,
+) -> Result<Scan<(BlobKey, u64, StagedBlock)>, IndexError> {
+    scan_page(meta, Table::Staged, from, limit, |m, k, v| {
+        let key = keys::parse_staged(&k).ok_or_else(|| IndexError::Failed("a staged key is damaged".into()))?;
+        let e = keys::decode_staged(&v).map_err(IndexError::Failed)?;
+        if m.is_resident(&Want::Staged(key.clone())) {
+            let st = m.state.staged.get(&key);
+            let found = st.and_then(|st| st.entry(&e.block.block.id).map(|(_, b)| (st.container_id, b.clone())));
+            return Ok(found.map(|(cid, b)| (key, cid, b)));
+        }
+        Ok(Some((key, e.container_id, e.block)))
+    })
+    .await
+}
+
+/// Calls `blob` with every committed blob and `staged` with every uncommitted block the shard
+/// holds, in memory or in its index, each once: start-up's rebuild of what is derived (reference
+/// counts, free space). Index entries a resident one stands for are skipped; the resident ones
+/// follow. Nothing may change the shard while it runs.
+pub async fn scan_all<M: HoldsIndex>(
+    meta: &RefCell<M>,
+    mut blob: impl FnMut(&BlobKey, &Blob),
+    mut staged: impl FnMut(&BlobKey, u64, &StagedBlock),
+) -> Result<(), IndexError> {
+    let page_len = 4096;
+    for table in [Table::Blobs, Table::Staged] {
+        let mut from = Vec::new();
+        loop {
+            let read = {
+                let m = meta.borrow();
+                let m = m.index().ok_or_else(no_index)?;
+                debug_assert!(m.flight.is_none(), "a full scan while a flush is in flight");
+                m.index_page(table, from.clone(), None, page_len)
+            };
+            let page = read.await?;
+            let m = meta.borrow();
+            let m = m.index().ok_or_else(no_index)?;
+            let damaged = || IndexError::Failed(format!("a damaged key in the index's {table:?}"));
+            for (k, v) in &page.entries {
+                if table == Table::Blobs {
+                    let key = keys::parse_blob(k).ok_or_else(damaged)?;
+                    if !m.is_resident(&Want::Blob(key.clone())) {
+                        blob(&key, &keys::decode_blob(v).map_err(IndexError::Failed)?);
+                    }
+                } else {
+                    let key = keys::parse_staged(k).ok_or_else(damaged)?;
+                    if !m.is_resident(&Want::Staged(key.clone())) {
+                        let e = keys::decode_staged(v).map_err(IndexError::Failed)?;
+                        staged(&key, e.container_id, &e.block);
+                    }
+                }
+            }
+            match page.entries.last() {
+                Some((k, _)) if !page.complete => from = super::memtable::successor(k),
+                _ => break,
+            }
+        }
+    }
+    let m = meta.borrow();
+    let m = m.index().ok_or_else(no_index)?;
+    for (k, b) in &m.state.blobs {
+        blob(k, b);
+    }
+    for (k, st) in &m.state.staged {
+        for b in st.blocks() {
+            staged(k, st.container_id, b);
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the index holds every change applied so far (start-up, before full scans).
+pub async fn flush_all<M: HoldsIndex>(meta: &RefCell<M>) -> Result<(), IndexError> {
+    loop {
+        let wait = {
+            let mut g = meta.borrow_mut();
+            let Some(m) = g.index_mut() else { return Ok(()) };
+            m.flush_now();
+            if let Some(e) = &m.failed {
+                return Err(IndexError::Failed(e.clone()));
+            }
+            if m.index_lsn == m.applied {
+                return Ok(());
+            }
+            m.flushed()
+        };
+        wait.await;
+    }
+}
+
+fn no_index() -> IndexError {
+    IndexError::Failed("this shard's metadata has no index".into())
 }
 
 /// Offers blobs (keys as the index spells them) to a listing until it stops; `More` when all

@@ -8,9 +8,10 @@ use std::rc::Rc;
 
 use edgeblob_meta::listing::BlobSummary;
 use edgeblob_meta::model::{limits, Blob, BlobKey, BlobProps, Block, ChunkRef, Metadata, StagedBlock};
+use edgeblob_meta::shard_store::{self, Want};
 use edgeblob_meta::state::{RefDelta, Staged};
 use edgeblob_meta::store::Commit;
-use edgeblob_meta::Record;
+use edgeblob_meta::{Record, ShardMeta};
 use edgeblob_proto::conditions::{ConditionOutcome, Conditions};
 
 use super::error::{EngineError, Result};
@@ -62,8 +63,24 @@ fn container_id(s: &Shard, key: &BlobKey) -> Result<u64> {
     s.node.container(&key.account, &key.container).map(|c| c.id).ok_or(EngineError::ContainerNotFound)
 }
 
+/// Waits until the log can take a change and the entries it reads are in memory. The caller then
+/// checks and commits with no await in between.
+async fn ready_for(s: &Shard, wants: &[Want]) -> Result<()> {
+    s.log_ready().await?;
+    resident(s, wants).await
+}
+
+/// Makes `wants` resident (a read checks them with no await after this).
+async fn resident(s: &Shard, wants: &[Want]) -> Result<()> {
+    Ok(shard_store::ensure(&s.meta, wants).await?)
+}
+
+fn blob_and_staged(key: &BlobKey) -> [Want; 2] {
+    [Want::Blob(key.clone()), Want::Staged(key.clone())]
+}
+
 /// The committed blob, if it belongs to the live incarnation of its container.
-fn current<'a>(s: &'a edgeblob_meta::ShardMeta, key: &BlobKey, cid: u64) -> Option<&'a Blob> {
+fn current<'a>(s: &'a ShardMeta, key: &BlobKey, cid: u64) -> Option<&'a Blob> {
     s.blobs.get(key).filter(|b| b.container_id == cid)
 }
 
@@ -99,12 +116,12 @@ async fn finish(s: &Shard, commit: Commit, give_back: Vec<ChunkRef>) -> Result<(
 /// block, or are given back on error.
 pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()> {
     let chunks = block.chunks.clone();
-    let ready = s.log_ready().await;
+    let ready = ready_for(s, &[Want::Staged(key.clone())]).await;
     let res = ready.and_then(|()| {
         let cid = container_id(s, &key)?;
         super::ops::check_block_id(&block.id)?;
         let mut meta = s.meta.borrow_mut();
-        if let Some(st) = meta.state.staged.get(&key).filter(|st| st.container_id == cid) {
+        if let Some(st) = meta.state().staged.get(&key).filter(|st| st.container_id == cid) {
             if st.blocks().next().is_some_and(|b| b.block.id.len() != block.id.len()) {
                 return Err(EngineError::InvalidBlobOrBlock(
                     "all block ids of a blob must have the same length".into(),
@@ -138,11 +155,11 @@ pub async fn put_single(
     props: BlobProps,
     cond: Conditions,
 ) -> Result<BlobSummary> {
-    let ready = s.log_ready().await;
+    let ready = ready_for(s, &blob_and_staged(&key)).await;
     let res = ready.and_then(|()| {
         let cid = container_id(s, &key)?;
         let mut meta = s.meta.borrow_mut();
-        let cur = current(&meta.state, &key, cid);
+        let cur = current(meta.state(), &key, cid);
         check(&cond, cur, true)?;
         let blob = next_version(s, cid, cur, props, vec![Block { id: Vec::new(), size, chunks: chunks.clone() }], true);
         let summary = BlobSummary::of(&key.name, &blob);
@@ -198,10 +215,10 @@ pub async fn commit_block_list(
     if list.len() > limits::MAX_COMMITTED_BLOCKS {
         return Err(EngineError::BlockListTooLong);
     }
-    s.log_ready().await?;
+    ready_for(s, &blob_and_staged(&key)).await?;
     let (commit, delta, summary) = {
         let mut meta = s.meta.borrow_mut();
-        let state = &meta.state;
+        let state = meta.state();
         let cur = current(state, &key, cid);
         check(&cond, cur, true)?;
         let staged = state.staged.get(&key).filter(|st| st.container_id == cid);
@@ -220,10 +237,10 @@ pub async fn commit_block_list(
 
 pub async fn delete_blob(s: &Rc<Shard>, key: BlobKey, cond: Conditions) -> Result<()> {
     let cid = container_id(s, &key)?;
-    s.log_ready().await?;
+    ready_for(s, &blob_and_staged(&key)).await?;
     let commit = {
         let mut meta = s.meta.borrow_mut();
-        let cur = current(&meta.state, &key, cid).ok_or(EngineError::BlobNotFound)?;
+        let cur = current(meta.state(), &key, cid).ok_or(EngineError::BlobNotFound)?;
         check(&cond, Some(cur), true)?;
         meta.commit(Record::BlobDelete { key })?
     };
@@ -233,10 +250,10 @@ pub async fn delete_blob(s: &Rc<Shard>, key: BlobKey, cond: Conditions) -> Resul
 
 pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: Conditions) -> Result<BlobSummary> {
     let cid = container_id(s, &key)?;
-    s.log_ready().await?;
+    ready_for(s, &[Want::Blob(key.clone())]).await?;
     let (commit, summary) = {
         let mut meta = s.meta.borrow_mut();
-        let cur = current(&meta.state, &key, cid).ok_or(EngineError::BlobNotFound)?;
+        let cur = current(meta.state(), &key, cid).ok_or(EngineError::BlobNotFound)?;
         check(&cond, Some(cur), true)?;
         let mut props = cur.props.clone();
         match change {
@@ -256,19 +273,26 @@ pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: C
 }
 
 /// Get Blob Properties.
-pub fn head(s: &Shard, key: &BlobKey, cond: &Conditions) -> Result<BlobSummary> {
+pub async fn head(s: &Shard, key: &BlobKey, cond: &Conditions) -> Result<BlobSummary> {
     let cid = container_id(s, key)?;
+    resident(s, &[Want::Blob(key.clone())]).await?;
     let meta = s.meta.borrow();
-    let cur = current(&meta.state, key, cid).ok_or(EngineError::BlobNotFound)?;
+    let cur = current(meta.state(), key, cid).ok_or(EngineError::BlobNotFound)?;
     check(cond, Some(cur), false)?;
     Ok(BlobSummary::of(&key.name, cur))
 }
 
 /// Resolves a read of `[start, end]` (inclusive end, as in a Range header; None: to the end).
-pub fn resolve(s: &Shard, key: &BlobKey, range: Option<(u64, Option<u64>)>, cond: &Conditions) -> Result<ReadPlan> {
+pub async fn resolve(
+    s: &Shard,
+    key: &BlobKey,
+    range: Option<(u64, Option<u64>)>,
+    cond: &Conditions,
+) -> Result<ReadPlan> {
     let cid = container_id(s, key)?;
+    resident(s, &[Want::Blob(key.clone())]).await?;
     let meta = s.meta.borrow();
-    let cur = current(&meta.state, key, cid).ok_or(EngineError::BlobNotFound)?;
+    let cur = current(meta.state(), key, cid).ok_or(EngineError::BlobNotFound)?;
     check(cond, Some(cur), false)?;
     let (start, end) = match range {
         None => (0, cur.size),
@@ -285,11 +309,12 @@ pub fn resolve(s: &Shard, key: &BlobKey, range: Option<(u64, Option<u64>)>, cond
     })
 }
 
-pub fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
+pub async fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
     let cid = container_id(s, key)?;
+    resident(s, &blob_and_staged(key)).await?;
     let meta = s.meta.borrow();
-    let cur = current(&meta.state, key, cid);
-    let staged = meta.state.staged.get(key).filter(|st| st.container_id == cid);
+    let cur = current(meta.state(), key, cid);
+    let staged = meta.state().staged.get(key).filter(|st| st.container_id == cid);
     if cur.is_none() && staged.is_none() {
         return Err(EngineError::BlobNotFound);
     }
@@ -310,19 +335,54 @@ pub fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
 
 /// Drops staged blocks not touched for 7 days (Azure's garbage collection of uncommitted blocks).
 pub async fn expire_staged(s: &Rc<Shard>, now: i64) -> Result<usize> {
-    let expired: Vec<BlobKey> = {
-        let meta = s.meta.borrow();
-        meta.state
-            .staged
-            .iter()
-            .filter(|(_, st)| now - st.last_staged_ns() > limits::UNCOMMITTED_TTL_NS)
-            .map(|(k, _)| k.clone())
-            .collect()
-    };
-    let n = expired.len();
-    for key in expired {
-        s.log_ready().await?;
-        let commit = s.meta.borrow_mut().commit(Record::StagedDropped { key })?;
+    let expired = |last: i64| now - last > limits::UNCOMMITTED_TTL_NS;
+    // Blobs whose last block was staged long enough ago, a page of the index at a time (a blob's
+    // blocks may straddle two pages: its latest is carried over).
+    let mut old: Vec<BlobKey> = Vec::new();
+    let mut open: Option<(BlobKey, i64)> = None;
+    let mut from = Vec::new();
+    loop {
+        let page = shard_store::scan_staged(&s.meta, from, 4096).await?;
+        for (k, _, b) in page.items {
+            match &mut open {
+                Some((cur, last)) if *cur == k => *last = (*last).max(b.staged_ns),
+                _ => {
+                    if let Some((done, last)) = open.replace((k, b.staged_ns)) {
+                        if expired(last) {
+                            old.push(done);
+                        }
+                    }
+                }
+            }
+        }
+        match page.next {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    if let Some((done, last)) = open {
+        if expired(last) {
+            old.push(done);
+        }
+    }
+    // The scan reads the index; blocks staged since its last flush are in memory only.
+    old.extend(
+        s.meta.borrow().state().staged.iter().filter(|(_, st)| expired(st.last_staged_ns())).map(|(k, _)| k.clone()),
+    );
+    old.sort();
+    old.dedup();
+    let mut n = 0;
+    for key in old {
+        ready_for(s, &[Want::Staged(key.clone())]).await?;
+        let commit = {
+            let mut meta = s.meta.borrow_mut();
+            // A block may have been staged since the scan.
+            if !meta.state().staged.get(&key).is_some_and(|st| expired(st.last_staged_ns())) {
+                continue;
+            }
+            meta.commit(Record::StagedDropped { key })?
+        };
+        n += 1;
         let released = commit.released.clone();
         finish(s, commit, released).await?;
     }

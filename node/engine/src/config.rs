@@ -38,6 +38,15 @@ pub struct EngineConfig {
     /// Bytes of decoded chunks kept in memory for re-reads (small objects and compressed
     /// chunks), split over the shards; 0 turns the cache off.
     pub read_cache_bytes: usize,
+    /// Format version of a data file created at first start: 2 (metadata in an on-flash index)
+    /// unless a test or an upgrade check needs a version 1 file.
+    pub format_version: u32,
+    /// Bytes of metadata entries each shard keeps in memory beyond those not yet flushed (v2).
+    pub meta_cache_bytes: usize,
+    /// Bytes of the index's page cache, per shard (v2).
+    pub index_cache_bytes: usize,
+    /// Bytes of metadata records after which a shard flushes its changes to its index (v2).
+    pub meta_flush_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +65,10 @@ impl Default for EngineConfig {
             expiry_sweep_secs: 3600,
             write_buffer_bytes: 256 << 20,
             read_cache_bytes: 512 << 20,
+            format_version: edgeblob_io::superblock::FORMAT_VERSION,
+            meta_cache_bytes: 64 << 20,
+            index_cache_bytes: 64 << 20,
+            meta_flush_bytes: 8 << 20,
         }
     }
 }
@@ -80,6 +93,9 @@ impl EngineConfig {
         }
         if self.shards == Some(0) {
             return Err("shards must be at least 1".into());
+        }
+        if !edgeblob_io::superblock::READABLE_VERSIONS.contains(&self.format_version) {
+            return Err(format!("format_version {} is not one this build writes (1 or 2)", self.format_version));
         }
         Ok(())
     }

@@ -5,7 +5,10 @@
 
 use std::rc::Rc;
 
-use edgeblob_meta::model::{Container, Metadata, PublicAccess};
+use edgeblob_meta::index::keys;
+use edgeblob_meta::index::shard::HoldsIndex;
+use edgeblob_meta::model::{BlobKey, Container, Metadata, PublicAccess};
+use edgeblob_meta::shard_store::{self, Want};
 use edgeblob_meta::Record;
 
 use super::error::{EngineError, Result};
@@ -23,7 +26,7 @@ pub async fn create(
     s.log_ready().await?;
     let (commit, container) = {
         let mut meta = s.meta.borrow_mut();
-        if meta.state.containers.contains_key(&key) {
+        if meta.state().containers.contains_key(&key) {
             return Err(EngineError::ContainerAlreadyExists);
         }
         let now = now_ns();
@@ -58,7 +61,7 @@ pub async fn change(s: &Rc<Shard>, account: String, name: String, what: Containe
     s.log_ready().await?;
     let (commit, container) = {
         let mut meta = s.meta.borrow_mut();
-        let mut c = meta.state.containers.get(&key).cloned().ok_or(EngineError::ContainerNotFound)?;
+        let mut c = meta.state().containers.get(&key).cloned().ok_or(EngineError::ContainerNotFound)?;
         match what {
             ContainerChange::Metadata(md) => c.metadata = md,
             ContainerChange::Access(a) => c.public_access = a,
@@ -77,7 +80,7 @@ pub async fn delete(s: &Rc<Shard>, account: String, name: String) -> Result<()> 
     debug_assert_eq!(s.index, CATALOG_SHARD);
     let key = (account.clone(), name.clone());
     s.log_ready().await?;
-    let Some(container) = s.meta.borrow().state.containers.get(&key).cloned() else {
+    let Some(container) = s.meta.borrow().state().containers.get(&key).cloned() else {
         return Err(EngineError::ContainerNotFound);
     };
     let id = container.id;
@@ -102,11 +105,89 @@ pub async fn delete(s: &Rc<Shard>, account: String, name: String) -> Result<()> 
     Ok(())
 }
 
-async fn purge(s: &Rc<Shard>, account: String, name: String, id: u64) -> Result<()> {
+/// Deletes, on this shard, every blob and uncommitted block of container incarnation `id`. The
+/// purge record drops what is in memory at once; in format v2 the rest is in the index, which is
+/// walked a page at a time: each page's entries of the incarnation are made resident and purged
+/// by one more record. Entries of a newer incarnation of the same name are kept.
+pub async fn purge(s: &Rc<Shard>, account: String, name: String, id: u64) -> Result<()> {
+    purge_resident(s, &account, &name, id).await?;
+    if s.meta.borrow().index().is_none() {
+        return Ok(());
+    }
+    let start = keys::blob(&BlobKey::new(&account, &name, ""));
+    let of_it = |k: &BlobKey| k.account == account && k.container == name;
+    let mut from = start.clone();
+    loop {
+        let page = shard_store::scan_blobs(&s.meta, from, PURGE_PAGE).await?;
+        let in_range = page.items.iter().take_while(|(k, _)| of_it(k)).count();
+        let done = in_range < page.items.len() || page.next.is_none();
+        let wants: Vec<Want> = page.items[..in_range]
+            .iter()
+            .filter(|(_, b)| b.container_id == id)
+            .map(|(k, _)| Want::Blob(k.clone()))
+            .collect();
+        purge_these(s, &account, &name, id, wants).await?;
+        match page.next {
+            Some(next) if !done => from = next,
+            _ => break,
+        }
+    }
+    let mut from = start;
+    loop {
+        let page = shard_store::scan_staged(&s.meta, from, PURGE_PAGE).await?;
+        let in_range = page.items.iter().take_while(|(k, _, _)| of_it(k)).count();
+        let done = in_range < page.items.len() || page.next.is_none();
+        let mut wants: Vec<Want> = page.items[..in_range]
+            .iter()
+            .filter(|(_, cid, _)| *cid == id)
+            .map(|(k, _, _)| Want::Staged(k.clone()))
+            .collect();
+        wants.dedup();
+        purge_these(s, &account, &name, id, wants).await?;
+        match page.next {
+            Some(next) if !done => from = next,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// Index entries a purge makes resident and drops at a time.
+const PURGE_PAGE: usize = 256;
+
+async fn purge_these(s: &Rc<Shard>, account: &str, name: &str, id: u64, wants: Vec<Want>) -> Result<()> {
+    if wants.is_empty() {
+        return Ok(());
+    }
     s.log_ready().await?;
-    let commit = s.meta.borrow_mut().commit(Record::ContainerPurge { account, name, id })?;
+    shard_store::ensure(&s.meta, &wants).await?;
+    commit_purge(s, account, name, id).await
+}
+
+async fn purge_resident(s: &Rc<Shard>, account: &str, name: &str, id: u64) -> Result<()> {
+    s.log_ready().await?;
+    commit_purge(s, account, name, id).await
+}
+
+/// Purges the resident entries of the incarnation; no await before the commit.
+async fn commit_purge(s: &Rc<Shard>, account: &str, name: &str, id: u64) -> Result<()> {
+    let rec = Record::ContainerPurge { account: account.to_owned(), name: name.to_owned(), id };
+    let commit = s.meta.borrow_mut().commit(rec)?;
     let released = commit.released.clone();
     commit.durable.await?;
     s.give_back_refs(released);
     Ok(())
+}
+
+/// Purges, in the background, containers found deleted at start with entries left (a purge that
+/// a crash interrupted). Until it ends, their entries are invisible and keep their space.
+pub fn spawn_purges(s: &Rc<Shard>, dead: Vec<(String, String, u64)>) {
+    let s = s.clone();
+    tokio::task::spawn_local(async move {
+        for (account, name, id) in dead {
+            if let Err(e) = purge(&s, account, name.clone(), id).await {
+                tracing::error!(shard = s.index, container = name, %e, "purge of a deleted container failed");
+            }
+        }
+    });
 }

@@ -39,6 +39,8 @@ pub enum EngineError {
     Io(#[from] std::io::Error),
     #[error("metadata log: {0}")]
     Log(#[from] edgeblob_meta::MetaError),
+    #[error("{0}")]
+    Index(#[from] edgeblob_meta::index::shard::IndexError),
     #[error("request body: {0}")]
     Body(String),
     #[error("the node is stopping")]

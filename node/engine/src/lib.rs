@@ -19,6 +19,7 @@ mod cache;
 pub mod config;
 mod container;
 pub mod error;
+mod index_space;
 pub mod ops;
 pub mod read;
 mod reduce;

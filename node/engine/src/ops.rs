@@ -8,6 +8,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use edgeblob_meta::listing::{self, BlobSummary, ListPage, ListQuery};
 use edgeblob_meta::model::{limits, BlobKey, BlobProps, Block, Container, Metadata, PublicAccess};
+use edgeblob_meta::shard_store;
 use edgeblob_proto::conditions::Conditions;
 use futures::Stream;
 
@@ -110,12 +111,12 @@ pub async fn commit_block_list(
 
 pub async fn get_block_list(s: &Rc<Shard>, key: BlobKey) -> Result<BlockList> {
     let owner = s.node.owner_of(&key);
-    at(s, owner, move |o| async move { blob::get_block_list(&o, &key) }).await?
+    at(s, owner, move |o| async move { blob::get_block_list(&o, &key).await }).await?
 }
 
 pub async fn head_blob(s: &Rc<Shard>, key: BlobKey, cond: Conditions) -> Result<BlobSummary> {
     let owner = s.node.owner_of(&key);
-    at(s, owner, move |o| async move { blob::head(&o, &key, &cond) }).await?
+    at(s, owner, move |o| async move { blob::head(&o, &key, &cond).await }).await?
 }
 
 /// Get Blob: the blob, the byte range `[start, end)` served, and a reader of it.
@@ -128,7 +129,7 @@ pub async fn open_read(
     let owner = s.node.owner_of(&key);
     // Entered before resolving: nothing the plan names can be reused until the reader is done.
     let guard = s.node.epochs.enter();
-    let plan = at(s, owner, move |o| async move { blob::resolve(&o, &key, range, &cond) }).await??;
+    let plan = at(s, owner, move |o| async move { blob::resolve(&o, &key, range, &cond).await }).await??;
     Ok((plan.blob, plan.range, BlobReader::new(s.clone(), plan.segments, guard)))
 }
 
@@ -178,12 +179,12 @@ pub async fn list_blobs(s: &Rc<Shard>, account: &str, container: &str, q: ListQu
     let parts: Vec<_> = (0..s.peers.len())
         .map(|i| {
             let (a, c, q) = (account.to_owned(), container.to_owned(), q.clone());
-            at(s, i, move |x| async move { x.meta.borrow().state.list_blobs(&a, &c, cid, &q) })
+            at(s, i, move |x| async move { shard_store::list_blobs(&x.meta, &a, &c, cid, &q).await })
         })
         .collect();
     let mut pages = Vec::with_capacity(parts.len());
     for p in futures::future::join_all(parts).await {
-        pages.push(p?);
+        pages.push(p??);
     }
     Ok(listing::merge(pages, q.max))
 }

@@ -9,8 +9,9 @@ use std::sync::{Arc, RwLock};
 use edgeblob_io::executor::Peers;
 use edgeblob_io::superblock::Superblock;
 use edgeblob_io::{BlockDevice, Extent, FixedPool};
+use edgeblob_meta::index::shard::HoldsIndex;
 use edgeblob_meta::model::{BlobKey, ChunkRef, Container};
-use edgeblob_meta::MetaStore;
+use edgeblob_meta::ShardStore;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::reduce::Reducer;
@@ -128,7 +129,9 @@ pub struct Shard {
     pub index: usize,
     pub dev: Rc<dyn BlockDevice>,
     pub pool: FixedPool,
-    pub meta: RefCell<MetaStore>,
+    pub meta: RefCell<ShardStore>,
+    /// Where the metadata index grows (format v2).
+    pub index_space: Option<super::index_space::IndexSpace>,
     pub refs: RefCell<RefTable>,
     pub space: RefCell<Space>,
     pub reducer: Reducer,
@@ -142,10 +145,23 @@ pub struct Shard {
 
 impl Shard {
     /// Waits, before a commit, for the metadata log to be able to take it without refusing it
-    /// as busy (see `MetaStore::ready`).
+    /// as busy (see `MetaStore::ready`), and gives the index room for its next flush.
     pub async fn log_ready(&self) -> super::error::Result<()> {
-        let ready = self.meta.borrow().ready();
+        self.grant_index_space();
+        let ready = self.meta.borrow_mut().ready();
         Ok(ready.await?)
+    }
+
+    /// Tops up the index's spare segments for its next flush; when the region cannot give them,
+    /// the index admits only changes that shrink it until it can.
+    fn grant_index_space(&self) {
+        let Some(ix) = &self.index_space else { return };
+        let mut meta = self.meta.borrow_mut();
+        let Some(m) = meta.index_mut() else { return };
+        let want = ix.wanted(m.dirty_entries(), m.dirty_bytes());
+        let mut space = self.space.borrow_mut();
+        space.reclaim(self.node.epochs.horizon());
+        m.set_room(ix.top_up(&mut space.alloc, want));
     }
 
     /// Takes one reference on each chunk, on the shards that count them. Posted in order, so a
@@ -210,10 +226,20 @@ impl Shard {
         out
     }
 
-    /// An extent of `len` bytes in this shard's region.
+    /// Bytes of this shard's data area given to its metadata index (0 in format v1).
+    pub fn index_bytes(&self) -> u64 {
+        self.index_space.as_ref().map_or(0, |ix| ix.bytes())
+    }
+
+    /// An extent of `len` bytes in this shard's region for data: never from the reserve the
+    /// metadata index grows into.
     pub fn allocate(&self, len: u64) -> Option<Extent> {
         let mut space = self.space.borrow_mut();
         space.reclaim(self.node.epochs.horizon());
+        let reserve = self.index_space.as_ref().map_or(0, |ix| ix.reserve);
+        if space.alloc.free_bytes() < len.saturating_add(reserve) {
+            return None;
+        }
         space.alloc.allocate(len)
     }
 }

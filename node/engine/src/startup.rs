@@ -14,11 +14,16 @@ use edgeblob_io::superblock::Superblock;
 use edgeblob_io::sync_device::SyncDevice;
 use edgeblob_io::uring::{Ring, UringDevice};
 use edgeblob_io::{AlignedBuf, BlockDevice, DeviceFile, Extent, ExtentAllocator, FixedPool, PAGE_SIZE};
+use edgeblob_meta::index::db::Index;
+use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments, SharedDevice};
+use edgeblob_meta::index::shard::{IndexConfig, ShardIndex};
+use edgeblob_meta::index::thread::IndexThread;
 use edgeblob_meta::model::{BlobKey, ChunkRef};
 use edgeblob_meta::wal::LogPlace;
-use edgeblob_meta::MetaStore;
+use edgeblob_meta::{shard_store, MetaStore, ShardStore};
 
 use super::error::{EngineError, Result};
+use super::index_space::IndexSpace;
 use super::reduce::Reducer;
 use super::refs::{RefTable, Space};
 use super::shard::{NodeShared, Shard, CATALOG_SHARD};
@@ -31,6 +36,19 @@ const FIXED_SLOT: usize = 64 * 1024;
 
 pub fn log_place(sb: &Superblock, shard: u32) -> LogPlace {
     LogPlace { shard, uuid: sb.uuid, halves: [sb.layout.log_half(shard, 0), sb.layout.log_half(shard, 1)] }
+}
+
+/// Where a shard's metadata index lives (format v2; None in v1).
+pub fn index_place(sb: &Superblock, shard: u32) -> Option<IndexPlace> {
+    let header = sb.layout.index_header(shard)?;
+    Some(IndexPlace { shard, uuid: sb.uuid, header, segment_len: sb.layout.segment_len })
+}
+
+/// The segments a new index starts in: the first two of its shard's data area, so that it can be
+/// created before the shard knows what else is free.
+fn first_segments(sb: &Superblock, shard: u32) -> Vec<u64> {
+    let (start, _) = sb.layout.data_area(shard);
+    (0..2).map(|i| start + i * sb.layout.segment_len).collect()
 }
 
 /// Where a node's bytes live: each shard gets its own device over them. The data file or block
@@ -50,6 +68,9 @@ pub trait Media: Send + Sync + 'static {
 
     /// A device whose operations complete at once, for the calling thread (format, superblock).
     fn sync_device(&self) -> Rc<dyn BlockDevice>;
+
+    /// A device whose operations complete at once, for any thread (the metadata index's).
+    fn shared_device(&self) -> SharedDevice;
 
     /// What to call it in errors and logs.
     fn name(&self) -> String;
@@ -86,6 +107,10 @@ impl Media for FileMedia {
         Rc::new(SyncDevice::new(self.0.clone()))
     }
 
+    fn shared_device(&self) -> SharedDevice {
+        Arc::new(SyncDevice::new(self.0.clone()))
+    }
+
     fn name(&self) -> String {
         self.0.path().display().to_string()
     }
@@ -102,6 +127,10 @@ impl Media for SimDisk {
 
     fn sync_device(&self) -> Rc<dyn BlockDevice> {
         Rc::new(SimDisk::device(self))
+    }
+
+    fn shared_device(&self) -> SharedDevice {
+        Arc::new(SimDisk::device(self))
     }
 
     fn name(&self) -> String {
@@ -128,10 +157,15 @@ fn superblock_of(media: &dyn Media) -> Result<Superblock> {
 /// Formats a new data file at `path`: built under a temporary name and renamed into place once
 /// complete, so a crash during format never leaves a half-formatted file to refuse later.
 pub fn format_file(path: &Path, size: u64, shards: u32) -> Result<Superblock> {
+    format_file_version(path, size, shards, edgeblob_io::superblock::FORMAT_VERSION)
+}
+
+/// [`format_file`] in format `version` (1 only for tests and upgrade checks).
+pub fn format_file_version(path: &Path, size: u64, shards: u32, version: u32) -> Result<Superblock> {
     let tmp = path.with_extension("formatting");
     let _ = std::fs::remove_file(&tmp);
     let file = Arc::new(DeviceFile::create(&tmp, size)?);
-    let sb = format_device(&file, shards).inspect_err(|_| {
+    let sb = format_media(&FileMedia(file.clone()), shards, version).inspect_err(|_| {
         // Its space is reserved: give it back rather than leave it until the next start.
         let _ = std::fs::remove_file(&tmp);
     })?;
@@ -145,15 +179,19 @@ pub fn format_file(path: &Path, size: u64, shards: u32) -> Result<Superblock> {
 
 /// Writes a superblock and an empty log for every shard.
 pub fn format_device(file: &Arc<DeviceFile>, shards: u32) -> Result<Superblock> {
-    format_media(&FileMedia(file.clone()), shards)
+    format_media(&FileMedia(file.clone()), shards, edgeblob_io::superblock::FORMAT_VERSION)
 }
 
-fn format_media(media: &dyn Media, shards: u32) -> Result<Superblock> {
-    let sb = Superblock::new(media.len(), shards).map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?;
+fn format_media(media: &dyn Media, shards: u32, version: u32) -> Result<Superblock> {
+    let sb = Superblock::new_version(media.len(), shards, version)
+        .map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?;
     let dev = media.sync_device();
     futures::executor::block_on(async {
         for s in 0..shards {
             edgeblob_meta::replay::format_log(&log_place(&sb, s), dev.as_ref()).await?;
+            if let Some(place) = index_place(&sb, s) {
+                RegionBackend::format_with(dev.as_ref(), &place, &first_segments(&sb, s))?;
+            }
         }
         let mut page = AlignedBuf::zeroed(PAGE_SIZE);
         page.copy_from_slice(&sb.encode());
@@ -173,7 +211,7 @@ pub fn open(config: EngineConfig) -> Result<Node> {
     config.validate().map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
     let path = &config.data_path;
     if !path.exists() {
-        format_file(path, config.data_size, default_shards(&config) as u32)?;
+        format_file_version(path, config.data_size, default_shards(&config) as u32, config.format_version)?;
     }
     let file = Arc::new(DeviceFile::open(path)?);
     open_on(config, Arc::new(FileMedia(file)))
@@ -183,7 +221,7 @@ pub fn open(config: EngineConfig) -> Result<Node> {
 pub fn open_simulated(config: EngineConfig, disk: SimDisk) -> Result<Node> {
     config.validate().map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
     if superblock_of(&disk).is_err() && disk.image()[..PAGE_SIZE].iter().all(|&b| b == 0) {
-        format_media(&disk, default_shards(&config) as u32)?;
+        format_media(&disk, default_shards(&config) as u32, config.format_version)?;
     }
     open_on(config, Arc::new(disk))
 }
@@ -226,18 +264,48 @@ async fn init_shard(
     let pool = FixedPool::new(slots.max(1), FIXED_SLOT);
     let dev = media.device(index, (slots > 0).then_some(&pool));
     let place = log_place(&node.sb, index as u32);
-    let (meta, report) = MetaStore::open(place, dev.clone()).await.map_err(std::io::Error::other)?;
-    tracing::info!(
-        shard = index,
-        device = dev.describe(),
-        registered_bytes = slots as usize * FIXED_SLOT,
-        records = report.records,
-        torn_tail = report.torn_tail,
-        half = report.half,
-        generation = report.generation,
-        "shard recovered"
-    );
     let (offset, len) = node.sb.layout.data_area(index as u32);
+    let (meta, index_space) = match index_place(&node.sb, index as u32) {
+        None => {
+            let (meta, report) = MetaStore::open(place, dev.clone()).await.map_err(std::io::Error::other)?;
+            tracing::info!(
+                shard = index,
+                device = dev.describe(),
+                registered_bytes = slots as usize * FIXED_SLOT,
+                format = 1,
+                records = report.records,
+                torn_tail = report.torn_tail,
+                half = report.half,
+                generation = report.generation,
+                "shard recovered"
+            );
+            (ShardStore::V1(meta), None)
+        }
+        Some(ix_place) => {
+            let segments = Arc::new(Segments::default());
+            let backend = RegionBackend::open(media.shared_device(), ix_place, segments.clone())?;
+            let held = backend.segments();
+            let db = Index::open(backend, node.config.index_cache_bytes).map_err(std::io::Error::other)?;
+            let thread = IndexThread::spawn(format!("edgeblob-index-{index}"), db)?;
+            let cfg =
+                IndexConfig { cache_bytes: node.config.meta_cache_bytes, flush_bytes: node.config.meta_flush_bytes };
+            let (meta, report) =
+                ShardIndex::open(place, dev.clone(), thread, cfg).await.map_err(std::io::Error::other)?;
+            tracing::info!(
+                shard = index,
+                device = dev.describe(),
+                registered_bytes = slots as usize * FIXED_SLOT,
+                format = 2,
+                index_lsn = report.index_lsn,
+                index_segments = held.len(),
+                records = report.replayed,
+                torn_tail = report.torn_tail,
+                "shard recovered"
+            );
+            let space = IndexSpace::new(segments, ix_place.segment_len, held, len);
+            (ShardStore::V2(Box::new(meta)), Some(space))
+        }
+    };
     let reducer =
         Reducer::new(node.sb.secret, node.config.compression, node.config.zstd_level).map_err(std::io::Error::other)?;
     Ok(Rc::new(Shard {
@@ -245,6 +313,7 @@ async fn init_shard(
         dev,
         pool,
         meta: std::cell::RefCell::new(meta),
+        index_space,
         refs: Default::default(),
         space: std::cell::RefCell::new(Space::new(ExtentAllocator::new(Extent { offset, len }))),
         reducer,
@@ -264,39 +333,25 @@ async fn init_shard(
 fn rebuild(node: &Node) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let catalog = node.on(CATALOG_SHARD, |s| async move { s.meta.borrow().state.containers.clone() }).await?;
+        let catalog = node.on(CATALOG_SHARD, |s| async move { s.meta.borrow().state().containers.clone() }).await?;
         let live: Arc<BTreeMap<(String, String), u64>> =
             Arc::new(catalog.iter().map(|(k, c)| (k.clone(), c.id)).collect());
         let mut floor = catalog.values().map(|c| c.id.max(c.etag)).max().unwrap_or(0);
         *node.shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
 
-        // Each shard drops blobs of containers that no longer exist, then reports its references
-        // grouped by the shard that counts them.
+        // Each shard reports its references grouped by the shard that counts them, and the
+        // container incarnations it still holds entries of that no longer exist.
         let n = node.shards();
         let mut to_owner: Vec<Vec<ChunkRef>> = vec![Vec::new(); n];
+        let mut orphans: Vec<Vec<(String, String, u64)>> = Vec::with_capacity(n);
         for i in 0..n {
             let live = live.clone();
-            let (groups, max_etag) = node
-                .on(i, move |s| async move {
-                    let mut meta = s.meta.borrow_mut();
-                    let live_fn =
-                        |k: &BlobKey, id: u64| live.get(&(k.account.clone(), k.container.clone())) == Some(&id);
-                    let dropped = meta.drop_orphans(&live_fn);
-                    if dropped > 0 {
-                        tracing::warn!(shard = s.index, dropped, "dropped blobs of deleted containers");
-                    }
-                    let mut groups: Vec<Vec<ChunkRef>> = vec![Vec::new(); s.peers.len()];
-                    for c in meta.state.all_chunk_refs() {
-                        groups[s.node.ref_owner(c)].push(*c);
-                    }
-                    let max_etag = meta.state.blobs.values().map(|b| b.etag).max().unwrap_or(0);
-                    (groups, max_etag)
-                })
-                .await?;
-            floor = floor.max(max_etag);
-            for (owner, list) in groups.into_iter().enumerate() {
+            let found = node.on(i, move |s| async move { shard_refs(&s, &live).await }).await??;
+            floor = floor.max(found.max_etag);
+            for (owner, list) in found.by_owner.into_iter().enumerate() {
                 to_owner[owner].extend(list);
             }
+            orphans.push(found.orphans);
         }
         node.shared.raise_clock(floor);
 
@@ -324,10 +379,13 @@ fn rebuild(node: &Node) -> Result<()> {
         for (region, list) in to_region.into_iter().enumerate() {
             node.on(region, move |s| async move {
                 let mut space = s.space.borrow_mut();
-                for e in list {
+                let segment_len = s.index_space.as_ref().map_or(0, |ix| ix.segment_len);
+                let index =
+                    s.index_space.iter().flat_map(|ix| &ix.held).map(|&offset| Extent { offset, len: segment_len });
+                for e in index.chain(list) {
                     space.alloc.reserve(e).map_err(|err| {
                         EngineError::Corrupt(format!(
-                            "shard {}: two live chunks claim overlapping space: {err}",
+                            "shard {}: two live chunks (or a chunk and the index) claim overlapping space: {err}",
                             s.index
                         ))
                     })?;
@@ -336,9 +394,65 @@ fn rebuild(node: &Node) -> Result<()> {
             })
             .await??;
         }
-        for i in 0..n {
-            node.on(i, |s| async move { super::spawn_background(&s) }).await?;
+        for (i, dead) in orphans.into_iter().enumerate() {
+            node.on(i, |s| async move {
+                if !dead.is_empty() {
+                    tracing::warn!(shard = s.index, containers = dead.len(), "purging entries of deleted containers");
+                    super::container::spawn_purges(&s, dead);
+                }
+                super::spawn_background(&s)
+            })
+            .await?;
         }
         Ok(())
     })
+}
+
+/// What one shard's metadata says at start.
+struct ShardRefs {
+    /// Chunk references by the shard that counts them.
+    by_owner: Vec<Vec<ChunkRef>>,
+    max_etag: u64,
+    /// Container incarnations that no longer exist but still have entries here (v2; v1 drops
+    /// them in memory at once).
+    orphans: Vec<(String, String, u64)>,
+}
+
+async fn shard_refs(s: &Rc<Shard>, live: &BTreeMap<(String, String), u64>) -> Result<ShardRefs> {
+    let is_live = |k: &BlobKey, id: u64| live.get(&(k.account.clone(), k.container.clone())) == Some(&id);
+    if let ShardStore::V1(meta) = &mut *s.meta.borrow_mut() {
+        let dropped = meta.drop_orphans(&is_live);
+        if dropped > 0 {
+            tracing::warn!(shard = s.index, dropped, "dropped blobs of deleted containers");
+        }
+    }
+    let mut out = ShardRefs { by_owner: vec![Vec::new(); s.peers.len()], max_etag: 0, orphans: Vec::new() };
+    let mut dead = std::collections::BTreeSet::new();
+    let node = &s.node;
+    let mut add = |k: &BlobKey, cid: u64, chunks: &mut dyn Iterator<Item = &ChunkRef>| {
+        // Entries of a dead incarnation hold their chunks until the purge deletes them.
+        if !is_live(k, cid) {
+            dead.insert((k.account.clone(), k.container.clone(), cid));
+        }
+        for c in chunks {
+            out.by_owner[node.ref_owner(c)].push(*c);
+        }
+    };
+    let mut max_etag = 0;
+    let mut staged_adds = Vec::new();
+    shard_store::scan_all(
+        &s.meta,
+        |k, b| {
+            max_etag = max_etag.max(b.etag);
+            add(k, b.container_id, &mut b.chunks());
+        },
+        |k, cid, b| staged_adds.push((k.clone(), cid, b.block.chunks.clone())),
+    )
+    .await?;
+    for (k, cid, chunks) in staged_adds {
+        add(&k, cid, &mut chunks.iter());
+    }
+    out.max_etag = max_etag;
+    out.orphans = dead.into_iter().collect();
+    Ok(out)
 }

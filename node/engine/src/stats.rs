@@ -2,11 +2,49 @@
 //! chunks occupy), per node and per container.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
-use edgeblob_meta::model::ChunkRef;
+use edgeblob_meta::index::keys;
+use edgeblob_meta::model::{Blob, BlobKey, ChunkRef, StagedBlock};
+use edgeblob_meta::shard_store;
 
 use super::error::Result;
+use super::shard::Shard;
 use super::Node;
+
+/// What is called with each uncommitted block.
+type OnStaged<'a> = &'a mut dyn FnMut(&BlobKey, &StagedBlock);
+
+/// Calls `blob` for every committed blob of the shard from `from` (an index key) on until it
+/// returns false, and `staged` for every uncommitted block when given: what the shard holds once
+/// its changes so far are in its index (changes made meanwhile may or may not be seen).
+async fn for_each(
+    s: &Rc<Shard>,
+    from: Vec<u8>,
+    mut blob: impl FnMut(&BlobKey, &Blob) -> bool,
+    mut staged: Option<OnStaged<'_>>,
+) -> Result<()> {
+    shard_store::flush_all(&s.meta).await?;
+    let mut at = Some(from);
+    while let Some(from) = at.take() {
+        let page = shard_store::scan_blobs(&s.meta, from, 4096).await?;
+        if !page.items.iter().all(|(k, b)| blob(k, b)) {
+            break;
+        }
+        at = page.next;
+    }
+    if let Some(f) = staged.as_mut() {
+        let mut at = Some(Vec::new());
+        while let Some(from) = at.take() {
+            let page = shard_store::scan_staged(&s.meta, from, 4096).await?;
+            for (k, _, b) in &page.items {
+                f(k, b);
+            }
+            at = page.next;
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Reduction {
@@ -32,12 +70,20 @@ impl Node {
         for i in 0..self.shards() {
             let (logical, stored) = self
                 .on(i, |s| async move {
-                    let meta = s.meta.borrow();
-                    let logical: u64 = meta.state.all_chunk_refs().map(|c| c.len as u64).sum();
+                    let mut logical = 0u64;
+                    let mut staged = |_: &BlobKey, b: &StagedBlock| {
+                        logical += b.block.chunks.iter().map(|c| c.len as u64).sum::<u64>()
+                    };
+                    let mut committed = 0u64;
+                    let all = |_: &BlobKey, b: &Blob| {
+                        committed += b.chunks().map(|c| c.len as u64).sum::<u64>();
+                        true
+                    };
+                    for_each(&s, Vec::new(), all, Some(&mut staged)).await?;
                     let stored: u64 = s.refs.borrow().chunks().map(|(c, _)| c.extent().len).sum();
-                    (logical, stored)
+                    Ok::<_, super::EngineError>((logical + committed, stored))
                 })
-                .await?;
+                .await??;
             r.logical_bytes += logical;
             r.stored_bytes += stored;
         }
@@ -54,22 +100,23 @@ impl Node {
             let (a, c) = (account.to_owned(), container.to_owned());
             let (l, chunks) = self
                 .on(i, move |s| async move {
-                    let meta = s.meta.borrow();
                     let mut l = 0;
                     let mut chunks = Vec::new();
-                    for (k, b) in meta
-                        .state
-                        .blobs
-                        .iter()
-                        .filter(|(k, b)| k.account == a && k.container == c && b.container_id == cid)
-                    {
-                        debug_assert_eq!(k.container, c);
-                        l += b.size;
-                        chunks.extend(b.chunks().copied());
-                    }
-                    (l, chunks)
+                    let start = keys::blob(&BlobKey::new(&a, &c, ""));
+                    let of_it = |k: &BlobKey, b: &Blob| {
+                        if k.account != a || k.container != c {
+                            return false;
+                        }
+                        if b.container_id == cid {
+                            l += b.size;
+                            chunks.extend(b.chunks().copied());
+                        }
+                        true
+                    };
+                    for_each(&s, start, of_it, None).await?;
+                    Ok::<_, super::EngineError>((l, chunks))
                 })
-                .await?;
+                .await??;
             logical += l;
             distinct.extend(chunks.into_iter().map(|c| (c.offset, c)));
         }
@@ -97,11 +144,16 @@ impl Node {
             let part = self
                 .on(i, |s| async move {
                     let mut r = CheckReport::default();
-                    {
-                        let meta = s.meta.borrow();
-                        r.blobs = meta.state.blobs.len();
-                        r.staged_blocks = meta.state.staged.values().map(|st| st.len()).sum();
+                    let (mut blobs, mut staged_blocks) = (0, 0);
+                    let mut staged = |_: &BlobKey, _: &StagedBlock| staged_blocks += 1;
+                    let count = |_: &BlobKey, _: &Blob| {
+                        blobs += 1;
+                        true
+                    };
+                    if let Err(e) = for_each(&s, Vec::new(), count, Some(&mut staged)).await {
+                        r.damaged.push(format!("the metadata could not be read whole: {e}"));
                     }
+                    (r.blobs, r.staged_blocks) = (blobs, staged_blocks);
                     let chunks: Vec<ChunkRef> = s.refs.borrow().chunks().map(|(c, _)| *c).collect();
                     for c in chunks {
                         r.chunks += 1;

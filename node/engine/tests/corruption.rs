@@ -12,9 +12,12 @@ use edgeblob_testkit::engine::*;
 fn chunks_of(node: &Node, k: &BlobKey) -> Vec<ChunkRef> {
     let owner = node.shared().owner_of(k);
     let k = k.clone();
-    rt().block_on(
-        node.on(owner, move |s| async move { s.meta.borrow().state.blobs[&k].chunks().copied().collect::<Vec<_>>() }),
-    )
+    rt().block_on(node.on(owner, move |s| async move {
+        edgeblob_meta::shard_store::ensure(&s.meta, &[edgeblob_meta::shard_store::Want::Blob(k.clone())])
+            .await
+            .unwrap();
+        s.meta.borrow().state().blobs[&k].chunks().copied().collect::<Vec<_>>()
+    }))
     .unwrap()
 }
 

@@ -67,7 +67,7 @@ fn code_of(e: &EngineError) -> ErrorCode {
         BlockListTooLong => ErrorCode::BlockListTooLong,
         BodyTooLarge => ErrorCode::RequestBodyTooLarge,
         _ if retry_after(e).is_some() => ErrorCode::ServerBusy,
-        OutOfSpace | Corrupt(_) | Io(_) | Log(_) | Busy(_) | Stopped => ErrorCode::InternalError,
+        OutOfSpace | Corrupt(_) | Io(_) | Log(_) | Index(_) | Busy(_) | Stopped => ErrorCode::InternalError,
     }
 }
 
@@ -103,7 +103,7 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidBlockList(detail)
             | EngineError::InvalidBlobOrBlock(detail)
             | EngineError::InvalidBlockId(detail) => a.message = format!("{} {detail}", a.message),
-            EngineError::Corrupt(_) | EngineError::Io(_) | EngineError::Log(_) => {
+            EngineError::Corrupt(_) | EngineError::Io(_) | EngineError::Log(_) | EngineError::Index(_) => {
                 tracing::error!(%e, "request failed inside the engine")
             }
             _ => {}

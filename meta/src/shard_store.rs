@@ -1,0 +1,157 @@
+//! A shard's metadata whatever its device's format: v1 keeps all of it in memory over the log
+//! ([`MetaStore`]); v2 keeps a working set over the on-flash index ([`ShardIndex`]). The engine
+//! goes through this one interface: [`ensure`] what a change reads, then check and
+//! [`ShardStore::commit`] with no await in between; listings and scans page through what the
+//! shard holds.
+//!
+//! v1 stays readable and writable until `edgeblob-admin upgrade` has moved a device to v2.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::index::keys;
+use crate::index::shard::{self, HoldsIndex, IndexError, Scan, ShardIndex};
+use crate::listing::{ListEntry, ListQuery};
+use crate::model::{Blob, BlobKey, StagedBlock};
+use crate::record::Record;
+use crate::state::ShardMeta;
+use crate::store::{Commit, MetaStore};
+use crate::wal::AppendError;
+
+pub use crate::index::shard::{ensure, flush_all, wants_of, IndexConfig, Want};
+
+pub enum ShardStore {
+    V1(MetaStore),
+    V2(Box<ShardIndex>),
+}
+
+type Wait = Pin<Box<dyn Future<Output = Result<(), AppendError>>>>;
+
+impl HoldsIndex for ShardStore {
+    fn index(&self) -> Option<&ShardIndex> {
+        match self {
+            ShardStore::V1(_) => None,
+            ShardStore::V2(ix) => Some(ix),
+        }
+    }
+
+    fn index_mut(&mut self) -> Option<&mut ShardIndex> {
+        match self {
+            ShardStore::V1(_) => None,
+            ShardStore::V2(ix) => Some(ix),
+        }
+    }
+}
+
+impl ShardStore {
+    /// The entries in memory: all of them in v1; in v2 those [`ensure`]d since the last await.
+    pub fn state(&self) -> &ShardMeta {
+        match self {
+            ShardStore::V1(m) => &m.state,
+            ShardStore::V2(ix) => &ix.state,
+        }
+    }
+
+    /// Appends `rec` to the log and applies it; the entries it changes must be resident
+    /// ([`crate::index::shard::wants_of`]). On error nothing has changed.
+    pub fn commit(&mut self, rec: Record) -> Result<Commit, AppendError> {
+        match self {
+            ShardStore::V1(m) => m.commit(rec),
+            ShardStore::V2(ix) => ix.commit(rec),
+        }
+    }
+
+    /// Resolves when a commit is unlikely to be refused as busy.
+    pub fn ready(&mut self) -> Wait {
+        match self {
+            ShardStore::V1(m) => Box::pin(m.ready()),
+            ShardStore::V2(ix) => Box::pin(ix.ready()),
+        }
+    }
+
+    /// Waits until everything committed so far is durable in the log.
+    pub fn sync(&self) -> Wait {
+        match self {
+            ShardStore::V1(m) => Box::pin(m.sync()),
+            ShardStore::V2(ix) => Box::pin(ix.sync()),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        match self {
+            ShardStore::V1(m) => m.generation(),
+            ShardStore::V2(ix) => ix.generation(),
+        }
+    }
+}
+
+/// One shard's part of a listing page.
+pub async fn list_blobs(
+    meta: &RefCell<ShardStore>,
+    account: &str,
+    container: &str,
+    container_id: u64,
+    q: &ListQuery,
+) -> Result<(Vec<ListEntry>, bool), IndexError> {
+    if let ShardStore::V1(m) = &*meta.borrow() {
+        return Ok(m.state.list_blobs(account, container, container_id, q));
+    }
+    shard::list_blobs(meta, account, container, container_id, q).await
+}
+
+/// Every committed blob and uncommitted block of the shard, each once (see
+/// [`shard::scan_all`]).
+pub async fn scan_all(
+    meta: &RefCell<ShardStore>,
+    mut blob: impl FnMut(&BlobKey, &Blob),
+    mut staged: impl FnMut(&BlobKey, u64, &StagedBlock),
+) -> Result<(), IndexError> {
+    if let ShardStore::V1(m) = &*meta.borrow() {
+        for (k, b) in &m.state.blobs {
+            blob(k, b);
+        }
+        for (k, st) in &m.state.staged {
+            for b in st.blocks() {
+                staged(k, st.container_id, b);
+            }
+        }
+        return Ok(());
+    }
+    shard::scan_all(meta, blob, staged).await
+}
+
+/// A page of committed blobs from index key `from` on (see [`shard::scan_blobs`]); v1 gives all
+/// of them at once.
+pub async fn scan_blobs(
+    meta: &RefCell<ShardStore>,
+    from: Vec<u8>,
+    limit: usize,
+) -> Result<Scan<(BlobKey, Blob)>, IndexError> {
+    if let ShardStore::V1(m) = &*meta.borrow() {
+        let lo = keys::parse_blob(&from).unwrap_or_else(|| BlobKey::new("", "", ""));
+        let items = m.state.blobs.range(lo..).map(|(k, b)| (k.clone(), b.clone())).collect();
+        return Ok(Scan { items, next: None });
+    }
+    shard::scan_blobs(meta, from, limit).await
+}
+
+/// A page of uncommitted blocks from index key `from` on (see [`shard::scan_staged`]); v1 gives
+/// all of them at once.
+pub async fn scan_staged(
+    meta: &RefCell<ShardStore>,
+    from: Vec<u8>,
+    limit: usize,
+) -> Result<Scan<(BlobKey, u64, StagedBlock)>, IndexError> {
+    if let ShardStore::V1(m) = &*meta.borrow() {
+        debug_assert!(from.is_empty(), "a v1 scan is one page");
+        let items = m
+            .state
+            .staged
+            .iter()
+            .flat_map(|(k, st)| st.blocks().map(move |b| (k.clone(), st.container_id, b.clone())))
+            .collect();
+        return Ok(Scan { items, next: None });
+    }
+    shard::scan_staged(meta, from, limit).await
+}
