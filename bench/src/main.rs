@@ -16,6 +16,7 @@ mod job;
 mod plot;
 mod report;
 mod run;
+mod small;
 mod static_server;
 mod stats;
 mod target;
@@ -49,6 +50,9 @@ enum Cmd {
     /// One shard's metadata over its log and index (format v2): ingest of small blobs, restart,
     /// cold point reads, a listing of everything, memory.
     Index(index::Args),
+    /// Small objects through the engine in each on-disk format side by side: Put, Get and Get
+    /// Properties, warm and after a restart.
+    Small(small::Args),
     /// Serve blobs from memory (no auth, no durability): the loopback ceiling.
     StaticServer {
         #[arg(long, default_value = "127.0.0.1:10100")]
@@ -71,6 +75,7 @@ fn main() {
     let res = match Cli::parse().cmd {
         Cmd::Engine(a) => engine::run(a).map(|_| 0),
         Cmd::Index(a) => index::run(a).map(|_| 0),
+        Cmd::Small(a) => small::run(a).map(|_| 0),
         Cmd::Run { args } => run_cmd(&args),
         Cmd::Compare(a) => compare::run(a).map(|_| 0),
         Cmd::StaticServer { listen, threads } => {

@@ -78,12 +78,29 @@ impl ShardStore {
         }
     }
 
+    /// Whether `wants` are resident now, so that [`ensure`] has nothing to do (always in v1).
+    pub fn all_resident(&self, wants: &[Want]) -> bool {
+        match self {
+            ShardStore::V1(_) => true,
+            ShardStore::V2(ix) => ix.all_resident(wants),
+        }
+    }
+
     pub fn generation(&self) -> u64 {
         match self {
             ShardStore::V1(m) => m.generation(),
             ShardStore::V2(ix) => ix.generation(),
         }
     }
+}
+
+/// Makes `wants` resident: at once when they are (the hot path stays small: the read of the
+/// index, and its future, are boxed).
+pub async fn resident(meta: &RefCell<ShardStore>, wants: &[Want]) -> Result<(), IndexError> {
+    if meta.borrow().all_resident(wants) {
+        return Ok(());
+    }
+    Box::pin(ensure(meta, wants)).await
 }
 
 /// One shard's part of a listing page.

@@ -14,7 +14,7 @@ use edgeblob_io::fault::{Crash, Op, SimDisk};
 use edgeblob_io::BlockDevice;
 use edgeblob_meta::index::db::Index;
 use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments, SharedDevice};
-use edgeblob_meta::index::shard::{ensure, list_blobs, wants_of, IndexConfig, ShardIndex, Want};
+use edgeblob_meta::index::shard::{ensure, list_blobs, scan_all, wants_of, IndexConfig, ShardIndex, Want};
 use edgeblob_meta::index::thread::IndexThread;
 use edgeblob_meta::listing::{ListEntry, ListQuery};
 use edgeblob_meta::model::*;
@@ -70,7 +70,12 @@ async fn open_with(disk: &SimDisk, cfg: IndexConfig) -> RefCell<ShardIndex> {
     let ix = IndexThread::spawn("index-test".into(), Index::open(backend, MIB as usize).unwrap()).unwrap();
     let dev: Rc<dyn BlockDevice> = Rc::new(disk.device());
     let (m, _) = ShardIndex::open(log_place(), dev, ix, cfg).await.unwrap();
-    RefCell::new(m)
+    // As at a node's start: the scan builds the key filters, so that keys the index never held
+    // are settled without a read from here on.
+    let m = RefCell::new(m);
+    scan_all(&m, |_, _| {}, |_, _, _| {}).await.unwrap();
+    assert!(m.borrow().filter_bytes() > 0);
+    m
 }
 
 fn key(rng: &mut StdRng) -> BlobKey {

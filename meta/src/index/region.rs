@@ -13,6 +13,7 @@
 //! with a rising sequence number just before each flush (redb's `sync_data`), so one torn write
 //! leaves the other. Layout in docs/format.md.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -146,6 +147,25 @@ struct State {
     header: Arc<Header>,
     /// The header has changed since it was last written.
     dirty: bool,
+    /// Pages written since the last `sync_data`, by storage offset: redb writes a commit's pages
+    /// one at a time; they go to the device at the sync as one write per contiguous run, so that
+    /// a flush of the index costs a few large writes rather than thousands of small ones beside
+    /// the log's.
+    pending: Pending,
+}
+
+type Pending = BTreeMap<u64, Box<[u8]>>;
+
+/// Copies the pending pages within `[offset, offset + out.len())` over `out`.
+fn overlay<'a>(pages: impl Iterator<Item = (&'a u64, &'a Box<[u8]>)>, offset: u64, out: &mut [u8]) {
+    for (&at, page) in pages {
+        let from = (at - offset) as usize;
+        out[from..from + PAGE_SIZE].copy_from_slice(page);
+    }
+}
+
+fn pending_in(p: &Pending, offset: u64, len: usize) -> impl Iterator<Item = (&u64, &Box<[u8]>)> {
+    p.range(offset..offset + len as u64)
 }
 
 impl fmt::Debug for RegionBackend {
@@ -186,7 +206,12 @@ impl RegionBackend {
         if header.len > most || header.high_water > header.len {
             return Err(io::Error::other(format!("shard {}: the index header is inconsistent", place.shard)));
         }
-        Ok(RegionBackend { dev, place, segments, state: Mutex::new(State { header: Arc::new(header), dirty: false }) })
+        Ok(RegionBackend {
+            dev,
+            place,
+            segments,
+            state: Mutex::new(State { header: Arc::new(header), dirty: false, pending: Pending::new() }),
+        })
     }
 
     /// The segments the index holds (the shard reserves them in its allocator at start).
@@ -242,7 +267,7 @@ impl RegionBackend {
 
     /// Reads whole pages at page-aligned storage offset `offset` into `out` (a page multiple),
     /// with zeros at and above the high-water mark.
-    fn read_pages(&self, h: &Header, offset: u64, out: &mut [u8]) -> io::Result<()> {
+    fn read_pages(&self, h: &Header, pending: &Pending, offset: u64, out: &mut [u8]) -> io::Result<()> {
         debug_assert!(offset.is_multiple_of(PAGE_SIZE as u64) && out.len().is_multiple_of(PAGE_SIZE));
         let written = h.high_water.saturating_sub(offset).min(out.len() as u64);
         out[written as usize..].fill(0);
@@ -255,9 +280,48 @@ impl RegionBackend {
             out[from..from + n as usize].copy_from_slice(&buf[..n as usize]);
             Ok(())
         })?;
+        overlay(pending_in(pending, offset, out.len()), offset, out);
         // A page straddling the mark was read whole: what lies above the mark is not the index's.
         out[written as usize..].fill(0);
         Ok(())
+    }
+}
+
+impl Drop for RegionBackend {
+    /// What redb wrote is on the device when it lets go of its storage, synced or not, as with a
+    /// file (redb writes its header on a clean close).
+    fn drop(&mut self) {
+        if let Err(e) = self.sync_data() {
+            tracing::error!(shard = self.place.shard, %e, "index writes lost at close");
+        }
+    }
+}
+
+impl RegionBackend {
+    /// Writes pending pages to the device, one write per run of contiguous pages in a segment.
+    fn write_out(&self, h: &Header, pending: Pending) -> io::Result<()> {
+        let seg = self.place.segment_len;
+        let mut run: Vec<(u64, Box<[u8]>)> = Vec::new();
+        let flush_run = |run: &mut Vec<(u64, Box<[u8]>)>| -> io::Result<()> {
+            let Some(&(first, _)) = run.first() else { return Ok(()) };
+            let base = h.segments.get((first / seg) as usize).copied().filter(|&b| b != HOLE);
+            let base = base.ok_or_else(|| io::Error::other("an index write outside its segments"))?;
+            let mut buf = AlignedBuf::zeroed(run.len() * PAGE_SIZE);
+            for (i, (_, page)) in run.iter().enumerate() {
+                buf[i * PAGE_SIZE..(i + 1) * PAGE_SIZE].copy_from_slice(page);
+            }
+            let (res, _) = blocking(self.dev.write(buf, base + first % seg));
+            run.clear();
+            res
+        };
+        for (at, page) in pending {
+            let joins = run.last().is_some_and(|&(prev, _)| prev + PAGE_SIZE as u64 == at && prev / seg == at / seg);
+            if !joins {
+                flush_run(&mut run)?;
+            }
+            run.push((at, page));
+        }
+        flush_run(&mut run)
     }
 }
 
@@ -281,18 +345,24 @@ impl StorageBackend for RegionBackend {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        let h = lock(&self.state).header.clone();
-        if offset + out.len() as u64 > h.len {
-            return Err(out_of_range(offset, out.len(), h.len));
-        }
         let page = PAGE_SIZE as u64;
         let lo = offset / page * page;
         let hi = (offset + out.len() as u64).next_multiple_of(page);
+        // The device is read without the lock; the pages written since the last sync are copied
+        // out under it.
+        let (h, pending) = {
+            let st = lock(&self.state);
+            let mine: Pending = st.pending.range(lo..hi).map(|(k, v)| (*k, v.clone())).collect();
+            (st.header.clone(), mine)
+        };
+        if offset + out.len() as u64 > h.len {
+            return Err(out_of_range(offset, out.len(), h.len));
+        }
         if lo == offset && hi == offset + out.len() as u64 {
-            return self.read_pages(&h, offset, out);
+            return self.read_pages(&h, &pending, offset, out);
         }
         let mut span = vec![0u8; (hi - lo) as usize];
-        self.read_pages(&h, lo, &mut span)?;
+        self.read_pages(&h, &pending, lo, &mut span)?;
         let from = (offset - lo) as usize;
         out.copy_from_slice(&span[from..from + out.len()]);
         Ok(())
@@ -316,6 +386,8 @@ impl StorageBackend for RegionBackend {
 
     fn sync_data(&self) -> Result<(), io::Error> {
         let mut st = lock(&self.state);
+        let pending = std::mem::take(&mut st.pending);
+        self.write_out(&st.header, pending)?;
         if st.dirty {
             // The header goes with the writes it covers: the flush below makes both durable, and
             // a crash before it leaves the older slot, which covers what was durable then.
@@ -336,25 +408,20 @@ impl StorageBackend for RegionBackend {
         let page = PAGE_SIZE as u64;
         let lo = offset / page * page;
         let hi = (offset + data.len() as u64).next_multiple_of(page);
-        let mut span = AlignedBuf::zeroed((hi - lo) as usize);
+        let mut span = vec![0u8; (hi - lo) as usize];
         if lo != offset || hi != offset + data.len() as u64 {
             // A partial page keeps the bytes around what is written.
-            self.read_pages(&st.header, lo, &mut span)?;
+            self.read_pages(&st.header, &st.pending, lo, &mut span)?;
         }
         let from = (offset - lo) as usize;
         span[from..from + data.len()].copy_from_slice(data);
+        // The segments are taken now, so that a full grant fails this write, not the sync.
         if self.take_segments(Arc::make_mut(&mut st.header), lo, hi)? {
             st.dirty = true;
         }
-        let h = st.header.clone();
-        self.pieces(&h, lo, hi - lo, |dev_at, at, n| {
-            let dev_at = dev_at.ok_or_else(|| io::Error::other("an index write outside its segments"))?;
-            let mut buf = AlignedBuf::zeroed(n as usize);
-            let from = (at - lo) as usize;
-            buf.copy_from_slice(&span[from..from + n as usize]);
-            let (res, _) = blocking(self.dev.write(buf, dev_at));
-            res
-        })?;
+        for (i, page) in span.chunks(PAGE_SIZE).enumerate() {
+            st.pending.insert(lo + (i * PAGE_SIZE) as u64, page.into());
+        }
         if hi > st.header.high_water {
             Arc::make_mut(&mut st.header).high_water = hi;
             st.dirty = true;

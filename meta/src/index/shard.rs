@@ -26,6 +26,7 @@ use edgeblob_io::BlockDevice;
 use tokio::sync::watch;
 
 use super::db::Index;
+use super::filter::{self, KeyFilter};
 use super::keys;
 use super::lru::Lru;
 use super::memtable::{prefix_end, Memtable};
@@ -142,6 +143,15 @@ pub struct ShardIndex {
     /// Whether the index may grow: the shard clears it when it cannot set aside space for the
     /// index's next flushes, and then only changes that shrink the metadata are admitted.
     room: bool,
+    /// The keys the index may hold, once the start-up scan has built them ([`scan_all`]).
+    filters: Option<Filters>,
+}
+
+/// Blob keys the index may hold a blob of, and blob keys it may hold uncommitted blocks of.
+#[derive(Debug)]
+struct Filters {
+    blobs: KeyFilter,
+    staged: KeyFilter,
 }
 
 /// What recovery found.
@@ -222,6 +232,7 @@ impl ShardIndex {
             epoch: Rc::new(epoch),
             failed: None,
             room: true,
+            filters: None,
         };
         let replayed = rec.records.len();
         for (lsn, r) in rec.records {
@@ -293,9 +304,43 @@ impl ShardIndex {
         self.clean.contains(w) || self.is_dirty(w)
     }
 
+    /// Whether every want is resident (the common case, checked without allocating).
+    pub fn all_resident(&self, wants: &[Want]) -> bool {
+        wants.iter().all(|w| self.is_resident(w))
+    }
+
     /// The wants that are not resident.
     pub fn missing(&self, wants: &[Want]) -> Vec<Want> {
         wants.iter().filter(|w| !self.is_resident(w)).cloned().collect()
+    }
+
+    /// Whether the index surely holds nothing for `w` (it never held its key).
+    fn surely_absent(&self, w: &Want) -> bool {
+        let Some(f) = &self.filters else { return false };
+        match w {
+            Want::Blob(k) => !f.blobs.may_hold(&keys::blob(k)),
+            Want::Staged(k) => !f.staged.may_hold(&keys::blob(k)),
+        }
+    }
+
+    /// Splits wants into what the index surely holds nothing for, as fetched (absent) with no
+    /// read needed, and the others.
+    fn split_absent(&self, wants: Vec<Want>) -> (Fetched, Vec<Want>) {
+        let mut absent = Fetched::default();
+        let mut unknown = Vec::new();
+        for w in wants {
+            match w {
+                w if !self.surely_absent(&w) => unknown.push(w),
+                Want::Blob(k) => absent.blobs.push((k, None)),
+                Want::Staged(k) => absent.staged.push((k, None)),
+            }
+        }
+        (absent, unknown)
+    }
+
+    /// Memory the key filters take.
+    pub fn filter_bytes(&self) -> usize {
+        self.filters.as_ref().map_or(0, |f| f.blobs.bytes() + f.staged.bytes())
     }
 
     /// Reads `wants` from the index (on its thread). Install the result with
@@ -463,13 +508,22 @@ impl ShardIndex {
         let mut m = Memtable::default();
         for k in self.dirty.blobs.keys() {
             match self.state.blobs.get(k) {
-                Some(b) => m.put(Table::Blobs, keys::blob(k), keys::encode_blob(b)),
+                Some(b) => {
+                    let key = keys::blob(k);
+                    if let Some(f) = &mut self.filters {
+                        f.blobs.insert(&key);
+                    }
+                    m.put(Table::Blobs, key, keys::encode_blob(b))
+                }
                 None => m.delete(Table::Blobs, keys::blob(k)),
             }
         }
         for (k, id) in self.dirty.staged.keys() {
             let entry =
                 self.state.staged.get(k).and_then(|st| st.entry(id).map(|(place, b)| (st.container_id, place, b)));
+            if let (Some(f), Some(_)) = (&mut self.filters, &entry) {
+                f.staged.insert(&keys::blob(k));
+            }
             match entry {
                 Some((container_id, place, block)) => m.put(
                     Table::Staged,
@@ -628,20 +682,28 @@ impl HoldsIndex for ShardIndex {
 /// what they read may predate it, and the entries it wrote may have been evicted since.
 pub async fn ensure<M: HoldsIndex>(meta: &RefCell<M>, wants: &[Want]) -> Result<(), IndexError> {
     loop {
-        let (fetch, epoch) = {
-            let m = meta.borrow();
-            let Some(m) = m.index() else { return Ok(()) };
+        let (fetch, epoch, absent) = {
+            let mut m = meta.borrow_mut();
+            let Some(m) = m.index_mut() else { return Ok(()) };
             let missing = m.missing(wants);
             if missing.is_empty() {
                 return Ok(());
             }
-            (m.fetch(missing), m.epoch())
+            // Keys the index never held need no read (a new blob's, above all).
+            let (absent, unknown) = m.split_absent(missing);
+            if unknown.is_empty() {
+                m.install(absent);
+                return Ok(());
+            }
+            (m.fetch(unknown), m.epoch(), absent)
         };
-        let got = fetch.await?;
+        let mut got = fetch.await?;
         let mut m = meta.borrow_mut();
         let Some(m) = m.index_mut() else { return Ok(()) };
         m.reap();
         if m.epoch() == epoch {
+            got.blobs.extend(absent.blobs);
+            got.staged.extend(absent.staged);
             m.install(got);
             if m.missing(wants).is_empty() {
                 return Ok(());
@@ -825,6 +887,8 @@ pub async fn scan_all<M: HoldsIndex>(
     mut staged: impl FnMut(&BlobKey, u64, &StagedBlock),
 ) -> Result<(), IndexError> {
     let page_len = 4096;
+    // Hashes of the keys the index holds, for the filters built at the end.
+    let mut held: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
     for table in [Table::Blobs, Table::Staged] {
         let mut from = Vec::new();
         loop {
@@ -840,12 +904,14 @@ pub async fn scan_all<M: HoldsIndex>(
             let damaged = || IndexError::Failed(format!("a damaged key in the index's {table:?}"));
             for (k, v) in &page.entries {
                 if table == Table::Blobs {
+                    held[0].push(filter::hash(k));
                     let key = keys::parse_blob(k).ok_or_else(damaged)?;
                     if !m.is_resident(&Want::Blob(key.clone())) {
                         blob(&key, &keys::decode_blob(v).map_err(IndexError::Failed)?);
                     }
                 } else {
                     let key = keys::parse_staged(k).ok_or_else(damaged)?;
+                    held[1].push(filter::hash(&keys::blob(&key)));
                     if !m.is_resident(&Want::Staged(key.clone())) {
                         let e = keys::decode_staged(v).map_err(IndexError::Failed)?;
                         staged(&key, e.container_id, &e.block);
@@ -858,8 +924,8 @@ pub async fn scan_all<M: HoldsIndex>(
             }
         }
     }
-    let m = meta.borrow();
-    let m = m.index().ok_or_else(no_index)?;
+    let mut g = meta.borrow_mut();
+    let m = g.index_mut().ok_or_else(no_index)?;
     for (k, b) in &m.state.blobs {
         blob(k, b);
     }
@@ -868,6 +934,12 @@ pub async fn scan_all<M: HoldsIndex>(
             staged(k, st.container_id, b);
         }
     }
+    // Resident entries not flushed yet will be written by a flush, which adds their keys then.
+    let [blobs, staged_keys] = held;
+    m.filters = Some(Filters {
+        blobs: KeyFilter::with_hashes(blobs.len(), blobs),
+        staged: KeyFilter::with_hashes(staged_keys.len(), staged_keys),
+    });
     Ok(())
 }
 

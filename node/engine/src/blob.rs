@@ -72,7 +72,7 @@ async fn ready_for(s: &Shard, wants: &[Want]) -> Result<()> {
 
 /// Makes `wants` resident (a read checks them with no await after this).
 async fn resident(s: &Shard, wants: &[Want]) -> Result<()> {
-    Ok(shard_store::ensure(&s.meta, wants).await?)
+    Ok(shard_store::resident(&s.meta, wants).await?)
 }
 
 fn blob_and_staged(key: &BlobKey) -> [Want; 2] {

@@ -130,6 +130,8 @@ pub struct Shard {
     pub dev: Rc<dyn BlockDevice>,
     pub pool: FixedPool,
     pub meta: RefCell<ShardStore>,
+    /// Log records replayed at open (v2: those the index did not cover yet).
+    pub replayed: usize,
     /// Where the metadata index grows (format v2).
     pub index_space: Option<super::index_space::IndexSpace>,
     pub refs: RefCell<RefTable>,

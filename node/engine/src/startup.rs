@@ -265,7 +265,7 @@ async fn init_shard(
     let dev = media.device(index, (slots > 0).then_some(&pool));
     let place = log_place(&node.sb, index as u32);
     let (offset, len) = node.sb.layout.data_area(index as u32);
-    let (meta, index_space) = match index_place(&node.sb, index as u32) {
+    let (meta, index_space, replayed) = match index_place(&node.sb, index as u32) {
         None => {
             let (meta, report) = MetaStore::open(place, dev.clone()).await.map_err(std::io::Error::other)?;
             tracing::info!(
@@ -279,7 +279,7 @@ async fn init_shard(
                 generation = report.generation,
                 "shard recovered"
             );
-            (ShardStore::V1(meta), None)
+            (ShardStore::V1(meta), None, report.records)
         }
         Some(ix_place) => {
             let segments = Arc::new(Segments::default());
@@ -303,7 +303,7 @@ async fn init_shard(
                 "shard recovered"
             );
             let space = IndexSpace::new(segments, ix_place.segment_len, held, len);
-            (ShardStore::V2(Box::new(meta)), Some(space))
+            (ShardStore::V2(Box::new(meta)), Some(space), report.replayed)
         }
     };
     let reducer =
@@ -313,6 +313,7 @@ async fn init_shard(
         dev,
         pool,
         meta: std::cell::RefCell::new(meta),
+        replayed,
         index_space,
         refs: Default::default(),
         space: std::cell::RefCell::new(Space::new(ExtentAllocator::new(Extent { offset, len }))),

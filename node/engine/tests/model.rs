@@ -198,8 +198,15 @@ fn changed_blob(op: &Op) -> u8 {
 
 fn run_case(ops: Vec<Op>, reduction: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg =
-        edgeblob_engine::config::EngineConfig { data_size: 64 << 20, ..config(dir.path()) }.with_reduction(reduction);
+    // A metadata working set of a few entries and a flush every few records: entries are evicted
+    // and read back from the index all the time, and power cuts land in index flushes too.
+    let cfg = edgeblob_engine::config::EngineConfig {
+        data_size: 64 << 20,
+        meta_cache_bytes: 4096,
+        meta_flush_bytes: 2048,
+        ..config(dir.path())
+    }
+    .with_reduction(reduction);
     let rt = rt();
     let mut disk = SimDisk::new(cfg.data_size as usize);
     let open = |disk: &SimDisk| Node::open_simulated(cfg.clone(), disk.clone()).expect("node opens");
