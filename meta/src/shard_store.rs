@@ -121,18 +121,11 @@ pub async fn list_blobs(
 /// [`shard::scan_all`]).
 pub async fn scan_all(
     meta: &RefCell<ShardStore>,
-    mut blob: impl FnMut(&BlobKey, &Blob),
-    mut staged: impl FnMut(&BlobKey, u64, &StagedBlock),
+    blob: impl FnMut(&BlobKey, &Blob),
+    staged: impl FnMut(&BlobKey, u64, &StagedBlock),
 ) -> Result<(), IndexError> {
     if let ShardStore::V1(m) = &*meta.borrow() {
-        for (k, b) in &m.state.blobs {
-            blob(k, b);
-        }
-        for (k, st) in &m.state.staged {
-            for b in st.blocks() {
-                staged(k, st.container_id, b);
-            }
-        }
+        m.state.visit(blob, staged);
         return Ok(());
     }
     shard::scan_all(meta, blob, staged).await

@@ -212,9 +212,17 @@ impl ShardMeta {
         before - self.blobs.len() - self.staged.len()
     }
 
-    /// Every chunk reference the state holds, once per reference.
-    pub fn all_chunk_refs(&self) -> impl Iterator<Item = &ChunkRef> {
-        self.blobs.values().flat_map(|b| b.chunks()).chain(self.staged.values().flat_map(Staged::chunks))
+    /// Calls `blob` with every blob and `staged` with every uncommitted block (and the container
+    /// incarnation it was staged into).
+    pub fn visit(&self, mut blob: impl FnMut(&BlobKey, &Blob), mut staged: impl FnMut(&BlobKey, u64, &StagedBlock)) {
+        for (k, b) in &self.blobs {
+            blob(k, b);
+        }
+        for (k, st) in &self.staged {
+            for b in st.blocks() {
+                staged(k, st.container_id, b);
+            }
+        }
     }
 
     /// The records that rebuild this state from nothing: the body of a checkpoint.

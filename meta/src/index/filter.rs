@@ -4,15 +4,15 @@
 //! "maybe" is read as before; a "no" is certain. Keys are never removed (a deleted key stays a
 //! "maybe" until the next start rebuilds the filter from the index).
 //!
-//! Sized at start for twice the keys found (at least a million) at ten bits each, rounded up to a
-//! power of two, with seven probes per key: under 1% false "maybe"s until the keys double, rising
-//! slowly past that; 2.5 to 5 bytes per key held at start (4 MiB at the least).
+//! Sized at start for twice the keys found (and at least a floor: two million blob keys, 128 Ki
+//! keys of blobs with uncommitted blocks) at ten bits each, rounded up to a power of two, with
+//! seven probes per key: under 1% false "maybe"s until the keys double, rising slowly past that;
+//! 2.5 to 5 bytes per key held at start, 4.2 MiB per shard at the least.
 
 use xxhash_rust::xxh3::xxh3_64;
 
 const BITS_PER_KEY: usize = 10;
 const PROBES: u64 = 7;
-const MIN_KEYS: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct KeyFilter {
@@ -25,9 +25,9 @@ pub fn hash(key: &[u8]) -> u64 {
 }
 
 impl KeyFilter {
-    /// A filter for about `keys` keys, holding `hashes`.
-    pub fn with_hashes(keys: usize, hashes: impl IntoIterator<Item = u64>) -> KeyFilter {
-        let bits = (keys.max(MIN_KEYS) * 2 * BITS_PER_KEY).next_power_of_two();
+    /// A filter for twice `keys` keys (at least `floor`), holding `hashes`.
+    pub fn with_hashes(keys: usize, floor: usize, hashes: impl IntoIterator<Item = u64>) -> KeyFilter {
+        let bits = ((keys * 2).max(floor).max(64) * BITS_PER_KEY).next_power_of_two();
         let mut f = KeyFilter { words: vec![0; bits / 64] };
         for h in hashes {
             f.insert_hash(h);
@@ -70,13 +70,15 @@ mod tests {
     #[test]
     fn inserted_keys_are_always_maybe_and_most_others_no() {
         let keys: Vec<Vec<u8>> = (0..200_000u32).map(|i| format!("acct\0box\0name-{i}").into_bytes()).collect();
-        let mut f = KeyFilter::with_hashes(100_000, keys[..100_000].iter().map(|k| hash(k)));
+        let mut f = KeyFilter::with_hashes(100_000, 1 << 21, keys[..100_000].iter().map(|k| hash(k)));
         for k in &keys[100_000..150_000] {
             f.insert(k);
         }
         assert!(keys[..150_000].iter().all(|k| f.may_hold(k)), "no false no");
         let false_maybe = keys[150_000..].iter().filter(|k| f.may_hold(k)).count();
         assert!(false_maybe < 500, "{false_maybe} of 50,000 absent keys read as maybe");
-        assert_eq!(f.bytes(), (1 << 25) / 8, "a million keys' worth at least");
+        assert_eq!(f.bytes(), (1 << 25) / 8, "the floor's worth at least");
+        let small = KeyFilter::with_hashes(3, 0, [hash(b"a")]);
+        assert!(small.may_hold(b"a") && small.bytes() >= 8);
     }
 }

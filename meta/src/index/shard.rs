@@ -926,19 +926,12 @@ pub async fn scan_all<M: HoldsIndex>(
     }
     let mut g = meta.borrow_mut();
     let m = g.index_mut().ok_or_else(no_index)?;
-    for (k, b) in &m.state.blobs {
-        blob(k, b);
-    }
-    for (k, st) in &m.state.staged {
-        for b in st.blocks() {
-            staged(k, st.container_id, b);
-        }
-    }
+    m.state.visit(blob, staged);
     // Resident entries not flushed yet will be written by a flush, which adds their keys then.
     let [blobs, staged_keys] = held;
     m.filters = Some(Filters {
-        blobs: KeyFilter::with_hashes(blobs.len(), blobs),
-        staged: KeyFilter::with_hashes(staged_keys.len(), staged_keys),
+        blobs: KeyFilter::with_hashes(blobs.len(), 1 << 21, blobs),
+        staged: KeyFilter::with_hashes(staged_keys.len(), 1 << 17, staged_keys),
     });
     Ok(())
 }
