@@ -59,6 +59,9 @@ fn check(cond: &Conditions, cur: Option<&Blob>, is_write: bool) -> Result<()> {
     }
 }
 
+/// The live incarnation of the blob's container. An operation asks before its awaits (a missing
+/// container costs no read of the index) and again after them, for the id it checks against: the
+/// container may have been deleted, or deleted and made anew, meanwhile.
 fn container_id(s: &Shard, key: &BlobKey) -> Result<u64> {
     s.node.container(&key.account, &key.container).map(|c| c.id).ok_or(EngineError::ContainerNotFound)
 }
@@ -211,11 +214,12 @@ pub async fn commit_block_list(
     props: BlobProps,
     cond: Conditions,
 ) -> Result<BlobSummary> {
-    let cid = container_id(s, &key)?;
+    container_id(s, &key)?;
     if list.len() > limits::MAX_COMMITTED_BLOCKS {
         return Err(EngineError::BlockListTooLong);
     }
     ready_for(s, &blob_and_staged(&key)).await?;
+    let cid = container_id(s, &key)?;
     let (commit, delta, summary) = {
         let mut meta = s.meta.borrow_mut();
         let state = meta.state();
@@ -236,8 +240,9 @@ pub async fn commit_block_list(
 }
 
 pub async fn delete_blob(s: &Rc<Shard>, key: BlobKey, cond: Conditions) -> Result<()> {
-    let cid = container_id(s, &key)?;
+    container_id(s, &key)?;
     ready_for(s, &blob_and_staged(&key)).await?;
+    let cid = container_id(s, &key)?;
     let commit = {
         let mut meta = s.meta.borrow_mut();
         let cur = current(meta.state(), &key, cid).ok_or(EngineError::BlobNotFound)?;
@@ -249,8 +254,9 @@ pub async fn delete_blob(s: &Rc<Shard>, key: BlobKey, cond: Conditions) -> Resul
 }
 
 pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: Conditions) -> Result<BlobSummary> {
-    let cid = container_id(s, &key)?;
+    container_id(s, &key)?;
     ready_for(s, &[Want::Blob(key.clone())]).await?;
+    let cid = container_id(s, &key)?;
     let (commit, summary) = {
         let mut meta = s.meta.borrow_mut();
         let cur = current(meta.state(), &key, cid).ok_or(EngineError::BlobNotFound)?;
@@ -274,8 +280,9 @@ pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: C
 
 /// Get Blob Properties.
 pub async fn head(s: &Shard, key: &BlobKey, cond: &Conditions) -> Result<BlobSummary> {
-    let cid = container_id(s, key)?;
+    container_id(s, key)?;
     resident(s, &[Want::Blob(key.clone())]).await?;
+    let cid = container_id(s, key)?;
     let meta = s.meta.borrow();
     let cur = current(meta.state(), key, cid).ok_or(EngineError::BlobNotFound)?;
     check(cond, Some(cur), false)?;
@@ -289,8 +296,9 @@ pub async fn resolve(
     range: Option<(u64, Option<u64>)>,
     cond: &Conditions,
 ) -> Result<ReadPlan> {
-    let cid = container_id(s, key)?;
+    container_id(s, key)?;
     resident(s, &[Want::Blob(key.clone())]).await?;
+    let cid = container_id(s, key)?;
     let meta = s.meta.borrow();
     let cur = current(meta.state(), key, cid).ok_or(EngineError::BlobNotFound)?;
     check(cond, Some(cur), false)?;
@@ -310,8 +318,9 @@ pub async fn resolve(
 }
 
 pub async fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
-    let cid = container_id(s, key)?;
+    container_id(s, key)?;
     resident(s, &blob_and_staged(key)).await?;
+    let cid = container_id(s, key)?;
     let meta = s.meta.borrow();
     let cur = current(meta.state(), key, cid);
     let staged = meta.state().staged.get(key).filter(|st| st.container_id == cid);
