@@ -13,9 +13,9 @@
 //! in one index transaction on the index thread. The log is a ring of two halves: switching
 //! into the older half needs the index to cover it, so recovery replays at most two halves.
 //!
-//! Not yet here (issue 10 plan, docs/architecture.md): a container's purge reaches only its
-//! resident entries (the rest stay invisible, their space unreclaimed, until the purge walker
-//! lands); block lists in pieces; chunk ids.
+//! A container's purge record reaches only resident entries; the engine walks the index for the
+//! rest (`container::purge`). Not yet here (issue 10 plan, docs/architecture.md): block lists in
+//! pieces; chunk ids.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
