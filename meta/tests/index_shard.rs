@@ -382,3 +382,40 @@ fn visible_is(store: &RefCell<ShardIndex>, model: &ShardMeta) -> bool {
     let m = store.borrow();
     m.state.containers == model.containers && all_keys().iter().all(|k| view_of(&m.state, k) == view_of(model, k))
 }
+
+/// Making one entry resident never evicts another the same change needs, however small the
+/// cache: here the blob is resident and clean, its staged blocks are settled absent by the key
+/// filter with no read, and a cache of one byte would otherwise evict the blob to make room.
+#[test]
+fn entries_a_change_needs_stay_resident_together_in_the_smallest_cache() {
+    let disk = new_disk();
+    local(async {
+        let store = open_with(&disk, IndexConfig { cache_bytes: 1, flush_bytes: 1 }).await;
+        let k = BlobKey::new("acct", "box", "a/00");
+        let blob = Blob {
+            container_id: 1,
+            etag: 1,
+            created_ns: 1,
+            modified_ns: 1,
+            size: 100,
+            props: BlobProps::default(),
+            blocks: vec![Block { id: Vec::new(), size: 100, chunks: vec![chunk(1)] }],
+            single_put: true,
+        };
+        let rec = Record::BlobPut { key: k.clone(), blob };
+        ensure(&store, &wants_of(&rec)).await.unwrap();
+        let commit = store.borrow_mut().commit(rec).unwrap();
+        commit.durable.await.unwrap();
+        // Written to the index and clean: evictable from here on. Another key's entry takes the
+        // whole cache (both of this key's go), then the blob alone is read back.
+        edgeblob_meta::index::shard::flush_all(&store).await.unwrap();
+        ensure(&store, &[Want::Staged(BlobKey::new("acct", "box", "b/01"))]).await.unwrap();
+        assert!(store.borrow().missing(&wants_of(&Record::BlobDelete { key: k.clone() })).len() == 2);
+        let blob_only = [Want::Blob(k.clone())];
+        ensure(&store, &blob_only).await.unwrap();
+        assert!(store.borrow().all_resident(&blob_only));
+        let both = [Want::Blob(k.clone()), Want::Staged(k.clone())];
+        ensure(&store, &both).await.unwrap();
+        assert!(store.borrow().all_resident(&both), "the blob was evicted to make room for its staged blocks");
+    });
+}

@@ -45,13 +45,12 @@ impl<K: Clone + Eq + Hash> Lru<K> {
         self.at.contains_key(k)
     }
 
-    /// Takes out the oldest entry.
-    pub fn pop_oldest(&mut self) -> Option<K> {
+    /// Takes out the oldest entry, with the bytes it took.
+    pub fn pop_oldest(&mut self) -> Option<(K, usize)> {
         let (_, k) = self.order.pop_first()?;
-        if let Some((_, size)) = self.at.remove(&k) {
-            self.bytes -= size;
-        }
-        Some(k)
+        let (_, size) = self.at.remove(&k)?;
+        self.bytes -= size;
+        Some((k, size))
     }
 
     pub fn bytes(&self) -> usize {
@@ -79,7 +78,7 @@ mod tests {
         l.insert("b", 20);
         l.insert("a", 5);
         assert_eq!(l.bytes(), 25);
-        assert_eq!(l.pop_oldest(), Some("b"));
+        assert_eq!(l.pop_oldest(), Some(("b", 20)));
         assert!(l.remove(&"a"));
         assert!(!l.remove(&"a"));
         assert_eq!((l.bytes(), l.len(), l.pop_oldest()), (0, 0, None));

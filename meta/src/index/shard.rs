@@ -240,7 +240,7 @@ impl ShardIndex {
             let missing = me.missing(&wants);
             if !missing.is_empty() {
                 let got = me.fetch(missing).await.map_err(|e| failed(e.to_string()))?;
-                me.install(got);
+                me.install(got, &wants);
             }
             let bytes = r.encode().len();
             me.apply(lsn, &r, bytes);
@@ -353,11 +353,12 @@ impl ShardIndex {
     /// Makes fetched entries resident, except those that became resident meanwhile (memory has
     /// them as new or newer). This is the one place entries are evicted, before the new ones go
     /// in: what a caller made resident stays until its next await, so a check and the commit it
-    /// guards always see the same entries.
-    pub fn install(&mut self, got: Fetched) {
+    /// guards always see the same entries. `keep` are all the entries the caller needs: none of
+    /// them is evicted for the others.
+    pub fn install(&mut self, got: Fetched, keep: &[Want]) {
         let incoming = got.blobs.iter().map(|(k, b)| blob_mem(k, b.as_ref())).sum::<usize>()
             + got.staged.iter().map(|(k, s)| staged_mem(k, s.as_ref())).sum::<usize>();
-        self.evict(incoming);
+        self.evict(incoming, keep);
         for (key, blob) in got.blobs {
             let want = Want::Blob(key.clone());
             if self.is_resident(&want) {
@@ -592,18 +593,25 @@ impl ShardIndex {
         }
     }
 
-    /// Evicts clean entries, oldest first, until `incoming` more bytes fit in the cache.
-    fn evict(&mut self, incoming: usize) {
+    /// Evicts clean entries, oldest first, until `incoming` more bytes fit in the cache, but
+    /// never those in `keep` (the other entries the caller is making resident: with a cache
+    /// smaller than one change's entries, it runs over rather than evict them).
+    fn evict(&mut self, incoming: usize, keep: &[Want]) {
+        let mut kept = Vec::new();
         while self.clean.bytes() + incoming > self.cfg.cache_bytes {
             match self.clean.pop_oldest() {
-                Some(Want::Blob(k)) => {
+                Some((w, size)) if keep.contains(&w) => kept.push((w, size)),
+                Some((Want::Blob(k), _)) => {
                     self.state.blobs.remove(&k);
                 }
-                Some(Want::Staged(k)) => {
+                Some((Want::Staged(k), _)) => {
                     self.state.staged.remove(&k);
                 }
                 None => break,
             }
+        }
+        for (w, size) in kept {
+            self.clean.insert(w, size);
         }
     }
 
@@ -692,7 +700,8 @@ pub async fn ensure<M: HoldsIndex>(meta: &RefCell<M>, wants: &[Want]) -> Result<
             // Keys the index never held need no read (a new blob's, above all).
             let (absent, unknown) = m.split_absent(missing);
             if unknown.is_empty() {
-                m.install(absent);
+                m.install(absent, wants);
+                debug_assert!(m.all_resident(wants), "install keeps what the caller asked for");
                 return Ok(());
             }
             (m.fetch(unknown), m.epoch(), absent)
@@ -704,7 +713,7 @@ pub async fn ensure<M: HoldsIndex>(meta: &RefCell<M>, wants: &[Want]) -> Result<
         if m.epoch() == epoch {
             got.blobs.extend(absent.blobs);
             got.staged.extend(absent.staged);
-            m.install(got);
+            m.install(got, wants);
             if m.missing(wants).is_empty() {
                 return Ok(());
             }
