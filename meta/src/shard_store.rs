@@ -85,13 +85,6 @@ impl ShardStore {
             ShardStore::V2(ix) => ix.all_resident(wants),
         }
     }
-
-    pub fn generation(&self) -> u64 {
-        match self {
-            ShardStore::V1(m) => m.generation(),
-            ShardStore::V2(ix) => ix.generation(),
-        }
-    }
 }
 
 /// Makes `wants` resident: at once when they are (the hot path stays small: the read of the
