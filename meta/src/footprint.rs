@@ -138,6 +138,16 @@ impl ShardMeta {
                 c.removed = self.entry_cost(key);
                 c.added.committed = own;
             }
+            Record::BlockListPut { key, blob, list } => {
+                c.removed = self.entry_cost(key);
+                // What a checkpoint writes: the blob with its blocks. A list that does not
+                // resolve changes nothing (and is refused before it is logged).
+                if let Some(blocks) = self.resolve_list(key, blob.container_id, list) {
+                    c.added.committed = blob_cost(key, &Blob { blocks, ..(**blob).clone() });
+                } else {
+                    c.removed = Footprint::default();
+                }
+            }
             Record::BlobPropsSet { key, etag, modified_ns, props } => {
                 if let Some(old) = self.blobs.get(key) {
                     c.removed.committed = blob_cost(key, old);

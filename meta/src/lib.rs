@@ -9,6 +9,7 @@ pub mod index;
 pub mod listing;
 pub mod model;
 pub mod record;
+pub mod refs;
 pub mod replay;
 pub mod shard_store;
 pub mod state;

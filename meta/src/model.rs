@@ -2,6 +2,8 @@
 //! block is a list of chunk references. These types are also the rkyv record payloads, so every
 //! field here is an on-disk byte (docs/format.md).
 
+use std::sync::Arc;
+
 use edgeblob_io::page::pages_for;
 use edgeblob_io::{Extent, PAGE_SIZE};
 use rkyv::{Archive, Deserialize, Serialize};
@@ -71,7 +73,20 @@ impl ChunkRef {
 pub struct Block {
     pub id: Vec<u8>,
     pub size: u64,
-    pub chunks: Vec<ChunkRef>,
+    /// Shared, not copied, by every list that names the block: a list of 50,000 blocks may name
+    /// one block of 100 MiB each time, and its chunk list is then held (and stored: rkyv writes
+    /// a shared pointer's target once) once, not 50,000 times. Archived exactly as a `Vec`.
+    pub chunks: Arc<[ChunkRef]>,
+}
+
+/// A block a Put Block List names, by its place among the blob's blocks as they were when the
+/// list was committed (never by content: see `Record::BlockListPut`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListedBlock {
+    /// The n-th block of the committed list.
+    Committed(u32),
+    /// The n-th uncommitted block, in staging order.
+    Uncommitted(u32),
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -122,6 +137,11 @@ pub struct Blob {
 impl Blob {
     pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
         self.blocks.iter().flat_map(|b| b.chunks.iter())
+    }
+
+    /// The references the blob holds, counted a chunk list at a time.
+    pub fn refs(&self) -> crate::refs::RefCounts {
+        crate::refs::RefCounts::of_blocks(&self.blocks)
     }
 }
 

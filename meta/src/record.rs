@@ -5,7 +5,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::model::{Blob, BlobKey, BlobProps, Container, StagedBlock};
+use crate::model::{Blob, BlobKey, BlobProps, Container, ListedBlock, StagedBlock};
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -28,7 +28,19 @@ pub enum Record {
     BlobDelete { key: BlobKey },
     /// Drops the staged blocks of a blob (expired after 7 days without commit).
     StagedDropped { key: BlobKey },
+    /// Commits a blob from a block list (Put Block List): `blob` without its blocks, and the
+    /// blocks by place, resolved against the blob's committed and staged blocks as they are
+    /// before this record; then it is a `BlobPut` of the blob with those blocks. Naming blocks
+    /// rather than copying their chunk lists keeps the record small however large the blocks:
+    /// 50,000 take 400 KB, where their chunk lists may take hundreds of megabytes. The blob is
+    /// boxed so that the record keeps its archived size (see `ARCHIVED_RECORD_LEN`).
+    BlockListPut { key: BlobKey, blob: Box<Blob>, list: Vec<ListedBlock> },
 }
+
+/// The archived size of a record. rkyv finds a buffer's root object at its end, by the root
+/// type's size, so a record type that grew would make every record already written unreadable.
+pub const ARCHIVED_RECORD_LEN: usize = std::mem::size_of::<ArchivedRecord>();
+const _: () = assert!(ARCHIVED_RECORD_LEN == 216, "records written before keep their size");
 
 impl Record {
     pub fn encode(&self) -> AlignedVec {
@@ -57,7 +69,7 @@ mod tests {
                 block: Block {
                     id: b"blk-0001".to_vec(),
                     size: 5,
-                    chunks: vec![ChunkRef { hash: [7; 16], offset: 1 << 20, stored_len: 5, len: 5, flags: 0 }],
+                    chunks: vec![ChunkRef { hash: [7; 16], offset: 1 << 20, stored_len: 5, len: 5, flags: 0 }].into(),
                 },
                 staged_ns: 1,
             },

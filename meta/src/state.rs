@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{Blob, BlobKey, ChunkRef, Container, StagedBlock};
+use crate::model::{Blob, BlobKey, Block, Container, ListedBlock, StagedBlock};
 use crate::record::Record;
+use crate::refs::RefCounts;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ShardMeta {
@@ -96,8 +97,8 @@ impl Staged {
     }
 
     /// The chunk references every block holds.
-    pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
-        self.by_id.values().flat_map(|(_, b)| b.block.chunks.iter())
+    pub fn refs(&self) -> RefCounts {
+        RefCounts::of_blocks(self.by_id.values().map(|(_, b)| &b.block))
     }
 
     /// Takes every block out, leaving none.
@@ -113,10 +114,30 @@ impl Staged {
 }
 
 impl ShardMeta {
+    /// The blocks of a block list (see `Record::BlockListPut`), from the blob's committed blocks
+    /// (unless it was made by Put Blob) and its staged ones in container incarnation
+    /// `container_id`; None if the list names a block that is not there.
+    pub fn resolve_list(&self, key: &BlobKey, container_id: u64, list: &[ListedBlock]) -> Option<Vec<Block>> {
+        let committed: &[Block] =
+            self.blobs.get(key).filter(|b| b.container_id == container_id && !b.single_put).map_or(&[], |b| &b.blocks);
+        let staged: Vec<&Block> = self
+            .staged
+            .get(key)
+            .filter(|st| st.container_id == container_id)
+            .map(|st| st.blocks().map(|b| &b.block).collect())
+            .unwrap_or_default();
+        list.iter()
+            .map(|l| match *l {
+                ListedBlock::Committed(i) => committed.get(i as usize).cloned(),
+                ListedBlock::Uncommitted(i) => staged.get(i as usize).map(|b| (*b).clone()),
+            })
+            .collect()
+    }
+
     /// Applies a record and returns the chunk references it released (references the state no
     /// longer holds). The caller gives them back only once the record is durable.
-    pub fn apply(&mut self, rec: &Record) -> Vec<ChunkRef> {
-        let mut released = Vec::new();
+    pub fn apply(&mut self, rec: &Record) -> RefCounts {
+        let mut released = RefCounts::default();
         match rec {
             Record::CheckpointEnd => {}
             Record::ContainerPut { account, name, container } => {
@@ -135,21 +156,22 @@ impl ShardMeta {
                 let staged = self.staged.entry(key.clone()).or_insert_with(|| Staged::new(*container_id));
                 if staged.container_id != *container_id {
                     // Left over from a deleted container of the same name.
-                    released.extend(staged.take_all().into_iter().flat_map(|b| b.block.chunks));
+                    released.add_blocks(staged.take_all().iter().map(|b| &b.block));
                     staged.container_id = *container_id;
                 }
                 if let Some(old) = staged.stage(block.clone()) {
-                    released.extend(old.block.chunks);
+                    released.add_blocks([&old.block]);
                 }
             }
-            Record::BlobPut { key, blob } => {
-                if let Some(old) = self.blobs.insert(key.clone(), blob.clone()) {
-                    released.extend(old.chunks().copied());
+            Record::BlobPut { key, blob } => self.put_blob(key, blob.clone(), &mut released),
+            Record::BlockListPut { key, blob, list } => match self.resolve_list(key, blob.container_id, list) {
+                Some(blocks) => {
+                    debug_assert_eq!(blob.size, blocks.iter().map(|b| b.size).sum::<u64>(), "the size of its blocks");
+                    self.put_blob(key, Blob { blocks, ..(**blob).clone() }, &mut released);
                 }
-                if let Some(st) = self.staged.remove(key) {
-                    released.extend(st.chunks().copied());
-                }
-            }
+                // The list was resolved against this same state before it was logged.
+                None => debug_assert!(false, "a block list names a block its blob does not have"),
+            },
             Record::BlobPropsSet { key, etag, modified_ns, props } => {
                 if let Some(b) = self.blobs.get_mut(key) {
                     b.etag = *etag;
@@ -159,22 +181,32 @@ impl ShardMeta {
             }
             Record::BlobDelete { key } => {
                 if let Some(old) = self.blobs.remove(key) {
-                    released.extend(old.chunks().copied());
+                    released.append(old.refs());
                 }
                 if let Some(st) = self.staged.remove(key) {
-                    released.extend(st.chunks().copied());
+                    released.append(st.refs());
                 }
             }
             Record::StagedDropped { key } => {
                 if let Some(st) = self.staged.remove(key) {
-                    released.extend(st.chunks().copied());
+                    released.append(st.refs());
                 }
             }
         }
         released
     }
 
-    fn purge_container(&mut self, account: &str, name: &str, id: u64, released: &mut Vec<ChunkRef>) {
+    /// Replaces a blob whole and drops its staged blocks.
+    fn put_blob(&mut self, key: &BlobKey, blob: Blob, released: &mut RefCounts) {
+        if let Some(old) = self.blobs.insert(key.clone(), blob) {
+            released.append(old.refs());
+        }
+        if let Some(st) = self.staged.remove(key) {
+            released.append(st.refs());
+        }
+    }
+
+    fn purge_container(&mut self, account: &str, name: &str, id: u64, released: &mut RefCounts) {
         let lo = BlobKey::new(account, name, "");
         let blob_keys: Vec<BlobKey> = self
             .blobs
@@ -185,7 +217,7 @@ impl ShardMeta {
             .collect();
         for k in blob_keys {
             if let Some(b) = self.blobs.remove(&k) {
-                released.extend(b.chunks().copied());
+                released.append(b.refs());
             }
         }
         let staged_keys: Vec<BlobKey> = self
@@ -197,7 +229,7 @@ impl ShardMeta {
             .collect();
         for k in staged_keys {
             if let Some(s) = self.staged.remove(&k) {
-                released.extend(s.chunks().copied());
+                released.append(s.refs());
             }
         }
     }
@@ -245,48 +277,20 @@ impl ShardMeta {
     }
 }
 
-/// The net change of reference counts between the references a change adds and those it drops.
-/// References added are taken before the change is logged (the chunks are alive: held by the
-/// old version or by staged blocks); references dropped are given back only once the change is
-/// durable, so space is never reused while a durable record may still point at it.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct RefDelta {
-    pub take: Vec<ChunkRef>,
-    pub give_back: Vec<ChunkRef>,
-}
-
-impl RefDelta {
-    pub fn between<'a>(
-        added: impl Iterator<Item = &'a ChunkRef>,
-        dropped: impl Iterator<Item = &'a ChunkRef>,
-    ) -> RefDelta {
-        let mut net: HashMap<u64, (ChunkRef, i64)> = HashMap::new();
-        for c in added {
-            net.entry(c.offset).or_insert((*c, 0)).1 += 1;
-        }
-        for c in dropped {
-            net.entry(c.offset).or_insert((*c, 0)).1 -= 1;
-        }
-        let mut d = RefDelta::default();
-        for (c, n) in net.into_values() {
-            let target = if n > 0 { &mut d.take } else { &mut d.give_back };
-            target.extend(std::iter::repeat_n(c, n.unsigned_abs() as usize));
-        }
-        d
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BlobProps, Block};
+    use crate::model::{BlobProps, Block, ChunkRef};
 
     fn chunk(offset: u64) -> ChunkRef {
         ChunkRef { hash: [offset as u8; 16], offset, stored_len: 10, len: 10, flags: 0 }
     }
 
     fn staged(id: &str, off: u64) -> StagedBlock {
-        StagedBlock { block: Block { id: id.as_bytes().to_vec(), size: 10, chunks: vec![chunk(off)] }, staged_ns: 0 }
+        StagedBlock {
+            block: Block { id: id.as_bytes().to_vec(), size: 10, chunks: vec![chunk(off)].into() },
+            staged_ns: 0,
+        }
     }
 
     fn blob(offs: &[u64]) -> Blob {
@@ -297,7 +301,7 @@ mod tests {
             modified_ns: 0,
             size: 10 * offs.len() as u64,
             props: BlobProps::default(),
-            blocks: offs.iter().map(|&o| Block { id: vec![], size: 10, chunks: vec![chunk(o)] }).collect(),
+            blocks: offs.iter().map(|&o| Block { id: vec![], size: 10, chunks: vec![chunk(o)].into() }).collect(),
             single_put: false,
         }
     }
@@ -311,10 +315,10 @@ mod tests {
             .is_empty());
         m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("y", 12288) });
         let rel = m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("x", 8192) });
-        assert_eq!(rel, vec![chunk(4096)]);
+        assert_eq!(rel, RefCounts::one_each([chunk(4096)]));
         let ids: Vec<&[u8]> = m.staged[&key].blocks().map(|b| b.block.id.as_slice()).collect();
         assert_eq!(ids, vec![&b"y"[..], b"x"], "a block staged again is listed last");
-        assert_eq!(m.staged[&key].find(b"x").unwrap().block.chunks, vec![chunk(8192)]);
+        assert_eq!(m.staged[&key].find(b"x").unwrap().block.chunks[..], [chunk(8192)]);
     }
 
     #[test]
@@ -323,9 +327,8 @@ mod tests {
         let key = BlobKey::new("a", "c", "b");
         m.apply(&Record::BlobPut { key: key.clone(), blob: blob(&[4096]) });
         m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("y", 8192) });
-        let mut rel = m.apply(&Record::BlobPut { key: key.clone(), blob: blob(&[12288]) });
-        rel.sort_by_key(|c| c.offset);
-        assert_eq!(rel, vec![chunk(4096), chunk(8192)]);
+        let rel = m.apply(&Record::BlobPut { key: key.clone(), blob: blob(&[12288]) });
+        assert_eq!(rel, RefCounts::one_each([chunk(4096), chunk(8192)]));
         assert!(m.staged.is_empty());
     }
 
@@ -338,7 +341,7 @@ mod tests {
         m.apply(&Record::BlobPut { key: BlobKey::new("a", "c", "2"), blob: other });
         m.apply(&Record::BlobPut { key: BlobKey::new("a", "d", "1"), blob: blob(&[12288]) });
         let rel = m.apply(&Record::ContainerPurge { account: "a".into(), name: "c".into(), id: 1 });
-        assert_eq!(rel, vec![chunk(4096)]);
+        assert_eq!(rel, RefCounts::one_each([chunk(4096)]));
         assert_eq!(m.blobs.len(), 2);
     }
 
@@ -361,12 +364,33 @@ mod tests {
     }
 
     #[test]
-    fn ref_delta_cancels_shared_references() {
-        let (a, b, c) = (chunk(4096), chunk(8192), chunk(12288));
-        let d = RefDelta::between([a, b, b].iter(), [b, c].iter());
-        let mut take: Vec<u64> = d.take.iter().map(|c| c.offset).collect();
-        take.sort();
-        assert_eq!(take, vec![4096, 8192]);
-        assert_eq!(d.give_back, vec![c]);
+    fn a_block_list_names_blocks_by_place_and_shares_their_chunks() {
+        use crate::model::ListedBlock::{Committed, Uncommitted};
+        let mut m = ShardMeta::default();
+        let key = BlobKey::new("a", "c", "b");
+        m.apply(&Record::BlobPut { key: key.clone(), blob: Blob { single_put: false, ..blob(&[4096, 8192]) } });
+        m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("x", 12288) });
+        m.apply(&Record::BlockStaged { key: key.clone(), container_id: 1, block: staged("y", 16384) });
+        let list = vec![Uncommitted(1), Committed(0), Uncommitted(1), Uncommitted(1)];
+        let head = Blob { size: 40, blocks: Vec::new(), ..blob(&[]) };
+        let rec = Record::BlockListPut { key: key.clone(), blob: Box::new(head), list };
+        let rel = m.apply(&rec);
+        let b = &m.blobs[&key];
+        let offsets: Vec<u64> = b.chunks().map(|c| c.offset).collect();
+        assert_eq!(offsets, [16384, 4096, 16384, 16384]);
+        assert!(std::sync::Arc::ptr_eq(&b.blocks[0].chunks, &b.blocks[3].chunks), "one list, shared");
+        let mut want = RefCounts::default();
+        want.add(chunk(16384), 3);
+        want.add(chunk(4096), 1);
+        assert_eq!(b.refs(), want);
+        // The old version's two chunks, then the staged blocks' (in no set order).
+        let mut released: Vec<u64> = rel.iter().map(|(c, n)| c.offset * 10 + *n as u64).collect();
+        released.sort();
+        assert_eq!(released, [40961, 81921, 122881, 163841]);
+        assert!(m.staged.is_empty());
+        // Places past the end do not resolve.
+        assert_eq!(m.resolve_list(&key, 1, &[Committed(4)]), None);
+        assert_eq!(m.resolve_list(&key, 1, &[Uncommitted(0)]), None);
+        assert_eq!(m.resolve_list(&key, 2, &[Committed(0)]), None, "another incarnation's blob");
     }
 }

@@ -8,8 +8,9 @@ use std::rc::Rc;
 use edgeblob_io::BlockDevice;
 
 use crate::footprint::Footprint;
-use crate::model::{BlobKey, ChunkRef};
+use crate::model::BlobKey;
 use crate::record::Record;
+use crate::refs::RefCounts;
 use crate::replay::{self, RecoverError};
 use crate::state::ShardMeta;
 use crate::wal::{frame_len, AppendError, LogPlace, LogWriter};
@@ -47,7 +48,7 @@ impl Limits {
 pub struct Commit {
     pub lsn: u64,
     /// References the change released: give them back once it is durable.
-    pub released: Vec<ChunkRef>,
+    pub released: RefCounts,
     pub durable: std::pin::Pin<Box<dyn Future<Output = Result<(), AppendError>>>>,
 }
 

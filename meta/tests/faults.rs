@@ -43,7 +43,7 @@ fn record(i: u32) -> Record {
             key: BlobKey::new("acct", "c", &format!("staged-{}", i % 2)),
             container_id: 1,
             block: StagedBlock {
-                block: Block { id: format!("block-{}", i % 2).into_bytes(), size: i as u64, chunks: chunks(1) },
+                block: Block { id: format!("block-{}", i % 2).into_bytes(), size: i as u64, chunks: chunks(1).into() },
                 staged_ns: i as i64,
             },
         };
@@ -57,7 +57,7 @@ fn record(i: u32) -> Record {
             modified_ns: i as i64,
             size: i as u64,
             props: BlobProps::default(),
-            blocks: vec![Block { id: Vec::new(), size: i as u64, chunks: chunks((i * 7) % 40 + 1) }],
+            blocks: vec![Block { id: Vec::new(), size: i as u64, chunks: chunks((i * 7) % 40 + 1).into() }],
             single_put: true,
         },
     }

@@ -116,17 +116,42 @@ fn change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
                 block: Block {
                     id: format!("blk{}", rng.gen_range(0..5)).into_bytes(),
                     size: n,
-                    chunks: vec![chunk(n)],
+                    chunks: vec![chunk(n)].into(),
                 },
                 staged_ns: n as i64,
             },
         },
-        35..=59 => {
+        35..=47 => {
+            // A list of blocks by place, repeats included, from what is staged and committed.
+            let staged = m.staged.get(&k).filter(|s| s.container_id == cid).map_or(0, |s| s.len() as u32);
+            let committed =
+                m.blobs.get(&k).filter(|b| b.container_id == cid && !b.single_put).map_or(0, |b| b.blocks.len() as u32);
+            let list: Vec<ListedBlock> = (0..rng.gen_range(1..6))
+                .filter_map(|_| match rng.gen_range(0..2) {
+                    0 if staged > 0 => Some(ListedBlock::Uncommitted(rng.gen_range(0..staged))),
+                    _ if committed > 0 => Some(ListedBlock::Committed(rng.gen_range(0..committed))),
+                    _ => None,
+                })
+                .collect();
+            let size = m.resolve_list(&k, cid, &list).expect("places within range").iter().map(|b| b.size).sum();
+            let blob = Blob {
+                container_id: cid,
+                etag: n,
+                created_ns: n as i64,
+                modified_ns: n as i64,
+                size,
+                props: BlobProps::default(),
+                blocks: Vec::new(),
+                single_put: false,
+            };
+            Record::BlockListPut { key: k, blob: Box::new(blob), list }
+        }
+        48..=59 => {
             let blocks = m
                 .staged
                 .get(&k)
                 .map(|s| s.blocks().map(|b| b.block.clone()).collect())
-                .unwrap_or_else(|| vec![Block { id: Vec::new(), size: n, chunks: vec![chunk(n)] }]);
+                .unwrap_or_else(|| vec![Block { id: Vec::new(), size: n, chunks: vec![chunk(n)].into() }]);
             let blob = Blob {
                 container_id: cid,
                 etag: n,
@@ -399,7 +424,7 @@ fn entries_a_change_needs_stay_resident_together_in_the_smallest_cache() {
             modified_ns: 1,
             size: 100,
             props: BlobProps::default(),
-            blocks: vec![Block { id: Vec::new(), size: 100, chunks: vec![chunk(1)] }],
+            blocks: vec![Block { id: Vec::new(), size: 100, chunks: vec![chunk(1)].into() }],
             single_put: true,
         };
         let rec = Record::BlobPut { key: k.clone(), blob };

@@ -43,7 +43,8 @@ fn staged(i: u32, pad: usize) -> Record {
                     stored_len: 1,
                     len: 1,
                     flags: 0,
-                }],
+                }]
+                .into(),
             },
             staged_ns: i as i64,
         },

@@ -25,7 +25,7 @@ fn bless_record_seeds() {
             key: key.clone(),
             container_id: 9,
             block: StagedBlock {
-                block: Block { id: b"YWFhYQ==".to_vec(), size: 5000, chunks: vec![chunk] },
+                block: Block { id: b"YWFhYQ==".to_vec(), size: 5000, chunks: vec![chunk].into() },
                 staged_ns: 1,
             },
         },
@@ -42,7 +42,7 @@ fn bless_record_seeds() {
                     metadata: vec![("Mtime".into(), "1700000000".into())],
                     ..BlobProps::default()
                 },
-                blocks: vec![Block { id: vec![], size: 5000, chunks: vec![chunk, chunk] }],
+                blocks: vec![Block { id: vec![], size: 5000, chunks: vec![chunk, chunk].into() }],
                 single_put: true,
             },
         },

@@ -35,6 +35,7 @@ use super::{Page, Table};
 use crate::listing::{Flow, ListEntry, ListQuery, Lister};
 use crate::model::{Blob, BlobKey, StagedBlock};
 use crate::record::Record;
+use crate::refs::RefCounts;
 use crate::replay::{self, RecoverError};
 use crate::state::{ShardMeta, Staged};
 use crate::store::Commit;
@@ -166,7 +167,7 @@ pub struct OpenReport {
 pub fn wants_of(rec: &Record) -> Vec<Want> {
     match rec {
         Record::BlockStaged { key, .. } | Record::StagedDropped { key } => vec![Want::Staged(key.clone())],
-        Record::BlobPut { key, .. } | Record::BlobDelete { key } => {
+        Record::BlobPut { key, .. } | Record::BlockListPut { key, .. } | Record::BlobDelete { key } => {
             vec![Want::Blob(key.clone()), Want::Staged(key.clone())]
         }
         Record::BlobPropsSet { key, .. } => vec![Want::Blob(key.clone())],
@@ -417,7 +418,7 @@ impl ShardIndex {
     }
 
     /// Applies a record (live or replayed) and marks what it changed dirty.
-    fn apply(&mut self, lsn: u64, rec: &Record, bytes: usize) -> Vec<crate::model::ChunkRef> {
+    fn apply(&mut self, lsn: u64, rec: &Record, bytes: usize) -> RefCounts {
         // Staged blocks a change drops: all of a blob's, for a commit, a delete, an expiry, or a
         // block staged into a new incarnation of its container.
         let staged_ids = |st: &ShardMeta, key: &BlobKey| -> Vec<Vec<u8>> {
@@ -426,7 +427,10 @@ impl ShardIndex {
         let mut dropped: Vec<(BlobKey, Vec<u8>)> = Vec::new();
         let mut blobs: Vec<BlobKey> = Vec::new();
         match rec {
-            Record::BlobPut { key, .. } | Record::BlobDelete { key } | Record::StagedDropped { key } => {
+            Record::BlobPut { key, .. }
+            | Record::BlockListPut { key, .. }
+            | Record::BlobDelete { key }
+            | Record::StagedDropped { key } => {
                 dropped.extend(staged_ids(&self.state, key).into_iter().map(|id| (key.clone(), id)));
             }
             Record::BlockStaged { key, container_id, .. }
@@ -454,12 +458,23 @@ impl ShardIndex {
             _ => {}
         }
         let released = self.state.apply(rec);
+        // A block list's record names its blocks; the entry it makes holds their chunk lists,
+        // and the flush that writes it is sized by what it writes.
+        let bytes = match rec {
+            Record::BlockListPut { key, .. } => {
+                self.state.blobs.get(key).map_or(bytes, |b| bytes.max(keys::encode_blob(b).len()))
+            }
+            _ => bytes,
+        };
         match rec {
             Record::ContainerPut { account, name, .. } | Record::ContainerDelete { account, name, .. } => {
                 self.dirty.containers.insert((account.clone(), name.clone()), lsn);
             }
             Record::BlockStaged { key, block, .. } => dropped.push((key.clone(), block.block.id.clone())),
-            Record::BlobPut { key, .. } | Record::BlobPropsSet { key, .. } | Record::BlobDelete { key } => {
+            Record::BlobPut { key, .. }
+            | Record::BlockListPut { key, .. }
+            | Record::BlobPropsSet { key, .. }
+            | Record::BlobDelete { key } => {
                 blobs.push(key.clone());
             }
             _ => {}

@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use edgeblob_meta::listing::BlobSummary;
-use edgeblob_meta::model::{limits, Blob, BlobKey, BlobProps, Block, ChunkRef, Metadata, StagedBlock};
+use edgeblob_meta::model::{limits, Blob, BlobKey, BlobProps, Block, ChunkRef, ListedBlock, Metadata, StagedBlock};
+use edgeblob_meta::refs::{RefCounts, RefDelta};
 use edgeblob_meta::shard_store::{self, Want};
-use edgeblob_meta::state::{RefDelta, Staged};
+use edgeblob_meta::state::Staged;
 use edgeblob_meta::store::Commit;
-use edgeblob_meta::{Record, ShardMeta};
+use edgeblob_meta::{Record, ShardMeta, ShardStore};
 use edgeblob_proto::conditions::{ConditionOutcome, Conditions};
 
 use super::error::{EngineError, Result};
@@ -109,7 +110,7 @@ fn next_version(
     }
 }
 
-async fn finish(s: &Shard, commit: Commit, give_back: Vec<ChunkRef>) -> Result<()> {
+async fn finish(s: &Shard, commit: Commit, give_back: RefCounts) -> Result<()> {
     commit.durable.await?;
     s.give_back_refs(give_back);
     Ok(())
@@ -118,7 +119,7 @@ async fn finish(s: &Shard, commit: Commit, give_back: Vec<ChunkRef>) -> Result<(
 /// Stages a block whose chunks the caller holds references to; the references pass to the staged
 /// block, or are given back on error.
 pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()> {
-    let chunks = block.chunks.clone();
+    let chunks = RefCounts::of_blocks([&block]);
     let ready = ready_for(s, &[Want::Staged(key.clone())]).await;
     let res = ready.and_then(|()| {
         let cid = container_id(s, &key)?;
@@ -164,7 +165,8 @@ pub async fn put_single(
         let mut meta = s.meta.borrow_mut();
         let cur = current(meta.state(), &key, cid);
         check(&cond, cur, true)?;
-        let blob = next_version(s, cid, cur, props, vec![Block { id: Vec::new(), size, chunks: chunks.clone() }], true);
+        let block = Block { id: Vec::new(), size, chunks: chunks.as_slice().into() };
+        let blob = next_version(s, cid, cur, props, vec![block], true);
         let summary = BlobSummary::of(&key.name, &blob);
         Ok((meta.commit(Record::BlobPut { key, blob })?, summary))
     });
@@ -175,33 +177,42 @@ pub async fn put_single(
             Ok(summary)
         }
         Err(e) => {
-            s.give_back_refs(chunks);
+            s.give_back_refs(RefCounts::one_each(chunks));
             Err(e)
         }
     }
 }
 
-/// The blocks a Put Block List names, from the blob's committed blocks and its staged ones.
-/// Ids are looked up in hash maps: a list of 50,000 over 100,000 staged blocks is linear work,
-/// not 5 billion comparisons on the owner shard.
-fn resolve_blocks(list: &[BlockListItem], committed: Option<&Blob>, staged: Option<&Staged>) -> Result<Vec<Block>> {
-    let mut by_committed: HashMap<&[u8], &Block> = HashMap::new();
-    for b in committed.into_iter().flat_map(|b| b.blocks.iter()) {
+/// The blocks a Put Block List names, by place among the blob's committed blocks and its
+/// staged ones (see `Record::BlockListPut`). Ids are looked up in hash maps: a list of 50,000
+/// over 100,000 staged blocks is linear work, not 5 billion comparisons on the owner shard.
+fn resolve_blocks(
+    list: &[BlockListItem],
+    committed: Option<&Blob>,
+    staged: Option<&Staged>,
+) -> Result<Vec<ListedBlock>> {
+    let mut by_committed: HashMap<&[u8], u32> = HashMap::new();
+    for (i, b) in committed.into_iter().flat_map(|b| b.blocks.iter()).enumerate() {
         // A committed list may hold an id more than once: the first, as a search would find.
-        by_committed.entry(b.id.as_slice()).or_insert(b);
+        by_committed.entry(b.id.as_slice()).or_insert(i as u32);
     }
-    let by_staged: HashMap<&[u8], &Block> =
-        staged.into_iter().flat_map(|st| st.blocks()).map(|sb| (sb.block.id.as_slice(), &sb.block)).collect();
+    let by_staged: HashMap<&[u8], u32> = staged
+        .into_iter()
+        .flat_map(|st| st.blocks())
+        .enumerate()
+        .map(|(i, sb)| (sb.block.id.as_slice(), i as u32))
+        .collect();
     list.iter()
         .map(|item| {
             let found = match item {
-                BlockListItem::Committed(id) => by_committed.get(id.as_slice()),
-                BlockListItem::Uncommitted(id) => by_staged.get(id.as_slice()),
-                BlockListItem::Latest(id) => by_staged.get(id.as_slice()).or_else(|| by_committed.get(id.as_slice())),
+                BlockListItem::Committed(id) => by_committed.get(id.as_slice()).map(|&i| ListedBlock::Committed(i)),
+                BlockListItem::Uncommitted(id) => by_staged.get(id.as_slice()).map(|&i| ListedBlock::Uncommitted(i)),
+                BlockListItem::Latest(id) => by_staged
+                    .get(id.as_slice())
+                    .map(|&i| ListedBlock::Uncommitted(i))
+                    .or_else(|| by_committed.get(id.as_slice()).map(|&i| ListedBlock::Committed(i))),
             };
-            found
-                .map(|b| (*b).clone())
-                .ok_or_else(|| EngineError::InvalidBlockList(format!("block {item:?} does not exist")))
+            found.ok_or_else(|| EngineError::InvalidBlockList(format!("block {item:?} does not exist")))
         })
         .collect()
 }
@@ -226,12 +237,25 @@ pub async fn commit_block_list(
         let cur = current(state, &key, cid);
         check(&cond, cur, true)?;
         let staged = state.staged.get(&key).filter(|st| st.container_id == cid);
-        let blocks = resolve_blocks(&list, cur.filter(|b| !b.single_put), staged)?;
-        let blob = next_version(s, cid, cur, props, blocks, false);
-        let dropped = cur.into_iter().flat_map(|b| b.chunks()).chain(staged.into_iter().flat_map(|st| st.chunks()));
-        let delta = RefDelta::between(blob.chunks(), dropped);
+        let listed = resolve_blocks(&list, cur.filter(|b| !b.single_put), staged)?;
+        let blocks = state.resolve_list(&key, cid, &listed).ok_or_else(|| {
+            EngineError::InvalidBlockList("the blob's blocks changed while the list was resolved".into())
+        })?;
+        let mut dropped = cur.map(Blob::refs).unwrap_or_default();
+        dropped.append(staged.map(Staged::refs).unwrap_or_default());
+        let delta = RefDelta::between(RefCounts::of_blocks(&blocks), dropped);
+        let mut blob = next_version(s, cid, cur, props, blocks, false);
         let summary = BlobSummary::of(&key.name, &blob);
-        let commit = meta.commit(Record::BlobPut { key, blob })?;
+        let rec = match &*meta {
+            // v1 logs keep the records the binaries that wrote them can read.
+            ShardStore::V1(_) => Record::BlobPut { key, blob },
+            // The record names the blocks; applying it resolves them again, to the same ones.
+            ShardStore::V2(_) => {
+                blob.blocks = Vec::new();
+                Record::BlockListPut { key, blob: Box::new(blob), list: listed }
+            }
+        };
+        let commit = meta.commit(rec)?;
         (commit, delta, summary)
     };
     s.take_refs(delta.take);
@@ -274,7 +298,7 @@ pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: C
         let summary = BlobSummary::of(&key.name, &after);
         (meta.commit(Record::BlobPropsSet { key, etag, modified_ns, props })?, summary)
     };
-    finish(s, commit, Vec::new()).await?;
+    finish(s, commit, RefCounts::default()).await?;
     Ok(summary)
 }
 
@@ -403,7 +427,7 @@ mod tests {
     use super::*;
 
     fn block(id: &[u8], size: u64) -> Block {
-        Block { id: id.to_vec(), size, chunks: Vec::new() }
+        Block { id: id.to_vec(), size, chunks: Vec::new().into() }
     }
 
     fn staged(blocks: Vec<Block>) -> Staged {
@@ -433,8 +457,13 @@ mod tests {
             BlockListItem::Committed(b"b".to_vec()),
             BlockListItem::Uncommitted(b"c".to_vec()),
         ];
-        let sizes: Vec<u64> = resolve_blocks(&list, Some(&blob), Some(&st)).unwrap().iter().map(|b| b.size).collect();
-        assert_eq!(sizes, [1, 20, 2, 30], "Latest prefers the staged block; a repeated id is its first");
+        let places = resolve_blocks(&list, Some(&blob), Some(&st)).unwrap();
+        use ListedBlock::{Committed, Uncommitted};
+        assert_eq!(
+            places,
+            [Committed(0), Uncommitted(0), Committed(1), Uncommitted(1)],
+            "Latest prefers the staged block; a repeated id is its first"
+        );
         for bad in [BlockListItem::Uncommitted(b"a".to_vec()), BlockListItem::Committed(b"c".to_vec())] {
             assert!(matches!(resolve_blocks(&[bad], Some(&blob), Some(&st)), Err(EngineError::InvalidBlockList(_))));
         }
@@ -446,9 +475,22 @@ mod tests {
         let st = staged(ids.iter().map(|id| block(id, 1)).collect());
         let list: Vec<BlockListItem> =
             ids.iter().rev().take(limits::MAX_COMMITTED_BLOCKS).map(|id| BlockListItem::Latest(id.clone())).collect();
-        let blocks = resolve_blocks(&list, None, Some(&st)).unwrap();
-        assert_eq!(blocks.len(), limits::MAX_COMMITTED_BLOCKS);
-        assert_eq!(blocks[0].id, ids[99_999]);
+        let places = resolve_blocks(&list, None, Some(&st)).unwrap();
+        assert_eq!(places.len(), limits::MAX_COMMITTED_BLOCKS);
+        assert_eq!(places[0], ListedBlock::Uncommitted(99_999));
+        // The record of the longest list, of the longest ids, fits the smallest log half (2 MiB).
+        let blob = Blob {
+            container_id: 1,
+            etag: 1,
+            created_ns: 0,
+            modified_ns: 0,
+            size: 0,
+            props: Default::default(),
+            blocks: Vec::new(),
+            single_put: false,
+        };
+        let rec = Record::BlockListPut { key: BlobKey::new("a", "c", "b"), blob: Box::new(blob), list: places };
+        assert!(rec.encode().len() <= 8 * limits::MAX_COMMITTED_BLOCKS + 1024, "{} bytes", rec.encode().len());
         let mut unknown = list;
         unknown.push(BlockListItem::Latest(b"nope".to_vec()));
         assert!(resolve_blocks(&unknown, None, Some(&st)).is_err(), "a list ending in an unknown id is refused whole");

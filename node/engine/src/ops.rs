@@ -77,7 +77,7 @@ where
 pub async fn stage(s: &Rc<Shard>, key: BlobKey, id: Vec<u8>, stored: write::Stored) -> Result<u64> {
     let owner = s.node.owner_of(&key);
     let size = stored.len;
-    let block = Block { id, size, chunks: stored.chunks };
+    let block = Block { id, size, chunks: stored.chunks.into() };
     at(s, owner, move |o| async move { blob::stage_block(&o, key, block).await }).await??;
     Ok(size)
 }

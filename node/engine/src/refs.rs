@@ -40,19 +40,20 @@ impl RefTable {
         }
     }
 
-    pub fn take(&mut self, c: &ChunkRef) {
+    /// Takes `n` more references on a chunk that has some.
+    pub fn take(&mut self, c: &ChunkRef, n: u32) {
         match self.counts.get_mut(&c.offset) {
-            Some(e) => e.1 += 1,
+            Some(e) => e.1 = e.1.checked_add(n).expect("fewer than 4 billion references to one chunk"),
             None => panic!("reference taken on a chunk nobody holds: {c:?}"),
         }
     }
 
-    /// Drops one reference; returns the chunk when it was the last.
+    /// Drops `n` references; returns the chunk when they were the last.
     #[must_use]
-    pub fn give_back(&mut self, c: &ChunkRef) -> Option<ChunkRef> {
+    pub fn give_back(&mut self, c: &ChunkRef, n: u32) -> Option<ChunkRef> {
         let e = self.counts.get_mut(&c.offset).unwrap_or_else(|| panic!("reference given back twice: {c:?}"));
         debug_assert_eq!(e.0, *c, "two chunks at one offset");
-        e.1 -= 1;
+        e.1 = e.1.checked_sub(n).unwrap_or_else(|| panic!("more references given back than taken: {c:?}"));
         if e.1 > 0 {
             return None;
         }
@@ -63,11 +64,16 @@ impl RefTable {
         Some(chunk)
     }
 
-    /// Rebuild at start: one call per reference found in metadata.
-    pub fn rebuild_add(&mut self, c: &ChunkRef) {
+    /// Rebuild at start: `n` references found in metadata.
+    pub fn rebuild_add(&mut self, c: &ChunkRef, n: u32) {
         match self.counts.get_mut(&c.offset) {
-            Some(e) => e.1 += 1,
-            None => self.register(*c),
+            Some(_) => self.take(c, n),
+            None => {
+                self.register(*c);
+                if n > 1 {
+                    self.take(c, n - 1);
+                }
+            }
         }
     }
 
@@ -180,8 +186,8 @@ mod tests {
         t.register(c);
         assert_eq!(t.lookup_take(&c.hash), Some(c));
         assert_eq!(t.count(4096), Some(2));
-        assert_eq!(t.give_back(&c), None);
-        assert_eq!(t.give_back(&c), Some(c));
+        assert_eq!(t.give_back(&c, 1), None);
+        assert_eq!(t.give_back(&c, 1), Some(c));
         assert_eq!(t.lookup_take(&c.hash), None, "a freed chunk is never a dedup hit");
     }
 
@@ -192,7 +198,7 @@ mod tests {
         let b = chunk(8192, 1, CHUNK_DEDUP);
         t.register(a);
         t.register(b);
-        assert_eq!(t.give_back(&b), Some(b));
+        assert_eq!(t.give_back(&b, 1), Some(b));
         assert_eq!(t.lookup_take(&a.hash), Some(a));
     }
 

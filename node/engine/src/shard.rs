@@ -11,6 +11,7 @@ use edgeblob_io::superblock::Superblock;
 use edgeblob_io::{BlockDevice, Extent, FixedPool};
 use edgeblob_meta::index::shard::HoldsIndex;
 use edgeblob_meta::model::{BlobKey, ChunkRef, Container};
+use edgeblob_meta::refs::RefCounts;
 use edgeblob_meta::ShardStore;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -168,42 +169,45 @@ impl Shard {
 
     /// Takes one reference on each chunk, on the shards that count them. Posted in order, so a
     /// later give-back from this shard never overtakes it.
-    pub fn take_refs(&self, chunks: Vec<ChunkRef>) {
-        self.on_ref_owners(chunks, Shard::take_local);
+    pub fn take_refs(&self, refs: RefCounts) {
+        self.on_ref_owners(refs, Shard::take_local);
     }
 
-    /// Runs `f` with each group of chunks on the shard that counts them: at once for this shard,
-    /// posted (in order) for the others.
-    fn on_ref_owners(&self, chunks: Vec<ChunkRef>, f: fn(&Shard, &[ChunkRef])) {
-        for (owner, list) in self.by_owner(chunks, |c| self.node.ref_owner(c)) {
+    /// Runs `f` with each group of references on the shard that counts them: at once for this
+    /// shard, posted (in order) for the others.
+    fn on_ref_owners(&self, refs: RefCounts, f: fn(&Shard, &RefCounts)) {
+        for (owner, group) in refs.split_by(|c| self.node.ref_owner(c)) {
             if owner == self.index {
-                f(self, &list);
+                f(self, &group);
             } else {
-                let _ = self.peers.post(owner, move |s| f(s, &list));
+                let _ = self.peers.post(owner, move |s| f(s, &group));
             }
         }
     }
 
-    pub fn take_local(&self, chunks: &[ChunkRef]) {
-        let mut refs = self.refs.borrow_mut();
-        for c in chunks {
-            refs.take(c);
+    pub fn take_local(&self, refs: &RefCounts) {
+        let mut table = self.refs.borrow_mut();
+        for (c, n) in refs.iter() {
+            table.take(c, *n);
         }
     }
 
-    /// Gives back one reference on each chunk; chunks left with none are freed in their region.
-    /// Only for references whose dropping record is durable.
-    pub fn give_back_refs(&self, chunks: Vec<ChunkRef>) {
-        self.on_ref_owners(chunks, Shard::give_back_local);
+    /// Gives back references; chunks left with none are freed in their region. Only for
+    /// references whose dropping record is durable.
+    pub fn give_back_refs(&self, refs: RefCounts) {
+        self.on_ref_owners(refs, Shard::give_back_local);
     }
 
-    pub fn give_back_local(&self, chunks: &[ChunkRef]) {
+    pub fn give_back_local(&self, refs: &RefCounts) {
         let freed: Vec<ChunkRef> = {
-            let mut refs = self.refs.borrow_mut();
-            chunks.iter().filter_map(|c| refs.give_back(c)).collect()
+            let mut table = self.refs.borrow_mut();
+            refs.iter().filter_map(|(c, n)| table.give_back(c, *n)).collect()
         };
-        for (region, list) in self.by_owner(freed, |c| self.node.region_of(c.offset)) {
-            let extents: Vec<Extent> = list.iter().map(|c| c.extent()).collect();
+        let mut by_region: BTreeMap<usize, Vec<Extent>> = BTreeMap::new();
+        for c in freed {
+            by_region.entry(self.node.region_of(c.offset)).or_default().push(c.extent());
+        }
+        for (region, extents) in by_region {
             if region == self.index {
                 self.free_local(&extents);
             } else {
@@ -218,14 +222,6 @@ impl Shard {
         for e in extents {
             space.free_later(stamp, *e);
         }
-    }
-
-    fn by_owner(&self, chunks: Vec<ChunkRef>, owner: impl Fn(&ChunkRef) -> usize) -> BTreeMap<usize, Vec<ChunkRef>> {
-        let mut out: BTreeMap<usize, Vec<ChunkRef>> = BTreeMap::new();
-        for c in chunks {
-            out.entry(owner(&c)).or_default().push(c);
-        }
-        out
     }
 
     /// Bytes of this shard's data area given to its metadata index (0 in format v1).

@@ -18,7 +18,8 @@ use edgeblob_meta::index::db::Index;
 use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments, SharedDevice};
 use edgeblob_meta::index::shard::{IndexConfig, ShardIndex};
 use edgeblob_meta::index::thread::IndexThread;
-use edgeblob_meta::model::{BlobKey, ChunkRef};
+use edgeblob_meta::model::BlobKey;
+use edgeblob_meta::refs::RefCounts;
 use edgeblob_meta::wal::LogPlace;
 use edgeblob_meta::{shard_store, MetaStore, ShardStore};
 
@@ -343,14 +344,14 @@ fn rebuild(node: &Node) -> Result<()> {
         // Each shard reports its references grouped by the shard that counts them, and the
         // container incarnations it still holds entries of that no longer exist.
         let n = node.shards();
-        let mut to_owner: Vec<Vec<ChunkRef>> = vec![Vec::new(); n];
+        let mut to_owner: Vec<RefCounts> = vec![RefCounts::default(); n];
         let mut orphans: Vec<Vec<(String, String, u64)>> = Vec::with_capacity(n);
         for i in 0..n {
             let live = live.clone();
             let found = node.on(i, move |s| async move { shard_refs(&s, &live).await }).await??;
             floor = floor.max(found.max_etag);
             for (owner, list) in found.by_owner.into_iter().enumerate() {
-                to_owner[owner].extend(list);
+                to_owner[owner].append(list);
             }
             orphans.push(found.orphans);
         }
@@ -362,8 +363,8 @@ fn rebuild(node: &Node) -> Result<()> {
             let groups = node
                 .on(owner, move |s| async move {
                     let mut refs = RefTable::default();
-                    for c in &list {
-                        refs.rebuild_add(c);
+                    for (c, n) in list.iter() {
+                        refs.rebuild_add(c, *n);
                     }
                     let mut groups: Vec<Vec<Extent>> = vec![Vec::new(); s.peers.len()];
                     for (c, _) in refs.chunks() {
@@ -412,7 +413,7 @@ fn rebuild(node: &Node) -> Result<()> {
 /// What one shard's metadata says at start.
 struct ShardRefs {
     /// Chunk references by the shard that counts them.
-    by_owner: Vec<Vec<ChunkRef>>,
+    by_owner: Vec<RefCounts>,
     max_etag: u64,
     /// Container incarnations that no longer exist but still have entries here (v2; v1 drops
     /// them in memory at once).
@@ -427,16 +428,16 @@ async fn shard_refs(s: &Rc<Shard>, live: &BTreeMap<(String, String), u64>) -> Re
             tracing::warn!(shard = s.index, dropped, "dropped blobs of deleted containers");
         }
     }
-    let mut out = ShardRefs { by_owner: vec![Vec::new(); s.peers.len()], max_etag: 0, orphans: Vec::new() };
+    let mut out = ShardRefs { by_owner: vec![RefCounts::default(); s.peers.len()], max_etag: 0, orphans: Vec::new() };
     let mut dead = std::collections::BTreeSet::new();
     let node = &s.node;
-    let mut add = |k: &BlobKey, cid: u64, chunks: &mut dyn Iterator<Item = &ChunkRef>| {
+    let mut add = |k: &BlobKey, cid: u64, refs: RefCounts| {
         // Entries of a dead incarnation hold their chunks until the purge deletes them.
         if !is_live(k, cid) {
             dead.insert((k.account.clone(), k.container.clone(), cid));
         }
-        for c in chunks {
-            out.by_owner[node.ref_owner(c)].push(*c);
+        for (owner, group) in refs.split_by(|c| node.ref_owner(c)) {
+            out.by_owner[owner].append(group);
         }
     };
     let mut max_etag = 0;
@@ -445,13 +446,13 @@ async fn shard_refs(s: &Rc<Shard>, live: &BTreeMap<(String, String), u64>) -> Re
         &s.meta,
         |k, b| {
             max_etag = max_etag.max(b.etag);
-            add(k, b.container_id, &mut b.chunks());
+            add(k, b.container_id, b.refs());
         },
-        |k, cid, b| staged_adds.push((k.clone(), cid, b.block.chunks.clone())),
+        |k, cid, b| staged_adds.push((k.clone(), cid, RefCounts::of_blocks([&b.block]))),
     )
     .await?;
-    for (k, cid, chunks) in staged_adds {
-        add(&k, cid, &mut chunks.iter());
+    for (k, cid, refs) in staged_adds {
+        add(&k, cid, refs);
     }
     out.max_etag = max_etag;
     out.orphans = dead.into_iter().collect();

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use edgeblob_io::page;
 use edgeblob_io::PAGE_SIZE;
 use edgeblob_meta::model::{ChunkRef, CHUNK_COMPRESSED, CHUNK_DEDUP};
+use edgeblob_meta::refs::RefCounts;
 use futures::{Stream, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
@@ -22,6 +23,13 @@ use super::shard::Shard;
 pub struct Stored {
     pub chunks: Vec<ChunkRef>,
     pub len: u64,
+}
+
+impl Stored {
+    /// Gives back the references the body's chunks hold (a body refused after it was stored).
+    pub fn give_back(self, shard: &Shard) {
+        shard.give_back_refs(RefCounts::one_each(self.chunks));
+    }
 }
 
 /// Stores a body of at most `max_len` bytes for `account` (dedup is within an account). On
@@ -88,7 +96,7 @@ where
             Ok(out)
         }
         Some(e) => {
-            shard.give_back_refs(std::mem::take(&mut out.chunks));
+            shard.give_back_refs(RefCounts::one_each(std::mem::take(&mut out.chunks)));
             Err(e)
         }
     }
@@ -190,7 +198,7 @@ pub async fn store_chunk(shard: Rc<Shard>, account: &str, data: Bytes) -> Result
                     flags &= !CHUNK_DEDUP;
                 }
             }
-            shard.give_back_refs(vec![existing]);
+            shard.give_back_refs(RefCounts::one_each([existing]));
         }
     }
     let compressed = shard.reducer.compress(&data)?;

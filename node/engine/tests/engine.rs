@@ -403,7 +403,7 @@ fn a_read_in_flight_keeps_the_space_of_a_deleted_blob() {
                         store_body(&s, ACCOUNT, futures::stream::iter(vec![Ok(bytes::Bytes::from(fill))]), u64::MAX)
                             .await
                             .unwrap();
-                    s.give_back_refs(stored.chunks);
+                    stored.give_back(&s);
                 }
                 BlobReader::new(s.clone(), plan.segments, guard).read_all().await
             })

@@ -268,3 +268,98 @@ fn three_hundred_thousand_blobs_list_in_every_page_size() {
         assert_eq!(page.entries.len(), want.iter().filter(|n| n.starts_with("d123/")).count());
     });
 }
+
+/// One blob at Azure's limits: 50,000 committed blocks and more than 4 TiB, on a 1 GiB data file
+/// (two staged blocks, one of 100 MiB, listed 50,000 times). It commits, lists, reads correctly
+/// at its first, middle and last bytes, and does all of that again after a restart; then it is
+/// deleted and its space comes back.
+#[test]
+fn a_blob_of_fifty_thousand_blocks_and_four_tebibytes_commits_reads_and_restarts() {
+    use edgeblob_engine::BlockListItem;
+    use edgeblob_meta::model::limits::MAX_COMMITTED_BLOCKS;
+    const BIG: usize = 100 << 20;
+    const SMALL: usize = 4103;
+    for format_version in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = edgeblob_engine::config::EngineConfig {
+            data_size: 1 << 30,
+            chunk_size: 1 << 20,
+            format_version,
+            ..config(dir.path())
+        };
+        let big = data(1, BIG, false);
+        let small = data(2, SMALL, false);
+        // Block i is the small one when i is a multiple of 997, else the big one.
+        let is_small = |i: usize| i.is_multiple_of(997);
+        let sizes: Vec<u64> = (0..MAX_COMMITTED_BLOCKS).map(|i| if is_small(i) { SMALL } else { BIG } as u64).collect();
+        let total: u64 = sizes.iter().sum();
+        assert!(total > 4 << 40);
+        // The byte at `at`, and where each block starts.
+        let starts: Vec<u64> = sizes.iter().scan(0, |at, s| Some(std::mem::replace(at, *at + s))).collect();
+        let byte_at = |at: u64| {
+            let i = starts.partition_point(|&s| s <= at) - 1;
+            let within = (at - starts[i]) as usize;
+            if is_small(i) {
+                small[within]
+            } else {
+                big[within]
+            }
+        };
+        let ranges = [(0, 9999), (total / 2 - 5000, total / 2 + 5000), (total - 10_000, total - 1)];
+        let check = |node: &edgeblob_engine::Node, rt: &tokio::runtime::Runtime| {
+            rt.block_on(async {
+                let b = node.head_blob(key("c", "huge"), Conditions::default()).await.unwrap();
+                assert_eq!(b.size, total, "v{format_version}");
+                for (a, z) in ranges {
+                    let (_, got_range, got) =
+                        node.read_blob(1, key("c", "huge"), Some((a, Some(z))), Conditions::default()).await.unwrap();
+                    assert_eq!(got_range, (a, z + 1));
+                    let want: Vec<u8> = (a..=z).map(byte_at).collect();
+                    assert!(got[..] == want[..], "v{format_version}: bytes {a}..={z}");
+                }
+                let list = node.get_block_list(key("c", "huge")).await.unwrap();
+                let committed = list.committed.unwrap();
+                assert_eq!(committed.len(), MAX_COMMITTED_BLOCKS);
+                assert!(committed.iter().enumerate().all(|(i, b)| b.1 == sizes[i]));
+            })
+        };
+        let rt = rt();
+        let node = open(&cfg);
+        rt.block_on(async {
+            node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+            node.put_block(0, key("c", "huge"), b"big".to_vec(), body(&big)).await.unwrap();
+            node.put_block(1, key("c", "huge"), b"sml".to_vec(), body(&small)).await.unwrap();
+            let list: Vec<BlockListItem> = (0..MAX_COMMITTED_BLOCKS)
+                .map(|i| BlockListItem::Uncommitted(if is_small(i) { b"sml".to_vec() } else { b"big".to_vec() }))
+                .collect();
+            let b = node
+                .commit_block_list(key("c", "huge"), list, BlobProps::default(), Conditions::default())
+                .await
+                .unwrap_or_else(|e| panic!("v{format_version}: {e}"));
+            assert_eq!(b.size, total);
+        });
+        check(&node, &rt);
+        node.stop();
+        let node = open(&cfg);
+        check(&node, &rt);
+        rt.block_on(async {
+            // Committed blocks are listed again, by id: the small one first, then the big one.
+            let again = vec![BlockListItem::Committed(b"sml".to_vec()), BlockListItem::Committed(b"big".to_vec())];
+            let b = node
+                .commit_block_list(key("c", "huge"), again, BlobProps::default(), Conditions::default())
+                .await
+                .unwrap();
+            assert_eq!(b.size, (SMALL + BIG) as u64);
+            let (_, _, got) =
+                node.read_blob(0, key("c", "huge"), Some((4000, Some(4200))), Conditions::default()).await.unwrap();
+            let want: Vec<u8> = small[4000..].iter().chain(&big[..4201 - SMALL]).copied().collect();
+            assert!(got[..] == want[..]);
+            node.delete_blob(key("c", "huge"), Conditions::default()).await.unwrap();
+            // The 100 MiB the blob held is free again: 400 MiB fit the region of shard 0 (about
+            // 470 MiB of data) only if it is.
+            let fill = data(3, 400 << 20, false);
+            node.put_blob(0, key("c", "fill"), body(&fill), BlobProps::default(), Conditions::default()).await.unwrap();
+        });
+        node.stop();
+    }
+}

@@ -27,7 +27,7 @@ pub async fn put(c: &Call<'_>, p: PutBlob, body: Incoming) -> Result<Response<Re
         ops::store(c.shard, &key, body::pieces(body, Some(tap.clone()), c.ctx.body_timeout), limits::MAX_PUT_BLOB_SIZE)
             .await?;
     if let Err(e) = body::check_digests(&tap, p.content_md5, p.content_crc64) {
-        c.shard.give_back_refs(stored.chunks);
+        stored.give_back(c.shard);
         return Err(e.into());
     }
     let md5 = body::md5_of(&tap).unwrap_or_default();

@@ -30,7 +30,7 @@ pub async fn put(c: &Call<'_>, p: PutBlock, body: Incoming) -> Result<Response<R
         ops::store(c.shard, &key, body::pieces(body, Some(tap.clone()), c.ctx.body_timeout), limits::MAX_BLOCK_SIZE)
             .await?;
     if let Err(e) = body::check_digests(&tap, p.content_md5, p.content_crc64) {
-        c.shard.give_back_refs(stored.chunks);
+        stored.give_back(c.shard);
         return Err(e.into());
     }
     ops::stage(c.shard, key, p.block_id, stored).await?;
