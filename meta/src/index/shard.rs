@@ -1061,7 +1061,7 @@ fn blob_mem(k: &BlobKey, b: Option<&Blob>) -> usize {
             .map(|s| s.as_ref().map_or(0, |s| s.len() + 24))
             .sum::<usize>();
             let md = props.metadata.iter().map(|(n, v)| n.len() + v.len() + 48).sum::<usize>();
-            std::mem::size_of::<Blob>() + text + md + b.blocks.iter().map(block_mem).sum::<usize>()
+            std::mem::size_of::<Blob>() + text + md + blocks_mem(&b.blocks)
         })
 }
 
@@ -1069,6 +1069,22 @@ fn block_mem(b: &crate::model::Block) -> usize {
     std::mem::size_of::<crate::model::Block>()
         + b.id.len()
         + b.chunks.len() * std::mem::size_of::<crate::model::ChunkRef>()
+}
+
+/// Memory of a blob's blocks; a chunk list that blocks share counts once.
+fn blocks_mem(blocks: &[crate::model::Block]) -> usize {
+    let mut lists = std::collections::HashSet::new();
+    blocks
+        .iter()
+        .map(|b| {
+            let list = if lists.insert(b.chunks.as_ptr()) {
+                b.chunks.len() * std::mem::size_of::<crate::model::ChunkRef>()
+            } else {
+                0
+            };
+            std::mem::size_of::<crate::model::Block>() + b.id.len() + list
+        })
+        .sum()
 }
 
 /// Memory a blob's resident staged blocks take, roughly (each block's id is kept twice).

@@ -16,7 +16,7 @@ use edgeblob_meta::{Record, ShardMeta, ShardStore};
 use edgeblob_proto::conditions::{ConditionOutcome, Conditions};
 
 use super::error::{EngineError, Result};
-use super::read::{plan, Segments};
+use super::plan::Segments;
 use super::shard::{now_ns, Shard};
 
 /// One entry of a Put Block List body.
@@ -337,7 +337,7 @@ pub async fn resolve(
     Ok(ReadPlan {
         blob: BlobSummary::of(&key.name, cur),
         range: (start, end),
-        segments: plan(cur.chunks(), start, end),
+        segments: Segments::new(&cur.blocks, start, end),
     })
 }
 

@@ -21,6 +21,7 @@ mod container;
 pub mod error;
 mod index_space;
 pub mod ops;
+pub mod plan;
 pub mod read;
 mod reduce;
 mod refs;

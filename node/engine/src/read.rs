@@ -12,6 +12,7 @@ use edgeblob_meta::model::ChunkRef;
 use tokio::task::JoinHandle;
 
 use super::error::{EngineError, Result};
+use super::plan::Segments;
 use super::refs::ReadGuard;
 use super::shard::Shard;
 
@@ -69,14 +70,11 @@ async fn read_compressed(shard: &Shard, c: &ChunkRef) -> Result<Bytes> {
     Ok(Bytes::from(shard.reducer.decompress(&frame, c.len as usize)?))
 }
 
-/// A resolved read: which bytes of which chunks, in order.
-pub type Segments = Vec<(ChunkRef, u32, u32)>;
-
 /// Streams the segments of a read with read-ahead. Holds a read guard so that no extent it may
 /// read is reused before it is done.
 pub struct BlobReader {
     shard: Rc<Shard>,
-    plan: VecDeque<(ChunkRef, u32, u32)>,
+    plan: Segments,
     inflight: VecDeque<JoinHandle<Result<Bytes>>>,
     depth: usize,
     _guard: ReadGuard,
@@ -85,12 +83,12 @@ pub struct BlobReader {
 impl BlobReader {
     pub fn new(shard: Rc<Shard>, segments: Segments, guard: ReadGuard) -> BlobReader {
         let depth = shard.node.config.io_depth;
-        BlobReader { shard, plan: segments.into(), inflight: VecDeque::new(), depth, _guard: guard }
+        BlobReader { shard, plan: segments, inflight: VecDeque::new(), depth, _guard: guard }
     }
 
     /// The next piece of the blob, in order; None at the end.
     pub async fn next(&mut self) -> Option<Result<Bytes>> {
-        if self.inflight.is_empty() && self.plan.len() <= 1 {
+        if self.inflight.is_empty() && self.plan.at_most_one_left() {
             // Nothing to overlap with (small reads, or the last piece): read in place.
             let (c, from, to) = self.plan.pop_front()?;
             return Some(read_chunk(&self.shard, &c, from, to).await);
@@ -127,47 +125,5 @@ impl Drop for BlobReader {
         for h in &self.inflight {
             h.abort();
         }
-    }
-}
-
-/// The segments covering logical bytes `[start, end)` of a blob made of `chunks`.
-pub fn plan<'a>(chunks: impl Iterator<Item = &'a ChunkRef>, start: u64, end: u64) -> Segments {
-    let mut out = Vec::new();
-    let mut pos = 0u64;
-    for c in chunks {
-        let (cs, ce) = (pos, pos + c.len as u64);
-        pos = ce;
-        if ce <= start {
-            continue;
-        }
-        if cs >= end {
-            break;
-        }
-        let from = start.max(cs) - cs;
-        let to = end.min(ce) - cs;
-        out.push((*c, from as u32, to as u32));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn c(len: u32, offset: u64) -> ChunkRef {
-        ChunkRef { hash: [0; 16], offset, stored_len: len, len, flags: 0 }
-    }
-
-    #[test]
-    fn plan_covers_exactly_the_range() {
-        let chunks = [c(10, 0), c(10, 4096), c(5, 8192)];
-        let p = plan(chunks.iter(), 8, 22);
-        let spans: Vec<(u64, u32, u32)> = p.iter().map(|(c, a, b)| (c.offset, *a, *b)).collect();
-        assert_eq!(spans, vec![(0, 8, 10), (4096, 0, 10), (8192, 0, 2)]);
-        assert_eq!(plan(chunks.iter(), 0, 25).len(), 3);
-        assert!(plan(chunks.iter(), 25, 25).is_empty());
-        let p = plan(chunks.iter(), 10, 20);
-        assert_eq!(p.len(), 1);
-        assert_eq!((p[0].1, p[0].2), (0, 10));
     }
 }

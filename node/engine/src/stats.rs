@@ -71,12 +71,10 @@ impl Node {
             let (logical, stored) = self
                 .on(i, |s| async move {
                     let mut logical = 0u64;
-                    let mut staged = |_: &BlobKey, b: &StagedBlock| {
-                        logical += b.block.chunks.iter().map(|c| c.len as u64).sum::<u64>()
-                    };
+                    let mut staged = |_: &BlobKey, b: &StagedBlock| logical += b.block.size;
                     let mut committed = 0u64;
                     let all = |_: &BlobKey, b: &Blob| {
-                        committed += b.chunks().map(|c| c.len as u64).sum::<u64>();
+                        committed += b.size;
                         true
                     };
                     for_each(&s, Vec::new(), all, Some(&mut staged)).await?;
@@ -101,7 +99,7 @@ impl Node {
             let (l, chunks) = self
                 .on(i, move |s| async move {
                     let mut l = 0;
-                    let mut chunks = Vec::new();
+                    let mut chunks: HashMap<u64, ChunkRef> = HashMap::new();
                     let start = keys::blob(&BlobKey::new(&a, &c, ""));
                     let of_it = |k: &BlobKey, b: &Blob| {
                         if k.account != a || k.container != c {
@@ -109,7 +107,7 @@ impl Node {
                         }
                         if b.container_id == cid {
                             l += b.size;
-                            chunks.extend(b.chunks().copied());
+                            chunks.extend(b.refs().iter().map(|(c, _)| (c.offset, *c)));
                         }
                         true
                     };
@@ -118,7 +116,7 @@ impl Node {
                 })
                 .await??;
             logical += l;
-            distinct.extend(chunks.into_iter().map(|c| (c.offset, c)));
+            distinct.extend(chunks);
         }
         Ok(Reduction { logical_bytes: logical, stored_bytes: distinct.values().map(|c| c.extent().len).sum() })
     }
