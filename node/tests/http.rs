@@ -967,3 +967,43 @@ fn a_container_sas_reaches_its_blobs_only_and_create_only_never_overwrites() {
         assert_eq!(st, 201, "w overwrites");
     });
 }
+
+/// Azure's largest block list over HTTP: one 100 MiB block listed 50,000 times (a 4.77 TiB blob)
+/// commits, answers HEAD with its size, serves ranges at its end, and lists its 50,000 blocks.
+#[test]
+fn a_block_list_of_fifty_thousand_blocks_makes_a_blob_over_four_tebibytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node::InProcess::start(dir.path(), 1 << 30, 2, |_| {});
+    let a = node.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr?restype=container", &[], b"").await.0, 201);
+        let block = edgeblob_testkit::engine::data(7, 100 << 20, false);
+        let id = "YmxvY2stMDAwMQ=="; // base64 of "block-0001"
+        let put = format!("/devstoreaccount1/ctr/huge?comp=block&blockid={}", id.replace('=', "%3D"));
+        assert_eq!(signed(&a, "PUT", &put, &[], &block).await.0, 201);
+        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
+        for _ in 0..50_000 {
+            xml.push_str(&format!("<Latest>{id}</Latest>"));
+        }
+        xml.push_str("</BlockList>");
+        let (st, head, body) =
+            signed(&a, "PUT", "/devstoreaccount1/ctr/huge?comp=blocklist", &[], xml.as_bytes()).await;
+        assert_eq!(st, 201, "{head}\n{}", String::from_utf8_lossy(&body));
+        let total: u64 = 50_000 * (100 << 20);
+        let (st, head, _) = signed(&a, "HEAD", "/devstoreaccount1/ctr/huge", &[], b"").await;
+        assert_eq!(st, 200);
+        assert!(head.contains(&format!("content-length: {total}\r\n")), "{head}");
+        let (first, last) = (total - 300, total - 1);
+        let range = format!("bytes={first}-{last}");
+        let (st, head, got) = signed(&a, "GET", "/devstoreaccount1/ctr/huge", &[("x-ms-range", &range)], b"").await;
+        assert_eq!(st, 206, "{head}");
+        assert!(head.contains(&format!("content-range: bytes {first}-{last}/{total}")), "{head}");
+        assert_eq!(got[..], block[block.len() - 300..]);
+        let (st, _, list) = signed(&a, "GET", "/devstoreaccount1/ctr/huge?comp=blocklist", &[], b"").await;
+        assert_eq!(st, 200);
+        let list = String::from_utf8(list).unwrap();
+        assert_eq!(list.matches("<Block>").count(), 50_000);
+        assert_eq!(list.matches(&format!("<Name>{id}</Name><Size>{}</Size>", 100 << 20)).count(), 50_000);
+    });
+}
