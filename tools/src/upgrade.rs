@@ -2,11 +2,13 @@
 //! v2 device, through both nodes' own operations (so the new device is written exactly as a
 //! running node writes it, and every byte read back is verified by its chunk checksums on the
 //! way). Kept: container names, metadata and public access; blob names, bytes, properties,
-//! metadata, Content-MD5, copy status, and block ids and sizes of blobs made by Put Block List.
-//! Not kept: ETags and times (the new node stamps its own, as after a copy), and uncommitted
+//! metadata, Content-MD5, copy status, ETags, creation and last-modified times, and block ids and
+//! sizes of blobs made by Put Block List. Not kept: container ETags and times, and uncommitted
 //! blocks (staged blocks are a client's unfinished upload; Azure drops them after a week too).
-//! Memory: one block (or one Put Blob body) at a time.
+//! Memory: one block (or one Put Blob body) at a time. A block listed more than once is read and
+//! staged once.
 
+use edgeblob_engine::blob::Stamps;
 use edgeblob_engine::{ops, BlockListItem, Node, CATALOG_SHARD};
 use edgeblob_meta::listing::{ListEntry, ListQuery};
 use edgeblob_meta::model::BlobKey;
@@ -41,7 +43,8 @@ pub async fn copy_all(from: &Node, to: &Node) -> Result<Report, String> {
                 if let ListEntry::Blob(b) = entry {
                     let key = BlobKey::new(&account, &name, &b.name);
                     let via = report.blobs % to.shards();
-                    report.bytes += copy_blob(from, to, via, key, b.props.clone())
+                    let keep = Stamps { etag: b.etag, created_ns: b.created_ns, modified_ns: b.modified_ns };
+                    report.bytes += copy_blob(from, to, via, key, b.props.clone(), keep)
                         .await
                         .map_err(|e| format!("{name}/{}: {e}", b.name))?;
                     report.blobs += 1;
@@ -63,6 +66,7 @@ async fn copy_blob(
     via: usize,
     key: BlobKey,
     props: edgeblob_meta::model::BlobProps,
+    keep: Stamps,
 ) -> edgeblob_engine::Result<u64> {
     let list = from.get_block_list(key.clone()).await?;
     let blocks = list.committed.unwrap_or_default();
@@ -74,23 +78,26 @@ async fn copy_blob(
             _ => from.read_blob(via, key.clone(), None, any.clone()).await?.2,
         };
         let size = bytes.len() as u64;
-        to.put_blob(via, key, vec![bytes], props, any).await?;
+        to.import_blob(via, key, vec![bytes], props, keep).await?;
         return Ok(size);
     }
     let mut at = 0u64;
     let mut ids = Vec::with_capacity(blocks.len());
+    let mut staged = std::collections::HashSet::new();
     for (id, size) in blocks {
-        let bytes = if size == 0 {
-            bytes::Bytes::new()
-        } else {
-            from.read_blob(via, key.clone(), Some((at, Some(at + size - 1))), any.clone()).await?.2
-        };
-        debug_assert_eq!(bytes.len() as u64, size);
-        // The same id may appear more than once in a list: staging it again is harmless.
-        to.put_block(via, key.clone(), id.clone(), vec![bytes]).await?;
+        // An id listed again is the same block (a list names blocks by id): staged once.
+        if staged.insert(id.clone()) {
+            let bytes = if size == 0 {
+                bytes::Bytes::new()
+            } else {
+                from.read_blob(via, key.clone(), Some((at, Some(at + size - 1))), any.clone()).await?.2
+            };
+            debug_assert_eq!(bytes.len() as u64, size);
+            to.put_block(via, key.clone(), id.clone(), vec![bytes]).await?;
+        }
         ids.push(BlockListItem::Uncommitted(id));
         at += size;
     }
-    to.commit_block_list(key, ids, props, any).await?;
+    to.import_block_list(key, ids, props, keep).await?;
     Ok(at)
 }

@@ -37,6 +37,7 @@ fn a_v1_file_upgrades_to_v2_with_every_blob_intact() {
     let rt = rt();
     // Single puts (one empty), a blob of blocks with a repeated id, metadata, two containers.
     let mut expect = Vec::new();
+    let mut stamps = std::collections::HashMap::new();
     {
         let node = Node::open(v1.clone()).unwrap();
         rt.block_on(async {
@@ -69,6 +70,10 @@ fn a_v1_file_upgrades_to_v2_with_every_blob_intact() {
                 [0usize, 1, 2, 1].iter().map(|&i| (format!("id-{i}").into_bytes(), parts[i].len() as u64)).collect();
             expect.push(("private", "blocks".to_string(), whole, Some(ids)));
             node.sync().await.unwrap();
+            for (c, name, _, _) in &expect {
+                let b = node.head_blob(key(c, name), Default::default()).await.unwrap();
+                stamps.insert((c.to_string(), name.clone()), (b.etag, b.created_ns, b.modified_ns));
+            }
         });
         node.stop();
     }
@@ -92,6 +97,12 @@ fn a_v1_file_upgrades_to_v2_with_every_blob_intact() {
         for (c, name, d, ids) in &expect {
             let (summary, _, got) = node.read_blob(0, key(c, name), None, Default::default()).await.unwrap();
             assert!(got[..] == d[..], "{c}/{name}: other bytes");
+            let before = &stamps[&(c.to_string(), name.clone())];
+            assert_eq!(
+                (summary.etag, summary.created_ns, summary.modified_ns),
+                *before,
+                "{c}/{name}: ETag and times are kept"
+            );
             let want = if name == "blocks" { props(99) } else { props(name[name.len() - 3..].parse().unwrap()) };
             assert_eq!(summary.props.content_type, want.content_type, "{c}/{name}");
             assert_eq!(summary.props.metadata, want.metadata, "{c}/{name}");
@@ -104,5 +115,9 @@ fn a_v1_file_upgrades_to_v2_with_every_blob_intact() {
                 node.list_blobs(ACCOUNT, c, ListQuery { max: 1000, ..Default::default() }).await.unwrap().entries.len();
         }
         assert_eq!(n, expect.len(), "nothing more, nothing less");
+        // The new node's own ETags come after every one it took over.
+        let newest = stamps.values().map(|s| s.0).max().unwrap();
+        let fresh = node.put_blob(0, key("private", "fresh"), body(b"x"), BlobProps::default(), Default::default());
+        assert!(fresh.await.unwrap().etag > newest);
     });
 }

@@ -88,7 +88,18 @@ fn current<'a>(s: &'a ShardMeta, key: &BlobKey, cid: u64) -> Option<&'a Blob> {
     s.blobs.get(key).filter(|b| b.container_id == cid)
 }
 
-/// The next version of a blob: a new ETag, modified now, created when the first version was.
+/// A blob version's ETag and times when they are carried from elsewhere rather than stamped
+/// now: an upgrade keeps each blob's identity, so that clients' cached ETags and `azcopy sync`'s
+/// Last-Modified comparisons still hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamps {
+    pub etag: u64,
+    pub created_ns: i64,
+    pub modified_ns: i64,
+}
+
+/// The next version of a blob: a new ETag, modified now, created when the first version was; or
+/// the stamps it keeps (the node's clock then moves past the ETag, so later ETags stay unique).
 fn next_version(
     s: &Shard,
     cid: u64,
@@ -96,13 +107,21 @@ fn next_version(
     props: BlobProps,
     blocks: Vec<Block>,
     single_put: bool,
+    keep: Option<Stamps>,
 ) -> Blob {
     let now = now_ns();
+    let stamps = match keep {
+        Some(k) => {
+            s.node.raise_clock(k.etag);
+            k
+        }
+        None => Stamps { etag: s.node.stamp(), created_ns: cur.map_or(now, |b| b.created_ns), modified_ns: now },
+    };
     Blob {
         container_id: cid,
-        etag: s.node.stamp(),
-        created_ns: cur.map_or(now, |b| b.created_ns),
-        modified_ns: now,
+        etag: stamps.etag,
+        created_ns: stamps.created_ns,
+        modified_ns: stamps.modified_ns,
         size: blocks.iter().map(|b| b.size).sum(),
         props,
         blocks,
@@ -158,6 +177,7 @@ pub async fn put_single(
     size: u64,
     props: BlobProps,
     cond: Conditions,
+    keep: Option<Stamps>,
 ) -> Result<BlobSummary> {
     let ready = ready_for(s, &blob_and_staged(&key)).await;
     let res = ready.and_then(|()| {
@@ -166,7 +186,7 @@ pub async fn put_single(
         let cur = current(meta.state(), &key, cid);
         check(&cond, cur, true)?;
         let block = Block { id: Vec::new(), size, chunks: chunks.as_slice().into() };
-        let blob = next_version(s, cid, cur, props, vec![block], true);
+        let blob = next_version(s, cid, cur, props, vec![block], true, keep);
         let summary = BlobSummary::of(&key.name, &blob);
         Ok((meta.commit(Record::BlobPut { key, blob })?, summary))
     });
@@ -224,6 +244,7 @@ pub async fn commit_block_list(
     list: Vec<BlockListItem>,
     props: BlobProps,
     cond: Conditions,
+    keep: Option<Stamps>,
 ) -> Result<BlobSummary> {
     container_id(s, &key)?;
     if list.len() > limits::MAX_COMMITTED_BLOCKS {
@@ -244,7 +265,7 @@ pub async fn commit_block_list(
         let mut dropped = cur.map(Blob::refs).unwrap_or_default();
         dropped.append(staged.map(Staged::refs).unwrap_or_default());
         let delta = RefDelta::between(RefCounts::of_blocks(&blocks), dropped);
-        let mut blob = next_version(s, cid, cur, props, blocks, false);
+        let mut blob = next_version(s, cid, cur, props, blocks, false, keep);
         let summary = BlobSummary::of(&key.name, &blob);
         let rec = match &*meta {
             // v1 logs keep the records the binaries that wrote them can read.

@@ -145,6 +145,23 @@ impl Node {
         self.on(via, move |s| async move { ops::put_blob(&s, key, body_stream(body), props, cond).await }).await?
     }
 
+    /// Put Blob that keeps the blob's ETag and times (an import: see [`blob::Stamps`]).
+    pub async fn import_blob(
+        &self,
+        via: usize,
+        key: BlobKey,
+        body: Body,
+        props: BlobProps,
+        keep: blob::Stamps,
+    ) -> Result<BlobSummary> {
+        self.on(via, move |s| async move {
+            let stored =
+                ops::store(&s, &key, body_stream(body), edgeblob_meta::model::limits::MAX_PUT_BLOB_SIZE).await?;
+            ops::commit_single(&s, key, stored, props, Conditions::default(), Some(keep)).await
+        })
+        .await?
+    }
+
     /// Put Block, received on shard `via`.
     pub async fn put_block(&self, via: usize, key: BlobKey, id: Vec<u8>, body: Body) -> Result<u64> {
         self.on(via, move |s| async move { ops::put_block(&s, key, id, body_stream(body)).await }).await?
@@ -158,7 +175,21 @@ impl Node {
         cond: Conditions,
     ) -> Result<BlobSummary> {
         let owner = self.owner(&key);
-        self.on(owner, move |o| async move { ops::commit_block_list(&o, key, list, props, cond).await }).await?
+        self.on(owner, move |o| async move { ops::commit_block_list(&o, key, list, props, cond, None).await }).await?
+    }
+
+    /// Put Block List that keeps the blob's ETag and times (an import: see [`blob::Stamps`]).
+    pub async fn import_block_list(
+        &self,
+        key: BlobKey,
+        list: Vec<BlockListItem>,
+        props: BlobProps,
+        keep: blob::Stamps,
+    ) -> Result<BlobSummary> {
+        let owner = self.owner(&key);
+        let any = Conditions::default();
+        self.on(owner, move |o| async move { ops::commit_block_list(&o, key, list, props, any, Some(keep)).await })
+            .await?
     }
 
     pub async fn get_block_list(&self, key: BlobKey) -> Result<BlockList> {

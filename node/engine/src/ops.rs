@@ -12,7 +12,7 @@ use edgeblob_meta::shard_store;
 use edgeblob_proto::conditions::Conditions;
 use futures::Stream;
 
-use super::blob::{self, BlockList, BlockListItem, PropsChange};
+use super::blob::{self, BlockList, BlockListItem, PropsChange, Stamps};
 use super::error::{EngineError, Result};
 use super::read::BlobReader;
 use super::shard::{Shard, CATALOG_SHARD};
@@ -46,16 +46,18 @@ where
     write::store_body(s, &key.account, body, max_len).await
 }
 
-/// Commits stored chunks as a Put Blob (the references pass to the blob, or are given back).
+/// Commits stored chunks as a Put Blob (the references pass to the blob, or are given back),
+/// stamped now or with the stamps it keeps.
 pub async fn commit_single(
     s: &Rc<Shard>,
     key: BlobKey,
     stored: write::Stored,
     props: BlobProps,
     cond: Conditions,
+    keep: Option<Stamps>,
 ) -> Result<BlobSummary> {
     let owner = s.node.owner_of(&key);
-    at(s, owner, move |o| async move { blob::put_single(&o, key, stored.chunks, stored.len, props, cond).await })
+    at(s, owner, move |o| async move { blob::put_single(&o, key, stored.chunks, stored.len, props, cond, keep).await })
         .await?
 }
 
@@ -70,7 +72,7 @@ where
     S: Stream<Item = std::io::Result<Bytes>> + Unpin,
 {
     let stored = store(s, &key, body, limits::MAX_PUT_BLOB_SIZE).await?;
-    commit_single(s, key, stored, props, cond).await
+    commit_single(s, key, stored, props, cond, None).await
 }
 
 /// Stages stored chunks as block `id`.
@@ -104,9 +106,10 @@ pub async fn commit_block_list(
     list: Vec<BlockListItem>,
     props: BlobProps,
     cond: Conditions,
+    keep: Option<Stamps>,
 ) -> Result<BlobSummary> {
     let owner = s.node.owner_of(&key);
-    at(s, owner, move |o| async move { blob::commit_block_list(&o, key, list, props, cond).await }).await?
+    at(s, owner, move |o| async move { blob::commit_block_list(&o, key, list, props, cond, keep).await }).await?
 }
 
 pub async fn get_block_list(s: &Rc<Shard>, key: BlobKey) -> Result<BlockList> {
