@@ -302,6 +302,15 @@ impl ShardIndex {
     }
 
     fn is_resident(&self, w: &Want) -> bool {
+        // A blob in memory is resident (clean or dirty): the hot path of reads, one lookup in
+        // the map the read then uses, rather than a hash of the key and a search of the dirty
+        // map. A blob not in memory may still be resident, known absent.
+        if let Want::Blob(k) = w {
+            if self.state.blobs.contains_key(k) {
+                debug_assert!(self.clean.contains(w) || self.is_dirty(w), "a blob in memory is resident");
+                return true;
+            }
+        }
         self.clean.contains(w) || self.is_dirty(w)
     }
 
