@@ -139,6 +139,21 @@ impl Blob {
         self.blocks.iter().flat_map(|b| b.chunks.iter())
     }
 
+    /// The blob without its blocks: what a listing shows, at a cost that does not grow with the
+    /// blob's size.
+    pub fn head(&self) -> Blob {
+        Blob {
+            container_id: self.container_id,
+            etag: self.etag,
+            created_ns: self.created_ns,
+            modified_ns: self.modified_ns,
+            size: self.size,
+            props: self.props.clone(),
+            blocks: Vec::new(),
+            single_put: self.single_put,
+        }
+    }
+
     /// The references the blob holds, counted a chunk list at a time.
     pub fn refs(&self) -> crate::refs::RefCounts {
         crate::refs::RefCounts::of_blocks(&self.blocks)

@@ -120,6 +120,8 @@ fn an_entry_of_every_index_table_v2() {
     let v = golden_in(2, "index-blobs.bin", &[]);
     let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
     assert_eq!(keys::decode_blob(&v[4 + klen..]).unwrap(), blob);
+    assert_eq!(keys::decode_blob_head(&v[4 + klen..]).unwrap(), blob.head(), "a listing reads the head alone");
+    assert!(keys::decode_blob_head(&v[4 + klen..v.len() - 1]).is_err(), "and validates the whole value");
     let v = golden_in(2, "index-staged.bin", &[]);
     let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
     assert_eq!(keys::decode_staged(&v[4 + klen..]).unwrap(), staged);

@@ -798,10 +798,10 @@ pub async fn list_blobs<M: HoldsIndex>(
         let flow = if shadowed {
             let mut merged: BTreeMap<Vec<u8>, Option<Blob>> = BTreeMap::new();
             for (k, v) in page.entries {
-                merged.insert(k, Some(keys::decode_blob(&v).map_err(IndexError::Failed)?));
+                merged.insert(k, Some(keys::decode_blob_head(&v).map_err(IndexError::Failed)?));
             }
             for (k, b) in m.state.blobs.range(lo.clone()..).take_while(|(k, _)| in_span(k)) {
-                merged.insert(keys::blob(k), Some(b.clone()));
+                merged.insert(keys::blob(k), Some(b.head()));
             }
             for k in m.dirty.blobs.range(lo..).map(|(k, _)| k).take_while(|k| in_span(k)) {
                 if !m.state.blobs.contains_key(k) {
@@ -811,7 +811,7 @@ pub async fn list_blobs<M: HoldsIndex>(
             offer_all(&mut lister, merged.into_iter().filter_map(|(k, b)| b.map(|b| (k, Ok(b)))), name_at)?
         } else {
             let decoded = page.entries.into_iter().map(|(k, v)| {
-                let b = keys::decode_blob(&v).map_err(IndexError::Failed);
+                let b = keys::decode_blob_head(&v).map_err(IndexError::Failed);
                 (k, b)
             });
             offer_all(&mut lister, decoded, name_at)?

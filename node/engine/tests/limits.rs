@@ -320,6 +320,17 @@ fn a_blob_of_fifty_thousand_blocks_and_four_tebibytes_commits_reads_and_restarts
                 let list = node.get_block_list(key("c", "huge")).await.unwrap();
                 let committed = list.committed.unwrap();
                 assert_eq!(committed.len(), MAX_COMMITTED_BLOCKS);
+                let q = edgeblob_meta::listing::ListQuery { max: 5000, ..Default::default() };
+                let page = node.list_blobs(ACCOUNT, "c", q).await.unwrap();
+                let sizes_listed: Vec<(String, u64)> = page
+                    .entries
+                    .iter()
+                    .filter_map(|e| match e {
+                        edgeblob_meta::listing::ListEntry::Blob(b) => Some((b.name.clone(), b.size)),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(sizes_listed, [("huge".to_string(), total)], "v{format_version}");
                 assert!(committed.iter().enumerate().all(|(i, b)| b.1 == sizes[i]));
             })
         };
