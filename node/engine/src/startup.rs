@@ -346,9 +346,13 @@ fn rebuild(node: &Node) -> Result<()> {
         let n = node.shards();
         let mut to_owner: Vec<RefCounts> = vec![RefCounts::default(); n];
         let mut orphans: Vec<Vec<(String, String, u64)>> = Vec::with_capacity(n);
-        for i in 0..n {
+        // All shards at once: each scan waits on its own index's reads.
+        let scans = (0..n).map(|i| {
             let live = live.clone();
-            let found = node.on(i, move |s| async move { shard_refs(&s, &live).await }).await??;
+            node.on(i, move |s| async move { shard_refs(&s, &live).await })
+        });
+        for found in futures::future::join_all(scans).await {
+            let found = found??;
             floor = floor.max(found.max_etag);
             for (owner, list) in found.by_owner.into_iter().enumerate() {
                 to_owner[owner].append(list);
