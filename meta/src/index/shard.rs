@@ -468,11 +468,10 @@ impl ShardIndex {
         }
         let released = self.state.apply(rec);
         // A block list's record names its blocks; the entry it makes holds their chunk lists,
-        // and the flush that writes it is sized by what it writes.
+        // and the flush that writes it is sized by what it writes (its memory estimate, which
+        // counts each chunk list once, as rkyv stores it: encoding it here would be done twice).
         let bytes = match rec {
-            Record::BlockListPut { key, .. } => {
-                self.state.blobs.get(key).map_or(bytes, |b| bytes.max(keys::encode_blob(b).len()))
-            }
+            Record::BlockListPut { key, .. } => bytes.max(blob_mem(key, self.state.blobs.get(key))),
             _ => bytes,
         };
         match rec {
