@@ -22,6 +22,11 @@ impl RefCounts {
         RefCounts(chunks.into_iter().map(|c| (c, 1)).collect())
     }
 
+    /// One reference per chunk of one block (nothing to group: one list).
+    pub fn of_block(b: &Block) -> RefCounts {
+        RefCounts::one_each(b.chunks.iter().copied())
+    }
+
     /// One reference per chunk of each block, counted a chunk list at a time.
     pub fn of_blocks<'a>(blocks: impl IntoIterator<Item = &'a Block>) -> RefCounts {
         let mut out = RefCounts::default();

@@ -96,9 +96,10 @@ impl Staged {
         Some(old.1)
     }
 
-    /// The chunk references every block holds.
+    /// The chunk references every block holds (each staged block has a list of its own: there is
+    /// nothing to group).
     pub fn refs(&self) -> RefCounts {
-        RefCounts::of_blocks(self.by_id.values().map(|(_, b)| &b.block))
+        RefCounts::one_each(self.by_id.values().flat_map(|(_, b)| b.block.chunks.iter().copied()))
     }
 
     /// Takes every block out, leaving none.
@@ -160,7 +161,7 @@ impl ShardMeta {
                     staged.container_id = *container_id;
                 }
                 if let Some(old) = staged.stage(block.clone()) {
-                    released.add_blocks([&old.block]);
+                    released.append(RefCounts::of_block(&old.block));
                 }
             }
             Record::BlobPut { key, blob } => self.put_blob(key, blob.clone(), &mut released),

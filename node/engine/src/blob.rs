@@ -138,7 +138,7 @@ async fn finish(s: &Shard, commit: Commit, give_back: RefCounts) -> Result<()> {
 /// Stages a block whose chunks the caller holds references to; the references pass to the staged
 /// block, or are given back on error.
 pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()> {
-    let chunks = RefCounts::of_blocks([&block]);
+    let chunks = RefCounts::of_block(&block);
     let ready = ready_for(s, &[Want::Staged(key.clone())]).await;
     let res = ready.and_then(|()| {
         let cid = container_id(s, &key)?;

@@ -452,7 +452,7 @@ async fn shard_refs(s: &Rc<Shard>, live: &BTreeMap<(String, String), u64>) -> Re
             max_etag = max_etag.max(b.etag);
             add(k, b.container_id, b.refs());
         },
-        |k, cid, b| staged_adds.push((k.clone(), cid, RefCounts::of_blocks([&b.block]))),
+        |k, cid, b| staged_adds.push((k.clone(), cid, RefCounts::of_block(&b.block))),
     )
     .await?;
     for (k, cid, refs) in staged_adds {
