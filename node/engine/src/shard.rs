@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use edgeblob_io::executor::Peers;
+use edgeblob_io::executor::{Peers, ShardGone};
 use edgeblob_io::superblock::Superblock;
 use edgeblob_io::{BlockDevice, Extent, FixedPool};
 use edgeblob_meta::index::shard::HoldsIndex;
@@ -17,6 +17,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::reduce::Reducer;
 use super::refs::{ReadEpochs, RefTable, Space};
+use super::write::Placed;
 use crate::config::EngineConfig;
 
 /// The shard that holds the container catalog.
@@ -221,6 +222,45 @@ impl Shard {
         let mut space = self.space.borrow_mut();
         for e in extents {
             space.free_later(stamp, *e);
+        }
+    }
+
+    /// Runs `f` on shard `at`: at once when that is this shard, else on its thread.
+    pub async fn on<R, F>(self: &Rc<Self>, at: usize, f: F) -> Result<R, ShardGone>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Shard) -> R + Send + 'static,
+    {
+        if at == self.index {
+            Ok(f(self))
+        } else {
+            self.peers.call(at, move |s| async move { f(&s) }).await
+        }
+    }
+
+    /// On the shard that counts a new chunk's references: the stored chunk with its hash (one
+    /// more reference taken) when `lookup`, else room for it in this shard's region.
+    pub fn place_chunk(&self, hash: &[u8; 16], lookup: bool, room: u64) -> Placed {
+        if lookup {
+            if let Some(found) = self.refs.borrow_mut().lookup_take(hash) {
+                return Placed::Found(found);
+            }
+        }
+        match self.allocate(room) {
+            Some(e) => Placed::Room(e),
+            None => Placed::Full,
+        }
+    }
+
+    /// After a chunk was written into room from [`Shard::place_chunk`]: gives back what it did
+    /// not use and registers the chunk with its first reference (none when the write failed).
+    pub fn unplace(&self, spare: Extent, written: Option<ChunkRef>) {
+        debug_assert!(written.is_none_or(|c| self.node.region_of(c.offset) == self.index));
+        if spare.len > 0 {
+            self.space.borrow_mut().alloc.free(spare);
+        }
+        if let Some(c) = written {
+            self.refs.borrow_mut().register(c);
         }
     }
 

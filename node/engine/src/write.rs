@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use edgeblob_io::page;
-use edgeblob_io::PAGE_SIZE;
+use edgeblob_io::{Extent, PAGE_SIZE};
 use edgeblob_meta::model::{ChunkRef, CHUNK_COMPRESSED, CHUNK_DEDUP};
 use edgeblob_meta::refs::RefCounts;
 use futures::{Stream, StreamExt};
@@ -174,56 +174,67 @@ async fn collect(h: Option<JoinHandle<Result<ChunkRef>>>, into: &mut Vec<ChunkRe
 
 /// Stores one chunk, or finds an identical one already stored; returns it with a reference
 /// taken for the caller.
+///
+/// The chunk is written into the region of the shard that counts its references (its hash owner
+/// with dedup on, else this shard), so a chunk's count, its dedup entry and its extent are facts
+/// of one shard: freeing it touches no other shard, and its chunk table and the allocator's image
+/// can be kept by that shard alone (docs/architecture.md, "Metadata at scale", item 6).
 pub async fn store_chunk(shard: Rc<Shard>, account: &str, data: Bytes) -> Result<ChunkRef> {
     let hash = shard.reducer.hash(account, &data);
-    let mut flags = 0;
-    if shard.node.config.dedup {
-        flags |= CHUNK_DEDUP;
-        let owner = shard.node.hash_owner(&hash);
-        let hit = if owner == shard.index {
-            shard.refs.borrow_mut().lookup_take(&hash)
-        } else {
-            shard.peers.call(owner, move |s| async move { s.refs.borrow_mut().lookup_take(&hash) }).await?
-        };
-        if let Some(existing) = hit {
-            // A hash match is a candidate, not a proof: compare the bytes.
-            match read_chunk(&shard, &existing, 0, existing.len).await {
-                Ok(bytes) if bytes == data => return Ok(existing),
-                Ok(_) => {
-                    tracing::warn!(offset = existing.offset, "chunk hash collision; storing the chunk apart");
-                    flags &= !CHUNK_DEDUP;
+    let mut dedup = shard.node.config.dedup;
+    let counter = if dedup { shard.node.hash_owner(&hash) } else { shard.index };
+    // Room for the chunk uncompressed: compression runs only on a miss, after this hop, and
+    // gives back what it saves.
+    let room = (page::pages_for(data.len()) * PAGE_SIZE) as u64;
+    let extent = loop {
+        match shard.on(counter, move |s| s.place_chunk(&hash, dedup, room)).await? {
+            Placed::Room(e) => break e,
+            Placed::Full => return Err(EngineError::OutOfSpace),
+            Placed::Found(existing) => {
+                // A hash match is a candidate, not a proof: compare the bytes.
+                match read_chunk(&shard, &existing, 0, existing.len).await {
+                    Ok(bytes) if bytes == data => return Ok(existing),
+                    Ok(_) => tracing::warn!(offset = existing.offset, "chunk hash collision; storing the chunk apart"),
+                    Err(e) => {
+                        tracing::error!(offset = existing.offset, %e, "dedup candidate unreadable; storing the chunk apart")
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(offset = existing.offset, %e, "dedup candidate unreadable; storing the chunk apart");
-                    flags &= !CHUNK_DEDUP;
-                }
+                shard.give_back_refs(RefCounts::one_each([existing]));
+                dedup = false;
             }
-            shard.give_back_refs(RefCounts::one_each([existing]));
         }
-    }
+    };
+    let mut flags = if dedup { CHUNK_DEDUP } else { 0 };
     let compressed = shard.reducer.compress(&data)?;
     if compressed.is_some() {
         flags |= CHUNK_COMPRESSED;
     }
     let stored: &[u8] = compressed.as_deref().unwrap_or(&data);
     let pages = page::pages_for(stored.len());
-    let extent = shard.allocate((pages * PAGE_SIZE) as u64).ok_or(EngineError::OutOfSpace)?;
-    let chunk =
-        ChunkRef { hash, offset: extent.offset, stored_len: stored.len() as u32, len: data.len() as u32, flags };
+    let used = Extent { offset: extent.offset, len: (pages * PAGE_SIZE) as u64 };
+    let spare = Extent { offset: used.end(), len: extent.len - used.len };
+    let chunk = ChunkRef { hash, offset: used.offset, stored_len: stored.len() as u32, len: data.len() as u32, flags };
+    debug_assert_eq!(shard.node.ref_owner(&chunk), counter, "a chunk lies in the region of the shard that counts it");
     let mut buf = shard.pool.get(pages * PAGE_SIZE);
     page::encode(stored, chunk.seed(), &mut buf);
-    let (res, _) = shard.dev.write(buf, extent.offset).await;
+    let (res, _) = shard.dev.write(buf, used.offset).await;
     if let Err(e) = res {
         // Nothing refers to the extent yet: it can go straight back.
-        shard.space.borrow_mut().alloc.free(extent);
+        let _ = shard.on(counter, move |s| s.unplace(extent, None)).await;
         return Err(e.into());
     }
-    let owner = shard.node.ref_owner(&chunk);
-    if owner == shard.index {
-        shard.refs.borrow_mut().register(chunk);
-    } else {
-        // Awaited: the count must exist before any other shard can give back a reference to it.
-        shard.peers.call(owner, move |s| async move { s.refs.borrow_mut().register(chunk) }).await?;
-    }
+    // Awaited: the count must exist before any other shard can give back a reference to it.
+    shard.on(counter, move |s| s.unplace(spare, Some(chunk))).await?;
     Ok(chunk)
+}
+
+/// Where a chunk goes, as its counting shard answers.
+#[derive(Debug)]
+pub enum Placed {
+    /// A stored chunk with the same hash, with a reference taken for the caller.
+    Found(ChunkRef),
+    /// Room in the counting shard's region.
+    Room(Extent),
+    /// The region has no room.
+    Full,
 }

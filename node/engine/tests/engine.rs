@@ -236,6 +236,46 @@ fn dedup_stores_identical_chunks_once_and_compression_shrinks_text() {
     });
 }
 
+/// A chunk is written into the region of the shard that counts it, whichever shard received
+/// the bytes: freeing it is then one shard's business (architecture.md, "Metadata at scale", 6).
+#[test]
+fn every_chunk_lies_in_the_region_of_the_shard_that_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(&config(dir.path()));
+    assert!(node.shards() > 1, "the test needs chunks whose counting shard is not the receiving one");
+    rt().block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        for i in 0..8u8 {
+            let d = data(40 + i as u64, 64 * 1024 * 6, false);
+            node.put_blob(i as usize % 2, key("c", &format!("b{i}")), body(&d), Default::default(), Default::default())
+                .await
+                .unwrap();
+        }
+        let mut counted = 0;
+        for shard in 0..node.shards() {
+            let misplaced = node
+                .on(shard, |s| async move {
+                    let refs = s.refs.borrow();
+                    let away: Vec<u64> = refs
+                        .chunks()
+                        .filter(|(c, _)| s.node.region_of(c.offset) != s.index)
+                        .map(|(c, _)| c.offset)
+                        .collect();
+                    (refs.len(), away)
+                })
+                .await
+                .unwrap();
+            counted += misplaced.0;
+            assert!(misplaced.1.is_empty(), "shard {shard} counts chunks in other regions: {:?}", misplaced.1);
+        }
+        assert!(counted >= 8 * 6, "every chunk is counted somewhere: {counted}");
+        for i in 0..8u8 {
+            let (_, _, got) = node.read_blob(1, key("c", &format!("b{i}")), None, Default::default()).await.unwrap();
+            assert_eq!(&got[..], &data(40 + i as u64, 64 * 1024 * 6, false)[..]);
+        }
+    });
+}
+
 /// Dedup is within an account: another account's copy of the same bytes takes its own space, so
 /// whether a write costs space (or fails on a full node) tells nothing about other accounts.
 #[test]
