@@ -94,7 +94,8 @@ impl ShardMeta {
         let own = frame_len(payload_len);
         let mut c = Change::default();
         match rec {
-            Record::CheckpointEnd => {}
+            // v2 logs only: a v1 checkpoint holds no chunk table.
+            Record::CheckpointEnd | Record::RefsApplied { .. } => {}
             Record::ContainerPut { account, name, .. } => {
                 if let Some(old) = self.containers.get(&(account.clone(), name.clone())) {
                     c.removed.committed = container_cost(account, name, old);

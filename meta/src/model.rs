@@ -67,6 +67,46 @@ impl ChunkRef {
     pub fn hash_u128(&self) -> u128 {
         u128::from_le_bytes(self.hash)
     }
+
+    /// The chunk's id: where it was first written and what it holds.
+    pub fn id(&self) -> ChunkId {
+        ChunkId { offset: self.offset, hash: self.hash }
+    }
+}
+
+/// A chunk's identity, which stays when its location changes (the tier moves chunks: local,
+/// remote, or both). It is the place of the chunk's first write and its hash: two live chunks
+/// never share a place, and a place written again later holds another id unless it holds the
+/// same bytes, which are then the same chunk. Blobs keep naming chunks by their `ChunkRef` (the
+/// id and the place first written); the chunk table says where the chunk is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChunkId {
+    pub offset: u64,
+    pub hash: [u8; 16],
+}
+
+/// Where a chunk's bytes are now.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// In the counting shard's region, at this device offset.
+    Local { offset: u64 },
+}
+
+/// A chunk's entry in the chunk table of the shard that counts it (format v2): the chunk as
+/// written, where it is, and how many references the shards' durable metadata holds to it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkEntry {
+    pub chunk: ChunkRef,
+    pub location: Location,
+    pub refs: u32,
+}
+
+/// One chunk's reference change made by one record: references added, then dropped.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefChange {
+    pub chunk: ChunkRef,
+    pub add: u32,
+    pub drop: u32,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::model::{Blob, BlobKey, BlobProps, Container, ListedBlock, StagedBlock};
+use crate::model::{Blob, BlobKey, BlobProps, Container, ListedBlock, RefChange, StagedBlock};
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -35,6 +35,12 @@ pub enum Record {
     /// 50,000 take 400 KB, where their chunk lists may take hundreds of megabytes. The blob is
     /// boxed so that the record keeps its archived size (see `ARCHIVED_RECORD_LEN`).
     BlockListPut { key: BlobKey, blob: Box<Blob>, list: Vec<ListedBlock> },
+    /// The reference changes that record `lsn` of shard `source` (this shard's own records
+    /// included) made to chunks this shard counts, in its chunk table: a chunk gains its entry
+    /// with its first reference and loses it with its last. Each source's changes are logged in
+    /// its LSN order, once: the shard keeps the last LSN it logged per source, and a change
+    /// delivered again after a crash is not logged twice. **v2 logs only.**
+    RefsApplied { source: u32, lsn: u64, changes: Vec<RefChange> },
 }
 
 /// The archived size of a record. rkyv finds a buffer's root object at its end, by the root

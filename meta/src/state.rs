@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{Blob, BlobKey, Block, Container, ListedBlock, StagedBlock};
+use crate::model::{
+    Blob, BlobKey, Block, ChunkEntry, ChunkId, ChunkRef, Container, ListedBlock, Location, RefChange, StagedBlock,
+};
 use crate::record::Record;
 use crate::refs::RefCounts;
 
@@ -15,6 +17,14 @@ pub struct ShardMeta {
     pub blobs: BTreeMap<BlobKey, Blob>,
     /// Uncommitted blocks per blob, in the order they were staged.
     pub staged: BTreeMap<BlobKey, Staged>,
+    /// The chunks this shard counts (format v2), by id.
+    pub chunks: BTreeMap<ChunkId, ChunkEntry>,
+    /// Where to look for a duplicate: the first counted chunk with this hash that is flagged
+    /// for dedup (format v2).
+    pub dedup: BTreeMap<[u8; 16], ChunkId>,
+    /// Per source shard, the LSN of the last record whose reference changes this shard has
+    /// logged (format v2). Always resident: one entry per shard.
+    pub applied: BTreeMap<u32, u64>,
 }
 
 /// A blob's uncommitted blocks, listed in the order they were staged; a block staged again
@@ -193,8 +203,56 @@ impl ShardMeta {
                     released.append(st.refs());
                 }
             }
+            Record::RefsApplied { source, lsn, changes } => {
+                let last = self.applied.entry(*source).or_default();
+                debug_assert!(*lsn > *last, "shard {source}'s record {lsn} logged twice");
+                *last = (*last).max(*lsn);
+                for c in changes {
+                    self.change_refs(c);
+                }
+            }
         }
         released
+    }
+
+    /// Whether record `lsn` of shard `source` still has reference changes to log here.
+    pub fn refs_pending(&self, source: u32, lsn: u64) -> bool {
+        self.applied.get(&source).is_none_or(|last| lsn > *last)
+    }
+
+    /// Applies one chunk's reference change to the chunk table: the chunk gains its entry with
+    /// its first reference (the change describes it), loses it with its last, and is the dedup
+    /// candidate for its hash while it is counted.
+    fn change_refs(&mut self, c: &RefChange) {
+        let id = c.chunk.id();
+        let entry = self.chunks.entry(id).or_insert_with(|| ChunkEntry {
+            chunk: c.chunk,
+            location: Location::Local { offset: c.chunk.offset },
+            refs: 0,
+        });
+        debug_assert_eq!(entry.chunk, c.chunk, "one chunk per id");
+        let refs = (entry.refs as u64 + c.add as u64).checked_sub(c.drop as u64);
+        debug_assert!(refs.is_some(), "more references dropped than held: {c:?} on {entry:?}");
+        entry.refs = refs.unwrap_or(0).min(u32::MAX as u64) as u32;
+        if entry.refs == 0 {
+            self.chunks.remove(&id);
+            if self.dedup.get(&id.hash) == Some(&id) {
+                self.dedup.remove(&id.hash);
+            }
+        } else if c.chunk.is_dedup() {
+            self.dedup.entry(id.hash).or_insert(id);
+        }
+    }
+
+    /// The chunks a record freed, once applied: for `RefsApplied`, the chunks it changed that no
+    /// longer have an entry (their space can be reused once the record is durable).
+    pub fn freed_by(&self, rec: &Record) -> Vec<ChunkRef> {
+        match rec {
+            Record::RefsApplied { changes, .. } => {
+                changes.iter().filter(|c| !self.chunks.contains_key(&c.chunk.id())).map(|c| c.chunk).collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Replaces a blob whole and drops its staged blocks.
@@ -393,5 +451,35 @@ mod tests {
         assert_eq!(m.resolve_list(&key, 1, &[Committed(4)]), None);
         assert_eq!(m.resolve_list(&key, 1, &[Uncommitted(0)]), None);
         assert_eq!(m.resolve_list(&key, 2, &[Committed(0)]), None, "another incarnation's blob");
+    }
+
+    #[test]
+    fn reference_changes_count_chunks_once_per_source_lsn_and_free_at_zero() {
+        let mut m = ShardMeta::default();
+        let dedup = |off| ChunkRef { flags: crate::model::CHUNK_DEDUP, ..chunk(off) };
+        let (a, twin) = (dedup(4096), ChunkRef { offset: 8192, ..dedup(4096) });
+        let refs = |source, lsn, changes: Vec<(ChunkRef, u32, u32)>| Record::RefsApplied {
+            source,
+            lsn,
+            changes: changes.into_iter().map(|(chunk, add, drop)| RefChange { chunk, add, drop }).collect(),
+        };
+        assert!(m.refs_pending(1, 1));
+        let r = refs(1, 5, vec![(a, 2, 0), (twin, 1, 0)]);
+        m.apply(&r);
+        assert!(m.freed_by(&r).is_empty());
+        assert_eq!(m.chunks[&a.id()].refs, 2);
+        assert_eq!(m.dedup[&a.hash], a.id(), "the first chunk counted with a hash is its candidate");
+        assert!(!m.refs_pending(1, 5) && m.refs_pending(1, 6) && m.refs_pending(2, 1), "per source");
+        // Added and dropped by one record: the count moves by the difference.
+        m.apply(&refs(2, 1, vec![(a, 1, 2)]));
+        assert_eq!(m.chunks[&a.id()].refs, 1);
+        let r = refs(1, 6, vec![(a, 0, 1)]);
+        m.apply(&r);
+        assert_eq!(m.freed_by(&r), vec![a], "its last reference frees it");
+        assert!(!m.chunks.contains_key(&a.id()) && !m.dedup.contains_key(&a.hash), "and its candidacy");
+        // A twin counted before is not promoted: a later chunk with the hash becomes it.
+        m.apply(&refs(1, 7, vec![(twin, 1, 0)]));
+        assert_eq!((m.chunks[&twin.id()].refs, m.dedup.get(&a.hash)), (2, Some(&twin.id())));
+        assert_eq!(m.applied, BTreeMap::from([(1, 7), (2, 1)]));
     }
 }

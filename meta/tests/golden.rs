@@ -103,10 +103,15 @@ fn an_entry_of_every_index_table_v2() {
         place: 3,
         block: StagedBlock { block: block("AAAC"), staged_ns: 1_795_339_881_000_000_000 },
     };
+    let c = ChunkRef { flags: CHUNK_DEDUP | CHUNK_COMPRESSED, ..chunk(1) };
+    let chunk_entry = ChunkEntry { chunk: c, location: Location::Local { offset: c.offset }, refs: 3 };
     let entries: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
         ("blobs", keys::blob(&k), keys::encode_blob(&blob)),
         ("staged", keys::staged(&k, b"AAAC"), keys::encode_staged(&staged)),
         ("catalog", keys::container("devstoreaccount1", "golden"), keys::encode_container(&container)),
+        ("chunks", keys::chunk(&chunk_entry.chunk.id()), keys::encode_chunk(&chunk_entry)),
+        ("dedup", chunk_entry.chunk.hash.to_vec(), keys::chunk(&chunk_entry.chunk.id())),
+        ("meta-applied", keys::applied(3), 77u64.to_le_bytes().to_vec()),
     ];
     for (table, key_bytes, value) in entries {
         let mut both = (key_bytes.len() as u32).to_le_bytes().to_vec();
@@ -125,6 +130,13 @@ fn an_entry_of_every_index_table_v2() {
     let v = golden_in(2, "index-staged.bin", &[]);
     let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
     assert_eq!(keys::decode_staged(&v[4 + klen..]).unwrap(), staged);
+    let v = golden_in(2, "index-chunks.bin", &[]);
+    let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
+    assert_eq!(keys::parse_chunk(&v[4..4 + klen]), Some(c.id()));
+    assert_eq!(keys::decode_chunk(&v[4 + klen..]).unwrap(), chunk_entry);
+    let v = golden_in(2, "index-meta-applied.bin", &[]);
+    let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
+    assert_eq!(keys::parse_applied(&v[4..4 + klen], &v[4 + klen..]), Some((3, 77)));
 }
 
 /// A block listed again shares its chunk list: stored once, read back shared.
@@ -249,6 +261,14 @@ fn every_record() -> Vec<(&'static str, Record)> {
             blob: Box::new(Blob { blocks: Vec::new(), ..blob_v2.clone() }),
             list: vec![ListedBlock::Uncommitted(0), ListedBlock::Committed(1), ListedBlock::Uncommitted(0)],
         },
+        Record::RefsApplied {
+            source: 3,
+            lsn: 77,
+            changes: vec![
+                RefChange { chunk: chunk(1), add: 2, drop: 0 },
+                RefChange { chunk: ChunkRef { flags: CHUNK_DEDUP, ..chunk(2) }, add: 1, drop: 1 },
+            ],
+        },
     ];
     records
         .into_iter()
@@ -265,6 +285,7 @@ fn every_record() -> Vec<(&'static str, Record)> {
                 Record::StagedDropped { .. } => "staged-dropped",
                 // Format v2 logs only: v1 logs stay readable by the binaries that wrote them.
                 Record::BlockListPut { .. } => "block-list-put",
+                Record::RefsApplied { .. } => "refs-applied",
             };
             (name, r)
         })
@@ -277,7 +298,7 @@ fn a_frame_of_every_record_type_v1_and_v2() {
         let (lsn, group) = (1000 + i as u64, 1000);
         let mut frame = Vec::new();
         encode_frame(&mut frame, lsn, group, &rec.encode());
-        let version = if matches!(rec, Record::BlockListPut { .. }) { 2 } else { 1 };
+        let version = if matches!(rec, Record::BlockListPut { .. } | Record::RefsApplied { .. }) { 2 } else { 1 };
         let bytes = golden_in(version, &format!("frame-{name}.bin"), &frame);
         let f = parse_frame(&bytes, 0).unwrap_or_else(|| panic!("{name}: the fixture is not a frame"));
         assert_eq!((f.lsn, f.group_lsn, f.end), (lsn, group, bytes.len()), "{name}");

@@ -104,8 +104,41 @@ fn chunk(n: u64) -> ChunkRef {
     ChunkRef { hash: [n as u8; 16], offset: 4096 * n, stored_len: 100, len: 100, flags: 0 }
 }
 
+/// The chunks reference changes are made to: pairs share a hash (a dedup candidate is the
+/// first counted chunk with its hash), and every third is not flagged for dedup.
+const COUNTED: u64 = 12;
+
+fn counted(i: u64) -> ChunkRef {
+    let flags = if i.is_multiple_of(3) { 0 } else { CHUNK_DEDUP };
+    ChunkRef { hash: [100 + (i / 2) as u8; 16], offset: (1 << 30) + 4096 * i, stored_len: 100, len: 100, flags }
+}
+
+/// Reference changes from one of three source shards, valid against the model: never more
+/// references dropped than it holds.
+fn ref_changes(rng: &mut StdRng, m: &ShardMeta) -> Record {
+    let source = rng.gen_range(0..3u32);
+    let lsn = m.applied.get(&source).copied().unwrap_or(0) + rng.gen_range(1..4);
+    let mut picked: Vec<u64> = (0..rng.gen_range(1..4)).map(|_| rng.gen_range(0..COUNTED)).collect();
+    picked.sort_unstable();
+    picked.dedup();
+    let changes = picked
+        .into_iter()
+        .map(|i| {
+            let chunk = counted(i);
+            let held = m.chunks.get(&chunk.id()).map_or(0, |e| e.refs);
+            let add = rng.gen_range(0..3);
+            let drop = rng.gen_range(0..=held + add);
+            RefChange { chunk, add: add.max(u32::from(drop == 0)), drop }
+        })
+        .collect();
+    Record::RefsApplied { source, lsn, changes }
+}
+
 /// A random change, valid against the model `m`.
 fn change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
+    if rng.gen_range(0..5) == 0 {
+        return ref_changes(rng, m);
+    }
     let k = key(rng);
     let cid = m.containers.get(&(k.account.clone(), k.container.clone())).map_or(1, |c| c.id);
     match rng.gen_range(0..100) {
@@ -207,6 +240,24 @@ async fn check(store: &RefCell<ShardIndex>, model: &ShardMeta) -> Result<(), Str
     }
     if store.borrow().state.containers != model.containers {
         return Err("catalog differs".into());
+    }
+    if store.borrow().state.applied != model.applied {
+        return Err(format!("applied LSNs: {:?} != {:?}", store.borrow().state.applied, model.applied));
+    }
+    for i in 0..COUNTED {
+        let id = counted(i).id();
+        ensure(store, &[Want::Chunk(id), Want::Dedup(id.hash)]).await.unwrap();
+        let m = store.borrow();
+        if m.state.chunks.get(&id) != model.chunks.get(&id) {
+            return Err(format!("chunk {i}: {:?} != {:?}", m.state.chunks.get(&id), model.chunks.get(&id)));
+        }
+        if m.state.dedup.get(&id.hash) != model.dedup.get(&id.hash) {
+            return Err(format!(
+                "dedup of chunk {i}: {:?} != {:?}",
+                m.state.dedup.get(&id.hash),
+                model.dedup.get(&id.hash)
+            ));
+        }
     }
     for a in ACCOUNTS {
         for c in CONTAINERS {
@@ -339,6 +390,7 @@ fn a_power_cut_at_any_write_keeps_a_prefix_holding_every_acknowledged_change() {
             for k in all_keys() {
                 ensure(&store, &[Want::Blob(k.clone()), Want::Staged(k)]).await.unwrap();
             }
+            ensure(&store, &counted_wants()).await.unwrap();
             let found = states[acked..].iter().position(|s| visible_is(&store, s));
             assert!(found.is_some(), "seed {seed}: cut at write {cut_at} ({how:?}): no prefix from {acked} matches");
             cases += 1;
@@ -402,10 +454,20 @@ fn recovery_replays_the_older_half_when_the_index_lags_behind_it() {
     });
 }
 
-/// Whether the store's resident state is `model`'s (blobs, staged lists, catalog).
+/// Whether the store's resident state is `model`'s (blobs, staged lists, catalog, chunk table,
+/// dedup candidates and applied LSNs).
 fn visible_is(store: &RefCell<ShardIndex>, model: &ShardMeta) -> bool {
     let m = store.borrow();
-    m.state.containers == model.containers && all_keys().iter().all(|k| view_of(&m.state, k) == view_of(model, k))
+    m.state.containers == model.containers
+        && all_keys().iter().all(|k| view_of(&m.state, k) == view_of(model, k))
+        && m.state.chunks == model.chunks
+        && m.state.dedup == model.dedup
+        && m.state.applied == model.applied
+}
+
+/// Every chunk table and dedup entry the tests can make.
+fn counted_wants() -> Vec<Want> {
+    (0..COUNTED).flat_map(|i| [Want::Chunk(counted(i).id()), Want::Dedup(counted(i).hash)]).collect()
 }
 
 /// Making one entry resident never evicts another the same change needs, however small the

@@ -8,7 +8,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::model::{Blob, BlobKey, BlobProps, Container, StagedBlock};
+use crate::model::{Blob, BlobKey, BlobProps, ChunkEntry, ChunkId, Container, StagedBlock};
 
 /// `account 0 container 0 name`.
 pub fn blob(k: &BlobKey) -> Vec<u8> {
@@ -91,6 +91,38 @@ macro_rules! value_codec {
 }
 
 value_codec!(Blob, encode_blob, decode_blob);
+value_codec!(ChunkEntry, encode_chunk, decode_chunk);
+
+/// A chunk's key in the chunk table, and a dedup entry's value: `offset` (u64 big-endian, so
+/// the table is in region order) then the hash.
+pub fn chunk(id: &ChunkId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24);
+    out.extend_from_slice(&id.offset.to_be_bytes());
+    out.extend_from_slice(&id.hash);
+    out
+}
+
+pub fn parse_chunk(bytes: &[u8]) -> Option<ChunkId> {
+    let offset = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let hash: [u8; 16] = bytes.get(8..)?.try_into().ok()?;
+    Some(ChunkId { offset, hash })
+}
+
+/// Where the meta table keeps, per source shard, the last LSN whose reference changes the
+/// shard has logged: this prefix, then the source (u32 big-endian); the value is the LSN (u64
+/// little-endian, as the index's own LSN).
+pub const APPLIED: &[u8] = b"applied/";
+
+pub fn applied(source: u32) -> Vec<u8> {
+    let mut out = APPLIED.to_vec();
+    out.extend_from_slice(&source.to_be_bytes());
+    out
+}
+
+pub fn parse_applied(key: &[u8], value: &[u8]) -> Option<(u32, u64)> {
+    let source = u32::from_be_bytes(key.strip_prefix(APPLIED)?.try_into().ok()?);
+    Some((source, u64::from_le_bytes(value.try_into().ok()?)))
+}
 
 /// A blob value's head ([`Blob::head`]): validated whole, but its blocks are not decoded, so a
 /// listing of blobs of 50,000 blocks does not rebuild their chunk lists.

@@ -33,7 +33,7 @@ use super::memtable::{prefix_end, Memtable};
 use super::thread::IndexThread;
 use super::{Page, Table};
 use crate::listing::{Flow, ListEntry, ListQuery, Lister};
-use crate::model::{Blob, BlobKey, StagedBlock};
+use crate::model::{Blob, BlobKey, ChunkEntry, ChunkId, StagedBlock};
 use crate::record::Record;
 use crate::refs::RefCounts;
 use crate::replay::{self, RecoverError};
@@ -63,6 +63,10 @@ pub enum Want {
     Blob(BlobKey),
     /// Every uncommitted block of the blob.
     Staged(BlobKey),
+    /// A chunk's entry in the chunk table.
+    Chunk(ChunkId),
+    /// The dedup candidate for a hash.
+    Dedup([u8; 16]),
 }
 
 /// What the index held for some wants.
@@ -70,6 +74,8 @@ pub enum Want {
 pub struct Fetched {
     blobs: Vec<(BlobKey, Option<Blob>)>,
     staged: Vec<(BlobKey, Option<Staged>)>,
+    chunks: Vec<(ChunkId, Option<ChunkEntry>)>,
+    dedup: Vec<([u8; 16], Option<ChunkId>)>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -84,6 +90,10 @@ struct Dirty {
     blobs: BTreeMap<BlobKey, u64>,
     staged: BTreeMap<(BlobKey, Vec<u8>), u64>,
     containers: BTreeMap<(String, String), u64>,
+    chunks: BTreeMap<ChunkId, u64>,
+    dedup: BTreeMap<[u8; 16], u64>,
+    /// Sources whose last applied LSN changed.
+    applied: BTreeMap<u32, u64>,
     /// Bytes of records applied since the last flush began.
     bytes: usize,
 }
@@ -93,9 +103,9 @@ impl Dirty {
         self.staged.range((key.clone(), Vec::new())..).next().is_some_and(|((k, _), _)| k == key)
     }
 
-    /// Forgets what a flush up to `lsn` wrote; returns the blobs, and the blobs whose staged
-    /// blocks, it cleaned.
-    fn clean(&mut self, lsn: u64) -> (Vec<BlobKey>, Vec<BlobKey>) {
+    /// Forgets what a flush up to `lsn` wrote; returns the wants it cleaned (a blob's staged
+    /// blocks once, even if some of them are still dirty).
+    fn clean(&mut self, lsn: u64) -> Vec<Want> {
         let mut blobs = Vec::new();
         self.blobs.retain(|k, l| {
             let keep = *l > lsn;
@@ -113,7 +123,24 @@ impl Dirty {
             keep
         });
         self.containers.retain(|_, l| *l > lsn);
-        (blobs, staged)
+        self.applied.retain(|_, l| *l > lsn);
+        let mut out: Vec<Want> = blobs.into_iter().map(Want::Blob).collect();
+        out.extend(staged.into_iter().map(Want::Staged));
+        self.chunks.retain(|id, l| {
+            let keep = *l > lsn;
+            if !keep {
+                out.push(Want::Chunk(*id));
+            }
+            keep
+        });
+        self.dedup.retain(|h, l| {
+            let keep = *l > lsn;
+            if !keep {
+                out.push(Want::Dedup(*h));
+            }
+            keep
+        });
+        out
     }
 }
 
@@ -171,6 +198,11 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
             vec![Want::Blob(key.clone()), Want::Staged(key.clone())]
         }
         Record::BlobPropsSet { key, .. } => vec![Want::Blob(key.clone())],
+        Record::RefsApplied { changes, .. } => {
+            let mut w: Vec<Want> = changes.iter().map(|c| Want::Chunk(c.chunk.id())).collect();
+            w.extend(changes.iter().filter(|c| c.chunk.is_dedup()).map(|c| Want::Dedup(c.chunk.hash)));
+            w
+        }
         Record::CheckpointEnd
         | Record::ContainerPut { .. }
         | Record::ContainerDelete { .. }
@@ -179,11 +211,14 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
 }
 
 /// Whether a change may add to the metadata. Deletes never do, so they are admitted when the
-/// index has no room to grow: they are how a full shard makes room.
+/// index has no room to grow: they are how a full shard makes room. Reference changes are
+/// always admitted: they follow a record already durable on its shard (the room for the chunk
+/// entries they add is the counting shard's to check when it places a new chunk).
 pub fn grows(rec: &Record) -> bool {
     !matches!(
         rec,
-        Record::BlobDelete { .. }
+        Record::RefsApplied { .. }
+            | Record::BlobDelete { .. }
             | Record::StagedDropped { .. }
             | Record::ContainerDelete { .. }
             | Record::ContainerPurge { .. }
@@ -206,6 +241,10 @@ impl ShardIndex {
         let ix = Rc::new(ix);
         let index_lsn = run(&ix, |ix| ix.lsn()).await.map_err(failed)?;
         let containers = run(&ix, |ix| ix.range(Table::Catalog, b"", None, usize::MAX)).await.map_err(failed)?;
+        let applied =
+            run(&ix, |ix| ix.range(Table::Meta, keys::APPLIED, prefix_end(keys::APPLIED).as_deref(), usize::MAX))
+                .await
+                .map_err(failed)?;
         let rec = replay::recover_after(&place, dev.as_ref(), index_lsn).await?;
         if let Some(torn) = rec.torn {
             replay::clear_torn(dev.as_ref(), torn, &rec.resume.partial_page)
@@ -217,6 +256,10 @@ impl ShardIndex {
         for (k, v) in containers.entries {
             let key = keys::parse_container(&k).ok_or_else(|| failed("a catalog key is not a container's".into()))?;
             state.containers.insert(key, keys::decode_container(&v).map_err(failed)?);
+        }
+        for (k, v) in applied.entries {
+            let (source, lsn) = keys::parse_applied(&k, &v).ok_or_else(|| failed("a damaged applied LSN".into()))?;
+            state.applied.insert(source, lsn);
         }
         let log = LogWriter::start(place, rec.resume, dev);
         let (epoch, _) = watch::channel(0);
@@ -261,7 +304,12 @@ impl ShardIndex {
 
     /// Index entries the next flush writes.
     pub fn dirty_entries(&self) -> usize {
-        self.dirty.blobs.len() + self.dirty.staged.len() + self.dirty.containers.len()
+        self.dirty.blobs.len()
+            + self.dirty.staged.len()
+            + self.dirty.containers.len()
+            + self.dirty.chunks.len()
+            + self.dirty.dedup.len()
+            + self.dirty.applied.len()
     }
 
     /// The LSN the index covers.
@@ -298,6 +346,8 @@ impl ShardIndex {
         match w {
             Want::Blob(k) => self.dirty.blobs.contains_key(k),
             Want::Staged(k) => self.dirty.has_staged(k),
+            Want::Chunk(id) => self.dirty.chunks.contains_key(id),
+            Want::Dedup(h) => self.dirty.dedup.contains_key(h),
         }
     }
 
@@ -330,6 +380,8 @@ impl ShardIndex {
         match w {
             Want::Blob(k) => !f.blobs.may_hold(&keys::blob(k)),
             Want::Staged(k) => !f.staged.may_hold(&keys::blob(k)),
+            // Not filtered yet: the engine does not count chunks in the index yet.
+            Want::Chunk(_) | Want::Dedup(_) => false,
         }
     }
 
@@ -343,6 +395,8 @@ impl ShardIndex {
                 w if !self.surely_absent(&w) => unknown.push(w),
                 Want::Blob(k) => absent.blobs.push((k, None)),
                 Want::Staged(k) => absent.staged.push((k, None)),
+                Want::Chunk(id) => absent.chunks.push((id, None)),
+                Want::Dedup(h) => absent.dedup.push((h, None)),
             }
         }
         (absent, unknown)
@@ -367,7 +421,8 @@ impl ShardIndex {
     /// them is evicted for the others.
     pub fn install(&mut self, got: Fetched, keep: &[Want]) {
         let incoming = got.blobs.iter().map(|(k, b)| blob_mem(k, b.as_ref())).sum::<usize>()
-            + got.staged.iter().map(|(k, s)| staged_mem(k, s.as_ref())).sum::<usize>();
+            + got.staged.iter().map(|(k, s)| staged_mem(k, s.as_ref())).sum::<usize>()
+            + (got.chunks.len() + got.dedup.len()) * CHUNK_MEM;
         self.evict(incoming, keep);
         for (key, blob) in got.blobs {
             let want = Want::Blob(key.clone());
@@ -390,6 +445,26 @@ impl ShardIndex {
                 self.state.staged.insert(key, st);
             }
             self.clean.insert(want, size);
+        }
+        for (id, entry) in got.chunks {
+            let want = Want::Chunk(id);
+            if self.is_resident(&want) {
+                continue;
+            }
+            if let Some(e) = entry {
+                self.state.chunks.insert(id, e);
+            }
+            self.clean.insert(want, CHUNK_MEM);
+        }
+        for (hash, id) in got.dedup {
+            let want = Want::Dedup(hash);
+            if self.is_resident(&want) {
+                continue;
+            }
+            if let Some(id) = id {
+                self.state.dedup.insert(hash, id);
+            }
+            self.clean.insert(want, CHUNK_MEM);
         }
     }
 
@@ -479,6 +554,18 @@ impl ShardIndex {
                 self.dirty.containers.insert((account.clone(), name.clone()), lsn);
             }
             Record::BlockStaged { key, block, .. } => dropped.push((key.clone(), block.block.id.clone())),
+            Record::RefsApplied { source, changes, .. } => {
+                for c in changes {
+                    let id = c.chunk.id();
+                    self.clean.remove(&Want::Chunk(id));
+                    self.dirty.chunks.insert(id, lsn);
+                    if c.chunk.is_dedup() {
+                        self.clean.remove(&Want::Dedup(id.hash));
+                        self.dirty.dedup.insert(id.hash, lsn);
+                    }
+                }
+                self.dirty.applied.insert(*source, lsn);
+            }
             Record::BlobPut { key, .. }
             | Record::BlockListPut { key, .. }
             | Record::BlobPropsSet { key, .. }
@@ -557,6 +644,22 @@ impl ShardIndex {
                 None => m.delete(Table::Staged, keys::staged(k, id)),
             }
         }
+        for id in self.dirty.chunks.keys() {
+            match self.state.chunks.get(id) {
+                Some(e) => m.put(Table::Chunks, keys::chunk(id), keys::encode_chunk(e)),
+                None => m.delete(Table::Chunks, keys::chunk(id)),
+            }
+        }
+        for h in self.dirty.dedup.keys() {
+            match self.state.dedup.get(h) {
+                Some(id) => m.put(Table::Dedup, h.to_vec(), keys::chunk(id)),
+                None => m.delete(Table::Dedup, h.to_vec()),
+            }
+        }
+        for source in self.dirty.applied.keys() {
+            let lsn = self.state.applied.get(source).copied().unwrap_or(0);
+            m.put(Table::Meta, keys::applied(*source), lsn.to_le_bytes().to_vec());
+        }
         for (account, name) in self.dirty.containers.keys() {
             let key = keys::container(account, name);
             match self.state.containers.get(&(account.clone(), name.clone())) {
@@ -598,16 +701,14 @@ impl ShardIndex {
         match res {
             Ok(()) => {
                 self.index_lsn = lsn;
-                let (blobs, staged) = self.dirty.clean(lsn);
-                for k in blobs {
-                    let size = blob_mem(&k, self.state.blobs.get(&k));
-                    self.clean.insert(Want::Blob(k), size);
-                }
-                for k in staged {
-                    if !self.dirty.has_staged(&k) {
-                        let size = staged_mem(&k, self.state.staged.get(&k));
-                        self.clean.insert(Want::Staged(k), size);
-                    }
+                for w in self.dirty.clean(lsn) {
+                    let size = match &w {
+                        Want::Blob(k) => blob_mem(k, self.state.blobs.get(k)),
+                        Want::Staged(k) if self.dirty.has_staged(k) => continue,
+                        Want::Staged(k) => staged_mem(k, self.state.staged.get(k)),
+                        Want::Chunk(_) | Want::Dedup(_) => CHUNK_MEM,
+                    };
+                    self.clean.insert(w, size);
                 }
                 self.maybe_flush();
             }
@@ -629,6 +730,12 @@ impl ShardIndex {
                 }
                 Some((Want::Staged(k), _)) => {
                     self.state.staged.remove(&k);
+                }
+                Some((Want::Chunk(id), _)) => {
+                    self.state.chunks.remove(&id);
+                }
+                Some((Want::Dedup(h), _)) => {
+                    self.state.dedup.remove(&h);
                 }
                 None => break,
             }
@@ -1046,10 +1153,28 @@ fn fetch_on(ix: &Index, wants: &[Want]) -> Result<Fetched, redb::Error> {
                 let staged = container_id.map(|cid| Staged::from_places(cid, blocks));
                 out.staged.push((k.clone(), staged));
             }
+            Want::Chunk(id) => {
+                let v = ix.get(Table::Chunks, &keys::chunk(id))?;
+                let entry = v.map(|v| keys::decode_chunk(&v)).transpose().map_err(bad)?;
+                if entry.is_some_and(|e| e.chunk.id() != *id) {
+                    return Err(bad(format!("the chunk entry of {id:?} names another chunk")));
+                }
+                out.chunks.push((*id, entry));
+            }
+            Want::Dedup(h) => {
+                let v = ix.get(Table::Dedup, h)?;
+                let id =
+                    v.map(|v| keys::parse_chunk(&v).ok_or_else(|| bad(format!("a damaged dedup entry for {h:02x?}"))));
+                out.dedup.push((*h, id.transpose()?));
+            }
         }
     }
     Ok(out)
 }
+
+/// Memory a resident chunk or dedup entry takes, roughly: the entry in the state's map and the
+/// clean list's two.
+const CHUNK_MEM: usize = 3 * (24 + 16) + std::mem::size_of::<ChunkEntry>();
 
 /// Memory a resident blob entry takes, roughly: the key three times (the state's map and the
 /// clean list's two), the record and its blocks.
