@@ -70,6 +70,23 @@ impl RefCounts {
         self.0.is_empty()
     }
 
+    /// Adds and drops merged into one change per chunk, in the order chunks first appear.
+    pub fn changes(adds: &RefCounts, drops: &RefCounts) -> Vec<crate::model::RefChange> {
+        let mut at: HashMap<crate::model::ChunkId, usize> = HashMap::new();
+        let mut out: Vec<crate::model::RefChange> = Vec::new();
+        for (list, is_add) in [(adds, true), (drops, false)] {
+            for (c, n) in list.iter() {
+                let i = *at.entry(c.id()).or_insert_with(|| {
+                    out.push(crate::model::RefChange { chunk: *c, add: 0, drop: 0 });
+                    out.len() - 1
+                });
+                let slot = if is_add { &mut out[i].add } else { &mut out[i].drop };
+                *slot = slot.checked_add(*n).expect("fewer than 4 billion references to one chunk");
+            }
+        }
+        out
+    }
+
     /// Every reference, one by one (tests and small lists).
     pub fn total(&self) -> u64 {
         self.0.iter().map(|(_, n)| *n as u64).sum()

@@ -204,8 +204,8 @@ impl ShardMeta {
                 }
             }
             Record::RefsApplied { source, lsn, changes } => {
-                let last = self.applied.entry(*source).or_default();
-                debug_assert!(*lsn > *last, "shard {source}'s record {lsn} logged twice");
+                debug_assert!(self.refs_pending(*source, *lsn), "shard {source}'s record {lsn} logged twice");
+                let last = self.applied.entry(*source).or_insert(*lsn);
                 *last = (*last).max(*lsn);
                 for c in changes {
                     self.change_refs(c);
@@ -213,6 +213,16 @@ impl ShardMeta {
             }
         }
         released
+    }
+
+    /// The references a record, once applied, added: those of the blob or block it put.
+    pub fn added_by(&self, rec: &Record) -> RefCounts {
+        match rec {
+            Record::BlobPut { blob, .. } => blob.refs(),
+            Record::BlockListPut { key, .. } => self.blobs.get(key).map(Blob::refs).unwrap_or_default(),
+            Record::BlockStaged { block, .. } => RefCounts::of_block(&block.block),
+            _ => RefCounts::default(),
+        }
     }
 
     /// Whether record `lsn` of shard `source` still has reference changes to log here.

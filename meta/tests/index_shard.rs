@@ -506,3 +506,59 @@ fn entries_a_change_needs_stay_resident_together_in_the_smallest_cache() {
         assert!(store.borrow().all_resident(&both), "the blob was evicted to make room for its staged blocks");
     });
 }
+
+/// Every record's reference changes stay in the outbox until delivered, across flushes, a crash
+/// and a restart (the records the index covers from its outbox table, the others by replay); a
+/// change delivered may come back after a crash (its counting shard logs it once), one not
+/// delivered never goes missing.
+#[test]
+fn undelivered_reference_changes_survive_a_crash_and_delivered_ones_are_dropped() {
+    use edgeblob_meta::refs::RefCounts;
+    use std::collections::BTreeMap;
+    let mut rng = StdRng::seed_from_u64(11);
+    let disk = new_disk();
+    let mut model = ShardMeta::default();
+    let mut all: BTreeMap<u64, Vec<RefChange>> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Vec<RefChange>> = BTreeMap::new();
+    let image = local(async {
+        let store = open(&disk).await;
+        for i in 1..=300u64 {
+            let rec = change(&mut rng, &model, i);
+            ensure(&store, &wants_of(&rec)).await.unwrap();
+            let ready = store.borrow_mut().ready();
+            ready.await.unwrap();
+            ensure(&store, &wants_of(&rec)).await.unwrap();
+            let commit = store.borrow_mut().commit(rec.clone()).unwrap();
+            let released = model.apply(&rec);
+            let added = model.added_by(&rec);
+            if !added.is_empty() || !released.is_empty() {
+                let changes = RefCounts::changes(&added, &released);
+                all.insert(commit.lsn, changes.clone());
+                pending.insert(commit.lsn, changes);
+            }
+            commit.durable.await.unwrap();
+            if rng.gen_bool(0.1) {
+                // Deliveries lag: dozens of records are in flight at the crash.
+                let upto = commit.lsn.saturating_sub(rng.gen_range(20..40));
+                store.borrow_mut().delivered(upto);
+                pending.retain(|l, _| *l > upto);
+            }
+            let got: Vec<u64> = store.borrow().outbox(usize::MAX).into_iter().map(|(l, _)| l).collect();
+            assert_eq!(got, pending.keys().copied().collect::<Vec<_>>(), "the outbox holds what is undelivered");
+        }
+        assert!(store.borrow().epoch() >= 2, "flushes wrote outbox entries");
+        disk.crash(Crash::LoseUnflushed)
+    });
+    assert!(pending.len() > 10 && all.len() > pending.len() + 10, "{} pending of {}", pending.len(), all.len());
+    local(async {
+        let store = open(&image).await;
+        let got: BTreeMap<u64, Vec<RefChange>> =
+            store.borrow().outbox(usize::MAX).into_iter().map(|(l, c)| (l, (*c).clone())).collect();
+        for (l, changes) in &pending {
+            assert_eq!(got.get(l), Some(changes), "record {l}'s changes, not delivered, are still to send");
+        }
+        for (l, changes) in &got {
+            assert_eq!(all.get(l), Some(changes), "record {l}: only a record's own changes come back");
+        }
+    });
+}

@@ -21,6 +21,7 @@ const DEFS: [Def; Table::COUNT] = [
     TableDefinition::new("free"),
     TableDefinition::new("catalog"),
     TableDefinition::new("meta"),
+    TableDefinition::new("outbox"),
 ];
 
 /// The key in [`Table::Meta`] of the last LSN the index covers (u64 LE).

@@ -8,7 +8,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::model::{Blob, BlobKey, BlobProps, ChunkEntry, ChunkId, Container, StagedBlock};
+use crate::model::{Blob, BlobKey, BlobProps, ChunkEntry, ChunkId, Container, RefChange, StagedBlock};
 
 /// `account 0 container 0 name`.
 pub fn blob(k: &BlobKey) -> Vec<u8> {
@@ -92,6 +92,7 @@ macro_rules! value_codec {
 
 value_codec!(Blob, encode_blob, decode_blob);
 value_codec!(ChunkEntry, encode_chunk, decode_chunk);
+value_codec!(Vec<RefChange>, encode_changes, decode_changes);
 
 /// A chunk's key in the chunk table, and a dedup entry's value: `offset` (u64 big-endian, so
 /// the table is in region order) then the hash.

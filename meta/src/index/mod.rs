@@ -46,12 +46,23 @@ pub enum Table {
     Catalog,
     /// The index's own facts (the LSN it covers).
     Meta,
+    /// Reference changes of records the index covers that the counting shards had not logged
+    /// when it was written, by LSN.
+    Outbox,
 }
 
 impl Table {
-    pub const COUNT: usize = 7;
-    pub const ALL: [Table; Table::COUNT] =
-        [Table::Blobs, Table::Staged, Table::Chunks, Table::Dedup, Table::Free, Table::Catalog, Table::Meta];
+    pub const COUNT: usize = 8;
+    pub const ALL: [Table; Table::COUNT] = [
+        Table::Blobs,
+        Table::Staged,
+        Table::Chunks,
+        Table::Dedup,
+        Table::Free,
+        Table::Catalog,
+        Table::Meta,
+        Table::Outbox,
+    ];
 }
 
 /// A key and its value.

@@ -18,12 +18,13 @@
 //! pieces; chunk ids.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use edgeblob_io::BlockDevice;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::db::Index;
 use super::filter::{self, KeyFilter};
@@ -33,7 +34,7 @@ use super::memtable::{prefix_end, Memtable};
 use super::thread::IndexThread;
 use super::{Page, Table};
 use crate::listing::{Flow, ListEntry, ListQuery, Lister};
-use crate::model::{Blob, BlobKey, ChunkEntry, ChunkId, StagedBlock};
+use crate::model::{Blob, BlobKey, ChunkEntry, ChunkId, RefChange, StagedBlock};
 use crate::record::Record;
 use crate::refs::RefCounts;
 use crate::replay::{self, RecoverError};
@@ -173,6 +174,23 @@ pub struct ShardIndex {
     room: bool,
     /// The keys the index may hold, once the start-up scan has built them ([`scan_all`]).
     filters: Option<Filters>,
+    outbox: Outbox,
+}
+
+/// The reference changes of applied records that the shards counting them have not logged yet
+/// (`Record::RefsApplied`), by the record's LSN, one change per chunk. A flush writes those of
+/// the records it covers into the index, so that recovery, which replays only the records after
+/// it, can still send them; a record replayed makes its entry again. Sending one twice is
+/// harmless: a counting shard logs each source LSN once.
+#[derive(Debug, Default)]
+struct Outbox {
+    entries: BTreeMap<u64, Arc<Vec<RefChange>>>,
+    /// Entries the index holds.
+    in_index: BTreeSet<u64>,
+    /// Entries the index holds that have been delivered: deleted by the next flush.
+    gone: Vec<u64>,
+    /// Told when an entry is added.
+    signal: Rc<Notify>,
 }
 
 /// Blob keys the index may hold a blob of, and blob keys it may hold uncommitted blocks of.
@@ -245,6 +263,7 @@ impl ShardIndex {
             run(&ix, |ix| ix.range(Table::Meta, keys::APPLIED, prefix_end(keys::APPLIED).as_deref(), usize::MAX))
                 .await
                 .map_err(failed)?;
+        let outbox = run(&ix, |ix| ix.range(Table::Outbox, b"", None, usize::MAX)).await.map_err(failed)?;
         let rec = replay::recover_after(&place, dev.as_ref(), index_lsn).await?;
         if let Some(torn) = rec.torn {
             replay::clear_torn(dev.as_ref(), torn, &rec.resume.partial_page)
@@ -277,7 +296,13 @@ impl ShardIndex {
             failed: None,
             room: true,
             filters: None,
+            outbox: Outbox::default(),
         };
+        for (k, v) in outbox.entries {
+            let lsn = k.try_into().map(u64::from_be_bytes).map_err(|_| failed("a damaged outbox key".into()))?;
+            me.outbox.entries.insert(lsn, Arc::new(keys::decode_changes(&v).map_err(failed)?));
+            me.outbox.in_index.insert(lsn);
+        }
         let replayed = rec.records.len();
         for (lsn, r) in rec.records {
             let wants = wants_of(&r);
@@ -290,6 +315,36 @@ impl ShardIndex {
             me.apply(lsn, &r, bytes);
         }
         Ok((me, OpenReport { index_lsn, replayed, torn_tail }))
+    }
+
+    /// The oldest reference changes not delivered yet, at most `max` records' worth.
+    pub fn outbox(&self, max: usize) -> Vec<(u64, Arc<Vec<RefChange>>)> {
+        self.outbox.entries.iter().take(max).map(|(l, c)| (*l, c.clone())).collect()
+    }
+
+    /// Told when reference changes are added to the outbox.
+    pub fn outbox_signal(&self) -> Rc<Notify> {
+        self.outbox.signal.clone()
+    }
+
+    /// The counting shards have logged the reference changes of every record up to `lsn`.
+    pub fn delivered(&mut self, lsn: u64) {
+        let later = self.outbox.entries.split_off(&(lsn + 1));
+        for l in std::mem::replace(&mut self.outbox.entries, later).into_keys() {
+            if self.outbox.in_index.remove(&l) {
+                self.outbox.gone.push(l);
+            }
+        }
+    }
+
+    /// Bytes of a log half: no record is larger.
+    pub fn half_len(&self) -> usize {
+        self.log.half_len()
+    }
+
+    /// Waits until the log has made record `lsn` durable.
+    pub fn durable(&self, lsn: u64) -> impl Future<Output = Result<(), AppendError>> + 'static {
+        self.log.wait(lsn)
     }
 
     /// Says whether the index may grow (see `room`).
@@ -542,6 +597,11 @@ impl ShardIndex {
             _ => {}
         }
         let released = self.state.apply(rec);
+        let added = self.state.added_by(rec);
+        if !added.is_empty() || !released.is_empty() {
+            self.outbox.entries.insert(lsn, Arc::new(RefCounts::changes(&added, &released)));
+            self.outbox.signal.notify_one();
+        }
         // A block list's record names its blocks; the entry it makes holds their chunk lists,
         // and the flush that writes it is sized by what it writes (its memory estimate, which
         // counts each chunk list once, as rkyv stores it: encoding it here would be done twice).
@@ -655,6 +715,14 @@ impl ShardIndex {
                 Some(id) => m.put(Table::Dedup, h.to_vec(), keys::chunk(id)),
                 None => m.delete(Table::Dedup, h.to_vec()),
             }
+        }
+        for (l, changes) in self.outbox.entries.range(..=lsn) {
+            if self.outbox.in_index.insert(*l) {
+                m.put(Table::Outbox, l.to_be_bytes().to_vec(), keys::encode_changes(changes));
+            }
+        }
+        for l in self.outbox.gone.drain(..) {
+            m.delete(Table::Outbox, l.to_be_bytes().to_vec());
         }
         for source in self.dirty.applied.keys() {
             let lsn = self.state.applied.get(source).copied().unwrap_or(0);
@@ -975,6 +1043,24 @@ async fn scan_page<M: HoldsIndex, T>(
         }
         return Ok(Scan { items, next });
     }
+}
+
+/// A page of the chunk table as the index holds it, from key `from` on, and where the next
+/// page starts (flush first: entries changed since the last flush are not seen).
+pub async fn scan_chunks<M: HoldsIndex>(
+    meta: &RefCell<M>,
+    from: Vec<u8>,
+    limit: usize,
+) -> Result<(Vec<ChunkEntry>, Option<Vec<u8>>), IndexError> {
+    let page = scan_page(meta, Table::Chunks, from, limit, |_, k, v| {
+        let e = keys::decode_chunk(&v).map_err(IndexError::Failed)?;
+        if keys::parse_chunk(&k) != Some(e.chunk.id()) {
+            return Err(IndexError::Failed(format!("a chunk entry under another chunk's key: {e:?}")));
+        }
+        Ok(Some(e))
+    })
+    .await?;
+    Ok((page.items, page.next))
 }
 
 /// A page of committed blobs from index key `from` on, as the shard sees them: a resident entry

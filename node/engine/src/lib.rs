@@ -18,6 +18,7 @@ pub mod blob;
 mod cache;
 pub mod config;
 mod container;
+mod counts;
 pub mod error;
 mod index_space;
 pub mod ops;
@@ -240,8 +241,12 @@ impl Node {
         self.on(CATALOG_SHARD, move |s| async move { ops::list_blobs(&s, &a, &c, q).await }).await?
     }
 
-    /// Waits until every shard's metadata log is durable up to now.
+    /// Waits until every shard's metadata log is durable up to now, and (v2) every change so
+    /// far is counted by the shards that count its chunks.
     pub async fn sync(&self) -> Result<()> {
+        for i in 0..self.shards() {
+            self.on(i, |s| async move { counts::drained(&s).await }).await?;
+        }
         for i in 0..self.shards() {
             self.on(i, |s| async move {
                 let durable = s.meta.borrow().sync();

@@ -145,6 +145,9 @@ pub struct Shard {
     pub write_budget: Arc<tokio::sync::Semaphore>,
     /// Decoded small and compressed chunks (`read_cache_bytes` split over the shards).
     pub cache: super::cache::ChunkCache,
+    /// Whether the last batch of reference changes this shard sent failed (v2): waiting for
+    /// them to be counted is then pointless until one succeeds.
+    pub refs_stalled: std::cell::Cell<bool>,
 }
 
 impl Shard {

@@ -16,7 +16,7 @@ use edgeblob_io::uring::{Ring, UringDevice};
 use edgeblob_io::{AlignedBuf, BlockDevice, DeviceFile, Extent, ExtentAllocator, FixedPool, PAGE_SIZE};
 use edgeblob_meta::index::db::Index;
 use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments, SharedDevice};
-use edgeblob_meta::index::shard::{IndexConfig, ShardIndex};
+use edgeblob_meta::index::shard::{HoldsIndex, IndexConfig, ShardIndex};
 use edgeblob_meta::index::thread::IndexThread;
 use edgeblob_meta::model::BlobKey;
 use edgeblob_meta::refs::RefCounts;
@@ -327,6 +327,7 @@ async fn init_shard(
             node.config.write_buffer_bytes.max((node.config.io_depth + 2) * node.config.chunk_size + (1 << 20)),
         ))),
         cache: super::cache::ChunkCache::new(node.config.read_cache_bytes / node.sb.layout.shards.max(1) as usize),
+        refs_stalled: Default::default(),
         node,
     }))
 }
@@ -344,6 +345,27 @@ fn rebuild(node: &Node) -> Result<()> {
         // Each shard reports its references grouped by the shard that counts them, and the
         // container incarnations it still holds entries of that no longer exist.
         let n = node.shards();
+        // v2: which sources each shard has never logged reference changes of, and the LSN each
+        // source's metadata is at (see `counts::adopt`).
+        let mut unadopted: Vec<Vec<usize>> = Vec::with_capacity(n);
+        let mut at_lsn: Vec<u64> = Vec::with_capacity(n);
+        for i in 0..n {
+            let (missing, lsn) = node
+                .on(i, move |s| async move {
+                    let meta = s.meta.borrow();
+                    match meta.index() {
+                        Some(m) => {
+                            let missing = (0..n).filter(|src| m.state.refs_pending(*src as u32, 0)).collect();
+                            (missing, m.applied())
+                        }
+                        None => (Vec::new(), 0),
+                    }
+                })
+                .await?;
+            unadopted.push(missing);
+            at_lsn.push(lsn);
+        }
+        let mut adoptions: Vec<(usize, usize, RefCounts)> = Vec::new();
         let mut to_owner: Vec<RefCounts> = vec![RefCounts::default(); n];
         let mut orphans: Vec<Vec<(String, String, u64)>> = Vec::with_capacity(n);
         // All shards at once: each scan waits on its own index's reads.
@@ -351,10 +373,13 @@ fn rebuild(node: &Node) -> Result<()> {
             let live = live.clone();
             node.on(i, move |s| async move { shard_refs(&s, &live).await })
         });
-        for found in futures::future::join_all(scans).await {
+        for (source, found) in futures::future::join_all(scans).await.into_iter().enumerate() {
             let found = found??;
             floor = floor.max(found.max_etag);
             for (owner, list) in found.by_owner.into_iter().enumerate() {
+                if unadopted[owner].contains(&source) {
+                    adoptions.push((owner, source, list.clone()));
+                }
                 to_owner[owner].append(list);
             }
             orphans.push(found.orphans);
@@ -399,6 +424,29 @@ fn rebuild(node: &Node) -> Result<()> {
                 Ok::<(), EngineError>(())
             })
             .await??;
+        }
+        // v2: counts kept in the index take over what they have never seen from the scan, then
+        // every shard sends what its outbox holds (records replayed, or not delivered before a
+        // crash); in debug builds the counts are then checked against the scan's.
+        for (counter, source, refs) in adoptions {
+            let lsn = at_lsn[source];
+            node.on(counter, move |s| async move { super::counts::adopt(&s, source as u32, lsn, refs).await })
+                .await??;
+        }
+        for i in 0..n {
+            node.on(i, |s| async move {
+                tokio::task::spawn_local(super::counts::deliver(s.clone()));
+            })
+            .await?;
+        }
+        for i in 0..n {
+            node.on(i, |s| async move { super::counts::drained(&s).await }).await?;
+        }
+        // Only once every shard has sent everything: any of them may count for any other.
+        if cfg!(debug_assertions) {
+            for i in 0..n {
+                node.on(i, |s| async move { super::counts::verify(&s).await }).await??;
+            }
         }
         for (i, dead) in orphans.into_iter().enumerate() {
             node.on(i, |s| async move {

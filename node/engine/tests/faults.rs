@@ -46,6 +46,8 @@ fn prepared(rt: &tokio::runtime::Runtime, config: &EngineConfig, old: &[u8]) -> 
     let n = Node::open_simulated(config.clone(), disk.clone()).unwrap();
     rt.block_on(n.create_container(ACCOUNT, "c", vec![])).unwrap();
     write(rt, &n, "x", old, false).unwrap();
+    // Its references counted (v2): what follows is the next change's writes alone.
+    rt.block_on(n.sync()).unwrap();
     (disk, n)
 }
 
@@ -61,6 +63,8 @@ fn eio_and_enospc_at_any_write_or_flush_refuse_the_change_and_lose_nothing() {
         let (disk, n) = prepared(&rt, &config, &old);
         let (w0, f0) = (disk.count(Op::Write), disk.count(Op::Flush));
         write(&rt, &n, "x", &new, blocks).unwrap();
+        // The change's writes and flushes, then those that count its references (v2).
+        rt.block_on(n.sync()).unwrap();
         let (writes, flushes) = (disk.count(Op::Write) - w0, disk.count(Op::Flush) - f0);
         n.stop();
         assert!(writes >= 2, "data and a log record: {writes} writes");
@@ -72,9 +76,14 @@ fn eio_and_enospc_at_any_write_or_flush_refuse_the_change_and_lose_nothing() {
                 let (disk, n) = prepared(&rt, &config, &old);
                 disk.fail(op, nth, failure);
                 let res = write(&rt, &n, "x", &new, blocks);
-                assert!(res.is_err(), "{what}: the change was acknowledged");
-                failures_seen += 1;
+                let _ = rt.block_on(n.sync());
                 let live = read(&rt, &n, "x");
+                match &res {
+                    Err(_) => failures_seen += 1,
+                    // A fault after the change was durable, while its references were being
+                    // counted: acknowledged, and it must stay.
+                    Ok(()) => assert!(live == Some(new.clone()), "{what}: an acknowledged change is not read"),
+                }
                 assert!(live == Some(old.clone()) || live == Some(new.clone()), "{what}: a read returned other bytes");
                 for how in [Crash::LoseUnflushed, Crash::Reorder { seed: nth }] {
                     let image = disk.crash(how);
@@ -82,6 +91,10 @@ fn eio_and_enospc_at_any_write_or_flush_refuse_the_change_and_lose_nothing() {
                         .unwrap_or_else(|e| panic!("{what}, {how:?}: the node refused to open: {e}"));
                     let got = read(&rt, &back, "x");
                     assert!(got == Some(old.clone()) || got == Some(new.clone()), "{what}, {how:?}: other bytes");
+                    assert!(
+                        res.is_err() || got == Some(new.clone()),
+                        "{what}, {how:?}: an acknowledged change was lost"
+                    );
                     // The node takes writes again, and they survive a clean restart.
                     write(&rt, &back, "y", &later, blocks).unwrap_or_else(|e| panic!("{what}, {how:?}: {e}"));
                     back.stop();
@@ -110,9 +123,11 @@ fn a_power_cut_at_any_write_of_a_change_leaves_the_old_or_the_new_version() {
         let (disk, n) = prepared(&rt, &config, &old);
         let w0 = disk.count(Op::Write);
         write(&rt, &n, "x", &new, blocks).unwrap();
+        rt.block_on(n.sync()).unwrap();
         let writes = disk.count(Op::Write) - w0;
         n.stop();
         let mut outcomes = [0; 2];
+        let mut missed = 0;
         for nth in 0..writes {
             for seed in 0..12 {
                 let how = match seed {
@@ -123,7 +138,14 @@ fn a_power_cut_at_any_write_of_a_change_leaves_the_old_or_the_new_version() {
                 let (disk, n) = prepared(&rt, &config, &old);
                 disk.cut_power(Op::Write, nth, how);
                 write(&rt, &n, "x", &new, blocks).unwrap();
-                let [image] = &disk.power_cuts()[..] else { panic!("write #{nth} never happened") };
+                rt.block_on(n.sync()).unwrap();
+                // Reference changes are sent in batches as they come, so a run may make a write
+                // or two fewer than the one counted.
+                let [image] = &disk.power_cuts()[..] else {
+                    missed += 1;
+                    n.stop();
+                    continue;
+                };
                 n.stop();
                 let back = Node::open_simulated(config.clone(), image.clone()).unwrap();
                 let got = read(&rt, &back, "x");
@@ -134,5 +156,6 @@ fn a_power_cut_at_any_write_of_a_change_leaves_the_old_or_the_new_version() {
             }
         }
         assert!(outcomes[0] > 0 && outcomes[1] > 0, "both outcomes occur: {outcomes:?}");
+        assert!(missed * 10 <= writes * 12, "most cuts land: {missed} of {} missed", writes * 12);
     }
 }

@@ -1,0 +1,208 @@
+//! Reference counts kept in the index (format v2, docs/architecture.md "Metadata at scale", 7):
+//! every record's reference changes go to the shards that count the chunks, which log them
+//! (`Record::RefsApplied`) once per source LSN, so a count is exact after any crash without
+//! deriving it from every reference.
+//!
+//! A source shard keeps a record's changes in its outbox (in its index from the flush that
+//! covers the record) until every counting shard has made them durable; [`deliver`] sends them,
+//! oldest first, in batches, one batch at a time. A counting shard logs the part of a batch
+//! after the last LSN it logged for that source ([`log_refs`]), so what a crash makes a source
+//! send again is dropped, and nothing is counted twice or lost.
+//!
+//! For now these counts stand beside the in-memory `RefTable`, which still decides frees and
+//! dedup; at start they are checked against it (debug builds: [`verify`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use edgeblob_meta::index::shard::{scan_chunks, wants_of, HoldsIndex};
+use edgeblob_meta::model::{ChunkId, ChunkRef, RefChange};
+use edgeblob_meta::refs::RefCounts;
+use edgeblob_meta::wal::AppendError;
+use edgeblob_meta::{shard_store, Record, ShardStore};
+
+use super::error::{EngineError, Result};
+use super::ops::at;
+use super::shard::Shard;
+
+/// Bytes of one archived `RefChange`.
+const CHANGE_LEN: usize = 48;
+
+/// Sends this shard's undelivered reference changes to the shards that count them, forever.
+/// Runs on every v2 shard from start.
+pub async fn deliver(s: Rc<Shard>) {
+    let Some(signal) = s.meta.borrow().index().map(|m| m.outbox_signal()) else { return };
+    loop {
+        let (batch, durable) = {
+            let meta = s.meta.borrow();
+            let Some(m) = meta.index() else { return };
+            // A batch is logged as one record by each counting shard: it must fit a log half
+            // with room to spare (one record of more changes is sent alone).
+            let budget = m.half_len() / 8 / CHANGE_LEN;
+            let mut batch = m.outbox(1024);
+            let mut changes = 0;
+            let keep = batch
+                .iter()
+                .position(|(_, c)| {
+                    changes += c.len();
+                    changes > budget
+                })
+                .map_or(batch.len(), |i| i.max(1));
+            batch.truncate(keep);
+            let durable = batch.last().map(|(l, _)| m.durable(*l));
+            (batch, durable)
+        };
+        let Some(durable) = durable else {
+            signal.notified().await;
+            continue;
+        };
+        // Only what the log has made durable: a change it could still lose must not be counted.
+        if let Err(e) = durable.await {
+            s.refs_stalled.set(true);
+            tracing::error!(shard = s.index, %e, "reference changes wait for a failed log");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let last = batch.last().map_or(0, |(l, _)| *l);
+        let mut by_counter: BTreeMap<usize, Vec<(u64, Vec<RefChange>)>> = BTreeMap::new();
+        for (lsn, changes) in &batch {
+            for c in changes.iter() {
+                let to = by_counter.entry(s.node.ref_owner(&c.chunk)).or_default();
+                match to.last_mut() {
+                    Some((l, list)) if l == lsn => list.push(*c),
+                    _ => to.push((*lsn, vec![*c])),
+                }
+            }
+        }
+        let source = s.index as u32;
+        let sends = by_counter
+            .into_iter()
+            .map(|(counter, entries)| at(&s, counter, move |c| async move { log_refs(&c, source, entries).await }));
+        let failed: Vec<String> = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .filter_map(|r| r.and_then(|r| r).err().map(|e| e.to_string()))
+            .collect();
+        s.refs_stalled.set(!failed.is_empty());
+        if failed.is_empty() {
+            if let Some(m) = s.meta.borrow_mut().index_mut() {
+                m.delivered(last);
+            }
+        } else {
+            // Sent again whole: the counting shards that logged their part drop it then.
+            tracing::warn!(shard = s.index, errors = ?failed, "reference changes not delivered; retrying");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// On a counting shard: logs the changes of `source`'s records `entries` (in LSN order) that it
+/// has not logged yet, as one record, and waits until it is durable.
+pub async fn log_refs(c: &Rc<Shard>, source: u32, entries: Vec<(u64, Vec<RefChange>)>) -> Result<()> {
+    let pending: Vec<(u64, Vec<RefChange>)> = {
+        let meta = c.meta.borrow();
+        entries.into_iter().filter(|(l, _)| meta.state().refs_pending(source, *l)).collect()
+    };
+    let Some(&(lsn, _)) = pending.last() else { return Ok(()) };
+    debug_assert!(pending.windows(2).all(|w| w[0].0 < w[1].0), "a source's changes come in LSN order");
+    let rec = Record::RefsApplied { source, lsn, changes: merge(pending.into_iter().flat_map(|(_, c)| c)) };
+    let wants = wants_of(&rec);
+    loop {
+        c.log_ready().await?;
+        shard_store::resident(&c.meta, &wants).await?;
+        let commit = {
+            let mut meta = c.meta.borrow_mut();
+            if !meta.state().refs_pending(source, lsn) {
+                return Ok(());
+            }
+            match meta.commit(rec.clone()) {
+                Ok(commit) => commit,
+                // The log is switching halves: wait for it, as any writer does.
+                Err(AppendError::Busy) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        return Ok(commit.durable.await?);
+    }
+}
+
+/// One change per chunk.
+fn merge(changes: impl IntoIterator<Item = RefChange>) -> Vec<RefChange> {
+    let mut at: HashMap<ChunkId, usize> = HashMap::new();
+    let mut out: Vec<RefChange> = Vec::new();
+    for c in changes {
+        match at.get(&c.chunk.id()) {
+            Some(&i) => {
+                out[i].add += c.add;
+                out[i].drop += c.drop;
+            }
+            None => {
+                at.insert(c.chunk.id(), out.len());
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// At start, on a counting shard that has never logged `source`'s changes (a data file written
+/// before counts were kept, or a new one): logs the references `source`'s metadata holds to its
+/// chunks, as found by the start-up scan, as of `source`'s last record `lsn`.
+pub async fn adopt(c: &Rc<Shard>, source: u32, lsn: u64, refs: RefCounts) -> Result<()> {
+    if !c.meta.borrow().state().refs_pending(source, 0) {
+        return Ok(());
+    }
+    let changes = RefCounts::changes(&refs, &RefCounts::default());
+    log_refs(c, source, vec![(lsn, changes)]).await
+}
+
+/// Waits until the reference changes of every record this shard has applied so far are
+/// counted, or their delivery has failed (a failed log: the shard refuses changes then).
+pub async fn drained(s: &Rc<Shard>) {
+    let Some(upto) = s.meta.borrow().index().map(|m| m.applied()) else { return };
+    loop {
+        let left = s.meta.borrow().index().and_then(|m| m.outbox(1).first().map(|(l, _)| *l));
+        if left.is_none_or(|l| l > upto) || s.refs_stalled.get() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Checks that the counts this shard's index holds are those the in-memory table derived from
+/// every reference at start (debug builds, at start, before anything is served).
+pub async fn verify(s: &Rc<Shard>) -> Result<()> {
+    if !matches!(&*s.meta.borrow(), ShardStore::V2(_)) {
+        return Ok(());
+    }
+    edgeblob_meta::index::shard::flush_all(&s.meta).await?;
+    let mut kept: BTreeMap<ChunkId, (ChunkRef, u32)> = BTreeMap::new();
+    let mut from = Vec::new();
+    loop {
+        let (entries, next) = scan_chunks(&s.meta, from, 4096).await?;
+        kept.extend(entries.into_iter().map(|e| (e.chunk.id(), (e.chunk, e.refs))));
+        match next {
+            Some(n) => from = n,
+            None => break,
+        }
+    }
+    let derived: BTreeMap<ChunkId, (ChunkRef, u32)> =
+        s.refs.borrow().chunks().map(|(c, n)| (c.id(), (*c, n))).collect();
+    if kept != derived {
+        let differ: Vec<_> = derived
+            .iter()
+            .filter(|(id, v)| kept.get(id) != Some(v))
+            .map(|(id, v)| (id.offset, v.1, kept.get(id).map(|k| k.1)))
+            .chain(kept.iter().filter(|(id, _)| !derived.contains_key(id)).map(|(id, v)| (id.offset, 0, Some(v.1))))
+            .take(8)
+            .collect();
+        return Err(EngineError::Corrupt(format!(
+            "shard {}: the index counts {} chunks, the references {}; (offset, derived, kept): {differ:?}",
+            s.index,
+            kept.len(),
+            derived.len()
+        )));
+    }
+    Ok(())
+}
