@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::model::{Block, ChunkRef};
+use crate::model::{Block, ChunkId, ChunkRef, RefChange};
 
 /// Chunks, each with a number of references (at least one). A chunk may appear more than once;
 /// its references are then the sum.
@@ -71,20 +71,10 @@ impl RefCounts {
     }
 
     /// Adds and drops merged into one change per chunk, in the order chunks first appear.
-    pub fn changes(adds: &RefCounts, drops: &RefCounts) -> Vec<crate::model::RefChange> {
-        let mut at: HashMap<crate::model::ChunkId, usize> = HashMap::new();
-        let mut out: Vec<crate::model::RefChange> = Vec::new();
-        for (list, is_add) in [(adds, true), (drops, false)] {
-            for (c, n) in list.iter() {
-                let i = *at.entry(c.id()).or_insert_with(|| {
-                    out.push(crate::model::RefChange { chunk: *c, add: 0, drop: 0 });
-                    out.len() - 1
-                });
-                let slot = if is_add { &mut out[i].add } else { &mut out[i].drop };
-                *slot = slot.checked_add(*n).expect("fewer than 4 billion references to one chunk");
-            }
-        }
-        out
+    pub fn changes(adds: &RefCounts, drops: &RefCounts) -> Vec<RefChange> {
+        let adds = adds.iter().map(|(c, n)| RefChange { chunk: *c, add: *n, drop: 0 });
+        let drops = drops.iter().map(|(c, n)| RefChange { chunk: *c, add: 0, drop: *n });
+        merge_changes(adds.chain(drops))
     }
 
     /// Every reference, one by one (tests and small lists).
@@ -137,6 +127,27 @@ impl RefDelta {
         }
         d
     }
+}
+
+/// Changes merged into one per chunk (adds summed, drops summed), in the order chunks first
+/// appear.
+pub fn merge_changes(changes: impl IntoIterator<Item = RefChange>) -> Vec<RefChange> {
+    let mut at: HashMap<ChunkId, usize> = HashMap::new();
+    let mut out: Vec<RefChange> = Vec::new();
+    for c in changes {
+        match at.get(&c.chunk.id()) {
+            Some(&i) => {
+                let m = &mut out[i];
+                let sum = |a: u32, b: u32| a.checked_add(b).expect("fewer than 4 billion references to one chunk");
+                (m.add, m.drop) = (sum(m.add, c.add), sum(m.drop, c.drop));
+            }
+            None => {
+                at.insert(c.chunk.id(), out.len());
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -480,47 +480,29 @@ impl ShardIndex {
             + (got.chunks.len() + got.dedup.len()) * CHUNK_MEM;
         self.evict(incoming, keep);
         for (key, blob) in got.blobs {
-            let want = Want::Blob(key.clone());
-            if self.is_resident(&want) {
-                continue;
-            }
             let size = blob_mem(&key, blob.as_ref());
-            if let Some(b) = blob {
-                self.state.blobs.insert(key, b);
-            }
-            self.clean.insert(want, size);
+            self.settle(Want::Blob(key.clone()), size, |st| st.blobs.insert(key, blob?));
         }
         for (key, staged) in got.staged {
-            let want = Want::Staged(key.clone());
-            if self.is_resident(&want) {
-                continue;
-            }
             let size = staged_mem(&key, staged.as_ref());
-            if let Some(st) = staged {
-                self.state.staged.insert(key, st);
-            }
-            self.clean.insert(want, size);
+            self.settle(Want::Staged(key.clone()), size, |st| st.staged.insert(key, staged?));
         }
         for (id, entry) in got.chunks {
-            let want = Want::Chunk(id);
-            if self.is_resident(&want) {
-                continue;
-            }
-            if let Some(e) = entry {
-                self.state.chunks.insert(id, e);
-            }
-            self.clean.insert(want, CHUNK_MEM);
+            self.settle(Want::Chunk(id), CHUNK_MEM, |st| st.chunks.insert(id, entry?));
         }
         for (hash, id) in got.dedup {
-            let want = Want::Dedup(hash);
-            if self.is_resident(&want) {
-                continue;
-            }
-            if let Some(id) = id {
-                self.state.dedup.insert(hash, id);
-            }
-            self.clean.insert(want, CHUNK_MEM);
+            self.settle(Want::Dedup(hash), CHUNK_MEM, |st| st.dedup.insert(hash, id?));
         }
+    }
+
+    /// Makes one fetched entry resident and clean (`put` puts it in the state when the index
+    /// held it), unless it became resident meanwhile: memory then has it as new or newer.
+    fn settle<T>(&mut self, want: Want, size: usize, put: impl FnOnce(&mut ShardMeta) -> Option<T>) {
+        if self.is_resident(&want) {
+            return;
+        }
+        put(&mut self.state);
+        self.clean.insert(want, size);
     }
 
     /// Appends `rec` to the log and applies it to the resident entries, which must include every

@@ -12,13 +12,13 @@
 //! For now these counts stand beside the in-memory `RefTable`, which still decides frees and
 //! dedup; at start they are checked against it (debug builds: [`verify`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use edgeblob_meta::index::shard::{scan_chunks, wants_of, HoldsIndex};
 use edgeblob_meta::model::{ChunkId, ChunkRef, RefChange};
-use edgeblob_meta::refs::RefCounts;
+use edgeblob_meta::refs::{merge_changes, RefCounts};
 use edgeblob_meta::wal::AppendError;
 use edgeblob_meta::{shard_store, Record, ShardStore};
 
@@ -106,7 +106,7 @@ pub async fn log_refs(c: &Rc<Shard>, source: u32, entries: Vec<(u64, Vec<RefChan
     };
     let Some(&(lsn, _)) = pending.last() else { return Ok(()) };
     debug_assert!(pending.windows(2).all(|w| w[0].0 < w[1].0), "a source's changes come in LSN order");
-    let rec = Record::RefsApplied { source, lsn, changes: merge(pending.into_iter().flat_map(|(_, c)| c)) };
+    let rec = Record::RefsApplied { source, lsn, changes: merge_changes(pending.into_iter().flat_map(|(_, c)| c)) };
     let wants = wants_of(&rec);
     loop {
         c.log_ready().await?;
@@ -125,25 +125,6 @@ pub async fn log_refs(c: &Rc<Shard>, source: u32, entries: Vec<(u64, Vec<RefChan
         };
         return Ok(commit.durable.await?);
     }
-}
-
-/// One change per chunk.
-fn merge(changes: impl IntoIterator<Item = RefChange>) -> Vec<RefChange> {
-    let mut at: HashMap<ChunkId, usize> = HashMap::new();
-    let mut out: Vec<RefChange> = Vec::new();
-    for c in changes {
-        match at.get(&c.chunk.id()) {
-            Some(&i) => {
-                out[i].add += c.add;
-                out[i].drop += c.drop;
-            }
-            None => {
-                at.insert(c.chunk.id(), out.len());
-                out.push(c);
-            }
-        }
-    }
-    out
 }
 
 /// At start, on a counting shard that has never logged `source`'s changes (a data file written

@@ -3,8 +3,9 @@
 //! A chunk's count lives on one shard: the owner of its hash when the chunk is in the dedup index
 //! (`CHUNK_DEDUP`), else the shard whose region holds it. Chunks are written into the region of
 //! the shard that counts them, so the two rules agree for every chunk written since; a data file
-//! written before may hold dedup chunks in other regions, which a free still reaches. Counts are
-//! not logged: they are derived, at start, from the chunk references in every shard's metadata.
+//! written before may hold dedup chunks in other regions, which a free still reaches. This table
+//! is derived, at start, from the chunk references in every shard's metadata; v2 also keeps the
+//! counts in its index (`counts.rs`), checked against this table at start for now.
 //!
 //! When a count reaches zero the extent goes back to the region's shard, which keeps it in limbo
 //! until every read that began before the free has ended ([`ReadEpochs`]): a GET that resolved a
