@@ -33,6 +33,9 @@ const CHANGE_LEN: usize = 48;
 /// Runs on every v2 shard from start.
 pub async fn deliver(s: Rc<Shard>) {
     let Some(signal) = s.meta.borrow().index().map(|m| m.outbox_signal()) else { return };
+    // After a failure: doubles up to 10 s, so a shard that cannot log is not asked 10 times a
+    // second (nor the log filled with the same warning).
+    let mut backoff = Duration::from_millis(100);
     loop {
         let (batch, durable) = {
             let meta = s.meta.borrow();
@@ -60,8 +63,9 @@ pub async fn deliver(s: Rc<Shard>) {
         // Only what the log has made durable: a change it could still lose must not be counted.
         if let Err(e) = durable.await {
             s.refs_stalled.set(true);
-            tracing::error!(shard = s.index, %e, "reference changes wait for a failed log");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tracing::error!(shard = s.index, %e, retry_in = ?backoff, "reference changes wait for a failed log");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
             continue;
         }
         let last = batch.last().map_or(0, |(l, _)| *l);
@@ -86,13 +90,15 @@ pub async fn deliver(s: Rc<Shard>) {
             .collect();
         s.refs_stalled.set(!failed.is_empty());
         if failed.is_empty() {
+            backoff = Duration::from_millis(100);
             if let Some(m) = s.meta.borrow_mut().index_mut() {
                 m.delivered(last);
             }
         } else {
             // Sent again whole: the counting shards that logged their part drop it then.
-            tracing::warn!(shard = s.index, errors = ?failed, "reference changes not delivered; retrying");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tracing::warn!(shard = s.index, errors = ?failed, retry_in = ?backoff, "reference changes not delivered");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 }
