@@ -5,9 +5,10 @@
 //! "maybe" until the next start rebuilds the filter from the index).
 //!
 //! Sized at start for twice the keys found (and at least a floor: two million blob keys, 128 Ki
-//! keys of blobs with uncommitted blocks) at ten bits each, rounded up to a power of two, with
-//! seven probes per key: under 1% false "maybe"s until the keys double, rising slowly past that;
-//! 2.5 to 5 bytes per key held at start, 4.2 MiB per shard at the least.
+//! keys of blobs with uncommitted blocks, a million chunk ids, 256 Ki dedup hashes) at ten bits
+//! each, rounded up to a power of two, with seven probes per key: under 1% false "maybe"s until
+//! the keys double, rising slowly past that; 2.5 to 5 bytes per key held at start, 6.75 MiB per
+//! shard at the least (4 MiB, 256 KiB, 2 MiB and 512 KiB).
 
 use xxhash_rust::xxh3::xxh3_64;
 

@@ -198,6 +198,10 @@ struct Outbox {
 struct Filters {
     blobs: KeyFilter,
     staged: KeyFilter,
+    /// Chunk ids the chunk table may hold, and hashes the dedup table may: a new chunk's first
+    /// reference needs no read of the index.
+    chunks: KeyFilter,
+    dedup: KeyFilter,
 }
 
 /// What recovery found.
@@ -436,7 +440,8 @@ impl ShardIndex {
             Want::Blob(k) => !f.blobs.may_hold(&keys::blob(k)),
             Want::Staged(k) => !f.staged.may_hold(&keys::blob(k)),
             // Not filtered yet: the engine does not count chunks in the index yet.
-            Want::Chunk(_) | Want::Dedup(_) => false,
+            Want::Chunk(id) => !f.chunks.may_hold(&keys::chunk(id)),
+            Want::Dedup(h) => !f.dedup.may_hold(h),
         }
     }
 
@@ -459,7 +464,7 @@ impl ShardIndex {
 
     /// Memory the key filters take.
     pub fn filter_bytes(&self) -> usize {
-        self.filters.as_ref().map_or(0, |f| f.blobs.bytes() + f.staged.bytes())
+        self.filters.as_ref().map_or(0, |f| f.blobs.bytes() + f.staged.bytes() + f.chunks.bytes() + f.dedup.bytes())
     }
 
     /// Reads `wants` from the index (on its thread). Install the result with
@@ -687,14 +692,25 @@ impl ShardIndex {
             }
         }
         for id in self.dirty.chunks.keys() {
+            let key = keys::chunk(id);
             match self.state.chunks.get(id) {
-                Some(e) => m.put(Table::Chunks, keys::chunk(id), keys::encode_chunk(e)),
-                None => m.delete(Table::Chunks, keys::chunk(id)),
+                Some(e) => {
+                    if let Some(f) = &mut self.filters {
+                        f.chunks.insert(&key);
+                    }
+                    m.put(Table::Chunks, key, keys::encode_chunk(e))
+                }
+                None => m.delete(Table::Chunks, key),
             }
         }
         for h in self.dirty.dedup.keys() {
             match self.state.dedup.get(h) {
-                Some(id) => m.put(Table::Dedup, h.to_vec(), keys::chunk(id)),
+                Some(id) => {
+                    if let Some(f) = &mut self.filters {
+                        f.dedup.insert(h);
+                    }
+                    m.put(Table::Dedup, h.to_vec(), keys::chunk(id))
+                }
                 None => m.delete(Table::Dedup, h.to_vec()),
             }
         }
@@ -1131,14 +1147,31 @@ pub async fn scan_all<M: HoldsIndex>(
             }
         }
     }
+    // The chunk and dedup tables' keys, for their filters.
+    let mut counted: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    for (i, table) in [Table::Chunks, Table::Dedup].into_iter().enumerate() {
+        let mut from = Vec::new();
+        loop {
+            let read = meta.borrow().index().ok_or_else(no_index)?.index_page(table, from.clone(), None, page_len);
+            let page = read.await?;
+            counted[i].extend(page.entries.iter().map(|(k, _)| filter::hash(k)));
+            match page.entries.last() {
+                Some((k, _)) if !page.complete => from = super::memtable::successor(k),
+                _ => break,
+            }
+        }
+    }
     let mut g = meta.borrow_mut();
     let m = g.index_mut().ok_or_else(no_index)?;
     m.state.visit(blob, staged);
     // Resident entries not flushed yet will be written by a flush, which adds their keys then.
     let [blobs, staged_keys] = held;
+    let [chunks, dedup] = counted;
     m.filters = Some(Filters {
         blobs: KeyFilter::with_hashes(blobs.len(), 1 << 21, blobs),
         staged: KeyFilter::with_hashes(staged_keys.len(), 1 << 17, staged_keys),
+        chunks: KeyFilter::with_hashes(chunks.len(), 1 << 20, chunks),
+        dedup: KeyFilter::with_hashes(dedup.len(), 1 << 18, dedup),
     });
     Ok(())
 }
