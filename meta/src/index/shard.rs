@@ -107,42 +107,33 @@ impl Dirty {
     /// Forgets what a flush up to `lsn` wrote; returns the wants it cleaned (a blob's staged
     /// blocks once, even if some of them are still dirty).
     fn clean(&mut self, lsn: u64) -> Vec<Want> {
-        let mut blobs = Vec::new();
-        self.blobs.retain(|k, l| {
-            let keep = *l > lsn;
-            if !keep {
-                blobs.push(k.clone());
-            }
-            keep
-        });
+        let mut out = Vec::new();
+        written_by(&mut self.blobs, lsn, |k| out.push(Want::Blob(k.clone())));
         let mut staged: Vec<BlobKey> = Vec::new();
-        self.staged.retain(|(k, _), l| {
-            let keep = *l > lsn;
-            if !keep && staged.last() != Some(k) {
+        written_by(&mut self.staged, lsn, |(k, _)| {
+            if staged.last() != Some(k) {
                 staged.push(k.clone());
             }
-            keep
         });
-        self.containers.retain(|_, l| *l > lsn);
-        self.applied.retain(|_, l| *l > lsn);
-        let mut out: Vec<Want> = blobs.into_iter().map(Want::Blob).collect();
         out.extend(staged.into_iter().map(Want::Staged));
-        self.chunks.retain(|id, l| {
-            let keep = *l > lsn;
-            if !keep {
-                out.push(Want::Chunk(*id));
-            }
-            keep
-        });
-        self.dedup.retain(|h, l| {
-            let keep = *l > lsn;
-            if !keep {
-                out.push(Want::Dedup(*h));
-            }
-            keep
-        });
+        written_by(&mut self.containers, lsn, |_| {});
+        written_by(&mut self.applied, lsn, |_| {});
+        written_by(&mut self.chunks, lsn, |id| out.push(Want::Chunk(*id)));
+        written_by(&mut self.dedup, lsn, |h| out.push(Want::Dedup(*h)));
         out
     }
+}
+
+/// Drops from `dirty` the keys last changed at or before `lsn` (a flush up to `lsn` wrote them),
+/// passing each to `cleaned`.
+fn written_by<K: Ord>(dirty: &mut BTreeMap<K, u64>, lsn: u64, mut cleaned: impl FnMut(&K)) {
+    dirty.retain(|k, l| {
+        let keep = *l > lsn;
+        if !keep {
+            cleaned(k);
+        }
+        keep
+    });
 }
 
 /// A flush in flight: the LSN it covers, and its outcome once the index thread has it.
@@ -439,7 +430,6 @@ impl ShardIndex {
         match w {
             Want::Blob(k) => !f.blobs.may_hold(&keys::blob(k)),
             Want::Staged(k) => !f.staged.may_hold(&keys::blob(k)),
-            // Not filtered yet: the engine does not count chunks in the index yet.
             Want::Chunk(id) => !f.chunks.may_hold(&keys::chunk(id)),
             Want::Dedup(h) => !f.dedup.may_hold(h),
         }

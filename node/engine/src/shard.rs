@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use edgeblob_io::executor::{Peers, ShardGone};
+use edgeblob_io::executor::Peers;
 use edgeblob_io::superblock::Superblock;
 use edgeblob_io::{BlockDevice, Extent, FixedPool};
 use edgeblob_meta::index::shard::HoldsIndex;
@@ -225,19 +225,6 @@ impl Shard {
         let mut space = self.space.borrow_mut();
         for e in extents {
             space.free_later(stamp, *e);
-        }
-    }
-
-    /// Runs `f` on shard `at`: at once when that is this shard, else on its thread.
-    pub async fn on<R, F>(self: &Rc<Self>, at: usize, f: F) -> Result<R, ShardGone>
-    where
-        R: Send + 'static,
-        F: FnOnce(&Shard) -> R + Send + 'static,
-    {
-        if at == self.index {
-            Ok(f(self))
-        } else {
-            self.peers.call(at, move |s| async move { f(&s) }).await
         }
     }
 

@@ -15,6 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
 use super::error::{EngineError, Result};
+use super::ops::at;
 use super::read::read_chunk;
 use super::shard::Shard;
 
@@ -187,7 +188,7 @@ pub async fn store_chunk(shard: Rc<Shard>, account: &str, data: Bytes) -> Result
     // gives back what it saves.
     let room = (page::pages_for(data.len()) * PAGE_SIZE) as u64;
     let extent = loop {
-        match shard.on(counter, move |s| s.place_chunk(&hash, dedup, room)).await? {
+        match at(&shard, counter, move |s| async move { s.place_chunk(&hash, dedup, room) }).await? {
             Placed::Room(e) => break e,
             Placed::Full => return Err(EngineError::OutOfSpace),
             Placed::Found(existing) => {
@@ -220,11 +221,11 @@ pub async fn store_chunk(shard: Rc<Shard>, account: &str, data: Bytes) -> Result
     let (res, _) = shard.dev.write(buf, used.offset).await;
     if let Err(e) = res {
         // Nothing refers to the extent yet: it can go straight back.
-        let _ = shard.on(counter, move |s| s.unplace(extent, None)).await;
+        let _ = at(&shard, counter, move |s| async move { s.unplace(extent, None) }).await;
         return Err(e.into());
     }
     // Awaited: the count must exist before any other shard can give back a reference to it.
-    shard.on(counter, move |s| s.unplace(spare, Some(chunk))).await?;
+    at(&shard, counter, move |s| async move { s.unplace(spare, Some(chunk)) }).await?;
     Ok(chunk)
 }
 
