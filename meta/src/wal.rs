@@ -194,6 +194,8 @@ pub enum AppendError {
     MetadataFull,
     #[error("this shard holds as many uncommitted blocks as it may; commit or delete some")]
     StagedFull,
+    #[error("reference changes wait for other shards to count them; retry")]
+    Undelivered,
 }
 
 impl LogWriter {

@@ -40,7 +40,7 @@ fn index_place() -> IndexPlace {
 
 fn cfg() -> IndexConfig {
     // A few entries resident at a time, a flush every few records.
-    IndexConfig { cache_bytes: 6 * 1024, flush_bytes: 2 * 1024 }
+    IndexConfig { cache_bytes: 6 * 1024, flush_bytes: 2 * 1024, ..IndexConfig::default() }
 }
 
 fn new_disk() -> SimDisk {
@@ -477,7 +477,7 @@ fn counted_wants() -> Vec<Want> {
 fn entries_a_change_needs_stay_resident_together_in_the_smallest_cache() {
     let disk = new_disk();
     local(async {
-        let store = open_with(&disk, IndexConfig { cache_bytes: 1, flush_bytes: 1 }).await;
+        let store = open_with(&disk, IndexConfig { cache_bytes: 1, flush_bytes: 1, ..IndexConfig::default() }).await;
         let k = BlobKey::new("acct", "box", "a/00");
         let blob = Blob {
             container_id: 1,
@@ -560,5 +560,56 @@ fn undelivered_reference_changes_survive_a_crash_and_delivered_ones_are_dropped(
         for (l, changes) in &got {
             assert_eq!(all.get(l), Some(changes), "record {l}: only a record's own changes come back");
         }
+    });
+}
+
+/// While the outbox holds `max_undelivered` changes no counting shard has taken, changes that
+/// add to the metadata are refused (a 503 to the client: memory for the outbox stays bounded
+/// when a counting shard cannot log); deletes still pass, and once the changes are delivered
+/// growth is admitted again.
+#[test]
+fn a_full_outbox_refuses_growth_until_its_changes_are_delivered() {
+    let disk = new_disk();
+    local(async {
+        let store = open_with(&disk, IndexConfig { max_undelivered: 3, ..cfg() }).await;
+        let stage = |i: u64| Record::BlockStaged {
+            key: BlobKey::new("a", "c", &format!("b{i}")),
+            container_id: 1,
+            block: StagedBlock {
+                block: Block { id: b"blk".to_vec(), size: 1, chunks: vec![chunk(i)].into() },
+                staged_ns: 1,
+            },
+        };
+        let commit = |rec: Record| {
+            let store = &store;
+            async move {
+                ensure(store, &wants_of(&rec)).await.unwrap();
+                let ready = store.borrow_mut().ready();
+                ready.await.unwrap();
+                ensure(store, &wants_of(&rec)).await.unwrap();
+                let res = store.borrow_mut().commit(rec);
+                match res {
+                    Ok(c) => {
+                        c.durable.await.unwrap();
+                        Ok(c.lsn)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let mut last = 0;
+        for i in 1..=3 {
+            last = commit(stage(i)).await.unwrap();
+        }
+        assert_eq!(
+            commit(stage(4)).await,
+            Err(edgeblob_meta::MetaError::Undelivered),
+            "three changes wait: growth waits"
+        );
+        let dropped = commit(Record::StagedDropped { key: BlobKey::new("a", "c", "b1") }).await;
+        assert!(dropped.is_ok(), "a delete passes: {dropped:?}");
+        store.borrow_mut().delivered(last);
+        assert_eq!(store.borrow().outbox(usize::MAX).len(), 1, "the drop is still to deliver");
+        assert!(commit(stage(4)).await.is_ok(), "delivered: growth is admitted again");
     });
 }

@@ -50,11 +50,18 @@ pub struct IndexConfig {
     /// A flush starts once this many bytes of records have been applied since the last one
     /// (and in any case when a log half is half full).
     pub flush_bytes: usize,
+    /// Changes that add to the metadata are refused (`AppendError::Undelivered`, a 503) while
+    /// the outbox holds this many reference changes not yet counted: memory for them is
+    /// bounded when a counting shard cannot log (one record more may pass the bound).
+    pub max_undelivered: usize,
 }
+
+/// Reference changes an outbox holds before growing changes wait (about 48 bytes each).
+pub const MAX_UNDELIVERED: usize = 1 << 18;
 
 impl Default for IndexConfig {
     fn default() -> IndexConfig {
-        IndexConfig { cache_bytes: 64 << 20, flush_bytes: 8 << 20 }
+        IndexConfig { cache_bytes: 64 << 20, flush_bytes: 8 << 20, max_undelivered: MAX_UNDELIVERED }
     }
 }
 
@@ -176,6 +183,8 @@ pub struct ShardIndex {
 #[derive(Debug, Default)]
 struct Outbox {
     entries: BTreeMap<u64, Arc<Vec<RefChange>>>,
+    /// Changes in `entries`, all together.
+    changes: usize,
     /// Entries the index holds.
     in_index: BTreeSet<u64>,
     /// Entries the index holds that have been delivered: deleted by the next flush.
@@ -295,7 +304,9 @@ impl ShardIndex {
         };
         for (k, v) in outbox.entries {
             let lsn = k.try_into().map(u64::from_be_bytes).map_err(|_| failed("a damaged outbox key".into()))?;
-            me.outbox.entries.insert(lsn, Arc::new(keys::decode_changes(&v).map_err(failed)?));
+            let changes = keys::decode_changes(&v).map_err(failed)?;
+            me.outbox.changes += changes.len();
+            me.outbox.entries.insert(lsn, Arc::new(changes));
             me.outbox.in_index.insert(lsn);
         }
         let replayed = rec.records.len();
@@ -325,11 +336,19 @@ impl ShardIndex {
     /// The counting shards have logged the reference changes of every record up to `lsn`.
     pub fn delivered(&mut self, lsn: u64) {
         let later = self.outbox.entries.split_off(&(lsn + 1));
-        for l in std::mem::replace(&mut self.outbox.entries, later).into_keys() {
+        for (l, changes) in std::mem::replace(&mut self.outbox.entries, later) {
+            self.outbox.changes -= changes.len();
             if self.outbox.in_index.remove(&l) {
                 self.outbox.gone.push(l);
             }
         }
+        debug_assert_eq!(self.outbox.changes, self.outbox.entries.values().map(|c| c.len()).sum::<usize>());
+    }
+
+    /// The last LSN through which every applied record's reference changes are counted: the
+    /// one before the oldest undelivered outbox entry, or every applied record when none is left.
+    pub fn delivered_through(&self) -> u64 {
+        self.outbox.entries.keys().next().map_or(self.applied, |l| l - 1)
     }
 
     /// Bytes of a log half: no record is larger.
@@ -511,6 +530,9 @@ impl ShardIndex {
         if !self.room && grows(&rec) {
             return Err(AppendError::MetadataFull);
         }
+        if self.outbox.changes >= self.cfg.max_undelivered && grows(&rec) {
+            return Err(AppendError::Undelivered);
+        }
         let payload = rec.encode();
         let half_len = self.log.half_len();
         if frame_len(payload.len()) + edgeblob_io::PAGE_SIZE > half_len {
@@ -576,7 +598,10 @@ impl ShardIndex {
         let released = self.state.apply(rec);
         let added = self.state.added_by(rec);
         if !added.is_empty() || !released.is_empty() {
-            self.outbox.entries.insert(lsn, Arc::new(RefCounts::changes(&added, &released)));
+            let changes = RefCounts::changes(&added, &released);
+            self.outbox.changes += changes.len();
+            let before = self.outbox.entries.insert(lsn, Arc::new(changes));
+            debug_assert!(before.is_none(), "record {lsn} applied twice");
             self.outbox.signal.notify_one();
         }
         // A block list's record names its blocks; the entry it makes holds their chunk lists,
@@ -1033,19 +1058,21 @@ async fn scan_page<M: HoldsIndex, T>(
     }
 }
 
-/// A page of the chunk table as the index holds it, from key `from` on, and where the next
-/// page starts (flush first: entries changed since the last flush are not seen).
+/// A page of the chunk table from key `from` on, and where the next page starts: the entries the
+/// index holds of chunks that are not resident. Resident entries (changed since the last flush,
+/// or read back) are in `state.chunks`, which a caller adds once it has read the last page; on a
+/// quiet shard (at start) the two together are the whole table, each entry once.
 pub async fn scan_chunks<M: HoldsIndex>(
     meta: &RefCell<M>,
     from: Vec<u8>,
     limit: usize,
 ) -> Result<(Vec<ChunkEntry>, Option<Vec<u8>>), IndexError> {
-    let page = scan_page(meta, Table::Chunks, from, limit, |_, k, v| {
+    let page = scan_page(meta, Table::Chunks, from, limit, |m, k, v| {
         let e = keys::decode_chunk(&v).map_err(IndexError::Failed)?;
         if keys::parse_chunk(&k) != Some(e.chunk.id()) {
             return Err(IndexError::Failed(format!("a chunk entry under another chunk's key: {e:?}")));
         }
-        Ok(Some(e))
+        Ok((!m.is_resident(&Want::Chunk(e.chunk.id()))).then_some(e))
     })
     .await?;
     Ok((page.items, page.next))

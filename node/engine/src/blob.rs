@@ -1,7 +1,7 @@
 //! Blob operations on the blob's owner shard. Each reads the state, checks, and commits its record
 //! in one step with no await in between, so operations on one blob are serialised by the shard
 //! itself. The only await is for durability; references dropped by a change are given back after
-//! it, references added are taken before.
+//! it, references added are taken before (format v1; v2 counts them in the index, see `finish`).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -129,9 +129,23 @@ fn next_version(
     }
 }
 
-async fn finish(s: &Shard, commit: Commit, give_back: RefCounts) -> Result<()> {
-    commit.durable.await?;
-    s.give_back_refs(give_back);
+/// Waits until a commit is durable and settles the references it moved: `held`, those the
+/// caller held for it, pass to the record; `released`, those it dropped, go back.
+///
+/// In format v1 the in-memory table counts every reference: the released ones are given back
+/// once the record is durable. In v2 the index counts them: the record's changes travel through
+/// the outbox (drops included), and what the caller held (pins) keeps the chunks until the
+/// shards that count them have logged the record's additions.
+async fn finish(s: &Rc<Shard>, commit: Commit, held: RefCounts, released: RefCounts) -> Result<()> {
+    if s.node.counts_kept() {
+        s.unpin_after_delivery(commit.lsn, held);
+        commit.durable.await?;
+        // A record that changed no count is delivered as soon as those before it are.
+        s.unpin_delivered();
+    } else {
+        commit.durable.await?;
+        s.give_back_refs(released);
+    }
     Ok(())
 }
 
@@ -160,7 +174,7 @@ pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()
     match res {
         Ok(commit) => {
             let released = commit.released.clone();
-            finish(s, commit, released).await
+            finish(s, commit, chunks, released).await
         }
         Err(e) => {
             s.give_back_refs(chunks);
@@ -193,7 +207,7 @@ pub async fn put_single(
     match res {
         Ok((commit, summary)) => {
             let released = commit.released.clone();
-            finish(s, commit, released).await?;
+            finish(s, commit, RefCounts::one_each(chunks), released).await?;
             Ok(summary)
         }
         Err(e) => {
@@ -262,9 +276,13 @@ pub async fn commit_block_list(
         let blocks = state.resolve_list(&key, cid, &listed).ok_or_else(|| {
             EngineError::InvalidBlockList("the blob's blocks changed while the list was resolved".into())
         })?;
-        let mut dropped = cur.map(Blob::refs).unwrap_or_default();
-        dropped.append(staged.map(Staged::refs).unwrap_or_default());
-        let delta = RefDelta::between(RefCounts::of_blocks(&blocks), dropped);
+        // v1 counts the references in memory: the list's are taken before the commit, the
+        // dropped ones given back after it. v2 counts the record's changes in the index.
+        let delta = (!s.node.counts_kept()).then(|| {
+            let mut dropped = cur.map(Blob::refs).unwrap_or_default();
+            dropped.append(staged.map(Staged::refs).unwrap_or_default());
+            RefDelta::between(RefCounts::of_blocks(&blocks), dropped)
+        });
         let mut blob = next_version(s, cid, cur, props, blocks, false, keep);
         let summary = BlobSummary::of(&key.name, &blob);
         let rec = match &*meta {
@@ -279,8 +297,14 @@ pub async fn commit_block_list(
         let commit = meta.commit(rec)?;
         (commit, delta, summary)
     };
-    s.take_refs(delta.take);
-    finish(s, commit, delta.give_back).await?;
+    let released = match delta {
+        Some(delta) => {
+            s.take_refs(delta.take);
+            delta.give_back
+        }
+        None => RefCounts::default(),
+    };
+    finish(s, commit, RefCounts::default(), released).await?;
     Ok(summary)
 }
 
@@ -295,7 +319,7 @@ pub async fn delete_blob(s: &Rc<Shard>, key: BlobKey, cond: Conditions) -> Resul
         meta.commit(Record::BlobDelete { key })?
     };
     let released = commit.released.clone();
-    finish(s, commit, released).await
+    finish(s, commit, RefCounts::default(), released).await
 }
 
 pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: Conditions) -> Result<BlobSummary> {
@@ -319,7 +343,7 @@ pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: C
         let summary = BlobSummary::of(&key.name, &after);
         (meta.commit(Record::BlobPropsSet { key, etag, modified_ns, props })?, summary)
     };
-    finish(s, commit, RefCounts::default()).await?;
+    finish(s, commit, RefCounts::default(), RefCounts::default()).await?;
     Ok(summary)
 }
 
@@ -438,7 +462,7 @@ pub async fn expire_staged(s: &Rc<Shard>, now: i64) -> Result<usize> {
         };
         n += 1;
         let released = commit.released.clone();
-        finish(s, commit, released).await?;
+        finish(s, commit, RefCounts::default(), released).await?;
     }
     Ok(n)
 }

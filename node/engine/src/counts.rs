@@ -9,13 +9,15 @@
 //! after the last LSN it logged for that source ([`log_refs`]), so what a crash makes a source
 //! send again is dropped, and nothing is counted twice or lost.
 //!
-//! For now these counts stand beside the in-memory `RefTable`, which still decides frees and
-//! dedup; at start they are checked against it (debug builds: [`verify`]).
+//! These counts decide frees and dedup; the in-memory `RefTable` holds only pins (`refs.rs`). At
+//! start they are checked against the references the start-up scan found (debug builds:
+//! [`verify`]).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use edgeblob_io::Extent;
 use edgeblob_meta::index::shard::{scan_chunks, wants_of, HoldsIndex};
 use edgeblob_meta::model::{ChunkId, ChunkRef, RefChange};
 use edgeblob_meta::refs::{merge_changes, RefCounts};
@@ -24,6 +26,7 @@ use edgeblob_meta::{shard_store, Record, ShardStore};
 
 use super::error::{EngineError, Result};
 use super::ops::at;
+use super::refs::RefTable;
 use super::shard::Shard;
 
 /// Bytes of one archived `RefChange`.
@@ -94,6 +97,7 @@ pub async fn deliver(s: Rc<Shard>) {
             if let Some(m) = s.meta.borrow_mut().index_mut() {
                 m.delivered(last);
             }
+            s.unpin_delivered();
         } else {
             // Sent again whole: the counting shards that logged their part drop it then.
             tracing::warn!(shard = s.index, errors = ?failed, retry_in = ?backoff, "reference changes not delivered");
@@ -117,19 +121,27 @@ pub async fn log_refs(c: &Rc<Shard>, source: u32, entries: Vec<(u64, Vec<RefChan
     loop {
         c.log_ready().await?;
         shard_store::resident(&c.meta, &wants).await?;
-        let commit = {
+        let (commit, freed) = {
             let mut meta = c.meta.borrow_mut();
             if !meta.state().refs_pending(source, lsn) {
                 return Ok(());
             }
             match meta.commit(rec.clone()) {
-                Ok(commit) => commit,
+                // Decided with the commit: a chunk this record left uncounted and unpinned.
+                Ok(commit) => {
+                    let pins = c.refs.borrow();
+                    let freed: Vec<ChunkRef> =
+                        meta.state().freed_by(&rec).into_iter().filter(|f| pins.count(f.offset).is_none()).collect();
+                    (commit, freed)
+                }
                 // The log is switching halves: wait for it, as any writer does.
                 Err(AppendError::Busy) => continue,
                 Err(e) => return Err(e.into()),
             }
         };
-        return Ok(commit.durable.await?);
+        commit.durable.await?;
+        c.free_chunks(freed);
+        return Ok(());
     }
 }
 
@@ -157,25 +169,20 @@ pub async fn drained(s: &Rc<Shard>) {
     }
 }
 
-/// Checks that the counts this shard's index holds are those the in-memory table derived from
-/// every reference at start (debug builds, at start, before anything is served).
-pub async fn verify(s: &Rc<Shard>) -> Result<()> {
+/// Checks that the counts this shard's index holds are those derived from every reference at
+/// start (debug builds, at start, before anything is served).
+pub async fn verify(s: &Rc<Shard>, derived: &RefTable) -> Result<()> {
     if !matches!(&*s.meta.borrow(), ShardStore::V2(_)) {
         return Ok(());
     }
-    edgeblob_meta::index::shard::flush_all(&s.meta).await?;
     let mut kept: BTreeMap<ChunkId, (ChunkRef, u32)> = BTreeMap::new();
-    let mut from = Vec::new();
-    loop {
-        let (entries, next) = scan_chunks(&s.meta, from, 4096).await?;
-        kept.extend(entries.into_iter().map(|e| (e.chunk.id(), (e.chunk, e.refs))));
-        match next {
-            Some(n) => from = n,
-            None => break,
-        }
+    let mut page = Some(Vec::new());
+    while let Some(from) = page {
+        let (entries, next) = counted(s, from).await?;
+        kept.extend(entries.into_iter().map(|(c, n)| (c.id(), (c, n))));
+        page = next;
     }
-    let derived: BTreeMap<ChunkId, (ChunkRef, u32)> =
-        s.refs.borrow().chunks().map(|(c, n)| (c.id(), (*c, n))).collect();
+    let derived: BTreeMap<ChunkId, (ChunkRef, u32)> = derived.chunks().map(|(c, n)| (c.id(), (*c, n))).collect();
     if kept != derived {
         let differ: Vec<_> = derived
             .iter()
@@ -192,4 +199,48 @@ pub async fn verify(s: &Rc<Shard>) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A page of the chunks this shard counts, with their counts, from key `from` on (start with an
+/// empty key), and where the next page starts. v1: the whole in-memory table at once. v2: the
+/// chunk table, the resident entries with the last page; exact on a quiet shard (at start), and
+/// on a busy one a view that may miss or repeat an entry read or evicted meanwhile.
+pub async fn counted(s: &Rc<Shard>, from: Vec<u8>) -> Result<(Vec<(ChunkRef, u32)>, Option<Vec<u8>>)> {
+    if !s.node.counts_kept() {
+        return Ok((s.refs.borrow().chunks().map(|(c, n)| (*c, n)).collect(), None));
+    }
+    let (entries, next) = scan_chunks(&s.meta, from, 4096).await?;
+    let mut page: Vec<(ChunkRef, u32)> = entries.into_iter().map(|e| (e.chunk, e.refs)).collect();
+    if next.is_none() {
+        page.extend(s.meta.borrow().state().chunks.values().map(|e| (e.chunk, e.refs)));
+    }
+    Ok((page, next))
+}
+
+/// At start (v2): the extents of the chunks this shard counts, and of those its outbox will add
+/// to counts their shards have not logged yet (`logged[c]`: the last LSN of each source shard `c`
+/// has logged). Together with what adoptions add, that is every chunk some durable record
+/// references; a chunk written but never committed is in neither, and its space is free.
+pub async fn live_extents(s: &Rc<Shard>, logged: &[BTreeMap<u32, u64>]) -> Result<Vec<Extent>> {
+    let mut out = Vec::new();
+    let mut page = Some(Vec::new());
+    while let Some(from) = page {
+        let (chunks, next) = counted(s, from).await?;
+        out.extend(chunks.iter().map(|(c, _)| c.extent()));
+        page = next;
+    }
+    let source = s.index as u32;
+    let meta = s.meta.borrow();
+    let Some(m) = meta.index() else { return Ok(out) };
+    for (lsn, changes) in m.outbox(usize::MAX) {
+        for c in changes.iter().filter(|c| c.add > 0) {
+            let counter = &logged[s.node.ref_owner(&c.chunk)];
+            // Logged already (the source's record of it was lost with a crash): counted above,
+            // or freed since and perhaps reused.
+            if counter.get(&source).is_none_or(|last| lsn > *last) {
+                out.push(c.chunk.extent());
+            }
+        }
+    }
+    Ok(out)
 }

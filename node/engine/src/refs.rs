@@ -3,9 +3,14 @@
 //! A chunk's count lives on one shard: the owner of its hash when the chunk is in the dedup index
 //! (`CHUNK_DEDUP`), else the shard whose region holds it. Chunks are written into the region of
 //! the shard that counts them, so the two rules agree for every chunk written since; a data file
-//! written before may hold dedup chunks in other regions, which a free still reaches. This table
-//! is derived, at start, from the chunk references in every shard's metadata; v2 also keeps the
-//! counts in its index (`counts.rs`), checked against this table at start for now.
+//! written before may hold dedup chunks in other regions, which a free still reaches.
+//!
+//! What [`RefTable`] holds depends on the format. In v1 it is every reference, derived at start
+//! from every shard's metadata. In v2 the index counts the references of durable records
+//! (`counts.rs`) and this table holds only pins: the references of work the index has not counted
+//! yet (a body being stored, a record until its changes are delivered). A v2 chunk is freed when
+//! it has neither a count nor a pin; that is decided once, at the step that takes the last of
+//! either away, with the chunk's entry resident (`Shard::give_back_local`, `counts::log_refs`).
 //!
 //! When a count reaches zero the extent goes back to the region's shard, which keeps it in limbo
 //! until every read that began before the free has ended ([`ReadEpochs`]): a GET that resolved a
@@ -40,6 +45,23 @@ impl RefTable {
         debug_assert!(prev.is_none(), "chunk at {} registered twice", c.offset);
         if c.is_dedup() {
             self.index.entry(c.hash).or_insert(c.offset);
+        }
+    }
+
+    /// Pins a chunk `n` more times, whether or not it has pins (format v2, where the table holds
+    /// pins only: the chunk's count in the index keeps it meanwhile).
+    pub fn pin(&mut self, c: ChunkRef, n: u32) {
+        match self.counts.get_mut(&c.offset) {
+            Some(e) => {
+                debug_assert_eq!(e.0, c, "two chunks at one offset");
+                e.1 = e.1.checked_add(n).expect("fewer than 4 billion pins on one chunk");
+            }
+            None => {
+                self.counts.insert(c.offset, (c, n));
+                if c.is_dedup() {
+                    self.index.entry(c.hash).or_insert(c.offset);
+                }
+            }
         }
     }
 

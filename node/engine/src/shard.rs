@@ -12,9 +12,11 @@ use edgeblob_io::{BlockDevice, Extent, FixedPool};
 use edgeblob_meta::index::shard::HoldsIndex;
 use edgeblob_meta::model::{BlobKey, ChunkRef, Container};
 use edgeblob_meta::refs::RefCounts;
+use edgeblob_meta::shard_store::{self, Want};
 use edgeblob_meta::ShardStore;
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::error::Result;
 use super::reduce::Reducer;
 use super::refs::{ReadEpochs, RefTable, Space};
 use super::write::Placed;
@@ -118,6 +120,11 @@ impl NodeShared {
         }
     }
 
+    /// Whether the index counts references (format v2): the in-memory table then holds pins.
+    pub fn counts_kept(&self) -> bool {
+        self.sb.version >= 2
+    }
+
     pub fn region_of(&self, offset: u64) -> usize {
         self.sb.layout.shard_of(offset).expect("chunk offsets lie in a region") as usize
     }
@@ -148,6 +155,8 @@ pub struct Shard {
     /// Whether the last batch of reference changes this shard sent failed (v2): waiting for
     /// them to be counted is then pointless until one succeeds.
     pub refs_stalled: std::cell::Cell<bool>,
+    /// Pins that records of this shard consumed, by LSN, until their changes are counted (v2).
+    pub unpins: RefCell<BTreeMap<u64, RefCounts>>,
 }
 
 impl Shard {
@@ -171,15 +180,16 @@ impl Shard {
         m.set_room(ix.top_up(&mut space.alloc, want));
     }
 
-    /// Takes one reference on each chunk, on the shards that count them. Posted in order, so a
-    /// later give-back from this shard never overtakes it.
-    pub fn take_refs(&self, refs: RefCounts) {
+    /// Takes one reference on each chunk, on the shards that count them (format v1). Posted in
+    /// order, so a later give-back from this shard never overtakes it.
+    pub fn take_refs(self: &Rc<Self>, refs: RefCounts) {
+        debug_assert!(!self.node.counts_kept(), "v2 counts references in the index");
         self.on_ref_owners(refs, Shard::take_local);
     }
 
     /// Runs `f` with each group of references on the shard that counts them: at once for this
     /// shard, posted (in order) for the others.
-    fn on_ref_owners(&self, refs: RefCounts, f: fn(&Shard, &RefCounts)) {
+    fn on_ref_owners(self: &Rc<Self>, refs: RefCounts, f: fn(&Rc<Shard>, &RefCounts)) {
         for (owner, group) in refs.split_by(|c| self.node.ref_owner(c)) {
             if owner == self.index {
                 f(self, &group);
@@ -189,24 +199,79 @@ impl Shard {
         }
     }
 
-    pub fn take_local(&self, refs: &RefCounts) {
+    fn take_local(self: &Rc<Self>, refs: &RefCounts) {
         let mut table = self.refs.borrow_mut();
         for (c, n) in refs.iter() {
             table.take(c, *n);
         }
     }
 
-    /// Gives back references; chunks left with none are freed in their region. Only for
-    /// references whose dropping record is durable.
-    pub fn give_back_refs(&self, refs: RefCounts) {
+    /// Gives back references (v1: counted ones, whose dropping record is durable; v2: pins);
+    /// chunks left with none are freed in their region.
+    pub fn give_back_refs(self: &Rc<Self>, refs: RefCounts) {
         self.on_ref_owners(refs, Shard::give_back_local);
     }
 
-    pub fn give_back_local(&self, refs: &RefCounts) {
-        let freed: Vec<ChunkRef> = {
+    fn give_back_local(self: &Rc<Self>, refs: &RefCounts) {
+        if !self.node.counts_kept() {
+            let freed: Vec<ChunkRef> = {
+                let mut table = self.refs.borrow_mut();
+                refs.iter().filter_map(|(c, n)| table.give_back(c, *n)).collect()
+            };
+            self.free_chunks(freed);
+            return;
+        }
+        // v2: whether a chunk whose last pin goes is still counted is read with the pin's
+        // decrement, so the entries must be resident first (they are, almost always: a record's
+        // pins go back just after its changes were logged here).
+        let wants: Vec<Want> = refs.iter().map(|(c, _)| Want::Chunk(c.id())).collect();
+        if self.meta.borrow().all_resident(&wants) {
+            self.unpin(refs);
+            return;
+        }
+        let (s, refs) = (self.clone(), refs.clone());
+        tokio::task::spawn_local(async move {
+            match shard_store::resident(&s.meta, &wants).await {
+                Ok(()) => s.unpin(&refs),
+                // The pins stay: the chunks are kept (until a restart), never freed unread.
+                Err(e) => tracing::error!(shard = s.index, %e, "pins kept: the chunks' counts could not be read"),
+            }
+        });
+    }
+
+    /// Drops pins (v2), with the chunks' entries resident: a chunk left with neither a pin nor a
+    /// count is freed once the log holds every count change applied so far (the one that took
+    /// its count away may not be durable yet).
+    fn unpin(self: &Rc<Self>, refs: &RefCounts) {
+        let (freed, durable) = {
+            let meta = self.meta.borrow();
             let mut table = self.refs.borrow_mut();
-            refs.iter().filter_map(|(c, n)| table.give_back(c, *n)).collect()
+            let freed: Vec<ChunkRef> = refs
+                .iter()
+                .filter_map(|(c, n)| table.give_back(c, *n))
+                .filter(|c| !meta.state().chunks.contains_key(&c.id()))
+                .collect();
+            (freed, meta.index().map(|m| m.durable(m.applied())))
         };
+        if freed.is_empty() {
+            return;
+        }
+        let s = self.clone();
+        tokio::task::spawn_local(async move {
+            if let Some(durable) = durable {
+                if let Err(e) = durable.await {
+                    // Kept: a failed log cannot say the change that freed them is durable.
+                    tracing::error!(shard = s.index, %e, chunks = freed.len(), "chunks kept: the log failed");
+                    return;
+                }
+            }
+            s.free_chunks(freed);
+        });
+    }
+
+    /// Frees chunks nothing references any more, in their regions (a data file written before
+    /// chunks were placed in their counting shard's region may hold some elsewhere).
+    pub fn free_chunks(&self, freed: Vec<ChunkRef>) {
         let mut by_region: BTreeMap<usize, Vec<Extent>> = BTreeMap::new();
         for c in freed {
             by_region.entry(self.node.region_of(c.offset)).or_default().push(c.extent());
@@ -228,17 +293,85 @@ impl Shard {
         }
     }
 
-    /// On the shard that counts a new chunk's references: the stored chunk with its hash (one
-    /// more reference taken) when `lookup`, else room for it in this shard's region.
-    pub fn place_chunk(&self, hash: &[u8; 16], lookup: bool, room: u64) -> Placed {
-        if lookup {
-            if let Some(found) = self.refs.borrow_mut().lookup_take(hash) {
-                return Placed::Found(found);
+    /// Keeps the pins a record consumed (v2) until the shards that count its chunks have logged
+    /// its changes: the record's references are counted from then on.
+    pub fn unpin_after_delivery(&self, lsn: u64, held: RefCounts) {
+        if !held.is_empty() {
+            let mut q = self.unpins.borrow_mut();
+            match q.get_mut(&lsn) {
+                Some(r) => r.append(held),
+                None => {
+                    q.insert(lsn, held);
+                }
             }
         }
-        match self.allocate(room) {
+    }
+
+    /// Gives back the pins of every record whose changes are now counted.
+    pub fn unpin_delivered(self: &Rc<Self>) {
+        let Some(through) = self.meta.borrow().index().map(|m| m.delivered_through()) else { return };
+        let done = {
+            let mut q = self.unpins.borrow_mut();
+            let later = q.split_off(&through.saturating_add(1));
+            std::mem::replace(&mut *q, later)
+        };
+        let mut all = RefCounts::default();
+        for (_, held) in done {
+            all.append(held);
+        }
+        if !all.is_empty() {
+            self.give_back_refs(all);
+        }
+    }
+
+    /// On the shard that counts a new chunk's references: the stored chunk with its hash (one
+    /// more reference, or pin, taken) when `lookup`, else room for it in this shard's region.
+    pub async fn place_chunk(self: &Rc<Self>, hash: &[u8; 16], lookup: bool, room: u64) -> Result<Placed> {
+        if lookup {
+            if let Some(found) = self.lookup_chunk(hash).await? {
+                return Ok(Placed::Found(found));
+            }
+        }
+        Ok(match self.allocate(room) {
             Some(e) => Placed::Room(e),
             None => Placed::Full,
+        })
+    }
+
+    /// The dedup candidate for `hash` with a reference (v2: a pin) taken on it: a pinned chunk,
+    /// else (v2) the one the dedup table names, read from the index when not resident.
+    async fn lookup_chunk(self: &Rc<Self>, hash: &[u8; 16]) -> Result<Option<ChunkRef>> {
+        loop {
+            if let Some(found) = self.refs.borrow_mut().lookup_take(hash) {
+                return Ok(Some(found));
+            }
+            if !self.node.counts_kept() {
+                return Ok(None);
+            }
+            let named = {
+                let meta = self.meta.borrow();
+                meta.all_resident(&[Want::Dedup(*hash)]).then(|| meta.state().dedup.get(hash).copied())
+            };
+            let id = match named {
+                Some(None) => return Ok(None),
+                Some(Some(id)) => id,
+                None => {
+                    shard_store::resident(&self.meta, &[Want::Dedup(*hash)]).await?;
+                    continue;
+                }
+            };
+            let wants = [Want::Dedup(*hash), Want::Chunk(id)];
+            if !self.meta.borrow().all_resident(&wants) {
+                shard_store::resident(&self.meta, &wants).await?;
+                continue;
+            }
+            let meta = self.meta.borrow();
+            let entry = meta.state().chunks.get(&id);
+            debug_assert!(entry.is_some(), "a dedup candidate is counted: {id:?}");
+            let Some(entry) = entry else { return Ok(None) };
+            // Pinned with its count read: a drop that takes the count away now leaves the pin.
+            self.refs.borrow_mut().pin(entry.chunk, 1);
+            return Ok(Some(entry.chunk));
         }
     }
 

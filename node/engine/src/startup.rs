@@ -2,7 +2,7 @@
 //! own log), then rebuild what is derived from the logs: the published catalog, reference counts,
 //! the dedup index and every region's allocator.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::rc::Rc;
@@ -288,8 +288,11 @@ async fn init_shard(
             let held = backend.segments();
             let db = Index::open(backend, node.config.index_cache_bytes).map_err(std::io::Error::other)?;
             let thread = IndexThread::spawn(format!("edgeblob-index-{index}"), db)?;
-            let cfg =
-                IndexConfig { cache_bytes: node.config.meta_cache_bytes, flush_bytes: node.config.meta_flush_bytes };
+            let cfg = IndexConfig {
+                cache_bytes: node.config.meta_cache_bytes,
+                flush_bytes: node.config.meta_flush_bytes,
+                ..IndexConfig::default()
+            };
             let (meta, report) =
                 ShardIndex::open(place, dev.clone(), thread, cfg).await.map_err(std::io::Error::other)?;
             tracing::info!(
@@ -328,6 +331,7 @@ async fn init_shard(
         ))),
         cache: super::cache::ChunkCache::new(node.config.read_cache_bytes / node.sb.layout.shards.max(1) as usize),
         refs_stalled: Default::default(),
+        unpins: Default::default(),
         node,
     }))
 }
@@ -349,22 +353,26 @@ fn rebuild(node: &Node) -> Result<()> {
         // source's metadata is at (see `counts::adopt`).
         let mut unadopted: Vec<Vec<usize>> = Vec::with_capacity(n);
         let mut at_lsn: Vec<u64> = Vec::with_capacity(n);
+        // v2: the last LSN of each source each shard has logged the changes of.
+        let mut logged: Vec<BTreeMap<u32, u64>> = Vec::with_capacity(n);
         for i in 0..n {
-            let (missing, lsn) = node
+            let (missing, lsn, applied) = node
                 .on(i, move |s| async move {
                     let meta = s.meta.borrow();
                     match meta.index() {
                         Some(m) => {
                             let missing = (0..n).filter(|src| m.state.refs_pending(*src as u32, 0)).collect();
-                            (missing, m.applied())
+                            (missing, m.applied(), m.state.applied.clone())
                         }
-                        None => (Vec::new(), 0),
+                        None => (Vec::new(), 0, BTreeMap::new()),
                     }
                 })
                 .await?;
             unadopted.push(missing);
             at_lsn.push(lsn);
+            logged.push(applied);
         }
+        let logged = Arc::new(logged);
         let mut adoptions: Vec<(usize, usize, RefCounts)> = Vec::new();
         let mut to_owner: Vec<RefCounts> = vec![RefCounts::default(); n];
         let mut orphans: Vec<Vec<(String, String, u64)>> = Vec::with_capacity(n);
@@ -386,25 +394,50 @@ fn rebuild(node: &Node) -> Result<()> {
         }
         node.shared.raise_clock(floor);
 
-        // Owners count; each reports the distinct extents by region.
-        let mut to_region: Vec<Vec<Extent>> = vec![Vec::new(); n];
+        // The space live chunks hold, by region. v1: the owners count the references found and
+        // report the distinct extents. v2: what the chunk tables count, what outboxes will add
+        // to them and what adoptions will (`counts::live_extents`); the owners count only to
+        // check the chunk tables once every change is delivered (debug builds).
+        let counts_kept = node.shared.counts_kept();
+        let mut to_region: Vec<BTreeSet<(u64, u64)>> = vec![BTreeSet::new(); n];
+        let mut derived: Vec<RefTable> = Vec::with_capacity(n);
         for (owner, list) in to_owner.into_iter().enumerate() {
-            let groups = node
+            if counts_kept && !cfg!(debug_assertions) {
+                break;
+            }
+            let (groups, refs) = node
                 .on(owner, move |s| async move {
                     let mut refs = RefTable::default();
                     for (c, n) in list.iter() {
                         refs.rebuild_add(c, *n);
                     }
-                    let mut groups: Vec<Vec<Extent>> = vec![Vec::new(); s.peers.len()];
-                    for (c, _) in refs.chunks() {
-                        groups[s.node.region_of(c.offset)].push(c.extent());
+                    if s.node.counts_kept() {
+                        return (Vec::new(), refs);
                     }
+                    let groups: Vec<Extent> = refs.chunks().map(|(c, _)| c.extent()).collect();
                     *s.refs.borrow_mut() = refs;
-                    groups
+                    (groups, RefTable::default())
                 })
                 .await?;
-            for (region, list) in groups.into_iter().enumerate() {
-                to_region[region].extend(list);
+            for e in groups {
+                to_region[node.shared.region_of(e.offset)].insert((e.offset, e.len));
+            }
+            derived.push(refs);
+        }
+        if counts_kept {
+            let all = (0..n).map(|i| {
+                let logged = logged.clone();
+                node.on(i, move |s| async move { super::counts::live_extents(&s, &logged).await })
+            });
+            for found in futures::future::join_all(all).await {
+                for e in found?? {
+                    to_region[node.shared.region_of(e.offset)].insert((e.offset, e.len));
+                }
+            }
+            for (_, _, refs) in &adoptions {
+                for (c, _) in refs.iter() {
+                    to_region[node.shared.region_of(c.offset)].insert((c.offset, c.extent().len));
+                }
             }
         }
         for (region, list) in to_region.into_iter().enumerate() {
@@ -413,7 +446,7 @@ fn rebuild(node: &Node) -> Result<()> {
                 let segment_len = s.index_space.as_ref().map_or(0, |ix| ix.segment_len);
                 let index =
                     s.index_space.iter().flat_map(|ix| &ix.held).map(|&offset| Extent { offset, len: segment_len });
-                for e in index.chain(list) {
+                for e in index.chain(list.into_iter().map(|(offset, len)| Extent { offset, len })) {
                     space.alloc.reserve(e).map_err(|err| {
                         EngineError::Corrupt(format!(
                             "shard {}: two live chunks (or a chunk and the index) claim overlapping space: {err}",
@@ -444,8 +477,8 @@ fn rebuild(node: &Node) -> Result<()> {
         }
         // Only once every shard has sent everything: any of them may count for any other.
         if cfg!(debug_assertions) {
-            for i in 0..n {
-                node.on(i, |s| async move { super::counts::verify(&s).await }).await??;
+            for (i, refs) in derived.into_iter().enumerate() {
+                node.on(i, |s| async move { super::counts::verify(&s, &refs).await }).await??;
             }
         }
         for (i, dead) in orphans.into_iter().enumerate() {

@@ -8,6 +8,7 @@ use edgeblob_meta::index::keys;
 use edgeblob_meta::model::{Blob, BlobKey, ChunkRef, StagedBlock};
 use edgeblob_meta::shard_store;
 
+use super::counts::counted;
 use super::error::Result;
 use super::shard::Shard;
 use super::Node;
@@ -78,7 +79,13 @@ impl Node {
                         true
                     };
                     for_each(&s, Vec::new(), all, Some(&mut staged)).await?;
-                    let stored: u64 = s.refs.borrow().chunks().map(|(c, _)| c.extent().len).sum();
+                    let mut stored = 0;
+                    let mut page = Some(Vec::new());
+                    while let Some(from) = page {
+                        let (chunks, next) = counted(&s, from).await?;
+                        stored += chunks.iter().map(|(c, _)| c.extent().len).sum::<u64>();
+                        page = next;
+                    }
                     Ok::<_, super::EngineError>((logical + committed, stored))
                 })
                 .await??;
@@ -152,16 +159,26 @@ impl Node {
                         r.damaged.push(format!("the metadata could not be read whole: {e}"));
                     }
                     (r.blobs, r.staged_blocks) = (blobs, staged_blocks);
-                    let chunks: Vec<ChunkRef> = s.refs.borrow().chunks().map(|(c, _)| *c).collect();
-                    for c in chunks {
-                        r.chunks += 1;
-                        r.stored_bytes += c.extent().len;
-                        if c.len == 0 {
-                            continue;
+                    let mut page = Some(Vec::new());
+                    while let Some(from) = page {
+                        let (chunks, next) = match counted(&s, from).await {
+                            Ok(p) => p,
+                            Err(e) => {
+                                r.damaged.push(format!("the chunk table could not be read whole: {e}"));
+                                break;
+                            }
+                        };
+                        for (c, _) in chunks {
+                            r.chunks += 1;
+                            r.stored_bytes += c.extent().len;
+                            if c.len == 0 {
+                                continue;
+                            }
+                            if let Err(e) = super::read::read_chunk(&s, &c, 0, c.len).await {
+                                r.damaged.push(format!("chunk at offset {} ({} bytes): {e}", c.offset, c.len));
+                            }
                         }
-                        if let Err(e) = super::read::read_chunk(&s, &c, 0, c.len).await {
-                            r.damaged.push(format!("chunk at offset {} ({} bytes): {e}", c.offset, c.len));
-                        }
+                        page = next;
                     }
                     r
                 })
@@ -174,4 +191,16 @@ impl Node {
         }
         Ok(report)
     }
+}
+
+/// Every chunk shard `s` counts, with its count (read whole: a view for checks and tools).
+pub async fn counted_chunks(s: &Rc<Shard>) -> Result<Vec<(ChunkRef, u32)>> {
+    let mut all = Vec::new();
+    let mut page = Some(Vec::new());
+    while let Some(from) = page {
+        let (chunks, next) = counted(s, from).await?;
+        all.extend(chunks);
+        page = next;
+    }
+    Ok(all)
 }

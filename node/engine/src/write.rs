@@ -28,7 +28,7 @@ pub struct Stored {
 
 impl Stored {
     /// Gives back the references the body's chunks hold (a body refused after it was stored).
-    pub fn give_back(self, shard: &Shard) {
+    pub fn give_back(self, shard: &Rc<Shard>) {
         shard.give_back_refs(RefCounts::one_each(self.chunks));
     }
 }
@@ -188,7 +188,7 @@ pub async fn store_chunk(shard: Rc<Shard>, account: &str, data: Bytes) -> Result
     // gives back what it saves.
     let room = (page::pages_for(data.len()) * PAGE_SIZE) as u64;
     let extent = loop {
-        match at(&shard, counter, move |s| async move { s.place_chunk(&hash, dedup, room) }).await? {
+        match at(&shard, counter, move |s| async move { s.place_chunk(&hash, dedup, room).await }).await?? {
             Placed::Room(e) => break e,
             Placed::Full => return Err(EngineError::OutOfSpace),
             Placed::Found(existing) => {

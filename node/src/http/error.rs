@@ -78,7 +78,7 @@ fn code_of(e: &EngineError) -> ErrorCode {
 fn retry_after(e: &EngineError) -> Option<u32> {
     use edgeblob_meta::MetaError;
     match e {
-        EngineError::Busy(_) | EngineError::Log(MetaError::Busy) => Some(1),
+        EngineError::Busy(_) | EngineError::Log(MetaError::Busy | MetaError::Undelivered) => Some(1),
         EngineError::OutOfSpace
         | EngineError::Log(MetaError::MetadataFull | MetaError::StagedFull | MetaError::TooLarge(_)) => Some(10),
         _ => None,
