@@ -49,6 +49,18 @@ pub const ARCHIVED_RECORD_LEN: usize = std::mem::size_of::<ArchivedRecord>();
 const _: () = assert!(ARCHIVED_RECORD_LEN == 216, "records written before keep their size");
 
 impl Record {
+    /// The largest stamp of the node's clock the record carries (an ETag, a container
+    /// incarnation), 0 when none: the clock starts past every stamp a shard has applied.
+    pub fn stamp(&self) -> u64 {
+        match self {
+            Record::ContainerPut { container, .. } => container.id.max(container.etag),
+            Record::BlobPut { blob, .. } => blob.etag,
+            Record::BlockListPut { blob, .. } => blob.etag,
+            Record::BlobPropsSet { etag, .. } => *etag,
+            _ => 0,
+        }
+    }
+
     pub fn encode(&self) -> AlignedVec {
         rkyv::to_bytes::<rancor::Error>(self).expect("serializing into memory cannot fail")
     }

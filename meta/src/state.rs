@@ -25,6 +25,10 @@ pub struct ShardMeta {
     /// Per source shard, the LSN of the last record whose reference changes this shard has
     /// logged (format v2). Always resident: one entry per shard.
     pub applied: BTreeMap<u32, u64>,
+    /// The largest stamp of any record applied here ([`Record::stamp`]): the node's clock
+    /// starts past it, so ETags and container incarnations stay unique across restarts (and a
+    /// clock set back).
+    pub clock: u64,
 }
 
 /// A blob's uncommitted blocks, listed in the order they were staged; a block staged again
@@ -149,6 +153,7 @@ impl ShardMeta {
     /// longer holds). The caller gives them back only once the record is durable.
     pub fn apply(&mut self, rec: &Record) -> RefCounts {
         let mut released = RefCounts::default();
+        self.clock = self.clock.max(rec.stamp());
         match rec {
             Record::CheckpointEnd => {}
             Record::ContainerPut { account, name, container } => {

@@ -112,6 +112,7 @@ fn an_entry_of_every_index_table_v2() {
         ("chunks", keys::chunk(&chunk_entry.chunk.id()), keys::encode_chunk(&chunk_entry)),
         ("dedup", chunk_entry.chunk.hash.to_vec(), keys::chunk(&chunk_entry.chunk.id())),
         ("meta-applied", keys::applied(3), 77u64.to_le_bytes().to_vec()),
+        ("meta-clock", keys::CLOCK.to_vec(), keys::encode_clock(0x8DC_0000_0000_0004)),
     ];
     for (table, key_bytes, value) in entries {
         let mut both = (key_bytes.len() as u32).to_le_bytes().to_vec();
@@ -137,6 +138,9 @@ fn an_entry_of_every_index_table_v2() {
     let v = golden_in(2, "index-meta-applied.bin", &[]);
     let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
     assert_eq!(keys::parse_applied(&v[4..4 + klen], &v[4 + klen..]), Some((3, 77)));
+    let v = golden_in(2, "index-meta-clock.bin", &[]);
+    let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
+    assert_eq!((&v[4..4 + klen], keys::decode_clock(&v[4 + klen..])), (keys::CLOCK, Some(0x8DC_0000_0000_0004)));
 }
 
 /// A block listed again shares its chunk list: stored once, read back shared.

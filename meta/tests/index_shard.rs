@@ -244,6 +244,9 @@ async fn check(store: &RefCell<ShardIndex>, model: &ShardMeta) -> Result<(), Str
     if store.borrow().state.applied != model.applied {
         return Err(format!("applied LSNs: {:?} != {:?}", store.borrow().state.applied, model.applied));
     }
+    if store.borrow().clock() != Some(model.clock) {
+        return Err(format!("clock floor: {:?} != {}", store.borrow().clock(), model.clock));
+    }
     for i in 0..COUNTED {
         let id = counted(i).id();
         ensure(store, &[Want::Chunk(id), Want::Dedup(id.hash)]).await.unwrap();
@@ -455,7 +458,7 @@ fn recovery_replays_the_older_half_when_the_index_lags_behind_it() {
 }
 
 /// Whether the store's resident state is `model`'s (blobs, staged lists, catalog, chunk table,
-/// dedup candidates and applied LSNs).
+/// dedup candidates, applied LSNs and the clock floor).
 fn visible_is(store: &RefCell<ShardIndex>, model: &ShardMeta) -> bool {
     let m = store.borrow();
     m.state.containers == model.containers
@@ -463,6 +466,7 @@ fn visible_is(store: &RefCell<ShardIndex>, model: &ShardMeta) -> bool {
         && m.state.chunks == model.chunks
         && m.state.dedup == model.dedup
         && m.state.applied == model.applied
+        && m.clock() == Some(model.clock)
 }
 
 /// Every chunk table and dedup entry the tests can make.

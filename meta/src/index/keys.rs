@@ -125,6 +125,18 @@ pub fn parse_applied(key: &[u8], value: &[u8]) -> Option<(u32, u64)> {
     Some((source, u64::from_le_bytes(value.try_into().ok()?)))
 }
 
+/// Where the meta table keeps the shard's clock floor ([`crate::ShardMeta::clock`]) as of the
+/// index's LSN: u64 little-endian.
+pub const CLOCK: &[u8] = b"clock";
+
+pub fn encode_clock(floor: u64) -> Vec<u8> {
+    floor.to_le_bytes().to_vec()
+}
+
+pub fn decode_clock(value: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(value.try_into().ok()?))
+}
+
 /// A blob value's head ([`Blob::head`]): validated whole, but its blocks are not decoded, so a
 /// listing of blobs of 50,000 blocks does not rebuild their chunk lists.
 pub fn decode_blob_head(bytes: &[u8]) -> Result<Blob, String> {

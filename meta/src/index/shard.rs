@@ -102,6 +102,9 @@ struct Dirty {
     dedup: BTreeMap<[u8; 16], u64>,
     /// Sources whose last applied LSN changed.
     applied: BTreeMap<u32, u64>,
+    /// The LSN of the last record that may have raised the clock floor (0: none since the last
+    /// flush).
+    clock: u64,
     /// Bytes of records applied since the last flush began.
     bytes: usize,
 }
@@ -125,6 +128,9 @@ impl Dirty {
         out.extend(staged.into_iter().map(Want::Staged));
         written_by(&mut self.containers, lsn, |_| {});
         written_by(&mut self.applied, lsn, |_| {});
+        if self.clock <= lsn {
+            self.clock = 0;
+        }
         written_by(&mut self.chunks, lsn, |id| out.push(Want::Chunk(*id)));
         written_by(&mut self.dedup, lsn, |h| out.push(Want::Dedup(*h)));
         out
@@ -173,6 +179,9 @@ pub struct ShardIndex {
     /// The keys the index may hold, once the start-up scan has built them ([`scan_all`]).
     filters: Option<Filters>,
     outbox: Outbox,
+    /// Whether `state.clock` is the floor of every stamp this shard holds: an index written
+    /// before the floor was kept lacks it until the start-up scan supplies it.
+    clock_known: bool,
 }
 
 /// The reference changes of applied records that the shards counting them have not logged yet
@@ -268,6 +277,7 @@ impl ShardIndex {
                 .await
                 .map_err(failed)?;
         let outbox = run(&ix, |ix| ix.range(Table::Outbox, b"", None, usize::MAX)).await.map_err(failed)?;
+        let clock = run(&ix, |ix| ix.get(Table::Meta, keys::CLOCK)).await.map_err(failed)?;
         let rec = replay::recover_after(&place, dev.as_ref(), index_lsn).await?;
         if let Some(torn) = rec.torn {
             replay::clear_torn(dev.as_ref(), torn, &rec.resume.partial_page)
@@ -283,6 +293,9 @@ impl ShardIndex {
         for (k, v) in applied.entries {
             let (source, lsn) = keys::parse_applied(&k, &v).ok_or_else(|| failed("a damaged applied LSN".into()))?;
             state.applied.insert(source, lsn);
+        }
+        if let Some(v) = &clock {
+            state.clock = keys::decode_clock(v).ok_or_else(|| failed("a damaged clock floor".into()))?;
         }
         let log = LogWriter::start(place, rec.resume, dev);
         let (epoch, _) = watch::channel(0);
@@ -301,6 +314,8 @@ impl ShardIndex {
             room: true,
             filters: None,
             outbox: Outbox::default(),
+            // A new index replays every record it has.
+            clock_known: clock.is_some() || index_lsn == 0,
         };
         for (k, v) in outbox.entries {
             let lsn = k.try_into().map(u64::from_be_bytes).map_err(|_| failed("a damaged outbox key".into()))?;
@@ -345,10 +360,9 @@ impl ShardIndex {
         debug_assert_eq!(self.outbox.changes, self.outbox.entries.values().map(|c| c.len()).sum::<usize>());
     }
 
-    /// The last LSN through which every applied record's reference changes are counted: the
-    /// one before the oldest undelivered outbox entry, or every applied record when none is left.
-    pub fn delivered_through(&self) -> u64 {
-        self.outbox.entries.keys().next().map_or(self.applied, |l| l - 1)
+    /// Whether record `lsn`'s reference changes wait in the outbox.
+    pub fn in_outbox(&self, lsn: u64) -> bool {
+        self.outbox.entries.contains_key(&lsn)
     }
 
     /// Bytes of a log half: no record is larger.
@@ -388,6 +402,20 @@ impl ShardIndex {
 
     pub fn applied(&self) -> u64 {
         self.applied
+    }
+
+    /// The floor of every stamp this shard holds (see `ShardMeta::clock`), when the index
+    /// knows it.
+    pub fn clock(&self) -> Option<u64> {
+        self.clock_known.then_some(self.state.clock)
+    }
+
+    /// Supplies the clock floor an index written before it was kept lacks (from a scan of
+    /// every entry); the next flush keeps it.
+    pub fn raise_clock(&mut self, floor: u64) {
+        self.state.clock = self.state.clock.max(floor);
+        self.clock_known = true;
+        self.dirty.clock = self.applied.max(1);
     }
 
     /// The thread that owns the index.
@@ -452,6 +480,20 @@ impl ShardIndex {
             Want::Chunk(id) => !f.chunks.may_hold(&keys::chunk(id)),
             Want::Dedup(h) => !f.dedup.may_hold(h),
         }
+    }
+
+    /// Whether nothing is known for `w`, in memory or in the index (by its key filter): an
+    /// answer without a read, and without making an absent entry resident.
+    pub fn surely_none(&self, w: &Want) -> bool {
+        if self.is_resident(w) {
+            return match w {
+                Want::Blob(k) => !self.state.blobs.contains_key(k),
+                Want::Staged(k) => !self.state.staged.contains_key(k),
+                Want::Chunk(id) => !self.state.chunks.contains_key(id),
+                Want::Dedup(h) => !self.state.dedup.contains_key(h),
+            };
+        }
+        self.surely_absent(w)
     }
 
     /// Splits wants into what the index surely holds nothing for, as fetched (absent) with no
@@ -611,6 +653,9 @@ impl ShardIndex {
             Record::BlockListPut { key, .. } => bytes.max(blob_mem(key, self.state.blobs.get(key))),
             _ => bytes,
         };
+        if rec.stamp() > 0 {
+            self.dirty.clock = lsn;
+        }
         match rec {
             Record::ContainerPut { account, name, .. } | Record::ContainerDelete { account, name, .. } => {
                 self.dirty.containers.insert((account.clone(), name.clone()), lsn);
@@ -740,6 +785,9 @@ impl ShardIndex {
         for source in self.dirty.applied.keys() {
             let lsn = self.state.applied.get(source).copied().unwrap_or(0);
             m.put(Table::Meta, keys::applied(*source), lsn.to_le_bytes().to_vec());
+        }
+        if self.dirty.clock > 0 && self.clock_known {
+            m.put(Table::Meta, keys::CLOCK.to_vec(), keys::encode_clock(self.state.clock));
         }
         for (account, name) in self.dirty.containers.keys() {
             let key = keys::container(account, name);

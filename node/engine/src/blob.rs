@@ -140,8 +140,6 @@ async fn finish(s: &Rc<Shard>, commit: Commit, held: RefCounts, released: RefCou
     if s.node.counts_kept() {
         s.unpin_after_delivery(commit.lsn, held);
         commit.durable.await?;
-        // A record that changed no count is delivered as soon as those before it are.
-        s.unpin_delivered();
     } else {
         commit.durable.await?;
         s.give_back_refs(released);

@@ -82,22 +82,34 @@ pub async fn deliver(s: Rc<Shard>) {
                 }
             }
         }
+        // The pins these records hold go with their changes, in the same message: each counting
+        // shard gives its part back once it has logged the changes (one hop, not two).
+        let mut pins = s.pins_through(last).split_by(|c| s.node.ref_owner(c));
+        for counter in pins.keys() {
+            by_counter.entry(*counter).or_default();
+        }
         let source = s.index as u32;
-        let sends = by_counter
-            .into_iter()
-            .map(|(counter, entries)| at(&s, counter, move |c| async move { log_refs(&c, source, entries).await }));
-        let failed: Vec<String> = futures::future::join_all(sends)
-            .await
-            .into_iter()
-            .filter_map(|r| r.and_then(|r| r).err().map(|e| e.to_string()))
-            .collect();
+        let sends = by_counter.into_iter().map(|(counter, entries)| {
+            let pins = pins.remove(&counter).unwrap_or_default();
+            let sent = at(&s, counter, move |c| async move { log_refs(&c, source, entries, pins).await });
+            async move { (counter, sent.await.and_then(|r| r)) }
+        });
+        let mut failed: Vec<String> = Vec::new();
+        let mut done: Vec<usize> = Vec::new();
+        for (counter, res) in futures::future::join_all(sends).await {
+            match res {
+                Ok(()) => done.push(counter),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
         s.refs_stalled.set(!failed.is_empty());
+        // The counting shards that answered have given their pins back: never twice.
+        s.unpinned_through(last, |c| done.contains(&c));
         if failed.is_empty() {
             backoff = Duration::from_millis(100);
             if let Some(m) = s.meta.borrow_mut().index_mut() {
                 m.delivered(last);
             }
-            s.unpin_delivered();
         } else {
             // Sent again whole: the counting shards that logged their part drop it then.
             tracing::warn!(shard = s.index, errors = ?failed, retry_in = ?backoff, "reference changes not delivered");
@@ -108,8 +120,17 @@ pub async fn deliver(s: Rc<Shard>) {
 }
 
 /// On a counting shard: logs the changes of `source`'s records `entries` (in LSN order) that it
-/// has not logged yet, as one record, and waits until it is durable.
-pub async fn log_refs(c: &Rc<Shard>, source: u32, entries: Vec<(u64, Vec<RefChange>)>) -> Result<()> {
+/// has not logged yet, as one record, and waits until it is durable; then gives back `pins`, the
+/// pins those records held on chunks counted here (their references are counted from now on).
+pub async fn log_refs(c: &Rc<Shard>, source: u32, entries: Vec<(u64, Vec<RefChange>)>, pins: RefCounts) -> Result<()> {
+    log_changes(c, source, entries).await?;
+    if !pins.is_empty() {
+        c.give_back_local(&pins);
+    }
+    Ok(())
+}
+
+async fn log_changes(c: &Rc<Shard>, source: u32, entries: Vec<(u64, Vec<RefChange>)>) -> Result<()> {
     let pending: Vec<(u64, Vec<RefChange>)> = {
         let meta = c.meta.borrow();
         entries.into_iter().filter(|(l, _)| meta.state().refs_pending(source, *l)).collect()
@@ -153,7 +174,7 @@ pub async fn adopt(c: &Rc<Shard>, source: u32, lsn: u64, refs: RefCounts) -> Res
         return Ok(());
     }
     let changes = RefCounts::changes(&refs, &RefCounts::default());
-    log_refs(c, source, vec![(lsn, changes)]).await
+    log_changes(c, source, vec![(lsn, changes)]).await
 }
 
 /// Waits until the reference changes of every record this shard has applied so far are

@@ -212,7 +212,7 @@ impl Shard {
         self.on_ref_owners(refs, Shard::give_back_local);
     }
 
-    fn give_back_local(self: &Rc<Self>, refs: &RefCounts) {
+    pub(crate) fn give_back_local(self: &Rc<Self>, refs: &RefCounts) {
         if !self.node.counts_kept() {
             let freed: Vec<ChunkRef> = {
                 let mut table = self.refs.borrow_mut();
@@ -294,8 +294,14 @@ impl Shard {
     }
 
     /// Keeps the pins a record consumed (v2) until the shards that count its chunks have logged
-    /// its changes: the record's references are counted from then on.
+    /// its changes: the record's references are counted from then on. They are sent with the
+    /// record's changes (`counts::deliver`), which a record holding pins always has: it adds
+    /// the chunks they pin.
     pub fn unpin_after_delivery(&self, lsn: u64, held: RefCounts) {
+        debug_assert!(
+            held.is_empty() || self.meta.borrow().index().is_some_and(|m| m.in_outbox(lsn)),
+            "record {lsn} holds pins but changes no count"
+        );
         if !held.is_empty() {
             let mut q = self.unpins.borrow_mut();
             match q.get_mut(&lsn) {
@@ -307,20 +313,36 @@ impl Shard {
         }
     }
 
-    /// Gives back the pins of every record whose changes are now counted.
-    pub fn unpin_delivered(self: &Rc<Self>) {
-        let Some(through) = self.meta.borrow().index().map(|m| m.delivered_through()) else { return };
-        let done = {
-            let mut q = self.unpins.borrow_mut();
-            let later = q.split_off(&through.saturating_add(1));
-            std::mem::replace(&mut *q, later)
-        };
+    /// The pins records up to `lsn` hold, all together (sent with their changes).
+    pub fn pins_through(&self, lsn: u64) -> RefCounts {
         let mut all = RefCounts::default();
-        for (_, held) in done {
-            all.append(held);
+        for held in self.unpins.borrow().range(..=lsn).map(|(_, h)| h) {
+            all.append(held.clone());
         }
-        if !all.is_empty() {
-            self.give_back_refs(all);
+        all
+    }
+
+    /// The shards for which `gave_back` holds have given back their part of the pins of the
+    /// records up to `lsn`.
+    pub fn unpinned_through(&self, lsn: u64, gave_back: impl Fn(usize) -> bool) {
+        let mut q = self.unpins.borrow_mut();
+        let later = q.split_off(&lsn.saturating_add(1));
+        let through = std::mem::replace(&mut *q, later);
+        for (l, held) in through {
+            if held.iter().all(|(c, _)| gave_back(self.node.ref_owner(c))) {
+                continue;
+            }
+            let left: RefCounts = held
+                .split_by(|c| self.node.ref_owner(c))
+                .into_iter()
+                .filter(|(owner, _)| !gave_back(*owner))
+                .fold(RefCounts::default(), |mut all, (_, part)| {
+                    all.append(part);
+                    all
+                });
+            if !left.is_empty() {
+                q.insert(l, left);
+            }
         }
     }
 
@@ -350,7 +372,13 @@ impl Shard {
             }
             let named = {
                 let meta = self.meta.borrow();
-                meta.all_resident(&[Want::Dedup(*hash)]).then(|| meta.state().dedup.get(hash).copied())
+                let want = Want::Dedup(*hash);
+                if meta.index().is_some_and(|m| m.surely_none(&want)) {
+                    // A new chunk's hash, as a rule: its key filter answers without a read.
+                    Some(None)
+                } else {
+                    meta.all_resident(&[want]).then(|| meta.state().dedup.get(hash).copied())
+                }
             };
             let id = match named {
                 Some(None) => return Ok(None),

@@ -355,22 +355,25 @@ fn rebuild(node: &Node) -> Result<()> {
         let mut at_lsn: Vec<u64> = Vec::with_capacity(n);
         // v2: the last LSN of each source each shard has logged the changes of.
         let mut logged: Vec<BTreeMap<u32, u64>> = Vec::with_capacity(n);
+        // v2: each shard's clock floor, when its index keeps it.
+        let mut clocks: Vec<Option<u64>> = Vec::with_capacity(n);
         for i in 0..n {
-            let (missing, lsn, applied) = node
+            let (missing, lsn, applied, clock) = node
                 .on(i, move |s| async move {
                     let meta = s.meta.borrow();
                     match meta.index() {
                         Some(m) => {
                             let missing = (0..n).filter(|src| m.state.refs_pending(*src as u32, 0)).collect();
-                            (missing, m.applied(), m.state.applied.clone())
+                            (missing, m.applied(), m.state.applied.clone(), m.clock())
                         }
-                        None => (Vec::new(), 0, BTreeMap::new()),
+                        None => (Vec::new(), 0, BTreeMap::new(), None),
                     }
                 })
                 .await?;
             unadopted.push(missing);
             at_lsn.push(lsn);
             logged.push(applied);
+            clocks.push(clock);
         }
         let logged = Arc::new(logged);
         let mut adoptions: Vec<(usize, usize, RefCounts)> = Vec::new();
@@ -379,11 +382,34 @@ fn rebuild(node: &Node) -> Result<()> {
         // All shards at once: each scan waits on its own index's reads.
         let scans = (0..n).map(|i| {
             let live = live.clone();
-            node.on(i, move |s| async move { shard_refs(&s, &live).await })
+            // The references only v1, adoptions and the check of debug builds use.
+            let wanted: Vec<bool> = (0..n)
+                .map(|owner| !node.shared.counts_kept() || cfg!(debug_assertions) || unadopted[owner].contains(&i))
+                .collect();
+            node.on(i, move |s| async move { shard_refs(&s, &live, &wanted).await })
         });
+        floor = floor.max(clocks.iter().flatten().copied().max().unwrap_or(0));
         for (source, found) in futures::future::join_all(scans).await.into_iter().enumerate() {
             let found = found??;
             floor = floor.max(found.max_etag);
+            match clocks[source] {
+                Some(kept) => debug_assert!(
+                    kept >= found.max_etag,
+                    "shard {source} keeps a clock floor {kept} below a stamp it holds, {}",
+                    found.max_etag
+                ),
+                // An index written before the floor was kept: the scan supplies it, once.
+                None if node.shared.counts_kept() => {
+                    let max = found.max_etag;
+                    node.on(source, move |s| async move {
+                        if let Some(m) = s.meta.borrow_mut().index_mut() {
+                            m.raise_clock(max);
+                        }
+                    })
+                    .await?;
+                }
+                None => {}
+            }
             for (owner, list) in found.by_owner.into_iter().enumerate() {
                 if unadopted[owner].contains(&source) {
                     adoptions.push((owner, source, list.clone()));
@@ -505,7 +531,8 @@ struct ShardRefs {
     orphans: Vec<(String, String, u64)>,
 }
 
-async fn shard_refs(s: &Rc<Shard>, live: &BTreeMap<(String, String), u64>) -> Result<ShardRefs> {
+async fn shard_refs(s: &Rc<Shard>, live: &BTreeMap<(String, String), u64>, wanted: &[bool]) -> Result<ShardRefs> {
+    let any = wanted.iter().any(|w| *w);
     let is_live = |k: &BlobKey, id: u64| live.get(&(k.account.clone(), k.container.clone())) == Some(&id);
     if let ShardStore::V1(meta) = &mut *s.meta.borrow_mut() {
         let dropped = meta.drop_orphans(&is_live);
@@ -522,7 +549,9 @@ async fn shard_refs(s: &Rc<Shard>, live: &BTreeMap<(String, String), u64>) -> Re
             dead.insert((k.account.clone(), k.container.clone(), cid));
         }
         for (owner, group) in refs.split_by(|c| node.ref_owner(c)) {
-            out.by_owner[owner].append(group);
+            if wanted[owner] {
+                out.by_owner[owner].append(group);
+            }
         }
     };
     let mut max_etag = 0;
@@ -531,9 +560,12 @@ async fn shard_refs(s: &Rc<Shard>, live: &BTreeMap<(String, String), u64>) -> Re
         &s.meta,
         |k, b| {
             max_etag = max_etag.max(b.etag);
-            add(k, b.container_id, b.refs());
+            add(k, b.container_id, if any { b.refs() } else { RefCounts::default() });
         },
-        |k, cid, b| staged_adds.push((k.clone(), cid, RefCounts::of_block(&b.block))),
+        |k, cid, b| {
+            let refs = if any { RefCounts::of_block(&b.block) } else { RefCounts::default() };
+            staged_adds.push((k.clone(), cid, refs))
+        },
     )
     .await?;
     for (k, cid, refs) in staged_adds {
