@@ -176,8 +176,11 @@ pub struct ShardIndex {
     /// Whether the index may grow: the shard clears it when it cannot set aside space for the
     /// index's next flushes, and then only changes that shrink the metadata are admitted.
     room: bool,
-    /// The keys the index may hold, once the start-up scan has built them ([`scan_all`]).
+    /// The keys the index may hold, once built ([`build_filters`]).
     filters: Option<Filters>,
+    /// While the filters are being built: the hashes of the keys flushes wrote meanwhile (blobs,
+    /// staged, chunks, dedup), which the build adds to what it read.
+    building: Option<[Vec<u64>; 4]>,
     outbox: Outbox,
     /// Whether `state.clock` is the floor of every stamp this shard holds: an index written
     /// before the floor was kept lacks it until the start-up scan supplies it.
@@ -313,6 +316,7 @@ impl ShardIndex {
             failed: None,
             room: true,
             filters: None,
+            building: None,
             outbox: Outbox::default(),
             // A new index replays every record it has.
             clock_known: clock.is_some() || index_lsn == 0,
@@ -731,6 +735,9 @@ impl ShardIndex {
                     if let Some(f) = &mut self.filters {
                         f.blobs.insert(&key);
                     }
+                    if let Some(b) = &mut self.building {
+                        b[0].push(filter::hash(&key));
+                    }
                     m.put(Table::Blobs, key, keys::encode_blob(b))
                 }
                 None => m.delete(Table::Blobs, keys::blob(k)),
@@ -741,6 +748,9 @@ impl ShardIndex {
                 self.state.staged.get(k).and_then(|st| st.entry(id).map(|(place, b)| (st.container_id, place, b)));
             if let (Some(f), Some(_)) = (&mut self.filters, &entry) {
                 f.staged.insert(&keys::blob(k));
+            }
+            if let (Some(b), Some(_)) = (&mut self.building, &entry) {
+                b[1].push(filter::hash(&keys::blob(k)));
             }
             match entry {
                 Some((container_id, place, block)) => m.put(
@@ -758,6 +768,9 @@ impl ShardIndex {
                     if let Some(f) = &mut self.filters {
                         f.chunks.insert(&key);
                     }
+                    if let Some(b) = &mut self.building {
+                        b[2].push(filter::hash(&key));
+                    }
                     m.put(Table::Chunks, key, keys::encode_chunk(e))
                 }
                 None => m.delete(Table::Chunks, key),
@@ -768,6 +781,9 @@ impl ShardIndex {
                 Some(id) => {
                     if let Some(f) = &mut self.filters {
                         f.dedup.insert(h);
+                    }
+                    if let Some(b) = &mut self.building {
+                        b[3].push(filter::hash(h));
                     }
                     m.put(Table::Dedup, h.to_vec(), keys::chunk(id))
                 }
@@ -1166,17 +1182,14 @@ pub async fn scan_staged<M: HoldsIndex>(
 }
 
 /// Calls `blob` with every committed blob and `staged` with every uncommitted block the shard
-/// holds, in memory or in its index, each once: start-up's rebuild of what is derived (reference
-/// counts, free space). Index entries a resident one stands for are skipped; the resident ones
+/// holds, in memory or in its index, each once (start-up: adoption of counts, and the check of
+/// debug builds). Index entries a resident one stands for are skipped; the resident ones
 /// follow. Nothing may change the shard while it runs.
 pub async fn scan_all<M: HoldsIndex>(
     meta: &RefCell<M>,
     mut blob: impl FnMut(&BlobKey, &Blob),
     mut staged: impl FnMut(&BlobKey, u64, &StagedBlock),
 ) -> Result<(), IndexError> {
-    let page_len = 4096;
-    // Hashes of the keys the index holds, for the filters built at the end.
-    let mut held: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
     for table in [Table::Blobs, Table::Staged] {
         let mut from = Vec::new();
         loop {
@@ -1184,7 +1197,7 @@ pub async fn scan_all<M: HoldsIndex>(
                 let m = meta.borrow();
                 let m = m.index().ok_or_else(no_index)?;
                 debug_assert!(m.flight.is_none(), "a full scan while a flush is in flight");
-                m.index_page(table, from.clone(), None, page_len)
+                m.index_page(table, from.clone(), None, SCAN_PAGE)
             };
             let page = read.await?;
             let m = meta.borrow();
@@ -1192,14 +1205,12 @@ pub async fn scan_all<M: HoldsIndex>(
             let damaged = || IndexError::Failed(format!("a damaged key in the index's {table:?}"));
             for (k, v) in &page.entries {
                 if table == Table::Blobs {
-                    held[0].push(filter::hash(k));
                     let key = keys::parse_blob(k).ok_or_else(damaged)?;
                     if !m.is_resident(&Want::Blob(key.clone())) {
                         blob(&key, &keys::decode_blob(v).map_err(IndexError::Failed)?);
                     }
                 } else {
                     let key = keys::parse_staged(k).ok_or_else(damaged)?;
-                    held[1].push(filter::hash(&keys::blob(&key)));
                     if !m.is_resident(&Want::Staged(key.clone())) {
                         let e = keys::decode_staged(v).map_err(IndexError::Failed)?;
                         staged(&key, e.container_id, &e.block);
@@ -1212,33 +1223,93 @@ pub async fn scan_all<M: HoldsIndex>(
             }
         }
     }
-    // The chunk and dedup tables' keys, for their filters.
-    let mut counted: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
-    for (i, table) in [Table::Chunks, Table::Dedup].into_iter().enumerate() {
+    meta.borrow().index().ok_or_else(no_index)?.state.visit(blob, staged);
+    Ok(())
+}
+
+const SCAN_PAGE: usize = 4096;
+
+/// Builds the key filters while the shard serves: every key of the blob, staged, chunk and
+/// dedup tables is read, a page at a time, and hashed; a flush that runs meanwhile adds the keys
+/// it writes to what the build collects, so the filters miss no key however the two interleave.
+/// Until they are built, a key that is not resident is looked up in the index. `incarnation` is
+/// told the container incarnation of every blob and uncommitted block the index holds (how what
+/// a deleted container left behind is found).
+pub async fn build_filters<M: HoldsIndex>(
+    meta: &RefCell<M>,
+    incarnation: impl FnMut(&BlobKey, u64),
+) -> Result<(), IndexError> {
+    // Begin with no flush in flight: one begun before would write keys that neither the scan
+    // (were its pages read before they land) nor the collection would see.
+    loop {
+        let wait = {
+            let mut g = meta.borrow_mut();
+            let m = g.index_mut().ok_or_else(no_index)?;
+            m.reap();
+            if m.flight.is_none() {
+                m.building = Some(Default::default());
+                None
+            } else {
+                Some(m.flushed())
+            }
+        };
+        match wait {
+            None => break,
+            Some(flushed) => flushed.await,
+        }
+    }
+    let read = read_keys(meta, incarnation).await;
+    let mut g = meta.borrow_mut();
+    let m = g.index_mut().ok_or_else(no_index)?;
+    let flushed = m.building.take().unwrap_or_default();
+    let mut held = read?;
+    for (h, more) in held.iter_mut().zip(flushed) {
+        h.extend(more);
+    }
+    let [blobs, staged, chunks, dedup] = held;
+    m.filters = Some(Filters {
+        blobs: KeyFilter::with_hashes(blobs.len(), 1 << 21, blobs),
+        staged: KeyFilter::with_hashes(staged.len(), 1 << 17, staged),
+        chunks: KeyFilter::with_hashes(chunks.len(), 1 << 20, chunks),
+        dedup: KeyFilter::with_hashes(dedup.len(), 1 << 18, dedup),
+    });
+    Ok(())
+}
+
+/// The hashes of every key of the four filtered tables, as [`build_filters`] reads them.
+async fn read_keys<M: HoldsIndex>(
+    meta: &RefCell<M>,
+    mut incarnation: impl FnMut(&BlobKey, u64),
+) -> Result<[Vec<u64>; 4], IndexError> {
+    let mut held: [Vec<u64>; 4] = Default::default();
+    for (i, table) in [Table::Blobs, Table::Staged, Table::Chunks, Table::Dedup].into_iter().enumerate() {
         let mut from = Vec::new();
         loop {
-            let read = meta.borrow().index().ok_or_else(no_index)?.index_page(table, from.clone(), None, page_len);
+            let read = meta.borrow().index().ok_or_else(no_index)?.index_page(table, from.clone(), None, SCAN_PAGE);
             let page = read.await?;
-            counted[i].extend(page.entries.iter().map(|(k, _)| filter::hash(k)));
+            let damaged = || IndexError::Failed(format!("a damaged key in the index's {table:?}"));
+            for (k, v) in &page.entries {
+                match table {
+                    Table::Blobs => {
+                        let key = keys::parse_blob(k).ok_or_else(damaged)?;
+                        incarnation(&key, keys::decode_blob_head(v).map_err(IndexError::Failed)?.container_id);
+                        held[i].push(filter::hash(k));
+                    }
+                    Table::Staged => {
+                        let key = keys::parse_staged(k).ok_or_else(damaged)?;
+                        incarnation(&key, keys::decode_staged(v).map_err(IndexError::Failed)?.container_id);
+                        held[i].push(filter::hash(&keys::blob(&key)));
+                    }
+                    _ => held[i].push(filter::hash(k)),
+                }
+            }
             match page.entries.last() {
                 Some((k, _)) if !page.complete => from = super::memtable::successor(k),
                 _ => break,
             }
         }
     }
-    let mut g = meta.borrow_mut();
-    let m = g.index_mut().ok_or_else(no_index)?;
-    m.state.visit(blob, staged);
-    // Resident entries not flushed yet will be written by a flush, which adds their keys then.
-    let [blobs, staged_keys] = held;
-    let [chunks, dedup] = counted;
-    m.filters = Some(Filters {
-        blobs: KeyFilter::with_hashes(blobs.len(), 1 << 21, blobs),
-        staged: KeyFilter::with_hashes(staged_keys.len(), 1 << 17, staged_keys),
-        chunks: KeyFilter::with_hashes(chunks.len(), 1 << 20, chunks),
-        dedup: KeyFilter::with_hashes(dedup.len(), 1 << 18, dedup),
-    });
-    Ok(())
+    Ok(held)
 }
 
 /// Waits until the index holds every change applied so far (start-up, before full scans).

@@ -346,8 +346,8 @@ fn rebuild(node: &Node) -> Result<()> {
         let mut floor = catalog.values().map(|c| c.id.max(c.etag)).max().unwrap_or(0);
         *node.shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
 
-        // Each shard reports its references grouped by the shard that counts them, and the
-        // container incarnations it still holds entries of that no longer exist.
+        // Each shard that must reports its references grouped by the shard that counts them
+        // (see `shard_refs`).
         let n = node.shards();
         // v2: which sources each shard has never logged reference changes of, and the LSN each
         // source's metadata is at (see `counts::adopt`).
@@ -378,15 +378,17 @@ fn rebuild(node: &Node) -> Result<()> {
         let logged = Arc::new(logged);
         let mut adoptions: Vec<(usize, usize, RefCounts)> = Vec::new();
         let mut to_owner: Vec<RefCounts> = vec![RefCounts::default(); n];
-        let mut orphans: Vec<Vec<(String, String, u64)>> = Vec::with_capacity(n);
         // All shards at once: each scan waits on its own index's reads.
         let scans = (0..n).map(|i| {
             let live = live.clone();
-            // The references only v1, adoptions and the check of debug builds use.
+            // A v2 shard is scanned only for what its index does not keep yet: its clock floor,
+            // counts not adopted (a file written before they were kept), or the check of debug
+            // builds; v1 holds everything in memory.
             let wanted: Vec<bool> = (0..n)
                 .map(|owner| !node.shared.counts_kept() || cfg!(debug_assertions) || unadopted[owner].contains(&i))
                 .collect();
-            node.on(i, move |s| async move { shard_refs(&s, &live, &wanted).await })
+            let scan = wanted.iter().any(|w| *w) || clocks[i].is_none();
+            node.on(i, move |s| async move { shard_refs(&s, &live, &wanted, scan).await })
         });
         floor = floor.max(clocks.iter().flatten().copied().max().unwrap_or(0));
         for (source, found) in futures::future::join_all(scans).await.into_iter().enumerate() {
@@ -416,7 +418,6 @@ fn rebuild(node: &Node) -> Result<()> {
                 }
                 to_owner[owner].append(list);
             }
-            orphans.push(found.orphans);
         }
         node.shared.raise_clock(floor);
 
@@ -507,11 +508,10 @@ fn rebuild(node: &Node) -> Result<()> {
                 node.on(i, |s| async move { super::counts::verify(&s, &refs).await }).await??;
             }
         }
-        for (i, dead) in orphans.into_iter().enumerate() {
+        for i in 0..n {
             node.on(i, |s| async move {
-                if !dead.is_empty() {
-                    tracing::warn!(shard = s.index, containers = dead.len(), "purging entries of deleted containers");
-                    super::container::spawn_purges(&s, dead);
+                if s.node.counts_kept() {
+                    tokio::task::spawn_local(filters_and_purges(s.clone()));
                 }
                 super::spawn_background(&s)
             })
@@ -521,17 +521,64 @@ fn rebuild(node: &Node) -> Result<()> {
     })
 }
 
+/// v2, once the shard serves: builds its key filters (until then a new key costs an index read)
+/// and, from the same pass, purges what containers deleted before a crash left behind (their
+/// entries are invisible meanwhile, and keep their space).
+async fn filters_and_purges(s: Rc<Shard>) {
+    // Keys come in container order: one catalog lookup per container, not per entry.
+    let mut last: Option<(String, String, Option<u64>)> = None;
+    let mut dead = std::collections::BTreeSet::new();
+    let mut check = |k: &BlobKey, cid: u64| {
+        let live = match &last {
+            Some((a, c, id)) if *a == k.account && *c == k.container => *id,
+            _ => {
+                let id = s.node.container(&k.account, &k.container).map(|c| c.id);
+                last = Some((k.account.clone(), k.container.clone(), id));
+                id
+            }
+        };
+        // Ids are never reused, and a container's never changes: an entry whose incarnation is
+        // not the live one belongs to a deleted container, now or whenever it is checked.
+        if live != Some(cid) {
+            dead.insert((k.account.clone(), k.container.clone(), cid));
+        }
+    };
+    let found = edgeblob_meta::index::shard::build_filters(&s.meta, &mut check).await;
+    if let Err(e) = found {
+        tracing::error!(shard = s.index, %e, "key filters not built: every new key costs an index read");
+    }
+    // And what only memory holds yet (records replayed at start).
+    let resident: Vec<(BlobKey, u64)> = {
+        let meta = s.meta.borrow();
+        let st = meta.state();
+        let blobs = st.blobs.iter().map(|(k, b)| (k.clone(), b.container_id));
+        blobs.chain(st.staged.iter().map(|(k, x)| (k.clone(), x.container_id))).collect()
+    };
+    for (k, cid) in resident {
+        check(&k, cid);
+    }
+    if !dead.is_empty() {
+        tracing::warn!(shard = s.index, containers = dead.len(), "purging entries of deleted containers");
+        super::container::spawn_purges(&s, dead.into_iter().collect());
+    }
+}
+
 /// What one shard's metadata says at start.
+#[derive(Default)]
 struct ShardRefs {
     /// Chunk references by the shard that counts them.
     by_owner: Vec<RefCounts>,
     max_etag: u64,
-    /// Container incarnations that no longer exist but still have entries here (v2; v1 drops
-    /// them in memory at once).
-    orphans: Vec<(String, String, u64)>,
 }
 
-async fn shard_refs(s: &Rc<Shard>, live: &BTreeMap<(String, String), u64>, wanted: &[bool]) -> Result<ShardRefs> {
+/// The references a shard's metadata holds to chunks each shard counts (those `wanted`), and
+/// its largest stamp; nothing when not `scan` (v2 keeps both).
+async fn shard_refs(
+    s: &Rc<Shard>,
+    live: &BTreeMap<(String, String), u64>,
+    wanted: &[bool],
+    scan: bool,
+) -> Result<ShardRefs> {
     let any = wanted.iter().any(|w| *w);
     let is_live = |k: &BlobKey, id: u64| live.get(&(k.account.clone(), k.container.clone())) == Some(&id);
     if let ShardStore::V1(meta) = &mut *s.meta.borrow_mut() {
@@ -540,14 +587,13 @@ async fn shard_refs(s: &Rc<Shard>, live: &BTreeMap<(String, String), u64>, wante
             tracing::warn!(shard = s.index, dropped, "dropped blobs of deleted containers");
         }
     }
-    let mut out = ShardRefs { by_owner: vec![RefCounts::default(); s.peers.len()], max_etag: 0, orphans: Vec::new() };
-    let mut dead = std::collections::BTreeSet::new();
+    let mut out = ShardRefs { by_owner: vec![RefCounts::default(); s.peers.len()], max_etag: 0 };
+    if !scan {
+        return Ok(out);
+    }
     let node = &s.node;
-    let mut add = |k: &BlobKey, cid: u64, refs: RefCounts| {
-        // Entries of a dead incarnation hold their chunks until the purge deletes them.
-        if !is_live(k, cid) {
-            dead.insert((k.account.clone(), k.container.clone(), cid));
-        }
+    // Entries of a dead incarnation (v2) hold their chunks until the purge deletes them.
+    let mut add = |_: &BlobKey, _: u64, refs: RefCounts| {
         for (owner, group) in refs.split_by(|c| node.ref_owner(c)) {
             if wanted[owner] {
                 out.by_owner[owner].append(group);
@@ -572,6 +618,5 @@ async fn shard_refs(s: &Rc<Shard>, live: &BTreeMap<(String, String), u64>, wante
         add(&k, cid, refs);
     }
     out.max_etag = max_etag;
-    out.orphans = dead.into_iter().collect();
     Ok(out)
 }

@@ -173,6 +173,51 @@ fn delete_blob_and_container_free_space_and_hide_everything() {
     });
 }
 
+/// A container whose deletion was logged but whose blobs were not purged yet (a crash between
+/// the two): the next start finds its entries, hides them, and purges them in the background,
+/// so their space comes back.
+#[test]
+fn a_container_deleted_before_its_purge_is_purged_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path()).with_reduction(false);
+    let node = open(&cfg);
+    let free0 = rt().block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let free0 = free_bytes(&node).await;
+        for i in 0..6 {
+            let d = data(30 + i, 300_000, false);
+            node.put_blob(i as usize % 2, key("c", &format!("b{i}")), body(&d), Default::default(), Default::default())
+                .await
+                .unwrap();
+        }
+        node.sync().await.unwrap();
+        assert!(free_bytes(&node).await < free0 - 1_500_000);
+        // The deletion alone, as a crash right after it would leave it.
+        node.on(edgeblob_engine::CATALOG_SHARD, |s| async move {
+            let id = s.node.container(ACCOUNT, "c").unwrap().id;
+            let rec = edgeblob_meta::Record::ContainerDelete { account: ACCOUNT.into(), name: "c".into(), id };
+            let commit = s.meta.borrow_mut().commit(rec).unwrap();
+            commit.durable.await.unwrap();
+        })
+        .await
+        .unwrap();
+        free0
+    });
+    node.stop();
+    let node = open(&cfg);
+    rt().block_on(async {
+        assert!(matches!(
+            node.head_blob(key("c", "b0"), Default::default()).await,
+            Err(EngineError::ContainerNotFound)
+        ));
+        node.sync().await.unwrap();
+        assert_eq!(free_bytes_once_settled(&node, free0).await, free0, "the purge gave their space back");
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let page = node.list_blobs(ACCOUNT, "c", ListQuery { max: 10, ..Default::default() }).await.unwrap();
+        assert!(page.entries.is_empty(), "a new container of the name starts empty");
+    });
+}
+
 /// Bytes of the data areas not holding data.
 async fn free_bytes(node: &edgeblob_engine::Node) -> u64 {
     let mut total = 0;
