@@ -70,11 +70,21 @@ impl RefCounts {
         self.0.is_empty()
     }
 
-    /// Adds and drops merged into one change per chunk, in the order chunks first appear.
+    /// One record's adds and drops as one net change per chunk, in the order chunks first
+    /// appear; a chunk the record adds as often as it drops has none. Netting is exact within
+    /// one record: what it drops, its shard held before it, so the count was at least that
+    /// (never across records: a chunk one record adds and a later one drops must still reach
+    /// its counting shard, whose count for it may go from none to none, a free).
     pub fn changes(adds: &RefCounts, drops: &RefCounts) -> Vec<RefChange> {
         let adds = adds.iter().map(|(c, n)| RefChange { chunk: *c, add: *n, drop: 0 });
         let drops = drops.iter().map(|(c, n)| RefChange { chunk: *c, add: 0, drop: *n });
-        merge_changes(adds.chain(drops))
+        let mut out = merge_changes(adds.chain(drops));
+        for c in &mut out {
+            let both = c.add.min(c.drop);
+            (c.add, c.drop) = (c.add - both, c.drop - both);
+        }
+        out.retain(|c| c.add > 0 || c.drop > 0);
+        out
     }
 
     /// Every reference, one by one (tests and small lists).
@@ -173,6 +183,16 @@ mod tests {
             vec![(chunk(4096), 25_000), (chunk(8192), 25_000), (chunk(8192), 25_000)]
         );
         assert_eq!(counts.total(), blocks.iter().map(|b| b.chunks.len() as u64).sum::<u64>());
+    }
+
+    #[test]
+    fn one_records_changes_net_out() {
+        let (a, b, c) = (chunk(4096), chunk(8192), chunk(12288));
+        // A block list over staged blocks: each chunk added to the blob and dropped from the
+        // staged list, nothing to count; a chunk listed twice, one more.
+        let got =
+            RefCounts::changes(&RefCounts(vec![(a, 1), (b, 2), (c, 1)]), &RefCounts(vec![(a, 1), (b, 1), (c, 3)]));
+        assert_eq!(got, vec![RefChange { chunk: b, add: 1, drop: 0 }, RefChange { chunk: c, add: 0, drop: 2 }]);
     }
 
     #[test]
