@@ -650,3 +650,34 @@ fn key_filters_built_while_changes_flush_miss_no_key() {
         });
     }
 }
+
+/// A flush of records that carry no stamp still writes the clock floor: a start must never
+/// take an index written by this build for one written before the floor was kept.
+#[test]
+fn the_first_flush_keeps_the_clock_floor_whatever_it_holds() {
+    let disk = new_disk();
+    let image = local(async {
+        let store = open(&disk).await;
+        let rec = Record::BlockStaged {
+            key: BlobKey::new("a", "c", "b"),
+            container_id: 1,
+            block: StagedBlock {
+                block: Block { id: b"blk".to_vec(), size: 1, chunks: vec![chunk(1)].into() },
+                staged_ns: 1,
+            },
+        };
+        ensure(&store, &wants_of(&rec)).await.unwrap();
+        let commit = store.borrow_mut().commit(rec).unwrap();
+        commit.durable.await.unwrap();
+        store.borrow_mut().flush_now();
+        let flushed = store.borrow().flushed();
+        flushed.await;
+        store.borrow_mut().reap();
+        assert!(store.borrow().lsn() > 0, "the flush is in the index");
+        disk.crash(Crash::LoseUnflushed)
+    });
+    local(async {
+        let store = open(&image).await;
+        assert_eq!(store.borrow().clock(), Some(0), "the floor is known: nothing stamped yet");
+    });
+}

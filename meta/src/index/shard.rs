@@ -185,6 +185,9 @@ pub struct ShardIndex {
     /// Whether `state.clock` is the floor of every stamp this shard holds: an index written
     /// before the floor was kept lacks it until the start-up scan supplies it.
     clock_known: bool,
+    /// Whether the index holds the clock floor: until it does, every flush writes it (a flush
+    /// of records without stamps too, or a later start could not tell a new index from an old).
+    clock_in_index: bool,
 }
 
 /// The reference changes of applied records that the shards counting them have not logged yet
@@ -320,6 +323,7 @@ impl ShardIndex {
             outbox: Outbox::default(),
             // A new index replays every record it has.
             clock_known: clock.is_some() || index_lsn == 0,
+            clock_in_index: clock.is_some(),
         };
         for (k, v) in outbox.entries {
             let lsn = k.try_into().map(u64::from_be_bytes).map_err(|_| failed("a damaged outbox key".into()))?;
@@ -802,7 +806,8 @@ impl ShardIndex {
             let lsn = self.state.applied.get(source).copied().unwrap_or(0);
             m.put(Table::Meta, keys::applied(*source), lsn.to_le_bytes().to_vec());
         }
-        if self.dirty.clock > 0 && self.clock_known {
+        if self.clock_known && (self.dirty.clock > 0 || !self.clock_in_index) {
+            self.clock_in_index = true;
             m.put(Table::Meta, keys::CLOCK.to_vec(), keys::encode_clock(self.state.clock));
         }
         for (account, name) in self.dirty.containers.keys() {
