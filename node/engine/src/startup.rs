@@ -393,7 +393,6 @@ fn rebuild(node: &Node) -> Result<()> {
         floor = floor.max(clocks.iter().flatten().copied().max().unwrap_or(0));
         for (source, found) in futures::future::join_all(scans).await.into_iter().enumerate() {
             let found = found??;
-            floor = floor.max(found.max_etag);
             match clocks[source] {
                 Some(kept) => debug_assert!(
                     kept >= found.max_etag,
@@ -403,6 +402,7 @@ fn rebuild(node: &Node) -> Result<()> {
                 // An index written before the floor was kept: the scan supplies it, once.
                 None if node.shared.counts_kept() => {
                     let max = found.max_etag;
+                    floor = floor.max(max);
                     node.on(source, move |s| async move {
                         if let Some(m) = s.meta.borrow_mut().index_mut() {
                             m.raise_clock(max);
@@ -410,7 +410,7 @@ fn rebuild(node: &Node) -> Result<()> {
                     })
                     .await?;
                 }
-                None => {}
+                None => floor = floor.max(found.max_etag),
             }
             for (owner, list) in found.by_owner.into_iter().enumerate() {
                 if unadopted[owner].contains(&source) {
@@ -564,7 +564,6 @@ async fn filters_and_purges(s: Rc<Shard>) {
 }
 
 /// What one shard's metadata says at start.
-#[derive(Default)]
 struct ShardRefs {
     /// Chunk references by the shard that counts them.
     by_owner: Vec<RefCounts>,
@@ -593,7 +592,7 @@ async fn shard_refs(
     }
     let node = &s.node;
     // Entries of a dead incarnation (v2) hold their chunks until the purge deletes them.
-    let mut add = |_: &BlobKey, _: u64, refs: RefCounts| {
+    let mut add = |refs: RefCounts| {
         for (owner, group) in refs.split_by(|c| node.ref_owner(c)) {
             if wanted[owner] {
                 out.by_owner[owner].append(group);
@@ -601,22 +600,23 @@ async fn shard_refs(
         }
     };
     let mut max_etag = 0;
-    let mut staged_adds = Vec::new();
+    let mut staged = RefCounts::default();
     shard_store::scan_all(
         &s.meta,
-        |k, b| {
+        |_, b| {
             max_etag = max_etag.max(b.etag);
-            add(k, b.container_id, if any { b.refs() } else { RefCounts::default() });
+            if any {
+                add(b.refs());
+            }
         },
-        |k, cid, b| {
-            let refs = if any { RefCounts::of_block(&b.block) } else { RefCounts::default() };
-            staged_adds.push((k.clone(), cid, refs))
+        |_, _, b| {
+            if any {
+                staged.append(RefCounts::of_block(&b.block));
+            }
         },
     )
     .await?;
-    for (k, cid, refs) in staged_adds {
-        add(&k, cid, refs);
-    }
+    add(staged);
     out.max_etag = max_etag;
     Ok(out)
 }

@@ -218,6 +218,34 @@ fn a_container_deleted_before_its_purge_is_purged_at_the_next_start() {
     });
 }
 
+/// ETags stay unique across a restart even when the clock is behind a stamp already given out
+/// (here an upgrade carried one from a node whose clock ran an hour ahead): each shard keeps the
+/// floor of its stamps in its index, and the clock starts past it.
+#[test]
+fn etags_after_a_restart_pass_every_stamp_given_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let ahead = (edgeblob_engine::shard::now_ns() + 3_600_000_000_000) as u64;
+    let keep = edgeblob_engine::blob::Stamps { etag: ahead, created_ns: 1, modified_ns: 1 };
+    let node = open(&cfg);
+    rt().block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        for i in 0..4 {
+            node.import_blob(i % 2, key("c", &format!("old{i}")), body(b"x"), Default::default(), keep).await.unwrap();
+        }
+    });
+    node.stop();
+    let node = open(&cfg);
+    rt().block_on(async {
+        for i in 0..4 {
+            let got =
+                node.put_blob(i % 2, key("c", &format!("new{i}")), body(b"y"), Default::default(), Default::default());
+            let etag = got.await.unwrap().etag;
+            assert!(etag > ahead, "a new ETag {etag} passes the stamp {ahead} given out before");
+        }
+    });
+}
+
 /// Bytes of the data areas not holding data.
 async fn free_bytes(node: &edgeblob_engine::Node) -> u64 {
     let mut total = 0;
