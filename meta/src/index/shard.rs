@@ -1281,7 +1281,9 @@ pub async fn build_filters<M: HoldsIndex>(
     Ok(())
 }
 
-/// The hashes of every key of the four filtered tables, as [`build_filters`] reads them.
+/// The hashes of every key of the four filtered tables, as [`build_filters`] reads them. Pages
+/// are not read again when a flush completes meanwhile (as [`scan_page`] does): keys it wrote
+/// are collected apart, and under steady flushes a page would be read again and again.
 async fn read_keys<M: HoldsIndex>(
     meta: &RefCell<M>,
     mut incarnation: impl FnMut(&BlobKey, u64),
