@@ -197,12 +197,7 @@ pub async fn verify(s: &Rc<Shard>, derived: &RefTable) -> Result<()> {
         return Ok(());
     }
     let mut kept: BTreeMap<ChunkId, (ChunkRef, u32)> = BTreeMap::new();
-    let mut page = Some(Vec::new());
-    while let Some(from) = page {
-        let (entries, next) = counted(s, from).await?;
-        kept.extend(entries.into_iter().map(|(c, n)| (c.id(), (c, n))));
-        page = next;
-    }
+    each_counted(s, |page| kept.extend(page.iter().map(|&(c, n)| (c.id(), (c, n))))).await?;
     let derived: BTreeMap<ChunkId, (ChunkRef, u32)> = derived.chunks().map(|(c, n)| (c.id(), (*c, n))).collect();
     if kept != derived {
         let differ: Vec<_> = derived
@@ -238,18 +233,24 @@ pub async fn counted(s: &Rc<Shard>, from: Vec<u8>) -> Result<(Vec<(ChunkRef, u32
     Ok((page, next))
 }
 
+/// Every chunk this shard counts, with its count, a page at a time (see [`counted`]).
+pub async fn each_counted(s: &Rc<Shard>, mut f: impl FnMut(&[(ChunkRef, u32)])) -> Result<()> {
+    let mut page = Some(Vec::new());
+    while let Some(from) = page {
+        let (chunks, next) = counted(s, from).await?;
+        f(&chunks);
+        page = next;
+    }
+    Ok(())
+}
+
 /// At start (v2): the extents of the chunks this shard counts, and of those its outbox will add
 /// to counts their shards have not logged yet (`logged[c]`: the last LSN of each source shard `c`
 /// has logged). Together with what adoptions add, that is every chunk some durable record
 /// references; a chunk written but never committed is in neither, and its space is free.
 pub async fn live_extents(s: &Rc<Shard>, logged: &[BTreeMap<u32, u64>]) -> Result<Vec<Extent>> {
     let mut out = Vec::new();
-    let mut page = Some(Vec::new());
-    while let Some(from) = page {
-        let (chunks, next) = counted(s, from).await?;
-        out.extend(chunks.iter().map(|(c, _)| c.extent()));
-        page = next;
-    }
+    each_counted(s, |page| out.extend(page.iter().map(|(c, _)| c.extent()))).await?;
     let source = s.index as u32;
     let meta = s.meta.borrow();
     let Some(m) = meta.index() else { return Ok(out) };

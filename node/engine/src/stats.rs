@@ -8,7 +8,7 @@ use edgeblob_meta::index::keys;
 use edgeblob_meta::model::{Blob, BlobKey, ChunkRef, StagedBlock};
 use edgeblob_meta::shard_store;
 
-use super::counts::counted;
+use super::counts::{counted, each_counted};
 use super::error::Result;
 use super::shard::Shard;
 use super::Node;
@@ -80,12 +80,7 @@ impl Node {
                     };
                     for_each(&s, Vec::new(), all, Some(&mut staged)).await?;
                     let mut stored = 0;
-                    let mut page = Some(Vec::new());
-                    while let Some(from) = page {
-                        let (chunks, next) = counted(&s, from).await?;
-                        stored += chunks.iter().map(|(c, _)| c.extent().len).sum::<u64>();
-                        page = next;
-                    }
+                    each_counted(&s, |page| stored += page.iter().map(|(c, _)| c.extent().len).sum::<u64>()).await?;
                     Ok::<_, super::EngineError>((logical + committed, stored))
                 })
                 .await??;
@@ -196,11 +191,6 @@ impl Node {
 /// Every chunk shard `s` counts, with its count (read whole: a view for checks and tools).
 pub async fn counted_chunks(s: &Rc<Shard>) -> Result<Vec<(ChunkRef, u32)>> {
     let mut all = Vec::new();
-    let mut page = Some(Vec::new());
-    while let Some(from) = page {
-        let (chunks, next) = counted(s, from).await?;
-        all.extend(chunks);
-        page = next;
-    }
+    each_counted(s, |page| all.extend_from_slice(page)).await?;
     Ok(all)
 }
