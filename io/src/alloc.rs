@@ -103,6 +103,24 @@ impl ExtentAllocator {
         Ok(())
     }
 
+    /// Marks in use whatever part of `e` is free (at start, for space that more than one record
+    /// of what must be kept may name: a chunk in the allocator's image that an undelivered
+    /// change also adds to).
+    pub fn reserve_free_parts(&mut self, e: Extent) {
+        let first = self.by_offset.range(..=e.offset).next_back().map_or(e.offset, |(&o, _)| o);
+        let overlapping: Vec<(u64, u64)> =
+            self.by_offset.range(first..e.end()).filter(|(&o, &l)| o + l > e.offset).map(|(&o, &l)| (o, l)).collect();
+        for (off, len) in overlapping {
+            self.remove(off, len);
+            if off < e.offset {
+                self.insert(off, e.offset - off);
+            }
+            if e.end() < off + len {
+                self.insert(e.end(), off + len - e.end());
+            }
+        }
+    }
+
     fn overlaps_free(&self, e: Extent) -> bool {
         if let Some((&o, &l)) = self.by_offset.range(..e.end()).next_back() {
             return o + l > e.offset;
@@ -148,6 +166,22 @@ mod tests {
         a.free(x);
         a.free(z);
         assert_eq!(a.free_extents().collect::<Vec<_>>(), vec![area]);
+    }
+
+    #[test]
+    fn reserving_free_parts_takes_what_is_free_and_leaves_the_rest() {
+        let area = Extent { offset: 0, len: 100 * P };
+        let mut a = ExtentAllocator::new(area);
+        a.reserve(Extent { offset: 10 * P, len: 10 * P }).unwrap();
+        a.reserve(Extent { offset: 30 * P, len: 10 * P }).unwrap();
+        // Over a used extent, a free gap and half of another used one.
+        a.reserve_free_parts(Extent { offset: 5 * P, len: 30 * P });
+        assert_eq!(
+            a.free_extents().collect::<Vec<_>>(),
+            vec![Extent { offset: 0, len: 5 * P }, Extent { offset: 40 * P, len: 60 * P }]
+        );
+        a.reserve_free_parts(Extent { offset: 10 * P, len: 10 * P });
+        assert_eq!(a.free_bytes(), 65 * P, "space already in use is left as it is");
     }
 
     #[test]

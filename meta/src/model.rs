@@ -101,6 +101,15 @@ pub struct ChunkEntry {
     pub refs: u32,
 }
 
+impl ChunkEntry {
+    /// The space the chunk holds on this node's device (the allocator's image marks it in use).
+    pub fn local_extent(&self) -> Option<Extent> {
+        match self.location {
+            Location::Local { offset } => Some(Extent { offset, len: self.chunk.extent().len }),
+        }
+    }
+}
+
 /// One chunk's reference change made by one record: references added, then dropped.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefChange {

@@ -12,9 +12,10 @@
 use std::path::PathBuf;
 
 use edgeblob_io::superblock::{Layout, Superblock, FORMAT_VERSION, SECRET_LEN};
-use edgeblob_io::{page, PAGE_SIZE};
+use edgeblob_io::{page, Extent, PAGE_SIZE};
 use edgeblob_meta::index::keys;
 use edgeblob_meta::index::region::{Header, IndexPlace, HEADER_LEN};
+use edgeblob_meta::index::space::{group_key, SpaceMap, GROUP_PAGES};
 use edgeblob_meta::model::*;
 use edgeblob_meta::wal::{encode_frame, parse_frame, HalfHeader, LOG_VERSION};
 use edgeblob_meta::Record;
@@ -105,7 +106,12 @@ fn an_entry_of_every_index_table_v2() {
     };
     let c = ChunkRef { flags: CHUNK_DEDUP | CHUNK_COMPRESSED, ..chunk(1) };
     let chunk_entry = ChunkEntry { chunk: c, location: Location::Local { offset: c.offset }, refs: 3 };
+    // The image of one chunk of three pages at page 5 of group 2 (device bytes 64 MiB + 20 KiB).
+    let mut space = SpaceMap::default();
+    space.set(Extent { offset: 2 * GROUP_PAGES * 4096 + 5 * 4096, len: 3 * 4096 });
     let entries: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+        ("space", group_key(2).to_vec(), space.encode_group(2).unwrap()),
+        ("meta-space", keys::SPACE.to_vec(), keys::SPACE_VERSION.to_vec()),
         ("blobs", keys::blob(&k), keys::encode_blob(&blob)),
         ("staged", keys::staged(&k, b"AAAC"), keys::encode_staged(&staged)),
         ("catalog", keys::container("devstoreaccount1", "golden"), keys::encode_container(&container)),
@@ -138,6 +144,10 @@ fn an_entry_of_every_index_table_v2() {
     let v = golden_in(2, "index-meta-applied.bin", &[]);
     let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
     assert_eq!(keys::parse_applied(&v[4..4 + klen], &v[4 + klen..]), Some((3, 77)));
+    let v = golden_in(2, "index-space.bin", &[]);
+    let mut back = SpaceMap::default();
+    back.load_group(&v[4..12], &v[12..]).unwrap();
+    assert_eq!(back.runs(), space.runs());
     let v = golden_in(2, "index-meta-clock.bin", &[]);
     let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
     assert_eq!((&v[4..4 + klen], keys::decode_clock(&v[4 + klen..])), (keys::CLOCK, Some(0x8DC_0000_0000_0004)));

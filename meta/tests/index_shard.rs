@@ -14,8 +14,12 @@ use edgeblob_io::fault::{Crash, Op, SimDisk};
 use edgeblob_io::BlockDevice;
 use edgeblob_meta::index::db::Index;
 use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments, SharedDevice};
-use edgeblob_meta::index::shard::{build_filters, ensure, list_blobs, wants_of, IndexConfig, ShardIndex, Want};
+use edgeblob_meta::index::shard::{
+    build_filters, ensure, list_blobs, space_in_use, wants_of, IndexConfig, ShardIndex, Want,
+};
+use edgeblob_meta::index::space::SpaceMap;
 use edgeblob_meta::index::thread::IndexThread;
+use edgeblob_meta::index::{keys, Table};
 use edgeblob_meta::listing::{ListEntry, ListQuery};
 use edgeblob_meta::model::*;
 use edgeblob_meta::replay::format_log;
@@ -265,6 +269,16 @@ async fn check(store: &RefCell<ShardIndex>, model: &ShardMeta) -> Result<(), Str
                 model.dedup.get(&id.hash)
             ));
         }
+    }
+    // The allocator's image (what the index holds, changed by what is dirty) marks exactly the
+    // space of the chunks counted.
+    let mut want = SpaceMap::default();
+    for e in model.chunks.values().filter_map(|e| e.local_extent()) {
+        want.set(e);
+    }
+    let got = space_in_use(store).await.unwrap().ok_or("the index keeps no allocator's image")?;
+    if got.runs() != want.runs() {
+        return Err(format!("space in use: {:?} != {:?}", got.runs(), want.runs()));
     }
     for a in ACCOUNTS {
         for c in CONTAINERS {
@@ -679,5 +693,103 @@ fn the_first_flush_keeps_the_clock_floor_whatever_it_holds() {
     local(async {
         let store = open(&image).await;
         assert_eq!(store.borrow().clock(), Some(0), "the floor is known: nothing stamped yet");
+    });
+}
+
+/// Commits `rec` and waits until it is durable and flushed into the index.
+async fn commit_flushed(store: &RefCell<ShardIndex>, rec: Record) {
+    ensure(store, &wants_of(&rec)).await.unwrap();
+    let commit = store.borrow_mut().commit(rec).unwrap();
+    commit.durable.await.unwrap();
+    store.borrow_mut().flush_now();
+    let flushed = store.borrow().flushed();
+    flushed.await;
+    store.borrow_mut().reap();
+}
+
+fn space_of(chunks: &[ChunkRef]) -> Vec<edgeblob_io::Extent> {
+    let mut map = SpaceMap::default();
+    for c in chunks {
+        map.set(c.extent());
+    }
+    map.runs()
+}
+
+#[test]
+fn a_chunk_written_where_one_was_freed_keeps_its_space_in_the_image() {
+    let disk = new_disk();
+    // Two chunks of one place: the first freed, the second written there, in one flush.
+    let freed = ChunkRef { hash: [1; 16], ..counted(0) };
+    let again = ChunkRef { hash: [0; 16], ..counted(0) };
+    let other = counted(1);
+    let image = local(async {
+        let store = open(&disk).await;
+        let add = |chunk: ChunkRef, lsn: u64| Record::RefsApplied {
+            source: 1,
+            lsn,
+            changes: vec![RefChange { chunk, add: 1, drop: 0 }],
+        };
+        commit_flushed(&store, add(freed, 1)).await;
+        commit_flushed(&store, add(other, 2)).await;
+        let drop =
+            Record::RefsApplied { source: 1, lsn: 3, changes: vec![RefChange { chunk: freed, add: 0, drop: 1 }] };
+        ensure(&store, &wants_of(&drop)).await.unwrap();
+        store.borrow_mut().commit(drop).unwrap();
+        // Its key sorts before the freed one's: the order of the keys must not decide.
+        assert!(again.id() < freed.id());
+        commit_flushed(&store, add(again, 4)).await;
+        let runs = space_in_use(&store).await.unwrap().unwrap().runs();
+        assert_eq!(runs, space_of(&[again, other]));
+        disk.crash(Crash::LoseUnflushed)
+    });
+    local(async {
+        let store = open(&image).await;
+        let (lsn, applied) = (store.borrow().lsn(), store.borrow().applied());
+        assert_eq!(lsn, applied, "nothing replayed: the image is the index's");
+        assert_eq!(space_in_use(&store).await.unwrap().unwrap().runs(), space_of(&[again, other]));
+    });
+}
+
+#[test]
+fn an_index_written_before_the_image_was_kept_builds_it_at_its_next_flush() {
+    let disk = new_disk();
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut model = ShardMeta::default();
+    let disk = local(async {
+        let store = open(&disk).await;
+        drive(&store, &mut model, &mut rng, 200, 1).await;
+        store.borrow_mut().flush_now();
+        let flushed = store.borrow().flushed();
+        flushed.await;
+        drop(store);
+        disk.crash(Crash::LoseUnflushed)
+    });
+    assert!(!model.chunks.is_empty(), "the changes counted chunks");
+    // What an index written by an earlier build looks like: no image, no mark of one.
+    let backend =
+        RegionBackend::open(Arc::new(disk.device()) as SharedDevice, index_place(), Arc::new(Segments::default()))
+            .unwrap();
+    let ix = Index::open(backend, MIB as usize).unwrap();
+    let mut m = edgeblob_meta::index::memtable::Memtable::default();
+    for (k, _) in ix.range(Table::Space, b"", None, usize::MAX).unwrap().entries {
+        m.delete(Table::Space, k);
+    }
+    m.delete(Table::Meta, keys::SPACE.to_vec());
+    m.applied(ix.lsn().unwrap());
+    ix.write(&m).unwrap();
+    drop(ix);
+    local(async {
+        let store = open(&disk).await;
+        assert!(space_in_use(&store).await.unwrap().is_none(), "no image: the chunk table must be read");
+        // A flush of one change to one other chunk: the image holds every chunk counted.
+        let source = 2;
+        let lsn = model.applied.get(&source).copied().unwrap_or(0) + 1;
+        let rec =
+            Record::RefsApplied { source, lsn, changes: vec![RefChange { chunk: counted(COUNTED), add: 1, drop: 0 }] };
+        model.apply(&rec);
+        commit_flushed(&store, rec).await;
+        check(&store, &model).await.unwrap();
+        drive(&store, &mut model, &mut rng, 100, 201).await;
+        check(&store, &model).await.unwrap();
     });
 }

@@ -4,9 +4,10 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::memtable::Memtable;
+use super::memtable::{Memtable, SpaceChanges};
 use super::region::RegionBackend;
-use super::{Page, Table};
+use super::space::{group_key, groups_of, SpaceMap};
+use super::{keys, Page, Table};
 
 /// The table a flush has open, and which one it is.
 type OpenTable<'t> = (Table, redb::Table<'t, &'static [u8], &'static [u8]>);
@@ -18,7 +19,7 @@ const DEFS: [Def; Table::COUNT] = [
     TableDefinition::new("staged"),
     TableDefinition::new("chunks"),
     TableDefinition::new("dedup"),
-    TableDefinition::new("free"),
+    TableDefinition::new("space"),
     TableDefinition::new("catalog"),
     TableDefinition::new("meta"),
     TableDefinition::new("outbox"),
@@ -67,6 +68,7 @@ impl Index {
                 };
             }
             drop(open);
+            write_space(&tx, &m.space)?;
             let mut meta = tx.open_table(DEFS[Table::Meta as usize])?;
             let before = meta.get(META_LSN)?.and_then(|v| v.value().try_into().ok()).map_or(0, u64::from_le_bytes);
             debug_assert!(before <= m.last_lsn(), "the index never goes back in the log ({before} > {})", m.last_lsn());
@@ -74,6 +76,15 @@ impl Index {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The allocator's image as the index holds it.
+    pub fn space(&self) -> Result<SpaceMap, redb::Error> {
+        let mut map = SpaceMap::default();
+        for (k, v) in self.range(Table::Space, b"", None, usize::MAX)?.entries {
+            map.load_group(&k, &v).map_err(redb::Error::Corrupted)?;
+        }
+        Ok(map)
     }
 
     pub fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
@@ -108,4 +119,52 @@ impl Index {
         }
         Ok(Page { entries: out, complete: true })
     }
+}
+
+/// Changes the allocator's image as a flush says, in its transaction (after the chunk table's
+/// changes, which a rebuild reads).
+fn write_space(tx: &redb::WriteTransaction, changes: &SpaceChanges) -> Result<(), redb::Error> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut table = tx.open_table(DEFS[Table::Space as usize])?;
+    let mut map = SpaceMap::default();
+    let touched: Vec<u64> = if changes.rebuild {
+        table.retain(|_, _| false)?;
+        let chunks = tx.open_table(DEFS[Table::Chunks as usize])?;
+        for entry in chunks.iter()? {
+            let (_, v) = entry?;
+            let e = keys::decode_chunk(v.value()).map_err(redb::Error::Corrupted)?;
+            if let Some(e) = e.local_extent() {
+                map.set(e);
+            }
+        }
+        Vec::new()
+    } else {
+        let mut touched: Vec<u64> = changes.clear.iter().chain(&changes.set).flat_map(|e| groups_of(*e)).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        for &g in &touched {
+            if let Some(v) = table.get(group_key(g).as_slice())? {
+                map.load_group(&group_key(g), v.value()).map_err(redb::Error::Corrupted)?;
+            }
+        }
+        // Clears first: a chunk freed and one written into its space since the last flush.
+        for e in &changes.clear {
+            map.clear(*e);
+        }
+        for e in &changes.set {
+            map.set(*e);
+        }
+        touched
+    };
+    for g in touched {
+        if map.encode_group(g).is_none() {
+            table.remove(group_key(g).as_slice())?;
+        }
+    }
+    for (k, v) in map.encoded() {
+        table.insert(k.as_slice(), v.as_slice())?;
+    }
+    Ok(())
 }

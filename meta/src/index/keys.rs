@@ -137,6 +137,11 @@ pub fn decode_clock(value: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(value.try_into().ok()?))
 }
 
+/// Where the meta table marks that the index holds the allocator's image (table `space`, see
+/// [`super::space`]); the value is the image's version, [`SPACE_VERSION`].
+pub const SPACE: &[u8] = b"space";
+pub const SPACE_VERSION: &[u8] = &[1];
+
 /// A blob value's head ([`Blob::head`]): validated whole, but its blocks are not decoded, so a
 /// listing of blobs of 50,000 blocks does not rebuild their chunk lists.
 pub fn decode_blob_head(bytes: &[u8]) -> Result<Blob, String> {

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use edgeblob_io::Extent;
+
 use super::Table;
 
 /// An entry's newest state: a value, or deleted.
@@ -15,6 +17,24 @@ pub struct Memtable {
     bytes: usize,
     /// The LSN of the last record applied.
     last_lsn: u64,
+    /// How the allocator's image changes ([`super::space`]).
+    pub space: SpaceChanges,
+}
+
+/// What a flush changes in the allocator's image: pages to clear (chunks freed since the last
+/// flush), then pages to set (chunks counted now); or, for an index written before the image was
+/// kept, the image built whole from the chunk table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SpaceChanges {
+    pub clear: Vec<Extent>,
+    pub set: Vec<Extent>,
+    pub rebuild: bool,
+}
+
+impl SpaceChanges {
+    pub fn is_empty(&self) -> bool {
+        self.clear.is_empty() && self.set.is_empty() && !self.rebuild
+    }
 }
 
 impl Memtable {
@@ -50,7 +70,7 @@ impl Memtable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tables.iter().all(BTreeMap::is_empty)
+        self.tables.iter().all(BTreeMap::is_empty) && self.space.is_empty()
     }
 
     /// Every change, table by table, in key order: what a flush writes.

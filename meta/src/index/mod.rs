@@ -11,6 +11,7 @@ pub mod lru;
 pub mod memtable;
 pub mod region;
 pub mod shard;
+pub mod space;
 pub mod thread;
 
 use std::future::Future;
@@ -40,8 +41,9 @@ pub enum Table {
     Chunks,
     /// A chunk id by content hash: where to look for a duplicate.
     Dedup,
-    /// Free extents of the shard's data area, as of the index's LSN.
-    Free,
+    /// The allocator's image: the pages of chunks this shard counts, as of the index's LSN
+    /// ([`space`]).
+    Space,
     /// Containers, on the catalog shard.
     Catalog,
     /// The index's own facts (the LSN it covers).
@@ -58,7 +60,7 @@ impl Table {
         Table::Staged,
         Table::Chunks,
         Table::Dedup,
-        Table::Free,
+        Table::Space,
         Table::Catalog,
         Table::Meta,
         Table::Outbox,

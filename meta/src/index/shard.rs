@@ -23,14 +23,15 @@ use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use edgeblob_io::BlockDevice;
+use edgeblob_io::{BlockDevice, Extent};
 use tokio::sync::{watch, Notify};
 
 use super::db::Index;
 use super::filter::{self, KeyFilter};
 use super::keys;
 use super::lru::Lru;
-use super::memtable::{prefix_end, Memtable};
+use super::memtable::{prefix_end, Memtable, SpaceChanges};
+use super::space::SpaceMap;
 use super::thread::IndexThread;
 use super::{Page, Table};
 use crate::listing::{Flow, ListEntry, ListQuery, Lister};
@@ -99,6 +100,9 @@ struct Dirty {
     staged: BTreeMap<(BlobKey, Vec<u8>), u64>,
     containers: BTreeMap<(String, String), u64>,
     chunks: BTreeMap<ChunkId, u64>,
+    /// Chunks whose entries were removed (their last count dropped), with the LSN and the space
+    /// they held: the allocator's image clears it at the next flush.
+    gone: BTreeMap<ChunkId, (u64, Extent)>,
     dedup: BTreeMap<[u8; 16], u64>,
     /// Sources whose last applied LSN changed.
     applied: BTreeMap<u32, u64>,
@@ -132,6 +136,7 @@ impl Dirty {
             self.clock = 0;
         }
         written_by(&mut self.chunks, lsn, |id| out.push(Want::Chunk(*id)));
+        self.gone.retain(|_, (l, _)| *l > lsn);
         written_by(&mut self.dedup, lsn, |h| out.push(Want::Dedup(*h)));
         out
     }
@@ -188,6 +193,9 @@ pub struct ShardIndex {
     /// Whether the index holds the clock floor: until it does, every flush writes it (a flush
     /// of records without stamps too, or a later start could not tell a new index from an old).
     clock_in_index: bool,
+    /// Whether the index holds the allocator's image ([`super::space`]): until it does, every
+    /// flush builds it whole from the chunk table.
+    space_in_index: bool,
 }
 
 /// The reference changes of applied records that the shards counting them have not logged yet
@@ -284,6 +292,7 @@ impl ShardIndex {
                 .map_err(failed)?;
         let outbox = run(&ix, |ix| ix.range(Table::Outbox, b"", None, usize::MAX)).await.map_err(failed)?;
         let clock = run(&ix, |ix| ix.get(Table::Meta, keys::CLOCK)).await.map_err(failed)?;
+        let space = run(&ix, |ix| ix.get(Table::Meta, keys::SPACE)).await.map_err(failed)?;
         let rec = replay::recover_after(&place, dev.as_ref(), index_lsn).await?;
         if let Some(torn) = rec.torn {
             replay::clear_torn(dev.as_ref(), torn, &rec.resume.partial_page)
@@ -324,6 +333,7 @@ impl ShardIndex {
             // A new index replays every record it has.
             clock_known: clock.is_some() || index_lsn == 0,
             clock_in_index: clock.is_some(),
+            space_in_index: space.is_some(),
         };
         for (k, v) in outbox.entries {
             let lsn = k.try_into().map(u64::from_be_bytes).map_err(|_| failed("a damaged outbox key".into()))?;
@@ -645,7 +655,20 @@ impl ShardIndex {
             }
             _ => {}
         }
+        let counted_before: Vec<(ChunkId, Extent)> = match rec {
+            Record::RefsApplied { changes, .. } => changes
+                .iter()
+                .filter_map(|c| self.state.chunks.get(&c.chunk.id()))
+                .filter_map(|e| Some((e.chunk.id(), e.local_extent()?)))
+                .collect(),
+            _ => Vec::new(),
+        };
         let released = self.state.apply(rec);
+        for (id, extent) in counted_before {
+            if !self.state.chunks.contains_key(&id) {
+                self.dirty.gone.insert(id, (lsn, extent));
+            }
+        }
         let added = self.state.added_by(rec);
         if !added.is_empty() || !released.is_empty() {
             let changes = RefCounts::changes(&added, &released);
@@ -817,6 +840,12 @@ impl ShardIndex {
                 None => m.delete(Table::Catalog, key),
             }
         }
+        m.space = self.space_changes();
+        if !self.space_in_index {
+            self.space_in_index = true;
+            m.space.rebuild = true;
+            m.put(Table::Meta, keys::SPACE.to_vec(), keys::SPACE_VERSION.to_vec());
+        }
         m.applied(lsn);
         self.dirty.bytes = 0;
         let durable = self.log.wait(lsn);
@@ -840,6 +869,21 @@ impl ShardIndex {
             epoch.send_modify(|e| *e += 1);
         });
         self.flight = Some(Flight { lsn, done });
+    }
+
+    /// How the allocator's image changes from the index's to the state applied now: the space
+    /// of chunks freed since the last flush, then that of every chunk counted since.
+    pub fn space_changes(&self) -> SpaceChanges {
+        SpaceChanges {
+            clear: self.dirty.gone.values().map(|(_, e)| *e).collect(),
+            set: self.dirty.chunks.keys().filter_map(|id| self.state.chunks.get(id)?.local_extent()).collect(),
+            rebuild: false,
+        }
+    }
+
+    /// Whether the index holds the allocator's image (or is new, and so holds no chunk).
+    pub fn space_known(&self) -> bool {
+        self.space_in_index || self.index_lsn == 0
     }
 
     /// Takes in a completed flush: what it wrote is clean (evictable) from now on.
@@ -1125,6 +1169,32 @@ async fn scan_page<M: HoldsIndex, T>(
         }
         return Ok(Scan { items, next });
     }
+}
+
+/// The allocator's image as of the state applied now: the index's image, changed by what the
+/// chunk table has changed since (what the next flush will write). None when the index holds no
+/// image yet (written before it was kept; its next flush builds it), and the caller must read
+/// the chunk table instead.
+pub async fn space_in_use<M: HoldsIndex>(meta: &RefCell<M>) -> Result<Option<SpaceMap>, IndexError> {
+    let ix = {
+        let m = meta.borrow();
+        let m = m.index().ok_or_else(no_index)?;
+        if !m.space_known() {
+            return Ok(None);
+        }
+        m.index_thread()
+    };
+    let mut map = run(&ix, |ix| ix.space()).await.map_err(IndexError::Failed)?;
+    // Taken after the read: a flush that completed meanwhile cleaned from the dirty entries only
+    // what the image read holds, and the changes are idempotent whichever image they meet.
+    let changes = meta.borrow().index().ok_or_else(no_index)?.space_changes();
+    for e in changes.clear {
+        map.clear(e);
+    }
+    for e in changes.set {
+        map.set(e);
+    }
+    Ok(Some(map))
 }
 
 /// A page of the chunk table from key `from` on, and where the next page starts: the entries the

@@ -18,7 +18,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use edgeblob_io::Extent;
-use edgeblob_meta::index::shard::{scan_chunks, wants_of, HoldsIndex};
+use edgeblob_meta::index::shard::{scan_chunks, space_in_use, wants_of, HoldsIndex};
+use edgeblob_meta::index::space::SpaceMap;
 use edgeblob_meta::model::{ChunkId, ChunkRef, RefChange};
 use edgeblob_meta::refs::{merge_changes, RefCounts};
 use edgeblob_meta::wal::AppendError;
@@ -198,6 +199,21 @@ pub async fn verify(s: &Rc<Shard>, derived: &RefTable) -> Result<()> {
     }
     let mut kept: BTreeMap<ChunkId, (ChunkRef, u32)> = BTreeMap::new();
     each_counted(s, |page| kept.extend(page.iter().map(|&(c, n)| (c.id(), (c, n))))).await?;
+    // The allocator's image marks exactly the space of the chunks counted.
+    if let Some(image) = space_in_use(&s.meta).await? {
+        let mut want = SpaceMap::default();
+        for (c, _) in kept.values() {
+            want.set(c.extent());
+        }
+        if image.runs() != want.runs() {
+            return Err(EngineError::Corrupt(format!(
+                "shard {}: the allocator's image marks {:?}, the chunk table holds {:?}",
+                s.index,
+                image.runs().iter().take(8).collect::<Vec<_>>(),
+                want.runs().iter().take(8).collect::<Vec<_>>()
+            )));
+        }
+    }
     let derived: BTreeMap<ChunkId, (ChunkRef, u32)> = derived.chunks().map(|(c, n)| (c.id(), (*c, n))).collect();
     if kept != derived {
         let differ: Vec<_> = derived
@@ -244,25 +260,43 @@ pub async fn each_counted(s: &Rc<Shard>, mut f: impl FnMut(&[(ChunkRef, u32)])) 
     Ok(())
 }
 
-/// At start (v2): the extents of the chunks this shard counts, and of those its outbox will add
-/// to counts their shards have not logged yet (`logged[c]`: the last LSN of each source shard `c`
-/// has logged). Together with what adoptions add, that is every chunk some durable record
-/// references; a chunk written but never committed is in neither, and its space is free.
-pub async fn live_extents(s: &Rc<Shard>, logged: &[BTreeMap<u32, u64>]) -> Result<Vec<Extent>> {
-    let mut out = Vec::new();
-    each_counted(s, |page| out.extend(page.iter().map(|(c, _)| c.extent()))).await?;
+/// At start (v2), the space this shard's durable metadata holds, in two parts:
+/// - `counted`: that of the chunks it counts, from the allocator's image (`index::space`) and
+///   what the records replayed changed since; from the chunk table when the index was written
+///   before the image was kept. These extents are disjoint from every other shard's.
+/// - `pending`: that of the chunks its outbox will add to counts their shards have not logged yet
+///   (`logged[c]`: the last LSN of each source shard `c` has logged), which may also be counted.
+///
+/// Together with what adoptions add, that is every chunk some durable record references; a chunk
+/// written but never committed is in neither, and its space is free.
+pub struct LiveSpace {
+    pub counted: Vec<Extent>,
+    pub pending: Vec<Extent>,
+}
+
+pub async fn live_space(s: &Rc<Shard>, logged: &[BTreeMap<u32, u64>]) -> Result<LiveSpace> {
+    let counted = match space_in_use(&s.meta).await? {
+        Some(map) => map.runs(),
+        None => {
+            let mut out = Vec::new();
+            each_counted(s, |page| out.extend(page.iter().map(|(c, _)| c.extent()))).await?;
+            out
+        }
+    };
+    let mut pending = Vec::new();
     let source = s.index as u32;
     let meta = s.meta.borrow();
-    let Some(m) = meta.index() else { return Ok(out) };
-    for (lsn, changes) in m.outbox(usize::MAX) {
-        for c in changes.iter().filter(|c| c.add > 0) {
-            let counter = &logged[s.node.ref_owner(&c.chunk)];
-            // Logged already (the source's record of it was lost with a crash): counted above,
-            // or freed since and perhaps reused.
-            if counter.get(&source).is_none_or(|last| lsn > *last) {
-                out.push(c.chunk.extent());
+    if let Some(m) = meta.index() {
+        for (lsn, changes) in m.outbox(usize::MAX) {
+            for c in changes.iter().filter(|c| c.add > 0) {
+                let counter = &logged[s.node.ref_owner(&c.chunk)];
+                // Logged already (the source's record of it was lost with a crash): counted
+                // above, or freed since and perhaps reused.
+                if counter.get(&source).is_none_or(|last| lsn > *last) {
+                    pending.push(c.chunk.extent());
+                }
             }
         }
     }
-    Ok(out)
+    Ok(LiveSpace { counted, pending })
 }

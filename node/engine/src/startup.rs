@@ -427,6 +427,8 @@ fn rebuild(node: &Node) -> Result<()> {
         // check the chunk tables once every change is delivered (debug builds).
         let counts_kept = node.shared.counts_kept();
         let mut to_region: Vec<BTreeSet<(u64, u64)>> = vec![BTreeSet::new(); n];
+        // Space that more than one source may name (undelivered additions, adoptions).
+        let mut also: Vec<Vec<Extent>> = vec![Vec::new(); n];
         let mut derived: Vec<RefTable> = Vec::with_capacity(n);
         for (owner, list) in to_owner.into_iter().enumerate() {
             if counts_kept && !cfg!(debug_assertions) {
@@ -454,20 +456,24 @@ fn rebuild(node: &Node) -> Result<()> {
         if counts_kept {
             let all = (0..n).map(|i| {
                 let logged = logged.clone();
-                node.on(i, move |s| async move { super::counts::live_extents(&s, &logged).await })
+                node.on(i, move |s| async move { super::counts::live_space(&s, &logged).await })
             });
             for found in futures::future::join_all(all).await {
-                for e in found?? {
+                let found = found??;
+                for e in found.counted {
                     to_region[node.shared.region_of(e.offset)].insert((e.offset, e.len));
+                }
+                for e in found.pending {
+                    also[node.shared.region_of(e.offset)].push(e);
                 }
             }
             for (_, _, refs) in &adoptions {
                 for (c, _) in refs.iter() {
-                    to_region[node.shared.region_of(c.offset)].insert((c.offset, c.extent().len));
+                    also[node.shared.region_of(c.offset)].push(c.extent());
                 }
             }
         }
-        for (region, list) in to_region.into_iter().enumerate() {
+        for (region, (list, also)) in to_region.into_iter().zip(also).enumerate() {
             node.on(region, move |s| async move {
                 let mut space = s.space.borrow_mut();
                 let segment_len = s.index_space.as_ref().map_or(0, |ix| ix.segment_len);
@@ -480,6 +486,9 @@ fn rebuild(node: &Node) -> Result<()> {
                             s.index
                         ))
                     })?;
+                }
+                for e in also {
+                    space.alloc.reserve_free_parts(e);
                 }
                 Ok::<(), EngineError>(())
             })

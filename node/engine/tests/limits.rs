@@ -55,8 +55,10 @@ fn full_shard(format_version: u32) {
             }
         }
         assert!(refused.len() >= 8, "v{format_version}: the limit never applied ({} stored)", stored.len());
-        // Deletes go through at the limit, and make room again.
-        for name in stored.iter().step_by(2) {
+        // Deletes go through at the limit, and make room again. Two in three: in v2 the index
+        // keeps the segments it took (its freed pages are its own), so only the data space the
+        // deletes free is room for data, and half of it leaves a margin of one segment.
+        for name in stored.iter().enumerate().filter(|(i, _)| i % 3 != 2).map(|(_, n)| n) {
             node.delete_blob(key("c", name), Conditions::default()).await.unwrap();
         }
         // v2 frees a chunk once its counting shard has logged the drop, milliseconds after the
@@ -72,7 +74,7 @@ fn full_shard(format_version: u32) {
     rt.block_on(async {
         for (i, name) in stored.iter().enumerate() {
             let found = node.head_blob(key("c", name), Conditions::default()).await;
-            assert_eq!(found.is_ok(), i % 2 == 1, "{name} after the restart");
+            assert_eq!(found.is_ok(), i % 3 == 2, "{name} after the restart");
         }
         for name in &refused {
             let (_, _, got) = node.read_blob(0, key("c", name), None, Conditions::default()).await.unwrap();
