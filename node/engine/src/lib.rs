@@ -263,8 +263,8 @@ impl Node {
     pub fn stop(mut self) {
         if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
             for i in 0..self.shards() {
-                let flushed = self.on(i, |s| async move { edgeblob_meta::shard_store::flush_all(&s.meta).await });
-                if let Err(e) = rt.block_on(flushed).and_then(|r| Ok(r?)) {
+                let flushed = self.on(i, |s| async move { s.flush_index().await });
+                if let Err(e) = rt.block_on(flushed).and_then(|r| r) {
                     tracing::warn!(shard = i, %e, "metadata not flushed at stop; the next start replays the log");
                 }
             }

@@ -168,6 +168,14 @@ impl Shard {
         Ok(ready.await?)
     }
 
+    /// Writes every change applied so far into the index (a clean stop, or before a walk of the
+    /// index), with room granted for it first: after a restart the replayed changes are dirty
+    /// and no commit has granted their flush its segments yet.
+    pub async fn flush_index(&self) -> super::error::Result<()> {
+        self.grant_index_space();
+        Ok(edgeblob_meta::shard_store::flush_all(&self.meta).await?)
+    }
+
     /// Tops up the index's spare segments for its next flush; when the region cannot give them,
     /// the index admits only changes that shrink it until it can.
     fn grant_index_space(&self) {

@@ -25,7 +25,7 @@ async fn for_each(
     mut blob: impl FnMut(&BlobKey, &Blob) -> bool,
     mut staged: Option<OnStaged<'_>>,
 ) -> Result<()> {
-    shard_store::flush_all(&s.meta).await?;
+    s.flush_index().await?;
     let mut at = Some(from);
     while let Some(from) = at.take() {
         let page = shard_store::scan_blobs(&s.meta, from, 4096).await?;

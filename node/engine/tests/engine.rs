@@ -624,29 +624,48 @@ fn a_read_in_flight_keeps_the_space_of_a_deleted_blob() {
 }
 
 /// A clean stop writes everything into the metadata indexes: the next start replays nothing. A
-/// stop without it (a crash) replays the log, and loses nothing either way.
+/// stop without it (a crash) replays the log, and loses nothing either way. The stop right after
+/// a crash's replay flushes more than the index's segments held, with no commit in between to
+/// have granted it room.
 #[test]
 fn a_clean_stop_leaves_nothing_to_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    // No flush before the crash: everything is replayed.
+    let cfg = edgeblob_engine::config::EngineConfig { meta_flush_bytes: 64 << 20, ..config(dir.path()) };
     let replayed = |node: &edgeblob_engine::Node| -> usize {
         (0..node.shards()).map(|i| rt().block_on(node.on(i, |s| async move { s.replayed })).unwrap()).sum()
     };
+    // Segments the indexes held when their shards opened.
+    let held_at_open = |node: &edgeblob_engine::Node| -> usize {
+        let of = |i| node.on(i, |s| async move { s.index_space.as_ref().map_or(0, |x| x.held.len()) });
+        (0..node.shards()).map(|i| rt().block_on(of(i)).unwrap()).max().unwrap()
+    };
+    let props = || BlobProps { metadata: vec![("pad".into(), "m".repeat(1500))], ..BlobProps::default() };
     let node = open(&cfg);
+    let held = held_at_open(&node);
+    let blobs = 2400;
     rt().block_on(async {
         node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
-        for i in 0..50 {
-            node.put_blob(i % 2, key("c", &format!("b{i}")), body(b"x"), Default::default(), Default::default())
-                .await
-                .unwrap();
+        for i in 0..blobs {
+            node.put_blob(i % 2, key("c", &format!("b{i:05}")), body(b"x"), props(), Default::default()).await.unwrap();
         }
     });
     drop(node);
     let node = open(&cfg);
-    assert!(replayed(&node) >= 51, "without a clean stop the log is replayed: {}", replayed(&node));
+    assert!(replayed(&node) > blobs, "without a clean stop the log is replayed: {}", replayed(&node));
     node.stop();
     let node = open(&cfg);
     assert_eq!(replayed(&node), 0, "a clean stop flushed everything");
-    let page = rt().block_on(node.list_blobs(ACCOUNT, "c", ListQuery { max: 100, ..Default::default() })).unwrap();
-    assert_eq!(page.entries.len(), 50);
+    assert!(held_at_open(&node) > held, "the flush at the stop needed room beyond the segments held at first");
+    let mut q = ListQuery { max: 1000, ..Default::default() };
+    let mut listed = 0;
+    loop {
+        let page = rt().block_on(node.list_blobs(ACCOUNT, "c", q.clone())).unwrap();
+        listed += page.entries.len();
+        match page.next_marker {
+            Some(m) => q.marker = Some(m),
+            None => break,
+        }
+    }
+    assert_eq!(listed, blobs);
 }
