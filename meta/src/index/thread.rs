@@ -4,7 +4,7 @@
 //! see the last committed state meanwhile, so a point read never waits behind a flush.
 
 use std::future::Future;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::db::Index;
@@ -22,27 +22,51 @@ pub struct IndexThread {
     threads: Vec<JoinHandle<()>>,
 }
 
-fn worker(name: String, index: Arc<Index>) -> std::io::Result<(mpsc::Sender<Job>, JoinHandle<()>)> {
+/// Reader threads per shard. A cold point read waits on the device for each level of the tree
+/// it misses; with one reader, the reads of concurrent requests queued behind each other (a cold
+/// HEAD's p99 was 4.6 ms at 16 in flight on two shards), while the device serves several at once.
+/// redb's readers share its cache and see the last commit each.
+const READERS: usize = 4;
+
+/// Starts `threads` threads named `name-i` that take jobs from one queue, each running one at a
+/// time (with one thread, in the order sent).
+fn workers(
+    name: &str,
+    threads: usize,
+    index: &Arc<Index>,
+) -> std::io::Result<(mpsc::Sender<Job>, Vec<JoinHandle<()>>)> {
     let (tx, rx) = mpsc::channel::<Job>();
-    let thread = std::thread::Builder::new().name(name).spawn(move || {
-        for job in rx {
-            job(&index);
-        }
-    })?;
-    Ok((tx, thread))
+    let rx = Arc::new(Mutex::new(rx));
+    let mut handles = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let (rx, index) = (rx.clone(), index.clone());
+        handles.push(std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || loop {
+            // The lock is held only to take the next job, never while running it.
+            let job = match rx.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => return,
+            };
+            match job {
+                Ok(job) => job(&index),
+                Err(_) => return,
+            }
+        })?);
+    }
+    Ok((tx, handles))
 }
 
 impl IndexThread {
-    /// Starts the reader and the writer of `index`, named after `name`; each runs its jobs in
-    /// the order sent.
+    /// Starts the readers and the writer of `index`, named after `name`. Flushes run in the
+    /// order sent; reads run side by side.
     pub fn spawn(name: String, index: Index) -> std::io::Result<IndexThread> {
         let index = Arc::new(index);
-        let (reads, r) = worker(format!("{name}-r"), index.clone())?;
-        let (writes, w) = worker(format!("{name}-w"), index)?;
-        Ok(IndexThread { reads: Some(reads), writes: Some(writes), threads: vec![r, w] })
+        let (reads, mut threads) = workers(&format!("{name}-r"), READERS, &index)?;
+        let (writes, w) = workers(&format!("{name}-w"), 1, &index)?;
+        threads.extend(w);
+        Ok(IndexThread { reads: Some(reads), writes: Some(writes), threads })
     }
 
-    /// Runs `f` (a read) on the reader thread; resolves with its result.
+    /// Runs `f` (a read) on a reader thread; resolves with its result.
     pub fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Index) -> T + Send + 'static,
