@@ -10,6 +10,7 @@ mod client;
 mod compare;
 mod data;
 mod engine;
+mod fill;
 mod fio;
 mod index;
 mod job;
@@ -47,6 +48,9 @@ enum Cmd {
     /// Sequential write and read and 4 KiB random reads through the engine, with data reduction
     /// off and on, next to fio (io_uring, O_DIRECT) on the same file system.
     Engine(engine::Args),
+    /// The metadata-at-scale fill (format v2): millions of zero-byte and small blobs over many
+    /// containers, SIGKILL at the end, then the restart, cold HEADs and a listing of everything.
+    Fill(fill::Args),
     /// One shard's metadata over its log and index (format v2): ingest of small blobs, restart,
     /// cold point reads, a listing of everything, memory.
     Index(index::Args),
@@ -74,6 +78,7 @@ fn main() {
         .init();
     let res = match Cli::parse().cmd {
         Cmd::Engine(a) => engine::run(a).map(|_| 0),
+        Cmd::Fill(a) => fill::run(a).map(|_| 0),
         Cmd::Index(a) => index::run(a).map(|_| 0),
         Cmd::Small(a) => small::run(a).map(|_| 0),
         Cmd::Run { args } => run_cmd(&args),
