@@ -168,17 +168,103 @@ impl ShardMeta {
     }
 }
 
-/// Merges the shards' pages (each sorted, each at most `max` long) into one page.
-pub fn merge(pages: Vec<(Vec<ListEntry>, bool)>, max: usize) -> ListPage {
-    let any_more = pages.iter().any(|(_, more)| *more);
-    let mut all: Vec<ListEntry> = pages.into_iter().flat_map(|(e, _)| e).collect();
-    all.sort_by(|a, b| a.name().cmp(b.name()));
-    // The same prefix can come from several shards.
-    all.dedup_by(|a, b| matches!((a, b), (ListEntry::Prefix(x), ListEntry::Prefix(y)) if x == y));
-    let more = any_more || all.len() > max;
-    all.truncate(max);
-    let next_marker = if more { all.last().map(|e| e.name().to_owned()) } else { None };
-    ListPage { entries: all, next_marker }
+/// A listing page merged from the shards' parts, each read a share at a time: a shard holds
+/// about `1/n` of any range of names, so asking each for the whole page (as [`merge`] takes it)
+/// reads `n` times what the page returns, and the rest is read again for the next page. Each
+/// shard is first asked for its share and a margin; an entry is *certain* once every shard that
+/// has more to give has given a name past it. When fewer than the page's entries are certain,
+/// the shards that bound the certain part are asked for their next share, resuming after their
+/// last entry, until the page fills or every shard is done.
+pub struct Merge {
+    q: ListQuery,
+    parts: Vec<Part>,
+}
+
+#[derive(Default)]
+struct Part {
+    entries: Vec<ListEntry>,
+    /// Whether the shard has entries after those given.
+    more: bool,
+    /// Whether it has been read at all.
+    read: bool,
+}
+
+impl Part {
+    /// The name the shard's next read resumes after (None: the query's own marker).
+    fn last<'a>(&'a self, q: &'a ListQuery) -> Option<&'a str> {
+        self.entries.last().map(ListEntry::name).or(q.marker.as_deref())
+    }
+}
+
+impl Merge {
+    pub fn new(shards: usize, q: &ListQuery) -> Merge {
+        Merge { q: q.clone(), parts: (0..shards).map(|_| Part::default()).collect() }
+    }
+
+    /// Entries to ask a shard for at a time: its share of the page and a margin (a shard's share
+    /// of a page varies by about its square root).
+    fn share(&self) -> usize {
+        let (max, n) = (self.q.max, self.parts.len().max(1));
+        (max.div_ceil(n) + max.div_ceil(4 * n) + 16).min(max).max(1)
+    }
+
+    /// The name up to which every entry is known, when some shard has more to give: the smallest
+    /// name a shard with more resumes after ("" for one that resumes from the start).
+    fn bound(&self) -> Option<&str> {
+        self.parts.iter().filter(|p| p.more).map(|p| p.last(&self.q).unwrap_or("")).min()
+    }
+
+    /// The known entries, in name order, each prefix once.
+    fn known(&self) -> Vec<&ListEntry> {
+        let bound = self.bound();
+        let mut all: Vec<&ListEntry> =
+            self.parts.iter().flat_map(|p| &p.entries).filter(|e| bound.is_none_or(|b| e.name() <= b)).collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all.dedup_by(|a, b| matches!((a, b), (ListEntry::Prefix(x), ListEntry::Prefix(y)) if x == y));
+        all
+    }
+
+    /// The reads to make next, a query per shard; none when the page is complete.
+    pub fn wanted(&self) -> Vec<(usize, ListQuery)> {
+        let share = self.share();
+        let query = |p: &Part| ListQuery { marker: p.last(&self.q).map(str::to_owned), max: share, ..self.q.clone() };
+        if self.parts.iter().any(|p| !p.read) {
+            return self.parts.iter().enumerate().filter(|(_, p)| !p.read).map(|(i, p)| (i, query(p))).collect();
+        }
+        let Some(bound) = self.bound() else { return Vec::new() };
+        if self.known().len() >= self.q.max {
+            return Vec::new();
+        }
+        self.parts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.more && p.last(&self.q).unwrap_or("") == bound)
+            .map(|(i, p)| (i, query(p)))
+            .collect()
+    }
+
+    /// Takes in shard `i`'s answer to the query [`Merge::wanted`] gave for it.
+    pub fn add(&mut self, i: usize, entries: Vec<ListEntry>, more: bool) {
+        let part = &mut self.parts[i];
+        debug_assert!(
+            part.entries.last().zip(entries.first()).is_none_or(|(a, b)| a.name() < b.name()),
+            "a shard's next part follows its last"
+        );
+        debug_assert!(!more || !entries.is_empty(), "a shard with more gives some");
+        part.entries.extend(entries);
+        part.more = more;
+        part.read = true;
+    }
+
+    /// The page: the known entries, at most `max`.
+    pub fn page(self) -> ListPage {
+        debug_assert!(self.parts.iter().all(|p| p.read), "every shard read before the page is cut");
+        let known = self.known();
+        let more = self.bound().is_some() || known.len() > self.q.max;
+        let entries: Vec<ListEntry> = known.into_iter().take(self.q.max).cloned().collect();
+        let next_marker = if more { entries.last().map(|e| e.name().to_owned()) } else { None };
+        ListPage { entries, next_marker }
+    }
 }
 
 #[cfg(test)]
@@ -209,7 +295,14 @@ mod tests {
     }
 
     fn list(shards: &[ShardMeta], q: &ListQuery) -> ListPage {
-        merge(shards.iter().map(|s| s.list_blobs("a", "c", 1, q)).collect(), q.max)
+        list_merged(shards, q).0
+    }
+
+    /// The page of one shard that holds every name.
+    fn page_of(whole: &ShardMeta, q: &ListQuery) -> ListPage {
+        let (entries, more) = whole.list_blobs("a", "c", 1, q);
+        let next_marker = if more { entries.last().map(|e| e.name().to_owned()) } else { None };
+        ListPage { entries, next_marker }
     }
 
     #[test]
@@ -227,6 +320,86 @@ mod tests {
             }
         }
         assert_eq!(seen, all);
+    }
+
+    fn names_of(p: &ListPage) -> (Vec<&str>, Option<&str>) {
+        (p.entries.iter().map(|e| e.name()).collect(), p.next_marker.as_deref())
+    }
+
+    /// A page through [`Merge`], as the engine drives it; and the entries the shards gave.
+    fn list_merged(shards: &[ShardMeta], q: &ListQuery) -> (ListPage, usize) {
+        let mut m = Merge::new(shards.len(), q);
+        let mut read = 0;
+        loop {
+            let wanted = m.wanted();
+            if wanted.is_empty() {
+                return (m.page(), read);
+            }
+            for (i, sq) in wanted {
+                let (entries, more) = shards[i].list_blobs("a", "c", 1, &sq);
+                read += entries.len();
+                m.add(i, entries, more);
+            }
+        }
+    }
+
+    #[test]
+    fn merging_shares_lists_as_one_shard_holding_everything_and_reads_little_more() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for round in 0..300 {
+            let n = rng.gen_range(1..5);
+            let mut names: Vec<String> = (0..rng.gen_range(0..1500))
+                .map(|_| {
+                    let depth = rng.gen_range(1..4);
+                    (0..depth)
+                        .map(|_| {
+                            ["a", "b", "c", "d"][rng.gen_range(0..4)].to_string() + &rng.gen_range(0..9).to_string()
+                        })
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
+                .collect();
+            // A name lives on one shard.
+            names.sort();
+            names.dedup();
+            // Spread as keys hash, or skewed (a shard holding a whole run of names, as a
+            // shard's share of a page may be far from its share of all).
+            let skewed = rng.gen_bool(0.5);
+            let mut by_shard = vec![Vec::new(); n];
+            for name in &names {
+                let i = if skewed { (name.as_bytes()[1] - b'0') as usize * n / 10 } else { rng.gen_range(0..n) };
+                by_shard[i].push(name.as_str());
+            }
+            let shards: Vec<ShardMeta> = by_shard.iter().map(|s| shard_with(s)).collect();
+            let whole = shard_with(&names.iter().map(String::as_str).collect::<Vec<_>>());
+            let delimiter = [None, Some("/".to_string())][rng.gen_range(0..2)].clone();
+            let prefix = ["", "a", "b1/", "c2/d"][rng.gen_range(0..4)].to_string();
+            let mut q = ListQuery { prefix, delimiter, marker: None, max: rng.gen_range(1..300) };
+            let (mut pages, mut read, mut listed) = (0, 0, 0);
+            loop {
+                let (page, r) = list_merged(&shards, &q);
+                let want = page_of(&whole, &q);
+                assert!(
+                    page == want,
+                    "round {round}, {n} shards, {q:?}: {:?} != {:?}",
+                    names_of(&page),
+                    names_of(&want)
+                );
+                pages += 1;
+                read += r;
+                listed += page.entries.len();
+                match page.next_marker {
+                    Some(m) => q.marker = Some(m),
+                    None => break,
+                }
+            }
+            // Each shard reads about its share, not the whole page (the margin and the one
+            // entry a shard gives past the page's end aside).
+            if q.delimiter.is_none() && n > 1 && !skewed {
+                assert!(read <= listed + pages * n * (q.max / 4 + 17), "round {round}: read {read} for {listed}");
+            }
+        }
     }
 
     #[test]

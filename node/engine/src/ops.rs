@@ -176,18 +176,28 @@ pub async fn set_container_metadata(s: &Rc<Shard>, account: String, name: String
     at(s, CATALOG_SHARD, move |c| async move { container::set_metadata(&c, account, name, md).await }).await?
 }
 
-/// List Blobs: every shard lists its part (concurrently); the pages merge in name order.
+/// List Blobs: the shards list their parts concurrently, each a share of the page at a time, and
+/// the parts merge in name order (`listing::Merge`: a shard is asked again only while the
+/// entries known for sure do not fill the page).
 pub async fn list_blobs(s: &Rc<Shard>, account: &str, container: &str, q: ListQuery) -> Result<ListPage> {
     let cid = s.node.container(account, container).ok_or(EngineError::ContainerNotFound)?.id;
-    let parts: Vec<_> = (0..s.peers.len())
-        .map(|i| {
-            let (a, c, q) = (account.to_owned(), container.to_owned(), q.clone());
-            at(s, i, move |x| async move { shard_store::list_blobs(&x.meta, &a, &c, cid, &q).await })
-        })
-        .collect();
-    let mut pages = Vec::with_capacity(parts.len());
-    for p in futures::future::join_all(parts).await {
-        pages.push(p??);
+    let mut merge = listing::Merge::new(s.peers.len(), &q);
+    loop {
+        let wanted = merge.wanted();
+        if wanted.is_empty() {
+            return Ok(merge.page());
+        }
+        let parts: Vec<_> = wanted
+            .into_iter()
+            .map(|(i, q)| {
+                let (a, c) = (account.to_owned(), container.to_owned());
+                let part = at(s, i, move |x| async move { shard_store::list_blobs(&x.meta, &a, &c, cid, &q).await });
+                async move { (i, part.await) }
+            })
+            .collect();
+        for (i, part) in futures::future::join_all(parts).await {
+            let (entries, more) = part??;
+            merge.add(i, entries, more);
+        }
     }
-    Ok(listing::merge(pages, q.max))
 }
