@@ -122,7 +122,7 @@ fn fill(a: &Args) -> Result<(), String> {
     }
     let shards = node.shards();
     let rss_open = rss_mib();
-    let step = 1_000_000.min(a.blobs).max(1);
+    let step = (a.blobs / 10).clamp(1, 1_000_000);
     let start = Instant::now();
     let mut at = 0;
     while at < a.blobs {
@@ -130,8 +130,9 @@ fn fill(a: &Args) -> Result<(), String> {
         let t = Instant::now();
         let puts = futures::stream::iter(at..at + n)
             .map(|i| {
+                // Arrivals spread over the shards apart from which blobs are empty (every other).
                 let put = node.put_blob(
-                    i as usize % shards,
+                    (i / 2) as usize % shards,
                     key(i, a.containers),
                     vec![payload(i, a.size)],
                     Default::default(),
@@ -141,7 +142,19 @@ fn fill(a: &Args) -> Result<(), String> {
             })
             .buffer_unordered(a.clients);
         rt.block_on(puts.fold(Ok(()), |acc: Result<(), String>, r| async move { acc.and(r) }))?;
-        println!("step {} {:.0}", at + n, n as f64 / t.elapsed().as_secs_f64());
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        // Where each shard's region goes: free, held by the index, in limbo.
+        let space: Vec<String> = (0..shards)
+            .map(|i| {
+                let of = node.on(i, |s| async move {
+                    let space = s.space.borrow();
+                    let index = s.index_space.as_ref().map_or(0, |x| x.bytes());
+                    (space.alloc.free_bytes() >> 20, index >> 20, space.in_limbo() >> 20)
+                });
+                rt.block_on(of).map(|(f, x, l)| format!("free={f}M index={x}M limbo={l}M")).unwrap_or_default()
+            })
+            .collect();
+        println!("step {} {rate:.0} {}", at + n, space.join(" | "));
         at += n;
     }
     let secs = start.elapsed().as_secs_f64();
@@ -173,7 +186,7 @@ fn measure(a: &Args) -> Result<(), String> {
             Some("step") => {
                 let n: u64 = words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0);
                 let rate: f64 = words.get(2).and_then(|w| w.parse().ok()).unwrap_or(0.0);
-                eprintln!("{n} blobs: {rate:.0} Put/s");
+                eprintln!("{n} blobs: {rate:.0} Put/s; {}", words[3..].join(" "));
                 steps.push((n, rate));
             }
             Some("filled") => {
