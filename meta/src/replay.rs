@@ -7,7 +7,7 @@ use std::io;
 use edgeblob_io::{AlignedBuf, BlockDevice, PAGE_SIZE};
 
 use crate::record::Record;
-use crate::wal::{encode_frame, parse_frame, HalfHeader, LogPlace, Resume, FRAME_ALIGN};
+use crate::wal::{encode_frame, parse_frame_in, HalfHeader, LogPlace, Resume, FRAME_ALIGN, FRAME_HEADER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
@@ -150,7 +150,7 @@ pub async fn recover_after(
         let mut at = PAGE_SIZE;
         let mut expected = header.first_lsn;
         while expected < first {
-            let f = parse_frame(&bytes, at).filter(|f| f.lsn == expected).ok_or_else(gap)?;
+            let f = parse_frame_in(&bytes, at, expected..expected + 1).ok_or_else(gap)?;
             if f.lsn > after {
                 let rec = Record::decode(f.payload).map_err(|reason| RecoverError::BadRecord {
                     shard,
@@ -184,7 +184,7 @@ fn replay_half(
     let mut at = PAGE_SIZE;
     let mut expected = header.first_lsn;
     let mut checkpoint_done = false;
-    while let Some(f) = parse_frame(bytes, at).filter(|f| f.lsn == expected) {
+    while let Some(f) = parse_frame_in(bytes, at, expected..expected + 1) {
         // A frame's checksum covers its payload, so a skipped record is still known intact.
         if !checkpoint_done || f.lsn >= decode_from {
             let rec = Record::decode(f.payload).map_err(|reason| RecoverError::BadRecord {
@@ -199,11 +199,13 @@ fn replay_half(
         at = f.end;
         expected += 1;
     }
-    // Look past the end for frames of this generation.
+    // Look past the end for frames of this generation: their LSNs follow the end's, by no more
+    // than the frames the half can hold.
     let mut torn_end = None;
     let mut pos = at + FRAME_ALIGN;
+    let later = expected..expected + (bytes.len() / FRAME_HEADER) as u64;
     while pos + FRAME_ALIGN <= bytes.len() {
-        if let Some(f) = parse_frame(bytes, pos).filter(|f| f.lsn >= expected) {
+        if let Some(f) = parse_frame_in(bytes, pos, later.clone()) {
             if f.group_lsn > expected {
                 return Err(RecoverError::Damaged { shard, half, offset: at, lsn: expected, later: f.lsn });
             }

@@ -109,7 +109,17 @@ pub struct Frame<'a> {
 
 /// Parses the frame at `at` in `half`, if it is one intact frame.
 pub fn parse_frame(half: &[u8], at: usize) -> Option<Frame<'_>> {
+    parse_frame_in(half, at, 0..u64::MAX)
+}
+
+/// The frame at `at` if its LSN is in `lsns`, checked before its checksum: past a log's end the
+/// bytes are older frames and the insides of their payloads, whose lengths would have the
+/// checksum run over up to the rest of the half at every position (minutes over a 512 MiB half).
+pub fn parse_frame_in(half: &[u8], at: usize, lsns: std::ops::Range<u64>) -> Option<Frame<'_>> {
     let head = half.get(at..at + FRAME_HEADER)?;
+    if !lsns.contains(&u64::from_le_bytes(head[8..16].try_into().ok()?)) {
+        return None;
+    }
     let len = u32::from_le_bytes(head[0..4].try_into().ok()?) as usize;
     let payload = half.get(at + FRAME_HEADER..at + FRAME_HEADER + len)?;
     let sum = u64::from_le_bytes(head[24..32].try_into().ok()?);
