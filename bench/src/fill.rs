@@ -247,7 +247,7 @@ fn measure(a: &Args) -> Result<(), String> {
 
     let first = steps.first().map_or(0.0, |s| s.1);
     let last = steps.last().map_or(0.0, |s| s.1);
-    println!("| blobs | ingest/s | first 1M/s | last 1M/s | last/first | RSS open → end MiB | caches MiB | RSS growth B/blob | index B/blob | restart after SIGKILL s | cold HEAD/s | p50/p99 µs | list/s |");
+    println!("| blobs | ingest/s | first tenth/s | last tenth/s | last/first | RSS open → end MiB | caches MiB | RSS growth B/blob | index B/blob | restart after SIGKILL s | cold HEAD/s | p50/p99 µs | list/s |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
         "| {} | {:.0} | {first:.0} | {last:.0} | {:.2} | {rss_open:.0} → {rss:.0} | {:.0} | {:.1} | {:.0} | {restart:.2} | {heads_s:.0} | {}/{} | {list_s:.0} |",
