@@ -73,30 +73,13 @@ fn key(i: u64, containers: u64) -> BlobKey {
     BlobKey::new(ACCOUNT, &container(i % containers), &format!("train/part-{:06}/sample-{i:010}.jpg", i / 100_000))
 }
 
+/// Every other blob is empty; the rest hold distinct bytes.
 fn payload(i: u64, size: u64) -> Bytes {
     if i.is_multiple_of(2) {
-        return Bytes::new();
+        Bytes::new()
+    } else {
+        super::small::payload(i, size)
     }
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
-}
-
-fn rss_mib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        >> 10
 }
 
 pub fn run(a: Args) -> Result<(), String> {
@@ -121,7 +104,7 @@ fn fill(a: &Args) -> Result<(), String> {
         rt.block_on(node.create_container(ACCOUNT, &container(c), vec![])).map_err(|e| e.to_string())?;
     }
     let shards = node.shards();
-    let rss_open = rss_mib();
+    let rss_open = super::index::rss_mib();
     let step = (a.blobs / 10).clamp(1, 1_000_000);
     let start = Instant::now();
     let mut at = 0;
@@ -165,7 +148,7 @@ fn fill(a: &Args) -> Result<(), String> {
         .sum();
     let cache = node.shared().config.meta_cache_bytes + node.shared().config.index_cache_bytes;
     let cache = cache * shards + node.shared().config.read_cache_bytes;
-    println!("filled {secs:.1} {} {index_bytes} {cache} {rss_open}", rss_mib());
+    println!("filled {secs:.1} {} {index_bytes} {cache} {rss_open}", super::index::rss_mib());
     loop {
         std::thread::park();
     }

@@ -76,7 +76,7 @@ fn blob(i: u64) -> Blob {
     }
 }
 
-fn rss_mib() -> u64 {
+pub(crate) fn rss_mib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
         .find(|l| l.starts_with("VmRSS:"))

@@ -51,7 +51,7 @@ fn key(i: u64) -> BlobKey {
 }
 
 /// A blob's bytes: distinct per blob, so dedup stores each.
-fn payload(i: u64, size: u64) -> Bytes {
+pub(crate) fn payload(i: u64, size: u64) -> Bytes {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..size)
         .map(|_| {

@@ -680,13 +680,7 @@ fn the_first_flush_keeps_the_clock_floor_whatever_it_holds() {
                 staged_ns: 1,
             },
         };
-        ensure(&store, &wants_of(&rec)).await.unwrap();
-        let commit = store.borrow_mut().commit(rec).unwrap();
-        commit.durable.await.unwrap();
-        store.borrow_mut().flush_now();
-        let flushed = store.borrow().flushed();
-        flushed.await;
-        store.borrow_mut().reap();
+        commit_flushed(&store, rec).await;
         assert!(store.borrow().lsn() > 0, "the flush is in the index");
         disk.crash(Crash::LoseUnflushed)
     });
