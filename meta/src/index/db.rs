@@ -4,9 +4,9 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::memtable::{Memtable, SpaceChanges};
+use super::memtable::Memtable;
 use super::region::RegionBackend;
-use super::space::{group_key, groups_of, SpaceMap};
+use super::space::{group_key, groups_of, SpaceChanges, SpaceMap};
 use super::{keys, Page, Table};
 
 /// The table a flush has open, and which one it is.
@@ -149,13 +149,7 @@ fn write_space(tx: &redb::WriteTransaction, changes: &SpaceChanges) -> Result<()
                 map.load_group(&group_key(g), v.value()).map_err(redb::Error::Corrupted)?;
             }
         }
-        // Clears first: a chunk freed and one written into its space since the last flush.
-        for e in &changes.clear {
-            map.clear(*e);
-        }
-        for e in &changes.set {
-            map.set(*e);
-        }
+        map.apply(changes);
         touched
     };
     for g in touched {

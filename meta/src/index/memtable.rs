@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use edgeblob_io::Extent;
-
+use super::space::SpaceChanges;
 use super::Table;
 
 /// An entry's newest state: a value, or deleted.
@@ -19,22 +18,6 @@ pub struct Memtable {
     last_lsn: u64,
     /// How the allocator's image changes ([`super::space`]).
     pub space: SpaceChanges,
-}
-
-/// What a flush changes in the allocator's image: pages to clear (chunks freed since the last
-/// flush), then pages to set (chunks counted now); or, for an index written before the image was
-/// kept, the image built whole from the chunk table.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SpaceChanges {
-    pub clear: Vec<Extent>,
-    pub set: Vec<Extent>,
-    pub rebuild: bool,
-}
-
-impl SpaceChanges {
-    pub fn is_empty(&self) -> bool {
-        self.clear.is_empty() && self.set.is_empty() && !self.rebuild
-    }
 }
 
 impl Memtable {

@@ -30,8 +30,8 @@ use super::db::Index;
 use super::filter::{self, KeyFilter};
 use super::keys;
 use super::lru::Lru;
-use super::memtable::{prefix_end, Memtable, SpaceChanges};
-use super::space::SpaceMap;
+use super::memtable::{prefix_end, Memtable};
+use super::space::{SpaceChanges, SpaceMap};
 use super::thread::IndexThread;
 use super::{Page, Table};
 use crate::listing::{Flow, ListEntry, ListQuery, Lister};
@@ -1187,13 +1187,7 @@ pub async fn space_in_use<M: HoldsIndex>(meta: &RefCell<M>) -> Result<Option<Spa
     let mut map = run(&ix, |ix| ix.space()).await.map_err(IndexError::Failed)?;
     // Taken after the read: a flush that completed meanwhile cleaned from the dirty entries only
     // what the image read holds, and the changes are idempotent whichever image they meet.
-    let changes = meta.borrow().index().ok_or_else(no_index)?.space_changes();
-    for e in changes.clear {
-        map.clear(e);
-    }
-    for e in changes.set {
-        map.set(e);
-    }
+    map.apply(&meta.borrow().index().ok_or_else(no_index)?.space_changes());
     Ok(Some(map))
 }
 

@@ -37,9 +37,35 @@ pub fn groups_of(e: Extent) -> std::ops::RangeInclusive<u64> {
     first..=last
 }
 
+/// What a flush changes in the allocator's image: pages to clear (chunks freed since the last
+/// flush), then pages to set (chunks counted now); or, for an index written before the image was
+/// kept, the image built whole from the chunk table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SpaceChanges {
+    pub clear: Vec<Extent>,
+    pub set: Vec<Extent>,
+    pub rebuild: bool,
+}
+
+impl SpaceChanges {
+    pub fn is_empty(&self) -> bool {
+        self.clear.is_empty() && self.set.is_empty() && !self.rebuild
+    }
+}
+
 impl SpaceMap {
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
+    }
+
+    /// Applies a flush's changes: clears first (see the module's comment), then sets.
+    pub fn apply(&mut self, changes: &SpaceChanges) {
+        for e in &changes.clear {
+            self.clear(*e);
+        }
+        for e in &changes.set {
+            self.set(*e);
+        }
     }
 
     /// Marks the pages of `e` in use (page-aligned, as every chunk's extent is).
