@@ -50,6 +50,13 @@ pub struct Args {
     /// Internal: run the fill in this process and report on stdout.
     #[arg(long, hide = true)]
     child: bool,
+    /// Keep the data file at the end, for `--reopen`.
+    #[arg(long)]
+    keep: bool,
+    /// Skip the fill: open the data file a `--keep` run left (as after its SIGKILL) and take the
+    /// restart, HEAD and listing figures again (ingest figures are then blank).
+    #[arg(long)]
+    reopen: bool,
 }
 
 fn config(a: &Args) -> EngineConfig {
@@ -89,9 +96,13 @@ pub fn run(a: Args) -> Result<(), String> {
     if let Some(dir) = a.file.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }
-    let _ = std::fs::remove_file(&a.file);
+    if !a.reopen {
+        let _ = std::fs::remove_file(&a.file);
+    }
     let result = measure(&a);
-    let _ = std::fs::remove_file(&a.file);
+    if !a.keep {
+        let _ = std::fs::remove_file(&a.file);
+    }
     result
 }
 
@@ -155,34 +166,7 @@ fn fill(a: &Args) -> Result<(), String> {
 }
 
 fn measure(a: &Args) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    args.push("--child".into());
-    let mut child = Command::new(exe).args(&args).stdout(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
-    let out = child.stdout.take().ok_or("no pipe from the child")?;
-    let mut steps: Vec<(u64, f64)> = Vec::new();
-    let mut filled: Option<Vec<String>> = None;
-    for line in BufReader::new(out).lines() {
-        let line = line.map_err(|e| e.to_string())?;
-        let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-        match words.first().map(String::as_str) {
-            Some("step") => {
-                let n: u64 = words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0);
-                let rate: f64 = words.get(2).and_then(|w| w.parse().ok()).unwrap_or(0.0);
-                eprintln!("{n} blobs: {rate:.0} Put/s; {}", words[3..].join(" "));
-                steps.push((n, rate));
-            }
-            Some("filled") => {
-                // SIGKILL at once: what the log made durable is all the next start has.
-                child.kill().map_err(|e| e.to_string())?;
-                filled = Some(words);
-                break;
-            }
-            _ => eprintln!("child: {line}"),
-        }
-    }
-    let _ = child.wait();
-    let filled = filled.ok_or("the fill failed (see above)")?;
+    let (steps, filled) = if a.reopen { (Vec::new(), Vec::new()) } else { run_fill()? };
     let num = |i: usize| filled.get(i).and_then(|w| w.parse::<f64>().ok()).unwrap_or(0.0);
     let (secs, rss, index_bytes, cache, rss_open) = (num(1), num(2), num(3), num(4), num(5));
 
@@ -244,4 +228,39 @@ fn measure(a: &Args) -> Result<(), String> {
         h.value_at_quantile(0.99),
     );
     Ok(())
+}
+
+/// What the child said: each step's blobs and rate, and the words of its `filled` line.
+type Filled = (Vec<(u64, f64)>, Vec<String>);
+
+/// Runs the fill in a child process and kills it when it says `filled`.
+fn run_fill() -> Result<Filled, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.push("--child".into());
+    let mut child = Command::new(exe).args(&args).stdout(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+    let out = child.stdout.take().ok_or("no pipe from the child")?;
+    let mut steps: Vec<(u64, f64)> = Vec::new();
+    let mut filled: Option<Vec<String>> = None;
+    for line in BufReader::new(out).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        match words.first().map(String::as_str) {
+            Some("step") => {
+                let n: u64 = words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0);
+                let rate: f64 = words.get(2).and_then(|w| w.parse().ok()).unwrap_or(0.0);
+                eprintln!("{n} blobs: {rate:.0} Put/s; {}", words[3..].join(" "));
+                steps.push((n, rate));
+            }
+            Some("filled") => {
+                // SIGKILL at once: what the log made durable is all the next start has.
+                child.kill().map_err(|e| e.to_string())?;
+                filled = Some(words);
+                break;
+            }
+            _ => eprintln!("child: {line}"),
+        }
+    }
+    let _ = child.wait();
+    Ok((steps, filled.ok_or("the fill failed (see above)")?))
 }
