@@ -112,6 +112,11 @@ impl<'q> Lister<'q> {
     }
 
     /// The delimiter, when the listing collapses names into prefixes.
+    /// Entries listed so far.
+    pub fn listed(&self) -> usize {
+        self.out.len()
+    }
+
     pub fn delimiter(&self) -> Option<&'q str> {
         self.delim
     }

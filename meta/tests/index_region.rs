@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use edgeblob_io::fault::{Crash, Op, SimDisk};
-use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments, SharedDevice};
+use edgeblob_meta::index::region::{self, IndexPlace, RegionBackend, Segments, SharedDevice};
 use redb::{Database, ReadableDatabase, ReadableTableMetadata, StorageBackend, TableDefinition};
 
 const MIB: u64 = 1 << 20;
@@ -30,11 +30,15 @@ fn all_segments() -> Vec<u64> {
 }
 
 fn open(disk: &SimDisk, grant: &[u64]) -> (Database, Arc<Segments>) {
+    open_cached(disk, grant, 4 * MIB as usize)
+}
+
+fn open_cached(disk: &SimDisk, grant: &[u64], cache: usize) -> (Database, Arc<Segments>) {
     let segments = Arc::new(Segments::default());
     let backend = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), segments.clone()).unwrap();
     let held = backend.segments();
     segments.grant(grant.iter().copied().filter(|s| !held.contains(s)));
-    let db = Database::builder().set_cache_size(4 * MIB as usize).create_with_backend(backend).unwrap();
+    let db = Database::builder().set_cache_size(cache).create_with_backend(backend).unwrap();
     (db, segments)
 }
 
@@ -154,6 +158,81 @@ fn growth_without_a_granted_segment_fails_cleanly_and_resumes_after_a_grant() {
     drop(tx);
     commit(&db, 0..60_000, 3).unwrap();
     assert!(holds(&db, 60_000, 3));
+}
+
+/// A scan that reads ahead (`region::read_ahead`, a window of storage per thread) sees its own
+/// transaction's state while commits on another thread rewrite the whole table, freeing and
+/// reusing pages beside the ones it reads; a later scan sees the last commit, not the window.
+#[test]
+fn a_scan_read_ahead_sees_its_own_snapshot_while_commits_rewrite_the_pages_around_it() {
+    let disk = disk();
+    // A small cache, so that the scan's leaves come from the storage.
+    let (db, _segments) = open_cached(&disk, &all_segments(), 64 * 1024);
+    commit(&db, 0..20_000, 0).unwrap();
+    let db = Arc::new(db);
+    let (go, rounds) = std::sync::mpsc::channel::<u32>();
+    let (done, committed) = std::sync::mpsc::channel::<()>();
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            for round in rounds {
+                commit(&db, 0..20_000, round).unwrap();
+                done.send(()).unwrap();
+            }
+        })
+    };
+    let seen = region::read_ahead(|| {
+        let tx = db.begin_read().unwrap();
+        let t = tx.open_table(TABLE).unwrap();
+        let mut n = 0u32;
+        for e in t.range::<&[u8]>(..).unwrap() {
+            let (k, v) = e.unwrap();
+            let name = std::str::from_utf8(k.value()).unwrap();
+            let i: u32 = name.rsplit('-').next().unwrap().parse().unwrap();
+            assert_eq!(v.value(), value(i, 0).as_slice(), "{name} as of the scan's transaction");
+            n += 1;
+            if n.is_multiple_of(2500) {
+                go.send(n / 2500).unwrap();
+                committed.recv().unwrap();
+            }
+        }
+        n
+    });
+    drop(go);
+    writer.join().unwrap();
+    assert_eq!(seen, 20_000);
+    assert!(region::read_ahead(|| holds(&db, 20_000, 8)), "a new scan sees the last commit");
+}
+
+/// The window is the scan's alone: pages written after it was read show in the next scan and
+/// in reads outside a scan, and a window stops at its segment's end.
+#[test]
+fn a_read_ahead_window_lasts_one_scan() {
+    let disk = disk();
+    let segments = Arc::new(Segments::default());
+    segments.grant(all_segments());
+    let b = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), segments).unwrap();
+    let page = 4096u64;
+    b.set_len(2 * SEGMENT).unwrap();
+    let last = SEGMENT - page;
+    for (at, byte) in [(0, 1u8), (page, 2), (last, 3), (SEGMENT, 4)] {
+        b.write(at, &vec![byte; page as usize]).unwrap();
+    }
+    b.sync_data().unwrap();
+    let read = |at: u64| {
+        let mut out = vec![0u8; page as usize];
+        b.read(at, &mut out).unwrap();
+        out[0]
+    };
+    region::read_ahead(|| {
+        assert_eq!((read(0), read(page)), (1, 2));
+        assert_eq!((read(last), read(SEGMENT)), (3, 4), "across the segment's end");
+    });
+    region::read_ahead(|| assert_eq!(read(0), 1));
+    b.write(page, &vec![5; page as usize]).unwrap();
+    b.sync_data().unwrap();
+    assert_eq!(read(page), 5, "outside a scan");
+    region::read_ahead(|| assert_eq!(read(page), 5, "a new scan reads anew"));
 }
 
 /// The segments the index on `disk` holds.

@@ -97,6 +97,12 @@ impl Index {
         Ok(table.get(key)?.map(|v| v.value().to_vec()))
     }
 
+    /// As [`Index::range`], reading the storage ahead ([`super::region::read_ahead`]): for
+    /// scans over many leaves (listings, walks), not for reads of a key or two.
+    pub fn scan(&self, t: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Page, redb::Error> {
+        super::region::read_ahead(|| self.range(t, from, to, limit))
+    }
+
     /// Up to `limit` entries of `t` with keys in `[from, to)`, in order.
     pub fn range(&self, t: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Page, redb::Error> {
         let tx = self.db.begin_read()?;

@@ -5,6 +5,7 @@
 //! shard's event loop (docs/architecture.md, "Metadata at scale").
 
 pub mod db;
+pub mod fences;
 pub mod filter;
 pub mod keys;
 pub mod lru;

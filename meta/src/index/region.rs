@@ -13,6 +13,7 @@
 //! with a rising sequence number just before each flush (redb's `sync_data`), so one torn write
 //! leaves the other. Layout in docs/format.md.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
@@ -287,6 +288,63 @@ impl RegionBackend {
     }
 }
 
+impl RegionBackend {
+    /// Serves a read of pages `[lo, hi)` from this thread's scan window, reading a new window
+    /// from `lo` (to the end of its segment at most) when it is not within the current one;
+    /// false when no scan runs here or the read cannot be served so (it spans segments, or
+    /// storage never written).
+    fn read_windowed(
+        &self,
+        h: &Header,
+        pending: &Pending,
+        lo: u64,
+        hi: u64,
+        offset: u64,
+        out: &mut [u8],
+    ) -> io::Result<bool> {
+        WINDOW.with(|w| {
+            let mut w = w.borrow_mut();
+            if !w.active {
+                return Ok(false);
+            }
+            let me = self as *const RegionBackend as usize;
+            let within =
+                |w: &Window| w.owner == me && w.at <= lo && w.buf.as_ref().is_some_and(|b| hi <= w.at + b.len() as u64);
+            if !within(&w) {
+                let seg = self.place.segment_len;
+                let end = (lo / seg + 1) * seg;
+                let end = end.min(lo + AHEAD as u64).min(h.high_water.next_multiple_of(PAGE_SIZE as u64));
+                let Some(dev_at) = h.segments.get((lo / seg) as usize).copied().filter(|&b| b != HOLE) else {
+                    return Ok(false);
+                };
+                if hi > end {
+                    return Ok(false);
+                }
+                w.owner = 0;
+                let mut buf = w.buf.take().unwrap_or_else(|| AlignedBuf::zeroed(AHEAD));
+                buf.set_len((end - lo) as usize);
+                let (res, mut buf) = blocking(self.dev.read(buf, dev_at + lo % seg));
+                res?;
+                // A page straddling the mark was read whole: what lies above it is not the index's.
+                let written = (h.high_water - lo) as usize;
+                if written < buf.len() {
+                    buf[written..].fill(0);
+                }
+                (w.owner, w.at, w.buf) = (me, lo, Some(buf));
+            }
+            debug_assert!(within(&w));
+            let at = w.at;
+            let buf = w.buf.as_mut().expect("a window that holds the read");
+            // Pages written since the last sync (to pages this transaction cannot reach, as a
+            // flush's) are copied over the window as over any read.
+            overlay(pending.iter(), at, buf);
+            let from = (offset - at) as usize;
+            out.copy_from_slice(&buf[from..from + out.len()]);
+            Ok(true)
+        })
+    }
+}
+
 impl Drop for RegionBackend {
     /// What redb wrote is on the device when it lets go of its storage, synced or not, as with a
     /// file (redb writes its header on a clean close).
@@ -332,6 +390,51 @@ fn write_slot(dev: &dyn BlockDevice, place: &IndexPlace, slot: u64, h: &Header) 
     res
 }
 
+/// Bytes a scan reads from the device at once ([`read_ahead`]). Measured: 16 and 64 KiB list no
+/// faster, 256 KiB slower (most of it is not the scan's).
+const AHEAD: usize = 32 << 10;
+
+/// Storage read ahead by the scan running on this thread.
+struct Window {
+    /// A scan runs on this thread ([`read_ahead`]).
+    active: bool,
+    /// The backend the bytes were read from (its address: one thread may serve several indexes'
+    /// reads in tests); 0 when they are no one's.
+    owner: usize,
+    /// Storage offset of `buf`'s first byte.
+    at: u64,
+    /// Kept from scan to scan: reading into it costs neither an allocation nor a copy.
+    buf: Option<AlignedBuf>,
+}
+
+thread_local! {
+    static WINDOW: RefCell<Window> = const { RefCell::new(Window { active: false, owner: 0, at: 0, buf: None }) };
+}
+
+/// Runs `f`, one read transaction's scan, with this thread's reads of index storage served from
+/// windows of [`AHEAD`] bytes read at once. A scan walks leaves one at a time, each a device
+/// round trip; leaves written by one flush often lie near each other, so one larger read brings
+/// some of the next ones (2.8 leaves a read in the fill benchmark; docs/performance.md). The window is forgotten when `f` returns: what it holds of pages the transaction can
+/// reach cannot change while the transaction lives (redb frees nothing a live reader can see),
+/// and what it holds of other pages this transaction never asks for.
+pub fn read_ahead<T>(f: impl FnOnce() -> T) -> T {
+    struct End;
+    impl Drop for End {
+        fn drop(&mut self) {
+            WINDOW.with(|w| {
+                let mut w = w.borrow_mut();
+                (w.active, w.owner) = (false, 0);
+            });
+        }
+    }
+    WINDOW.with(|w| {
+        let mut w = w.borrow_mut();
+        (w.active, w.owner) = (true, 0);
+    });
+    let _end = End;
+    f()
+}
+
 fn out_of_range(offset: u64, len: usize, storage: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
@@ -357,6 +460,9 @@ impl StorageBackend for RegionBackend {
         };
         if offset + out.len() as u64 > h.len {
             return Err(out_of_range(offset, out.len(), h.len));
+        }
+        if self.read_windowed(&h, &pending, lo, hi, offset, out)? {
+            return Ok(());
         }
         if lo == offset && hi == offset + out.len() as u64 {
             return self.read_pages(&h, &pending, offset, out);

@@ -27,6 +27,7 @@ use edgeblob_io::{BlockDevice, Extent};
 use tokio::sync::{watch, Notify};
 
 use super::db::Index;
+use super::fences::Fences;
 use super::filter::{self, KeyFilter};
 use super::keys;
 use super::lru::Lru;
@@ -186,6 +187,8 @@ pub struct ShardIndex {
     /// While the filters are being built: the hashes of the keys flushes wrote meanwhile (blobs,
     /// staged, chunks, dedup), which the build adds to what it read.
     building: Option<[Vec<u64>; 4]>,
+    /// Where a listing's scan may be cut into parts read side by side ([`super::fences`]).
+    fences: Fences,
     outbox: Outbox,
     /// Whether `state.clock` is the floor of every stamp this shard holds: an index written
     /// before the floor was kept lacks it until the start-up scan supplies it.
@@ -329,6 +332,7 @@ impl ShardIndex {
             room: true,
             filters: None,
             building: None,
+            fences: Fences::default(),
             outbox: Outbox::default(),
             // A new index replays every record it has.
             clock_known: clock.is_some() || index_lsn == 0,
@@ -531,9 +535,13 @@ impl ShardIndex {
         (absent, unknown)
     }
 
-    /// Memory the key filters take.
+    /// Memory the key filters and the fences take.
     pub fn filter_bytes(&self) -> usize {
-        self.filters.as_ref().map_or(0, |f| f.blobs.bytes() + f.staged.bytes() + f.chunks.bytes() + f.dedup.bytes())
+        let filters = self
+            .filters
+            .as_ref()
+            .map_or(0, |f| f.blobs.bytes() + f.staged.bytes() + f.chunks.bytes() + f.dedup.bytes());
+        filters + self.fences.bytes()
     }
 
     /// Reads `wants` from the index (on its thread). Install the result with
@@ -756,18 +764,21 @@ impl ShardIndex {
         let lsn = self.applied;
         let mut m = Memtable::default();
         for k in self.dirty.blobs.keys() {
-            match self.state.blobs.get(k) {
+            let key = keys::blob(k);
+            let hash = filter::hash(&key);
+            let blob = self.state.blobs.get(k);
+            self.fences.note(&key, hash, blob.is_some());
+            match blob {
                 Some(b) => {
-                    let key = keys::blob(k);
                     if let Some(f) = &mut self.filters {
-                        f.blobs.insert(&key);
+                        f.blobs.insert_hash(hash);
                     }
                     if let Some(b) = &mut self.building {
-                        b[0].push(filter::hash(&key));
+                        b[0].push(hash);
                     }
                     m.put(Table::Blobs, key, keys::encode_blob(b))
                 }
-                None => m.delete(Table::Blobs, keys::blob(k)),
+                None => m.delete(Table::Blobs, key),
             }
         }
         for (k, id) in self.dirty.staged.keys() {
@@ -980,7 +991,8 @@ impl ShardIndex {
         }
     }
 
-    /// One page of index entries of `table` in `[from, to)`.
+    /// One page of index entries of `table` in `[from, to)`. The read is sent to a reader now,
+    /// not when the future is first polled, so that several run side by side.
     fn index_page(
         &self,
         table: Table,
@@ -988,9 +1000,59 @@ impl ShardIndex {
         to: Option<Vec<u8>>,
         limit: usize,
     ) -> impl Future<Output = Result<Page, IndexError>> + 'static {
-        let ix = self.ix.clone();
-        async move { run(&ix, move |ix| ix.range(table, &from, to.as_deref(), limit)).await.map_err(IndexError::Failed) }
+        let read = self.ix.run(move |ix| ix.scan(table, &from, to.as_deref(), limit));
+        async move {
+            match read.await {
+                Ok(page) => page.map_err(|e| IndexError::Failed(e.to_string())),
+                Err(stopped) => Err(IndexError::Failed(stopped.to_string())),
+            }
+        }
     }
+
+    /// One page of the blob table in `[from, to)`, read in parts side by side where the fences
+    /// cut it: a part that ends short of its cut has read all of its span.
+    fn blob_page(
+        &self,
+        from: Vec<u8>,
+        to: Option<Vec<u8>>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, IndexError>> + 'static {
+        let mut bounds = vec![from.clone()];
+        bounds.extend(self.fences.cuts(&from, to.as_deref(), limit, super::thread::READERS));
+        let reads: Vec<_> = (0..bounds.len())
+            .map(|i| {
+                let end = bounds.get(i + 1).cloned().or_else(|| to.clone());
+                self.index_page(Table::Blobs, bounds[i].clone(), end, limit)
+            })
+            .collect();
+        async move {
+            let mut parts = Vec::with_capacity(reads.len());
+            for read in reads {
+                parts.push(read.await?);
+            }
+            Ok(stitch(parts, limit))
+        }
+    }
+}
+
+/// One page of at most `limit` entries from the pages of consecutive spans, in order: up to the
+/// first part that did not read all of its span (what lies after it is not known to follow it
+/// directly).
+fn stitch(parts: Vec<Page>, limit: usize) -> Page {
+    let mut page = Page { entries: Vec::new(), complete: true };
+    for part in parts {
+        page.entries.extend(part.entries);
+        if !part.complete {
+            page.complete = false;
+            break;
+        }
+    }
+    if page.entries.len() > limit {
+        page.entries.truncate(limit);
+        page.complete = false;
+    }
+    debug_assert!(page.entries.windows(2).all(|w| w[0].0 < w[1].0), "the parts are in key order");
+    page
 }
 
 /// What holds a shard's metadata: a [`ShardIndex`], or (format v1) memory alone, where every
@@ -1065,7 +1127,9 @@ pub async fn list_blobs<M: HoldsIndex>(
     // Every key of the range starts with `account 0 container 0`; the name follows.
     let name_at = account.len() + container.len() + 2;
     let bad_key = || IndexError::Failed("a listing key is not a blob's".into());
-    // A flat listing reads the next page while it works through this one.
+    // A flat listing that this page cannot fill reads the next page while it works through this
+    // one (a page is as long as the listing, so only entries that are not listed, of an old
+    // container incarnation or deleted since the index was written, make a second one needed).
     let mut ahead = None;
     loop {
         let (page, epoch) = match ahead.take() {
@@ -1073,7 +1137,7 @@ pub async fn list_blobs<M: HoldsIndex>(
             _ => {
                 let m = meta.borrow();
                 let m = m.index().ok_or_else(no_index)?;
-                (m.index_page(Table::Blobs, from.clone(), end.clone(), list_page(q.max)), m.epoch())
+                (m.blob_page(from.clone(), end.clone(), list_page(q.max)), m.epoch())
             }
         };
         let page = page.await?;
@@ -1087,8 +1151,9 @@ pub async fn list_blobs<M: HoldsIndex>(
         let span_end =
             if page.complete { end.clone() } else { page.entries.last().map(|(k, _)| super::memtable::successor(k)) };
         let next = span_end.clone().filter(|_| !page.complete);
-        if let (Some(n), None) = (&next, lister.delimiter()) {
-            ahead = Some((n.clone(), m.epoch(), m.index_page(Table::Blobs, n.clone(), end.clone(), list_page(q.max))));
+        let short = lister.listed() + page.entries.len() <= q.max;
+        if let (Some(n), None, true) = (&next, lister.delimiter(), short) {
+            ahead = Some((n.clone(), m.epoch(), m.blob_page(n.clone(), end.clone(), list_page(q.max))));
         }
         // Resident entries shadow the index: dirty ones are newer, clean ones the same.
         let lo = keys::parse_blob(&from).ok_or_else(bad_key)?;
@@ -1336,7 +1401,10 @@ pub async fn build_filters<M: HoldsIndex>(
     let mut g = meta.borrow_mut();
     let m = g.index_mut().ok_or_else(no_index)?;
     let flushed = m.building.take().unwrap_or_default();
-    let mut held = read?;
+    let (mut held, fences) = read?;
+    for k in fences {
+        m.fences.note(&k, filter::hash(&k), true);
+    }
     for (h, more) in held.iter_mut().zip(flushed) {
         h.extend(more);
     }
@@ -1350,14 +1418,16 @@ pub async fn build_filters<M: HoldsIndex>(
     Ok(())
 }
 
-/// The hashes of every key of the four filtered tables, as [`build_filters`] reads them. Pages
-/// are not read again when a flush completes meanwhile (as [`scan_page`] does): keys it wrote
-/// are collected apart, and under steady flushes a page would be read again and again.
+/// The hashes of every key of the four filtered tables, as [`build_filters`] reads them, and
+/// the blob keys that are fences. Pages are not read again when a flush completes meanwhile (as
+/// [`scan_page`] does): keys it wrote are collected apart, and under steady flushes a page would
+/// be read again and again.
 async fn read_keys<M: HoldsIndex>(
     meta: &RefCell<M>,
     mut incarnation: impl FnMut(&BlobKey, u64),
-) -> Result<[Vec<u64>; 4], IndexError> {
+) -> Result<([Vec<u64>; 4], Vec<Vec<u8>>), IndexError> {
     let mut held: [Vec<u64>; 4] = Default::default();
+    let mut fences = Vec::new();
     for (i, table) in [Table::Blobs, Table::Staged, Table::Chunks, Table::Dedup].into_iter().enumerate() {
         let mut from = Vec::new();
         loop {
@@ -1369,7 +1439,11 @@ async fn read_keys<M: HoldsIndex>(
                     Table::Blobs => {
                         let key = keys::parse_blob(k).ok_or_else(damaged)?;
                         incarnation(&key, keys::decode_blob_head(v).map_err(IndexError::Failed)?.container_id);
-                        held[i].push(filter::hash(k));
+                        let hash = filter::hash(k);
+                        if super::fences::is_fence(hash) {
+                            fences.push(k.clone());
+                        }
+                        held[i].push(hash);
                     }
                     Table::Staged => {
                         let key = keys::parse_staged(k).ok_or_else(damaged)?;
@@ -1385,7 +1459,7 @@ async fn read_keys<M: HoldsIndex>(
             }
         }
     }
-    Ok(held)
+    Ok((held, fences))
 }
 
 /// Waits until the index holds every change applied so far (start-up, before full scans).
@@ -1536,4 +1610,29 @@ fn blocks_mem(blocks: &[crate::model::Block]) -> usize {
 /// Memory a blob's resident staged blocks take, roughly (each block's id is kept twice).
 fn staged_mem(k: &BlobKey, s: Option<&Staged>) -> usize {
     blob_mem(k, None) + s.map_or(0, |s| s.blocks().map(|b| block_mem(&b.block) + b.block.id.len() + 96).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(keys: &[&str], complete: bool) -> Page {
+        Page { entries: keys.iter().map(|k| (k.as_bytes().to_vec(), Vec::new())).collect(), complete }
+    }
+
+    fn names(p: &Page) -> Vec<&str> {
+        p.entries.iter().map(|(k, _)| std::str::from_utf8(k).unwrap_or("?")).collect()
+    }
+
+    #[test]
+    fn a_stitched_page_stops_at_the_first_part_cut_short_and_at_its_limit() {
+        let whole = stitch(vec![part(&["a", "b"], true), part(&[], true), part(&["d"], true)], 10);
+        assert_eq!((names(&whole), whole.complete), (vec!["a", "b", "d"], true));
+        let short = stitch(vec![part(&["a"], true), part(&["c", "d"], false), part(&["x"], true)], 10);
+        assert_eq!((names(&short), short.complete), (vec!["a", "c", "d"], false), "x may not follow d");
+        let long = stitch(vec![part(&["a", "b"], true), part(&["c", "d"], true)], 3);
+        assert_eq!((names(&long), long.complete), (vec!["a", "b", "c"], false));
+        let exact = stitch(vec![part(&["a", "b"], true), part(&["c"], true)], 3);
+        assert_eq!((names(&exact), exact.complete), (vec!["a", "b", "c"], true));
+    }
 }

@@ -26,7 +26,7 @@ pub struct IndexThread {
 /// it misses; with one reader, the reads of concurrent requests queued behind each other (a cold
 /// HEAD's p99 was 4.6 ms at 16 in flight on two shards), while the device serves several at once.
 /// redb's readers share its cache and see the last commit each.
-const READERS: usize = 4;
+pub(crate) const READERS: usize = 4;
 
 /// Starts `threads` threads named `name-i` that take jobs from one queue, each running one at a
 /// time (with one thread, in the order sent).
