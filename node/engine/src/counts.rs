@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use edgeblob_io::Extent;
+use edgeblob_io::{Extent, Layout};
 use edgeblob_meta::index::shard::{scan_chunks, space_in_use, wants_of, HoldsIndex};
 use edgeblob_meta::index::space::SpaceMap;
 use edgeblob_meta::model::{ChunkId, ChunkRef, RefChange};
@@ -274,9 +274,29 @@ pub struct LiveSpace {
     pub pending: Vec<Extent>,
 }
 
+/// The runs of `map` (shard `shard`'s image), each within one region's data area: a page marked
+/// anywhere else is a damaged image, refused here rather than placed in no region.
+fn data_runs(layout: &Layout, shard: usize, map: &SpaceMap) -> Result<Vec<Extent>> {
+    let runs: Vec<Extent> = (0..layout.shards)
+        .flat_map(|r| {
+            let (offset, len) = layout.data_area(r);
+            map.within(Extent { offset, len })
+        })
+        .collect();
+    let bytes = |runs: &[Extent]| runs.iter().map(|e| e.len).sum::<u64>();
+    let all = bytes(&map.runs());
+    if bytes(&runs) != all {
+        return Err(EngineError::Corrupt(format!(
+            "shard {shard}: the allocator's image marks {} bytes outside every data area",
+            all - bytes(&runs)
+        )));
+    }
+    Ok(runs)
+}
+
 pub async fn live_space(s: &Rc<Shard>, logged: &[BTreeMap<u32, u64>]) -> Result<LiveSpace> {
     let counted = match space_in_use(&s.meta).await? {
-        Some(map) => map.runs(),
+        Some(map) => data_runs(&s.node.sb.layout, s.index, &map)?,
         None => {
             let mut out = Vec::new();
             each_counted(s, |page| out.extend(page.iter().map(|(c, _)| c.extent()))).await?;
@@ -299,4 +319,24 @@ pub async fn live_space(s: &Rc<Shard>, logged: &[BTreeMap<u32, u64>]) -> Result<
         }
     }
     Ok(LiveSpace { counted, pending })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_marking_pages_outside_every_data_area_is_refused() {
+        let layout = Layout::for_version(1 << 30, 2, 2).expect("a layout");
+        let (area, len) = layout.data_area(1);
+        let mut map = SpaceMap::default();
+        map.set(Extent { offset: area, len: 8192 });
+        map.set(Extent { offset: area + len - 4096, len: 4096 });
+        let runs = data_runs(&layout, 1, &map).expect("pages in a data area");
+        assert_eq!(runs.iter().map(|e| e.len).sum::<u64>(), 12288);
+        // The first page of region 1's log: no chunk lies there.
+        map.set(Extent { offset: layout.region_start(1), len: 4096 });
+        let err = data_runs(&layout, 1, &map).expect_err("a page in the log");
+        assert!(err.to_string().contains("4096 bytes outside every data area"), "{err}");
+    }
 }
