@@ -153,6 +153,10 @@ struct State {
     /// a flush of the index costs a few large writes rather than thousands of small ones beside
     /// the log's.
     pending: Pending,
+    /// The pages a `sync_data` is writing out, without the lock: reads see them meanwhile as
+    /// they saw them pending. Written under the lock, a large flush stalled every point read of
+    /// the index for as long as its writes took.
+    writing: Arc<Pending>,
 }
 
 type Pending = BTreeMap<u64, Box<[u8]>>;
@@ -211,7 +215,12 @@ impl RegionBackend {
             dev,
             place,
             segments,
-            state: Mutex::new(State { header: Arc::new(header), dirty: false, pending: Pending::new() }),
+            state: Mutex::new(State {
+                header: Arc::new(header),
+                dirty: false,
+                pending: Pending::new(),
+                writing: Arc::default(),
+            }),
         })
     }
 
@@ -357,10 +366,10 @@ impl Drop for RegionBackend {
 
 impl RegionBackend {
     /// Writes pending pages to the device, one write per run of contiguous pages in a segment.
-    fn write_out(&self, h: &Header, pending: Pending) -> io::Result<()> {
+    fn write_out(&self, h: &Header, pending: &Pending) -> io::Result<()> {
         let seg = self.place.segment_len;
-        let mut run: Vec<(u64, Box<[u8]>)> = Vec::new();
-        let flush_run = |run: &mut Vec<(u64, Box<[u8]>)>| -> io::Result<()> {
+        let mut run: Vec<(u64, &Box<[u8]>)> = Vec::new();
+        let flush_run = |run: &mut Vec<(u64, &Box<[u8]>)>| -> io::Result<()> {
             let Some(&(first, _)) = run.first() else { return Ok(()) };
             let base = h.segments.get((first / seg) as usize).copied().filter(|&b| b != HOLE);
             let base = base.ok_or_else(|| io::Error::other("an index write outside its segments"))?;
@@ -372,7 +381,7 @@ impl RegionBackend {
             run.clear();
             res
         };
-        for (at, page) in pending {
+        for (&at, page) in pending {
             let joins = run.last().is_some_and(|&(prev, _)| prev + PAGE_SIZE as u64 == at && prev / seg == at / seg);
             if !joins {
                 flush_run(&mut run)?;
@@ -455,7 +464,8 @@ impl StorageBackend for RegionBackend {
         // out under it.
         let (h, pending) = {
             let st = lock(&self.state);
-            let mine: Pending = st.pending.range(lo..hi).map(|(k, v)| (*k, v.clone())).collect();
+            let mine: Pending =
+                st.writing.range(lo..hi).chain(st.pending.range(lo..hi)).map(|(k, v)| (*k, v.clone())).collect();
             (st.header.clone(), mine)
         };
         if offset + out.len() as u64 > h.len {
@@ -491,9 +501,22 @@ impl StorageBackend for RegionBackend {
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
+        // One writer (redb's committing thread) calls this and `write`; readers run beside it.
+        let (header, writing) = {
+            let mut st = lock(&self.state);
+            debug_assert!(st.writing.is_empty(), "one sync at a time");
+            st.writing = Arc::new(std::mem::take(&mut st.pending));
+            (st.header.clone(), st.writing.clone())
+        };
+        let written = self.write_out(&header, &writing);
         let mut st = lock(&self.state);
-        let pending = std::mem::take(&mut st.pending);
-        self.write_out(&st.header, pending)?;
+        st.writing = Arc::default();
+        if let Err(e) = written {
+            // Not on the device: pending again, under what was written since.
+            let newer = std::mem::replace(&mut st.pending, Pending::clone(&writing));
+            st.pending.extend(newer);
+            return Err(e);
+        }
         if st.dirty {
             // The header goes with the writes it covers: the flush below makes both durable, and
             // a crash before it leaves the older slot, which covers what was durable then.
