@@ -1000,13 +1000,17 @@ impl ShardIndex {
         to: Option<Vec<u8>>,
         limit: usize,
     ) -> impl Future<Output = Result<Page, IndexError>> + 'static {
-        let read = self.ix.run(move |ix| ix.scan(table, &from, to.as_deref(), limit));
-        async move {
-            match read.await {
-                Ok(page) => page.map_err(|e| IndexError::Failed(e.to_string())),
-                Err(stopped) => Err(IndexError::Failed(stopped.to_string())),
-            }
-        }
+        page_of(self.ix.run(move |ix| ix.scan(table, &from, to.as_deref(), limit)))
+    }
+
+    /// One page of a walk over all of `table` from `from`, on the index's walk thread.
+    fn walk_page(
+        &self,
+        table: Table,
+        from: Vec<u8>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, IndexError>> + 'static {
+        page_of(self.ix.walk(move |ix| ix.scan(table, &from, None, limit)))
     }
 
     /// One page of the blob table in `[from, to)`, read in parts side by side where the fences
@@ -1032,6 +1036,16 @@ impl ShardIndex {
             }
             Ok(stitch(parts, limit))
         }
+    }
+}
+
+/// A page read sent to an index thread, as its asker awaits it.
+async fn page_of(
+    read: impl Future<Output = Result<Result<Page, redb::Error>, super::thread::Stopped>>,
+) -> Result<Page, IndexError> {
+    match read.await {
+        Ok(page) => page.map_err(|e| IndexError::Failed(e.to_string())),
+        Err(stopped) => Err(IndexError::Failed(stopped.to_string())),
     }
 }
 
@@ -1363,9 +1377,9 @@ pub async fn scan_all<M: HoldsIndex>(
 
 const SCAN_PAGE: usize = 4096;
 
-/// Keys per read of the filter build, which runs while the shard serves: a point read queued
-/// behind one of its reads waits for it, and a cold page of 4,096 keys took tens of
-/// milliseconds (a cold HEAD's p99 after a restart was 38 ms at 200,000 blobs).
+/// Keys per read of the filter build, which runs while the shard serves. It has a thread of its
+/// own now (`IndexThread::walk`); while it shared the readers, a point read queued behind one of
+/// its pages waited for it (a cold page of 4,096 keys took tens of milliseconds).
 const BUILD_PAGE: usize = 256;
 
 /// Builds the key filters while the shard serves: every key of the blob, staged, chunk and
@@ -1401,10 +1415,7 @@ pub async fn build_filters<M: HoldsIndex>(
     let mut g = meta.borrow_mut();
     let m = g.index_mut().ok_or_else(no_index)?;
     let flushed = m.building.take().unwrap_or_default();
-    let (mut held, fences) = read?;
-    for k in fences {
-        m.fences.note(&k, filter::hash(&k), true);
-    }
+    let mut held = read?;
     for (h, more) in held.iter_mut().zip(flushed) {
         h.extend(more);
     }
@@ -1418,21 +1429,22 @@ pub async fn build_filters<M: HoldsIndex>(
     Ok(())
 }
 
-/// The hashes of every key of the four filtered tables, as [`build_filters`] reads them, and
-/// the blob keys that are fences. Pages are not read again when a flush completes meanwhile (as
-/// [`scan_page`] does): keys it wrote are collected apart, and under steady flushes a page would
-/// be read again and again.
+/// The hashes of every key of the four filtered tables, as [`build_filters`] reads them; the
+/// blob keys that are fences are noted as each page is read, so that listings are cut from the
+/// first pages on. Pages are not read again when a flush completes meanwhile (as [`scan_page`]
+/// does): keys it wrote are collected apart, and under steady flushes a page would be read again
+/// and again.
 async fn read_keys<M: HoldsIndex>(
     meta: &RefCell<M>,
     mut incarnation: impl FnMut(&BlobKey, u64),
-) -> Result<([Vec<u64>; 4], Vec<Vec<u8>>), IndexError> {
+) -> Result<[Vec<u64>; 4], IndexError> {
     let mut held: [Vec<u64>; 4] = Default::default();
-    let mut fences = Vec::new();
     for (i, table) in [Table::Blobs, Table::Staged, Table::Chunks, Table::Dedup].into_iter().enumerate() {
         let mut from = Vec::new();
         loop {
-            let read = meta.borrow().index().ok_or_else(no_index)?.index_page(table, from.clone(), None, BUILD_PAGE);
+            let read = meta.borrow().index().ok_or_else(no_index)?.walk_page(table, from.clone(), BUILD_PAGE);
             let page = read.await?;
+            let mut fences = Vec::new();
             let damaged = || IndexError::Failed(format!("a damaged key in the index's {table:?}"));
             for (k, v) in &page.entries {
                 match table {
@@ -1441,7 +1453,7 @@ async fn read_keys<M: HoldsIndex>(
                         incarnation(&key, keys::decode_blob_head(v).map_err(IndexError::Failed)?.container_id);
                         let hash = filter::hash(k);
                         if super::fences::is_fence(hash) {
-                            fences.push(k.clone());
+                            fences.push((k, hash));
                         }
                         held[i].push(hash);
                     }
@@ -1453,13 +1465,18 @@ async fn read_keys<M: HoldsIndex>(
                     _ => held[i].push(filter::hash(k)),
                 }
             }
+            if let Some(m) = meta.borrow_mut().index_mut() {
+                for (k, hash) in fences {
+                    m.fences.note(k, hash, true);
+                }
+            }
             match page.entries.last() {
                 Some((k, _)) if !page.complete => from = super::memtable::successor(k),
                 _ => break,
             }
         }
     }
-    Ok((held, fences))
+    Ok(held)
 }
 
 /// Waits until the index holds every change applied so far (start-up, before full scans).
