@@ -423,9 +423,10 @@ thread_local! {
 /// Runs `f`, one read transaction's scan, with this thread's reads of index storage served from
 /// windows of [`AHEAD`] bytes read at once. A scan walks leaves one at a time, each a device
 /// round trip; leaves written by one flush often lie near each other, so one larger read brings
-/// some of the next ones (2.8 leaves a read in the fill benchmark; docs/performance.md). The window is forgotten when `f` returns: what it holds of pages the transaction can
-/// reach cannot change while the transaction lives (redb frees nothing a live reader can see),
-/// and what it holds of other pages this transaction never asks for.
+/// some of the next ones (2.8 leaves a read in the fill benchmark; docs/performance.md). The
+/// window is forgotten when `f` returns: what it holds of pages the transaction can reach cannot
+/// change while the transaction lives (redb frees nothing a live reader can see), and what it
+/// holds of other pages this transaction never asks for.
 pub fn read_ahead<T>(f: impl FnOnce() -> T) -> T {
     struct End;
     impl Drop for End {
