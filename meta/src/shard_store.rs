@@ -70,6 +70,12 @@ impl ShardStore {
         }
     }
 
+    /// Whether a typical change would still wait for the index's flushes in flight to give it
+    /// room (v2; see `ShardIndex::short_of_room`).
+    pub fn short_of_room(&self) -> bool {
+        self.index().is_some_and(ShardIndex::short_of_room)
+    }
+
     /// Waits until everything committed so far is durable in the log.
     pub fn sync(&self) -> Wait {
         match self {

@@ -198,7 +198,7 @@ pub enum AppendError {
     Full,
     #[error("the metadata log failed an I/O; this shard refuses further changes")]
     Failed,
-    #[error("the metadata log is switching halves faster than it flushes; retry")]
+    #[error("this shard's metadata waits for its flushes to catch up (the log switching halves, or the index short of room until they end); retry")]
     Busy,
     #[error("this shard's metadata has reached its limit; delete blobs or containers to make room")]
     MetadataFull,

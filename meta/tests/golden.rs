@@ -79,13 +79,25 @@ fn superblock_v1_and_v2() {
 #[test]
 fn index_header_v2() {
     let place = IndexPlace { shard: 1, uuid: *b"golden-uuid-0001", header: 40 << 20, segment_len: 1 << 20 };
-    let h = Header { seq: 7, len: 5 << 20, high_water: (3 << 20) + 4096, segments: vec![48 << 20, 0, 50 << 20] };
+    let h = Header {
+        seq: 7,
+        len: 5 << 20,
+        high_water: (3 << 20) + 4096,
+        segments: vec![48 << 20, 0, 50 << 20],
+        spares: vec![],
+    };
     let bytes = golden_in(2, "index-header.bin", &h.encode(&place));
     assert_eq!(bytes.len(), HEADER_LEN);
     assert_eq!(Header::decode(&bytes, &place), Some(h.clone()), "a hole (0) is a segment not taken yet");
     assert_eq!(h.encode(&place), bytes);
     let other = IndexPlace { shard: 0, ..place };
     assert_eq!(Header::decode(&bytes, &other), None, "another shard's header is not this one's");
+    // Spares follow the segments; a header written before they were kept names none (its
+    // count's bytes were zeros), which is the fixture above.
+    let h = Header { spares: vec![52 << 20, 60 << 20], ..h };
+    let bytes = golden_in(2, "index-header-spares.bin", &h.encode(&place));
+    assert_eq!(Header::decode(&bytes, &place), Some(h.clone()));
+    assert_eq!(h.encode(&place), bytes);
 }
 
 #[test]

@@ -209,9 +209,7 @@ fn a_scan_read_ahead_sees_its_own_snapshot_while_commits_rewrite_the_pages_aroun
 #[test]
 fn a_read_ahead_window_lasts_one_scan() {
     let disk = disk();
-    let segments = Arc::new(Segments::default());
-    segments.grant(all_segments());
-    let b = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), segments).unwrap();
+    let (b, _) = granted(&disk);
     let page = 4096u64;
     b.set_len(2 * SEGMENT).unwrap();
     let last = SEGMENT - page;
@@ -235,6 +233,44 @@ fn a_read_ahead_window_lasts_one_scan() {
     region::read_ahead(|| assert_eq!(read(page), 5, "a new scan reads anew"));
 }
 
+/// The index storage on `disk`, with every segment granted.
+fn granted(disk: &SimDisk) -> (RegionBackend, Arc<Segments>) {
+    let segments = Arc::new(Segments::default());
+    segments.grant(all_segments());
+    let b = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), segments.clone()).unwrap();
+    (b, segments)
+}
+
+/// The spares a header names outlive the storage that wrote it, and only a change to the pool
+/// rewrites them: a tool that opens the index to read it (with no spares of its own) leaves them.
+#[test]
+fn the_header_names_the_spares_until_the_pool_changes() {
+    let disk = disk();
+    let (b, _) = granted(&disk);
+    b.set_len(SEGMENT).unwrap();
+    b.write(0, &[7u8; 4096]).unwrap();
+    b.sync_data().unwrap();
+    let mut spares = all_segments();
+    spares.retain(|s| !b.segments().contains(s));
+    spares.sort_unstable();
+    assert_eq!(b.header().spares, spares, "every granted segment not taken");
+    drop(b);
+    let reader =
+        || RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), Arc::new(Segments::default()));
+    let b = reader().unwrap();
+    assert_eq!(b.spares(), spares);
+    b.sync_data().unwrap();
+    drop(b);
+    assert_eq!(reader().unwrap().spares(), spares, "an empty pool that never changed rewrites nothing");
+    // As a start does: it grants again the spares still free (here two of them).
+    let pool = Arc::new(Segments::default());
+    let b = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), pool.clone()).unwrap();
+    pool.grant(spares[..2].iter().copied());
+    b.sync_data().unwrap();
+    drop(b);
+    assert_eq!(reader().unwrap().spares(), spares[..2], "a changed pool is written");
+}
+
 /// The segments the index on `disk` holds.
 fn reopened_holds(disk: &SimDisk) -> Vec<u64> {
     RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), Arc::new(Segments::default()))
@@ -252,9 +288,7 @@ fn padded(mid: &[u8; 20]) -> [u8; 30] {
 #[test]
 fn new_space_reads_as_zeros_and_partial_pages_keep_their_neighbours() {
     let disk = disk();
-    let segments = Arc::new(Segments::default());
-    segments.grant(all_segments());
-    let b = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), segments.clone()).unwrap();
+    let (b, segments) = granted(&disk);
     b.set_len(3 * SEGMENT + 100).unwrap();
     assert_eq!(segments.spare(), all_segments().len(), "a longer index takes no segment until written");
     let mut out = vec![1u8; 3 * SEGMENT as usize + 100];
@@ -295,9 +329,7 @@ fn new_space_reads_as_zeros_and_partial_pages_keep_their_neighbours() {
 #[test]
 fn a_torn_header_falls_back_to_the_other_slot() {
     let disk = disk();
-    let segments = Arc::new(Segments::default());
-    segments.grant(all_segments());
-    let b = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), segments).unwrap();
+    let (b, _) = granted(&disk);
     b.set_len(SEGMENT).unwrap();
     b.write(0, &[7u8; 4096]).unwrap();
     b.sync_data().unwrap();

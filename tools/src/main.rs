@@ -141,8 +141,11 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                             let h = b.header();
                             let held = b.segments().len();
                             format!(
-                                "index: {} bytes, {held} segments of {}, header #{}",
-                                h.len, place.segment_len, h.seq
+                                "index: {} bytes, {held} segments of {} and {} spare, header #{}",
+                                h.len,
+                                place.segment_len,
+                                h.spares.len(),
+                                h.seq
                             )
                         }
                         Err(e) => format!("index: {e}"),

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod lru;
 pub mod memtable;
 pub mod region;
+pub mod room;
 pub mod shard;
 pub mod space;
 pub mod thread;

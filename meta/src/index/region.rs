@@ -59,11 +59,14 @@ pub struct Header {
     pub high_water: u64,
     /// Device offsets of the segments, in storage order.
     pub segments: Vec<u64>,
+    /// Segments granted to the index and not taken yet, as of this header: its reserve, kept
+    /// across a restart (where the region may have no contiguous room left to grant it again).
+    pub spares: Vec<u64>,
 }
 
 impl Header {
     pub fn encode(&self, place: &IndexPlace) -> Vec<u8> {
-        debug_assert!(self.segments.len() <= MAX_SEGMENTS);
+        debug_assert!(self.segments.len() + self.spares.len() <= MAX_SEGMENTS);
         let mut p = vec![0u8; HEADER_LEN];
         p[0..8].copy_from_slice(MAGIC);
         p[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -74,7 +77,8 @@ impl Header {
         p[48..56].copy_from_slice(&self.high_water.to_le_bytes());
         p[56..64].copy_from_slice(&place.segment_len.to_le_bytes());
         p[64..68].copy_from_slice(&(self.segments.len() as u32).to_le_bytes());
-        for (i, s) in self.segments.iter().enumerate() {
+        p[68..72].copy_from_slice(&(self.spares.len() as u32).to_le_bytes());
+        for (i, s) in self.segments.iter().chain(&self.spares).enumerate() {
             p[SEGMENTS_AT + i * 8..SEGMENTS_AT + i * 8 + 8].copy_from_slice(&s.to_le_bytes());
         }
         let sum = xxh3_64(&p[..HEADER_LEN - 8]);
@@ -97,36 +101,81 @@ impl Header {
         {
             return None;
         }
-        let n = le32(64) as usize;
-        if n > MAX_SEGMENTS {
+        let (n, m) = (le32(64) as usize, le32(68) as usize);
+        if n + m > MAX_SEGMENTS {
             return None;
         }
         let segments = (0..n).map(|i| le64(SEGMENTS_AT + i * 8)).collect();
-        Some(Header { seq: le64(32), len: le64(40), high_water: le64(48), segments })
+        let spares = (n..n + m).map(|i| le64(SEGMENTS_AT + i * 8)).collect();
+        Some(Header { seq: le64(32), len: le64(40), high_water: le64(48), segments, spares })
     }
 }
 
 /// The segments the shard has set aside for the index's growth, shared between the shard (which
-/// grants them from its allocator) and the index's thread (which takes them as it grows).
+/// grants them from its allocator, and takes back what the index will not need) and the index's
+/// thread (which takes them as it grows).
 #[derive(Debug, Default)]
 pub struct Segments {
-    spare: Mutex<Vec<u64>>,
+    pool: Mutex<Pool>,
+}
+
+#[derive(Debug, Default)]
+struct Pool {
+    spare: Vec<u64>,
+    /// Segments the index holds: named by its header, or taken since.
+    taken: usize,
+    /// Changes to `spare`: the header's list is rewritten only after one (a tool that opens the
+    /// index to read it leaves the spares the header names).
+    changes: u64,
 }
 
 impl Segments {
-    /// Adds segments for the index to grow into. They belong to the index from now on: a segment
-    /// it has not taken when the node stops returns to the allocator at the next start (only the
-    /// header's segments are the index's then).
+    /// Adds segments for the index to grow into. They belong to the index from now on, until
+    /// [`Segments::give_back`]; the header written at the next sync names them as spares, so that
+    /// a restart finds them set aside still (where they are free then).
     pub fn grant(&self, offsets: impl IntoIterator<Item = u64>) {
-        lock(&self.spare).extend(offsets);
+        let mut pool = lock(&self.pool);
+        pool.spare.extend(offsets);
+        pool.changes += 1;
+    }
+
+    /// Takes back up to `n` spare segments for the shard's data. Only while no flush of the index
+    /// runs: a flush may take any spare segment.
+    pub fn give_back(&self, n: usize) -> Vec<u64> {
+        let mut pool = lock(&self.pool);
+        let keep = pool.spare.len().saturating_sub(n);
+        pool.changes += 1;
+        pool.spare.split_off(keep)
     }
 
     pub fn spare(&self) -> usize {
-        lock(&self.spare).len()
+        lock(&self.pool).spare.len()
+    }
+
+    /// Segments the index holds, spares aside.
+    pub fn taken(&self) -> usize {
+        lock(&self.pool).taken
     }
 
     fn take(&self) -> Option<u64> {
-        lock(&self.spare).pop()
+        let mut pool = lock(&self.pool);
+        let s = pool.spare.pop()?;
+        pool.taken += 1;
+        pool.changes += 1;
+        Some(s)
+    }
+
+    /// The spares as a header may name them (as many as fit beside `held` segments), if they
+    /// changed since `seen` changes; and the changes counted now.
+    fn spares_for_header(&self, held: usize, seen: u64) -> (Option<Vec<u64>>, u64) {
+        let pool = lock(&self.pool);
+        if pool.changes == seen {
+            return (None, seen);
+        }
+        let mut spares = pool.spare.clone();
+        spares.truncate(MAX_SEGMENTS.saturating_sub(held));
+        spares.sort_unstable();
+        (Some(spares), pool.changes)
     }
 }
 
@@ -157,6 +206,8 @@ struct State {
     /// they saw them pending. Written under the lock, a large flush stalled every point read of
     /// the index for as long as its writes took.
     writing: Arc<Pending>,
+    /// The changes to the spares the header's list reflects.
+    spares_seen: u64,
 }
 
 type Pending = BTreeMap<u64, Box<[u8]>>;
@@ -188,7 +239,7 @@ impl RegionBackend {
     /// Writes an empty header naming `segments` as the index's first storage (so that the index
     /// can be created before the shard's allocator knows what is free).
     pub fn format_with(dev: &dyn BlockDevice, place: &IndexPlace, segments: &[u64]) -> io::Result<()> {
-        let empty = Header { seq: 1, len: 0, high_water: 0, segments: segments.to_vec() };
+        let empty = Header { seq: 1, len: 0, high_water: 0, segments: segments.to_vec(), spares: Vec::new() };
         write_slot(dev, place, 0, &empty)?;
         write_slot(dev, place, 1, &Header { seq: 0, ..empty })?;
         blocking(dev.flush())
@@ -211,6 +262,11 @@ impl RegionBackend {
         if header.len > most || header.high_water > header.len {
             return Err(io::Error::other(format!("shard {}: the index header is inconsistent", place.shard)));
         }
+        let spares_seen = {
+            let mut pool = lock(&segments.pool);
+            pool.taken = header.segments.iter().filter(|&&s| s != HOLE).count();
+            pool.changes
+        };
         Ok(RegionBackend {
             dev,
             place,
@@ -220,6 +276,7 @@ impl RegionBackend {
                 dirty: false,
                 pending: Pending::new(),
                 writing: Arc::default(),
+                spares_seen,
             }),
         })
     }
@@ -227,6 +284,11 @@ impl RegionBackend {
     /// The segments the index holds (the shard reserves them in its allocator at start).
     pub fn segments(&self) -> Vec<u64> {
         lock(&self.state).header.segments.iter().copied().filter(|&s| s != HOLE).collect()
+    }
+
+    /// The spare segments the header names: the shard grants again those still free at start.
+    pub fn spares(&self) -> Vec<u64> {
+        lock(&self.state).header.spares.clone()
     }
 
     /// The storage length and the header, as last set.
@@ -517,6 +579,12 @@ impl StorageBackend for RegionBackend {
             let newer = std::mem::replace(&mut st.pending, Pending::clone(&writing));
             st.pending.extend(newer);
             return Err(e);
+        }
+        let (spares, seen) = self.segments.spares_for_header(st.header.segments.len(), st.spares_seen);
+        st.spares_seen = seen;
+        if let Some(spares) = spares.filter(|s| *s != st.header.spares) {
+            Arc::make_mut(&mut st.header).spares = spares;
+            st.dirty = true;
         }
         if st.dirty {
             // The header goes with the writes it covers: the flush below makes both durable, and

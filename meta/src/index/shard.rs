@@ -32,6 +32,7 @@ use super::filter::{self, KeyFilter};
 use super::keys;
 use super::lru::Lru;
 use super::memtable::{prefix_end, Memtable};
+use super::room::{Grow, Load, Room, DELETE_ROOM};
 use super::space::{SpaceChanges, SpaceMap};
 use super::thread::IndexThread;
 use super::{Page, Table};
@@ -112,6 +113,9 @@ struct Dirty {
     clock: u64,
     /// Bytes of records applied since the last flush began.
     bytes: usize,
+    /// Entries marked dirty since the last flush began (one marked twice counts twice): what
+    /// the next flush writes while one is in flight, whose entries stay dirty until it ends.
+    marked: usize,
 }
 
 impl Dirty {
@@ -158,6 +162,9 @@ fn written_by<K: Ord>(dirty: &mut BTreeMap<K, u64>, lsn: u64, mut cleaned: impl 
 /// A flush in flight: the LSN it covers, and its outcome once the index thread has it.
 struct Flight {
     lsn: u64,
+    load: Load,
+    /// The index's segments when it began.
+    taken_at: usize,
     done: Rc<RefCell<Option<Result<(), String>>>>,
 }
 
@@ -179,9 +186,9 @@ pub struct ShardIndex {
     /// Flushes completed: a read of the index that overlapped one may predate what it wrote.
     epoch: Rc<watch::Sender<u64>>,
     failed: Option<String>,
-    /// Whether the index may grow: the shard clears it when it cannot set aside space for the
-    /// index's next flushes, and then only changes that shrink the metadata are admitted.
-    room: bool,
+    /// The spare segments the index's flushes may take ([`super::room`]), and how to ask the
+    /// shard for more; none where the index grows without bound (tests of the index alone).
+    room: Option<(Room, Grow)>,
     /// The keys the index may hold, once built ([`build_filters`]).
     filters: Option<Filters>,
     /// While the filters are being built: the hashes of the keys flushes wrote meanwhile (blobs,
@@ -258,6 +265,11 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
     }
 }
 
+/// A change as large as most (a blob with Azure's 8 KiB of metadata and a few chunks): before
+/// one, [`ShardIndex::ready`] waits for the flushes due when the index's spares do not cover it
+/// beside them. A larger one may still be refused as busy until they end.
+const TYPICAL_CHANGE: Load = Load { entries: 8 + (16 << 10) / 64, bytes: 16 << 10 };
+
 /// Whether a change may add to the metadata. Deletes never do, so they are admitted when the
 /// index has no room to grow: they are how a full shard makes room. Reference changes are
 /// always admitted: they follow a record already durable on its shard (the room for the chunk
@@ -329,7 +341,7 @@ impl ShardIndex {
             flight: None,
             epoch: Rc::new(epoch),
             failed: None,
-            room: true,
+            room: None,
             filters: None,
             building: None,
             fences: Fences::default(),
@@ -397,18 +409,49 @@ impl ShardIndex {
         self.log.wait(lsn)
     }
 
-    /// Says whether the index may grow (see `room`).
-    pub fn set_room(&mut self, room: bool) {
-        self.room = room;
+    /// Bounds the index's flushes by the spare segments of `room` from now on: a change is
+    /// admitted only when the worst case of the flushes it leaves fits them, after `grow` has
+    /// set aside what the shard can ([`ShardIndex::commit`]).
+    pub fn set_room(&mut self, room: Room, grow: Grow) {
+        self.room = Some((room, grow));
     }
 
-    /// Bytes of records applied since the last flush began: what the next flush writes, about.
-    pub fn dirty_bytes(&self) -> usize {
-        self.dirty.bytes
+    /// What the flush in flight writes, and what the next one would.
+    pub fn load(&self) -> (Load, Load) {
+        match &self.flight {
+            Some(f) => (f.load, Load { entries: self.dirty.marked, bytes: self.dirty.bytes }),
+            None => (Load::default(), Load { entries: self.dirty_entries(), bytes: self.dirty.bytes }),
+        }
+    }
+
+    /// Spare segments the flush in flight has taken so far: they count towards its need (it
+    /// takes them as it writes, beside the shard's checks).
+    fn taken_by_flight(&self) -> usize {
+        match (&self.flight, &self.room) {
+            (Some(f), Some((room, _))) => room.segments.taken().saturating_sub(f.taken_at),
+            _ => 0,
+        }
+    }
+
+    /// Whether a flush is in flight (it may take any spare segment meanwhile).
+    pub fn flushing(&self) -> bool {
+        self.flight.is_some()
+    }
+
+    /// Whether the spares cover the flushes in flight and next with `extra` more to write, and
+    /// `margin` besides; always, without a bound.
+    fn fits(&self, extra: Load, margin: usize) -> bool {
+        let Some((room, grow)) = &self.room else { return true };
+        let (flight, next) = self.load();
+        let next = next.plus(extra);
+        room.fits(flight, next, margin, self.taken_by_flight()) || {
+            grow((room.need(flight, next) + margin).saturating_sub(self.taken_by_flight()));
+            room.fits(flight, next, margin, self.taken_by_flight())
+        }
     }
 
     /// Index entries the next flush writes.
-    pub fn dirty_entries(&self) -> usize {
+    fn dirty_entries(&self) -> usize {
         self.dirty.blobs.len()
             + self.dirty.staged.len()
             + self.dirty.containers.len()
@@ -595,13 +638,28 @@ impl ShardIndex {
             return Err(AppendError::Failed);
         }
         debug_assert!(self.missing(&wants_of(&rec)).is_empty(), "a change to entries not resident: {rec:?}");
-        if !self.room && grows(&rec) {
-            return Err(AppendError::MetadataFull);
-        }
         if self.outbox.changes >= self.cfg.max_undelivered && grows(&rec) {
             return Err(AppendError::Undelivered);
         }
         let payload = rec.encode();
+        // Room for the flush of what this change dirties, beside what is dirty already: a few
+        // entries (a blob, its staged blocks, a container, a source's LSN), and one for each 64
+        // bytes of the record at most (each block of a list, each chunk counted, takes more).
+        let extra = Load { entries: 4 + payload.len() / 64, bytes: payload.len() };
+        if grows(&rec) && !self.fits(extra, DELETE_ROOM) {
+            self.maybe_flush();
+            // Full only when it would not fit with nothing left to flush; until then the
+            // flushes due go first.
+            let full = self.room.as_ref().is_some_and(|(room, _)| !room.fits(Load::default(), extra, DELETE_ROOM, 0));
+            return Err(if full { AppendError::MetadataFull } else { AppendError::Busy });
+        }
+        if matches!(rec, Record::BlobDelete { .. } | Record::ContainerDelete { .. }) && !self.fits(extra, 0) {
+            // Not even a delete's flush fits beside the ones due: they go first (a client
+            // retries after Retry-After). Deletes the node makes itself (expiry, purges) and
+            // reference counts are admitted always: they follow what is already durable.
+            self.maybe_flush();
+            return Err(AppendError::Busy);
+        }
         let half_len = self.log.half_len();
         if frame_len(payload.len()) + edgeblob_io::PAGE_SIZE > half_len {
             return Err(AppendError::TooLarge(payload.len()));
@@ -698,6 +756,7 @@ impl ShardIndex {
         match rec {
             Record::ContainerPut { account, name, .. } | Record::ContainerDelete { account, name, .. } => {
                 self.dirty.containers.insert((account.clone(), name.clone()), lsn);
+                self.dirty.marked += 1;
             }
             Record::BlockStaged { key, block, .. } => dropped.push((key.clone(), block.block.id.clone())),
             Record::RefsApplied { source, changes, .. } => {
@@ -705,12 +764,15 @@ impl ShardIndex {
                     let id = c.chunk.id();
                     self.clean.remove(&Want::Chunk(id));
                     self.dirty.chunks.insert(id, lsn);
+                    self.dirty.marked += 1;
                     if c.chunk.is_dedup() {
                         self.clean.remove(&Want::Dedup(id.hash));
                         self.dirty.dedup.insert(id.hash, lsn);
+                        self.dirty.marked += 1;
                     }
                 }
                 self.dirty.applied.insert(*source, lsn);
+                self.dirty.marked += 1;
             }
             Record::BlobPut { key, .. }
             | Record::BlockListPut { key, .. }
@@ -724,6 +786,7 @@ impl ShardIndex {
         for k in blobs {
             self.clean.remove(&Want::Blob(k.clone()));
             self.dirty.blobs.insert(k, lsn);
+            self.dirty.marked += 1;
         }
         let mut last: Option<BlobKey> = None;
         for (k, id) in dropped {
@@ -732,6 +795,7 @@ impl ShardIndex {
                 last = Some(k.clone());
             }
             self.dirty.staged.insert((k, id), lsn);
+            self.dirty.marked += 1;
         }
         self.dirty.bytes += bytes;
         debug_assert!(lsn > self.applied, "records apply in LSN order");
@@ -746,7 +810,11 @@ impl ShardIndex {
         }
         // Enough to write, or the older half is not covered yet (the next switch needs it:
         // starting now gives the flush the whole current half to finish in).
-        let due = self.dirty.bytes >= self.cfg.flush_bytes || self.index_lsn + 1 < self.log.first_lsn();
+        // Under pressure for room too: a small flush reuses the pages deletes freed in the index,
+        // and the spares it leaves admit the next changes.
+        let due = self.dirty.bytes >= self.cfg.flush_bytes
+            || self.index_lsn + 1 < self.log.first_lsn()
+            || !self.fits(Load::default(), 2 * DELETE_ROOM);
         if due {
             self.start_flush();
         }
@@ -762,6 +830,7 @@ impl ShardIndex {
 
     fn start_flush(&mut self) {
         let lsn = self.applied;
+        let load = Load { entries: self.dirty_entries(), bytes: self.dirty.bytes };
         let mut m = Memtable::default();
         for k in self.dirty.blobs.keys() {
             let key = keys::blob(k);
@@ -858,7 +927,7 @@ impl ShardIndex {
             m.put(Table::Meta, keys::SPACE.to_vec(), keys::SPACE_VERSION.to_vec());
         }
         m.applied(lsn);
-        self.dirty.bytes = 0;
+        (self.dirty.bytes, self.dirty.marked) = (0, 0);
         let durable = self.log.wait(lsn);
         let ix = self.ix.clone();
         let done = Rc::new(RefCell::new(None));
@@ -879,7 +948,8 @@ impl ShardIndex {
             *out.borrow_mut() = Some(res);
             epoch.send_modify(|e| *e += 1);
         });
-        self.flight = Some(Flight { lsn, done });
+        let taken_at = self.room.as_ref().map_or(0, |(room, _)| room.segments.taken());
+        self.flight = Some(Flight { lsn, load, taken_at, done });
     }
 
     /// How the allocator's image changes from the index's to the state applied now: the space
@@ -956,7 +1026,14 @@ impl ShardIndex {
     pub fn ready(&mut self) -> impl Future<Output = Result<(), AppendError>> + 'static {
         self.reap();
         let tight = self.log.room() < self.log.half_len() / 4;
-        let need_flush = tight && self.index_lsn + 1 < self.log.first_lsn();
+        let mut need_flush = tight && self.index_lsn + 1 < self.log.first_lsn();
+        // Or the spares do not cover a small change beside the flushes due: those go first
+        // (small ones, under this pressure), and once one is done what it wrote no longer
+        // counts twice (in flight, and dirty until then).
+        if !self.fits(TYPICAL_CHANGE, DELETE_ROOM) {
+            self.maybe_flush();
+            need_flush |= self.flight.is_some();
+        }
         if need_flush {
             self.maybe_flush();
         }
@@ -972,6 +1049,12 @@ impl ShardIndex {
                 None => Ok(()),
             }
         }
+    }
+
+    /// Whether a typical change does not fit the spares beside the flushes due while one is in
+    /// flight: [`ShardIndex::ready`] then waits for it, and a caller may wait again after it.
+    pub fn short_of_room(&self) -> bool {
+        self.flight.is_some() && !self.fits(TYPICAL_CHANGE, DELETE_ROOM)
     }
 
     /// Waits until everything committed so far is durable in the log.

@@ -1,89 +1,107 @@
 //! Space for a shard's metadata index (format v2): the index grows into segments of its shard's
-//! data area that the shard grants it ahead of need, so that a flush never finds the device
-//! full. Data writes leave a reserve of the area free for that; when even the reserve cannot give
-//! the next flush its room, the shard admits only changes that shrink its metadata (deletes),
-//! which is how it makes room again (docs/architecture.md, "Metadata at scale").
+//! data area that the shard sets aside ahead of need (spares), so that a flush never finds the
+//! device full. A reserve of spares is kept from data whatever happens, and kept across a
+//! restart (the index header names the spares); spares above what the index may need are given
+//! back to data only when data has no other room. Which changes are admitted is decided by the
+//! index against the spares it holds ([`edgeblob_meta::index::room`]; docs/architecture.md,
+//! "Metadata at scale").
 
-use std::cell::Cell;
-use std::sync::Arc;
+use edgeblob_io::{Extent, ExtentAllocator};
+use edgeblob_meta::index::room::{Load, Room, DELETE_ROOM};
 
-use edgeblob_io::ExtentAllocator;
-use edgeblob_meta::index::region::Segments;
-
-/// Pages a flush may write per entry: its leaf and, rarely all new, the branches above it.
-const BYTES_PER_ENTRY: u64 = 2 * 4096;
+/// The fewest spares kept: two small flushes (in flight and next), each of which may straddle
+/// a segment, and room for deletes.
+const MIN_RESERVE: usize = 4;
 
 pub struct IndexSpace {
-    pub segments: Arc<Segments>,
-    pub segment_len: u64,
+    pub room: Room,
     /// The segments the index held when the shard opened: the allocator reserves them at start.
     pub held: Vec<u64>,
-    /// Bytes of the data area that data writes leave free for the index.
-    pub reserve: u64,
-    /// Segments granted since the shard opened.
-    granted: Cell<usize>,
+    /// The spares the index header named when the shard opened: granted again at start where
+    /// they are still free.
+    pub spares_at_open: Vec<u64>,
+    /// Spare segments kept from data: a sixty-fourth of the data area, and never fewer than
+    /// [`MIN_RESERVE`].
+    pub reserve: usize,
 }
 
 impl IndexSpace {
-    pub fn new(segments: Arc<Segments>, segment_len: u64, held: Vec<u64>, data_len: u64) -> IndexSpace {
-        let reserve = (4 * segment_len).max(data_len / 64);
-        IndexSpace { segments, segment_len, held, reserve, granted: Cell::new(0) }
+    pub fn new(room: Room, held: Vec<u64>, spares_at_open: Vec<u64>, data_len: u64) -> IndexSpace {
+        let reserve = (data_len / 64).div_ceil(room.segment_len).max(MIN_RESERVE as u64) as usize;
+        IndexSpace { room, held, spares_at_open, reserve }
     }
 
-    /// Bytes of the data area given to the index: held, taken, or granted and spare.
+    pub fn segment_len(&self) -> u64 {
+        self.room.segment_len
+    }
+
+    /// Bytes of the data area the index holds: taken, or spare.
     pub fn bytes(&self) -> u64 {
-        (self.held.len() + self.granted.get()) as u64 * self.segment_len
+        let s = &self.room.segments;
+        (s.taken() + s.spare()) as u64 * self.room.segment_len
     }
 
-    /// Bytes the index takes on the device now, about (segments held or taken since).
-    fn in_use(&self) -> u64 {
-        let taken = self.granted.get().saturating_sub(self.segments.spare());
-        (self.held.len() + taken) as u64 * self.segment_len
-    }
-
-    /// Spare segments the next flush may need: one page path per entry it writes, but never more
-    /// than rewriting the whole index and the new bytes twice over (copy-on-write frees the old
-    /// pages only after the commit), and two segments besides.
-    pub fn wanted(&self, dirty_entries: usize, dirty_bytes: usize) -> usize {
-        let by_entries = dirty_entries as u64 * BYTES_PER_ENTRY;
-        let by_size = self.in_use() + 4 * dirty_bytes as u64;
-        (by_entries.min(by_size).div_ceil(self.segment_len) + 2) as usize
+    /// Spares to hold for the flush in flight and the next: their worst case, room for deletes
+    /// and for the next change besides, and never fewer than the reserve.
+    pub fn wanted(&self, flight: Load, next: Load) -> usize {
+        let headroom = Load { entries: 256, bytes: 64 << 10 };
+        (self.room.need(flight, next.plus(headroom)) + DELETE_ROOM).max(self.reserve)
     }
 
     /// Grants segments from `alloc` until `want` are spare; false when the area cannot give them.
     pub fn top_up(&self, alloc: &mut ExtentAllocator, want: usize) -> bool {
-        let mut spare = self.segments.spare();
+        let seg = self.room.segment_len;
+        let mut spare = self.room.segments.spare();
         while spare < want {
-            let Some(e) = alloc.allocate(self.segment_len) else { return false };
-            debug_assert_eq!(e.len, self.segment_len);
-            self.segments.grant([e.offset]);
-            self.granted.set(self.granted.get() + 1);
+            let Some(e) = alloc.allocate(seg) else { return false };
+            debug_assert_eq!(e.len, seg);
+            self.room.segments.grant([e.offset]);
             spare += 1;
         }
         true
+    }
+
+    /// Gives the spares above `keep` back to `alloc` (for data). Only while no flush of the
+    /// index runs: a flush may take any spare.
+    pub fn give_back(&self, alloc: &mut ExtentAllocator, keep: usize) -> usize {
+        let spare = self.room.segments.spare();
+        let back = self.room.segments.give_back(spare.saturating_sub(keep));
+        for &offset in &back {
+            alloc.free(Extent { offset, len: self.room.segment_len });
+        }
+        back.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use edgeblob_io::Extent;
+    use std::sync::Arc;
+
+    use edgeblob_meta::index::region::Segments;
 
     use super::*;
 
     #[test]
-    fn grants_follow_the_next_flush_and_stop_at_a_full_area() {
+    fn spares_follow_the_next_flush_keep_the_reserve_and_stop_at_a_full_area() {
         const SEG: u64 = 1 << 20;
-        let space = IndexSpace::new(Arc::new(Segments::default()), SEG, vec![0], 64 * SEG);
-        assert_eq!(space.reserve, 4 * SEG);
-        assert_eq!(space.wanted(0, 0), 2, "an idle index keeps two spare");
-        assert_eq!(space.wanted(1000, 100_000), 4, "a small index needs no more than its size and its new bytes");
-        assert_eq!(space.wanted(10, 100_000), 3, "nor more than a page path per entry");
+        let space = IndexSpace::new(Room::new(Arc::new(Segments::default()), SEG), vec![], vec![], 64 * SEG);
+        assert_eq!(space.reserve, MIN_RESERVE, "a small area keeps two small flushes' worth");
+        let idle = Load::default();
+        assert_eq!(space.wanted(idle, idle), 4, "an idle index keeps its reserve");
+        // A new index's flush rewrites at most four times its new bytes: 8 MiB for each of two
+        // flushes of 2 MiB of records, and the next change's; a straddle, and deletes.
+        let busy = Load { entries: 20_000, bytes: 2 << 20 };
+        assert_eq!(space.wanted(busy, busy), 17 + 1 + DELETE_ROOM);
         let mut alloc = ExtentAllocator::new(Extent { offset: 16 * SEG, len: 8 * SEG });
         assert!(space.top_up(&mut alloc, 5));
-        assert_eq!((space.segments.spare(), alloc.free_bytes()), (5, 3 * SEG));
+        assert_eq!((space.room.segments.spare(), alloc.free_bytes()), (5, 3 * SEG));
         assert!(space.top_up(&mut alloc, 5), "nothing more when the want is met");
         assert_eq!(alloc.free_bytes(), 3 * SEG);
         assert!(!space.top_up(&mut alloc, 9), "a full area says so");
-        assert_eq!((space.segments.spare(), alloc.free_bytes()), (8, 0));
+        assert_eq!((space.room.segments.spare(), alloc.free_bytes()), (8, 0));
+        assert_eq!(space.bytes(), 8 * SEG);
+        assert_eq!(space.give_back(&mut alloc, 4), 4, "what is above the keep goes back to data");
+        assert_eq!((space.room.segments.spare(), alloc.free_bytes()), (4, 4 * SEG));
+        assert_eq!(space.give_back(&mut alloc, 4), 0);
     }
 }

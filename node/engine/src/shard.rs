@@ -163,9 +163,18 @@ impl Shard {
     /// Waits, before a commit, for the metadata log to be able to take it without refusing it
     /// as busy (see `MetaStore::ready`), and gives the index room for its next flush.
     pub async fn log_ready(&self) -> super::error::Result<()> {
-        self.grant_index_space();
-        let ready = self.meta.borrow_mut().ready();
-        Ok(ready.await?)
+        // Under pressure for the index's room, each wait ends with one flush; the ones due after
+        // it (a large one, of many deletes, then what came in meanwhile) go first too, or the
+        // commit would be refused as busy. A few at most: past them, the commit decides.
+        for _ in 0..8 {
+            self.grant_index_space();
+            let ready = self.meta.borrow_mut().ready();
+            ready.await?;
+            if !self.meta.borrow().short_of_room() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Writes every change applied so far into the index (a clean stop, or before a walk of the
@@ -176,16 +185,22 @@ impl Shard {
         Ok(edgeblob_meta::shard_store::flush_all(&self.meta).await?)
     }
 
-    /// Tops up the index's spare segments for its next flush; when the region cannot give them,
-    /// the index admits only changes that shrink it until it can.
+    /// Tops up the index's spare segments for the flush in flight and the next (the index
+    /// admits changes against what it holds: `edgeblob_meta::index::room`).
     fn grant_index_space(&self) {
         let Some(ix) = &self.index_space else { return };
-        let mut meta = self.meta.borrow_mut();
-        let Some(m) = meta.index_mut() else { return };
-        let want = ix.wanted(m.dirty_entries(), m.dirty_bytes());
+        let meta = self.meta.borrow();
+        let Some(m) = meta.index() else { return };
+        let (flight, next) = m.load();
+        self.top_up_index(ix.wanted(flight, next));
+    }
+
+    /// Sets aside up to `want` spare segments for the index, as far as the region can.
+    pub fn top_up_index(&self, want: usize) {
+        let Some(ix) = &self.index_space else { return };
         let mut space = self.space.borrow_mut();
         space.reclaim(self.node.epochs.horizon());
-        m.set_room(ix.top_up(&mut space.alloc, want));
+        ix.top_up(&mut space.alloc, want);
     }
 
     /// Takes one reference on each chunk, on the shards that count them (format v1). Posted in
@@ -428,13 +443,20 @@ impl Shard {
         self.index_space.as_ref().map_or(0, |ix| ix.bytes())
     }
 
-    /// An extent of `len` bytes in this shard's region for data: never from the reserve the
-    /// metadata index grows into.
+    /// An extent of `len` bytes in this shard's region for data: never from the index's spares
+    /// unless the index will not need them (above its reserve and its next flushes' worst case,
+    /// and no flush running).
     pub fn allocate(&self, len: u64) -> Option<Extent> {
         let mut space = self.space.borrow_mut();
         space.reclaim(self.node.epochs.horizon());
-        let reserve = self.index_space.as_ref().map_or(0, |ix| ix.reserve);
-        if space.alloc.free_bytes() < len.saturating_add(reserve) {
+        if let Some(e) = space.alloc.allocate(len) {
+            return Some(e);
+        }
+        let ix = self.index_space.as_ref()?;
+        let meta = self.meta.try_borrow().ok()?;
+        let m = meta.index().filter(|m| !m.flushing())?;
+        let (flight, next) = m.load();
+        if ix.give_back(&mut space.alloc, ix.wanted(flight, next)) == 0 {
             return None;
         }
         space.alloc.allocate(len)

@@ -16,6 +16,7 @@ use edgeblob_io::uring::{Ring, UringDevice};
 use edgeblob_io::{AlignedBuf, BlockDevice, DeviceFile, Extent, ExtentAllocator, FixedPool, PAGE_SIZE};
 use edgeblob_meta::index::db::Index;
 use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments, SharedDevice};
+use edgeblob_meta::index::room::Room;
 use edgeblob_meta::index::shard::{HoldsIndex, IndexConfig, ShardIndex};
 use edgeblob_meta::index::thread::IndexThread;
 use edgeblob_meta::model::BlobKey;
@@ -285,7 +286,7 @@ async fn init_shard(
         Some(ix_place) => {
             let segments = Arc::new(Segments::default());
             let backend = RegionBackend::open(media.shared_device(), ix_place, segments.clone())?;
-            let held = backend.segments();
+            let (held, spares) = (backend.segments(), backend.spares());
             let db = Index::open(backend, node.config.index_cache_bytes).map_err(std::io::Error::other)?;
             let thread = IndexThread::spawn(format!("edgeblob-index-{index}"), db)?;
             let cfg = IndexConfig {
@@ -306,7 +307,7 @@ async fn init_shard(
                 torn_tail = report.torn_tail,
                 "shard recovered"
             );
-            let space = IndexSpace::new(segments, ix_place.segment_len, held, len);
+            let space = IndexSpace::new(Room::new(segments, ix_place.segment_len), held, spares, len);
             (ShardStore::V2(Box::new(meta)), Some(space), report.replayed)
         }
     };
@@ -476,7 +477,7 @@ fn rebuild(node: &Node) -> Result<()> {
         for (region, (list, also)) in to_region.into_iter().zip(also).enumerate() {
             node.on(region, move |s| async move {
                 let mut space = s.space.borrow_mut();
-                let segment_len = s.index_space.as_ref().map_or(0, |ix| ix.segment_len);
+                let segment_len = s.index_space.as_ref().map_or(0, |ix| ix.segment_len());
                 let index =
                     s.index_space.iter().flat_map(|ix| &ix.held).map(|&offset| Extent { offset, len: segment_len });
                 for e in index.chain(list.into_iter().map(|(offset, len)| Extent { offset, len })) {
@@ -489,6 +490,25 @@ fn rebuild(node: &Node) -> Result<()> {
                 }
                 for e in also {
                     space.alloc.reserve_free_parts(e);
+                }
+                // The index's spares as its header named them, where they are still free (data
+                // may have been written into one given back after the header was written), and
+                // only now, with everything live reserved, may the index ask for more.
+                if let Some(ix) = &s.index_space {
+                    let free = ix
+                        .spares_at_open
+                        .iter()
+                        .filter(|&&offset| space.alloc.reserve(Extent { offset, len: segment_len }).is_ok());
+                    ix.room.segments.grant(free.copied().collect::<Vec<_>>());
+                    let shard = Rc::downgrade(&s);
+                    let grow = Box::new(move |want: usize| {
+                        if let Some(s) = shard.upgrade() {
+                            s.top_up_index(want);
+                        }
+                    });
+                    if let Some(m) = s.meta.borrow_mut().index_mut() {
+                        m.set_room(ix.room.clone(), grow);
+                    }
                 }
                 Ok::<(), EngineError>(())
             })

@@ -87,6 +87,91 @@ fn full_shard(format_version: u32) {
     });
 }
 
+/// A v2 shard filled with small blobs (each a chunk, and Azure's 8 KiB of metadata), then half
+/// emptied, has its free space in holes of a few chunks each, too small for the index to grow
+/// into; the index reuses the pages the deletes freed inside it instead, and gives data the spare
+/// segments it will not need, so the shard takes new blobs again for the room the deletes made.
+/// Before, it refused every one. The index keeps its reserve of spare segments across a restart
+/// (where no contiguous room is left to set one aside again), so the restart changes nothing.
+#[test]
+fn a_shard_fragmented_by_deletes_takes_new_blobs_before_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = edgeblob_engine::config::EngineConfig { data_size: 64 << 20, ..config(dir.path()) }.with_reduction(false);
+    let rt = rt();
+    let node = open(&cfg);
+    let put = |name: String, byte: u8| {
+        let node = &node;
+        async move {
+            let i: usize = name[4..].parse().unwrap();
+            node.put_blob(i % 2, key("c", &name), body(&[byte]), heavy_props(), Conditions::default()).await
+        }
+    };
+    let stored = rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let (mut stored, mut refused) = (Vec::new(), 0);
+        // A chunk lands on the shard its request arrives on (`i % 2`): until both refuse.
+        for i in 0..100_000 {
+            let name = format!("old-{i:06}");
+            match put(name.clone(), b'x').await {
+                Ok(_) => stored.push(name),
+                Err(e) if is_full(&e) => refused += 1,
+                Err(e) => panic!("blob {i}: {e}"),
+            }
+            if refused >= 8 {
+                break;
+            }
+        }
+        assert!(refused >= 8 && stored.len() > 1000, "{} stored", stored.len());
+        // Half of each shard's chunks go, every other pair: holes of one page each.
+        for name in stored.iter().enumerate().filter(|(i, _)| i % 4 >= 2).map(|(_, n)| n) {
+            node.delete_blob(key("c", name), Conditions::default()).await.unwrap();
+        }
+        node.sync().await.unwrap();
+        for shard in 0..2 {
+            let (largest, segment) = node
+                .on(shard, |s| async move {
+                    let space = s.space.borrow();
+                    let largest = space.alloc.free_extents().map(|e| e.len).max().unwrap_or(0);
+                    (largest, s.index_space.as_ref().unwrap().segment_len())
+                })
+                .await
+                .unwrap();
+            assert!(largest < segment, "shard {shard}: a free run of {largest} bytes is room for a segment");
+        }
+        stored
+    });
+    // The deletes made room for about a quarter as many blobs again; not one is refused.
+    let fresh = stored.len() / 4;
+    rt.block_on(async {
+        for i in 0..fresh {
+            put(format!("new-{i:06}"), b'y').await.unwrap_or_else(|e| panic!("new blob {i}: {e}"));
+        }
+    });
+    node.stop();
+    let node = open(&cfg);
+    let put = |name: String, byte: u8| {
+        let node = &node;
+        async move {
+            let i: usize = name[4..].parse().unwrap();
+            node.put_blob(i % 2, key("c", &name), body(&[byte]), heavy_props(), Conditions::default()).await
+        }
+    };
+    rt.block_on(async {
+        for (i, name) in stored.iter().enumerate() {
+            let found = node.head_blob(key("c", name), Conditions::default()).await;
+            assert_eq!(found.is_ok(), i % 4 < 2, "{name} after the restart");
+        }
+        for i in 0..fresh {
+            let (_, _, got) =
+                node.read_blob(0, key("c", &format!("new-{i:06}")), None, Conditions::default()).await.unwrap();
+            assert_eq!(&got[..], b"y");
+        }
+        for i in fresh..2 * fresh {
+            put(format!("new-{i:06}"), b'z').await.unwrap_or_else(|e| panic!("new blob {i} after the restart: {e}"));
+        }
+    });
+}
+
 /// Format v1 only: there, uncommitted blocks share the log half with everything else. In v2 they
 /// are index entries like blobs, bounded by Azure's 100,000 per blob, their expiry after a week,
 /// and the shard's capacity (the test above).

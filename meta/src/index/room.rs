@@ -1,0 +1,123 @@
+//! Room for the index's next flushes: how many of the spare segments its shard has set aside a
+//! flush may take, and so which changes the shard may admit (docs/architecture.md, "Metadata at
+//! scale", room).
+//!
+//! What redb needs is known only to redb: a flush reuses the pages earlier flushes freed inside
+//! the index (after deletes, many) before it grows. So the bound is a worst case, and it is
+//! checked against the spares the shard holds *now*, at every commit, rather than predicted: in a
+//! region with no contiguous room left to grant, flushes that reuse freed pages take no spare,
+//! the spares stay, and changes keep being admitted; flushes that must grow take spares, and when
+//! too few are left for the worst case, growth is refused while deletes still fit.
+
+use std::sync::Arc;
+
+use super::region::Segments;
+
+/// Bytes of storage a flush may write per entry: its leaf and, rarely all new, the branches above.
+const BYTES_PER_ENTRY: u64 = 2 * 4096;
+
+/// Bytes a flush writes besides its entries' page paths: redb's table roots, its list of freed
+/// pages and its header.
+const COMMIT_BYTES: u64 = 64 << 10;
+
+/// Spare segments growth leaves for deletes: a flush of a segment's worth of page paths.
+pub const DELETE_ROOM: usize = 1;
+
+/// What a flush writes: index entries, and bytes of the records behind them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
+impl Load {
+    pub fn plus(self, other: Load) -> Load {
+        Load { entries: self.entries + other.entries, bytes: self.bytes + other.bytes }
+    }
+}
+
+/// Asks the shard to hold at least this many spare segments, as far as its region can.
+pub type Grow = Box<dyn Fn(usize)>;
+
+/// A shard index's spare segments and their size.
+#[derive(Debug, Clone)]
+pub struct Room {
+    pub segments: Arc<Segments>,
+    pub segment_len: u64,
+}
+
+impl Room {
+    pub fn new(segments: Arc<Segments>, segment_len: u64) -> Room {
+        debug_assert!(segment_len > 0);
+        Room { segments, segment_len }
+    }
+
+    /// Storage bytes a flush of `load` may write that are new to the index at most: a page
+    /// path per entry, but never more than rewriting the whole index and its new bytes twice
+    /// over (copy-on-write frees the old pages only after the commit), and redb's own pages.
+    /// An empty flush writes nothing.
+    pub fn flush_bytes(&self, load: Load) -> u64 {
+        if load.entries == 0 {
+            return 0;
+        }
+        let by_entries = load.entries as u64 * BYTES_PER_ENTRY;
+        let by_size = self.segments.taken() as u64 * self.segment_len + 4 * load.bytes as u64;
+        by_entries.min(by_size) + COMMIT_BYTES
+    }
+
+    /// Spare segments the flush in flight and the next may take at most: their bytes, and one
+    /// segment more where new storage straddles two.
+    pub fn need(&self, flight: Load, next: Load) -> usize {
+        match self.flush_bytes(flight) + self.flush_bytes(next) {
+            0 => 0,
+            bytes => bytes.div_ceil(self.segment_len) as usize + 1,
+        }
+    }
+
+    /// Whether the spares cover the flush in flight, the next one, and `margin` besides, when
+    /// the flush in flight has taken `taken` segments of its need already.
+    pub fn fits(&self, flight: Load, next: Load, margin: usize, taken: usize) -> bool {
+        self.segments.spare() + taken >= self.need(flight, next) + margin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEG: u64 = 1 << 20;
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn a_flush_needs_a_page_path_per_entry_bounded_by_the_index_and_its_new_bytes() {
+        let room = Room::new(Arc::new(Segments::default()), SEG);
+        let none = Load::default();
+        assert_eq!(room.need(none, none), 0, "nothing to write takes nothing");
+        let one = Load { entries: 1, bytes: 100 };
+        assert_eq!(room.flush_bytes(one), 4 * 100 + COMMIT_BYTES, "an empty index: four times its new bytes");
+        assert_eq!(room.need(one, one), 2, "well within a segment, which may straddle two");
+        let full = Load { entries: 120, bytes: MIB };
+        assert_eq!(room.need(full, none), 1 + 1, "120 page paths and redb's pages: a segment");
+        assert_eq!(room.need(full, full), 2 + 1);
+        // An empty index (no segment taken) rewrites at most its new bytes, four times.
+        assert_eq!(room.flush_bytes(Load { entries: 10_000, bytes: 300_000 }), 1_200_000 + COMMIT_BYTES);
+    }
+
+    #[test]
+    fn growth_leaves_room_for_deletes_and_the_flush_in_flight() {
+        let room = Room::new(Arc::new(Segments::default()), SEG);
+        room.segments.grant((1..=4).map(|i| i * SEG));
+        let one = Load { entries: 1, bytes: 100 };
+        assert!(room.fits(one, one, DELETE_ROOM, 0), "2 + 1 of 4");
+        let more = Load { entries: 240, bytes: MIB };
+        assert!(!room.fits(one, more, DELETE_ROOM, 0), "4, and deletes' 1");
+        assert!(room.fits(one, more, 0, 0), "a delete still fits");
+        assert!(room.fits(one, more, DELETE_ROOM, 1), "when the flush in flight took one of its own");
+        assert_eq!(room.segments.give_back(3).len(), 3);
+        assert!(!room.fits(none(), one, 0, 0), "one spare is less than a flush that may straddle two");
+    }
+
+    fn none() -> Load {
+        Load::default()
+    }
+}
