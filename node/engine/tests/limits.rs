@@ -87,6 +87,13 @@ fn full_shard(format_version: u32) {
     });
 }
 
+/// Puts a one-byte blob named `xxx-NNNNNN`, arriving on the shard its number picks (where its
+/// chunk lands, without dedup).
+async fn put(node: &edgeblob_engine::Node, name: &str, byte: u8) -> Result<(), EngineError> {
+    let i: usize = name[4..].parse().unwrap();
+    node.put_blob(i % 2, key("c", name), body(&[byte]), heavy_props(), Conditions::default()).await.map(|_| ())
+}
+
 /// A v2 shard filled with small blobs (each a chunk, and Azure's 8 KiB of metadata), then half
 /// emptied, has its free space in holes of a few chunks each, too small for the index to grow
 /// into; the index reuses the pages the deletes freed inside it instead, and gives data the spare
@@ -99,20 +106,13 @@ fn a_shard_fragmented_by_deletes_takes_new_blobs_before_and_after_a_restart() {
     let cfg = edgeblob_engine::config::EngineConfig { data_size: 64 << 20, ..config(dir.path()) }.with_reduction(false);
     let rt = rt();
     let node = open(&cfg);
-    let put = |name: String, byte: u8| {
-        let node = &node;
-        async move {
-            let i: usize = name[4..].parse().unwrap();
-            node.put_blob(i % 2, key("c", &name), body(&[byte]), heavy_props(), Conditions::default()).await
-        }
-    };
     let stored = rt.block_on(async {
         node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
         let (mut stored, mut refused) = (Vec::new(), 0);
         // A chunk lands on the shard its request arrives on (`i % 2`): until both refuse.
         for i in 0..100_000 {
             let name = format!("old-{i:06}");
-            match put(name.clone(), b'x').await {
+            match put(&node, &name, b'x').await {
                 Ok(_) => stored.push(name),
                 Err(e) if is_full(&e) => refused += 1,
                 Err(e) => panic!("blob {i}: {e}"),
@@ -144,18 +144,11 @@ fn a_shard_fragmented_by_deletes_takes_new_blobs_before_and_after_a_restart() {
     let fresh = stored.len() / 4;
     rt.block_on(async {
         for i in 0..fresh {
-            put(format!("new-{i:06}"), b'y').await.unwrap_or_else(|e| panic!("new blob {i}: {e}"));
+            put(&node, &format!("new-{i:06}"), b'y').await.unwrap_or_else(|e| panic!("new blob {i}: {e}"));
         }
     });
     node.stop();
     let node = open(&cfg);
-    let put = |name: String, byte: u8| {
-        let node = &node;
-        async move {
-            let i: usize = name[4..].parse().unwrap();
-            node.put_blob(i % 2, key("c", &name), body(&[byte]), heavy_props(), Conditions::default()).await
-        }
-    };
     rt.block_on(async {
         for (i, name) in stored.iter().enumerate() {
             let found = node.head_blob(key("c", name), Conditions::default()).await;
@@ -167,7 +160,9 @@ fn a_shard_fragmented_by_deletes_takes_new_blobs_before_and_after_a_restart() {
             assert_eq!(&got[..], b"y");
         }
         for i in fresh..2 * fresh {
-            put(format!("new-{i:06}"), b'z').await.unwrap_or_else(|e| panic!("new blob {i} after the restart: {e}"));
+            put(&node, &format!("new-{i:06}"), b'z')
+                .await
+                .unwrap_or_else(|e| panic!("new blob {i} after the restart: {e}"));
         }
     });
 }
