@@ -23,6 +23,10 @@ const COMMIT_BYTES: u64 = 64 << 10;
 /// Spare segments growth leaves for deletes: a flush of a segment's worth of page paths.
 pub const DELETE_ROOM: usize = 1;
 
+/// A change beyond the next flush that the spares a shard tops up to should also cover, so
+/// that a shard does not ask again at every commit.
+const HEADROOM: Load = Load { entries: 256, bytes: 64 << 10 };
+
 /// What a flush writes: index entries, and bytes of the records behind them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Load {
@@ -74,6 +78,12 @@ impl Room {
         }
     }
 
+    /// Spares the shard should hold for the flush in flight and the next: their worst case
+    /// with room for a further change, and for deletes.
+    pub fn wanted(&self, flight: Load, next: Load) -> usize {
+        self.need(flight, next.plus(HEADROOM)) + DELETE_ROOM
+    }
+
     /// Whether the spares cover the flush in flight, the next one, and `margin` besides, when
     /// the flush in flight has taken `taken` segments of its need already.
     pub fn fits(&self, flight: Load, next: Load, margin: usize, taken: usize) -> bool {
@@ -113,6 +123,7 @@ mod tests {
         assert!(!room.fits(one, more, DELETE_ROOM, 0), "4, and deletes' 1");
         assert!(room.fits(one, more, 0, 0), "a delete still fits");
         assert!(room.fits(one, more, DELETE_ROOM, 1), "when the flush in flight took one of its own");
+        assert!(room.wanted(one, more) > 4, "a shard short of room asks for more than it holds");
         assert_eq!(room.segments.give_back(3).len(), 3);
         assert!(!room.fits(none(), one, 0, 0), "one spare is less than a flush that may straddle two");
     }

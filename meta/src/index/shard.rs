@@ -1026,17 +1026,15 @@ impl ShardIndex {
     pub fn ready(&mut self) -> impl Future<Output = Result<(), AppendError>> + 'static {
         self.reap();
         let tight = self.log.room() < self.log.half_len() / 4;
-        let mut need_flush = tight && self.index_lsn + 1 < self.log.first_lsn();
+        let behind = tight && self.index_lsn + 1 < self.log.first_lsn();
         // Or the spares do not cover a small change beside the flushes due: those go first
         // (small ones, under this pressure), and once one is done what it wrote no longer
         // counts twice (in flight, and dirty until then).
-        if !self.fits(TYPICAL_CHANGE, DELETE_ROOM) {
-            self.maybe_flush();
-            need_flush |= self.flight.is_some();
-        }
-        if need_flush {
+        let short = !self.fits(TYPICAL_CHANGE, DELETE_ROOM);
+        if behind || short {
             self.maybe_flush();
         }
+        let need_flush = behind || (short && self.flight.is_some());
         let mut epoch = self.epoch.subscribe();
         let seen = *epoch.borrow();
         let switch = tight.then(|| self.log.switch_ready());

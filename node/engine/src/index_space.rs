@@ -7,7 +7,7 @@
 //! "Metadata at scale").
 
 use edgeblob_io::{Extent, ExtentAllocator};
-use edgeblob_meta::index::room::{Load, Room, DELETE_ROOM};
+use edgeblob_meta::index::room::{Load, Room};
 
 /// The fewest spares kept: two small flushes (in flight and next), each of which may straddle
 /// a segment, and room for deletes.
@@ -41,11 +41,10 @@ impl IndexSpace {
         (s.taken() + s.spare()) as u64 * self.room.segment_len
     }
 
-    /// Spares to hold for the flush in flight and the next: their worst case, room for deletes
-    /// and for the next change besides, and never fewer than the reserve.
+    /// Spares to hold for the flush in flight and the next ([`Room::wanted`]), and never fewer
+    /// than the reserve.
     pub fn wanted(&self, flight: Load, next: Load) -> usize {
-        let headroom = Load { entries: 256, bytes: 64 << 10 };
-        (self.room.need(flight, next.plus(headroom)) + DELETE_ROOM).max(self.reserve)
+        self.room.wanted(flight, next).max(self.reserve)
     }
 
     /// Grants segments from `alloc` until `want` are spare; false when the area cannot give them.
@@ -78,6 +77,7 @@ mod tests {
     use std::sync::Arc;
 
     use edgeblob_meta::index::region::Segments;
+    use edgeblob_meta::index::room::DELETE_ROOM;
 
     use super::*;
 
