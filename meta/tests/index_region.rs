@@ -342,3 +342,32 @@ fn a_torn_header_falls_back_to_the_other_slot() {
         RegionBackend::open(Arc::new(after.device()) as SharedDevice, place(), Arc::new(Segments::default())).unwrap();
     assert_eq!(b.header(), durable, "the torn slot is ignored for the older, whole one");
 }
+
+/// A shrink gives the segments wholly above the new length back as spares (after a compaction,
+/// what deletes freed inside the index is room the room check counts), with the header written
+/// at the next sync; the segment the new length ends in stays, and growing back reads zeros.
+#[test]
+fn a_shrink_gives_the_segments_above_the_new_length_back_as_spares() {
+    let disk = disk();
+    let (b, pool) = granted(&disk);
+    b.set_len(3 * SEGMENT).unwrap();
+    for s in 0..3 {
+        b.write(s * SEGMENT, &[s as u8 + 1; 4096]).unwrap();
+    }
+    b.sync_data().unwrap();
+    let held = b.segments();
+    let (spare, taken) = (pool.spare(), pool.taken());
+    assert_eq!((held.len(), taken), (3, 3));
+    b.set_len(SEGMENT + 4096).unwrap();
+    assert_eq!((pool.spare(), pool.taken()), (spare + 1, 2), "only the segment wholly above");
+    b.set_len(SEGMENT / 2).unwrap();
+    assert_eq!((pool.spare(), pool.taken()), (spare + 2, 1));
+    b.sync_data().unwrap();
+    assert_eq!(reopened_holds(&disk), held[..1], "the header maps what is left");
+    let mut got = [0u8; 4096];
+    b.read(0, &mut got).unwrap();
+    assert_eq!(got, [1u8; 4096], "below the new length nothing moved");
+    b.set_len(3 * SEGMENT).unwrap();
+    b.read(2 * SEGMENT, &mut got).unwrap();
+    assert_eq!(got, [0u8; 4096], "grown back, it reads zeros");
+}

@@ -2,6 +2,8 @@
 //! only by flushes of memtables, each one durable transaction that also records the last LSN it
 //! covers, so the log after that LSN is all recovery replays.
 
+use std::sync::{RwLock, RwLockReadGuard};
+
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::memtable::Memtable;
@@ -29,7 +31,9 @@ const DEFS: [Def; Table::COUNT] = [
 pub const META_LSN: &[u8] = b"lsn";
 
 pub struct Index {
-    db: Database,
+    /// Shared by every read and flush; held alone only by a compaction, which redb runs only
+    /// with no transaction open.
+    db: RwLock<Database>,
 }
 
 impl Index {
@@ -37,7 +41,21 @@ impl Index {
     /// `cache_bytes`.
     pub fn open(backend: RegionBackend, cache_bytes: usize) -> Result<Index, redb::Error> {
         let db = Database::builder().set_cache_size(cache_bytes).create_with_backend(backend)?;
-        Ok(Index { db })
+        Ok(Index { db: RwLock::new(db) })
+    }
+
+    fn db(&self) -> RwLockReadGuard<'_, Database> {
+        // A job that panicked left redb as consistent as any abort would.
+        self.db.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the index's pages down into the room freed pages left and trims what is left free
+    /// above them, so that its storage gives back the segments wholly above its new length
+    /// ([`super::region`]). Waits for the reads in progress and holds off new ones until done;
+    /// false when there was nothing to move.
+    pub fn compact(&self) -> Result<bool, redb::Error> {
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        Ok(db.compact()?)
     }
 
     /// The last LSN the index covers (0 for a new index).
@@ -49,7 +67,7 @@ impl Index {
     pub fn write(&self, m: &Memtable) -> Result<(), redb::Error> {
         // Durable at commit (redb's default durability); opening after a crash reads the
         // allocator state saved with it instead of walking the whole tree.
-        let mut tx = self.db.begin_write()?;
+        let mut tx = self.db().begin_write()?;
         tx.set_quick_repair(true);
         {
             // `changes` comes table by table: each is opened once.
@@ -88,7 +106,9 @@ impl Index {
     }
 
     pub fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
-        let tx = self.db.begin_read()?;
+        // Held to the end of the read: a compaction waits for it.
+        let db = self.db();
+        let tx = db.begin_read()?;
         let table = match tx.open_table(DEFS[t as usize]) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -105,7 +125,9 @@ impl Index {
 
     /// Up to `limit` entries of `t` with keys in `[from, to)`, in order.
     pub fn range(&self, t: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Page, redb::Error> {
-        let tx = self.db.begin_read()?;
+        // Held to the end of the read: a compaction waits for it.
+        let db = self.db();
+        let tx = db.begin_read()?;
         let table = match tx.open_table(DEFS[t as usize]) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Page { entries: Vec::new(), complete: true }),

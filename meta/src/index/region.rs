@@ -148,6 +148,18 @@ impl Segments {
         pool.spare.split_off(keep)
     }
 
+    /// Takes back segments the index held and no longer maps: spares again.
+    fn release(&self, offsets: Vec<u64>) {
+        if offsets.is_empty() {
+            return;
+        }
+        let mut pool = lock(&self.pool);
+        debug_assert!(pool.taken >= offsets.len(), "releasing segments the index did not take");
+        pool.taken -= offsets.len();
+        pool.spare.extend(offsets);
+        pool.changes += 1;
+    }
+
     pub fn spare(&self) -> usize {
         lock(&self.pool).spare.len()
     }
@@ -554,9 +566,20 @@ impl StorageBackend for RegionBackend {
         }
         // Segments are taken when first written, not here: redb doubles its length as it grows,
         // and only what it writes needs a place on the device.
+        let seg = self.place.segment_len;
+        let st = &mut *st;
         let h = Arc::make_mut(&mut st.header);
-        // Shrinking keeps the segments (the index will grow again) but forgets what lay above the
-        // new length: growing back must read zeros there.
+        // Shrinking forgets what lay above the new length (growing back must read zeros there),
+        // and the segments wholly above it are spares again: redb trims only pages free in every
+        // snapshot still readable, and the header that drops them is written with this commit
+        // (a crash before it leaves the older one, which still maps them, and no flush or data
+        // takes a spare before then). Deletes thus give the index room the check can see.
+        let keep = len.div_ceil(seg) as usize;
+        if h.segments.len() > keep {
+            let freed: Vec<u64> = h.segments.drain(keep..).filter(|&s| s != HOLE).collect();
+            st.pending.split_off(&(keep as u64 * seg));
+            self.segments.release(freed);
+        }
         h.high_water = h.high_water.min(len);
         h.len = len;
         st.dirty = true;

@@ -165,6 +165,8 @@ struct Flight {
     load: Load,
     /// The index's segments when it began.
     taken_at: usize,
+    /// Whether the index is compacted after this flush ([`ShardIndex::want_compaction`]).
+    compact: bool,
     done: Rc<RefCell<Option<Result<(), String>>>>,
 }
 
@@ -189,6 +191,12 @@ pub struct ShardIndex {
     /// The spare segments the index's flushes may take ([`super::room`]), and how to ask the
     /// shard for more; none where the index grows without bound (tests of the index alone).
     room: Option<(Room, Grow)>,
+    /// Bytes of entries removed since the last compaction began (as [`blob_mem`] counts them):
+    /// pages freed inside the index, which only a compaction turns into segments the room check
+    /// counts.
+    freed: u64,
+    /// A compaction goes with the next flush.
+    compact_wanted: bool,
     /// The keys the index may hold, once built ([`build_filters`]).
     filters: Option<Filters>,
     /// While the filters are being built: the hashes of the keys flushes wrote meanwhile (blobs,
@@ -270,6 +278,20 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
 /// beside them. A larger one may still be refused as busy until they end.
 const TYPICAL_CHANGE: Load = Load { entries: 8 + (16 << 10) / 64, bytes: 16 << 10 };
 
+/// Writes a flush, then compacts the index if asked. A compaction that fails leaves the index
+/// as its last commit left it (each of its steps is a commit): the flush stands, and growth
+/// stays refused until a later one succeeds.
+fn write_and_compact(ix: &super::db::Index, m: &Memtable, compact: bool) -> Result<(), String> {
+    ix.write(m).map_err(|e| e.to_string())?;
+    if compact {
+        match ix.compact() {
+            Ok(moved) => tracing::info!(moved, "metadata index compacted to give its freed pages back as segments"),
+            Err(e) => tracing::warn!(%e, "metadata index compaction failed; growth stays refused until a later one"),
+        }
+    }
+    Ok(())
+}
+
 /// Whether a change may add to the metadata. Deletes never do, so they are admitted when the
 /// index has no room to grow: they are how a full shard makes room. Reference changes are
 /// always admitted: they follow a record already durable on its shard (the room for the chunk
@@ -342,6 +364,9 @@ impl ShardIndex {
             epoch: Rc::new(epoch),
             failed: None,
             room: None,
+            // Not known after a start: what removals before it freed is worth one compaction.
+            freed: u64::MAX,
+            compact_wanted: false,
             filters: None,
             building: None,
             fences: Fences::default(),
@@ -433,9 +458,10 @@ impl ShardIndex {
         }
     }
 
-    /// Whether a flush is in flight (it may take any spare segment meanwhile).
+    /// Whether a flush is in flight (it may take any spare segment meanwhile); not once its
+    /// outcome is in, though not reaped yet.
     pub fn flushing(&self) -> bool {
-        self.flight.is_some()
+        self.flight.as_ref().is_some_and(|f| f.done.borrow().is_none())
     }
 
     /// Whether the spares cover the flushes in flight and next with `extra` more to write, and
@@ -448,6 +474,58 @@ impl ShardIndex {
             grow((room.need(flight, next) + margin).saturating_sub(self.taken_by_flight()));
             room.fits(flight, next, margin, self.taken_by_flight())
         }
+    }
+
+    /// About how many bytes of index entries `rec` removes (before it is applied).
+    fn freed_by(&self, rec: &Record) -> u64 {
+        let bytes = match rec {
+            Record::BlobDelete { key } => self.state.blobs.get(key).map_or(0, |b| blob_mem(key, Some(b))),
+            Record::StagedDropped { key } => staged_mem(key, self.state.staged.get(key)),
+            // Its blobs go with it, as many as there are: worth a compaction.
+            Record::ContainerDelete { .. } | Record::ContainerPurge { .. } => {
+                self.room.as_ref().map_or(0, |(r, _)| r.segment_len as usize)
+            }
+            _ => 0,
+        };
+        bytes as u64
+    }
+
+    /// Whether a change of `extra` would not fit the spares even with nothing else to flush.
+    fn full_for(&self, extra: Load) -> bool {
+        self.room.as_ref().is_some_and(|(room, _)| !room.fits(Load::default(), extra, DELETE_ROOM, 0))
+    }
+
+    /// Asks for a compaction with the next flush where removals since the last one may have
+    /// freed pages inside the index: redb reuses them, but the room check counts only spare
+    /// segments, and in a region with no contiguous room left (the index took it all, or data
+    /// left only holes) only a compaction, which trims the index and so gives back the segments
+    /// above its new length, turns them into spares. True while one is wanted or runs: growth is
+    /// then busy, not full.
+    fn want_compaction(&mut self) -> bool {
+        if self.flight.as_ref().is_some_and(|f| f.compact) || self.compact_wanted {
+            return true;
+        }
+        if self.freed == 0 {
+            return false;
+        }
+        self.compact_wanted = true;
+        self.maybe_flush();
+        true
+    }
+
+    /// Whether removals since the last compaction may have freed a segment's worth of pages.
+    fn worth_compacting(&self) -> bool {
+        self.room.as_ref().is_some_and(|(r, _)| self.freed >= r.segment_len)
+    }
+
+    /// When the shard's data finds no room: resolves once the flush in flight ends (the spares
+    /// it may take are data's after it, above what the index needs), or once a compaction has
+    /// given back as spares the pages removals freed inside the index. None when neither can
+    /// make room.
+    pub fn room_for_data(&mut self) -> Option<impl Future<Output = ()> + 'static> {
+        self.reap();
+        let compacting = self.worth_compacting() && self.want_compaction();
+        (compacting || self.flight.is_some()).then(|| self.flushed())
     }
 
     /// Index entries the next flush writes.
@@ -648,9 +726,9 @@ impl ShardIndex {
         let extra = Load { entries: 4 + payload.len() / 64, bytes: payload.len() };
         if grows(&rec) && !self.fits(extra, DELETE_ROOM) {
             self.maybe_flush();
-            // Full only when it would not fit with nothing left to flush; until then the
-            // flushes due go first.
-            let full = self.room.as_ref().is_some_and(|(room, _)| !room.fits(Load::default(), extra, DELETE_ROOM, 0));
+            // Full only when it would not fit with nothing left to flush, and no compaction
+            // can give back what removals freed; until then the flushes due go first.
+            let full = self.full_for(extra) && !self.want_compaction();
             return Err(if full { AppendError::MetadataFull } else { AppendError::Busy });
         }
         if matches!(rec, Record::BlobDelete { .. } | Record::ContainerDelete { .. }) && !self.fits(extra, 0) {
@@ -683,6 +761,7 @@ impl ShardIndex {
 
     /// Applies a record (live or replayed) and marks what it changed dirty.
     fn apply(&mut self, lsn: u64, rec: &Record, bytes: usize) -> RefCounts {
+        self.freed = self.freed.saturating_add(self.freed_by(rec));
         // Staged blocks a change drops: all of a blob's, for a commit, a delete, an expiry, or a
         // block staged into a new incarnation of its container.
         let staged_ids = |st: &ShardMeta, key: &BlobKey| -> Vec<Vec<u8>> {
@@ -805,14 +884,15 @@ impl ShardIndex {
 
     /// Starts a flush when enough has changed, or when the older log half is not covered yet.
     fn maybe_flush(&mut self) {
-        if self.flight.is_some() || self.failed.is_some() || self.index_lsn == self.applied {
+        if self.flight.is_some() || self.failed.is_some() || (self.index_lsn == self.applied && !self.compact_wanted) {
             return;
         }
         // Enough to write, or the older half is not covered yet (the next switch needs it:
         // starting now gives the flush the whole current half to finish in).
         // Under pressure for room too: a small flush reuses the pages deletes freed in the index,
         // and the spares it leaves admit the next changes.
-        let due = self.dirty.bytes >= self.cfg.flush_bytes
+        let due = self.compact_wanted
+            || self.dirty.bytes >= self.cfg.flush_bytes
             || self.index_lsn + 1 < self.log.first_lsn()
             || !self.fits(Load::default(), 2 * DELETE_ROOM);
         if due {
@@ -830,6 +910,10 @@ impl ShardIndex {
 
     fn start_flush(&mut self) {
         let lsn = self.applied;
+        let compact = std::mem::take(&mut self.compact_wanted);
+        if compact {
+            self.freed = 0;
+        }
         let load = Load { entries: self.dirty_entries(), bytes: self.dirty.bytes };
         let mut m = Memtable::default();
         for k in self.dirty.blobs.keys() {
@@ -936,7 +1020,7 @@ impl ShardIndex {
         tokio::task::spawn_local(async move {
             let res = match durable.await {
                 // The index must never hold a change the log could still lose.
-                Ok(()) => match ix.write(move |ix| ix.write(&m).map_err(|e| e.to_string())).await {
+                Ok(()) => match ix.write(move |ix| write_and_compact(ix, &m, compact)).await {
                     Ok(r) => r,
                     Err(stopped) => Err(stopped.to_string()),
                 },
@@ -949,7 +1033,7 @@ impl ShardIndex {
             epoch.send_modify(|e| *e += 1);
         });
         let taken_at = self.room.as_ref().map_or(0, |(room, _)| room.segments.taken());
-        self.flight = Some(Flight { lsn, load, taken_at, done });
+        self.flight = Some(Flight { lsn, load, taken_at, compact, done });
     }
 
     /// How the allocator's image changes from the index's to the state applied now: the space
@@ -1031,6 +1115,12 @@ impl ShardIndex {
         // (small ones, under this pressure), and once one is done what it wrote no longer
         // counts twice (in flight, and dirty until then).
         let short = !self.fits(TYPICAL_CHANGE, DELETE_ROOM);
+        // Before a change would be refused as full, when removals since the last compaction
+        // may have freed a segment's worth: the change then waits for it rather than be refused.
+        // Not after every removal (a run of deletes would compact after each).
+        if short && self.full_for(TYPICAL_CHANGE) && self.worth_compacting() {
+            self.want_compaction();
+        }
         if behind || short {
             self.maybe_flush();
         }

@@ -377,7 +377,20 @@ impl Shard {
                 return Ok(Placed::Found(found));
             }
         }
-        Ok(match self.allocate(room) {
+        let mut extent = self.allocate(room);
+        // A full region may still have room the index holds and will not need: once its flush
+        // ends, or once a compaction gives back what deletes freed inside it. A few rounds
+        // (the compaction may wait behind a flush), then the region is full.
+        for _ in 0..4 {
+            if extent.is_some() {
+                break;
+            }
+            let wait = self.meta.borrow_mut().index_mut().and_then(|m| m.room_for_data());
+            let Some(wait) = wait else { break };
+            wait.await;
+            extent = self.allocate(room);
+        }
+        Ok(match extent {
             Some(e) => Placed::Room(e),
             None => Placed::Full,
         })

@@ -459,3 +459,66 @@ fn a_blob_of_fifty_thousand_blocks_and_four_tebibytes_commits_reads_and_restarts
         node.stop();
     }
 }
+
+/// With dedup, blobs of the same bytes share one chunk, so a v2 shard filled with them is full
+/// of metadata alone: its index takes every segment of the region. Deletes then free pages
+/// inside the index, which redb reuses but the room check cannot count, and the region has no
+/// free segment left to grant. A refused growth compacts the index, which trims it and gives the
+/// segments above its new length back as spares, so the shard takes new blobs again, before and
+/// after a restart. Before, it refused every one.
+#[test]
+fn a_shard_whose_index_took_its_whole_region_takes_new_blobs_after_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = edgeblob_engine::config::EngineConfig { data_size: 64 << 20, ..config(dir.path()) };
+    assert!(cfg.dedup, "the test needs blobs of the same bytes to share their chunk");
+    let rt = rt();
+    let node = open(&cfg);
+    let (stored, refused) = rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let (mut stored, mut refused) = (Vec::new(), Vec::new());
+        for i in 0..100_000 {
+            let name = format!("old-{i:06}");
+            match put(&node, &name, b'x').await {
+                Ok(_) => stored.push(name),
+                Err(EngineError::Log(MetaError::MetadataFull)) => refused.push(name),
+                Err(e) => panic!("blob {i}: {e}"),
+            }
+            if refused.len() >= 8 {
+                break;
+            }
+        }
+        assert!(refused.len() >= 8 && stored.len() > 1000, "{} stored", stored.len());
+        for name in stored.iter().enumerate().filter(|(i, _)| i % 3 != 2).map(|(_, n)| n) {
+            node.delete_blob(key("c", name), Conditions::default()).await.unwrap();
+        }
+        node.sync().await.unwrap();
+        for name in &refused {
+            put(&node, name, b'y').await.unwrap_or_else(|e| panic!("{name} after the deletes: {e}"));
+        }
+        (stored, refused)
+    });
+    // Two thirds of the blobs went: half as many again fit, whatever their bytes.
+    let fresh = stored.len() / 4;
+    rt.block_on(async {
+        for i in 0..fresh {
+            put(&node, &format!("new-{i:06}"), b'z').await.unwrap_or_else(|e| panic!("new blob {i}: {e}"));
+        }
+    });
+    node.stop();
+    let node = open(&cfg);
+    rt.block_on(async {
+        for (i, name) in stored.iter().enumerate() {
+            let found = node.head_blob(key("c", name), Conditions::default()).await;
+            assert_eq!(found.is_ok(), i % 3 == 2, "{name} after the restart");
+        }
+        for name in refused.iter().chain(&[format!("new-{:06}", fresh - 1)]) {
+            let (_, _, got) = node.read_blob(0, key("c", name), None, Conditions::default()).await.unwrap();
+            assert_eq!(got.len(), 1, "{name}");
+        }
+        for i in fresh..2 * fresh {
+            put(&node, &format!("new-{i:06}"), b'w')
+                .await
+                .unwrap_or_else(|e| panic!("new blob {i} after the restart: {e}"));
+        }
+    });
+}
