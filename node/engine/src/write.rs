@@ -183,13 +183,23 @@ async fn collect(h: Option<JoinHandle<Result<ChunkRef>>>, into: &mut Vec<ChunkRe
 pub async fn store_chunk(shard: Rc<Shard>, account: &str, data: Bytes) -> Result<ChunkRef> {
     let hash = shard.reducer.hash(account, &data);
     let mut dedup = shard.node.config.dedup;
-    let counter = if dedup { shard.node.hash_owner(&hash) } else { shard.index };
+    let mut counter = if dedup { shard.node.hash_owner(&hash) } else { shard.index };
+    // Without dedup a chunk goes where its request arrived. When the region it goes to is full,
+    // it goes to the next one with room, as a chunk that is not deduplicated (counted where it
+    // lies): a single client's connection lands on one shard and must not fill that region while
+    // the others stand empty, nor its hash owner's region refuse it while others have room.
+    let mut spill = shard.node.shards();
     // Room for the chunk uncompressed: compression runs only on a miss, after this hop, and
     // gives back what it saves.
     let room = (page::pages_for(data.len()) * PAGE_SIZE) as u64;
     let extent = loop {
         match at(&shard, counter, move |s| async move { s.place_chunk(&hash, dedup, room).await }).await?? {
             Placed::Room(e) => break e,
+            Placed::Full if spill > 1 => {
+                dedup = false;
+                spill -= 1;
+                counter = (counter + 1) % shard.node.shards();
+            }
             Placed::Full => return Err(EngineError::OutOfSpace),
             Placed::Found(existing) => {
                 // A hash match is a candidate, not a proof: compare the bytes.

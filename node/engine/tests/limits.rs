@@ -87,6 +87,38 @@ fn full_shard(format_version: u32) {
     });
 }
 
+/// Without dedup a chunk is written where its request arrived. A client whose connection lands
+/// on one shard fills that shard's region, then the others', and only then is refused.
+#[test]
+fn one_connection_fills_every_region_not_only_its_own() {
+    for format_version in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = edgeblob_engine::config::EngineConfig { data_size: 64 << 20, format_version, ..config(dir.path()) }
+            .with_reduction(false);
+        let rt = rt();
+        let node = open(&cfg);
+        let region = node.shared().sb.layout.data_area(0).1;
+        let stored = rt.block_on(async {
+            node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+            let mut stored = 0u64;
+            for i in 0u32.. {
+                let data: Vec<u8> = (0..64 * 1024u32).map(|j| (i.wrapping_mul(31) ^ j.wrapping_mul(7)) as u8).collect();
+                match node
+                    .put_blob(0, key("c", &format!("b{i}")), body(&data), Default::default(), Conditions::default())
+                    .await
+                {
+                    Ok(_) => stored += data.len() as u64,
+                    Err(e) if is_full(&e) => break,
+                    Err(e) => panic!("v{format_version}, blob {i}: {e}"),
+                }
+            }
+            stored
+        });
+        assert!(stored > region, "v{format_version}: {stored} bytes stored, no more than one region holds ({region})");
+        node.stop();
+    }
+}
+
 /// Puts a one-byte blob named `xxx-NNNNNN`, arriving on the shard its number picks (where its
 /// chunk lands, without dedup).
 async fn put(node: &edgeblob_engine::Node, name: &str, byte: u8) -> Result<(), EngineError> {
