@@ -138,27 +138,12 @@ fn a_shard_fragmented_by_deletes_takes_new_blobs_before_and_after_a_restart() {
     let cfg = edgeblob_engine::config::EngineConfig { data_size: 64 << 20, ..config(dir.path()) }.with_reduction(false);
     let rt = rt();
     let node = open(&cfg);
+    // Half of each shard's chunks go, every other pair: holes of one page each.
+    let gone = |i: usize| i % 4 >= 2;
     let stored = rt.block_on(async {
-        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
-        let (mut stored, mut refused) = (Vec::new(), 0);
         // A chunk lands on the shard its request arrives on (`i % 2`): until both refuse.
-        for i in 0..100_000 {
-            let name = format!("old-{i:06}");
-            match put(&node, &name, b'x').await {
-                Ok(_) => stored.push(name),
-                Err(e) if is_full(&e) => refused += 1,
-                Err(e) => panic!("blob {i}: {e}"),
-            }
-            if refused >= 8 {
-                break;
-            }
-        }
-        assert!(refused >= 8 && stored.len() > 1000, "{} stored", stored.len());
-        // Half of each shard's chunks go, every other pair: holes of one page each.
-        for name in stored.iter().enumerate().filter(|(i, _)| i % 4 >= 2).map(|(_, n)| n) {
-            node.delete_blob(key("c", name), Conditions::default()).await.unwrap();
-        }
-        node.sync().await.unwrap();
+        let (stored, _) = fill_until_refused(&node, is_full).await;
+        delete_where(&node, &stored, gone).await;
         for shard in 0..2 {
             let (largest, segment) = node
                 .on(shard, |s| async move {
@@ -174,29 +159,103 @@ fn a_shard_fragmented_by_deletes_takes_new_blobs_before_and_after_a_restart() {
     });
     // The deletes made room for about a quarter as many blobs again; not one is refused.
     let fresh = stored.len() / 4;
-    rt.block_on(async {
-        for i in 0..fresh {
-            put(&node, &format!("new-{i:06}"), b'y').await.unwrap_or_else(|e| panic!("new blob {i}: {e}"));
-        }
-    });
+    rt.block_on(put_new(&node, 0..fresh, b'y'));
     node.stop();
     let node = open(&cfg);
     rt.block_on(async {
-        for (i, name) in stored.iter().enumerate() {
-            let found = node.head_blob(key("c", name), Conditions::default()).await;
-            assert_eq!(found.is_ok(), i % 4 < 2, "{name} after the restart");
-        }
+        check_kept(&node, &stored, |i| !gone(i)).await;
         for i in 0..fresh {
             let (_, _, got) =
                 node.read_blob(0, key("c", &format!("new-{i:06}")), None, Conditions::default()).await.unwrap();
             assert_eq!(&got[..], b"y");
         }
-        for i in fresh..2 * fresh {
-            put(&node, &format!("new-{i:06}"), b'z')
-                .await
-                .unwrap_or_else(|e| panic!("new blob {i} after the restart: {e}"));
-        }
+        put_new(&node, fresh..2 * fresh, b'z').await;
     });
+}
+
+/// With dedup, blobs of the same bytes share one chunk, so a v2 shard filled with them is full
+/// of metadata alone: its index takes every segment of the region. Deletes then free pages
+/// inside the index, which redb reuses but the room check cannot count, and the region has no
+/// free segment left to grant. A refused growth compacts the index, which trims it and gives the
+/// segments above its new length back as spares, so the shard takes new blobs again, before and
+/// after a restart. Before, it refused every one.
+#[test]
+fn a_shard_whose_index_took_its_whole_region_takes_new_blobs_after_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = edgeblob_engine::config::EngineConfig { data_size: 64 << 20, ..config(dir.path()) };
+    assert!(cfg.dedup, "the test needs blobs of the same bytes to share their chunk");
+    let rt = rt();
+    let node = open(&cfg);
+    let gone = |i: usize| i % 3 != 2;
+    let (stored, refused) = rt.block_on(async {
+        let (stored, refused) =
+            fill_until_refused(&node, |e| matches!(e, EngineError::Log(MetaError::MetadataFull))).await;
+        delete_where(&node, &stored, gone).await;
+        for name in &refused {
+            put(&node, name, b'y').await.unwrap_or_else(|e| panic!("{name} after the deletes: {e}"));
+        }
+        (stored, refused)
+    });
+    // Two thirds of the blobs went: half as many again fit, whatever their bytes.
+    let fresh = stored.len() / 4;
+    rt.block_on(put_new(&node, 0..fresh, b'z'));
+    node.stop();
+    let node = open(&cfg);
+    rt.block_on(async {
+        check_kept(&node, &stored, |i| !gone(i)).await;
+        for name in refused.iter().chain(&[format!("new-{:06}", fresh - 1)]) {
+            let (_, _, got) = node.read_blob(0, key("c", name), None, Conditions::default()).await.unwrap();
+            assert_eq!(got.len(), 1, "{name}");
+        }
+        put_new(&node, fresh..2 * fresh, b'w').await;
+    });
+}
+
+/// Puts `old-NNNNNN` blobs of one byte until eight are refused as `full` says: the names
+/// stored and refused.
+async fn fill_until_refused(
+    node: &edgeblob_engine::Node,
+    full: impl Fn(&EngineError) -> bool,
+) -> (Vec<String>, Vec<String>) {
+    node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+    let (mut stored, mut refused) = (Vec::new(), Vec::new());
+    for i in 0..100_000 {
+        let name = format!("old-{i:06}");
+        match put(node, &name, b'x').await {
+            Ok(()) => stored.push(name),
+            Err(e) if full(&e) => refused.push(name),
+            Err(e) => panic!("blob {i}: {e}"),
+        }
+        if refused.len() >= 8 {
+            break;
+        }
+    }
+    assert!(refused.len() >= 8 && stored.len() > 1000, "{} stored", stored.len());
+    (stored, refused)
+}
+
+/// Deletes the blobs of `stored` whose number `gone` picks, and waits until the deletes are
+/// durable.
+async fn delete_where(node: &edgeblob_engine::Node, stored: &[String], gone: impl Fn(usize) -> bool) {
+    for (_, name) in stored.iter().enumerate().filter(|(i, _)| gone(*i)) {
+        node.delete_blob(key("c", name), Conditions::default()).await.unwrap();
+    }
+    node.sync().await.unwrap();
+}
+
+/// Puts `new-NNNNNN` blobs of `byte`, numbered `range`: not one may be refused.
+async fn put_new(node: &edgeblob_engine::Node, range: std::ops::Range<usize>, byte: u8) {
+    for i in range {
+        put(node, &format!("new-{i:06}"), byte).await.unwrap_or_else(|e| panic!("new blob {i}: {e}"));
+    }
+}
+
+/// Each blob of `stored` is there exactly when `kept` says so of its number.
+async fn check_kept(node: &edgeblob_engine::Node, stored: &[String], kept: impl Fn(usize) -> bool) {
+    for (i, name) in stored.iter().enumerate() {
+        let found = node.head_blob(key("c", name), Conditions::default()).await;
+        assert_eq!(found.is_ok(), kept(i), "{name}");
+    }
 }
 
 /// Format v1 only: there, uncommitted blocks share the log half with everything else. In v2 they
@@ -490,67 +549,4 @@ fn a_blob_of_fifty_thousand_blocks_and_four_tebibytes_commits_reads_and_restarts
         });
         node.stop();
     }
-}
-
-/// With dedup, blobs of the same bytes share one chunk, so a v2 shard filled with them is full
-/// of metadata alone: its index takes every segment of the region. Deletes then free pages
-/// inside the index, which redb reuses but the room check cannot count, and the region has no
-/// free segment left to grant. A refused growth compacts the index, which trims it and gives the
-/// segments above its new length back as spares, so the shard takes new blobs again, before and
-/// after a restart. Before, it refused every one.
-#[test]
-fn a_shard_whose_index_took_its_whole_region_takes_new_blobs_after_deletes() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = edgeblob_engine::config::EngineConfig { data_size: 64 << 20, ..config(dir.path()) };
-    assert!(cfg.dedup, "the test needs blobs of the same bytes to share their chunk");
-    let rt = rt();
-    let node = open(&cfg);
-    let (stored, refused) = rt.block_on(async {
-        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
-        let (mut stored, mut refused) = (Vec::new(), Vec::new());
-        for i in 0..100_000 {
-            let name = format!("old-{i:06}");
-            match put(&node, &name, b'x').await {
-                Ok(_) => stored.push(name),
-                Err(EngineError::Log(MetaError::MetadataFull)) => refused.push(name),
-                Err(e) => panic!("blob {i}: {e}"),
-            }
-            if refused.len() >= 8 {
-                break;
-            }
-        }
-        assert!(refused.len() >= 8 && stored.len() > 1000, "{} stored", stored.len());
-        for name in stored.iter().enumerate().filter(|(i, _)| i % 3 != 2).map(|(_, n)| n) {
-            node.delete_blob(key("c", name), Conditions::default()).await.unwrap();
-        }
-        node.sync().await.unwrap();
-        for name in &refused {
-            put(&node, name, b'y').await.unwrap_or_else(|e| panic!("{name} after the deletes: {e}"));
-        }
-        (stored, refused)
-    });
-    // Two thirds of the blobs went: half as many again fit, whatever their bytes.
-    let fresh = stored.len() / 4;
-    rt.block_on(async {
-        for i in 0..fresh {
-            put(&node, &format!("new-{i:06}"), b'z').await.unwrap_or_else(|e| panic!("new blob {i}: {e}"));
-        }
-    });
-    node.stop();
-    let node = open(&cfg);
-    rt.block_on(async {
-        for (i, name) in stored.iter().enumerate() {
-            let found = node.head_blob(key("c", name), Conditions::default()).await;
-            assert_eq!(found.is_ok(), i % 3 == 2, "{name} after the restart");
-        }
-        for name in refused.iter().chain(&[format!("new-{:06}", fresh - 1)]) {
-            let (_, _, got) = node.read_blob(0, key("c", name), None, Conditions::default()).await.unwrap();
-            assert_eq!(got.len(), 1, "{name}");
-        }
-        for i in fresh..2 * fresh {
-            put(&node, &format!("new-{i:06}"), b'w')
-                .await
-                .unwrap_or_else(|e| panic!("new blob {i} after the restart: {e}"));
-        }
-    });
 }
