@@ -35,12 +35,17 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().build().unwrap()
 }
 
+/// Blob `i`'s key, in one container.
+fn blob_key(i: u32) -> Vec<u8> {
+    format!("acct\0c\0{i:06}").into_bytes()
+}
+
 /// Generation `g` of the data: keys 0..n of Blobs, each value naming the generation; every
 /// tenth key of the previous generation deleted.
 fn generation(g: u64, n: u32) -> Memtable {
     let mut m = Memtable::default();
     for i in 0..n {
-        let key = format!("{i:06}").into_bytes();
+        let key = blob_key(i);
         if g > 0 && i % 10 == 0 {
             m.delete(Table::Blobs, key);
         } else {
@@ -75,8 +80,9 @@ fn flushes_land_with_their_lsn_and_survive_reopening() {
     }
     let ix = open(&disk.crash(Crash::LoseUnflushed));
     assert!(holds_generation(&ix, 2, 2000));
-    assert_eq!(ix.get(Table::Blobs, b"000010").unwrap(), None, "deleted");
-    assert_eq!(ix.get(Table::Staged, b"000011").unwrap(), None, "tables are apart");
+    assert_eq!(ix.get(Table::Blobs, &blob_key(10)).unwrap(), None, "deleted");
+    assert_eq!(ix.get(Table::Blobs, &blob_key(11)).unwrap().as_deref(), Some(&b"g2-11"[..]));
+    assert_eq!(ix.get(Table::Staged, &blob_key(11)).unwrap(), None, "tables are apart");
 }
 
 #[test]
@@ -120,34 +126,85 @@ fn a_power_cut_in_a_flush_leaves_the_old_or_the_new_generation_with_its_lsn() {
     assert!(cases > 12, "{cases} cuts");
 }
 
+/// Every blob entry, read in pages of `n` entries, each page resuming after the last key of the
+/// one before.
+fn in_pages(ix: &Index, n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut from = Vec::new();
+    let mut seen = Vec::new();
+    loop {
+        let page = ix.range(Table::Blobs, &from, None, n).unwrap();
+        assert!(page.entries.len() <= n);
+        let last = page.entries.last().map(|(k, _)| successor(k));
+        seen.extend(page.entries);
+        match (page.complete, last) {
+            (false, Some(next)) => from = next,
+            _ => return seen,
+        }
+    }
+}
+
 #[test]
 fn ranges_page_through_every_key_once_in_order() {
     let disk = disk();
     let ix = open(&disk);
     ix.write(&generation(0, 50)).unwrap();
     ix.write(&generation(1, 30)).unwrap();
-    // Every key in pages of 7 entries, each page resuming after the last key of the one before.
-    let mut from = Vec::new();
-    let mut seen = Vec::new();
-    loop {
-        let page = ix.range(Table::Blobs, &from, None, 7).unwrap();
-        assert!(page.entries.len() <= 7);
-        let last = page.entries.last().map(|(k, _)| successor(k));
-        seen.extend(page.entries);
-        match (page.complete, last) {
-            (false, Some(n)) => from = n,
-            _ => break,
-        }
-    }
-    let names: Vec<String> = seen.iter().map(|(k, _)| String::from_utf8(k.clone()).unwrap()).collect();
-    let want: Vec<String> = (0..50).filter(|i| !(*i < 30 && i % 10 == 0)).map(|i| format!("{i:06}")).collect();
+    let seen = in_pages(&ix, 7);
+    let names: Vec<Vec<u8>> = seen.iter().map(|(k, _)| k.clone()).collect();
+    let want: Vec<Vec<u8>> = (0..50).filter(|i| !(*i < 30 && i % 10 == 0)).map(blob_key).collect();
     assert_eq!(names, want);
     let value =
-        |k: &str| seen.iter().find(|(key, _)| key == k.as_bytes()).map(|(_, v)| String::from_utf8(v.clone()).unwrap());
-    assert_eq!(value("000006").as_deref(), Some("g1-6"), "the newer flush wins");
-    assert_eq!(value("000040").as_deref(), Some("g0-40"));
+        |i: u32| seen.iter().find(|(key, _)| *key == blob_key(i)).map(|(_, v)| String::from_utf8(v.clone()).unwrap());
+    assert_eq!(value(6).as_deref(), Some("g1-6"), "the newer flush wins");
+    assert_eq!(value(40).as_deref(), Some("g0-40"));
     // A bounded range ends at its bound.
-    let page = ix.range(Table::Blobs, b"000012", Some(b"000015"), 100).unwrap();
+    let page = ix.range(Table::Blobs, &blob_key(12), Some(&blob_key(15)), 100).unwrap();
     assert!(page.complete);
-    assert_eq!(page.entries.iter().map(|(k, _)| k.as_slice()).collect::<Vec<_>>(), [b"000012", b"000013", b"000014"]);
+    assert_eq!(page.entries.into_iter().map(|(k, _)| k).collect::<Vec<_>>(), [12, 13, 14].map(blob_key));
+}
+
+/// Blobs are kept in a redb table per container: ranges over several containers still come in
+/// key order, a range may start in one container and end in another, and a container whose
+/// blobs are all deleted leaves no table behind.
+#[test]
+fn blobs_of_many_containers_range_in_key_order_and_an_emptied_one_leaves_no_table() {
+    let disk = disk();
+    let ix = open(&disk);
+    // Names where a separator other than NUL would sort the tables wrongly: "c" before "c-d"
+    // and "c0", "ab" before "abc".
+    let groups = ["ab\0c", "ab\0c-d", "ab\0c0", "abc\0a", "b\0z"];
+    let key = |g: &str, i: u32| format!("{g}\0n{i:03}").into_bytes();
+    let mut m = Memtable::default();
+    for g in groups {
+        for i in 0..20 {
+            m.put(Table::Blobs, key(g, i), key(g, i));
+        }
+    }
+    m.applied(1);
+    ix.write(&m).unwrap();
+    let mut all: Vec<Vec<u8>> = groups.iter().flat_map(|g| (0..20).map(move |i| key(g, i))).collect();
+    all.sort();
+    let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| entries.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(keys(in_pages(&ix, 7)), all);
+    assert_eq!(keys(in_pages(&ix, 1000)), all);
+    let page = ix.range(Table::Blobs, &key("ab\0c-d", 15), Some(&key("ab\0c0", 3)), 100).unwrap();
+    let want: Vec<Vec<u8>> = (15..20).map(|i| key("ab\0c-d", i)).chain((0..3).map(|i| key("ab\0c0", i))).collect();
+    assert_eq!((keys(page.entries), page.complete), (want, true));
+    let page = ix.range(Table::Blobs, b"ab\0c\0", Some(b"ab\0c\x01"), 100).unwrap();
+    assert_eq!(keys(page.entries), (0..20).map(|i| key("ab\0c", i)).collect::<Vec<_>>());
+    assert_eq!(ix.get(Table::Blobs, &key("abc\0a", 4)).unwrap(), Some(key("abc\0a", 4)));
+
+    let mut m = Memtable::default();
+    for i in 0..20 {
+        m.delete(Table::Blobs, key("ab\0c-d", i));
+    }
+    m.applied(2);
+    ix.write(&m).unwrap();
+    all.retain(|k| !k.starts_with(b"ab\0c-d\0"));
+    let blob_tables = |ix: &Index| ix.tables().unwrap().into_iter().filter(|t| t.starts_with("blobs\0")).count();
+    assert_eq!(blob_tables(&ix), groups.len() - 1, "{:?}", ix.tables().unwrap());
+    drop(ix);
+    let ix = open(&disk);
+    assert_eq!(keys(in_pages(&ix, 3)), all);
+    assert_eq!(ix.get(Table::Blobs, &key("ab\0c-d", 4)).unwrap(), None);
 }

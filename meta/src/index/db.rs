@@ -2,30 +2,31 @@
 //! only by flushes of memtables, each one durable transaction that also records the last LSN it
 //! covers, so the log after that LSN is all recovery replays.
 
+use std::borrow::Cow;
 use std::sync::{RwLock, RwLockReadGuard};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
 use super::memtable::Memtable;
 use super::region::RegionBackend;
 use super::space::{group_key, groups_of, SpaceChanges, SpaceMap};
 use super::{keys, Page, Table};
 
-/// The table a flush has open, and which one it is.
-type OpenTable<'t> = (Table, redb::Table<'t, &'static [u8], &'static [u8]>);
+type Def<'n> = TableDefinition<'n, &'static [u8], &'static [u8]>;
 
-type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
+/// The redb tables' names, by [`Table`]. Blobs are not in `blobs` but in a table per container
+/// ([`keys::BLOB_TABLES`]); a table of that name is one a build before them wrote.
+const NAMES: [&str; Table::COUNT] = ["blobs", "staged", "chunks", "dedup", "space", "catalog", "meta", "outbox"];
 
-const DEFS: [Def; Table::COUNT] = [
-    TableDefinition::new("blobs"),
-    TableDefinition::new("staged"),
-    TableDefinition::new("chunks"),
-    TableDefinition::new("dedup"),
-    TableDefinition::new("space"),
-    TableDefinition::new("catalog"),
-    TableDefinition::new("meta"),
-    TableDefinition::new("outbox"),
-];
+const DEFS: [Def<'static>; Table::COUNT] = {
+    let mut defs = [TableDefinition::new(NAMES[0]); Table::COUNT];
+    let mut i = 0;
+    while i < Table::COUNT {
+        defs[i] = TableDefinition::new(NAMES[i]);
+        i += 1;
+    }
+    defs
+};
 
 /// The key in [`Table::Meta`] of the last LSN the index covers (u64 LE).
 pub const META_LSN: &[u8] = b"lsn";
@@ -41,7 +42,23 @@ impl Index {
     /// `cache_bytes`.
     pub fn open(backend: RegionBackend, cache_bytes: usize) -> Result<Index, redb::Error> {
         let db = Database::builder().set_cache_size(cache_bytes).create_with_backend(backend)?;
-        Ok(Index { db: RwLock::new(db) })
+        let ix = Index { db: RwLock::new(db) };
+        // A build before blob tables per container kept blobs in `blobs`, where this one would
+        // not see them.
+        if ix.tables()?.iter().any(|t| t == NAMES[Table::Blobs as usize]) {
+            return Err(redb::Error::Corrupted(
+                "this index keeps its blobs as a pre-release build of format 2 did; export them with that build".into(),
+            ));
+        }
+        Ok(ix)
+    }
+
+    /// The names of the redb tables the index holds, in order.
+    pub fn tables(&self) -> Result<Vec<String>, redb::Error> {
+        let db = self.db();
+        let mut names: Vec<String> = db.begin_read()?.list_tables()?.map(|t| t.name().to_owned()).collect();
+        names.sort_unstable();
+        Ok(names)
     }
 
     fn db(&self) -> RwLockReadGuard<'_, Database> {
@@ -70,22 +87,31 @@ impl Index {
         let mut tx = self.db().begin_write()?;
         tx.set_quick_repair(true);
         {
-            // `changes` comes table by table: each is opened once.
+            // `changes` comes table by table, and a table's keys in order: each redb table
+            // (a container's blob table too) is opened once.
             let mut open: Option<OpenTable<'_>> = None;
             for (t, k, v) in m.changes() {
-                let table = match &mut open {
-                    Some((ot, table)) if *ot == t => table,
+                let name = table_name(t, k)?;
+                let open = match &mut open {
+                    Some(o) if o.name == name => o,
                     _ => {
-                        open = None;
-                        &mut open.insert((t, tx.open_table(DEFS[t as usize])?)).1
+                        if let Some(done) = open.take() {
+                            done.close(&tx)?;
+                        }
+                        let table = tx.open_table(Def::new(&name))?;
+                        open.insert(OpenTable { name, table, removed: false })
                     }
                 };
                 match v {
-                    Some(v) => table.insert(k, v.as_slice())?,
-                    None => table.remove(k)?,
-                };
+                    Some(v) => {
+                        open.table.insert(k, v.as_slice())?;
+                    }
+                    None => open.removed |= open.table.remove(k)?.is_some(),
+                }
             }
-            drop(open);
+            if let Some(done) = open {
+                done.close(&tx)?;
+            }
             write_space(&tx, &m.space)?;
             let mut meta = tx.open_table(DEFS[Table::Meta as usize])?;
             let before = meta.get(META_LSN)?.and_then(|v| v.value().try_into().ok()).map_or(0, u64::from_le_bytes);
@@ -106,10 +132,12 @@ impl Index {
     }
 
     pub fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
+        // A blob table holds only blob keys: another key is in none.
+        let Ok(name) = table_name(t, key) else { return Ok(None) };
         // Held to the end of the read: a compaction waits for it.
         let db = self.db();
         let tx = db.begin_read()?;
-        let table = match tx.open_table(DEFS[t as usize]) {
+        let table = match tx.open_table(Def::new(&name)) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -128,25 +156,88 @@ impl Index {
         // Held to the end of the read: a compaction waits for it.
         let db = self.db();
         let tx = db.begin_read()?;
-        let table = match tx.open_table(DEFS[t as usize]) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Page { entries: Vec::new(), complete: true }),
-            Err(e) => return Err(e.into()),
-        };
-        let iter = match to {
-            Some(to) => table.range::<&[u8]>(from..to)?,
-            None => table.range::<&[u8]>(from..)?,
+        let names = match t {
+            Table::Blobs => blob_tables(&tx, from, to)?,
+            _ => vec![Cow::Borrowed(NAMES[t as usize])],
         };
         let mut out = Vec::new();
-        for entry in iter {
-            if out.len() == limit {
-                return Ok(Page { entries: out, complete: false });
+        for name in names {
+            let table = match tx.open_table(Def::new(&name)) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let iter = match to {
+                Some(to) => table.range::<&[u8]>(from..to)?,
+                None => table.range::<&[u8]>(from..)?,
+            };
+            for entry in iter {
+                if out.len() == limit {
+                    return Ok(Page { entries: out, complete: false });
+                }
+                let (k, v) = entry?;
+                out.push((k.value().to_vec(), v.value().to_vec()));
             }
-            let (k, v) = entry?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
         }
         Ok(Page { entries: out, complete: true })
     }
+}
+
+/// A table a flush has open: its name, and whether the flush removed anything from it.
+struct OpenTable<'t> {
+    name: Cow<'static, str>,
+    table: redb::Table<'t, &'static [u8], &'static [u8]>,
+    removed: bool,
+}
+
+impl OpenTable<'_> {
+    /// Closes the table, and deletes it when it is a container's blob table left empty (so that
+    /// containers that come and go leave no tables behind for scans to list).
+    fn close(self, tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
+        let empty = self.removed && self.name.starts_with(keys::BLOB_TABLES) && self.table.is_empty()?;
+        drop(self.table);
+        if empty {
+            tx.delete_table(Def::new(&self.name))?;
+        }
+        Ok(())
+    }
+}
+
+/// The redb table that holds `key` of `t`: the table's own, or for a blob its container's
+/// ([`keys::BLOB_TABLES`]); an error for a blob table's key that is not a blob's.
+fn table_name(t: Table, key: &[u8]) -> Result<Cow<'static, str>, redb::Error> {
+    if t != Table::Blobs {
+        return Ok(Cow::Borrowed(NAMES[t as usize]));
+    }
+    let name = keys::blob_group(key).and_then(keys::blob_table);
+    let name = name.ok_or_else(|| redb::Error::Corrupted("a blob table key that names no container".into()))?;
+    Ok(Cow::Owned(name))
+}
+
+/// The containers' blob tables that may hold keys in `[from, to)`, in key order. A range within
+/// one container (a listing's) names its table without listing the others.
+fn blob_tables(
+    tx: &redb::ReadTransaction,
+    from: &[u8],
+    to: Option<&[u8]>,
+) -> Result<Vec<Cow<'static, str>>, redb::Error> {
+    // Every key of a group's table lies in `[group, group 0x01)`.
+    let after = |g: &[u8]| [g, &[1]].concat();
+    if let (Some(g), Some(to)) = (keys::blob_group(from), to) {
+        if to <= after(g).as_slice() {
+            return Ok(keys::blob_table(g).map(Cow::Owned).into_iter().collect());
+        }
+    }
+    let mut names: Vec<String> = tx
+        .list_tables()?
+        .map(|t| t.name().to_owned())
+        .filter(|n| {
+            n.strip_prefix(keys::BLOB_TABLES)
+                .is_some_and(|g| after(g.as_bytes()).as_slice() > from && to.is_none_or(|to| g.as_bytes() < to))
+        })
+        .collect();
+    names.sort_unstable();
+    Ok(names.into_iter().map(Cow::Owned).collect())
 }
 
 /// Changes the allocator's image as a flush says, in its transaction (after the chunk table's

@@ -21,6 +21,28 @@ pub fn blob(k: &BlobKey) -> Vec<u8> {
     out
 }
 
+/// Where the `blobs` table's entries are kept: one redb table per container name, named this
+/// and then the entries' group ([`blob_group`]). Each container's names then sort in a tree of
+/// their own, where names written in order append to the tree's last leaf, which redb leaves
+/// packed; in one tree for every container, each container's appends landed mid-tree, whose
+/// even splits left every leaf half full (docs/architecture.md, "Metadata at scale" 3).
+pub const BLOB_TABLES: &str = "blobs\0";
+
+/// A blob key's group: its `account 0 container`, up to the second NUL; None for a key that is
+/// not a blob's (fewer than two NULs).
+pub fn blob_group(key: &[u8]) -> Option<&[u8]> {
+    let first = memchr::memchr(0, key)?;
+    let second = first + 1 + memchr::memchr(0, &key[first + 1..])?;
+    Some(&key[..second])
+}
+
+/// The name of the redb table that holds the blob keys of `group`. Table names sort as their
+/// groups, and a group's keys lie in `[group, group 0x01)`: the tables, in name order, hold the
+/// blob keys in key order.
+pub fn blob_table(group: &[u8]) -> Option<String> {
+    Some(format!("{BLOB_TABLES}{}", std::str::from_utf8(group).ok()?))
+}
+
 /// The blob key spelled by `bytes`, if it is one.
 pub fn parse_blob(bytes: &[u8]) -> Option<BlobKey> {
     let mut parts = bytes.splitn(3, |&b| b == 0);
