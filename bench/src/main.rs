@@ -6,6 +6,12 @@
 //! - `engine`: the storage engine without HTTP, beside fio.
 //! - `static-server`: the in-memory HTTP server used as the loopback ceiling.
 
+// The node's allocator (node/src/main.rs): `engine`, `fill`, `small` and `index` run the engine
+// in this process, and measured it with glibc's malloc, which took a third of a 10-million-blob
+// listing's CPU (docs/performance.md); the node never runs so.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod compare;
 mod data;
