@@ -55,10 +55,7 @@ impl Index {
 
     /// The names of the redb tables the index holds, in order.
     pub fn tables(&self) -> Result<Vec<String>, redb::Error> {
-        let db = self.db();
-        let mut names: Vec<String> = db.begin_read()?.list_tables()?.map(|t| t.name().to_owned()).collect();
-        names.sort_unstable();
-        Ok(names)
+        table_names(&self.db().begin_read()?)
     }
 
     fn db(&self) -> RwLockReadGuard<'_, Database> {
@@ -228,16 +225,18 @@ fn blob_tables(
             return Ok(keys::blob_table(g).map(Cow::Owned).into_iter().collect());
         }
     }
-    let mut names: Vec<String> = tx
-        .list_tables()?
-        .map(|t| t.name().to_owned())
-        .filter(|n| {
-            n.strip_prefix(keys::BLOB_TABLES)
-                .is_some_and(|g| after(g.as_bytes()).as_slice() > from && to.is_none_or(|to| g.as_bytes() < to))
-        })
-        .collect();
+    let names = table_names(tx)?.into_iter().filter(|n| {
+        n.strip_prefix(keys::BLOB_TABLES)
+            .is_some_and(|g| after(g.as_bytes()).as_slice() > from && to.is_none_or(|to| g.as_bytes() < to))
+    });
+    Ok(names.map(Cow::Owned).collect())
+}
+
+/// The names of the tables `tx` sees, in order.
+fn table_names(tx: &redb::ReadTransaction) -> Result<Vec<String>, redb::Error> {
+    let mut names: Vec<String> = tx.list_tables()?.map(|t| t.name().to_owned()).collect();
     names.sort_unstable();
-    Ok(names.into_iter().map(Cow::Owned).collect())
+    Ok(names)
 }
 
 /// Changes the allocator's image as a flush says, in its transaction (after the chunk table's
