@@ -24,11 +24,16 @@ fn disk() -> SimDisk {
 }
 
 fn open(disk: &SimDisk) -> Index {
+    Index::open(backend(disk), 2 * MIB as usize).unwrap()
+}
+
+/// The index storage on `disk`, granted the segments it does not hold.
+fn backend(disk: &SimDisk) -> RegionBackend {
     let segments = Arc::new(Segments::default());
     let backend = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), segments.clone()).unwrap();
     let held = backend.segments();
     segments.grant((4..32).map(|i| i * MIB).filter(|s| !held.contains(s)));
-    Index::open(backend, 2 * MIB as usize).unwrap()
+    backend
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -207,4 +212,20 @@ fn blobs_of_many_containers_range_in_key_order_and_an_emptied_one_leaves_no_tabl
     let ix = open(&disk);
     assert_eq!(keys(in_pages(&ix, 3)), all);
     assert_eq!(ix.get(Table::Blobs, &key("ab\0c-d", 4)).unwrap(), None);
+}
+
+/// An index that keeps its blobs in one `blobs` table (a pre-release build's) is refused at open,
+/// not opened with its blobs out of sight.
+#[test]
+fn an_index_with_every_blob_in_one_table_is_refused() {
+    let disk = disk();
+    {
+        let db = redb::Database::builder().create_with_backend(backend(&disk)).unwrap();
+        let tx = db.begin_write().unwrap();
+        let def = redb::TableDefinition::<&[u8], &[u8]>::new("blobs");
+        tx.open_table(def).unwrap().insert(blob_key(1).as_slice(), b"v".as_slice()).unwrap();
+        tx.commit().unwrap();
+    }
+    let err = Index::open(backend(&disk), 2 * MIB as usize).err().expect("an index of the old layout is refused");
+    assert!(err.to_string().contains("pre-release"), "{err}");
 }
