@@ -18,15 +18,10 @@ type Def<'n> = TableDefinition<'n, &'static [u8], &'static [u8]>;
 /// ([`keys::BLOB_TABLES`]); a table of that name is one a build before them wrote.
 const NAMES: [&str; Table::COUNT] = ["blobs", "staged", "chunks", "dedup", "space", "catalog", "meta", "outbox"];
 
-const DEFS: [Def<'static>; Table::COUNT] = {
-    let mut defs = [TableDefinition::new(NAMES[0]); Table::COUNT];
-    let mut i = 0;
-    while i < Table::COUNT {
-        defs[i] = TableDefinition::new(NAMES[i]);
-        i += 1;
-    }
-    defs
-};
+/// The definition of table `t` (for [`Table::Blobs`], the old layout's single table).
+const fn def(t: Table) -> Def<'static> {
+    TableDefinition::new(NAMES[t as usize])
+}
 
 /// The key in [`Table::Meta`] of the last LSN the index covers (u64 LE).
 pub const META_LSN: &[u8] = b"lsn";
@@ -110,7 +105,7 @@ impl Index {
                 done.close(&tx)?;
             }
             write_space(&tx, &m.space)?;
-            let mut meta = tx.open_table(DEFS[Table::Meta as usize])?;
+            let mut meta = tx.open_table(def(Table::Meta))?;
             let before = meta.get(META_LSN)?.and_then(|v| v.value().try_into().ok()).map_or(0, u64::from_le_bytes);
             debug_assert!(before <= m.last_lsn(), "the index never goes back in the log ({before} > {})", m.last_lsn());
             meta.insert(META_LSN, m.last_lsn().to_le_bytes().as_slice())?;
@@ -245,11 +240,11 @@ fn write_space(tx: &redb::WriteTransaction, changes: &SpaceChanges) -> Result<()
     if changes.is_empty() {
         return Ok(());
     }
-    let mut table = tx.open_table(DEFS[Table::Space as usize])?;
+    let mut table = tx.open_table(def(Table::Space))?;
     let mut map = SpaceMap::default();
     let touched: Vec<u64> = if changes.rebuild {
         table.retain(|_, _| false)?;
-        let chunks = tx.open_table(DEFS[Table::Chunks as usize])?;
+        let chunks = tx.open_table(def(Table::Chunks))?;
         for entry in chunks.iter()? {
             let (_, v) = entry?;
             let e = keys::decode_chunk(v.value()).map_err(redb::Error::Corrupted)?;
