@@ -86,6 +86,17 @@ pub(crate) fn rss_mib() -> u64 {
         >> 10
 }
 
+/// CPU seconds this process has used, every thread (the engine's shards and index threads run
+/// in it, and so do io_uring's workers). From /proc, in USER_HZ ticks, which are 1/100 s.
+pub(crate) fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name may hold spaces; the fields after it do not: utime and stime are the
+    // 12th and 13th of those.
+    let fields: Vec<&str> = s.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    tick(11) + tick(12)
+}
+
 async fn open(file: &Arc<DeviceFile>, cache: usize) -> Result<RefCell<ShardIndex>, String> {
     let segments = Arc::new(Segments::default());
     let dev: SharedDevice = Arc::new(SyncDevice::new(file.clone()));

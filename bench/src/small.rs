@@ -1,7 +1,9 @@
 //! Small objects through the engine in each on-disk format, side by side in one run: `--blobs`
 //! Put Blobs of `--size` bytes by `--clients` concurrent writers, then as many Get Blobs and Get
 //! Blob Properties of random blobs, then the same reads after a restart (cold: the v2 working set
-//! starts empty), and the time the restart took. Prints a Markdown table (docs/performance.md).
+//! starts empty), and the time the restart took. Prints a Markdown table (docs/performance.md)
+//! with each phase's rate, latencies and the process's CPU time per operation (steadier than a
+//! rate on a shared machine: the work done, not the time waited).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -44,6 +46,8 @@ struct Phase {
     ops_s: f64,
     p50_us: u64,
     p99_us: u64,
+    /// The process's CPU time (all threads) per operation.
+    cpu_us: f64,
 }
 
 fn key(i: u64) -> BlobKey {
@@ -71,6 +75,7 @@ where
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let cpu = crate::index::cpu_seconds();
     let start = Instant::now();
     let mut timed = futures::stream::iter(0..count)
         .map(|i| {
@@ -85,7 +90,13 @@ where
         let _ = h.record(r?.as_micros().max(1) as u64);
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok(Phase { ops_s: count as f64 / secs, p50_us: h.value_at_quantile(0.5), p99_us: h.value_at_quantile(0.99) })
+    let cpu_us = (crate::index::cpu_seconds() - cpu) * 1e6 / count.max(1) as f64;
+    Ok(Phase {
+        ops_s: count as f64 / secs,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        cpu_us,
+    })
 }
 
 /// A random blob index for read `i` (a fixed permutation-like walk, no RNG state to share).
@@ -129,8 +140,8 @@ pub fn run(a: Args) -> Result<(), String> {
         a.clients,
         a.shards.map_or("one per core".into(), |s| s.to_string())
     );
-    println!("| format | PUT/s | PUT p50/p99 µs | GET/s | GET p50/p99 µs | HEAD/s | HEAD p50/p99 µs | restart s | cold GET/s | cold GET p50/p99 µs | cold HEAD/s | cold HEAD p50/p99 µs |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| format | PUT/s | PUT p50/p99 µs | PUT CPU µs | GET/s | GET p50/p99 µs | GET CPU µs | HEAD/s | HEAD p50/p99 µs | HEAD CPU µs | restart s | cold GET/s | cold GET p50/p99 µs | cold GET CPU µs | cold HEAD/s | cold HEAD p50/p99 µs | cold HEAD CPU µs |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &format_version in &a.formats {
         let path = a.dir.join(format!("small-v{format_version}.dat"));
         let _ = std::fs::remove_file(&path);
@@ -165,7 +176,7 @@ pub fn run(a: Args) -> Result<(), String> {
         let [cold_get, cold_head] = reads(&node, a.blobs, a.size, a.clients, &rt)?;
         node.stop();
         let _ = std::fs::remove_file(&path);
-        let cell = |p: &Phase| format!("{:.0} | {}/{}", p.ops_s, p.p50_us, p.p99_us);
+        let cell = |p: &Phase| format!("{:.0} | {}/{} | {:.1}", p.ops_s, p.p50_us, p.p99_us, p.cpu_us);
         println!(
             "| v{format_version} | {} | {} | {} | {:.2} | {} | {} |",
             cell(&put),

@@ -97,6 +97,9 @@ impl ShardStore {
 /// index, and its future, are boxed).
 pub async fn resident(meta: &RefCell<ShardStore>, wants: &[Want]) -> Result<(), IndexError> {
     if meta.borrow().all_resident(wants) {
+        if let Some(m) = meta.borrow_mut().index_mut() {
+            m.trim(wants);
+        }
         return Ok(());
     }
     Box::pin(ensure(meta, wants)).await

@@ -493,13 +493,15 @@ fn counted_wants() -> Vec<Want> {
 }
 
 /// Making one entry resident never evicts another the same change needs, however small the
-/// cache: here the blob is resident and clean, its staged blocks are settled absent by the key
-/// filter with no read, and a cache of one byte would otherwise evict the blob to make room.
+/// cache: here the blob is resident and clean, its staged blocks are read (no key filter yet,
+/// as before a node's filters are built) and settled absent, and a cache of one byte would
+/// otherwise evict the blob to make room.
 #[test]
 fn entries_a_change_needs_stay_resident_together_in_the_smallest_cache() {
     let disk = new_disk();
     local(async {
-        let store = open_with(&disk, IndexConfig { cache_bytes: 1, flush_bytes: 1, ..IndexConfig::default() }).await;
+        let store =
+            open_unfiltered(&disk, IndexConfig { cache_bytes: 1, flush_bytes: 1, ..IndexConfig::default() }).await;
         let k = BlobKey::new("acct", "box", "a/00");
         let blob = Blob {
             container_id: 1,
@@ -785,5 +787,49 @@ fn an_index_written_before_the_image_was_kept_builds_it_at_its_next_flush() {
         check(&store, &model).await.unwrap();
         drive(&store, &mut model, &mut rng, 100, 201).await;
         check(&store, &model).await.unwrap();
+    });
+}
+
+/// A key the index never held is resident at once, known absent by its key filter: a new
+/// blob's Put reads nothing and puts nothing in the cache. Entries still become clean when
+/// their flush ends, without a read, and the cache is held to its size all the same.
+#[test]
+fn new_keys_take_nothing_from_the_cache_and_flushed_ones_stay_within_its_size() {
+    let disk = new_disk();
+    local(async {
+        let cache_bytes = 16 * 1024;
+        let store = open_with(&disk, IndexConfig { cache_bytes, flush_bytes: 4 * 1024, ..cfg() }).await;
+        for i in 0..2_000u64 {
+            let key = BlobKey::new("acct", "box", &format!("new/{i:05}"));
+            let blob = Blob {
+                container_id: 1,
+                etag: i + 1,
+                created_ns: 1,
+                modified_ns: 1,
+                size: 1,
+                props: BlobProps::default(),
+                blocks: vec![Block { id: Vec::new(), size: 1, chunks: vec![chunk(i + 1)].into() }],
+                single_put: true,
+            };
+            let rec = Record::BlobPut { key, blob };
+            let wants = wants_of(&rec);
+            let ready = store.borrow_mut().ready();
+            ready.await.unwrap();
+            let before = store.borrow().resident_bytes();
+            assert!(store.borrow().all_resident(&wants), "put {i}: a new key is known absent without a read");
+            ensure(&store, &wants).await.unwrap();
+            assert!(
+                store.borrow().resident_bytes() <= before.max(cache_bytes),
+                "put {i}: the cache grew past its size"
+            );
+            let commit = store.borrow_mut().commit(rec).unwrap();
+            commit.durable.await.unwrap();
+        }
+        assert!(store.borrow().epoch() > 10, "flushes ended while the puts went on ({})", store.borrow().epoch());
+        let last = [Want::Blob(BlobKey::new("acct", "box", "new/01999"))];
+        edgeblob_meta::index::shard::flush_all(&store).await.unwrap();
+        ensure(&store, &last).await.unwrap();
+        assert!(store.borrow().resident_bytes() <= cache_bytes, "{} bytes cached", store.borrow().resident_bytes());
+        assert!(store.borrow().all_resident(&last), "what was asked for stays");
     });
 }

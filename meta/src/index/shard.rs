@@ -14,8 +14,7 @@
 //! into the older half needs the index to cover it, so recovery replays at most two halves.
 //!
 //! A container's purge record reaches only resident entries; the engine walks the index for the
-//! rest (`container::purge`). Not yet here (issue 10 plan, docs/architecture.md): block lists in
-//! pieces; chunk ids.
+//! rest (`container::purge`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -601,7 +600,13 @@ impl ShardIndex {
                 return true;
             }
         }
-        self.clean.contains(w) || self.is_dirty(w)
+        // A key the index never held is known absent by its filter, with nothing in the cache:
+        // a new blob's Put installs no entry (two per Put, blob and staged list, were a fifth
+        // of the shard's time in a small-object ingest and crowded the cache's real entries
+        // out). The filter only grows and an entry comes to the index only through a flush of
+        // it as dirty, so a key this answers for stays resident until it is changed. Asked
+        // first: one probe, where the cache and the dirty entries are searches by whole key.
+        self.surely_absent(w) || self.clean.contains(w) || self.is_dirty(w)
     }
 
     /// Whether every want is resident (the common case, checked without allocating).
@@ -628,32 +633,13 @@ impl ShardIndex {
     /// Whether nothing is known for `w`, in memory or in the index (by its key filter): an
     /// answer without a read, and without making an absent entry resident.
     pub fn surely_none(&self, w: &Want) -> bool {
-        if self.is_resident(w) {
-            return match w {
+        self.is_resident(w)
+            && match w {
                 Want::Blob(k) => !self.state.blobs.contains_key(k),
                 Want::Staged(k) => !self.state.staged.contains_key(k),
                 Want::Chunk(id) => !self.state.chunks.contains_key(id),
                 Want::Dedup(h) => !self.state.dedup.contains_key(h),
-            };
-        }
-        self.surely_absent(w)
-    }
-
-    /// Splits wants into what the index surely holds nothing for, as fetched (absent) with no
-    /// read needed, and the others.
-    fn split_absent(&self, wants: Vec<Want>) -> (Fetched, Vec<Want>) {
-        let mut absent = Fetched::default();
-        let mut unknown = Vec::new();
-        for w in wants {
-            match w {
-                w if !self.surely_absent(&w) => unknown.push(w),
-                Want::Blob(k) => absent.blobs.push((k, None)),
-                Want::Staged(k) => absent.staged.push((k, None)),
-                Want::Chunk(id) => absent.chunks.push((id, None)),
-                Want::Dedup(h) => absent.dedup.push((h, None)),
             }
-        }
-        (absent, unknown)
     }
 
     /// Memory the key filters and the fences take.
@@ -1076,6 +1062,15 @@ impl ShardIndex {
         }
     }
 
+    /// Evicts clean entries over the cache's size, except `keep`. Entries also become clean
+    /// when a flush ends (not only when they are read), so the cache is held to its size here,
+    /// where a caller asks for what it needs, and not only when entries are read in.
+    pub fn trim(&mut self, keep: &[Want]) {
+        if self.clean.bytes() > self.cfg.cache_bytes {
+            self.evict(0, keep);
+        }
+    }
+
     /// Evicts clean entries, oldest first, until `incoming` more bytes fit in the cache, but
     /// never those in `keep` (the other entries the caller is making resident: with a cache
     /// smaller than one change's entries, it runs over rather than evict them).
@@ -1261,29 +1256,22 @@ impl HoldsIndex for ShardIndex {
 /// what they read may predate it, and the entries it wrote may have been evicted since.
 pub async fn ensure<M: HoldsIndex>(meta: &RefCell<M>, wants: &[Want]) -> Result<(), IndexError> {
     loop {
-        let (fetch, epoch, absent) = {
+        let (fetch, epoch) = {
             let mut m = meta.borrow_mut();
             let Some(m) = m.index_mut() else { return Ok(()) };
+            m.trim(wants);
+            // Keys the index never held are resident already (a new blob's, above all).
             let missing = m.missing(wants);
             if missing.is_empty() {
                 return Ok(());
             }
-            // Keys the index never held need no read (a new blob's, above all).
-            let (absent, unknown) = m.split_absent(missing);
-            if unknown.is_empty() {
-                m.install(absent, wants);
-                debug_assert!(m.all_resident(wants), "install keeps what the caller asked for");
-                return Ok(());
-            }
-            (m.fetch(unknown), m.epoch(), absent)
+            (m.fetch(missing), m.epoch())
         };
-        let mut got = fetch.await?;
+        let got = fetch.await?;
         let mut m = meta.borrow_mut();
         let Some(m) = m.index_mut() else { return Ok(()) };
         m.reap();
         if m.epoch() == epoch {
-            got.blobs.extend(absent.blobs);
-            got.staged.extend(absent.staged);
             m.install(got, wants);
             if m.missing(wants).is_empty() {
                 return Ok(());
