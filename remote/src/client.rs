@@ -1,0 +1,459 @@
+//! The calls, each one request to the remote retried as `RetryPolicy` says.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use md5::{Digest, Md5};
+use rustls_pki_types::CertificateDer;
+
+use crate::credential::Credential;
+use crate::endpoint::{query_value, Endpoint};
+use crate::error::{code_of, RemoteError};
+use crate::retry::{parse_retry_after, RetryPolicy};
+use crate::throttle::Throttle;
+use crate::xml;
+
+/// The REST version this client speaks: one Azure, Azurite (`--skipApiVersionCheck` not
+/// needed for it) and edgeblob all serve.
+pub const VERSION: &str = "2025-01-05";
+
+/// The largest range Azure returns an MD5 for (`x-ms-range-get-content-md5`).
+const RANGE_MD5_MAX: u64 = 4 << 20;
+
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// The container (and prefix) every name is under: see [`Endpoint`].
+    pub url: String,
+    pub credential: Credential,
+    pub retry: RetryPolicy,
+    /// For one attempt, from sending to the last byte of the answer.
+    pub timeout: Duration,
+    /// A cap on bytes per second over every call of this client.
+    pub bytes_per_sec: Option<u64>,
+    /// Certificate authorities trusted besides the system's (a private CA, a test's).
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}
+
+impl RemoteConfig {
+    pub fn new(url: &str, credential: Credential) -> RemoteConfig {
+        RemoteConfig {
+            url: url.to_owned(),
+            credential,
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(120),
+            bytes_per_sec: None,
+            extra_roots: Vec::new(),
+        }
+    }
+}
+
+/// An object's properties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Props {
+    pub len: u64,
+    pub etag: String,
+    pub content_md5: Option<[u8; 16]>,
+}
+
+pub use crate::xml::ListedBlob as Listed;
+
+/// One page of a listing: names are the container's, less the endpoint's prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    pub blobs: Vec<Listed>,
+    pub next: Option<String>,
+}
+
+pub struct Remote {
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    ep: Endpoint,
+    cred: Credential,
+    retry: RetryPolicy,
+    timeout: Duration,
+    throttle: Option<Throttle>,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One call: what is sent, and which statuses are its success.
+struct Call<'a> {
+    op: &'static str,
+    method: Method,
+    name: Option<&'a str>,
+    query: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+    ok: &'static [u16],
+}
+
+impl<'a> Call<'a> {
+    fn new(op: &'static str, method: Method, name: Option<&'a str>, ok: &'static [u16]) -> Call<'a> {
+        Call { op, method, name, query: Vec::new(), headers: Vec::new(), body: Bytes::new(), ok }
+    }
+}
+
+fn md5(data: &[u8]) -> [u8; 16] {
+    Md5::digest(data).into()
+}
+
+fn md5_header(a: &Answer, name: &str) -> Option<[u8; 16]> {
+    B64.decode(a.header(name)?).ok()?.try_into().ok()
+}
+
+impl Remote {
+    pub fn new(cfg: RemoteConfig) -> Result<Remote, String> {
+        let ep = Endpoint::parse(&cfg.url)?;
+        let mut roots = rustls::RootCertStore::empty();
+        // The system's roots; a host without any still reaches what `extra_roots` trusts.
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        for cert in cfg.extra_roots {
+            roots.add(cert).map_err(|e| format!("an extra root certificate: {e}"))?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(cfg.timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https);
+        Ok(Remote {
+            http,
+            ep,
+            cred: cfg.credential,
+            retry: cfg.retry,
+            timeout: cfg.timeout,
+            throttle: cfg.bytes_per_sec.map(Throttle::new),
+        })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.ep
+    }
+
+    /// One attempt. The date is taken and the request signed anew for each.
+    async fn once(&self, c: &Call<'_>) -> Result<Answer, RemoteError> {
+        let op = c.op;
+        let query: Vec<(String, String)> = c.query.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let mut qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", query_value(v))).collect();
+        if let Some(sas) = self.cred.query() {
+            qs.push(sas.to_owned());
+        }
+        let path = self.ep.path(c.name);
+        let uri = if qs.is_empty() {
+            format!("{}{path}", self.ep.origin())
+        } else {
+            format!("{}{path}?{}", self.ep.origin(), qs.join("&"))
+        };
+        let bad = |why: String| RemoteError::Transport { op, why };
+        let mut h = HeaderMap::new();
+        let date = httpdate::fmt_http_date(SystemTime::now());
+        h.insert("x-ms-date", HeaderValue::from_str(&date).map_err(|e| bad(e.to_string()))?);
+        h.insert("x-ms-version", HeaderValue::from_static(VERSION));
+        for (k, v) in &c.headers {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?);
+        }
+        if c.method == Method::PUT || !c.body.is_empty() {
+            h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(c.body.len()));
+        }
+        self.cred.sign(c.method.as_str(), &path, &query, &mut h, c.body.len() as u64);
+        let mut req = Request::builder()
+            .method(c.method.clone())
+            .uri(&uri)
+            .body(Full::new(c.body.clone()))
+            .map_err(|e| bad(e.to_string()))?;
+        *req.headers_mut() = h;
+        if let Some(t) = &self.throttle {
+            t.take(c.body.len() as u64).await;
+        }
+        let exchange = async {
+            let resp = self.http.request(req).await.map_err(|e| bad(format!("{e:?}")))?;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map_err(|e| bad(format!("reading the answer: {e}")))?.to_bytes();
+            Ok::<_, RemoteError>(Answer { status: parts.status, headers: parts.headers, body })
+        };
+        let a = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| RemoteError::TimedOut { op, after: self.timeout })??;
+        if let Some(t) = &self.throttle {
+            t.take(a.body.len() as u64).await;
+        }
+        if !c.ok.contains(&a.status.as_u16()) {
+            let retry_after = a.header("retry-after").and_then(|v| parse_retry_after(v, SystemTime::now()));
+            return Err(RemoteError::Status {
+                op,
+                status: a.status.as_u16(),
+                code: code_of(a.headers.get("x-ms-error-code")),
+                retry_after,
+            });
+        }
+        Ok(a)
+    }
+
+    /// Attempts `c` until it succeeds, fails for good, or the policy's budget is spent; with
+    /// whether an attempt before the last ended without knowing what the remote did.
+    async fn call_tracked(&self, c: &Call<'_>) -> (Result<Answer, RemoteError>, bool) {
+        let start = Instant::now();
+        let mut ambiguous = false;
+        for attempt in 1.. {
+            let e = match self.once(c).await {
+                Ok(a) => return (Ok(a), ambiguous),
+                Err(e) if !e.transient() => return (Err(e), ambiguous),
+                Err(e) => e,
+            };
+            ambiguous |= e.ambiguous();
+            let retry_after = match &e {
+                RemoteError::Status { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            let wait = self.retry.backoff(attempt, retry_after, rand::random::<f64>());
+            if attempt >= self.retry.attempts || start.elapsed() + wait > self.retry.budget {
+                let elapsed = start.elapsed();
+                return (
+                    Err(RemoteError::Exhausted { op: c.op, attempts: attempt, elapsed, last: Box::new(e) }),
+                    ambiguous,
+                );
+            }
+            tracing::debug!(op = c.op, attempt, ?wait, error = %e, "remote call retried");
+            tokio::time::sleep(wait).await;
+        }
+        unreachable!("the loop returns")
+    }
+
+    async fn call(&self, c: &Call<'_>) -> Result<Answer, RemoteError> {
+        self.call_tracked(c).await.0
+    }
+
+    /// Creates the container; false when it was there already.
+    pub async fn create_container(&self) -> Result<bool, RemoteError> {
+        let mut c = Call::new("Create Container", Method::PUT, None, &[201]);
+        c.query.push(("restype", "container".into()));
+        match self.call(&c).await {
+            Ok(_) => Ok(true),
+            Err(RemoteError::Status { status: 409, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Put Blob of a small object in one request; `create_only` fails it with
+    /// [`RemoteError::AlreadyExists`] when the name is taken (unless by these very bytes, after
+    /// an attempt whose answer was lost). Its ETag.
+    pub async fn put_blob(&self, name: &str, data: Bytes, create_only: bool) -> Result<String, RemoteError> {
+        let sum = md5(&data);
+        let mut c = Call::new("Put Blob", Method::PUT, Some(name), &[201]);
+        c.headers.push(("x-ms-blob-type", "BlockBlob".into()));
+        c.headers.push(("content-md5", B64.encode(sum)));
+        c.headers.push(("content-type", "application/octet-stream".into()));
+        if create_only {
+            c.headers.push(("if-none-match", "*".into()));
+        }
+        c.body = data;
+        let (res, ambiguous) = self.call_tracked(&c).await;
+        match res {
+            Ok(a) => Ok(a.header("etag").unwrap_or("").to_owned()),
+            Err(RemoteError::Status { status: 409 | 412, .. }) if create_only => match self.properties(name).await? {
+                Some(p) if ambiguous && p.content_md5 == Some(sum) => Ok(p.etag),
+                _ => Err(RemoteError::AlreadyExists { op: c.op }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Put Block: `data` as block `id` of `name`, with its MD5 (the remote refuses the block if
+    /// it arrives otherwise).
+    pub async fn put_block(&self, name: &str, id: &[u8], data: Bytes) -> Result<(), RemoteError> {
+        let sum = md5(&data);
+        let mut c = Call::new("Put Block", Method::PUT, Some(name), &[201]);
+        c.query.push(("comp", "block".into()));
+        c.query.push(("blockid", B64.encode(id)));
+        c.headers.push(("content-md5", B64.encode(sum)));
+        c.body = data;
+        let a = self.call(&c).await?;
+        match md5_header(&a, "content-md5") {
+            Some(got) if got != sum => {
+                Err(RemoteError::Integrity { op: c.op, why: "the remote stored the block with another MD5".into() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Put Block List: commits `ids` as `name`. With `create_only` (`If-None-Match: *`) a name
+    /// already taken fails with [`RemoteError::AlreadyExists`], unless the blob there holds
+    /// exactly these blocks and an earlier attempt's answer was lost (it was this commit).
+    /// `content_md5` is stored as the blob's MD5 when given. Its ETag.
+    pub async fn put_block_list(
+        &self,
+        name: &str,
+        ids: &[Vec<u8>],
+        create_only: bool,
+        content_md5: Option<[u8; 16]>,
+    ) -> Result<String, RemoteError> {
+        let body = Bytes::from(xml::block_list(ids));
+        let mut c = Call::new("Put Block List", Method::PUT, Some(name), &[201]);
+        c.query.push(("comp", "blocklist".into()));
+        c.headers.push(("content-md5", B64.encode(md5(&body))));
+        c.headers.push(("content-type", "application/xml".into()));
+        c.headers.push(("x-ms-blob-content-type", "application/octet-stream".into()));
+        if let Some(sum) = content_md5 {
+            c.headers.push(("x-ms-blob-content-md5", B64.encode(sum)));
+        }
+        if create_only {
+            c.headers.push(("if-none-match", "*".into()));
+        }
+        c.body = body;
+        let (res, ambiguous) = self.call_tracked(&c).await;
+        match res {
+            Ok(a) => Ok(a.header("etag").unwrap_or("").to_owned()),
+            Err(RemoteError::Status { status: 409 | 412, .. }) if create_only => {
+                let committed = self.committed_blocks(name).await?;
+                if ambiguous && committed.iter().map(|(id, _)| id).eq(ids.iter()) {
+                    let p = self.properties(name).await?;
+                    return Ok(p.map(|p| p.etag).unwrap_or_default());
+                }
+                Err(RemoteError::AlreadyExists { op: c.op })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The committed blocks of `name`: ids and sizes.
+    pub async fn committed_blocks(&self, name: &str) -> Result<Vec<(Vec<u8>, u64)>, RemoteError> {
+        let mut c = Call::new("Get Block List", Method::GET, Some(name), &[200]);
+        c.query.push(("comp", "blocklist".into()));
+        c.query.push(("blocklisttype", "committed".into()));
+        let a = self.call(&c).await?;
+        xml::committed_blocks(&a.body).map_err(|why| RemoteError::Integrity { op: c.op, why })
+    }
+
+    /// The whole of `name`, checked against its stored MD5 when it has one.
+    pub async fn get(&self, name: &str) -> Result<Bytes, RemoteError> {
+        let c = Call::new("Get Blob", Method::GET, Some(name), &[200]);
+        // A damaged answer is tried again like a dropped one.
+        let start = Instant::now();
+        loop {
+            let a = self.call(&c).await?;
+            match md5_header(&a, "content-md5") {
+                Some(sum) if sum != md5(&a.body) && start.elapsed() < self.retry.budget => {
+                    tracing::warn!(op = c.op, "the remote's bytes do not match their MD5; read again");
+                }
+                Some(sum) if sum != md5(&a.body) => {
+                    return Err(RemoteError::Integrity { op: c.op, why: "the bytes do not match their MD5".into() })
+                }
+                _ => return Ok(a.body),
+            }
+        }
+    }
+
+    /// `len` bytes of `name` from `offset` (`len` > 0), each read checked for its length and
+    /// place, and for its MD5 where the range is one Azure gives an MD5 for.
+    pub async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes, RemoteError> {
+        debug_assert!(len > 0, "an empty range is not a read");
+        let mut c = Call::new("Get Blob", Method::GET, Some(name), &[206]);
+        c.headers.push(("x-ms-range", format!("bytes={offset}-{}", offset + len - 1)));
+        if len <= RANGE_MD5_MAX {
+            c.headers.push(("x-ms-range-get-content-md5", "true".into()));
+        }
+        let op = c.op;
+        for _ in 0..self.retry.attempts.max(1) {
+            let a = self.call(&c).await?;
+            let place =
+                a.header("content-range").and_then(|v| v.strip_prefix("bytes ")).and_then(|v| v.split_once('-'));
+            let why = if a.body.len() as u64 != len {
+                Some(format!("{} bytes for a range of {len}", a.body.len()))
+            } else if place.map(|(first, _)| first.parse::<u64>().ok() != Some(offset)).unwrap_or(true) {
+                Some("the answer's Content-Range is not the range asked for".to_owned())
+            } else if md5_header(&a, "content-md5").is_some_and(|sum| sum != md5(&a.body)) {
+                Some("the range's bytes do not match its MD5".to_owned())
+            } else {
+                None
+            };
+            match why {
+                None => return Ok(a.body),
+                Some(why) => tracing::warn!(op, %why, "a damaged range from the remote; read again"),
+            }
+        }
+        Err(RemoteError::Integrity { op, why: "every read of the range came back damaged".into() })
+    }
+
+    /// `name`'s properties; `None` when there is no such object.
+    pub async fn properties(&self, name: &str) -> Result<Option<Props>, RemoteError> {
+        let c = Call::new("Get Blob Properties", Method::HEAD, Some(name), &[200]);
+        match self.call(&c).await {
+            Ok(a) => {
+                let len = a
+                    .header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or(RemoteError::Integrity { op: c.op, why: "no Content-Length in the properties".into() })?;
+                Ok(Some(Props {
+                    len,
+                    etag: a.header("etag").unwrap_or("").to_owned(),
+                    content_md5: md5_header(&a, "content-md5"),
+                }))
+            }
+            Err(RemoteError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A page of the objects whose names start with `prefix`, after `marker`.
+    pub async fn list(&self, prefix: &str, marker: Option<&str>, max: u32) -> Result<ListPage, RemoteError> {
+        let mut c = Call::new("List Blobs", Method::GET, None, &[200]);
+        c.query.push(("restype", "container".into()));
+        c.query.push(("comp", "list".into()));
+        c.query.push(("prefix", self.ep.full_name(prefix)));
+        c.query.push(("maxresults", max.clamp(1, 5000).to_string()));
+        if let Some(m) = marker {
+            c.query.push(("marker", m.to_owned()));
+        }
+        let a = self.call(&c).await?;
+        let (blobs, next) = xml::list_page(&a.body).map_err(|why| RemoteError::Integrity { op: c.op, why })?;
+        let mut out = Vec::with_capacity(blobs.len());
+        for mut b in blobs {
+            // A name outside the prefix asked for is a damaged answer, never one to act on.
+            let Some(rest) = b.name.strip_prefix(&self.ep.prefix) else {
+                return Err(RemoteError::Integrity { op: c.op, why: "a listed name outside the prefix".into() });
+            };
+            b.name = rest.to_owned();
+            out.push(b);
+        }
+        Ok(ListPage { blobs: out, next })
+    }
+
+    /// Deletes `name`; false when it was not there.
+    pub async fn delete(&self, name: &str) -> Result<bool, RemoteError> {
+        let c = Call::new("Delete Blob", Method::DELETE, Some(name), &[202]);
+        match self.call(&c).await {
+            Ok(_) => Ok(true),
+            Err(RemoteError::Status { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
