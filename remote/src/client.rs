@@ -159,8 +159,10 @@ impl Remote {
         &self.ep
     }
 
-    /// One attempt. The date is taken and the request signed anew for each.
-    async fn once(&self, c: &Call<'_>) -> Result<Answer, RemoteError> {
+    /// One attempt. The date is taken and the request signed anew for each; the client request
+    /// id is the call's, the same on every attempt (the remote's logs, and a test's proxy, tie
+    /// the attempts of one call together by it).
+    async fn once(&self, c: &Call<'_>, request_id: &str) -> Result<Answer, RemoteError> {
         let op = c.op;
         let query: Vec<(String, String)> = c.query.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
         let mut qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", query_value(v))).collect();
@@ -178,6 +180,7 @@ impl Remote {
         let date = httpdate::fmt_http_date(SystemTime::now());
         h.insert("x-ms-date", HeaderValue::from_str(&date).map_err(|e| bad(e.to_string()))?);
         h.insert("x-ms-version", HeaderValue::from_static(VERSION));
+        h.insert("x-ms-client-request-id", HeaderValue::from_str(request_id).map_err(|e| bad(e.to_string()))?);
         for (k, v) in &c.headers {
             h.insert(HeaderName::from_static(k), HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?);
         }
@@ -223,8 +226,9 @@ impl Remote {
     async fn call_tracked(&self, c: &Call<'_>) -> (Result<Answer, RemoteError>, bool) {
         let start = Instant::now();
         let mut ambiguous = false;
+        let request_id = format!("{:032x}", rand::random::<u128>());
         for attempt in 1.. {
-            let e = match self.once(c).await {
+            let e = match self.once(c, &request_id).await {
                 Ok(a) => return (Ok(a), ambiguous),
                 Err(e) if !e.transient() => return (Err(e), ambiguous),
                 Err(e) => e,

@@ -4,18 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edgeblob::config::{DEV_ACCOUNT, DEV_KEY};
 use edgeblob_remote::{Credential, Remote, RemoteConfig, RemoteError, RetryPolicy};
+use edgeblob_testkit::faulty::{Fault, Faulty, Rule};
 use edgeblob_testkit::{node::InProcess, peers};
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
@@ -125,72 +121,6 @@ fn every_call_against_azurite() {
     rt().block_on(every_call_does_what_azure_documents(&remote(&azurite.endpoint(), "tier", |_| {})));
 }
 
-/// How the faulty remote answers the requests it does not pass on untouched.
-#[derive(Clone, Copy)]
-enum Fault {
-    /// 503 ServerBusy with `Retry-After` of this many seconds.
-    Busy(u64),
-    /// Forwards the request, then closes the connection instead of answering: the remote did
-    /// the work and the client cannot know.
-    LoseAnswer,
-}
-
-/// A remote in front of a real one that answers the first `faults` requests as `fault` says
-/// and forwards the rest; it counts every request.
-struct Faulty {
-    addr: SocketAddr,
-    seen: Arc<AtomicUsize>,
-}
-
-async fn faulty(target: SocketAddr, fault: Fault, faults: usize) -> Faulty {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
-    tokio::spawn(async move {
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let (client, counter) = (client.clone(), counter.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (client, n) = (client.clone(), counter.fetch_add(1, Ordering::SeqCst));
-                    async move {
-                        if n < faults {
-                            if let Fault::Busy(secs) = fault {
-                                let resp = hyper::Response::builder()
-                                    .status(503)
-                                    .header("retry-after", secs.to_string())
-                                    .header("x-ms-error-code", "ServerBusy")
-                                    .body(Full::new(Bytes::new()))
-                                    .unwrap();
-                                return Ok::<_, std::io::Error>(resp);
-                            }
-                        }
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
-                        let uri = format!("http://{target}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
-                        let mut fwd = hyper::Request::builder().method(parts.method).uri(uri);
-                        for (k, v) in &parts.headers {
-                            fwd = fwd.header(k, v);
-                        }
-                        let resp = client.request(fwd.body(Full::new(body)).unwrap()).await.unwrap();
-                        let (parts, body) = resp.into_parts();
-                        let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
-                        if n < faults {
-                            // LoseAnswer: an error closes the connection with no answer.
-                            return Err(std::io::Error::other("answer lost"));
-                        }
-                        Ok::<_, std::io::Error>(hyper::Response::from_parts(parts, Full::new(body)))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
-            });
-        }
-    });
-    Faulty { addr, seen }
-}
-
 #[test]
 fn throttling_is_waited_out_for_at_least_its_retry_after() {
     let dir = tempfile::tempdir().unwrap();
@@ -198,16 +128,16 @@ fn throttling_is_waited_out_for_at_least_its_retry_after() {
     rt().block_on(async {
         let direct = remote(&format!("http://{}", node.addr), "tier", |_| {});
         direct.create_container().await.unwrap();
-        let f = faulty(node.addr, Fault::Busy(1), 2).await;
+        let f = Faulty::start(node.addr, vec![Rule::first(Fault::Busy(1), 2)], 1).await;
         let r = remote(&format!("http://{}", f.addr), "tier", |_| {});
         let t = Instant::now();
         r.put_blob("manifest/1", Bytes::from_static(b"m"), true).await.unwrap();
         assert!(t.elapsed() >= Duration::from_secs(2), "two answers of Retry-After: 1 waited {:?}", t.elapsed());
-        assert_eq!(f.seen.load(Ordering::SeqCst), 3);
+        assert_eq!(f.seen().len(), 3);
         assert_eq!(&direct.get("manifest/1").await.unwrap()[..], b"m");
 
         // A Retry-After past the call's budget is not waited for: the call gives up at once.
-        let f = faulty(node.addr, Fault::Busy(3600), usize::MAX).await;
+        let f = Faulty::start(node.addr, vec![Rule::ratio(Fault::Busy(3600), 1.0)], 1).await;
         let r = remote(&format!("http://{}", f.addr), "tier", |_| {});
         let t = Instant::now();
         match r.put_blob("manifest/2", Bytes::from_static(b"m"), true).await {
@@ -217,13 +147,13 @@ fn throttling_is_waited_out_for_at_least_its_retry_after() {
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 
         // Busy without end: the policy's attempts, then the last answer.
-        let f = faulty(node.addr, Fault::Busy(0), usize::MAX).await;
+        let f = Faulty::start(node.addr, vec![Rule::ratio(Fault::Busy(0), 1.0)], 1).await;
         let r = remote(&format!("http://{}", f.addr), "tier", |c| c.retry.attempts = 3);
         match r.properties("manifest/1").await {
             Err(e @ RemoteError::Exhausted { attempts: 3, .. }) => assert_eq!(e.status(), Some(503)),
             other => panic!("{other:?}"),
         }
-        assert_eq!(f.seen.load(Ordering::SeqCst), 3);
+        assert_eq!(f.seen().len(), 3);
     });
 }
 
@@ -241,10 +171,10 @@ fn a_commit_whose_answer_was_lost_is_recognised_as_done() {
         for id in &ids {
             direct.put_block("packs/7", id, Bytes::from(data(id[1], 5000))).await.unwrap();
         }
-        let f = faulty(node.addr, Fault::LoseAnswer, 1).await;
+        let f = Faulty::start(node.addr, vec![Rule::first(Fault::LoseAnswer, 1)], 1).await;
         let r = remote(&format!("http://{}", f.addr), "tier", |_| {});
         r.put_block_list("packs/7", &ids, true, None).await.unwrap();
-        assert_eq!(f.seen.load(Ordering::SeqCst), 4, "the lost commit, its retry, the block list and properties read");
+        assert_eq!(f.seen().len(), 4, "the lost commit, its retry, the block list and properties read");
         assert_eq!(direct.properties("packs/7").await.unwrap().unwrap().len, 10_000);
         // Not a lost answer: someone else's blob under the name is not taken for ours.
         assert!(matches!(
@@ -252,7 +182,7 @@ fn a_commit_whose_answer_was_lost_is_recognised_as_done() {
             Err(RemoteError::AlreadyExists { .. })
         ));
 
-        let f = faulty(node.addr, Fault::LoseAnswer, 1).await;
+        let f = Faulty::start(node.addr, vec![Rule::first(Fault::LoseAnswer, 1)], 1).await;
         let r = remote(&format!("http://{}", f.addr), "tier", |_| {});
         r.put_blob("manifest/9", Bytes::from_static(b"nine"), true).await.unwrap();
         assert_eq!(&direct.get("manifest/9").await.unwrap()[..], b"nine");
@@ -260,5 +190,76 @@ fn a_commit_whose_answer_was_lost_is_recognised_as_done() {
             r.put_blob("manifest/9", Bytes::from_static(b"other"), true).await,
             Err(RemoteError::AlreadyExists { .. })
         ));
+    });
+}
+
+/// A remote that answers 30% of requests busy (Retry-After: 1), cuts 10% of connections (and the
+/// first) before
+/// passing them on, loses 5% of answers after acting, and flips a byte in 10% of the rest: an
+/// upload of a pack, its create-only commit and reads of it all complete with the right bytes,
+/// and no attempt that followed a busy answer came sooner than its Retry-After.
+#[test]
+fn a_storm_of_faults_is_ridden_out_and_every_retry_after_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = InProcess::start(dir.path(), 1 << 30, 2, |_| {});
+    rt().block_on(async {
+        let direct = remote(&format!("http://{}", node.addr), "tier", |_| {});
+        direct.create_container().await.unwrap();
+        let rules = vec![
+            Rule::first(Fault::Cut, 1),
+            Rule::ratio(Fault::Busy(1), 0.3),
+            Rule::ratio(Fault::Cut, 0.1),
+            Rule::ratio(Fault::LoseAnswer, 0.05),
+            Rule::ratio(Fault::Flip, 0.1),
+        ];
+        let f = Faulty::start(node.addr, rules, 7).await;
+        let r = remote(&format!("http://{}", f.addr), "tier", |c| {
+            c.retry = RetryPolicy {
+                attempts: 20,
+                base: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(100),
+                budget: Duration::from_secs(120),
+            };
+        });
+        let blocks: Vec<Vec<u8>> = (1..=6).map(|i| data(i, 30_000)).collect();
+        let ids: Vec<Vec<u8>> = (0u32..6).map(|i| i.to_be_bytes().to_vec()).collect();
+        for (id, b) in ids.iter().zip(&blocks) {
+            r.put_block("packs/storm", id, Bytes::from(b.clone())).await.unwrap();
+        }
+        r.put_block_list("packs/storm", &ids, true, None).await.unwrap();
+        let whole = blocks.concat();
+        for (at, len) in [(0u64, 4096u64), (29_000, 5000), (170_000, 10_000)] {
+            assert_eq!(
+                &r.get_range("packs/storm", at, len).await.unwrap()[..],
+                &whole[at as usize..(at + len) as usize]
+            );
+        }
+        assert_eq!(&direct.get("packs/storm").await.unwrap()[..], &whole[..]);
+
+        let seen = f.seen();
+        let busy = seen.iter().filter(|s| s.fault == Some(Fault::Busy(1))).count();
+        assert!(
+            busy >= 3 && seen.iter().any(|s| s.fault == Some(Fault::Cut)),
+            "faults happened: {busy} busy of {}",
+            seen.len()
+        );
+        let mut by_call: HashMap<&str, Vec<&edgeblob_testkit::faulty::Seen>> = HashMap::new();
+        for s in &seen {
+            assert!(!s.request_id.is_empty(), "every request carries its call's id");
+            by_call.entry(&s.request_id).or_default().push(s);
+        }
+        for attempts in by_call.values() {
+            for w in attempts.windows(2) {
+                if w[0].fault == Some(Fault::Busy(1)) {
+                    let gap = w[1].at - w[0].at;
+                    assert!(
+                        gap >= Duration::from_secs(1),
+                        "{} {} retried {gap:?} after a Retry-After of 1 s",
+                        w[1].method,
+                        w[1].path_and_query
+                    );
+                }
+            }
+        }
     });
 }
