@@ -1,13 +1,14 @@
 //! The Azure tier's remote format (issue 11), pure: no I/O, no clock, no HTTP. What leaves the
 //! node is packs of chunks, each chunk sealed on its own (AES-256-GCM under the pack's data key,
 //! bound to the pack and to its place in it) so that a range read of one chunk opens and checks
-//! just that chunk; the data key travels in the pack's header wrapped by the node key. Byte
-//! layouts: docs/format.md, "Tier packs".
+//! just that chunk; the data key travels in the pack's header wrapped by the node key, and the
+//! node key in one small object wrapped by the customer's key. Byte layouts: docs/format.md,
+//! "Tier packs".
 
 mod keys;
 mod pack;
 
-pub use keys::{DataKey, NodeKey};
+pub use keys::{CustomerKey, DataKey, NodeKey, WrappedNodeKey};
 pub use pack::{verify, ChunkInfo, Entry, Header, PackId, PackWriter, Trailer, HEADER_LEN, TRAILER_LEN};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
