@@ -125,6 +125,7 @@ fn an_entry_of_every_index_table_v2() {
         ("space", group_key(2).to_vec(), space.encode_group(2).unwrap()),
         ("meta-space", keys::SPACE.to_vec(), keys::SPACE_VERSION.to_vec()),
         ("blobs", keys::blob(&k), keys::encode_blob(&blob)),
+        ("blocks", keys::blob(&k), keys::encode_blocks(&blob.blocks)),
         ("staged", keys::staged(&k, b"AAAC"), keys::encode_staged(&staged)),
         ("catalog", keys::container("devstoreaccount1", "golden"), keys::encode_container(&container)),
         ("chunks", keys::chunk(&chunk_entry.chunk.id()), keys::encode_chunk(&chunk_entry)),
@@ -146,6 +147,10 @@ fn an_entry_of_every_index_table_v2() {
     assert_eq!(keys::decode_blob(&v[4 + klen..]).unwrap(), blob);
     assert_eq!(keys::decode_blob_head(&v[4 + klen..]).unwrap(), blob.head(), "a listing reads the head alone");
     assert!(keys::decode_blob_head(&v[4 + klen..v.len() - 1]).is_err(), "and validates the whole value");
+    let v = golden_in(2, "index-blocks.bin", &[]);
+    let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
+    assert_eq!(keys::decode_blocks(&v[4 + klen..]).unwrap(), blob.blocks, "a blob's blocks kept apart");
+    assert!(keys::is_head_only(&blob.head()) && !keys::is_head_only(&blob), "a head is told from a whole entry");
     let v = golden_in(2, "index-staged.bin", &[]);
     let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
     assert_eq!(keys::decode_staged(&v[4 + klen..]).unwrap(), staged);

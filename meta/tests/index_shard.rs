@@ -15,7 +15,7 @@ use edgeblob_io::BlockDevice;
 use edgeblob_meta::index::db::Index;
 use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments, SharedDevice};
 use edgeblob_meta::index::shard::{
-    build_filters, ensure, list_blobs, space_in_use, wants_of, IndexConfig, ShardIndex, Want,
+    build_filters, ensure, list_blobs, scan_all, space_in_use, wants_of, IndexConfig, ShardIndex, Want,
 };
 use edgeblob_meta::index::space::SpaceMap;
 use edgeblob_meta::index::thread::IndexThread;
@@ -831,5 +831,73 @@ fn new_keys_take_nothing_from_the_cache_and_flushed_ones_stay_within_its_size() 
         ensure(&store, &last).await.unwrap();
         assert!(store.borrow().resident_bytes() <= cache_bytes, "{} bytes cached", store.borrow().resident_bytes());
         assert!(store.borrow().all_resident(&last), "what was asked for stays");
+    });
+}
+
+/// Entries of the index's `blocks` table in a disk image.
+fn blocks_entries(disk: &SimDisk) -> usize {
+    let segments = Arc::new(Segments::default());
+    let backend = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, index_place(), segments).unwrap();
+    let ix = Index::open(backend, MIB as usize).unwrap();
+    ix.range(Table::Blocks, b"", None, usize::MAX).unwrap().entries.len()
+}
+
+/// A blob that names more chunks than an entry keeps (`keys::INLINE_CHUNKS`) keeps its blocks
+/// apart: read back whole (a chunk list named twice still shared), listed from its head, walked
+/// whole, and its blocks go with it when a small blob replaces it.
+#[test]
+fn a_blob_of_many_chunks_keeps_its_blocks_apart_and_reads_back_whole() {
+    let k = BlobKey::new("acct", "box", "big");
+    let shared: Arc<[ChunkRef]> = (1..=200).map(chunk).collect::<Vec<_>>().into();
+    let own: Arc<[ChunkRef]> = (201..=300).map(chunk).collect::<Vec<_>>().into();
+    let block = |id: &[u8], chunks: &Arc<[ChunkRef]>| Block {
+        id: id.to_vec(),
+        size: chunks.len() as u64 * 100,
+        chunks: chunks.clone(),
+    };
+    let blocks = vec![block(b"a", &shared), block(b"b", &own), block(b"c", &shared)];
+    let big = Blob {
+        container_id: 1,
+        etag: 5,
+        created_ns: 1,
+        modified_ns: 2,
+        size: blocks.iter().map(|b| b.size).sum(),
+        props: BlobProps::default(),
+        blocks,
+        single_put: false,
+    };
+    assert!(keys::blocks_apart(&big));
+    let small = Blob { etag: 6, size: 100, blocks: vec![block(b"d", &vec![chunk(301)].into())], ..big.clone() };
+    assert!(!keys::blocks_apart(&small));
+    let disk = new_disk();
+    let image = local(async {
+        let store = open(&disk).await;
+        commit_flushed(&store, Record::BlobPut { key: k.clone(), blob: big.clone() }).await;
+        disk.crash(Crash::LoseUnflushed)
+    });
+    assert_eq!(blocks_entries(&image), 1, "the blocks are apart");
+    let image = local(async {
+        let store = open(&image).await;
+        let q = ListQuery { max: 10, ..ListQuery::default() };
+        let (listed, _) = list_blobs(&store, "acct", "box", 1, &q).await.unwrap();
+        match listed.as_slice() {
+            [ListEntry::Blob(b)] => assert_eq!((b.name.as_str(), b.size, b.etag), ("big", big.size, 5)),
+            other => panic!("{other:?}"),
+        }
+        let mut walked = Vec::new();
+        scan_all(&store, |key, b| walked.push((key.clone(), b.clone())), |_, _, _| {}).await.unwrap();
+        assert_eq!(walked, vec![(k.clone(), big.clone())], "a walk sees the whole blob");
+        ensure(&store, &[Want::Blob(k.clone())]).await.unwrap();
+        let got = store.borrow().state.blobs.get(&k).cloned().unwrap();
+        assert_eq!(got, big);
+        assert!(Arc::ptr_eq(&got.blocks[0].chunks, &got.blocks[2].chunks), "read back shared");
+        commit_flushed(&store, Record::BlobPut { key: k.clone(), blob: small.clone() }).await;
+        image.crash(Crash::LoseUnflushed)
+    });
+    assert_eq!(blocks_entries(&image), 0, "the blocks went with the blob they belonged to");
+    local(async {
+        let store = open(&image).await;
+        ensure(&store, &[Want::Blob(k.clone())]).await.unwrap();
+        assert_eq!(store.borrow().state.blobs.get(&k), Some(&small));
     });
 }

@@ -8,7 +8,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::model::{Blob, BlobKey, BlobProps, ChunkEntry, ChunkId, Container, RefChange, StagedBlock};
+use crate::model::{Blob, BlobKey, BlobProps, Block, ChunkEntry, ChunkId, Container, RefChange, StagedBlock};
 
 /// `account 0 container 0 name`.
 pub fn blob(k: &BlobKey) -> Vec<u8> {
@@ -113,6 +113,30 @@ macro_rules! value_codec {
 }
 
 value_codec!(Blob, encode_blob, decode_blob);
+value_codec!(Vec<Block>, encode_blocks, decode_blocks);
+
+/// The chunk references (over all its blocks, each shared list counted each time it is named)
+/// past which a blob's blocks are kept apart from its entry, in the `blocks` table. A listing, a
+/// key-filter build and a walk of heads then read a small entry, not megabytes of chunk lists
+/// (a blob of 50,000 blocks of 8 MiB names 400,000 chunks: a 17.6 MB entry, 34 ms to decode even
+/// for its head; performance.md, "A blob of many blocks"). Most blobs stay whole: one read finds
+/// them.
+pub const INLINE_CHUNKS: usize = 256;
+
+/// Whether `b`'s blocks are kept apart from its entry.
+pub fn blocks_apart(b: &Blob) -> bool {
+    let mut refs = 0usize;
+    b.blocks.iter().any(|bl| {
+        refs += bl.chunks.len();
+        refs > INLINE_CHUNKS
+    })
+}
+
+/// Whether a decoded entry is a head whose blocks are apart: only a blob of no bytes has no
+/// blocks otherwise.
+pub fn is_head_only(b: &Blob) -> bool {
+    b.blocks.is_empty() && b.size > 0
+}
 value_codec!(ChunkEntry, encode_chunk, decode_chunk);
 value_codec!(Vec<RefChange>, encode_changes, decode_changes);
 

@@ -35,8 +35,11 @@ pub(crate) fn blocking<T>(f: impl Future<Output = T>) -> T {
 /// docs/format.md (format v2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
-    /// A blob by container incarnation and name.
+    /// A blob by container incarnation and name (its head alone when its blocks are apart).
     Blobs,
+    /// The blocks of a blob that names too many chunks to keep them in its entry, by blob key
+    /// (`keys::blocks_apart`).
+    Blocks,
     /// An uncommitted block by blob and block id.
     Staged,
     /// A chunk by id: its hash, location and reference count.
@@ -56,9 +59,10 @@ pub enum Table {
 }
 
 impl Table {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [Table; Table::COUNT] = [
         Table::Blobs,
+        Table::Blocks,
         Table::Staged,
         Table::Chunks,
         Table::Dedup,

@@ -36,7 +36,7 @@ use super::space::{SpaceChanges, SpaceMap};
 use super::thread::IndexThread;
 use super::{Page, Table};
 use crate::listing::{Flow, ListEntry, ListQuery, Lister};
-use crate::model::{Blob, BlobKey, ChunkEntry, ChunkId, RefChange, StagedBlock};
+use crate::model::{Blob, BlobKey, Block, ChunkEntry, ChunkId, RefChange, StagedBlock};
 use crate::record::Record;
 use crate::refs::RefCounts;
 use crate::replay::{self, RecoverError};
@@ -915,9 +915,20 @@ impl ShardIndex {
                     if let Some(b) = &mut self.building {
                         b[0].push(hash);
                     }
-                    m.put(Table::Blobs, key, keys::encode_blob(b))
+                    // The blocks table holds this key only while the blob's blocks are apart;
+                    // deleting what is not there costs a lookup in a table of large blobs alone.
+                    if keys::blocks_apart(b) {
+                        m.put(Table::Blocks, key.clone(), keys::encode_blocks(&b.blocks));
+                        m.put(Table::Blobs, key, keys::encode_blob(&b.head()))
+                    } else {
+                        m.delete(Table::Blocks, key.clone());
+                        m.put(Table::Blobs, key, keys::encode_blob(b))
+                    }
                 }
-                None => m.delete(Table::Blobs, key),
+                None => {
+                    m.delete(Table::Blocks, key.clone());
+                    m.delete(Table::Blobs, key)
+                }
             }
         }
         for (k, id) in self.dirty.staged.keys() {
@@ -1457,14 +1468,16 @@ pub async fn scan_blobs<M: HoldsIndex>(
     from: Vec<u8>,
     limit: usize,
 ) -> Result<Scan<(BlobKey, Blob)>, IndexError> {
-    scan_page(meta, Table::Blobs, from, limit, |m, k, v| {
+    let mut scan = scan_page(meta, Table::Blobs, from, limit, |m, k, v| {
         let key = keys::parse_blob(&k).ok_or_else(|| IndexError::Failed("a blob key is damaged".into()))?;
         if m.is_resident(&Want::Blob(key.clone())) {
             return Ok(m.state.blobs.get(&key).cloned().map(|b| (key, b)));
         }
         Ok(Some((key, keys::decode_blob(&v).map_err(IndexError::Failed)?)))
     })
-    .await
+    .await?;
+    with_blocks_apart(meta, &mut scan.items).await?;
+    Ok(scan)
 }
 
 /// A page of uncommitted blocks from index key `from` on (a blob's blocks may straddle pages),
@@ -1507,15 +1520,29 @@ pub async fn scan_all<M: HoldsIndex>(
                 m.index_page(table, from.clone(), None, SCAN_PAGE)
             };
             let page = read.await?;
+            let damaged = || IndexError::Failed(format!("a damaged key in the index's {table:?}"));
+            if table == Table::Blobs {
+                let mut blobs = Vec::with_capacity(page.entries.len());
+                {
+                    let m = meta.borrow();
+                    let m = m.index().ok_or_else(no_index)?;
+                    for (k, v) in &page.entries {
+                        let key = keys::parse_blob(k).ok_or_else(damaged)?;
+                        if !m.is_resident(&Want::Blob(key.clone())) {
+                            blobs.push((key, keys::decode_blob(v).map_err(IndexError::Failed)?));
+                        }
+                    }
+                }
+                with_blocks_apart(meta, &mut blobs).await?;
+                for (key, b) in &blobs {
+                    blob(key, b);
+                }
+            }
             let m = meta.borrow();
             let m = m.index().ok_or_else(no_index)?;
-            let damaged = || IndexError::Failed(format!("a damaged key in the index's {table:?}"));
             for (k, v) in &page.entries {
                 if table == Table::Blobs {
-                    let key = keys::parse_blob(k).ok_or_else(damaged)?;
-                    if !m.is_resident(&Want::Blob(key.clone())) {
-                        blob(&key, &keys::decode_blob(v).map_err(IndexError::Failed)?);
-                    }
+                    continue;
                 } else {
                     let key = keys::parse_staged(k).ok_or_else(damaged)?;
                     if !m.is_resident(&Want::Staged(key.clone())) {
@@ -1690,6 +1717,31 @@ async fn run<T: Send + 'static>(
     }
 }
 
+/// The blocks kept apart for the blob of index key `key` (on the index's thread).
+fn blocks_of(ix: &Index, key: &[u8]) -> Result<Vec<Block>, redb::Error> {
+    let v = ix.get(Table::Blocks, key)?.ok_or_else(|| redb::Error::Corrupted("a blob's blocks are missing".into()))?;
+    keys::decode_blocks(&v).map_err(redb::Error::Corrupted)
+}
+
+/// Gives the blobs of a walk whose entries are heads alone their blocks, read in one trip to the
+/// index's thread.
+async fn with_blocks_apart<M: HoldsIndex>(meta: &RefCell<M>, blobs: &mut [(BlobKey, Blob)]) -> Result<(), IndexError> {
+    let apart: Vec<usize> = (0..blobs.len()).filter(|&i| keys::is_head_only(&blobs[i].1)).collect();
+    if apart.is_empty() {
+        return Ok(());
+    }
+    let keys_apart: Vec<Vec<u8>> = apart.iter().map(|&i| keys::blob(&blobs[i].0)).collect();
+    let read = {
+        let m = meta.borrow();
+        let ix = m.index().ok_or_else(no_index)?.ix.clone();
+        async move { run(&ix, move |ix| keys_apart.iter().map(|k| blocks_of(ix, k)).collect::<Result<Vec<_>, _>>()).await }
+    };
+    for (i, blocks) in apart.into_iter().zip(read.await.map_err(IndexError::Failed)?) {
+        blobs[i].1.blocks = blocks;
+    }
+    Ok(())
+}
+
 /// Reads the entries of `wants` from the index (on its thread).
 fn fetch_on(ix: &Index, wants: &[Want]) -> Result<Fetched, redb::Error> {
     let mut out = Fetched::default();
@@ -1697,8 +1749,12 @@ fn fetch_on(ix: &Index, wants: &[Want]) -> Result<Fetched, redb::Error> {
     for w in wants {
         match w {
             Want::Blob(k) => {
-                let v = ix.get(Table::Blobs, &keys::blob(k))?;
-                let blob = v.map(|v| keys::decode_blob(&v)).transpose().map_err(bad)?;
+                let key = keys::blob(k);
+                let v = ix.get(Table::Blobs, &key)?;
+                let mut blob = v.map(|v| keys::decode_blob(&v)).transpose().map_err(bad)?;
+                if let Some(b) = blob.as_mut().filter(|b| keys::is_head_only(b)) {
+                    b.blocks = blocks_of(ix, &key)?;
+                }
                 out.blobs.push((k.clone(), blob));
             }
             Want::Staged(k) => {
