@@ -895,9 +895,23 @@ fn a_blob_of_many_chunks_keeps_its_blocks_apart_and_reads_back_whole() {
         image.crash(Crash::LoseUnflushed)
     });
     assert_eq!(blocks_entries(&image), 0, "the blocks went with the blob they belonged to");
-    local(async {
+    let image = local(async {
         let store = open(&image).await;
         ensure(&store, &[Want::Blob(k.clone())]).await.unwrap();
         assert_eq!(store.borrow().state.blobs.get(&k), Some(&small));
+        // Apart again, replaced by another blob apart, then deleted, each flushed.
+        commit_flushed(&store, Record::BlobPut { key: k.clone(), blob: big.clone() }).await;
+        let other = Blob { etag: 7, blocks: big.blocks[..2].to_vec(), size: 30_000, ..big.clone() };
+        commit_flushed(&store, Record::BlobPut { key: k.clone(), blob: other.clone() }).await;
+        image.crash(Crash::LoseUnflushed)
     });
+    assert_eq!(blocks_entries(&image), 1);
+    let image = local(async {
+        let store = open(&image).await;
+        ensure(&store, &[Want::Blob(k.clone())]).await.unwrap();
+        assert_eq!(store.borrow().state.blobs.get(&k).map(|b| b.etag), Some(7), "the newer blocks apart");
+        commit_flushed(&store, Record::BlobDelete { key: k.clone() }).await;
+        image.crash(Crash::LoseUnflushed)
+    });
+    assert_eq!(blocks_entries(&image), 0, "a deleted blob's blocks go with it");
 }

@@ -107,6 +107,9 @@ struct Dirty {
     dedup: BTreeMap<[u8; 16], u64>,
     /// Sources whose last applied LSN changed.
     applied: BTreeMap<u32, u64>,
+    /// Blobs changed since the last flush began whose version before had its blocks apart: the
+    /// next flush deletes their `blocks` entry unless the new version keeps one.
+    apart_before: BTreeSet<BlobKey>,
     /// The LSN of the last record that may have raised the clock floor (0: none since the last
     /// flush).
     clock: u64,
@@ -794,6 +797,20 @@ impl ShardIndex {
                 .collect(),
             _ => Vec::new(),
         };
+        // A blob whose version before this record kept its blocks apart: the flush that writes
+        // the new version deletes them unless it keeps some itself (read before the change).
+        let changed_blob = match rec {
+            Record::BlobPut { key, .. }
+            | Record::BlockListPut { key, .. }
+            | Record::BlobPropsSet { key, .. }
+            | Record::BlobDelete { key } => Some(key),
+            _ => None,
+        };
+        for k in changed_blob.into_iter().chain(&blobs) {
+            if self.state.blobs.get(k).is_some_and(keys::blocks_apart) {
+                self.dirty.apart_before.insert(k.clone());
+            }
+        }
         let released = self.state.apply(rec);
         for (id, extent) in counted_before {
             if !self.state.chunks.contains_key(&id) {
@@ -915,20 +932,21 @@ impl ShardIndex {
                     if let Some(b) = &mut self.building {
                         b[0].push(hash);
                     }
-                    // The blocks table holds this key only while the blob's blocks are apart;
-                    // deleting what is not there costs a lookup in a table of large blobs alone.
                     if keys::blocks_apart(b) {
                         m.put(Table::Blocks, key.clone(), keys::encode_blocks(&b.blocks));
                         m.put(Table::Blobs, key, keys::encode_blob(&b.head()))
                     } else {
-                        m.delete(Table::Blocks, key.clone());
                         m.put(Table::Blobs, key, keys::encode_blob(b))
                     }
                 }
-                None => {
-                    m.delete(Table::Blocks, key.clone());
-                    m.delete(Table::Blobs, key)
-                }
+                None => m.delete(Table::Blobs, key),
+            }
+        }
+        // The blocks table holds a key exactly while its blob's blocks are apart: those of a
+        // version replaced since the last flush go, unless the new version put its own above.
+        for k in std::mem::take(&mut self.dirty.apart_before) {
+            if !self.state.blobs.get(&k).is_some_and(keys::blocks_apart) {
+                m.delete(Table::Blocks, keys::blob(&k));
             }
         }
         for (k, id) in self.dirty.staged.keys() {
