@@ -280,12 +280,26 @@ impl Remote {
             c.headers.push(("if-none-match", "*".into()));
         }
         c.body = data;
-        let (res, ambiguous) = self.call_tracked(&c).await;
+        self.created(&c, create_only, || async {
+            Ok(self.properties(name).await?.filter(|p| p.content_md5 == Some(sum)).map(|p| p.etag))
+        })
+        .await
+    }
+
+    /// Sends a write that may be create-only, and its ETag. A create-only write that finds its
+    /// name taken succeeds only when an earlier attempt's answer was lost and `ours` finds this
+    /// very write there (its ETag); otherwise it is [`RemoteError::AlreadyExists`].
+    async fn created<F, Fut>(&self, c: &Call<'_>, create_only: bool, ours: F) -> Result<String, RemoteError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>, RemoteError>>,
+    {
+        let (res, ambiguous) = self.call_tracked(c).await;
         match res {
             Ok(a) => Ok(a.header("etag").unwrap_or("").to_owned()),
-            Err(RemoteError::Status { status: 409 | 412, .. }) if create_only => match self.properties(name).await? {
-                Some(p) if ambiguous && p.content_md5 == Some(sum) => Ok(p.etag),
-                _ => Err(RemoteError::AlreadyExists { op: c.op }),
+            Err(RemoteError::Status { status: 409 | 412, .. }) if create_only => match ambiguous {
+                true => ours().await?.ok_or(RemoteError::AlreadyExists { op: c.op }),
+                false => Err(RemoteError::AlreadyExists { op: c.op }),
             },
             Err(e) => Err(e),
         }
@@ -333,19 +347,14 @@ impl Remote {
             c.headers.push(("if-none-match", "*".into()));
         }
         c.body = body;
-        let (res, ambiguous) = self.call_tracked(&c).await;
-        match res {
-            Ok(a) => Ok(a.header("etag").unwrap_or("").to_owned()),
-            Err(RemoteError::Status { status: 409 | 412, .. }) if create_only => {
-                let committed = self.committed_blocks(name).await?;
-                if ambiguous && committed.iter().map(|(id, _)| id).eq(ids.iter()) {
-                    let p = self.properties(name).await?;
-                    return Ok(p.map(|p| p.etag).unwrap_or_default());
-                }
-                Err(RemoteError::AlreadyExists { op: c.op })
+        self.created(&c, create_only, || async {
+            let committed = self.committed_blocks(name).await?;
+            if !committed.iter().map(|(id, _)| id).eq(ids.iter()) {
+                return Ok(None);
             }
-            Err(e) => Err(e),
-        }
+            Ok(Some(self.properties(name).await?.map(|p| p.etag).unwrap_or_default()))
+        })
+        .await
     }
 
     /// The committed blocks of `name`: ids and sizes.

@@ -121,14 +121,26 @@ fn every_call_against_azurite() {
     rt().block_on(every_call_does_what_azure_documents(&remote(&azurite.endpoint(), "tier", |_| {})));
 }
 
-#[test]
-fn throttling_is_waited_out_for_at_least_its_retry_after() {
+/// An edgeblob node in this process as the remote, with the tests' container made: runs `f` with
+/// the node's address and a client straight to it.
+fn on_node<F, Fut>(f: F)
+where
+    F: FnOnce(std::net::SocketAddr, Remote) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let dir = tempfile::tempdir().unwrap();
     let node = InProcess::start(dir.path(), 1 << 30, 2, |_| {});
     rt().block_on(async {
         let direct = remote(&format!("http://{}", node.addr), "tier", |_| {});
         direct.create_container().await.unwrap();
-        let f = Faulty::start(node.addr, vec![Rule::first(Fault::Busy(1), 2)], 1).await;
+        f(node.addr, direct).await
+    });
+}
+
+#[test]
+fn throttling_is_waited_out_for_at_least_its_retry_after() {
+    on_node(|node, direct| async move {
+        let f = Faulty::start(node, vec![Rule::first(Fault::Busy(1), 2)], 1).await;
         let r = remote(&format!("http://{}", f.addr), "tier", |_| {});
         let t = Instant::now();
         r.put_blob("manifest/1", Bytes::from_static(b"m"), true).await.unwrap();
@@ -137,7 +149,7 @@ fn throttling_is_waited_out_for_at_least_its_retry_after() {
         assert_eq!(&direct.get("manifest/1").await.unwrap()[..], b"m");
 
         // A Retry-After past the call's budget is not waited for: the call gives up at once.
-        let f = Faulty::start(node.addr, vec![Rule::ratio(Fault::Busy(3600), 1.0)], 1).await;
+        let f = Faulty::start(node, vec![Rule::ratio(Fault::Busy(3600), 1.0)], 1).await;
         let r = remote(&format!("http://{}", f.addr), "tier", |_| {});
         let t = Instant::now();
         match r.put_blob("manifest/2", Bytes::from_static(b"m"), true).await {
@@ -147,7 +159,7 @@ fn throttling_is_waited_out_for_at_least_its_retry_after() {
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 
         // Busy without end: the policy's attempts, then the last answer.
-        let f = Faulty::start(node.addr, vec![Rule::ratio(Fault::Busy(0), 1.0)], 1).await;
+        let f = Faulty::start(node, vec![Rule::ratio(Fault::Busy(0), 1.0)], 1).await;
         let r = remote(&format!("http://{}", f.addr), "tier", |c| c.retry.attempts = 3);
         match r.properties("manifest/1").await {
             Err(e @ RemoteError::Exhausted { attempts: 3, .. }) => assert_eq!(e.status(), Some(503)),
@@ -162,16 +174,12 @@ fn throttling_is_waited_out_for_at_least_its_retry_after() {
 /// name still fails. A small object likewise, by its MD5.
 #[test]
 fn a_commit_whose_answer_was_lost_is_recognised_as_done() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = InProcess::start(dir.path(), 1 << 30, 2, |_| {});
-    rt().block_on(async {
-        let direct = remote(&format!("http://{}", node.addr), "tier", |_| {});
-        direct.create_container().await.unwrap();
+    on_node(|node, direct| async move {
         let ids = vec![b"b0".to_vec(), b"b1".to_vec()];
         for id in &ids {
             direct.put_block("packs/7", id, Bytes::from(data(id[1], 5000))).await.unwrap();
         }
-        let f = Faulty::start(node.addr, vec![Rule::first(Fault::LoseAnswer, 1)], 1).await;
+        let f = Faulty::start(node, vec![Rule::first(Fault::LoseAnswer, 1)], 1).await;
         let r = remote(&format!("http://{}", f.addr), "tier", |_| {});
         r.put_block_list("packs/7", &ids, true, None).await.unwrap();
         assert_eq!(f.seen().len(), 4, "the lost commit, its retry, the block list and properties read");
@@ -182,7 +190,7 @@ fn a_commit_whose_answer_was_lost_is_recognised_as_done() {
             Err(RemoteError::AlreadyExists { .. })
         ));
 
-        let f = Faulty::start(node.addr, vec![Rule::first(Fault::LoseAnswer, 1)], 1).await;
+        let f = Faulty::start(node, vec![Rule::first(Fault::LoseAnswer, 1)], 1).await;
         let r = remote(&format!("http://{}", f.addr), "tier", |_| {});
         r.put_blob("manifest/9", Bytes::from_static(b"nine"), true).await.unwrap();
         assert_eq!(&direct.get("manifest/9").await.unwrap()[..], b"nine");
@@ -200,11 +208,7 @@ fn a_commit_whose_answer_was_lost_is_recognised_as_done() {
 /// and no attempt that followed a busy answer came sooner than its Retry-After.
 #[test]
 fn a_storm_of_faults_is_ridden_out_and_every_retry_after_is_honoured() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = InProcess::start(dir.path(), 1 << 30, 2, |_| {});
-    rt().block_on(async {
-        let direct = remote(&format!("http://{}", node.addr), "tier", |_| {});
-        direct.create_container().await.unwrap();
+    on_node(|node, direct| async move {
         let rules = vec![
             Rule::first(Fault::Cut, 1),
             Rule::ratio(Fault::Busy(1), 0.3),
@@ -212,7 +216,7 @@ fn a_storm_of_faults_is_ridden_out_and_every_retry_after_is_honoured() {
             Rule::ratio(Fault::LoseAnswer, 0.05),
             Rule::ratio(Fault::Flip, 0.1),
         ];
-        let f = Faulty::start(node.addr, rules, 7).await;
+        let f = Faulty::start(node, rules, 7).await;
         let r = remote(&format!("http://{}", f.addr), "tier", |c| {
             c.retry = RetryPolicy {
                 attempts: 20,
