@@ -369,20 +369,17 @@ impl Remote {
     /// The whole of `name`, checked against its stored MD5 when it has one.
     pub async fn get(&self, name: &str) -> Result<Bytes, RemoteError> {
         let c = Call::new("Get Blob", Method::GET, Some(name), &[200]);
-        // A damaged answer is tried again like a dropped one.
-        let start = Instant::now();
-        loop {
+        // A damaged answer is read again, as many times as a call is attempted.
+        for _ in 0..self.retry.attempts.max(1) {
             let a = self.call(&c).await?;
             match md5_header(&a, "content-md5") {
-                Some(sum) if sum != md5(&a.body) && start.elapsed() < self.retry.budget => {
-                    tracing::warn!(op = c.op, "the remote's bytes do not match their MD5; read again");
-                }
                 Some(sum) if sum != md5(&a.body) => {
-                    return Err(RemoteError::Integrity { op: c.op, why: "the bytes do not match their MD5".into() })
+                    tracing::warn!(op = c.op, "the remote's bytes do not match their MD5; read again")
                 }
                 _ => return Ok(a.body),
             }
         }
+        Err(RemoteError::Integrity { op: c.op, why: "every read came back not matching its MD5".into() })
     }
 
     /// `len` bytes of `name` from `offset` (`len` > 0), each read checked for its length and
