@@ -2,38 +2,40 @@
 //! shard evicts first when its cache is full. Dirty entries are never here (they cannot be
 //! evicted), so eviction never walks past them.
 
-use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
-#[derive(Debug)]
+/// The order and the sizes, each key held once (`lru`'s linked hash map): a working set of
+/// blob keys held each key twice, in an order map and a size map, and a small Put's flush
+/// cloned every key it made clean into both.
 pub struct Lru<K> {
-    next: u64,
-    order: BTreeMap<u64, K>,
-    at: HashMap<K, (u64, usize)>,
+    entries: lru::LruCache<K, usize>,
     bytes: usize,
 }
 
-impl<K> Default for Lru<K> {
+impl<K: Hash + Eq> Default for Lru<K> {
     fn default() -> Lru<K> {
-        Lru { next: 0, order: BTreeMap::new(), at: HashMap::new(), bytes: 0 }
+        Lru { entries: lru::LruCache::unbounded(), bytes: 0 }
     }
 }
 
-impl<K: Clone + Eq + Hash> Lru<K> {
+impl<K: Hash + Eq + std::fmt::Debug> std::fmt::Debug for Lru<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lru").field("len", &self.entries.len()).field("bytes", &self.bytes).finish()
+    }
+}
+
+impl<K: Hash + Eq> Lru<K> {
     /// Puts `k` last (newest), taking `size` bytes.
     pub fn insert(&mut self, k: K, size: usize) {
-        self.remove(&k);
-        let seq = self.next;
-        self.next += 1;
-        self.order.insert(seq, k.clone());
-        self.at.insert(k, (seq, size));
+        if let Some((_, old)) = self.entries.push(k, size) {
+            self.bytes -= old;
+        }
         self.bytes += size;
     }
 
     pub fn remove(&mut self, k: &K) -> bool {
-        match self.at.remove(k) {
-            Some((seq, size)) => {
-                self.order.remove(&seq);
+        match self.entries.pop(k) {
+            Some(size) => {
                 self.bytes -= size;
                 true
             }
@@ -42,13 +44,12 @@ impl<K: Clone + Eq + Hash> Lru<K> {
     }
 
     pub fn contains(&self, k: &K) -> bool {
-        self.at.contains_key(k)
+        self.entries.contains(k)
     }
 
     /// Takes out the oldest entry, with the bytes it took.
     pub fn pop_oldest(&mut self) -> Option<(K, usize)> {
-        let (_, k) = self.order.pop_first()?;
-        let (_, size) = self.at.remove(&k)?;
+        let (k, size) = self.entries.pop_lru()?;
         self.bytes -= size;
         Some((k, size))
     }
@@ -58,12 +59,11 @@ impl<K: Clone + Eq + Hash> Lru<K> {
     }
 
     pub fn len(&self) -> usize {
-        debug_assert_eq!(self.order.len(), self.at.len());
-        self.at.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.at.is_empty()
+        self.entries.is_empty()
     }
 }
 
