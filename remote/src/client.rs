@@ -103,11 +103,30 @@ struct Call<'a> {
     headers: Vec<(&'static str, String)>,
     body: Bytes,
     ok: &'static [u16],
+    /// The most bytes of answer read: a remote that sends more is cut off (a range's length;
+    /// [`MAX_ANSWER`] for the rest).
+    max_answer: usize,
 }
+
+/// The most bytes a call other than a range read takes from the remote: a listing page of
+/// 5,000 names, a block list of 50,000 ids, a manifest.
+pub const MAX_ANSWER: usize = 64 << 20;
+
+/// The most bytes of an error answer read.
+const MAX_ERROR_ANSWER: usize = 1 << 20;
 
 impl<'a> Call<'a> {
     fn new(op: &'static str, method: Method, name: Option<&'a str>, ok: &'static [u16]) -> Call<'a> {
-        Call { op, method, name, query: Vec::new(), headers: Vec::new(), body: Bytes::new(), ok }
+        Call {
+            op,
+            method,
+            name,
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            ok,
+            max_answer: MAX_ANSWER,
+        }
     }
 }
 
@@ -200,7 +219,13 @@ impl Remote {
         let exchange = async {
             let resp = self.http.request(req).await.map_err(|e| bad(format!("{e:?}")))?;
             let (parts, body) = resp.into_parts();
-            let body = body.collect().await.map_err(|e| bad(format!("reading the answer: {e}")))?.to_bytes();
+            // An error's body is a short XML document whatever was asked for.
+            let max = if c.ok.contains(&parts.status.as_u16()) { c.max_answer } else { MAX_ERROR_ANSWER };
+            let body = http_body_util::Limited::new(body, max)
+                .collect()
+                .await
+                .map_err(|e| bad(format!("reading the answer (at most {max} bytes): {e}")))?
+                .to_bytes();
             Ok::<_, RemoteError>(Answer { status: parts.status, headers: parts.headers, body })
         };
         let a = tokio::time::timeout(self.timeout, exchange)
@@ -391,6 +416,7 @@ impl Remote {
         if len <= RANGE_MD5_MAX {
             c.headers.push(("x-ms-range-get-content-md5", "true".into()));
         }
+        c.max_answer = usize::try_from(len).unwrap_or(usize::MAX);
         let op = c.op;
         for _ in 0..self.retry.attempts.max(1) {
             let a = self.call(&c).await?;

@@ -287,5 +287,16 @@ fn a_damaged_answer_is_read_again_and_never_returned() {
         let f = Faulty::start(node, vec![Rule::ratio(Fault::Flip, 1.0)], 1).await;
         let r = remote(&format!("http://{}", f.addr), "tier", |c| c.retry.attempts = 3);
         assert!(matches!(r.get("manifest/m").await, Err(RemoteError::Integrity { .. })));
+        // An answer longer than the range asked for is cut off where the range ends: never read
+        // whole into memory, and an error.
+        let f = Faulty::start(node, vec![Rule::ratio(Fault::Grow(8 << 20), 1.0)], 1).await;
+        let r = remote(&format!("http://{}", f.addr), "tier", |c| c.retry.attempts = 2);
+        match r.get_range("manifest/m", 0, 100).await {
+            Err(RemoteError::Exhausted { last, .. }) => {
+                assert!(matches!(*last, RemoteError::Transport { .. }), "{last}");
+                assert!(last.to_string().contains("at most 100 bytes"), "{last}");
+            }
+            other => panic!("{other:?}"),
+        }
     });
 }

@@ -26,6 +26,9 @@ pub enum Fault {
     LoseAnswer,
     /// Passed on, and one byte of the answer's body flipped (answers with a body only).
     Flip,
+    /// Passed on, and this many bytes added to the answer's body (a remote sending more than
+    /// was asked for).
+    Grow(usize),
 }
 
 /// Which requests get a fault: each of the first `first`, then each later one with probability
@@ -150,6 +153,11 @@ async fn answer(
     if fault == Some(Fault::Flip) && !body.is_empty() {
         let at = body.len() / 2;
         body[at] ^= 0x20;
+    }
+    let mut parts = parts;
+    if let Some(Fault::Grow(n)) = fault {
+        body.resize(body.len() + n, 0);
+        parts.headers.remove(hyper::header::CONTENT_LENGTH);
     }
     record.bytes_out = body.len() as u64;
     done(record);
