@@ -105,6 +105,12 @@ impl Index {
             if let Some(done) = open {
                 done.close(&tx)?;
             }
+            if !m.blocks.is_empty() {
+                let mut t = tx.open_table(def(Table::Blocks))?;
+                for (k, blocks) in &m.blocks {
+                    t.insert(k.as_slice(), keys::encode_blocks(blocks).as_slice())?;
+                }
+            }
             write_space(&tx, &m.space)?;
             let mut meta = tx.open_table(def(Table::Meta))?;
             let before = meta.get(META_LSN)?.and_then(|v| v.value().try_into().ok()).map_or(0, u64::from_le_bytes);

@@ -933,7 +933,7 @@ impl ShardIndex {
                         b[0].push(hash);
                     }
                     if keys::blocks_apart(b) {
-                        m.put(Table::Blocks, key.clone(), keys::encode_blocks(&b.blocks));
+                        m.put_blocks(key.clone(), b.blocks.clone());
                         m.put(Table::Blobs, key, keys::encode_blob(&b.head()))
                     } else {
                         m.put(Table::Blobs, key, keys::encode_blob(b))
