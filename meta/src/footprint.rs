@@ -95,7 +95,10 @@ impl ShardMeta {
         let mut c = Change::default();
         match rec {
             // v2 logs only: a v1 checkpoint holds no chunk table.
-            Record::CheckpointEnd | Record::RefsApplied { .. } => {}
+            Record::CheckpointEnd
+            | Record::RefsApplied { .. }
+            | Record::TierStarted { .. }
+            | Record::PackCommitted { .. } => {}
             Record::ContainerPut { account, name, .. } => {
                 if let Some(old) = self.containers.get(&(account.clone(), name.clone())) {
                     c.removed.committed = container_cost(account, name, old);

@@ -88,8 +88,73 @@ pub struct ChunkId {
 /// Where a chunk's bytes are now.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
-    /// In the counting shard's region, at this device offset.
+    /// On this node's flash only, at this device offset.
     Local { offset: u64 },
+    /// On flash and in a pack of the tier: its local space may be released (a later step).
+    Both { offset: u64, packed: Packed },
+    /// In a pack of the tier only.
+    Tiered { packed: Packed },
+}
+
+impl Location {
+    /// The device offset of its local copy, if it has one.
+    pub fn local(&self) -> Option<u64> {
+        match *self {
+            Location::Local { offset } | Location::Both { offset, .. } => Some(offset),
+            Location::Tiered { .. } => None,
+        }
+    }
+
+    /// Its place in the tier, if it has one.
+    pub fn packed(&self) -> Option<Packed> {
+        match *self {
+            Location::Local { .. } => None,
+            Location::Both { packed, .. } | Location::Tiered { packed } => Some(packed),
+        }
+    }
+}
+
+/// A chunk's place in a pack of the tier: the pack (by its number on the counting shard, the
+/// key of its [`PackInfo`]), the chunk's entry in it, and where its sealed bytes start.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packed {
+    pub pack: u64,
+    pub entry: u32,
+    pub at: u64,
+}
+
+/// A pack a shard committed to the tier: what names it there and opens its chunks.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PackInfo {
+    /// Its number on the shard that wrote it (the sequence number in its name).
+    pub number: u64,
+    /// The shard's tier generation when it was written (`Record::TierStarted`).
+    pub generation: u64,
+    /// The shard that wrote it.
+    pub shard: u32,
+    /// Its bytes in the tier.
+    pub len: u64,
+    /// Its entries (chunks), live or not.
+    pub entries: u32,
+    pub committed_ns: i64,
+    /// Its header as uploaded (the data key, wrapped by the node key): a read of one chunk
+    /// needs no read of the header first.
+    pub header: Vec<u8>,
+}
+
+/// A chunk a pack holds (`Record::PackCommitted`): its id and its place.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedChunk {
+    pub offset: u64,
+    pub hash: [u8; 16],
+    pub entry: u32,
+    pub at: u64,
+}
+
+impl PackedChunk {
+    pub fn id(&self) -> ChunkId {
+        ChunkId { offset: self.offset, hash: self.hash }
+    }
 }
 
 /// A chunk's entry in the chunk table of the shard that counts it (format v2): the chunk as
@@ -104,9 +169,8 @@ pub struct ChunkEntry {
 impl ChunkEntry {
     /// The space the chunk holds on this node's device (the allocator's image marks it in use).
     pub fn local_extent(&self) -> Option<Extent> {
-        match self.location {
-            Location::Local { offset } => Some(Extent { offset, len: self.chunk.extent().len }),
-        }
+        let offset = self.location.local()?;
+        Some(Extent { offset, len: self.chunk.extent().len })
     }
 }
 

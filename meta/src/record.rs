@@ -5,7 +5,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::model::{Blob, BlobKey, BlobProps, Container, ListedBlock, RefChange, StagedBlock};
+use crate::model::{Blob, BlobKey, BlobProps, Container, ListedBlock, PackInfo, PackedChunk, RefChange, StagedBlock};
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -41,6 +41,14 @@ pub enum Record {
     /// its LSN order, once: the shard keeps the last LSN it logged per source, and a change
     /// delivered again after a crash is not logged twice. **v2 logs only.**
     RefsApplied { source: u32, lsn: u64, changes: Vec<RefChange> },
+    /// Starts a tier generation on this shard (at every start with a tier): the packs it names
+    /// from now on carry it, so a pack uploaded before a crash but never recorded shares its
+    /// name with no later one (names are create-only). **v2 logs only.**
+    TierStarted { generation: u64 },
+    /// A pack is committed in the tier (its Put Block List answered): the chunks of it that this
+    /// shard still counts, with their copy on flash and in no pack yet, are now in it too. The
+    /// pack is boxed so that the record keeps its archived size. **v2 logs only.**
+    PackCommitted { pack: Box<PackInfo>, chunks: Vec<PackedChunk> },
 }
 
 /// The archived size of a record. rkyv finds a buffer's root object at its end, by the root

@@ -22,7 +22,7 @@ use crate::wal::AppendError;
 pub use crate::index::shard::{ensure, flush_all, wants_of, IndexConfig, Want};
 
 pub enum ShardStore {
-    V1(MetaStore),
+    V1(Box<MetaStore>),
     V2(Box<ShardIndex>),
 }
 

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::model::{
-    Blob, BlobKey, Block, ChunkEntry, ChunkId, ChunkRef, Container, ListedBlock, Location, RefChange, StagedBlock,
+    Blob, BlobKey, Block, ChunkEntry, ChunkId, ChunkRef, Container, ListedBlock, Location, PackInfo, Packed, RefChange,
+    StagedBlock,
 };
 use crate::record::Record;
 use crate::refs::RefCounts;
@@ -25,6 +26,11 @@ pub struct ShardMeta {
     /// Per source shard, the LSN of the last record whose reference changes this shard has
     /// logged (format v2). Always resident: one entry per shard.
     pub applied: BTreeMap<u32, u64>,
+    /// The shard's tier generation (`Record::TierStarted`; 0: never started). Always resident.
+    pub tier_generation: u64,
+    /// The packs this shard committed to the tier, by number. Always resident: a node of 100 TB
+    /// in 64 MiB packs has 1.6 million of them over all its shards, about 300 bytes each.
+    pub packs: BTreeMap<u64, PackInfo>,
     /// The largest stamp of any record applied here ([`Record::stamp`]): the node's clock
     /// starts past it, so ETags and container incarnations stay unique across restarts (and a
     /// clock set back).
@@ -207,6 +213,23 @@ impl ShardMeta {
                 if let Some(st) = self.staged.remove(key) {
                     released.append(st.refs());
                 }
+            }
+            Record::TierStarted { generation } => {
+                debug_assert!(*generation > self.tier_generation, "tier generations only grow");
+                self.tier_generation = self.tier_generation.max(*generation);
+            }
+            Record::PackCommitted { pack, chunks } => {
+                for c in chunks {
+                    // A chunk freed while its pack was uploaded is garbage in the pack; one
+                    // packed already (never twice by design) keeps its first place.
+                    let Some(e) = self.chunks.get_mut(&c.id()) else { continue };
+                    let packed = Packed { pack: pack.number, entry: c.entry, at: c.at };
+                    match e.location {
+                        Location::Local { offset } => e.location = Location::Both { offset, packed },
+                        _ => debug_assert!(false, "chunk {:?} packed twice", c.id()),
+                    }
+                }
+                self.packs.insert(pack.number, (**pack).clone());
             }
             Record::RefsApplied { source, lsn, changes } => {
                 debug_assert!(self.refs_pending(*source, *lsn), "shard {source}'s record {lsn} logged twice");
@@ -496,5 +519,43 @@ mod tests {
         m.apply(&refs(1, 7, vec![(twin, 1, 0)]));
         assert_eq!((m.chunks[&twin.id()].refs, m.dedup.get(&a.hash)), (2, Some(&twin.id())));
         assert_eq!(m.applied, BTreeMap::from([(1, 7), (2, 1)]));
+    }
+
+    #[test]
+    fn a_committed_pack_places_the_chunks_still_counted_and_local() {
+        use crate::model::{PackInfo, PackedChunk};
+        let mut m = ShardMeta::default();
+        let (a, b, gone) = (chunk(4096), chunk(8192), chunk(12288));
+        let change = |chunk, add, drop| RefChange { chunk, add, drop };
+        m.apply(&Record::RefsApplied { source: 0, lsn: 1, changes: vec![change(a, 1, 0), change(b, 2, 0)] });
+        m.apply(&Record::TierStarted { generation: 4 });
+        assert_eq!(m.tier_generation, 4);
+        let pack = PackInfo {
+            number: 9,
+            generation: 4,
+            shard: 0,
+            len: 1000,
+            entries: 3,
+            committed_ns: 5,
+            header: vec![1; 256],
+        };
+        let packed = |c: ChunkRef, entry, at| PackedChunk { offset: c.offset, hash: c.hash, entry, at };
+        let rec = Record::PackCommitted {
+            pack: Box::new(pack.clone()),
+            chunks: vec![packed(a, 0, 256), packed(gone, 1, 282), packed(b, 2, 308)],
+        };
+        m.apply(&rec);
+        assert_eq!(
+            m.chunks[&a.id()].location,
+            Location::Both { offset: 4096, packed: Packed { pack: 9, entry: 0, at: 256 } }
+        );
+        assert_eq!(m.chunks[&b.id()].location.packed(), Some(Packed { pack: 9, entry: 2, at: 308 }));
+        assert_eq!((m.chunks[&b.id()].location.local(), m.chunks[&b.id()].refs), (Some(8192), 2));
+        assert!(!m.chunks.contains_key(&gone.id()), "a chunk freed meanwhile gains no entry");
+        assert_eq!(m.packs[&9], pack);
+        // Its last reference dropped, a packed chunk goes and frees its local space as any.
+        let r = Record::RefsApplied { source: 0, lsn: 2, changes: vec![change(a, 0, 1)] };
+        m.apply(&r);
+        assert_eq!(m.freed_by(&r), vec![a]);
     }
 }

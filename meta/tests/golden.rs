@@ -118,6 +118,9 @@ fn an_entry_of_every_index_table_v2() {
     };
     let c = ChunkRef { flags: CHUNK_DEDUP | CHUNK_COMPRESSED, ..chunk(1) };
     let chunk_entry = ChunkEntry { chunk: c, location: Location::Local { offset: c.offset }, refs: 3 };
+    let packed = Packed { pack: 7, entry: 1, at: 256 + (1 << 20) + 16 };
+    let both = ChunkEntry { location: Location::Both { offset: c.offset, packed }, ..chunk_entry };
+    let tiered = ChunkEntry { location: Location::Tiered { packed }, ..chunk_entry };
     // The image of one chunk of three pages at page 5 of group 2 (device bytes 64 MiB + 20 KiB).
     let mut space = SpaceMap::default();
     space.set(Extent { offset: 2 * GROUP_PAGES * 4096 + 5 * 4096, len: 3 * 4096 });
@@ -132,6 +135,10 @@ fn an_entry_of_every_index_table_v2() {
         ("dedup", chunk_entry.chunk.hash.to_vec(), keys::chunk(&chunk_entry.chunk.id())),
         ("meta-applied", keys::applied(3), 77u64.to_le_bytes().to_vec()),
         ("meta-clock", keys::CLOCK.to_vec(), keys::encode_clock(0x8DC_0000_0000_0004)),
+        ("chunks-both", keys::chunk(&c.id()), keys::encode_chunk(&both)),
+        ("chunks-tiered", keys::chunk(&c.id()), keys::encode_chunk(&tiered)),
+        ("packs", keys::pack(7), keys::encode_pack(&pack_info())),
+        ("meta-tier-generation", keys::TIER_GENERATION.to_vec(), 3u64.to_le_bytes().to_vec()),
     ];
     for (table, key_bytes, value) in entries {
         let mut both = (key_bytes.len() as u32).to_le_bytes().to_vec();
@@ -158,6 +165,15 @@ fn an_entry_of_every_index_table_v2() {
     let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
     assert_eq!(keys::parse_chunk(&v[4..4 + klen]), Some(c.id()));
     assert_eq!(keys::decode_chunk(&v[4 + klen..]).unwrap(), chunk_entry);
+    for (name, entry) in [("chunks-both", both), ("chunks-tiered", tiered)] {
+        let v = golden_in(2, &format!("index-{name}.bin"), &[]);
+        let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
+        assert_eq!(keys::decode_chunk(&v[4 + klen..]).unwrap(), entry, "{name}");
+    }
+    assert_eq!((both.local_extent(), tiered.local_extent()), (chunk_entry.local_extent(), None));
+    let v = golden_in(2, "index-packs.bin", &[]);
+    assert_eq!(&v[4..12], &7u64.to_be_bytes(), "packs sort by number");
+    assert_eq!(keys::decode_pack(&v[12..]).unwrap(), pack_info());
     let v = golden_in(2, "index-meta-applied.bin", &[]);
     let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
     assert_eq!(keys::parse_applied(&v[4..4 + klen], &v[4 + klen..]), Some((3, 77)));
@@ -248,6 +264,19 @@ fn key() -> BlobKey {
 
 /// One record of every type, named; the match has no wildcard, so a new record type does not
 /// compile until it has a fixture here.
+/// A pack as the tier records it (its header's bytes stand for a real one's).
+fn pack_info() -> PackInfo {
+    PackInfo {
+        number: 7,
+        generation: 3,
+        shard: 1,
+        len: 64 << 20,
+        entries: 2,
+        committed_ns: 1_795_339_882_000_000_000,
+        header: (0..=255u8).collect(),
+    }
+}
+
 fn every_record() -> Vec<(&'static str, Record)> {
     let container = Container {
         id: 9,
@@ -300,6 +329,14 @@ fn every_record() -> Vec<(&'static str, Record)> {
                 RefChange { chunk: ChunkRef { flags: CHUNK_DEDUP, ..chunk(2) }, add: 1, drop: 1 },
             ],
         },
+        Record::TierStarted { generation: 3 },
+        Record::PackCommitted {
+            pack: Box::new(pack_info()),
+            chunks: vec![
+                PackedChunk { offset: chunk(1).offset, hash: chunk(1).hash, entry: 0, at: 256 },
+                PackedChunk { offset: chunk(2).offset, hash: chunk(2).hash, entry: 1, at: 256 + (1 << 20) + 16 },
+            ],
+        },
     ];
     records
         .into_iter()
@@ -317,6 +354,8 @@ fn every_record() -> Vec<(&'static str, Record)> {
                 // Format v2 logs only: v1 logs stay readable by the binaries that wrote them.
                 Record::BlockListPut { .. } => "block-list-put",
                 Record::RefsApplied { .. } => "refs-applied",
+                Record::TierStarted { .. } => "tier-started",
+                Record::PackCommitted { .. } => "pack-committed",
             };
             (name, r)
         })
@@ -329,7 +368,13 @@ fn a_frame_of_every_record_type_v1_and_v2() {
         let (lsn, group) = (1000 + i as u64, 1000);
         let mut frame = Vec::new();
         encode_frame(&mut frame, lsn, group, &rec.encode());
-        let version = if matches!(rec, Record::BlockListPut { .. } | Record::RefsApplied { .. }) { 2 } else { 1 };
+        let version = match rec {
+            Record::BlockListPut { .. }
+            | Record::RefsApplied { .. }
+            | Record::TierStarted { .. }
+            | Record::PackCommitted { .. } => 2,
+            _ => 1,
+        };
         let bytes = golden_in(version, &format!("frame-{name}.bin"), &frame);
         let f = parse_frame(&bytes, 0).unwrap_or_else(|| panic!("{name}: the fixture is not a frame"));
         assert_eq!((f.lsn, f.group_lsn, f.end), (lsn, group, bytes.len()), "{name}");

@@ -17,7 +17,7 @@ type Def<'n> = TableDefinition<'n, &'static [u8], &'static [u8]>;
 /// The redb tables' names, by [`Table`]. Blobs are not in `blobs` but in a table per container
 /// ([`keys::BLOB_TABLES`]); a table of that name is one a build before them wrote.
 const NAMES: [&str; Table::COUNT] =
-    ["blobs", "blocks", "staged", "chunks", "dedup", "space", "catalog", "meta", "outbox"];
+    ["blobs", "blocks", "staged", "chunks", "dedup", "space", "catalog", "meta", "outbox", "packs"];
 
 /// The definition of table `t` (for [`Table::Blobs`], the old layout's single table).
 const fn def(t: Table) -> Def<'static> {

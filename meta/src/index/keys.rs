@@ -8,7 +8,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::model::{Blob, BlobKey, BlobProps, Block, ChunkEntry, ChunkId, Container, RefChange, StagedBlock};
+use crate::model::{Blob, BlobKey, BlobProps, Block, ChunkEntry, ChunkId, Container, PackInfo, RefChange, StagedBlock};
 
 /// `account 0 container 0 name`.
 pub fn blob(k: &BlobKey) -> Vec<u8> {
@@ -138,6 +138,7 @@ pub fn is_head_only(b: &Blob) -> bool {
     b.blocks.is_empty() && b.size > 0
 }
 value_codec!(ChunkEntry, encode_chunk, decode_chunk);
+value_codec!(PackInfo, encode_pack, decode_pack);
 value_codec!(Vec<RefChange>, encode_changes, decode_changes);
 
 /// A chunk's key in the chunk table, and a dedup entry's value: `offset` (u64 big-endian, so
@@ -174,6 +175,14 @@ pub fn parse_applied(key: &[u8], value: &[u8]) -> Option<(u32, u64)> {
 /// Where the meta table keeps the shard's clock floor ([`crate::ShardMeta::clock`]) as of the
 /// index's LSN: u64 little-endian.
 pub const CLOCK: &[u8] = b"clock";
+
+/// The key in `meta` of the shard's tier generation (u64 little-endian).
+pub const TIER_GENERATION: &[u8] = b"tier-generation";
+
+/// A pack's key in `packs`: its number, big-endian (packs sort in the order they were made).
+pub fn pack(number: u64) -> Vec<u8> {
+    number.to_be_bytes().to_vec()
+}
 
 pub fn encode_clock(floor: u64) -> Vec<u8> {
     floor.to_le_bytes().to_vec()

@@ -56,10 +56,12 @@ pub enum Table {
     /// Reference changes of records the index covers that the counting shards had not logged
     /// when it was written, by LSN.
     Outbox,
+    /// The packs this shard committed to the tier, by number.
+    Packs,
 }
 
 impl Table {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     pub const ALL: [Table; Table::COUNT] = [
         Table::Blobs,
         Table::Blocks,
@@ -70,6 +72,7 @@ impl Table {
         Table::Catalog,
         Table::Meta,
         Table::Outbox,
+        Table::Packs,
     ];
 }
 

@@ -36,7 +36,7 @@ use super::space::{SpaceChanges, SpaceMap};
 use super::thread::IndexThread;
 use super::{Page, Table};
 use crate::listing::{Flow, ListEntry, ListQuery, Lister};
-use crate::model::{Blob, BlobKey, Block, ChunkEntry, ChunkId, RefChange, StagedBlock};
+use crate::model::{Blob, BlobKey, Block, ChunkEntry, ChunkId, ChunkRef, RefChange, StagedBlock};
 use crate::record::Record;
 use crate::refs::RefCounts;
 use crate::replay::{self, RecoverError};
@@ -107,6 +107,10 @@ struct Dirty {
     dedup: BTreeMap<[u8; 16], u64>,
     /// Sources whose last applied LSN changed.
     applied: BTreeMap<u32, u64>,
+    /// Packs committed, by number.
+    packs: BTreeMap<u64, u64>,
+    /// The LSN of the last `TierStarted` since the last flush began (0: none).
+    tier_generation: u64,
     /// Blobs changed since the last flush began whose version before had its blocks apart: the
     /// next flush deletes their `blocks` entry unless the new version keeps one.
     apart_before: BTreeSet<BlobKey>,
@@ -139,8 +143,12 @@ impl Dirty {
         out.extend(staged.into_iter().map(Want::Staged));
         written_by(&mut self.containers, lsn, |_| {});
         written_by(&mut self.applied, lsn, |_| {});
+        written_by(&mut self.packs, lsn, |_| {});
         if self.clock <= lsn {
             self.clock = 0;
+        }
+        if self.tier_generation <= lsn {
+            self.tier_generation = 0;
         }
         written_by(&mut self.chunks, lsn, |id| out.push(Want::Chunk(*id)));
         self.gone.retain(|_, (l, _)| *l > lsn);
@@ -216,6 +224,36 @@ pub struct ShardIndex {
     /// Whether the index holds the allocator's image ([`super::space`]): until it does, every
     /// flush builds it whole from the chunk table.
     space_in_index: bool,
+    /// The chunks counted since the tier began watching ([`ShardIndex::watch_fresh`]).
+    tier_fresh: Option<Fresh>,
+}
+
+/// Chunks newly counted on a shard, oldest first, for the tier to upload without reading the
+/// whole chunk table; bounded: past its bound it notes only that a scan is needed.
+#[derive(Debug, Default)]
+pub struct Fresh {
+    pub chunks: Vec<ChunkRef>,
+    /// Chunks were counted that `chunks` had no room for.
+    pub overflowed: bool,
+    bound: usize,
+    /// Told when a chunk is added.
+    pub signal: Rc<Notify>,
+}
+
+impl Fresh {
+    fn push(&mut self, new: impl Iterator<Item = ChunkRef>) {
+        let before = self.chunks.len();
+        for c in new {
+            if self.chunks.len() < self.bound {
+                self.chunks.push(c);
+            } else {
+                self.overflowed = true;
+            }
+        }
+        if self.chunks.len() > before || self.overflowed {
+            self.signal.notify_one();
+        }
+    }
 }
 
 /// The reference changes of applied records that the shards counting them have not logged yet
@@ -268,10 +306,12 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
             w.extend(changes.iter().filter(|c| c.chunk.is_dedup()).map(|c| Want::Dedup(c.chunk.hash)));
             w
         }
+        Record::PackCommitted { chunks, .. } => chunks.iter().map(|c| Want::Chunk(c.id())).collect(),
         Record::CheckpointEnd
         | Record::ContainerPut { .. }
         | Record::ContainerDelete { .. }
-        | Record::ContainerPurge { .. } => Vec::new(),
+        | Record::ContainerPurge { .. }
+        | Record::TierStarted { .. } => Vec::new(),
     }
 }
 
@@ -297,11 +337,14 @@ fn write_and_compact(ix: &super::db::Index, m: &Memtable, compact: bool) -> Resu
 /// Whether a change may add to the metadata. Deletes never do, so they are admitted when the
 /// index has no room to grow: they are how a full shard makes room. Reference changes are
 /// always admitted: they follow a record already durable on its shard (the room for the chunk
-/// entries they add is the counting shard's to check when it places a new chunk).
+/// entries they add is the counting shard's to check when it places a new chunk); so are the
+/// tier's records, which follow a remote commit already made and add a few bytes a pack.
 pub fn grows(rec: &Record) -> bool {
     !matches!(
         rec,
         Record::RefsApplied { .. }
+            | Record::TierStarted { .. }
+            | Record::PackCommitted { .. }
             | Record::BlobDelete { .. }
             | Record::StagedDropped { .. }
             | Record::ContainerDelete { .. }
@@ -331,6 +374,8 @@ impl ShardIndex {
                 .map_err(failed)?;
         let outbox = run(&ix, |ix| ix.range(Table::Outbox, b"", None, usize::MAX)).await.map_err(failed)?;
         let clock = run(&ix, |ix| ix.get(Table::Meta, keys::CLOCK)).await.map_err(failed)?;
+        let packs = run(&ix, |ix| ix.range(Table::Packs, b"", None, usize::MAX)).await.map_err(failed)?;
+        let tier_generation = run(&ix, |ix| ix.get(Table::Meta, keys::TIER_GENERATION)).await.map_err(failed)?;
         let space = run(&ix, |ix| ix.get(Table::Meta, keys::SPACE)).await.map_err(failed)?;
         let rec = replay::recover_after(&place, dev.as_ref(), index_lsn).await?;
         if let Some(torn) = rec.torn {
@@ -350,6 +395,17 @@ impl ShardIndex {
         }
         if let Some(v) = &clock {
             state.clock = keys::decode_clock(v).ok_or_else(|| failed("a damaged clock floor".into()))?;
+        }
+        for (k, v) in packs.entries {
+            let pack = keys::decode_pack(&v).map_err(failed)?;
+            if k != keys::pack(pack.number) {
+                return Err(failed(format!("pack {} is kept under another number's key", pack.number)));
+            }
+            state.packs.insert(pack.number, pack);
+        }
+        if let Some(v) = tier_generation {
+            let v: [u8; 8] = v.try_into().map_err(|_| failed("a damaged tier generation".into()))?;
+            state.tier_generation = u64::from_le_bytes(v);
         }
         let log = LogWriter::start(place, rec.resume, dev);
         let (epoch, _) = watch::channel(0);
@@ -377,6 +433,7 @@ impl ShardIndex {
             clock_known: clock.is_some() || index_lsn == 0,
             clock_in_index: clock.is_some(),
             space_in_index: space.is_some(),
+            tier_fresh: None,
         };
         for (k, v) in outbox.entries {
             let lsn = k.try_into().map(u64::from_be_bytes).map_err(|_| failed("a damaged outbox key".into()))?;
@@ -538,6 +595,24 @@ impl ShardIndex {
             + self.dirty.chunks.len()
             + self.dirty.dedup.len()
             + self.dirty.applied.len()
+            + self.dirty.packs.len()
+    }
+
+    /// From now on, keeps the chunks that changes make counted, up to `bound` of them, for the
+    /// tier ([`ShardIndex::take_fresh`]). Chunks counted before (replayed ones too) are found by
+    /// a scan of the chunk table.
+    pub fn watch_fresh(&mut self, bound: usize) -> Rc<Notify> {
+        let f = self.tier_fresh.get_or_insert_with(|| Fresh { bound, ..Fresh::default() });
+        f.signal.clone()
+    }
+
+    /// The chunks counted since the last call, and whether some were not kept (then the chunk
+    /// table is the only list of them).
+    pub fn take_fresh(&mut self) -> (Vec<ChunkRef>, bool) {
+        match &mut self.tier_fresh {
+            Some(f) => (std::mem::take(&mut f.chunks), std::mem::take(&mut f.overflowed)),
+            None => (Vec::new(), false),
+        }
     }
 
     /// The LSN the index covers.
@@ -811,7 +886,18 @@ impl ShardIndex {
                 self.dirty.apart_before.insert(k.clone());
             }
         }
+        // The chunks this record makes counted (their first reference): the tier's queue of
+        // chunks to upload, when it keeps one.
+        let fresh: Vec<ChunkRef> = match (rec, &self.tier_fresh) {
+            (Record::RefsApplied { changes, .. }, Some(_)) => {
+                changes.iter().filter(|c| !self.state.chunks.contains_key(&c.chunk.id())).map(|c| c.chunk).collect()
+            }
+            _ => Vec::new(),
+        };
         let released = self.state.apply(rec);
+        if let Some(q) = &mut self.tier_fresh {
+            q.push(fresh.into_iter().filter(|c| self.state.chunks.contains_key(&c.id())));
+        }
         for (id, extent) in counted_before {
             if !self.state.chunks.contains_key(&id) {
                 self.dirty.gone.insert(id, (lsn, extent));
@@ -854,6 +940,19 @@ impl ShardIndex {
                     }
                 }
                 self.dirty.applied.insert(*source, lsn);
+                self.dirty.marked += 1;
+            }
+            Record::TierStarted { .. } => {
+                self.dirty.tier_generation = lsn;
+                self.dirty.marked += 1;
+            }
+            Record::PackCommitted { pack, chunks } => {
+                for c in chunks.iter().filter(|c| self.state.chunks.contains_key(&c.id())) {
+                    self.clean.remove(&Want::Chunk(c.id()));
+                    self.dirty.chunks.insert(c.id(), lsn);
+                    self.dirty.marked += 1;
+                }
+                self.dirty.packs.insert(pack.number, lsn);
                 self.dirty.marked += 1;
             }
             Record::BlobPut { key, .. }
@@ -1007,6 +1106,15 @@ impl ShardIndex {
         for source in self.dirty.applied.keys() {
             let lsn = self.state.applied.get(source).copied().unwrap_or(0);
             m.put(Table::Meta, keys::applied(*source), lsn.to_le_bytes().to_vec());
+        }
+        for n in self.dirty.packs.keys() {
+            match self.state.packs.get(n) {
+                Some(p) => m.put(Table::Packs, keys::pack(*n), keys::encode_pack(p)),
+                None => m.delete(Table::Packs, keys::pack(*n)),
+            }
+        }
+        if self.dirty.tier_generation > 0 {
+            m.put(Table::Meta, keys::TIER_GENERATION.to_vec(), self.state.tier_generation.to_le_bytes().to_vec());
         }
         if self.clock_known && (self.dirty.clock > 0 || !self.clock_in_index) {
             self.clock_in_index = true;

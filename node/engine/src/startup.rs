@@ -281,7 +281,7 @@ async fn init_shard(
                 generation = report.generation,
                 "shard recovered"
             );
-            (ShardStore::V1(meta), None, report.records)
+            (ShardStore::V1(Box::new(meta)), None, report.records)
         }
         Some(ix_place) => {
             let segments = Arc::new(Segments::default());
