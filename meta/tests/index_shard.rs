@@ -142,10 +142,38 @@ fn ref_changes(rng: &mut StdRng, m: &ShardMeta) -> Record {
     Record::RefsApplied { source, lsn, changes }
 }
 
+/// A tier's change, valid against the model: a new generation, or a pack of chunks that are
+/// not in one yet (counted now or not: one freed during its upload is garbage in the pack).
+fn tier_change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
+    if rng.gen_bool(0.2) {
+        return Record::TierStarted { generation: m.tier_generation + 1 };
+    }
+    let number = m.packs.keys().next_back().map_or(1, |l| l + 1);
+    let chunks: Vec<PackedChunk> = (0..COUNTED)
+        .map(counted)
+        .filter(|c| m.chunks.get(&c.id()).is_none_or(|e| e.location.packed().is_none()))
+        .filter(|_| rng.gen_bool(0.5))
+        .enumerate()
+        .map(|(i, c)| PackedChunk { offset: c.offset, hash: c.hash, entry: i as u32, at: 256 + 116 * i as u64 })
+        .collect();
+    let pack = PackInfo {
+        number,
+        generation: m.tier_generation,
+        shard: 0,
+        len: 256 + 116 * chunks.len() as u64 + 64,
+        entries: chunks.len() as u32,
+        committed_ns: n as i64,
+        header: vec![n as u8; 256],
+    };
+    Record::PackCommitted { pack: Box::new(pack), chunks }
+}
+
 /// A random change, valid against the model `m`.
 fn change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
-    if rng.gen_range(0..5) == 0 {
-        return ref_changes(rng, m);
+    match rng.gen_range(0..20) {
+        0..=3 => return ref_changes(rng, m),
+        4 => return tier_change(rng, m, n),
+        _ => {}
     }
     let k = key(rng);
     let cid = m.containers.get(&(k.account.clone(), k.container.clone())).map_or(1, |c| c.id);
@@ -251,6 +279,15 @@ async fn check(store: &RefCell<ShardIndex>, model: &ShardMeta) -> Result<(), Str
     }
     if store.borrow().state.applied != model.applied {
         return Err(format!("applied LSNs: {:?} != {:?}", store.borrow().state.applied, model.applied));
+    }
+    if (store.borrow().state.tier_generation, &store.borrow().state.packs) != (model.tier_generation, &model.packs) {
+        return Err(format!(
+            "tier: generation {} and {} packs != {} and {}",
+            store.borrow().state.tier_generation,
+            store.borrow().state.packs.len(),
+            model.tier_generation,
+            model.packs.len()
+        ));
     }
     if store.borrow().clock() != Some(model.clock) {
         return Err(format!("clock floor: {:?} != {}", store.borrow().clock(), model.clock));

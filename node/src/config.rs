@@ -154,6 +154,18 @@ mod tests {
         assert!(Config::from_toml("[engine]\nchunk_size = 100\n").is_err());
         assert!(Config::from_toml("[engine]\nchunk_sise = 4096\n").is_err());
     }
+
+    #[test]
+    fn a_tier_is_a_table_of_the_engine_and_checked_whole() {
+        let tier = "[engine.tier]\nurl = \"https://lake.blob.core.windows.net/tier/site-a\"\nsas = \"sv=2025-01-05&sig=x\"\nkey_file = \"/etc/edgeblob/cmk\"\n";
+        let c = Config::from_toml(tier).unwrap();
+        let t = c.engine.tier.expect("a tier");
+        assert_eq!((t.pack_bytes, t.upload_after_secs), (64 << 20, 10), "defaults for the rest");
+        assert!(Config::from_toml(&format!("{tier}account = \"a\"\n")).is_err(), "a SAS and an account at once");
+        assert!(Config::from_toml(&format!("{tier}pack_bytes = 4096\n")).is_err(), "a pack too small");
+        assert!(Config::from_toml("[engine.tier]\nsas = \"s\"\nkey_file = \"k\"\n").is_err(), "no url");
+        assert!(Config::from_toml(&format!("{tier}pack_size = 1\n")).is_err(), "an unknown key");
+    }
 }
 
 #[cfg(test)]

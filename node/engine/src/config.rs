@@ -47,6 +47,71 @@ pub struct EngineConfig {
     pub index_cache_bytes: usize,
     /// Bytes of metadata records after which a shard flushes its changes to its index (v2).
     pub meta_flush_bytes: usize,
+    /// The Azure tier (format v2 only): every chunk is uploaded to it soon after it is written.
+    pub tier: Option<TierConfig>,
+}
+
+/// Where the tier is and how the node writes to it (docs/architecture.md, "The tier").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TierConfig {
+    /// The remote container, with an optional prefix under it: any Blob endpoint
+    /// (`https://<account>.blob.core.windows.net/<container>[/<prefix>]`, Azurite's path-style
+    /// URL, another edgeblob). The node writes under `<prefix>/<node uuid>/`.
+    pub url: String,
+    /// The remote account's name and key (base64), for SharedKey; or `sas`.
+    pub account: Option<String>,
+    pub account_key: Option<String>,
+    /// A SAS token (without the leading `?`) granting create, write, read, list and delete.
+    pub sas: Option<String>,
+    /// The customer's key: a file of 32 bytes, raw or base64. It wraps the node key, which
+    /// wraps each pack's data key; without it nothing in the tier can be read.
+    pub key_file: std::path::PathBuf,
+    /// Bytes at which a pack is cut and uploaded (64 MiB: few requests, and ranges read inside).
+    pub pack_bytes: usize,
+    /// Seconds a pack not yet full waits for more chunks before it is uploaded as it is: with the
+    /// upload's own time, what a disaster that takes the node may lose of acknowledged data.
+    pub upload_after_secs: u64,
+    /// Bytes per second the tier may send and receive, all calls together (none: no cap).
+    pub bytes_per_sec: Option<u64>,
+    /// Seconds one remote call may take with its retries (busy answers, cut connections) before
+    /// it fails; the upload is then tried again later from the chunks still local.
+    pub retry_budget_secs: u64,
+}
+
+impl Default for TierConfig {
+    fn default() -> Self {
+        TierConfig {
+            url: String::new(),
+            account: None,
+            account_key: None,
+            sas: None,
+            key_file: std::path::PathBuf::new(),
+            pack_bytes: 64 << 20,
+            upload_after_secs: 10,
+            bytes_per_sec: None,
+            retry_budget_secs: 300,
+        }
+    }
+}
+
+impl TierConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.url.is_empty() {
+            return Err("tier.url is required".into());
+        }
+        if self.key_file.as_os_str().is_empty() {
+            return Err("tier.key_file is required: the customer key that guards everything tiered".into());
+        }
+        match (&self.account, &self.account_key, &self.sas) {
+            (Some(_), Some(_), None) | (None, None, Some(_)) => {}
+            _ => return Err("tier: give either account and account_key, or sas".into()),
+        }
+        if !(1 << 20..=1 << 30).contains(&self.pack_bytes) {
+            return Err(format!("tier.pack_bytes {} must be between 1 MiB and 1 GiB", self.pack_bytes));
+        }
+        Ok(())
+    }
 }
 
 impl Default for EngineConfig {
@@ -69,6 +134,7 @@ impl Default for EngineConfig {
             meta_cache_bytes: 64 << 20,
             index_cache_bytes: 64 << 20,
             meta_flush_bytes: 8 << 20,
+            tier: None,
         }
     }
 }
@@ -96,6 +162,9 @@ impl EngineConfig {
         }
         if !edgeblob_io::superblock::READABLE_VERSIONS.contains(&self.format_version) {
             return Err(format!("format_version {} is not one this build writes (1 or 2)", self.format_version));
+        }
+        if let Some(t) = &self.tier {
+            t.validate()?;
         }
         Ok(())
     }

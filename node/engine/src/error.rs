@@ -45,6 +45,8 @@ pub enum EngineError {
     Body(String),
     #[error("the node is stopping")]
     Stopped,
+    #[error("the tier: {0}")]
+    Tier(String),
 }
 
 impl From<edgeblob_io::executor::ShardGone> for EngineError {

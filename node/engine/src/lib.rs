@@ -29,6 +29,7 @@ mod refs;
 pub mod shard;
 pub mod startup;
 pub mod stats;
+pub mod tier;
 pub mod write;
 
 use std::future::Future;
@@ -255,6 +256,24 @@ impl Node {
             .await??;
         }
         Ok(())
+    }
+
+    /// Waits until every chunk counted before the call is in a committed pack of the tier (each
+    /// shard scans its chunk table and ships the pack it fills as it is).
+    pub async fn tier_flush(&self) -> Result<()> {
+        for i in 0..self.shards() {
+            self.on(i, |s| async move { tier::flush(&s).await }).await??;
+        }
+        Ok(())
+    }
+
+    /// Each shard's view of the tier (a scan of its chunk table).
+    pub async fn tier_status(&self) -> Result<Vec<tier::TierStatus>> {
+        let mut out = Vec::new();
+        for i in 0..self.shards() {
+            out.push(self.on(i, |s| async move { tier::status(&s).await }).await??);
+        }
+        Ok(out)
     }
 
     /// Stops the shards and waits for their threads. Everything acknowledged is already durable

@@ -61,13 +61,20 @@ async fn read_plain(shard: &Shard, c: &ChunkRef, from: u32, to: u32) -> Result<B
 
 /// All logical bytes of a compressed chunk.
 async fn read_compressed(shard: &Shard, c: &ChunkRef) -> Result<Bytes> {
+    let frame = read_stored(shard, c, c.offset).await?;
+    Ok(Bytes::from(shard.reducer.decompress(&frame, c.len as usize)?))
+}
+
+/// A chunk's stored stream (its zstd frame, or its raw bytes), read from its pages at `offset`
+/// and checked: what the tier uploads, as it is.
+pub async fn read_stored(shard: &Shard, c: &ChunkRef, offset: u64) -> Result<Vec<u8>> {
     let n = c.pages() as usize;
     let buf = shard.pool.get(n * PAGE_SIZE);
-    let (res, buf) = shard.dev.read(buf, c.offset).await;
+    let (res, buf) = shard.dev.read(buf, offset).await;
     res?;
-    let mut frame = vec![0u8; c.stored_len as usize];
-    page::decode(&buf[..n * PAGE_SIZE], c.seed(), 0, 0, &mut frame).map_err(|e| corrupt(c, e))?;
-    Ok(Bytes::from(shard.reducer.decompress(&frame, c.len as usize)?))
+    let mut stored = vec![0u8; c.stored_len as usize];
+    page::decode(&buf[..n * PAGE_SIZE], c.seed(), 0, 0, &mut stored).map_err(|e| corrupt(c, e))?;
+    Ok(stored)
 }
 
 /// Streams the segments of a read with read-ahead. Holds a read guard so that no extent it may

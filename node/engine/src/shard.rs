@@ -33,6 +33,8 @@ pub struct NodeShared {
     pub catalog: RwLock<BTreeMap<(String, String), Container>>,
     pub epochs: Arc<ReadEpochs>,
     clock: AtomicU64,
+    /// The Azure tier, when configured (format v2).
+    pub tier: Option<Arc<super::tier::Tier>>,
 }
 
 impl NodeShared {
@@ -43,6 +45,7 @@ impl NodeShared {
             catalog: RwLock::new(BTreeMap::new()),
             epochs: Arc::new(ReadEpochs::default()),
             clock: AtomicU64::new(0),
+            tier: None,
         }
     }
 
@@ -157,6 +160,8 @@ pub struct Shard {
     pub refs_stalled: std::cell::Cell<bool>,
     /// Pins that records of this shard consumed, by LSN, until their changes are counted (v2).
     pub unpins: RefCell<BTreeMap<u64, RefCounts>>,
+    /// The tier's loop on this shard, and who waits for it.
+    pub tier: super::tier::ShardTier,
 }
 
 impl Shard {

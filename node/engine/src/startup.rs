@@ -240,7 +240,19 @@ fn open_on(config: EngineConfig, media: Arc<dyn Media>) -> Result<Node> {
     // Registered buffers count against RLIMIT_MEMLOCK for the whole process: leave half of it.
     let per_shard = config.registered_buffer_bytes.min(edgeblob_io::sys::memlock_limit() / 2 / shards);
     let slots = (per_shard / FIXED_SLOT).min(u16::MAX as usize) as u16;
-    let shared = Arc::new(NodeShared::new(config.clone(), sb.clone()));
+    let mut shared = NodeShared::new(config.clone(), sb.clone());
+    if let Some(tier) = &config.tier {
+        // The tier names chunks by the ids and locations only format 2 keeps.
+        if sb.version < 2 {
+            return Err(EngineError::Tier(format!(
+                "{} is format version {}: the tier needs version 2 (edgeblob-admin upgrade)",
+                media.name(),
+                sb.version
+            )));
+        }
+        shared.tier = Some(Arc::new(super::tier::Tier::start(tier, sb.uuid).map_err(EngineError::Tier)?));
+    }
+    let shared = Arc::new(shared);
     let init_shared = shared.clone();
     let init = move |index: usize, peers: Peers<Shard>| -> InitFuture<Shard> {
         let shared = init_shared.clone();
@@ -333,6 +345,7 @@ async fn init_shard(
         cache: super::cache::ChunkCache::new(node.config.read_cache_bytes / node.sb.layout.shards.max(1) as usize),
         refs_stalled: Default::default(),
         unpins: Default::default(),
+        tier: Default::default(),
         node,
     }))
 }
@@ -541,6 +554,7 @@ fn rebuild(node: &Node) -> Result<()> {
             node.on(i, |s| async move {
                 if s.node.counts_kept() {
                     tokio::task::spawn_local(filters_and_purges(s.clone()));
+                    tokio::task::spawn_local(super::tier::upload::run(s.clone()));
                 }
                 super::spawn_background(&s)
             })

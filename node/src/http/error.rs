@@ -67,7 +67,7 @@ fn code_of(e: &EngineError) -> ErrorCode {
         BlockListTooLong => ErrorCode::BlockListTooLong,
         BodyTooLarge => ErrorCode::RequestBodyTooLarge,
         _ if retry_after(e).is_some() => ErrorCode::ServerBusy,
-        OutOfSpace | Corrupt(_) | Io(_) | Log(_) | Index(_) | Busy(_) | Stopped => ErrorCode::InternalError,
+        OutOfSpace | Corrupt(_) | Io(_) | Log(_) | Index(_) | Busy(_) | Stopped | Tier(_) => ErrorCode::InternalError,
     }
 }
 
@@ -79,6 +79,8 @@ fn retry_after(e: &EngineError) -> Option<u32> {
     use edgeblob_meta::MetaError;
     match e {
         EngineError::Busy(_) | EngineError::Log(MetaError::Busy | MetaError::Undelivered) => Some(1),
+        // The tier is out of reach (a read of tiered data): it may be back in seconds.
+        EngineError::Tier(_) => Some(5),
         EngineError::OutOfSpace
         | EngineError::Log(MetaError::MetadataFull | MetaError::StagedFull | MetaError::TooLarge(_)) => Some(10),
         _ => None,

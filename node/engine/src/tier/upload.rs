@@ -1,0 +1,335 @@
+//! A shard's side of the tier: which of the chunks it counts go up, in which pack, and the record
+//! that says they are there.
+//!
+//! The loop ([`run`]) starts a new tier generation (`Record::TierStarted`, durable before any
+//! upload: a pack uploaded before a crash but never recorded keeps a name no later pack takes),
+//! then takes chunks from two places: the chunks newly counted (the index keeps them for it, up
+//! to [`FRESH_BOUND`]) and, at start and whenever that queue overflowed, a scan of the whole chunk
+//! table. A chunk goes into the pack being filled only if, read under a read guard, it is still
+//! counted here and only local; the pack is shipped when it reaches `pack_bytes`, or when its
+//! oldest chunk has waited `upload_after`, or when asked ([`flush`]). Once the remote commit is
+//! answered, `Record::PackCommitted` names the chunks' places; the record moves only chunks that
+//! are still counted and local, so one freed meanwhile stays garbage in the pack.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::time::Duration;
+
+use edgeblob_meta::index::shard::{scan_chunks, HoldsIndex, Want};
+use edgeblob_meta::model::{ChunkId, ChunkRef, Location, PackInfo, PackedChunk};
+use edgeblob_meta::wal::AppendError;
+use edgeblob_meta::{shard_store, Record};
+use edgeblob_tier::{ChunkInfo, PackId};
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
+
+use crate::error::{EngineError, Result};
+use crate::shard::{now_ns, Shard};
+
+/// Chunks newly counted that a shard keeps for the tier before it falls back to a scan.
+pub const FRESH_BOUND: usize = 1 << 16;
+
+/// A shard's tier state beside its loop: callers of [`flush`] waiting for it.
+#[derive(Default)]
+pub struct ShardTier {
+    waiters: RefCell<Vec<oneshot::Sender<std::result::Result<(), String>>>>,
+    wake: Notify,
+}
+
+/// What a shard's chunk table says of the tier (a scan: for operators and tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TierStatus {
+    pub generation: u64,
+    /// Chunks on flash only, and their stored bytes: what a disaster would lose now.
+    pub local_chunks: u64,
+    pub local_bytes: u64,
+    /// Chunks on flash and in the tier.
+    pub both_chunks: u64,
+    /// Chunks in the tier only.
+    pub tiered_chunks: u64,
+    pub packs: u64,
+    pub pack_bytes: u64,
+}
+
+/// Waits until every chunk this shard counted before the call is in a committed pack (a scan of
+/// the chunk table, and the pack it fills shipped as it is).
+pub async fn flush(s: &Rc<Shard>) -> Result<()> {
+    if s.node.tier.is_none() {
+        return Err(EngineError::Tier("no tier is configured".into()));
+    }
+    let (tx, rx) = oneshot::channel();
+    s.tier.waiters.borrow_mut().push(tx);
+    s.tier.wake.notify_one();
+    rx.await.map_err(|_| EngineError::Stopped)?.map_err(EngineError::Tier)
+}
+
+/// The tier's view of this shard's chunk table.
+pub async fn status(s: &Rc<Shard>) -> Result<TierStatus> {
+    let mut st = {
+        let meta = s.meta.borrow();
+        let state = meta.state();
+        TierStatus {
+            generation: state.tier_generation,
+            packs: state.packs.len() as u64,
+            pack_bytes: state.packs.values().map(|p| p.len).sum(),
+            ..TierStatus::default()
+        }
+    };
+    let mut from = Some(Vec::new());
+    while let Some(at) = from {
+        let (entries, next) = scan_chunks(&s.meta, at, 4096).await?;
+        // The last page comes with the resident entries, which shadow the index's.
+        let resident: Vec<_> = match next {
+            None => s.meta.borrow().state().chunks.values().copied().collect(),
+            Some(_) => Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        for e in resident.iter().chain(entries.iter()) {
+            if !seen.insert(e.chunk.id()) {
+                continue;
+            }
+            match e.location {
+                Location::Local { .. } => {
+                    st.local_chunks += 1;
+                    st.local_bytes += e.chunk.stored_len as u64;
+                }
+                Location::Both { .. } => st.both_chunks += 1,
+                Location::Tiered { .. } => st.tiered_chunks += 1,
+            }
+        }
+        from = next;
+    }
+    Ok(st)
+}
+
+/// The pack being filled.
+struct Packer {
+    chunks: Vec<(ChunkInfo, Vec<u8>)>,
+    ids: HashSet<ChunkId>,
+    bytes: usize,
+    /// When its first chunk went in.
+    since: Option<Instant>,
+    max_bytes: usize,
+    max_entries: usize,
+}
+
+impl Packer {
+    fn full(&self) -> bool {
+        self.bytes >= self.max_bytes || self.chunks.len() >= self.max_entries
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.ids.clear();
+        self.bytes = 0;
+        self.since = None;
+    }
+
+    /// Adds chunk `c` if it is still counted here and only local, read and checked from flash.
+    async fn add(&mut self, s: &Rc<Shard>, c: ChunkRef) -> Result<()> {
+        if self.ids.contains(&c.id()) {
+            return Ok(());
+        }
+        // Entered before the check: a chunk freed after it keeps its space until the read ends.
+        let _guard = s.node.epochs.enter();
+        shard_store::resident(&s.meta, &[Want::Chunk(c.id())]).await?;
+        let offset = match s.meta.borrow().state().chunks.get(&c.id()).map(|e| e.location) {
+            Some(Location::Local { offset }) => offset,
+            _ => return Ok(()),
+        };
+        let stored = match crate::read::read_stored(s, &c, offset).await {
+            Ok(stored) => stored,
+            // A damaged chunk is not uploaded (its reads fail too); the next scan tries again.
+            Err(EngineError::Corrupt(e)) => {
+                tracing::error!(shard = s.index, %e, "a chunk fails its checksum and is not tiered");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let info = ChunkInfo { offset: c.offset, hash: c.hash, len: c.len, stored_len: c.stored_len, flags: c.flags };
+        self.bytes += stored.len();
+        self.chunks.push((info, stored));
+        self.ids.insert(c.id());
+        self.since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+}
+
+/// The loop: runs on every shard of a node with a tier, from start.
+pub async fn run(s: Rc<Shard>) {
+    let Some(tier) = s.node.tier.clone() else { return };
+    let mut backoff = Duration::from_secs(1);
+    let generation = loop {
+        match start_generation(&s).await {
+            Ok(g) => break g,
+            Err(e) => {
+                tracing::error!(shard = s.index, %e, retry_in = ?backoff, "the tier cannot start its generation");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    };
+    let fresh = s.meta.borrow_mut().index_mut().map(|m| m.watch_fresh(FRESH_BOUND));
+    let Some(fresh) = fresh else { return };
+    let half = s.meta.borrow().index().map_or(1 << 20, |m| m.half_len());
+    // A pack's record must fit a log half with room to spare (about 48 bytes a chunk).
+    let mut packer = Packer {
+        chunks: Vec::new(),
+        ids: HashSet::new(),
+        bytes: 0,
+        since: None,
+        max_bytes: tier.pack_bytes,
+        max_entries: (half / 8 / 48).max(1),
+    };
+    let mut next_number = s.meta.borrow().state().packs.keys().next_back().map_or(1, |n| n + 1);
+    let mut scan = true;
+    backoff = Duration::from_secs(1);
+    loop {
+        let waiters = std::mem::take(&mut *s.tier.waiters.borrow_mut());
+        let res = async {
+            if !tier.is_ready() {
+                return Err(EngineError::Tier("the tier is not reachable yet".into()));
+            }
+            let (new, overflowed) = s.meta.borrow_mut().index_mut().map(|m| m.take_fresh()).unwrap_or_default();
+            if scan || overflowed || !waiters.is_empty() {
+                let mut from = Some(Vec::new());
+                while let Some(at) = from {
+                    let (entries, next) = scan_chunks(&s.meta, at, 4096).await?;
+                    let mut page: Vec<ChunkRef> = entries
+                        .iter()
+                        .filter(|e| matches!(e.location, Location::Local { .. }))
+                        .map(|e| e.chunk)
+                        .collect();
+                    if next.is_none() {
+                        let meta = s.meta.borrow();
+                        let local =
+                            meta.state().chunks.values().filter(|e| matches!(e.location, Location::Local { .. }));
+                        page.extend(local.map(|e| e.chunk));
+                    }
+                    fill(&s, &tier, &mut packer, generation, &mut next_number, page).await?;
+                    from = next;
+                }
+            }
+            fill(&s, &tier, &mut packer, generation, &mut next_number, new).await?;
+            let due = packer.since.is_some_and(|t| t.elapsed() >= tier.upload_after);
+            if !packer.chunks.is_empty() && (due || !waiters.is_empty()) {
+                ship(&s, &tier, &mut packer, generation, &mut next_number).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match res {
+            Ok(()) => {
+                scan = false;
+                backoff = Duration::from_secs(1);
+                for w in waiters {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(shard = s.index, %e, retry_in = ?backoff, "tier upload failed; the chunks stay local and are tried again");
+                for w in waiters {
+                    let _ = w.send(Err(e.to_string()));
+                }
+                // What the failed pack held is found again by the next scan.
+                packer.clear();
+                scan = true;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                continue;
+            }
+        }
+        let deadline = packer.since.map(|t| t + tier.upload_after);
+        tokio::select! {
+            _ = fresh.notified() => {
+                // A moment for more to come: one pass for a burst of small records.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ = s.tier.wake.notified() => {}
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {}
+        }
+    }
+}
+
+/// Logs the shard's next tier generation and waits until it is durable.
+async fn start_generation(s: &Rc<Shard>) -> Result<u64> {
+    loop {
+        s.log_ready().await?;
+        let (generation, commit) = {
+            let mut meta = s.meta.borrow_mut();
+            let generation = meta.state().tier_generation + 1;
+            match meta.commit(Record::TierStarted { generation }) {
+                Ok(c) => (generation, c),
+                Err(AppendError::Busy) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        commit.durable.await?;
+        return Ok(generation);
+    }
+}
+
+/// Adds `chunks` to the pack, shipping it each time it is full.
+async fn fill(
+    s: &Rc<Shard>,
+    tier: &super::Tier,
+    packer: &mut Packer,
+    generation: u64,
+    next_number: &mut u64,
+    chunks: Vec<ChunkRef>,
+) -> Result<()> {
+    for c in chunks {
+        packer.add(s, c).await?;
+        if packer.full() {
+            ship(s, tier, packer, generation, next_number).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Uploads the pack and logs what it holds.
+async fn ship(
+    s: &Rc<Shard>,
+    tier: &super::Tier,
+    packer: &mut Packer,
+    generation: u64,
+    next_number: &mut u64,
+) -> Result<()> {
+    // A number is never tried twice in one generation: a failed commit may still have taken
+    // its name remotely.
+    let number = *next_number;
+    *next_number += 1;
+    let id = PackId { node: tier.node, generation, shard: s.index as u32, seq: number };
+    let chunks = std::mem::take(&mut packer.chunks);
+    packer.clear();
+    let shipped = tier.ship(id, chunks).await.map_err(EngineError::Tier)?;
+    let pack = PackInfo {
+        number,
+        generation,
+        shard: s.index as u32,
+        len: shipped.len,
+        entries: shipped.entries.len() as u32,
+        committed_ns: now_ns(),
+        header: shipped.header,
+    };
+    let chunks: Vec<PackedChunk> = shipped
+        .entries
+        .iter()
+        .map(|e| PackedChunk { offset: e.chunk.offset, hash: e.chunk.hash, entry: e.index, at: e.at })
+        .collect();
+    let rec = Record::PackCommitted { pack: Box::new(pack), chunks };
+    let wants = edgeblob_meta::index::shard::wants_of(&rec);
+    loop {
+        s.log_ready().await?;
+        shard_store::resident(&s.meta, &wants).await?;
+        let commit = match s.meta.borrow_mut().commit(rec.clone()) {
+            Ok(c) => c,
+            Err(AppendError::Busy) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        commit.durable.await?;
+        tracing::debug!(shard = s.index, pack = number, generation, "pack committed to the tier");
+        return Ok(());
+    }
+}

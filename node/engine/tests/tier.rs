@@ -1,0 +1,308 @@
+//! The Azure tier's upload against real remotes: a second edgeblob in this process, and Azurite
+//! from the peers kit. What is checked is what the tier promises before release and read-through
+//! exist: every chunk goes up in few large packs, nothing of a user's (names, metadata, bytes)
+//! is readable remotely, the packs hold the real chunks (opened here with the customer's key
+//! alone), and a restart neither uploads again nor reuses a name.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use edgeblob::config::{DEV_ACCOUNT, DEV_KEY};
+use edgeblob_engine::config::{EngineConfig, TierConfig};
+use edgeblob_engine::tier::TierStatus;
+use edgeblob_engine::Node;
+use edgeblob_meta::model::{BlobProps, CHUNK_COMPRESSED};
+use edgeblob_proto::conditions::Conditions;
+use edgeblob_remote::{Credential, Remote, RemoteConfig};
+use edgeblob_testkit::engine::{body, config, data, key, open, rt};
+use edgeblob_testkit::node::InProcess;
+use edgeblob_testkit::peers;
+use edgeblob_tier::{CustomerKey, Header, PackId, Trailer, WrappedNodeKey, HEADER_LEN, TRAILER_LEN};
+
+const CANARY: &str = "CANARY-7f3e";
+
+fn tier_config(dir: &Path, origin: &str, container: &str) -> EngineConfig {
+    let key_file = dir.join("customer.key");
+    std::fs::write(&key_file, [0x5au8; 32]).unwrap();
+    let tier = TierConfig {
+        url: format!("{origin}/{DEV_ACCOUNT}/{container}/site-a"),
+        account: Some(DEV_ACCOUNT.into()),
+        account_key: Some(DEV_KEY.into()),
+        key_file,
+        pack_bytes: 1 << 20,
+        upload_after_secs: 1,
+        ..TierConfig::default()
+    };
+    EngineConfig { tier: Some(tier), ..config(dir) }
+}
+
+fn remote(origin: &str, container: &str) -> Remote {
+    let cred = Credential::shared_key(DEV_ACCOUNT, DEV_KEY).unwrap();
+    Remote::new(RemoteConfig::new(&format!("{origin}/{DEV_ACCOUNT}/{container}/site-a"), cred)).unwrap()
+}
+
+/// Every object the tier holds, read whole, by name.
+async fn everything(r: &Remote) -> BTreeMap<String, Bytes> {
+    let mut out = BTreeMap::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = r.list("", marker.as_deref(), 100).await.unwrap();
+        for b in page.blobs {
+            let bytes = r.get(&b.name).await.unwrap();
+            out.insert(b.name, bytes);
+        }
+        match page.next {
+            Some(m) => marker = Some(m),
+            None => return out,
+        }
+    }
+}
+
+fn total(st: &[TierStatus]) -> TierStatus {
+    let mut t = TierStatus::default();
+    for s in st {
+        t.local_chunks += s.local_chunks;
+        t.both_chunks += s.both_chunks;
+        t.tiered_chunks += s.tiered_chunks;
+        t.packs += s.packs;
+        t.pack_bytes += s.pack_bytes;
+    }
+    t
+}
+
+/// Bodies that carry the canary in their bytes, compressible and not, a shared one (dedup), and
+/// one over several chunks.
+fn bodies() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for i in 0..24u64 {
+        let mut b = data(i, 3000 + (i as usize * 7919) % 150_000, i % 2 == 0);
+        let at = b.len() / 2;
+        b.splice(at..at, CANARY.bytes());
+        out.push((format!("{CANARY}/blob-{i:03}"), b));
+    }
+    let shared = out[1].1.clone();
+    out.push((format!("{CANARY}/copy-of-1"), shared));
+    out.push((format!("{CANARY}/big"), data(99, 700_000, false)));
+    out
+}
+
+async fn put_all(node: &Node, container: &str, bodies: &[(String, Vec<u8>)]) {
+    for (i, (name, b)) in bodies.iter().enumerate() {
+        let props = BlobProps { metadata: vec![("note".into(), format!("{CANARY} meta"))], ..BlobProps::default() };
+        node.put_blob(i % node.shards(), key(container, name), body(b), props, Conditions::default()).await.unwrap();
+    }
+}
+
+/// The chunks every pack holds, opened with the customer's key alone: their stored streams.
+fn open_packs(objects: &BTreeMap<String, Bytes>, node_prefix: &str) -> Vec<(u8, Vec<u8>)> {
+    let cmk = CustomerKey::from_file("customer.key", &[0x5au8; 32]).unwrap();
+    let wrapped = WrappedNodeKey::decode(&objects[&format!("{node_prefix}/keys/node")]).unwrap();
+    let node_key = wrapped.unwrap(&cmk).unwrap();
+    let mut chunks = Vec::new();
+    for (name, pack) in objects.iter().filter(|(n, _)| n.contains("/packs/")) {
+        edgeblob_tier::verify(pack).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let header = Header::parse(&pack[..HEADER_LEN]).unwrap();
+        let id: PackId = header.id;
+        assert_eq!(name, &format!("{node_prefix}/{}", id.name()), "a pack is named by its id");
+        let key = header.data_key(&node_key).unwrap();
+        let trailer = Trailer::parse(&pack[pack.len() - TRAILER_LEN..]).unwrap();
+        let r = trailer.footer_range();
+        for e in trailer.entries(&id, &key, &pack[r.start as usize..r.end as usize]).unwrap() {
+            let r = e.range();
+            chunks.push((e.chunk.flags, e.open(&id, &key, &pack[r.start as usize..r.end as usize]).unwrap()));
+        }
+    }
+    chunks
+}
+
+fn tiers_every_chunk_opaquely(origin: &str, container: &str, dir: &Path) {
+    let cfg = tier_config(dir, origin, container);
+    let rt = rt();
+    let node = open(&cfg);
+    let bodies = bodies();
+    rt.block_on(async {
+        node.create_container(DEV_ACCOUNT, &format!("canary-7f3e-{container}"), vec![]).await.unwrap();
+        put_all(&node, &format!("canary-7f3e-{container}"), &bodies).await;
+        node.tier_flush().await.unwrap();
+    });
+    let st = rt.block_on(node.tier_status()).unwrap();
+    let t = total(&st);
+    assert_eq!(t.local_chunks, 0, "every chunk counted is in a pack: {st:?}");
+    assert!(t.both_chunks > bodies.len() as u64, "and kept on flash too: {st:?}");
+    assert!(st.iter().all(|s| s.generation == 1), "a first start is generation 1: {st:?}");
+    let r = remote(origin, container);
+    let objects = rt.block_on(everything(&r));
+    let node_prefix = objects.keys().next().unwrap().split('/').next().unwrap().to_owned();
+    let packs = objects.keys().filter(|n| n.contains("/packs/")).count();
+    assert_eq!(packs as u64, t.packs, "each pack recorded is in the tier, and only they: {:?}", objects.keys());
+    assert!(packs < bodies.len() / 2, "few packs, never one a blob: {packs} for {} blobs", bodies.len());
+    assert_eq!(objects.len(), packs + 1, "packs and the node key: {:?}", objects.keys());
+    // Opacity: no name, metadata or byte of a user's in any object.
+    for (name, bytes) in &objects {
+        assert!(!name.to_ascii_uppercase().contains("CANARY"), "{name}");
+        assert!(!bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()), "{name} holds the canary in clear");
+        assert!(!bytes.windows(5).any(|w| w == b"alpha"), "{name} holds a body's words in clear");
+    }
+    // The packs hold the real chunks: every stored stream opens, and each is part of a body.
+    let chunks = open_packs(&objects, &node_prefix);
+    assert_eq!(chunks.len() as u64, t.both_chunks, "one entry a chunk counted (dedup: shared ones once)");
+    let all: Vec<u8> = bodies.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+    let mut compressed = 0;
+    for (flags, stored) in &chunks {
+        let plain = if flags & CHUNK_COMPRESSED != 0 {
+            compressed += 1;
+            zstd::decode_all(&stored[..]).unwrap()
+        } else {
+            stored.clone()
+        };
+        assert!(
+            all.windows(plain.len()).any(|w| w == &plain[..]),
+            "a chunk of {} bytes that no body holds",
+            plain.len()
+        );
+    }
+    assert!(compressed > 0 && compressed < chunks.len(), "both kinds went up as stored: {compressed}");
+    // A restart uploads nothing again, and starts a new generation.
+    node.stop();
+    let node = open(&cfg);
+    rt.block_on(node.tier_flush()).unwrap();
+    let st = rt.block_on(node.tier_status()).unwrap();
+    assert!(st.iter().all(|s| s.generation == 2), "{st:?}");
+    assert_eq!(total(&st), t, "nothing uploaded again after a restart");
+    // New data after it goes up under the new generation's names.
+    rt.block_on(async {
+        let b = data(1234, 200_000, false);
+        node.put_blob(
+            0,
+            key(&format!("canary-7f3e-{container}"), "after"),
+            body(&b),
+            BlobProps::default(),
+            Conditions::default(),
+        )
+        .await
+        .unwrap();
+        node.tier_flush().await.unwrap();
+    });
+    let later = rt.block_on(everything(&r));
+    let new: Vec<&String> = later.keys().filter(|n| !objects.contains_key(*n)).collect();
+    assert!(!new.is_empty() && new.iter().all(|n| n.contains("/packs/0000000000000002/")), "{new:?}");
+    assert_eq!(total(&rt.block_on(node.tier_status()).unwrap()).local_chunks, 0);
+    node.stop();
+}
+
+#[test]
+fn a_second_edgeblob_as_the_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let origin = format!("http://{}", remote.addr);
+    std::fs::create_dir_all(dir.path().join("node")).unwrap();
+    tiers_every_chunk_opaquely(&origin, "tier", &dir.path().join("node"));
+}
+
+#[test]
+fn azurite_as_the_tier() {
+    if peers::kit("Azurite as the tier's remote").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let azurite = peers::Azurite::start(&dir.path().join("azurite"));
+    std::fs::create_dir_all(dir.path().join("node")).unwrap();
+    tiers_every_chunk_opaquely(&azurite.endpoint(), "tier", &dir.path().join("node"));
+}
+
+/// Until the tier can be reached nothing goes up and nothing else changes: Puts and Gets are
+/// served from flash. Once it answers, the backlog goes up without a restart.
+#[test]
+fn an_outage_keeps_everything_local_and_the_backlog_drains_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let origin = format!("http://127.0.0.1:{port}");
+    std::fs::create_dir_all(dir.path().join("node")).unwrap();
+    let mut cfg = tier_config(&dir.path().join("node"), &origin, "tier");
+    cfg.tier.as_mut().unwrap().retry_budget_secs = 1;
+    let rt = rt();
+    let node = open(&cfg);
+    let bodies = bodies();
+    rt.block_on(async {
+        node.create_container(DEV_ACCOUNT, "c", vec![]).await.unwrap();
+        put_all(&node, "c", &bodies).await;
+        for (name, b) in &bodies {
+            let (_, _, got) = node.read_blob(1, key("c", name), None, Conditions::default()).await.unwrap();
+            assert_eq!(&got[..], &b[..]);
+        }
+        let err = node.tier_flush().await.expect_err("nothing answers");
+        assert!(err.to_string().contains("the tier"), "{err}");
+    });
+    let st = total(&rt.block_on(node.tier_status()).unwrap());
+    assert!(st.local_chunks > bodies.len() as u64 && st.both_chunks == 0 && st.packs == 0, "{st:?}");
+    // The remote comes up where the tier looks for it.
+    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |c| c.port = port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rt.block_on(node.tier_flush()).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backlog did not drain within a minute of the remote's return"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let after = total(&rt.block_on(node.tier_status()).unwrap());
+    assert_eq!((after.local_chunks, after.both_chunks), (0, st.local_chunks), "{after:?}");
+    let objects = rt.block_on(everything(&self::remote(&origin, "tier")));
+    assert_eq!(
+        open_packs(&objects, objects.keys().next().unwrap().split('/').next().unwrap()).len() as u64,
+        after.both_chunks
+    );
+    node.stop();
+    drop(remote);
+}
+
+/// Through a remote that answers 30% of requests busy (with Retry-After), cuts 10% of
+/// connections before passing them on and loses 5% of answers after acting: every chunk still
+/// goes up once, in packs that open, and no retry after a busy answer came before its
+/// Retry-After.
+#[test]
+fn a_tier_cycle_completes_through_a_faulty_remote() {
+    use edgeblob_testkit::faulty::{Fault, Faulty, Rule};
+    let dir = tempfile::tempdir().unwrap();
+    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let proxy_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rules =
+        vec![Rule::ratio(Fault::Busy(1), 0.3), Rule::ratio(Fault::Cut, 0.1), Rule::ratio(Fault::LoseAnswer, 0.05)];
+    let faulty = proxy_rt.block_on(Faulty::start(remote.addr, rules, 11));
+    let origin = format!("http://{}", faulty.addr);
+    std::fs::create_dir_all(dir.path().join("node")).unwrap();
+    let mut cfg = tier_config(&dir.path().join("node"), &origin, "tier");
+    cfg.tier.as_mut().unwrap().retry_budget_secs = 60;
+    let rt = rt();
+    let node = open(&cfg);
+    let bodies = bodies();
+    rt.block_on(async {
+        node.create_container(DEV_ACCOUNT, "c", vec![]).await.unwrap();
+        put_all(&node, "c", &bodies).await;
+        node.tier_flush().await.unwrap();
+    });
+    let st = total(&rt.block_on(node.tier_status()).unwrap());
+    assert_eq!(st.local_chunks, 0, "{st:?}");
+    let direct = self::remote(&format!("http://{}", remote.addr), "tier");
+    let objects = rt.block_on(everything(&direct));
+    let prefix = objects.keys().next().unwrap().split('/').next().unwrap().to_owned();
+    assert_eq!(open_packs(&objects, &prefix).len() as u64, st.both_chunks, "every chunk once");
+    let seen = faulty.seen();
+    assert!(seen.iter().any(|s| matches!(s.fault, Some(Fault::Busy(_)))), "the faults were met");
+    let mut last: BTreeMap<&str, &edgeblob_testkit::faulty::Seen> = BTreeMap::new();
+    for s in &seen {
+        if let Some(prev) = last.insert(&s.request_id, s) {
+            if matches!(prev.fault, Some(Fault::Busy(_))) {
+                assert!(
+                    s.at - prev.at >= std::time::Duration::from_secs(1),
+                    "a retry {:?} after a busy answer",
+                    s.at - prev.at
+                );
+            }
+        }
+    }
+    node.stop();
+}
