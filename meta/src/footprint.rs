@@ -98,7 +98,8 @@ impl ShardMeta {
             Record::CheckpointEnd
             | Record::RefsApplied { .. }
             | Record::TierStarted { .. }
-            | Record::PackCommitted { .. } => {}
+            | Record::PackCommitted { .. }
+            | Record::ChunksReleased { .. } => {}
             Record::ContainerPut { account, name, .. } => {
                 if let Some(old) = self.containers.get(&(account.clone(), name.clone())) {
                     c.removed.committed = container_cost(account, name, old);

@@ -79,7 +79,7 @@ impl ChunkRef {
 /// never share a place, and a place written again later holds another id unless it holds the
 /// same bytes, which are then the same chunk. Blobs keep naming chunks by their `ChunkRef` (the
 /// id and the place first written); the chunk table says where the chunk is now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChunkId {
     pub offset: u64,
     pub hash: [u8; 16],
@@ -167,10 +167,16 @@ pub struct ChunkEntry {
 }
 
 impl ChunkEntry {
-    /// The space the chunk holds on this node's device (the allocator's image marks it in use).
+    /// The space the chunk holds on this node's device (the allocator's image marks it in use):
+    /// its pages while it is on flash; once released to the tier, the first page of the place
+    /// it was first written, which its id names. Keeping that page keeps the id unique: no later
+    /// chunk starts there, so the same bytes written again while this one lives (it is no dedup
+    /// candidate once released) are never a second chunk of the same id.
     pub fn local_extent(&self) -> Option<Extent> {
-        let offset = self.location.local()?;
-        Some(Extent { offset, len: self.chunk.extent().len })
+        Some(match self.location.local() {
+            Some(offset) => Extent { offset, len: self.chunk.extent().len },
+            None => Extent { offset: self.chunk.offset, len: PAGE_SIZE as u64 },
+        })
     }
 }
 

@@ -5,7 +5,9 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::model::{Blob, BlobKey, BlobProps, Container, ListedBlock, PackInfo, PackedChunk, RefChange, StagedBlock};
+use crate::model::{
+    Blob, BlobKey, BlobProps, ChunkId, Container, ListedBlock, PackInfo, PackedChunk, RefChange, StagedBlock,
+};
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -49,6 +51,10 @@ pub enum Record {
     /// shard still counts, with their copy on flash and in no pack yet, are now in it too. The
     /// pack is boxed so that the record keeps its archived size. **v2 logs only.**
     PackCommitted { pack: Box<PackInfo>, chunks: Vec<PackedChunk> },
+    /// Chunks this shard counts, on flash and in the tier, keep only their place in the tier:
+    /// their local space is freed once the record is durable (and no read that began before
+    /// it still runs). **v2 logs only.**
+    ChunksReleased { chunks: Vec<ChunkId> },
 }
 
 /// The archived size of a record. rkyv finds a buffer's root object at its end, by the root

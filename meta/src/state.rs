@@ -231,6 +231,15 @@ impl ShardMeta {
                 }
                 self.packs.insert(pack.number, (**pack).clone());
             }
+            Record::ChunksReleased { chunks } => {
+                for id in chunks {
+                    let Some(e) = self.chunks.get_mut(id) else { continue };
+                    match e.location {
+                        Location::Both { packed, .. } => e.location = Location::Tiered { packed },
+                        _ => debug_assert!(false, "chunk {id:?} released from {:?}", e.location),
+                    }
+                }
+            }
             Record::RefsApplied { source, lsn, changes } => {
                 debug_assert!(self.refs_pending(*source, *lsn), "shard {source}'s record {lsn} logged twice");
                 let last = self.applied.entry(*source).or_insert(*lsn);

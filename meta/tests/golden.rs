@@ -170,7 +170,9 @@ fn an_entry_of_every_index_table_v2() {
         let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
         assert_eq!(keys::decode_chunk(&v[4 + klen..]).unwrap(), entry, "{name}");
     }
-    assert_eq!((both.local_extent(), tiered.local_extent()), (chunk_entry.local_extent(), None));
+    assert_eq!(both.local_extent(), chunk_entry.local_extent());
+    let anchor = Extent { offset: c.offset, len: PAGE_SIZE as u64 };
+    assert_eq!(tiered.local_extent(), Some(anchor), "a released chunk keeps the first page of its place");
     let v = golden_in(2, "index-packs.bin", &[]);
     assert_eq!(&v[4..12], &7u64.to_be_bytes(), "packs sort by number");
     assert_eq!(keys::decode_pack(&v[12..]).unwrap(), pack_info());
@@ -337,6 +339,7 @@ fn every_record() -> Vec<(&'static str, Record)> {
                 PackedChunk { offset: chunk(2).offset, hash: chunk(2).hash, entry: 1, at: 256 + (1 << 20) + 16 },
             ],
         },
+        Record::ChunksReleased { chunks: vec![chunk(1).id(), chunk(2).id()] },
     ];
     records
         .into_iter()
@@ -356,6 +359,7 @@ fn every_record() -> Vec<(&'static str, Record)> {
                 Record::RefsApplied { .. } => "refs-applied",
                 Record::TierStarted { .. } => "tier-started",
                 Record::PackCommitted { .. } => "pack-committed",
+                Record::ChunksReleased { .. } => "chunks-released",
             };
             (name, r)
         })
@@ -372,7 +376,8 @@ fn a_frame_of_every_record_type_v1_and_v2() {
             Record::BlockListPut { .. }
             | Record::RefsApplied { .. }
             | Record::TierStarted { .. }
-            | Record::PackCommitted { .. } => 2,
+            | Record::PackCommitted { .. }
+            | Record::ChunksReleased { .. } => 2,
             _ => 1,
         };
         let bytes = golden_in(version, &format!("frame-{name}.bin"), &frame);

@@ -148,6 +148,16 @@ fn tier_change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
     if rng.gen_bool(0.2) {
         return Record::TierStarted { generation: m.tier_generation + 1 };
     }
+    let both: Vec<ChunkId> = m
+        .chunks
+        .values()
+        .filter(|e| matches!(e.location, Location::Both { .. }))
+        .map(|e| e.chunk.id())
+        .filter(|_| rng.gen_bool(0.5))
+        .collect();
+    if !both.is_empty() && rng.gen_bool(0.4) {
+        return Record::ChunksReleased { chunks: both };
+    }
     let number = m.packs.keys().next_back().map_or(1, |l| l + 1);
     let chunks: Vec<PackedChunk> = (0..COUNTED)
         .map(counted)

@@ -307,6 +307,7 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
             w
         }
         Record::PackCommitted { chunks, .. } => chunks.iter().map(|c| Want::Chunk(c.id())).collect(),
+        Record::ChunksReleased { chunks } => chunks.iter().map(|id| Want::Chunk(*id)).collect(),
         Record::CheckpointEnd
         | Record::ContainerPut { .. }
         | Record::ContainerDelete { .. }
@@ -345,6 +346,7 @@ pub fn grows(rec: &Record) -> bool {
         Record::RefsApplied { .. }
             | Record::TierStarted { .. }
             | Record::PackCommitted { .. }
+            | Record::ChunksReleased { .. }
             | Record::BlobDelete { .. }
             | Record::StagedDropped { .. }
             | Record::ContainerDelete { .. }
@@ -870,6 +872,13 @@ impl ShardIndex {
                 .filter_map(|c| self.state.chunks.get(&c.chunk.id()))
                 .filter_map(|e| Some((e.chunk.id(), e.local_extent()?)))
                 .collect(),
+            // Released: its local space leaves the allocator's image with the next flush.
+            Record::ChunksReleased { chunks } => chunks
+                .iter()
+                .filter_map(|id| self.state.chunks.get(id))
+                .filter(|e| matches!(e.location, crate::model::Location::Both { .. }))
+                .filter_map(|e| Some((e.chunk.id(), e.local_extent()?)))
+                .collect(),
             _ => Vec::new(),
         };
         // A blob whose version before this record kept its blocks apart: the flush that writes
@@ -899,8 +908,13 @@ impl ShardIndex {
             q.push(fresh.into_iter().filter(|c| self.state.chunks.contains_key(&c.id())));
         }
         for (id, extent) in counted_before {
-            if !self.state.chunks.contains_key(&id) {
-                self.dirty.gone.insert(id, (lsn, extent));
+            // Gone, or released (its space cleared here, its first page set again by the flush).
+            if self.state.chunks.get(&id).and_then(|e| e.local_extent()) != Some(extent) {
+                // Released, then gone, before one flush: the space to clear is the larger.
+                let (at, space) = self.dirty.gone.entry(id).or_insert((lsn, extent));
+                debug_assert_eq!(space.offset, extent.offset, "a chunk's space starts where it was written");
+                *at = lsn;
+                space.len = space.len.max(extent.len);
             }
         }
         let added = self.state.added_by(rec);
@@ -954,6 +968,13 @@ impl ShardIndex {
                 }
                 self.dirty.packs.insert(pack.number, lsn);
                 self.dirty.marked += 1;
+            }
+            Record::ChunksReleased { chunks } => {
+                for id in chunks.iter().filter(|id| self.state.chunks.contains_key(id)) {
+                    self.clean.remove(&Want::Chunk(*id));
+                    self.dirty.chunks.insert(*id, lsn);
+                    self.dirty.marked += 1;
+                }
             }
             Record::BlobPut { key, .. }
             | Record::BlockListPut { key, .. }

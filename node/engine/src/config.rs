@@ -74,6 +74,10 @@ pub struct TierConfig {
     pub upload_after_secs: u64,
     /// Bytes per second the tier may send and receive, all calls together (none: no cap).
     pub bytes_per_sec: Option<u64>,
+    /// Releasing local copies of chunks in the tier starts when a shard's data area is this
+    /// full (a fraction), and stops once it is below `release_below`.
+    pub release_above: f64,
+    pub release_below: f64,
     /// Seconds one remote call may take with its retries (busy answers, cut connections) before
     /// it fails; the upload is then tried again later from the chunks still local.
     pub retry_budget_secs: u64,
@@ -91,6 +95,8 @@ impl Default for TierConfig {
             upload_after_secs: 10,
             bytes_per_sec: None,
             retry_budget_secs: 300,
+            release_above: 0.9,
+            release_below: 0.8,
         }
     }
 }
@@ -106,6 +112,12 @@ impl TierConfig {
         match (&self.account, &self.account_key, &self.sas) {
             (Some(_), Some(_), None) | (None, None, Some(_)) => {}
             _ => return Err("tier: give either account and account_key, or sas".into()),
+        }
+        if !(0.0..=1.0).contains(&self.release_below)
+            || !(0.0..=1.0).contains(&self.release_above)
+            || self.release_below > self.release_above
+        {
+            return Err("tier: release_below and release_above are fractions, the first not above the second".into());
         }
         if !(1 << 20..=1 << 30).contains(&self.pack_bytes) {
             return Err(format!("tier.pack_bytes {} must be between 1 MiB and 1 GiB", self.pack_bytes));

@@ -148,12 +148,24 @@ async fn log_changes(c: &Rc<Shard>, source: u32, entries: Vec<(u64, Vec<RefChang
             if !meta.state().refs_pending(source, lsn) {
                 return Ok(());
             }
+            // Where the chunks are before the change: one already released has no space to free.
+            let before: BTreeMap<ChunkId, Option<Extent>> =
+                changes_of(&rec).filter_map(|id| Some((id, meta.state().chunks.get(&id)?.local_extent()))).collect();
             match meta.commit(rec.clone()) {
                 // Decided with the commit: a chunk this record left uncounted and unpinned.
                 Ok(commit) => {
                     let pins = c.refs.borrow();
-                    let freed: Vec<ChunkRef> =
-                        meta.state().freed_by(&rec).into_iter().filter(|f| pins.count(f.offset).is_none()).collect();
+                    let freed: Vec<Extent> = meta
+                        .state()
+                        .freed_by(&rec)
+                        .into_iter()
+                        .filter(|f| pins.count(f.offset).is_none())
+                        .filter_map(|f| match before.get(&f.id()) {
+                            Some(on_flash) => *on_flash,
+                            // Counted by this record alone: on flash where it was written.
+                            None => Some(f.extent()),
+                        })
+                        .collect();
                     (commit, freed)
                 }
                 // The log is switching halves: wait for it, as any writer does.
@@ -162,9 +174,18 @@ async fn log_changes(c: &Rc<Shard>, source: u32, entries: Vec<(u64, Vec<RefChang
             }
         };
         commit.durable.await?;
-        c.free_chunks(freed);
+        c.free_extents(freed);
         return Ok(());
     }
+}
+
+/// The chunks a `RefsApplied` record changes.
+fn changes_of(rec: &Record) -> impl Iterator<Item = ChunkId> + '_ {
+    let changes: &[RefChange] = match rec {
+        Record::RefsApplied { changes, .. } => changes,
+        _ => &[],
+    };
+    changes.iter().map(|c| c.chunk.id())
 }
 
 /// At start, on a counting shard that has never logged `source`'s changes (a data file written
@@ -198,13 +219,19 @@ pub async fn verify(s: &Rc<Shard>, derived: &RefTable) -> Result<()> {
         return Ok(());
     }
     let mut kept: BTreeMap<ChunkId, (ChunkRef, u32)> = BTreeMap::new();
-    each_counted(s, |page| kept.extend(page.iter().map(|&(c, n)| (c.id(), (c, n))))).await?;
-    // The allocator's image marks exactly the space of the chunks counted.
-    if let Some(image) = space_in_use(&s.meta).await? {
-        let mut want = SpaceMap::default();
-        for (c, _) in kept.values() {
-            want.set(c.extent());
+    let mut local = SpaceMap::default();
+    each_counted(s, |page| {
+        for c in page {
+            kept.insert(c.chunk.id(), (c.chunk, c.refs));
+            if let Some(e) = c.local {
+                local.set(e);
+            }
         }
+    })
+    .await?;
+    // The allocator's image marks exactly the space of the chunks counted (those on flash).
+    if let Some(image) = space_in_use(&s.meta).await? {
+        let want = local;
         if image.runs() != want.runs() {
             return Err(EngineError::Corrupt(format!(
                 "shard {}: the allocator's image marks {:?}, the chunk table holds {:?}",
@@ -233,24 +260,48 @@ pub async fn verify(s: &Rc<Shard>, derived: &RefTable) -> Result<()> {
     Ok(())
 }
 
+/// A chunk a shard counts: the chunk, its count, and the space it holds on flash (none once
+/// released to the tier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    pub chunk: ChunkRef,
+    pub refs: u32,
+    /// The space it holds on flash (a released chunk: the first page of its place).
+    pub local: Option<Extent>,
+    /// Whether its bytes are on flash (not released).
+    pub on_flash: bool,
+}
+
 /// A page of the chunks this shard counts, with their counts, from key `from` on (start with an
 /// empty key), and where the next page starts. v1: the whole in-memory table at once. v2: the
 /// chunk table, the resident entries with the last page; exact on a quiet shard (at start), and
 /// on a busy one a view that may miss or repeat an entry read or evicted meanwhile.
-pub async fn counted(s: &Rc<Shard>, from: Vec<u8>) -> Result<(Vec<(ChunkRef, u32)>, Option<Vec<u8>>)> {
+pub async fn counted(s: &Rc<Shard>, from: Vec<u8>) -> Result<(Vec<Counted>, Option<Vec<u8>>)> {
     if !s.node.counts_kept() {
-        return Ok((s.refs.borrow().chunks().map(|(c, n)| (*c, n)).collect(), None));
+        let all = s
+            .refs
+            .borrow()
+            .chunks()
+            .map(|(c, n)| Counted { chunk: *c, refs: n, local: Some(c.extent()), on_flash: true })
+            .collect();
+        return Ok((all, None));
     }
+    let of = |e: &edgeblob_meta::model::ChunkEntry| Counted {
+        chunk: e.chunk,
+        refs: e.refs,
+        local: e.local_extent(),
+        on_flash: e.location.local().is_some(),
+    };
     let (entries, next) = scan_chunks(&s.meta, from, 4096).await?;
-    let mut page: Vec<(ChunkRef, u32)> = entries.into_iter().map(|e| (e.chunk, e.refs)).collect();
+    let mut page: Vec<Counted> = entries.iter().map(of).collect();
     if next.is_none() {
-        page.extend(s.meta.borrow().state().chunks.values().map(|e| (e.chunk, e.refs)));
+        page.extend(s.meta.borrow().state().chunks.values().map(of));
     }
     Ok((page, next))
 }
 
 /// Every chunk this shard counts, with its count, a page at a time (see [`counted`]).
-pub async fn each_counted(s: &Rc<Shard>, mut f: impl FnMut(&[(ChunkRef, u32)])) -> Result<()> {
+pub async fn each_counted(s: &Rc<Shard>, mut f: impl FnMut(&[Counted])) -> Result<()> {
     let mut page = Some(Vec::new());
     while let Some(from) = page {
         let (chunks, next) = counted(s, from).await?;
@@ -299,7 +350,7 @@ pub async fn live_space(s: &Rc<Shard>, logged: &[BTreeMap<u32, u64>]) -> Result<
         Some(map) => data_runs(&s.node.sb.layout, s.index, &map)?,
         None => {
             let mut out = Vec::new();
-            each_counted(s, |page| out.extend(page.iter().map(|(c, _)| c.extent()))).await?;
+            each_counted(s, |page| out.extend(page.iter().filter_map(|c| c.local))).await?;
             out
         }
     };

@@ -267,6 +267,16 @@ impl Node {
         Ok(())
     }
 
+    /// Releases the local copies of chunks that are also in the tier, up to `bytes` on each
+    /// shard (None: every one); returns the bytes freed.
+    pub async fn tier_release(&self, bytes: Option<u64>) -> Result<u64> {
+        let mut freed = 0;
+        for i in 0..self.shards() {
+            freed += self.on(i, move |s| async move { tier::release::release(&s, bytes).await }).await??;
+        }
+        Ok(freed)
+    }
+
     /// Each shard's view of the tier (a scan of its chunk table).
     pub async fn tier_status(&self) -> Result<Vec<tier::TierStatus>> {
         let mut out = Vec::new();

@@ -12,19 +12,38 @@ use edgeblob_meta::model::ChunkRef;
 use tokio::task::JoinHandle;
 
 use super::error::{EngineError, Result};
+use super::ops::at;
 use super::plan::Segments;
 use super::refs::ReadGuard;
 use super::shard::Shard;
+use super::tier::place::{self, Where};
 
-/// Logical bytes `[from, to)` of a chunk.
-pub async fn read_chunk(shard: &Shard, c: &ChunkRef, from: u32, to: u32) -> Result<Bytes> {
+/// Logical bytes `[from, to)` of a chunk, from flash or, once released, from the tier.
+/// `account`, where known, is the account the chunk was hashed for: a chunk from the tier is
+/// checked against its hash with it.
+pub async fn read_chunk(shard: &Rc<Shard>, c: &ChunkRef, from: u32, to: u32, account: Option<&str>) -> Result<Bytes> {
     debug_assert!(from < to && to <= c.len, "range {from}..{to} of a {}-byte chunk", c.len);
     if let Some(whole) = shard.cache.get(c) {
         return Ok(whole.slice(from as usize..to as usize));
     }
     let keep = shard.cache.wants(c);
+    let counter = shard.node.ref_owner(c);
+    let mut offset = c.offset;
+    if shard.node.released.maybe(c.offset, counter) {
+        let chunk = *c;
+        match at(shard, counter, move |s| async move { place::locate(&s, chunk).await }).await?? {
+            Where::Local(o) => offset = o,
+            Where::Tier(p) => {
+                let whole = place::read_from_tier(shard, c, p, account).await?;
+                if keep {
+                    shard.cache.insert(c, whole.clone());
+                }
+                return Ok(whole.slice(from as usize..to as usize));
+            }
+        }
+    }
     if c.is_compressed() {
-        let data = read_compressed(shard, c).await?;
+        let data = read_compressed(shard, c, offset).await?;
         if keep {
             shard.cache.insert(c, data.clone());
         }
@@ -33,12 +52,12 @@ pub async fn read_chunk(shard: &Shard, c: &ChunkRef, from: u32, to: u32) -> Resu
     if keep {
         // A chunk the cache keeps is read whole, so the next read of any part of it hits. If a
         // page elsewhere in it is damaged, the pages asked for may still be whole: read those.
-        if let Ok(whole) = read_plain(shard, c, 0, c.len).await {
+        if let Ok(whole) = read_plain(shard, c, offset, 0, c.len).await {
             shard.cache.insert(c, whole.clone());
             return Ok(whole.slice(from as usize..to as usize));
         }
     }
-    read_plain(shard, c, from, to).await
+    read_plain(shard, c, offset, from, to).await
 }
 
 fn corrupt(c: &ChunkRef, e: page::PageCorrupt) -> EngineError {
@@ -46,22 +65,22 @@ fn corrupt(c: &ChunkRef, e: page::PageCorrupt) -> EngineError {
     EngineError::Corrupt(format!("chunk at device offset {}: {e}", c.offset))
 }
 
-/// Bytes `[from, to)` of an uncompressed chunk: only the pages that hold them.
-async fn read_plain(shard: &Shard, c: &ChunkRef, from: u32, to: u32) -> Result<Bytes> {
+/// Bytes `[from, to)` of an uncompressed chunk at `offset`: only the pages that hold them.
+async fn read_plain(shard: &Shard, c: &ChunkRef, offset: u64, from: u32, to: u32) -> Result<Bytes> {
     let (first, skip) = page::locate(from as u64);
     let (last, _) = page::locate(to as u64 - 1);
     let n = (last - first + 1) as usize;
     let buf = shard.pool.get(n * PAGE_SIZE);
-    let (res, buf) = shard.dev.read(buf, c.offset + first * PAGE_SIZE as u64).await;
+    let (res, buf) = shard.dev.read(buf, offset + first * PAGE_SIZE as u64).await;
     res?;
     let mut out = vec![0u8; (to - from) as usize];
     page::decode(&buf[..n * PAGE_SIZE], c.seed(), first, skip, &mut out).map_err(|e| corrupt(c, e))?;
     Ok(Bytes::from(out))
 }
 
-/// All logical bytes of a compressed chunk.
-async fn read_compressed(shard: &Shard, c: &ChunkRef) -> Result<Bytes> {
-    let frame = read_stored(shard, c, c.offset).await?;
+/// All logical bytes of a compressed chunk at `offset`.
+async fn read_compressed(shard: &Shard, c: &ChunkRef, offset: u64) -> Result<Bytes> {
+    let frame = read_stored(shard, c, offset).await?;
     Ok(Bytes::from(shard.reducer.decompress(&frame, c.len as usize)?))
 }
 
@@ -81,6 +100,8 @@ pub async fn read_stored(shard: &Shard, c: &ChunkRef, offset: u64) -> Result<Vec
 /// read is reused before it is done.
 pub struct BlobReader {
     shard: Rc<Shard>,
+    /// The account the blob is in: its chunks were hashed for it.
+    account: Rc<str>,
     plan: Segments,
     inflight: VecDeque<JoinHandle<Result<Bytes>>>,
     depth: usize,
@@ -88,9 +109,9 @@ pub struct BlobReader {
 }
 
 impl BlobReader {
-    pub fn new(shard: Rc<Shard>, segments: Segments, guard: ReadGuard) -> BlobReader {
+    pub fn new(shard: Rc<Shard>, account: &str, segments: Segments, guard: ReadGuard) -> BlobReader {
         let depth = shard.node.config.io_depth;
-        BlobReader { shard, plan: segments, inflight: VecDeque::new(), depth, _guard: guard }
+        BlobReader { shard, account: account.into(), plan: segments, inflight: VecDeque::new(), depth, _guard: guard }
     }
 
     /// The next piece of the blob, in order; None at the end.
@@ -98,12 +119,14 @@ impl BlobReader {
         if self.inflight.is_empty() && self.plan.at_most_one_left() {
             // Nothing to overlap with (small reads, or the last piece): read in place.
             let (c, from, to) = self.plan.pop_front()?;
-            return Some(read_chunk(&self.shard, &c, from, to).await);
+            return Some(read_chunk(&self.shard, &c, from, to, Some(&self.account)).await);
         }
         while self.inflight.len() < self.depth {
             let Some((c, from, to)) = self.plan.pop_front() else { break };
-            let shard = self.shard.clone();
-            self.inflight.push_back(tokio::task::spawn_local(async move { read_chunk(&shard, &c, from, to).await }));
+            let (shard, account) = (self.shard.clone(), self.account.clone());
+            self.inflight.push_back(tokio::task::spawn_local(async move {
+                read_chunk(&shard, &c, from, to, Some(&account)).await
+            }));
         }
         let h = self.inflight.pop_front()?;
         Some(h.await.unwrap_or_else(|e| Err(EngineError::Io(std::io::Error::other(e.to_string())))))

@@ -35,10 +35,13 @@ pub struct NodeShared {
     clock: AtomicU64,
     /// The Azure tier, when configured (format v2).
     pub tier: Option<Arc<super::tier::Tier>>,
+    /// Which chunks may have left the flash (released to the tier).
+    pub released: super::tier::ReleasedMap,
 }
 
 impl NodeShared {
     pub fn new(config: EngineConfig, sb: Superblock) -> NodeShared {
+        let released = super::tier::ReleasedMap::new(sb.device_len, sb.layout.shards as usize);
         NodeShared {
             config,
             sb,
@@ -46,6 +49,7 @@ impl NodeShared {
             epochs: Arc::new(ReadEpochs::default()),
             clock: AtomicU64::new(0),
             tier: None,
+            released,
         }
     }
 
@@ -300,9 +304,14 @@ impl Shard {
     /// Frees chunks nothing references any more, in their regions (a data file written before
     /// chunks were placed in their counting shard's region may hold some elsewhere).
     pub fn free_chunks(&self, freed: Vec<ChunkRef>) {
+        self.free_extents(freed.iter().map(ChunkRef::extent).collect());
+    }
+
+    /// Frees space in the regions it lies in, once the reads that began before are done.
+    pub fn free_extents(&self, freed: Vec<Extent>) {
         let mut by_region: BTreeMap<usize, Vec<Extent>> = BTreeMap::new();
-        for c in freed {
-            by_region.entry(self.node.region_of(c.offset)).or_default().push(c.extent());
+        for e in freed {
+            by_region.entry(self.node.region_of(e.offset)).or_default().push(e);
         }
         for (region, extents) in by_region {
             if region == self.index {
@@ -438,6 +447,11 @@ impl Shard {
             let entry = meta.state().chunks.get(&id);
             debug_assert!(entry.is_some(), "a dedup candidate is counted: {id:?}");
             let Some(entry) = entry else { return Ok(None) };
+            // A chunk only in the tier is not a candidate: comparing its bytes would download
+            // it. The chunk is stored again (tiering.md 5.4).
+            if entry.location.local() != Some(entry.chunk.offset) {
+                return Ok(None);
+            }
             // Pinned with its count read: a drop that takes the count away now leaves the pin.
             self.refs.borrow_mut().pin(entry.chunk, 1);
             return Ok(Some(entry.chunk));

@@ -556,6 +556,7 @@ fn rebuild(node: &Node) -> Result<()> {
                     tokio::task::spawn_local(filters_and_purges(s.clone()));
                     tokio::task::spawn_local(super::tier::upload::run(s.clone()));
                 }
+                tokio::task::spawn_local(super::tier::released::mark_at_start(s.clone()));
                 super::spawn_background(&s)
             })
             .await?;

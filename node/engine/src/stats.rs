@@ -80,7 +80,7 @@ impl Node {
                     };
                     for_each(&s, Vec::new(), all, Some(&mut staged)).await?;
                     let mut stored = 0;
-                    each_counted(&s, |page| stored += page.iter().map(|(c, _)| c.extent().len).sum::<u64>()).await?;
+                    each_counted(&s, |page| stored += page.iter().map(|c| c.chunk.extent().len).sum::<u64>()).await?;
                     Ok::<_, super::EngineError>((logical + committed, stored))
                 })
                 .await??;
@@ -131,6 +131,8 @@ pub struct CheckReport {
     pub staged_blocks: usize,
     pub chunks: usize,
     pub stored_bytes: u64,
+    /// Chunks released to the tier: not on flash, so not read here.
+    pub tiered_chunks: u64,
     /// One line per chunk that failed to read or verify.
     pub damaged: Vec<String>,
 }
@@ -163,13 +165,17 @@ impl Node {
                                 break;
                             }
                         };
-                        for (c, _) in chunks {
+                        for counted in chunks {
+                            let c = counted.chunk;
                             r.chunks += 1;
                             r.stored_bytes += c.extent().len;
-                            if c.len == 0 {
+                            // A chunk only in the tier is checked there (`tier verify`), not read
+                            // back from it by a check of the flash.
+                            if c.len == 0 || !counted.on_flash {
+                                r.tiered_chunks += u64::from(!counted.on_flash);
                                 continue;
                             }
-                            if let Err(e) = super::read::read_chunk(&s, &c, 0, c.len).await {
+                            if let Err(e) = super::read::read_chunk(&s, &c, 0, c.len, None).await {
                                 r.damaged.push(format!("chunk at offset {} ({} bytes): {e}", c.offset, c.len));
                             }
                         }
@@ -182,6 +188,7 @@ impl Node {
             report.staged_blocks += part.staged_blocks;
             report.chunks += part.chunks;
             report.stored_bytes += part.stored_bytes;
+            report.tiered_chunks += part.tiered_chunks;
             report.damaged.extend(part.damaged);
         }
         Ok(report)
@@ -191,6 +198,6 @@ impl Node {
 /// Every chunk shard `s` counts, with its count (read whole: a view for checks and tools).
 pub async fn counted_chunks(s: &Rc<Shard>) -> Result<Vec<(ChunkRef, u32)>> {
     let mut all = Vec::new();
-    each_counted(s, |page| all.extend_from_slice(page)).await?;
+    each_counted(s, |page| all.extend(page.iter().map(|c| (c.chunk, c.refs)))).await?;
     Ok(all)
 }

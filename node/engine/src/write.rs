@@ -203,7 +203,7 @@ pub async fn store_chunk(shard: Rc<Shard>, account: &str, data: Bytes) -> Result
             Placed::Full => return Err(EngineError::OutOfSpace),
             Placed::Found(existing) => {
                 // A hash match is a candidate, not a proof: compare the bytes.
-                match read_chunk(&shard, &existing, 0, existing.len).await {
+                match read_chunk(&shard, &existing, 0, existing.len, None).await {
                     Ok(bytes) if bytes == data => return Ok(existing),
                     Ok(_) => tracing::warn!(offset = existing.offset, "chunk hash collision; storing the chunk apart"),
                     Err(e) => {

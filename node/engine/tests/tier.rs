@@ -306,3 +306,142 @@ fn a_tier_cycle_completes_through_a_faulty_remote() {
     }
     node.stop();
 }
+
+/// Bytes the remote sent back since request `from` of the faulty proxy's record.
+fn sent_since(faulty: &edgeblob_testkit::faulty::Faulty, from: usize) -> u64 {
+    faulty.seen()[from..].iter().map(|s| s.bytes_out).sum()
+}
+
+/// Released chunks read back from the tier: whole blobs and random ranges are the bytes
+/// written, a small range costs one sealed chunk, concurrent readers share downloads, a damaged
+/// pack fails the read (never wrong bytes), and all of it holds after a restart.
+#[test]
+fn released_blobs_read_back_from_the_tier() {
+    use edgeblob_testkit::faulty::Faulty;
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let proxy_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let faulty = proxy_rt.block_on(Faulty::start(remote.addr, vec![], 1));
+    let origin = format!("http://{}", faulty.addr);
+    std::fs::create_dir_all(dir.path().join("node")).unwrap();
+    let cfg = tier_config(&dir.path().join("node"), &origin, "tier");
+    let rt = rt();
+    let node = open(&cfg);
+    let blobs: Vec<(&str, Vec<u8>)> = vec![
+        ("big", data(1, 4 << 20, false)),
+        ("text", data(2, 3 << 20, true)),
+        ("small", data(3, 2000, false)),
+        ("cold-range", data(4, 1 << 20, false)),
+        ("cold-many", data(5, 2 << 20, false)),
+        ("damaged", data(6, 300_000, false)),
+    ];
+    rt.block_on(async {
+        node.create_container(DEV_ACCOUNT, "c", vec![]).await.unwrap();
+        for (i, (name, b)) in blobs.iter().enumerate() {
+            node.put_blob(i % 2, key("c", name), body(b), BlobProps::default(), Conditions::default()).await.unwrap();
+        }
+        node.tier_flush().await.unwrap();
+        let freed = node.tier_release(None).await.unwrap();
+        assert!(freed >= 7 << 20, "the local copies' space: {freed}");
+    });
+    let st = total(&rt.block_on(node.tier_status()).unwrap());
+    // Chunks of one page keep it (their place, which names them): nothing to give back.
+    assert!(st.tiered_chunks > 100 && st.both_chunks < 8 && st.local_chunks == 0, "{st:?}");
+    // New data takes the space given back: a read that went to the old places now would find
+    // other chunks' pages there.
+    let filler = data(77, 12 << 20, false);
+    rt.block_on(node.put_blob(0, key("c", "filler"), body(&filler), BlobProps::default(), Conditions::default()))
+        .unwrap();
+    let get = |node: &Node, name: &str, range: Option<(u64, Option<u64>)>| {
+        rt.block_on(node.read_blob(0, key("c", name), range, Conditions::default())).map(|(_, _, b)| b)
+    };
+    // A 4 KiB range of a released blob no one has read: one sealed chunk (64 KiB and its tag)
+    // and the answer's head, not the blob.
+    let before = faulty.seen().len();
+    let got = get(&node, "cold-range", Some((300_000, Some(300_000 + 4095)))).unwrap();
+    assert_eq!(&got[..], &blobs[3].1[300_000..300_000 + 4096]);
+    let sent = sent_since(&faulty, before);
+    assert!(sent <= (64 << 10) + 16 + (64 << 10), "a 4 KiB range cost {sent} bytes from the tier");
+    // 64 readers of one released blob at once: each chunk downloaded about once.
+    let before = faulty.seen().len();
+    let reads: Vec<_> =
+        (0..64).map(|i| node.read_blob_digest(i % node.shards(), key("c", "cold-many"), None)).collect();
+    let digests = rt.block_on(futures::future::join_all(reads));
+    let want = (blobs[4].1.len() as u64, xxhash_rust::xxh3::xxh3_64(&blobs[4].1));
+    assert!(digests.iter().all(|d| d.as_ref().ok() == Some(&want)), "every reader got the blob");
+    let sent = sent_since(&faulty, before);
+    assert!(
+        sent as f64 <= 1.1 * blobs[4].1.len() as f64,
+        "64 readers cost {sent} bytes for a blob of {}",
+        blobs[4].1.len()
+    );
+    // Whole blobs, and a thousand random ranges.
+    for (name, b) in &blobs[..3] {
+        assert_eq!(&get(&node, name, None).unwrap()[..], &b[..], "{name}");
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..1000 {
+        let (name, b) = &blobs[rng.gen_range(0..2)];
+        let start = rng.gen_range(0..b.len() as u64);
+        let end = rng.gen_range(start..(start + 300_000).min(b.len() as u64));
+        assert_eq!(&get(&node, name, Some((start, Some(end)))).unwrap()[..], &b[start as usize..=end as usize]);
+    }
+    // A blob written again with the bytes of a released one is stored anew (no download to
+    // compare), and both read back.
+    rt.block_on(node.put_blob(1, key("c", "twin"), body(&blobs[2].1), BlobProps::default(), Conditions::default()))
+        .unwrap();
+    assert_eq!(&get(&node, "twin", None).unwrap()[..], &blobs[2].1[..]);
+    // After a restart the marks of released chunks are set again from the chunk tables.
+    node.stop();
+    let node = open(&cfg);
+    for (name, b) in &blobs[..5] {
+        assert_eq!(&get(&node, name, None).unwrap()[..], &b[..], "{name} after a restart");
+    }
+    let report = rt.block_on(node.check_all()).unwrap();
+    assert!(report.damaged.is_empty() && report.tiered_chunks > 100, "{:?}", report.damaged);
+    // A flipped byte in a pack: the read of its chunks fails; no wrong byte is served.
+    let direct = self::remote(&format!("http://{}", remote.addr), "tier");
+    let objects = rt.block_on(everything(&direct));
+    for (name, bytes) in objects.iter().filter(|(n, _)| n.contains("/packs/")) {
+        let mut flipped = bytes.to_vec();
+        for i in (edgeblob_tier::HEADER_LEN..flipped.len() - TRAILER_LEN).step_by(4096) {
+            flipped[i] ^= 0x40;
+        }
+        rt.block_on(direct.put_blob(name, Bytes::from(flipped), false)).unwrap();
+    }
+    let err = get(&node, "damaged", None).expect_err("a damaged pack must not serve");
+    assert!(err.to_string().contains("does not open"), "{err}");
+    node.stop();
+}
+
+/// Past the high watermark a shard releases what is in the tier by itself.
+#[test]
+fn a_shard_past_its_high_watermark_releases_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    std::fs::create_dir_all(dir.path().join("node")).unwrap();
+    let mut cfg = tier_config(&dir.path().join("node"), &format!("http://{}", remote.addr), "tier");
+    let t = cfg.tier.as_mut().unwrap();
+    (t.release_above, t.release_below) = (0.0, 0.0);
+    let rt = rt();
+    let node = open(&cfg);
+    let b = data(9, 1 << 20, false);
+    rt.block_on(async {
+        node.create_container(DEV_ACCOUNT, "c", vec![]).await.unwrap();
+        node.put_blob(0, key("c", "b"), body(&b), BlobProps::default(), Conditions::default()).await.unwrap();
+        node.tier_flush().await.unwrap();
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let st = total(&rt.block_on(node.tier_status()).unwrap());
+        if st.tiered_chunks >= 16 && st.both_chunks <= 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing released past the watermark: {st:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (_, _, got) = rt.block_on(node.read_blob(1, key("c", "b"), None, Conditions::default())).unwrap();
+    assert_eq!(&got[..], &b[..]);
+    node.stop();
+}

@@ -12,10 +12,16 @@
 //!   pack and uploads it (Put Block of 8 MiB with their MD5, then a create-only Put Block List),
 //!   so that neither the sealing nor the network ever runs on a shard's thread.
 //!
-//! Nothing is released from flash yet (a later step): a chunk in the tier is also local.
+//! A chunk in the tier may then be released from flash ([`release`]: on request, or past the
+//! capacity watermarks); a read of it finds where it is ([`released`], [`place`]) and fetches
+//! just that chunk from its pack, once for every reader at the same time.
 
+pub mod place;
+pub mod release;
+pub mod released;
 pub mod remote;
 pub mod upload;
 
+pub use released::ReleasedMap;
 pub use remote::Tier;
 pub use upload::{flush, status, ShardTier, TierStatus};

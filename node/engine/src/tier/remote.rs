@@ -7,12 +7,13 @@
 //! this node that made it ends with reading it). Any other failure is not "absent": it is tried
 //! again later, and packs wait.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use edgeblob_remote::{Credential, Remote, RemoteConfig, RemoteError};
-use edgeblob_tier::{ChunkInfo, CustomerKey, Entry, NodeKey, PackId, PackWriter, WrappedNodeKey, HEADER_LEN};
+use edgeblob_tier::{ChunkInfo, CustomerKey, Entry, Header, NodeKey, PackId, PackWriter, WrappedNodeKey, HEADER_LEN};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::TierConfig;
@@ -29,10 +30,57 @@ pub struct Shipped {
     pub entries: Vec<Entry>,
 }
 
-struct Job {
-    id: PackId,
-    chunks: Vec<(ChunkInfo, Vec<u8>)>,
-    reply: oneshot::Sender<Result<Shipped, String>>,
+enum Job {
+    Ship { id: PackId, chunks: Vec<(ChunkInfo, Vec<u8>)>, reply: oneshot::Sender<Result<Shipped, String>> },
+    Fetch { place: TierPlace, reply: oneshot::Sender<Result<Bytes, String>> },
+}
+
+/// Where a chunk's sealed bytes are in the tier, and what opens them: its pack's header (which
+/// names the pack and holds its data key, wrapped), its entry, where the entry starts, and the
+/// chunk as its references name it (the seal is bound to all of it).
+#[derive(Debug, Clone)]
+pub struct TierPlace {
+    pub header: Vec<u8>,
+    pub entry: u32,
+    pub at: u64,
+    pub chunk: ChunkInfo,
+}
+
+/// Downloads in flight, by pack and entry, with everyone waiting for each: one download a
+/// chunk however many read it at once.
+type Flights = Arc<std::sync::Mutex<HashMap<(PackId, u32), Vec<oneshot::Sender<Result<Bytes, String>>>>>>;
+
+/// Bytes of chunks lately downloaded that the tier thread keeps, node-wide: readers of one blob
+/// who are not quite at the same time, or on other shards, download it once, not once each.
+const RECENT_BYTES: usize = 64 << 20;
+
+/// Chunks lately downloaded, oldest first out, within [`RECENT_BYTES`].
+#[derive(Default)]
+struct Recent {
+    by_place: HashMap<(PackId, u32), Bytes>,
+    order: std::collections::VecDeque<(PackId, u32)>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn get(&self, k: &(PackId, u32)) -> Option<Bytes> {
+        self.by_place.get(k).cloned()
+    }
+
+    fn insert(&mut self, k: (PackId, u32), v: Bytes) {
+        if v.len() > RECENT_BYTES / 4 || self.by_place.contains_key(&k) {
+            return;
+        }
+        self.bytes += v.len();
+        self.by_place.insert(k, v);
+        self.order.push_back(k);
+        while self.bytes > RECENT_BYTES {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some(v) = self.by_place.remove(&old) {
+                self.bytes -= v.len();
+            }
+        }
+    }
 }
 
 /// The node's way to the tier. Dropping it ends the tier thread: its uploads in flight are
@@ -45,6 +93,8 @@ pub struct Tier {
     pub node: [u8; 16],
     pub pack_bytes: usize,
     pub upload_after: Duration,
+    pub release_above: f64,
+    pub release_below: f64,
     /// Whether the node key is in hand (uploads wait until it is).
     ready: watch::Receiver<bool>,
 }
@@ -93,6 +143,8 @@ impl Tier {
             node,
             pack_bytes: cfg.pack_bytes,
             upload_after: Duration::from_secs(cfg.upload_after_secs),
+            release_above: cfg.release_above,
+            release_below: cfg.release_below,
             ready,
         })
     }
@@ -105,7 +157,15 @@ impl Tier {
     /// Seals `chunks` (each with its stored stream) as pack `id` and commits it remotely.
     pub async fn ship(&self, id: PackId, chunks: Vec<(ChunkInfo, Vec<u8>)>) -> Result<Shipped, String> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { id, chunks, reply }).map_err(|_| "the tier thread has stopped".to_owned())?;
+        self.jobs.send(Job::Ship { id, chunks, reply }).map_err(|_| "the tier thread has stopped".to_owned())?;
+        answer.await.map_err(|_| "the tier thread has stopped".to_owned())?
+    }
+
+    /// A chunk's stored stream from the tier, opened and checked against its seal. Readers of
+    /// one chunk at once share one download.
+    pub async fn fetch(&self, place: TierPlace) -> Result<Bytes, String> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job::Fetch { place, reply }).map_err(|_| "the tier thread has stopped".to_owned())?;
         answer.await.map_err(|_| "the tier thread has stopped".to_owned())?
     }
 }
@@ -132,7 +192,7 @@ async fn serve(
                     tokio::select! {
                         _ = &mut until => break,
                         job = jobs.recv() => match job {
-                            Some(j) => { let _ = j.reply.send(Err(format!("the tier is not reachable: {e}"))); }
+                            Some(j) => refuse(j, format!("the tier is not reachable: {e}")),
                             None => return,
                         },
                     }
@@ -143,14 +203,75 @@ async fn serve(
     };
     let _ = ready.send(true);
     tracing::info!(node = %prefix, "the tier is reachable and its node key open");
+    let flights: Flights = Arc::default();
+    let recent: Arc<std::sync::Mutex<Recent>> = Arc::default();
     while let Some(job) = jobs.recv().await {
-        let (remote, key, prefix) = (remote.clone(), key.clone(), prefix.clone());
-        // Each shard has one pack in flight at most: as many uploads at once as shards.
-        tokio::spawn(async move {
-            let res = upload(&remote, &key, &prefix, job.id, job.chunks).await;
-            let _ = job.reply.send(res);
-        });
+        let (remote, key) = (remote.clone(), key.clone());
+        match job {
+            // Each shard has one pack in flight at most: as many uploads at once as shards.
+            Job::Ship { id, chunks, reply } => {
+                let prefix = prefix.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(upload(&remote, &key, &prefix, id, chunks).await);
+                });
+            }
+            Job::Fetch { place, reply } => {
+                let id = match Header::parse(&place.header) {
+                    Ok(h) => h.id,
+                    Err(e) => {
+                        let _ = reply.send(Err(format!("a pack header kept locally: {e}")));
+                        continue;
+                    }
+                };
+                let flight = (id, place.entry);
+                if let Some(hit) = recent.lock().unwrap_or_else(|p| p.into_inner()).get(&flight) {
+                    let _ = reply.send(Ok(hit));
+                    continue;
+                }
+                {
+                    let mut f = flights.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(waiting) = f.get_mut(&flight) {
+                        waiting.push(reply);
+                        continue;
+                    }
+                    f.insert(flight, vec![reply]);
+                }
+                let (flights, recent) = (flights.clone(), recent.clone());
+                tokio::spawn(async move {
+                    let res = download(&remote, &key, &place).await;
+                    if let Ok(bytes) = &res {
+                        recent.lock().unwrap_or_else(|p| p.into_inner()).insert(flight, bytes.clone());
+                    }
+                    let waiting = flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&flight).unwrap_or_default();
+                    for w in waiting {
+                        let _ = w.send(res.clone());
+                    }
+                });
+            }
+        }
     }
+}
+
+fn refuse(job: Job, why: String) {
+    match job {
+        Job::Ship { reply, .. } => {
+            let _ = reply.send(Err(why));
+        }
+        Job::Fetch { reply, .. } => {
+            let _ = reply.send(Err(why));
+        }
+    }
+}
+
+/// One chunk from its pack: its sealed bytes by range, opened with the pack's data key.
+async fn download(remote: &Remote, key: &NodeKey, place: &TierPlace) -> Result<Bytes, String> {
+    let header = Header::parse(&place.header).map_err(|e| e.to_string())?;
+    let data_key = header.data_key(key).map_err(|e| e.to_string())?;
+    let entry = Entry { index: place.entry, chunk: place.chunk, at: place.at };
+    let name = format!("{}/{}", node_prefix(&header.id.node), header.id.name());
+    let sealed = remote.get_range(&name, entry.at, entry.sealed_len()).await.map_err(|e| e.to_string())?;
+    let stored = entry.open(&header.id, &data_key, &sealed).map_err(|e| format!("{name}: {e}"))?;
+    Ok(Bytes::from(stored))
 }
 
 /// Makes sure of the remote container, and reads (or makes) the node key.

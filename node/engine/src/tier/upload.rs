@@ -216,6 +216,16 @@ pub async fn run(s: Rc<Shard>) {
             if !packer.chunks.is_empty() && (due || !waiters.is_empty()) {
                 ship(&s, &tier, &mut packer, generation, &mut next_number).await?;
             }
+            // Past the high watermark: local copies of what is in the tier go, down to the low.
+            let over = super::release::over_watermark(&s, tier.release_above, tier.release_below);
+            if over > 0 {
+                let freed = super::release::release(&s, Some(over)).await?;
+                tracing::info!(
+                    shard = s.index,
+                    freed,
+                    "released local copies of tiered chunks past the high watermark"
+                );
+            }
             Ok(())
         }
         .await;
@@ -248,6 +258,8 @@ pub async fn run(s: Rc<Shard>) {
             }
             _ = s.tier.wake.notified() => {}
             _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {}
+            // The watermarks are looked at this often when nothing else happens.
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
 }

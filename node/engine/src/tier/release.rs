@@ -1,0 +1,114 @@
+//! Releasing local copies: a chunk on flash and in the tier keeps only its place in the tier,
+//! and its space goes back to the allocator.
+//!
+//! A released chunk keeps the first page of its place (`ChunkEntry::local_extent`), so that no
+//! chunk of the same id is written there while it lives; a chunk of one page is not released.
+//! A chunk is released on the shard that counts it, by one record (`ChunksReleased`), never
+//! while something holds a pin on it (a write that found it as a duplicate, a record whose count
+//! is not delivered yet): a pinned chunk's space is freed by its pin's owner, which must find it
+//! still there. The granule of each chunk is marked in the node's released map before the
+//! record is logged, and its space freed only once the record is durable, through the read
+//! epochs (reads that began before keep it until they end).
+
+use std::rc::Rc;
+
+use edgeblob_io::{Extent, PAGE_SIZE};
+use edgeblob_meta::index::shard::{scan_chunks, Want};
+use edgeblob_meta::model::{ChunkId, Location};
+use edgeblob_meta::wal::AppendError;
+use edgeblob_meta::{shard_store, Record};
+
+use crate::error::Result;
+use crate::shard::Shard;
+
+/// Chunks one record releases at most (its record stays small: 24 bytes a chunk).
+const BATCH: usize = 4096;
+
+/// Releases the local copies of chunks this shard counts that are also in the tier, in the
+/// chunk table's order, until `bytes` of space are freed (None: all of them). Returns the bytes
+/// freed.
+pub async fn release(s: &Rc<Shard>, bytes: Option<u64>) -> Result<u64> {
+    if !s.node.counts_kept() {
+        return Ok(0);
+    }
+    let mut freed = 0u64;
+    let mut from = Some(Vec::new());
+    while let Some(at) = from {
+        let (entries, next) = scan_chunks(&s.meta, at, BATCH).await?;
+        let mut ids: Vec<ChunkId> =
+            entries.iter().filter(|e| matches!(e.location, Location::Both { .. })).map(|e| e.chunk.id()).collect();
+        if next.is_none() {
+            let meta = s.meta.borrow();
+            let resident = meta.state().chunks.values().filter(|e| matches!(e.location, Location::Both { .. }));
+            ids.extend(resident.map(|e| e.chunk.id()));
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        for batch in ids.chunks(BATCH) {
+            if bytes.is_some_and(|b| freed >= b) {
+                return Ok(freed);
+            }
+            freed += release_batch(s, batch).await?;
+        }
+        from = next;
+    }
+    Ok(freed)
+}
+
+/// Releases those of `ids` that are still on flash and in the tier, and unpinned.
+async fn release_batch(s: &Rc<Shard>, ids: &[ChunkId]) -> Result<u64> {
+    let wants: Vec<Want> = ids.iter().map(|id| Want::Chunk(*id)).collect();
+    loop {
+        s.log_ready().await?;
+        shard_store::resident(&s.meta, &wants).await?;
+        let (commit, extents) = {
+            let mut meta = s.meta.borrow_mut();
+            let pins = s.refs.borrow();
+            let (chunks, extents): (Vec<ChunkId>, Vec<Extent>) = ids
+                .iter()
+                .filter_map(|id| {
+                    let e = meta.state().chunks.get(id)?;
+                    // The first page stays, holding the id's place (`ChunkEntry::local_extent`):
+                    // a chunk of one page has nothing to give back.
+                    let len = e.chunk.extent().len.checked_sub(PAGE_SIZE as u64).filter(|l| *l > 0)?;
+                    match e.location {
+                        Location::Both { offset, .. }
+                            if offset == e.chunk.offset && pins.count(e.chunk.offset).is_none() =>
+                        {
+                            Some((*id, Extent { offset: offset + PAGE_SIZE as u64, len }))
+                        }
+                        _ => None,
+                    }
+                })
+                .unzip();
+            if chunks.is_empty() {
+                return Ok(0);
+            }
+            // Before the record: a reader that finds the mark clear began before the release.
+            for id in &chunks {
+                s.node.released.mark(id.offset);
+            }
+            match meta.commit(Record::ChunksReleased { chunks }) {
+                Ok(c) => (c, extents),
+                Err(AppendError::Busy) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        commit.durable.await?;
+        let n = extents.iter().map(|e| e.len).sum();
+        s.free_extents(extents);
+        return Ok(n);
+    }
+}
+
+/// The bytes past which this shard releases (its region's data area in use above the high
+/// watermark), down to the low one; 0 when below.
+pub fn over_watermark(s: &Shard, high: f64, low: f64) -> u64 {
+    let (_, area) = s.node.sb.layout.data_area(s.index as u32);
+    let free = s.space.borrow().alloc.free_bytes();
+    let used = area.saturating_sub(free);
+    if (used as f64) < high * area as f64 {
+        return 0;
+    }
+    used.saturating_sub((low * area as f64) as u64)
+}
