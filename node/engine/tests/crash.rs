@@ -27,21 +27,41 @@ use edgeblob_meta::model::BlobKey;
 fn load_process() {
     let Ok(spec) = std::env::var("EDGEBLOB_CRASH_LOAD") else { return };
     let f: Vec<&str> = spec.split('\t').collect();
-    let [data, seed, first, secs] = f[..] else { panic!("EDGEBLOB_CRASH_LOAD: {spec:?}") };
-    run(Path::new(data), seed.parse().unwrap(), first.parse().unwrap(), secs.parse().unwrap());
+    let [data, seed, first, secs, tier] = f[..] else { panic!("EDGEBLOB_CRASH_LOAD: {spec:?}") };
+    let tier = (tier != "-").then_some(tier);
+    run(&config(Path::new(data), tier), seed.parse().unwrap(), first.parse().unwrap(), secs.parse().unwrap());
 }
 
 const ACCOUNT: &str = "devstoreaccount1";
 const CONTAINER: &str = "crash";
 
-/// The engine settings of the load (the verifier opens the same file with them).
-fn config(data: &Path) -> EngineConfig {
+/// The engine settings of the load (the verifier opens the same file with them); with a tier
+/// at `tier` (an edgeblob's origin), one that uploads within a second and releases everything
+/// it uploaded (watermarks at 0).
+fn config(data: &Path, tier: Option<&str>) -> EngineConfig {
+    let tier = tier.map(|origin| {
+        let key_file = data.with_extension("key");
+        std::fs::write(&key_file, [7u8; 32]).unwrap();
+        edgeblob_engine::config::TierConfig {
+            url: format!("{origin}/{ACCOUNT}/tier/crash"),
+            account: Some(ACCOUNT.into()),
+            account_key: Some(edgeblob::config::DEV_KEY.into()),
+            key_file,
+            pack_bytes: 1 << 20,
+            upload_after_secs: 1,
+            release_above: 0.0,
+            release_below: 0.0,
+            retry_budget_secs: 10,
+            ..Default::default()
+        }
+    });
     EngineConfig {
         data_path: data.to_owned(),
         data_size: 512 << 20,
         shards: Some(2),
         pin_threads: false,
         chunk_size: 64 * 1024,
+        tier,
         ..EngineConfig::default()
     }
 }
@@ -66,10 +86,10 @@ fn content(name: &str, v: u64) -> Vec<u8> {
     out
 }
 
-/// Runs the load on `data` until killed or `max_secs` pass.
-fn run(data: &Path, seed: u64, first_version: u64, max_secs: u64) {
+/// Runs the load until killed or `max_secs` pass.
+fn run(config: &EngineConfig, seed: u64, first_version: u64, max_secs: u64) {
     let mut version = first_version;
-    let node = Node::open(config(data)).expect("open");
+    let node = Node::open(config.clone()).expect("open");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(max_secs);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let out = std::io::stdout();
@@ -160,12 +180,31 @@ fn parse(line: &str) -> Option<(&str, &str, Version)> {
 fn acknowledged_writes_survive_sigkill_over_many_cycles() {
     let cycles: u64 = std::env::var("EDGEBLOB_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("crash.dat");
+    cycle_and_check(&dir.path().join("crash.dat"), None, cycles);
+}
+
+/// The same with a tier that uploads and releases as the load runs (another edgeblob in this
+/// process): a kill lands mid-upload, between a remote commit and its record, mid-release, or
+/// mid-read of a released chunk; every acknowledged write must still read back (much of it from
+/// the tier), and each check runs fsck.
+#[test]
+fn acknowledged_writes_survive_sigkill_with_a_tier() {
+    let cycles: u64 = std::env::var("EDGEBLOB_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(30) / 3;
+    let dir = tempfile::tempdir().unwrap();
+    let remote = edgeblob_testkit::node::InProcess::start(&dir.path().join("remote"), 2 << 30, 1, |_| {});
+    let origin = format!("http://{}", remote.addr);
+    cycle_and_check(&dir.path().join("crash.dat"), Some(&origin), cycles.max(3));
+}
+
+/// Runs the load `cycles` times, each killed with SIGKILL, and checks after each.
+fn cycle_and_check(data: &Path, tier: Option<&str>, cycles: u64) {
     let mut model: HashMap<String, Expect> = HashMap::new();
     let mut total_acks = 0;
+    let mut released = 0;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     for cycle in 0..cycles {
-        let load = format!("{}\t{}\t{}\t120", data.display(), cycle * 7919 + 1, cycle * 1_000_000);
+        let load =
+            format!("{}\t{}\t{}\t120\t{}", data.display(), cycle * 7919 + 1, cycle * 1_000_000, tier.unwrap_or("-"));
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["load_process", "--exact", "--nocapture", "--quiet", "--test-threads=1"])
             .env("EDGEBLOB_CRASH_LOAD", load)
@@ -184,7 +223,8 @@ fn acknowledged_writes_survive_sigkill_over_many_cycles() {
         });
         // Kill after a varying number of acknowledgements, plus a varying delay, so the kill
         // lands at different points of a write.
-        let want_acks = 3 + (cycle * 5) % 17;
+        // With a tier, later kills: its uploads and releases run a second or more behind.
+        let want_acks = 3 + (cycle * 5) % 17 + if tier.is_some() { 40 + (cycle * 61) % 300 } else { 0 };
         let started = Instant::now();
         let mut acks = 0;
         let mut lines = Vec::new();
@@ -216,7 +256,7 @@ fn acknowledged_writes_survive_sigkill_over_many_cycles() {
             }
         }
         // Reopen and check every blob the load touched.
-        let node = Node::open(config(&data)).unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+        let node = Node::open(config(data, tier)).unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
         rt.block_on(async {
             for (name, e) in model.iter_mut() {
                 let key = BlobKey::new(ACCOUNT, CONTAINER, name);
@@ -251,8 +291,14 @@ fn acknowledged_writes_survive_sigkill_over_many_cycles() {
                 e.durable = found;
                 e.in_flight = None;
             }
+            if tier.is_some() {
+                let report = node.check_all().await.unwrap();
+                assert!(report.damaged.is_empty(), "cycle {cycle}: fsck: {:?}", report.damaged);
+                released += report.tiered_chunks;
+            }
         });
         node.stop();
     }
     assert!(total_acks >= cycles * 3, "too few acknowledged writes to mean anything: {total_acks}");
+    assert!(tier.is_none() || released > 0, "no check found a released chunk: the tier was not exercised");
 }
