@@ -445,3 +445,62 @@ fn a_shard_past_its_high_watermark_releases_by_itself() {
     assert_eq!(&got[..], &b[..]);
     node.stop();
 }
+
+/// Rotating the customer's key writes one small object and no pack; the node then opens the
+/// tier with the new key. With the key it needs gone, blobs on flash still serve and a read of
+/// a released one fails with an error naming the key; the key back, everything reads again.
+#[test]
+fn the_customer_key_rotates_and_its_loss_stops_only_tiered_reads() {
+    use edgeblob_testkit::faulty::Faulty;
+    let dir = tempfile::tempdir().unwrap();
+    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let proxy_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let faulty = proxy_rt.block_on(Faulty::start(remote.addr, vec![], 3));
+    let node_dir = dir.path().join("node");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let mut cfg = tier_config(&node_dir, &format!("http://{}", faulty.addr), "tier");
+    cfg.tier.as_mut().unwrap().retry_budget_secs = 2;
+    let rt = rt();
+    let node = open(&cfg);
+    let (released, local) = (data(11, 1 << 20, false), data(12, 3000, false));
+    rt.block_on(async {
+        node.create_container(DEV_ACCOUNT, "c", vec![]).await.unwrap();
+        node.put_blob(0, key("c", "released"), body(&released), BlobProps::default(), Conditions::default())
+            .await
+            .unwrap();
+        node.tier_flush().await.unwrap();
+        node.tier_release(None).await.unwrap();
+        node.put_blob(1, key("c", "local"), body(&local), BlobProps::default(), Conditions::default()).await.unwrap();
+    });
+    let uuid = node.shared().sb.uuid;
+    node.stop();
+    // Rotate: one object of a few hundred bytes goes up.
+    let new_key = node_dir.join("customer-2.key");
+    std::fs::write(&new_key, [0xa5u8; 32]).unwrap();
+    let before = faulty.seen().len();
+    let name = rt.block_on(edgeblob_engine::tier::remote::rotate(cfg.tier.as_ref().unwrap(), uuid, &new_key)).unwrap();
+    assert!(name.ends_with("/keys/node.00000001"), "{name}");
+    let sent: u64 = faulty.seen()[before..].iter().map(|s| s.bytes_in).sum();
+    assert!(sent > 0 && sent < 1 << 20, "a rotation sent {sent} bytes");
+    assert!(faulty.seen()[before..].iter().all(|s| !s.path_and_query.contains("/packs/")), "no pack touched");
+    let read = |cfg: &EngineConfig, name: &str| {
+        let node = open(cfg);
+        let got = rt.block_on(node.read_blob(0, key("c", name), None, Conditions::default())).map(|(_, _, b)| b);
+        node.stop();
+        got
+    };
+    let mut rotated = cfg.clone();
+    rotated.tier.as_mut().unwrap().key_file = new_key.clone();
+    assert_eq!(&read(&rotated, "released").unwrap()[..], &released[..], "the new key opens the tier");
+    // The old key opens nothing newer than its own wrapping.
+    let err = read(&cfg, "released").expect_err("the retired key");
+    assert!(err.to_string().contains("customer-2.key"), "the error names the key needed: {err}");
+    // The key gone: flash still serves, the tier does not.
+    std::fs::remove_file(&new_key).unwrap();
+    assert_eq!(&read(&rotated, "local").unwrap()[..], &local[..]);
+    let err = read(&rotated, "released").expect_err("no key");
+    assert!(err.to_string().contains("customer-2.key"), "{err}");
+    assert!(matches!(err, edgeblob_engine::EngineError::Tier(_)), "a 503-class error: {err:?}");
+    std::fs::write(&new_key, [0xa5u8; 32]).unwrap();
+    assert_eq!(&read(&rotated, "released").unwrap()[..], &released[..], "the key back");
+}

@@ -97,6 +97,8 @@ pub struct Tier {
     pub release_below: f64,
     /// Whether the node key is in hand (uploads wait until it is).
     ready: watch::Receiver<bool>,
+    /// Why not, while it is not.
+    trouble: Arc<std::sync::Mutex<String>>,
 }
 
 /// The node's part of the remote container: its uuid in hex.
@@ -121,13 +123,12 @@ pub fn client(cfg: &TierConfig) -> Result<Remote, String> {
 impl Tier {
     /// Reads the customer's key and starts the tier thread for node `node`.
     pub fn start(cfg: &TierConfig, node: [u8; 16]) -> Result<Tier, String> {
-        let contents =
-            std::fs::read(&cfg.key_file).map_err(|e| format!("tier.key_file {}: {e}", cfg.key_file.display()))?;
-        let name = cfg.key_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let cmk = CustomerKey::from_file(&name, &contents).map_err(|e| format!("tier.key_file: {e}"))?;
+        let key_file = cfg.key_file.clone();
         let remote = client(cfg)?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(false);
+        let trouble = Arc::new(std::sync::Mutex::new("the tier thread is starting".to_owned()));
+        let told = trouble.clone();
         std::thread::Builder::new()
             .name("edgeblob-tier".into())
             .spawn(move || {
@@ -135,7 +136,7 @@ impl Tier {
                     Ok(rt) => rt,
                     Err(e) => return tracing::error!(%e, "the tier thread could not start its runtime"),
                 };
-                rt.block_on(serve(remote, cmk, node, rx, ready_tx));
+                rt.block_on(serve(remote, key_file, node, rx, ready_tx, told));
             })
             .map_err(|e| format!("tier thread: {e}"))?;
         Ok(Tier {
@@ -146,12 +147,18 @@ impl Tier {
             release_above: cfg.release_above,
             release_below: cfg.release_below,
             ready,
+            trouble,
         })
     }
 
     /// Whether the node key is in hand: until it is, nothing is uploaded.
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
+    }
+
+    /// Why the tier cannot be used yet (the last failure to open it).
+    pub fn trouble(&self) -> String {
+        self.trouble.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Seals `chunks` (each with its stored stream) as pack `id` and commits it remotely.
@@ -170,21 +177,29 @@ impl Tier {
     }
 }
 
+/// The tier thread: opens the node key (reading the customer's key anew each attempt: a key
+/// file restored, or a tier back, is found without a restart), then uploads and downloads.
 async fn serve(
     remote: Remote,
-    cmk: CustomerKey,
+    key_file: std::path::PathBuf,
     node: [u8; 16],
     mut jobs: mpsc::UnboundedReceiver<Job>,
     ready: watch::Sender<bool>,
+    trouble: Arc<std::sync::Mutex<String>>,
 ) {
     let remote = Arc::new(remote);
     let prefix = node_prefix(&node);
     let mut backoff = Duration::from_secs(1);
     let key = loop {
-        match open(&remote, &cmk, &prefix).await {
+        let opened = match customer_key(&key_file) {
+            Ok(cmk) => open(&remote, &cmk, &prefix).await,
+            Err(e) => Err(e),
+        };
+        match opened {
             Ok(k) => break Arc::new(k),
             Err(e) => {
-                tracing::warn!(%e, retry_in = ?backoff, "the tier is not reachable yet; nothing is uploaded until it is");
+                tracing::warn!(%e, retry_in = ?backoff, "the tier cannot be used yet; nothing is uploaded until it can");
+                *trouble.lock().unwrap_or_else(|p| p.into_inner()) = e.clone();
                 // Packs asked for meanwhile fail at once (their shards try again later).
                 let until = tokio::time::sleep(backoff);
                 tokio::pin!(until);
@@ -192,7 +207,7 @@ async fn serve(
                     tokio::select! {
                         _ = &mut until => break,
                         job = jobs.recv() => match job {
-                            Some(j) => refuse(j, format!("the tier is not reachable: {e}")),
+                            Some(j) => refuse(j, format!("the tier cannot be used: {e}")),
                             None => return,
                         },
                     }
@@ -274,29 +289,95 @@ async fn download(remote: &Remote, key: &NodeKey, place: &TierPlace) -> Result<B
     Ok(Bytes::from(stored))
 }
 
+/// A customer key from its file; its name is the file's name.
+pub fn customer_key(path: &std::path::Path) -> Result<CustomerKey, String> {
+    let contents = std::fs::read(path).map_err(|e| format!("the customer key {}: {e}", path.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    CustomerKey::from_file(&name, &contents).map_err(|e| format!("the customer key {}: {e}", path.display()))
+}
+
+/// The name of the node key's wrapping number `n`: the first is `keys/node`, each rotation of
+/// the customer's key adds `keys/node.<n>` (create-only, like every name in the tier).
+fn key_name(prefix: &str, n: u64) -> String {
+    match n {
+        0 => format!("{prefix}/keys/node"),
+        n => format!("{prefix}/keys/node.{n:08}"),
+    }
+}
+
+/// The newest wrapping of the node key: its number and name. None only when a listing that
+/// succeeded found none (a failed listing is an error, never "absent").
+async fn latest_key(remote: &Remote, prefix: &str) -> Result<Option<(u64, String)>, String> {
+    let mut newest: Option<(u64, String)> = None;
+    let mut marker: Option<String> = None;
+    let base = format!("{prefix}/keys/node");
+    loop {
+        let page = remote.list(&base, marker.as_deref(), 1000).await.map_err(|e| e.to_string())?;
+        for b in page.blobs {
+            let n = match b.name.strip_prefix(&base) {
+                Some("") => 0,
+                Some(rest) => match rest.strip_prefix('.').and_then(|d| d.parse::<u64>().ok()) {
+                    Some(n) => n,
+                    None => continue,
+                },
+                None => continue,
+            };
+            if newest.as_ref().is_none_or(|(m, _)| n > *m) {
+                newest = Some((n, b.name));
+            }
+        }
+        match page.next {
+            Some(m) => marker = Some(m),
+            None => return Ok(newest),
+        }
+    }
+}
+
+/// Reads and opens wrapping `name` of the node key with `cmk`; an error names the key that
+/// wraps it and the key tried.
+async fn read_key(remote: &Remote, name: &str, cmk: &CustomerKey) -> Result<NodeKey, String> {
+    let bytes = remote.get(name).await.map_err(|e| e.to_string())?;
+    let wrapped = WrappedNodeKey::decode(&bytes).map_err(|e| format!("{name}: {e}"))?;
+    wrapped.unwrap(cmk).map_err(|e| {
+        format!(
+            "the node key ({name}) is wrapped by customer key {:?} and does not open with customer key {:?}: {e}",
+            wrapped.customer_key, cmk.name
+        )
+    })
+}
+
 /// Makes sure of the remote container, and reads (or makes) the node key.
 async fn open(remote: &Remote, cmk: &CustomerKey, prefix: &str) -> Result<NodeKey, String> {
     remote.create_container().await.map_err(|e| e.to_string())?;
-    let name = format!("{prefix}/keys/node");
     loop {
-        match remote.get(&name).await {
-            Ok(bytes) => {
-                let wrapped = WrappedNodeKey::decode(&bytes).map_err(|e| format!("{name}: {e}"))?;
-                return wrapped.unwrap(cmk).map_err(|e| format!("{name} does not open with the customer key: {e}"));
-            }
-            // Only an answer that it is not there, never a failure, makes a new key.
-            Err(e) if e.status() == Some(404) => {
-                let key = NodeKey::generate().map_err(|e| e.to_string())?;
-                let wrapped = WrappedNodeKey::wrap(&key, cmk).map_err(|e| e.to_string())?;
-                match remote.put_blob(&name, Bytes::from(wrapped.encode()), true).await {
-                    Ok(_) => return Ok(key),
-                    Err(RemoteError::AlreadyExists { .. }) => continue,
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
+        if let Some((_, name)) = latest_key(remote, prefix).await? {
+            return read_key(remote, &name, cmk).await;
+        }
+        // Only a listing that answered "none", never a failure, makes a new key.
+        let key = NodeKey::generate().map_err(|e| e.to_string())?;
+        let wrapped = WrappedNodeKey::wrap(&key, cmk).map_err(|e| e.to_string())?;
+        match remote.put_blob(&key_name(prefix, 0), Bytes::from(wrapped.encode()), true).await {
+            Ok(_) => return Ok(key),
+            Err(RemoteError::AlreadyExists { .. }) => continue,
             Err(e) => return Err(e.to_string()),
         }
     }
+}
+
+/// Rotates the customer's key: the node key, opened with the key `cfg` names, is wrapped by
+/// the key in `new_key` as a new object (under 200 bytes); no pack is touched. The node then
+/// starts with `new_key` as its `key_file`; the old key opens nothing newer. Returns the new
+/// object's name.
+pub async fn rotate(cfg: &TierConfig, node: [u8; 16], new_key: &std::path::Path) -> Result<String, String> {
+    let (old, new) = (customer_key(&cfg.key_file)?, customer_key(new_key)?);
+    let remote = client(cfg)?;
+    let prefix = node_prefix(&node);
+    let (n, name) = latest_key(&remote, &prefix).await?.ok_or("the tier holds no node key of this node")?;
+    let key = read_key(&remote, &name, &old).await?;
+    let wrapped = WrappedNodeKey::wrap(&key, &new).map_err(|e| e.to_string())?;
+    let next = key_name(&prefix, n + 1);
+    remote.put_blob(&next, Bytes::from(wrapped.encode()), true).await.map_err(|e| e.to_string())?;
+    Ok(next)
 }
 
 /// Seals and uploads one pack: blocks of [`BLOCK_BYTES`] named by their place (a retry puts the

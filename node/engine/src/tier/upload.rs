@@ -189,7 +189,7 @@ pub async fn run(s: Rc<Shard>) {
         let waiters = std::mem::take(&mut *s.tier.waiters.borrow_mut());
         let res = async {
             if !tier.is_ready() {
-                return Err(EngineError::Tier("the tier is not reachable yet".into()));
+                return Err(EngineError::Tier(format!("the tier cannot be used yet: {}", tier.trouble())));
             }
             let (new, overflowed) = s.meta.borrow_mut().index_mut().map(|m| m.take_fresh()).unwrap_or_default();
             if scan || overflowed || !waiters.is_empty() {
