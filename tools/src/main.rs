@@ -69,6 +69,51 @@ enum Cmd {
         #[arg(long)]
         container: Option<String>,
     },
+    /// The Azure tier: what is uploaded and released, and the customer key.
+    Tier {
+        #[command(subcommand)]
+        cmd: TierCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TierCmd {
+    /// Per shard: chunks only on flash (not yet uploaded: what a disaster would lose), on flash
+    /// and in the tier, in the tier only; packs and their bytes; the tier generation.
+    Status {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Wraps the node key with a new customer key (one small object; no pack is touched). Then
+    /// set the node's `tier.key_file` to the new key.
+    RotateKey {
+        #[arg(long)]
+        data: PathBuf,
+        /// The node's configuration file (its `[engine.tier]` table: where the tier is, and the
+        /// current key).
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        new_key: PathBuf,
+    },
+}
+
+/// The `[engine.tier]` table of a node's configuration file.
+fn tier_config(path: &std::path::Path) -> Result<edgeblob_engine::config::TierConfig, String> {
+    #[derive(serde::Deserialize, Default)]
+    struct Engine {
+        tier: Option<edgeblob_engine::config::TierConfig>,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(default)]
+        engine: Engine,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: File = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tier = file.engine.tier.ok_or_else(|| format!("{} has no [engine.tier] table", path.display()))?;
+    tier.validate()?;
+    Ok(tier)
 }
 
 fn main() -> ExitCode {
@@ -159,8 +204,8 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             let node = Node::open(engine_config(data)).map_err(|e| e.to_string())?;
             let r = rt.block_on(node.check_all()).map_err(|e| e.to_string())?;
             println!(
-                "{} blobs, {} staged blocks, {} chunks, {} bytes stored",
-                r.blobs, r.staged_blocks, r.chunks, r.stored_bytes
+                "{} blobs, {} staged blocks, {} chunks ({} only in the tier, not read), {} bytes stored",
+                r.blobs, r.staged_blocks, r.chunks, r.tiered_chunks, r.stored_bytes
             );
             for d in &r.damaged {
                 println!("DAMAGED {d}");
@@ -231,6 +276,27 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 r.stored_bytes,
                 r.ratio()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Tier { cmd: TierCmd::Status { data } } => {
+            let node = Node::open(engine_config(data)).map_err(|e| e.to_string())?;
+            let all = rt.block_on(node.tier_status()).map_err(|e| e.to_string());
+            node.stop();
+            println!("shard  generation  local-only chunks (bytes)  both  tiered-only  packs (bytes)");
+            for (i, s) in all?.iter().enumerate() {
+                println!(
+                    "{i:<6} {:<11} {:>6} ({:>12})  {:>10}  {:>11}  {:>5} ({})",
+                    s.generation, s.local_chunks, s.local_bytes, s.both_chunks, s.tiered_chunks, s.packs, s.pack_bytes
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Tier { cmd: TierCmd::RotateKey { data, config, new_key } } => {
+            let tier = tier_config(&config)?;
+            let file = DeviceFile::open(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+            let sb = read_superblock(&file).map_err(|e| e.to_string())?;
+            let name = rt.block_on(edgeblob_engine::tier::remote::rotate(&tier, sb.uuid, &new_key))?;
+            println!("wrote {name}: set tier.key_file to {} before the next start", new_key.display());
             Ok(ExitCode::SUCCESS)
         }
     }

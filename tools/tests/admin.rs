@@ -34,3 +34,78 @@ fn format_inspect_fsck_stats_and_refuse_to_reformat() {
     let (code, out) = admin(&["inspect", "--data", dir.path().join("missing").to_str().unwrap()]);
     assert_ne!(code, 0, "{out}");
 }
+
+/// `tier status` counts what a node uploaded and released; `tier rotate-key` wraps the node key
+/// for a new customer key, which the node then opens its released data with.
+#[test]
+fn tier_status_and_key_rotation() {
+    use edgeblob_engine::config::{EngineConfig, TierConfig};
+    use edgeblob_engine::Node;
+    use edgeblob_testkit::engine::{body, data, key, rt, ACCOUNT};
+    let dir = tempfile::tempdir().unwrap();
+    let remote = edgeblob_testkit::node::InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let path = dir.path().join("d.dat");
+    let key_file = dir.path().join("old.key");
+    std::fs::write(&key_file, [1u8; 32]).unwrap();
+    let dev_key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let url = format!("http://{}/{ACCOUNT}/tier/admin", remote.addr);
+    let tier = TierConfig {
+        url: url.clone(),
+        account: Some(ACCOUNT.into()),
+        account_key: Some(dev_key.into()),
+        key_file: key_file.clone(),
+        ..TierConfig::default()
+    };
+    let cfg = EngineConfig { tier: Some(tier.clone()), ..edgeblob_testkit::engine::config(dir.path()) };
+    let cfg = EngineConfig { data_path: path.clone(), ..cfg };
+    let blob = data(5, 1 << 20, false);
+    let rt = rt();
+    let node = Node::open(cfg.clone()).unwrap();
+    rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        node.put_blob(0, key("c", "b"), body(&blob), Default::default(), Default::default()).await.unwrap();
+        node.tier_flush().await.unwrap();
+        node.tier_release(None).await.unwrap();
+    });
+    node.stop();
+    let p = path.to_str().unwrap();
+    let (code, out) = admin(&["tier", "status", "--data", p]);
+    assert_eq!(code, 0, "{out}");
+    // 1 MiB of 64 KiB chunks: 17 chunks over the two shards, all released, each shard one pack.
+    let rows: Vec<Vec<u64>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).map(|w| w.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(rows.iter().map(|r| r[2]).sum::<u64>(), 0, "nothing left to upload: {out}");
+    assert!(rows.iter().map(|r| r[5]).sum::<u64>() >= 16, "released chunks counted: {out}");
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "port = 10000\n[engine]\ndata_path = \"{p}\"\n[engine.tier]\nurl = \"{url}\"\naccount = \"{ACCOUNT}\"\naccount_key = \"{dev_key}\"\nkey_file = \"{}\"\n",
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let new_key = dir.path().join("new.key");
+    std::fs::write(&new_key, [2u8; 32]).unwrap();
+    let (code, out) = admin(&[
+        "tier",
+        "rotate-key",
+        "--data",
+        p,
+        "--config",
+        config.to_str().unwrap(),
+        "--new-key",
+        new_key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("keys/node.00000001"), "{out}");
+    let rotated = EngineConfig { tier: Some(TierConfig { key_file: new_key, ..tier }), ..cfg };
+    let node = Node::open(rotated).unwrap();
+    let (_, _, got) = rt.block_on(node.read_blob(0, key("c", "b"), None, Default::default())).unwrap();
+    assert_eq!(&got[..], &blob[..]);
+    node.stop();
+}
