@@ -99,7 +99,8 @@ impl ShardMeta {
             | Record::RefsApplied { .. }
             | Record::TierStarted { .. }
             | Record::PackCommitted { .. }
-            | Record::ChunksReleased { .. } => {}
+            | Record::ChunksReleased { .. }
+            | Record::PackDeleted { .. } => {}
             Record::ContainerPut { account, name, .. } => {
                 if let Some(old) = self.containers.get(&(account.clone(), name.clone())) {
                     c.removed.committed = container_cost(account, name, old);

@@ -48,13 +48,16 @@ pub enum Record {
     /// name with no later one (names are create-only). **v2 logs only.**
     TierStarted { generation: u64 },
     /// A pack is committed in the tier (its Put Block List answered): the chunks of it that this
-    /// shard still counts, with their copy on flash and in no pack yet, are now in it too. The
-    /// pack is boxed so that the record keeps its archived size. **v2 logs only.**
-    PackCommitted { pack: Box<PackInfo>, chunks: Vec<PackedChunk> },
+    /// shard still counts, with their copy on flash and in no pack yet, are now in it too; and
+    /// those still in one of the packs `replaces` (a repack of their live chunks) move to it.
+    /// The pack is boxed so that the record keeps its archived size. **v2 logs only.**
+    PackCommitted { pack: Box<PackInfo>, chunks: Vec<PackedChunk>, replaces: Vec<u64> },
     /// Chunks this shard counts, on flash and in the tier, keep only their place in the tier:
     /// their local space is freed once the record is durable (and no read that began before
     /// it still runs). **v2 logs only.**
     ChunksReleased { chunks: Vec<ChunkId> },
+    /// A pack no chunk is in any more was deleted from the tier. **v2 logs only.**
+    PackDeleted { number: u64 },
 }
 
 /// The archived size of a record. rkyv finds a buffer's root object at its end, by the root

@@ -218,18 +218,27 @@ impl ShardMeta {
                 debug_assert!(*generation > self.tier_generation, "tier generations only grow");
                 self.tier_generation = self.tier_generation.max(*generation);
             }
-            Record::PackCommitted { pack, chunks } => {
+            Record::PackCommitted { pack, chunks, replaces } => {
                 for c in chunks {
-                    // A chunk freed while its pack was uploaded is garbage in the pack; one
-                    // packed already (never twice by design) keeps its first place.
+                    // A chunk freed while its pack was uploaded is garbage in the pack; one in
+                    // another pack than those replaced keeps its place.
                     let Some(e) = self.chunks.get_mut(&c.id()) else { continue };
                     let packed = Packed { pack: pack.number, entry: c.entry, at: c.at };
-                    match e.location {
-                        Location::Local { offset } => e.location = Location::Both { offset, packed },
-                        _ => debug_assert!(false, "chunk {:?} packed twice", c.id()),
-                    }
+                    let moves = |p: &Packed| replaces.contains(&p.pack);
+                    e.location = match e.location {
+                        Location::Local { offset } => Location::Both { offset, packed },
+                        Location::Both { offset, packed: old } if moves(&old) => Location::Both { offset, packed },
+                        Location::Tiered { packed: old } if moves(&old) => Location::Tiered { packed },
+                        other => {
+                            debug_assert!(false, "chunk {:?} in {other:?} packed again", c.id());
+                            other
+                        }
+                    };
                 }
                 self.packs.insert(pack.number, (**pack).clone());
+            }
+            Record::PackDeleted { number } => {
+                self.packs.remove(number);
             }
             Record::ChunksReleased { chunks } => {
                 for id in chunks {
@@ -552,6 +561,7 @@ mod tests {
         let rec = Record::PackCommitted {
             pack: Box::new(pack.clone()),
             chunks: vec![packed(a, 0, 256), packed(gone, 1, 282), packed(b, 2, 308)],
+            replaces: vec![],
         };
         m.apply(&rec);
         assert_eq!(
@@ -562,6 +572,18 @@ mod tests {
         assert_eq!((m.chunks[&b.id()].location.local(), m.chunks[&b.id()].refs), (Some(8192), 2));
         assert!(!m.chunks.contains_key(&gone.id()), "a chunk freed meanwhile gains no entry");
         assert_eq!(m.packs[&9], pack);
+        // A repack moves the live chunks of the packs it replaces, whether released or not.
+        m.apply(&Record::ChunksReleased { chunks: vec![b.id()] });
+        let again = PackInfo { number: 10, ..pack.clone() };
+        m.apply(&Record::PackCommitted {
+            pack: Box::new(again),
+            chunks: vec![packed(b, 0, 256), packed(a, 1, 282)],
+            replaces: vec![9],
+        });
+        assert_eq!(m.chunks[&b.id()].location, Location::Tiered { packed: Packed { pack: 10, entry: 0, at: 256 } });
+        assert_eq!(m.chunks[&a.id()].location.packed(), Some(Packed { pack: 10, entry: 1, at: 282 }));
+        m.apply(&Record::PackDeleted { number: 9 });
+        assert_eq!(m.packs.keys().collect::<Vec<_>>(), [&10]);
         // Its last reference dropped, a packed chunk goes and frees its local space as any.
         let r = Record::RefsApplied { source: 0, lsn: 2, changes: vec![change(a, 0, 1)] };
         m.apply(&r);

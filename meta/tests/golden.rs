@@ -338,8 +338,10 @@ fn every_record() -> Vec<(&'static str, Record)> {
                 PackedChunk { offset: chunk(1).offset, hash: chunk(1).hash, entry: 0, at: 256 },
                 PackedChunk { offset: chunk(2).offset, hash: chunk(2).hash, entry: 1, at: 256 + (1 << 20) + 16 },
             ],
+            replaces: vec![5, 6],
         },
         Record::ChunksReleased { chunks: vec![chunk(1).id(), chunk(2).id()] },
+        Record::PackDeleted { number: 5 },
     ];
     records
         .into_iter()
@@ -360,6 +362,7 @@ fn every_record() -> Vec<(&'static str, Record)> {
                 Record::TierStarted { .. } => "tier-started",
                 Record::PackCommitted { .. } => "pack-committed",
                 Record::ChunksReleased { .. } => "chunks-released",
+                Record::PackDeleted { .. } => "pack-deleted",
             };
             (name, r)
         })
@@ -377,7 +380,8 @@ fn a_frame_of_every_record_type_v1_and_v2() {
             | Record::RefsApplied { .. }
             | Record::TierStarted { .. }
             | Record::PackCommitted { .. }
-            | Record::ChunksReleased { .. } => 2,
+            | Record::ChunksReleased { .. }
+            | Record::PackDeleted { .. } => 2,
             _ => 1,
         };
         let bytes = golden_in(version, &format!("frame-{name}.bin"), &frame);

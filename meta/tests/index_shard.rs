@@ -158,6 +158,30 @@ fn tier_change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
     if !both.is_empty() && rng.gen_bool(0.4) {
         return Record::ChunksReleased { chunks: both };
     }
+    // A pack no chunk is in is deleted; one that holds some is repacked.
+    if let Some(&old) = m.packs.keys().next().filter(|_| rng.gen_bool(0.3)) {
+        let held: Vec<ChunkRef> =
+            m.chunks.values().filter(|e| e.location.packed().is_some_and(|p| p.pack == old)).map(|e| e.chunk).collect();
+        if held.is_empty() {
+            return Record::PackDeleted { number: old };
+        }
+        let number = m.packs.keys().next_back().map_or(1, |l| l + 1);
+        let chunks: Vec<PackedChunk> = held
+            .iter()
+            .enumerate()
+            .map(|(i, c)| PackedChunk { offset: c.offset, hash: c.hash, entry: i as u32, at: 256 + 116 * i as u64 })
+            .collect();
+        let pack = PackInfo {
+            number,
+            generation: m.tier_generation,
+            shard: 0,
+            len: 256 + 116 * chunks.len() as u64 + 64,
+            entries: chunks.len() as u32,
+            committed_ns: n as i64,
+            header: vec![n as u8; 256],
+        };
+        return Record::PackCommitted { pack: Box::new(pack), chunks, replaces: vec![old] };
+    }
     let number = m.packs.keys().next_back().map_or(1, |l| l + 1);
     let chunks: Vec<PackedChunk> = (0..COUNTED)
         .map(counted)
@@ -175,7 +199,7 @@ fn tier_change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
         committed_ns: n as i64,
         header: vec![n as u8; 256],
     };
-    Record::PackCommitted { pack: Box::new(pack), chunks }
+    Record::PackCommitted { pack: Box::new(pack), chunks, replaces: Vec::new() }
 }
 
 /// A random change, valid against the model `m`.

@@ -312,7 +312,8 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
         | Record::ContainerPut { .. }
         | Record::ContainerDelete { .. }
         | Record::ContainerPurge { .. }
-        | Record::TierStarted { .. } => Vec::new(),
+        | Record::TierStarted { .. }
+        | Record::PackDeleted { .. } => Vec::new(),
     }
 }
 
@@ -347,6 +348,7 @@ pub fn grows(rec: &Record) -> bool {
             | Record::TierStarted { .. }
             | Record::PackCommitted { .. }
             | Record::ChunksReleased { .. }
+            | Record::PackDeleted { .. }
             | Record::BlobDelete { .. }
             | Record::StagedDropped { .. }
             | Record::ContainerDelete { .. }
@@ -960,7 +962,11 @@ impl ShardIndex {
                 self.dirty.tier_generation = lsn;
                 self.dirty.marked += 1;
             }
-            Record::PackCommitted { pack, chunks } => {
+            Record::PackDeleted { number } => {
+                self.dirty.packs.insert(*number, lsn);
+                self.dirty.marked += 1;
+            }
+            Record::PackCommitted { pack, chunks, .. } => {
                 for c in chunks.iter().filter(|c| self.state.chunks.contains_key(&c.id())) {
                     self.clean.remove(&Want::Chunk(c.id()));
                     self.dirty.chunks.insert(c.id(), lsn);

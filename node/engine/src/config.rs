@@ -78,6 +78,13 @@ pub struct TierConfig {
     /// full (a fraction), and stops once it is below `release_below`.
     pub release_above: f64,
     pub release_below: f64,
+    /// Seconds between garbage collections of the tier: packs no chunk is in are deleted (once
+    /// dead for `gc_grace_secs`, so reads that found them finish), packs whose garbage is past
+    /// `repack_above` (a fraction of their bytes) have their live chunks packed anew, and packs
+    /// a crash left unrecorded are deleted.
+    pub gc_interval_secs: u64,
+    pub gc_grace_secs: u64,
+    pub repack_above: f64,
     /// Seconds one remote call may take with its retries (busy answers, cut connections) before
     /// it fails; the upload is then tried again later from the chunks still local.
     pub retry_budget_secs: u64,
@@ -97,6 +104,9 @@ impl Default for TierConfig {
             retry_budget_secs: 300,
             release_above: 0.9,
             release_below: 0.8,
+            gc_interval_secs: 3600,
+            gc_grace_secs: 600,
+            repack_above: 0.13,
         }
     }
 }

@@ -277,6 +277,16 @@ impl Node {
         Ok(freed)
     }
 
+    /// A garbage collection of the tier on every shard now (see [`tier::gc`]): each shard's
+    /// report.
+    pub async fn tier_gc(&self) -> Result<Vec<tier::gc::GcReport>> {
+        let mut out = Vec::new();
+        for i in 0..self.shards() {
+            out.push(self.on(i, |s| async move { tier::gc::collect_now(&s).await }).await??);
+        }
+        Ok(out)
+    }
+
     /// Each shard's view of the tier (a scan of its chunk table).
     pub async fn tier_status(&self) -> Result<Vec<tier::TierStatus>> {
         let mut out = Vec::new();

@@ -504,3 +504,102 @@ fn the_customer_key_rotates_and_its_loss_stops_only_tiered_reads() {
     std::fs::write(&new_key, [0xa5u8; 32]).unwrap();
     assert_eq!(&read(&rotated, "released").unwrap()[..], &released[..], "the key back");
 }
+
+/// Bytes of every pack in the tier, by a listing.
+async fn pack_bytes_in(r: &Remote) -> u64 {
+    let page = r.list("", None, 5000).await.unwrap();
+    assert!(page.next.is_none());
+    page.blobs.iter().filter(|b| b.name.contains("/packs/")).map(|b| b.len).sum()
+}
+
+/// Deleting half of what is tiered leaves half of every pack dead: a collection repacks the live
+/// chunks (from the tier, where released) and the next deletes the old packs, to within 1.15x
+/// of what lives; with the tier's listing failing, a collection deletes nothing.
+#[test]
+fn garbage_is_collected_and_a_failed_listing_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let remote_dir = dir.path().join("remote");
+    let remote = InProcess::start(&remote_dir, 1 << 30, 1, |c| c.port = port);
+    let origin = format!("http://127.0.0.1:{port}");
+    std::fs::create_dir_all(dir.path().join("node")).unwrap();
+    let mut cfg = tier_config(&dir.path().join("node"), &origin, "tier");
+    let t = cfg.tier.as_mut().unwrap();
+    (t.gc_grace_secs, t.retry_budget_secs) = (0, 1);
+    let rt = rt();
+    let node = open(&cfg);
+    let blobs: Vec<Vec<u8>> = (0..20).map(|i| data(100 + i, 200_000, false)).collect();
+    rt.block_on(async {
+        node.create_container(DEV_ACCOUNT, "c", vec![]).await.unwrap();
+        for (i, b) in blobs.iter().enumerate() {
+            node.put_blob(i % 2, key("c", &format!("b{i:02}")), body(b), BlobProps::default(), Conditions::default())
+                .await
+                .unwrap();
+        }
+        node.tier_flush().await.unwrap();
+        node.tier_release(None).await.unwrap();
+        for i in (0..20).step_by(2) {
+            node.delete_blob(key("c", &format!("b{i:02}")), Conditions::default()).await.unwrap();
+        }
+        node.sync().await.unwrap();
+    });
+    let r = self::remote(&origin, "tier");
+    let before = rt.block_on(pack_bytes_in(&r));
+    // A run repacks one pack's worth of live chunks a shard, and deletes what earlier runs left
+    // dead: a few runs, until one finds nothing to do.
+    let (mut repacked, mut deleted, mut runs) = (0, 0, 0);
+    let last = loop {
+        let run = rt.block_on(node.tier_gc()).unwrap();
+        let (r, d) =
+            (run.iter().map(|g| g.packs_repacked).sum::<u64>(), run.iter().map(|g| g.packs_deleted).sum::<u64>());
+        (repacked, deleted, runs) = (repacked + r, deleted + d, runs + 1);
+        if r + d == 0 {
+            break run;
+        }
+        assert!(runs < 10, "garbage collection does not settle: {run:?}");
+    };
+    assert!(repacked > 0 && deleted > 0, "{repacked} packs repacked, {deleted} deleted");
+    let live: u64 = last.iter().map(|g| g.live_bytes).sum();
+    let after = rt.block_on(pack_bytes_in(&r));
+    assert!(
+        live > 0 && after as f64 <= 1.15 * live as f64,
+        "{after} bytes in the tier for {live} live (before: {before})"
+    );
+    for i in (1..20).step_by(2) {
+        let (_, _, got) =
+            rt.block_on(node.read_blob(0, key("c", &format!("b{i:02}")), None, Conditions::default())).unwrap();
+        assert_eq!(&got[..], &blobs[i][..], "b{i:02} after its chunks moved");
+    }
+    // More garbage, then a collection while the tier cannot be listed: nothing is deleted.
+    rt.block_on(async {
+        for i in [1, 3, 5, 7, 9, 11, 13] {
+            node.delete_blob(key("c", &format!("b{i:02}")), Conditions::default()).await.unwrap();
+        }
+        node.sync().await.unwrap();
+    });
+    let packs = total(&rt.block_on(node.tier_status()).unwrap()).packs;
+    drop(remote);
+    assert!(rt.block_on(node.tier_gc()).is_err(), "a collection without its listing fails");
+    assert_eq!(total(&rt.block_on(node.tier_status()).unwrap()).packs, packs, "and forgets no pack");
+    let remote = InProcess::start(&remote_dir, 1 << 30, 1, |c| c.port = port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rt.block_on(node.tier_gc()).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the collection did not recover with the tier");
+    }
+    let mut last = rt.block_on(node.tier_gc()).unwrap();
+    for _ in 0..5 {
+        if last.iter().all(|g| g.packs_repacked + g.packs_deleted == 0) {
+            break;
+        }
+        last = rt.block_on(node.tier_gc()).unwrap();
+    }
+    let (live, after) = (last.iter().map(|g| g.live_bytes).sum::<u64>(), rt.block_on(pack_bytes_in(&r)));
+    assert!(after as f64 <= 1.15 * live as f64, "{after} bytes in the tier for {live} live, once it answers again");
+    for i in [15, 17, 19] {
+        let (_, _, got) =
+            rt.block_on(node.read_blob(1, key("c", &format!("b{i:02}")), None, Conditions::default())).unwrap();
+        assert_eq!(&got[..], &blobs[i][..]);
+    }
+    node.stop();
+    drop(remote);
+}

@@ -16,6 +16,7 @@
 //! capacity watermarks); a read of it finds where it is ([`released`], [`place`]) and fetches
 //! just that chunk from its pack, once for every reader at the same time.
 
+pub mod gc;
 pub mod place;
 pub mod release;
 pub mod released;

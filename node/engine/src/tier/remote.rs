@@ -31,8 +31,25 @@ pub struct Shipped {
 }
 
 enum Job {
-    Ship { id: PackId, chunks: Vec<(ChunkInfo, Vec<u8>)>, reply: oneshot::Sender<Result<Shipped, String>> },
-    Fetch { place: TierPlace, reply: oneshot::Sender<Result<Bytes, String>> },
+    Ship {
+        id: PackId,
+        chunks: Vec<(ChunkInfo, Vec<u8>)>,
+        reply: oneshot::Sender<Result<Shipped, String>>,
+    },
+    Fetch {
+        place: TierPlace,
+        reply: oneshot::Sender<Result<Bytes, String>>,
+    },
+    /// Every name under a prefix (a failure is an error, never an empty list).
+    List {
+        prefix: String,
+        reply: oneshot::Sender<Result<Vec<String>, String>>,
+    },
+    /// Deletes a name (one already gone is fine).
+    Delete {
+        name: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// Where a chunk's sealed bytes are in the tier, and what opens them: its pack's header (which
@@ -95,6 +112,9 @@ pub struct Tier {
     pub upload_after: Duration,
     pub release_above: f64,
     pub release_below: f64,
+    pub gc_interval: Duration,
+    pub gc_grace: Duration,
+    pub repack_above: f64,
     /// Whether the node key is in hand (uploads wait until it is).
     ready: watch::Receiver<bool>,
     /// Why not, while it is not.
@@ -146,6 +166,9 @@ impl Tier {
             upload_after: Duration::from_secs(cfg.upload_after_secs),
             release_above: cfg.release_above,
             release_below: cfg.release_below,
+            gc_interval: Duration::from_secs(cfg.gc_interval_secs),
+            gc_grace: Duration::from_secs(cfg.gc_grace_secs),
+            repack_above: cfg.repack_above,
             ready,
             trouble,
         })
@@ -165,6 +188,24 @@ impl Tier {
     pub async fn ship(&self, id: PackId, chunks: Vec<(ChunkInfo, Vec<u8>)>) -> Result<Shipped, String> {
         let (reply, answer) = oneshot::channel();
         self.jobs.send(Job::Ship { id, chunks, reply }).map_err(|_| "the tier thread has stopped".to_owned())?;
+        answer.await.map_err(|_| "the tier thread has stopped".to_owned())?
+    }
+
+    /// Every name in the tier under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::List { prefix: prefix.to_owned(), reply })
+            .map_err(|_| "the tier thread has stopped".to_owned())?;
+        answer.await.map_err(|_| "the tier thread has stopped".to_owned())?
+    }
+
+    /// Deletes `name` from the tier.
+    pub async fn delete(&self, name: &str) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Delete { name: name.to_owned(), reply })
+            .map_err(|_| "the tier thread has stopped".to_owned())?;
         answer.await.map_err(|_| "the tier thread has stopped".to_owned())?
     }
 
@@ -230,6 +271,16 @@ async fn serve(
                     let _ = reply.send(upload(&remote, &key, &prefix, id, chunks).await);
                 });
             }
+            Job::List { prefix, reply } => {
+                tokio::spawn(async move {
+                    let _ = reply.send(list_all(&remote, &prefix).await);
+                });
+            }
+            Job::Delete { name, reply } => {
+                tokio::spawn(async move {
+                    let _ = reply.send(remote.delete(&name).await.map(|_| ()).map_err(|e| e.to_string()));
+                });
+            }
             Job::Fetch { place, reply } => {
                 let id = match Header::parse(&place.header) {
                     Ok(h) => h.id,
@@ -274,6 +325,25 @@ fn refuse(job: Job, why: String) {
         }
         Job::Fetch { reply, .. } => {
             let _ = reply.send(Err(why));
+        }
+        Job::List { reply, .. } => {
+            let _ = reply.send(Err(why));
+        }
+        Job::Delete { reply, .. } => {
+            let _ = reply.send(Err(why));
+        }
+    }
+}
+
+async fn list_all(remote: &Remote, prefix: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = remote.list(prefix, marker.as_deref(), 5000).await.map_err(|e| e.to_string())?;
+        out.extend(page.blobs.into_iter().map(|b| b.name));
+        match page.next {
+            Some(m) => marker = Some(m),
+            None => return Ok(out),
         }
     }
 }

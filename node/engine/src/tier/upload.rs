@@ -30,11 +30,14 @@ use crate::shard::{now_ns, Shard};
 /// Chunks newly counted that a shard keeps for the tier before it falls back to a scan.
 pub const FRESH_BOUND: usize = 1 << 16;
 
-/// A shard's tier state beside its loop: callers of [`flush`] waiting for it.
+/// A shard's tier state beside its loop: callers of [`flush`] and [`super::gc::collect_now`]
+/// waiting for it, and what the garbage collection remembers between runs.
 #[derive(Default)]
 pub struct ShardTier {
     waiters: RefCell<Vec<oneshot::Sender<std::result::Result<(), String>>>>,
-    wake: Notify,
+    pub(super) gc_waiters: RefCell<Vec<oneshot::Sender<std::result::Result<super::gc::GcReport, String>>>>,
+    pub(super) wake: Notify,
+    pub(super) gc: RefCell<super::gc::GcState>,
 }
 
 /// What a shard's chunk table says of the tier (a scan: for operators and tests).
@@ -104,18 +107,30 @@ pub async fn status(s: &Rc<Shard>) -> Result<TierStatus> {
 }
 
 /// The pack being filled.
-struct Packer {
-    chunks: Vec<(ChunkInfo, Vec<u8>)>,
+pub(super) struct Packer {
+    pub(super) chunks: Vec<(ChunkInfo, Vec<u8>)>,
     ids: HashSet<ChunkId>,
-    bytes: usize,
+    pub(super) bytes: usize,
     /// When its first chunk went in.
     since: Option<Instant>,
-    max_bytes: usize,
-    max_entries: usize,
+    pub(super) max_bytes: usize,
+    pub(super) max_entries: usize,
 }
 
 impl Packer {
-    fn full(&self) -> bool {
+    pub(super) fn new(max_bytes: usize, max_entries: usize) -> Packer {
+        Packer { chunks: Vec::new(), ids: HashSet::new(), bytes: 0, since: None, max_bytes, max_entries }
+    }
+
+    /// Adds a chunk's stored stream as it is (a repack: the chunk is in another pack).
+    pub(super) fn add_stored(&mut self, c: &ChunkRef, stored: Vec<u8>) {
+        if self.ids.insert(c.id()) {
+            self.bytes += stored.len();
+            self.chunks.push((super::place::info(c), stored));
+        }
+    }
+
+    pub(super) fn full(&self) -> bool {
         self.bytes >= self.max_bytes || self.chunks.len() >= self.max_entries
     }
 
@@ -174,19 +189,13 @@ pub async fn run(s: Rc<Shard>) {
     let Some(fresh) = fresh else { return };
     let half = s.meta.borrow().index().map_or(1 << 20, |m| m.half_len());
     // A pack's record must fit a log half with room to spare (about 48 bytes a chunk).
-    let mut packer = Packer {
-        chunks: Vec::new(),
-        ids: HashSet::new(),
-        bytes: 0,
-        since: None,
-        max_bytes: tier.pack_bytes,
-        max_entries: (half / 8 / 48).max(1),
-    };
+    let mut packer = Packer::new(tier.pack_bytes, (half / 8 / 48).max(1));
     let mut next_number = s.meta.borrow().state().packs.keys().next_back().map_or(1, |n| n + 1);
     let mut scan = true;
     backoff = Duration::from_secs(1);
     loop {
         let waiters = std::mem::take(&mut *s.tier.waiters.borrow_mut());
+        let gc_waiters = std::mem::take(&mut *s.tier.gc_waiters.borrow_mut());
         let res = async {
             if !tier.is_ready() {
                 return Err(EngineError::Tier(format!("the tier cannot be used yet: {}", tier.trouble())));
@@ -214,7 +223,7 @@ pub async fn run(s: Rc<Shard>) {
             fill(&s, &tier, &mut packer, generation, &mut next_number, new).await?;
             let due = packer.since.is_some_and(|t| t.elapsed() >= tier.upload_after);
             if !packer.chunks.is_empty() && (due || !waiters.is_empty()) {
-                ship(&s, &tier, &mut packer, generation, &mut next_number).await?;
+                ship(&s, &tier, &mut packer, generation, &mut next_number, Vec::new()).await?;
             }
             // Past the high watermark: local copies of what is in the tier go, down to the low.
             let over = super::release::over_watermark(&s, tier.release_above, tier.release_below);
@@ -226,9 +235,38 @@ pub async fn run(s: Rc<Shard>) {
                     "released local copies of tiered chunks past the high watermark"
                 );
             }
-            Ok(())
+            let gc_due = s.tier.gc.borrow().last.is_none_or(|t| t.elapsed() >= tier.gc_interval);
+            let report = if gc_due || !gc_waiters.is_empty() {
+                Some(super::gc::collect(&s, &tier, generation, &mut next_number, packer.max_entries).await)
+            } else {
+                None
+            };
+            Ok(report)
         }
         .await;
+        let res = match res {
+            Ok(Some(Err(e))) => {
+                // The garbage waits for the next run; uploads go on.
+                tracing::warn!(shard = s.index, %e, "tier garbage collection failed; nothing more was deleted");
+                for w in gc_waiters {
+                    let _ = w.send(Err(e.to_string()));
+                }
+                Ok(())
+            }
+            Ok(Some(Ok(report))) => {
+                for w in gc_waiters {
+                    let _ = w.send(Ok(report.clone()));
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                for w in gc_waiters {
+                    let _ = w.send(Err(e.to_string()));
+                }
+                Err(e)
+            }
+        };
         match res {
             Ok(()) => {
                 scan = false;
@@ -294,19 +332,20 @@ async fn fill(
     for c in chunks {
         packer.add(s, c).await?;
         if packer.full() {
-            ship(s, tier, packer, generation, next_number).await?;
+            ship(s, tier, packer, generation, next_number, Vec::new()).await?;
         }
     }
     Ok(())
 }
 
-/// Uploads the pack and logs what it holds.
-async fn ship(
+/// Uploads the pack and logs what it holds (with the packs it replaces, for a repack).
+pub(super) async fn ship(
     s: &Rc<Shard>,
     tier: &super::Tier,
     packer: &mut Packer,
     generation: u64,
     next_number: &mut u64,
+    replaces: Vec<u64>,
 ) -> Result<()> {
     // A number is never tried twice in one generation: a failed commit may still have taken
     // its name remotely.
@@ -330,7 +369,7 @@ async fn ship(
         .iter()
         .map(|e| PackedChunk { offset: e.chunk.offset, hash: e.chunk.hash, entry: e.index, at: e.at })
         .collect();
-    let rec = Record::PackCommitted { pack: Box::new(pack), chunks };
+    let rec = Record::PackCommitted { pack: Box::new(pack), chunks, replaces };
     let wants = edgeblob_meta::index::shard::wants_of(&rec);
     loop {
         s.log_ready().await?;
