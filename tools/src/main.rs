@@ -84,6 +84,16 @@ enum TierCmd {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Reads every pack in the tier whole and checks it (checksum, header, footer, every chunk's
+    /// seal, and the places the chunk tables record); names each damaged pack. Uploads,
+    /// releases and collects nothing.
+    Verify {
+        #[arg(long)]
+        data: PathBuf,
+        /// The node's configuration file (its `[engine.tier]` table).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Wraps the node key with a new customer key (one small object; no pack is touched). Then
     /// set the node's `tier.key_file` to the new key.
     RotateKey {
@@ -290,6 +300,19 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Tier { cmd: TierCmd::Verify { data, config } } => {
+            let tier = edgeblob_engine::config::TierConfig { passive: true, ..tier_config(&config)? };
+            let node =
+                Node::open(EngineConfig { tier: Some(tier), ..engine_config(data) }).map_err(|e| e.to_string())?;
+            let report = rt.block_on(node.tier_verify()).map_err(|e| e.to_string());
+            node.stop();
+            let report = report?;
+            for d in &report.damaged {
+                println!("DAMAGED {d}");
+            }
+            println!("{} packs, {} damaged", report.packs, report.damaged.len());
+            Ok(if report.damaged.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Tier { cmd: TierCmd::RotateKey { data, config, new_key } } => {
             let tier = tier_config(&config)?;

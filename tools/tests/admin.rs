@@ -89,6 +89,9 @@ fn tier_status_and_key_rotation() {
         ),
     )
     .unwrap();
+    let (code, out) = admin(&["tier", "verify", "--data", p, "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 packs, 0 damaged"), "{out}");
     let new_key = dir.path().join("new.key");
     std::fs::write(&new_key, [2u8; 32]).unwrap();
     let (code, out) = admin(&[

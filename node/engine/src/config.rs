@@ -85,6 +85,10 @@ pub struct TierConfig {
     pub gc_interval_secs: u64,
     pub gc_grace_secs: u64,
     pub repack_above: f64,
+    /// Reads and checks only: no upload, release or collection (the admin tool's `tier verify`,
+    /// which must not change the tier it checks). Not a configuration key.
+    #[serde(skip)]
+    pub passive: bool,
     /// Seconds one remote call may take with its retries (busy answers, cut connections) before
     /// it fails; the upload is then tried again later from the chunks still local.
     pub retry_budget_secs: u64,
@@ -107,6 +111,7 @@ impl Default for TierConfig {
             gc_interval_secs: 3600,
             gc_grace_secs: 600,
             repack_above: 0.13,
+            passive: false,
         }
     }
 }

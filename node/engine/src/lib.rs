@@ -287,6 +287,17 @@ impl Node {
         Ok(out)
     }
 
+    /// Reads every pack in the tier whole and checks it against what the shards recorded.
+    pub async fn tier_verify(&self) -> Result<tier::verify::VerifyReport> {
+        let mut all = tier::verify::VerifyReport::default();
+        for i in 0..self.shards() {
+            let r = self.on(i, |s| async move { tier::verify::verify(&s).await }).await??;
+            all.packs += r.packs;
+            all.damaged.extend(r.damaged);
+        }
+        Ok(all)
+    }
+
     /// Each shard's view of the tier (a scan of its chunk table).
     pub async fn tier_status(&self) -> Result<Vec<tier::TierStatus>> {
         let mut out = Vec::new();

@@ -400,6 +400,8 @@ fn released_blobs_read_back_from_the_tier() {
     }
     let report = rt.block_on(node.check_all()).unwrap();
     assert!(report.damaged.is_empty() && report.tiered_chunks > 100, "{:?}", report.damaged);
+    let verified = rt.block_on(node.tier_verify()).unwrap();
+    assert!(verified.packs > 0 && verified.damaged.is_empty(), "{verified:?}");
     // A flipped byte in a pack: the read of its chunks fails; no wrong byte is served.
     let direct = self::remote(&format!("http://{}", remote.addr), "tier");
     let objects = rt.block_on(everything(&direct));
@@ -412,6 +414,13 @@ fn released_blobs_read_back_from_the_tier() {
     }
     let err = get(&node, "damaged", None).expect_err("a damaged pack must not serve");
     assert!(err.to_string().contains("does not open"), "{err}");
+    // `tier verify` names every damaged pack.
+    let verified = rt.block_on(node.tier_verify()).unwrap();
+    let packs: Vec<&String> = objects.keys().filter(|n| n.contains("/packs/")).collect();
+    assert_eq!(verified.damaged.len(), packs.len(), "{verified:?}");
+    for name in packs {
+        assert!(verified.damaged.iter().any(|d| d.starts_with(name.as_str())), "{name} not named: {verified:?}");
+    }
     node.stop();
 }
 

@@ -22,6 +22,7 @@ pub mod release;
 pub mod released;
 pub mod remote;
 pub mod upload;
+pub mod verify;
 
 pub use released::ReleasedMap;
 pub use remote::Tier;

@@ -50,6 +50,13 @@ enum Job {
         name: String,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Reads a whole pack and checks it: its structure and checksum, its header against the one
+    /// kept locally, its footer and every chunk's seal; its entries, or why it is damaged.
+    Verify {
+        header: Vec<u8>,
+        len: u64,
+        reply: oneshot::Sender<Result<Vec<Entry>, String>>,
+    },
 }
 
 /// Where a chunk's sealed bytes are in the tier, and what opens them: its pack's header (which
@@ -115,6 +122,7 @@ pub struct Tier {
     pub gc_interval: Duration,
     pub gc_grace: Duration,
     pub repack_above: f64,
+    pub passive: bool,
     /// Whether the node key is in hand (uploads wait until it is).
     ready: watch::Receiver<bool>,
     /// Why not, while it is not.
@@ -169,6 +177,7 @@ impl Tier {
             gc_interval: Duration::from_secs(cfg.gc_interval_secs),
             gc_grace: Duration::from_secs(cfg.gc_grace_secs),
             repack_above: cfg.repack_above,
+            passive: cfg.passive,
             ready,
             trouble,
         })
@@ -197,6 +206,13 @@ impl Tier {
         self.jobs
             .send(Job::List { prefix: prefix.to_owned(), reply })
             .map_err(|_| "the tier thread has stopped".to_owned())?;
+        answer.await.map_err(|_| "the tier thread has stopped".to_owned())?
+    }
+
+    /// Reads the pack `header` names whole and checks every byte of it (see `Job::Verify`).
+    pub async fn verify(&self, header: Vec<u8>, len: u64) -> Result<Vec<Entry>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job::Verify { header, len, reply }).map_err(|_| "the tier thread has stopped".to_owned())?;
         answer.await.map_err(|_| "the tier thread has stopped".to_owned())?
     }
 
@@ -276,6 +292,11 @@ async fn serve(
                     let _ = reply.send(list_all(&remote, &prefix).await);
                 });
             }
+            Job::Verify { header, len, reply } => {
+                tokio::spawn(async move {
+                    let _ = reply.send(verify_pack(&remote, &key, &header, len).await);
+                });
+            }
             Job::Delete { name, reply } => {
                 tokio::spawn(async move {
                     let _ = reply.send(remote.delete(&name).await.map(|_| ()).map_err(|e| e.to_string()));
@@ -332,7 +353,39 @@ fn refuse(job: Job, why: String) {
         Job::Delete { reply, .. } => {
             let _ = reply.send(Err(why));
         }
+        Job::Verify { reply, .. } => {
+            let _ = reply.send(Err(why));
+        }
     }
+}
+
+/// A whole pack, checked (see `Job::Verify`).
+async fn verify_pack(remote: &Remote, key: &NodeKey, local: &[u8], len: u64) -> Result<Vec<Entry>, String> {
+    let header = Header::parse(local).map_err(|e| format!("the header kept locally: {e}"))?;
+    let name = format!("{}/{}", node_prefix(&header.id.node), header.id.name());
+    // By ranges of a block each: a pack may pass the client's bound on a whole answer.
+    let mut pack = Vec::with_capacity(len as usize);
+    for at in (0..len).step_by(BLOCK_BYTES) {
+        let part = remote.get_range(&name, at, (BLOCK_BYTES as u64).min(len - at)).await.map_err(|e| e.to_string())?;
+        pack.extend_from_slice(&part);
+    }
+    if remote.properties(&name).await.map_err(|e| e.to_string())?.map(|p| p.len) != Some(len) {
+        return Err(format!("not {len} bytes long, as recorded"));
+    }
+    let trailer = edgeblob_tier::verify(&pack).map_err(|e| e.to_string())?;
+    if pack[..HEADER_LEN] != local[..HEADER_LEN] {
+        return Err("its header is not the one recorded when it was committed".into());
+    }
+    let data_key = header.data_key(key).map_err(|e| e.to_string())?;
+    let footer = trailer.footer_range();
+    let sealed_footer = &pack[footer.start as usize..footer.end as usize];
+    let entries = trailer.entries(&header.id, &data_key, sealed_footer).map_err(|e| e.to_string())?;
+    for e in &entries {
+        let r = e.range();
+        let sealed = pack.get(r.start as usize..r.end as usize).ok_or("an entry past the pack's end")?;
+        e.open(&header.id, &data_key, sealed).map_err(|err| format!("entry {}: {err}", e.index))?;
+    }
+    Ok(entries)
 }
 
 async fn list_all(remote: &Remote, prefix: &str) -> Result<Vec<String>, String> {

@@ -173,7 +173,7 @@ impl Packer {
 
 /// The loop: runs on every shard of a node with a tier, from start.
 pub async fn run(s: Rc<Shard>) {
-    let Some(tier) = s.node.tier.clone() else { return };
+    let Some(tier) = s.node.tier.clone().filter(|t| !t.passive) else { return };
     let mut backoff = Duration::from_secs(1);
     let generation = loop {
         match start_generation(&s).await {
