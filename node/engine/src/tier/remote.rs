@@ -123,6 +123,8 @@ pub struct Tier {
     pub gc_grace: Duration,
     pub repack_above: f64,
     pub passive: bool,
+    /// How long one remote call may take with its retries.
+    retry_budget: Duration,
     /// Whether the node key is in hand (uploads wait until it is).
     ready: watch::Receiver<bool>,
     /// Why not, while it is not.
@@ -178,6 +180,7 @@ impl Tier {
             gc_grace: Duration::from_secs(cfg.gc_grace_secs),
             repack_above: cfg.repack_above,
             passive: cfg.passive,
+            retry_budget: Duration::from_secs(cfg.retry_budget_secs.max(1)),
             ready,
             trouble,
         })
@@ -186,6 +189,15 @@ impl Tier {
     /// Whether the node key is in hand: until it is, nothing is uploaded.
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
+    }
+
+    /// Waits until the node key is in hand, for as long as one call may take with its retries
+    /// (at most 30 s): a start's first moments are not an outage.
+    pub async fn ready_soon(&self) -> bool {
+        let mut ready = self.ready.clone();
+        let wait = self.retry_budget.min(Duration::from_secs(30));
+        let got = tokio::time::timeout(wait, ready.wait_for(|r| *r)).await.is_ok_and(|r| r.is_ok());
+        got
     }
 
     /// Why the tier cannot be used yet (the last failure to open it).

@@ -197,7 +197,7 @@ pub async fn run(s: Rc<Shard>) {
         let waiters = std::mem::take(&mut *s.tier.waiters.borrow_mut());
         let gc_waiters = std::mem::take(&mut *s.tier.gc_waiters.borrow_mut());
         let res = async {
-            if !tier.is_ready() {
+            if !tier.ready_soon().await {
                 return Err(EngineError::Tier(format!("the tier cannot be used yet: {}", tier.trouble())));
             }
             let (new, overflowed) = s.meta.borrow_mut().index_mut().map(|m| m.take_fresh()).unwrap_or_default();
