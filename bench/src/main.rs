@@ -27,6 +27,7 @@ mod small;
 mod static_server;
 mod stats;
 mod target;
+mod tier;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -63,6 +64,9 @@ enum Cmd {
     /// Small objects through the engine in each on-disk format side by side: Put, Get and Get
     /// Properties, warm and after a restart.
     Small(small::Args),
+    /// The Azure tier end to end: write, upload, release, then read back from the tier (first
+    /// byte, random 4 KiB ranges, whole blobs), against another edgeblob or `--remote`.
+    Tier(tier::Args),
     /// Serve blobs from memory (no auth, no durability): the loopback ceiling.
     StaticServer {
         #[arg(long, default_value = "127.0.0.1:10100")]
@@ -87,6 +91,7 @@ fn main() {
         Cmd::Fill(a) => fill::run(a).map(|_| 0),
         Cmd::Index(a) => index::run(a).map(|_| 0),
         Cmd::Small(a) => small::run(a).map(|_| 0),
+        Cmd::Tier(a) => tier::run(a).map(|_| 0),
         Cmd::Run { args } => run_cmd(&args),
         Cmd::Compare(a) => compare::run(a).map(|_| 0),
         Cmd::StaticServer { listen, threads } => {
