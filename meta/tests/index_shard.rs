@@ -142,6 +142,19 @@ fn ref_changes(rng: &mut StdRng, m: &ShardMeta) -> Record {
     Record::RefsApplied { source, lsn, changes }
 }
 
+/// A pack of `chunks`, as a shard at the model's generation records it.
+fn pack_of(m: &ShardMeta, number: u64, chunks: &[PackedChunk], n: u64) -> PackInfo {
+    PackInfo {
+        number,
+        generation: m.tier_generation,
+        shard: 0,
+        len: 256 + 116 * chunks.len() as u64 + 64,
+        entries: chunks.len() as u32,
+        committed_ns: n as i64,
+        header: vec![n as u8; 256],
+    }
+}
+
 /// A tier's change, valid against the model: a new generation, or a pack of chunks that are
 /// not in one yet (counted now or not: one freed during its upload is garbage in the pack).
 fn tier_change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
@@ -171,15 +184,7 @@ fn tier_change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
             .enumerate()
             .map(|(i, c)| PackedChunk { offset: c.offset, hash: c.hash, entry: i as u32, at: 256 + 116 * i as u64 })
             .collect();
-        let pack = PackInfo {
-            number,
-            generation: m.tier_generation,
-            shard: 0,
-            len: 256 + 116 * chunks.len() as u64 + 64,
-            entries: chunks.len() as u32,
-            committed_ns: n as i64,
-            header: vec![n as u8; 256],
-        };
+        let pack = pack_of(m, number, &chunks, n);
         return Record::PackCommitted { pack: Box::new(pack), chunks, replaces: vec![old] };
     }
     let number = m.packs.keys().next_back().map_or(1, |l| l + 1);
@@ -190,16 +195,7 @@ fn tier_change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
         .enumerate()
         .map(|(i, c)| PackedChunk { offset: c.offset, hash: c.hash, entry: i as u32, at: 256 + 116 * i as u64 })
         .collect();
-    let pack = PackInfo {
-        number,
-        generation: m.tier_generation,
-        shard: 0,
-        len: 256 + 116 * chunks.len() as u64 + 64,
-        entries: chunks.len() as u32,
-        committed_ns: n as i64,
-        header: vec![n as u8; 256],
-    };
-    Record::PackCommitted { pack: Box::new(pack), chunks, replaces: Vec::new() }
+    Record::PackCommitted { pack: Box::new(pack_of(m, number, &chunks, n)), chunks, replaces: Vec::new() }
 }
 
 /// A random change, valid against the model `m`.

@@ -19,9 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
-use edgeblob_meta::index::shard::scan_chunks;
-use edgeblob_meta::model::{ChunkRef, Location};
-use edgeblob_meta::wal::AppendError;
+use edgeblob_meta::model::ChunkRef;
 use edgeblob_meta::Record;
 
 use super::place::{self, Where};
@@ -103,7 +101,7 @@ pub async fn collect(
         let id =
             edgeblob_tier::PackId { node: tier.node, generation: pack_generation, shard: s.index as u32, seq: number };
         tier.delete(&format!("{prefix}/{}", id.name())).await.map_err(EngineError::Tier)?;
-        forget(s, number).await?;
+        super::log(s, Record::PackDeleted { number }).await?;
         s.tier.gc.borrow_mut().dead_since.remove(&number);
         report.packs_deleted += 1;
     }
@@ -173,40 +171,12 @@ async fn fetch_stored(tier: &Tier, p: TierPlace) -> Result<Vec<u8>> {
 
 /// Every chunk this shard counts that is in a pack, with the pack's number.
 async fn each_packed(s: &Rc<Shard>, mut f: impl FnMut(&ChunkRef, u64)) -> Result<()> {
-    let mut from = Some(Vec::new());
-    while let Some(at) = from {
-        let (entries, next) = scan_chunks(&s.meta, at, 4096).await?;
-        // The last page comes with the resident entries, which shadow the index's.
-        let resident: Vec<_> = match next {
-            None => s.meta.borrow().state().chunks.values().copied().collect(),
-            Some(_) => Vec::new(),
-        };
-        let mut seen = HashSet::new();
-        for e in resident.iter().chain(entries.iter()) {
-            if !seen.insert(e.chunk.id()) {
-                continue;
-            }
-            if let Location::Both { packed, .. } | Location::Tiered { packed } = e.location {
-                f(&e.chunk, packed.pack);
-            }
+    super::each_chunk(s, |e| {
+        if let Some(p) = e.location.packed() {
+            f(&e.chunk, p.pack);
         }
-        from = next;
-    }
-    Ok(())
-}
-
-/// Logs that pack `number` is gone from the tier.
-async fn forget(s: &Rc<Shard>, number: u64) -> Result<()> {
-    loop {
-        s.log_ready().await?;
-        let commit = match s.meta.borrow_mut().commit(Record::PackDeleted { number }) {
-            Ok(c) => c,
-            Err(AppendError::Busy) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        commit.durable.await?;
-        return Ok(());
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -25,5 +25,55 @@ pub mod upload;
 pub mod verify;
 
 pub use released::ReleasedMap;
+
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use edgeblob_meta::index::shard::{scan_chunks, wants_of};
+use edgeblob_meta::model::ChunkEntry;
+use edgeblob_meta::wal::AppendError;
+use edgeblob_meta::{shard_store, Record};
+
+use crate::error::Result;
+use crate::shard::Shard;
+
+/// Every chunk shard `s` counts, a page of the chunk table at a time; the resident entries,
+/// which shadow the index's, come with the last page. Exact on a quiet shard; on a busy one a
+/// view that may miss or repeat an entry changed meanwhile (callers check what they act on).
+pub(crate) async fn each_chunk(s: &Rc<Shard>, mut f: impl FnMut(&ChunkEntry)) -> Result<()> {
+    let mut from = Some(Vec::new());
+    while let Some(at) = from {
+        let (entries, next) = scan_chunks(&s.meta, at, 4096).await?;
+        let resident: Vec<ChunkEntry> = match next {
+            None => s.meta.borrow().state().chunks.values().copied().collect(),
+            Some(_) => Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        for e in resident.iter().chain(entries.iter()) {
+            if seen.insert(e.chunk.id()) {
+                f(e);
+            }
+        }
+        from = next;
+    }
+    Ok(())
+}
+
+/// Logs one of the tier's records on shard `s` (its entries made resident first) and waits
+/// until it is durable.
+pub(crate) async fn log(s: &Rc<Shard>, rec: Record) -> Result<()> {
+    let wants = wants_of(&rec);
+    loop {
+        s.log_ready().await?;
+        shard_store::resident(&s.meta, &wants).await?;
+        let commit = match s.meta.borrow_mut().commit(rec.clone()) {
+            Ok(c) => c,
+            Err(AppendError::Busy) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        commit.durable.await?;
+        return Ok(());
+    }
+}
 pub use remote::Tier;
 pub use upload::{flush, status, ShardTier, TierStatus};

@@ -69,25 +69,16 @@ impl ReleasedMap {
 /// does has finished, a read of any chunk it counts asks it where the chunk is.
 pub async fn mark_at_start(s: std::rc::Rc<crate::shard::Shard>) {
     let holds_packs = s.node.counts_kept() && !s.meta.borrow().state().packs.is_empty();
-    let mut from = Some(Vec::new());
-    while let Some(at) = from.filter(|_| holds_packs) {
-        match edgeblob_meta::index::shard::scan_chunks(&s.meta, at, 4096).await {
-            Ok((entries, next)) => {
-                for e in entries.iter().filter(|e| e.location.local().is_none()) {
-                    s.node.released.mark(e.chunk.offset);
-                }
-                if next.is_none() {
-                    let meta = s.meta.borrow();
-                    for e in meta.state().chunks.values().filter(|e| e.location.local().is_none()) {
-                        s.node.released.mark(e.chunk.offset);
-                    }
-                }
-                from = next;
+    if holds_packs {
+        let marked = super::each_chunk(&s, |e| {
+            if e.location.local().is_none() {
+                s.node.released.mark(e.chunk.offset);
             }
-            Err(e) => {
-                // Left unready: every read of its chunks asks it (slower, never wrong).
-                return tracing::error!(shard = s.index, %e, "the released chunks could not be marked");
-            }
+        })
+        .await;
+        if let Err(e) = marked {
+            // Left unready: every read of its chunks asks it (slower, never wrong).
+            return tracing::error!(shard = s.index, %e, "the released chunks could not be marked");
         }
     }
     s.node.released.set_ready(s.index);

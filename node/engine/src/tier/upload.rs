@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use edgeblob_meta::index::shard::{scan_chunks, HoldsIndex, Want};
 use edgeblob_meta::model::{ChunkId, ChunkRef, Location, PackInfo, PackedChunk};
-use edgeblob_meta::wal::AppendError;
 use edgeblob_meta::{shard_store, Record};
 use edgeblob_tier::{ChunkInfo, PackId};
 use tokio::sync::{oneshot, Notify};
@@ -79,30 +78,15 @@ pub async fn status(s: &Rc<Shard>) -> Result<TierStatus> {
             ..TierStatus::default()
         }
     };
-    let mut from = Some(Vec::new());
-    while let Some(at) = from {
-        let (entries, next) = scan_chunks(&s.meta, at, 4096).await?;
-        // The last page comes with the resident entries, which shadow the index's.
-        let resident: Vec<_> = match next {
-            None => s.meta.borrow().state().chunks.values().copied().collect(),
-            Some(_) => Vec::new(),
-        };
-        let mut seen = HashSet::new();
-        for e in resident.iter().chain(entries.iter()) {
-            if !seen.insert(e.chunk.id()) {
-                continue;
-            }
-            match e.location {
-                Location::Local { .. } => {
-                    st.local_chunks += 1;
-                    st.local_bytes += e.chunk.stored_len as u64;
-                }
-                Location::Both { .. } => st.both_chunks += 1,
-                Location::Tiered { .. } => st.tiered_chunks += 1,
-            }
+    super::each_chunk(s, |e| match e.location {
+        Location::Local { .. } => {
+            st.local_chunks += 1;
+            st.local_bytes += e.chunk.stored_len as u64;
         }
-        from = next;
-    }
+        Location::Both { .. } => st.both_chunks += 1,
+        Location::Tiered { .. } => st.tiered_chunks += 1,
+    })
+    .await?;
     Ok(st)
 }
 
@@ -302,22 +286,12 @@ pub async fn run(s: Rc<Shard>) {
     }
 }
 
-/// Logs the shard's next tier generation and waits until it is durable.
+/// Logs the shard's next tier generation and waits until it is durable (only this loop logs
+/// one: the number read before the log is the one after it).
 async fn start_generation(s: &Rc<Shard>) -> Result<u64> {
-    loop {
-        s.log_ready().await?;
-        let (generation, commit) = {
-            let mut meta = s.meta.borrow_mut();
-            let generation = meta.state().tier_generation + 1;
-            match meta.commit(Record::TierStarted { generation }) {
-                Ok(c) => (generation, c),
-                Err(AppendError::Busy) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        commit.durable.await?;
-        return Ok(generation);
-    }
+    let generation = s.meta.borrow().state().tier_generation + 1;
+    super::log(s, Record::TierStarted { generation }).await?;
+    Ok(generation)
 }
 
 /// Adds `chunks` to the pack, shipping it each time it is full.
@@ -369,18 +343,7 @@ pub(super) async fn ship(
         .iter()
         .map(|e| PackedChunk { offset: e.chunk.offset, hash: e.chunk.hash, entry: e.index, at: e.at })
         .collect();
-    let rec = Record::PackCommitted { pack: Box::new(pack), chunks, replaces };
-    let wants = edgeblob_meta::index::shard::wants_of(&rec);
-    loop {
-        s.log_ready().await?;
-        shard_store::resident(&s.meta, &wants).await?;
-        let commit = match s.meta.borrow_mut().commit(rec.clone()) {
-            Ok(c) => c,
-            Err(AppendError::Busy) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        commit.durable.await?;
-        tracing::debug!(shard = s.index, pack = number, generation, "pack committed to the tier");
-        return Ok(());
-    }
+    super::log(s, Record::PackCommitted { pack: Box::new(pack), chunks, replaces }).await?;
+    tracing::debug!(shard = s.index, pack = number, generation, "pack committed to the tier");
+    Ok(())
 }

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use edgeblob_meta::index::shard::scan_chunks;
 use edgeblob_meta::model::{ChunkRef, Packed};
 
 use super::place::info;
@@ -25,20 +24,12 @@ pub async fn verify(s: &Rc<Shard>) -> Result<VerifyReport> {
     let tier = s.node.tier.clone().ok_or_else(|| EngineError::Tier("no tier is configured".into()))?;
     // What the chunk table says each pack holds.
     let mut held: BTreeMap<u64, Vec<(ChunkRef, Packed)>> = BTreeMap::new();
-    let mut from = Some(Vec::new());
-    while let Some(at) = from {
-        let (entries, next) = scan_chunks(&s.meta, at, 4096).await?;
-        let mut page = entries;
-        if next.is_none() {
-            page.extend(s.meta.borrow().state().chunks.values().copied());
+    super::each_chunk(s, |e| {
+        if let Some(p) = e.location.packed() {
+            held.entry(p.pack).or_default().push((e.chunk, p));
         }
-        for e in page {
-            if let Some(p) = e.location.packed() {
-                held.entry(p.pack).or_default().push((e.chunk, p));
-            }
-        }
-        from = next;
-    }
+    })
+    .await?;
     let packs: Vec<_> = s.meta.borrow().state().packs.values().cloned().collect();
     let mut report = VerifyReport { packs: packs.len() as u64, damaged: Vec::new() };
     for p in packs {
