@@ -132,9 +132,9 @@ pub async fn open_read(
     let owner = s.node.owner_of(&key);
     // Entered before resolving: nothing the plan names can be reused until the reader is done.
     let guard = s.node.epochs.enter();
-    let account = key.account.clone();
+    let account: Rc<str> = Rc::from(key.account.as_str());
     let plan = at(s, owner, move |o| async move { blob::resolve(&o, &key, range, &cond).await }).await??;
-    Ok((plan.blob, plan.range, BlobReader::new(s.clone(), &account, plan.segments, guard)))
+    Ok((plan.blob, plan.range, BlobReader::new(s.clone(), account, plan.segments, guard)))
 }
 
 pub async fn delete_blob(s: &Rc<Shard>, key: BlobKey, cond: Conditions) -> Result<()> {

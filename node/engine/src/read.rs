@@ -27,9 +27,9 @@ pub async fn read_chunk(shard: &Rc<Shard>, c: &ChunkRef, from: u32, to: u32, acc
         return Ok(whole.slice(from as usize..to as usize));
     }
     let keep = shard.cache.wants(c);
-    let counter = shard.node.ref_owner(c);
     let mut offset = c.offset;
-    if shard.node.released.maybe(c.offset, counter) {
+    if shard.node.released.maybe(c.offset, || shard.node.ref_owner(c)) {
+        let counter = shard.node.ref_owner(c);
         let chunk = *c;
         match at(shard, counter, move |s| async move { place::locate(&s, chunk).await }).await?? {
             Where::Local(o) => offset = o,
@@ -109,9 +109,9 @@ pub struct BlobReader {
 }
 
 impl BlobReader {
-    pub fn new(shard: Rc<Shard>, account: &str, segments: Segments, guard: ReadGuard) -> BlobReader {
+    pub fn new(shard: Rc<Shard>, account: Rc<str>, segments: Segments, guard: ReadGuard) -> BlobReader {
         let depth = shard.node.config.io_depth;
-        BlobReader { shard, account: account.into(), plan: segments, inflight: VecDeque::new(), depth, _guard: guard }
+        BlobReader { shard, account, plan: segments, inflight: VecDeque::new(), depth, _guard: guard }
     }
 
     /// The next piece of the blob, in order; None at the end.

@@ -614,7 +614,7 @@ fn a_read_in_flight_keeps_the_space_of_a_deleted_blob() {
                             .unwrap();
                     stored.give_back(&s);
                 }
-                BlobReader::new(s.clone(), ACCOUNT, plan.segments, guard).read_all().await
+                BlobReader::new(s.clone(), ACCOUNT.into(), plan.segments, guard).read_all().await
             })
             .await
             .unwrap()

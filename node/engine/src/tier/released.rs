@@ -24,6 +24,8 @@ pub struct ReleasedMap {
     bits: Vec<AtomicU64>,
     /// Per counting shard: whether its released chunks are all marked since this start.
     ready: Vec<AtomicBool>,
+    /// Whether every shard's are (the common case, asked first).
+    all_ready: AtomicBool,
 }
 
 impl ReleasedMap {
@@ -32,6 +34,7 @@ impl ReleasedMap {
         ReleasedMap {
             bits: (0..granules.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             ready: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            all_ready: AtomicBool::new(false),
         }
     }
 
@@ -52,12 +55,17 @@ impl ReleasedMap {
         if let Some(r) = self.ready.get(shard) {
             r.store(true, Ordering::SeqCst);
         }
+        if self.ready.iter().all(|r| r.load(Ordering::SeqCst)) {
+            self.all_ready.store(true, Ordering::SeqCst);
+        }
     }
 
-    /// Whether the chunk first written at `offset`, counted by `shard`, may not be on flash
-    /// there any more.
-    pub fn maybe(&self, offset: u64, shard: usize) -> bool {
-        if !self.ready.get(shard).is_some_and(|r| r.load(Ordering::SeqCst)) {
+    /// Whether the chunk first written at `offset`, counted by shard `counter()` (asked only
+    /// while some shard's marks are incomplete), may not be on flash there any more.
+    pub fn maybe(&self, offset: u64, counter: impl FnOnce() -> usize) -> bool {
+        if !self.all_ready.load(Ordering::SeqCst)
+            && !self.ready.get(counter()).is_some_and(|r| r.load(Ordering::SeqCst))
+        {
             return true;
         }
         self.slot(offset).is_none_or(|(word, bit)| word.load(Ordering::SeqCst) & bit != 0)
@@ -91,13 +99,14 @@ mod tests {
     #[test]
     fn a_mark_covers_its_granule_and_an_unready_shard_covers_everything() {
         let m = ReleasedMap::new(1 << 30, 2);
-        assert!(m.maybe(0, 0) && m.maybe(1 << 29, 1), "nothing is known before a shard is ready");
+        assert!(m.maybe(0, || 0) && m.maybe(1 << 29, || 1), "nothing is known before a shard is ready");
         m.set_ready(0);
+        assert!(!m.maybe(4096, || 0) && m.maybe(4096, || 1), "a ready shard's chunks, and not another's");
         m.set_ready(1);
-        assert!(!m.maybe(4096, 0));
+        assert!(!m.maybe(4096, || 1));
         m.mark(GRANULE + 4096);
-        assert!(m.maybe(GRANULE, 0) && m.maybe(2 * GRANULE - 4096, 1), "the granule it lies in");
-        assert!(!m.maybe(0, 0) && !m.maybe(2 * GRANULE, 0), "and no other");
-        assert!(m.maybe(1 << 40, 0), "past the device: never assumed on flash");
+        assert!(m.maybe(GRANULE, || 0) && m.maybe(2 * GRANULE - 4096, || 1), "the granule it lies in");
+        assert!(!m.maybe(0, || 0) && !m.maybe(2 * GRANULE, || 0), "and no other");
+        assert!(m.maybe(1 << 40, || 0), "past the device: never assumed on flash");
     }
 }
