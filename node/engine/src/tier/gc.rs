@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
-use edgeblob_meta::model::ChunkRef;
+use edgeblob_meta::index::shard::Want;
+use edgeblob_meta::model::{ChunkId, ChunkRef};
+use edgeblob_meta::shard_store;
 use edgeblob_meta::Record;
 
 use super::place::{self, Where};
@@ -87,6 +89,8 @@ pub async fn collect(
     each_packed(s, |e, pack| *live.entry(pack).or_default() += e.stored_len as u64 + 16).await?;
     let packs: Vec<(u64, u64, u64)> =
         s.meta.borrow().state().packs.values().map(|p| (p.number, p.generation, p.len)).collect();
+    let headers: BTreeMap<u64, Vec<u8>> =
+        s.meta.borrow().state().packs.values().map(|p| (p.number, p.header.clone())).collect();
     let now = Instant::now();
     // Dead packs, deleted once dead for the grace.
     for &(number, pack_generation, _) in &packs {
@@ -96,6 +100,15 @@ pub async fn collect(
         }
         let since = *s.tier.gc.borrow_mut().dead_since.entry(number).or_insert(now);
         if now.duration_since(since) < tier.gc_grace {
+            continue;
+        }
+        // A scan of a busy table may miss an entry: before the delete, every chunk the pack's
+        // own footer lists is looked up, and one still placed in it keeps it.
+        let header = headers.get(&number).cloned().unwrap_or_default();
+        let len = packs.iter().find(|p| p.0 == number).map_or(0, |p| p.2);
+        let entries = tier.footer(header, len).await.map_err(EngineError::Tier)?;
+        if still_holds(s, number, &entries).await? {
+            s.tier.gc.borrow_mut().dead_since.remove(&number);
             continue;
         }
         let id =
@@ -167,6 +180,21 @@ pub async fn collect(
 
 async fn fetch_stored(tier: &Tier, p: TierPlace) -> Result<Vec<u8>> {
     Ok(tier.fetch(p).await.map_err(EngineError::Tier)?.to_vec())
+}
+
+/// Whether any chunk of `entries` is counted here with its place in pack `number`.
+async fn still_holds(s: &Rc<Shard>, number: u64, entries: &[edgeblob_tier::Entry]) -> Result<bool> {
+    for batch in entries.chunks(4096) {
+        let ids: Vec<ChunkId> = batch.iter().map(|e| ChunkId { offset: e.chunk.offset, hash: e.chunk.hash }).collect();
+        let wants: Vec<Want> = ids.iter().map(|id| Want::Chunk(*id)).collect();
+        shard_store::resident(&s.meta, &wants).await?;
+        let meta = s.meta.borrow();
+        let placed = |id: &ChunkId| meta.state().chunks.get(id).and_then(|e| e.location.packed());
+        if ids.iter().any(|id| placed(id).is_some_and(|p| p.pack == number)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Every chunk this shard counts that is in a pack, with the pack's number.

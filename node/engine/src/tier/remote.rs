@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use edgeblob_remote::{Credential, Remote, RemoteConfig, RemoteError};
-use edgeblob_tier::{ChunkInfo, CustomerKey, Entry, Header, NodeKey, PackId, PackWriter, WrappedNodeKey, HEADER_LEN};
+use edgeblob_tier::{
+    ChunkInfo, CustomerKey, Entry, Header, NodeKey, PackId, PackWriter, Trailer, WrappedNodeKey, HEADER_LEN,
+    TRAILER_LEN,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::TierConfig;
@@ -53,6 +56,12 @@ enum Job {
     /// Reads a whole pack and checks it: its structure and checksum, its header against the one
     /// kept locally, its footer and every chunk's seal; its entries, or why it is damaged.
     Verify {
+        header: Vec<u8>,
+        len: u64,
+        reply: oneshot::Sender<Result<Vec<Entry>, String>>,
+    },
+    /// A pack's entries, from its trailer and footer alone.
+    Footer {
         header: Vec<u8>,
         len: u64,
         reply: oneshot::Sender<Result<Vec<Entry>, String>>,
@@ -228,6 +237,13 @@ impl Tier {
         answer.await.map_err(|_| "the tier thread has stopped".to_owned())?
     }
 
+    /// The entries of the pack `header` names (`len` bytes long), from its footer.
+    pub async fn footer(&self, header: Vec<u8>, len: u64) -> Result<Vec<Entry>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job::Footer { header, len, reply }).map_err(|_| "the tier thread has stopped".to_owned())?;
+        answer.await.map_err(|_| "the tier thread has stopped".to_owned())?
+    }
+
     /// Deletes `name` from the tier.
     pub async fn delete(&self, name: &str) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
@@ -309,6 +325,11 @@ async fn serve(
                     let _ = reply.send(verify_pack(&remote, &key, &header, len).await);
                 });
             }
+            Job::Footer { header, len, reply } => {
+                tokio::spawn(async move {
+                    let _ = reply.send(footer(&remote, &key, &header, len).await);
+                });
+            }
             Job::Delete { name, reply } => {
                 tokio::spawn(async move {
                     let _ = reply.send(remote.delete(&name).await.map(|_| ()).map_err(|e| e.to_string()));
@@ -365,10 +386,23 @@ fn refuse(job: Job, why: String) {
         Job::Delete { reply, .. } => {
             let _ = reply.send(Err(why));
         }
-        Job::Verify { reply, .. } => {
+        Job::Verify { reply, .. } | Job::Footer { reply, .. } => {
             let _ = reply.send(Err(why));
         }
     }
+}
+
+/// A pack's entries from its trailer and its sealed footer (two small range reads).
+async fn footer(remote: &Remote, key: &NodeKey, local: &[u8], len: u64) -> Result<Vec<Entry>, String> {
+    let header = Header::parse(local).map_err(|e| format!("the header kept locally: {e}"))?;
+    let name = format!("{}/{}", node_prefix(&header.id.node), header.id.name());
+    let tail = len.checked_sub(TRAILER_LEN as u64).ok_or("a pack shorter than its trailer")?;
+    let trailer = remote.get_range(&name, tail, TRAILER_LEN as u64).await.map_err(|e| e.to_string())?;
+    let trailer = Trailer::parse(&trailer).map_err(|e| format!("{name}: {e}"))?;
+    let r = trailer.footer_range();
+    let sealed = remote.get_sealed_range(&name, r.start, r.end - r.start).await.map_err(|e| e.to_string())?;
+    let data_key = header.data_key(key).map_err(|e| e.to_string())?;
+    trailer.entries(&header.id, &data_key, &sealed).map_err(|e| format!("{name}: {e}"))
 }
 
 /// A whole pack, checked (see `Job::Verify`).
