@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use edgeblob_meta::index::shard::Want;
-use edgeblob_meta::model::{ChunkId, ChunkRef};
+use edgeblob_meta::model::{ChunkId, ChunkRef, PackInfo};
 use edgeblob_meta::shard_store;
 use edgeblob_meta::Record;
 
@@ -87,13 +87,11 @@ pub async fn collect(
     // Live sealed bytes of each pack, from the chunk table.
     let mut live: BTreeMap<u64, u64> = BTreeMap::new();
     each_packed(s, |e, pack| *live.entry(pack).or_default() += e.stored_len as u64 + 16).await?;
-    let packs: Vec<(u64, u64, u64)> =
-        s.meta.borrow().state().packs.values().map(|p| (p.number, p.generation, p.len)).collect();
-    let headers: BTreeMap<u64, Vec<u8>> =
-        s.meta.borrow().state().packs.values().map(|p| (p.number, p.header.clone())).collect();
+    let packs: Vec<PackInfo> = s.meta.borrow().state().packs.values().cloned().collect();
     let now = Instant::now();
     // Dead packs, deleted once dead for the grace.
-    for &(number, pack_generation, _) in &packs {
+    for p in &packs {
+        let number = p.number;
         if live.contains_key(&number) {
             s.tier.gc.borrow_mut().dead_since.remove(&number);
             continue;
@@ -104,22 +102,20 @@ pub async fn collect(
         }
         // A scan of a busy table may miss an entry: before the delete, every chunk the pack's
         // own footer lists is looked up, and one still placed in it keeps it.
-        let header = headers.get(&number).cloned().unwrap_or_default();
-        let len = packs.iter().find(|p| p.0 == number).map_or(0, |p| p.2);
-        let entries = tier.footer(header, len).await.map_err(EngineError::Tier)?;
+        let entries = tier.footer(p.header.clone(), p.len).await.map_err(EngineError::Tier)?;
         if still_holds(s, number, &entries).await? {
             s.tier.gc.borrow_mut().dead_since.remove(&number);
             continue;
         }
         let id =
-            edgeblob_tier::PackId { node: tier.node, generation: pack_generation, shard: s.index as u32, seq: number };
+            edgeblob_tier::PackId { node: tier.node, generation: p.generation, shard: s.index as u32, seq: number };
         tier.delete(&format!("{prefix}/{}", id.name())).await.map_err(EngineError::Tier)?;
         super::log(s, Record::PackDeleted { number }).await?;
         s.tier.gc.borrow_mut().dead_since.remove(&number);
         report.packs_deleted += 1;
     }
     // Orphans: this shard's packs of an earlier generation that its table does not hold.
-    let known: HashSet<(u64, u64)> = packs.iter().map(|&(n, g, _)| (g, n)).collect();
+    let known: HashSet<(u64, u64)> = packs.iter().map(|p| (p.generation, p.number)).collect();
     for name in &listed {
         let Some((g, shard, number)) = parse_name(name, &prefix) else { continue };
         if shard == s.index as u32 && g < generation && !known.contains(&(g, number)) {
@@ -130,10 +126,10 @@ pub async fn collect(
     // Repack: the packs with the most garbage past the threshold, one new pack's worth.
     let mut candidates: Vec<(f64, u64, u64)> = packs
         .iter()
-        .filter_map(|&(number, _, len)| {
-            let alive = *live.get(&number)?;
-            let garbage = 1.0 - alive as f64 / len.max(1) as f64;
-            (garbage > tier.repack_above).then_some((garbage, number, alive))
+        .filter_map(|p| {
+            let alive = *live.get(&p.number)?;
+            let garbage = 1.0 - alive as f64 / p.len.max(1) as f64;
+            (garbage > tier.repack_above).then_some((garbage, p.number, alive))
         })
         .collect();
     candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -172,9 +168,8 @@ pub async fn collect(
         }
     }
     report.pack_bytes = s.meta.borrow().state().packs.values().map(|p| p.len).sum();
-    let mut after: u64 = 0;
-    each_packed(s, |e, _| after += e.stored_len as u64 + 16).await?;
-    report.live_bytes = after;
+    // A repack moves live chunks and a deleted pack held none: what lives is what the scan found.
+    report.live_bytes = live.values().sum();
     Ok(report)
 }
 
