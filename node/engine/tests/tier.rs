@@ -61,6 +61,18 @@ async fn everything(r: &Remote) -> BTreeMap<String, Bytes> {
     }
 }
 
+/// A faulty proxy in front of `target` with `rules`, on a runtime of its own (kept with it: the
+/// engine's test runtime only runs while a call is awaited).
+fn proxy(
+    target: std::net::SocketAddr,
+    rules: Vec<edgeblob_testkit::faulty::Rule>,
+    seed: u64,
+) -> (tokio::runtime::Runtime, edgeblob_testkit::faulty::Faulty) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let faulty = rt.block_on(edgeblob_testkit::faulty::Faulty::start(target, rules, seed));
+    (rt, faulty)
+}
+
 fn total(st: &[TierStatus]) -> TierStatus {
     let mut t = TierStatus::default();
     for s in st {
@@ -265,13 +277,12 @@ fn an_outage_keeps_everything_local_and_the_backlog_drains_after() {
 /// Retry-After.
 #[test]
 fn a_tier_cycle_completes_through_a_faulty_remote() {
-    use edgeblob_testkit::faulty::{Fault, Faulty, Rule};
+    use edgeblob_testkit::faulty::{Fault, Rule};
     let dir = tempfile::tempdir().unwrap();
     let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
-    let proxy_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let rules =
         vec![Rule::ratio(Fault::Busy(1), 0.3), Rule::ratio(Fault::Cut, 0.1), Rule::ratio(Fault::LoseAnswer, 0.05)];
-    let faulty = proxy_rt.block_on(Faulty::start(remote.addr, rules, 11));
+    let (_proxy_rt, faulty) = proxy(remote.addr, rules, 11);
     let origin = format!("http://{}", faulty.addr);
     std::fs::create_dir_all(dir.path().join("node")).unwrap();
     let mut cfg = tier_config(&dir.path().join("node"), &origin, "tier");
@@ -317,12 +328,10 @@ fn sent_since(faulty: &edgeblob_testkit::faulty::Faulty, from: usize) -> u64 {
 /// pack fails the read (never wrong bytes), and all of it holds after a restart.
 #[test]
 fn released_blobs_read_back_from_the_tier() {
-    use edgeblob_testkit::faulty::Faulty;
     use rand::{Rng, SeedableRng};
     let dir = tempfile::tempdir().unwrap();
     let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
-    let proxy_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let faulty = proxy_rt.block_on(Faulty::start(remote.addr, vec![], 1));
+    let (_proxy_rt, faulty) = proxy(remote.addr, vec![], 1);
     let origin = format!("http://{}", faulty.addr);
     std::fs::create_dir_all(dir.path().join("node")).unwrap();
     let cfg = tier_config(&dir.path().join("node"), &origin, "tier");
@@ -460,11 +469,9 @@ fn a_shard_past_its_high_watermark_releases_by_itself() {
 /// a released one fails with an error naming the key; the key back, everything reads again.
 #[test]
 fn the_customer_key_rotates_and_its_loss_stops_only_tiered_reads() {
-    use edgeblob_testkit::faulty::Faulty;
     let dir = tempfile::tempdir().unwrap();
     let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
-    let proxy_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let faulty = proxy_rt.block_on(Faulty::start(remote.addr, vec![], 3));
+    let (_proxy_rt, faulty) = proxy(remote.addr, vec![], 3);
     let node_dir = dir.path().join("node");
     std::fs::create_dir_all(&node_dir).unwrap();
     let mut cfg = tier_config(&node_dir, &format!("http://{}", faulty.addr), "tier");
