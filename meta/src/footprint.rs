@@ -100,7 +100,8 @@ impl ShardMeta {
             | Record::TierStarted { .. }
             | Record::PackCommitted { .. }
             | Record::ChunksReleased { .. }
-            | Record::PackDeleted { .. } => {}
+            | Record::PackDeleted { .. }
+            | Record::ChunksRestored { .. } => {}
             Record::ContainerPut { account, name, .. } => {
                 if let Some(old) = self.containers.get(&(account.clone(), name.clone())) {
                     c.removed.committed = container_cost(account, name, old);

@@ -4,6 +4,7 @@
 //! durable through its own write-ahead log ([`wal`]) of rkyv records, checkpointed into the other
 //! half of the log area when one half fills. Nothing here knows about HTTP.
 
+pub mod export;
 pub mod footprint;
 pub mod index;
 pub mod listing;

@@ -157,6 +157,15 @@ impl PackedChunk {
     }
 }
 
+/// A chunk of a restored node (`Record::ChunksRestored`): the chunk as its references name it,
+/// and its entry in the pack and where the entry starts.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoredChunk {
+    pub chunk: ChunkRef,
+    pub entry: u32,
+    pub at: u64,
+}
+
 /// A chunk's entry in the chunk table of the shard that counts it (format v2): the chunk as
 /// written, where it is, and how many references the shards' durable metadata holds to it.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

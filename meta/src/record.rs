@@ -6,7 +6,8 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::model::{
-    Blob, BlobKey, BlobProps, ChunkId, Container, ListedBlock, PackInfo, PackedChunk, RefChange, StagedBlock,
+    Blob, BlobKey, BlobProps, ChunkId, Container, ListedBlock, PackInfo, PackedChunk, RefChange, RestoredChunk,
+    StagedBlock,
 };
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,12 @@ pub enum Record {
     ChunksReleased { chunks: Vec<ChunkId> },
     /// A pack no chunk is in any more was deleted from the tier. **v2 logs only.**
     PackDeleted { number: u64 },
+    /// A node restored from the tier (`edgeblob-admin restore`): chunks this shard counts, in
+    /// pack `pack` (logged before, by a `PackCommitted` of no chunks) and nowhere else. Each
+    /// gains its entry with no reference yet: the blobs restored after it add their references
+    /// as any blob does, and the restore logs no chunk that no restored blob names. **v2 logs
+    /// only.**
+    ChunksRestored { pack: u64, chunks: Vec<RestoredChunk> },
 }
 
 /// The archived size of a record. rkyv finds a buffer's root object at its end, by the root

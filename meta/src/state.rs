@@ -240,6 +240,18 @@ impl ShardMeta {
             Record::PackDeleted { number } => {
                 self.packs.remove(number);
             }
+            Record::ChunksRestored { pack, chunks } => {
+                debug_assert!(self.packs.contains_key(pack), "chunks restored into pack {pack}, not known");
+                for c in chunks {
+                    let packed = Packed { pack: *pack, entry: c.entry, at: c.at };
+                    // A chunk in two packs (a repack's race with the export) keeps the first.
+                    self.chunks.entry(c.chunk.id()).or_insert(ChunkEntry {
+                        chunk: c.chunk,
+                        location: Location::Tiered { packed },
+                        refs: 0,
+                    });
+                }
+            }
             Record::ChunksReleased { chunks } => {
                 for id in chunks {
                     let Some(e) = self.chunks.get_mut(id) else { continue };

@@ -342,6 +342,17 @@ fn every_record() -> Vec<(&'static str, Record)> {
         },
         Record::ChunksReleased { chunks: vec![chunk(1).id(), chunk(2).id()] },
         Record::PackDeleted { number: 5 },
+        Record::ChunksRestored {
+            pack: 7,
+            chunks: vec![
+                RestoredChunk { chunk: chunk(1), entry: 0, at: 256 },
+                RestoredChunk {
+                    chunk: ChunkRef { flags: CHUNK_DEDUP, ..chunk(2) },
+                    entry: 1,
+                    at: 256 + (1 << 20) + 16,
+                },
+            ],
+        },
     ];
     records
         .into_iter()
@@ -363,6 +374,7 @@ fn every_record() -> Vec<(&'static str, Record)> {
                 Record::PackCommitted { .. } => "pack-committed",
                 Record::ChunksReleased { .. } => "chunks-released",
                 Record::PackDeleted { .. } => "pack-deleted",
+                Record::ChunksRestored { .. } => "chunks-restored",
             };
             (name, r)
         })
@@ -381,7 +393,8 @@ fn a_frame_of_every_record_type_v1_and_v2() {
             | Record::TierStarted { .. }
             | Record::PackCommitted { .. }
             | Record::ChunksReleased { .. }
-            | Record::PackDeleted { .. } => 2,
+            | Record::PackDeleted { .. }
+            | Record::ChunksRestored { .. } => 2,
             _ => 1,
         };
         let bytes = golden_in(version, &format!("frame-{name}.bin"), &frame);
@@ -394,4 +407,70 @@ fn a_frame_of_every_record_type_v1_and_v2() {
         );
         assert_eq!(frame, bytes, "{name}: encodes to other bytes");
     }
+}
+
+/// The tier's metadata (format.md, "Tier metadata"): a part's stream of every item kind, and a
+/// manifest, as the tier seals them.
+#[test]
+fn tier_metadata_items_and_manifest() {
+    use edgeblob_meta::export::*;
+    let blob = Blob {
+        container_id: 9,
+        etag: 0x8DC_0000_0000_0002,
+        created_ns: 1_795_339_879_000_000_000,
+        modified_ns: 1_795_339_880_000_000_000,
+        size: 6 << 20,
+        props: props(),
+        blocks: Vec::new(),
+        single_put: false,
+    };
+    let container = Container {
+        id: 9,
+        etag: 0x8DC_0000_0000_0001,
+        created_ns: 1_795_339_877_000_000_000,
+        modified_ns: 1_795_339_878_000_000_000,
+        metadata: vec![("Owner".into(), "golden".into())],
+        public_access: PublicAccess::Container,
+    };
+    let items = vec![
+        ExportItem::Container { account: "devstoreaccount1".into(), name: "golden".into(), container },
+        ExportItem::Blob { key: key(), blob: Box::new(blob), blocks: 2 },
+        ExportItem::Block(block("AAAA")),
+        ExportItem::Block(block("AAAB")),
+        ExportItem::Pack(pack_info()),
+        ExportItem::Chunk { chunk: chunk(1), packed: Packed { pack: 7, entry: 3, at: 4096 } },
+    ];
+    let mut stream = Vec::new();
+    for i in &items {
+        push_item(&mut stream, i);
+    }
+    let bytes = golden_in(2, "tier-meta-part.bin", &stream);
+    let back: Vec<ExportItem> = edgeblob_meta::export::items(&bytes).map(|i| i.unwrap()).collect();
+    assert_eq!(back, items, "the fixture decodes to other items");
+    assert_eq!(stream, bytes, "the items encode to other bytes");
+    assert!(edgeblob_meta::export::items(&bytes[..bytes.len() - 1]).any(|i| i.is_err()), "a cut stream");
+
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        epoch: 12,
+        generation: 4,
+        cut_ns: 1_795_339_890_000_000_000,
+        written_ns: 1_795_339_891_000_000_000,
+        geometry: Geometry { device_len: 1 << 30, shards: 2, format_version: 2 },
+        secret: vec![0x5A; 192],
+        tier_generation: 4,
+        parts: vec![PartRef {
+            shard: 1,
+            name: "meta/0000000000000004/000000000000000c/0001/b00000000".into(),
+            len: 5000,
+            digest: 0x0123_4567_89AB_CDEF,
+            chunks: false,
+        }],
+        packs: vec![PackRef { shard: 1, generation: 3, number: 7, len: 64 << 20 }],
+        previous: Some("manifest/0000000000000004-000000000000000b".into()),
+        counts: ManifestCounts { containers: 1, blobs: 10, blocks: 20, chunks: 30, bytes: 40 },
+    };
+    let bytes = golden_in(2, "tier-manifest.bin", &manifest.encode());
+    assert_eq!(Manifest::decode(&bytes).unwrap(), manifest);
+    assert_eq!(manifest.encode(), bytes);
 }

@@ -6,9 +6,11 @@
 //! "Tier packs".
 
 mod keys;
+mod object;
 mod pack;
 
 pub use keys::{CustomerKey, DataKey, NodeKey, WrappedNodeKey};
+pub use object::{open_object, seal_object, seal_object_with, ObjectKind, OBJECT_HEADER_LEN};
 pub use pack::{verify, ChunkInfo, Entry, Header, PackId, PackWriter, Trailer, HEADER_LEN, TRAILER_LEN};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

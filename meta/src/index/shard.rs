@@ -308,6 +308,7 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
         }
         Record::PackCommitted { chunks, .. } => chunks.iter().map(|c| Want::Chunk(c.id())).collect(),
         Record::ChunksReleased { chunks } => chunks.iter().map(|id| Want::Chunk(*id)).collect(),
+        Record::ChunksRestored { chunks, .. } => chunks.iter().map(|c| Want::Chunk(c.chunk.id())).collect(),
         Record::CheckpointEnd
         | Record::ContainerPut { .. }
         | Record::ContainerDelete { .. }
@@ -975,6 +976,13 @@ impl ShardIndex {
                 self.dirty.packs.insert(pack.number, lsn);
                 self.dirty.marked += 1;
             }
+            Record::ChunksRestored { chunks, .. } => {
+                for id in chunks.iter().map(|c| c.chunk.id()) {
+                    self.clean.remove(&Want::Chunk(id));
+                    self.dirty.chunks.insert(id, lsn);
+                    self.dirty.marked += 1;
+                }
+            }
             Record::ChunksReleased { chunks } => {
                 for id in chunks.iter().filter(|id| self.state.chunks.contains_key(id)) {
                     self.clean.remove(&Want::Chunk(*id));
@@ -1611,6 +1619,27 @@ pub async fn scan_chunks<M: HoldsIndex>(
     })
     .await?;
     Ok((page.items, page.next))
+}
+
+/// A page of the chunk table from key `from` on as the shard sees it now (as [`scan_blobs`]
+/// sees blobs): a resident entry stands in for the index's, and hides it when gone. Entries
+/// new since the last flush are not seen: flush first where they matter.
+pub async fn scan_chunks_seen<M: HoldsIndex>(
+    meta: &RefCell<M>,
+    from: Vec<u8>,
+    limit: usize,
+) -> Result<Scan<ChunkEntry>, IndexError> {
+    scan_page(meta, Table::Chunks, from, limit, |m, k, v| {
+        let e = keys::decode_chunk(&v).map_err(IndexError::Failed)?;
+        if keys::parse_chunk(&k) != Some(e.chunk.id()) {
+            return Err(IndexError::Failed(format!("a chunk entry under another chunk's key: {e:?}")));
+        }
+        if m.is_resident(&Want::Chunk(e.chunk.id())) {
+            return Ok(m.state.chunks.get(&e.chunk.id()).copied());
+        }
+        Ok(Some(e))
+    })
+    .await
 }
 
 /// A page of committed blobs from index key `from` on, as the shard sees them: a resident entry
