@@ -74,6 +74,24 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TierCmd,
     },
+    /// Builds a node from its tier alone into a new data file: takes the tier over (the old
+    /// node writes nothing more to it), formats the file as the old device was, and restores the
+    /// metadata of an epoch. The node then serves at once; data comes from the tier as read.
+    Restore {
+        /// The data file to create (must not exist, unless a restore into it did not finish).
+        #[arg(long)]
+        data: PathBuf,
+        /// A configuration file with the `[engine.tier]` table: where the tier is, and the
+        /// customer key.
+        #[arg(long)]
+        config: PathBuf,
+        /// The node's uuid, when the tier holds more than one node.
+        #[arg(long)]
+        node: Option<String>,
+        /// The epoch to restore (default: the newest).
+        #[arg(long)]
+        epoch: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +109,15 @@ enum TierCmd {
         #[arg(long)]
         data: PathBuf,
         /// The node's configuration file (its `[engine.tier]` table).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Writes an epoch now: every chunk uploaded, the metadata sealed into the tier, and a
+    /// manifest that makes it a restore point (a running node does this every
+    /// `epoch_interval_secs`).
+    Epoch {
+        #[arg(long)]
+        data: PathBuf,
         #[arg(long)]
         config: PathBuf,
     },
@@ -313,6 +340,32 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             }
             println!("{} packs, {} damaged", report.packs, report.damaged.len());
             Ok(if report.damaged.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Cmd::Tier { cmd: TierCmd::Epoch { data, config } } => {
+            let tier = tier_config(&config)?;
+            let node =
+                Node::open(EngineConfig { tier: Some(tier), ..engine_config(data) }).map_err(|e| e.to_string())?;
+            let report = rt.block_on(node.tier_epoch()).map_err(|e| e.to_string());
+            node.stop();
+            let r = report?;
+            println!(
+                "epoch {} committed as {}: {} parts, {} packs, {} containers, {} blobs, {} chunks",
+                r.epoch, r.manifest, r.parts, r.packs, r.counts.containers, r.counts.blobs, r.counts.chunks
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Restore { data, config, node, epoch } => {
+            let tier = tier_config(&config)?;
+            let cfg = EngineConfig { tier: Some(tier), ..engine_config(data) };
+            let r = rt
+                .block_on(edgeblob_engine::tier::restore::restore(&cfg, node.as_deref(), epoch))
+                .map_err(|e| e.to_string())?;
+            println!(
+                "restored node {} from {} (epoch {}) as generation {}: {} containers, {} blobs ({} left out), {} chunks in {} packs; {} bytes of metadata read in {:.1} s; wrote {}",
+                r.node, r.from, r.epoch, r.generation, r.containers, r.blobs, r.blobs_left_out, r.chunks, r.packs,
+                r.metadata_bytes, r.elapsed.as_secs_f64(), r.written
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Tier { cmd: TierCmd::RotateKey { data, config, new_key } } => {
             let tier = tier_config(&config)?;

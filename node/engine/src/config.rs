@@ -85,6 +85,13 @@ pub struct TierConfig {
     pub gc_interval_secs: u64,
     pub gc_grace_secs: u64,
     pub repack_above: f64,
+    /// Seconds between epochs: the node's metadata written to the tier with a manifest that
+    /// makes it a restore point (0: only when asked). With `upload_after_secs`, what bounds
+    /// what a node lost whole can be restored to.
+    pub epoch_interval_secs: u64,
+    /// Manifests (restore points) kept: the newest this many; the collection never deletes a
+    /// pack one of them names.
+    pub manifests_kept: usize,
     /// Reads and checks only: no upload, release or collection (the admin tool's `tier verify`,
     /// which must not change the tier it checks). Not a configuration key.
     #[serde(skip)]
@@ -111,6 +118,8 @@ impl Default for TierConfig {
             gc_interval_secs: 3600,
             gc_grace_secs: 600,
             repack_above: 0.13,
+            epoch_interval_secs: 600,
+            manifests_kept: 8,
             passive: false,
         }
     }

@@ -298,6 +298,12 @@ impl Node {
         Ok(all)
     }
 
+    /// Writes an epoch of the node's metadata to the tier now: a restore point (see
+    /// [`tier::epoch`]).
+    pub async fn tier_epoch(&self) -> Result<tier::epoch::EpochReport> {
+        self.on(CATALOG_SHARD, |s| async move { tier::epoch::take(&s).await }).await?
+    }
+
     /// Each shard's view of the tier (a scan of its chunk table).
     pub async fn tier_status(&self) -> Result<Vec<tier::TierStatus>> {
         let mut out = Vec::new();

@@ -37,6 +37,8 @@ pub struct NodeShared {
     pub tier: Option<Arc<super::tier::Tier>>,
     /// Which chunks may have left the flash (released to the tier).
     pub released: super::tier::ReleasedMap,
+    /// The highest tier generation any shard had logged at start (each starts the next).
+    pub tier_floor: AtomicU64,
 }
 
 impl NodeShared {
@@ -50,6 +52,7 @@ impl NodeShared {
             clock: AtomicU64::new(0),
             tier: None,
             released,
+            tier_floor: AtomicU64::new(0),
         }
     }
 

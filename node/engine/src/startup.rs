@@ -164,10 +164,18 @@ pub fn format_file(path: &Path, size: u64, shards: u32) -> Result<Superblock> {
 
 /// [`format_file`] in format `version` (1 only for tests and upgrade checks).
 pub fn format_file_version(path: &Path, size: u64, shards: u32, version: u32) -> Result<Superblock> {
+    let sb = Superblock::new_version(size, shards, version)
+        .map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?;
+    format_file_as(path, sb)
+}
+
+/// [`format_file`] with a given superblock (a restore formats a node's device as it was: its
+/// uuid, secret and geometry).
+pub fn format_file_as(path: &Path, sb: Superblock) -> Result<Superblock> {
     let tmp = path.with_extension("formatting");
     let _ = std::fs::remove_file(&tmp);
-    let file = Arc::new(DeviceFile::create(&tmp, size)?);
-    let sb = format_media(&FileMedia(file.clone()), shards, version).inspect_err(|_| {
+    let file = Arc::new(DeviceFile::create(&tmp, sb.device_len)?);
+    let sb = format_with(&FileMedia(file.clone()), sb).inspect_err(|_| {
         // Its space is reserved: give it back rather than leave it until the next start.
         let _ = std::fs::remove_file(&tmp);
     })?;
@@ -187,6 +195,11 @@ pub fn format_device(file: &Arc<DeviceFile>, shards: u32) -> Result<Superblock> 
 fn format_media(media: &dyn Media, shards: u32, version: u32) -> Result<Superblock> {
     let sb = Superblock::new_version(media.len(), shards, version)
         .map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?;
+    format_with(media, sb)
+}
+
+fn format_with(media: &dyn Media, sb: Superblock) -> Result<Superblock> {
+    let shards = sb.layout.shards;
     let dev = media.sync_device();
     futures::executor::block_on(async {
         for s in 0..shards {
@@ -209,9 +222,22 @@ fn default_shards(config: &EngineConfig) -> usize {
     config.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// The file beside a data file that says a restore into it has not finished.
+pub fn restoring_marker(data: &Path) -> std::path::PathBuf {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".restoring");
+    std::path::PathBuf::from(name)
+}
+
 pub fn open(config: EngineConfig) -> Result<Node> {
     config.validate().map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
     let path = &config.data_path;
+    if restoring_marker(path).exists() {
+        return Err(EngineError::Io(std::io::Error::other(format!(
+            "a restore into {} has not finished: run edgeblob-admin restore again (it starts over)",
+            path.display()
+        ))));
+    }
     if !path.exists() {
         format_file_version(path, config.data_size, default_shards(&config) as u32, config.format_version)?;
     }
@@ -551,10 +577,17 @@ fn rebuild(node: &Node) -> Result<()> {
             }
         }
         for i in 0..n {
+            let g = node.on(i, |s| async move { s.meta.borrow().state().tier_generation }).await?;
+            node.shared.tier_floor.fetch_max(g, std::sync::atomic::Ordering::SeqCst);
+        }
+        for i in 0..n {
             node.on(i, |s| async move {
                 if s.node.counts_kept() {
                     tokio::task::spawn_local(filters_and_purges(s.clone()));
                     tokio::task::spawn_local(super::tier::upload::run(s.clone()));
+                    if s.index == CATALOG_SHARD {
+                        tokio::task::spawn_local(super::tier::epoch::run(s.clone()));
+                    }
                 }
                 tokio::task::spawn_local(super::tier::released::mark_at_start(s.clone()));
                 super::spawn_background(&s)

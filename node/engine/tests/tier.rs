@@ -139,6 +139,9 @@ fn tiers_every_chunk_opaquely(origin: &str, container: &str, dir: &Path) {
         node.create_container(DEV_ACCOUNT, &format!("canary-7f3e-{container}"), vec![]).await.unwrap();
         put_all(&node, &format!("canary-7f3e-{container}"), &bodies).await;
         node.tier_flush().await.unwrap();
+        // The metadata too: names, properties and metadata go up only sealed.
+        let epoch = node.tier_epoch().await.unwrap();
+        assert_eq!((epoch.epoch, epoch.counts.blobs, epoch.counts.containers), (1, bodies.len() as u64, 1));
     });
     let st = rt.block_on(node.tier_status()).unwrap();
     let t = total(&st);
@@ -148,10 +151,17 @@ fn tiers_every_chunk_opaquely(origin: &str, container: &str, dir: &Path) {
     let r = remote(origin, container);
     let objects = rt.block_on(everything(&r));
     let node_prefix = objects.keys().next().unwrap().split('/').next().unwrap().to_owned();
+    let under = |what: &str| objects.keys().filter(|n| n.starts_with(&format!("{node_prefix}/{what}/"))).count();
+    assert_eq!((under("meta"), under("manifest")), (4, 1), "a part of blobs and one of chunks a shard, one manifest");
     let packs = objects.keys().filter(|n| n.contains("/packs/")).count();
     assert_eq!(packs as u64, t.packs, "each pack recorded is in the tier, and only they: {:?}", objects.keys());
     assert!(packs < bodies.len() / 2, "few packs, never one a blob: {packs} for {} blobs", bodies.len());
-    assert_eq!(objects.len(), packs + 1, "packs and the node key: {:?}", objects.keys());
+    assert_eq!(
+        objects.len(),
+        packs + 1 + 1 + 1 + 4 + 1,
+        "packs, the node key, its claim, its name, the metadata: {:?}",
+        objects.keys()
+    );
     // Opacity: no name, metadata or byte of a user's in any object.
     for (name, bytes) in &objects {
         assert!(!name.to_ascii_uppercase().contains("CANARY"), "{name}");
@@ -200,7 +210,12 @@ fn tiers_every_chunk_opaquely(origin: &str, container: &str, dir: &Path) {
     });
     let later = rt.block_on(everything(&r));
     let new: Vec<&String> = later.keys().filter(|n| !objects.contains_key(*n)).collect();
-    assert!(!new.is_empty() && new.iter().all(|n| n.contains("/packs/0000000000000002/")), "{new:?}");
+    // A restart claims its next generation, and names its packs with it.
+    assert!(
+        !new.is_empty()
+            && new.iter().all(|n| n.contains("/packs/0000000000000002/") || n.ends_with("/gen/0000000000000002")),
+        "{new:?}"
+    );
     assert_eq!(total(&rt.block_on(node.tier_status()).unwrap()).local_chunks, 0);
     node.stop();
 }

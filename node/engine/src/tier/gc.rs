@@ -13,7 +13,8 @@
 //! - a pack of this shard under an earlier generation that its table does not hold is an
 //!   orphan (uploaded before a crash took its record; its writer is gone) and is deleted.
 //!
-//! Retained manifests (a later step) will add one rule: never a pack a retained manifest lists.
+//! And one rule over all: never a pack one of the newest `manifests_kept` manifests names (a
+//! restore point needs it), whoever's generation wrote it; a failed read of them deletes nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
@@ -52,8 +53,10 @@ pub struct GcReport {
 
 /// Asks shard `s`'s tier loop for a run now, and waits for its report.
 pub async fn collect_now(s: &Rc<Shard>) -> Result<GcReport> {
-    if s.node.tier.is_none() {
-        return Err(EngineError::Tier("no tier is configured".into()));
+    let Some(tier) = &s.node.tier else { return Err(EngineError::Tier("no tier is configured".into())) };
+    // A fenced node's loop has ended: nothing would answer.
+    if let Some(why) = tier.fenced() {
+        return Err(EngineError::Tier(why));
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     s.tier.gc_waiters.borrow_mut().push(tx);
@@ -83,6 +86,8 @@ pub async fn collect(
     let prefix = node_prefix(&tier.node);
     // The listing first: without it, nothing is deleted.
     let listed = tier.list(&format!("{prefix}/packs/")).await.map_err(EngineError::Tier)?;
+    let retained = super::epoch::retained_packs(tier, tier.manifests_kept).await?;
+    let retained = retained.get(&(s.index as u32)).cloned().unwrap_or_default();
     let mut report = GcReport::default();
     // Live sealed bytes of each pack, from the chunk table.
     let mut live: BTreeMap<u64, u64> = BTreeMap::new();
@@ -97,7 +102,7 @@ pub async fn collect(
             continue;
         }
         let since = *s.tier.gc.borrow_mut().dead_since.entry(number).or_insert(now);
-        if now.duration_since(since) < tier.gc_grace {
+        if now.duration_since(since) < tier.gc_grace || retained.contains(&(p.generation, number)) {
             continue;
         }
         // A scan of a busy table may miss an entry: before the delete, every chunk the pack's
@@ -118,7 +123,11 @@ pub async fn collect(
     let known: HashSet<(u64, u64)> = packs.iter().map(|p| (p.generation, p.number)).collect();
     for name in &listed {
         let Some((g, shard, number)) = parse_name(name, &prefix) else { continue };
-        if shard == s.index as u32 && g < generation && !known.contains(&(g, number)) {
+        if shard == s.index as u32
+            && g < generation
+            && !known.contains(&(g, number))
+            && !retained.contains(&(g, number))
+        {
             tier.delete(name).await.map_err(EngineError::Tier)?;
             report.orphans_deleted += 1;
         }

@@ -16,11 +16,15 @@
 //! capacity watermarks); a read of it finds where it is ([`released`], [`place`]) and fetches
 //! just that chunk from its pack, once for every reader at the same time.
 
+pub mod epoch;
+pub mod fence;
 pub mod gc;
+pub mod objects;
 pub mod place;
 pub mod release;
 pub mod released;
 pub mod remote;
+pub mod restore;
 pub mod upload;
 pub mod verify;
 

@@ -66,6 +66,51 @@ enum Job {
         len: u64,
         reply: oneshot::Sender<Result<Vec<Entry>, String>>,
     },
+    /// Any other work with the remote client and the node key (it answers through its own
+    /// channel).
+    Run(RunJob),
+}
+
+/// Work the tier thread runs with its client and the node key.
+pub type RunJob = Box<dyn FnOnce(Arc<Remote>, Arc<NodeKey>) -> futures::future::BoxFuture<'static, ()> + Send>;
+
+/// The node's claim on its part of the tier (see [`super::fence`]).
+#[derive(Default)]
+pub struct ClaimState {
+    /// The generation this process claimed (0: none yet).
+    generation: std::sync::atomic::AtomicU64,
+    /// Why this node writes nothing more to the tier, once another claimed it.
+    fenced: std::sync::Mutex<Option<String>>,
+    /// One claim at a time.
+    claiming: tokio::sync::Mutex<()>,
+}
+
+impl ClaimState {
+    fn fence(&self, why: String) -> String {
+        tracing::error!(%why, "the tier is fenced");
+        *self.fenced.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+        why
+    }
+
+    fn fenced(&self) -> Option<String> {
+        self.fenced.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether this node may write now: it holds a claim and no higher one exists (a listing,
+    /// just before the write it guards).
+    pub(super) async fn writer(&self, remote: &Remote, prefix: &str) -> Result<u64, String> {
+        if let Some(why) = self.fenced() {
+            return Err(why);
+        }
+        let own = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        if own == 0 {
+            return Err("the tier's generation is not claimed yet".into());
+        }
+        match super::fence::highest_claim(remote, prefix).await? {
+            by if by > own => Err(self.fence(super::fence::fenced_message(own, by))),
+            _ => Ok(own),
+        }
+    }
 }
 
 /// Where a chunk's sealed bytes are in the tier, and what opens them: its pack's header (which
@@ -131,6 +176,8 @@ pub struct Tier {
     pub gc_interval: Duration,
     pub gc_grace: Duration,
     pub repack_above: f64,
+    pub epoch_interval: Duration,
+    pub manifests_kept: usize,
     pub passive: bool,
     /// How long one remote call may take with its retries.
     retry_budget: Duration,
@@ -138,6 +185,7 @@ pub struct Tier {
     ready: watch::Receiver<bool>,
     /// Why not, while it is not.
     trouble: Arc<std::sync::Mutex<String>>,
+    claim: Arc<ClaimState>,
 }
 
 /// The node's part of the remote container: its uuid in hex.
@@ -168,6 +216,8 @@ impl Tier {
         let (ready_tx, ready) = watch::channel(false);
         let trouble = Arc::new(std::sync::Mutex::new("the tier thread is starting".to_owned()));
         let told = trouble.clone();
+        let claim = Arc::new(ClaimState::default());
+        let claims = claim.clone();
         std::thread::Builder::new()
             .name("edgeblob-tier".into())
             .spawn(move || {
@@ -175,7 +225,7 @@ impl Tier {
                     Ok(rt) => rt,
                     Err(e) => return tracing::error!(%e, "the tier thread could not start its runtime"),
                 };
-                rt.block_on(serve(remote, key_file, node, rx, ready_tx, told));
+                rt.block_on(serve(remote, key_file, node, rx, ready_tx, told, claims));
             })
             .map_err(|e| format!("tier thread: {e}"))?;
         Ok(Tier {
@@ -188,11 +238,95 @@ impl Tier {
             gc_interval: Duration::from_secs(cfg.gc_interval_secs),
             gc_grace: Duration::from_secs(cfg.gc_grace_secs),
             repack_above: cfg.repack_above,
+            epoch_interval: Duration::from_secs(cfg.epoch_interval_secs),
+            manifests_kept: cfg.manifests_kept.max(1),
             passive: cfg.passive,
             retry_budget: Duration::from_secs(cfg.retry_budget_secs.max(1)),
             ready,
             trouble,
+            claim,
         })
+    }
+
+    /// Runs `f` on the tier thread with the remote client and the node key; its answer.
+    pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Remote>, Arc<NodeKey>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: RunJob = Box::new(move |remote, key| {
+            Box::pin(async move {
+                let _ = reply.send(f(remote, key).await);
+            })
+        });
+        self.jobs.send(Job::Run(job)).map_err(|_| "the tier thread has stopped".to_owned())?;
+        // Refused unrun while the node key is not open.
+        answer.await.map_err(|_| format!("the tier cannot be used: {}", self.trouble()))?
+    }
+
+    /// Claims generation `generation` for this node (see [`super::fence`]); an error once
+    /// another writer holds it or a higher one (the node is then fenced for good).
+    pub async fn claim(&self, generation: u64) -> Result<(), String> {
+        let (claim, node) = (self.claim.clone(), self.node);
+        self.run(move |remote, _| async move {
+            let _one = claim.claiming.lock().await;
+            if let Some(why) = claim.fenced() {
+                return Err(why);
+            }
+            if claim.generation.load(std::sync::atomic::Ordering::SeqCst) >= generation {
+                return Ok(());
+            }
+            match super::fence::claim(&remote, &node_prefix(&node), generation).await? {
+                super::fence::Claim::Claimed(g) => {
+                    claim.generation.store(g, std::sync::atomic::Ordering::SeqCst);
+                    tracing::info!(generation = g, "this node holds its tier's generation");
+                    Ok(())
+                }
+                super::fence::Claim::Fenced { by } => Err(claim.fence(super::fence::fenced_message(generation, by))),
+            }
+        })
+        .await
+    }
+
+    /// The generation this node holds in the tier, once claimed.
+    pub fn generation(&self) -> Option<u64> {
+        Some(self.claim.generation.load(std::sync::atomic::Ordering::SeqCst)).filter(|g| *g > 0)
+    }
+
+    /// Why this node writes nothing more to the tier, if another writer took it over.
+    pub fn fenced(&self) -> Option<String> {
+        self.claim.fenced()
+    }
+
+    /// Seals and writes metadata object `name`, once this node is checked to be the writer.
+    pub async fn put_object(
+        &self,
+        kind: edgeblob_tier::ObjectKind,
+        name: String,
+        plaintext: Vec<u8>,
+    ) -> Result<super::objects::Written, String> {
+        let (claim, node) = (self.claim.clone(), self.node);
+        self.run(move |remote, key| async move {
+            claim.writer(&remote, &node_prefix(&node)).await?;
+            super::objects::put(&remote, &key, &node, kind, &name, &plaintext).await
+        })
+        .await
+    }
+
+    /// Reads and opens metadata object `name`.
+    pub async fn get_object(
+        &self,
+        kind: edgeblob_tier::ObjectKind,
+        name: String,
+        expect: Option<super::objects::Written>,
+    ) -> Result<Vec<u8>, String> {
+        let node = self.node;
+        self.run(move |remote, key| async move {
+            super::objects::get(&remote, &key, &node, kind, &name, expect, super::epoch::MAX_PART_PLAIN).await
+        })
+        .await
     }
 
     /// Whether the node key is in hand: until it is, nothing is uploaded.
@@ -271,6 +405,7 @@ async fn serve(
     mut jobs: mpsc::UnboundedReceiver<Job>,
     ready: watch::Sender<bool>,
     trouble: Arc<std::sync::Mutex<String>>,
+    claim: Arc<ClaimState>,
 ) {
     let remote = Arc::new(remote);
     let prefix = node_prefix(&node);
@@ -310,10 +445,13 @@ async fn serve(
         match job {
             // Each shard has one pack in flight at most: as many uploads at once as shards.
             Job::Ship { id, chunks, reply } => {
-                let prefix = prefix.clone();
+                let (prefix, claim) = (prefix.clone(), claim.clone());
                 tokio::spawn(async move {
-                    let _ = reply.send(upload(&remote, &key, &prefix, id, chunks).await);
+                    let _ = reply.send(upload(&remote, &key, &prefix, &claim, id, chunks).await);
                 });
+            }
+            Job::Run(f) => {
+                tokio::spawn(f(remote, key));
             }
             Job::List { prefix, reply } => {
                 tokio::spawn(async move {
@@ -331,8 +469,13 @@ async fn serve(
                 });
             }
             Job::Delete { name, reply } => {
+                let (prefix, claim) = (prefix.clone(), claim.clone());
                 tokio::spawn(async move {
-                    let _ = reply.send(remote.delete(&name).await.map(|_| ()).map_err(|e| e.to_string()));
+                    let deleted = async {
+                        claim.writer(&remote, &prefix).await?;
+                        remote.delete(&name).await.map(|_| ()).map_err(|e| e.to_string())
+                    };
+                    let _ = reply.send(deleted.await);
                 });
             }
             Job::Fetch { place, reply } => {
@@ -389,6 +532,8 @@ fn refuse(job: Job, why: String) {
         Job::Verify { reply, .. } | Job::Footer { reply, .. } => {
             let _ = reply.send(Err(why));
         }
+        // Its answer channel is dropped with it: the caller hears the thread cannot serve.
+        Job::Run(_) => {}
     }
 }
 
@@ -483,7 +628,7 @@ fn key_name(prefix: &str, n: u64) -> String {
 
 /// The newest wrapping of the node key: its number and name. None only when a listing that
 /// succeeded found none (a failed listing is an error, never "absent").
-async fn latest_key(remote: &Remote, prefix: &str) -> Result<Option<(u64, String)>, String> {
+pub(crate) async fn latest_key(remote: &Remote, prefix: &str) -> Result<Option<(u64, String)>, String> {
     let mut newest: Option<(u64, String)> = None;
     let mut marker: Option<String> = None;
     let base = format!("{prefix}/keys/node");
@@ -511,7 +656,7 @@ async fn latest_key(remote: &Remote, prefix: &str) -> Result<Option<(u64, String
 
 /// Reads and opens wrapping `name` of the node key with `cmk`; an error names the key that
 /// wraps it and the key tried.
-async fn read_key(remote: &Remote, name: &str, cmk: &CustomerKey) -> Result<NodeKey, String> {
+pub(crate) async fn read_key(remote: &Remote, name: &str, cmk: &CustomerKey) -> Result<NodeKey, String> {
     let bytes = remote.get(name).await.map_err(|e| e.to_string())?;
     let wrapped = WrappedNodeKey::decode(&bytes).map_err(|e| format!("{name}: {e}"))?;
     wrapped.unwrap(cmk).map_err(|e| {
@@ -525,6 +670,11 @@ async fn read_key(remote: &Remote, name: &str, cmk: &CustomerKey) -> Result<Node
 /// Makes sure of the remote container, and reads (or makes) the node key.
 async fn open(remote: &Remote, cmk: &CustomerKey, prefix: &str) -> Result<NodeKey, String> {
     remote.create_container().await.map_err(|e| e.to_string())?;
+    // The node's name where a restore finds it (`edgeblob-admin restore` lists `nodes/`).
+    match remote.put_blob(&format!("nodes/{prefix}"), Bytes::new(), true).await {
+        Ok(_) | Err(RemoteError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e.to_string()),
+    }
     loop {
         if let Some((_, name)) = latest_key(remote, prefix).await? {
             return read_key(remote, &name, cmk).await;
@@ -562,6 +712,7 @@ async fn upload(
     remote: &Remote,
     key: &Arc<NodeKey>,
     prefix: &str,
+    claim: &ClaimState,
     id: PackId,
     chunks: Vec<(ChunkInfo, Vec<u8>)>,
 ) -> Result<Shipped, String> {
@@ -585,6 +736,8 @@ async fn upload(
         remote.put_block(&name, &block_id, part).await.map_err(|e| e.to_string())?;
         ids.push(block_id);
     }
+    // The commit is the write a fenced node must not make (its blocks alone are no object).
+    claim.writer(remote, prefix).await?;
     remote.put_block_list(&name, &ids, true, None).await.map_err(|e| e.to_string())?;
     Ok(Shipped { header: bytes[..HEADER_LEN].to_vec(), len: bytes.len() as u64, entries })
 }

@@ -37,6 +37,8 @@ pub struct ShardTier {
     pub(super) gc_waiters: RefCell<Vec<oneshot::Sender<std::result::Result<super::gc::GcReport, String>>>>,
     pub(super) wake: Notify,
     pub(super) gc: RefCell<super::gc::GcState>,
+    /// One epoch at a time (the catalog shard runs them).
+    pub(super) epoch: tokio::sync::Mutex<()>,
 }
 
 /// What a shard's chunk table says of the tier (a scan: for operators and tests).
@@ -57,8 +59,12 @@ pub struct TierStatus {
 /// Waits until every chunk this shard counted before the call is in a committed pack (a scan of
 /// the chunk table, and the pack it fills shipped as it is).
 pub async fn flush(s: &Rc<Shard>) -> Result<()> {
-    if s.node.tier.is_none() {
-        return Err(EngineError::Tier("no tier is configured".into()));
+    let Some(tier) = &s.node.tier else { return Err(EngineError::Tier("no tier is configured".into())) };
+    if let Some(why) = tier.fenced() {
+        return Err(EngineError::Tier(why));
+    }
+    if tier.passive {
+        return Err(EngineError::Tier("this node only reads its tier".into()));
     }
     let (tx, rx) = oneshot::channel();
     s.tier.waiters.borrow_mut().push(tx);
@@ -184,6 +190,10 @@ pub async fn run(s: Rc<Shard>) {
             if !tier.ready_soon().await {
                 return Err(EngineError::Tier(format!("the tier cannot be used yet: {}", tier.trouble())));
             }
+            // Claimed in the tier before anything is written there (see `super::fence`).
+            if tier.generation().is_none_or(|g| g < generation) {
+                tier.claim(generation).await.map_err(EngineError::Tier)?;
+            }
             let (new, overflowed) = s.meta.borrow_mut().index_mut().map(|m| m.take_fresh()).unwrap_or_default();
             if scan || overflowed || !waiters.is_empty() {
                 let mut from = Some(Vec::new());
@@ -260,10 +270,14 @@ pub async fn run(s: Rc<Shard>) {
                 }
             }
             Err(e) => {
-                tracing::warn!(shard = s.index, %e, retry_in = ?backoff, "tier upload failed; the chunks stay local and are tried again");
                 for w in waiters {
                     let _ = w.send(Err(e.to_string()));
                 }
+                if tier.fenced().is_some() {
+                    // Taken over: nothing of this node's goes up, is released or collected again.
+                    return;
+                }
+                tracing::warn!(shard = s.index, %e, retry_in = ?backoff, "tier upload failed; the chunks stay local and are tried again");
                 // What the failed pack held is found again by the next scan.
                 packer.clear();
                 scan = true;
@@ -286,11 +300,18 @@ pub async fn run(s: Rc<Shard>) {
     }
 }
 
-/// Logs the shard's next tier generation and waits until it is durable (only this loop logs
-/// one: the number read before the log is the one after it).
+/// Logs the node's next tier generation on this shard (one above the highest any shard had at
+/// start, so every shard starts the same one) and waits until it is durable. The loop then
+/// claims it in the tier (see [`super::fence`]) before its first write there: durable before
+/// the claim, so a claim found after a crash is never this node's own next one.
 async fn start_generation(s: &Rc<Shard>) -> Result<u64> {
-    let generation = s.meta.borrow().state().tier_generation + 1;
-    super::log(s, Record::TierStarted { generation }).await?;
+    let own = s.meta.borrow().state().tier_generation;
+    let floor = s.node.tier_floor.load(std::sync::atomic::Ordering::SeqCst);
+    // A retry after a failed log logs the same one.
+    let generation = own.max(floor + 1);
+    if own < generation {
+        super::log(s, Record::TierStarted { generation }).await?;
+    }
     Ok(generation)
 }
 

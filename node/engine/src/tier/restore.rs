@@ -1,0 +1,468 @@
+//! A node rebuilt from the tier alone (`edgeblob-admin restore`; architecture.md, "Restore and
+//! fencing").
+//!
+//! 1. Finds the node (`nodes/` in the tier, or the uuid given), opens its node key with the
+//!    customer's key, and reads the chosen manifest (the newest, or epoch `E`).
+//! 2. Takes the tier over: claims a generation above every claim (the old writer is fenced).
+//! 3. Formats a new data file as the old device was (uuid, chunk-hash secret, size, shards),
+//!    beside a marker that keeps any node from opening it until the restore ends.
+//! 4. Imports, through the shards' own records: the containers; every shard's tier generation;
+//!    on each counting shard its packs and the chunks in them that a restored blob names
+//!    (`Record::ChunksRestored`: in the tier only); then the blobs whose every chunk is placed,
+//!    whose references are counted as any blob's are. No data is downloaded: the node serves
+//!    at once and reads each chunk from its pack when asked.
+//! 5. Writes a manifest of the restored state under its own generation (so the packs it needs
+//!    are retained whoever collects), and removes the marker.
+//!
+//! A crash anywhere leaves the marker: the next restore starts over (a new data file, a new
+//! generation). Memory: the places of the chunks the epoch holds (about 100 bytes each), and
+//! one part of metadata at a time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use edgeblob_io::superblock::{Superblock, SECRET_LEN};
+use edgeblob_meta::export::{items, ExportItem, Manifest};
+use edgeblob_meta::model::{
+    Blob, BlobKey, Block, ChunkId, ChunkRef, Container, ListedBlock, PackInfo, Packed, RestoredChunk, StagedBlock,
+};
+use edgeblob_meta::Record;
+use edgeblob_remote::Remote;
+use edgeblob_tier::{NodeKey, ObjectKind};
+
+use super::epoch::{manifest_name, parse_manifest_name, MAX_PART_PLAIN};
+use super::objects::{self, Written};
+use super::remote::node_prefix;
+use crate::config::EngineConfig;
+use crate::error::{EngineError, Result};
+use crate::{Node, CATALOG_SHARD};
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    pub node: String,
+    /// The manifest restored, and the one written for the restored node.
+    pub from: String,
+    pub written: String,
+    pub epoch: u64,
+    pub generation: u64,
+    pub containers: u64,
+    pub blobs: u64,
+    /// Blobs of the epoch left out: a chunk they name has no place in it (changed while the
+    /// epoch was taken; see `tier::epoch`).
+    pub blobs_left_out: u64,
+    pub chunks: u64,
+    pub packs: u64,
+    /// Bytes of metadata read from the tier (the only download).
+    pub metadata_bytes: u64,
+    pub elapsed: Duration,
+}
+
+fn tier_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Tier(e.to_string())
+}
+
+/// The node whose tier this is: the uuid given, else the only one `nodes/` lists.
+async fn find_node(remote: &Remote, given: Option<&str>) -> Result<[u8; 16]> {
+    let parse = |s: &str| -> Option<[u8; 16]> {
+        let hex: String = s.chars().filter(|c| *c != '-').collect();
+        let mut out = [0u8; 16];
+        if hex.len() != 32 {
+            return None;
+        }
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(out)
+    };
+    if let Some(g) = given {
+        return parse(g).ok_or_else(|| tier_err(format!("{g:?} is not a node uuid")));
+    }
+    let page = remote.list("nodes/", None, 1000).await.map_err(tier_err)?;
+    let nodes: Vec<[u8; 16]> = page.blobs.iter().filter_map(|b| parse(b.name.strip_prefix("nodes/")?)).collect();
+    match nodes.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(tier_err("the tier holds no node (nothing under nodes/)")),
+        many => Err(tier_err(format!(
+            "the tier holds {} nodes; name one with --node ({})",
+            many.len(),
+            many.iter().map(node_prefix).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// The node key, opened with the customer's key (never made: a restore finds one or fails).
+async fn node_key(remote: &Remote, cfg: &crate::config::TierConfig, prefix: &str) -> Result<NodeKey> {
+    let cmk = super::remote::customer_key(&cfg.key_file).map_err(tier_err)?;
+    let (_, name) = super::remote::latest_key(remote, prefix)
+        .await
+        .map_err(tier_err)?
+        .ok_or_else(|| tier_err("the tier holds no node key of this node"))?;
+    super::remote::read_key(remote, &name, &cmk).await.map_err(tier_err)
+}
+
+/// The manifest to restore: epoch `epoch`, else the newest.
+async fn choose(remote: &Remote, prefix: &str, epoch: Option<u64>) -> Result<(String, Vec<String>)> {
+    let mut names: Vec<(u64, u64, String)> = Vec::new();
+    let mut marker: Option<String> = None;
+    let base = format!("{prefix}/manifest/");
+    loop {
+        let page = remote.list(&base, marker.as_deref(), 5000).await.map_err(tier_err)?;
+        for b in page.blobs {
+            let name = b.name.strip_prefix(prefix).and_then(|n| n.strip_prefix('/')).unwrap_or_default().to_owned();
+            if let Some((g, e)) = parse_manifest_name(&name) {
+                names.push((g, e, name));
+            }
+        }
+        match page.next {
+            Some(m) => marker = Some(m),
+            None => break,
+        }
+    }
+    names.sort();
+    let all: Vec<String> = names.iter().map(|(_, _, n)| n.clone()).collect();
+    let chosen = match epoch {
+        Some(want) => names.iter().rev().find(|(_, e, _)| *e == want),
+        None => names.last(),
+    };
+    match chosen {
+        Some((_, _, n)) => Ok((n.clone(), all)),
+        None if epoch.is_some() => Err(tier_err(format!("the tier holds no manifest of epoch {}", epoch.unwrap_or(0)))),
+        None => Err(tier_err("the tier holds no manifest: no epoch was ever written")),
+    }
+}
+
+/// Restores the node whose tier `config.tier` names into a new data file at `config.data_path`
+/// (which must not exist, unless a restore into it did not finish).
+pub async fn restore(config: &EngineConfig, node: Option<&str>, epoch: Option<u64>) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let cfg = config.tier.clone().ok_or_else(|| tier_err("restore needs a [engine.tier] section"))?;
+    let data = config.data_path.clone();
+    let marker = crate::startup::restoring_marker(&data);
+    if data.exists() && !marker.exists() {
+        return Err(tier_err(format!(
+            "{} exists: a restore writes a new data file (move the old one away first)",
+            data.display()
+        )));
+    }
+    let remote = super::remote::client(&cfg).map_err(tier_err)?;
+    let uuid = find_node(&remote, node).await?;
+    let prefix = node_prefix(&uuid);
+    let key = node_key(&remote, &cfg, &prefix).await?;
+    let (from, all) = choose(&remote, &prefix, epoch).await?;
+    let mut report = RestoreReport { node: prefix.clone(), from: from.clone(), ..RestoreReport::default() };
+    let manifest_bytes = objects::get(&remote, &key, &uuid, ObjectKind::Manifest, &from, None, MAX_PART_PLAIN)
+        .await
+        .map_err(tier_err)?;
+    report.metadata_bytes += manifest_bytes.len() as u64;
+    let manifest = Manifest::decode(&manifest_bytes).map_err(|e| tier_err(format!("{from}: {e}")))?;
+    report.epoch = manifest.epoch;
+    // The old writer is fenced from here on.
+    let generation = super::fence::take_over(&remote, &prefix, manifest.generation.max(manifest.tier_generation))
+        .await
+        .map_err(tier_err)?;
+    report.generation = generation;
+    tracing::info!(node = %prefix, manifest = %from, generation, "restoring from the tier");
+
+    // A new data file, formatted as the old device was.
+    std::fs::File::create(&marker)?.sync_all()?;
+    sync_dir(&marker)?;
+    let _ = std::fs::remove_file(&data);
+    let g = &manifest.geometry;
+    let mut sb = Superblock::new_version(g.device_len, g.shards, g.format_version)
+        .map_err(|e| tier_err(format!("the manifest's geometry: {e}")))?;
+    sb.uuid = uuid;
+    sb.secret = <[u8; SECRET_LEN]>::try_from(manifest.secret.as_slice())
+        .map_err(|_| tier_err("the manifest's chunk-hash secret is not of its length"))?;
+    crate::startup::format_file_as(&data, sb)?;
+
+    let node = open_past_marker(config, &marker, g.shards as usize).await?;
+    let imported = import(&node, &remote, &key, &uuid, &manifest, generation, &mut report).await;
+    let stopped = tokio::task::spawn_blocking(move || node.stop()).await;
+    imported?;
+    stopped.map_err(|e| tier_err(format!("stopping the restored node: {e}")))?;
+
+    // The restored state, as a manifest of the new generation: its packs are retained by any
+    // collector from now on, and a later restore starts from it.
+    let next = all.iter().filter_map(|n| parse_manifest_name(n)).map(|(_, e)| e).max().unwrap_or(0) + 1;
+    let written = manifest_name(generation, next);
+    let mine = Manifest {
+        epoch: next,
+        generation,
+        written_ns: crate::shard::now_ns(),
+        previous: Some(from.clone()),
+        tier_generation: generation,
+        ..manifest
+    };
+    objects::put(&remote, &key, &uuid, ObjectKind::Manifest, &written, &mine.encode()).await.map_err(tier_err)?;
+    report.written = written;
+    std::fs::remove_file(&marker)?;
+    sync_dir(&marker)?;
+    report.elapsed = started.elapsed();
+    tracing::info!(?report, "restored from the tier");
+    Ok(report)
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Opens the data file being restored (its marker set aside for the open, and put back).
+async fn open_past_marker(config: &EngineConfig, marker: &Path, shards: usize) -> Result<Node> {
+    let aside = marker.with_extension("restoring-open");
+    std::fs::rename(marker, &aside)?;
+    let mut cfg = config.clone();
+    cfg.tier = None;
+    cfg.shards = Some(shards);
+    let opened = tokio::task::spawn_blocking(move || crate::startup::open(cfg)).await;
+    std::fs::rename(&aside, marker)?;
+    opened.map_err(|e| tier_err(format!("opening the new data file: {e}")))?
+}
+
+/// A chunk the epoch places: as its references name it, and where.
+struct Placed {
+    chunk: ChunkRef,
+    packed: Packed,
+    shard: u32,
+    /// Whether a restored blob names it.
+    named: bool,
+}
+
+/// The items of one part of the manifest, checked by length and digest, then opened.
+async fn read_part(
+    remote: &Remote,
+    key: &NodeKey,
+    node: &[u8; 16],
+    part: &edgeblob_meta::export::PartRef,
+    report: &mut RestoreReport,
+) -> Result<Vec<ExportItem>> {
+    let expect = Some(Written { len: part.len, digest: part.digest });
+    let plain = objects::get(remote, key, node, ObjectKind::MetaPart, &part.name, expect, MAX_PART_PLAIN)
+        .await
+        .map_err(tier_err)?;
+    report.metadata_bytes += part.len;
+    items(&plain).map(|i| i.map_err(|e| tier_err(format!("{}: {e}", part.name)))).collect()
+}
+
+/// Blobs as the parts stream them: a head, then its blocks (which may run into the next part).
+#[derive(Default)]
+struct Blobs {
+    pending: Option<(BlobKey, Blob, u32)>,
+}
+
+impl Blobs {
+    /// Takes one item; a blob it completes goes to `out`, a container to `containers`.
+    fn feed(
+        &mut self,
+        item: ExportItem,
+        out: &mut Vec<(BlobKey, Blob)>,
+        containers: &mut Vec<(String, String, Container)>,
+    ) -> Result<()> {
+        match item {
+            ExportItem::Container { account, name, container } => containers.push((account, name, container)),
+            ExportItem::Blob { key, blob, blocks } => {
+                if self.pending.is_some() {
+                    return Err(tier_err("a blob of the export ends before its blocks"));
+                }
+                match blocks {
+                    0 => out.push((key, *blob)),
+                    n => self.pending = Some((key, *blob, n)),
+                }
+            }
+            ExportItem::Block(b) => {
+                let Some((_, blob, left)) = self.pending.as_mut() else {
+                    return Err(tier_err("a block of the export belongs to no blob"));
+                };
+                blob.blocks.push(b);
+                *left -= 1;
+                if *left == 0 {
+                    if let Some((k, blob, _)) = self.pending.take() {
+                        out.push((k, blob));
+                    }
+                }
+            }
+            ExportItem::Pack(_) | ExportItem::Chunk { .. } => return Err(tier_err("chunks in a part of blobs")),
+        }
+        Ok(())
+    }
+
+    fn end(self) -> Result<()> {
+        match self.pending {
+            Some(_) => Err(tier_err("the export ends inside a blob")),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn import(
+    node: &Node,
+    remote: &Remote,
+    key: &NodeKey,
+    uuid: &[u8; 16],
+    manifest: &Manifest,
+    generation: u64,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    let (chunk_parts, blob_parts): (Vec<_>, Vec<_>) = manifest.parts.iter().partition(|p| p.chunks);
+    // The places of the epoch's chunks, and its packs.
+    let mut placed: HashMap<ChunkId, Placed> = HashMap::new();
+    let mut packs: BTreeMap<(u32, u64), PackInfo> = BTreeMap::new();
+    for part in &chunk_parts {
+        for item in read_part(remote, key, uuid, part, report).await? {
+            match item {
+                ExportItem::Chunk { chunk, packed } => {
+                    let shard = node.shared().ref_owner(&chunk) as u32;
+                    placed.entry(chunk.id()).or_insert(Placed { chunk, packed, shard, named: false });
+                }
+                ExportItem::Pack(p) => {
+                    packs.insert((p.shard, p.number), p);
+                }
+                _ => return Err(tier_err("blobs in a part of chunks")),
+            }
+        }
+    }
+    let whole = |placed: &HashMap<ChunkId, Placed>, blob: &Blob| {
+        blob.chunks().all(|c| placed.get(&c.id()).is_some_and(|p| p.chunk == *c))
+    };
+    // Which chunks the blobs that come back name (a blob comes back when all of its are placed).
+    let mut containers = Vec::new();
+    let mut stream = Blobs::default();
+    for part in &blob_parts {
+        let mut blobs = Vec::new();
+        for item in read_part(remote, key, uuid, part, report).await? {
+            stream.feed(item, &mut blobs, &mut containers)?;
+        }
+        for (_, blob) in &blobs {
+            if !whole(&placed, blob) {
+                continue;
+            }
+            for c in blob.chunks() {
+                if let Some(p) = placed.get_mut(&c.id()) {
+                    p.named = true;
+                }
+            }
+        }
+    }
+    stream.end()?;
+    // The first page of each chunk's first place stays in use while it lives (its id), as on the
+    // old node: set aside before the index grows into the data area, which it may then not take.
+    let mut anchors: Vec<Vec<u64>> = vec![Vec::new(); node.shards()];
+    for p in placed.values().filter(|p| p.named) {
+        let region = node.shared().sb.layout.shard_of(p.chunk.offset).filter(|r| (*r as usize) < anchors.len());
+        let region = region.ok_or_else(|| tier_err(format!("a chunk at {} lies in no region", p.chunk.offset)))?;
+        anchors[region as usize].push(p.chunk.offset);
+    }
+    for (i, offsets) in anchors.into_iter().enumerate() {
+        node.on(i, move |s| async move { hold_anchors(&s, &offsets) }).await??;
+    }
+    for (account, name, container) in containers {
+        log(node, CATALOG_SHARD, Record::ContainerPut { account, name, container }).await?;
+        report.containers += 1;
+    }
+    // Published as a start publishes them: the blobs' containers are live.
+    let catalog = node.on(CATALOG_SHARD, |s| async move { s.meta.borrow().state().containers.clone() }).await?;
+    *node.shared().catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
+    for i in 0..node.shards() {
+        log(node, i, Record::TierStarted { generation }).await?;
+    }
+    // Each counting shard: its packs, then the chunks in them, in records of a bounded size.
+    let mut by_pack: BTreeMap<(u32, u64), Vec<RestoredChunk>> = BTreeMap::new();
+    for p in placed.values().filter(|p| p.named) {
+        let r = RestoredChunk { chunk: p.chunk, entry: p.packed.entry, at: p.packed.at };
+        by_pack.entry((p.shard, p.packed.pack)).or_default().push(r);
+    }
+    for ((shard, number), mut chunks) in by_pack {
+        let pack = packs.get(&(shard, number)).cloned().ok_or_else(|| {
+            tier_err(format!("the epoch places chunks in pack {number} of shard {shard}, and does not name it"))
+        })?;
+        report.packs += 1;
+        report.chunks += chunks.len() as u64;
+        let commit = Record::PackCommitted { pack: Box::new(pack), chunks: Vec::new(), replaces: Vec::new() };
+        log(node, shard as usize, commit).await?;
+        chunks.sort_by_key(|c| c.at);
+        for batch in chunks.chunks(RESTORED_PER_RECORD) {
+            log(node, shard as usize, Record::ChunksRestored { pack: number, chunks: batch.to_vec() }).await?;
+        }
+    }
+    // The blobs, a part at a time, their references counted as any blob's.
+    let mut stream = Blobs::default();
+    for part in &blob_parts {
+        let mut blobs = Vec::new();
+        for item in read_part(remote, key, uuid, part, report).await? {
+            stream.feed(item, &mut blobs, &mut Vec::new())?;
+        }
+        for (k, blob) in blobs {
+            if whole(&placed, &blob) {
+                put_blob(node, k, blob).await?;
+                report.blobs += 1;
+            } else {
+                report.blobs_left_out += 1;
+            }
+        }
+    }
+    if report.blobs_left_out > 0 {
+        tracing::warn!(
+            left_out = report.blobs_left_out,
+            "blobs of the epoch name chunks with no place in it (changed while the epoch was taken) and were left out"
+        );
+    }
+    node.sync().await
+}
+
+/// Marks the anchor pages at `offsets` in use in shard `s`'s allocator: its index's spare
+/// segments go back first (the old node may have written chunks where they lie), and are taken
+/// again around the anchors.
+fn hold_anchors(s: &crate::shard::Shard, offsets: &[u64]) -> Result<()> {
+    let Some(ix) = &s.index_space else { return Ok(()) };
+    let spares = {
+        let mut space = s.space.borrow_mut();
+        let given = ix.give_back(&mut space.alloc, 0);
+        for &offset in offsets {
+            let page = edgeblob_io::Extent { offset, len: edgeblob_io::PAGE_SIZE as u64 };
+            space.alloc.reserve(page).map_err(|e| {
+                EngineError::Corrupt(format!(
+                    "a restored chunk's first page at {offset} is not free on the new device: {e}"
+                ))
+            })?;
+        }
+        given
+    };
+    s.top_up_index(spares);
+    Ok(())
+}
+
+/// Chunks a `ChunksRestored` record holds at most (about 56 bytes each: well inside a log half
+/// of the smallest data file).
+const RESTORED_PER_RECORD: usize = 2048;
+
+/// Logs `rec` on shard `shard` and waits until it is durable.
+async fn log(node: &Node, shard: usize, rec: Record) -> Result<()> {
+    node.on(shard, move |s| async move { super::log(&s, rec).await }).await?
+}
+
+/// A restored blob on its owner shard: Put Blob's one block as it was; a block list as staged
+/// blocks and the list that commits them (records stay small however many blocks it has).
+async fn put_blob(node: &Node, key: BlobKey, blob: Blob) -> Result<()> {
+    let owner = node.shared().owner_of(&key);
+    if blob.single_put || (blob.blocks.len() <= 1 && blob.chunks().count() <= 1024) {
+        return log(node, owner, Record::BlobPut { key, blob }).await;
+    }
+    let mut index: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut list = Vec::with_capacity(blob.blocks.len());
+    let head = Box::new(blob.head());
+    for b in blob.blocks {
+        let next = index.len() as u32;
+        let at = *index.entry(b.id.clone()).or_insert(next);
+        if at == next {
+            let block =
+                StagedBlock { block: Block { id: b.id, size: b.size, chunks: b.chunks }, staged_ns: head.modified_ns };
+            log(node, owner, Record::BlockStaged { key: key.clone(), container_id: head.container_id, block }).await?;
+        }
+        list.push(ListedBlock::Uncommitted(at));
+    }
+    log(node, owner, Record::BlockListPut { key, blob: head, list }).await
+}
