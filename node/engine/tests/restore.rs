@@ -221,3 +221,69 @@ fn a_node_is_restored_from_its_tier_alone_and_the_old_one_is_fenced() {
     c.stop();
     drop(proxy_rt);
 }
+
+/// Restore points past `manifests_kept` are pruned with their metadata (parts of a failed epoch
+/// too); the kept ones still restore, each to its own state.
+#[test]
+fn old_restore_points_are_pruned_and_the_kept_ones_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let origin = format!("http://{}", remote.addr);
+    let a_dir = dir.path().join("a");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    let mut cfg = tier_config(&a_dir, &origin);
+    cfg.data_size = 256 << 20;
+    cfg.tier.as_mut().unwrap().manifests_kept = 2;
+    let rt = rt();
+    let a = Node::open(cfg.clone()).unwrap();
+    let r = edgeblob_remote::Remote::new(edgeblob_remote::RemoteConfig::new(
+        &format!("{origin}/{DEV_ACCOUNT}/tier/site-a"),
+        edgeblob_remote::Credential::shared_key(DEV_ACCOUNT, DEV_KEY).unwrap(),
+    ))
+    .unwrap();
+    let names = |prefix: &'static str| {
+        let r = &r;
+        async move {
+            let page = r.list("", None, 5000).await.unwrap();
+            page.blobs.into_iter().map(|b| b.name).filter(|n| n.contains(prefix)).collect::<Vec<_>>()
+        }
+    };
+    rt.block_on(a.create_container(DEV_ACCOUNT, "c", vec![])).unwrap();
+    let mut epochs = Vec::new();
+    for v in 0..3u64 {
+        let bytes = data(v, 100_000, false);
+        rt.block_on(a.put_blob(0, key("c", "blob"), body(&bytes), Default::default(), Default::default())).unwrap();
+        epochs.push((rt.block_on(a.tier_epoch()).unwrap(), bytes));
+    }
+    // What an epoch that failed before its manifest leaves: a part no manifest names.
+    let node = rt.block_on(names("/manifest/"))[0].split('/').next().unwrap().to_owned();
+    let stray = format!("{node}/meta/0000000000000001/0000000000000002/0000/b00000099");
+    rt.block_on(r.put_blob(&stray, bytes::Bytes::from_static(b"junk"), true)).unwrap();
+    assert_eq!(rt.block_on(names("/manifest/")).len(), 3);
+    let gc = rt.block_on(a.tier_gc()).unwrap();
+    assert_eq!((gc[0].pruned.manifests, gc[0].pruned.parts), (1, epochs[0].0.parts as u64 + 1), "{gc:?}");
+    let left = rt.block_on(names("/manifest/"));
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|n| !n.ends_with(&format!("-{:016x}", epochs[0].0.epoch))), "{left:?}");
+    let parts = rt.block_on(names("/meta/"));
+    let first = format!("{:016x}", epochs[0].0.epoch);
+    assert!(parts.iter().all(|p| p.split('/').nth(3) != Some(first.as_str()) && *p != stray), "{parts:?}");
+    a.stop();
+    for (report, bytes) in &epochs[1..] {
+        let d = dir.path().join(format!("r{}", report.epoch));
+        std::fs::create_dir_all(&d).unwrap();
+        let mut cfg_r = tier_config(&d, &origin);
+        cfg_r.data_size = 256 << 20;
+        let got = rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_r, None, Some(report.epoch))).unwrap();
+        assert_eq!(got.blobs, 1);
+        let n = Node::open(cfg_r).unwrap();
+        let (_, _, read) = rt.block_on(n.read_blob(0, key("c", "blob"), None, Conditions::default())).unwrap();
+        assert_eq!(&read[..], &bytes[..], "epoch {}", report.epoch);
+        n.stop();
+    }
+    let d = dir.path().join("gone");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut cfg_r = tier_config(&d, &origin);
+    cfg_r.data_size = 256 << 20;
+    assert!(rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_r, None, Some(epochs[0].0.epoch))).is_err());
+}

@@ -291,6 +291,50 @@ pub async fn retained_packs(tier: &Tier, kept: usize) -> Result<BTreeMap<u32, BT
     Ok(out)
 }
 
+/// What a pruning of restore points deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub manifests: u64,
+    pub parts: u64,
+}
+
+/// A part's name parsed: (generation, epoch).
+fn parse_part_name(name: &str) -> Option<(u64, u64)> {
+    let mut it = name.strip_prefix("meta/")?.split('/');
+    Some((u64::from_str_radix(it.next()?, 16).ok()?, u64::from_str_radix(it.next()?, 16).ok()?))
+}
+
+/// Deletes the manifests past the newest `kept`, and every metadata part that no kept manifest
+/// names and that is older than the newest manifest (a part of a pruned epoch, or of one that
+/// failed before its manifest; parts of an epoch newer than every manifest may be one being
+/// written). The packs the deleted manifests alone named are then the collection's to take. On
+/// the catalog shard, within its collection; a failed listing or read deletes nothing.
+pub async fn prune(tier: &Tier, kept: usize) -> Result<Pruned> {
+    let all = manifests(tier).await?;
+    let Some(newest) = all.last().map(|(g, e, _)| (*g, *e)) else { return Ok(Pruned::default()) };
+    let split = all.len().saturating_sub(kept);
+    let mut named = std::collections::HashSet::new();
+    for (_, _, name) in &all[split..] {
+        named.extend(read_manifest(tier, name).await?.parts.into_iter().map(|p| p.name));
+    }
+    let prefix = super::remote::node_prefix(&tier.node);
+    let parts = tier.list(&format!("{prefix}/meta/")).await.map_err(EngineError::Tier)?;
+    let mut pruned = Pruned::default();
+    for full in parts {
+        let Some(name) = full.strip_prefix(&prefix).and_then(|n| n.strip_prefix('/')) else { continue };
+        let old = parse_part_name(name).is_some_and(|at| at < newest);
+        if old && !named.contains(name) {
+            tier.delete(&full).await.map_err(EngineError::Tier)?;
+            pruned.parts += 1;
+        }
+    }
+    for (_, _, name) in &all[..split] {
+        tier.delete(&format!("{prefix}/{name}")).await.map_err(EngineError::Tier)?;
+        pruned.manifests += 1;
+    }
+    Ok(pruned)
+}
+
 /// The catalog shard's loop: an epoch every `epoch_interval` (none when it is zero).
 pub async fn run(s: Rc<Shard>) {
     let Some(tier) = s.node.tier.clone().filter(|t| !t.passive) else { return };

@@ -15,6 +15,8 @@
 //!
 //! And one rule over all: never a pack one of the newest `manifests_kept` manifests names (a
 //! restore point needs it), whoever's generation wrote it; a failed read of them deletes nothing.
+//! The catalog shard's run then prunes the older manifests and their metadata
+//! ([`super::epoch::prune`]): their packs are collected by later runs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
@@ -49,6 +51,8 @@ pub struct GcReport {
     /// Bytes of the shard's packs in the tier after the run, and of their live chunks (sealed).
     pub pack_bytes: u64,
     pub live_bytes: u64,
+    /// Restore points pruned (the catalog shard's run only).
+    pub pruned: super::epoch::Pruned,
 }
 
 /// Asks shard `s`'s tier loop for a run now, and waits for its report.
@@ -175,6 +179,9 @@ pub async fn collect(
             ship(s, tier, &mut packer, generation, next_number, chosen.clone()).await?;
             report.packs_repacked += chosen.len() as u64;
         }
+    }
+    if s.index == crate::CATALOG_SHARD {
+        report.pruned = super::epoch::prune(tier, tier.manifests_kept).await?;
     }
     report.pack_bytes = s.meta.borrow().state().packs.values().map(|p| p.len).sum();
     // A repack moves live chunks and a deleted pack held none: what lives is what the scan found.
