@@ -36,7 +36,8 @@ fn format_inspect_fsck_stats_and_refuse_to_reformat() {
 }
 
 /// `tier status` counts what a node uploaded and released; `tier rotate-key` wraps the node key
-/// for a new customer key, which the node then opens its released data with.
+/// for a new customer key, which the node then opens its released data with; `tier epoch` makes
+/// a restore point and `restore` rebuilds the node from it into a new data file.
 #[test]
 fn tier_status_and_key_rotation() {
     use edgeblob_engine::config::{EngineConfig, TierConfig};
@@ -106,8 +107,29 @@ fn tier_status_and_key_rotation() {
     ]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("keys/node.00000001"), "{out}");
-    let rotated = EngineConfig { tier: Some(TierConfig { key_file: new_key, ..tier }), ..cfg };
-    let node = Node::open(rotated).unwrap();
+    let rotated = EngineConfig { tier: Some(TierConfig { key_file: new_key.clone(), ..tier }), ..cfg };
+    let node = Node::open(rotated.clone()).unwrap();
+    let (_, _, got) = rt.block_on(node.read_blob(0, key("c", "b"), None, Default::default())).unwrap();
+    assert_eq!(&got[..], &blob[..]);
+    node.stop();
+
+    // A restore point, then the node rebuilt from it into a new data file, and checked.
+    let text = std::fs::read_to_string(&config).unwrap().replace(key_file.to_str().unwrap(), new_key.to_str().unwrap());
+    std::fs::write(&config, text).unwrap();
+    let c = config.to_str().unwrap();
+    let (code, out) = admin(&["tier", "epoch", "--data", p, "--config", c]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("epoch 1 committed") && out.contains("1 blobs"), "{out}");
+    let restored = dir.path().join("restored.dat");
+    let r = restored.to_str().unwrap();
+    let (code, out) = admin(&["restore", "--data", r, "--config", c]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(epoch 1)") && out.contains("1 blobs (0 left out)"), "{out}");
+    let (code, out) = admin(&["restore", "--data", r, "--config", c]);
+    assert_ne!(code, 0, "a restore never overwrites a data file: {out}");
+    let (code, out) = admin(&["fsck", "--data", r]);
+    assert_eq!((code, out.contains("clean")), (0, true), "{out}");
+    let node = Node::open(EngineConfig { data_path: restored, ..rotated }).unwrap();
     let (_, _, got) = rt.block_on(node.read_blob(0, key("c", "b"), None, Default::default())).unwrap();
     assert_eq!(&got[..], &blob[..]);
     node.stop();
