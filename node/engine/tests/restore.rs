@@ -287,3 +287,77 @@ fn old_restore_points_are_pruned_and_the_kept_ones_restore() {
     cfg_r.data_size = 256 << 20;
     assert!(rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_r, None, Some(epochs[0].0.epoch))).is_err());
 }
+
+/// The restore the next test kills, when this binary was started as its process.
+#[test]
+fn restore_process() {
+    let Ok(spec) = std::env::var("EDGEBLOB_RESTORE_CHILD") else { return };
+    let [dir, origin] = spec.split('\t').collect::<Vec<_>>()[..] else { panic!("EDGEBLOB_RESTORE_CHILD: {spec:?}") };
+    let cfg = tier_config(Path::new(dir), origin);
+    let report = rt().block_on(edgeblob_engine::tier::restore::restore(&cfg, None, None)).unwrap();
+    println!("RESTORED {}", report.blobs);
+}
+
+/// SIGKILL at points of a restore (while it reads the metadata, logs the chunks, logs the
+/// blobs): no node opens what it left, and the next restore starts over and completes, with
+/// every blob as it was.
+#[test]
+fn a_restore_killed_midway_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let origin = format!("http://{}", remote.addr);
+    let a_dir = dir.path().join("a");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    let mut cfg_a = tier_config(&a_dir, &origin);
+    cfg_a.data_size = 256 << 20;
+    let rt = rt();
+    let a = Node::open(cfg_a).unwrap();
+    rt.block_on(a.create_container(DEV_ACCOUNT, "c", vec![])).unwrap();
+    let mut want = BTreeMap::new();
+    for i in 0..3000u64 {
+        let bytes = data(i, 200 + (i as usize * 131) % 20_000, i % 2 == 0);
+        let name = format!("b{i:05}");
+        rt.block_on(a.put_blob(i as usize % 2, key("c", &name), body(&bytes), Default::default(), Default::default()))
+            .unwrap();
+        want.insert(name, xxhash_rust::xxh3::xxh3_64(&bytes));
+    }
+    rt.block_on(a.tier_epoch()).unwrap();
+    a.stop();
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let mut cfg_b = tier_config(&b_dir, &origin);
+    cfg_b.data_size = 256 << 20;
+    let marker = edgeblob_engine::startup::restoring_marker(&cfg_b.data_path);
+    let mut killed = 0;
+    for delay_ms in [150u64, 600, 1500] {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["restore_process", "--exact", "--nocapture", "--quiet", "--test-threads=1"])
+            .env("EDGEBLOB_RESTORE_CHILD", format!("{}\t{origin}", b_dir.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if finished || !marker.exists() {
+            // It ended before the kill: start the next try from nothing.
+            std::fs::remove_file(&cfg_b.data_path).unwrap();
+            continue;
+        }
+        killed += 1;
+        assert!(Node::open(cfg_b.clone()).is_err(), "a half-restored data file opens (after {delay_ms} ms)");
+    }
+    assert!(killed > 0, "no kill landed inside a restore");
+    let report = rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_b, None, None)).unwrap();
+    assert_eq!((report.blobs, report.blobs_left_out), (3000, 0));
+    let b = Node::open(cfg_b).unwrap();
+    rt.block_on(async {
+        for (name, digest) in &want {
+            let (_, got) = b.read_blob_digest(0, key("c", name), None).await.unwrap();
+            assert_eq!(got, *digest, "{name}");
+        }
+    });
+    b.stop();
+}
