@@ -22,6 +22,7 @@ mod index;
 mod job;
 mod plot;
 mod report;
+mod restore;
 mod run;
 mod small;
 mod static_server;
@@ -67,6 +68,8 @@ enum Cmd {
     /// The Azure tier end to end: write, upload, release, then read back from the tier (first
     /// byte, random 4 KiB ranges, whole blobs), against another edgeblob or `--remote`.
     Tier(tier::Args),
+    /// A node restored from its tier alone: epoch, restore, open and first GET, timed.
+    Restore(restore::Args),
     /// Serve blobs from memory (no auth, no durability): the loopback ceiling.
     StaticServer {
         #[arg(long, default_value = "127.0.0.1:10100")]
@@ -92,6 +95,7 @@ fn main() {
         Cmd::Index(a) => index::run(a).map(|_| 0),
         Cmd::Small(a) => small::run(a).map(|_| 0),
         Cmd::Tier(a) => tier::run(a).map(|_| 0),
+        Cmd::Restore(a) => restore::run(a).map(|_| 0),
         Cmd::Run { args } => run_cmd(&args),
         Cmd::Compare(a) => compare::run(a).map(|_| 0),
         Cmd::StaticServer { listen, threads } => {

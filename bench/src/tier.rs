@@ -67,6 +67,39 @@ fn body(i: u64, len: u64, compressible: bool) -> Vec<bytes::Bytes> {
         .collect()
 }
 
+/// The remote: another edgeblob in this process (kept running while its node is held), unless
+/// `named` names one. Its origin.
+pub fn remote(dir: &std::path::Path, named: Option<&str>, size: u64) -> Result<(String, Option<Node>), String> {
+    if let Some(o) = named {
+        return Ok((o.to_owned(), None));
+    }
+    let mut cfg = edgeblob::config::Config { listen: Some("127.0.0.1".into()), port: 0, ..Default::default() };
+    cfg.engine.data_path = dir.join("remote.dat");
+    cfg.engine.data_size = (size * 2).max(4 << 30);
+    cfg.engine.pin_threads = false;
+    let node = Node::open(cfg.engine.clone()).map_err(|e| e.to_string())?;
+    let bound = edgeblob::http::serve(&node, &cfg).map_err(|e| e.to_string())?;
+    Ok((format!("http://{}", bound.http), Some(node)))
+}
+
+/// The benchmarks' tier at `origin`: uploads within a second, released only when asked (not
+/// by the watermarks while writing), epochs only when asked.
+pub fn tier_config(dir: &std::path::Path, origin: &str) -> Result<TierConfig, String> {
+    let key_file = dir.join("customer.key");
+    std::fs::write(&key_file, [0x42u8; 32]).map_err(|e| e.to_string())?;
+    Ok(TierConfig {
+        url: format!("{origin}/{ACCOUNT}/tierbench/site-{}", std::process::id()),
+        account: Some(ACCOUNT.into()),
+        account_key: Some(DEV_KEY.into()),
+        key_file,
+        upload_after_secs: 1,
+        release_above: 1.0,
+        release_below: 1.0,
+        epoch_interval_secs: 0,
+        ..TierConfig::default()
+    })
+}
+
 pub fn run(a: Args) -> Result<(), String> {
     std::fs::create_dir_all(&a.dir).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -74,34 +107,8 @@ pub fn run(a: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    // The remote: another edgeblob in this process, unless one is named.
-    let mut local_remote = None;
-    let origin = match &a.remote {
-        Some(o) => o.clone(),
-        None => {
-            let mut cfg = edgeblob::config::Config { listen: Some("127.0.0.1".into()), port: 0, ..Default::default() };
-            cfg.engine.data_path = a.dir.join("remote.dat");
-            cfg.engine.data_size = (a.size * 2).max(4 << 30);
-            cfg.engine.pin_threads = false;
-            let node = Node::open(cfg.engine.clone()).map_err(|e| e.to_string())?;
-            let bound = edgeblob::http::serve(&node, &cfg).map_err(|e| e.to_string())?;
-            local_remote = Some(node);
-            format!("http://{}", bound.http)
-        }
-    };
-    let key_file = a.dir.join("customer.key");
-    std::fs::write(&key_file, [0x42u8; 32]).map_err(|e| e.to_string())?;
-    let tier = TierConfig {
-        url: format!("{origin}/{ACCOUNT}/tierbench/site-{}", std::process::id()),
-        account: Some(ACCOUNT.into()),
-        account_key: Some(DEV_KEY.into()),
-        key_file,
-        upload_after_secs: 1,
-        // Released only when asked (below), not by the watermarks while writing.
-        release_above: 1.0,
-        release_below: 1.0,
-        ..TierConfig::default()
-    };
+    let (origin, local_remote) = remote(&a.dir, a.remote.as_deref(), a.size)?;
+    let tier = tier_config(&a.dir, &origin)?;
     let cfg = EngineConfig {
         data_path: a.dir.join("node.dat"),
         data_size: (a.size * 2).max(4 << 30),

@@ -66,18 +66,30 @@ pub(crate) async fn each_chunk(s: &Rc<Shard>, mut f: impl FnMut(&ChunkEntry)) ->
 /// Logs one of the tier's records on shard `s` (its entries made resident first) and waits
 /// until it is durable.
 pub(crate) async fn log(s: &Rc<Shard>, rec: Record) -> Result<()> {
-    let wants = wants_of(&rec);
-    loop {
-        s.log_ready().await?;
-        shard_store::resident(&s.meta, &wants).await?;
-        let commit = match s.meta.borrow_mut().commit(rec.clone()) {
-            Ok(c) => c,
-            Err(AppendError::Busy) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        commit.durable.await?;
-        return Ok(());
+    log_all(s, vec![rec]).await
+}
+
+/// Logs `recs` on shard `s` in order, and waits until the last is durable (and so all: the log
+/// is one sequence), so that they share their group commits.
+pub(crate) async fn log_all(s: &Rc<Shard>, recs: Vec<Record>) -> Result<()> {
+    let mut last = None;
+    for rec in recs {
+        let wants = wants_of(&rec);
+        loop {
+            s.log_ready().await?;
+            shard_store::resident(&s.meta, &wants).await?;
+            match s.meta.borrow_mut().commit(rec.clone()) {
+                Ok(c) => last = Some(c.durable),
+                Err(AppendError::Busy) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            break;
+        }
     }
+    if let Some(durable) = last {
+        durable.await?;
+    }
+    Ok(())
 }
 pub use remote::Tier;
 pub use upload::{flush, status, ShardTier, TierStatus};

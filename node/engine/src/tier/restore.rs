@@ -388,20 +388,29 @@ async fn import(
             log(node, shard as usize, Record::ChunksRestored { pack: number, chunks: batch.to_vec() }).await?;
         }
     }
-    // The blobs, a part at a time, their references counted as any blob's.
+    // The blobs, a part at a time, their references counted as any blob's; each shard's
+    // records of a part logged together (they share group commits), the shards at once.
     let mut stream = Blobs::default();
     for part in &blob_parts {
         let mut blobs = Vec::new();
         for item in read_part(remote, key, uuid, part, report).await? {
             stream.feed(item, &mut blobs, &mut Vec::new())?;
         }
+        let mut by_owner: Vec<Vec<Record>> = vec![Vec::new(); node.shards()];
         for (k, blob) in blobs {
             if whole(&placed, &blob) {
-                put_blob(node, k, blob).await?;
+                by_owner[node.shared().owner_of(&k)].extend(blob_records(k, blob));
                 report.blobs += 1;
             } else {
                 report.blobs_left_out += 1;
             }
+        }
+        let logged = by_owner
+            .into_iter()
+            .enumerate()
+            .map(|(i, recs)| node.on(i, move |s| async move { super::log_all(&s, recs).await }));
+        for r in futures::future::join_all(logged).await {
+            r??;
         }
     }
     if report.blobs_left_out > 0 {
@@ -444,15 +453,16 @@ async fn log(node: &Node, shard: usize, rec: Record) -> Result<()> {
     node.on(shard, move |s| async move { super::log(&s, rec).await }).await?
 }
 
-/// A restored blob on its owner shard: Put Blob's one block as it was; a block list as staged
-/// blocks and the list that commits them (records stay small however many blocks it has).
-async fn put_blob(node: &Node, key: BlobKey, blob: Blob) -> Result<()> {
-    let owner = node.shared().owner_of(&key);
+/// The records of a restored blob on its owner shard: Put Blob's one block as it was; a block
+/// list as staged blocks and the list that commits them (records stay small however many
+/// blocks it has).
+fn blob_records(key: BlobKey, blob: Blob) -> Vec<Record> {
     if blob.single_put || (blob.blocks.len() <= 1 && blob.chunks().count() <= 1024) {
-        return log(node, owner, Record::BlobPut { key, blob }).await;
+        return vec![Record::BlobPut { key, blob }];
     }
     let mut index: HashMap<Vec<u8>, u32> = HashMap::new();
     let mut list = Vec::with_capacity(blob.blocks.len());
+    let mut out = Vec::new();
     let head = Box::new(blob.head());
     for b in blob.blocks {
         let next = index.len() as u32;
@@ -460,9 +470,10 @@ async fn put_blob(node: &Node, key: BlobKey, blob: Blob) -> Result<()> {
         if at == next {
             let block =
                 StagedBlock { block: Block { id: b.id, size: b.size, chunks: b.chunks }, staged_ns: head.modified_ns };
-            log(node, owner, Record::BlockStaged { key: key.clone(), container_id: head.container_id, block }).await?;
+            out.push(Record::BlockStaged { key: key.clone(), container_id: head.container_id, block });
         }
         list.push(ListedBlock::Uncommitted(at));
     }
-    log(node, owner, Record::BlockListPut { key, blob: head, list }).await
+    out.push(Record::BlockListPut { key, blob: head, list });
+    out
 }
