@@ -333,13 +333,22 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             let node =
                 Node::open(EngineConfig { tier: Some(tier), ..engine_config(data) }).map_err(|e| e.to_string())?;
             let report = rt.block_on(node.tier_verify()).map_err(|e| e.to_string());
+            let points = rt.block_on(node.tier_check_restore_points()).map_err(|e| e.to_string());
             node.stop();
-            let report = report?;
+            let (report, (kept, wrong)) = (report?, points?);
             for d in &report.damaged {
                 println!("DAMAGED {d}");
             }
-            println!("{} packs, {} damaged", report.packs, report.damaged.len());
-            Ok(if report.damaged.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            for w in &wrong {
+                println!("RESTORE POINT {w}");
+            }
+            println!(
+                "{} packs, {} damaged; {kept} restore points, {} problems",
+                report.packs,
+                report.damaged.len(),
+                wrong.len()
+            );
+            Ok(if report.damaged.is_empty() && wrong.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Tier { cmd: TierCmd::Epoch { data, config } } => {
             let tier = tier_config(&config)?;

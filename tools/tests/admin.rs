@@ -120,6 +120,9 @@ fn tier_status_and_key_rotation() {
     let (code, out) = admin(&["tier", "epoch", "--data", p, "--config", c]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("epoch 1 committed") && out.contains("1 blobs"), "{out}");
+    let (code, out) = admin(&["tier", "verify", "--data", p, "--config", c]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 restore points, 0 problems"), "{out}");
     let restored = dir.path().join("restored.dat");
     let r = restored.to_str().unwrap();
     let (code, out) = admin(&["restore", "--data", r, "--config", c]);

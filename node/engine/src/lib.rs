@@ -304,6 +304,17 @@ impl Node {
         self.on(CATALOG_SHARD, |s| async move { tier::epoch::take(&s).await }).await?
     }
 
+    /// Checks the restore points the tier keeps (see [`tier::epoch::check_restore_points`]):
+    /// how many, and what is wrong with them.
+    pub async fn tier_check_restore_points(&self) -> Result<(usize, Vec<String>)> {
+        let tier = self.shared.tier.clone().ok_or_else(|| EngineError::Tier("no tier is configured".into()))?;
+        self.on(
+            CATALOG_SHARD,
+            move |_| async move { tier::epoch::check_restore_points(&tier, tier.manifests_kept).await },
+        )
+        .await?
+    }
+
     /// Each shard's view of the tier (a scan of its chunk table).
     pub async fn tier_status(&self) -> Result<Vec<tier::TierStatus>> {
         let mut out = Vec::new();

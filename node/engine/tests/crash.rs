@@ -52,6 +52,9 @@ fn config(data: &Path, tier: Option<&str>) -> EngineConfig {
             release_above: 0.0,
             release_below: 0.0,
             retry_budget_secs: 10,
+            // Restore points in the background too: kills land mid-epoch.
+            epoch_interval_secs: 2,
+            manifests_kept: 3,
             ..Default::default()
         }
     });
@@ -103,7 +106,16 @@ fn run(config: &EngineConfig, seed: u64, first_version: u64, max_secs: u64) {
             node.create_container(ACCOUNT, CONTAINER, vec![]).await.expect("container");
         }
         let mut x = seed | 1;
+        let mut ops = 0u64;
         while std::time::Instant::now() < deadline {
+            ops += 1;
+            // With a tier, a restore point now and then, among the writes.
+            if config.tier.is_some() && ops.is_multiple_of(40) {
+                match node.tier_epoch().await {
+                    Ok(r) => say(format!("EPOCH {}", r.epoch)),
+                    Err(e) => say(format!("EPOCH failed: {e}")),
+                }
+            }
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
@@ -183,10 +195,11 @@ fn acknowledged_writes_survive_sigkill_over_many_cycles() {
     cycle_and_check(&dir.path().join("crash.dat"), None, cycles);
 }
 
-/// The same with a tier that uploads and releases as the load runs (another edgeblob in this
-/// process): a kill lands mid-upload, between a remote commit and its record, mid-release, or
-/// mid-read of a released chunk; every acknowledged write must still read back (much of it from
-/// the tier), and each check runs fsck.
+/// The same with a tier that uploads, releases and writes restore points as the load runs
+/// (another edgeblob in this process): a kill lands mid-upload, between a remote commit and its
+/// record, mid-release, mid-read of a released chunk, or mid-epoch; every acknowledged write
+/// must still read back (much of it from the tier), and each check runs fsck and checks every
+/// object the kept manifests name.
 #[test]
 fn acknowledged_writes_survive_sigkill_with_a_tier() {
     let cycles: u64 = std::env::var("EDGEBLOB_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(30) / 3;
@@ -201,6 +214,7 @@ fn cycle_and_check(data: &Path, tier: Option<&str>, cycles: u64) {
     let mut model: HashMap<String, Expect> = HashMap::new();
     let mut total_acks = 0;
     let mut released = 0;
+    let mut points = 0;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     for cycle in 0..cycles {
         let load =
@@ -294,6 +308,10 @@ fn cycle_and_check(data: &Path, tier: Option<&str>, cycles: u64) {
             if tier.is_some() {
                 let report = node.check_all().await.unwrap();
                 assert!(report.damaged.is_empty(), "cycle {cycle}: fsck: {:?}", report.damaged);
+                // Every object a kept manifest names is there, whole.
+                let (kept, wrong) = node.tier_check_restore_points().await.unwrap();
+                points += kept;
+                assert!(wrong.is_empty(), "cycle {cycle}: restore points: {wrong:?}");
                 released += report.tiered_chunks;
             }
         });
@@ -301,4 +319,5 @@ fn cycle_and_check(data: &Path, tier: Option<&str>, cycles: u64) {
     }
     assert!(total_acks >= cycles * 3, "too few acknowledged writes to mean anything: {total_acks}");
     assert!(tier.is_none() || released > 0, "no check found a released chunk: the tier was not exercised");
+    assert!(tier.is_none() || points > 0, "no check found a restore point: no epoch was written");
 }

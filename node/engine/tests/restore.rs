@@ -193,6 +193,8 @@ fn a_node_is_restored_from_its_tier_alone_and_the_old_one_is_fenced() {
     rt.block_on(b.tier_flush()).unwrap();
     let next = rt.block_on(b.tier_epoch()).unwrap();
     assert!(next.epoch > epoch.epoch && next.counts.blobs == 10_001, "{next:?}");
+    let (points, wrong) = rt.block_on(b.tier_check_restore_points()).unwrap();
+    assert_eq!((points, wrong), (3, Vec::<String>::new()), "the first epoch, the restore's, the new node's");
     b.stop();
     // A restart checks (debug builds) the counts and the allocator's image against the blobs.
     // With no grace, a collection deletes every pack the node no longer needs, except those a
@@ -286,6 +288,24 @@ fn old_restore_points_are_pruned_and_the_kept_ones_restore() {
     let mut cfg_r = tier_config(&d, &origin);
     cfg_r.data_size = 256 << 20;
     assert!(rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_r, None, Some(epochs[0].0.epoch))).is_err());
+    // A part of a kept restore point gone: the check names it.
+    let part = rt.block_on(names("/meta/")).into_iter().next().unwrap();
+    assert!(rt.block_on(r.delete(&part)).unwrap());
+    let d = dir.path().join("checker");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut cfg_c = tier_config(&d, &origin);
+    cfg_c.data_size = 256 << 20;
+    cfg_c.tier.as_mut().unwrap().passive = true;
+    // Passive: a node of another uuid that only reads; the check looks at the restored node's.
+    let checker = Node::open(EngineConfig {
+        data_path: dir.path().join(format!("r{}", epochs[2].0.epoch)).join("edgeblob.dat"),
+        ..cfg_c
+    })
+    .unwrap();
+    let (_, wrong) = rt.block_on(checker.tier_check_restore_points()).unwrap();
+    let short = part.split_once('/').unwrap().1;
+    assert!(!wrong.is_empty() && wrong.iter().all(|w| w.contains(short)), "{wrong:?}");
+    checker.stop();
 }
 
 /// The restore the next test kills, when this binary was started as its process.

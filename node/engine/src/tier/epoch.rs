@@ -291,6 +291,48 @@ pub async fn retained_packs(tier: &Tier, kept: usize) -> Result<BTreeMap<u32, BT
     Ok(out)
 }
 
+/// Checks the newest `kept` manifests (the restore points): each opens, each part it names is
+/// in the tier with its length and digest and opens, and each pack it names is there with its
+/// length. Returns the manifests checked and what is wrong, one line each; an error only when
+/// the tier cannot be listed.
+pub async fn check_restore_points(tier: &Tier, kept: usize) -> Result<(usize, Vec<String>)> {
+    let all = manifests(tier).await?;
+    let mut problems = Vec::new();
+    let newest = &all[all.len().saturating_sub(kept)..];
+    let prefix = super::remote::node_prefix(&tier.node);
+    for (_, _, name) in newest {
+        let m = match read_manifest(tier, name).await {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        for p in &m.parts {
+            let expect = Some(Written { len: p.len, digest: p.digest });
+            if let Err(e) = tier.get_object(ObjectKind::MetaPart, p.name.clone(), expect).await {
+                problems.push(format!("{name}: part {}: {e}", p.name));
+            }
+        }
+        for p in &m.packs {
+            let id = edgeblob_tier::PackId { node: tier.node, generation: p.generation, shard: p.shard, seq: p.number };
+            let full = format!("{prefix}/{}", id.name());
+            let got = tier
+                .run(move |remote, _| async move { remote.properties(&full).await.map_err(|e| e.to_string()) })
+                .await;
+            match got {
+                Ok(Some(props)) if props.len == p.len => {}
+                Ok(Some(props)) => {
+                    problems.push(format!("{name}: pack {} is {} bytes, not {}", id.name(), props.len, p.len))
+                }
+                Ok(None) => problems.push(format!("{name}: pack {} is missing", id.name())),
+                Err(e) => problems.push(format!("{name}: pack {}: {e}", id.name())),
+            }
+        }
+    }
+    Ok((newest.len(), problems))
+}
+
 /// What a pruning of restore points deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
