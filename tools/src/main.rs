@@ -74,6 +74,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TierCmd,
     },
+    /// The restore points the tier holds (epochs: when cut, what they hold), and whether a
+    /// restore into `--data` did not finish.
+    RestoreStatus {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Builds a node from its tier alone into a new data file: takes the tier over (the old
     /// node writes nothing more to it), formats the file as the old device was, and restores the
     /// metadata of an epoch. The node then serves at once; data comes from the tier as read.
@@ -109,6 +119,15 @@ enum TierCmd {
         #[arg(long)]
         data: PathBuf,
         /// The node's configuration file (its `[engine.tier]` table).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Uploads everything not yet in the tier and writes a restore point of it: what a node
+    /// about to lose its disks (a Lasv5 redeploy notice) runs. Prints what was pending and how
+    /// long it took.
+    Drain {
+        #[arg(long)]
+        data: PathBuf,
         #[arg(long)]
         config: PathBuf,
     },
@@ -350,6 +369,28 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             );
             Ok(if report.damaged.is_empty() && wrong.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        Cmd::Tier { cmd: TierCmd::Drain { data, config } } => {
+            let tier = tier_config(&config)?;
+            let node =
+                Node::open(EngineConfig { tier: Some(tier), ..engine_config(data) }).map_err(|e| e.to_string())?;
+            let started = std::time::Instant::now();
+            let drained = rt.block_on(async {
+                let pending: u64 = node.tier_status().await?.iter().map(|s| s.local_bytes).sum();
+                node.tier_flush().await?;
+                let epoch = node.tier_epoch().await?;
+                let left: u64 = node.tier_status().await?.iter().map(|s| s.local_bytes).sum();
+                Ok::<_, edgeblob_engine::EngineError>((pending, epoch, left))
+            });
+            node.stop();
+            let (pending, epoch, left) = drained.map_err(|e| e.to_string())?;
+            println!(
+                "drained {pending} bytes pending upload in {:.1} s ({left} left); restore point {} (epoch {})",
+                started.elapsed().as_secs_f64(),
+                epoch.manifest,
+                epoch.epoch
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Tier { cmd: TierCmd::Epoch { data, config } } => {
             let tier = tier_config(&config)?;
             let node =
@@ -361,6 +402,33 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 "epoch {} committed as {}: {} parts, {} packs, {} containers, {} blobs, {} chunks",
                 r.epoch, r.manifest, r.parts, r.packs, r.counts.containers, r.counts.blobs, r.counts.chunks
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::RestoreStatus { config, data, node } => {
+            let tier = tier_config(&config)?;
+            if let Some(d) = &data {
+                match edgeblob_engine::startup::restoring_marker(d).exists() {
+                    true => println!("{}: a restore did not finish (run restore again: it starts over)", d.display()),
+                    false if d.exists() => println!("{}: no restore in progress", d.display()),
+                    false => println!("{}: no data file", d.display()),
+                }
+            }
+            let (node, points) = rt
+                .block_on(edgeblob_engine::tier::restore::restore_points(&tier, node.as_deref()))
+                .map_err(|e| e.to_string())?;
+            println!("node {node}: {} restore points", points.len());
+            println!("epoch  generation  cut (unix s)  blobs  bytes  manifest");
+            for p in &points {
+                println!(
+                    "{:<6} {:<11} {:<13} {:<6} {:<6} {}",
+                    p.epoch,
+                    p.generation,
+                    p.cut_ns / 1_000_000_000,
+                    p.counts.blobs,
+                    p.counts.bytes,
+                    p.name
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Restore { data, config, node, epoch } => {

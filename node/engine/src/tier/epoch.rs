@@ -58,17 +58,11 @@ pub fn parse_manifest_name(name: &str) -> Option<(u64, u64)> {
 /// Every manifest in the tier, oldest first: (generation, epoch, name under the node's prefix).
 pub async fn manifests(tier: &Tier) -> Result<Vec<(u64, u64, String)>> {
     let prefix = super::remote::node_prefix(&tier.node);
-    let listed = tier.list(&format!("{prefix}/manifest/")).await.map_err(EngineError::Tier)?;
-    let mut out: Vec<(u64, u64, String)> = listed
-        .iter()
-        .filter_map(|full| {
-            let name = full.strip_prefix(&prefix)?.strip_prefix('/')?;
-            let (g, e) = parse_manifest_name(name)?;
-            Some((g, e, name.to_owned()))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
+    tier.run(move |remote, _| async move {
+        super::restore::list_manifests(&remote, &prefix).await.map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(EngineError::Tier)
 }
 
 /// Writes a shard's export as parts of [`PART_BYTES`].

@@ -102,8 +102,9 @@ async fn node_key(remote: &Remote, cfg: &crate::config::TierConfig, prefix: &str
     super::remote::read_key(remote, &name, &cmk).await.map_err(tier_err)
 }
 
-/// The manifest to restore: epoch `epoch`, else the newest.
-async fn choose(remote: &Remote, prefix: &str, epoch: Option<u64>) -> Result<(String, Vec<String>)> {
+/// Every manifest of the node, oldest first: (generation, epoch, name). A failed listing is an
+/// error, never "none".
+pub(crate) async fn list_manifests(remote: &Remote, prefix: &str) -> Result<Vec<(u64, u64, String)>> {
     let mut names: Vec<(u64, u64, String)> = Vec::new();
     let mut marker: Option<String> = None;
     let base = format!("{prefix}/manifest/");
@@ -121,6 +122,12 @@ async fn choose(remote: &Remote, prefix: &str, epoch: Option<u64>) -> Result<(St
         }
     }
     names.sort();
+    Ok(names)
+}
+
+/// The manifest to restore: epoch `epoch`, else the newest.
+async fn choose(remote: &Remote, prefix: &str, epoch: Option<u64>) -> Result<(String, Vec<String>)> {
+    let names = list_manifests(remote, prefix).await?;
     let all: Vec<String> = names.iter().map(|(_, _, n)| n.clone()).collect();
     let chosen = match epoch {
         Some(want) => names.iter().rev().find(|(_, e, _)| *e == want),
@@ -131,6 +138,45 @@ async fn choose(remote: &Remote, prefix: &str, epoch: Option<u64>) -> Result<(St
         None if epoch.is_some() => Err(tier_err(format!("the tier holds no manifest of epoch {}", epoch.unwrap_or(0)))),
         None => Err(tier_err("the tier holds no manifest: no epoch was ever written")),
     }
+}
+
+/// A restore point as `restore status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestorePoint {
+    pub name: String,
+    pub epoch: u64,
+    pub generation: u64,
+    pub cut_ns: i64,
+    pub written_ns: i64,
+    pub counts: edgeblob_meta::export::ManifestCounts,
+}
+
+/// The node's restore points in the tier, oldest first (each manifest opened), and its uuid.
+pub async fn restore_points(
+    cfg: &crate::config::TierConfig,
+    node: Option<&str>,
+) -> Result<(String, Vec<RestorePoint>)> {
+    let remote = super::remote::client(cfg).map_err(tier_err)?;
+    let uuid = find_node(&remote, node).await?;
+    let prefix = node_prefix(&uuid);
+    let key = node_key(&remote, cfg, &prefix).await?;
+    let all = list_manifests(&remote, &prefix).await?;
+    let mut out = Vec::with_capacity(all.len());
+    for (_, _, name) in all {
+        let bytes = objects::get(&remote, &key, &uuid, ObjectKind::Manifest, &name, None, MAX_PART_PLAIN)
+            .await
+            .map_err(tier_err)?;
+        let m = Manifest::decode(&bytes).map_err(|e| tier_err(format!("{name}: {e}")))?;
+        out.push(RestorePoint {
+            name,
+            epoch: m.epoch,
+            generation: m.generation,
+            cut_ns: m.cut_ns,
+            written_ns: m.written_ns,
+            counts: m.counts,
+        });
+    }
+    Ok((prefix, out))
 }
 
 /// Restores the node whose tier `config.tier` names into a new data file at `config.data_path`
