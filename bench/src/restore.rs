@@ -3,7 +3,6 @@
 //! restored from the tier alone, opened, and its first GET served. Times each step and the
 //! metadata the restore read. Prints a Markdown table (docs/performance.md).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use edgeblob_engine::config::EngineConfig;
@@ -14,18 +13,10 @@ const ACCOUNT: &str = "devstoreaccount1";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Directory for the data files (removed at the end).
-    #[arg(long, default_value = "bench-data")]
-    dir: PathBuf,
-    /// Bytes written in all.
-    #[arg(long, default_value = "1G", value_parser = edgeblob_engine::config::parse_size)]
-    size: u64,
+    #[command(flatten)]
+    on: crate::tier::TierBench,
     #[arg(long, default_value_t = 10_000)]
     blobs: u64,
-    /// A remote Blob endpoint's origin (development account); by default another edgeblob in
-    /// this process.
-    #[arg(long)]
-    remote: Option<String>,
 }
 
 fn key(i: u64) -> BlobKey {
@@ -33,24 +24,24 @@ fn key(i: u64) -> BlobKey {
 }
 
 pub fn run(a: Args) -> Result<(), String> {
-    std::fs::create_dir_all(&a.dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&a.on.dir).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let (origin, local_remote) = crate::tier::remote(&a.dir, a.remote.as_deref(), a.size)?;
-    let tier = crate::tier::tier_config(&a.dir, &origin)?;
-    let data_size = (a.size * 2).max(4 << 30);
+    let (origin, local_remote) = crate::tier::remote(&a.on.dir, a.on.remote.as_deref(), a.on.size)?;
+    let tier = crate::tier::tier_config(&a.on.dir, &origin)?;
+    let data_size = (a.on.size * 2).max(4 << 30);
     let cfg = EngineConfig {
-        data_path: a.dir.join("node.dat"),
+        data_path: a.on.dir.join("node.dat"),
         data_size,
         pin_threads: false,
         tier: Some(tier.clone()),
         ..EngineConfig::default()
     };
     let node = Node::open(cfg).map_err(|e| e.to_string())?;
-    let per = a.size / a.blobs.max(1);
+    let per = a.on.size / a.blobs.max(1);
     let res = rt.block_on(async {
         node.create_container(ACCOUNT, "restorebench", vec![]).await.map_err(|e| e.to_string())?;
         for i in 0..a.blobs {
@@ -71,7 +62,7 @@ pub fn run(a: Args) -> Result<(), String> {
     });
     node.stop();
     let (epoch, epoch_time) = res?;
-    let restored_path = a.dir.join("restored.dat");
+    let restored_path = a.on.dir.join("restored.dat");
     let cfg_b = EngineConfig {
         data_path: restored_path.clone(),
         data_size,
@@ -93,7 +84,7 @@ pub fn run(a: Args) -> Result<(), String> {
         r.stop();
     }
     for f in ["node.dat", "restored.dat", "remote.dat"] {
-        let _ = std::fs::remove_file(a.dir.join(f));
+        let _ = std::fs::remove_file(a.on.dir.join(f));
     }
     got?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -101,7 +92,7 @@ pub fn run(a: Args) -> Result<(), String> {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     println!(
         "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} |",
-        a.remote.as_deref().unwrap_or("edgeblob (in process)"),
+        a.on.remote.as_deref().unwrap_or("edgeblob (in process)"),
         epoch.counts.blobs,
         epoch_time.as_secs_f64(),
         report.metadata_bytes as f64 / (1 << 20) as f64,

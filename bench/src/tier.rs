@@ -16,24 +16,31 @@ use hdrhistogram::Histogram;
 const ACCOUNT: &str = "devstoreaccount1";
 const DEV_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+/// What every tier benchmark is given: where its files go, how much it writes, and the remote.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct TierBench {
     /// Directory for the data files (removed at the end).
     #[arg(long, default_value = "bench-data")]
-    dir: PathBuf,
+    pub dir: PathBuf,
     /// Bytes written in all (K, M, G suffixes).
     #[arg(long, default_value = "1G", value_parser = edgeblob_engine::config::parse_size)]
-    size: u64,
+    pub size: u64,
+    /// A remote Blob endpoint's origin (`http://127.0.0.1:10000`, development account); by
+    /// default another edgeblob in this process.
+    #[arg(long)]
+    pub remote: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    on: TierBench,
     /// Bytes per blob.
     #[arg(long, default_value = "64M", value_parser = edgeblob_engine::config::parse_size)]
     blob: u64,
     /// 4 KiB ranges read from the tier at random.
     #[arg(long, default_value_t = 1000)]
     ranges: u64,
-    /// A remote Blob endpoint's origin (`http://127.0.0.1:10000`, development account); by
-    /// default another edgeblob in this process.
-    #[arg(long)]
-    remote: Option<String>,
     /// Text-like bytes (the reduction carries into the tier) rather than random ones.
     #[arg(long)]
     compressible: bool,
@@ -101,28 +108,28 @@ pub fn tier_config(dir: &std::path::Path, origin: &str) -> Result<TierConfig, St
 }
 
 pub fn run(a: Args) -> Result<(), String> {
-    std::fs::create_dir_all(&a.dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&a.on.dir).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let (origin, local_remote) = remote(&a.dir, a.remote.as_deref(), a.size)?;
-    let tier = tier_config(&a.dir, &origin)?;
+    let (origin, local_remote) = remote(&a.on.dir, a.on.remote.as_deref(), a.on.size)?;
+    let tier = tier_config(&a.on.dir, &origin)?;
     let cfg = EngineConfig {
-        data_path: a.dir.join("node.dat"),
-        data_size: (a.size * 2).max(4 << 30),
+        data_path: a.on.dir.join("node.dat"),
+        data_size: (a.on.size * 2).max(4 << 30),
         pin_threads: false,
         tier: Some(tier),
         ..EngineConfig::default()
     };
     let node = Node::open(cfg).map_err(|e| e.to_string())?;
-    let blobs = a.size.div_ceil(a.blob);
+    let blobs = a.on.size.div_ceil(a.blob);
     let res = rt.block_on(async {
         node.create_container(ACCOUNT, "tierbench", vec![]).await.map_err(|e| e.to_string())?;
         let start = Instant::now();
         for i in 0..blobs {
-            let len = a.blob.min(a.size - i * a.blob);
+            let len = a.blob.min(a.on.size - i * a.blob);
             let props = Default::default();
             node.put_blob(i as usize % node.shards(), key(i), body(i, len, a.compressible), props, Default::default())
                 .await
@@ -146,7 +153,7 @@ pub fn run(a: Args) -> Result<(), String> {
             x ^= x >> 7;
             x ^= x << 17;
             let i = x % blobs;
-            let len = a.blob.min(a.size - i * a.blob);
+            let len = a.blob.min(a.on.size - i * a.blob);
             let at = (x >> 20) % len.saturating_sub(4096).max(1);
             let t = Instant::now();
             node.read_blob(1, key(i), Some((at, Some(at + 4095))), Default::default())
@@ -168,8 +175,8 @@ pub fn run(a: Args) -> Result<(), String> {
     if let Some(r) = local_remote {
         r.stop();
     }
-    let _ = std::fs::remove_file(a.dir.join("node.dat"));
-    let _ = std::fs::remove_file(a.dir.join("remote.dat"));
+    let _ = std::fs::remove_file(a.on.dir.join("node.dat"));
+    let _ = std::fs::remove_file(a.on.dir.join("remote.dat"));
     let (written, tier_out, pack_bytes, freed, first_byte, h, read, read_back) = res?;
     let mibs = |bytes: u64, d: Duration| bytes as f64 / (1 << 20) as f64 / d.as_secs_f64();
     // Uploads run while the blobs are written (upload early): the tier-out rate is the packs'
@@ -178,11 +185,11 @@ pub fn run(a: Args) -> Result<(), String> {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
         "| {} | {:.0} | {:.2} | {:.0} | {:.3} | {} | {:.1} | {:.2} / {:.2} | {:.0} |",
-        a.remote.as_deref().unwrap_or("edgeblob (in process)"),
-        mibs(a.size, written),
+        a.on.remote.as_deref().unwrap_or("edgeblob (in process)"),
+        mibs(a.on.size, written),
         tier_out.as_secs_f64(),
         mibs(pack_bytes, written + tier_out),
-        pack_bytes as f64 / a.size as f64,
+        pack_bytes as f64 / a.on.size as f64,
         freed >> 20,
         first_byte.as_secs_f64() * 1000.0,
         h.value_at_quantile(0.5) as f64 / 1000.0,

@@ -38,6 +38,13 @@ fn tier_config(dir: &Path, origin: &str) -> EngineConfig {
     EngineConfig { tier: Some(tier), data_size: 1 << 30, ..config(dir) }
 }
 
+/// A small node's configuration (256 MiB) in its own directory `name` under `dir`.
+fn small_node(dir: &Path, name: &str, origin: &str) -> EngineConfig {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    EngineConfig { data_size: 256 << 20, ..tier_config(&d, origin) }
+}
+
 /// What a client sees of a blob: its bytes, properties and block list.
 #[derive(Debug, PartialEq)]
 struct Seen {
@@ -231,10 +238,7 @@ fn old_restore_points_are_pruned_and_the_kept_ones_restore() {
     let dir = tempfile::tempdir().unwrap();
     let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
     let origin = format!("http://{}", remote.addr);
-    let a_dir = dir.path().join("a");
-    std::fs::create_dir_all(&a_dir).unwrap();
-    let mut cfg = tier_config(&a_dir, &origin);
-    cfg.data_size = 256 << 20;
+    let mut cfg = small_node(dir.path(), "a", &origin);
     cfg.tier.as_mut().unwrap().manifests_kept = 2;
     let rt = rt();
     let a = Node::open(cfg.clone()).unwrap();
@@ -272,10 +276,7 @@ fn old_restore_points_are_pruned_and_the_kept_ones_restore() {
     assert!(parts.iter().all(|p| p.split('/').nth(3) != Some(first.as_str()) && *p != stray), "{parts:?}");
     a.stop();
     for (report, bytes) in &epochs[1..] {
-        let d = dir.path().join(format!("r{}", report.epoch));
-        std::fs::create_dir_all(&d).unwrap();
-        let mut cfg_r = tier_config(&d, &origin);
-        cfg_r.data_size = 256 << 20;
+        let cfg_r = small_node(dir.path(), &format!("r{}", report.epoch), &origin);
         let got = rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_r, None, Some(report.epoch))).unwrap();
         assert_eq!(got.blobs, 1);
         let n = Node::open(cfg_r).unwrap();
@@ -283,18 +284,12 @@ fn old_restore_points_are_pruned_and_the_kept_ones_restore() {
         assert_eq!(&read[..], &bytes[..], "epoch {}", report.epoch);
         n.stop();
     }
-    let d = dir.path().join("gone");
-    std::fs::create_dir_all(&d).unwrap();
-    let mut cfg_r = tier_config(&d, &origin);
-    cfg_r.data_size = 256 << 20;
+    let cfg_r = small_node(dir.path(), "gone", &origin);
     assert!(rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_r, None, Some(epochs[0].0.epoch))).is_err());
     // A part of a kept restore point gone: the check names it.
     let part = rt.block_on(names("/meta/")).into_iter().next().unwrap();
     assert!(rt.block_on(r.delete(&part)).unwrap());
-    let d = dir.path().join("checker");
-    std::fs::create_dir_all(&d).unwrap();
-    let mut cfg_c = tier_config(&d, &origin);
-    cfg_c.data_size = 256 << 20;
+    let mut cfg_c = small_node(dir.path(), "checker", &origin);
     cfg_c.tier.as_mut().unwrap().passive = true;
     // Passive: a node of another uuid that only reads; the check looks at the restored node's.
     let checker = Node::open(EngineConfig {
@@ -326,12 +321,8 @@ fn a_restore_killed_midway_starts_over() {
     let dir = tempfile::tempdir().unwrap();
     let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
     let origin = format!("http://{}", remote.addr);
-    let a_dir = dir.path().join("a");
-    std::fs::create_dir_all(&a_dir).unwrap();
-    let mut cfg_a = tier_config(&a_dir, &origin);
-    cfg_a.data_size = 256 << 20;
     let rt = rt();
-    let a = Node::open(cfg_a).unwrap();
+    let a = Node::open(small_node(dir.path(), "a", &origin)).unwrap();
     rt.block_on(a.create_container(DEV_ACCOUNT, "c", vec![])).unwrap();
     let mut want = BTreeMap::new();
     for i in 0..3000u64 {
@@ -344,9 +335,7 @@ fn a_restore_killed_midway_starts_over() {
     rt.block_on(a.tier_epoch()).unwrap();
     a.stop();
     let b_dir = dir.path().join("b");
-    std::fs::create_dir_all(&b_dir).unwrap();
-    let mut cfg_b = tier_config(&b_dir, &origin);
-    cfg_b.data_size = 256 << 20;
+    let cfg_b = small_node(dir.path(), "b", &origin);
     let marker = edgeblob_engine::startup::restoring_marker(&cfg_b.data_path);
     let mut killed = 0;
     for delay_ms in [150u64, 600, 1500] {
