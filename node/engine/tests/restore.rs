@@ -338,7 +338,8 @@ fn a_restore_killed_midway_starts_over() {
     let cfg_b = small_node(dir.path(), "b", &origin);
     let marker = edgeblob_engine::startup::restoring_marker(&cfg_b.data_path);
     let mut killed = 0;
-    for delay_ms in [150u64, 600, 1500] {
+    // Killed once the new data file is formatted (its import has begun), after a varying delay.
+    for delay_ms in [0u64, 30, 120] {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["restore_process", "--exact", "--nocapture", "--quiet", "--test-threads=1"])
             .env("EDGEBLOB_RESTORE_CHILD", format!("{}\t{origin}", b_dir.display()))
@@ -346,18 +347,28 @@ fn a_restore_killed_midway_starts_over() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        // Until this restore has formatted its own data file (a killed one's is still there).
+        let stamp = || std::fs::metadata(&cfg_b.data_path).and_then(|m| m.modified()).ok();
+        let (before, began) = (stamp(), std::time::Instant::now());
+        while !(marker.exists() && stamp().is_some() && stamp() != before)
+            && child.try_wait().unwrap().is_none()
+            && began.elapsed().as_secs() < 60
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let finished = child.try_wait().unwrap().is_some();
         child.kill().unwrap();
         child.wait().unwrap();
         if finished || !marker.exists() {
             // It ended before the kill: start the next try from nothing.
-            std::fs::remove_file(&cfg_b.data_path).unwrap();
+            let _ = std::fs::remove_file(&cfg_b.data_path);
             continue;
         }
         killed += 1;
         assert!(Node::open(cfg_b.clone()).is_err(), "a half-restored data file opens (after {delay_ms} ms)");
     }
+    eprintln!("{killed} of 3 kills landed inside a restore");
     assert!(killed > 0, "no kill landed inside a restore");
     let report = rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_b, None, None)).unwrap();
     assert_eq!((report.blobs, report.blobs_left_out), (3000, 0));
