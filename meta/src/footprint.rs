@@ -101,7 +101,8 @@ impl ShardMeta {
             | Record::PackCommitted { .. }
             | Record::ChunksReleased { .. }
             | Record::PackDeleted { .. }
-            | Record::ChunksRestored { .. } => {}
+            | Record::ChunksRestored { .. }
+            | Record::ChunkHydrated { .. } => {}
             Record::ContainerPut { account, name, .. } => {
                 if let Some(old) = self.containers.get(&(account.clone(), name.clone())) {
                     c.removed.committed = container_cost(account, name, old);

@@ -65,6 +65,10 @@ pub enum Record {
     /// as any blob does, and the restore logs no chunk that no restored blob names. **v2 logs
     /// only.**
     ChunksRestored { pack: u64, chunks: Vec<RestoredChunk> },
+    /// A chunk this shard counts, in the tier only, is on flash again (a random read promoted
+    /// it): its stored stream was written back to the place its id names, durably before this
+    /// record, and it is in the tier and there (`Location::Both`). **v2 logs only.**
+    ChunkHydrated { chunk: ChunkId },
 }
 
 /// The archived size of a record. rkyv finds a buffer's root object at its end, by the root

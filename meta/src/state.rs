@@ -240,6 +240,14 @@ impl ShardMeta {
             Record::PackDeleted { number } => {
                 self.packs.remove(number);
             }
+            Record::ChunkHydrated { chunk } => {
+                if let Some(e) = self.chunks.get_mut(chunk) {
+                    match e.location {
+                        Location::Tiered { packed } => e.location = Location::Both { offset: chunk.offset, packed },
+                        _ => debug_assert!(false, "chunk {chunk:?} hydrated from {:?}", e.location),
+                    }
+                }
+            }
             Record::ChunksRestored { pack, chunks } => {
                 debug_assert!(self.packs.contains_key(pack), "chunks restored into pack {pack}, not known");
                 for c in chunks {

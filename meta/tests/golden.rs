@@ -353,6 +353,7 @@ fn every_record() -> Vec<(&'static str, Record)> {
                 },
             ],
         },
+        Record::ChunkHydrated { chunk: chunk(1).id() },
     ];
     records
         .into_iter()
@@ -375,6 +376,7 @@ fn every_record() -> Vec<(&'static str, Record)> {
                 Record::ChunksReleased { .. } => "chunks-released",
                 Record::PackDeleted { .. } => "pack-deleted",
                 Record::ChunksRestored { .. } => "chunks-restored",
+                Record::ChunkHydrated { .. } => "chunk-hydrated",
             };
             (name, r)
         })
@@ -394,7 +396,8 @@ fn a_frame_of_every_record_type_v1_and_v2() {
             | Record::PackCommitted { .. }
             | Record::ChunksReleased { .. }
             | Record::PackDeleted { .. }
-            | Record::ChunksRestored { .. } => 2,
+            | Record::ChunksRestored { .. }
+            | Record::ChunkHydrated { .. } => 2,
             _ => 1,
         };
         let bytes = golden_in(version, &format!("frame-{name}.bin"), &frame);

@@ -309,6 +309,7 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
         Record::PackCommitted { chunks, .. } => chunks.iter().map(|c| Want::Chunk(c.id())).collect(),
         Record::ChunksReleased { chunks } => chunks.iter().map(|id| Want::Chunk(*id)).collect(),
         Record::ChunksRestored { chunks, .. } => chunks.iter().map(|c| Want::Chunk(c.chunk.id())).collect(),
+        Record::ChunkHydrated { chunk } => vec![Want::Chunk(*chunk)],
         Record::CheckpointEnd
         | Record::ContainerPut { .. }
         | Record::ContainerDelete { .. }
@@ -350,6 +351,7 @@ pub fn grows(rec: &Record) -> bool {
             | Record::PackCommitted { .. }
             | Record::ChunksReleased { .. }
             | Record::PackDeleted { .. }
+            | Record::ChunkHydrated { .. }
             | Record::BlobDelete { .. }
             | Record::StagedDropped { .. }
             | Record::ContainerDelete { .. }
@@ -974,6 +976,11 @@ impl ShardIndex {
                     self.dirty.marked += 1;
                 }
                 self.dirty.packs.insert(pack.number, lsn);
+                self.dirty.marked += 1;
+            }
+            Record::ChunkHydrated { chunk } if self.state.chunks.contains_key(chunk) => {
+                self.clean.remove(&Want::Chunk(*chunk));
+                self.dirty.chunks.insert(*chunk, lsn);
                 self.dirty.marked += 1;
             }
             Record::ChunksRestored { chunks, .. } => {

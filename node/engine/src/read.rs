@@ -16,6 +16,7 @@ use super::ops::at;
 use super::plan::Segments;
 use super::refs::ReadGuard;
 use super::shard::Shard;
+use super::tier::hydrate;
 use super::tier::place::{self, Where};
 
 /// Logical bytes `[from, to)` of a chunk, from flash or, once released, from the tier.
@@ -34,6 +35,13 @@ pub async fn read_chunk(shard: &Rc<Shard>, c: &ChunkRef, from: u32, to: u32, acc
         match at(shard, counter, move |s| async move { place::locate(&s, chunk).await }).await?? {
             Where::Local(o) => offset = o,
             Where::Tier(p) => {
+                if hydrate::wanted(c, from, to) {
+                    // Random access: the chunk goes back to flash, behind this read.
+                    let (place, chunk, s) = (p.clone(), *c, shard.clone());
+                    tokio::task::spawn_local(async move {
+                        let _ = at(&s, counter, move |s| async move { hydrate::start(&s, chunk, place) }).await;
+                    });
+                }
                 let whole = place::read_from_tier(shard, c, p, account).await?;
                 if keep {
                     shard.cache.insert(c, whole.clone());

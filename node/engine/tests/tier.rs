@@ -634,3 +634,64 @@ fn garbage_is_collected_and_a_failed_listing_deletes_nothing() {
     node.stop();
     drop(remote);
 }
+
+/// Random reads (smaller than a chunk) bring the chunks they touch back to flash, to the place
+/// their ids name; whole reads do not. The promoted chunks read back, survive a restart (whose
+/// checks of debug builds hold the allocator's image to the chunk table), and release again.
+#[test]
+fn random_reads_promote_chunks_and_whole_reads_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    std::fs::create_dir_all(dir.path().join("node")).unwrap();
+    let cfg = tier_config(&dir.path().join("node"), &format!("http://{}", remote.addr), "tier");
+    let rt = rt();
+    let node = open(&cfg);
+    let (a, b) = (data(1, 2 << 20, false), data(2, 2 << 20, false));
+    rt.block_on(async {
+        node.create_container(DEV_ACCOUNT, "c", vec![]).await.unwrap();
+        for (name, bytes) in [("a", &a), ("b", &b)] {
+            node.put_blob(0, key("c", name), body(bytes), Default::default(), Default::default()).await.unwrap();
+        }
+        node.tier_flush().await.unwrap();
+        node.tier_release(None).await.unwrap();
+    });
+    // (A chunk of one page stays: releasing it would free nothing.)
+    let released = total(&rt.block_on(node.tier_status()).unwrap());
+    assert!(released.tiered_chunks >= 60, "{released:?}");
+    let status_after = |node: &Node| {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        total(&rt.block_on(node.tier_status()).unwrap())
+    };
+    // A whole read: nothing promoted.
+    let (_, _, got) = rt.block_on(node.read_blob(1, key("c", "a"), None, Conditions::default())).unwrap();
+    assert_eq!(&got[..], &a[..]);
+    assert_eq!(status_after(&node), released, "a whole read promoted chunks");
+    // Random 4 KiB ranges: the chunks they touch come back.
+    let ranges: Vec<u64> = (0..24u64).map(|i| (i * 7_919_993) % ((2 << 20) - 4096)).collect();
+    rt.block_on(async {
+        for &at in &ranges {
+            let (_, _, got) =
+                node.read_blob(1, key("c", "b"), Some((at, Some(at + 4095))), Conditions::default()).await.unwrap();
+            assert_eq!(&got[..], &b[at as usize..at as usize + 4096]);
+        }
+    });
+    let promoted = status_after(&node);
+    let up = promoted.both_chunks - released.both_chunks;
+    assert!((1..=24).contains(&up), "{promoted:?}");
+    assert_eq!(promoted.tiered_chunks, released.tiered_chunks - up);
+    node.stop();
+    let node = open(&cfg);
+    rt.block_on(async {
+        for &at in &ranges {
+            let (_, _, got) =
+                node.read_blob(0, key("c", "b"), Some((at, Some(at + 4095))), Conditions::default()).await.unwrap();
+            assert_eq!(&got[..], &b[at as usize..at as usize + 4096]);
+        }
+        let (_, _, got) = node.read_blob(0, key("c", "b"), None, Conditions::default()).await.unwrap();
+        assert_eq!(&got[..], &b[..]);
+    });
+    assert!(total(&rt.block_on(node.tier_status()).unwrap()).both_chunks >= promoted.both_chunks);
+    assert!(rt.block_on(node.tier_release(None)).unwrap() > 0, "promoted chunks release again");
+    assert_eq!(total(&rt.block_on(node.tier_status()).unwrap()).tiered_chunks, released.tiered_chunks);
+    node.stop();
+}

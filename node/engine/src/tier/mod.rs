@@ -19,6 +19,7 @@
 pub mod epoch;
 pub mod fence;
 pub mod gc;
+pub mod hydrate;
 pub mod objects;
 pub mod place;
 pub mod release;

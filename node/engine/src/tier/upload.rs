@@ -39,6 +39,8 @@ pub struct ShardTier {
     pub(super) gc: RefCell<super::gc::GcState>,
     /// One epoch at a time (the catalog shard runs them).
     pub(super) epoch: tokio::sync::Mutex<()>,
+    /// Promotions of chunks to flash running (see [`super::hydrate`]).
+    pub(super) promoting: std::cell::Cell<usize>,
 }
 
 /// What a shard's chunk table says of the tier (a scan: for operators and tests).
