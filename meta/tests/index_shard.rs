@@ -155,8 +155,8 @@ fn pack_of(m: &ShardMeta, number: u64, chunks: &[PackedChunk], n: u64) -> PackIn
     }
 }
 
-/// A tier's change, valid against the model: a new generation, or a pack of chunks that are
-/// not in one yet (counted now or not: one freed during its upload is garbage in the pack).
+/// A tier's change, valid against the model: a new generation, a release, a promotion, or a
+/// pack of chunks that are not in one yet (counted now or not: one freed during its upload is garbage in the pack).
 fn tier_change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
     if rng.gen_bool(0.2) {
         return Record::TierStarted { generation: m.tier_generation + 1 };
@@ -170,6 +170,11 @@ fn tier_change(rng: &mut StdRng, m: &ShardMeta, n: u64) -> Record {
         .collect();
     if !both.is_empty() && rng.gen_bool(0.4) {
         return Record::ChunksReleased { chunks: both };
+    }
+    // A released chunk promoted back to flash by a random read.
+    let tiered = m.chunks.values().find(|e| matches!(e.location, Location::Tiered { .. }));
+    if let Some(e) = tiered.filter(|_| rng.gen_bool(0.3)) {
+        return Record::ChunkHydrated { chunk: e.chunk.id() };
     }
     // A pack no chunk is in is deleted; one that holds some is repacked.
     if let Some(&old) = m.packs.keys().next().filter(|_| rng.gen_bool(0.3)) {
