@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use edgeblob_io::superblock::{Superblock, SECRET_LEN};
 use edgeblob_meta::export::{items, ExportItem, Manifest};
+use edgeblob_meta::index::shard::HoldsIndex;
 use edgeblob_meta::model::{
     Blob, BlobKey, Block, ChunkId, ChunkRef, Container, ListedBlock, PackInfo, Packed, RestoredChunk, StagedBlock,
 };
@@ -421,19 +422,24 @@ async fn import(
         let r = RestoredChunk { chunk: p.chunk, entry: p.packed.entry, at: p.packed.at };
         by_pack.entry((p.shard, p.packed.pack)).or_default().push(r);
     }
+    // A record must fit a log half with room to spare (about 64 bytes a chunk), as a pack's.
+    let half = node.on(0, |s| async move { s.meta.borrow().index().map_or(1 << 20, |m| m.half_len()) }).await?;
+    let per_record = (half / 8 / 64).max(1);
+    let mut by_shard: Vec<Vec<Record>> = vec![Vec::new(); node.shards()];
     for ((shard, number), mut chunks) in by_pack {
         let pack = packs.get(&(shard, number)).cloned().ok_or_else(|| {
             tier_err(format!("the epoch places chunks in pack {number} of shard {shard}, and does not name it"))
         })?;
+        let recs = by_shard.get_mut(shard as usize).ok_or_else(|| tier_err(format!("a pack of shard {shard}")))?;
         report.packs += 1;
         report.chunks += chunks.len() as u64;
-        let commit = Record::PackCommitted { pack: Box::new(pack), chunks: Vec::new(), replaces: Vec::new() };
-        log(node, shard as usize, commit).await?;
+        recs.push(Record::PackCommitted { pack: Box::new(pack), chunks: Vec::new(), replaces: Vec::new() });
         chunks.sort_by_key(|c| c.at);
-        for batch in chunks.chunks(RESTORED_PER_RECORD) {
-            log(node, shard as usize, Record::ChunksRestored { pack: number, chunks: batch.to_vec() }).await?;
+        for batch in chunks.chunks(per_record) {
+            recs.push(Record::ChunksRestored { pack: number, chunks: batch.to_vec() });
         }
     }
+    log_on_each(node, by_shard).await?;
     // The blobs, a part at a time, their references counted as any blob's; each shard's
     // records of a part logged together (they share group commits), the shards at once.
     let mut stream = Blobs::default();
@@ -451,13 +457,7 @@ async fn import(
                 report.blobs_left_out += 1;
             }
         }
-        let logged = by_owner
-            .into_iter()
-            .enumerate()
-            .map(|(i, recs)| node.on(i, move |s| async move { super::log_all(&s, recs).await }));
-        for r in futures::future::join_all(logged).await {
-            r??;
-        }
+        log_on_each(node, by_owner).await?;
     }
     if report.blobs_left_out > 0 {
         tracing::warn!(
@@ -490,9 +490,17 @@ fn hold_anchors(s: &crate::shard::Shard, offsets: &[u64]) -> Result<()> {
     Ok(())
 }
 
-/// Chunks a `ChunksRestored` record holds at most (about 56 bytes each: well inside a log half
-/// of the smallest data file).
-const RESTORED_PER_RECORD: usize = 2048;
+/// Logs each shard's records on it, the shards at once, each waiting once for its last.
+async fn log_on_each(node: &Node, by_shard: Vec<Vec<Record>>) -> Result<()> {
+    let logged = by_shard
+        .into_iter()
+        .enumerate()
+        .map(|(i, recs)| node.on(i, move |s| async move { super::log_all(&s, recs).await }));
+    for r in futures::future::join_all(logged).await {
+        r??;
+    }
+    Ok(())
+}
 
 /// Logs `rec` on shard `shard` and waits until it is durable.
 async fn log(node: &Node, shard: usize, rec: Record) -> Result<()> {
