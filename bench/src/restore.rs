@@ -24,14 +24,7 @@ fn key(i: u64) -> BlobKey {
 }
 
 pub fn run(a: Args) -> Result<(), String> {
-    std::fs::create_dir_all(&a.on.dir).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let (origin, local_remote) = crate::tier::remote(&a.on.dir, a.on.remote.as_deref(), a.on.size)?;
-    let tier = crate::tier::tier_config(&a.on.dir, &origin)?;
+    let (rt, local_remote, tier) = a.on.start()?;
     let data_size = (a.on.size * 2).max(4 << 30);
     let cfg = EngineConfig {
         data_path: a.on.dir.join("node.dat"),

@@ -31,6 +31,21 @@ pub struct TierBench {
     pub remote: Option<String>,
 }
 
+impl TierBench {
+    /// Its directory made, a runtime, the remote (in process unless named: kept running while
+    /// held), and the tier on it.
+    pub fn start(&self) -> Result<(tokio::runtime::Runtime, Option<Node>, TierConfig), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let (origin, local_remote) = remote(&self.dir, self.remote.as_deref(), self.size)?;
+        Ok((rt, local_remote, tier_config(&self.dir, &origin)?))
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -76,7 +91,7 @@ fn body(i: u64, len: u64, compressible: bool) -> Vec<bytes::Bytes> {
 
 /// The remote: another edgeblob in this process (kept running while its node is held), unless
 /// `named` names one. Its origin.
-pub fn remote(dir: &std::path::Path, named: Option<&str>, size: u64) -> Result<(String, Option<Node>), String> {
+fn remote(dir: &std::path::Path, named: Option<&str>, size: u64) -> Result<(String, Option<Node>), String> {
     if let Some(o) = named {
         return Ok((o.to_owned(), None));
     }
@@ -91,7 +106,7 @@ pub fn remote(dir: &std::path::Path, named: Option<&str>, size: u64) -> Result<(
 
 /// The benchmarks' tier at `origin`: uploads within a second, released only when asked (not
 /// by the watermarks while writing), epochs only when asked.
-pub fn tier_config(dir: &std::path::Path, origin: &str) -> Result<TierConfig, String> {
+fn tier_config(dir: &std::path::Path, origin: &str) -> Result<TierConfig, String> {
     let key_file = dir.join("customer.key");
     std::fs::write(&key_file, [0x42u8; 32]).map_err(|e| e.to_string())?;
     Ok(TierConfig {
@@ -108,14 +123,7 @@ pub fn tier_config(dir: &std::path::Path, origin: &str) -> Result<TierConfig, St
 }
 
 pub fn run(a: Args) -> Result<(), String> {
-    std::fs::create_dir_all(&a.on.dir).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let (origin, local_remote) = remote(&a.on.dir, a.on.remote.as_deref(), a.on.size)?;
-    let tier = tier_config(&a.on.dir, &origin)?;
+    let (rt, local_remote, tier) = a.on.start()?;
     let cfg = EngineConfig {
         data_path: a.on.dir.join("node.dat"),
         data_size: (a.on.size * 2).max(4 << 30),

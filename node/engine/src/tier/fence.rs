@@ -19,20 +19,9 @@ fn claim_name(prefix: &str, generation: u64) -> String {
 /// The highest generation claimed in the tier (0 when none); a failed listing is an error.
 pub async fn highest_claim(remote: &Remote, prefix: &str) -> Result<u64, String> {
     let base = format!("{prefix}/gen/");
-    let mut highest = 0;
-    let mut marker: Option<String> = None;
-    loop {
-        let page = remote.list(&base, marker.as_deref(), 5000).await.map_err(|e| e.to_string())?;
-        for b in page.blobs {
-            if let Some(g) = b.name.strip_prefix(&base).and_then(|g| u64::from_str_radix(g, 16).ok()) {
-                highest = highest.max(g);
-            }
-        }
-        match page.next {
-            Some(m) => marker = Some(m),
-            None => return Ok(highest),
-        }
-    }
+    let names = super::remote::list_all(remote, &base).await?;
+    let claims = names.iter().filter_map(|n| u64::from_str_radix(n.strip_prefix(&base)?, 16).ok());
+    Ok(claims.max().unwrap_or(0))
 }
 
 /// How a claim ended.

@@ -579,7 +579,8 @@ async fn verify_pack(remote: &Remote, key: &NodeKey, local: &[u8], len: u64) -> 
     Ok(entries)
 }
 
-async fn list_all(remote: &Remote, prefix: &str) -> Result<Vec<String>, String> {
+/// Every name under `prefix`, all pages (a failure is an error, never an empty list).
+pub(crate) async fn list_all(remote: &Remote, prefix: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut marker: Option<String> = None;
     loop {
@@ -629,29 +630,13 @@ fn key_name(prefix: &str, n: u64) -> String {
 /// The newest wrapping of the node key: its number and name. None only when a listing that
 /// succeeded found none (a failed listing is an error, never "absent").
 pub(crate) async fn latest_key(remote: &Remote, prefix: &str) -> Result<Option<(u64, String)>, String> {
-    let mut newest: Option<(u64, String)> = None;
-    let mut marker: Option<String> = None;
     let base = format!("{prefix}/keys/node");
-    loop {
-        let page = remote.list(&base, marker.as_deref(), 1000).await.map_err(|e| e.to_string())?;
-        for b in page.blobs {
-            let n = match b.name.strip_prefix(&base) {
-                Some("") => 0,
-                Some(rest) => match rest.strip_prefix('.').and_then(|d| d.parse::<u64>().ok()) {
-                    Some(n) => n,
-                    None => continue,
-                },
-                None => continue,
-            };
-            if newest.as_ref().is_none_or(|(m, _)| n > *m) {
-                newest = Some((n, b.name));
-            }
-        }
-        match page.next {
-            Some(m) => marker = Some(m),
-            None => return Ok(newest),
-        }
-    }
+    let number = |name: &str| match name.strip_prefix(&base)? {
+        "" => Some(0),
+        rest => rest.strip_prefix('.')?.parse::<u64>().ok(),
+    };
+    let names = list_all(remote, &base).await?;
+    Ok(names.into_iter().filter_map(|n| Some((number(&n)?, n))).max_by_key(|(n, _)| *n))
 }
 
 /// Reads and opens wrapping `name` of the node key with `cmk`; an error names the key that

@@ -106,22 +106,15 @@ async fn node_key(remote: &Remote, cfg: &crate::config::TierConfig, prefix: &str
 /// Every manifest of the node, oldest first: (generation, epoch, name). A failed listing is an
 /// error, never "none".
 pub(crate) async fn list_manifests(remote: &Remote, prefix: &str) -> Result<Vec<(u64, u64, String)>> {
-    let mut names: Vec<(u64, u64, String)> = Vec::new();
-    let mut marker: Option<String> = None;
-    let base = format!("{prefix}/manifest/");
-    loop {
-        let page = remote.list(&base, marker.as_deref(), 5000).await.map_err(tier_err)?;
-        for b in page.blobs {
-            let name = b.name.strip_prefix(prefix).and_then(|n| n.strip_prefix('/')).unwrap_or_default().to_owned();
-            if let Some((g, e)) = parse_manifest_name(&name) {
-                names.push((g, e, name));
-            }
-        }
-        match page.next {
-            Some(m) => marker = Some(m),
-            None => break,
-        }
-    }
+    let listed = super::remote::list_all(remote, &format!("{prefix}/manifest/")).await.map_err(tier_err)?;
+    let mut names: Vec<(u64, u64, String)> = listed
+        .iter()
+        .filter_map(|full| {
+            let name = full.strip_prefix(prefix)?.strip_prefix('/')?;
+            let (g, e) = parse_manifest_name(name)?;
+            Some((g, e, name.to_owned()))
+        })
+        .collect();
     names.sort();
     Ok(names)
 }
@@ -406,16 +399,16 @@ async fn import(
     for (i, offsets) in anchors.into_iter().enumerate() {
         node.on(i, move |s| async move { hold_anchors(&s, &offsets) }).await??;
     }
-    for (account, name, container) in containers {
-        log(node, CATALOG_SHARD, Record::ContainerPut { account, name, container }).await?;
-        report.containers += 1;
-    }
+    report.containers = containers.len() as u64;
+    let puts: Vec<Record> = containers
+        .into_iter()
+        .map(|(account, name, container)| Record::ContainerPut { account, name, container })
+        .collect();
+    node.on(CATALOG_SHARD, move |s| async move { super::log_all(&s, puts).await }).await??;
     // Published as a start publishes them: the blobs' containers are live.
     let catalog = node.on(CATALOG_SHARD, |s| async move { s.meta.borrow().state().containers.clone() }).await?;
     *node.shared().catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
-    for i in 0..node.shards() {
-        log(node, i, Record::TierStarted { generation }).await?;
-    }
+    log_on_each(node, vec![vec![Record::TierStarted { generation }]; node.shards()]).await?;
     // Each counting shard: its packs, then the chunks in them, in records of a bounded size.
     let mut by_pack: BTreeMap<(u32, u64), Vec<RestoredChunk>> = BTreeMap::new();
     for p in placed.values().filter(|p| p.named) {
@@ -500,11 +493,6 @@ async fn log_on_each(node: &Node, by_shard: Vec<Vec<Record>>) -> Result<()> {
         r??;
     }
     Ok(())
-}
-
-/// Logs `rec` on shard `shard` and waits until it is durable.
-async fn log(node: &Node, shard: usize, rec: Record) -> Result<()> {
-    node.on(shard, move |s| async move { super::log(&s, rec).await }).await?
 }
 
 /// The records of a restored blob on its owner shard: Put Blob's one block as it was; a block
