@@ -186,7 +186,7 @@ fn start_node(
     let data = dir.join("edgeblob.dat");
     let _ = std::fs::remove_file(&data);
     let config = format!(
-        "listen = \"127.0.0.1\"\nport = 0\n[engine]\ndata_path = \"{}\"\ndata_size = {data_size}\ncompression = {reduction}\ndedup = {reduction}\n{}",
+        "listen = \"127.0.0.1\"\nport = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n[engine]\ndata_path = \"{}\"\ndata_size = {data_size}\ncompression = {reduction}\ndedup = {reduction}\n{}",
         data.display(),
         shards.map(|n| format!("shards = {n}\n")).unwrap_or_default()
     );

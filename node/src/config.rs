@@ -38,7 +38,45 @@ pub struct Config {
     pub copy_source_timeout_secs: u64,
     /// A second, TLS listener (for clients that insist on `https://<account>.blob.core.windows.net`).
     pub tls: Option<TlsConfig>,
+    /// The admin listener: metrics, health and the tier's operations while the node serves.
+    pub admin: AdminConfig,
     pub engine: EngineConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    /// `host:port`; loopback by default, apart from the Blob port so that no container name
+    /// (`health`, `metrics`) is taken from clients.
+    pub listen: String,
+    /// A bearer token the operations (POST) require. Without one they are taken from loopback
+    /// peers only; a listener on another address needs one.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { enabled: true, listen: "127.0.0.1:9100".into(), token: None }
+    }
+}
+
+impl AdminConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let addr: std::net::SocketAddr =
+            self.listen.parse().map_err(|e| format!("admin listen {:?}: {e}", self.listen))?;
+        if let Some(t) = &self.token {
+            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err("admin token: at least 16 printable characters".into());
+            }
+        } else if !addr.ip().is_loopback() {
+            return Err(format!("admin listen {addr} is not loopback: set admin.token for its operations"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +113,7 @@ impl Default for Config {
             copy_source_allow: None,
             copy_source_timeout_secs: 30,
             tls: None,
+            admin: AdminConfig::default(),
             engine: EngineConfig::default(),
         }
     }
@@ -110,6 +149,7 @@ impl Config {
         let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         c.engine.validate()?;
         c.egress()?;
+        c.admin.validate()?;
         for a in &c.accounts {
             if !edgeblob_proto::addr::valid_account_name(&a.name) {
                 return Err(format!("account name {:?}: letters and digits only, at most 24", a.name));
@@ -147,6 +187,18 @@ mod tests {
         let own_key = "[[accounts]]\nname = \"a\"\nkeys = [\"a2V5\"]\n";
         assert_eq!(Config::from_toml(own_key).unwrap().listen_address(), "0.0.0.0");
         assert_eq!(Config::from_toml("listen = \"0.0.0.0\"\n").unwrap().listen_address(), "0.0.0.0");
+    }
+
+    #[test]
+    fn the_admin_listener_is_loopback_unless_a_token_guards_it() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!((c.admin.enabled, c.admin.listen.as_str()), (true, "127.0.0.1:9100"));
+        assert!(Config::from_toml("[admin]\nlisten = \"0.0.0.0:9100\"\n").is_err());
+        assert!(Config::from_toml("[admin]\nlisten = \"0.0.0.0:9100\"\ntoken = \"short\"\n").is_err());
+        let open = "[admin]\nlisten = \"0.0.0.0:9100\"\ntoken = \"0123456789abcdef\"\n";
+        assert_eq!(Config::from_toml(open).unwrap().admin.token.as_deref(), Some("0123456789abcdef"));
+        assert!(Config::from_toml("[admin]\nlisten = \"nowhere\"\n").is_err());
+        assert!(!Config::from_toml("[admin]\nenabled = false\nlisten = \"x\"\n").unwrap().admin.enabled);
     }
 
     #[test]

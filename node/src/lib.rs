@@ -1,5 +1,6 @@
 //! The edgeblob node: configuration and the Blob API over HTTP on every shard of the storage
 //! engine (`edgeblob-engine`).
 
+pub mod admin;
 pub mod config;
 pub mod http;

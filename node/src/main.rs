@@ -43,6 +43,10 @@ struct Args {
     /// PEM private key for the TLS listener.
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// Address of the admin listener (metrics, health, operations), e.g. 127.0.0.1:9100;
+    /// `off` turns it off (overrides the configuration).
+    #[arg(long)]
+    admin_listen: Option<String>,
 }
 
 fn main() {
@@ -86,7 +90,13 @@ fn run(args: Args) -> Result<(), String> {
     if let (Some(port), Some(cert), Some(key)) = (args.tls_port, args.tls_cert, args.tls_key) {
         config.tls = Some(edgeblob::config::TlsConfig { port, cert, key });
     }
+    match args.admin_listen.as_deref() {
+        Some("off") => config.admin.enabled = false,
+        Some(a) => (config.admin.enabled, config.admin.listen) = (true, a.to_owned()),
+        None => {}
+    }
     config.engine.validate()?;
+    config.admin.validate()?;
     let node = Node::open(config.engine.clone()).map_err(|e| e.to_string())?;
     // Recovery read each shard's log half whole (up to 512 MiB apiece) and has freed it, but
     // mimalloc returns freed memory to the OS only as its threads go on allocating: an idle node
@@ -107,6 +117,11 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(tls) = bound.https {
         println!("edgeblob listening with TLS on {tls}");
     }
+    let node = std::sync::Arc::new(node);
+    let admin = edgeblob::admin::serve(node.clone(), &config).map_err(|e| format!("cannot serve: {e}"))?;
+    if let Some(a) = &admin {
+        println!("edgeblob admin on {}", a.addr);
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let mut term =
@@ -118,6 +133,14 @@ fn run(args: Args) -> Result<(), String> {
         Ok::<(), String>(())
     })?;
     tracing::info!("stopping");
-    node.stop();
+    if let Some(a) = admin {
+        a.stop();
+    }
+    match std::sync::Arc::try_unwrap(node) {
+        Ok(node) => node.stop(),
+        // Not reached: the admin thread, the only other holder, has ended. The shards stop
+        // when the last holder drops it; acknowledged writes are durable in the logs already.
+        Err(_) => tracing::warn!("the engine is still held; stopping without flushing the indexes"),
+    }
     Ok(())
 }

@@ -878,7 +878,7 @@ fn the_public_key_listens_on_loopback_only() {
     let mut child = std::process::Command::new(node::workspace_bin("edgeblob"))
         .arg("--data")
         .arg(dir.path().join("node.dat"))
-        .args(["--port", "0", "--shards", "1", "--data-size", "1G"])
+        .args(["--port", "0", "--shards", "1", "--data-size", "1G", "--admin-listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

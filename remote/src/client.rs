@@ -19,6 +19,7 @@ use crate::credential::Credential;
 use crate::endpoint::{query_value, Endpoint};
 use crate::error::{code_of, RemoteError};
 use crate::retry::{parse_retry_after, RetryPolicy};
+use crate::stats::{Outcome, RemoteStats};
 use crate::throttle::Throttle;
 use crate::xml;
 
@@ -80,6 +81,7 @@ pub struct Remote {
     retry: RetryPolicy,
     timeout: Duration,
     throttle: Option<Throttle>,
+    stats: Arc<RemoteStats>,
 }
 
 struct Answer {
@@ -171,6 +173,7 @@ impl Remote {
             retry: cfg.retry,
             timeout: cfg.timeout,
             throttle: cfg.bytes_per_sec.map(Throttle::new),
+            stats: Arc::default(),
         })
     }
 
@@ -178,10 +181,27 @@ impl Remote {
         &self.ep
     }
 
+    /// What this client did so far (shared: a holder of it reads it as the client goes on).
+    pub fn stats(&self) -> Arc<RemoteStats> {
+        self.stats.clone()
+    }
+
     /// One attempt. The date is taken and the request signed anew for each; the client request
     /// id is the call's, the same on every attempt (the remote's logs, and a test's proxy, tie
     /// the attempts of one call together by it).
     async fn once(&self, c: &Call<'_>, request_id: &str) -> Result<Answer, RemoteError> {
+        let res = self.attempt(c, request_id).await;
+        let outcome = match &res {
+            Ok(a) => Outcome::Status(a.status.as_u16()),
+            Err(RemoteError::Status { status, .. }) => Outcome::Status(*status),
+            Err(RemoteError::TimedOut { .. }) => Outcome::TimedOut,
+            Err(_) => Outcome::Transport,
+        };
+        self.stats.attempt(c.op, outcome);
+        res
+    }
+
+    async fn attempt(&self, c: &Call<'_>, request_id: &str) -> Result<Answer, RemoteError> {
         let op = c.op;
         let query: Vec<(String, String)> = c.query.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
         let mut qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", query_value(v))).collect();
@@ -216,6 +236,7 @@ impl Remote {
         if let Some(t) = &self.throttle {
             t.take(c.body.len() as u64).await;
         }
+        self.stats.sent(c.body.len() as u64);
         let exchange = async {
             let resp = self.http.request(req).await.map_err(|e| bad(format!("{e:?}")))?;
             let (parts, body) = resp.into_parts();
@@ -231,6 +252,7 @@ impl Remote {
         let a = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| RemoteError::TimedOut { op, after: self.timeout })??;
+        self.stats.received(a.body.len() as u64);
         if let Some(t) = &self.throttle {
             t.take(a.body.len() as u64).await;
         }

@@ -17,6 +17,7 @@ mod credential;
 mod endpoint;
 mod error;
 mod retry;
+mod stats;
 mod throttle;
 mod xml;
 
@@ -25,4 +26,5 @@ pub use credential::Credential;
 pub use endpoint::Endpoint;
 pub use error::RemoteError;
 pub use retry::{parse_retry_after, RetryPolicy};
+pub use stats::{Outcome, RemoteStats, StatsSnapshot};
 pub use throttle::Throttle;

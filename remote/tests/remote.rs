@@ -247,6 +247,20 @@ fn a_storm_of_faults_is_ridden_out_and_every_retry_after_is_honoured() {
             "faults happened: {busy} busy of {}",
             seen.len()
         );
+        // The client's own counts agree with what the proxy did to it.
+        let stats = r.stats().snapshot();
+        let count = |want: fn(&edgeblob_remote::Outcome) -> bool| -> usize {
+            stats.attempts.iter().filter(|(_, o, _)| want(o)).map(|(_, _, n)| *n as usize).sum()
+        };
+        assert_eq!(count(|o| *o == edgeblob_remote::Outcome::Status(503)), busy, "503s counted");
+        let cut = seen.iter().filter(|s| matches!(s.fault, Some(Fault::Cut | Fault::LoseAnswer))).count();
+        assert!(count(|o| *o == edgeblob_remote::Outcome::Transport) >= cut, "cut connections counted");
+        assert!(stats
+            .attempts
+            .iter()
+            .any(|(op, o, _)| *op == "Put Block List" && *o == edgeblob_remote::Outcome::Status(201)));
+        assert!(stats.bytes_sent >= whole.len() as u64, "{} bytes sent", stats.bytes_sent);
+        assert!(stats.bytes_received >= 4096 + 5000 + 10_000, "{} bytes received", stats.bytes_received);
         let mut by_call: HashMap<&str, Vec<&edgeblob_testkit::faulty::Seen>> = HashMap::new();
         for s in &seen {
             assert!(!s.request_id.is_empty(), "every request carries its call's id");

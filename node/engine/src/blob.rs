@@ -384,6 +384,16 @@ pub async fn resolve(
     })
 }
 
+/// The chunks a blob's committed blocks name, each once (for the tier's operator actions).
+pub async fn chunks(s: &Shard, key: &BlobKey) -> Result<Vec<ChunkRef>> {
+    resident(s, &[Want::Blob(key.clone())]).await?;
+    let cid = container_id(s, key)?;
+    let meta = s.meta.borrow();
+    let cur = current(meta.state(), key, cid).ok_or(EngineError::BlobNotFound)?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(cur.blocks.iter().flat_map(|b| b.chunks.iter()).filter(|c| seen.insert(c.id())).copied().collect())
+}
+
 pub async fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
     container_id(s, key)?;
     resident(s, &blob_and_staged(key)).await?;

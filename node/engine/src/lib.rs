@@ -268,13 +268,71 @@ impl Node {
     }
 
     /// Releases the local copies of chunks that are also in the tier, up to `bytes` on each
-    /// shard (None: every one); returns the bytes freed.
+    /// shard (None: every one), once a manifest names their packs; returns the bytes freed.
     pub async fn tier_release(&self, bytes: Option<u64>) -> Result<u64> {
+        self.tier_cover().await?;
         let mut freed = 0;
         for i in 0..self.shards() {
             freed += self.on(i, move |s| async move { tier::release::release(&s, bytes).await }).await??;
         }
         Ok(freed)
+    }
+
+    /// Takes an epoch if a shard holds packs no manifest of this process names yet, so that
+    /// their chunks' local copies may be released (see `tier::release`).
+    pub async fn tier_cover(&self) -> Result<()> {
+        let mut uncovered = false;
+        for i in 0..self.shards() {
+            uncovered |= self.on(i, |s| async move { tier::release::uncovered(&s) }).await?;
+        }
+        if uncovered {
+            self.tier_epoch().await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the blobs of a container under `prefix` to the tier now (see [`tier::manage::now`]).
+    pub async fn tier_now(&self, account: &str, container: &str, prefix: &str) -> Result<tier::manage::ManageReport> {
+        tier::manage::now(self, account, container, prefix).await
+    }
+
+    /// Brings the blobs of a container under `prefix` back to flash (see
+    /// [`tier::manage::hydrate`]).
+    pub async fn tier_hydrate(
+        &self,
+        account: &str,
+        container: &str,
+        prefix: &str,
+    ) -> Result<tier::manage::ManageReport> {
+        tier::manage::hydrate(self, account, container, prefix).await
+    }
+
+    /// The tier's state and counters for an operator: each shard's view summed (a scan of the
+    /// chunk tables), the counters, and whether the tier is usable.
+    pub async fn tier_report(&self) -> Result<tier::stats::TierReport> {
+        self.tier_report_with(None).await
+    }
+
+    /// [`Node::tier_report`] with the chunk tables' part given (a recent scan), or scanned now.
+    pub async fn tier_report_with(&self, status: Option<tier::TierStatus>) -> Result<tier::stats::TierReport> {
+        let tier = self.shared.tier.clone().ok_or_else(|| EngineError::Tier("no tier is configured".into()))?;
+        if let Some(status) = status {
+            return Ok(tier::stats::TierReport::of(&tier, status));
+        }
+        let mut sum = tier::TierStatus::default();
+        for st in self.tier_status().await? {
+            sum.generation = sum.generation.max(st.generation);
+            sum.local_chunks += st.local_chunks;
+            sum.local_bytes += st.local_bytes;
+            sum.both_chunks += st.both_chunks;
+            sum.both_bytes += st.both_bytes;
+            sum.tiered_chunks += st.tiered_chunks;
+            sum.tiered_bytes += st.tiered_bytes;
+            sum.packs += st.packs;
+            sum.pack_bytes += st.pack_bytes;
+            sum.pending_secs = sum.pending_secs.max(st.pending_secs);
+        }
+        Ok(tier::stats::TierReport::of(&tier, sum))
     }
 
     /// A garbage collection of the tier on every shard now (see [`tier::gc`]): each shard's

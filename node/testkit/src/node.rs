@@ -25,6 +25,8 @@ pub struct NodeProc {
     pub http: String,
     /// `host:port` of the TLS listener, when one was asked for.
     pub tls: Option<String>,
+    /// `host:port` of the admin listener (metrics, health, operations).
+    pub admin: String,
 }
 
 impl NodeProc {
@@ -73,6 +75,7 @@ fn spawn_with(
     }
     cmd.arg("--data").arg(dir.join("node.dat"));
     cmd.args(["--port", "0", "--listen", "127.0.0.1", "--shards", "2", "--data-size", data_size]);
+    cmd.args(["--admin-listen", "127.0.0.1:0"]);
     if let Some(t) = tls {
         cmd.args(["--tls-port", "0"])
             .arg("--tls-cert")
@@ -94,7 +97,8 @@ fn spawn_with(
     };
     let http = line("edgeblob listening on ");
     let tls = tls.map(|_| line("edgeblob listening with TLS on "));
-    NodeProc { child, http, tls }
+    let admin = line("edgeblob admin on ");
+    NodeProc { child, http, tls, admin }
 }
 
 /// The engine and the Blob API in this process, on loopback; stopped when dropped.

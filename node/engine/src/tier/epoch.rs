@@ -146,9 +146,13 @@ async fn export_blobs(s: Rc<Shard>, base: String) -> Result<(Vec<PartRef>, Manif
 }
 
 /// Step 4 on one shard: the places of the chunks it counts that are in packs, and those packs.
-async fn export_chunks(s: Rc<Shard>, base: String) -> Result<(Vec<PartRef>, Vec<PackRef>, u64)> {
+/// Also returns the bound below which this shard's pack numbers are covered by the epoch: every
+/// pack committed before the scan began (numbers only grow within a process), whose chunks the
+/// scan finds where that pack holds them.
+async fn export_chunks(s: Rc<Shard>, base: String) -> Result<(Vec<PartRef>, Vec<PackRef>, u64, u64)> {
     let mut w = PartWriter::new(tier_of(&s)?, base, s.index as u32, true);
     s.flush_index().await?;
+    let covers = s.meta.borrow().state().packs.keys().next_back().map_or(0, |n| n + 1);
     let mut used = BTreeSet::new();
     let mut chunks = 0;
     let mut from = Some(Vec::new());
@@ -175,7 +179,7 @@ async fn export_chunks(s: Rc<Shard>, base: String) -> Result<(Vec<PartRef>, Vec<
         refs.push(PackRef { shard: s.index as u32, generation: p.generation, number: p.number, len: p.len });
         w.push(&ExportItem::Pack(p)).await?;
     }
-    Ok((w.finish().await?, refs, chunks))
+    Ok((w.finish().await?, refs, chunks, covers))
 }
 
 /// Steps 1 and 3 on every shard: counted, then packed.
@@ -224,12 +228,14 @@ pub async fn take(s: &Rc<Shard>) -> Result<EpochReport> {
     }
     settle(s).await?;
     let mut packs = Vec::new();
+    let mut covers = Vec::new();
     for i in 0..s.peers.len() {
         let base = base.clone();
-        let (p, k, chunks) = s.peers.call(i, move |s| export_chunks(s, base)).await??;
+        let (p, k, chunks, c) = s.peers.call(i, move |s| export_chunks(s, base)).await??;
         parts.extend(p);
         packs.extend(k);
         counts.chunks += chunks;
+        covers.push(c);
     }
     // A pack dead at step 4 is deleted only a grace later: an epoch that took longer might
     // name one already gone.
@@ -262,6 +268,11 @@ pub async fn take(s: &Rc<Shard>) -> Result<EpochReport> {
     };
     let name = manifest_name(generation, epoch);
     tier.put_object(ObjectKind::Manifest, name.clone(), manifest.encode()).await.map_err(EngineError::Tier)?;
+    // Only now may the shards release local copies of what these packs hold.
+    for (i, c) in covers.into_iter().enumerate() {
+        s.peers.call(i, move |s| async move { s.tier.covered_below.set(s.tier.covered_below.get().max(c)) }).await?;
+    }
+    tier.stats.last_epoch_cut_ns.fetch_max(manifest.cut_ns.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(epoch, manifest = %name, parts = parts.len(), packs = packs.len(), blobs = counts.blobs, "epoch committed to the tier");
     Ok(EpochReport { epoch, manifest: name, parts: parts.len(), packs: packs.len(), counts })
 }
@@ -377,8 +388,21 @@ pub async fn run(s: Rc<Shard>) {
     if tier.epoch_interval.is_zero() {
         return;
     }
+    let mut last: Option<std::time::Instant> = None;
     loop {
-        tokio::time::sleep(tier.epoch_interval).await;
+        // Early when a shard past its high watermark has nothing covered to release, but not
+        // sooner than a minute after the last: an epoch rewrites all metadata.
+        tokio::select! {
+            _ = tokio::time::sleep(tier.epoch_interval) => {}
+            _ = async {
+                tier.epoch_wanted.notified().await;
+                let spacing = std::time::Duration::from_secs(60).min(tier.epoch_interval);
+                if let Some(t) = last {
+                    tokio::time::sleep(spacing.saturating_sub(t.elapsed())).await;
+                }
+            } => {}
+        }
+        last = Some(std::time::Instant::now());
         if tier.fenced().is_some() {
             return;
         }

@@ -45,7 +45,7 @@ fn still_tiered(s: &Shard, c: &ChunkRef) -> bool {
 }
 
 /// Writes chunk `c`'s stored stream back to its first place and logs `ChunkHydrated`.
-async fn promote(s: &Rc<Shard>, c: ChunkRef, place: TierPlace) -> Result<bool> {
+pub(crate) async fn promote(s: &Rc<Shard>, c: ChunkRef, place: TierPlace) -> Result<bool> {
     let Some(tier) = s.node.tier.clone() else { return Ok(false) };
     shard_store::resident(&s.meta, &[Want::Chunk(c.id())]).await?;
     if !still_tiered(s, &c) {
@@ -104,6 +104,9 @@ async fn promote(s: &Rc<Shard>, c: ChunkRef, place: TierPlace) -> Result<bool> {
             }
         };
         commit.durable.await?;
+        if let Some(t) = &s.node.tier {
+            super::stats::TierStats::bump(&t.stats.promotions, 1);
+        }
         return Ok(true);
     }
 }

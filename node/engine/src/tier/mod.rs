@@ -20,12 +20,14 @@ pub mod epoch;
 pub mod fence;
 pub mod gc;
 pub mod hydrate;
+pub mod manage;
 pub mod objects;
 pub mod place;
 pub mod release;
 pub mod released;
 pub mod remote;
 pub mod restore;
+pub mod stats;
 pub mod upload;
 pub mod verify;
 

@@ -64,24 +64,21 @@ pub async fn read_from_tier(s: &Shard, c: &ChunkRef, place: TierPlace, account: 
         )));
     };
     let stored = tier.fetch(place).await.map_err(EngineError::Tier)?;
+    let damaged = |why: String| {
+        super::stats::TierStats::bump(&tier.stats.integrity_errors, 1);
+        tracing::error!(offset = c.offset, %why, "a chunk from the tier is damaged");
+        EngineError::Corrupt(why)
+    };
     if stored.len() != c.stored_len as usize {
-        return Err(EngineError::Corrupt(format!(
-            "a chunk from the tier of {} stored bytes, not {}",
-            stored.len(),
-            c.stored_len
-        )));
+        return Err(damaged(format!("a chunk from the tier of {} stored bytes, not {}", stored.len(), c.stored_len)));
     }
     let data = if c.is_compressed() { Bytes::from(s.reducer.decompress(&stored, c.len as usize)?) } else { stored };
     if data.len() != c.len as usize {
-        return Err(EngineError::Corrupt(format!("a chunk from the tier of {} bytes, not {}", data.len(), c.len)));
+        return Err(damaged(format!("a chunk from the tier of {} bytes, not {}", data.len(), c.len)));
     }
     if let Some(account) = account {
         if s.reducer.hash(account, &data) != c.hash {
-            tracing::error!(offset = c.offset, "a chunk from the tier does not match its hash");
-            return Err(EngineError::Corrupt(format!(
-                "the chunk at {} read from the tier does not match its hash",
-                c.offset
-            )));
+            return Err(damaged(format!("the chunk at {} read from the tier does not match its hash", c.offset)));
         }
     }
     Ok(data)

@@ -9,6 +9,12 @@
 //! still there. The granule of each chunk is marked in the node's released map before the
 //! record is logged, and its space freed only once the record is durable, through the read
 //! epochs (reads that began before keep it until they end).
+//!
+//! Only chunks of packs a committed manifest names are released (`ShardTier::covered_below`):
+//! a copy released before a manifest named its pack would be in no restore point's packs while
+//! the blobs that hold it already are in the next one. A shard past its watermark with nothing
+//! covered asks for an epoch early; an explicit release ([`crate::Node::tier_release`]) takes
+//! one first.
 
 use std::rc::Rc;
 
@@ -56,7 +62,7 @@ pub async fn release(s: &Rc<Shard>, bytes: Option<u64>) -> Result<u64> {
 }
 
 /// Releases those of `ids` that are still on flash and in the tier, and unpinned.
-async fn release_batch(s: &Rc<Shard>, ids: &[ChunkId]) -> Result<u64> {
+pub(crate) async fn release_batch(s: &Rc<Shard>, ids: &[ChunkId]) -> Result<u64> {
     let wants: Vec<Want> = ids.iter().map(|id| Want::Chunk(*id)).collect();
     loop {
         s.log_ready().await?;
@@ -64,6 +70,7 @@ async fn release_batch(s: &Rc<Shard>, ids: &[ChunkId]) -> Result<u64> {
         let (commit, extents) = {
             let mut meta = s.meta.borrow_mut();
             let pins = s.refs.borrow();
+            let covered = s.tier.covered_below.get();
             let (chunks, extents): (Vec<ChunkId>, Vec<Extent>) = ids
                 .iter()
                 .filter_map(|id| {
@@ -72,8 +79,10 @@ async fn release_batch(s: &Rc<Shard>, ids: &[ChunkId]) -> Result<u64> {
                     // a chunk of one page has nothing to give back.
                     let len = e.chunk.extent().len.checked_sub(PAGE_SIZE as u64).filter(|l| *l > 0)?;
                     match e.location {
-                        Location::Both { offset, .. }
-                            if offset == e.chunk.offset && pins.count(e.chunk.offset).is_none() =>
+                        Location::Both { offset, packed }
+                            if offset == e.chunk.offset
+                                && packed.pack < covered
+                                && pins.count(e.chunk.offset).is_none() =>
                         {
                             Some((*id, Extent { offset: offset + PAGE_SIZE as u64, len }))
                         }
@@ -99,6 +108,12 @@ async fn release_batch(s: &Rc<Shard>, ids: &[ChunkId]) -> Result<u64> {
         s.free_extents(extents);
         return Ok(n);
     }
+}
+
+/// Whether this shard holds packs no manifest of this process names yet (their chunks' local
+/// copies wait for the next epoch).
+pub fn uncovered(s: &Shard) -> bool {
+    s.meta.borrow().state().packs.keys().next_back().is_some_and(|n| *n >= s.tier.covered_below.get())
 }
 
 /// The bytes past which this shard releases (its region's data area in use above the high

@@ -19,6 +19,7 @@ use edgeblob_tier::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::stats::TierStats;
 use crate::config::TierConfig;
 
 /// Bytes of each Put Block of a pack.
@@ -177,6 +178,8 @@ pub struct Tier {
     pub gc_grace: Duration,
     pub repack_above: f64,
     pub epoch_interval: Duration,
+    /// Asks for an epoch before its interval (see `super::epoch::run`).
+    pub epoch_wanted: tokio::sync::Notify,
     pub manifests_kept: usize,
     pub passive: bool,
     /// How long one remote call may take with its retries.
@@ -186,6 +189,9 @@ pub struct Tier {
     /// Why not, while it is not.
     trouble: Arc<std::sync::Mutex<String>>,
     claim: Arc<ClaimState>,
+    /// The tier's counters, and the remote client's.
+    pub stats: Arc<TierStats>,
+    remote_stats: Arc<edgeblob_remote::RemoteStats>,
 }
 
 /// The node's part of the remote container: its uuid in hex.
@@ -212,6 +218,9 @@ impl Tier {
     pub fn start(cfg: &TierConfig, node: [u8; 16]) -> Result<Tier, String> {
         let key_file = cfg.key_file.clone();
         let remote = client(cfg)?;
+        let remote_stats = remote.stats();
+        let stats = Arc::new(TierStats::default());
+        let counters = stats.clone();
         let (jobs, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(false);
         let trouble = Arc::new(std::sync::Mutex::new("the tier thread is starting".to_owned()));
@@ -225,7 +234,7 @@ impl Tier {
                     Ok(rt) => rt,
                     Err(e) => return tracing::error!(%e, "the tier thread could not start its runtime"),
                 };
-                rt.block_on(serve(remote, key_file, node, rx, ready_tx, told, claims));
+                rt.block_on(serve(remote, key_file, node, rx, ready_tx, told, claims, counters));
             })
             .map_err(|e| format!("tier thread: {e}"))?;
         Ok(Tier {
@@ -239,13 +248,21 @@ impl Tier {
             gc_grace: Duration::from_secs(cfg.gc_grace_secs),
             repack_above: cfg.repack_above,
             epoch_interval: Duration::from_secs(cfg.epoch_interval_secs),
+            epoch_wanted: tokio::sync::Notify::new(),
             manifests_kept: cfg.manifests_kept.max(1),
             passive: cfg.passive,
             retry_budget: Duration::from_secs(cfg.retry_budget_secs.max(1)),
             ready,
             trouble,
             claim,
+            stats,
+            remote_stats,
         })
+    }
+
+    /// What the remote client did so far: attempts by call and outcome, bytes each way.
+    pub fn remote_stats(&self) -> edgeblob_remote::StatsSnapshot {
+        self.remote_stats.snapshot()
     }
 
     /// Runs `f` on the tier thread with the remote client and the node key; its answer.
@@ -398,6 +415,9 @@ impl Tier {
 
 /// The tier thread: opens the node key (reading the customer's key anew each attempt: a key
 /// file restored, or a tier back, is found without a restart), then uploads and downloads.
+// What the thread shares with its `Tier`, each part its own: one argument each reads plainer
+// than a struct made only to carry them here.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     remote: Remote,
     key_file: std::path::PathBuf,
@@ -406,6 +426,7 @@ async fn serve(
     ready: watch::Sender<bool>,
     trouble: Arc<std::sync::Mutex<String>>,
     claim: Arc<ClaimState>,
+    stats: Arc<TierStats>,
 ) {
     let remote = Arc::new(remote);
     let prefix = node_prefix(&node);
@@ -445,9 +466,14 @@ async fn serve(
         match job {
             // Each shard has one pack in flight at most: as many uploads at once as shards.
             Job::Ship { id, chunks, reply } => {
-                let (prefix, claim) = (prefix.clone(), claim.clone());
+                let (prefix, claim, stats) = (prefix.clone(), claim.clone(), stats.clone());
                 tokio::spawn(async move {
-                    let _ = reply.send(upload(&remote, &key, &prefix, &claim, id, chunks).await);
+                    let res = upload(&remote, &key, &prefix, &claim, id, chunks).await;
+                    if let Ok(shipped) = &res {
+                        TierStats::bump(&stats.packs_committed, 1);
+                        TierStats::bump(&stats.pack_bytes_committed, shipped.len);
+                    }
+                    let _ = reply.send(res);
                 });
             }
             Job::Run(f) => {
@@ -499,11 +525,16 @@ async fn serve(
                     }
                     f.insert(flight, vec![reply]);
                 }
-                let (flights, recent) = (flights.clone(), recent.clone());
+                let (flights, recent, stats) = (flights.clone(), recent.clone(), stats.clone());
                 tokio::spawn(async move {
-                    let res = download(&remote, &key, &place).await;
-                    if let Ok(bytes) = &res {
-                        recent.lock().unwrap_or_else(|p| p.into_inner()).insert(flight, bytes.clone());
+                    let began = std::time::Instant::now();
+                    let res = download(&remote, &key, &place, &stats).await;
+                    match &res {
+                        Ok(bytes) => {
+                            stats.fetch.observe(began.elapsed());
+                            recent.lock().unwrap_or_else(|p| p.into_inner()).insert(flight, bytes.clone());
+                        }
+                        Err(_) => TierStats::bump(&stats.fetch_errors, 1),
                     }
                     let waiting = flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&flight).unwrap_or_default();
                     for w in waiting {
@@ -594,7 +625,7 @@ pub(crate) async fn list_all(remote: &Remote, prefix: &str) -> Result<Vec<String
 }
 
 /// One chunk from its pack: its sealed bytes by range, opened with the pack's data key.
-async fn download(remote: &Remote, key: &NodeKey, place: &TierPlace) -> Result<Bytes, String> {
+async fn download(remote: &Remote, key: &NodeKey, place: &TierPlace, stats: &TierStats) -> Result<Bytes, String> {
     let header = Header::parse(&place.header).map_err(|e| e.to_string())?;
     let data_key = header.data_key(key).map_err(|e| e.to_string())?;
     let entry = Entry { index: place.entry, chunk: place.chunk, at: place.at };
@@ -608,6 +639,7 @@ async fn download(remote: &Remote, key: &NodeKey, place: &TierPlace) -> Result<B
             Err(e) => last = format!("{name}: {e}"),
         }
     }
+    TierStats::bump(&stats.integrity_errors, 1);
     Err(last)
 }
 

@@ -41,21 +41,35 @@ pub struct ShardTier {
     pub(super) epoch: tokio::sync::Mutex<()>,
     /// Promotions of chunks to flash running (see [`super::hydrate`]).
     pub(super) promoting: std::cell::Cell<usize>,
+    /// When the upload loop started, and when the last pass that left nothing to upload began:
+    /// every chunk counted before then is in the tier.
+    began: std::cell::Cell<Option<Instant>>,
+    caught_up: std::cell::Cell<Option<Instant>>,
+    /// Packs numbered below this are named by a manifest this process committed: only their
+    /// chunks' local copies may be released (a restore finds them). Zero at start, until the
+    /// first epoch.
+    pub(super) covered_below: std::cell::Cell<u64>,
 }
 
 /// What a shard's chunk table says of the tier (a scan: for operators and tests).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TierStatus {
     pub generation: u64,
     /// Chunks on flash only, and their stored bytes: what a disaster would lose now.
     pub local_chunks: u64,
     pub local_bytes: u64,
-    /// Chunks on flash and in the tier.
+    /// Chunks on flash and in the tier, and their stored bytes.
     pub both_chunks: u64,
-    /// Chunks in the tier only.
+    pub both_bytes: u64,
+    /// Chunks in the tier only, and their stored bytes.
     pub tiered_chunks: u64,
+    pub tiered_bytes: u64,
     pub packs: u64,
     pub pack_bytes: u64,
+    /// How long the oldest chunk still only local may have waited (the recovery point's age):
+    /// the time since the upload loop last ended a pass with nothing left to upload, or since
+    /// it started when it has not yet; zero when nothing is only local.
+    pub pending_secs: f64,
 }
 
 /// Waits until every chunk this shard counted before the call is in a committed pack (a scan of
@@ -86,15 +100,20 @@ pub async fn status(s: &Rc<Shard>) -> Result<TierStatus> {
             ..TierStatus::default()
         }
     };
-    super::each_chunk(s, |e| match e.location {
-        Location::Local { .. } => {
-            st.local_chunks += 1;
-            st.local_bytes += e.chunk.stored_len as u64;
-        }
-        Location::Both { .. } => st.both_chunks += 1,
-        Location::Tiered { .. } => st.tiered_chunks += 1,
+    super::each_chunk(s, |e| {
+        let (chunks, bytes) = match e.location {
+            Location::Local { .. } => (&mut st.local_chunks, &mut st.local_bytes),
+            Location::Both { .. } => (&mut st.both_chunks, &mut st.both_bytes),
+            Location::Tiered { .. } => (&mut st.tiered_chunks, &mut st.tiered_bytes),
+        };
+        *chunks += 1;
+        *bytes += e.chunk.stored_len as u64;
     })
     .await?;
+    if st.local_chunks > 0 {
+        let since = s.tier.caught_up.get().or(s.tier.began.get());
+        st.pending_secs = since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    }
     Ok(st)
 }
 
@@ -185,7 +204,9 @@ pub async fn run(s: Rc<Shard>) {
     let mut next_number = s.meta.borrow().state().packs.keys().next_back().map_or(1, |n| n + 1);
     let mut scan = true;
     backoff = Duration::from_secs(1);
+    s.tier.began.set(Some(Instant::now()));
     loop {
+        let pass_began = Instant::now();
         let waiters = std::mem::take(&mut *s.tier.waiters.borrow_mut());
         let gc_waiters = std::mem::take(&mut *s.tier.gc_waiters.borrow_mut());
         let res = async {
@@ -225,6 +246,9 @@ pub async fn run(s: Rc<Shard>) {
             let over = super::release::over_watermark(&s, tier.release_above, tier.release_below);
             if over > 0 {
                 let freed = super::release::release(&s, Some(over)).await?;
+                if freed < over && super::release::uncovered(&s) {
+                    tier.epoch_wanted.notify_one();
+                }
                 tracing::info!(
                     shard = s.index,
                     freed,
@@ -267,6 +291,9 @@ pub async fn run(s: Rc<Shard>) {
             Ok(()) => {
                 scan = false;
                 backoff = Duration::from_secs(1);
+                if packer.chunks.is_empty() {
+                    s.tier.caught_up.set(Some(pass_began));
+                }
                 for w in waiters {
                     let _ = w.send(Ok(()));
                 }

@@ -45,6 +45,7 @@ pub async fn verify(s: &Rc<Shard>) -> Result<VerifyReport> {
         };
         if let Some(why) = why {
             tracing::error!(pack = %name, %why, "a pack in the tier is damaged");
+            super::stats::TierStats::bump(&tier.stats.integrity_errors, 1);
             report.damaged.push(format!("{name}: {why}"));
         }
     }

@@ -1,0 +1,207 @@
+//! The Prometheus text exposition format (version 0.0.4), for the few families the node
+//! exports. Every label value comes from a fixed set (a call's name, a status code, a place):
+//! nothing a client names becomes a series.
+
+use std::fmt::Write;
+
+use edgeblob_engine::tier::stats::{HistogramSnapshot, TierReport};
+
+/// A page of metric families, each written whole (HELP, TYPE, samples) once.
+#[derive(Default)]
+pub struct Page {
+    out: String,
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn labels(l: &[(&str, &str)]) -> String {
+    if l.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = l.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// A sample value as Prometheus reads it (integers without a fraction).
+fn value(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+impl Page {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// A family of one kind (`counter` or `gauge`) with its samples.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str, samples: &[(Vec<(&str, &str)>, f64)]) {
+        self.head(name, kind, help);
+        for (l, v) in samples {
+            let _ = writeln!(self.out, "{name}{} {}", labels(l), value(*v));
+        }
+    }
+
+    pub fn one(&mut self, name: &str, kind: &str, help: &str, v: f64) {
+        self.family(name, kind, help, &[(Vec::new(), v)]);
+    }
+
+    pub fn histogram(&mut self, name: &str, help: &str, h: &HistogramSnapshot) {
+        self.head(name, "histogram", help);
+        for (le, n) in &h.cumulative {
+            let _ = writeln!(self.out, "{name}_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(self.out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(self.out, "{name}_sum {}", h.sum_secs);
+        let _ = writeln!(self.out, "{name}_count {}", h.count);
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// The tier's families.
+pub fn tier(p: &mut Page, r: &TierReport) {
+    let st = &r.status;
+    p.one(
+        "edgeblob_tier_ready",
+        "gauge",
+        "Whether the tier's node key is open (1) or the tier cannot be used yet (0).",
+        f64::from(u8::from(r.ready)),
+    );
+    p.one(
+        "edgeblob_tier_fenced",
+        "gauge",
+        "Whether another node took this node's tier over (1): nothing more is written there.",
+        f64::from(u8::from(r.fenced.is_some())),
+    );
+    p.one("edgeblob_tier_generation", "gauge", "The tier generation this node holds.", st.generation as f64);
+    p.one(
+        "edgeblob_tier_pending_bytes",
+        "gauge",
+        "Stored bytes of chunks only on flash: what a disaster would lose now.",
+        st.local_bytes as f64,
+    );
+    p.one(
+        "edgeblob_tier_pending_oldest_seconds",
+        "gauge",
+        "How long the oldest chunk only on flash may have waited for upload (the recovery point's age).",
+        st.pending_secs,
+    );
+    let places = |local: u64, both: u64, tiered: u64| {
+        vec![
+            (vec![("place", "local")], local as f64),
+            (vec![("place", "both")], both as f64),
+            (vec![("place", "tiered")], tiered as f64),
+        ]
+    };
+    p.family(
+        "edgeblob_tier_chunks",
+        "gauge",
+        "Chunks by where they are: flash only, flash and tier, tier only.",
+        &places(st.local_chunks, st.both_chunks, st.tiered_chunks),
+    );
+    p.family(
+        "edgeblob_tier_stored_bytes",
+        "gauge",
+        "Stored bytes of chunks by where they are.",
+        &places(st.local_bytes, st.both_bytes, st.tiered_bytes),
+    );
+    p.one("edgeblob_tier_packs", "gauge", "Packs the tier holds for this node.", st.packs as f64);
+    p.one(
+        "edgeblob_tier_pack_bytes",
+        "gauge",
+        "Bytes of the packs the tier holds for this node.",
+        st.pack_bytes as f64,
+    );
+    p.one(
+        "edgeblob_tier_packs_committed_total",
+        "counter",
+        "Packs this process committed to the tier.",
+        r.packs_committed as f64,
+    );
+    p.one(
+        "edgeblob_tier_pack_bytes_committed_total",
+        "counter",
+        "Bytes of the packs this process committed to the tier.",
+        r.pack_bytes_committed as f64,
+    );
+    p.one(
+        "edgeblob_tier_promotions_total",
+        "counter",
+        "Chunks written back to flash after reads of them.",
+        r.promotions as f64,
+    );
+    p.histogram("edgeblob_tier_fetch_seconds", "Time to download and open one chunk from the tier.", &r.fetch);
+    p.one(
+        "edgeblob_tier_fetch_errors_total",
+        "counter",
+        "Downloads of chunks from the tier that failed after their retries.",
+        r.fetch_errors as f64,
+    );
+    p.one(
+        "edgeblob_tier_integrity_errors_total",
+        "counter",
+        "Chunks or packs from the tier that came back damaged.",
+        r.integrity_errors as f64,
+    );
+    if let Some(age) = r.restore_point_age_secs {
+        p.one(
+            "edgeblob_tier_restore_point_age_seconds",
+            "gauge",
+            "Seconds since the cut of the newest restore point this process committed.",
+            age,
+        );
+    }
+    let attempts: Vec<(String, String, u64)> =
+        r.remote.attempts.iter().map(|(op, o, n)| (op.to_string(), o.label(), *n)).collect();
+    let samples: Vec<(Vec<(&str, &str)>, f64)> = attempts
+        .iter()
+        .map(|(op, code, n)| (vec![("call", op.as_str()), ("code", code.as_str())], *n as f64))
+        .collect();
+    p.family(
+        "edgeblob_tier_remote_requests_total",
+        "counter",
+        "Requests to the tier's remote by call and outcome (status code, transport or timeout), each attempt counted.",
+        &samples,
+    );
+    p.family(
+        "edgeblob_tier_remote_bytes_total",
+        "counter",
+        "Bytes sent to and received from the tier's remote.",
+        &[
+            (vec![("direction", "sent")], r.remote.bytes_sent as f64),
+            (vec![("direction", "received")], r.remote.bytes_received as f64),
+        ],
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_written_once_with_escaped_labels_and_cumulative_buckets() {
+        let mut p = Page::default();
+        p.family("x_total", "counter", "X.", &[(vec![("call", "Put \"Block\"\n")], 3.0), (vec![], 0.5)]);
+        let h = HistogramSnapshot { cumulative: vec![(0.1, 1), (1.0, 2)], count: 3, sum_secs: 12.5 };
+        p.histogram("y_seconds", "Y.", &h);
+        let text = p.finish();
+        assert!(text.contains("# TYPE x_total counter\n"));
+        assert!(text.contains("x_total{call=\"Put \\\"Block\\\"\\n\"} 3\n"), "{text}");
+        assert!(text.contains("x_total 0.5\n"));
+        assert!(
+            text.contains(
+                "y_seconds_bucket{le=\"0.1\"} 1\ny_seconds_bucket{le=\"1\"} 2\ny_seconds_bucket{le=\"+Inf\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("y_seconds_count 3\n") && text.contains("y_seconds_sum 12.5\n"));
+    }
+}

@@ -1,0 +1,310 @@
+//! What the admin listener answers. JSON for the operations and `tier/status`, the text format
+//! for `/metrics`, a short line for health.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use edgeblob_engine::tier::stats::TierReport;
+use edgeblob_engine::{EngineError, Node};
+use http::{Method, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::json;
+
+use super::metrics;
+use crate::config::Config;
+
+/// How long a scrape may reuse the chunk tables' scan (the counters are always read fresh): a
+/// scan pages through every shard's chunk table, too much for every scrape of a large node.
+const SCAN_EVERY: Duration = Duration::from_secs(10);
+
+/// The longest prefix an operation takes (a blob name's bound).
+const MAX_PREFIX: usize = 1024;
+
+pub struct State {
+    node: Arc<Node>,
+    token: Option<String>,
+    /// The account operations name when they do not say (the only one configured).
+    default_account: Option<String>,
+    started: Instant,
+    draining: AtomicBool,
+    /// One operation at a time.
+    busy: tokio::sync::Mutex<()>,
+    /// The last scan of the chunk tables, and when it was taken.
+    scanned: tokio::sync::Mutex<Option<(Instant, edgeblob_engine::tier::TierStatus)>>,
+}
+
+impl State {
+    pub fn new(node: Arc<Node>, config: &Config) -> State {
+        State {
+            node,
+            token: config.admin.token.clone(),
+            default_account: (config.accounts.len() == 1).then(|| config.accounts[0].name.clone()),
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            busy: tokio::sync::Mutex::new(()),
+            scanned: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The tier's report; the scan part reused within [`SCAN_EVERY`] unless `fresh`.
+    async fn report(&self, fresh: bool) -> Result<TierReport, EngineError> {
+        let mut scanned = self.scanned.lock().await;
+        let reuse = scanned.as_ref().filter(|(at, _)| !fresh && at.elapsed() < SCAN_EVERY).map(|(_, s)| s.clone());
+        let fresh = reuse.is_none();
+        let report = self.node.tier_report_with(reuse).await?;
+        if fresh {
+            *scanned = Some((Instant::now(), report.status.clone()));
+        }
+        Ok(report)
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn answer(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Answer {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn json_answer(status: StatusCode, v: serde_json::Value) -> Answer {
+    answer(status, "application/json", format!("{v}\n"))
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
+    json_answer(status, json!({ "error": code, "message": message.into() }))
+}
+
+/// Why a request is refused before anything runs.
+struct Refusal(StatusCode, &'static str, String);
+
+impl Refusal {
+    fn answer(self) -> Answer {
+        error(self.0, self.1, self.2)
+    }
+}
+
+fn engine_error(e: EngineError) -> Answer {
+    match e {
+        EngineError::ContainerNotFound => error(StatusCode::NOT_FOUND, "ContainerNotFound", e.to_string()),
+        EngineError::Tier(_) => error(StatusCode::SERVICE_UNAVAILABLE, "TierUnavailable", e.to_string()),
+        e => error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+    }
+}
+
+/// Equal in time whatever the first difference (a token is not guessed a byte at a time).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the request may run an operation.
+fn authorised(state: &State, req: &http::Request<hyper::body::Incoming>, peer: SocketAddr) -> Result<(), Refusal> {
+    match &state.token {
+        None if peer.ip().is_loopback() => Ok(()),
+        None => Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailure",
+            "operations are taken from loopback only".into(),
+        )),
+        Some(token) => {
+            let given = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            match given.and_then(|v| v.strip_prefix("Bearer ")) {
+                Some(t) if same(t.as_bytes(), token.as_bytes()) => Ok(()),
+                _ => Err(Refusal(
+                    StatusCode::UNAUTHORIZED,
+                    "InvalidAuthenticationInfo",
+                    "a bearer token is required".into(),
+                )),
+            }
+        }
+    }
+}
+
+/// The query's parameters, percent-decoded; an error for a malformed one.
+fn params(query: Option<&str>) -> Result<Vec<(String, String)>, Refusal> {
+    let mut out = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode =
+            |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().map(|c| c.into_owned());
+        match (decode(k), decode(v)) {
+            (Ok(k), Ok(v)) => out.push((k, v)),
+            _ => {
+                return Err(Refusal(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidQueryParameterValue",
+                    "a parameter is not UTF-8".into(),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The account, container and prefix an operation names, checked as the Blob API checks them.
+fn target(state: &State, query: Option<&str>) -> Result<(String, String, String), Refusal> {
+    let p = params(query)?;
+    let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let bad = |m: &str| Refusal(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", m.into());
+    let account = get("account").or_else(|| state.default_account.clone()).ok_or_else(|| bad("name the account"))?;
+    if !edgeblob_proto::addr::valid_account_name(&account) {
+        return Err(bad("not an account name"));
+    }
+    let container = get("container").ok_or_else(|| bad("name the container"))?;
+    if !edgeblob_proto::addr::valid_container_name(&container) {
+        return Err(bad("not a container name"));
+    }
+    let prefix = get("prefix").unwrap_or_default();
+    if prefix.len() > MAX_PREFIX || prefix.chars().any(char::is_control) {
+        return Err(bad("a prefix is at most 1024 characters, none of them a control character"));
+    }
+    Ok((account, container, prefix))
+}
+
+fn report_json(r: &TierReport) -> serde_json::Value {
+    let st = &r.status;
+    let remote: Vec<serde_json::Value> =
+        r.remote.attempts.iter().map(|(op, o, n)| json!({ "call": op, "outcome": o.label(), "count": n })).collect();
+    json!({
+        "ready": r.ready,
+        "trouble": r.trouble,
+        "fenced": r.fenced,
+        "generation": st.generation,
+        "pending_bytes": st.local_bytes,
+        "pending_oldest_secs": st.pending_secs,
+        "chunks": { "local": st.local_chunks, "both": st.both_chunks, "tiered": st.tiered_chunks },
+        "stored_bytes": { "local": st.local_bytes, "both": st.both_bytes, "tiered": st.tiered_bytes },
+        "packs": st.packs,
+        "pack_bytes": st.pack_bytes,
+        "packs_committed": r.packs_committed,
+        "pack_bytes_committed": r.pack_bytes_committed,
+        "promotions": r.promotions,
+        "fetches": r.fetch.count,
+        "fetch_errors": r.fetch_errors,
+        "integrity_errors": r.integrity_errors,
+        "restore_point_age_secs": r.restore_point_age_secs,
+        "remote": { "attempts": remote, "bytes_sent": r.remote.bytes_sent, "bytes_received": r.remote.bytes_received },
+    })
+}
+
+async fn metrics_page(state: &State) -> Answer {
+    let mut p = metrics::Page::default();
+    p.family(
+        "edgeblob_build_info",
+        "gauge",
+        "The running build.",
+        &[(vec![("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+    );
+    p.one("edgeblob_shards", "gauge", "Shards (one pinned thread each).", state.node.shards() as f64);
+    p.one(
+        "edgeblob_uptime_seconds",
+        "gauge",
+        "Seconds since the node started serving.",
+        state.started.elapsed().as_secs_f64(),
+    );
+    let tiered = state.node.shared().tier.is_some();
+    p.one("edgeblob_tier_configured", "gauge", "Whether a tier is configured.", f64::from(u8::from(tiered)));
+    if tiered {
+        match state.report(false).await {
+            Ok(r) => metrics::tier(&mut p, &r),
+            Err(e) => tracing::warn!(%e, "the tier's metrics could not be read"),
+        }
+    }
+    answer(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", p.finish())
+}
+
+/// Runs an operation, one at a time.
+async fn operation<F, Fut>(state: &State, f: F) -> Answer
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, EngineError>>,
+{
+    let Ok(_one) = state.busy.try_lock() else {
+        return error(
+            StatusCode::CONFLICT,
+            "OperationInProgress",
+            "another operation is running; try again when it ends",
+        );
+    };
+    match f().await {
+        Ok(v) => json_answer(StatusCode::OK, v),
+        Err(e) => engine_error(e),
+    }
+}
+
+pub async fn handle(state: &State, req: http::Request<hyper::body::Incoming>, peer: SocketAddr) -> Answer {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let method = req.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/health/live") => answer(StatusCode::OK, "text/plain", "live\n"),
+        (&Method::GET, "/health/ready") => match state.draining.load(Ordering::SeqCst) {
+            true => answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: draining to the tier\n"),
+            false => answer(StatusCode::OK, "text/plain", "ready\n"),
+        },
+        (&Method::GET, "/metrics") => metrics_page(state).await,
+        (&Method::GET, "/tier/status") => match state.report(true).await {
+            Ok(r) => json_answer(StatusCode::OK, report_json(&r)),
+            Err(e) => engine_error(e),
+        },
+        (&Method::POST, op @ ("/tier/drain" | "/tier/epoch" | "/tier/now" | "/tier/hydrate")) => {
+            if let Err(denied) = authorised(state, &req, peer) {
+                return denied.answer();
+            }
+            let node = state.node.clone();
+            match op {
+                "/tier/drain" => {
+                    operation(state, || async {
+                        state.draining.store(true, Ordering::SeqCst);
+                        let res = async {
+                        node.tier_flush().await?;
+                        let e = node.tier_epoch().await?;
+                        let r = node.tier_report().await?;
+                        Ok(json!({ "epoch": e.epoch, "manifest": e.manifest, "pending_bytes": r.status.local_bytes }))
+                    }
+                    .await;
+                        state.draining.store(false, Ordering::SeqCst);
+                        res
+                    })
+                    .await
+                }
+                "/tier/epoch" => {
+                    operation(state, || async {
+                        let e = node.tier_epoch().await?;
+                        Ok(json!({ "epoch": e.epoch, "manifest": e.manifest, "blobs": e.counts.blobs }))
+                    })
+                    .await
+                }
+                _ => {
+                    let (account, container, prefix) = match target(state, query.as_deref()) {
+                        Ok(t) => t,
+                        Err(bad) => return bad.answer(),
+                    };
+                    let now = op == "/tier/now";
+                    operation(state, || async {
+                        let r = match now {
+                            true => node.tier_now(&account, &container, &prefix).await?,
+                            false => node.tier_hydrate(&account, &container, &prefix).await?,
+                        };
+                        let done = if now { "freed_bytes" } else { "promoted_chunks" };
+                        Ok(json!({ "blobs": r.blobs, "chunks": r.chunks, done: r.done }))
+                    })
+                    .await
+                }
+            }
+        }
+        (_, "/health/live" | "/health/ready" | "/metrics" | "/tier/status") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", "use GET")
+        }
+        (_, "/tier/drain" | "/tier/epoch" | "/tier/now" | "/tier/hydrate") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", "use POST")
+        }
+        _ => error(StatusCode::NOT_FOUND, "ResourceNotFound", "no such admin resource"),
+    }
+}
