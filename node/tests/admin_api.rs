@@ -130,6 +130,23 @@ fn health_metrics_and_the_tiers_operations_while_serving() {
     assert_eq!(code, 200, "{d}");
     assert_eq!(json(&d)["pending_bytes"], 0, "{d}");
     assert_eq!(request(a, "GET", "/health/ready", None).0, 200, "ready again once drained");
+
+    // The admin tool speaks to the listener.
+    let tool = |args: &[&str]| {
+        let out = std::process::Command::new(edgeblob_testkit::node::workspace_bin("edgeblob-admin"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let addr = a.to_string();
+    let (ok, out) = tool(&["tier", "now", "--container", "hot", "--prefix", "c", "--admin", &addr]);
+    assert!(ok && json(out.trim())["blobs"] == 1, "{out}");
+    let (ok, out) = tool(&["tier", "hydrate", "--container", "nosuch", "--admin", &addr]);
+    assert!(!ok && out.contains("404") && out.contains("ContainerNotFound"), "{out}");
     admin.stop();
 
     // With a token, operations need it.

@@ -140,6 +140,19 @@ enum TierCmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// On a running node (its admin listener): moves a container's blobs (under a prefix) to
+    /// the tier now: uploads what is pending, commits a restore point, releases their local
+    /// copies. Prints the node's answer.
+    Now {
+        #[command(flatten)]
+        online: Online,
+    },
+    /// On a running node (its admin listener): brings a container's blobs (under a prefix) back
+    /// to flash, e.g. before a job reads them, or after a restore.
+    Hydrate {
+        #[command(flatten)]
+        online: Online,
+    },
     /// Wraps the node key with a new customer key (one small object; no pack is touched). Then
     /// set the node's `tier.key_file` to the new key.
     RotateKey {
@@ -152,6 +165,58 @@ enum TierCmd {
         #[arg(long)]
         new_key: PathBuf,
     },
+}
+
+/// A running node's admin listener, and what an operation names.
+#[derive(clap::Args)]
+struct Online {
+    #[arg(long)]
+    container: String,
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// The account (default: the node's only one).
+    #[arg(long)]
+    account: Option<String>,
+    /// The node's admin listener.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    admin: String,
+    /// A file holding the admin token, where the node has one configured (a file, not an
+    /// argument: arguments are visible to every user of the host).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+/// POSTs operation `op` to a running node's admin listener: its status and answer.
+fn operate(op: &str, o: &Online) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let mut target = format!("/tier/{op}?container={}&prefix={}", enc(&o.container), enc(&o.prefix));
+    if let Some(a) = &o.account {
+        target.push_str(&format!("&account={}", enc(a)));
+    }
+    let token = match &o.token_file {
+        Some(f) => Some(std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?.trim().to_owned()),
+        None => None,
+    };
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let mut s = std::net::TcpStream::connect(&o.admin).map_err(|e| format!("the admin listener {}: {e}", o.admin))?;
+    write!(s, "POST {target} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n{auth}Connection: close\r\n\r\n", o.admin)
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    let status = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or("not an HTTP answer")?;
+    Ok((status, answer.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_owned()).unwrap_or_default()))
+}
+
+/// Prints a node's answer; failure unless it succeeded.
+fn print_answer((status, body): (u16, String)) -> Result<ExitCode, String> {
+    match status {
+        200 => {
+            println!("{body}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(format!("the node answered {status}: {body}")),
+    }
 }
 
 /// The `[engine.tier]` table of a node's configuration file.
@@ -347,6 +412,8 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Tier { cmd: TierCmd::Now { online } } => print_answer(operate("now", &online)?),
+        Cmd::Tier { cmd: TierCmd::Hydrate { online } } => print_answer(operate("hydrate", &online)?),
         Cmd::Tier { cmd: TierCmd::Verify { data, config } } => {
             let tier = edgeblob_engine::config::TierConfig { passive: true, ..tier_config(&config)? };
             let node =
