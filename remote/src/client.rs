@@ -75,7 +75,7 @@ pub struct ListPage {
 }
 
 pub struct Remote {
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: HttpsClient,
     ep: Endpoint,
     cred: Credential,
     retry: RetryPolicy,
@@ -140,32 +140,43 @@ fn md5_header(a: &Answer, name: &str) -> Option<[u8; 16]> {
     B64.decode(a.header(name)?).ok()?.try_into().ok()
 }
 
+/// An HTTP/1.1 client for `https://` (the system's roots and `extra_roots`) and `http://`, with
+/// a connect time-out: every way out of the node (the tier, Key Vault, the identity endpoint).
+pub(crate) type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+pub(crate) fn https_client(
+    extra_roots: Vec<CertificateDer<'static>>,
+    timeout: Duration,
+) -> Result<HttpsClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    // The system's roots; a host without any still reaches what `extra_roots` trusts.
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    for cert in extra_roots {
+        roots.add(cert).map_err(|e| format!("an extra root certificate: {e}"))?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut connector = HttpConnector::new();
+    connector.enforce_http(false);
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https))
+}
+
 impl Remote {
     pub fn new(cfg: RemoteConfig) -> Result<Remote, String> {
         let ep = Endpoint::parse(&cfg.url)?;
-        let mut roots = rustls::RootCertStore::empty();
-        // The system's roots; a host without any still reaches what `extra_roots` trusts.
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        for cert in cfg.extra_roots {
-            roots.add(cert).map_err(|e| format!("an extra root certificate: {e}"))?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
-        let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https);
+        let http = https_client(cfg.extra_roots, cfg.timeout)?;
         Ok(Remote {
             http,
             ep,

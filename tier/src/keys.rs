@@ -1,6 +1,7 @@
 //! The keys: the node key wraps each pack's data key; the data key seals the pack's chunks and
 //! its footer. Both are 256-bit AES-GCM keys, wiped from memory when dropped. (The node key is
-//! itself wrapped by the customer's key, a local file or Key Vault: a later step.)
+//! itself wrapped by the customer's key: a local file's ([`WrappedNodeKey`]) or a Key Vault
+//! key's ([`VaultWrappedNodeKey`]).)
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, Key, KeyInit, Nonce};
@@ -35,6 +36,20 @@ impl NodeKey {
 
     pub(crate) fn bytes(&self) -> &[u8; 32] {
         &self.key
+    }
+
+    /// The key's bytes, only to hand to a key-wrapping service (Key Vault's `wrapKey`).
+    pub fn secret_for_wrapping(&self) -> &[u8; 32] {
+        &self.key
+    }
+
+    /// A check value of this key: the GCM tag of nothing sealed under it, bound to its id. It
+    /// tells a key unwrapped elsewhere from a wrong one, and gives nothing of the key away.
+    fn check(&self) -> [u8; 16] {
+        let mut aad = b"EBNKCHK1".to_vec();
+        aad.extend_from_slice(&self.id);
+        let tag = seal(&self.key, &[0u8; 12], &aad, &[]);
+        tag.try_into().unwrap_or([0u8; 16])
     }
 }
 
@@ -192,5 +207,108 @@ impl WrappedNodeKey {
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&b[26 + name_len..38 + name_len]);
         Ok(WrappedNodeKey { node_key_id, customer_key, nonce, sealed: b[38 + name_len..body.len()].to_vec() })
+    }
+}
+
+const VAULT_MAGIC: &[u8; 8] = b"EBNKEY02";
+
+/// The node key wrapped by a key in Azure Key Vault (RSA-OAEP-256 by the vault: the wrapping
+/// happens there, these are its bytes), with the vault's key id (its version: the one that
+/// unwraps) and a check value of the node key, so that an unwrapped key is known right before
+/// any pack is opened with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultWrappedNodeKey {
+    pub node_key_id: [u8; 16],
+    /// The Key Vault key id (`https://<vault>/keys/<name>/<version>`).
+    pub kid: String,
+    check: [u8; 16],
+    pub wrapped: Vec<u8>,
+}
+
+impl VaultWrappedNodeKey {
+    /// `node`, as Key Vault version `kid` wrapped it into `wrapped`.
+    pub fn new(node: &NodeKey, kid: &str, wrapped: Vec<u8>) -> VaultWrappedNodeKey {
+        VaultWrappedNodeKey { node_key_id: node.id, kid: kid.to_owned(), check: node.check(), wrapped }
+    }
+
+    /// The node key from what Key Vault unwrapped, checked against the check value.
+    pub fn node_key(&self, unwrapped: &[u8]) -> Result<NodeKey, PackError> {
+        let key: [u8; 32] =
+            unwrapped.try_into().map_err(|_| PackError::Sealed("node key (unwrapped to a wrong length)"))?;
+        let node = NodeKey::new(self.node_key_id, key);
+        match node.check() == self.check {
+            true => Ok(node),
+            false => Err(PackError::Sealed("node key (unwrapped to another key)")),
+        }
+    }
+
+    /// Its bytes: magic `EBNKEY02`, node key id (16), key id (u16 length, UTF-8), check (16),
+    /// wrapped (u16 length, bytes), xxh3-64 of all before.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(8 + 16 + 2 + self.kid.len() + 16 + 2 + self.wrapped.len() + 8);
+        b.extend_from_slice(VAULT_MAGIC);
+        b.extend_from_slice(&self.node_key_id);
+        b.extend_from_slice(&(self.kid.len() as u16).to_le_bytes());
+        b.extend_from_slice(self.kid.as_bytes());
+        b.extend_from_slice(&self.check);
+        b.extend_from_slice(&(self.wrapped.len() as u16).to_le_bytes());
+        b.extend_from_slice(&self.wrapped);
+        let sum = xxhash_rust::xxh3::xxh3_64(&b);
+        b.extend_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<VaultWrappedNodeKey, PackError> {
+        let bad = PackError::Malformed("not a vault-wrapped node key");
+        if b.len() < 8 + 16 + 2 + 16 + 2 + 8 || &b[..8] != VAULT_MAGIC {
+            return Err(bad);
+        }
+        let (body, sum) = b.split_at(b.len() - 8);
+        if u64::from_le_bytes(sum.try_into().map_err(|_| PackError::Checksum)?) != xxhash_rust::xxh3::xxh3_64(body) {
+            return Err(PackError::Checksum);
+        }
+        let mut at = 24;
+        let mut take = |n: usize| -> Result<&[u8], PackError> {
+            let s = body.get(at..at + n).ok_or(PackError::Malformed("a vault-wrapped node key cut short"))?;
+            at += n;
+            Ok(s)
+        };
+        let kid_len = u16::from_le_bytes([take(1)?[0], take(1)?[0]]) as usize;
+        let kid = std::str::from_utf8(take(kid_len)?)
+            .map_err(|_| PackError::Malformed("a key id that is not UTF-8"))?
+            .to_owned();
+        let check: [u8; 16] = take(16)?.try_into().map_err(|_| PackError::Checksum)?;
+        let wrapped_len = u16::from_le_bytes([take(1)?[0], take(1)?[0]]) as usize;
+        let wrapped = take(wrapped_len)?.to_vec();
+        if at != body.len() {
+            return Err(bad);
+        }
+        let mut node_key_id = [0u8; 16];
+        node_key_id.copy_from_slice(&b[8..24]);
+        Ok(VaultWrappedNodeKey { node_key_id, kid, check, wrapped })
+    }
+}
+
+/// A node key object as stored: wrapped by a key file's key, or by Key Vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredNodeKey {
+    Local(WrappedNodeKey),
+    Vault(VaultWrappedNodeKey),
+}
+
+impl StoredNodeKey {
+    pub fn decode(b: &[u8]) -> Result<StoredNodeKey, PackError> {
+        match b.get(..8) {
+            Some(m) if m == VAULT_MAGIC => Ok(StoredNodeKey::Vault(VaultWrappedNodeKey::decode(b)?)),
+            _ => Ok(StoredNodeKey::Local(WrappedNodeKey::decode(b)?)),
+        }
+    }
+
+    /// The name of the key that opens it (a key file's name, or a Key Vault key id).
+    pub fn wrapped_by(&self) -> &str {
+        match self {
+            StoredNodeKey::Local(w) => &w.customer_key,
+            StoredNodeKey::Vault(v) => &v.kid,
+        }
     }
 }

@@ -9,7 +9,7 @@ mod keys;
 mod object;
 mod pack;
 
-pub use keys::{CustomerKey, DataKey, NodeKey, WrappedNodeKey};
+pub use keys::{CustomerKey, DataKey, NodeKey, StoredNodeKey, VaultWrappedNodeKey, WrappedNodeKey};
 pub use object::{open_object, seal_object, seal_object_with, ObjectKind, OBJECT_HEADER_LEN};
 pub use pack::{verify, ChunkInfo, Entry, Header, PackId, PackWriter, Trailer, HEADER_LEN, TRAILER_LEN};
 

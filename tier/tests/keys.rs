@@ -85,3 +85,35 @@ fn golden_bytes_of_a_wrapped_node_key() {
 }
 
 const GOLDEN_XXH3: u64 = 11_024_468_023_635_350_408;
+
+/// A node key wrapped by Key Vault: its bytes fixed (format.md, "Tier packs"), and what Key
+/// Vault gives back is known right or wrong by the check value before any pack is opened.
+#[test]
+fn a_vault_wrapped_node_key_round_trips_and_checks_what_is_unwrapped() {
+    use edgeblob_tier::{StoredNodeKey, VaultWrappedNodeKey};
+    let node = NodeKey::new([0xAB; 16], [0x11; 32]);
+    let kid = "https://v.vault.azure.net/keys/cmk/0123";
+    let w = VaultWrappedNodeKey::new(&node, kid, vec![0xEE; 256]);
+    let b = w.encode();
+    assert_eq!(b.len(), 8 + 16 + 2 + kid.len() + 16 + 2 + 256 + 8);
+    assert_eq!(&b[..8], b"EBNKEY02");
+    assert_eq!(&b[24..26], &(kid.len() as u16).to_le_bytes());
+    assert_eq!(xxhash_rust::xxh3::xxh3_64(&b), GOLDEN_VAULT_XXH3);
+    let back = match StoredNodeKey::decode(&b).unwrap() {
+        StoredNodeKey::Vault(v) => v,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(back, w);
+    assert_eq!(back.node_key(&[0x11; 32]).unwrap().id, [0xAB; 16]);
+    assert!(back.node_key(&[0x12; 32]).is_err(), "another key is refused");
+    assert!(back.node_key(&[0x11; 31]).is_err());
+    let mut flipped = b.clone();
+    flipped[30] ^= 1;
+    assert!(StoredNodeKey::decode(&flipped).is_err());
+    assert!(matches!(
+        StoredNodeKey::decode(&WrappedNodeKey::wrap_with_nonce(&node, &cmk("k", 0x44), [0x55; 12]).encode()).unwrap(),
+        StoredNodeKey::Local(_)
+    ));
+}
+
+const GOLDEN_VAULT_XXH3: u64 = 5_996_243_536_404_901_587;

@@ -153,8 +153,9 @@ enum TierCmd {
         #[command(flatten)]
         online: Online,
     },
-    /// Wraps the node key with a new customer key (one small object; no pack is touched). Then
-    /// set the node's `tier.key_file` to the new key.
+    /// Wraps the node key with a new customer key (one small object; no pack is touched). With
+    /// `--new-key FILE`, then set the node's `tier.key_file` to it; without, the configured Key
+    /// Vault key wraps it again: its newest version (add one in the vault first).
     RotateKey {
         #[arg(long)]
         data: PathBuf,
@@ -163,7 +164,7 @@ enum TierCmd {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
-        new_key: PathBuf,
+        new_key: Option<PathBuf>,
     },
 }
 
@@ -515,8 +516,17 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             let tier = tier_config(&config)?;
             let file = DeviceFile::open(&data).map_err(|e| format!("{}: {e}", data.display()))?;
             let sb = read_superblock(&file).map_err(|e| e.to_string())?;
-            let name = rt.block_on(edgeblob_engine::tier::remote::rotate(&tier, sb.uuid, &new_key))?;
-            println!("wrote {name}: set tier.key_file to {} before the next start", new_key.display());
+            use edgeblob_engine::tier::guard::{file_key, Guard};
+            let new = match &new_key {
+                Some(f) => Guard::File(file_key(f)?),
+                None if tier.key_vault_key.is_some() => Guard::of(&tier)?,
+                None => return Err("--new-key is required: the node's key is a key file".into()),
+            };
+            let name = rt.block_on(edgeblob_engine::tier::remote::rotate(&tier, sb.uuid, &new))?;
+            match new_key {
+                Some(f) => println!("wrote {name}: set tier.key_file to {} before the next start", f.display()),
+                None => println!("wrote {name}: wrapped by {}", new.name()),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -67,6 +67,21 @@ pub struct TierConfig {
     /// The customer's key: a file of 32 bytes, raw or base64. It wraps the node key, which
     /// wraps each pack's data key; without it nothing in the tier can be read.
     pub key_file: std::path::PathBuf,
+    /// Instead of `key_file`: a key in Azure Key Vault that wraps the node key
+    /// (`https://<vault>.vault.azure.net/keys/<name>[/<version>]`; without a version, the
+    /// newest), reached with the host's managed identity. Disabling the key, or the identity's
+    /// access to it, makes the tier unreadable within `key_recheck_secs`.
+    pub key_vault_key: Option<String>,
+    /// The managed identity endpoint (default: `IDENTITY_ENDPOINT` where the host sets it, else
+    /// IMDS), and a user-assigned identity's client id (default: the system-assigned one).
+    pub identity_endpoint: Option<String>,
+    pub identity_client_id: Option<String>,
+    /// The audience of Key Vault tokens (Azure's public cloud: `https://vault.azure.net`).
+    pub key_vault_resource: String,
+    /// Seconds between checks that the Key Vault key still unwraps the node key: a key found
+    /// revoked stops every read and write of the tier (Azure Storage checks its customer keys
+    /// within an hour too).
+    pub key_recheck_secs: u64,
     /// Bytes at which a pack is cut and uploaded (64 MiB: few requests, and ranges read inside).
     pub pack_bytes: usize,
     /// Seconds a pack not yet full waits for more chunks before it is uploaded as it is: with the
@@ -109,6 +124,11 @@ impl Default for TierConfig {
             account_key: None,
             sas: None,
             key_file: std::path::PathBuf::new(),
+            key_vault_key: None,
+            identity_endpoint: None,
+            identity_client_id: None,
+            key_vault_resource: "https://vault.azure.net".into(),
+            key_recheck_secs: 3600,
             pack_bytes: 64 << 20,
             upload_after_secs: 10,
             bytes_per_sec: None,
@@ -130,8 +150,18 @@ impl TierConfig {
         if self.url.is_empty() {
             return Err("tier.url is required".into());
         }
-        if self.key_file.as_os_str().is_empty() {
-            return Err("tier.key_file is required: the customer key that guards everything tiered".into());
+        match (self.key_file.as_os_str().is_empty(), &self.key_vault_key) {
+            (true, None) => {
+                return Err(
+                    "tier: key_file or key_vault_key is required: the customer key that guards everything tiered"
+                        .into(),
+                )
+            }
+            (false, Some(_)) => return Err("tier: key_file and key_vault_key both set: give one".into()),
+            (true, Some(url)) => {
+                edgeblob_remote::keyvault::key_base(url).map_err(|e| format!("tier.key_vault_key: {e}"))?;
+            }
+            (false, None) => {}
         }
         match (&self.account, &self.account_key, &self.sas) {
             (Some(_), Some(_), None) | (None, None, Some(_)) => {}

@@ -509,7 +509,8 @@ fn the_customer_key_rotates_and_its_loss_stops_only_tiered_reads() {
     let new_key = node_dir.join("customer-2.key");
     std::fs::write(&new_key, [0xa5u8; 32]).unwrap();
     let before = faulty.seen().len();
-    let name = rt.block_on(edgeblob_engine::tier::remote::rotate(cfg.tier.as_ref().unwrap(), uuid, &new_key)).unwrap();
+    let new = edgeblob_engine::tier::guard::Guard::File(edgeblob_engine::tier::guard::file_key(&new_key).unwrap());
+    let name = rt.block_on(edgeblob_engine::tier::remote::rotate(cfg.tier.as_ref().unwrap(), uuid, &new)).unwrap();
     assert!(name.ends_with("/keys/node.00000001"), "{name}");
     let sent: u64 = faulty.seen()[before..].iter().map(|s| s.bytes_in).sum();
     assert!(sent > 0 && sent < 1 << 20, "a rotation sent {sent} bytes");
@@ -763,5 +764,94 @@ fn local_copies_are_released_only_once_a_restore_point_names_their_packs() {
         .map(|(_, _, n)| n)
         .sum();
     assert!(gets >= 1, "{:?}", report.remote);
+    node.stop();
+}
+
+/// The node key wrapped by a Key Vault key (a stand-in vault and managed identity endpoint):
+/// the tier works as with a key file; the key disabled in the vault closes the tier within a
+/// recheck (tiered reads fail naming the key, flash still serves); enabled again, it opens; a
+/// new version in the vault and a rotation re-wrap one small object, and the node opens with it.
+#[test]
+fn a_key_vault_key_guards_the_tier_and_disabling_it_closes_the_tier() {
+    use edgeblob_testkit::keyvault::KeyVaultStub;
+    let dir = tempfile::tempdir().unwrap();
+    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let vault = KeyVaultStub::start("cmk");
+    let node_dir = dir.path().join("node");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let mut cfg = tier_config(&node_dir, &format!("http://{}", remote.addr), "tier");
+    {
+        let t = cfg.tier.as_mut().unwrap();
+        t.key_file = std::path::PathBuf::new();
+        t.key_vault_key = Some(vault.key_url("cmk"));
+        t.identity_endpoint = Some(vault.identity_endpoint());
+        (t.key_recheck_secs, t.retry_budget_secs) = (1, 2);
+    }
+    let rt = rt();
+    let node = open(&cfg);
+    let (released, local, cold) = (data(21, 1 << 20, false), data(22, 3000, false), data(23, 1 << 20, false));
+    rt.block_on(async {
+        node.create_container(DEV_ACCOUNT, "c", vec![]).await.unwrap();
+        for (name, b) in [("released", &released), ("cold", &cold)] {
+            node.put_blob(0, key("c", name), body(b), BlobProps::default(), Conditions::default()).await.unwrap();
+        }
+        node.tier_flush().await.unwrap();
+        node.tier_release(None).await.unwrap();
+        node.put_blob(1, key("c", "local"), body(&local), BlobProps::default(), Conditions::default()).await.unwrap();
+    });
+    assert_eq!(vault.calls("wrapkey"), 1, "the node key was wrapped once, in the vault");
+    assert!(vault.calls("token") >= 1, "with a managed identity token");
+    let r = self::remote(&format!("http://{}", remote.addr), "tier");
+    let uuid = node.shared().sb.uuid;
+    let prefix: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+    let stored = rt.block_on(r.get(&format!("{prefix}/keys/node"))).unwrap();
+    match edgeblob_tier::StoredNodeKey::decode(&stored).unwrap() {
+        edgeblob_tier::StoredNodeKey::Vault(v) => assert!(v.kid.starts_with(&vault.key_url("cmk")), "{}", v.kid),
+        other => panic!("a key file's wrapping: {other:?}"),
+    }
+    let read =
+        |name: &str| rt.block_on(node.read_blob(0, key("c", name), None, Conditions::default())).map(|(_, _, b)| b);
+    assert_eq!(&read("released").unwrap()[..], &released[..]);
+
+    // Disabled in the vault: within a recheck, the tier is closed.
+    vault.set_enabled("cmk", false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rt.block_on(node.tier_report()).unwrap().ready {
+        assert!(std::time::Instant::now() < deadline, "the tier stayed open with its key disabled");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let report = rt.block_on(node.tier_report()).unwrap();
+    assert!(report.trouble.as_deref().is_some_and(|t| t.contains("/keys/cmk/")), "{report:?}");
+    // (A blob never read: no shard keeps a chunk of it decoded.)
+    let err = read("cold").expect_err("a tiered read with the key disabled");
+    assert!(matches!(err, edgeblob_engine::EngineError::Tier(_)), "a 503-class error: {err:?}");
+    assert!(err.to_string().contains("/keys/cmk/") && err.to_string().contains("403"), "names the key and why: {err}");
+    assert_eq!(&read("local").unwrap()[..], &local[..], "flash still serves");
+
+    // Enabled again: the tier opens (the thread tries again within a minute).
+    vault.set_enabled("cmk", true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(70);
+    while read("cold").is_err() {
+        assert!(std::time::Instant::now() < deadline, "the tier did not open with its key back");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(&read("cold").unwrap()[..], &cold[..]);
+    node.stop();
+
+    // A new version in the vault, and a rotation: one small object; the node opens with it.
+    let version = vault.rotate("cmk");
+    let guard = edgeblob_engine::tier::guard::Guard::of(cfg.tier.as_ref().unwrap()).unwrap();
+    let name = rt.block_on(edgeblob_engine::tier::remote::rotate(cfg.tier.as_ref().unwrap(), uuid, &guard)).unwrap();
+    let object = rt.block_on(r.get(&name)).unwrap();
+    assert!(object.len() < 1 << 10, "a rotation writes {} bytes", object.len());
+    match edgeblob_tier::StoredNodeKey::decode(&object).unwrap() {
+        edgeblob_tier::StoredNodeKey::Vault(v) => {
+            assert!(v.kid.ends_with(&version), "wrapped by the new version: {}", v.kid)
+        }
+        other => panic!("{other:?}"),
+    }
+    let node = open(&cfg);
+    let got = rt.block_on(node.read_blob(0, key("c", "released"), None, Conditions::default())).unwrap().2;
+    assert_eq!(&got[..], &released[..], "the rotated wrapping opens the tier");
     node.stop();
 }

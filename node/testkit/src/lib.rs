@@ -1,11 +1,13 @@
 //! Test support, one place for every test file: an engine on a small data file ([`engine`]),
 //! the `edgeblob` binary as a process and the node in this process ([`node`]), and the real
 //! clients' kit and Azurite ([`peers`]), SharedKey signing ([`sign`]), and a misbehaving remote
-//! in front of a real one ([`faulty`]). Panics are its error handling: it serves tests only.
+//! in front of a real one ([`faulty`]), a stand-in for Key Vault and the managed identity
+//! endpoint ([`keyvault`]). Panics are its error handling: it serves tests only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod engine;
 pub mod faulty;
+pub mod keyvault;
 pub mod node;
 pub mod peers;
 pub mod sign;

@@ -19,6 +19,7 @@
 pub mod epoch;
 pub mod fence;
 pub mod gc;
+pub mod guard;
 pub mod hydrate;
 pub mod manage;
 pub mod objects;

@@ -13,12 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use edgeblob_remote::{Credential, Remote, RemoteConfig, RemoteError};
-use edgeblob_tier::{
-    ChunkInfo, CustomerKey, Entry, Header, NodeKey, PackId, PackWriter, Trailer, WrappedNodeKey, HEADER_LEN,
-    TRAILER_LEN,
-};
+use edgeblob_tier::{ChunkInfo, Entry, Header, NodeKey, PackId, PackWriter, Trailer, HEADER_LEN, TRAILER_LEN};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::guard::{Guard, KeyError};
 use super::stats::TierStats;
 use crate::config::TierConfig;
 
@@ -216,7 +214,7 @@ pub fn client(cfg: &TierConfig) -> Result<Remote, String> {
 impl Tier {
     /// Reads the customer's key and starts the tier thread for node `node`.
     pub fn start(cfg: &TierConfig, node: [u8; 16]) -> Result<Tier, String> {
-        let key_file = cfg.key_file.clone();
+        let thread_cfg = cfg.clone();
         let remote = client(cfg)?;
         let remote_stats = remote.stats();
         let stats = Arc::new(TierStats::default());
@@ -234,7 +232,7 @@ impl Tier {
                     Ok(rt) => rt,
                     Err(e) => return tracing::error!(%e, "the tier thread could not start its runtime"),
                 };
-                rt.block_on(serve(remote, key_file, node, rx, ready_tx, told, claims, counters));
+                rt.block_on(serve(remote, thread_cfg, node, rx, ready_tx, told, claims, counters));
             })
             .map_err(|e| format!("tier thread: {e}"))?;
         Ok(Tier {
@@ -414,13 +412,17 @@ impl Tier {
 }
 
 /// The tier thread: opens the node key (reading the customer's key anew each attempt: a key
-/// file restored, or a tier back, is found without a restart), then uploads and downloads.
+/// file restored, or a tier back, is found without a restart), then uploads and downloads. With
+/// a Key Vault key, it checks every `key_recheck_secs` that the key still unwraps the node key:
+/// once the vault refuses (the key disabled or deleted, the identity's access revoked), the
+/// node key is dropped and everything asked of the tier fails, naming the key, until the vault
+/// unwraps it again.
 // What the thread shares with its `Tier`, each part its own: one argument each reads plainer
 // than a struct made only to carry them here.
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     remote: Remote,
-    key_file: std::path::PathBuf,
+    cfg: TierConfig,
     node: [u8; 16],
     mut jobs: mpsc::UnboundedReceiver<Job>,
     ready: watch::Sender<bool>,
@@ -430,39 +432,92 @@ async fn serve(
 ) {
     let remote = Arc::new(remote);
     let prefix = node_prefix(&node);
-    let mut backoff = Duration::from_secs(1);
-    let key = loop {
-        let opened = match customer_key(&key_file) {
-            Ok(cmk) => open(&remote, &cmk, &prefix).await,
-            Err(e) => Err(e),
-        };
-        match opened {
-            Ok(k) => break Arc::new(k),
-            Err(e) => {
-                tracing::warn!(%e, retry_in = ?backoff, "the tier cannot be used yet; nothing is uploaded until it can");
-                *trouble.lock().unwrap_or_else(|p| p.into_inner()) = e.clone();
-                // Packs asked for meanwhile fail at once (their shards try again later).
-                let until = tokio::time::sleep(backoff);
-                tokio::pin!(until);
-                loop {
-                    tokio::select! {
-                        _ = &mut until => break,
-                        job = jobs.recv() => match job {
-                            Some(j) => refuse(j, format!("the tier cannot be used: {e}")),
-                            None => return,
-                        },
-                    }
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
-            }
-        }
-    };
-    let _ = ready.send(true);
-    tracing::info!(node = %prefix, "the tier is reachable and its node key open");
     let flights: Flights = Arc::default();
     let recent: Arc<std::sync::Mutex<Recent>> = Arc::default();
-    while let Some(job) = jobs.recv().await {
-        let (remote, key) = (remote.clone(), key.clone());
+    let recheck = cfg.key_vault_key.as_ref().map(|_| Duration::from_secs(cfg.key_recheck_secs.max(1)));
+    loop {
+        let mut backoff = Duration::from_secs(1);
+        let key = loop {
+            let opened = match Guard::of(&cfg) {
+                Ok(guard) => open(&remote, &guard, &prefix).await.map_err(|e| e.message),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(k) => break Arc::new(k),
+                Err(e) => {
+                    tracing::warn!(%e, retry_in = ?backoff, "the tier cannot be used yet; nothing is uploaded until it can");
+                    *trouble.lock().unwrap_or_else(|p| p.into_inner()) = e.clone();
+                    // Packs asked for meanwhile fail at once (their shards try again later).
+                    let until = tokio::time::sleep(backoff);
+                    tokio::pin!(until);
+                    loop {
+                        tokio::select! {
+                            _ = &mut until => break,
+                            job = jobs.recv() => match job {
+                                Some(j) => refuse(j, format!("the tier cannot be used: {e}")),
+                                None => return,
+                            },
+                        }
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        };
+        let _ = ready.send(true);
+        tracing::info!(node = %prefix, "the tier is reachable and its node key open");
+        // Recent chunks were opened with a key that may since have been revoked.
+        *recent.lock().unwrap_or_else(|p| p.into_inner()) = Recent::default();
+        let mut next_check = recheck.map(|every| tokio::time::Instant::now() + every);
+        loop {
+            let job = tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => job,
+                    None => return,
+                },
+                _ = async { tokio::time::sleep_until(next_check.unwrap_or_else(tokio::time::Instant::now)).await }, if next_check.is_some() => {
+                    next_check = recheck.map(|every| tokio::time::Instant::now() + every);
+                    match still_opens(&remote, &cfg, &prefix).await {
+                        Err(e) if e.refused => {
+                            tracing::error!(error = %e.message, "the customer's key no longer opens the node key: the tier is closed");
+                            let _ = ready.send(false);
+                            *trouble.lock().unwrap_or_else(|p| p.into_inner()) = e.message;
+                            break;
+                        }
+                        Err(e) => tracing::warn!(error = %e.message, "the customer's key could not be checked; the node key stays open"),
+                        Ok(()) => {}
+                    }
+                    continue;
+                }
+            };
+            dispatch(job, &remote, &key, &prefix, &claim, &stats, &flights, &recent);
+        }
+    }
+}
+
+/// Whether the customer's key still opens the newest wrapping of the node key.
+async fn still_opens(remote: &Remote, cfg: &TierConfig, prefix: &str) -> Result<(), KeyError> {
+    let guard = Guard::of(cfg).map_err(unrefused)?;
+    let (_, name) = latest_key(remote, prefix)
+        .await
+        .map_err(unrefused)?
+        .ok_or_else(|| unrefused("the tier lists no node key".into()))?;
+    read_key(remote, &name, &guard).await.map(|_| ())
+}
+
+/// Runs one job of the tier thread.
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    job: Job,
+    remote: &Arc<Remote>,
+    key: &Arc<NodeKey>,
+    prefix: &str,
+    claim: &Arc<ClaimState>,
+    stats: &Arc<TierStats>,
+    flights: &Flights,
+    recent: &Arc<std::sync::Mutex<Recent>>,
+) {
+    {
+        let (remote, key, prefix) = (remote.clone(), key.clone(), prefix.to_owned());
         match job {
             // Each shard has one pack in flight at most: as many uploads at once as shards.
             Job::Ship { id, chunks, reply } => {
@@ -509,19 +564,19 @@ async fn serve(
                     Ok(h) => h.id,
                     Err(e) => {
                         let _ = reply.send(Err(format!("a pack header kept locally: {e}")));
-                        continue;
+                        return;
                     }
                 };
                 let flight = (id, place.entry);
                 if let Some(hit) = recent.lock().unwrap_or_else(|p| p.into_inner()).get(&flight) {
                     let _ = reply.send(Ok(hit));
-                    continue;
+                    return;
                 }
                 {
                     let mut f = flights.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(waiting) = f.get_mut(&flight) {
                         waiting.push(reply);
-                        continue;
+                        return;
                     }
                     f.insert(flight, vec![reply]);
                 }
@@ -643,13 +698,6 @@ async fn download(remote: &Remote, key: &NodeKey, place: &TierPlace, stats: &Tie
     Err(last)
 }
 
-/// A customer key from its file; its name is the file's name.
-pub fn customer_key(path: &std::path::Path) -> Result<CustomerKey, String> {
-    let contents = std::fs::read(path).map_err(|e| format!("the customer key {}: {e}", path.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    CustomerKey::from_file(&name, &contents).map_err(|e| format!("the customer key {}: {e}", path.display()))
-}
-
 /// The name of the node key's wrapping number `n`: the first is `keys/node`, each rotation of
 /// the customer's key adds `keys/node.<n>` (create-only, like every name in the tier).
 fn key_name(prefix: &str, n: u64) -> String {
@@ -671,55 +719,53 @@ pub(crate) async fn latest_key(remote: &Remote, prefix: &str) -> Result<Option<(
     Ok(names.into_iter().filter_map(|n| Some((number(&n)?, n))).max_by_key(|(n, _)| *n))
 }
 
-/// Reads and opens wrapping `name` of the node key with `cmk`; an error names the key that
+/// Reads and opens wrapping `name` of the node key with `guard`; an error names the key that
 /// wraps it and the key tried.
-pub(crate) async fn read_key(remote: &Remote, name: &str, cmk: &CustomerKey) -> Result<NodeKey, String> {
-    let bytes = remote.get(name).await.map_err(|e| e.to_string())?;
-    let wrapped = WrappedNodeKey::decode(&bytes).map_err(|e| format!("{name}: {e}"))?;
-    wrapped.unwrap(cmk).map_err(|e| {
-        format!(
-            "the node key ({name}) is wrapped by customer key {:?} and does not open with customer key {:?}: {e}",
-            wrapped.customer_key, cmk.name
-        )
-    })
+pub(crate) async fn read_key(remote: &Remote, name: &str, guard: &Guard) -> Result<NodeKey, KeyError> {
+    let bytes = remote.get(name).await.map_err(|e| KeyError { message: e.to_string(), refused: false })?;
+    guard.open(name, &bytes).await
+}
+
+fn unrefused(message: String) -> KeyError {
+    KeyError { message, refused: false }
 }
 
 /// Makes sure of the remote container, and reads (or makes) the node key.
-async fn open(remote: &Remote, cmk: &CustomerKey, prefix: &str) -> Result<NodeKey, String> {
-    remote.create_container().await.map_err(|e| e.to_string())?;
+async fn open(remote: &Remote, guard: &Guard, prefix: &str) -> Result<NodeKey, KeyError> {
+    remote.create_container().await.map_err(|e| unrefused(e.to_string()))?;
     // The node's name where a restore finds it (`edgeblob-admin restore` lists `nodes/`).
     match remote.put_blob(&format!("nodes/{prefix}"), Bytes::new(), true).await {
         Ok(_) | Err(RemoteError::AlreadyExists { .. }) => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(unrefused(e.to_string())),
     }
     loop {
-        if let Some((_, name)) = latest_key(remote, prefix).await? {
-            return read_key(remote, &name, cmk).await;
+        if let Some((_, name)) = latest_key(remote, prefix).await.map_err(unrefused)? {
+            return read_key(remote, &name, guard).await;
         }
         // Only a listing that answered "none", never a failure, makes a new key.
-        let key = NodeKey::generate().map_err(|e| e.to_string())?;
-        let wrapped = WrappedNodeKey::wrap(&key, cmk).map_err(|e| e.to_string())?;
-        match remote.put_blob(&key_name(prefix, 0), Bytes::from(wrapped.encode()), true).await {
+        let key = NodeKey::generate().map_err(|e| unrefused(e.to_string()))?;
+        let wrapped = guard.wrap(&key).await.map_err(unrefused)?;
+        match remote.put_blob(&key_name(prefix, 0), Bytes::from(wrapped), true).await {
             Ok(_) => return Ok(key),
             Err(RemoteError::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(unrefused(e.to_string())),
         }
     }
 }
 
 /// Rotates the customer's key: the node key, opened with the key `cfg` names, is wrapped by
-/// the key in `new_key` as a new object (under 200 bytes); no pack is touched. The node then
-/// starts with `new_key` as its `key_file`; the old key opens nothing newer. Returns the new
-/// object's name.
-pub async fn rotate(cfg: &TierConfig, node: [u8; 16], new_key: &std::path::Path) -> Result<String, String> {
-    let (old, new) = (customer_key(&cfg.key_file)?, customer_key(new_key)?);
+/// `new` as a new object (a few hundred bytes); no pack is touched. With a key file, the node
+/// then starts with the new file as its `key_file`; with Key Vault, `new` is the configured key
+/// again, whose newest version (added in the vault) now wraps. Returns the new object's name.
+pub async fn rotate(cfg: &TierConfig, node: [u8; 16], new: &Guard) -> Result<String, String> {
+    let old = Guard::of(cfg)?;
     let remote = client(cfg)?;
     let prefix = node_prefix(&node);
     let (n, name) = latest_key(&remote, &prefix).await?.ok_or("the tier holds no node key of this node")?;
-    let key = read_key(&remote, &name, &old).await?;
-    let wrapped = WrappedNodeKey::wrap(&key, &new).map_err(|e| e.to_string())?;
+    let key = read_key(&remote, &name, &old).await.map_err(|e| e.message)?;
+    let wrapped = new.wrap(&key).await?;
     let next = key_name(&prefix, n + 1);
-    remote.put_blob(&next, Bytes::from(wrapped.encode()), true).await.map_err(|e| e.to_string())?;
+    remote.put_blob(&next, Bytes::from(wrapped), true).await.map_err(|e| e.to_string())?;
     Ok(next)
 }
 

@@ -95,12 +95,12 @@ async fn find_node(remote: &Remote, given: Option<&str>) -> Result<[u8; 16]> {
 
 /// The node key, opened with the customer's key (never made: a restore finds one or fails).
 async fn node_key(remote: &Remote, cfg: &crate::config::TierConfig, prefix: &str) -> Result<NodeKey> {
-    let cmk = super::remote::customer_key(&cfg.key_file).map_err(tier_err)?;
+    let guard = super::guard::Guard::of(cfg).map_err(tier_err)?;
     let (_, name) = super::remote::latest_key(remote, prefix)
         .await
         .map_err(tier_err)?
         .ok_or_else(|| tier_err("the tier holds no node key of this node"))?;
-    super::remote::read_key(remote, &name, &cmk).await.map_err(tier_err)
+    super::remote::read_key(remote, &name, &guard).await.map_err(|e| tier_err(e.message))
 }
 
 /// Every manifest of the node, oldest first: (generation, epoch, name). A failed listing is an
