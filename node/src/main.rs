@@ -63,6 +63,14 @@ fn main() {
     }
 }
 
+/// A line for whoever started the node. A reader that took the first line and closed the pipe
+/// must not stop the node (println! would panic on the closed pipe).
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+}
+
 fn run(args: Args) -> Result<(), String> {
     edgeblob_io::sys::raise_nofile();
     let mut config = match &args.config {
@@ -107,20 +115,20 @@ fn run(args: Args) -> Result<(), String> {
     // Lines for scripts and tests that start the node on port 0.
     // The address is the line's first word after "on"; a note may follow it.
     if config.listen.is_none() && config.public_key_in_use() {
-        println!(
+        say(&format!(
             "edgeblob listening on {} (loopback only: an account uses the public development key; set `listen` to serve other hosts)",
             bound.http
-        );
+        ));
     } else {
-        println!("edgeblob listening on {}", bound.http);
+        say(&format!("edgeblob listening on {}", bound.http));
     }
     if let Some(tls) = bound.https {
-        println!("edgeblob listening with TLS on {tls}");
+        say(&format!("edgeblob listening with TLS on {tls}"));
     }
     let node = std::sync::Arc::new(node);
     let admin = edgeblob::admin::serve(node.clone(), &config).map_err(|e| format!("cannot serve: {e}"))?;
     if let Some(a) = &admin {
-        println!("edgeblob admin on {}", a.addr);
+        say(&format!("edgeblob admin on {}", a.addr));
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {

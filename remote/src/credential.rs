@@ -1,6 +1,7 @@
 //! How a request to the remote is authorised: the account's key (SharedKey, signed as
-//! `edgeblob_proto::shared_key` verifies on our own side), a SAS, or nothing (a public
-//! container, or a test). Managed identities and Entra tokens come with issue 12.
+//! `edgeblob_proto::shared_key` verifies on our own side), a SAS, a bearer token of the host's
+//! managed identity (Entra ID: sent only over TLS, or to loopback), or nothing (a public
+//! container, or a test).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -15,6 +16,11 @@ pub enum Credential {
     },
     /// A SAS token: the query string without its `?`.
     Sas(String),
+    /// Tokens of the host's managed identity for `resource` (`https://storage.azure.com`).
+    ManagedIdentity {
+        identity: std::sync::Arc<crate::identity::ManagedIdentity>,
+        resource: String,
+    },
     Anonymous,
 }
 
@@ -24,6 +30,7 @@ impl std::fmt::Debug for Credential {
         match self {
             Credential::SharedKey { account, .. } => write!(f, "SharedKey({account})"),
             Credential::Sas(_) => f.write_str("Sas(..)"),
+            Credential::ManagedIdentity { identity, resource } => write!(f, "{identity:?} for {resource}"),
             Credential::Anonymous => f.write_str("Anonymous"),
         }
     }
@@ -37,6 +44,15 @@ impl Credential {
 
     pub fn sas(token: &str) -> Credential {
         Credential::Sas(token.trim_start_matches('?').to_owned())
+    }
+
+    /// Tokens of the host's managed identity (see [`crate::identity`]) for Blob storage.
+    pub fn managed_identity(endpoint: Option<&str>, client_id: Option<String>) -> Result<Credential, String> {
+        let identity = crate::identity::ManagedIdentity::new(endpoint, client_id)?;
+        Ok(Credential::ManagedIdentity {
+            identity: std::sync::Arc::new(identity),
+            resource: "https://storage.azure.com".into(),
+        })
     }
 
     /// The query a request carries besides its own parameters (a SAS's).

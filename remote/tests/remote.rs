@@ -121,6 +121,36 @@ fn every_call_against_azurite() {
     rt().block_on(every_call_does_what_azure_documents(&remote(&azurite.endpoint(), "tier", |_| {})));
 }
 
+/// With the host's managed identity (a stand-in identity endpoint minting Entra-shaped tokens)
+/// against Azurite over TLS taking bearer tokens: every call works, one token serves them all,
+/// and a token is never offered over plain http off loopback.
+#[test]
+fn every_call_with_a_managed_identity_token_against_azurite_over_tls() {
+    let Some(tls) = peers::tls("the remote client with a managed identity against Azurite") else { return };
+    use rustls_pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let azurite = peers::Azurite::start_oauth(dir.path(), &tls);
+    let stub = edgeblob_testkit::keyvault::KeyVaultStub::start("unused");
+    let cred = Credential::managed_identity(Some(&stub.identity_endpoint()), None).unwrap();
+    let origin = format!("https://127.0.0.1:{}", azurite.port);
+    let ca = || vec![rustls_pki_types::CertificateDer::from_pem_file(tls.join("ca.pem")).unwrap()];
+    let r = remote(&origin, "tier-mi", |c| {
+        c.credential = cred.clone();
+        c.extra_roots = ca();
+    });
+    rt().block_on(every_call_does_what_azure_documents(&r));
+    assert_eq!(stub.calls("token"), 1, "one token, kept until it nears its expiry");
+    // Without a token, Azurite over TLS with OAuth refuses: the token is what let the calls in.
+    let anonymous = remote(&origin, "tier-mi", |c| {
+        c.credential = Credential::Anonymous;
+        c.retry.attempts = 1;
+        c.extra_roots = ca();
+    });
+    assert!(rt().block_on(anonymous.list("", None, 10)).is_err(), "anonymous listing refused");
+    let plain = RemoteConfig::new("http://lake.example.com/tier/a", cred);
+    assert!(Remote::new(plain).is_err(), "a token over plain http");
+}
+
 /// An edgeblob node in this process as the remote, with the tests' container made: runs `f` with
 /// the node's address and a client straight to it.
 fn on_node<F, Fut>(f: F)

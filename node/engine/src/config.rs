@@ -64,6 +64,13 @@ pub struct TierConfig {
     pub account_key: Option<String>,
     /// A SAS token (without the leading `?`) granting create, write, read, list and delete.
     pub sas: Option<String>,
+    /// Instead of a key or a SAS: tokens of the host's managed identity (`identity_endpoint`,
+    /// `identity_client_id`), which needs Storage Blob Data Contributor on the container; over
+    /// https only.
+    pub managed_identity: bool,
+    /// A PEM file of certificate authorities trusted for the tier besides the system's (a
+    /// private CA in front of the lake).
+    pub ca_file: Option<std::path::PathBuf>,
     /// The customer's key: a file of 32 bytes, raw or base64. It wraps the node key, which
     /// wraps each pack's data key; without it nothing in the tier can be read.
     pub key_file: std::path::PathBuf,
@@ -123,6 +130,8 @@ impl Default for TierConfig {
             account: None,
             account_key: None,
             sas: None,
+            managed_identity: false,
+            ca_file: None,
             key_file: std::path::PathBuf::new(),
             key_vault_key: None,
             identity_endpoint: None,
@@ -163,9 +172,9 @@ impl TierConfig {
             }
             (false, None) => {}
         }
-        match (&self.account, &self.account_key, &self.sas) {
-            (Some(_), Some(_), None) | (None, None, Some(_)) => {}
-            _ => return Err("tier: give either account and account_key, or sas".into()),
+        match (&self.account, &self.account_key, &self.sas, self.managed_identity) {
+            (Some(_), Some(_), None, false) | (None, None, Some(_), false) | (None, None, None, true) => {}
+            _ => return Err("tier: give either account and account_key, or sas, or managed_identity = true".into()),
         }
         if !(0.0..=1.0).contains(&self.release_below)
             || !(0.0..=1.0).contains(&self.release_above)

@@ -855,3 +855,35 @@ fn a_key_vault_key_guards_the_tier_and_disabling_it_closes_the_tier() {
     assert_eq!(&got[..], &released[..], "the rotated wrapping opens the tier");
     node.stop();
 }
+
+/// The tier reached with the host's managed identity (a stand-in identity endpoint) over TLS
+/// (Azurite taking bearer tokens, the kit's CA as `ca_file`): chunks go up, are released, and
+/// read back, with no account key or SAS configured.
+#[test]
+fn a_managed_identity_reaches_the_tier_over_tls() {
+    let Some(tls) = peers::tls("the tier with a managed identity against Azurite") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let azurite = peers::Azurite::start_oauth(&dir.path().join("azurite"), &tls);
+    let stub = edgeblob_testkit::keyvault::KeyVaultStub::start("unused");
+    std::fs::create_dir_all(dir.path().join("node")).unwrap();
+    let mut cfg = tier_config(&dir.path().join("node"), &format!("https://127.0.0.1:{}", azurite.port), "tier");
+    {
+        let t = cfg.tier.as_mut().unwrap();
+        (t.account, t.account_key, t.managed_identity) = (None, None, true);
+        t.identity_endpoint = Some(stub.identity_endpoint());
+        t.ca_file = Some(tls.join("ca.pem"));
+    }
+    let rt = rt();
+    let node = open(&cfg);
+    let a = data(31, 1 << 20, false);
+    rt.block_on(async {
+        node.create_container(DEV_ACCOUNT, "c", vec![]).await.unwrap();
+        node.put_blob(0, key("c", "a"), body(&a), BlobProps::default(), Conditions::default()).await.unwrap();
+        node.tier_flush().await.unwrap();
+        assert!(node.tier_release(None).await.unwrap() > 0);
+    });
+    let (_, _, got) = rt.block_on(node.read_blob(1, key("c", "a"), None, Conditions::default())).unwrap();
+    assert_eq!(&got[..], &a[..]);
+    assert!(stub.calls("token") >= 1);
+    node.stop();
+}

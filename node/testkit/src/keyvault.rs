@@ -134,19 +134,42 @@ async fn answer(vault: &Mutex<Vault>, req: hyper::Request<hyper::body::Incoming>
                 json!({ "error": "invalid_request", "error_description": "Required metadata header not specified" }),
             );
         }
-        if !query.contains("resource=https%3A%2F%2Fvault%2Eazure%2Enet")
-            && !query.contains("resource=https%3A%2F%2Fvault.azure.net")
-        {
+        let resource = ["vault", "storage"].into_iter().find(|r| {
+            query.contains(&format!("resource=https%3A%2F%2F{r}%2Eazure%2E"))
+                || query.contains(&format!("resource=https%3A%2F%2F{r}.azure."))
+        });
+        let Some(resource) = resource else {
             return reply(400, json!({ "error": "invalid_resource", "error_description": query }));
-        }
+        };
         let mut v = vault.lock().unwrap();
         *v.calls.entry("token").or_default() += 1;
-        let token = format!("stub-token-{:016x}", rand::random::<u64>());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let expires = now + 3600;
+        // Storage tokens are JWTs as Entra ID issues them (unsigned here: a stand-in remote such
+        // as Azurite reads their claims, it does not check a signature).
+        let token = match resource {
+            "storage" => {
+                let part = |v: serde_json::Value| B64URL.encode(v.to_string());
+                let tid = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+                format!(
+                    "{}.{}.{}",
+                    part(json!({ "typ": "JWT", "alg": "RS256", "kid": "stub" })),
+                    part(json!({
+                        "aud": "https://storage.azure.com", "iss": format!("https://sts.windows.net/{tid}/"),
+                        "iat": now - 60, "nbf": now - 60, "exp": expires, "tid": tid,
+                        "oid": "00000000-0000-0000-0000-00000000a11c", "appid": "00000000-0000-0000-0000-0000000000a1",
+                        "xms_mirid": "/subscriptions/0/resourcegroups/rg/providers/Microsoft.Compute/virtualMachines/gpu-01",
+                    })),
+                    B64URL.encode(b"stub-signature")
+                )
+            }
+            _ => format!("stub-token-{:016x}", rand::random::<u64>()),
+        };
         v.tokens.push(token.clone());
-        let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+        let audience = if resource == "vault" { "https://vault.azure.net" } else { "https://storage.azure.com" };
         return reply(
             200,
-            json!({ "access_token": token, "expires_on": expires.to_string(), "resource": "https://vault.azure.net", "token_type": "Bearer" }),
+            json!({ "access_token": token, "expires_on": expires.to_string(), "resource": audience, "token_type": "Bearer" }),
         );
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();

@@ -61,9 +61,25 @@ pub struct Azurite {
 
 impl Azurite {
     pub fn start(dir: &Path) -> Azurite {
+        Azurite::start_with(dir, &[])
+    }
+
+    /// Azurite over TLS (the kit's certificate) taking Entra ID bearer tokens (`--oauth basic`:
+    /// it reads a token's claims, audience, issuer and times, and checks no signature); its
+    /// endpoint is `https://127.0.0.1:<port>`.
+    pub fn start_oauth(dir: &Path, tls: &Path) -> Azurite {
+        let (cert, key) = (tls.join("server.pem"), tls.join("server.key"));
+        Azurite::start_with(
+            dir,
+            &["--oauth", "basic", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()],
+        )
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Azurite {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(home().join("bin/azurite-blob"))
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .args(extra)
             .args(["--skipApiVersionCheck", "--disableTelemetry", "--location"])
             .arg(dir)
             .stdout(Stdio::null())

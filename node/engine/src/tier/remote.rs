@@ -199,12 +199,21 @@ pub fn node_prefix(node: &[u8; 16]) -> String {
 
 /// The remote client a tier configuration describes.
 pub fn client(cfg: &TierConfig) -> Result<Remote, String> {
-    let credential = match (&cfg.account, &cfg.account_key, &cfg.sas) {
-        (Some(account), Some(key), None) => Credential::shared_key(account, key)?,
-        (None, None, Some(sas)) => Credential::sas(sas),
-        _ => return Err("tier: give either account and account_key, or sas".into()),
+    let credential = match (&cfg.account, &cfg.account_key, &cfg.sas, cfg.managed_identity) {
+        (Some(account), Some(key), None, false) => Credential::shared_key(account, key)?,
+        (None, None, Some(sas), false) => Credential::sas(sas),
+        (None, None, None, true) => {
+            Credential::managed_identity(cfg.identity_endpoint.as_deref(), cfg.identity_client_id.clone())?
+        }
+        _ => return Err("tier: give either account and account_key, or sas, or managed_identity = true".into()),
     };
     let mut rc = RemoteConfig::new(&cfg.url, credential);
+    if let Some(ca) = &cfg.ca_file {
+        use rustls_pki_types::pem::PemObject;
+        rc.extra_roots = rustls_pki_types::CertificateDer::pem_file_iter(ca)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("tier.ca_file {}: {e}", ca.display()))?;
+    }
     rc.bytes_per_sec = cfg.bytes_per_sec;
     rc.retry.budget = Duration::from_secs(cfg.retry_budget_secs.max(1));
     rc.retry.max_backoff = rc.retry.max_backoff.min(rc.retry.budget / 4);
