@@ -39,6 +39,15 @@ fn tier_config(dir: &Path, origin: &str, container: &str) -> EngineConfig {
     EngineConfig { tier: Some(tier), ..config(dir) }
 }
 
+/// A second edgeblob in this process as the tier, and the configuration of a node (under
+/// `dir/node`) that tiers to it.
+fn with_edgeblob_tier(dir: &Path) -> (InProcess, EngineConfig) {
+    let remote = InProcess::start(&dir.join("remote"), 1 << 30, 1, |_| {});
+    std::fs::create_dir_all(dir.join("node")).unwrap();
+    let cfg = tier_config(&dir.join("node"), &format!("http://{}", remote.addr), "tier");
+    (remote, cfg)
+}
+
 fn remote(origin: &str, container: &str) -> Remote {
     let cred = Credential::shared_key(DEV_ACCOUNT, DEV_KEY).unwrap();
     Remote::new(RemoteConfig::new(&format!("{origin}/{DEV_ACCOUNT}/{container}/site-a"), cred)).unwrap()
@@ -452,9 +461,7 @@ fn released_blobs_read_back_from_the_tier() {
 #[test]
 fn a_shard_past_its_high_watermark_releases_by_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
-    std::fs::create_dir_all(dir.path().join("node")).unwrap();
-    let mut cfg = tier_config(&dir.path().join("node"), &format!("http://{}", remote.addr), "tier");
+    let (_remote, mut cfg) = with_edgeblob_tier(dir.path());
     let t = cfg.tier.as_mut().unwrap();
     (t.release_above, t.release_below) = (0.0, 0.0);
     let rt = rt();
@@ -655,9 +662,7 @@ fn garbage_is_collected_and_a_failed_listing_deletes_nothing() {
 #[test]
 fn random_reads_promote_chunks_and_whole_reads_do_not() {
     let dir = tempfile::tempdir().unwrap();
-    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
-    std::fs::create_dir_all(dir.path().join("node")).unwrap();
-    let cfg = tier_config(&dir.path().join("node"), &format!("http://{}", remote.addr), "tier");
+    let (_remote, cfg) = with_edgeblob_tier(dir.path());
     let rt = rt();
     let node = open(&cfg);
     let (a, b) = (data(1, 2 << 20, false), data(2, 2 << 20, false));
@@ -716,9 +721,7 @@ fn random_reads_promote_chunks_and_whole_reads_do_not() {
 #[test]
 fn local_copies_are_released_only_once_a_restore_point_names_their_packs() {
     let dir = tempfile::tempdir().unwrap();
-    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
-    std::fs::create_dir_all(dir.path().join("node")).unwrap();
-    let cfg = tier_config(&dir.path().join("node"), &format!("http://{}", remote.addr), "tier");
+    let (_remote, cfg) = with_edgeblob_tier(dir.path());
     let rt = rt();
     let node = open(&cfg);
     let a = data(3, 2 << 20, false);
@@ -775,11 +778,8 @@ fn local_copies_are_released_only_once_a_restore_point_names_their_packs() {
 fn a_key_vault_key_guards_the_tier_and_disabling_it_closes_the_tier() {
     use edgeblob_testkit::keyvault::KeyVaultStub;
     let dir = tempfile::tempdir().unwrap();
-    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
     let vault = KeyVaultStub::start("cmk");
-    let node_dir = dir.path().join("node");
-    std::fs::create_dir_all(&node_dir).unwrap();
-    let mut cfg = tier_config(&node_dir, &format!("http://{}", remote.addr), "tier");
+    let (remote, mut cfg) = with_edgeblob_tier(dir.path());
     {
         let t = cfg.tier.as_mut().unwrap();
         t.key_file = std::path::PathBuf::new();
