@@ -283,12 +283,19 @@ pub async fn read_manifest(tier: &Tier, name: &str) -> Result<Manifest> {
     Manifest::decode(&bytes).map_err(|e| EngineError::Tier(format!("{name}: {e}")))
 }
 
+/// The restore points kept of `all` (oldest first, as [`manifests`] lists them): the newest
+/// `kept`. The collection keeps what they name, the pruning deletes the rest, `tier verify`
+/// checks them: one rule for the three.
+fn kept_of(all: &[(u64, u64, String)], kept: usize) -> &[(u64, u64, String)] {
+    &all[all.len().saturating_sub(kept)..]
+}
+
 /// The packs the newest `kept` manifests name, by shard: the collection never deletes them. An
 /// error (a failed listing or read) means nothing may be deleted.
 pub async fn retained_packs(tier: &Tier, kept: usize) -> Result<BTreeMap<u32, BTreeSet<(u64, u64)>>> {
     let all = manifests(tier).await?;
     let mut out: BTreeMap<u32, BTreeSet<(u64, u64)>> = BTreeMap::new();
-    for (_, _, name) in all.iter().rev().take(kept) {
+    for (_, _, name) in kept_of(&all, kept) {
         for p in read_manifest(tier, name).await?.packs {
             out.entry(p.shard).or_default().insert((p.generation, p.number));
         }
@@ -303,7 +310,7 @@ pub async fn retained_packs(tier: &Tier, kept: usize) -> Result<BTreeMap<u32, BT
 pub async fn check_restore_points(tier: &Tier, kept: usize) -> Result<(usize, Vec<String>)> {
     let all = manifests(tier).await?;
     let mut problems = Vec::new();
-    let newest = &all[all.len().saturating_sub(kept)..];
+    let newest = kept_of(&all, kept);
     let prefix = super::remote::node_prefix(&tier.node);
     for (_, _, name) in newest {
         let m = match read_manifest(tier, name).await {
@@ -359,9 +366,9 @@ fn parse_part_name(name: &str) -> Option<(u64, u64)> {
 pub async fn prune(tier: &Tier, kept: usize) -> Result<Pruned> {
     let all = manifests(tier).await?;
     let Some(newest) = all.last().map(|(g, e, _)| (*g, *e)) else { return Ok(Pruned::default()) };
-    let split = all.len().saturating_sub(kept);
+    let split = all.len() - kept_of(&all, kept).len();
     let mut named = std::collections::HashSet::new();
-    for (_, _, name) in &all[split..] {
+    for (_, _, name) in kept_of(&all, kept) {
         named.extend(read_manifest(tier, name).await?.parts.into_iter().map(|p| p.name));
     }
     let prefix = super::remote::node_prefix(&tier.node);
