@@ -47,9 +47,11 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     pub enabled: bool,
-    /// `host:port`; loopback by default, apart from the Blob port so that no container name
-    /// (`health`, `metrics`) is taken from clients.
-    pub listen: String,
+    /// `host:port`; [`DEFAULT_ADMIN`] when unset, apart from the Blob port so that no container
+    /// name (`health`, `metrics`) is taken from clients. Unset, a port already taken (a second
+    /// node on one host, a node_exporter) leaves the node without an admin listener, with a
+    /// warning; set, it stops the start.
+    pub listen: Option<String>,
     /// A bearer token the operations (POST) require. Without one they are taken from loopback
     /// peers only; a listener on another address needs one.
     pub token: Option<String>,
@@ -57,17 +59,24 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { enabled: true, listen: "127.0.0.1:9100".into(), token: None }
+        AdminConfig { enabled: true, listen: None, token: None }
     }
 }
 
+/// The admin listener's address when none is configured.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9100";
+
 impl AdminConfig {
+    pub fn address(&self) -> &str {
+        self.listen.as_deref().unwrap_or(DEFAULT_ADMIN)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if !self.enabled {
             return Ok(());
         }
         let addr: std::net::SocketAddr =
-            self.listen.parse().map_err(|e| format!("admin listen {:?}: {e}", self.listen))?;
+            self.address().parse().map_err(|e| format!("admin listen {:?}: {e}", self.address()))?;
         if let Some(t) = &self.token {
             if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err("admin token: at least 16 printable characters".into());
@@ -192,7 +201,7 @@ mod tests {
     #[test]
     fn the_admin_listener_is_loopback_unless_a_token_guards_it() {
         let c = Config::from_toml("").unwrap();
-        assert_eq!((c.admin.enabled, c.admin.listen.as_str()), (true, "127.0.0.1:9100"));
+        assert_eq!((c.admin.enabled, c.admin.address()), (true, "127.0.0.1:9100"));
         assert!(Config::from_toml("[admin]\nlisten = \"0.0.0.0:9100\"\n").is_err());
         assert!(Config::from_toml("[admin]\nlisten = \"0.0.0.0:9100\"\ntoken = \"short\"\n").is_err());
         let open = "[admin]\nlisten = \"0.0.0.0:9100\"\ntoken = \"0123456789abcdef\"\n";

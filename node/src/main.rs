@@ -100,7 +100,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     match args.admin_listen.as_deref() {
         Some("off") => config.admin.enabled = false,
-        Some(a) => (config.admin.enabled, config.admin.listen) = (true, a.to_owned()),
+        Some(a) => (config.admin.enabled, config.admin.listen) = (true, Some(a.to_owned())),
         None => {}
     }
     config.engine.validate()?;

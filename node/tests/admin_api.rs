@@ -54,7 +54,7 @@ fn health_metrics_and_the_tiers_operations_while_serving() {
     };
     let engine = EngineConfig { tier: Some(tier), ..config(&node_dir) };
     let mut cfg = Config { engine, ..Config::default() };
-    cfg.admin.listen = "127.0.0.1:0".into();
+    cfg.admin.listen = Some("127.0.0.1:0".into());
     let node = Arc::new(Node::open(cfg.engine.clone()).unwrap());
     let admin = edgeblob::admin::serve(node.clone(), &cfg).unwrap().unwrap();
     let a = admin.addr;
@@ -160,5 +160,22 @@ fn health_metrics_and_the_tiers_operations_while_serving() {
     assert!(json(&e)["epoch"].as_u64().unwrap() >= 2);
     assert_eq!(request(admin.addr, "GET", "/metrics", None).0, 200, "reads need no token");
     admin.stop();
+    Arc::try_unwrap(node).ok().unwrap().stop();
+}
+
+/// The default admin port taken (a second node on the host, a node_exporter): the node serves
+/// on without its admin listener. The same port asked for explicitly stops the start.
+#[test]
+fn a_taken_default_admin_port_is_passed_by_and_an_explicit_one_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Whoever holds 9100 now (this test, or something of the host's), it is taken.
+    let _held = std::net::TcpListener::bind(edgeblob::config::DEFAULT_ADMIN);
+    let cfg = Config { engine: config(dir.path()), ..Config::default() };
+    let node = Arc::new(Node::open(cfg.engine.clone()).unwrap());
+    assert!(edgeblob::admin::serve(node.clone(), &cfg).unwrap().is_none(), "no listener, no error");
+    let mut explicit = cfg.clone();
+    explicit.admin.listen = Some(edgeblob::config::DEFAULT_ADMIN.into());
+    let err = edgeblob::admin::serve(node.clone(), &explicit).err().expect("an explicit port taken");
+    assert!(err.to_string().contains("admin listener 127.0.0.1:9100"), "{err}");
     Arc::try_unwrap(node).ok().unwrap().stop();
 }

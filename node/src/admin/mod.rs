@@ -58,9 +58,19 @@ pub fn serve(node: Arc<Node>, config: &Config) -> std::io::Result<Option<Admin>>
     if !config.admin.enabled {
         return Ok(None);
     }
-    let addr: SocketAddr = config.admin.listen.parse().map_err(std::io::Error::other)?;
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("admin listener {addr}: {e} (set [admin] listen)")))?;
+    let addr: SocketAddr = config.admin.address().parse().map_err(std::io::Error::other)?;
+    let listener = match std::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        // The default port taken (another node on this host, a node_exporter): the Blob API is
+        // the product, the admin listener its aid.
+        Err(e) if config.admin.listen.is_none() && e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!(%addr, "the admin listener's default port is taken: no metrics, health or operations (set [admin] listen, or --admin-listen)");
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(std::io::Error::new(e.kind(), format!("admin listener {addr}: {e} (set [admin] listen)")))
+        }
+    };
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let state = Arc::new(routes::State::new(node, config));
