@@ -53,9 +53,9 @@ impl State {
     async fn report(&self, fresh: bool) -> Result<TierReport, EngineError> {
         let mut scanned = self.scanned.lock().await;
         let reuse = scanned.as_ref().filter(|(at, _)| !fresh && at.elapsed() < SCAN_EVERY).map(|(_, s)| s.clone());
-        let fresh = reuse.is_none();
+        let scans_now = reuse.is_none();
         let report = self.node.tier_report_with(reuse).await?;
-        if fresh {
+        if scans_now {
             *scanned = Some((Instant::now(), report.status.clone()));
         }
         Ok(report)
