@@ -368,7 +368,7 @@ fn a_blob_takes_azures_block_counts_and_no_more() {
     // the shard's share for them (64 MiB).
     let cfg = edgeblob_engine::config::EngineConfig { data_size: 16 << 30, shards: Some(1), ..config(dir.path()) };
     let rt = rt();
-    let node = open(&cfg);
+    let node = open_sparse(&cfg);
     rt.block_on(async {
         node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
         let id = |i: usize| format!("{i:08}").into_bytes();
@@ -405,7 +405,7 @@ fn three_hundred_thousand_blobs_list_in_every_page_size() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = edgeblob_engine::config::EngineConfig { data_size: 8 << 30, ..config(dir.path()) };
     let rt = rt();
-    let node = open(&cfg);
+    let node = open_sparse(&cfg);
     rt.block_on(async {
         node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
         // Names in 300 directories, written out of order. At 512 in flight a Put may be told

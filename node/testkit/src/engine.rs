@@ -37,6 +37,18 @@ pub fn open(cfg: &EngineConfig) -> Node {
     Node::open(cfg.clone()).expect("node opens")
 }
 
+/// [`open`] on a sparse data file, formatted in place. For tests that need a large file (a
+/// shard's metadata share grows with it) but write little: a node reserves its whole file up
+/// front, and a few such tests at once would ask a CI machine for tens of GiB it may not have.
+pub fn open_sparse(cfg: &EngineConfig) -> Node {
+    let shards = cfg.shards.expect("a sparse test file names its shard count") as u32;
+    std::fs::File::create(&cfg.data_path).and_then(|f| f.set_len(cfg.data_size)).expect("sparse data file");
+    let file = std::sync::Arc::new(edgeblob_io::file::DeviceFile::open(&cfg.data_path).expect("data file opens"));
+    edgeblob_engine::startup::format_device(&file, shards).expect("data file formats");
+    drop(file);
+    open(cfg)
+}
+
 /// Deterministic bytes: random-looking (incompressible) or text-like (compressible).
 pub fn data(seed: u64, len: usize, compressible: bool) -> Vec<u8> {
     use rand::{Rng, SeedableRng};
