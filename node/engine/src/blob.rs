@@ -198,6 +198,7 @@ pub async fn put_single(
         let cur = current(meta.state(), &key, cid);
         check(&cond, cur, true)?;
         let block = Block { id: Vec::new(), size, chunks: chunks.as_slice().into() };
+        s.node.policy.on_commit(&key, &chunks);
         let blob = next_version(s, cid, cur, props, vec![block], true, keep);
         let summary = BlobSummary::of(&key.name, &blob);
         Ok((meta.commit(Record::BlobPut { key, blob })?, summary))
@@ -281,6 +282,7 @@ pub async fn commit_block_list(
             dropped.append(staged.map(Staged::refs).unwrap_or_default());
             RefDelta::between(RefCounts::of_blocks(&blocks), dropped)
         });
+        s.node.policy.on_commit(&key, blocks.iter().flat_map(|b| b.chunks.iter()));
         let mut blob = next_version(s, cid, cur, props, blocks, false, keep);
         let summary = BlobSummary::of(&key.name, &blob);
         let rec = match &*meta {

@@ -100,6 +100,18 @@ pub struct TierConfig {
     /// full (a fraction), and stops once it is below `release_below`.
     pub release_above: f64,
     pub release_below: f64,
+    /// Seconds since a chunk was last read or written (to a minute) before the watermarks may
+    /// release it (0: at once); the coldest go first either way. A start forgets what was
+    /// read before it: what was not touched since counts as coldest.
+    pub release_idle_secs: u64,
+    /// Blobs whose local copies are never released (they are still uploaded, and restored
+    /// from the tier like any other): a whole container (its opt-out), or the blobs under a
+    /// prefix of one (pins). Applied at start.
+    pub keep: Vec<KeepRule>,
+    /// The unit of the last-access clock (a minute; shorter only in tests). Not a
+    /// configuration key.
+    #[serde(skip)]
+    pub access_tick: std::time::Duration,
     /// Seconds between garbage collections of the tier: packs no chunk is in are deleted (once
     /// dead for `gc_grace_secs`, so reads that found them finish), packs whose garbage is past
     /// `repack_above` (a fraction of their bytes) have their live chunks packed anew, and packs
@@ -123,6 +135,23 @@ pub struct TierConfig {
     pub retry_budget_secs: u64,
 }
 
+/// Blobs the tier keeps on flash: every blob of `account`/`container` whose name starts with
+/// `prefix` (empty: the whole container).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeepRule {
+    pub account: String,
+    pub container: String,
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl KeepRule {
+    pub fn covers(&self, account: &str, container: &str, name: &str) -> bool {
+        self.account == account && self.container == container && name.starts_with(&self.prefix)
+    }
+}
+
 impl Default for TierConfig {
     fn default() -> Self {
         TierConfig {
@@ -144,6 +173,9 @@ impl Default for TierConfig {
             retry_budget_secs: 300,
             release_above: 0.9,
             release_below: 0.8,
+            release_idle_secs: 0,
+            keep: Vec::new(),
+            access_tick: std::time::Duration::from_secs(60),
             gc_interval_secs: 3600,
             gc_grace_secs: 600,
             repack_above: 0.13,
@@ -181,6 +213,9 @@ impl TierConfig {
             || self.release_below > self.release_above
         {
             return Err("tier: release_below and release_above are fractions, the first not above the second".into());
+        }
+        if let Some(r) = self.keep.iter().find(|r| r.account.is_empty() || r.container.is_empty()) {
+            return Err(format!("tier.keep: {r:?} needs an account and a container"));
         }
         if !(1 << 20..=1 << 30).contains(&self.pack_bytes) {
             return Err(format!("tier.pack_bytes {} must be between 1 MiB and 1 GiB", self.pack_bytes));

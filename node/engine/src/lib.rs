@@ -258,9 +258,14 @@ impl Node {
         Ok(())
     }
 
-    /// Waits until every chunk counted before the call is in a committed pack of the tier (each
-    /// shard scans its chunk table and ships the pack it fills as it is).
+    /// Waits until every chunk written before the call is in a committed pack of the tier (each
+    /// shard scans its chunk table and ships the pack it fills as it is). Counts still on their
+    /// way to the shards that keep them are delivered first: a chunk a blob acknowledged a
+    /// moment ago must not be missed by a drain because its count was in flight.
     pub async fn tier_flush(&self) -> Result<()> {
+        for i in 0..self.shards() {
+            self.on(i, |s| async move { counts::drained(&s).await }).await?;
+        }
         for i in 0..self.shards() {
             self.on(i, |s| async move { tier::flush(&s).await }).await??;
         }
@@ -305,6 +310,13 @@ impl Node {
         prefix: &str,
     ) -> Result<tier::manage::ManageReport> {
         tier::manage::hydrate(self, account, container, prefix).await
+    }
+
+    /// Where the bytes of blob `key` are: on flash, or only in the tier (none of a blob that
+    /// is not there).
+    pub async fn tier_residency(&self, key: BlobKey) -> Result<tier::manage::Residency> {
+        self.get_container(&key.account, &key.container)?;
+        tier::manage::residency(self, key).await
     }
 
     /// The tier's state and counters for an operator: each shard's view summed (a scan of the

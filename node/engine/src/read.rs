@@ -24,6 +24,7 @@ use super::tier::place::{self, Where};
 /// checked against its hash with it.
 pub async fn read_chunk(shard: &Rc<Shard>, c: &ChunkRef, from: u32, to: u32, account: Option<&str>) -> Result<Bytes> {
     debug_assert!(from < to && to <= c.len, "range {from}..{to} of a {}-byte chunk", c.len);
+    shard.node.policy.touch(c.offset);
     if let Some(whole) = shard.cache.get(c) {
         return Ok(whole.slice(from as usize..to as usize));
     }

@@ -39,11 +39,14 @@ pub struct NodeShared {
     pub released: super::tier::ReleasedMap,
     /// The highest tier generation any shard had logged at start (each starts the next).
     pub tier_floor: AtomicU64,
+    /// What the tier releases first, and what never.
+    pub policy: super::tier::policy::Policy,
 }
 
 impl NodeShared {
     pub fn new(config: EngineConfig, sb: Superblock) -> NodeShared {
         let released = super::tier::ReleasedMap::new(sb.device_len, sb.layout.shards as usize);
+        let policy = super::tier::policy::Policy::new(sb.device_len, config.chunk_size as u64, config.tier.as_ref());
         NodeShared {
             config,
             sb,
@@ -53,6 +56,7 @@ impl NodeShared {
             tier: None,
             released,
             tier_floor: AtomicU64::new(0),
+            policy,
         }
     }
 

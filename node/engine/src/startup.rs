@@ -587,6 +587,7 @@ fn rebuild(node: &Node) -> Result<()> {
                     tokio::task::spawn_local(super::tier::upload::run(s.clone()));
                     if s.index == CATALOG_SHARD {
                         tokio::task::spawn_local(super::tier::epoch::run(s.clone()));
+                        tokio::task::spawn_local(super::tier::policy::mark_at_start(s.clone()));
                     }
                 }
                 tokio::task::spawn_local(super::tier::released::mark_at_start(s.clone()));

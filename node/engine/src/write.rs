@@ -204,7 +204,10 @@ pub async fn store_chunk(shard: Rc<Shard>, account: &str, data: Bytes) -> Result
             Placed::Found(existing) => {
                 // A hash match is a candidate, not a proof: compare the bytes.
                 match read_chunk(&shard, &existing, 0, existing.len, None).await {
-                    Ok(bytes) if bytes == data => return Ok(existing),
+                    Ok(bytes) if bytes == data => {
+                        shard.node.policy.touch(existing.offset);
+                        return Ok(existing);
+                    }
                     Ok(_) => tracing::warn!(offset = existing.offset, "chunk hash collision; storing the chunk apart"),
                     Err(e) => {
                         tracing::error!(offset = existing.offset, %e, "dedup candidate unreadable; storing the chunk apart")
@@ -234,6 +237,7 @@ pub async fn store_chunk(shard: Rc<Shard>, account: &str, data: Bytes) -> Result
         let _ = at(&shard, counter, move |s| async move { s.unplace(extent, None) }).await;
         return Err(e.into());
     }
+    shard.node.policy.touch(chunk.offset);
     // Awaited: the count must exist before any other shard can give back a reference to it.
     at(&shard, counter, move |s| async move { s.unplace(spare, Some(chunk)) }).await?;
     Ok(chunk)

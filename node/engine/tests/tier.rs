@@ -887,3 +887,137 @@ fn a_managed_identity_reaches_the_tier_over_tls() {
     assert!(stub.calls("token") >= 1);
     node.stop();
 }
+
+fn put(node: &Node, shard: usize, container: &str, name: &str, bytes: &[u8]) {
+    let rt = rt();
+    rt.block_on(node.put_blob(shard, key(container, name), body(bytes), Default::default(), Default::default()))
+        .unwrap();
+}
+
+fn residency(node: &Node, container: &str, name: &str) -> edgeblob_engine::tier::manage::Residency {
+    rt().block_on(node.tier_residency(key(container, name))).unwrap()
+}
+
+/// The watermarks release the coldest copies first (last read or write, per MiB of the
+/// device), and none touched within `release_idle_secs`; a restart forgets the clock, so what
+/// was not touched since counts as coldest.
+#[test]
+fn the_coldest_copies_go_first_and_none_touched_within_the_idle_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_remote, mut cfg) = with_edgeblob_tier(dir.path());
+    cfg.shards = Some(1);
+    cfg.tier.as_mut().unwrap().access_tick = std::time::Duration::from_millis(40);
+    let rt = rt();
+    let node = open(&cfg);
+    let (old, new) = (data(1, 3 << 20, false), data(2, 3 << 20, false));
+    let tick = || std::thread::sleep(std::time::Duration::from_millis(150));
+    rt.block_on(node.create_container(DEV_ACCOUNT, "c", vec![])).unwrap();
+    put(&node, 0, "c", "old", &old);
+    tick();
+    put(&node, 0, "c", "new", &new);
+    tick();
+    // Read after "new" was written: "old" is now the warmer of the two.
+    let (_, _, got) = rt.block_on(node.read_blob(0, key("c", "old"), None, Conditions::default())).unwrap();
+    assert_eq!(&got[..], &old[..]);
+    rt.block_on(node.sync()).unwrap();
+    rt.block_on(node.tier_flush()).unwrap();
+    let freed = rt.block_on(node.tier_release(Some(1 << 20))).unwrap();
+    assert!((1 << 20..2 << 20).contains(&freed), "about what was asked: {freed}");
+    let (o, n) = (residency(&node, "c", "old"), residency(&node, "c", "new"));
+    assert_eq!(o.tiered, 0, "the warmer blob kept all of its copies: {o:?}");
+    assert!(n.tiered >= 1 << 20, "the colder one gave them: {n:?}");
+    node.stop();
+
+    // An hour's idle time: after a restart only what was not touched since may go.
+    cfg.tier.as_mut().unwrap().release_idle_secs = 3600;
+    let node = open(&cfg);
+    let (_, _, got) = rt.block_on(node.read_blob(0, key("c", "old"), None, Conditions::default())).unwrap();
+    assert_eq!(&got[..], &old[..]);
+    let newer = data(3, 2 << 20, false);
+    put(&node, 0, "c", "newer", &newer);
+    rt.block_on(node.sync()).unwrap();
+    rt.block_on(node.tier_flush()).unwrap();
+    assert!(rt.block_on(node.tier_release(None)).unwrap() > 0);
+    let (o, n, w) = (residency(&node, "c", "old"), residency(&node, "c", "new"), residency(&node, "c", "newer"));
+    assert_eq!((o.tiered, w.tiered), (0, 0), "read and written within the hour: {o:?} {w:?}");
+    // (A chunk of one page has nothing to give back.)
+    assert!(n.local < 4096 && n.local + n.tiered == new.len() as u64, "untouched since the start: {n:?}");
+    let (_, _, got) = rt.block_on(node.read_blob(0, key("c", "new"), None, Conditions::default())).unwrap();
+    assert_eq!(&got[..], &new[..]);
+    node.stop();
+}
+
+/// A container opted out of release, and a pin on a prefix: their blobs' copies stay on flash
+/// whatever releases (the watermarks, `tier now`), and so do chunks other blobs share with
+/// them; rules added later apply to blobs written before, from the start's marking.
+#[test]
+fn kept_containers_and_pinned_prefixes_stay_on_flash() {
+    use edgeblob_engine::config::KeepRule;
+    let dir = tempfile::tempdir().unwrap();
+    let (_remote, mut cfg) = with_edgeblob_tier(dir.path());
+    let rule = |container: &str, prefix: &str| KeepRule {
+        account: DEV_ACCOUNT.into(),
+        container: container.into(),
+        prefix: prefix.into(),
+    };
+    // One shard: each blob's chunks lie together, so that only the MiB where two blobs meet
+    // is shared by a kept one and another.
+    cfg.shards = Some(1);
+    cfg.tier.as_mut().unwrap().keep = vec![rule("pinned", ""), rule("c", "keep/")];
+    let rt = rt();
+    let node = open(&cfg);
+    let (x, y, z, w) =
+        (data(1, 2 << 20, false), data(2, 2 << 20, false), data(3, 3 << 20, false), data(4, 3 << 20, false));
+    for c in ["pinned", "c"] {
+        rt.block_on(node.create_container(DEV_ACCOUNT, c, vec![])).unwrap();
+    }
+    put(&node, 0, "c", "go/z", &z);
+    put(&node, 0, "pinned", "x", &x);
+    put(&node, 0, "c", "keep/y", &y);
+    // The same bytes as a kept blob: its chunks are the kept blob's.
+    put(&node, 0, "c", "go/twin-of-x", &x);
+    put(&node, 0, "c", "later/w", &w);
+    rt.block_on(node.sync()).unwrap();
+    rt.block_on(node.tier_flush()).unwrap();
+    assert!(rt.block_on(node.tier_release(None)).unwrap() > 0);
+    for (c, name) in [("pinned", "x"), ("c", "keep/y"), ("c", "go/twin-of-x")] {
+        let r = residency(&node, c, name);
+        assert_eq!((r.tiered, r.local), (0, 2 << 20), "{c}/{name} kept on flash");
+    }
+    // (The last MiB of a blob written right before a kept one may share its keep mark.)
+    let r = residency(&node, "c", "go/z");
+    assert!(r.tiered >= 3 << 19, "not covered by a rule: released {r:?}");
+    let r = residency(&node, "c", "later/w");
+    assert!(r.tiered >= 1 << 20, "{r:?}");
+    // An operator's `tier now` of a kept prefix releases nothing of it, and says so.
+    let report = rt.block_on(node.tier_now(DEV_ACCOUNT, "c", "keep/")).unwrap();
+    assert_eq!((report.blobs, report.done), (1, 0), "{report:?}");
+    assert!(report.kept >= 32, "{report:?}");
+    assert_eq!(residency(&node, "c", "keep/y").tiered, 0);
+    // A rule added later covers blobs already written, once the start has marked them.
+    rt.block_on(node.tier_hydrate(DEV_ACCOUNT, "c", "later/")).unwrap();
+    assert_eq!(residency(&node, "c", "later/w").tiered, 0, "hydrated");
+    node.stop();
+    cfg.tier.as_mut().unwrap().keep.push(rule("c", "later/"));
+    let node = open(&cfg);
+    let v = data(5, 3 << 20, false);
+    put(&node, 0, "c", "go/v", &v);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Nothing is released until the start's marking is done: then "go/v" is.
+    while residency(&node, "c", "go/v").tiered < 1 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the start's marking never finished: {:?}",
+            residency(&node, "c", "go/v")
+        );
+        rt.block_on(node.tier_flush()).unwrap();
+        rt.block_on(node.tier_release(None)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(residency(&node, "c", "later/w").tiered, 0, "kept by the rule added");
+    for (c, name, b) in [("pinned", "x", &x), ("c", "keep/y", &y), ("c", "go/z", &z), ("c", "later/w", &w)] {
+        let (_, _, got) = rt.block_on(node.read_blob(0, key(c, name), None, Conditions::default())).unwrap();
+        assert!(got[..] == b[..], "{c}/{name}");
+    }
+    node.stop();
+}

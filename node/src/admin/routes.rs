@@ -292,8 +292,10 @@ pub async fn handle(state: &State, req: http::Request<hyper::body::Incoming>, pe
                             true => node.tier_now(&account, &container, &prefix).await?,
                             false => node.tier_hydrate(&account, &container, &prefix).await?,
                         };
-                        let done = if now { "freed_bytes" } else { "promoted_chunks" };
-                        Ok(json!({ "blobs": r.blobs, "chunks": r.chunks, done: r.done }))
+                        Ok(match now {
+                            true => json!({ "blobs": r.blobs, "chunks": r.chunks, "freed_bytes": r.done, "kept_chunks": r.kept }),
+                            false => json!({ "blobs": r.blobs, "chunks": r.chunks, "promoted_chunks": r.done }),
+                        })
                     })
                     .await
                 }

@@ -30,6 +30,18 @@ pub struct ManageReport {
     pub chunks: u64,
     /// `now`: local bytes freed; `hydrate`: chunks written back to flash.
     pub done: u64,
+    /// `now`: chunks a `keep` rule holds on flash (a blob elsewhere that shares one, or these
+    /// blobs themselves), which stay.
+    pub kept: u64,
+}
+
+/// Where a blob's bytes are now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Residency {
+    /// Logical bytes of its distinct chunks on flash (and perhaps in the tier too).
+    pub local: u64,
+    /// Logical bytes of its distinct chunks only in the tier.
+    pub tiered: u64,
 }
 
 /// The chunks of a page of blobs, by the shard that counts each.
@@ -64,7 +76,7 @@ async fn page_chunks(
 async fn each_page<F, Fut>(node: &Node, account: &str, container: &str, prefix: &str, act: F) -> Result<ManageReport>
 where
     F: Fn(Rc<Shard>, Vec<ChunkRef>) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Result<u64>> + 'static,
+    Fut: std::future::Future<Output = Result<(u64, u64)>> + 'static,
 {
     let mut report = ManageReport::default();
     let mut marker = None;
@@ -83,7 +95,8 @@ where
         for (shard, chunks) in page_chunks(node, account, container, names).await? {
             report.chunks += chunks.len() as u64;
             let act = act.clone();
-            report.done += node.on(shard, move |s| act(s, chunks)).await??;
+            let (done, kept) = node.on(shard, move |s| act(s, chunks)).await??;
+            (report.done, report.kept) = (report.done + done, report.kept + kept);
         }
         match page.next_marker {
             Some(m) => marker = Some(m),
@@ -101,12 +114,13 @@ pub async fn now(node: &Node, account: &str, container: &str, prefix: &str) -> R
     // Released copies must be in a restore point: an epoch first where packs are not yet named.
     node.tier_cover().await?;
     each_page(node, account, container, prefix, |s, chunks| async move {
+        let kept = chunks.iter().filter(|c| !s.node.policy.may_release(c.offset)).count() as u64;
         let ids: Vec<_> = chunks.iter().map(|c| c.id()).collect();
         let mut freed = 0;
         for batch in ids.chunks(4096) {
             freed += super::release::release_batch(&s, batch).await?;
         }
-        Ok(freed)
+        Ok((freed, kept))
     })
     .await
 }
@@ -135,9 +149,30 @@ pub async fn hydrate(node: &Node, account: &str, container: &str, prefix: &str) 
         for p in promoted {
             n += u64::from(p?);
         }
-        Ok(n)
+        Ok((n, 0))
     })
     .await
+}
+
+/// Where the bytes of blob `key` are now (each distinct chunk asked of the shard that counts it).
+pub async fn residency(node: &Node, key: BlobKey) -> Result<Residency> {
+    let mut r = Residency::default();
+    for (shard, chunks) in page_chunks(node, &key.account, &key.container, vec![key.name.clone()]).await? {
+        let (local, tiered) = node
+            .on(shard, move |s| async move {
+                let (mut local, mut tiered) = (0, 0);
+                for c in chunks {
+                    match super::place::locate(&s, c).await? {
+                        super::place::Where::Local(_) => local += u64::from(c.len),
+                        super::place::Where::Tier(_) => tiered += u64::from(c.len),
+                    }
+                }
+                Ok::<_, EngineError>((local, tiered))
+            })
+            .await??;
+        (r.local, r.tiered) = (r.local + local, r.tiered + tiered);
+    }
+    Ok(r)
 }
 
 fn tier_of(node: &Node) -> Result<&std::sync::Arc<super::Tier>> {

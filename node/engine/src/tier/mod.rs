@@ -24,6 +24,7 @@ pub mod hydrate;
 pub mod manage;
 pub mod objects;
 pub mod place;
+pub mod policy;
 pub mod release;
 pub mod released;
 pub mod remote;

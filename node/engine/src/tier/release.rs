@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use edgeblob_io::{Extent, PAGE_SIZE};
 use edgeblob_meta::index::shard::{scan_chunks, Want};
-use edgeblob_meta::model::{ChunkId, Location};
+use edgeblob_meta::model::{ChunkEntry, ChunkId, Location};
 use edgeblob_meta::wal::AppendError;
 use edgeblob_meta::{shard_store, Record};
 
@@ -30,35 +30,102 @@ use crate::shard::Shard;
 /// Chunks one record releases at most (its record stays small: 24 bytes a chunk).
 const BATCH: usize = 4096;
 
-/// Releases the local copies of chunks this shard counts that are also in the tier, in the
-/// chunk table's order, until `bytes` of space are freed (None: all of them). Returns the bytes
-/// freed.
+/// Releases the local copies of chunks this shard counts that are also in the tier, the coldest
+/// first (see [`super::policy`]), until `bytes` of space are freed (None: every one idle for
+/// `release_idle_secs`). Returns the bytes freed.
+///
+/// Bounded: one scan of the chunk table counts what each access stamp could free and picks the
+/// newest stamp that must go; then every chunk older than it is released, and chunks of that
+/// stamp until enough is (two more scans, not a sort of the table in memory).
 pub async fn release(s: &Rc<Shard>, bytes: Option<u64>) -> Result<u64> {
-    if !s.node.counts_kept() {
+    if !s.node.counts_kept() || !s.node.policy.kept_ready() {
         return Ok(0);
     }
+    let idle_below = s.node.policy.idle_below();
+    let Some(want) = bytes else {
+        return release_where(s, None, |stamp| stamp <= idle_below).await;
+    };
+    let mut by_stamp = std::collections::BTreeMap::<u16, u64>::new();
+    super::each_chunk(s, |e| {
+        if let Some((_, rest)) = releasable(s, e) {
+            *by_stamp.entry(s.node.policy.stamp(e.chunk.offset)).or_default() += rest.len;
+        }
+    })
+    .await?;
+    let mut sum = 0;
+    let Some(edge) = by_stamp.range(..=idle_below).find_map(|(&stamp, &n)| {
+        sum += n;
+        (sum >= want).then_some(stamp)
+    }) else {
+        // Not enough idle: all of it.
+        return release_where(s, None, |stamp| stamp <= idle_below).await;
+    };
+    let mut freed = 0;
+    if by_stamp.range(..edge).next().is_some() {
+        freed = release_where(s, None, |stamp| stamp < edge).await?;
+    }
+    if freed < want {
+        freed += release_where(s, Some(want - freed), |stamp| stamp == edge).await?;
+    }
+    Ok(freed)
+}
+
+/// Releases, in the chunk table's order, the chunks whose access stamp passes `pick`, until
+/// `bytes` are freed (None: all of them).
+async fn release_where(s: &Rc<Shard>, bytes: Option<u64>, pick: impl Fn(u16) -> bool) -> Result<u64> {
     let mut freed = 0u64;
     let mut from = Some(Vec::new());
+    let policy = &s.node.policy;
     while let Some(at) = from {
         let (entries, next) = scan_chunks(&s.meta, at, BATCH).await?;
-        let mut ids: Vec<ChunkId> =
-            entries.iter().filter(|e| matches!(e.location, Location::Both { .. })).map(|e| e.chunk.id()).collect();
+        let chosen =
+            |e: &&ChunkEntry| matches!(e.location, Location::Both { .. }) && pick(policy.stamp(e.chunk.offset));
+        // Each with what it frees: its place but the first page.
+        let gain = |e: &ChunkEntry| (e.chunk.id(), e.chunk.extent().len.saturating_sub(PAGE_SIZE as u64));
+        let mut picked: Vec<(ChunkId, u64)> = entries.iter().filter(chosen).map(gain).collect();
         if next.is_none() {
             let meta = s.meta.borrow();
-            let resident = meta.state().chunks.values().filter(|e| matches!(e.location, Location::Both { .. }));
-            ids.extend(resident.map(|e| e.chunk.id()));
-            ids.sort_unstable();
-            ids.dedup();
+            picked.extend(meta.state().chunks.values().filter(chosen).map(gain));
+            picked.sort_unstable_by_key(|(id, _)| *id);
+            picked.dedup_by_key(|(id, _)| *id);
         }
+        if let Some(b) = bytes {
+            // No more than is wanted.
+            let mut sum = freed;
+            let n = picked
+                .iter()
+                .take_while(|(_, g)| {
+                    let before = sum;
+                    sum += g;
+                    before < b
+                })
+                .count();
+            picked.truncate(n);
+        }
+        let ids: Vec<ChunkId> = picked.into_iter().map(|(id, _)| id).collect();
         for batch in ids.chunks(BATCH) {
-            if bytes.is_some_and(|b| freed >= b) {
-                return Ok(freed);
-            }
             freed += release_batch(s, batch).await?;
+        }
+        if bytes.is_some_and(|b| freed >= b) {
+            return Ok(freed);
         }
         from = next;
     }
     Ok(freed)
+}
+
+/// The space chunk `e` would give back if released now, with its id: on flash and in a pack a
+/// restore point names, not pinned by a write, not kept by a rule, and more than its first page
+/// (which stays, holding the id's place: `ChunkEntry::local_extent`).
+fn releasable(s: &Shard, e: &ChunkEntry) -> Option<(ChunkId, Extent)> {
+    let len = e.chunk.extent().len.checked_sub(PAGE_SIZE as u64).filter(|l| *l > 0)?;
+    match e.location {
+        Location::Both { offset, packed } if offset == e.chunk.offset && packed.pack < s.tier.covered_below.get() => {
+            let free = s.refs.borrow().count(e.chunk.offset).is_none() && s.node.policy.may_release(offset);
+            free.then_some((e.chunk.id(), Extent { offset: offset + PAGE_SIZE as u64, len }))
+        }
+        _ => None,
+    }
 }
 
 /// Releases those of `ids` that are still on flash and in the tier, and unpinned.
@@ -69,27 +136,8 @@ pub(crate) async fn release_batch(s: &Rc<Shard>, ids: &[ChunkId]) -> Result<u64>
         shard_store::resident(&s.meta, &wants).await?;
         let (commit, extents) = {
             let mut meta = s.meta.borrow_mut();
-            let pins = s.refs.borrow();
-            let covered = s.tier.covered_below.get();
-            let (chunks, extents): (Vec<ChunkId>, Vec<Extent>) = ids
-                .iter()
-                .filter_map(|id| {
-                    let e = meta.state().chunks.get(id)?;
-                    // The first page stays, holding the id's place (`ChunkEntry::local_extent`):
-                    // a chunk of one page has nothing to give back.
-                    let len = e.chunk.extent().len.checked_sub(PAGE_SIZE as u64).filter(|l| *l > 0)?;
-                    match e.location {
-                        Location::Both { offset, packed }
-                            if offset == e.chunk.offset
-                                && packed.pack < covered
-                                && pins.count(e.chunk.offset).is_none() =>
-                        {
-                            Some((*id, Extent { offset: offset + PAGE_SIZE as u64, len }))
-                        }
-                        _ => None,
-                    }
-                })
-                .unzip();
+            let (chunks, extents): (Vec<ChunkId>, Vec<Extent>) =
+                ids.iter().filter_map(|id| releasable(s, meta.state().chunks.get(id)?)).unzip();
             if chunks.is_empty() {
                 return Ok(0);
             }
