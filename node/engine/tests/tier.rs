@@ -409,6 +409,13 @@ fn released_blobs_read_back_from_the_tier() {
         "64 readers cost {sent} bytes for a blob of {}",
         blobs[4].1.len()
     );
+    // A whole released blob: the chunks its reader asks for at once lie side by side in their
+    // packs, and come in one GET for each run, not one GET a chunk.
+    let before = faulty.seen().len();
+    assert_eq!(&get(&node, "big", None).unwrap()[..], &blobs[0].1[..]);
+    let gets = faulty.seen()[before..].iter().filter(|s| s.method == "GET").count();
+    let chunks = blobs[0].1.len() / (64 << 10);
+    assert!(gets * 2 <= chunks, "{gets} GETs for {chunks} chunks");
     // Whole blobs, and a thousand random ranges.
     for (name, b) in &blobs[..3] {
         assert_eq!(&get(&node, name, None).unwrap()[..], &b[..], "{name}");

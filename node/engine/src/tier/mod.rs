@@ -18,6 +18,7 @@
 
 pub mod epoch;
 pub mod fence;
+pub mod fetch;
 pub mod gc;
 pub mod guard;
 pub mod hydrate;

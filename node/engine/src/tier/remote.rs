@@ -7,7 +7,6 @@
 //! this node that made it ends with reading it). Any other failure is not "absent": it is tried
 //! again later, and packs wait.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use edgeblob_remote::{Credential, Remote, RemoteConfig, RemoteError};
 use edgeblob_tier::{ChunkInfo, Entry, Header, NodeKey, PackId, PackWriter, Trailer, HEADER_LEN, TRAILER_LEN};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::fetch::Fetcher;
 use super::guard::{Guard, KeyError};
 use super::stats::TierStats;
 use crate::config::TierConfig;
@@ -121,43 +121,6 @@ pub struct TierPlace {
     pub entry: u32,
     pub at: u64,
     pub chunk: ChunkInfo,
-}
-
-/// Downloads in flight, by pack and entry, with everyone waiting for each: one download a
-/// chunk however many read it at once.
-type Flights = Arc<std::sync::Mutex<HashMap<(PackId, u32), Vec<oneshot::Sender<Result<Bytes, String>>>>>>;
-
-/// Bytes of chunks lately downloaded that the tier thread keeps, node-wide: readers of one blob
-/// who are not quite at the same time, or on other shards, download it once, not once each.
-const RECENT_BYTES: usize = 64 << 20;
-
-/// Chunks lately downloaded, oldest first out, within [`RECENT_BYTES`].
-#[derive(Default)]
-struct Recent {
-    by_place: HashMap<(PackId, u32), Bytes>,
-    order: std::collections::VecDeque<(PackId, u32)>,
-    bytes: usize,
-}
-
-impl Recent {
-    fn get(&self, k: &(PackId, u32)) -> Option<Bytes> {
-        self.by_place.get(k).cloned()
-    }
-
-    fn insert(&mut self, k: (PackId, u32), v: Bytes) {
-        if v.len() > RECENT_BYTES / 4 || self.by_place.contains_key(&k) {
-            return;
-        }
-        self.bytes += v.len();
-        self.by_place.insert(k, v);
-        self.order.push_back(k);
-        while self.bytes > RECENT_BYTES {
-            let Some(old) = self.order.pop_front() else { break };
-            if let Some(v) = self.by_place.remove(&old) {
-                self.bytes -= v.len();
-            }
-        }
-    }
 }
 
 /// The node's way to the tier. Dropping it ends the tier thread: its uploads in flight are
@@ -441,8 +404,7 @@ async fn serve(
 ) {
     let remote = Arc::new(remote);
     let prefix = node_prefix(&node);
-    let flights: Flights = Arc::default();
-    let recent: Arc<std::sync::Mutex<Recent>> = Arc::default();
+    let fetcher: Arc<Fetcher> = Arc::default();
     let recheck = cfg.key_vault_key.as_ref().map(|_| Duration::from_secs(cfg.key_recheck_secs.max(1)));
     loop {
         let mut backoff = Duration::from_secs(1);
@@ -475,7 +437,7 @@ async fn serve(
         let _ = ready.send(true);
         tracing::info!(node = %prefix, "the tier is reachable and its node key open");
         // Recent chunks were opened with a key that may since have been revoked.
-        *recent.lock().unwrap_or_else(|p| p.into_inner()) = Recent::default();
+        fetcher.forget();
         let mut next_check = recheck.map(|every| tokio::time::Instant::now() + every);
         loop {
             let job = tokio::select! {
@@ -498,7 +460,33 @@ async fn serve(
                     continue;
                 }
             };
-            dispatch(job, &remote, &key, &prefix, &claim, &stats, &flights, &recent);
+            let Job::Fetch { place, reply } = job else {
+                dispatch(job, &remote, &key, &prefix, &claim, &stats, &fetcher);
+                continue;
+            };
+            // Others asked for at nearly the same time may lie beside it: one GET for them all.
+            let mut asks = vec![(place, reply)];
+            let gather = tokio::time::sleep(super::fetch::GATHER);
+            tokio::pin!(gather);
+            let mut ended = false;
+            while asks.len() < super::fetch::GATHER_MAX {
+                tokio::select! {
+                    biased;
+                    job = jobs.recv() => match job {
+                        Some(Job::Fetch { place, reply }) => asks.push((place, reply)),
+                        Some(other) => dispatch(other, &remote, &key, &prefix, &claim, &stats, &fetcher),
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    },
+                    _ = &mut gather => break,
+                }
+            }
+            fetcher.start(asks, &remote, &key, &stats);
+            if ended {
+                return;
+            }
         }
     }
 }
@@ -522,8 +510,7 @@ fn dispatch(
     prefix: &str,
     claim: &Arc<ClaimState>,
     stats: &Arc<TierStats>,
-    flights: &Flights,
-    recent: &Arc<std::sync::Mutex<Recent>>,
+    fetcher: &Arc<Fetcher>,
 ) {
     {
         let (remote, key, prefix) = (remote.clone(), key.clone(), prefix.to_owned());
@@ -568,44 +555,7 @@ fn dispatch(
                     let _ = reply.send(deleted.await);
                 });
             }
-            Job::Fetch { place, reply } => {
-                let id = match Header::parse(&place.header) {
-                    Ok(h) => h.id,
-                    Err(e) => {
-                        let _ = reply.send(Err(format!("a pack header kept locally: {e}")));
-                        return;
-                    }
-                };
-                let flight = (id, place.entry);
-                if let Some(hit) = recent.lock().unwrap_or_else(|p| p.into_inner()).get(&flight) {
-                    let _ = reply.send(Ok(hit));
-                    return;
-                }
-                {
-                    let mut f = flights.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(waiting) = f.get_mut(&flight) {
-                        waiting.push(reply);
-                        return;
-                    }
-                    f.insert(flight, vec![reply]);
-                }
-                let (flights, recent, stats) = (flights.clone(), recent.clone(), stats.clone());
-                tokio::spawn(async move {
-                    let began = std::time::Instant::now();
-                    let res = download(&remote, &key, &place, &stats).await;
-                    match &res {
-                        Ok(bytes) => {
-                            stats.fetch.observe(began.elapsed());
-                            recent.lock().unwrap_or_else(|p| p.into_inner()).insert(flight, bytes.clone());
-                        }
-                        Err(_) => TierStats::bump(&stats.fetch_errors, 1),
-                    }
-                    let waiting = flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&flight).unwrap_or_default();
-                    for w in waiting {
-                        let _ = w.send(res.clone());
-                    }
-                });
-            }
+            Job::Fetch { place, reply } => fetcher.start(vec![(place, reply)], &remote, &key, stats),
         }
     }
 }
@@ -686,25 +636,6 @@ pub(crate) async fn list_all(remote: &Remote, prefix: &str) -> Result<Vec<String
             None => return Ok(out),
         }
     }
-}
-
-/// One chunk from its pack: its sealed bytes by range, opened with the pack's data key.
-async fn download(remote: &Remote, key: &NodeKey, place: &TierPlace, stats: &TierStats) -> Result<Bytes, String> {
-    let header = Header::parse(&place.header).map_err(|e| e.to_string())?;
-    let data_key = header.data_key(key).map_err(|e| e.to_string())?;
-    let entry = Entry { index: place.entry, chunk: place.chunk, at: place.at };
-    let name = format!("{}/{}", node_prefix(&header.id.node), header.id.name());
-    // The seal checks the bytes; a damaged answer is read once more (it may have been the way).
-    let mut last = String::new();
-    for _ in 0..2 {
-        let sealed = remote.get_sealed_range(&name, entry.at, entry.sealed_len()).await.map_err(|e| e.to_string())?;
-        match entry.open(&header.id, &data_key, &sealed) {
-            Ok(stored) => return Ok(Bytes::from(stored)),
-            Err(e) => last = format!("{name}: {e}"),
-        }
-    }
-    TierStats::bump(&stats.integrity_errors, 1);
-    Err(last)
 }
 
 /// The name of the node key's wrapping number `n`: the first is `keys/node`, each rotation of
