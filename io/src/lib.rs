@@ -9,6 +9,7 @@ pub mod alloc;
 pub mod buf;
 pub mod device;
 pub mod executor;
+pub mod failpoint;
 pub mod fault;
 pub mod file;
 pub mod page;

@@ -145,3 +145,119 @@ fn tier_status_and_key_rotation() {
     assert_eq!(&got[..], &blob[..]);
     node.stop();
 }
+
+/// `tier rotate-key` killed (SIGKILL) at each of its points: before anything is written the old
+/// key still opens the tier; once the new wrapping is written the new key does; run again with
+/// the same keys, the rotation finishes, and the old wrapping is gone so the retired key opens
+/// nothing. Every blob reads back from the tier with the key the state calls for.
+#[test]
+fn a_key_rotation_killed_midway_is_finished_by_running_it_again() {
+    use std::os::unix::process::ExitStatusExt;
+
+    use edgeblob_engine::config::{EngineConfig, TierConfig};
+    use edgeblob_engine::Node;
+    use edgeblob_testkit::engine::{body, data, key, rt, ACCOUNT};
+    let dir = tempfile::tempdir().unwrap();
+    let remote = edgeblob_testkit::node::InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let path = dir.path().join("d.dat");
+    let p = path.to_str().unwrap();
+    let keys: Vec<std::path::PathBuf> = (1..=3u8)
+        .map(|i| {
+            let f = dir.path().join(format!("key-{i}"));
+            std::fs::write(&f, [i; 32]).unwrap();
+            f
+        })
+        .collect();
+    let dev_key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let url = format!("http://{}/{ACCOUNT}/tier/rotation", remote.addr);
+    let with_key = |k: &std::path::Path| {
+        let tier = TierConfig {
+            url: url.clone(),
+            account: Some(ACCOUNT.into()),
+            account_key: Some(dev_key.into()),
+            key_file: k.to_owned(),
+            retry_budget_secs: 2,
+            ..TierConfig::default()
+        };
+        EngineConfig { tier: Some(tier), data_path: path.clone(), ..edgeblob_testkit::engine::config(dir.path()) }
+    };
+    let config_file = |k: &std::path::Path| {
+        let f = dir.path().join("node.toml");
+        let text = format!(
+            "port = 10000\n[engine]\ndata_path = \"{p}\"\n[engine.tier]\nurl = \"{url}\"\naccount = \"{ACCOUNT}\"\naccount_key = \"{dev_key}\"\nkey_file = \"{}\"\n",
+            k.display()
+        );
+        std::fs::write(&f, text).unwrap();
+        f
+    };
+    let blob = data(6, 1 << 20, false);
+    let rt = rt();
+    let node = Node::open(with_key(&keys[0])).unwrap();
+    rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        node.put_blob(0, key("c", "b"), body(&blob), Default::default(), Default::default()).await.unwrap();
+        node.tier_flush().await.unwrap();
+        assert!(node.tier_release(None).await.unwrap() > 0);
+    });
+    node.stop();
+    // Whether key `k` opens the tier: the released blob reads back whole with it.
+    let opens = |k: &std::path::Path| {
+        let node = Node::open(with_key(k)).unwrap();
+        let got = rt.block_on(node.read_blob(0, key("c", "b"), None, Default::default()));
+        node.stop();
+        match got {
+            Ok((_, _, bytes)) => {
+                assert!(bytes[..] == blob[..], "wrong bytes with {}", k.display());
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    let wrappings = || {
+        let cred = edgeblob_remote::Credential::shared_key(ACCOUNT, dev_key).unwrap();
+        let r = edgeblob_remote::Remote::new(edgeblob_remote::RemoteConfig::new(&url, cred)).unwrap();
+        let page = rt.block_on(r.list("", None, 5000)).unwrap();
+        page.blobs.into_iter().map(|b| b.name).filter(|n| n.contains("/keys/")).collect::<Vec<_>>()
+    };
+    let rotate = |from: &std::path::Path, to: &std::path::Path, crash_at: Option<&str>| {
+        let c = config_file(from);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgeblob-admin"));
+        cmd.args(["tier", "rotate-key", "--data", p, "--config", c.to_str().unwrap()]);
+        cmd.args(["--new-key", to.to_str().unwrap()]);
+        if let Some(point) = crash_at {
+            cmd.env("EDGEBLOB_CRASH_AT", point);
+        }
+        let out = cmd.output().unwrap();
+        (out.status, String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let killed = |(status, out): (std::process::ExitStatus, String)| {
+        assert_eq!(status.signal(), Some(9), "killed at its crash point: {status:?} {out}");
+    };
+
+    // Killed with the node key opened and nothing written: the old key still rules.
+    killed(rotate(&keys[0], &keys[1], Some("rotate-key:opened")));
+    assert_eq!(wrappings().len(), 1, "{:?}", wrappings());
+    assert!(opens(&keys[0]) && !opens(&keys[1]));
+    // Killed once the new wrapping is written: the new key opens the tier, the old one no more.
+    killed(rotate(&keys[0], &keys[1], Some("rotate-key:wrapped")));
+    assert_eq!(wrappings().len(), 2, "{:?}", wrappings());
+    assert!(opens(&keys[1]) && !opens(&keys[0]));
+    // Run again with the same keys: finished, and the old wrapping is gone.
+    let (status, out) = rotate(&keys[0], &keys[1], None);
+    assert!(status.success(), "{out}");
+    let left = wrappings();
+    assert!(left.len() == 1 && left[0].ends_with("/keys/node.00000001"), "{left:?}");
+    assert!(opens(&keys[1]) && !opens(&keys[0]));
+    // The next rotation killed just after it retired the older wrapping: done but for its
+    // answer; run again, it says so.
+    killed(rotate(&keys[1], &keys[2], Some("rotate-key:retired-one")));
+    let left = wrappings();
+    assert!(left.len() == 1 && left[0].ends_with("/keys/node.00000002"), "{left:?}");
+    let (status, out) = rotate(&keys[1], &keys[2], None);
+    assert!(status.success() && out.contains("keys/node.00000002"), "{out}");
+    assert!(opens(&keys[2]) && !opens(&keys[1]) && !opens(&keys[0]));
+    // Keys neither of which opens the newest wrapping: refused, nothing written or deleted.
+    let (status, out) = rotate(&keys[0], &keys[1], None);
+    assert!(!status.success(), "{out}");
+    assert_eq!(wrappings(), left);
+}

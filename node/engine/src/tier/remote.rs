@@ -697,16 +697,43 @@ async fn open(remote: &Remote, guard: &Guard, prefix: &str) -> Result<NodeKey, K
 /// `new` as a new object (a few hundred bytes); no pack is touched. With a key file, the node
 /// then starts with the new file as its `key_file`; with Key Vault, `new` is the configured key
 /// again, whose newest version (added in the vault) now wraps. Returns the new object's name.
+///
+/// Then the older wrappings are deleted, once the new one is read back and opens: a retired
+/// key that still opened one of them would still open the tier. A rotation cut short (a crash,
+/// a failed delete) is finished by running it again with the same keys: the newest wrapping
+/// opening with `new` and not with the old key means the new one was written.
 pub async fn rotate(cfg: &TierConfig, node: [u8; 16], new: &Guard) -> Result<String, String> {
     let old = Guard::of(cfg)?;
     let remote = client(cfg)?;
     let prefix = node_prefix(&node);
     let (n, name) = latest_key(&remote, &prefix).await?.ok_or("the tier holds no node key of this node")?;
-    let key = read_key(&remote, &name, &old).await.map_err(|e| e.message)?;
-    let wrapped = new.wrap(&key).await?;
-    let next = key_name(&prefix, n + 1);
-    remote.put_blob(&next, Bytes::from(wrapped), true).await.map_err(|e| e.to_string())?;
-    Ok(next)
+    let newest = match read_key(&remote, &name, &old).await {
+        Ok(key) => {
+            edgeblob_io::failpoint::crash_point("rotate-key:opened");
+            let wrapped = new.wrap(&key).await?;
+            let next = key_name(&prefix, n + 1);
+            remote.put_blob(&next, Bytes::from(wrapped), true).await.map_err(|e| e.to_string())?;
+            edgeblob_io::failpoint::crash_point("rotate-key:wrapped");
+            next
+        }
+        Err(e) => match read_key(&remote, &name, new).await {
+            Ok(_) => {
+                tracing::info!(%name, "the newest wrapping is already the new key's: finishing an earlier rotation");
+                name
+            }
+            Err(_) => return Err(e.message),
+        },
+    };
+    // What is durable opens with the new key before anything older goes.
+    read_key(&remote, &newest, new).await.map_err(|e| format!("the new wrapping does not open: {}", e.message))?;
+    let base = format!("{prefix}/keys/node");
+    for older in list_all(&remote, &base).await? {
+        if older != newest && (older == base || older.starts_with(&format!("{base}."))) {
+            remote.delete(&older).await.map_err(|e| format!("{older}: {e} (run the rotation again to finish it)"))?;
+            edgeblob_io::failpoint::crash_point("rotate-key:retired-one");
+        }
+    }
+    Ok(newest)
 }
 
 /// Seals and uploads one pack: blocks of [`BLOCK_BYTES`] named by their place (a retry puts the
