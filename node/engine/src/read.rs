@@ -25,7 +25,7 @@ use super::tier::place::{self, Where};
 pub async fn read_chunk(shard: &Rc<Shard>, c: &ChunkRef, from: u32, to: u32, account: Option<&str>) -> Result<Bytes> {
     debug_assert!(from < to && to <= c.len, "range {from}..{to} of a {}-byte chunk", c.len);
     shard.node.policy.touch(c.offset);
-    if let Some(whole) = shard.cache.get(c) {
+    if let Some(whole) = shard.cache.get(c).filter(|_| cache_may_serve(shard, c)) {
         return Ok(whole.slice(from as usize..to as usize));
     }
     let keep = shard.cache.wants(c);
@@ -67,6 +67,15 @@ pub async fn read_chunk(shard: &Rc<Shard>, c: &ChunkRef, from: u32, to: u32, acc
         }
     }
     read_plain(shard, c, offset, from, to).await
+}
+
+/// Whether a cached copy of `c` may answer: not one that may have come from the tier while the
+/// tier is closed (its key revoked makes every tiered chunk unreadable, decoded copies too).
+fn cache_may_serve(shard: &Shard, c: &ChunkRef) -> bool {
+    match &shard.node.tier {
+        Some(tier) if !tier.is_ready() => !shard.node.released.maybe(c.offset, || shard.node.ref_owner(c)),
+        _ => true,
+    }
 }
 
 fn corrupt(c: &ChunkRef, e: page::PageCorrupt) -> EngineError {

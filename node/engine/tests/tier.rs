@@ -797,9 +797,10 @@ fn a_key_vault_key_guards_the_tier_and_disabling_it_closes_the_tier() {
     let rt = rt();
     let node = open(&cfg);
     let (released, local, cold) = (data(21, 1 << 20, false), data(22, 3000, false), data(23, 1 << 20, false));
+    let text = data(24, 1 << 20, true);
     rt.block_on(async {
         node.create_container(DEV_ACCOUNT, "c", vec![]).await.unwrap();
-        for (name, b) in [("released", &released), ("cold", &cold)] {
+        for (name, b) in [("released", &released), ("cold", &cold), ("text", &text)] {
             node.put_blob(0, key("c", name), body(b), BlobProps::default(), Conditions::default()).await.unwrap();
         }
         node.tier_flush().await.unwrap();
@@ -819,6 +820,8 @@ fn a_key_vault_key_guards_the_tier_and_disabling_it_closes_the_tier() {
     let read =
         |name: &str| rt.block_on(node.read_blob(0, key("c", name), None, Conditions::default())).map(|(_, _, b)| b);
     assert_eq!(&read("released").unwrap()[..], &released[..]);
+    // Compressed chunks read from the tier stay decoded in the shard's read cache.
+    assert_eq!(&read("text").unwrap()[..], &text[..]);
 
     // Disabled in the vault: within a recheck, the tier is closed.
     vault.set_enabled("cmk", false);
@@ -834,6 +837,9 @@ fn a_key_vault_key_guards_the_tier_and_disabling_it_closes_the_tier() {
     assert!(matches!(err, edgeblob_engine::EngineError::Tier(_)), "a 503-class error: {err:?}");
     assert!(err.to_string().contains("/keys/cmk/") && err.to_string().contains("403"), "names the key and why: {err}");
     assert_eq!(&read("local").unwrap()[..], &local[..], "flash still serves");
+    // Nor do copies of tiered chunks a shard keeps decoded.
+    let err = read("text").map(|b| b.len()).expect_err("a cached copy of a tiered chunk with the key disabled");
+    assert!(matches!(err, edgeblob_engine::EngineError::Tier(_)), "{err:?}");
 
     // Enabled again: the tier opens (the thread tries again within a minute).
     vault.set_enabled("cmk", true);
