@@ -78,14 +78,14 @@ async fn release_where(s: &Rc<Shard>, bytes: Option<u64>, pick: impl Fn(u16) -> 
     let policy = &s.node.policy;
     while let Some(at) = from {
         let (entries, next) = scan_chunks(&s.meta, at, BATCH).await?;
-        let chosen =
-            |e: &&ChunkEntry| matches!(e.location, Location::Both { .. }) && pick(policy.stamp(e.chunk.offset));
-        // Each with what it frees: its place but the first page.
-        let gain = |e: &ChunkEntry| (e.chunk.id(), e.chunk.extent().len.saturating_sub(PAGE_SIZE as u64));
-        let mut picked: Vec<(ChunkId, u64)> = entries.iter().filter(chosen).map(gain).collect();
+        // Each with what it frees (its place but the first page).
+        let chosen = |e: &ChunkEntry| {
+            releasable(s, e).filter(|_| pick(policy.stamp(e.chunk.offset))).map(|(id, rest)| (id, rest.len))
+        };
+        let mut picked: Vec<(ChunkId, u64)> = entries.iter().filter_map(chosen).collect();
         if next.is_none() {
             let meta = s.meta.borrow();
-            picked.extend(meta.state().chunks.values().filter(chosen).map(gain));
+            picked.extend(meta.state().chunks.values().filter_map(chosen));
             picked.sort_unstable_by_key(|(id, _)| *id);
             picked.dedup_by_key(|(id, _)| *id);
         }
