@@ -72,10 +72,12 @@ pub async fn read_chunk(shard: &Rc<Shard>, c: &ChunkRef, from: u32, to: u32, acc
 /// Whether a cached copy of `c` may answer: not one that may have come from the tier while the
 /// tier is closed (its key revoked makes every tiered chunk unreadable, decoded copies too).
 fn cache_may_serve(shard: &Shard, c: &ChunkRef) -> bool {
-    match &shard.node.tier {
-        Some(tier) if !tier.is_ready() => !shard.node.released.maybe(c.offset, || shard.node.ref_owner(c)),
-        _ => true,
-    }
+    // The released map first: one atomic load, where the tier's state takes a lock.
+    shard
+        .node
+        .tier
+        .as_ref()
+        .is_none_or(|tier| !shard.node.released.maybe(c.offset, || shard.node.ref_owner(c)) || tier.is_ready())
 }
 
 fn corrupt(c: &ChunkRef, e: page::PageCorrupt) -> EngineError {
