@@ -94,6 +94,18 @@ fn health_metrics_and_the_tiers_operations_while_serving() {
     assert!(status["restore_point_age_secs"].as_f64().is_some(), "now made a restore point: {status}");
     assert_eq!((status["ready"].as_bool(), status["fenced"].is_null()), (Some(true), true));
 
+    // Where one blob is: the cold one in the tier, the hot one on flash; refusals first.
+    assert_eq!(request(a, "GET", "/tier/blob?container=cold", None).0, 400, "no blob named");
+    let (code, gone) = request(a, "GET", "/tier/blob?container=cold&name=nosuch", None);
+    assert_eq!((code, json(&gone)["error"].as_str()), (404, Some("BlobNotFound")));
+    let (code, at) = request(a, "GET", "/tier/blob?container=cold&name=a", None);
+    assert_eq!(code, 200, "{at}");
+    let at = json(&at);
+    assert!(at["tiered_bytes"].as_u64().unwrap() >= (2 << 20) - (64 << 10), "{at}");
+    assert_eq!(at["kept_by_rule"], false);
+    let at = json(&request(a, "GET", "/tier/blob?container=hot&name=b", None).1);
+    assert_eq!((at["local_bytes"].as_u64(), at["tiered_bytes"].as_u64()), (Some(1 << 20), Some(0)), "{at}");
+
     // A read of the cold blob comes from the tier, and the metrics show it.
     let (_, _, got) = rt.block_on(node.read_blob(0, key("cold", "a"), None, Conditions::default())).unwrap();
     assert_eq!(&got[..], &cold[..]);
@@ -159,6 +171,7 @@ fn health_metrics_and_the_tiers_operations_while_serving() {
     assert_eq!(code, 200, "{e}");
     assert!(json(&e)["epoch"].as_u64().unwrap() >= 2);
     assert_eq!(request(admin.addr, "GET", "/metrics", None).0, 200, "reads need no token");
+    assert_eq!(request(admin.addr, "GET", "/tier/blob?container=cold&name=a", None).0, 401, "but a blob's place does");
     admin.stop();
     Arc::try_unwrap(node).ok().unwrap().stop();
 }

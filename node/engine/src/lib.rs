@@ -312,8 +312,7 @@ impl Node {
         tier::manage::hydrate(self, account, container, prefix).await
     }
 
-    /// Where the bytes of blob `key` are: on flash, or only in the tier (none of a blob that
-    /// is not there).
+    /// Where the bytes of blob `key` are: on flash, or only in the tier.
     pub async fn tier_residency(&self, key: BlobKey) -> Result<tier::manage::Residency> {
         self.get_container(&key.account, &key.container)?;
         tier::manage::residency(self, key).await

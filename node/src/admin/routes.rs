@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use edgeblob_engine::tier::stats::TierReport;
 use edgeblob_engine::{EngineError, Node};
+use edgeblob_meta::model::BlobKey;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
@@ -93,6 +94,7 @@ impl Refusal {
 fn engine_error(e: EngineError) -> Answer {
     match e {
         EngineError::ContainerNotFound => error(StatusCode::NOT_FOUND, "ContainerNotFound", e.to_string()),
+        EngineError::BlobNotFound => error(StatusCode::NOT_FOUND, "BlobNotFound", e.to_string()),
         EngineError::Tier(_) => error(StatusCode::SERVICE_UNAVAILABLE, "TierUnavailable", e.to_string()),
         e => error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
     }
@@ -149,7 +151,25 @@ fn params(query: Option<&str>) -> Result<Vec<(String, String)>, Refusal> {
 
 /// The account, container and prefix an operation names, checked as the Blob API checks them.
 fn target(state: &State, query: Option<&str>) -> Result<(String, String, String), Refusal> {
+    target_with(state, &params(query)?)
+}
+
+/// The blob a query names (`container`, `name`, optional `account`).
+fn blob_target(state: &State, query: Option<&str>) -> Result<BlobKey, Refusal> {
     let p = params(query)?;
+    let (account, container, _) = target_with(state, &p)?;
+    let name = p.iter().find(|(n, _)| n == "name").map(|(_, v)| v.clone()).unwrap_or_default();
+    if name.is_empty() || name.len() > MAX_PREFIX || name.chars().any(char::is_control) {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "InvalidQueryParameterValue",
+            "name the blob: 1 to 1024 characters, none of them a control character".into(),
+        ));
+    }
+    Ok(BlobKey::new(&account, &container, &name))
+}
+
+fn target_with(state: &State, p: &[(String, String)]) -> Result<(String, String, String), Refusal> {
     let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let bad = |m: &str| Refusal(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", m.into());
     let account = get("account").or_else(|| state.default_account.clone()).ok_or_else(|| bad("name the account"))?;
@@ -253,6 +273,24 @@ pub async fn handle(state: &State, req: http::Request<hyper::body::Incoming>, pe
             Ok(r) => json_answer(StatusCode::OK, report_json(&r)),
             Err(e) => engine_error(e),
         },
+        // Where one blob's bytes are: it names a user's blob, so it is authorised as operations are.
+        (&Method::GET, "/tier/blob") => {
+            if let Err(denied) = authorised(state, &req, peer) {
+                return denied.answer();
+            }
+            let key = match blob_target(state, query.as_deref()) {
+                Ok(k) => k,
+                Err(bad) => return bad.answer(),
+            };
+            let kept = state.node.shared().policy.keeps(&key);
+            match state.node.tier_residency(key).await {
+                Ok(r) => json_answer(
+                    StatusCode::OK,
+                    json!({ "local_bytes": r.local, "tiered_bytes": r.tiered, "kept_by_rule": kept }),
+                ),
+                Err(e) => engine_error(e),
+            }
+        }
         (&Method::POST, op @ ("/tier/drain" | "/tier/epoch" | "/tier/now" | "/tier/hydrate")) => {
             if let Err(denied) = authorised(state, &req, peer) {
                 return denied.answer();
@@ -301,7 +339,7 @@ pub async fn handle(state: &State, req: http::Request<hyper::body::Incoming>, pe
                 }
             }
         }
-        (_, "/health/live" | "/health/ready" | "/metrics" | "/tier/status") => {
+        (_, "/health/live" | "/health/ready" | "/metrics" | "/tier/status" | "/tier/blob") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", "use GET")
         }
         (_, "/tier/drain" | "/tier/epoch" | "/tier/now" | "/tier/hydrate") => {

@@ -156,8 +156,14 @@ pub async fn hydrate(node: &Node, account: &str, container: &str, prefix: &str) 
 
 /// Where the bytes of blob `key` are now (each distinct chunk asked of the shard that counts it).
 pub async fn residency(node: &Node, key: BlobKey) -> Result<Residency> {
+    let owner = node.shared.owner_of(&key);
+    let chunks = node.on(owner, move |s| async move { crate::blob::chunks(&s, &key).await }).await??;
+    let mut by_counter: BTreeMap<usize, Vec<ChunkRef>> = BTreeMap::new();
+    for c in chunks {
+        by_counter.entry(node.shared.ref_owner(&c)).or_default().push(c);
+    }
     let mut r = Residency::default();
-    for (shard, chunks) in page_chunks(node, &key.account, &key.container, vec![key.name.clone()]).await? {
+    for (shard, chunks) in by_counter {
         let (local, tiered) = node
             .on(shard, move |s| async move {
                 let (mut local, mut tiered) = (0, 0);
