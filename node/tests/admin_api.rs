@@ -159,6 +159,22 @@ fn health_metrics_and_the_tiers_operations_while_serving() {
     assert!(ok && json(out.trim())["blobs"] == 1, "{out}");
     let (ok, out) = tool(&["tier", "hydrate", "--container", "nosuch", "--admin", &addr]);
     assert!(!ok && out.contains("404") && out.contains("ContainerNotFound"), "{out}");
+    let (ok, out) = tool(&["tier", "now", "--admin", &addr]);
+    assert!(!ok && out.contains("400"), "now needs a container: {out}");
+    // Both containers to the tier, then a hydrate naming none brings the whole account back.
+    for c in ["cold", "hot"] {
+        let (ok, out) = tool(&["tier", "now", "--container", c, "--admin", &addr]);
+        assert!(ok, "{out}");
+    }
+    let status = json(&request(a, "GET", "/tier/status", None).1);
+    assert!(status["chunks"]["tiered"].as_u64().unwrap() > 0, "{status}");
+    let (ok, out) = tool(&["tier", "hydrate", "--admin", &addr]);
+    assert!(ok, "{out}");
+    let out = json(out.trim());
+    assert_eq!(out["blobs"], 3, "every blob of both containers: {out}");
+    assert!(out["promoted_chunks"].as_u64().unwrap() > 0, "{out}");
+    let status = json(&request(a, "GET", "/tier/status", None).1);
+    assert_eq!(status["chunks"]["tiered"], 0, "nothing left only in the tier: {status}");
     admin.stop();
 
     // With a token, operations need it.

@@ -171,8 +171,10 @@ enum TierCmd {
 /// A running node's admin listener, and what an operation names.
 #[derive(clap::Args)]
 struct Online {
+    /// The container (`hydrate` without one: every container of the account, the background
+    /// prefetch after a restore).
     #[arg(long)]
-    container: String,
+    container: Option<String>,
     #[arg(long, default_value = "")]
     prefix: String,
     /// The account (default: the node's only one).
@@ -191,7 +193,10 @@ struct Online {
 fn operate(op: &str, o: &Online) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
     let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-    let mut target = format!("/tier/{op}?container={}&prefix={}", enc(&o.container), enc(&o.prefix));
+    let mut target = format!("/tier/{op}?prefix={}", enc(&o.prefix));
+    if let Some(c) = &o.container {
+        target.push_str(&format!("&container={}", enc(c)));
+    }
     if let Some(a) = &o.account {
         target.push_str(&format!("&account={}", enc(a)));
     }

@@ -312,6 +312,11 @@ impl Node {
         tier::manage::hydrate(self, account, container, prefix).await
     }
 
+    /// Brings every blob of an account back to flash (see [`tier::manage::hydrate_account`]).
+    pub async fn tier_hydrate_account(&self, account: &str) -> Result<tier::manage::ManageReport> {
+        tier::manage::hydrate_account(self, account).await
+    }
+
     /// Where the bytes of blob `key` are: on flash, or only in the tier.
     pub async fn tier_residency(&self, key: BlobKey) -> Result<tier::manage::Residency> {
         self.get_container(&key.account, &key.container)?;

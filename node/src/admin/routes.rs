@@ -172,10 +172,7 @@ fn blob_target(state: &State, query: Option<&str>) -> Result<BlobKey, Refusal> {
 fn target_with(state: &State, p: &[(String, String)]) -> Result<(String, String, String), Refusal> {
     let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let bad = |m: &str| Refusal(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", m.into());
-    let account = get("account").or_else(|| state.default_account.clone()).ok_or_else(|| bad("name the account"))?;
-    if !edgeblob_proto::addr::valid_account_name(&account) {
-        return Err(bad("not an account name"));
-    }
+    let account = account_with(state, p)?;
     let container = get("container").ok_or_else(|| bad("name the container"))?;
     if !edgeblob_proto::addr::valid_container_name(&container) {
         return Err(bad("not a container name"));
@@ -185,6 +182,18 @@ fn target_with(state: &State, p: &[(String, String)]) -> Result<(String, String,
         return Err(bad("a prefix is at most 1024 characters, none of them a control character"));
     }
     Ok((account, container, prefix))
+}
+
+/// The account a query names (`account`, or the node's only one), checked as the Blob API
+/// checks it.
+fn account_with(state: &State, p: &[(String, String)]) -> Result<String, Refusal> {
+    let bad = |m: &str| Refusal(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", m.into());
+    let named = p.iter().find(|(n, _)| n == "account").map(|(_, v)| v.clone());
+    let account = named.or_else(|| state.default_account.clone()).ok_or_else(|| bad("name the account"))?;
+    match edgeblob_proto::addr::valid_account_name(&account) {
+        true => Ok(account),
+        false => Err(bad("not an account name")),
+    }
 }
 
 fn report_json(r: &TierReport) -> serde_json::Value {
@@ -316,6 +325,19 @@ pub async fn handle(state: &State, req: http::Request<hyper::body::Incoming>, pe
                     operation(state, || async {
                         let e = node.tier_epoch().await?;
                         Ok(json!({ "epoch": e.epoch, "manifest": e.manifest, "blobs": e.counts.blobs }))
+                    })
+                    .await
+                }
+                // A hydrate naming no container fills the flash with the whole account: the
+                // background prefetch after a restore.
+                "/tier/hydrate" if !query.as_deref().unwrap_or("").split('&').any(|p| p.starts_with("container=")) => {
+                    let account = match params(query.as_deref()).and_then(|p| account_with(state, &p)) {
+                        Ok(a) => a,
+                        Err(bad) => return bad.answer(),
+                    };
+                    operation(state, || async {
+                        let r = node.tier_hydrate_account(&account).await?;
+                        Ok(json!({ "blobs": r.blobs, "chunks": r.chunks, "promoted_chunks": r.done }))
                     })
                     .await
                 }

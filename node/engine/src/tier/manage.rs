@@ -154,6 +154,32 @@ pub async fn hydrate(node: &Node, account: &str, container: &str, prefix: &str) 
     .await
 }
 
+/// Brings every blob of `account` back to flash, a container at a time: the background
+/// prefetch after a restore (the restored node serves from its first moment; this fills its
+/// flash while it does, and a read of what is still only in the tier goes to the tier).
+pub async fn hydrate_account(node: &Node, account: &str) -> Result<ManageReport> {
+    tier_of(node)?;
+    let mut report = ManageReport::default();
+    let mut marker: Option<String> = None;
+    loop {
+        let (containers, next) = node.list_containers(account, "", marker.as_deref(), PAGE);
+        for (name, _) in containers {
+            let r = match hydrate(node, account, &name, "").await {
+                // Deleted since the listing: nothing of it to bring back.
+                Err(EngineError::ContainerNotFound) => continue,
+                r => r?,
+            };
+            report.blobs += r.blobs;
+            report.chunks += r.chunks;
+            report.done += r.done;
+        }
+        match next {
+            Some(m) => marker = Some(m),
+            None => return Ok(report),
+        }
+    }
+}
+
 /// Where the bytes of blob `key` are now (each distinct chunk asked of the shard that counts it).
 pub async fn residency(node: &Node, key: BlobKey) -> Result<Residency> {
     let owner = node.shared.owner_of(&key);
