@@ -40,7 +40,13 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// The admin listener: metrics, health and the tier's operations while the node serves.
     pub admin: AdminConfig,
+    /// Entra ID tokens and role bindings.
+    pub auth: crate::auth_config::AuthConfig,
     pub engine: EngineConfig,
+    /// The file this configuration was read from (not a key of it): watched for changes to
+    /// `[auth]`.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,7 +129,9 @@ impl Default for Config {
             copy_source_timeout_secs: 30,
             tls: None,
             admin: AdminConfig::default(),
+            auth: Default::default(),
             engine: EngineConfig::default(),
+            source: None,
         }
     }
 }
@@ -159,6 +167,7 @@ impl Config {
         c.engine.validate()?;
         c.egress()?;
         c.admin.validate()?;
+        c.auth.validate()?;
         for a in &c.accounts {
             if !edgeblob_proto::addr::valid_account_name(&a.name) {
                 return Err(format!("account name {:?}: letters and digits only, at most 24", a.name));

@@ -2,5 +2,7 @@
 //! engine (`edgeblob-engine`).
 
 pub mod admin;
+pub mod auth_config;
 pub mod config;
+pub mod entra;
 pub mod http;

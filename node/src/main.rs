@@ -80,6 +80,7 @@ fn run(args: Args) -> Result<(), String> {
         }
         None => Config::default(),
     };
+    config.source = args.config.clone();
     if let Some(d) = args.data {
         config.engine.data_path = d;
     }

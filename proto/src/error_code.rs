@@ -28,6 +28,7 @@ pub enum ErrorCode {
     MissingContentLengthHeader,
     UnsupportedHttpVerb,
     AuthenticationFailed,
+    InvalidAuthenticationInfo,
     AuthorizationFailure,
     AuthorizationPermissionMismatch,
     AuthorizationResourceTypeMismatch,
@@ -71,6 +72,7 @@ impl ErrorCode {
             ErrorCode::MissingContentLengthHeader => "MissingContentLengthHeader",
             ErrorCode::UnsupportedHttpVerb => "UnsupportedHttpVerb",
             ErrorCode::AuthenticationFailed => "AuthenticationFailed",
+            ErrorCode::InvalidAuthenticationInfo => "InvalidAuthenticationInfo",
             ErrorCode::AuthorizationFailure => "AuthorizationFailure",
             ErrorCode::AuthorizationPermissionMismatch => "AuthorizationPermissionMismatch",
             ErrorCode::AuthorizationResourceTypeMismatch => "AuthorizationResourceTypeMismatch",
@@ -115,6 +117,7 @@ impl ErrorCode {
             ErrorCode::MissingContentLengthHeader => "The Content-Length header was not specified.",
             ErrorCode::UnsupportedHttpVerb => "The resource doesn't support the specified HTTP verb.",
             ErrorCode::AuthenticationFailed => "Server failed to authenticate the request. Make sure the value of the Authorization header is formed correctly including the signature.",
+            ErrorCode::InvalidAuthenticationInfo => "Server failed to authenticate the request. Please refer to the information in the www-authenticate header.",
             ErrorCode::AuthorizationFailure => "This request is not authorized to perform this operation.",
             ErrorCode::AuthorizationPermissionMismatch => "This request is not authorized to perform this operation using this permission.",
             ErrorCode::AuthorizationResourceTypeMismatch => "This request is not authorized to perform this operation using this resource type.",
@@ -156,6 +159,7 @@ impl ErrorCode {
             | ErrorCode::MetadataTooLarge
             | ErrorCode::InvalidMetadata => 400,
             ErrorCode::UnsupportedHttpVerb => 405,
+            ErrorCode::InvalidAuthenticationInfo => 401,
             ErrorCode::MissingContentLengthHeader => 411,
             ErrorCode::InsufficientAccountPermissions
             | ErrorCode::AuthenticationFailed
@@ -194,6 +198,9 @@ mod tests {
             (RequestBodyTooLarge, 413),
             (ServerBusy, 503),
             (InternalError, 500),
+            (AuthenticationFailed, 403),
+            (InvalidAuthenticationInfo, 401),
+            (AuthorizationPermissionMismatch, 403),
         ];
         for (code, status) in cases {
             assert_eq!(code.status(), status, "{}", code.as_str());

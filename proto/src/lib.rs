@@ -4,12 +4,15 @@
 
 pub mod addr;
 pub mod batch;
+pub mod bearer;
 pub mod conditions;
 pub mod crc64;
 pub mod error_code;
 pub mod headers;
 pub mod op;
+pub mod permission;
 pub mod range;
+pub mod rbac;
 pub mod request;
 pub mod sas;
 pub mod shared_key;

@@ -116,33 +116,9 @@ pub enum Level {
     Object,
 }
 
-/// The one table of what a SAS must grant for each operation, from Azure's "Create an account
-/// SAS" and "Create a service SAS": the level the operation acts on, and the permission letters
-/// of which any one suffices. `None`: no SAS may run it (a container's ACL decides who else may
-/// read it, so only the account key may read or change it).
-///
-/// `c` (create) writes a new blob but never replaces one (the caller adds `If-None-Match: *`,
-/// see [`create_only`]); it does not stage or commit blocks, which take `w`. `a` (add) is for
-/// append blobs and grants nothing here.
+/// What a SAS must grant for `op`: its row of [`crate::permission::needs`], the one table.
 pub fn required(op: Operation) -> Option<(Level, &'static str)> {
-    use Operation::*;
-    Some(match op {
-        // Any valid SAS of the account may ask what the account is; each sub-request of a
-        // batch is authorised on its own.
-        GetAccountInfo | BlobBatch => (Level::Any, ""),
-        ListContainers => (Level::Service, "l"),
-        CreateContainer => (Level::Container, "cw"),
-        DeleteContainer => (Level::Container, "d"),
-        GetContainerProperties => (Level::Container, "r"),
-        SetContainerMetadata => (Level::Container, "w"),
-        GetContainerAcl | SetContainerAcl => return None,
-        ListBlobs => (Level::Container, "l"),
-        GetBlob | GetBlobProperties | GetBlockList => (Level::Object, "r"),
-        SetBlobMetadata | SetBlobProperties => (Level::Object, "w"),
-        DeleteBlob => (Level::Object, "d"),
-        PutBlob | PutBlobFromUrl | CopyBlob => (Level::Object, "cw"),
-        PutBlock | PutBlockFromUrl | PutBlockList => (Level::Object, "w"),
-    })
+    crate::permission::needs(op).sas
 }
 
 /// Whether the SAS may create blobs but not overwrite them: `c` without `w`. A write under it

@@ -26,11 +26,20 @@ pub fn is_xml_text(s: &str) -> bool {
 /// An error body. Its message may quote what a client sent (an id, a name): a character XML
 /// cannot carry becomes U+FFFD rather than making the whole answer unreadable.
 pub fn error(code: &str, message: &str, request_id: &str, time: &str) -> String {
-    let message: String = message.chars().map(|c| if is_xml_char(c) { c } else { '\u{FFFD}' }).collect();
+    error_with_detail(code, message, None, request_id, time)
+}
+
+/// An error body with Azure's `<AuthenticationErrorDetail>`: what a refused credential got
+/// wrong (a token's expired lifetime, a signature's string-to-sign).
+pub fn error_with_detail(code: &str, message: &str, detail: Option<&str>, request_id: &str, time: &str) -> String {
+    let clean = |s: &str| -> String { s.chars().map(|c| if is_xml_char(c) { c } else { '\u{FFFD}' }).collect() };
+    let detail = detail
+        .map(|d| format!("<AuthenticationErrorDetail>{}</AuthenticationErrorDetail>", partial_escape(clean(d))))
+        .unwrap_or_default();
     format!(
-        "{DECL}<Error><Code>{}</Code><Message>{}\nRequestId:{request_id}\nTime:{time}</Message></Error>",
+        "{DECL}<Error><Code>{}</Code><Message>{}\nRequestId:{request_id}\nTime:{time}</Message>{detail}</Error>",
         partial_escape(code),
-        partial_escape(&message)
+        partial_escape(clean(message))
     )
 }
 

@@ -18,6 +18,7 @@ mod endpoint;
 mod error;
 pub mod identity;
 mod json;
+pub mod jwks;
 pub mod keyvault;
 mod retry;
 mod stats;

@@ -1,26 +1,31 @@
-//! Who may run a request: SharedKey, a SAS, or nobody (anonymous reads of public containers).
+//! Who may run a request: SharedKey, a SAS, an Entra ID token, or nobody (anonymous reads of
+//! public containers). What each may do is read from one table, `edgeblob_proto::permission`.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use edgeblob_engine::Shard;
 use edgeblob_meta::model::PublicAccess;
 use edgeblob_proto::addr::Target;
+use edgeblob_proto::bearer::Principal;
 use edgeblob_proto::conditions::{Conditions, ETagMatch};
 use edgeblob_proto::op::Operation;
-use edgeblob_proto::{sas, shared_key, ErrorCode};
+use edgeblob_proto::{permission, sas, shared_key, ErrorCode};
 use http::HeaderMap;
 
 use super::error::{ApiError, Result};
 use super::HttpCtx;
 
 /// How a request proved its right to run: what a copy's source is checked against as well.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     /// The account's key: everything in the account.
     SharedKey,
     /// The SAS in the request's query: what it grants, where it grants it. `create_only`: it
     /// may create blobs but not overwrite them (`c` without `w`).
     Sas { create_only: bool },
+    /// An Entra ID token: what the node's role bindings give its principal.
+    Bearer(Rc<Principal>),
     /// Nothing: reads of public containers only.
     Anonymous,
 }
@@ -40,7 +45,7 @@ pub fn authenticate(
     // the log gets the kind only: a string-to-sign can hold a copy source's SAS.
     let failed = |kind: &str, why: String| {
         tracing::info!(account = %t.account, kind, "authentication failed");
-        ApiError::detailed(ErrorCode::AuthenticationFailed, why)
+        ApiError::authentication(ErrorCode::AuthenticationFailed, why)
     };
     let keys = ctx
         .accounts
@@ -48,6 +53,9 @@ pub fn authenticate(
         .ok_or_else(|| failed("unknown account", format!("unknown account {}", t.account)))?;
     if let Some(auth) = headers.get("authorization") {
         let auth = auth.to_str().map_err(|_| failed("malformed", "unreadable Authorization header".into()))?;
+        if let Some(token) = bearer_token(auth) {
+            return bearer(ctx, t, op, token);
+        }
         let signed = shared_key::SignedRequest { method, raw_path: &t.raw_path, query: &t.query, headers };
         shared_key::verify(&t.account, keys, &signed, auth).map_err(|e| failed("SharedKey", e.to_string()))?;
         let now = edgeblob_engine::shard::now_ns().div_euclid(1_000_000_000);
@@ -59,7 +67,7 @@ pub fn authenticate(
         let r = sas::SasRequest { target: t, op, now, client_ip: Some(peer.ip()), https: ctx.https };
         sas::verify(&t.account, keys, &r).map_err(|e| match e.code() {
             ErrorCode::AuthenticationFailed => failed("SAS", e.to_string()),
-            code => ApiError::detailed(code, e),
+            code => ApiError::authentication(code, e),
         })?;
         return Ok(Credential::Sas { create_only: sas::create_only(t) });
     }
@@ -72,10 +80,48 @@ pub fn authenticate(
     ))
 }
 
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case, as RFC 7235
+/// has it).
+fn bearer_token(auth: &str) -> Option<&str> {
+    let (scheme, token) = auth.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// An Entra ID token: over TLS only, validated against the tenant's keys, then authorised by the
+/// role bindings for the operation's action. A token that fails validation is answered 401 with
+/// the challenge the SDKs read to find the tenant; a valid one without a binding, 403.
+fn bearer(ctx: &HttpCtx, t: &Target, op: Operation, token: &str) -> Result<Credential> {
+    let Some(entra) = &ctx.entra else {
+        return Err(ApiError::authentication(
+            ErrorCode::AuthenticationFailed,
+            "Bearer tokens are not accepted by this node (no [auth.entra] is configured).",
+        ));
+    };
+    if !ctx.https {
+        return Err(ApiError::authentication(
+            ErrorCode::AuthenticationFailed,
+            "Authentication scheme Bearer is not allowed with HTTP.",
+        ));
+    }
+    let principal = entra.validate(token, &t.account).map_err(|e| {
+        tracing::info!(account = %t.account, why = %e, "token refused");
+        let mut refused = ApiError::authentication(ErrorCode::InvalidAuthenticationInfo, e);
+        refused.headers.push(("www-authenticate", entra.challenge()));
+        refused
+    })?;
+    if let Some(action) = permission::needs(op).role {
+        if !entra.allows(&principal, &t.account, t.container.as_deref(), action) {
+            tracing::info!(account = %t.account, op = op.name(), principal = %principal.object_id, "no role binding allows it");
+            return Err(ErrorCode::AuthorizationPermissionMismatch.into());
+        }
+    }
+    Ok(Credential::Bearer(Rc::new(principal)))
+}
+
 /// The conditions a write runs under: a create-only SAS adds `If-None-Match: *`, so it can make
 /// a new blob but never replace one (409 `BlobAlreadyExists`).
-pub fn write_conditions(credential: Credential, mut cond: Conditions) -> Conditions {
-    if credential == (Credential::Sas { create_only: true }) {
+pub fn write_conditions(credential: &Credential, mut cond: Conditions) -> Conditions {
+    if *credential == (Credential::Sas { create_only: true }) {
         cond.if_none_match = Some(ETagMatch::Any);
     }
     cond

@@ -33,7 +33,7 @@ pub async fn put(c: &Call<'_>, p: PutBlob, body: Incoming) -> Result<Response<Re
     let md5 = body::md5_of(&tap).unwrap_or_default();
     let mut props = props(p.settings);
     props.content_md5 = props.content_md5.or(Some(md5));
-    let b = ops::commit_single(c.shard, key, stored, props, auth::write_conditions(c.credential, p.conditions), None)
+    let b = ops::commit_single(c.shard, key, stored, props, auth::write_conditions(&c.credential, p.conditions), None)
         .await?;
     let mut r = changed(StatusCode::CREATED, b.etag, b.modified_ns);
     set(r.headers_mut(), "content-md5", B64.encode(md5));

@@ -61,7 +61,7 @@ pub async fn put_list(c: &Call<'_>, p: PutBlockList, body: Incoming) -> Result<R
             xml::BlockKind::Latest => BlockListItem::Latest(id),
         })
         .collect();
-    let cond = auth::write_conditions(c.credential, p.conditions);
+    let cond = auth::write_conditions(&c.credential, p.conditions);
     let b = ops::commit_block_list(c.shard, blob_key(&p.blob), list, props(p.settings), cond, None).await?;
     let mut r = changed(StatusCode::CREATED, b.etag, b.modified_ns);
     set(r.headers_mut(), "x-ms-request-server-encrypted", "true");

@@ -56,7 +56,7 @@ async fn copy_whole(
         completed_ns: edgeblob_engine::shard::now_ns(),
         bytes: stored.len,
     });
-    let b = ops::commit_single(c.shard, key, stored, props, auth::write_conditions(c.credential, p.conditions), None)
+    let b = ops::commit_single(c.shard, key, stored, props, auth::write_conditions(&c.credential, p.conditions), None)
         .await?;
     Ok((b, id))
 }

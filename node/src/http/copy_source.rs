@@ -88,8 +88,16 @@ fn authorize_local_source(c: &Call<'_>, url: &str, st: &addr::Target, ctr: &str)
     let public = c.shard.node.container(&st.account, ctr).is_some_and(|k| k.public_access != PublicAccess::None);
     let same_account = st.account == c.target.account;
     let allowed = public
-        || match c.credential {
+        || match &c.credential {
             Credential::SharedKey => same_account,
+            // Azure authorises a source in the caller's account by the caller's own token too.
+            Credential::Bearer(p) => {
+                same_account
+                    && c.ctx
+                        .entra
+                        .as_ref()
+                        .is_some_and(|e| e.allows(p, &st.account, Some(ctr), edgeblob_proto::rbac::Action::BlobsRead))
+            }
             Credential::Sas { .. } if same_account => {
                 let as_source = addr::Target { query: c.target.query.clone(), ..st.clone() };
                 read_with(&as_source, Some(c.peer.ip()), c.ctx.https).is_ok()

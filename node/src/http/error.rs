@@ -13,6 +13,8 @@ pub struct ApiError {
     pub message: String,
     pub status: Option<StatusCode>,
     pub headers: Vec<(&'static str, String)>,
+    /// Azure's `AuthenticationErrorDetail`: what a refused credential got wrong.
+    pub detail: Option<String>,
 }
 
 pub type Result<T> = std::result::Result<T, ApiError>;
@@ -23,6 +25,12 @@ impl ApiError {
         let mut e = ApiError::from(code);
         e.message = format!("{} {detail}", e.message);
         e
+    }
+
+    /// A refused credential: `code` with its standard message, and `detail` in the body's
+    /// `AuthenticationErrorDetail`, where Azure says what was wrong (and clients look for it).
+    pub fn authentication(code: ErrorCode, detail: impl std::fmt::Display) -> ApiError {
+        ApiError { detail: Some(detail.to_string()), ..ApiError::from(code) }
     }
 
     /// `code` with a message of its own in place of the standard one.
@@ -46,7 +54,7 @@ impl ApiError {
 
 impl From<ErrorCode> for ApiError {
     fn from(code: ErrorCode) -> Self {
-        ApiError { code, message: code.message().to_owned(), status: None, headers: Vec::new() }
+        ApiError { code, message: code.message().to_owned(), status: None, headers: Vec::new(), detail: None }
     }
 }
 

@@ -54,14 +54,19 @@ pub struct HttpCtx {
     /// Where copy sources may be fetched from.
     pub egress: Egress,
     pub next_request: Cell<u64>,
-    /// This listener speaks TLS (a SAS with `spr=https` is accepted here only).
+    /// This listener speaks TLS (a SAS with `spr=https` is accepted here only; Bearer tokens
+    /// too).
     pub https: bool,
+    /// Entra ID tokens, where configured.
+    pub entra: Option<Arc<crate::entra::Entra>>,
 }
 
 /// The addresses the node serves on.
 pub struct Bound {
     pub http: SocketAddr,
     pub https: Option<SocketAddr>,
+    /// Entra ID's keys and bindings, shared by the listeners (the admin listener reports them).
+    pub entra: Option<Arc<crate::entra::Entra>>,
 }
 
 /// Starts the listeners (HTTP, and HTTPS when configured) on every shard of `node`.
@@ -70,12 +75,13 @@ pub fn serve(node: &Node, config: &Config) -> std::io::Result<Bound> {
         Some(t) => Some((t.port, Arc::new(tls_acceptor(t)?))),
         None => None,
     };
-    let http = serve_on(node, config, config.port, None)?;
+    let entra = crate::entra::Entra::start(config).map_err(std::io::Error::other)?;
+    let http = serve_on(node, config, config.port, None, entra.clone())?;
     let https = match tls {
-        Some((port, acceptor)) => Some(serve_on(node, config, port, Some(acceptor))?),
+        Some((port, acceptor)) => Some(serve_on(node, config, port, Some(acceptor), entra.clone())?),
         None => None,
     };
-    Ok(Bound { http, https })
+    Ok(Bound { http, https, entra })
 }
 
 fn tls_acceptor(t: &crate::config::TlsConfig) -> std::io::Result<tokio_rustls::TlsAcceptor> {
@@ -102,6 +108,7 @@ fn serve_on(
     config: &Config,
     port: u16,
     tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
+    entra: Option<Arc<crate::entra::Entra>>,
 ) -> std::io::Result<SocketAddr> {
     let listen = config.listen_address();
     let addr: SocketAddr = format!("{listen}:{port}")
@@ -129,6 +136,7 @@ fn serve_on(
         let body_timeout = std::time::Duration::from_secs(config.body_timeout_secs.max(1));
         let egress = config.egress().map_err(std::io::Error::other)?;
         let tls = tls.clone();
+        let entra = entra.clone();
         rt.block_on(node.on(i, move |shard| async move {
             let https = tls.is_some();
             let ctx = Rc::new(HttpCtx {
@@ -140,6 +148,7 @@ fn serve_on(
                 egress,
                 next_request: Cell::new(0),
                 https,
+                entra,
             });
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {

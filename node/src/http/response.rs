@@ -95,7 +95,7 @@ pub fn error(e: ApiError, head: bool, request_id: &str) -> Response<RespBody> {
         body::empty()
     } else {
         let time = httpdate::fmt_http_date(std::time::SystemTime::now());
-        body::full(xml::error(e.code.as_str(), &e.message, request_id, &time))
+        body::full(xml::error_with_detail(e.code.as_str(), &e.message, e.detail.as_deref(), request_id, &time))
     };
     let mut r = respond(status, body);
     let h = r.headers_mut();

@@ -2,10 +2,11 @@
 //! the `edgeblob` binary as a process and the node in this process ([`node`]), and the real
 //! clients' kit and Azurite ([`peers`]), SharedKey signing ([`sign`]), and a misbehaving remote
 //! in front of a real one ([`faulty`]), a stand-in for Key Vault and the managed identity
-//! endpoint ([`keyvault`]). Panics are its error handling: it serves tests only.
+//! endpoint ([`keyvault`]), a test tenant of Entra ID with its tokens ([`entra`]). Panics are its error handling: it serves tests only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod engine;
+pub mod entra;
 pub mod faulty;
 pub mod keyvault;
 pub mod node;

@@ -107,6 +107,8 @@ pub struct InProcess {
     pub addr: SocketAddr,
     /// The TLS listener, when `tune` configured one.
     pub tls: Option<SocketAddr>,
+    /// Entra ID's keys and bindings, when `tune` configured them.
+    pub entra: Option<std::sync::Arc<edgeblob::entra::Entra>>,
 }
 
 impl InProcess {
@@ -121,7 +123,7 @@ impl InProcess {
         tune(&mut cfg);
         let node = Node::open(cfg.engine.clone()).unwrap();
         let bound = edgeblob::http::serve(&node, &cfg).unwrap();
-        InProcess { node: Some(node), addr: bound.http, tls: bound.https }
+        InProcess { node: Some(node), addr: bound.http, tls: bound.https, entra: bound.entra }
     }
 }
 
