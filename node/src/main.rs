@@ -123,11 +123,12 @@ fn run(args: Args) -> Result<(), String> {
     } else {
         say(&format!("edgeblob listening on {}", bound.http));
     }
-    if let Some(tls) = bound.https {
+    if let Some(tls) = &bound.https {
         say(&format!("edgeblob listening with TLS on {tls}"));
     }
     let node = std::sync::Arc::new(node);
-    let admin = edgeblob::admin::serve(node.clone(), &config).map_err(|e| format!("cannot serve: {e}"))?;
+    let admin =
+        edgeblob::admin::serve(node.clone(), &config, bound.entra.clone()).map_err(|e| format!("cannot serve: {e}"))?;
     if let Some(a) = &admin {
         say(&format!("edgeblob admin on {}", a.addr));
     }

@@ -259,6 +259,18 @@ fn a_key_set_without_the_signing_key_fails_closed_and_its_age_is_visible() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(entra.fetches.load(std::sync::atomic::Ordering::Relaxed), 0, "nothing was fetched");
+    // The operator sees the key set's age and size on /metrics.
+    let mut page = edgeblob::admin::metrics::Page::default();
+    edgeblob::admin::metrics::entra(&mut page, entra);
+    let page = page.finish();
+    let age: f64 = page
+        .lines()
+        .find_map(|l| l.strip_prefix("edgeblob_entra_signing_keys_age_seconds "))
+        .expect("the key set's age is exported")
+        .parse()
+        .unwrap();
+    assert!(age < 60.0, "the rolled set was read just now: {page}");
+    assert!(page.contains("edgeblob_entra_signing_keys 1\n"), "{page}");
     let new_token = rolled.token(&rolled.claims(false, AUDIENCE, WRITER));
     assert_eq!(f.call(&new_token, "GET", "/devstoreaccount1/data?restype=container", b"").0, 200);
 }

@@ -205,3 +205,37 @@ mod tests {
         assert!(text.contains("y_seconds_count 3\n") && text.contains("y_seconds_sum 12.5\n"));
     }
 }
+
+/// Entra ID's families: the signing keys held and their age (a set that stopped refreshing is
+/// one the tenant's next key roll will break), fetches, and reloads of the bindings.
+pub fn entra(p: &mut Page, e: &crate::entra::Entra) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (age, held) = e.keys_age();
+    p.one(
+        "edgeblob_entra_signing_keys",
+        "gauge",
+        "Signing keys of the tenants held for token validation.",
+        held as f64,
+    );
+    if let Some(age) = age {
+        p.one(
+            "edgeblob_entra_signing_keys_age_seconds",
+            "gauge",
+            "Seconds since the signing keys held were read or fetched.",
+            age as f64,
+        );
+    }
+    p.one("edgeblob_entra_key_fetches_total", "counter", "Fetches of the key set.", e.fetches.load(Relaxed) as f64);
+    p.one(
+        "edgeblob_entra_key_fetch_errors_total",
+        "counter",
+        "Fetches of the key set that failed (the keys held were kept).",
+        e.fetch_errors.load(Relaxed) as f64,
+    );
+    p.one(
+        "edgeblob_entra_config_reloads_total",
+        "counter",
+        "Reloads of [auth] from the configuration file.",
+        e.reloads.load(Relaxed) as f64,
+    );
+}

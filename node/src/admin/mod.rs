@@ -7,7 +7,7 @@
 //! bearer token, or, with none configured, a loopback peer. One operation runs at a time; the
 //! listener holds a bounded number of connections, each with a time limit on its head.
 
-mod metrics;
+pub mod metrics;
 mod routes;
 
 use std::net::SocketAddr;
@@ -54,7 +54,11 @@ impl Drop for Admin {
 }
 
 /// Starts the admin listener of `config` for `node` (None when it is disabled).
-pub fn serve(node: Arc<Node>, config: &Config) -> std::io::Result<Option<Admin>> {
+pub fn serve(
+    node: Arc<Node>,
+    config: &Config,
+    entra: Option<Arc<crate::entra::Entra>>,
+) -> std::io::Result<Option<Admin>> {
     if !config.admin.enabled {
         return Ok(None);
     }
@@ -73,7 +77,7 @@ pub fn serve(node: Arc<Node>, config: &Config) -> std::io::Result<Option<Admin>>
     };
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
-    let state = Arc::new(routes::State::new(node, config));
+    let state = Arc::new(routes::State::new(node, config, entra));
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new().name("edgeblob-admin".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

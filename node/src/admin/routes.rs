@@ -26,6 +26,7 @@ const MAX_PREFIX: usize = 1024;
 
 pub struct State {
     node: Arc<Node>,
+    entra: Option<Arc<crate::entra::Entra>>,
     token: Option<String>,
     /// The account operations name when they do not say (the only one configured).
     default_account: Option<String>,
@@ -38,9 +39,10 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(node: Arc<Node>, config: &Config) -> State {
+    pub fn new(node: Arc<Node>, config: &Config, entra: Option<Arc<crate::entra::Entra>>) -> State {
         State {
             node,
+            entra,
             token: config.admin.token.clone(),
             default_account: (config.accounts.len() == 1).then(|| config.accounts[0].name.clone()),
             started: Instant::now(),
@@ -237,6 +239,9 @@ async fn metrics_page(state: &State) -> Answer {
         "Seconds since the node started serving.",
         state.started.elapsed().as_secs_f64(),
     );
+    if let Some(e) = &state.entra {
+        metrics::entra(&mut p, e);
+    }
     let tiered = state.node.shared().tier.is_some();
     p.one("edgeblob_tier_configured", "gauge", "Whether a tier is configured.", f64::from(u8::from(tiered)));
     if tiered {
