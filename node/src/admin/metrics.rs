@@ -182,30 +182,6 @@ pub fn tier(p: &mut Page, r: &TierReport) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn families_are_written_once_with_escaped_labels_and_cumulative_buckets() {
-        let mut p = Page::default();
-        p.family("x_total", "counter", "X.", &[(vec![("call", "Put \"Block\"\n")], 3.0), (vec![], 0.5)]);
-        let h = HistogramSnapshot { cumulative: vec![(0.1, 1), (1.0, 2)], count: 3, sum_secs: 12.5 };
-        p.histogram("y_seconds", "Y.", &h);
-        let text = p.finish();
-        assert!(text.contains("# TYPE x_total counter\n"));
-        assert!(text.contains("x_total{call=\"Put \\\"Block\\\"\\n\"} 3\n"), "{text}");
-        assert!(text.contains("x_total 0.5\n"));
-        assert!(
-            text.contains(
-                "y_seconds_bucket{le=\"0.1\"} 1\ny_seconds_bucket{le=\"1\"} 2\ny_seconds_bucket{le=\"+Inf\"} 3\n"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("y_seconds_count 3\n") && text.contains("y_seconds_sum 12.5\n"));
-    }
-}
-
 /// Entra ID's families: the signing keys held and their age (a set that stopped refreshing is
 /// one the tenant's next key roll will break), fetches, and reloads of the bindings.
 pub fn entra(p: &mut Page, e: &crate::entra::Entra) {
@@ -238,4 +214,28 @@ pub fn entra(p: &mut Page, e: &crate::entra::Entra) {
         "Reloads of [auth] from the configuration file.",
         e.reloads.load(Relaxed) as f64,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_written_once_with_escaped_labels_and_cumulative_buckets() {
+        let mut p = Page::default();
+        p.family("x_total", "counter", "X.", &[(vec![("call", "Put \"Block\"\n")], 3.0), (vec![], 0.5)]);
+        let h = HistogramSnapshot { cumulative: vec![(0.1, 1), (1.0, 2)], count: 3, sum_secs: 12.5 };
+        p.histogram("y_seconds", "Y.", &h);
+        let text = p.finish();
+        assert!(text.contains("# TYPE x_total counter\n"));
+        assert!(text.contains("x_total{call=\"Put \\\"Block\\\"\\n\"} 3\n"), "{text}");
+        assert!(text.contains("x_total 0.5\n"));
+        assert!(
+            text.contains(
+                "y_seconds_bucket{le=\"0.1\"} 1\ny_seconds_bucket{le=\"1\"} 2\ny_seconds_bucket{le=\"+Inf\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("y_seconds_count 3\n") && text.contains("y_seconds_sum 12.5\n"));
+    }
 }
