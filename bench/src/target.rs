@@ -263,6 +263,6 @@ mod tests {
             client_ip: None,
             https: false,
         };
-        assert_eq!(sas::verify(DEV_ACCOUNT, &keys, &req), Ok(()));
+        assert_eq!(sas::verify(DEV_ACCOUNT, &keys, &req), Ok(sas::Signer::AccountKey));
     }
 }

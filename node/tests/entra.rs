@@ -290,3 +290,140 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
     let sig = edgeblob_proto::sas::sign(key, std::str::from_utf8(msg).unwrap());
     base64::engine::general_purpose::STANDARD.decode(sig).unwrap()
 }
+
+/// The fields of a Get User Delegation Key answer.
+fn key_fields(xml: &str) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for name in ["SignedOid", "SignedTid", "SignedStart", "SignedExpiry", "SignedService", "SignedVersion", "Value"] {
+        let open = format!("<{name}>");
+        let from = xml.find(&open).unwrap_or_else(|| panic!("{name} missing: {xml}")) + open.len();
+        let to = from + xml[from..].find('<').unwrap();
+        out.insert(name.to_owned(), xml[from..to].to_owned());
+    }
+    out
+}
+
+/// A user delegation SAS for one blob, as the SDKs sign it at version 2026-10-06.
+fn delegation_sas(k: &std::collections::HashMap<String, String>, path: &str, sp: &str, se: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (sv, st) = ("2026-10-06", "2020-01-01T00:00:00Z");
+    let canonical = format!("/blob/devstoreaccount1{path}");
+    let sts = [
+        sp,
+        st,
+        se,
+        &canonical,
+        &k["SignedOid"],
+        &k["SignedTid"],
+        &k["SignedStart"],
+        &k["SignedExpiry"],
+        &k["SignedService"],
+        &k["SignedVersion"],
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        sv,
+        "b",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]
+    .join("\n");
+    let sig = edgeblob_proto::sas::sign(&b64.decode(&k["Value"]).unwrap(), &sts);
+    let enc = |s: &str| s.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D").replace(':', "%3A");
+    format!(
+        "sv={sv}&sr=b&sp={sp}&st={}&se={}&skoid={}&sktid={}&skt={}&ske={}&sks=b&skv={}&sig={}",
+        enc(st),
+        enc(se),
+        k["SignedOid"],
+        k["SignedTid"],
+        enc(&k["SignedStart"]),
+        enc(&k["SignedExpiry"]),
+        k["SignedVersion"],
+        enc(&sig)
+    )
+}
+
+#[test]
+fn user_delegation_keys_sign_sas_that_hold_only_while_the_principal_may() {
+    let f = start();
+    let writer = f.token(WRITER);
+    assert_eq!(f.call(&writer, "PUT", "/devstoreaccount1/data?restype=container", b"").0, 201);
+    assert_eq!(f.call(&writer, "PUT", "/devstoreaccount1/data/a.bin", b"delegated").0, 201);
+    let key_info = |expiry: i64| {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><KeyInfo><Start>{}</Start><Expiry>{}</Expiry></KeyInfo>",
+            edgeblob_proto::sas::iso_time(entra::now() - 60),
+            edgeblob_proto::sas::iso_time(entra::now() + expiry)
+        )
+    };
+    let gudk = "/devstoreaccount1/?restype=service&comp=userdelegationkey";
+    let (status, _, answer) = f.call(&writer, "POST", gudk, key_info(3600).as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let k = key_fields(&answer);
+    assert_eq!((k["SignedOid"].as_str(), k["SignedTid"].as_str(), k["SignedService"].as_str()), (WRITER, TENANT, "b"));
+
+    // Refusals: more than seven days, no expiry, not XML; a container-scoped principal; the
+    // account key (Entra ID only).
+    for bad in [key_info(8 * 86_400), "<KeyInfo><Start>2026-01-01T00:00:00Z</Start></KeyInfo>".into()] {
+        let (status, head, body) = f.call(&writer, "POST", gudk, bad.as_bytes());
+        assert_eq!((status, error_code(&head).as_str()), (400, "invalidxmlnodevalue"), "{body}");
+    }
+    assert_eq!(f.call(&writer, "POST", gudk, b"not xml").0, 400);
+    assert_eq!(f.call(&f.token(SCOPED), "POST", gudk, key_info(3600).as_bytes()).0, 403);
+    let mut h = http::HeaderMap::new();
+    h.insert("x-ms-version", "2025-01-05".parse().unwrap());
+    let body = key_info(3600);
+    edgeblob_testkit::sign::shared_key("POST", gudk, &mut h, body.len());
+    let signed: Vec<(&str, &str)> =
+        ["authorization", "x-ms-date"].iter().map(|n| (*n, h.get(*n).unwrap().to_str().unwrap())).collect();
+    let (status, head, _) =
+        f.rt.block_on(entra::https(f.node.tls.unwrap(), &f.ca, "POST", gudk, &signed, body.as_bytes()));
+    assert_eq!((status, error_code(&head).as_str()), (403, "authenticationfailed"), "{head}");
+
+    // A SAS signed with the key reads the blob, with no token, and grants no more than it says.
+    let far = edgeblob_proto::sas::iso_time(entra::now() + 1800);
+    let read = delegation_sas(&k, "/data/a.bin", "r", &far);
+    let get = |sas: &str| {
+        let target = format!("/devstoreaccount1/data/a.bin?{sas}");
+        let (status, head, body) = f.rt.block_on(entra::https(f.node.tls.unwrap(), &f.ca, "GET", &target, &[], b""));
+        (status, error_code(&head), String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(get(&read), (200, String::new(), "delegated".into()));
+    let put_target = format!("/devstoreaccount1/data/a.bin?{read}");
+    let (status, head, _) = f.rt.block_on(entra::https(
+        f.node.tls.unwrap(),
+        &f.ca,
+        "PUT",
+        &put_target,
+        &[("x-ms-blob-type", "BlockBlob")],
+        b"x",
+    ));
+    assert_eq!((status, error_code(&head).as_str()), (403, "authorizationpermissionmismatch"), "a read SAS wrote");
+    // Tampered (another principal named) or expired: AuthenticationFailed.
+    let tampered = read.replace(&format!("skoid={WRITER}"), &format!("skoid={READER}"));
+    assert_eq!(get(&tampered).0, 403);
+    assert_eq!(get(&tampered).1, "authenticationfailed");
+    let past = edgeblob_proto::sas::iso_time(entra::now() - 10);
+    assert_eq!(get(&delegation_sas(&k, "/data/a.bin", "r", &past)).1, "authenticationfailed");
+
+    // The principal's role goes: the SAS it signed stops working, as in Azure.
+    std::fs::write(&f.config, auth_toml(&f.jwks, "").replace(&format!("oid:{WRITER}"), "oid:someone-else")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&read).0 != 403 {
+        assert!(Instant::now() < deadline, "a SAS outlived its signer's role");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(get(&read).1, "authorizationpermissionmismatch");
+}

@@ -24,6 +24,7 @@ pub enum ErrorCode {
     InvalidQueryParameterValue,
     InvalidHeaderValue,
     InvalidXmlDocument,
+    InvalidXmlNodeValue,
     MissingRequiredHeader,
     MissingContentLengthHeader,
     UnsupportedHttpVerb,
@@ -68,6 +69,7 @@ impl ErrorCode {
             ErrorCode::InvalidQueryParameterValue => "InvalidQueryParameterValue",
             ErrorCode::InvalidHeaderValue => "InvalidHeaderValue",
             ErrorCode::InvalidXmlDocument => "InvalidXmlDocument",
+            ErrorCode::InvalidXmlNodeValue => "InvalidXmlNodeValue",
             ErrorCode::MissingRequiredHeader => "MissingRequiredHeader",
             ErrorCode::MissingContentLengthHeader => "MissingContentLengthHeader",
             ErrorCode::UnsupportedHttpVerb => "UnsupportedHttpVerb",
@@ -113,6 +115,7 @@ impl ErrorCode {
             ErrorCode::InvalidQueryParameterValue => "Value for one of the query parameters specified in the request URI is invalid.",
             ErrorCode::InvalidHeaderValue => "The value for one of the HTTP headers is not in the correct format.",
             ErrorCode::InvalidXmlDocument => "XML specified is not syntactically valid.",
+            ErrorCode::InvalidXmlNodeValue => "The value for one of the XML nodes is not in the correct format.",
             ErrorCode::MissingRequiredHeader => "A required HTTP header was not specified.",
             ErrorCode::MissingContentLengthHeader => "The Content-Length header was not specified.",
             ErrorCode::UnsupportedHttpVerb => "The resource doesn't support the specified HTTP verb.",
@@ -151,6 +154,7 @@ impl ErrorCode {
             | ErrorCode::InvalidQueryParameterValue
             | ErrorCode::InvalidHeaderValue
             | ErrorCode::InvalidXmlDocument
+            | ErrorCode::InvalidXmlNodeValue
             | ErrorCode::MissingRequiredHeader
             | ErrorCode::OperationNotSupported
             | ErrorCode::InvalidInput

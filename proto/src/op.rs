@@ -31,6 +31,7 @@ pub enum Operation {
     SetBlobMetadata,
     SetBlobProperties,
     BlobBatch,
+    GetUserDelegationKey,
 }
 
 impl Operation {
@@ -59,6 +60,7 @@ impl Operation {
             SetBlobMetadata => "SetBlobMetadata",
             SetBlobProperties => "SetBlobProperties",
             BlobBatch => "BlobBatch",
+            GetUserDelegationKey => "GetUserDelegationKey",
         }
     }
 
@@ -93,7 +95,9 @@ pub fn route(method: &Method, t: &Target, headers: &HeaderMap) -> Result<Operati
         (None, _) => match (method, comp) {
             (&Method::GET, Some("list")) => Ok(ListContainers),
             (&Method::POST, Some("batch")) => Ok(BlobBatch),
+            (&Method::POST, Some("userdelegationkey")) if restype == Some("service") => Ok(GetUserDelegationKey),
             (_, Some("list")) => bad_verb,
+            (_, Some("userdelegationkey")) if restype == Some("service") => bad_verb,
             _ => bad_query,
         },
         (Some(_), None) => {
@@ -184,6 +188,7 @@ mod tests {
             (Method::PUT, "/a/ctr/b?comp=properties", vec![], SetBlobProperties),
             (Method::POST, "/a/ctr?restype=container&comp=batch", vec![], BlobBatch),
             (Method::POST, "/a?comp=batch", vec![], BlobBatch),
+            (Method::POST, "/a/?restype=service&comp=userdelegationkey", vec![], GetUserDelegationKey),
         ];
         for (m, target, h, want) in cases {
             assert_eq!(r(m.clone(), target, &h), Ok(want), "{m} {target}");

@@ -32,6 +32,8 @@ pub fn needs(op: Operation) -> Needs {
         // is authorised on its own.
         GetAccountInfo => (Some((Level::Any, "")), Some(ContainersRead)),
         BlobBatch => (Some((Level::Any, "")), None),
+        // Entra ID only: no SAS, and the account key is turned away by the handler.
+        GetUserDelegationKey => (None, Some(UserDelegationKey)),
         ListContainers => (Some((Level::Service, "l")), Some(ContainersRead)),
         CreateContainer => (Some((Level::Container, "cw")), Some(ContainersWrite)),
         DeleteContainer => (Some((Level::Container, "d")), Some(ContainersDelete)),

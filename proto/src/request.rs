@@ -202,6 +202,7 @@ pub enum Request {
     SetBlobMetadata { blob: BlobRef, metadata: Metadata, conditions: Conditions },
     SetBlobProperties { blob: BlobRef, settings: BlobSettings, conditions: Conditions },
     BlobBatch(BlobBatch),
+    GetUserDelegationKey,
 }
 
 impl Request {
@@ -216,6 +217,7 @@ impl Request {
         let conditions = || hdr::conditions(h);
         Ok(match op {
             O::GetAccountInfo => Request::GetAccountInfo,
+            O::GetUserDelegationKey => Request::GetUserDelegationKey,
             O::ListContainers => Request::ListContainers(ListContainers {
                 account: t.account.clone(),
                 prefix: xml_param(t, "prefix")?.unwrap_or_default(),

@@ -32,6 +32,53 @@ pub enum SasError {
     Resource,
     #[error("the SAS does not cover the blob service")]
     Service,
+    #[error("the SAS uses {0}, which this node does not support")]
+    Unsupported(&'static str),
+}
+
+/// Who signed a SAS that verified: an account key, or a user delegation key (whose principal's
+/// role bindings still bound what the SAS may do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signer {
+    AccountKey,
+    UserDelegation { oid: String, tid: String },
+}
+
+/// The fields a user delegation key is issued with (Get User Delegation Key), which a SAS
+/// signed with it repeats (`skoid`, `sktid`, `skt`, `ske`, `sks`, `skv`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationKeyFields<'a> {
+    pub oid: &'a str,
+    pub tid: &'a str,
+    pub start: &'a str,
+    pub expiry: &'a str,
+    pub service: &'a str,
+    pub version: &'a str,
+}
+
+/// The value of a user delegation key: an HMAC of its fields under an account key. The node
+/// stores no key: it derives the same value again from a SAS's fields, and rotating the account
+/// key revokes every user delegation key derived from it (as Azure's key rotation does not;
+/// Azure revokes them with a management call this node does not have).
+pub fn user_delegation_key(account_key: &[u8], f: &DelegationKeyFields) -> Vec<u8> {
+    let fields = ["edgeblob user delegation key", f.oid, f.tid, f.start, f.expiry, f.service, f.version].join("\n");
+    hmac_b64(account_key, &fields)
+}
+
+/// An ISO 8601 UTC time to the second, as Azure writes them (`2026-12-04T08:00:00Z`).
+pub fn iso_time(secs: i64) -> String {
+    // Civil date from days (Howard Hinnant's algorithm), the inverse of `parse_time`'s.
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 impl SasError {
@@ -39,7 +86,9 @@ impl SasError {
     /// reach this operation fails authorisation, with the reason in the code.
     pub fn code(&self) -> ErrorCode {
         match self {
-            SasError::Missing(_) | SasError::Signature | SasError::Time => ErrorCode::AuthenticationFailed,
+            SasError::Missing(_) | SasError::Signature | SasError::Time | SasError::Unsupported(_) => {
+                ErrorCode::AuthenticationFailed
+            }
             SasError::Ip => ErrorCode::AuthorizationSourceIPMismatch,
             SasError::Protocol => ErrorCode::AuthorizationProtocolMismatch,
             SasError::Permission => ErrorCode::AuthorizationPermissionMismatch,
@@ -128,14 +177,23 @@ pub fn create_only(t: &Target) -> bool {
     sp.contains('c') && !sp.contains('w')
 }
 
-/// Verifies a SAS in the request's query against the account's keys.
-pub fn verify(account: &str, keys: &[Vec<u8>], req: &SasRequest) -> Result<(), SasError> {
+/// Verifies a SAS in the request's query against the account's keys (or the user delegation
+/// keys derived from them), and says who signed it.
+pub fn verify(account: &str, keys: &[Vec<u8>], req: &SasRequest) -> Result<Signer, SasError> {
     let t = req.target;
     let p = |k: &str| t.param(k).unwrap_or("");
     let sig = B64.decode(t.param("sig").ok_or(SasError::Missing("sig"))?).map_err(|_| SasError::Signature)?;
     let sv = t.param("sv").ok_or(SasError::Missing("sv"))?;
     let sp = p("sp");
     let account_sas = t.param("ss").is_some();
+    let delegation = (!account_sas && t.param("skoid").is_some()).then(|| DelegationKeyFields {
+        oid: p("skoid"),
+        tid: p("sktid"),
+        start: p("skt"),
+        expiry: p("ske"),
+        service: p("sks"),
+        version: p("skv"),
+    });
     let string_to_sign = if account_sas {
         let mut parts = vec![account, sp, p("ss"), p("srt"), p("st"), p("se"), p("sip"), p("spr"), sv];
         if sv >= "2020-12-06" {
@@ -152,22 +210,72 @@ pub fn verify(account: &str, keys: &[Vec<u8>], req: &SasRequest) -> Result<(), S
             "b" | "bs" | "bv" => format!("/blob/{account}/{container}/{}", t.blob.as_deref().unwrap_or("")),
             _ => return Err(SasError::Resource),
         };
-        let mut parts = vec![sp, p("st"), p("se"), canonical.as_str(), p("si"), p("sip"), p("spr"), sv];
+        let mut parts = vec![sp, p("st"), p("se"), canonical.as_str()];
+        match &delegation {
+            None => parts.push(p("si")),
+            Some(k) => {
+                // A user delegation SAS, by its version's layout (Azure's "Create a user
+                // delegation SAS"): the key's fields; from 2020-02-10 the authorized and
+                // unauthorized object ids and the correlation id; from 2025-07-05 the delegated
+                // user's tenant and object id.
+                parts.extend([k.oid, k.tid, k.start, k.expiry, k.service, k.version]);
+                if sv >= "2020-02-10" {
+                    parts.extend([p("saoid"), p("suoid"), p("scid")]);
+                }
+                if sv >= "2025-07-05" {
+                    parts.extend([p("skdutid"), p("sduoid")]);
+                }
+            }
+        }
+        parts.extend([p("sip"), p("spr"), sv]);
         if sv >= "2018-11-09" {
             parts.extend([sr, p("snapshot")]);
             if sv >= "2020-12-06" {
                 parts.push(p("ses"));
             }
         }
+        // From 2026-04-06 a user delegation SAS may bind request headers and query parameters
+        // (`srh`, `srq`); absent, each is an empty line.
+        if delegation.is_some() && sv >= "2026-04-06" {
+            parts.extend(["", ""]);
+        }
         parts.extend([p("rscc"), p("rscd"), p("rsce"), p("rscl"), p("rsct")]);
         parts.join("\n")
     };
-    if !keys.iter().any(|k| {
+    let signed_by = |k: &[u8]| {
         let mut mac = Hmac::<Sha256>::new_from_slice(k).expect("HMAC takes any key length");
         mac.update(string_to_sign.as_bytes());
         mac.verify_slice(&sig).is_ok()
-    }) {
-        return Err(SasError::Signature);
+    };
+    let signer = match &delegation {
+        None if keys.iter().any(|k| signed_by(k)) => Signer::AccountKey,
+        Some(f) if keys.iter().any(|k| signed_by(&user_delegation_key(k, f))) => {
+            Signer::UserDelegation { oid: f.oid.to_owned(), tid: f.tid.to_owned() }
+        }
+        _ => return Err(SasError::Signature),
+    };
+    if let Some(k) = &delegation {
+        // What this node does not do is refused, never ignored: a SAS bound to a user (its
+        // token must come too), to request headers or parameters, or naming a stored policy
+        // (which a user delegation SAS cannot).
+        for (name, what) in [
+            ("sduoid", "a delegated user object id"),
+            ("srh", "signed request headers"),
+            ("srq", "signed request parameters"),
+            ("si", "a stored access policy"),
+        ] {
+            if !p(name).is_empty() {
+                return Err(SasError::Unsupported(what));
+            }
+        }
+        // The key itself is valid from its start to its expiry, for the blob service.
+        let (ks, ke) = (parse_time(k.start), parse_time(k.expiry));
+        if ks.is_none_or(|s| req.now < s) || ke.is_none_or(|e| req.now > e) {
+            return Err(SasError::Time);
+        }
+        if k.service != "b" {
+            return Err(SasError::Service);
+        }
     }
     let expiry = t.param("se").and_then(parse_time).ok_or(SasError::Missing("se"))?;
     let start = t.param("st").map(parse_time);
@@ -213,7 +321,7 @@ pub fn verify(account: &str, keys: &[Vec<u8>], req: &SasRequest) -> Result<(), S
     if !letters.is_empty() && !letters.chars().any(|c| sp.contains(c)) {
         return Err(SasError::Permission);
     }
-    Ok(())
+    Ok(signer)
 }
 
 /// Signs a SAS string-to-sign (for tests and for the node's own outgoing requests).
@@ -236,6 +344,13 @@ pub fn redact_signature(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn iso_times_are_written_as_parsed() {
+        for t in ["1970-01-01T00:00:00Z", "2000-02-29T23:59:59Z", "2026-12-04T07:15:00Z", "2036-12-31T12:00:00Z"] {
+            assert_eq!(super::iso_time(super::parse_time(t).unwrap()), t);
+        }
+    }
+
     #[test]
     fn a_copy_source_loses_its_signature_and_nothing_else() {
         use super::redact_signature as r;

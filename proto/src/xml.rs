@@ -300,6 +300,106 @@ pub fn parse_block_list(body: &[u8]) -> Result<Vec<(BlockKind, Vec<u8>)>, ErrorC
     Ok(out)
 }
 
+/// An element of a small request body (Get User Delegation Key's `KeyInfo`, Set Container ACL's
+/// `SignedIdentifiers`): its name, its text, its children in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Element {
+    pub name: String,
+    pub text: String,
+    pub children: Vec<Element>,
+}
+
+impl Element {
+    /// The text of the first child named `name`.
+    pub fn child_text(&self, name: &str) -> Option<&str> {
+        self.children.iter().find(|c| c.name == name).map(|c| c.text.as_str())
+    }
+
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.name == name)
+    }
+}
+
+/// Parses a small XML body whose root must be `root` into its element tree: no attributes kept,
+/// mixed text trimmed, nesting at most 8 deep (the bodies here are 3 deep). The caller bounds
+/// the body's size.
+pub fn parse_tree(body: &[u8], root: &str) -> Result<Element, ErrorCode> {
+    let mut reader = quick_xml::Reader::from_reader(body);
+    reader.config_mut().trim_text(true);
+    let mut stack: Vec<Element> = Vec::new();
+    let mut done: Option<Element> = None;
+    let mut buf = Vec::new();
+    let bad = ErrorCode::InvalidXmlDocument;
+    loop {
+        let event = reader.read_event_into(&mut buf).map_err(|_| bad)?;
+        let opened = match &event {
+            Event::Start(e) => Some((e.name(), true)),
+            Event::Empty(e) => Some((e.name(), false)),
+            _ => None,
+        };
+        if let Some((name, open)) = opened {
+            // One root, and no deeper than the bodies here ever go.
+            if done.is_some() || stack.len() >= 8 {
+                return Err(bad);
+            }
+            let el =
+                Element { name: std::str::from_utf8(name.as_ref()).map_err(|_| bad)?.to_owned(), ..Element::default() };
+            match (open, stack.last_mut()) {
+                (true, _) => stack.push(el),
+                (false, Some(parent)) => parent.children.push(el),
+                (false, None) => done = Some(el),
+            }
+            buf.clear();
+            continue;
+        }
+        match event {
+            Event::Text(t) => {
+                let text = t.unescape().map_err(|_| bad)?;
+                stack.last_mut().ok_or(bad)?.text.push_str(&text);
+            }
+            Event::End(_) => {
+                let el = stack.pop().ok_or(bad)?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(el),
+                    None => done = Some(el),
+                }
+            }
+            Event::Eof => break,
+            Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
+            _ => return Err(bad),
+        }
+        buf.clear();
+    }
+    match done {
+        Some(el) if stack.is_empty() && el.name == root => Ok(el),
+        _ => Err(bad),
+    }
+}
+
+/// A user delegation key as Get User Delegation Key answers it.
+pub struct UserDelegationKey<'a> {
+    pub oid: &'a str,
+    pub tid: &'a str,
+    pub start: &'a str,
+    pub expiry: &'a str,
+    pub service: &'a str,
+    pub version: &'a str,
+    pub value: &'a str,
+}
+
+pub fn user_delegation_key(k: &UserDelegationKey) -> String {
+    let mut out = format!("{DECL}<UserDelegationKey>");
+    tag(&mut out, "SignedOid", k.oid);
+    tag(&mut out, "SignedTid", k.tid);
+    tag(&mut out, "SignedStart", k.start);
+    tag(&mut out, "SignedExpiry", k.expiry);
+    tag(&mut out, "SignedService", k.service);
+    tag(&mut out, "SignedVersion", k.version);
+    tag(&mut out, "Value", k.value);
+    out.push_str("</UserDelegationKey>");
+    out
+}
+
 /// Whether a Set Container ACL body defines stored access policies (`<SignedIdentifier>`
 /// elements); an empty body or `<SignedIdentifiers />` defines none.
 pub fn has_signed_identifiers(body: &[u8]) -> Result<bool, ErrorCode> {
@@ -309,6 +409,26 @@ pub fn has_signed_identifiers(body: &[u8]) -> Result<bool, ErrorCode> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_small_body_parses_into_its_tree_and_only_under_its_root() {
+        let body = b"<?xml version=\"1.0\"?><SignedIdentifiers><SignedIdentifier><Id>a&amp;b</Id><AccessPolicy><Permission>rl</Permission></AccessPolicy></SignedIdentifier><SignedIdentifier><Id>c</Id></SignedIdentifier></SignedIdentifiers>";
+        let t = parse_tree(body, "SignedIdentifiers").unwrap();
+        assert_eq!(t.children.len(), 2);
+        assert_eq!(t.children[0].child_text("Id"), Some("a&b"));
+        assert_eq!(t.children[0].child("AccessPolicy").and_then(|p| p.child_text("Permission")), Some("rl"));
+        assert_eq!(parse_tree(b"<SignedIdentifiers/>", "SignedIdentifiers").unwrap().children.len(), 0);
+        for bad in [
+            &b"<KeyInfo></KeyInfo>"[..],
+            b"<SignedIdentifiers><a></b></SignedIdentifiers>",
+            b"<SignedIdentifiers></SignedIdentifiers><SignedIdentifiers/>",
+            b"<SignedIdentifiers>",
+            b"<a><a><a><a><a><a><a><a><a></a></a></a></a></a></a></a></a></a>",
+            b"text",
+        ] {
+            assert!(parse_tree(bad, "SignedIdentifiers").is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -4,7 +4,7 @@
 use base64::Engine;
 use edgeblob_proto::addr::parse;
 use edgeblob_proto::op::Operation;
-use edgeblob_proto::sas::{parse_time, verify, SasError, SasRequest};
+use edgeblob_proto::sas::{parse_time, verify, SasError, SasRequest, Signer};
 
 const DEV_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
@@ -14,16 +14,15 @@ fn token(kind: &str) -> String {
 }
 
 fn check(path: &str, kind: &str, op: Operation) -> Result<(), SasError> {
+    check_at(path, kind, op, "2027-01-01T00:00:00Z").map(|_| ())
+}
+
+fn check_at(path: &str, kind: &str, op: Operation, now: &str) -> Result<Signer, SasError> {
     let key = base64::engine::general_purpose::STANDARD.decode(DEV_KEY).unwrap();
     let sep = if path.contains('?') { '&' } else { '?' };
     let t = parse(&format!("{path}{sep}{}", token(kind)), Some("127.0.0.1:10000")).unwrap();
-    let req = SasRequest {
-        target: &t,
-        op,
-        now: parse_time("2027-01-01T00:00:00Z").unwrap(),
-        client_ip: "127.0.0.1".parse().ok(),
-        https: false,
-    };
+    let req =
+        SasRequest { target: &t, op, now: parse_time(now).unwrap(), client_ip: "127.0.0.1".parse().ok(), https: false };
     verify("devstoreaccount1", &[key], &req)
 }
 
@@ -62,4 +61,32 @@ fn sdk_read_only_sas_refuses_writes() {
     check("/devstoreaccount1/c1c/b", "readonly", Operation::GetBlob).unwrap();
     assert_eq!(check("/devstoreaccount1/c1c/b", "readonly", Operation::PutBlob), Err(SasError::Permission));
     assert_eq!(check("/devstoreaccount1/c1c/b", "readonly", Operation::DeleteBlob), Err(SasError::Permission));
+}
+
+#[test]
+fn sdk_user_delegation_sas_verifies_with_the_derived_key_and_names_its_principal() {
+    let at = "2027-01-01T00:00:00Z";
+    let who = Signer::UserDelegation {
+        oid: "0a0a0a0a-0000-0000-0000-000000000001".into(),
+        tid: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+    };
+    let blob = "/devstoreaccount1/udctr/dir/b.bin";
+    assert_eq!(check_at(blob, "delegated-blob", Operation::GetBlob, at), Ok(who.clone()));
+    assert_eq!(check_at(blob, "delegated-blob", Operation::PutBlob, at), Ok(who.clone()));
+    assert_eq!(check_at(blob, "delegated-blob", Operation::DeleteBlob, at), Err(SasError::Permission));
+    assert_eq!(
+        check_at("/devstoreaccount1/udctr/other", "delegated-blob", Operation::GetBlob, at),
+        Err(SasError::Signature)
+    );
+    let list = "/devstoreaccount1/udctr?restype=container&comp=list";
+    assert_eq!(check_at(list, "delegated-container", Operation::ListBlobs, at), Ok(who));
+    // Outside the key's own validity (it starts 2026-12-04), though within the SAS's window.
+    assert_eq!(check_at(blob, "delegated-blob", Operation::GetBlob, "2026-12-03T23:00:00Z"), Err(SasError::Time));
+    // A field changed after signing: the key derived from it is another, so is the signature.
+    let tampered = token("delegated-blob").replace("skoid=0a0a", "skoid=0b0a");
+    let key = base64::engine::general_purpose::STANDARD.decode(DEV_KEY).unwrap();
+    let t = parse(&format!("{blob}?{tampered}"), Some("127.0.0.1:10000")).unwrap();
+    let req =
+        SasRequest { target: &t, op: Operation::GetBlob, now: parse_time(at).unwrap(), client_ip: None, https: false };
+    assert_eq!(verify("devstoreaccount1", &[key], &req), Err(SasError::Signature));
 }

@@ -65,10 +65,13 @@ pub fn authenticate(
     if t.param("sig").is_some() {
         let now = edgeblob_engine::shard::now_ns() / 1_000_000_000;
         let r = sas::SasRequest { target: t, op, now, client_ip: Some(peer.ip()), https: ctx.https };
-        sas::verify(&t.account, keys, &r).map_err(|e| match e.code() {
+        let signer = sas::verify(&t.account, keys, &r).map_err(|e| match e.code() {
             ErrorCode::AuthenticationFailed => failed("SAS", e.to_string()),
             code => ApiError::authentication(code, e),
         })?;
+        if let sas::Signer::UserDelegation { oid, tid } = signer {
+            delegated(ctx, t, op, oid, tid)?;
+        }
         return Ok(Credential::Sas { create_only: sas::create_only(t) });
     }
     if anonymous.is_some_and(|s| anonymous_allowed(s, t, op)) {
@@ -116,6 +119,27 @@ fn bearer(ctx: &HttpCtx, t: &Target, op: Operation, token: &str) -> Result<Crede
         }
     }
     Ok(Credential::Bearer(Rc::new(principal)))
+}
+
+/// A user delegation SAS grants what it says and no more than its key's principal may do now
+/// (Azure checks the principal's role at each request, so a revoked role revokes its SAS): the
+/// bindings naming the principal by object id. Group and app-role bindings do not carry over,
+/// since the SAS brings no token to read groups from.
+pub(super) fn delegated(ctx: &HttpCtx, t: &Target, op: Operation, oid: String, tid: String) -> Result<()> {
+    let entra = ctx.entra.as_ref().ok_or_else(|| {
+        ApiError::authentication(
+            ErrorCode::AuthenticationFailed,
+            "This node has no [auth.entra]: no user delegation key is valid.",
+        )
+    })?;
+    let principal = Principal { object_id: oid, tenant: tid, ..Principal::default() };
+    let allowed = permission::needs(op)
+        .role
+        .is_none_or(|action| entra.allows(&principal, &t.account, t.container.as_deref(), action));
+    if !allowed {
+        return Err(ErrorCode::AuthorizationPermissionMismatch.into());
+    }
+    Ok(())
 }
 
 /// The conditions a write runs under: a create-only SAS adds `If-None-Match: *`, so it can make

@@ -82,8 +82,14 @@ fn authorize_local_source(c: &Call<'_>, url: &str, st: &addr::Target, ctr: &str)
     if st.param("sig").is_some() {
         // The source's own SAS is presented by this node (no client address), over the URL's
         // scheme: an `spr=https` SAS does not work in an `http://` URL.
-        return read_with(st, None, url.starts_with("https://"))
-            .map_err(|e| source_error(StatusCode::FORBIDDEN, "AuthenticationFailed", e.to_string()));
+        let signer = read_with(st, None, url.starts_with("https://"))
+            .map_err(|e| source_error(StatusCode::FORBIDDEN, "AuthenticationFailed", e.to_string()))?;
+        if let sas::Signer::UserDelegation { oid, tid } = signer {
+            super::auth::delegated(c.ctx, st, Operation::GetBlob, oid, tid).map_err(|e| {
+                source_error(StatusCode::FORBIDDEN, e.code.as_str(), "the source's SAS signer may not read it".into())
+            })?;
+        }
+        return Ok(());
     }
     let public = c.shard.node.container(&st.account, ctr).is_some_and(|k| k.public_access != PublicAccess::None);
     let same_account = st.account == c.target.account;
@@ -100,7 +106,12 @@ fn authorize_local_source(c: &Call<'_>, url: &str, st: &addr::Target, ctr: &str)
             }
             Credential::Sas { .. } if same_account => {
                 let as_source = addr::Target { query: c.target.query.clone(), ..st.clone() };
-                read_with(&as_source, Some(c.peer.ip()), c.ctx.https).is_ok()
+                read_with(&as_source, Some(c.peer.ip()), c.ctx.https).is_ok_and(|signer| match signer {
+                    sas::Signer::AccountKey => true,
+                    sas::Signer::UserDelegation { oid, tid } => {
+                        super::auth::delegated(c.ctx, st, Operation::GetBlob, oid, tid).is_ok()
+                    }
+                })
             }
             Credential::Sas { .. } | Credential::Anonymous => false,
         };

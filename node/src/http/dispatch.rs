@@ -107,10 +107,12 @@ async fn dispatch(
     *op_name = op.name();
     let credential = auth::authenticate(ctx, &target, op, req.method().as_str(), req.headers(), peer, Some(shard))?;
     let request = Request::parse(op, &target, req.headers(), meta_names)?;
+    let version = req.headers().get("x-ms-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = req.into_body();
     let c = Call { shard, ctx, target: &target, host: &host, peer, credential };
     match request {
         Request::GetAccountInfo => Ok(service::get_account_info()),
+        Request::GetUserDelegationKey => service::get_user_delegation_key(&c, version, body).await,
         Request::ListContainers(p) => service::list_containers(&c, p),
         Request::CreateContainer { container, metadata, public_access } => {
             containers::create(&c, container, metadata, public_access).await

@@ -1,12 +1,16 @@
-//! Operations on the account: Get Account Information, List Containers.
+//! Operations on the account: Get Account Information, List Containers, Get User Delegation
+//! Key.
 
+use base64::Engine;
 use edgeblob_proto::request::ListContainers;
-use edgeblob_proto::{headers as hdr, xml};
+use edgeblob_proto::{headers as hdr, sas, xml, ErrorCode};
 use http::{Response, StatusCode};
+use hyper::body::Incoming;
 
+use super::auth::Credential;
 use super::body::{self, RespBody};
 use super::dispatch::Call;
-use super::error::Result;
+use super::error::{ApiError, Result};
 use super::response::{respond, set, xml_response};
 
 pub fn get_account_info() -> Response<RespBody> {
@@ -47,4 +51,68 @@ pub fn service_endpoint(c: &Call<'_>) -> String {
     } else {
         format!("http://{}/", c.host)
     }
+}
+
+/// A KeyInfo body is a few hundred bytes.
+const MAX_KEY_INFO: usize = 4096;
+
+/// The longest a user delegation key lives, as Azure allows: seven days from now.
+const MAX_KEY_LIFE: i64 = 7 * 86_400;
+
+/// Get User Delegation Key: a key for signing user delegation SAS, for the token's principal.
+/// Its value is derived from the account key and its fields (see `sas::user_delegation_key`),
+/// so the node keeps nothing and a SAS signed with it is checked by deriving it again.
+pub async fn get_user_delegation_key(
+    c: &Call<'_>,
+    version: Option<String>,
+    req_body: Incoming,
+) -> Result<Response<RespBody>> {
+    let Credential::Bearer(principal) = &c.credential else {
+        return Err(ApiError::authentication(
+            ErrorCode::AuthenticationFailed,
+            "Only a Microsoft Entra ID token (Bearer) may get a user delegation key.",
+        ));
+    };
+    let raw = body::collect(req_body, MAX_KEY_INFO, c.ctx.body_timeout).await?;
+    let info = xml::parse_tree(&raw, "KeyInfo")?;
+    let node_value = |name: &str| ApiError::detailed(ErrorCode::InvalidXmlNodeValue, format!("XmlNodeName: {name}"));
+    let now = edgeblob_engine::shard::now_ns().div_euclid(1_000_000_000);
+    let start = match info.child_text("Start").map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => sas::parse_time(s).ok_or_else(|| node_value("Start"))?,
+        None => now,
+    };
+    let expiry = info.child_text("Expiry").and_then(sas::parse_time).ok_or_else(|| node_value("Expiry"))?;
+    // Expiry within seven days of now and after the start (and after now: a key already
+    // expired signs nothing).
+    if expiry > now + MAX_KEY_LIFE || expiry <= start || expiry <= now {
+        return Err(node_value("Expiry"));
+    }
+    if start > now + MAX_KEY_LIFE {
+        return Err(node_value("Start"));
+    }
+    // The key is of the version the client speaks (the SDK signs with it as `skv`).
+    let version = version
+        .as_deref()
+        .filter(|v| v.len() == 10 && v.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+        .unwrap_or(super::response::VERSION);
+    let (start, expiry) = (sas::iso_time(start), sas::iso_time(expiry));
+    let fields = sas::DelegationKeyFields {
+        oid: &principal.object_id,
+        tid: &principal.tenant,
+        start: &start,
+        expiry: &expiry,
+        service: "b",
+        version,
+    };
+    let key = c.ctx.accounts.get(&c.target.account).and_then(|k| k.first()).ok_or(ErrorCode::InternalError)?;
+    let value = base64::engine::general_purpose::STANDARD.encode(sas::user_delegation_key(key, &fields));
+    Ok(xml_response(xml::user_delegation_key(&xml::UserDelegationKey {
+        oid: fields.oid,
+        tid: fields.tid,
+        start: fields.start,
+        expiry: fields.expiry,
+        service: fields.service,
+        version: fields.version,
+        value: &value,
+    })))
 }
