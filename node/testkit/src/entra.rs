@@ -137,3 +137,98 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[line + 2 + n + 2..];
     }
 }
+
+/// A stand-in for a VM's managed identity endpoint (IMDS, `GET
+/// /metadata/identity/oauth2/token`, header `Metadata: true`), minting tokens signed by a test
+/// tenant for the system-assigned identity and the user-assigned ones it knows (by client id),
+/// with the claims Entra gives managed identities (`oid`, `appid`, `xms_mirid`, `idtyp=app`).
+pub struct ImdsStandIn {
+    pub addr: SocketAddr,
+}
+
+/// One identity of the stand-in: (client id, object id, resource id).
+pub type Identity = (String, String, String);
+
+impl ImdsStandIn {
+    /// `identities[0]` is the system-assigned identity; a request naming `client_id` gets that
+    /// one's token, an unknown client id a 400 as IMDS answers.
+    pub fn start(tenant: Arc<Tenant>, identities: Vec<Identity>) -> ImdsStandIn {
+        use http_body_util::Full;
+        use hyper::service::service_fn;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let identities = Arc::new(identities);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else { return };
+                    let (tenant, identities) = (tenant.clone(), identities.clone());
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (status, body) = mint(&tenant, &identities, &req);
+                            let resp = hyper::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(bytes::Bytes::from(body)))
+                                .unwrap();
+                            async move { Ok::<_, std::convert::Infallible>(resp) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        ImdsStandIn { addr }
+    }
+}
+
+fn mint(tenant: &Tenant, identities: &[Identity], req: &hyper::Request<hyper::body::Incoming>) -> (u16, String) {
+    if req.uri().path() != "/metadata/identity/oauth2/token" {
+        return (404, "{}".into());
+    }
+    if req.headers().get("metadata").and_then(|v| v.to_str().ok()) != Some("true") {
+        return (
+            400,
+            json!({ "error": "invalid_request", "error_description": "Required metadata header not specified" })
+                .to_string(),
+        );
+    }
+    let q: std::collections::HashMap<String, String> = url_pairs(req.uri().query().unwrap_or("")).into_iter().collect();
+    let Some(resource) = q.get("resource") else { return (400, json!({ "error": "invalid_resource" }).to_string()) };
+    let who = match q.get("client_id") {
+        None => identities.first(),
+        Some(id) => identities.iter().find(|(c, _, _)| c == id),
+    };
+    let Some((client_id, oid, mirid)) = who else {
+        return (400, json!({ "error": "invalid_request", "error_description": "Identity not found" }).to_string());
+    };
+    let t = now();
+    let claims = json!({
+        "aud": resource, "iss": format!("https://sts.windows.net/{}/", tenant.id), "iat": t - 5, "nbf": t - 5,
+        "exp": t + 86_400, "tid": tenant.id, "oid": oid, "sub": oid, "appid": client_id, "appidacr": "2",
+        "idtyp": "app", "xms_mirid": mirid, "ver": "1.0",
+    });
+    let body = json!({
+        "access_token": tenant.token(&claims), "client_id": client_id, "expires_in": "86399",
+        "expires_on": (t + 86_400).to_string(), "ext_expires_in": "86399", "not_before": (t - 5).to_string(),
+        "resource": resource, "token_type": "Bearer",
+    });
+    (200, body.to_string())
+}
+
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| {
+            let d =
+                |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            (d(k), d(v))
+        })
+        .collect()
+}
