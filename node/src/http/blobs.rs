@@ -81,6 +81,7 @@ pub async fn get(c: &Call<'_>, p: GetBlob) -> Result<Response<RespBody>> {
     } else if let Some(m) = b.props.content_md5 {
         set(rh, "content-md5", B64.encode(m));
     }
+    super::response::keep_meta_case(&mut r, &b.props.metadata);
     Ok(r)
 }
 
@@ -95,6 +96,7 @@ pub async fn get_properties(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Re
     }
     set(rh, "x-ms-access-tier", "Hot");
     set(rh, "x-ms-access-tier-inferred", "true");
+    super::response::keep_meta_case(&mut r, &b.props.metadata);
     Ok(r)
 }
 

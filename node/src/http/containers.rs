@@ -44,6 +44,7 @@ pub fn get_properties(c: &Call<'_>, ctr: ContainerRef) -> Result<Response<RespBo
         set(rh, "x-ms-blob-public-access", a);
     }
     put_metadata(rh, &found.metadata);
+    super::response::keep_meta_case(&mut r, &found.metadata);
     Ok(r)
 }
 

@@ -193,7 +193,13 @@ fn service(
 > {
     service_fn(move |req| {
         let (shard, ctx, names) = (shard.clone(), ctx.clone(), names.clone());
-        async move { Ok::<_, Infallible>(dispatch::handle(shard, ctx, req, peer, &names).await) }
+        async move {
+            let mut resp = dispatch::handle(shard, ctx, req, peer, &names).await;
+            if let Some(response::MetaCase(stored)) = resp.extensions_mut().remove::<response::MetaCase>() {
+                names.borrow_mut().restore_next(stored);
+            }
+            Ok::<_, Infallible>(resp)
+        }
     })
 }
 

@@ -48,6 +48,21 @@ pub fn quoted_etag(etag: u64) -> String {
     format!("\"{}\"", etag_string(etag))
 }
 
+/// A response extension: the metadata names its headers carry, in the case they were stored
+/// in, for the connection's writer to put back (hyper writes header names in lower case; see
+/// `sniff`).
+#[derive(Debug, Clone)]
+pub struct MetaCase(pub Vec<String>);
+
+/// Asks for `md`'s names to go out in their stored case (only those with upper-case letters).
+pub fn keep_meta_case<B>(r: &mut Response<B>, md: &Metadata) {
+    let names: Vec<String> =
+        md.iter().filter(|(k, _)| k.bytes().any(|b| b.is_ascii_uppercase())).map(|(k, _)| k.clone()).collect();
+    if !names.is_empty() {
+        r.extensions_mut().insert(MetaCase(names));
+    }
+}
+
 pub fn put_metadata(h: &mut HeaderMap, md: &Metadata) {
     for (k, v) in md {
         if let (Ok(name), Ok(value)) =

@@ -1,4 +1,5 @@
-//! Entra ID with the real clients (issue 12): the Python SDK authenticated by azure-identity's
+//! The real Python SDK against a node for what issue 12 adds. Metadata names keep their case in
+//! response headers. Entra ID: the Python SDK authenticated by azure-identity's
 //! `ManagedIdentityCredential`, its IMDS requests answered by a stand-in minting tokens with the
 //! test's key (the node validates them against that key's JWKS), over the node's TLS listener
 //! with the kit's certificate; Reader vs Contributor; a user delegation SAS made by the SDK,
@@ -93,4 +94,21 @@ fn the_python_sdk_with_a_managed_identity_and_user_delegation_sas() {
     assert!(out.status.success(), "azcopy with a user delegation SAS failed:\n{text}");
     assert!(std::fs::read(&target).unwrap() == want, "azcopy's download differs");
     let _ = kit;
+}
+
+#[test]
+fn metadata_names_keep_their_case_as_the_python_sdk_sees_them() {
+    let Some(_kit) = peers::kit("the Python SDK reads metadata names back") else { return };
+    let python = peers::home().join("venv/bin/python");
+    let dir = tempfile::tempdir().unwrap();
+    let node = InProcess::start(dir.path(), 1 << 30, 1, |_| {});
+    let conn = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint=http://{}/devstoreaccount1;",
+        edgeblob::config::DEV_KEY,
+        node.addr
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/metadata_case.py");
+    let out = Command::new(&python).arg(&script).arg(&conn).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.lines().any(|l| l == "OK"), "metadata case was lost:\n{text}");
 }
