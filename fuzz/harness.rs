@@ -67,8 +67,14 @@ pub fn sas(data: &[u8]) {
     let Ok(t) = addr::parse(text.trim(), Some("127.0.0.1")) else { return };
     for o in [op::Operation::GetBlob, op::Operation::PutBlob, op::Operation::ListBlobs, op::Operation::SetContainerAcl]
     {
-        let r =
-            sas::SasRequest { target: &t, op: o, now: 1_800_000_000, client_ip: "10.0.0.1".parse().ok(), https: false };
+        let r = sas::SasRequest {
+            target: &t,
+            op: o,
+            now: 1_800_000_000,
+            client_ip: "10.0.0.1".parse().ok(),
+            https: false,
+            policy: None,
+        };
         match sas::verify(&t.account, &[KEY.to_vec()], &r) {
             Ok(_) => panic!("a forged SAS verified for {o:?}"),
             Err(e) => {
@@ -87,7 +93,13 @@ pub fn block_list(data: &[u8]) {
     if let Ok(items) = xml::parse_block_list(data) {
         assert!(items.len() <= data.len() / 20 + 1, "{} items from {} bytes", items.len(), data.len());
     }
-    let _ = xml::has_signed_identifiers(data);
+    // Set Container ACL bodies: at most five policies, and what Get Container ACL writes of
+    // them reads back the same.
+    if let Ok(policies) = xml::parse_signed_identifiers(data) {
+        assert!(policies.len() <= xml::MAX_SIGNED_IDENTIFIERS);
+        assert_eq!(xml::parse_signed_identifiers(xml::signed_identifiers(&policies).as_bytes()), Ok(policies));
+    }
+    let _ = xml::parse_tree(data, "KeyInfo");
 }
 
 /// Blob Batch bodies: the first line is the boundary, the rest the body.

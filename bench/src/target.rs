@@ -262,6 +262,7 @@ mod tests {
             now,
             client_ip: None,
             https: false,
+            policy: None,
         };
         assert_eq!(sas::verify(DEV_ACCOUNT, &keys, &req), Ok(sas::Signer::AccountKey));
     }

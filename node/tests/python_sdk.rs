@@ -1,5 +1,5 @@
 //! The real Python SDK against a node for what issue 12 adds. Metadata names keep their case in
-//! response headers. Entra ID: the Python SDK authenticated by azure-identity's
+//! response headers. Stored access policies bound the SAS that name them. Entra ID: the Python SDK authenticated by azure-identity's
 //! `ManagedIdentityCredential`, its IMDS requests answered by a stand-in minting tokens with the
 //! test's key (the node validates them against that key's JWKS), over the node's TLS listener
 //! with the kit's certificate; Reader vs Contributor; a user delegation SAS made by the SDK,
@@ -111,4 +111,21 @@ fn metadata_names_keep_their_case_as_the_python_sdk_sees_them() {
     let out = Command::new(&python).arg(&script).arg(&conn).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.lines().any(|l| l == "OK"), "metadata case was lost:\n{text}");
+}
+
+#[test]
+fn stored_access_policies_bound_their_sas_and_removing_one_revokes_them() {
+    let Some(_kit) = peers::kit("the Python SDK sets stored access policies") else { return };
+    let python = peers::home().join("venv/bin/python");
+    let dir = tempfile::tempdir().unwrap();
+    let node = InProcess::start(dir.path(), 1 << 30, 1, |_| {});
+    let conn = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint=http://{}/devstoreaccount1;",
+        edgeblob::config::DEV_KEY,
+        node.addr
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/stored_policy.py");
+    let out = Command::new(&python).arg(&script).arg(&conn).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.lines().any(|l| l == "OK"), "stored access policies:\n{text}");
 }

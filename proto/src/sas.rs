@@ -34,6 +34,20 @@ pub enum SasError {
     Service,
     #[error("the SAS uses {0}, which this node does not support")]
     Unsupported(&'static str),
+    #[error("the SAS names a stored access policy the container does not have")]
+    NoPolicy,
+    #[error("the SAS and its stored access policy both set {0}")]
+    PolicyConflict(&'static str),
+}
+
+/// A stored access policy (a container's signed identifier) as a SAS naming it (`si`) uses
+/// it: the fields it fixes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredPolicy {
+    pub id: String,
+    pub start: Option<String>,
+    pub expiry: Option<String>,
+    pub permission: Option<String>,
 }
 
 /// Who signed a SAS that verified: an account key, or a user delegation key (whose principal's
@@ -86,9 +100,13 @@ impl SasError {
     /// reach this operation fails authorisation, with the reason in the code.
     pub fn code(&self) -> ErrorCode {
         match self {
-            SasError::Missing(_) | SasError::Signature | SasError::Time | SasError::Unsupported(_) => {
-                ErrorCode::AuthenticationFailed
-            }
+            SasError::Missing(_)
+            | SasError::Signature
+            | SasError::Time
+            | SasError::Unsupported(_)
+            | SasError::NoPolicy => ErrorCode::AuthenticationFailed,
+            // Azure: a field both in the SAS and in its policy fails the request with 400.
+            SasError::PolicyConflict(_) => ErrorCode::InvalidQueryParameterValue,
             SasError::Ip => ErrorCode::AuthorizationSourceIPMismatch,
             SasError::Protocol => ErrorCode::AuthorizationProtocolMismatch,
             SasError::Permission => ErrorCode::AuthorizationPermissionMismatch,
@@ -141,6 +159,8 @@ pub struct SasRequest<'a> {
     pub now: i64,
     pub client_ip: Option<IpAddr>,
     pub https: bool,
+    /// The stored access policy the SAS's `si` names, where the container has one by that id.
+    pub policy: Option<&'a StoredPolicy>,
 }
 
 fn ip_allowed(range: &str, ip: Option<IpAddr>) -> bool {
@@ -277,8 +297,27 @@ pub fn verify(account: &str, keys: &[Vec<u8>], req: &SasRequest) -> Result<Signe
             return Err(SasError::Service);
         }
     }
-    let expiry = t.param("se").and_then(parse_time).ok_or(SasError::Missing("se"))?;
-    let start = t.param("st").map(parse_time);
+    // A service SAS naming a stored access policy takes from it what it does not say itself
+    // (never both: Azure refuses that); the signature covered the SAS's own fields.
+    let (sp, st, se) = match (delegation.is_none() && !account_sas).then(|| t.param("si")).flatten() {
+        None => (sp.to_owned(), t.param("st").map(str::to_owned), t.param("se").map(str::to_owned)),
+        Some(_) => {
+            let policy = req.policy.ok_or(SasError::NoPolicy)?;
+            let pick = |name: &'static str, own: Option<&str>, stored: &Option<String>| match (own, stored) {
+                (Some(o), None) if !o.is_empty() => Ok(Some(o.to_owned())),
+                (Some(o), Some(_)) if !o.is_empty() => Err(SasError::PolicyConflict(name)),
+                (_, stored) => Ok(stored.clone()),
+            };
+            (
+                pick("sp", Some(sp), &policy.permission)?.unwrap_or_default(),
+                pick("st", t.param("st"), &policy.start)?,
+                pick("se", t.param("se"), &policy.expiry)?,
+            )
+        }
+    };
+    let sp = sp.as_str();
+    let expiry = se.as_deref().and_then(parse_time).ok_or(SasError::Missing("se"))?;
+    let start = st.as_deref().map(parse_time);
     if req.now > expiry || start.is_some_and(|s| s.is_none_or(|s| req.now < s)) {
         return Err(SasError::Time);
     }
@@ -381,6 +420,7 @@ mod tests {
             now: parse_time("2026-11-22T12:00:00Z").unwrap(),
             client_ip: "127.0.0.1".parse().ok(),
             https: false,
+            policy: None,
         }
     }
 

@@ -400,11 +400,71 @@ pub fn user_delegation_key(k: &UserDelegationKey) -> String {
     out
 }
 
-/// Whether a Set Container ACL body defines stored access policies (`<SignedIdentifier>`
-/// elements); an empty body or `<SignedIdentifiers />` defines none.
-pub fn has_signed_identifiers(body: &[u8]) -> Result<bool, ErrorCode> {
-    let text = std::str::from_utf8(body).map_err(|_| ErrorCode::InvalidXmlDocument)?;
-    Ok(text.contains("<SignedIdentifier>"))
+/// The most stored access policies a container holds, as Azure allows.
+pub const MAX_SIGNED_IDENTIFIERS: usize = 5;
+
+/// A Set Container ACL body's stored access policies (an empty body defines none): at most
+/// five, ids of 1 to 64 characters, each once; times ISO 8601; permission letters of a
+/// container SAS.
+pub fn parse_signed_identifiers(body: &[u8]) -> Result<Vec<crate::sas::StoredPolicy>, ErrorCode> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let tree = parse_tree(body, "SignedIdentifiers")?;
+    if tree.children.len() > MAX_SIGNED_IDENTIFIERS {
+        return Err(ErrorCode::InvalidXmlDocument);
+    }
+    let mut out: Vec<crate::sas::StoredPolicy> = Vec::new();
+    for si in &tree.children {
+        let id = si.child_text("Id").unwrap_or("").trim();
+        // An id is kept one per line with its fields tab-separated: no control characters.
+        if si.name != "SignedIdentifier" || id.is_empty() || id.chars().count() > 64 || id.chars().any(char::is_control)
+        {
+            return Err(ErrorCode::InvalidXmlDocument);
+        }
+        if out.iter().any(|p| p.id == id) {
+            return Err(ErrorCode::InvalidXmlDocument);
+        }
+        let field = |name: &str| {
+            si.child("AccessPolicy").and_then(|p| p.child_text(name)).map(str::trim).filter(|v| !v.is_empty())
+        };
+        let time = |name: &str| match field(name) {
+            Some(v) if crate::sas::parse_time(v).is_none() => Err(ErrorCode::InvalidXmlNodeValue),
+            v => Ok(v.map(str::to_owned)),
+        };
+        let permission = field("Permission").map(str::to_owned);
+        if permission.as_deref().is_some_and(|p| !p.chars().all(|c| "racwdxyltmeopi".contains(c))) {
+            return Err(ErrorCode::InvalidXmlNodeValue);
+        }
+        out.push(crate::sas::StoredPolicy {
+            id: id.to_owned(),
+            start: time("Start")?,
+            expiry: time("Expiry")?,
+            permission,
+        });
+    }
+    Ok(out)
+}
+
+/// Get Container ACL's body: the stored access policies.
+pub fn signed_identifiers(policies: &[crate::sas::StoredPolicy]) -> String {
+    if policies.is_empty() {
+        return format!("{DECL}<SignedIdentifiers />");
+    }
+    let mut out = format!("{DECL}<SignedIdentifiers>");
+    for p in policies {
+        out.push_str("<SignedIdentifier>");
+        tag(&mut out, "Id", &p.id);
+        out.push_str("<AccessPolicy>");
+        for (name, v) in [("Start", &p.start), ("Expiry", &p.expiry), ("Permission", &p.permission)] {
+            if let Some(v) = v {
+                tag(&mut out, name, v);
+            }
+        }
+        out.push_str("</AccessPolicy></SignedIdentifier>");
+    }
+    out.push_str("</SignedIdentifiers>");
+    out
 }
 
 #[cfg(test)]
@@ -449,11 +509,31 @@ mod tests {
 
     #[test]
     fn acl_bodies_with_and_without_stored_policies() {
-        assert_eq!(has_signed_identifiers(b""), Ok(false));
-        assert_eq!(has_signed_identifiers(b"<?xml version=\"1.0\"?><SignedIdentifiers />"), Ok(false));
-        let policy = b"<SignedIdentifiers><SignedIdentifier><Id>p</Id></SignedIdentifier></SignedIdentifiers>";
-        assert_eq!(has_signed_identifiers(policy), Ok(true));
-        assert_eq!(has_signed_identifiers(b"\xff"), Err(ErrorCode::InvalidXmlDocument));
+        assert_eq!(parse_signed_identifiers(b""), Ok(vec![]));
+        assert_eq!(parse_signed_identifiers(b"<?xml version=\"1.0\"?><SignedIdentifiers />"), Ok(vec![]));
+        let policy = b"<SignedIdentifiers><SignedIdentifier><Id>p</Id><AccessPolicy><Expiry>2030-01-01T00:00:00.0000000Z</Expiry><Permission>rl</Permission></AccessPolicy></SignedIdentifier></SignedIdentifiers>";
+        let got = parse_signed_identifiers(policy).unwrap();
+        assert_eq!(
+            (got[0].id.as_str(), got[0].permission.as_deref(), got[0].start.as_deref()),
+            ("p", Some("rl"), None)
+        );
+        let written = signed_identifiers(&got);
+        assert_eq!(parse_signed_identifiers(written.as_bytes()), Ok(got), "what Get Container ACL writes reads back");
+        let six = format!(
+            "<SignedIdentifiers>{}</SignedIdentifiers>",
+            (0..6).map(|i| format!("<SignedIdentifier><Id>{i}</Id></SignedIdentifier>")).collect::<String>()
+        );
+        for (bad, code) in [
+            (six.as_bytes().to_vec(), ErrorCode::InvalidXmlDocument),
+            (b"\xff".to_vec(), ErrorCode::InvalidXmlDocument),
+            (b"<SignedIdentifiers><SignedIdentifier><Id></Id></SignedIdentifier></SignedIdentifiers>".to_vec(), ErrorCode::InvalidXmlDocument),
+            (format!("<SignedIdentifiers><SignedIdentifier><Id>{}</Id></SignedIdentifier></SignedIdentifiers>", "x".repeat(65)).into_bytes(), ErrorCode::InvalidXmlDocument),
+            (b"<SignedIdentifiers><SignedIdentifier><Id>a</Id></SignedIdentifier><SignedIdentifier><Id>a</Id></SignedIdentifier></SignedIdentifiers>".to_vec(), ErrorCode::InvalidXmlDocument),
+            (b"<SignedIdentifiers><SignedIdentifier><Id>a</Id><AccessPolicy><Expiry>soon</Expiry></AccessPolicy></SignedIdentifier></SignedIdentifiers>".to_vec(), ErrorCode::InvalidXmlNodeValue),
+            (b"<SignedIdentifiers><SignedIdentifier><Id>a</Id><AccessPolicy><Permission>rz</Permission></AccessPolicy></SignedIdentifier></SignedIdentifiers>".to_vec(), ErrorCode::InvalidXmlNodeValue),
+        ] {
+            assert_eq!(parse_signed_identifiers(&bad), Err(code), "{}", String::from_utf8_lossy(&bad));
+        }
     }
 
     #[test]

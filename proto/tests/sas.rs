@@ -21,8 +21,14 @@ fn check_at(path: &str, kind: &str, op: Operation, now: &str) -> Result<Signer, 
     let key = base64::engine::general_purpose::STANDARD.decode(DEV_KEY).unwrap();
     let sep = if path.contains('?') { '&' } else { '?' };
     let t = parse(&format!("{path}{sep}{}", token(kind)), Some("127.0.0.1:10000")).unwrap();
-    let req =
-        SasRequest { target: &t, op, now: parse_time(now).unwrap(), client_ip: "127.0.0.1".parse().ok(), https: false };
+    let req = SasRequest {
+        target: &t,
+        op,
+        now: parse_time(now).unwrap(),
+        client_ip: "127.0.0.1".parse().ok(),
+        https: false,
+        policy: None,
+    };
     verify("devstoreaccount1", &[key], &req)
 }
 
@@ -86,7 +92,13 @@ fn sdk_user_delegation_sas_verifies_with_the_derived_key_and_names_its_principal
     let tampered = token("delegated-blob").replace("skoid=0a0a", "skoid=0b0a");
     let key = base64::engine::general_purpose::STANDARD.decode(DEV_KEY).unwrap();
     let t = parse(&format!("{blob}?{tampered}"), Some("127.0.0.1:10000")).unwrap();
-    let req =
-        SasRequest { target: &t, op: Operation::GetBlob, now: parse_time(at).unwrap(), client_ip: None, https: false };
+    let req = SasRequest {
+        target: &t,
+        op: Operation::GetBlob,
+        now: parse_time(at).unwrap(),
+        client_ip: None,
+        https: false,
+        policy: None,
+    };
     assert_eq!(verify("devstoreaccount1", &[key], &req), Err(SasError::Signature));
 }

@@ -44,8 +44,14 @@ fn a_v1_file_upgrades_to_v2_with_every_blob_intact() {
             node.create_container(ACCOUNT, "public", vec![("Owner".into(), "me".into())]).await.unwrap();
             node.create_container(ACCOUNT, "private", vec![]).await.unwrap();
             node.on(0, |s| async move {
-                edgeblob_engine::ops::set_container_access(&s, ACCOUNT.into(), "public".into(), PublicAccess::Container)
-                    .await
+                edgeblob_engine::ops::set_container_access(
+                    &s,
+                    ACCOUNT.into(),
+                    "public".into(),
+                    PublicAccess::Container,
+                    vec![],
+                )
+                .await
             })
             .await
             .unwrap()

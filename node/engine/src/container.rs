@@ -45,10 +45,60 @@ pub async fn create(
     Ok(container)
 }
 
+/// A stored access policy (Set Container ACL's signed identifier): its id, and whichever of the
+/// start, expiry (ISO 8601, as set) and permission letters it fixes for the SAS that name it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessPolicy {
+    pub id: String,
+    pub start: Option<String>,
+    pub expiry: Option<String>,
+    pub permission: Option<String>,
+}
+
+/// The metadata name under which a container keeps its stored access policies. No client can
+/// write it (metadata names are C# identifiers, which never begin with `$`), and no answer shows
+/// it; keeping the policies there keeps every format that carries a container (log records,
+/// index, the tier's metadata) unchanged. Its value: one line per policy, its four fields
+/// separated by tabs, an absent field empty (format.md, "Containers").
+pub const ACL_KEY: &str = "$acl";
+
+/// The container's stored access policies.
+pub fn access_policies(c: &Container) -> Vec<AccessPolicy> {
+    let Some((_, text)) = c.metadata.iter().find(|(k, _)| k == ACL_KEY) else { return Vec::new() };
+    let field = |f: Option<&str>| f.filter(|f| !f.is_empty()).map(str::to_owned);
+    text.lines()
+        .map(|line| {
+            let mut f = line.split('\t');
+            AccessPolicy {
+                id: f.next().unwrap_or_default().to_owned(),
+                start: field(f.next()),
+                expiry: field(f.next()),
+                permission: field(f.next()),
+            }
+        })
+        .collect()
+}
+
+fn encode_policies(policies: &[AccessPolicy]) -> String {
+    let line = |p: &AccessPolicy| {
+        debug_assert!(!p.id.is_empty(), "a policy without an id");
+        let parts = [Some(p.id.as_str()), p.start.as_deref(), p.expiry.as_deref(), p.permission.as_deref()];
+        debug_assert!(parts.iter().flatten().all(|f| !f.contains(['\t', '\n', '\r'])), "a field holds a separator");
+        parts.map(|f| f.unwrap_or("")).join("\t")
+    };
+    policies.iter().map(line).collect::<Vec<_>>().join("\n")
+}
+
+/// The container's metadata as clients see it: without what the node keeps there.
+pub fn client_metadata(c: &Container) -> Metadata {
+    c.metadata.iter().filter(|(k, _)| k != ACL_KEY).cloned().collect()
+}
+
 /// What Set Container Metadata or Set Container ACL changes.
 pub enum ContainerChange {
     Metadata(Metadata),
-    Access(PublicAccess),
+    /// Set Container ACL sets both, replacing the stored policies whole.
+    Access(PublicAccess, Vec<AccessPolicy>),
 }
 
 pub async fn set_metadata(s: &Rc<Shard>, account: String, name: String, metadata: Metadata) -> Result<Container> {
@@ -63,8 +113,19 @@ pub async fn change(s: &Rc<Shard>, account: String, name: String, what: Containe
         let mut meta = s.meta.borrow_mut();
         let mut c = meta.state().containers.get(&key).cloned().ok_or(EngineError::ContainerNotFound)?;
         match what {
-            ContainerChange::Metadata(md) => c.metadata = md,
-            ContainerChange::Access(a) => c.public_access = a,
+            ContainerChange::Metadata(md) => {
+                // New metadata replaces the client's, never what the node keeps there.
+                debug_assert!(md.iter().all(|(k, _)| k != ACL_KEY), "a client's metadata named {ACL_KEY}");
+                let kept = c.metadata.iter().filter(|(k, _)| k == ACL_KEY).cloned();
+                c.metadata = md.into_iter().chain(kept).collect();
+            }
+            ContainerChange::Access(a, policies) => {
+                c.public_access = a;
+                c.metadata.retain(|(k, _)| k != ACL_KEY);
+                if !policies.is_empty() {
+                    c.metadata.push((ACL_KEY.to_owned(), encode_policies(&policies)));
+                }
+            }
         }
         c.etag = s.node.stamp();
         c.modified_ns = now_ns();

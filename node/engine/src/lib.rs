@@ -17,7 +17,7 @@
 pub mod blob;
 mod cache;
 pub mod config;
-mod container;
+pub mod container;
 mod counts;
 pub mod error;
 mod index_space;
@@ -118,6 +118,19 @@ impl Node {
     pub async fn set_container_metadata(&self, account: &str, name: &str, metadata: Metadata) -> Result<Container> {
         let (a, n) = (account.to_owned(), name.to_owned());
         self.on(CATALOG_SHARD, move |s| async move { ops::set_container_metadata(&s, a, n, metadata).await }).await?
+    }
+
+    /// Set Container ACL: public access and the stored access policies, replaced whole.
+    pub async fn set_container_acl(
+        &self,
+        account: &str,
+        name: &str,
+        access: edgeblob_meta::model::PublicAccess,
+        policies: Vec<container::AccessPolicy>,
+    ) -> Result<Container> {
+        let (a, n) = (account.to_owned(), name.to_owned());
+        self.on(CATALOG_SHARD, move |s| async move { ops::set_container_access(&s, a, n, access, policies).await })
+            .await?
     }
 
     pub fn get_container(&self, account: &str, name: &str) -> Result<Container> {

@@ -162,9 +162,10 @@ pub async fn set_container_access(
     account: String,
     name: String,
     access: PublicAccess,
+    policies: Vec<container::AccessPolicy>,
 ) -> Result<Container> {
     at(s, CATALOG_SHARD, move |c| async move {
-        container::change(&c, account, name, container::ContainerChange::Access(access)).await
+        container::change(&c, account, name, container::ContainerChange::Access(access, policies)).await
     })
     .await?
 }

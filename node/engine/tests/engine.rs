@@ -669,3 +669,41 @@ fn a_clean_stop_leaves_nothing_to_replay() {
     }
     assert_eq!(listed, blobs);
 }
+
+/// A container's stored access policies ride in its catalog entry: they survive a restart, a
+/// later Set Container Metadata keeps them, and they never show as metadata.
+#[test]
+fn stored_access_policies_survive_a_restart_and_new_metadata() {
+    use edgeblob_engine::container::{access_policies, client_metadata, AccessPolicy};
+    use edgeblob_meta::model::PublicAccess;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let policies = vec![
+        AccessPolicy {
+            id: "readers".into(),
+            start: None,
+            expiry: Some("2030-01-01T00:00:00Z".into()),
+            permission: Some("rl".into()),
+        },
+        AccessPolicy { id: "all".into(), start: Some("2026-01-01T00:00:00Z".into()), expiry: None, permission: None },
+    ];
+    let rt = rt();
+    {
+        let node = open(&cfg);
+        rt.block_on(async {
+            node.create_container(ACCOUNT, "c", vec![("Team".into(), "ml".into())]).await.unwrap();
+            node.set_container_acl(ACCOUNT, "c", PublicAccess::Blob, policies.clone()).await.unwrap();
+            node.set_container_metadata(ACCOUNT, "c", vec![("Owner".into(), "a".into())]).await.unwrap();
+        });
+        node.stop();
+    }
+    let node = open(&cfg);
+    let c = node.get_container(ACCOUNT, "c").unwrap();
+    assert_eq!(access_policies(&c), policies);
+    assert_eq!(client_metadata(&c), vec![("Owner".to_owned(), "a".to_owned())]);
+    assert_eq!(c.public_access, PublicAccess::Blob);
+    // An ACL without policies removes them.
+    rt.block_on(node.set_container_acl(ACCOUNT, "c", PublicAccess::None, vec![])).unwrap();
+    let c = node.get_container(ACCOUNT, "c").unwrap();
+    assert!(access_policies(&c).is_empty() && c.metadata.len() == 1, "{:?}", c.metadata);
+}

@@ -64,7 +64,15 @@ pub fn authenticate(
     }
     if t.param("sig").is_some() {
         let now = edgeblob_engine::shard::now_ns() / 1_000_000_000;
-        let r = sas::SasRequest { target: t, op, now, client_ip: Some(peer.ip()), https: ctx.https };
+        let policy = anonymous.and_then(|s| stored_policy(s, t));
+        let r = sas::SasRequest {
+            target: t,
+            op,
+            now,
+            client_ip: Some(peer.ip()),
+            https: ctx.https,
+            policy: policy.as_ref(),
+        };
         let signer = sas::verify(&t.account, keys, &r).map_err(|e| match e.code() {
             ErrorCode::AuthenticationFailed => failed("SAS", e.to_string()),
             code => ApiError::authentication(code, e),
@@ -140,6 +148,15 @@ pub(super) fn delegated(ctx: &HttpCtx, t: &Target, op: Operation, oid: String, t
         return Err(ErrorCode::AuthorizationPermissionMismatch.into());
     }
     Ok(())
+}
+
+/// The stored access policy a service SAS names (`si`) on the container it addresses, as the
+/// catalog holds it now: a policy changed or removed changes or revokes its SAS at once.
+pub(super) fn stored_policy(s: &Shard, t: &Target) -> Option<sas::StoredPolicy> {
+    let si = t.param("si")?;
+    let c = s.node.container(&t.account, t.container.as_deref()?)?;
+    let p = edgeblob_engine::container::access_policies(&c).into_iter().find(|p| p.id == si)?;
+    Some(sas::StoredPolicy { id: p.id, start: p.start, expiry: p.expiry, permission: p.permission })
 }
 
 /// The conditions a write runs under: a create-only SAS adds `If-None-Match: *`, so it can make

@@ -1,15 +1,16 @@
 //! Operations on a container: create, delete, properties, metadata, ACL, List Blobs.
 
+use edgeblob_engine::container::{access_policies, client_metadata, AccessPolicy};
 use edgeblob_engine::ops;
 use edgeblob_meta::listing::{ListEntry, ListQuery};
 use edgeblob_proto::request::{ContainerRef, ListBlobs, Metadata, PublicAccess};
-use edgeblob_proto::{headers as hdr, xml, ErrorCode};
+use edgeblob_proto::{headers as hdr, sas, xml, ErrorCode};
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::body::{self, RespBody};
 use super::dispatch::Call;
-use super::error::{ApiError, Result};
+use super::error::Result;
 use super::model::{access, access_header};
 use super::response::{changed, put_metadata, respond, set, set_version, xml_response};
 use super::service::service_endpoint;
@@ -43,8 +44,9 @@ pub fn get_properties(c: &Call<'_>, ctr: ContainerRef) -> Result<Response<RespBo
     if let Some(a) = access_header(found.public_access) {
         set(rh, "x-ms-blob-public-access", a);
     }
-    put_metadata(rh, &found.metadata);
-    super::response::keep_meta_case(&mut r, &found.metadata);
+    let metadata = client_metadata(&found);
+    put_metadata(rh, &metadata);
+    super::response::keep_meta_case(&mut r, &metadata);
     Ok(r)
 }
 
@@ -55,7 +57,11 @@ pub async fn set_metadata(c: &Call<'_>, ctr: ContainerRef, metadata: Metadata) -
 
 pub fn get_acl(c: &Call<'_>, ctr: ContainerRef) -> Result<Response<RespBody>> {
     let found = c.shard.node.container(&ctr.account, &ctr.container).ok_or(ErrorCode::ContainerNotFound)?;
-    let mut r = xml_response(format!("{}<SignedIdentifiers />", r#"<?xml version="1.0" encoding="utf-8"?>"#));
+    let policies: Vec<sas::StoredPolicy> = access_policies(&found)
+        .into_iter()
+        .map(|p| sas::StoredPolicy { id: p.id, start: p.start, expiry: p.expiry, permission: p.permission })
+        .collect();
+    let mut r = xml_response(xml::signed_identifiers(&policies));
     let rh = r.headers_mut();
     set_version(rh, found.etag, found.modified_ns);
     if let Some(a) = access_header(found.public_access) {
@@ -71,13 +77,11 @@ pub async fn set_acl(
     body: Incoming,
 ) -> Result<Response<RespBody>> {
     let acl = body::collect(body, MAX_ACL_BODY, c.ctx.body_timeout).await?;
-    if xml::has_signed_identifiers(&acl)? {
-        return Err(ApiError::with_message(
-            ErrorCode::OperationNotSupported,
-            "Stored access policies are not supported.",
-        ));
-    }
-    let done = ops::set_container_access(c.shard, ctr.account, ctr.container, access(public_access)).await?;
+    let policies = xml::parse_signed_identifiers(&acl)?
+        .into_iter()
+        .map(|p| AccessPolicy { id: p.id, start: p.start, expiry: p.expiry, permission: p.permission })
+        .collect();
+    let done = ops::set_container_access(c.shard, ctr.account, ctr.container, access(public_access), policies).await?;
     Ok(changed(StatusCode::OK, done.etag, done.modified_ns))
 }
 

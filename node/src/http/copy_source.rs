@@ -76,7 +76,8 @@ fn authorize_local_source(c: &Call<'_>, url: &str, st: &addr::Target, ctr: &str)
     let keys = c.ctx.accounts.get(&st.account).ok_or(ErrorCode::CannotVerifyCopySource)?;
     let now = edgeblob_engine::shard::now_ns() / 1_000_000_000;
     let read_with = |target: &addr::Target, client_ip, https| {
-        let r = sas::SasRequest { target, op: Operation::GetBlob, now, client_ip, https };
+        let policy = super::auth::stored_policy(c.shard, target);
+        let r = sas::SasRequest { target, op: Operation::GetBlob, now, client_ip, https, policy: policy.as_ref() };
         sas::verify(&st.account, keys, &r)
     };
     if st.param("sig").is_some() {

@@ -23,6 +23,7 @@ pub fn get_account_info() -> Response<RespBody> {
 
 pub fn list_containers(c: &Call<'_>, p: ListContainers) -> Result<Response<RespBody>> {
     let (items, next) = c.shard.node.list_containers(&p.account, &p.prefix, p.marker.as_deref(), p.max_results.value);
+    let metadata: Vec<_> = items.iter().map(|(_, ctr)| edgeblob_engine::container::client_metadata(ctr)).collect();
     let endpoint = service_endpoint(c);
     let x = xml::list_containers(&xml::ListContainers {
         service_endpoint: &endpoint,
@@ -31,11 +32,12 @@ pub fn list_containers(c: &Call<'_>, p: ListContainers) -> Result<Response<RespB
         max_results: p.max_results.sent.then_some(p.max_results.value),
         items: items
             .iter()
-            .map(|(n, ctr)| xml::ContainerItem {
+            .zip(&metadata)
+            .map(|((n, ctr), md)| xml::ContainerItem {
                 name: n,
                 last_modified: hdr::http_date(ctr.modified_ns),
                 etag: ctr.etag,
-                metadata: p.include_metadata.then_some(ctr.metadata.as_slice()),
+                metadata: p.include_metadata.then_some(md.as_slice()),
             })
             .collect(),
         next_marker: next.as_deref(),
