@@ -61,6 +61,27 @@ pub fn shared_key(data: &[u8]) {
     assert!(shared_key::verify(&t.account, &[KEY.to_vec()], &req, auth).is_err(), "a forged signature verified");
 }
 
+/// Bearer tokens: whatever a client sends, validation ends in a refusal (no key here signs
+/// anything the fuzzer can make), never a panic, and reads no more than the token's bound.
+pub fn bearer(data: &[u8]) {
+    use edgeblob_proto::bearer::{validate, KeySet, Policy, SigningKey};
+    let Ok(token) = std::str::from_utf8(data) else { return };
+    let mut keys = KeySet::default();
+    // A 2048-bit modulus whose factors nobody here knows.
+    let n: Vec<u8> = (0..256u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8 | 0x80).collect();
+    keys.keys.insert("k".into(), SigningKey { n, e: vec![1, 0, 1] });
+    let policy = Policy {
+        tenants: vec!["t".into()],
+        audiences: vec!["a".into()],
+        storage_audience: true,
+        v1: true,
+        v2: true,
+        leeway: 300,
+    };
+    assert!(validate(token, &keys, &policy, "acct", 1_800_000_000).is_err(), "a forged token validated");
+    let _ = KeySet::from_jwks(data);
+}
+
 /// SAS: parameters in the query; none verifies without the key, and refusals map to a code.
 pub fn sas(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -154,4 +175,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("batch", batch),
     ("ranges", ranges),
     ("record", record),
+    ("bearer", bearer),
 ];
