@@ -42,6 +42,8 @@ pub struct EntraConfig {
     /// Where fetched keys are kept, so a restart serves tokens before the first fetch.
     pub jwks_cache: Option<PathBuf>,
     pub jwks_refresh_secs: u64,
+    /// The least time between two fetches, however many unknown keys are presented.
+    pub jwks_min_refetch_secs: u64,
     /// PEM certificates to trust for `jwks_url` besides the system's (a private authority).
     pub jwks_ca: Option<PathBuf>,
 }
@@ -58,6 +60,7 @@ impl Default for EntraConfig {
             jwks_url: None,
             jwks_cache: None,
             jwks_refresh_secs: 86_400,
+            jwks_min_refetch_secs: 60,
             jwks_ca: None,
         }
     }

@@ -1,7 +1,7 @@
 //! Entra ID for the Blob API: the tenant's signing keys and the role bindings, shared by every
 //! shard, and the thread that keeps them current. A request never waits on the network: it is
 //! checked against the keys held now; a token naming a key not held asks the thread for a fetch
-//! (at most one a minute) and is refused meanwhile. The configuration file is watched too, so
+//! (at most one a minute, `jwks_min_refetch_secs`) and is refused meanwhile. The configuration file is watched too, so
 //! bindings change without a restart.
 
 use std::path::{Path, PathBuf};
@@ -14,9 +14,6 @@ use edgeblob_proto::rbac::{self, Action, Binding};
 
 use crate::config::Config;
 
-/// Fetches of the key set at most this often, however many unknown keys are presented.
-const FETCH_AT_MOST_EVERY: u64 = 60;
-
 /// How often the thread looks at the files it watches.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
@@ -24,7 +21,14 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum KeySource {
     File(PathBuf),
-    Url { url: String, cache: Option<PathBuf>, refresh: u64, ca: Option<PathBuf> },
+    /// `every`: the least seconds between two fetches (`jwks_min_refetch_secs`).
+    Url {
+        url: String,
+        cache: Option<PathBuf>,
+        refresh: u64,
+        every: u64,
+        ca: Option<PathBuf>,
+    },
 }
 
 /// What the configuration says, swapped whole on a reload.
@@ -62,7 +66,8 @@ fn settings_of(config: &Config) -> Result<Option<Settings>, String> {
         (None, Some(u)) => KeySource::Url {
             url: u.clone(),
             cache: e.jwks_cache.clone(),
-            refresh: e.jwks_refresh_secs.max(FETCH_AT_MOST_EVERY),
+            refresh: e.jwks_refresh_secs.max(e.jwks_min_refetch_secs),
+            every: e.jwks_min_refetch_secs.max(1),
             ca: e.jwks_ca.clone(),
         },
         (None, None) => return Err("auth.entra: set one of jwks_file and jwks_url".into()),
@@ -201,11 +206,11 @@ fn watch(entra: Weak<Entra>, config_path: Option<PathBuf>) {
                     keys_seen = Some((p, m));
                 }
             }
-            KeySource::Url { url, cache, refresh, ca } => {
+            KeySource::Url { url, cache, refresh, every, ca } => {
                 let now = now_secs();
                 let (age, held) = e.keys_age();
                 let due = held == 0 || age.is_none_or(|a| a >= refresh) || e.want_fetch.load(Ordering::Relaxed);
-                if due && now.saturating_sub(last_fetch) >= FETCH_AT_MOST_EVERY {
+                if due && now.saturating_sub(last_fetch) >= every {
                     last_fetch = now;
                     e.want_fetch.store(false, Ordering::Relaxed);
                     if fetcher.as_ref().is_none_or(|(u, _)| *u != url) {

@@ -427,3 +427,85 @@ fn user_delegation_keys_sign_sas_that_hold_only_while_the_principal_may() {
     }
     assert_eq!(get(&read).1, "authorizationpermissionmismatch");
 }
+
+/// Keys fetched from the tenant's URL: the first fetch at start, a token of a key not held asks
+/// for one more (and is refused until it lands), a flood of unknown keys costs at most one fetch
+/// a `jwks_min_refetch_secs`, and a restart with the URL down serves from the cached set.
+#[test]
+fn keys_fetched_from_a_url_follow_a_roll_within_the_fetch_bound_and_survive_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Tenant::new(TENANT, "key-1");
+    let rolled = Tenant::new(TENANT, "key-2");
+    let both = |a: &Tenant, b: &Tenant| {
+        let (x, y): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(&a.jwks()).unwrap(), serde_json::from_str(&b.jwks()).unwrap());
+        json!({ "keys": [x["keys"][0].clone(), y["keys"][0].clone()] }).to_string()
+    };
+    let keys_dir = dir.path().join("idp");
+    std::fs::create_dir_all(&keys_dir).unwrap();
+    let idp = entra::JwksServer::start(&keys_dir, first.jwks());
+    let cache = dir.path().join("jwks-cache.json");
+    let toml = format!(
+        "[auth.entra]\ntenants = [\"{TENANT}\"]\naudiences = [\"{AUDIENCE}\"]\njwks_url = \"{}\"\njwks_cache = \"{}\"\njwks_ca = \"{}\"\njwks_min_refetch_secs = 2\n\
+         [[auth.role_binding]]\nprincipal = \"oid:{WRITER}\"\nrole = \"Storage Blob Data Owner\"\nscope = \"devstoreaccount1\"\n",
+        idp.url(),
+        cache.display(),
+        idp.ca.display()
+    );
+    let auth = edgeblob::config::Config::from_toml(&toml).unwrap().auth;
+    let (cert, key) = entra::self_signed(dir.path());
+    let start = |auth| {
+        InProcess::start(dir.path(), 1 << 30, 1, |c| {
+            c.tls = Some(edgeblob::config::TlsConfig { port: 0, cert: cert.clone(), key: key.clone() });
+            c.auth = auth;
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let call = |node: &InProcess, token: &str| {
+        let auth = format!("Bearer {token}");
+        rt.block_on(entra::https(
+            node.tls.unwrap(),
+            &cert,
+            "GET",
+            "/devstoreaccount1?comp=list",
+            &[("Authorization", &auth)],
+            b"",
+        ))
+        .0
+    };
+    let until = |what: &str, mut ok: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let node = start(auth.clone());
+    let token1 = first.token(&first.claims(false, AUDIENCE, WRITER));
+    until("the first fetch never landed", Box::new(|| call(&node, &token1) == 200));
+    assert_eq!(idp.hits(), 1, "one fetch at start");
+    assert!(cache.exists(), "the fetched set was cached");
+
+    // The tenant adds a key: its first token is refused and asks for a fetch, then holds.
+    idp.serve(both(&first, &rolled));
+    let token2 = rolled.token(&rolled.claims(true, AUDIENCE, WRITER));
+    assert_eq!(call(&node, &token2), 401, "a key not yet held");
+    until("the new key was never fetched", Box::new(|| call(&node, &token2) == 200));
+    assert_eq!(idp.hits(), 2);
+
+    // A flood of tokens naming keys nobody has: at most one fetch per two seconds.
+    let forged = rolled.sign(&json!({ "alg": "RS256", "kid": "nobody" }), &rolled.claims(false, AUDIENCE, WRITER));
+    let (before, began) = (idp.hits(), Instant::now());
+    while began.elapsed() < Duration::from_secs(3) {
+        assert_eq!(call(&node, &forged), 401);
+    }
+    let fetched = idp.hits() - before;
+    assert!((1..=3).contains(&fetched), "{fetched} fetches for a flood of unknown keys in 3 s");
+    drop(node);
+
+    // The URL is down at the next start: the cached set serves at once.
+    idp.set_up(false);
+    let node = start(auth);
+    assert_eq!(call(&node, &token2), 200, "the cached keys were not used");
+    assert_eq!(call(&node, &token1), 200);
+}

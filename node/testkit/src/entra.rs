@@ -232,3 +232,80 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A tenant's key-set endpoint over TLS (a self-signed certificate in `dir`): serves the
+/// document set last, counts its fetches, and answers 503 while down.
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    pub ca: PathBuf,
+    state: Arc<std::sync::Mutex<(String, bool)>>,
+    hits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl JwksServer {
+    pub fn start(dir: &Path, doc: String) -> JwksServer {
+        use http_body_util::Full;
+        use hyper::service::service_fn;
+        use rustls_pki_types::pem::PemObject;
+        let (cert, key) = self_signed(dir);
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(&cert).unwrap().map(|c| c.unwrap()).collect();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let state = Arc::new(std::sync::Mutex::new((doc, true)));
+        let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (st, h) = (state.clone(), hits.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else { return };
+                    let (acceptor, st, h) = (acceptor.clone(), st.clone(), h.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else { return };
+                        let svc = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let (doc, up) = st.lock().unwrap().clone();
+                            let resp = hyper::Response::builder()
+                                .status(if up { 200 } else { 503 })
+                                .header("content-type", "application/json")
+                                .body(Full::new(bytes::Bytes::from(if up { doc } else { "{}".into() })))
+                                .unwrap();
+                            async move { Ok::<_, std::convert::Infallible>(resp) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        JwksServer { addr, ca: cert, state, hits }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/common/discovery/v2.0/keys", self.addr.port())
+    }
+
+    pub fn serve(&self, doc: String) {
+        self.state.lock().unwrap().0 = doc;
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.state.lock().unwrap().1 = up;
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
