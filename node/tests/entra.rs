@@ -428,7 +428,8 @@ fn user_delegation_keys_sign_sas_that_hold_only_while_the_principal_may() {
     assert_eq!(get(&read).1, "authorizationpermissionmismatch");
 }
 
-/// Keys fetched from the tenant's URL: the first fetch at start, a token of a key not held asks
+/// Keys fetched from the tenant's URL (its OpenID Connect discovery document, which names the
+/// key set's): the first fetch at start, a token of a key not held asks
 /// for one more (and is refused until it lands), a flood of unknown keys costs at most one fetch
 /// a `jwks_min_refetch_secs`, and a restart with the URL down serves from the cached set.
 #[test]
@@ -448,7 +449,7 @@ fn keys_fetched_from_a_url_follow_a_roll_within_the_fetch_bound_and_survive_an_o
     let toml = format!(
         "[auth.entra]\ntenants = [\"{TENANT}\"]\naudiences = [\"{AUDIENCE}\"]\njwks_url = \"{}\"\njwks_cache = \"{}\"\njwks_ca = \"{}\"\njwks_min_refetch_secs = 2\n\
          [[auth.role_binding]]\nprincipal = \"oid:{WRITER}\"\nrole = \"Storage Blob Data Owner\"\nscope = \"devstoreaccount1\"\n",
-        idp.url(),
+        idp.discovery_url(),
         cache.display(),
         idp.ca.display()
     );

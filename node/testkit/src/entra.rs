@@ -234,7 +234,8 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 /// A tenant's key-set endpoint over TLS (a self-signed certificate in `dir`): serves the
-/// document set last, counts its fetches, and answers 503 while down.
+/// document set last (and a discovery document naming it), counts fetches of the key set, and
+/// answers 503 while down.
 pub struct JwksServer {
     pub addr: SocketAddr,
     pub ca: PathBuf,
@@ -273,9 +274,15 @@ impl JwksServer {
                     let (acceptor, st, h) = (acceptor.clone(), st.clone(), h.clone());
                     tokio::spawn(async move {
                         let Ok(tls) = acceptor.accept(tcp).await else { return };
-                        let svc = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
-                            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            let (doc, up) = st.lock().unwrap().clone();
+                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (mut doc, up) = st.lock().unwrap().clone();
+                            if req.uri().path().ends_with("/.well-known/openid-configuration") {
+                                let keys = format!("https://127.0.0.1:{}/common/discovery/v2.0/keys", addr.port());
+                                doc = json!({ "jwks_uri": keys, "issuer": "https://login.microsoftonline.com/{tenantid}/v2.0" })
+                                    .to_string();
+                            } else {
+                                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
                             let resp = hyper::Response::builder()
                                 .status(if up { 200 } else { 503 })
                                 .header("content-type", "application/json")
@@ -295,6 +302,11 @@ impl JwksServer {
 
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}/common/discovery/v2.0/keys", self.addr.port())
+    }
+
+    /// The tenant's OpenID Connect discovery document, which names [`Self::url`].
+    pub fn discovery_url(&self) -> String {
+        format!("https://127.0.0.1:{}/common/v2.0/.well-known/openid-configuration", self.addr.port())
     }
 
     pub fn serve(&self, doc: String) {
