@@ -129,3 +129,20 @@ fn stored_access_policies_bound_their_sas_and_removing_one_revokes_them() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.lines().any(|l| l == "OK"), "stored access policies:\n{text}");
 }
+
+#[test]
+fn blob_service_properties_are_set_and_read_back_as_the_python_sdk_sees_them() {
+    let Some(_kit) = peers::kit("the Python SDK sets service properties") else { return };
+    let python = peers::home().join("venv/bin/python");
+    let dir = tempfile::tempdir().unwrap();
+    let node = InProcess::start(dir.path(), 1 << 30, 1, |_| {});
+    let conn = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint=http://{}/devstoreaccount1;",
+        edgeblob::config::DEV_KEY,
+        node.addr
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/service_props.py");
+    let out = Command::new(&python).arg(&script).arg(&conn).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.lines().any(|l| l == "OK"), "service properties:\n{text}");
+}

@@ -15,6 +15,7 @@ pub mod range;
 pub mod rbac;
 pub mod request;
 pub mod sas;
+pub mod service_props;
 pub mod shared_key;
 pub mod xml;
 

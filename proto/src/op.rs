@@ -32,6 +32,8 @@ pub enum Operation {
     SetBlobProperties,
     BlobBatch,
     GetUserDelegationKey,
+    GetBlobServiceProperties,
+    SetBlobServiceProperties,
 }
 
 impl Operation {
@@ -61,6 +63,8 @@ impl Operation {
             SetBlobProperties => "SetBlobProperties",
             BlobBatch => "BlobBatch",
             GetUserDelegationKey => "GetUserDelegationKey",
+            GetBlobServiceProperties => "GetBlobServiceProperties",
+            SetBlobServiceProperties => "SetBlobServiceProperties",
         }
     }
 
@@ -96,8 +100,10 @@ pub fn route(method: &Method, t: &Target, headers: &HeaderMap) -> Result<Operati
             (&Method::GET, Some("list")) => Ok(ListContainers),
             (&Method::POST, Some("batch")) => Ok(BlobBatch),
             (&Method::POST, Some("userdelegationkey")) if restype == Some("service") => Ok(GetUserDelegationKey),
+            (&Method::GET, Some("properties")) if restype == Some("service") => Ok(GetBlobServiceProperties),
+            (&Method::PUT, Some("properties")) if restype == Some("service") => Ok(SetBlobServiceProperties),
             (_, Some("list")) => bad_verb,
-            (_, Some("userdelegationkey")) if restype == Some("service") => bad_verb,
+            (_, Some("userdelegationkey") | Some("properties")) if restype == Some("service") => bad_verb,
             _ => bad_query,
         },
         (Some(_), None) => {
@@ -189,6 +195,8 @@ mod tests {
             (Method::POST, "/a/ctr?restype=container&comp=batch", vec![], BlobBatch),
             (Method::POST, "/a?comp=batch", vec![], BlobBatch),
             (Method::POST, "/a/?restype=service&comp=userdelegationkey", vec![], GetUserDelegationKey),
+            (Method::GET, "/a/?restype=service&comp=properties", vec![], GetBlobServiceProperties),
+            (Method::PUT, "/a/?restype=service&comp=properties", vec![], SetBlobServiceProperties),
         ];
         for (m, target, h, want) in cases {
             assert_eq!(r(m.clone(), target, &h), Ok(want), "{m} {target}");

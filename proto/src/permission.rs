@@ -34,6 +34,8 @@ pub fn needs(op: Operation) -> Needs {
         BlobBatch => (Some((Level::Any, "")), None),
         // Entra ID only: no SAS, and the account key is turned away by the handler.
         GetUserDelegationKey => (None, Some(UserDelegationKey)),
+        GetBlobServiceProperties => (Some((Level::Service, "r")), Some(ServiceProperties)),
+        SetBlobServiceProperties => (Some((Level::Service, "w")), Some(ServiceProperties)),
         ListContainers => (Some((Level::Service, "l")), Some(ContainersRead)),
         CreateContainer => (Some((Level::Container, "cw")), Some(ContainersWrite)),
         DeleteContainer => (Some((Level::Container, "d")), Some(ContainersDelete)),

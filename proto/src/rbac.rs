@@ -26,13 +26,18 @@ pub enum Action {
     BlobsDelete,
     /// `generateUserDelegationKey/action`: Get User Delegation Key (at the account only).
     UserDelegationKey,
+    /// `blobServices/read`, `blobServices/write`: Get/Set Blob Service Properties. Management
+    /// actions that no data role holds (Azure grants them with the account's Contributor role,
+    /// which the node does not model): the account key and account SAS only.
+    ServiceProperties,
 }
 
 impl Action {
     /// Whether the action is on the account as a whole, so that a container-scoped binding
     /// never grants it (listing every container, a user delegation key).
     fn account_wide(self, container: Option<&str>) -> bool {
-        matches!(self, Action::UserDelegationKey) || (self == Action::ContainersRead && container.is_none())
+        matches!(self, Action::UserDelegationKey | Action::ServiceProperties)
+            || (self == Action::ContainersRead && container.is_none())
     }
 }
 
@@ -76,8 +81,8 @@ impl Role {
         use Action::*;
         match self {
             Role::Reader => matches!(action, ContainersRead | BlobsRead | UserDelegationKey),
-            Role::Contributor => !matches!(action, ContainersGetAcl | ContainersSetAcl),
-            Role::Owner => true,
+            Role::Contributor => !matches!(action, ContainersGetAcl | ContainersSetAcl | ServiceProperties),
+            Role::Owner => action != ServiceProperties,
             Role::Delegator => action == UserDelegationKey,
         }
     }
@@ -193,12 +198,13 @@ mod tests {
             BlobsWrite,
             BlobsDelete,
             UserDelegationKey,
+            ServiceProperties,
         ];
         let granted = |r: Role| all.iter().filter(|a| r.grants(**a)).count();
         assert_eq!(
             Role::ALL.map(granted),
             [3, 7, 9, 1],
-            "Reader, Contributor, Owner and Delegator grant 3, 7, all and one action"
+            "Reader, Contributor, Owner and Delegator grant 3, 7, 9 and one action; none the service's properties"
         );
         assert!(Role::Reader.grants(BlobsRead) && !Role::Reader.grants(BlobsWrite));
         assert!(!Role::Contributor.grants(ContainersSetAcl) && Role::Owner.grants(ContainersSetAcl));

@@ -203,6 +203,8 @@ pub enum Request {
     SetBlobProperties { blob: BlobRef, settings: BlobSettings, conditions: Conditions },
     BlobBatch(BlobBatch),
     GetUserDelegationKey,
+    GetBlobServiceProperties,
+    SetBlobServiceProperties,
 }
 
 impl Request {
@@ -218,6 +220,8 @@ impl Request {
         Ok(match op {
             O::GetAccountInfo => Request::GetAccountInfo,
             O::GetUserDelegationKey => Request::GetUserDelegationKey,
+            O::GetBlobServiceProperties => Request::GetBlobServiceProperties,
+            O::SetBlobServiceProperties => Request::SetBlobServiceProperties,
             O::ListContainers => Request::ListContainers(ListContainers {
                 account: t.account.clone(),
                 prefix: xml_param(t, "prefix")?.unwrap_or_default(),

@@ -94,6 +94,45 @@ pub fn client_metadata(c: &Container) -> Metadata {
     c.metadata.iter().filter(|(k, _)| k != ACL_KEY).cloned().collect()
 }
 
+/// The catalog entry that keeps an account's Blob service properties (Set Blob Service
+/// Properties): a name no client can give a container (valid ones are lower-case letters,
+/// digits and dashes, or `$root`, `$logs`, `$web`), never listed; its one metadata entry,
+/// [`PROPERTIES_KEY`], holds the properties document (format.md, "Containers").
+pub const SERVICE_ENTRY: &str = "$service";
+pub const PROPERTIES_KEY: &str = "$properties";
+
+/// The account's stored service properties document, if it was ever set.
+pub fn service_properties(c: &Container) -> Option<&str> {
+    c.metadata.iter().find(|(k, _)| k == PROPERTIES_KEY).map(|(_, v)| v.as_str())
+}
+
+/// Stores an account's service properties document (whole: the caller merged it).
+pub async fn set_service_properties(s: &Rc<Shard>, account: String, doc: String) -> Result<Container> {
+    debug_assert_eq!(s.index, CATALOG_SHARD);
+    let key = (account.clone(), SERVICE_ENTRY.to_owned());
+    s.log_ready().await?;
+    let (commit, container) = {
+        let mut meta = s.meta.borrow_mut();
+        let now = now_ns();
+        let mut c = meta.state().containers.get(&key).cloned().unwrap_or_else(|| Container {
+            id: s.node.stamp(),
+            etag: 0,
+            created_ns: now,
+            modified_ns: now,
+            metadata: Vec::new(),
+            public_access: PublicAccess::None,
+        });
+        c.metadata = vec![(PROPERTIES_KEY.to_owned(), doc)];
+        c.etag = s.node.stamp();
+        c.modified_ns = now;
+        let record = Record::ContainerPut { account, name: SERVICE_ENTRY.to_owned(), container: c.clone() };
+        (meta.commit(record)?, c)
+    };
+    commit.durable.await?;
+    s.node.catalog.write().unwrap_or_else(|p| p.into_inner()).insert(key, container.clone());
+    Ok(container)
+}
+
 /// What Set Container Metadata or Set Container ACL changes.
 pub enum ContainerChange {
     Metadata(Metadata),

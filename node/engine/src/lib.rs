@@ -120,6 +120,13 @@ impl Node {
         self.on(CATALOG_SHARD, move |s| async move { ops::set_container_metadata(&s, a, n, metadata).await }).await?
     }
 
+    /// Stores an account's Blob service properties document (see
+    /// [`container::set_service_properties`]).
+    pub async fn set_service_properties(&self, account: &str, doc: String) -> Result<Container> {
+        let a = account.to_owned();
+        self.on(CATALOG_SHARD, move |s| async move { container::set_service_properties(&s, a, doc).await }).await?
+    }
+
     /// Set Container ACL: public access and the stored access policies, replaced whole.
     pub async fn set_container_acl(
         &self,

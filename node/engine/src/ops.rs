@@ -170,6 +170,10 @@ pub async fn set_container_access(
     .await?
 }
 
+pub async fn set_service_properties(s: &Rc<Shard>, account: String, doc: String) -> Result<Container> {
+    at(s, CATALOG_SHARD, move |c| async move { container::set_service_properties(&c, account, doc).await }).await?
+}
+
 pub async fn delete_container(s: &Rc<Shard>, account: String, name: String) -> Result<()> {
     at(s, CATALOG_SHARD, move |c| async move { container::delete(&c, account, name).await }).await?
 }

@@ -707,3 +707,29 @@ fn stored_access_policies_survive_a_restart_and_new_metadata() {
     let c = node.get_container(ACCOUNT, "c").unwrap();
     assert!(access_policies(&c).is_empty() && c.metadata.len() == 1, "{:?}", c.metadata);
 }
+
+/// An account's Blob service properties are kept in a catalog entry no listing shows, and
+/// survive a restart.
+#[test]
+fn service_properties_survive_a_restart_and_never_list_as_a_container() {
+    use edgeblob_engine::container::{service_properties, SERVICE_ENTRY};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let rt = rt();
+    {
+        let node = open(&cfg);
+        rt.block_on(async {
+            node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+            node.set_service_properties(ACCOUNT, "<StorageServiceProperties><Cors/></StorageServiceProperties>".into())
+                .await
+                .unwrap();
+            node.set_service_properties(ACCOUNT, "<StorageServiceProperties/>".into()).await.unwrap();
+        });
+        node.stop();
+    }
+    let node = open(&cfg);
+    let entry = node.get_container(ACCOUNT, SERVICE_ENTRY).unwrap();
+    assert_eq!(service_properties(&entry), Some("<StorageServiceProperties/>"), "the last one set");
+    let (listed, next) = node.list_containers(ACCOUNT, "", None, 10);
+    assert_eq!((listed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), next), (vec!["c"], None));
+}

@@ -113,6 +113,8 @@ async fn dispatch(
     match request {
         Request::GetAccountInfo => Ok(service::get_account_info()),
         Request::GetUserDelegationKey => service::get_user_delegation_key(&c, version, body).await,
+        Request::GetBlobServiceProperties => Ok(service::get_properties(&c)),
+        Request::SetBlobServiceProperties => service::set_properties(&c, body).await,
         Request::ListContainers(p) => service::list_containers(&c, p),
         Request::CreateContainer { container, metadata, public_access } => {
             containers::create(&c, container, metadata, public_access).await

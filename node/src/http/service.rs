@@ -118,3 +118,25 @@ pub async fn get_user_delegation_key(
         value: &value,
     })))
 }
+
+/// A service properties body: five CORS rules of Azure's longest lists fit well within this.
+const MAX_PROPERTIES_BODY: usize = 64 << 10;
+
+fn stored_properties(c: &Call<'_>) -> Option<String> {
+    let entry = c.shard.node.container(&c.target.account, edgeblob_engine::container::SERVICE_ENTRY)?;
+    edgeblob_engine::container::service_properties(&entry).map(str::to_owned)
+}
+
+/// Get Blob Service Properties: what was set, Azure's defaults for the rest.
+pub fn get_properties(c: &Call<'_>) -> Response<RespBody> {
+    xml_response(edgeblob_proto::service_props::get(stored_properties(c).as_deref()))
+}
+
+/// Set Blob Service Properties: the sections the body carries replace the stored ones, once all
+/// of them pass Azure's checks; 202 Accepted, as Azure answers.
+pub async fn set_properties(c: &Call<'_>, req_body: Incoming) -> Result<Response<RespBody>> {
+    let raw = body::collect(req_body, MAX_PROPERTIES_BODY, c.ctx.body_timeout).await?;
+    let doc = edgeblob_proto::service_props::merge(stored_properties(c).as_deref(), &raw)?;
+    edgeblob_engine::ops::set_service_properties(c.shard, c.target.account.clone(), doc).await?;
+    Ok(respond(StatusCode::ACCEPTED, body::empty()))
+}
