@@ -1007,3 +1007,80 @@ fn a_block_list_of_fifty_thousand_blocks_makes_a_blob_over_four_tebibytes() {
         assert_eq!(list.matches(&format!("<Name>{id}</Name><Size>{}</Size>", 100 << 20)).count(), 50_000);
     });
 }
+
+/// CORS as a browser meets it: without rules a preflight is refused (403
+/// `CorsPreflightFailure`) and answers carry no CORS headers; with a rule set through Set Blob
+/// Service Properties, the preflight is answered with what the rule allows and a cross-origin
+/// upload with a SAS succeeds with `Access-Control-Allow-Origin` and the exposed headers; other
+/// origins, methods or headers stay refused.
+#[test]
+fn cors_preflight_and_cross_origin_upload_follow_the_accounts_rules() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let a = node.http.clone();
+    let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
+    let sts = "devstoreaccount1\nrwc\nb\nsco\n\n2099-01-01T00:00:00Z\n\n\n2026-10-06\n\n";
+    let sig = edgeblob_proto::sas::sign(&key, sts).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    let sas = format!("sv=2026-10-06&ss=b&srt=sco&sp=rwc&se=2099-01-01T00%3A00%3A00Z&sig={sig}");
+    let origin = ("Origin", "https://app.example");
+    let preflight = |method: &'static str, headers: &'static str, from: &'static str| {
+        let a = a.clone();
+        async move {
+            let mut h = vec![("Origin", from), ("Access-Control-Request-Method", method)];
+            if !headers.is_empty() {
+                h.push(("Access-Control-Request-Headers", headers));
+            }
+            with_sas(&a, "OPTIONS", "/devstoreaccount1/web/up.txt", &h).await
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/web?restype=container", &[], b"").await.0, 201);
+        let (st, head) = preflight("PUT", "x-ms-blob-type", "https://app.example").await;
+        assert_eq!(st, 403, "{head}");
+        assert!(head.contains("x-ms-error-code: corspreflightfailure"), "{head}");
+        let upload = format!("/devstoreaccount1/web/up.txt?{sas}");
+        let (st, head) = with_sas_body(&a, "PUT", &upload, &[origin, ("x-ms-blob-type", "BlockBlob")], b"hi").await;
+        assert_eq!(st, 201, "{head}");
+        assert!(!head.contains("access-control-allow-origin"), "CORS headers without a rule: {head}");
+
+        let rules = "<?xml version=\"1.0\" encoding=\"utf-8\"?><StorageServiceProperties><Cors><CorsRule>\
+            <AllowedOrigins>https://app.example</AllowedOrigins><AllowedMethods>PUT,GET</AllowedMethods>\
+            <MaxAgeInSeconds>300</MaxAgeInSeconds><ExposedHeaders>x-ms-meta-*,etag</ExposedHeaders>\
+            <AllowedHeaders>x-ms-*,content-type</AllowedHeaders></CorsRule></Cors></StorageServiceProperties>";
+        let (st, head, _) =
+            signed(&a, "PUT", "/devstoreaccount1/?restype=service&comp=properties", &[], rules.as_bytes()).await;
+        assert_eq!(st, 202, "{head}");
+
+        let (st, head) = preflight("PUT", "x-ms-blob-type,Content-Type", "https://app.example").await;
+        assert_eq!(st, 200, "{head}");
+        for want in [
+            "access-control-allow-origin: https://app.example",
+            "access-control-allow-methods: put",
+            "access-control-allow-headers: x-ms-blob-type,content-type",
+            "access-control-max-age: 300",
+            "access-control-allow-credentials: true",
+        ] {
+            assert!(head.contains(want), "{want} missing: {head}");
+        }
+        let (st, head) = with_sas_body(&a, "PUT", &upload, &[origin, ("x-ms-blob-type", "BlockBlob")], b"hello").await;
+        assert_eq!(st, 201, "{head}");
+        assert!(head.contains("access-control-allow-origin: https://app.example"), "{head}");
+        assert!(head.contains("access-control-expose-headers: x-ms-meta-*,etag"), "{head}");
+        let (st, _, body) = signed(&a, "GET", "/devstoreaccount1/web/up.txt", &[], b"").await;
+        assert_eq!((st, body.as_slice()), (200, &b"hello"[..]));
+
+        // What the rule does not allow: another origin, method or header.
+        for (method, headers, from) in [
+            ("PUT", "", "https://evil.example"),
+            ("DELETE", "", "https://app.example"),
+            ("PUT", "authorization", "https://app.example"),
+        ] {
+            let (st, head) = preflight(method, headers, from).await;
+            assert_eq!(st, 403, "{method} {headers} {from}: {head}");
+        }
+        let (_, head) = with_sas_body(&a, "GET", &upload, &[("Origin", "https://evil.example")], b"").await;
+        assert!(!head.contains("access-control-allow-origin"), "another origin got CORS headers: {head}");
+    });
+}

@@ -30,6 +30,7 @@ pub enum ErrorCode {
     UnsupportedHttpVerb,
     AuthenticationFailed,
     InvalidAuthenticationInfo,
+    CorsPreflightFailure,
     AuthorizationFailure,
     AuthorizationPermissionMismatch,
     AuthorizationResourceTypeMismatch,
@@ -75,6 +76,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedHttpVerb => "UnsupportedHttpVerb",
             ErrorCode::AuthenticationFailed => "AuthenticationFailed",
             ErrorCode::InvalidAuthenticationInfo => "InvalidAuthenticationInfo",
+            ErrorCode::CorsPreflightFailure => "CorsPreflightFailure",
             ErrorCode::AuthorizationFailure => "AuthorizationFailure",
             ErrorCode::AuthorizationPermissionMismatch => "AuthorizationPermissionMismatch",
             ErrorCode::AuthorizationResourceTypeMismatch => "AuthorizationResourceTypeMismatch",
@@ -121,6 +123,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedHttpVerb => "The resource doesn't support the specified HTTP verb.",
             ErrorCode::AuthenticationFailed => "Server failed to authenticate the request. Make sure the value of the Authorization header is formed correctly including the signature.",
             ErrorCode::InvalidAuthenticationInfo => "Server failed to authenticate the request. Please refer to the information in the www-authenticate header.",
+            ErrorCode::CorsPreflightFailure => "CORS not enabled or no matching rule found for this request.",
             ErrorCode::AuthorizationFailure => "This request is not authorized to perform this operation.",
             ErrorCode::AuthorizationPermissionMismatch => "This request is not authorized to perform this operation using this permission.",
             ErrorCode::AuthorizationResourceTypeMismatch => "This request is not authorized to perform this operation using this resource type.",
@@ -172,7 +175,8 @@ impl ErrorCode {
             | ErrorCode::AuthorizationResourceTypeMismatch
             | ErrorCode::AuthorizationServiceMismatch
             | ErrorCode::AuthorizationProtocolMismatch
-            | ErrorCode::AuthorizationSourceIPMismatch => 403,
+            | ErrorCode::AuthorizationSourceIPMismatch
+            | ErrorCode::CorsPreflightFailure => 403,
             ErrorCode::ServerBusy => 503,
             ErrorCode::InternalError => 500,
         }

@@ -199,8 +199,56 @@ pub fn cors_rules(stored: Option<&str>) -> Vec<CorsRule> {
     doc.child("Cors").map(|c| c.children.iter().filter_map(|r| cors_rule(r).ok()).collect()).unwrap_or_default()
 }
 
+impl CorsRule {
+    fn allows_origin(&self, origin: &str) -> bool {
+        self.origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+
+    fn allows_header(&self, header: &str) -> bool {
+        self.allowed_headers.iter().any(|a| match a.strip_suffix('*') {
+            Some(prefix) => header.len() >= prefix.len() && header[..prefix.len()].eq_ignore_ascii_case(prefix),
+            None => a.eq_ignore_ascii_case(header),
+        })
+    }
+
+    /// Whether the rule names every origin (`*`): answers then say `*`, and no credentials.
+    pub fn any_origin(&self) -> bool {
+        self.origins.iter().any(|o| o == "*")
+    }
+}
+
+/// The first rule that lets `origin` use `method` with `headers` (Azure evaluates rules in
+/// order and takes the first match).
+pub fn cors_match<'a>(rules: &'a [CorsRule], origin: &str, method: &str, headers: &[&str]) -> Option<&'a CorsRule> {
+    rules.iter().find(|r| {
+        r.allows_origin(origin) && r.methods.iter().any(|m| m == method) && headers.iter().all(|h| r.allows_header(h))
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_first_rule_matching_origin_method_and_every_header_applies() {
+        let rule = |origins: &str, methods: &str, headers: &str| CorsRule {
+            origins: list(origins),
+            methods: list(methods),
+            allowed_headers: list(headers),
+            exposed_headers: vec![],
+            max_age: 1,
+        };
+        let rules = [rule("https://a.example", "GET", "x-ms-meta-*,content-type"), rule("*", "GET,PUT", "*")];
+        let got = |o: &str, m: &str, h: &[&str]| cors_match(&rules, o, m, h).map(|r| r.any_origin());
+        assert_eq!(got("https://a.example", "GET", &["X-Ms-Meta-Tag", "Content-Type"]), Some(false));
+        assert_eq!(
+            got("https://a.example", "GET", &["x-ms-version"]),
+            Some(true),
+            "the second rule allows every header"
+        );
+        assert_eq!(got("https://b.example", "PUT", &[]), Some(true));
+        assert_eq!(got("https://b.example", "DELETE", &[]), None);
+        assert_eq!(cors_match(&rules[..1], "https://a.example", "GET", &["x-ms-version"]), None);
+    }
+
     use super::*;
 
     const RULE: &str = "<Cors><CorsRule><AllowedOrigins>https://app.example</AllowedOrigins><AllowedMethods>GET,PUT</AllowedMethods><MaxAgeInSeconds>300</MaxAgeInSeconds><ExposedHeaders>x-ms-meta-*</ExposedHeaders><AllowedHeaders>x-ms-meta-*,content-type</AllowedHeaders></CorsRule></Cors>";

@@ -45,6 +45,14 @@ pub async fn handle(
     let client_request_id = req.headers().get("x-ms-client-request-id").cloned();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // A browser's cross-origin request: its answer carries CORS headers where a rule admits it.
+    let cors = match req.headers().get("origin").and_then(|v| v.to_str().ok()) {
+        Some(origin) if method != Method::OPTIONS => {
+            let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+            addr::parse(&req.uri().to_string(), Some(host)).ok().map(|t| (t.account, origin.to_owned()))
+        }
+        _ => None,
+    };
     let mut op_name = "Unknown";
     // Metadata names as the client wrote them (hyper lower-cases header names), taken by every
     // request, answered or refused, so that the set never outlives its request.
@@ -56,6 +64,9 @@ pub async fn handle(
             .await
             .unwrap_or_else(|e| response::error(e, head, &request_id)),
     };
+    if let Some((account, origin)) = cors {
+        super::cors::decorate(&shard, &account, &origin, method.as_str(), &mut resp);
+    }
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-ms-request-id", v);
@@ -103,6 +114,9 @@ async fn dispatch(
     }
     let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let target = addr::parse(&req.uri().to_string(), Some(&host))?;
+    if req.method() == Method::OPTIONS {
+        return super::cors::preflight(shard, &target.account, req.headers());
+    }
     let op = op::route(req.method(), &target, req.headers())?;
     *op_name = op.name();
     let credential = auth::authenticate(ctx, &target, op, req.method().as_str(), req.headers(), peer, Some(shard))?;

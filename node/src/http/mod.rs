@@ -9,6 +9,7 @@ mod body;
 mod containers;
 mod copy;
 mod copy_source;
+mod cors;
 mod dispatch;
 mod egress;
 mod error;
