@@ -98,41 +98,23 @@ fn the_python_sdk_with_a_managed_identity_and_user_delegation_sas() {
 
 #[test]
 fn metadata_names_keep_their_case_as_the_python_sdk_sees_them() {
-    let Some(_kit) = peers::kit("the Python SDK reads metadata names back") else { return };
-    let python = peers::home().join("venv/bin/python");
-    let dir = tempfile::tempdir().unwrap();
-    let node = InProcess::start(dir.path(), 1 << 30, 1, |_| {});
-    let conn = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint=http://{}/devstoreaccount1;",
-        edgeblob::config::DEV_KEY,
-        node.addr
-    );
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/metadata_case.py");
-    let out = Command::new(&python).arg(&script).arg(&conn).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.lines().any(|l| l == "OK"), "metadata case was lost:\n{text}");
+    run_against_a_node("metadata_case.py", "the Python SDK reads metadata names back");
 }
 
 #[test]
 fn stored_access_policies_bound_their_sas_and_removing_one_revokes_them() {
-    let Some(_kit) = peers::kit("the Python SDK sets stored access policies") else { return };
-    let python = peers::home().join("venv/bin/python");
-    let dir = tempfile::tempdir().unwrap();
-    let node = InProcess::start(dir.path(), 1 << 30, 1, |_| {});
-    let conn = format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint=http://{}/devstoreaccount1;",
-        edgeblob::config::DEV_KEY,
-        node.addr
-    );
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/stored_policy.py");
-    let out = Command::new(&python).arg(&script).arg(&conn).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.lines().any(|l| l == "OK"), "stored access policies:\n{text}");
+    run_against_a_node("stored_policy.py", "the Python SDK sets stored access policies");
 }
 
 #[test]
 fn blob_service_properties_are_set_and_read_back_as_the_python_sdk_sees_them() {
-    let Some(_kit) = peers::kit("the Python SDK sets service properties") else { return };
+    run_against_a_node("service_props.py", "the Python SDK sets service properties");
+}
+
+/// Runs `tests/scripts/<script>` with the kit's Python against a fresh node (its connection
+/// string as the argument) and asserts it printed OK.
+fn run_against_a_node(script: &str, why: &str) {
+    let Some(_kit) = peers::kit(why) else { return };
     let python = peers::home().join("venv/bin/python");
     let dir = tempfile::tempdir().unwrap();
     let node = InProcess::start(dir.path(), 1 << 30, 1, |_| {});
@@ -141,8 +123,8 @@ fn blob_service_properties_are_set_and_read_back_as_the_python_sdk_sees_them() {
         edgeblob::config::DEV_KEY,
         node.addr
     );
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/service_props.py");
-    let out = Command::new(&python).arg(&script).arg(&conn).output().unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts").join(script);
+    let out = Command::new(&python).arg(&path).arg(&conn).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.lines().any(|l| l == "OK"), "service properties:\n{text}");
+    assert!(out.status.success() && text.lines().any(|l| l == "OK"), "{script} failed:\n{text}");
 }

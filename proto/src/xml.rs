@@ -376,18 +376,8 @@ pub fn parse_tree(body: &[u8], root: &str) -> Result<Element, ErrorCode> {
     }
 }
 
-/// A user delegation key as Get User Delegation Key answers it.
-pub struct UserDelegationKey<'a> {
-    pub oid: &'a str,
-    pub tid: &'a str,
-    pub start: &'a str,
-    pub expiry: &'a str,
-    pub service: &'a str,
-    pub version: &'a str,
-    pub value: &'a str,
-}
-
-pub fn user_delegation_key(k: &UserDelegationKey) -> String {
+/// A user delegation key as Get User Delegation Key answers it: its fields, and its value.
+pub fn user_delegation_key(k: &crate::sas::DelegationKeyFields, value: &str) -> String {
     let mut out = format!("{DECL}<UserDelegationKey>");
     tag(&mut out, "SignedOid", k.oid);
     tag(&mut out, "SignedTid", k.tid);
@@ -395,7 +385,7 @@ pub fn user_delegation_key(k: &UserDelegationKey) -> String {
     tag(&mut out, "SignedExpiry", k.expiry);
     tag(&mut out, "SignedService", k.service);
     tag(&mut out, "SignedVersion", k.version);
-    tag(&mut out, "Value", k.value);
+    tag(&mut out, "Value", value);
     out.push_str("</UserDelegationKey>");
     out
 }

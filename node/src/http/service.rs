@@ -108,15 +108,7 @@ pub async fn get_user_delegation_key(
     };
     let key = c.ctx.accounts.get(&c.target.account).and_then(|k| k.first()).ok_or(ErrorCode::InternalError)?;
     let value = base64::engine::general_purpose::STANDARD.encode(sas::user_delegation_key(key, &fields));
-    Ok(xml_response(xml::user_delegation_key(&xml::UserDelegationKey {
-        oid: fields.oid,
-        tid: fields.tid,
-        start: fields.start,
-        expiry: fields.expiry,
-        service: fields.service,
-        version: fields.version,
-        value: &value,
-    })))
+    Ok(xml_response(xml::user_delegation_key(&fields, &value)))
 }
 
 /// A service properties body: five CORS rules of Azure's longest lists fit well within this.

@@ -153,35 +153,13 @@ impl ImdsStandIn {
     /// `identities[0]` is the system-assigned identity; a request naming `client_id` gets that
     /// one's token, an unknown client id a 400 as IMDS answers.
     pub fn start(tenant: Arc<Tenant>, identities: Vec<Identity>) -> ImdsStandIn {
-        use http_body_util::Full;
-        use hyper::service::service_fn;
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
         let identities = Arc::new(identities);
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else { return };
-                    let (tenant, identities) = (tenant.clone(), identities.clone());
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                            let (status, body) = mint(&tenant, &identities, &req);
-                            let resp = hyper::Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json")
-                                .body(Full::new(bytes::Bytes::from(body)))
-                                .unwrap();
-                            async move { Ok::<_, std::convert::Infallible>(resp) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                            .await;
-                    });
-                }
-            });
+        crate::serve::spawn(listener, None, move |req| {
+            let (status, body) = mint(&tenant, &identities, &req);
+            async move { crate::serve::json(status, body) }
         });
         ImdsStandIn { addr }
     }
@@ -245,8 +223,6 @@ pub struct JwksServer {
 
 impl JwksServer {
     pub fn start(dir: &Path, doc: String) -> JwksServer {
-        use http_body_util::Full;
-        use hyper::service::service_fn;
         use rustls_pki_types::pem::PemObject;
         let (cert, key) = self_signed(dir);
         let certs = rustls_pki_types::CertificateDer::pem_file_iter(&cert).unwrap().map(|c| c.unwrap()).collect();
@@ -258,44 +234,23 @@ impl JwksServer {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
         let state = Arc::new(std::sync::Mutex::new((doc, true)));
         let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (st, h) = (state.clone(), hits.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else { return };
-                    let (acceptor, st, h) = (acceptor.clone(), st.clone(), h.clone());
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else { return };
-                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                            let (mut doc, up) = st.lock().unwrap().clone();
-                            if req.uri().path().ends_with("/.well-known/openid-configuration") {
-                                let keys = format!("https://127.0.0.1:{}/common/discovery/v2.0/keys", addr.port());
-                                doc = json!({ "jwks_uri": keys, "issuer": "https://login.microsoftonline.com/{tenantid}/v2.0" })
-                                    .to_string();
-                            } else {
-                                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            }
-                            let resp = hyper::Response::builder()
-                                .status(if up { 200 } else { 503 })
-                                .header("content-type", "application/json")
-                                .body(Full::new(bytes::Bytes::from(if up { doc } else { "{}".into() })))
-                                .unwrap();
-                            async move { Ok::<_, std::convert::Infallible>(resp) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                            .await;
-                    });
-                }
-            });
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        crate::serve::spawn(listener, Some(acceptor), move |req| {
+            let (mut doc, up) = st.lock().unwrap().clone();
+            if req.uri().path().ends_with("/.well-known/openid-configuration") {
+                let keys = format!("https://127.0.0.1:{}/common/discovery/v2.0/keys", addr.port());
+                doc = json!({ "jwks_uri": keys, "issuer": "https://login.microsoftonline.com/{tenantid}/v2.0" })
+                    .to_string();
+            } else {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            async move { crate::serve::json(if up { 200 } else { 503 }, if up { doc } else { "{}".into() }) }
         });
         JwksServer { addr, ca: cert, state, hits }
     }

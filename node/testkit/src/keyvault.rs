@@ -17,8 +17,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 #[derive(Default)]
@@ -59,23 +57,9 @@ impl KeyVaultStub {
         let vault = Arc::new(Mutex::new(Vault::default()));
         let stub = KeyVaultStub { addr, vault: vault.clone() };
         stub.rotate(name);
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else { return };
-                    let vault = vault.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| {
-                            let vault = vault.clone();
-                            async move { Ok::<_, std::convert::Infallible>(answer(&vault, req).await) }
-                        });
-                        let _ =
-                            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
-                    });
-                }
-            });
+        crate::serve::spawn(std_listener, None, move |req| {
+            let vault = vault.clone();
+            async move { answer(&vault, req).await }
         });
         stub
     }

@@ -11,4 +11,5 @@ pub mod faulty;
 pub mod keyvault;
 pub mod node;
 pub mod peers;
+pub mod serve;
 pub mod sign;
