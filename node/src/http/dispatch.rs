@@ -121,7 +121,10 @@ async fn dispatch(
     *op_name = op.name();
     let credential = auth::authenticate(ctx, &target, op, req.method().as_str(), req.headers(), peer, Some(shard))?;
     let request = Request::parse(op, &target, req.headers(), meta_names)?;
-    let version = req.headers().get("x-ms-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // Only Get User Delegation Key answers with the version (its key's `skv`): no copy otherwise.
+    let version = (op == op::Operation::GetUserDelegationKey)
+        .then(|| req.headers().get("x-ms-version").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .flatten();
     let body = req.into_body();
     let c = Call { shard, ctx, target: &target, host: &host, peer, credential };
     match request {
