@@ -81,8 +81,20 @@ fn start() -> Fixture {
 
 impl Fixture {
     fn call(&self, token: &str, method: &str, target: &str, body: &[u8]) -> (u16, String, String) {
+        self.call_with(token, method, target, &[], body)
+    }
+
+    fn call_with(
+        &self,
+        token: &str,
+        method: &str,
+        target: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, String) {
         let auth = format!("Bearer {token}");
         let mut headers = vec![("Authorization", auth.as_str())];
+        headers.extend_from_slice(extra);
         if method == "PUT" && !target.contains("restype") {
             headers.push(("x-ms-blob-type", "BlockBlob"));
         }
@@ -233,6 +245,56 @@ fn role_bindings_decide_what_each_principal_may_do_and_reload_without_a_restart(
     std::fs::write(&f.config, "[auth.entra]\ntenants = 7\n").unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(f.call(&nobody, "GET", "/devstoreaccount1/data/a", b"").0, 200, "a broken file dropped the bindings");
+}
+
+/// `x-ms-copy-source-authorization: Bearer` authorises the source of a copy by the role of that
+/// token's principal, whoever authorised the destination; its refusals carry what the source
+/// would have answered in `x-ms-copy-source-status-code` and `-error-code`.
+#[test]
+fn a_copy_source_is_authorised_by_the_token_in_x_ms_copy_source_authorization() {
+    let f = start();
+    let writer = f.token(WRITER);
+    assert_eq!(f.call(&writer, "PUT", "/devstoreaccount1/data?restype=container", b"").0, 201);
+    assert_eq!(f.call(&writer, "PUT", "/devstoreaccount1/data/a", b"lake bytes").0, 201);
+    // The destination's principal owns `mine` and may not read `data`.
+    let scoped = f.token(SCOPED);
+    assert_eq!(f.call(&scoped, "PUT", "/devstoreaccount1/mine?restype=container", b"").0, 201);
+    let source = "https://127.0.0.1/devstoreaccount1/data/a";
+    let header = |head: &str, name: &str| {
+        head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix(&format!("{name}: ")).map(str::to_owned))
+    };
+    let copy = |dst: &str, source_auth: Option<String>| {
+        let mut extra = vec![("x-ms-copy-source", source.to_owned())];
+        if let Some(a) = source_auth {
+            extra.push(("x-ms-copy-source-authorization", a));
+        }
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        f.call_with(&scoped, "PUT", &format!("/devstoreaccount1/mine/{dst}"), &extra, b"")
+    };
+    let (status, head, _) = copy("none", None);
+    assert_eq!((status, error_code(&head).as_str()), (403, "cannotverifycopysource"), "{head}");
+
+    let (status, head, _) = copy("read", Some(format!("Bearer {}", f.token(READER))));
+    assert_eq!(status, 201, "a Reader's token reads the source: {head}");
+    assert_eq!(f.call(&scoped, "GET", "/devstoreaccount1/mine/read", b"").2, "lake bytes");
+
+    let (status, head, _) = copy("nobody", Some(format!("Bearer {}", f.token(NOBODY))));
+    assert_eq!((status, error_code(&head).as_str()), (403, "cannotverifycopysource"), "{head}");
+    assert_eq!(header(&head, "x-ms-copy-source-status-code").as_deref(), Some("403"));
+    assert_eq!(header(&head, "x-ms-copy-source-error-code").as_deref(), Some("authorizationpermissionmismatch"));
+
+    let t = &f.tenant;
+    let mut expired = t.claims(false, AUDIENCE, READER);
+    expired["exp"] = json!(1_000_000_000);
+    let (status, head, _) = copy("expired", Some(format!("Bearer {}", t.token(&expired))));
+    assert_eq!((status, error_code(&head).as_str()), (401, "cannotverifycopysource"), "{head}");
+    assert_eq!(header(&head, "x-ms-copy-source-error-code").as_deref(), Some("invalidauthenticationinfo"));
+
+    let (status, head, _) = copy("basic", Some("Basic dXNlcjpwYXNz".into()));
+    assert_eq!(status, 400, "only Bearer is a source credential: {head}");
+    for refused in ["none", "nobody", "expired", "basic"] {
+        assert_eq!(f.call(&scoped, "HEAD", &format!("/devstoreaccount1/mine/{refused}"), b"").0, 404, "{refused}");
+    }
 }
 
 #[test]

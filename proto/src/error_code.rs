@@ -44,6 +44,10 @@ pub enum ErrorCode {
     Crc64Mismatch,
     MetadataTooLarge,
     InvalidMetadata,
+    SourceConditionNotMet,
+    ExceedsMaxBatchRequestCount,
+    AllBatchSubRequestsShouldBeSameApi,
+    OutOfRangeInput,
 }
 
 impl ErrorCode {
@@ -90,6 +94,10 @@ impl ErrorCode {
             ErrorCode::Crc64Mismatch => "Crc64Mismatch",
             ErrorCode::MetadataTooLarge => "MetadataTooLarge",
             ErrorCode::InvalidMetadata => "InvalidMetadata",
+            ErrorCode::SourceConditionNotMet => "SourceConditionNotMet",
+            ErrorCode::ExceedsMaxBatchRequestCount => "ExceedsMaxBatchRequestCount",
+            ErrorCode::AllBatchSubRequestsShouldBeSameApi => "AllBatchSubRequestsShouldBeSameApi",
+            ErrorCode::OutOfRangeInput => "OutOfRangeInput",
         }
     }
 
@@ -137,6 +145,10 @@ impl ErrorCode {
             ErrorCode::Crc64Mismatch => "The CRC64 value specified in the request did not match with the CRC64 value calculated by the server.",
             ErrorCode::MetadataTooLarge => "The size of the specified metadata exceeds the maximum size permitted.",
             ErrorCode::InvalidMetadata => "The metadata specified is invalid. It has characters that are not permitted.",
+            ErrorCode::SourceConditionNotMet => "The source condition specified using HTTP conditional header(s) is not met.",
+            ErrorCode::ExceedsMaxBatchRequestCount => "The batch operation exceeds maximum number of allowed subrequests.",
+            ErrorCode::AllBatchSubRequestsShouldBeSameApi => "All batch subrequests should be the same api.",
+            ErrorCode::OutOfRangeInput => "One of the request inputs is out of range.",
         }
     }
 
@@ -144,7 +156,7 @@ impl ErrorCode {
         match self {
             ErrorCode::ContainerNotFound | ErrorCode::BlobNotFound | ErrorCode::ResourceNotFound => 404,
             ErrorCode::ContainerAlreadyExists | ErrorCode::BlobAlreadyExists | ErrorCode::BlockCountExceedsLimit => 409,
-            ErrorCode::ConditionNotMet => 412,
+            ErrorCode::ConditionNotMet | ErrorCode::SourceConditionNotMet => 412,
             ErrorCode::InvalidRange => 416,
             ErrorCode::RequestBodyTooLarge => 413,
             ErrorCode::InvalidBlockList
@@ -164,7 +176,10 @@ impl ErrorCode {
             | ErrorCode::CannotVerifyCopySource
             | ErrorCode::Crc64Mismatch
             | ErrorCode::MetadataTooLarge
-            | ErrorCode::InvalidMetadata => 400,
+            | ErrorCode::InvalidMetadata
+            | ErrorCode::ExceedsMaxBatchRequestCount
+            | ErrorCode::AllBatchSubRequestsShouldBeSameApi
+            | ErrorCode::OutOfRangeInput => 400,
             ErrorCode::UnsupportedHttpVerb => 405,
             ErrorCode::InvalidAuthenticationInfo => 401,
             ErrorCode::MissingContentLengthHeader => 411,
@@ -209,6 +224,8 @@ mod tests {
             (AuthenticationFailed, 403),
             (InvalidAuthenticationInfo, 401),
             (AuthorizationPermissionMismatch, 403),
+            (SourceConditionNotMet, 412),
+            (OutOfRangeInput, 400),
         ];
         for (code, status) in cases {
             assert_eq!(code.status(), status, "{}", code.as_str());

@@ -93,6 +93,10 @@ pub struct CopySource {
     pub range: Option<Range>,
     pub conditions: Conditions,
     pub forward: Vec<(&'static str, String)>,
+    /// `x-ms-source-content-md5` / `-crc64`: what the bytes that arrive from the source must
+    /// hash to (the copy fails with `Md5Mismatch` / `Crc64Mismatch` otherwise).
+    pub md5: Option<[u8; 16]>,
+    pub crc64: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +258,7 @@ impl Request {
             O::PutBlob => {
                 let blob = blob(t)?;
                 block_blob_type(h)?;
-                let (content_md5, content_crc64) = (hdr::md5(h, "content-md5")?, crc64(h)?);
+                let (content_md5, content_crc64) = (hdr::md5(h, "content-md5")?, crc64(h, "x-ms-content-crc64")?);
                 Request::PutBlob(PutBlob {
                     blob,
                     settings: settings(true)?,
@@ -267,7 +271,7 @@ impl Request {
                 blob: blob(t)?,
                 block_id: block_id(t)?,
                 content_md5: hdr::md5(h, "content-md5")?,
-                content_crc64: crc64(h)?,
+                content_crc64: crc64(h, "x-ms-content-crc64")?,
             }),
             O::PutBlockList => Request::PutBlockList(PutBlockList {
                 blob: blob(t)?,
@@ -384,10 +388,11 @@ fn block_blob_type(h: &HeaderMap) -> Result<(), ErrorCode> {
     }
 }
 
-/// `x-ms-content-crc64`, if sent: 8 bytes, base64, little-endian.
-fn crc64(h: &HeaderMap) -> Result<Option<u64>, ErrorCode> {
+/// A CRC-64 header (`x-ms-content-crc64`, `x-ms-source-content-crc64`), if sent: 8 bytes,
+/// base64, little-endian.
+fn crc64(h: &HeaderMap, name: &str) -> Result<Option<u64>, ErrorCode> {
     use base64::Engine;
-    match hdr::get(h, "x-ms-content-crc64") {
+    match hdr::get(h, name) {
         None => Ok(None),
         Some(v) => base64::engine::general_purpose::STANDARD
             .decode(v)
@@ -435,7 +440,14 @@ fn copy_source(h: &HeaderMap, range: Option<Range>) -> Result<CopySource, ErrorC
             forward.push((name, v.to_owned()));
         }
     }
-    Ok(CopySource { url, range, conditions: hdr::source_conditions(h), forward })
+    Ok(CopySource {
+        url,
+        range,
+        conditions: hdr::source_conditions(h),
+        forward,
+        md5: hdr::md5(h, "x-ms-source-content-md5")?,
+        crc64: crc64(h, "x-ms-source-content-crc64")?,
+    })
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ pub fn authenticate(
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case, as RFC 7235
 /// has it).
-fn bearer_token(auth: &str) -> Option<&str> {
+pub(super) fn bearer_token(auth: &str) -> Option<&str> {
     let (scheme, token) = auth.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

@@ -62,6 +62,29 @@ pub fn crc64_of(tap: &Tap) -> Option<u64> {
     tap.borrow().crc64
 }
 
+impl Digests {
+    fn update(&mut self, data: &[u8]) {
+        if let Some(m) = self.md5.as_mut() {
+            m.update(data);
+        }
+        if let Some(c) = self.crc64.as_mut() {
+            *c = edgeblob_proto::crc64::update(*c, data);
+        }
+    }
+}
+
+/// Hashes the pieces of any body stream (a copy's source) into `tap` as they pass.
+pub fn hashed<S>(body: S, tap: Tap) -> impl Stream<Item = std::io::Result<Bytes>>
+where
+    S: Stream<Item = std::io::Result<Bytes>>,
+{
+    body.inspect(move |piece| {
+        if let Ok(data) = piece {
+            tap.borrow_mut().update(data);
+        }
+    })
+}
+
 /// Checks the transactional digests a client sent against what the body hashed to.
 pub fn check_digests(tap: &Tap, md5: Option<[u8; 16]>, crc64: Option<u64>) -> Result<(), ErrorCode> {
     if md5.is_some() && md5 != md5_of(tap) {
@@ -100,13 +123,7 @@ pub fn pieces(body: Incoming, tap: Option<Tap>, idle: Duration) -> impl Stream<I
                 // Trailers carry no data.
                 let Ok(data) = frame.into_data() else { continue };
                 if let Some(t) = &tap {
-                    let mut d = t.borrow_mut();
-                    if let Some(m) = d.md5.as_mut() {
-                        m.update(&data);
-                    }
-                    if let Some(c) = d.crc64.as_mut() {
-                        *c = edgeblob_proto::crc64::update(*c, &data);
-                    }
+                    t.borrow_mut().update(&data);
                 }
                 return Some((Ok(data), Some(frames)));
             }

@@ -45,9 +45,10 @@ async fn copy_whole(
     source_metadata: bool,
 ) -> Result<(edgeblob_meta::listing::BlobSummary, String)> {
     let key = blob_key(&p.blob);
-    let src = copy_source::open(c, &p.source).await?;
-    let stored = ops::store(c.shard, &key, src.body, limits::MAX_PUT_BLOB_SIZE).await?;
-    let mut props = merge_props(src.props.filter(|_| p.keep_source_props), props(p.settings), source_metadata);
+    let (stored, src_props, verified_md5) = fetch(c, &key, &p.source, limits::MAX_PUT_BLOB_SIZE).await?;
+    let mut props = merge_props(src_props.filter(|_| p.keep_source_props), props(p.settings), source_metadata);
+    // Bytes checked against the MD5 the client gave for the whole source have that MD5.
+    props.content_md5 = props.content_md5.or(verified_md5);
     let id = copy_id(c.shard);
     props.copy = Some(CopyInfo {
         id: id.clone(),
@@ -64,12 +65,37 @@ async fn copy_whole(
 pub async fn put_block_from_url(c: &Call<'_>, p: PutBlockFromUrl) -> Result<Response<RespBody>> {
     let key = blob_key(&p.blob);
     ops::check_block_id(&p.block_id)?;
-    let src = copy_source::open(c, &p.source).await?;
-    let stored = ops::store(c.shard, &key, src.body, limits::MAX_BLOCK_SIZE).await?;
+    let (stored, _, md5) = fetch(c, &key, &p.source, limits::MAX_BLOCK_SIZE).await?;
     ops::stage(c.shard, key, p.block_id, stored).await?;
     let mut r = respond(StatusCode::CREATED, body::empty());
-    set(r.headers_mut(), "x-ms-request-server-encrypted", "true");
+    let rh = r.headers_mut();
+    if let Some(m) = md5 {
+        set(rh, "content-md5", B64.encode(m));
+    }
+    if let Some(crc) = p.source.crc64 {
+        set(rh, "x-ms-content-crc64", edgeblob_proto::crc64::to_header(crc));
+    }
+    set(rh, "x-ms-request-server-encrypted", "true");
     Ok(r)
+}
+
+/// Fetches a copy's source into chunks on this shard, checking what arrived against the
+/// `x-ms-source-content-md5` / `-crc64` the client sent (the chunks are given back on a
+/// mismatch). Returns the stored bytes, the source's properties, and the checked MD5.
+async fn fetch(
+    c: &Call<'_>,
+    key: &edgeblob_meta::model::BlobKey,
+    source: &edgeblob_proto::request::CopySource,
+    max_len: u64,
+) -> Result<(edgeblob_engine::write::Stored, Option<BlobProps>, Option<[u8; 16]>)> {
+    let src = copy_source::open(c, source).await?;
+    let tap = body::tap(source.md5.is_some(), source.crc64.is_some());
+    let stored = ops::store(c.shard, key, body::hashed(src.body, tap.clone()), max_len).await?;
+    if let Err(e) = body::check_digests(&tap, source.md5, source.crc64) {
+        stored.give_back(c.shard);
+        return Err(e.into());
+    }
+    Ok((stored, src.props, source.md5))
 }
 
 /// A copy id in Azure's UUID form.

@@ -6,6 +6,7 @@
 //! whole.
 
 use bytes::Bytes;
+use edgeblob_engine::error::EngineError;
 use edgeblob_engine::ops;
 use edgeblob_meta::model::{BlobKey, BlobProps, PublicAccess};
 use edgeblob_proto::request::{BlobSettings, CopySource, Range};
@@ -56,10 +57,13 @@ async fn open_local(c: &Call<'_>, st: &addr::Target, src: &CopySource) -> Result
     let (Some(ctr), Some(b)) = (&st.container, &st.blob) else {
         return Err(source_error(StatusCode::BAD_REQUEST, "InvalidUri", "the source names no blob".into()));
     };
-    authorize_local_source(c, &src.url, st, ctr)?;
+    authorize_local_source(c, src, st, ctr)?;
     let key = BlobKey::new(&st.account, ctr, b);
     let (summary, (start, end), reader) =
         ops::open_read(c.shard, key, src.range, src.conditions.clone()).await.map_err(|e| {
+            if matches!(e, EngineError::ConditionNotMet | EngineError::NotModified) {
+                return ApiError::from(ErrorCode::SourceConditionNotMet);
+            }
             let why = e.to_string();
             let code = ApiError::from(e).code;
             source_error(StatusCode::from_u16(code.status()).unwrap_or(StatusCode::BAD_REQUEST), code.as_str(), why)
@@ -72,7 +76,11 @@ async fn open_local(c: &Call<'_>, st: &addr::Target, src: &CopySource) -> Result
 /// access to its container, or by the caller's own credential when that covers it (the account's
 /// key for a source in the same account; the caller's SAS when it grants read there). A SAS
 /// scoped to one container cannot reach a private blob elsewhere through a copy.
-fn authorize_local_source(c: &Call<'_>, url: &str, st: &addr::Target, ctr: &str) -> Result<()> {
+fn authorize_local_source(c: &Call<'_>, src: &CopySource, st: &addr::Target, ctr: &str) -> Result<()> {
+    let url = &src.url;
+    if let Some((_, auth)) = src.forward.iter().find(|(name, _)| *name == "authorization") {
+        return authorize_source_token(c, st, ctr, auth);
+    }
     let keys = c.ctx.accounts.get(&st.account).ok_or(ErrorCode::CannotVerifyCopySource)?;
     let now = edgeblob_engine::shard::now_ns() / 1_000_000_000;
     let read_with = |target: &addr::Target, client_ip, https| {
@@ -124,6 +132,33 @@ fn authorize_local_source(c: &Call<'_>, url: &str, st: &addr::Target, ctr: &str)
         "AuthorizationFailure",
         "the caller's credential does not grant read on the source, which has no SAS of its own".into(),
     ))
+}
+
+/// `x-ms-copy-source-authorization: Bearer <token>` for a source on this node: the token is
+/// validated as a request's own would be, and its principal must be bound to a role that reads
+/// the source's container. Refusals say what the source would have answered (401 for a token
+/// that does not validate, 403 for one without the role), as Azure's copy-source headers do.
+fn authorize_source_token(c: &Call<'_>, st: &addr::Target, ctr: &str, auth: &str) -> Result<()> {
+    let refuse = |status, code: ErrorCode, why: String| source_error(status, code.as_str(), why);
+    let Some(token) = super::auth::bearer_token(auth) else {
+        return Err(refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidHeaderValue, "not a Bearer token".into()));
+    };
+    let Some(entra) = &c.ctx.entra else {
+        let why = "this node accepts no Entra ID tokens (no [auth.entra])".into();
+        return Err(refuse(StatusCode::FORBIDDEN, ErrorCode::AuthenticationFailed, why));
+    };
+    if !c.ctx.https {
+        let why = "a Bearer token is not accepted over HTTP".into();
+        return Err(refuse(StatusCode::FORBIDDEN, ErrorCode::AuthenticationFailed, why));
+    }
+    let principal = entra
+        .validate(token, &st.account)
+        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, ErrorCode::InvalidAuthenticationInfo, e.to_string()))?;
+    if !entra.allows(&principal, &st.account, Some(ctr), edgeblob_proto::rbac::Action::BlobsRead) {
+        let why = "the token's principal has no role that reads the source".into();
+        return Err(refuse(StatusCode::FORBIDDEN, ErrorCode::AuthorizationPermissionMismatch, why));
+    }
+    Ok(())
 }
 
 /// The TLS client configuration for copy sources (and the benchmark's client): the system's
@@ -232,6 +267,10 @@ async fn open_remote(c: &Call<'_>, src: &CopySource) -> Result<Source> {
         .map_err(|_| unreachable(url, Unreachable::TimedOut("the source's answer")))?
         .map_err(|e| unreachable(url, Unreachable::Exchange(e.to_string())))?;
     let status = resp.status();
+    // The source conditions travel as the GET's own conditions: 304 and 412 both mean they failed.
+    if status == StatusCode::NOT_MODIFIED || status == StatusCode::PRECONDITION_FAILED {
+        return Err(ErrorCode::SourceConditionNotMet.into());
+    }
     if !status.is_success() {
         let code = resp.headers().get("x-ms-error-code").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         // Only a code that is an Azure code name passes on: the source's text is not ours to echo.

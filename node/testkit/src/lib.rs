@@ -1,7 +1,7 @@
 //! Test support, one place for every test file: an engine on a small data file ([`engine`]),
 //! the `edgeblob` binary as a process and the node in this process ([`node`]), and the real
 //! clients' kit and Azurite ([`peers`]), SharedKey signing ([`sign`]), and a misbehaving remote
-//! in front of a real one ([`faulty`]), a stand-in for Key Vault and the managed identity
+//! in front of a real one ([`faulty`]), requests on a plain socket ([`raw`]), a stand-in for Key Vault and the managed identity
 //! endpoint ([`keyvault`]), a test tenant of Entra ID with its tokens ([`entra`]). Panics are its error handling: it serves tests only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,5 +11,6 @@ pub mod faulty;
 pub mod keyvault;
 pub mod node;
 pub mod peers;
+pub mod raw;
 pub mod serve;
 pub mod sign;
