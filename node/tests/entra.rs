@@ -193,6 +193,13 @@ fn tokens_are_validated_for_real_and_refused_as_azure_refuses_them() {
     assert_eq!(status, 403, "{head}");
     assert!(head.contains("AuthenticationFailed") && head.contains("not allowed with HTTP"), "{head}");
 
+    // Tokens need service version 2017-11-09 or later: an older one is refused as Azure does.
+    let (status, head, body) =
+        f.call_with(&v1, "GET", "/devstoreaccount1/data/a.bin", &[("x-ms-version", "2017-07-29")], b"");
+    assert_eq!((status, error_code(&head).as_str()), (403, "authenticationfailed"), "{head}");
+    assert!(body.contains("Authentication scheme Bearer is not supported in this version."), "{body}");
+    assert_eq!(f.call_with(&v1, "GET", "/devstoreaccount1/data/a.bin", &[("x-ms-version", "2017-11-09")], b"").0, 200);
+
     // A valid token whose principal has no binding: 403 AuthorizationPermissionMismatch.
     let (status, head, _) = f.call(&f.token(NOBODY), "GET", "/devstoreaccount1/data/a.bin", b"");
     assert_eq!((status, error_code(&head).as_str()), (403, "authorizationpermissionmismatch"), "{head}");

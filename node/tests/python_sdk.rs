@@ -111,6 +111,11 @@ fn blob_service_properties_are_set_and_read_back_as_the_python_sdk_sees_them() {
     run_against_a_node("service_props.py", "the Python SDK sets service properties");
 }
 
+#[test]
+fn blob_batch_and_set_blob_tier_as_the_python_sdk_sends_them() {
+    run_against_a_node("batch_tier.py", "the Python SDK sends Blob Batch and Set Blob Tier");
+}
+
 /// Runs `tests/scripts/<script>` with the kit's Python against a fresh node (its connection
 /// string as the argument) and asserts it printed OK.
 fn run_against_a_node(script: &str, why: &str) {

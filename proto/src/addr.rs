@@ -98,13 +98,12 @@ pub fn parse(target: &str, host: Option<&str>) -> Result<Target, ErrorCode> {
     if !valid_account_name(&account) {
         return Err(ErrorCode::InvalidUri);
     }
-    if let Some(c) = &container {
-        if !valid_container_name(c) {
-            return Err(ErrorCode::InvalidResourceName);
-        }
+    if let Some(e) = container.as_deref().and_then(container_name_error) {
+        return Err(e);
     }
-    if blob.as_ref().is_some_and(|b| b.chars().count() > MAX_BLOB_NAME) {
-        return Err(ErrorCode::InvalidResourceName);
+    // Azure counts a name's length in UTF-16 code units (a character outside the BMP is two).
+    if blob.as_ref().is_some_and(|b| b.encode_utf16().count() > MAX_BLOB_NAME) {
+        return Err(ErrorCode::OutOfRangeInput);
     }
     if blob.as_ref().is_some_and(|b| !valid_blob_name(b)) {
         return Err(ErrorCode::InvalidUri);
@@ -115,15 +114,27 @@ pub fn parse(target: &str, host: Option<&str>) -> Result<Target, ErrorCode> {
 /// Azure's container naming rules: 3 to 63 of lower-case letters, digits and single hyphens,
 /// starting with a letter or digit; or one of the special containers.
 pub fn valid_container_name(c: &str) -> bool {
+    container_name_error(c).is_none()
+}
+
+/// What Azure answers a container name that breaks its rules: a length outside 3 to 63 is
+/// `OutOfRangeInput`, a character or hyphen out of place `InvalidResourceName`.
+fn container_name_error(c: &str) -> Option<ErrorCode> {
     if matches!(c, "$root" | "$logs" | "$web") {
-        return true;
+        return None;
     }
     let b = c.as_bytes();
-    (3..=63).contains(&b.len())
-        && b.iter().all(|&x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-        && !c.contains("--")
+    let chars_ok = b.iter().all(|&x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == b'-')
+        && !c.starts_with('-')
+        && !c.ends_with('-')
+        && !c.contains("--");
+    if !chars_ok {
+        Some(ErrorCode::InvalidResourceName)
+    } else if !(3..=63).contains(&b.len()) {
+        Some(ErrorCode::OutOfRangeInput)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -177,14 +188,22 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         assert_eq!(parse("/a/Upper/b", Some("127.0.0.1")), Err(ErrorCode::InvalidResourceName));
-        assert_eq!(parse("/a/ab/b", Some("127.0.0.1")), Err(ErrorCode::InvalidResourceName));
+        // Azure: a length out of range is OutOfRangeInput; a bad character InvalidResourceName.
+        assert_eq!(parse("/a/ab/b", Some("127.0.0.1")), Err(ErrorCode::OutOfRangeInput));
+        assert_eq!(parse(&format!("/a/{}/b", "c".repeat(64)), Some("127.0.0.1")), Err(ErrorCode::OutOfRangeInput));
+        assert!(parse(&format!("/a/{}/b", "c".repeat(63)), Some("127.0.0.1")).is_ok());
         assert_eq!(parse("/a/a--b/b", Some("127.0.0.1")), Err(ErrorCode::InvalidResourceName));
+        assert_eq!(parse("/a/-ab/b", Some("127.0.0.1")), Err(ErrorCode::InvalidResourceName));
+        assert_eq!(parse("/a/a_/b", Some("127.0.0.1")), Err(ErrorCode::InvalidResourceName));
         let long = format!("/a/ccc/{}", "x".repeat(1025));
-        assert_eq!(parse(&long, Some("127.0.0.1")), Err(ErrorCode::InvalidResourceName));
+        assert_eq!(parse(&long, Some("127.0.0.1")), Err(ErrorCode::OutOfRangeInput));
         assert!(
             parse(&format!("/a/ccc/{}", "ü".repeat(1024)), Some("127.0.0.1")).is_ok(),
-            "the limit counts characters"
+            "the limit counts characters, not bytes"
         );
+        // ... in UTF-16 code units, as Azure does: 512 characters outside the BMP fill it.
+        assert!(parse(&format!("/a/ccc/{}", "😊".repeat(512)), Some("127.0.0.1")).is_ok());
+        assert_eq!(parse(&format!("/a/ccc/{}", "😊".repeat(513)), Some("127.0.0.1")), Err(ErrorCode::OutOfRangeInput));
         assert_eq!(parse("/a/ccc/%FF", Some("127.0.0.1")), Err(ErrorCode::InvalidUri));
         for bad in [
             "/a/ccc/%zz",

@@ -33,7 +33,11 @@ fn headers_of(block: &str) -> Result<HeaderMap, ErrorCode> {
     Ok(h)
 }
 
-/// Parses a batch body into its sub-requests (at most 256, as Azure allows).
+/// The most sub-requests a batch may hold (Azure's limit).
+pub const MAX_SUBREQUESTS: usize = 256;
+
+/// Parses a batch body into its sub-requests (at most [`MAX_SUBREQUESTS`], as Azure allows:
+/// more is `ExceedsMaxBatchRequestCount`).
 pub fn parse(body: &str, boundary: &str) -> Result<Vec<SubRequest>, ErrorCode> {
     let delim = format!("--{boundary}");
     let mut out = Vec::new();
@@ -50,8 +54,18 @@ pub fn parse(body: &str, boundary: &str) -> Result<Vec<SubRequest>, ErrorCode> {
         let (request_line, rest) = head.split_once('\n').unwrap_or((head, ""));
         let mut words = request_line.trim().split(' ');
         let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        // The target in origin form (`/container/blob`), or absolute (`https://host/container/blob`).
+        let target = match target.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {
+                rest.find('/').map_or("/", |i| &rest[i..])
+            }
+            _ => target,
+        };
         if method.is_empty() || !target.starts_with('/') {
             return Err(ErrorCode::InvalidInput);
+        }
+        if out.len() == MAX_SUBREQUESTS {
+            return Err(ErrorCode::ExceedsMaxBatchRequestCount);
         }
         out.push(SubRequest {
             content_id,
@@ -60,7 +74,7 @@ pub fn parse(body: &str, boundary: &str) -> Result<Vec<SubRequest>, ErrorCode> {
             headers: headers_of(rest)?,
         });
     }
-    if out.is_empty() || out.len() > 256 {
+    if out.is_empty() {
         return Err(ErrorCode::InvalidInput);
     }
     Ok(out)
@@ -108,6 +122,18 @@ mod tests {
         assert!(subs[0].headers.get("authorization").is_some());
         assert_eq!(subs[1].target, "/devstoreaccount1/sdk/c.txt?");
         assert!(parse("garbage", b).is_err());
+        // Absolute-form targets, LF line ends.
+        let lf = "--b\nContent-ID: 7\n\nPUT https://acct.blob.core.windows.net/c/d?comp=tier HTTP/1.1\nx-ms-access-tier: Cool\n\n--b--\n";
+        let subs = parse(lf, "b").unwrap();
+        assert_eq!((subs[0].content_id.as_str(), subs[0].target.as_str()), ("7", "/c/d?comp=tier"));
+        assert_eq!(subs[0].headers.get("x-ms-access-tier").unwrap(), "Cool");
+        // Azure's limit: 256 sub-requests.
+        let part = "--b\r\nContent-ID: 0\r\n\r\nDELETE /c/d HTTP/1.1\r\n\r\n";
+        assert_eq!(parse(&format!("{}--b--", part.repeat(256)), "b").unwrap().len(), 256);
+        assert_eq!(
+            parse(&format!("{}--b--", part.repeat(257)), "b").unwrap_err(),
+            ErrorCode::ExceedsMaxBatchRequestCount
+        );
         let part =
             response_part("r", "0", 202, "Accepted", &[("x-ms-delete-type-permanent".into(), "true".into())], "");
         assert!(

@@ -30,6 +30,7 @@ pub enum Operation {
     DeleteBlob,
     SetBlobMetadata,
     SetBlobProperties,
+    SetBlobTier,
     BlobBatch,
     GetUserDelegationKey,
     GetBlobServiceProperties,
@@ -61,6 +62,7 @@ impl Operation {
             DeleteBlob => "DeleteBlob",
             SetBlobMetadata => "SetBlobMetadata",
             SetBlobProperties => "SetBlobProperties",
+            SetBlobTier => "SetBlobTier",
             BlobBatch => "BlobBatch",
             GetUserDelegationKey => "GetUserDelegationKey",
             GetBlobServiceProperties => "GetBlobServiceProperties",
@@ -132,11 +134,14 @@ pub fn route(method: &Method, t: &Target, headers: &HeaderMap) -> Result<Operati
             (&Method::PUT, Some("blocklist")) => Ok(PutBlockList),
             (&Method::PUT, Some("metadata")) => Ok(SetBlobMetadata),
             (&Method::PUT, Some("properties")) => Ok(SetBlobProperties),
+            (&Method::PUT, Some("tier")) => Ok(SetBlobTier),
             (&Method::GET, Some("blocklist")) => Ok(GetBlockList),
             (&Method::GET, None) => Ok(GetBlob),
             (&Method::HEAD, None | Some("metadata")) | (&Method::GET, Some("metadata")) => Ok(GetBlobProperties),
             (&Method::DELETE, None) => Ok(DeleteBlob),
-            (_, None | Some("block") | Some("blocklist") | Some("metadata") | Some("properties")) => bad_verb,
+            (_, None | Some("block") | Some("blocklist") | Some("metadata") | Some("properties") | Some("tier")) => {
+                bad_verb
+            }
             _ => bad_query,
         },
     }
@@ -192,6 +197,7 @@ mod tests {
             (Method::DELETE, "/a/ctr/b", vec![], DeleteBlob),
             (Method::PUT, "/a/ctr/b?comp=metadata", vec![], SetBlobMetadata),
             (Method::PUT, "/a/ctr/b?comp=properties", vec![], SetBlobProperties),
+            (Method::PUT, "/a/ctr/b?comp=tier", vec![], SetBlobTier),
             (Method::POST, "/a/ctr?restype=container&comp=batch", vec![], BlobBatch),
             (Method::POST, "/a?comp=batch", vec![], BlobBatch),
             (Method::POST, "/a/?restype=service&comp=userdelegationkey", vec![], GetUserDelegationKey),

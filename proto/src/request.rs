@@ -83,6 +83,38 @@ pub enum BlockListType {
 pub struct BlobSettings {
     pub headers: BlobHeaders,
     pub metadata: Metadata,
+    /// `x-ms-access-tier` of Put Blob, Put Block List and the copies.
+    pub access_tier: Option<AccessTier>,
+}
+
+/// The online access tiers of a block blob. They differ in Azure's price of storing and
+/// reading, not in how a blob is read, which is why the node keeps and reports them as set.
+/// Archive (a blob no one can read until it is rehydrated, hours later) is not offered: the
+/// node moves cold data to its Azure tier by itself, readable throughout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessTier {
+    Hot,
+    Cool,
+    Cold,
+}
+
+impl AccessTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessTier::Hot => "Hot",
+            AccessTier::Cool => "Cool",
+            AccessTier::Cold => "Cold",
+        }
+    }
+
+    /// A tier's name as Azure spells it, in any case; Archive and the premium page blob tiers
+    /// are refused as values this node does not take.
+    pub fn parse(v: &str) -> Result<AccessTier, ErrorCode> {
+        [AccessTier::Hot, AccessTier::Cool, AccessTier::Cold]
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(v.trim()))
+            .ok_or(ErrorCode::InvalidHeaderValue)
+    }
 }
 
 /// The source of a copy: its URL, the part of it wanted, the conditions it must meet, and the
@@ -179,6 +211,8 @@ pub struct BlobBatch {
     /// The container a batch was sent to: its sub-requests must stay inside it.
     pub container: Option<String>,
     pub boundary: String,
+    /// The batch's `x-ms-version`, which Azure applies to every sub-request.
+    pub version: Option<String>,
 }
 
 /// One Blob operation with its parameters.
@@ -205,6 +239,7 @@ pub enum Request {
     DeleteBlob { blob: BlobRef, conditions: Conditions },
     SetBlobMetadata { blob: BlobRef, metadata: Metadata, conditions: Conditions },
     SetBlobProperties { blob: BlobRef, settings: BlobSettings, conditions: Conditions },
+    SetBlobTier { blob: BlobRef, tier: AccessTier },
     BlobBatch(BlobBatch),
     GetUserDelegationKey,
     GetBlobServiceProperties,
@@ -218,7 +253,11 @@ impl Request {
         use Operation as O;
         let metadata = || hdr::metadata(h, meta_names);
         let settings = |fall_back| -> Result<BlobSettings, ErrorCode> {
-            Ok(BlobSettings { headers: hdr::blob_headers(h, fall_back)?, metadata: metadata()? })
+            Ok(BlobSettings {
+                headers: hdr::blob_headers(h, fall_back)?,
+                metadata: metadata()?,
+                access_tier: hdr::get(h, "x-ms-access-tier").map(AccessTier::parse).transpose()?,
+            })
         };
         let conditions = || hdr::conditions(h);
         Ok(match op {
@@ -292,6 +331,10 @@ impl Request {
             O::SetBlobMetadata => {
                 Request::SetBlobMetadata { blob: blob(t)?, metadata: metadata()?, conditions: conditions() }
             }
+            O::SetBlobTier => Request::SetBlobTier {
+                blob: blob(t)?,
+                tier: AccessTier::parse(hdr::get(h, "x-ms-access-tier").ok_or(ErrorCode::MissingRequiredHeader)?)?,
+            },
             O::SetBlobProperties => {
                 Request::SetBlobProperties { blob: blob(t)?, settings: settings(false)?, conditions: conditions() }
             }
@@ -319,6 +362,7 @@ impl Request {
                 Request::PutBlockFromUrl(PutBlockFromUrl { blob, block_id, source: copy_source(h, range)? })
             }
             O::BlobBatch => Request::BlobBatch(BlobBatch {
+                version: hdr::get(h, "x-ms-version").map(str::to_owned),
                 account: t.account.clone(),
                 container: t.container.clone(),
                 boundary: crate::batch::boundary(hdr::get(h, "content-type").unwrap_or(""))
@@ -606,14 +650,15 @@ mod tests {
         let b = req(
             Method::POST,
             "/a/ctr?restype=container&comp=batch",
-            &[("content-type", "multipart/mixed; boundary=batch_1")],
+            &[("content-type", "multipart/mixed; boundary=batch_1"), ("x-ms-version", "2026-10-06")],
         );
         assert_eq!(
             b,
             Ok(Request::BlobBatch(BlobBatch {
                 account: "a".into(),
                 container: Some("ctr".into()),
-                boundary: "batch_1".into()
+                boundary: "batch_1".into(),
+                version: Some("2026-10-06".into()),
             }))
         );
         assert_eq!(

@@ -498,6 +498,7 @@ mod tests {
             (DeleteBlob, blob, "d", Some('o'), true),
             (SetBlobMetadata, blob, "w", Some('o'), true),
             (SetBlobProperties, blob, "w", Some('o'), true),
+            (SetBlobTier, blob, "w", Some('o'), true),
         ];
         let keys = [KEY.to_vec()];
         let se = "2026-11-23T00:00:00Z";

@@ -73,7 +73,9 @@ fn opt_tag(out: &mut String, name: &str, value: Option<&str>) {
 
 fn metadata(out: &mut String, md: &[(String, String)]) {
     out.push_str("<Metadata>");
-    for (k, v) in md {
+    // A name beginning with `$` is the node's own entry (a blob's tier), never a client's: those
+    // are C# identifiers.
+    for (k, v) in md.iter().filter(|(k, _)| !k.starts_with('$')) {
         tag(out, k, v);
     }
     out.push_str("</Metadata>");
@@ -140,9 +142,15 @@ pub struct BlobItem<'a> {
     pub content_disposition: Option<&'a str>,
     pub cache_control: Option<&'a str>,
     pub content_md5: Option<[u8; 16]>,
+    /// The access tier; inferred when none was set (the account's default).
+    pub access_tier: &'a str,
+    pub access_tier_inferred: bool,
+    pub access_tier_change_time: Option<String>,
     pub metadata: Option<&'a [(String, String)]>,
 }
 
+// A page is mostly blobs: boxing each would cost an allocation per item for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ListItem<'a> {
     Blob(BlobItem<'a>),
     Prefix(&'a str),
@@ -201,7 +209,14 @@ pub fn list_blobs(l: &ListBlobs) -> String {
                 }
                 opt_tag(&mut o, "Cache-Control", b.cache_control);
                 opt_tag(&mut o, "Content-Disposition", b.content_disposition);
-                o.push_str("<BlobType>BlockBlob</BlobType><AccessTier>Hot</AccessTier><AccessTierInferred>true</AccessTierInferred>");
+                o.push_str("<BlobType>BlockBlob</BlobType>");
+                tag(&mut o, "AccessTier", b.access_tier);
+                if b.access_tier_inferred {
+                    o.push_str("<AccessTierInferred>true</AccessTierInferred>");
+                }
+                if let Some(t) = &b.access_tier_change_time {
+                    tag(&mut o, "AccessTierChangeTime", t);
+                }
                 o.push_str("<LeaseStatus>unlocked</LeaseStatus><LeaseState>available</LeaseState><ServerEncrypted>true</ServerEncrypted>");
                 o.push_str("</Properties>");
                 if let Some(md) = b.metadata {
@@ -592,6 +607,9 @@ mod tests {
                 content_disposition: None,
                 cache_control: None,
                 content_md5: None,
+                access_tier: "Hot",
+                access_tier_inferred: true,
+                access_tier_change_time: None,
                 metadata: None,
             })
         };
@@ -642,6 +660,9 @@ mod tests {
                     content_disposition: None,
                     cache_control: None,
                     content_md5: Some([0; 16]),
+                    access_tier: "Hot",
+                    access_tier_inferred: true,
+                    access_tier_change_time: None,
                     metadata: Some(&md),
                 }),
             ],

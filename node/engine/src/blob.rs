@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::access_tier;
 use edgeblob_meta::listing::BlobSummary;
 use edgeblob_meta::model::{limits, Blob, BlobKey, BlobProps, Block, ChunkRef, ListedBlock, Metadata, StagedBlock};
 use edgeblob_meta::refs::{RefCounts, RefDelta};
@@ -32,7 +33,10 @@ pub enum BlockListItem {
 pub enum PropsChange {
     /// The standard properties; metadata is kept.
     Properties(Box<BlobProps>),
+    /// The client's metadata; the node's own entries (the tier) are kept.
     Metadata(Metadata),
+    /// Set Blob Tier: neither the ETag nor Last-Modified change (Azure's rule).
+    Tier(edgeblob_proto::request::AccessTier),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -331,11 +335,15 @@ pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: C
         let cur = current(meta.state(), &key, cid).ok_or(EngineError::BlobNotFound)?;
         check(&cond, Some(cur), true)?;
         let mut props = cur.props.clone();
+        let (mut etag, mut modified_ns) = (s.node.stamp(), now_ns());
         match change {
             PropsChange::Properties(p) => props = BlobProps { metadata: props.metadata, copy: props.copy, ..*p },
-            PropsChange::Metadata(md) => props.metadata = md,
+            PropsChange::Metadata(md) => props.metadata = access_tier::keep_reserved(&props.metadata, md),
+            PropsChange::Tier(tier) => {
+                access_tier::set(&mut props.metadata, access_tier::Tier { tier, changed_ns: Some(modified_ns) });
+                (etag, modified_ns) = (cur.etag, cur.modified_ns);
+            }
         }
-        let (etag, modified_ns) = (s.node.stamp(), now_ns());
         let mut after = cur.clone();
         after.etag = etag;
         after.modified_ns = modified_ns;

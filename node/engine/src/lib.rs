@@ -14,6 +14,7 @@
 //! [`config`], [`error`], [`read::BlobReader`], [`write::Stored`], [`stats`] and [`startup`]
 //! (the admin tool's views of a device). Nothing here knows about HTTP.
 
+pub mod access_tier;
 pub mod blob;
 mod cache;
 pub mod config;

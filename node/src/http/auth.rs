@@ -54,7 +54,7 @@ pub fn authenticate(
     if let Some(auth) = headers.get("authorization") {
         let auth = auth.to_str().map_err(|_| failed("malformed", "unreadable Authorization header".into()))?;
         if let Some(token) = bearer_token(auth) {
-            return bearer(ctx, t, op, token);
+            return bearer(ctx, t, op, token, headers);
         }
         let signed = shared_key::SignedRequest { method, raw_path: &t.raw_path, query: &t.query, headers };
         shared_key::verify(&t.account, keys, &signed, auth).map_err(|e| failed("SharedKey", e.to_string()))?;
@@ -101,13 +101,21 @@ pub(super) fn bearer_token(auth: &str) -> Option<&str> {
 /// An Entra ID token: over TLS only, validated against the tenant's keys, then authorised by the
 /// role bindings for the operation's action. A token that fails validation is answered 401 with
 /// the challenge the SDKs read to find the tenant; a valid one without a binding, 403.
-fn bearer(ctx: &HttpCtx, t: &Target, op: Operation, token: &str) -> Result<Credential> {
+fn bearer(ctx: &HttpCtx, t: &Target, op: Operation, token: &str, headers: &HeaderMap) -> Result<Credential> {
     let Some(entra) = &ctx.entra else {
         return Err(ApiError::authentication(
             ErrorCode::AuthenticationFailed,
             "Bearer tokens are not accepted by this node (no [auth.entra] is configured).",
         ));
     };
+    // Tokens came with service version 2017-11-09; a request naming an older one (or none, which
+    // Azure takes as the oldest) is refused as Azure refuses it.
+    if edgeblob_proto::headers::get(headers, "x-ms-version").is_none_or(|v| v < "2017-11-09") {
+        return Err(ApiError::authentication(
+            ErrorCode::AuthenticationFailed,
+            "Authentication scheme Bearer is not supported in this version.",
+        ));
+    }
     if !ctx.https {
         return Err(ApiError::authentication(
             ErrorCode::AuthenticationFailed,

@@ -1,13 +1,13 @@
 //! Operations on a whole blob: Put Blob, Get Blob, Get Blob Properties, Delete Blob, Set Blob
-//! Metadata and Set Blob Properties.
+//! Metadata, Set Blob Properties and Set Blob Tier.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use edgeblob_engine::{ops, PropsChange};
+use edgeblob_engine::{access_tier, ops, PropsChange};
 use edgeblob_meta::model::limits;
 use edgeblob_proto::conditions::Conditions;
-use edgeblob_proto::request::{BlobRef, BlobSettings, GetBlob, IfRange, Metadata, PutBlob, MAX_RANGE_MD5};
-use edgeblob_proto::{etag_string, range, ErrorCode};
+use edgeblob_proto::request::{AccessTier, BlobRef, BlobSettings, GetBlob, IfRange, Metadata, PutBlob, MAX_RANGE_MD5};
+use edgeblob_proto::{etag_string, headers as hdr, range, ErrorCode};
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use md5::Digest;
@@ -94,10 +94,31 @@ pub async fn get_properties(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Re
     if let Some(m) = b.props.content_md5 {
         set(rh, "content-md5", B64.encode(m));
     }
-    set(rh, "x-ms-access-tier", "Hot");
-    set(rh, "x-ms-access-tier-inferred", "true");
+    let (tier, inferred, changed) = access_tier_of(&b.props);
+    set(rh, "x-ms-access-tier", tier);
+    if inferred {
+        set(rh, "x-ms-access-tier-inferred", "true");
+    }
+    if let Some(ns) = changed {
+        set(rh, "x-ms-access-tier-change-time", hdr::http_date(ns));
+    }
     super::response::keep_meta_case(&mut r, &b.props.metadata);
     Ok(r)
+}
+
+/// A blob's access tier as Azure reports it: the one set, or Hot (the account's default),
+/// inferred; and when Set Blob Tier last changed it.
+pub fn access_tier_of(props: &edgeblob_meta::model::BlobProps) -> (&'static str, bool, Option<i64>) {
+    match access_tier::of(props) {
+        Some(t) => (t.tier.as_str(), false, t.changed_ns),
+        None => (AccessTier::Hot.as_str(), true, None),
+    }
+}
+
+/// Set Blob Tier: 200, the blob's ETag and Last-Modified unchanged.
+pub async fn set_tier(c: &Call<'_>, blob: BlobRef, tier: AccessTier) -> Result<Response<RespBody>> {
+    ops::set_blob_props(c.shard, blob_key(&blob), PropsChange::Tier(tier), Conditions::default()).await?;
+    Ok(respond(StatusCode::OK, body::empty()))
 }
 
 pub async fn delete(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Result<Response<RespBody>> {

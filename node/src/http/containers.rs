@@ -106,20 +106,26 @@ pub async fn list_blobs(c: &Call<'_>, p: ListBlobs) -> Result<Response<RespBody>
             .iter()
             .map(|e| match e {
                 ListEntry::Prefix(prefix) => xml::ListItem::Prefix(prefix),
-                ListEntry::Blob(b) => xml::ListItem::Blob(xml::BlobItem {
-                    name: &b.name,
-                    creation_time: hdr::http_date(b.created_ns),
-                    last_modified: hdr::http_date(b.modified_ns),
-                    etag: b.etag,
-                    size: b.size,
-                    content_type: b.props.content_type.as_deref(),
-                    content_encoding: b.props.content_encoding.as_deref(),
-                    content_language: b.props.content_language.as_deref(),
-                    content_disposition: b.props.content_disposition.as_deref(),
-                    cache_control: b.props.cache_control.as_deref(),
-                    content_md5: b.props.content_md5,
-                    metadata: p.include_metadata.then_some(b.props.metadata.as_slice()),
-                }),
+                ListEntry::Blob(b) => {
+                    let (access_tier, access_tier_inferred, changed) = super::blobs::access_tier_of(&b.props);
+                    xml::ListItem::Blob(xml::BlobItem {
+                        name: &b.name,
+                        creation_time: hdr::http_date(b.created_ns),
+                        last_modified: hdr::http_date(b.modified_ns),
+                        etag: b.etag,
+                        size: b.size,
+                        content_type: b.props.content_type.as_deref(),
+                        content_encoding: b.props.content_encoding.as_deref(),
+                        content_language: b.props.content_language.as_deref(),
+                        content_disposition: b.props.content_disposition.as_deref(),
+                        cache_control: b.props.cache_control.as_deref(),
+                        content_md5: b.props.content_md5,
+                        access_tier,
+                        access_tier_inferred,
+                        access_tier_change_time: changed.map(hdr::http_date),
+                        metadata: p.include_metadata.then_some(b.props.metadata.as_slice()),
+                    })
+                }
             })
             .collect(),
         next_marker: page.next_marker.as_deref(),

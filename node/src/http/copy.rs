@@ -3,8 +3,9 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use edgeblob_engine::access_tier;
 use edgeblob_engine::{ops, Shard};
-use edgeblob_meta::model::{limits, BlobProps, CopyInfo};
+use edgeblob_meta::model::{limits, BlobProps, CopyInfo, Metadata};
 use edgeblob_proto::request::{CopyFromUrl, PutBlockFromUrl};
 use http::{Response, StatusCode};
 
@@ -103,6 +104,15 @@ pub fn copy_id(s: &Shard) -> String {
     super::response::uuid_form(xxhash_rust::xxh3::xxh3_128(&s.node.stamp().to_le_bytes()))
 }
 
+/// The destination's metadata: the request's, else (Copy Blob) the source's client metadata;
+/// the node's own entries (the tier) come from the request only, never from the source.
+fn merge_metadata(source: Metadata, request: Metadata, keep_source: bool) -> Metadata {
+    let client = access_tier::client_metadata(&request);
+    let mut out = if client.is_empty() && keep_source { access_tier::client_metadata(&source) } else { client };
+    out.extend(request.into_iter().filter(|(k, _)| access_tier::is_reserved(k)));
+    out
+}
+
 /// The destination's properties: the source's where the request does not set them.
 fn merge_props(source: Option<BlobProps>, request: BlobProps, keep_source_metadata: bool) -> BlobProps {
     let src = source.unwrap_or_default();
@@ -113,7 +123,7 @@ fn merge_props(source: Option<BlobProps>, request: BlobProps, keep_source_metada
         content_disposition: request.content_disposition.or(src.content_disposition),
         cache_control: request.cache_control.or(src.cache_control),
         content_md5: request.content_md5.or(src.content_md5),
-        metadata: if request.metadata.is_empty() && keep_source_metadata { src.metadata } else { request.metadata },
+        metadata: merge_metadata(src.metadata, request.metadata, keep_source_metadata),
         copy: None,
     }
 }

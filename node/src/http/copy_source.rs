@@ -282,6 +282,7 @@ async fn open_remote(c: &Call<'_>, src: &CopySource) -> Result<Source> {
     let mut props = super::model::props(BlobSettings {
         headers: hdr::blob_headers(rh, true).unwrap_or_default(),
         metadata: hdr::metadata(rh, &[]).unwrap_or_default(),
+        access_tier: None,
     });
     // A range's bytes are not the blob's: its MD5 does not pass on.
     props.content_md5 = hdr::md5(rh, "content-md5").ok().flatten().filter(|_| src.range.is_none());

@@ -150,6 +150,7 @@ async fn dispatch(
         Request::GetBlob(p) => blobs::get(&c, p).await,
         Request::GetBlobProperties { blob, conditions } => blobs::get_properties(&c, blob, conditions).await,
         Request::DeleteBlob { blob, conditions } => blobs::delete(&c, blob, conditions).await,
+        Request::SetBlobTier { blob, tier } => blobs::set_tier(&c, blob, tier).await,
         Request::SetBlobMetadata { blob, metadata, conditions } => {
             blobs::set_metadata(&c, blob, metadata, conditions).await
         }

@@ -1,6 +1,7 @@
 //! The protocol's typed parameters as the metadata model's values, and back: the one place the
 //! HTTP layer translates between `proto` and `meta` (neither knows the other).
 
+use edgeblob_engine::access_tier;
 use edgeblob_meta::model::{BlobKey, BlobProps, PublicAccess};
 use edgeblob_proto::request::{self as rq, BlobRef, BlobSettings};
 
@@ -8,9 +9,14 @@ pub fn blob_key(b: &BlobRef) -> BlobKey {
     BlobKey::new(&b.account, &b.container, &b.blob)
 }
 
-/// The properties a write sets. The MD5 is the client's `x-ms-blob-content-md5`.
+/// The properties a write sets (the tier it names kept with the metadata). The MD5 is the
+/// client's `x-ms-blob-content-md5`.
 pub fn props(s: BlobSettings) -> BlobProps {
     let h = s.headers;
+    let mut metadata = s.metadata;
+    if let Some(tier) = s.access_tier {
+        access_tier::set(&mut metadata, access_tier::Tier { tier, changed_ns: None });
+    }
     BlobProps {
         content_type: h.content_type,
         content_encoding: h.content_encoding,
@@ -18,7 +24,7 @@ pub fn props(s: BlobSettings) -> BlobProps {
         content_disposition: h.content_disposition,
         cache_control: h.cache_control,
         content_md5: h.content_md5,
-        metadata: s.metadata,
+        metadata,
         copy: None,
     }
 }

@@ -105,7 +105,10 @@ pub async fn https(
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap();
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    req.push_str(&format!("Content-Length: {}\r\nx-ms-version: 2025-01-05\r\n", body.len()));
+    req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("x-ms-version")) {
+        req.push_str("x-ms-version: 2025-01-05\r\n");
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
