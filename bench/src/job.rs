@@ -164,18 +164,20 @@ pub struct Global {
 }
 
 const GLOBAL_ONLY: [&str; 5] = ["threads", "output", "output-format", "plot", "progress"];
-const KEYS: [&str; 33] = [
+const KEYS: [&str; 35] = [
     "workload",
     "connection_string",
     "endpoint",
     "account",
     "key",
     "sas",
+    "token_file",
     "source_connection_string",
     "source_endpoint",
     "source_account",
     "source_key",
     "source_sas",
+    "source_token_file",
     "container",
     "source_container",
     "bs",
@@ -320,12 +322,12 @@ fn endpoint(kv: &BTreeMap<String, String>, prefix: &str) -> Result<Option<Endpoi
         return Endpoint::from_connection_string(cs).map(Some);
     }
     let Some(url) = get("endpoint") else {
-        if get("key").is_some() || get("sas").is_some() || get("account").is_some() {
-            return Err(format!("{prefix}account, key or sas given without {prefix}endpoint"));
+        if ["key", "sas", "token_file", "account"].iter().any(|k| get(k).is_some()) {
+            return Err(format!("{prefix}account, key, sas or token_file given without {prefix}endpoint"));
         }
         return Ok(None);
     };
-    let cred = target::credential(get("key"), get("sas"))?;
+    let cred = target::credential(get("key"), get("sas"), get("token_file"))?;
     Endpoint::new(url, get("account"), cred).map(Some)
 }
 

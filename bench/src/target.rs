@@ -13,6 +13,8 @@ pub enum Credential {
     Key(Vec<u8>),
     /// A SAS query string (without `?`), appended to every request.
     Sas(String),
+    /// An Entra ID access token, sent as `Authorization: Bearer` (the node takes it over TLS).
+    Bearer(String),
     Anonymous,
 }
 
@@ -21,6 +23,7 @@ impl std::fmt::Debug for Credential {
         f.write_str(match self {
             Credential::Key(_) => "account key",
             Credential::Sas(_) => "SAS",
+            Credential::Bearer(_) => "Entra ID token",
             Credential::Anonymous => "anonymous",
         })
     }
@@ -120,6 +123,11 @@ impl Endpoint {
     pub fn authorize(&self, method: &str, path: &str, query: &mut String, headers: &mut HeaderMap, body_len: u64) {
         match &self.credential {
             Credential::Anonymous => {}
+            Credential::Bearer(token) => {
+                if let Ok(v) = format!("Bearer {token}").parse() {
+                    headers.insert(http::header::AUTHORIZATION, v);
+                }
+            }
             Credential::Sas(s) => {
                 query.push(if query.is_empty() { '?' } else { '&' });
                 query.push_str(s);
@@ -151,6 +159,7 @@ impl Endpoint {
         match &self.credential {
             Credential::Sas(s) => Ok(s.clone()),
             Credential::Anonymous => Ok(String::new()),
+            Credential::Bearer(_) => Err("a SAS for another party needs the account key, not a token".into()),
             Credential::Key(key) => {
                 let now = std::time::SystemTime::now();
                 let fmt = iso8601;
@@ -177,12 +186,16 @@ fn key_credential(k: &str) -> Result<Credential, String> {
     B64.decode(k.trim()).map(Credential::Key).map_err(|_| "the account key is not base64".to_owned())
 }
 
-/// Builds a credential from settings: a key wins over a SAS.
-pub fn credential(key: Option<&str>, sas: Option<&str>) -> Result<Credential, String> {
-    match (key, sas) {
-        (Some(k), _) => key_credential(k),
-        (None, Some(s)) => Ok(Credential::Sas(s.trim_start_matches('?').to_owned())),
-        (None, None) => Ok(Credential::Anonymous),
+/// Builds a credential from settings: a key wins over a SAS, a SAS over a token (read from a
+/// file, so that it never shows in a process listing or a job file).
+pub fn credential(key: Option<&str>, sas: Option<&str>, token_file: Option<&str>) -> Result<Credential, String> {
+    match (key, sas, token_file) {
+        (Some(k), _, _) => key_credential(k),
+        (None, Some(s), _) => Ok(Credential::Sas(s.trim_start_matches('?').to_owned())),
+        (None, None, Some(f)) => std::fs::read_to_string(f)
+            .map(|t| Credential::Bearer(t.trim().to_owned()))
+            .map_err(|e| format!("token_file {f}: {e}")),
+        (None, None, None) => Ok(Credential::Anonymous),
     }
 }
 

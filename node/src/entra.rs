@@ -49,6 +49,9 @@ pub struct Entra {
     pub fetches: AtomicU64,
     pub fetch_errors: AtomicU64,
     pub reloads: AtomicU64,
+    /// Bumped whenever the keys or the settings change: what was validated under the ones
+    /// before is validated again (see `http/tokens.rs`).
+    generation: AtomicU64,
 }
 
 fn now_secs() -> u64 {
@@ -111,6 +114,7 @@ impl Entra {
             fetches: AtomicU64::new(0),
             fetch_errors: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&entra);
         let source = config.source.clone();
@@ -162,6 +166,12 @@ impl Entra {
     fn set_keys(&self, keys: KeySet, at: u64) {
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
         self.keys_at.store(at, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Which keys and settings are in force: a validation is good only under the same.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }
 
@@ -274,6 +284,7 @@ fn reload(e: &Entra, path: &Path) {
             tracing::info!(bindings = s.bindings.len(), "auth configuration reloaded");
             *e.settings.write().unwrap_or_else(|err| err.into_inner()) = Arc::new(s);
             e.reloads.fetch_add(1, Ordering::Relaxed);
+            e.generation.fetch_add(1, Ordering::Release);
         }
         Ok(None) => tracing::warn!("auth.entra was removed from {}: restart to turn tokens off", path.display()),
         Err(err) => tracing::warn!("{} changed but is not valid (auth kept): {err}", path.display()),

@@ -122,19 +122,30 @@ fn bearer(ctx: &HttpCtx, t: &Target, op: Operation, token: &str, headers: &Heade
             "Authentication scheme Bearer is not allowed with HTTP.",
         ));
     }
-    let principal = entra.validate(token, &t.account).map_err(|e| {
-        tracing::info!(account = %t.account, why = %e, "token refused");
-        let mut refused = ApiError::authentication(ErrorCode::InvalidAuthenticationInfo, e);
-        refused.headers.push(("www-authenticate", entra.challenge()));
-        refused
-    })?;
+    // The generation is read before validating: a change of keys meanwhile makes the entry
+    // stale at once rather than letting it outlive the keys it was checked with.
+    let (generation, now) = (entra.generation(), edgeblob_engine::shard::now_ns().div_euclid(1_000_000_000));
+    let cached = ctx.tokens.borrow_mut().get(token, &t.account, generation, now);
+    let principal = match cached {
+        Some(p) => p,
+        None => {
+            let p = Rc::new(entra.validate(token, &t.account).map_err(|e| {
+                tracing::info!(account = %t.account, why = %e, "token refused");
+                let mut refused = ApiError::authentication(ErrorCode::InvalidAuthenticationInfo, e);
+                refused.headers.push(("www-authenticate", entra.challenge()));
+                refused
+            })?);
+            ctx.tokens.borrow_mut().put(token, &t.account, generation, p.clone(), now);
+            p
+        }
+    };
     if let Some(action) = permission::needs(op).role {
         if !entra.allows(&principal, &t.account, t.container.as_deref(), action) {
             tracing::info!(account = %t.account, op = op.name(), principal = %principal.object_id, "no role binding allows it");
             return Err(ErrorCode::AuthorizationPermissionMismatch.into());
         }
     }
-    Ok(Credential::Bearer(Rc::new(principal)))
+    Ok(Credential::Bearer(principal))
 }
 
 /// A user delegation SAS grants what it says and no more than its key's principal may do now

@@ -19,6 +19,7 @@ mod service;
 mod slots;
 mod sniff;
 mod stall;
+mod tokens;
 
 pub use copy_source::tls_client;
 pub use slots::Slots;
@@ -60,6 +61,8 @@ pub struct HttpCtx {
     pub https: bool,
     /// Entra ID tokens, where configured.
     pub entra: Option<Arc<crate::entra::Entra>>,
+    /// Tokens this shard validated, remembered while they hold.
+    pub tokens: std::cell::RefCell<tokens::TokenCache>,
 }
 
 /// The addresses the node serves on.
@@ -150,6 +153,7 @@ fn serve_on(
                 next_request: Cell::new(0),
                 https,
                 entra,
+                tokens: Default::default(),
             });
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
