@@ -135,7 +135,7 @@ fn bearer(ctx: &HttpCtx, t: &Target, op: Operation, token: &str, headers: &Heade
                 refused.headers.push(("www-authenticate", entra.challenge()));
                 refused
             })?);
-            ctx.tokens.borrow_mut().put(token, &t.account, generation, p.clone(), now);
+            ctx.tokens.borrow_mut().put(token, &t.account, generation, p.clone());
             p
         }
     };

@@ -2,10 +2,10 @@
 //! lifetime (an hour or more), and checking its RS256 signature again on every request would
 //! cost more than many requests themselves. An entry holds until the token expires, and only
 //! while the key set and the `[auth]` settings it was validated under are the ones in force
-//! (any change to them empties the cache). Bounded: a client sending a new token per request
-//! only ever evicts entries, it never grows the cache.
+//! (any change to them empties the cache). Bounded, least recently used out first: a client
+//! sending a new token per request only ever evicts entries, it never grows the cache.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::rc::Rc;
 
 use edgeblob_proto::bearer::Principal;
@@ -18,12 +18,18 @@ struct Cached {
     principal: Rc<Principal>,
 }
 
-#[derive(Default)]
 pub struct TokenCache {
     /// Keyed by the whole token (a digest would let a crafted collision borrow a principal).
-    entries: HashMap<String, Cached>,
+    entries: lru::LruCache<String, Cached>,
     /// The key set and settings the entries were validated under.
     generation: u64,
+}
+
+impl Default for TokenCache {
+    fn default() -> TokenCache {
+        let bound = NonZeroUsize::new(MAX_CACHED_TOKENS).unwrap_or(NonZeroUsize::MIN);
+        TokenCache { entries: lru::LruCache::new(bound), generation: 0 }
+    }
 }
 
 impl TokenCache {
@@ -39,23 +45,14 @@ impl TokenCache {
         (c.account == account && now < c.principal.expires).then(|| c.principal.clone())
     }
 
-    /// Remembers a token just validated under `generation`.
-    pub fn put(&mut self, token: &str, account: &str, generation: u64, principal: Rc<Principal>, now: i64) {
+    /// Remembers a token just validated under `generation` (the least recently used goes when
+    /// full; an expired one is never used again, so it goes in time).
+    pub fn put(&mut self, token: &str, account: &str, generation: u64, principal: Rc<Principal>) {
         if generation != self.generation {
             self.entries.clear();
             self.generation = generation;
         }
-        if self.entries.len() >= MAX_CACHED_TOKENS {
-            self.entries.retain(|_, c| now < c.principal.expires);
-        }
-        if self.entries.len() >= MAX_CACHED_TOKENS {
-            // Still full of live tokens: make room by forgetting one (it is validated again
-            // when it comes back).
-            if let Some(k) = self.entries.keys().next().cloned() {
-                self.entries.remove(&k);
-            }
-        }
-        self.entries.insert(token.to_owned(), Cached { account: account.to_owned(), principal });
+        self.entries.put(token.to_owned(), Cached { account: account.to_owned(), principal });
         debug_assert!(self.entries.len() <= MAX_CACHED_TOKENS);
     }
 
@@ -80,7 +77,7 @@ mod tests {
     fn a_token_is_remembered_for_its_account_until_it_expires_or_the_keys_change() {
         let mut c = TokenCache::default();
         assert!(c.get("t1", "acct", 1, 100).is_none());
-        c.put("t1", "acct", 1, principal("a", 200), 100);
+        c.put("t1", "acct", 1, principal("a", 200));
         assert_eq!(c.get("t1", "acct", 1, 150).unwrap().object_id, "a");
         assert!(c.get("t1", "other", 1, 150).is_none(), "a token validated for one account is not another's");
         assert!(c.get("t1", "acct", 1, 200).is_none(), "expired");
@@ -89,18 +86,16 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_never_holds_more_than_its_bound() {
+    fn the_cache_never_holds_more_than_its_bound_and_keeps_the_tokens_in_use() {
         let mut c = TokenCache::default();
-        for i in 0..MAX_CACHED_TOKENS {
-            c.put(&format!("old{i}"), "acct", 1, principal("a", 50), 10);
-        }
-        // Expired entries go first; then live ones make room one at a time.
-        c.put("new", "acct", 1, principal("b", 500), 100);
-        assert_eq!(c.len(), 1);
+        c.put("busy", "acct", 1, principal("b", 500));
         for i in 0..2 * MAX_CACHED_TOKENS {
-            c.put(&format!("live{i}"), "acct", 1, principal("c", 500), 100);
+            c.put(&format!("once{i}"), "acct", 1, principal("c", 500));
             assert!(c.len() <= MAX_CACHED_TOKENS);
+            // A token in use stays while a flood of new ones passes through.
+            assert!(c.get("busy", "acct", 1, 100).is_some(), "after {i}");
         }
         assert_eq!(c.len(), MAX_CACHED_TOKENS);
+        assert!(c.get("once0", "acct", 1, 100).is_none(), "the least recently used went first");
     }
 }
