@@ -33,8 +33,9 @@ fn a_thousand_concurrent_connections_are_all_served() {
             let mut buf = vec![0u8; 4096];
             let n = c.read(&mut buf).await.unwrap();
             let head = String::from_utf8_lossy(&buf[..n]);
-            assert!(head.starts_with("HTTP/1.1 403"), "{head}");
-            assert!(head.to_ascii_lowercase().contains("x-ms-error-code: authenticationfailed"), "{head}");
+            // Anonymous, in a container: as if nothing were there (Azure's answer).
+            assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+            assert!(head.to_ascii_lowercase().contains("x-ms-error-code: resourcenotfound"), "{head}");
             served += 1;
         }
         assert_eq!(served, 1000);
@@ -175,14 +176,22 @@ fn public_access_opens_reads_only_as_far_as_the_container_allows() {
         assert!(String::from_utf8_lossy(&body).contains("YWFhYQ=="), "the owner sees it");
         let staged = "/devstoreaccount1/pub/staged?comp=blocklist&blocklisttype=all";
         assert_eq!(anonymous(&a, "GET", staged).await, 404);
+        // What anonymous access does not open is answered as Azure does, as if nothing were
+        // there (404 ResourceNotFound): no one learns which containers and blobs exist.
         assert_eq!(
             anonymous(&a, "GET", "/devstoreaccount1/pub?restype=container&comp=list").await,
-            403,
+            404,
             "blob access: no listing"
         );
-        assert_eq!(anonymous(&a, "PUT", "/devstoreaccount1/pub/c").await, 403, "never anonymous writes");
-        assert_eq!(anonymous(&a, "DELETE", "/devstoreaccount1/pub/b").await, 403);
-        assert_eq!(anonymous(&a, "GET", "/devstoreaccount1/priv?restype=container&comp=list").await, 403);
+        assert_eq!(anonymous(&a, "PUT", "/devstoreaccount1/pub/c").await, 404, "never anonymous writes");
+        assert_eq!(anonymous(&a, "DELETE", "/devstoreaccount1/pub/b").await, 404);
+        assert_eq!(anonymous(&a, "GET", "/devstoreaccount1/priv?restype=container&comp=list").await, 404);
+        let (st, head) = with_sas(&a, "GET", "/devstoreaccount1/priv/b", &[]).await;
+        assert!(st == 404 && head.contains("x-ms-error-code: resourcenotfound"), "a private blob: {head}");
+        assert_eq!(
+            anonymous(&a, "GET", "/devstoreaccount1/priv/b").await,
+            anonymous(&a, "GET", "/devstoreaccount1/nosuch/b").await
+        );
         let (st, head, _) = signed(
             &a,
             "PUT",
@@ -206,7 +215,7 @@ fn public_access_opens_reads_only_as_far_as_the_container_allows() {
         );
         let (st, _, _) = signed(&a, "PUT", "/devstoreaccount1/pub?restype=container&comp=acl", &[], b"").await;
         assert_eq!(st, 200);
-        assert_eq!(anonymous(&a, "GET", "/devstoreaccount1/pub/b").await, 403, "access removed");
+        assert_eq!(anonymous(&a, "GET", "/devstoreaccount1/pub/b").await, 404, "access removed");
         let (st, _, _) = signed(
             &a,
             "PUT",
@@ -764,7 +773,7 @@ fn slow_idle_and_surplus_connections_are_closed() {
         idle.write_all(b"HEAD /devstoreaccount1/nosuch?restype=container HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let mut head = [0u8; 12];
         idle.read_exact(&mut head).await.unwrap();
-        assert_eq!(&head, b"HTTP/1.1 403", "anonymous, answered");
+        assert_eq!(&head, b"HTTP/1.1 404", "anonymous, answered");
         // A third fills the bound of three; a fourth is closed at once.
         let _third = tokio::net::TcpStream::connect(&a).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -773,7 +782,7 @@ fn slow_idle_and_surplus_connections_are_closed() {
         assert!(closed_within(&mut slow, 5).await, "an unfinished head kept its connection");
         assert!(closed_within(&mut idle, 5).await, "an idle keep-alive connection was kept");
         // Their slots are back: a new connection is served.
-        assert_eq!(anonymous(&a, "HEAD", "/devstoreaccount1/nosuch?restype=container").await, 403);
+        assert_eq!(anonymous(&a, "HEAD", "/devstoreaccount1/nosuch?restype=container").await, 404);
         if let Some(tls_addr) = node.tls {
             let mut silent = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
             assert!(closed_within(&mut silent, 5).await, "a TLS handshake that never starts kept its connection");

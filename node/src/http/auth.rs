@@ -85,6 +85,12 @@ pub fn authenticate(
     if anonymous.is_some_and(|s| anonymous_allowed(s, t, op)) {
         return Ok(Credential::Anonymous);
     }
+    // Azure answers an anonymous request in a container that does not open it to anonymous
+    // readers (private, or open at blob level only and asked for the container) as if nothing
+    // were there, so that no one learns which containers exist.
+    if t.container.is_some() {
+        return Err(ErrorCode::ResourceNotFound.into());
+    }
     Err(ApiError::with_message(
         ErrorCode::AuthenticationFailed,
         "Server failed to authenticate the request: no credentials (anonymous access is not enabled).",
