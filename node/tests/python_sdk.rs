@@ -62,7 +62,7 @@ fn the_python_sdk_with_a_managed_identity_and_user_delegation_sas() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/entra_sdk.py");
     let out = Command::new(&python)
         .arg(&script)
-        .args([url.as_str(), tls.join("ca.pem").to_str().unwrap(), AUDIENCE, READER_CLIENT])
+        .args([url.as_str(), tls.join("ca.pem").to_str().unwrap(), AUDIENCE, READER_CLIENT, READER_OID])
         .env("AZURE_POD_IDENTITY_AUTHORITY_HOST", format!("http://{}", imds.addr))
         .env_remove("IDENTITY_ENDPOINT")
         .env_remove("MSI_ENDPOINT")

@@ -55,7 +55,21 @@ pub struct StoredPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signer {
     AccountKey,
-    UserDelegation { oid: String, tid: String },
+    /// A user delegation key of principal `oid` in tenant `tid`; `user`: the SAS is bound to a
+    /// delegated end user (`sduoid`), who must present a token of their own with it.
+    UserDelegation {
+        oid: String,
+        tid: String,
+        user: Option<DelegatedUser>,
+    },
+}
+
+/// The end user a user delegation SAS is bound to (`sduoid`), in their tenant (`skdutid`, else
+/// the key's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegatedUser {
+    pub oid: String,
+    pub tid: String,
 }
 
 /// The fields a user delegation key is issued with (Get User Delegation Key), which a SAS
@@ -68,6 +82,9 @@ pub struct DelegationKeyFields<'a> {
     pub expiry: &'a str,
     pub service: &'a str,
     pub version: &'a str,
+    /// The delegated users' tenant the key was asked for (`DelegatedUserTid`, `skdutid`);
+    /// empty when none.
+    pub delegated_tid: &'a str,
 }
 
 /// The value of a user delegation key: an HMAC of its fields under an account key. The node
@@ -75,8 +92,12 @@ pub struct DelegationKeyFields<'a> {
 /// key revokes every user delegation key derived from it (as Azure's key rotation does not;
 /// Azure revokes them with a management call this node does not have).
 pub fn user_delegation_key(account_key: &[u8], f: &DelegationKeyFields) -> Vec<u8> {
-    let fields = ["edgeblob user delegation key", f.oid, f.tid, f.start, f.expiry, f.service, f.version].join("\n");
-    hmac_b64(account_key, &fields)
+    let mut fields = vec!["edgeblob user delegation key", f.oid, f.tid, f.start, f.expiry, f.service, f.version];
+    // A key for another tenant's users is another key (without one, the value is as before).
+    if !f.delegated_tid.is_empty() {
+        fields.push(f.delegated_tid);
+    }
+    hmac_b64(account_key, &fields.join("\n"))
 }
 
 /// An ISO 8601 UTC time to the second, as Azure writes them (`2026-12-04T08:00:00Z`).
@@ -213,6 +234,7 @@ pub fn verify(account: &str, keys: &[Vec<u8>], req: &SasRequest) -> Result<Signe
         expiry: p("ske"),
         service: p("sks"),
         version: p("skv"),
+        delegated_tid: p("skdutid"),
     });
     let string_to_sign = if account_sas {
         let mut parts = vec![account, sp, p("ss"), p("srt"), p("st"), p("se"), p("sip"), p("spr"), sv];
@@ -270,20 +292,25 @@ pub fn verify(account: &str, keys: &[Vec<u8>], req: &SasRequest) -> Result<Signe
     let signer = match &delegation {
         None if keys.iter().any(|k| signed_by(k)) => Signer::AccountKey,
         Some(f) if keys.iter().any(|k| signed_by(&user_delegation_key(k, f))) => {
-            Signer::UserDelegation { oid: f.oid.to_owned(), tid: f.tid.to_owned() }
+            let user = Some(p("sduoid")).filter(|u| !u.is_empty()).map(|u| DelegatedUser {
+                oid: u.to_owned(),
+                tid: if f.delegated_tid.is_empty() { f.tid } else { f.delegated_tid }.to_owned(),
+            });
+            Signer::UserDelegation { oid: f.oid.to_owned(), tid: f.tid.to_owned(), user }
         }
         _ => return Err(SasError::Signature),
     };
     if let Some(k) = &delegation {
-        // What this node does not do is refused, never ignored: a SAS bound to a user (its
-        // token must come too), to request headers or parameters, or naming a stored policy
-        // (which a user delegation SAS cannot).
-        for (name, what) in [
-            ("sduoid", "a delegated user object id"),
-            ("srh", "signed request headers"),
-            ("srq", "signed request parameters"),
-            ("si", "a stored access policy"),
-        ] {
+        // What this node does not do is refused, never ignored: a SAS bound to request headers
+        // or parameters, or naming a stored policy (which a user delegation SAS cannot). A
+        // delegated user (`sduoid`) is signed from version 2025-07-05 only: before, it would
+        // be a claim nobody signed.
+        if !p("sduoid").is_empty() && sv < "2025-07-05" {
+            return Err(SasError::Unsupported("a delegated user object id before version 2025-07-05"));
+        }
+        for (name, what) in
+            [("srh", "signed request headers"), ("srq", "signed request parameters"), ("si", "a stored access policy")]
+        {
             if !p(name).is_empty() {
                 return Err(SasError::Unsupported(what));
             }

@@ -400,6 +400,9 @@ pub fn user_delegation_key(k: &crate::sas::DelegationKeyFields, value: &str) -> 
     tag(&mut out, "SignedExpiry", k.expiry);
     tag(&mut out, "SignedService", k.service);
     tag(&mut out, "SignedVersion", k.version);
+    if !k.delegated_tid.is_empty() {
+        tag(&mut out, "SignedDelegatedUserTid", k.delegated_tid);
+    }
     tag(&mut out, "Value", value);
     out.push_str("</UserDelegationKey>");
     out

@@ -75,6 +75,7 @@ fn sdk_user_delegation_sas_verifies_with_the_derived_key_and_names_its_principal
     let who = Signer::UserDelegation {
         oid: "0a0a0a0a-0000-0000-0000-000000000001".into(),
         tid: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+        user: None,
     };
     let blob = "/devstoreaccount1/udctr/dir/b.bin";
     assert_eq!(check_at(blob, "delegated-blob", Operation::GetBlob, at), Ok(who.clone()));

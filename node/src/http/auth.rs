@@ -51,7 +51,10 @@ pub fn authenticate(
         .accounts
         .get(&t.account)
         .ok_or_else(|| failed("unknown account", format!("unknown account {}", t.account)))?;
-    if let Some(auth) = headers.get("authorization") {
+    // A user delegation SAS bound to an end user (`sduoid`) comes with that user's token in
+    // `Authorization`: the SAS authorises, the token only proves who presents it.
+    let bound_sas = t.param("sig").is_some() && t.param("sduoid").is_some();
+    if let Some(auth) = headers.get("authorization").filter(|_| !bound_sas) {
         let auth = auth.to_str().map_err(|_| failed("malformed", "unreadable Authorization header".into()))?;
         if let Some(token) = bearer_token(auth) {
             return bearer(ctx, t, op, token, headers);
@@ -77,7 +80,10 @@ pub fn authenticate(
             ErrorCode::AuthenticationFailed => failed("SAS", e.to_string()),
             code => ApiError::authentication(code, e),
         })?;
-        if let sas::Signer::UserDelegation { oid, tid } = signer {
+        if let sas::Signer::UserDelegation { oid, tid, user } = signer {
+            if let Some(user) = user {
+                presented_by(ctx, t, headers, &user)?;
+            }
             delegated(ctx, t, op, oid, tid)?;
         }
         return Ok(Credential::Sas { create_only: sas::create_only(t) });
@@ -108,6 +114,38 @@ pub(super) fn bearer_token(auth: &str) -> Option<&str> {
 /// role bindings for the operation's action. A token that fails validation is answered 401 with
 /// the challenge the SDKs read to find the tenant; a valid one without a binding, 403.
 fn bearer(ctx: &HttpCtx, t: &Target, op: Operation, token: &str, headers: &HeaderMap) -> Result<Credential> {
+    let principal = validated(ctx, t, token, headers)?;
+    if let (Some(entra), Some(action)) = (&ctx.entra, permission::needs(op).role) {
+        if !entra.allows(&principal, &t.account, t.container.as_deref(), action) {
+            tracing::info!(account = %t.account, op = op.name(), principal = %principal.object_id, "no role binding allows it");
+            return Err(ErrorCode::AuthorizationPermissionMismatch.into());
+        }
+    }
+    Ok(Credential::Bearer(principal))
+}
+
+/// A SAS bound to a delegated user holds only when that user presents it: their own token, valid
+/// here, whose object id and tenant are the SAS's `sduoid` and `skdutid` (else the key's tenant).
+fn presented_by(ctx: &HttpCtx, t: &Target, headers: &HeaderMap, user: &sas::DelegatedUser) -> Result<()> {
+    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(bearer_token).ok_or_else(|| {
+        ApiError::authentication(
+            ErrorCode::AuthenticationFailed,
+            "This SAS is bound to a delegated user (sduoid), whose Entra ID token must come with it.",
+        )
+    })?;
+    let p = validated(ctx, t, token, headers)?;
+    if p.object_id != user.oid || p.tenant != user.tid {
+        return Err(ApiError::authentication(
+            ErrorCode::AuthenticationFailed,
+            "The token is not the delegated user's this SAS is bound to (sduoid, skdutid).",
+        ));
+    }
+    Ok(())
+}
+
+/// A token's principal, once the token is valid here (TLS, a service version that has tokens,
+/// the keys and policy of `[auth.entra]`); remembered by the shard while it holds.
+fn validated(ctx: &HttpCtx, t: &Target, token: &str, headers: &HeaderMap) -> Result<Rc<Principal>> {
     let Some(entra) = &ctx.entra else {
         return Err(ApiError::authentication(
             ErrorCode::AuthenticationFailed,
@@ -145,13 +183,7 @@ fn bearer(ctx: &HttpCtx, t: &Target, op: Operation, token: &str, headers: &Heade
             p
         }
     };
-    if let Some(action) = permission::needs(op).role {
-        if !entra.allows(&principal, &t.account, t.container.as_deref(), action) {
-            tracing::info!(account = %t.account, op = op.name(), principal = %principal.object_id, "no role binding allows it");
-            return Err(ErrorCode::AuthorizationPermissionMismatch.into());
-        }
-    }
-    Ok(Credential::Bearer(principal))
+    Ok(principal)
 }
 
 /// A user delegation SAS grants what it says and no more than its key's principal may do now

@@ -93,7 +93,13 @@ fn authorize_local_source(c: &Call<'_>, src: &CopySource, st: &addr::Target, ctr
         // scheme: an `spr=https` SAS does not work in an `http://` URL.
         let signer = read_with(st, None, url.starts_with("https://"))
             .map_err(|e| source_error(StatusCode::FORBIDDEN, "AuthenticationFailed", e.to_string()))?;
-        if let sas::Signer::UserDelegation { oid, tid } = signer {
+        if let sas::Signer::UserDelegation { oid, tid, user } = signer {
+            // A SAS bound to a delegated user needs that user's token, which a copy's source
+            // request cannot carry.
+            if user.is_some() {
+                let why = "the source's SAS is bound to a delegated user (sduoid)".into();
+                return Err(source_error(StatusCode::FORBIDDEN, "AuthenticationFailed", why));
+            }
             super::auth::delegated(c.ctx, st, Operation::GetBlob, oid, tid).map_err(|e| {
                 source_error(StatusCode::FORBIDDEN, e.code.as_str(), "the source's SAS signer may not read it".into())
             })?;
@@ -117,7 +123,8 @@ fn authorize_local_source(c: &Call<'_>, src: &CopySource, st: &addr::Target, ctr
                 let as_source = addr::Target { query: c.target.query.clone(), ..st.clone() };
                 read_with(&as_source, Some(c.peer.ip()), c.ctx.https).is_ok_and(|signer| match signer {
                     sas::Signer::AccountKey => true,
-                    sas::Signer::UserDelegation { oid, tid } => {
+                    sas::Signer::UserDelegation { user: Some(_), .. } => false,
+                    sas::Signer::UserDelegation { oid, tid, user: None } => {
                         super::auth::delegated(c.ctx, st, Operation::GetBlob, oid, tid).is_ok()
                     }
                 })

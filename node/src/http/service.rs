@@ -98,6 +98,11 @@ pub async fn get_user_delegation_key(
         .filter(|v| v.len() == 10 && v.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
         .unwrap_or(super::response::VERSION);
     let (start, expiry) = (sas::iso_time(start), sas::iso_time(expiry));
+    // A key for SAS bound to users of another tenant (`DelegatedUserTid`): a tenant id's form.
+    let delegated_tid = info.child_text("DelegatedUserTid").map(str::trim).unwrap_or("");
+    if !delegated_tid.chars().all(|ch| ch.is_ascii_hexdigit() || ch == '-') || delegated_tid.len() > 36 {
+        return Err(node_value("DelegatedUserTid"));
+    }
     let fields = sas::DelegationKeyFields {
         oid: &principal.object_id,
         tid: &principal.tenant,
@@ -105,6 +110,7 @@ pub async fn get_user_delegation_key(
         expiry: &expiry,
         service: "b",
         version,
+        delegated_tid,
     };
     let key = c.ctx.accounts.get(&c.target.account).and_then(|k| k.first()).ok_or(ErrorCode::InternalError)?;
     let value = base64::engine::general_purpose::STANDARD.encode(sas::user_delegation_key(key, &fields));

@@ -1,7 +1,7 @@
 """The real Python SDK against a node, authenticated by azure-identity's ManagedIdentityCredential
 (its IMDS pointed at a stand-in that mints tokens with the test's key): argv is the account URL,
-the CA bundle, the audience, and the client id of a user-assigned identity bound as a Reader.
-Prints the user delegation SAS it made, then OK."""
+the CA bundle, the audience, and the client id and object id of a user-assigned identity bound
+as a Reader. Prints the user delegation SAS it made, then OK."""
 import datetime
 import sys
 
@@ -9,7 +9,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.identity import ManagedIdentityCredential
 from azure.storage.blob import BlobClient, BlobSasPermissions, BlobServiceClient, generate_blob_sas
 
-url, ca, audience, reader_id = sys.argv[1:5]
+url, ca, audience, reader_id, reader_oid = sys.argv[1:6]
 data = bytes(range(256)) * 4096 + b"tail"
 
 # The system-assigned identity, a Contributor: upload, list, download, delete.
@@ -63,5 +63,20 @@ try:
     raise AssertionError("a read SAS for one blob wrote another")
 except HttpResponseError as e:
     assert e.status_code == 403, e.status_code
+# A SAS bound to a delegated user (sduoid): it holds only with that user's own token beside it.
+bound = generate_blob_sas("devstoreaccount1", "mid", "dir/a.bin", user_delegation_key=key,
+                          permission=BlobSasPermissions(read=True), expiry=now + hour, user_delegation_oid=reader_oid)
+assert "sduoid=" in bound, bound
+refused(bound, "AuthenticationFailed")
+as_reader = BlobClient.from_blob_url(f"{url}/mid/dir/a.bin?{bound}", credential=ManagedIdentityCredential(client_id=reader_id),
+                                     connection_verify=ca, audience=audience)
+assert as_reader.download_blob().readall() == data
+as_other = BlobClient.from_blob_url(f"{url}/mid/dir/a.bin?{bound}", credential=ManagedIdentityCredential(),
+                                    connection_verify=ca, audience=audience)
+try:
+    as_other.download_blob().readall()
+    raise AssertionError("another principal's token used a SAS bound to the reader")
+except HttpResponseError as e:
+    assert e.status_code == 403 and e.error_code == "AuthenticationFailed", (e.status_code, e.error_code)
 print("SAS " + sas)
 print("OK")
