@@ -45,12 +45,12 @@ pub async fn handle(
     let client_request_id = req.headers().get("x-ms-client-request-id").cloned();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // The address, parsed once: the request's, and the account whose CORS rules apply.
+    let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let target = addr::parse(&req.uri().to_string(), Some(host));
     // A browser's cross-origin request: its answer carries CORS headers where a rule admits it.
-    let cors = match req.headers().get("origin").and_then(|v| v.to_str().ok()) {
-        Some(origin) if method != Method::OPTIONS => {
-            let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
-            addr::parse(&req.uri().to_string(), Some(host)).ok().map(|t| (t.account, origin.to_owned()))
-        }
+    let cors = match (req.headers().get("origin").and_then(|v| v.to_str().ok()), &target) {
+        (Some(origin), Ok(t)) if method != Method::OPTIONS => Some((t.account.clone(), origin.to_owned())),
         _ => None,
     };
     let mut op_name = "Unknown";
@@ -60,7 +60,7 @@ pub async fn handle(
     // Past the bound, answer at once rather than queue without limit.
     let mut resp = match ctx.slots.take() {
         None => response::error(ApiError::server_busy(), head, &request_id),
-        Some(_slot) => dispatch(&shard, &ctx, req, peer, &meta_names, &mut op_name)
+        Some(_slot) => dispatch(&shard, &ctx, req, target, peer, &meta_names, &mut op_name)
             .await
             .unwrap_or_else(|e| response::error(e, head, &request_id)),
     };
@@ -105,6 +105,7 @@ async fn dispatch(
     shard: &Rc<Shard>,
     ctx: &HttpCtx,
     req: http::Request<Incoming>,
+    target: std::result::Result<addr::Target, edgeblob_proto::ErrorCode>,
     peer: SocketAddr,
     meta_names: &[String],
     op_name: &mut &'static str,
@@ -112,8 +113,8 @@ async fn dispatch(
     if req.headers().contains_key("transfer-encoding") {
         return Err(length_required());
     }
+    let target = target?;
     let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let target = addr::parse(&req.uri().to_string(), Some(&host))?;
     if req.method() == Method::OPTIONS {
         return super::cors::preflight(shard, &target.account, req.headers());
     }
