@@ -708,6 +708,39 @@ fn stored_access_policies_survive_a_restart_and_new_metadata() {
     assert!(access_policies(&c).is_empty() && c.metadata.len() == 1, "{:?}", c.metadata);
 }
 
+/// Set Blob Tier keeps the blob's ETag and Last-Modified (Azure's rule), a metadata change keeps
+/// the tier, and both survive a restart.
+#[test]
+fn a_blob_tier_keeps_the_etag_and_survives_a_restart_and_new_metadata() {
+    use edgeblob_engine::{access_tier, PropsChange};
+    use edgeblob_proto::request::AccessTier;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let rt = rt();
+    let before = {
+        let node = open(&cfg);
+        let before = rt.block_on(async {
+            node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+            let b =
+                node.put_blob(0, key("c", "b"), body(b"x"), BlobProps::default(), Conditions::default()).await.unwrap();
+            let tiered = node.set_blob_props(key("c", "b"), PropsChange::Tier(AccessTier::Cold), Conditions::default());
+            let t = tiered.await.unwrap();
+            assert_eq!((t.etag, t.modified_ns), (b.etag, b.modified_ns), "Set Blob Tier changed the ETag");
+            let md = vec![("Owner".to_owned(), "a".to_owned())];
+            node.set_blob_props(key("c", "b"), PropsChange::Metadata(md), Conditions::default()).await.unwrap()
+        });
+        node.stop();
+        before
+    };
+    let node = open(&cfg);
+    let b = rt.block_on(node.head_blob(key("c", "b"), Conditions::default())).unwrap();
+    assert_eq!(b.etag, before.etag);
+    let tier = access_tier::of(&b.props).unwrap();
+    assert_eq!(tier.tier, AccessTier::Cold);
+    assert!(tier.changed_ns.is_some_and(|ns| ns > 0));
+    assert_eq!(access_tier::client_metadata(&b.props.metadata), vec![("Owner".to_owned(), "a".to_owned())]);
+}
+
 /// An account's Blob service properties are kept in a catalog entry no listing shows, and
 /// survive a restart.
 #[test]
