@@ -101,5 +101,10 @@ fn sdk_user_delegation_sas_verifies_with_the_derived_key_and_names_its_principal
         https: false,
         policy: None,
     };
+    assert_eq!(verify("devstoreaccount1", std::slice::from_ref(&key), &req), Err(SasError::Signature));
+    // Binding the SAS to a delegated user afterwards (sduoid is signed from 2025-07-05): refused.
+    let bound = format!("{}&sduoid=0b0b0b0b-0000-0000-0000-000000000002", token("delegated-blob"));
+    let t = parse(&format!("{blob}?{bound}"), Some("127.0.0.1:10000")).unwrap();
+    let req = SasRequest { target: &t, ..req };
     assert_eq!(verify("devstoreaccount1", &[key], &req), Err(SasError::Signature));
 }
