@@ -106,10 +106,7 @@ async fn execute(c: &Call<'_>, outer: &BlobBatch, sub: &SubRequest, t: &Target, 
     // The batch's service version is every sub-request's: a token's sub-request is checked with
     // it. (Only a token's: a SharedKey signature covers the sub-request's headers as sent.)
     let mut headers = sub.headers.clone();
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("bearer ")));
+    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(auth::bearer_token).is_some();
     if let Some(v) = outer.version.as_deref().filter(|_| token && !headers.contains_key("x-ms-version")) {
         headers.insert("x-ms-version", http::HeaderValue::from_str(v).map_err(|_| ErrorCode::InvalidHeaderValue)?);
     }
