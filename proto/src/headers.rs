@@ -88,6 +88,13 @@ fn valid_metadata_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Whether a metadata entry is one the node keeps for itself (a container's stored access
+/// policies, a blob's tier): those are named with a leading `$`, which no metadata name a client
+/// can send has (names are C# identifiers), and no answer shows them.
+pub fn is_reserved_metadata_name(name: &str) -> bool {
+    name.starts_with('$')
+}
+
 /// User metadata from `x-ms-meta-*`. `names` gives the header names as the client wrote them,
 /// where the HTTP layer kept them, so that their case is kept. Names must be identifiers
 /// (`InvalidMetadata`), and names and values together at most 8 KiB (`MetadataTooLarge`).

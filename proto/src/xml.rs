@@ -73,9 +73,7 @@ fn opt_tag(out: &mut String, name: &str, value: Option<&str>) {
 
 fn metadata(out: &mut String, md: &[(String, String)]) {
     out.push_str("<Metadata>");
-    // A name beginning with `$` is the node's own entry (a blob's tier), never a client's: those
-    // are C# identifiers.
-    for (k, v) in md.iter().filter(|(k, _)| !k.starts_with('$')) {
+    for (k, v) in md.iter().filter(|(k, _)| !crate::headers::is_reserved_metadata_name(k)) {
         tag(out, k, v);
     }
     out.push_str("</Metadata>");

@@ -35,27 +35,10 @@ pub fn set(md: &mut Metadata, t: Tier) {
     md.push((TIER_KEY.to_owned(), value));
 }
 
-/// Whether a metadata entry is the node's own rather than a client's.
-pub fn is_reserved(name: &str) -> bool {
-    name.starts_with('$')
-}
-
-/// The metadata a client wrote, without the node's own entries.
-pub fn client_metadata(md: &Metadata) -> Metadata {
-    md.iter().filter(|(k, _)| !is_reserved(k)).cloned().collect()
-}
-
-/// A client's new metadata (Set Blob Metadata) with the node's own entries of the old kept: a
-/// metadata change keeps the blob's tier.
-pub fn keep_reserved(old: &Metadata, new: Metadata) -> Metadata {
-    let mut out: Metadata = new.into_iter().filter(|(k, _)| !is_reserved(k)).collect();
-    out.extend(old.iter().filter(|(k, _)| is_reserved(k)).cloned());
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reserved_metadata::{client_metadata, keep_reserved};
 
     #[test]
     fn a_tier_round_trips_and_stays_out_of_the_clients_metadata() {
@@ -69,7 +52,7 @@ mod tests {
         assert_eq!(props.metadata.len(), 2);
         assert_eq!(client_metadata(&props.metadata), vec![("Owner".to_owned(), "me".to_owned())]);
         // Set Blob Metadata replaces the client's entries and keeps the tier.
-        let kept = keep_reserved(&props.metadata, vec![("New".into(), "1".into()), ("$tier".into(), "Hot".into())]);
+        let kept = keep_reserved(&props.metadata, vec![("New".into(), "1".into())]);
         assert_eq!(client_metadata(&kept), vec![("New".to_owned(), "1".to_owned())]);
         assert_eq!(of(&BlobProps { metadata: kept, ..BlobProps::default() }), Some(t));
     }

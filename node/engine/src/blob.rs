@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::access_tier;
+use super::reserved_metadata::keep_reserved;
 use edgeblob_meta::listing::BlobSummary;
 use edgeblob_meta::model::{limits, Blob, BlobKey, BlobProps, Block, ChunkRef, ListedBlock, Metadata, StagedBlock};
 use edgeblob_meta::refs::{RefCounts, RefDelta};
@@ -338,7 +339,7 @@ pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: C
         let (mut etag, mut modified_ns) = (s.node.stamp(), now_ns());
         match change {
             PropsChange::Properties(p) => props = BlobProps { metadata: props.metadata, copy: props.copy, ..*p },
-            PropsChange::Metadata(md) => props.metadata = access_tier::keep_reserved(&props.metadata, md),
+            PropsChange::Metadata(md) => props.metadata = keep_reserved(&props.metadata, md),
             PropsChange::Tier(tier) => {
                 access_tier::set(&mut props.metadata, access_tier::Tier { tier, changed_ns: Some(modified_ns) });
                 (etag, modified_ns) = (cur.etag, cur.modified_ns);

@@ -91,7 +91,7 @@ fn encode_policies(policies: &[AccessPolicy]) -> String {
 
 /// The container's metadata as clients see it: without what the node keeps there.
 pub fn client_metadata(c: &Container) -> Metadata {
-    c.metadata.iter().filter(|(k, _)| k != ACL_KEY).cloned().collect()
+    crate::reserved_metadata::client_metadata(&c.metadata)
 }
 
 /// The catalog entry that keeps an account's Blob service properties (Set Blob Service
@@ -154,9 +154,7 @@ pub async fn change(s: &Rc<Shard>, account: String, name: String, what: Containe
         match what {
             ContainerChange::Metadata(md) => {
                 // New metadata replaces the client's, never what the node keeps there.
-                debug_assert!(md.iter().all(|(k, _)| k != ACL_KEY), "a client's metadata named {ACL_KEY}");
-                let kept = c.metadata.iter().filter(|(k, _)| k == ACL_KEY).cloned();
-                c.metadata = md.into_iter().chain(kept).collect();
+                c.metadata = crate::reserved_metadata::keep_reserved(&c.metadata, md);
             }
             ContainerChange::Access(a, policies) => {
                 c.public_access = a;

@@ -27,6 +27,7 @@ pub mod plan;
 pub mod read;
 mod reduce;
 mod refs;
+pub mod reserved_metadata;
 pub mod shard;
 pub mod startup;
 pub mod stats;

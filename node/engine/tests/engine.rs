@@ -738,7 +738,10 @@ fn a_blob_tier_keeps_the_etag_and_survives_a_restart_and_new_metadata() {
     let tier = access_tier::of(&b.props).unwrap();
     assert_eq!(tier.tier, AccessTier::Cold);
     assert!(tier.changed_ns.is_some_and(|ns| ns > 0));
-    assert_eq!(access_tier::client_metadata(&b.props.metadata), vec![("Owner".to_owned(), "a".to_owned())]);
+    assert_eq!(
+        edgeblob_engine::reserved_metadata::client_metadata(&b.props.metadata),
+        vec![("Owner".to_owned(), "a".to_owned())]
+    );
 }
 
 /// An account's Blob service properties are kept in a catalog entry no listing shows, and

@@ -3,9 +3,10 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use edgeblob_engine::access_tier;
+use edgeblob_engine::reserved_metadata::client_metadata;
 use edgeblob_engine::{ops, Shard};
 use edgeblob_meta::model::{limits, BlobProps, CopyInfo, Metadata};
+use edgeblob_proto::headers::is_reserved_metadata_name;
 use edgeblob_proto::request::{CopyFromUrl, PutBlockFromUrl};
 use http::{Response, StatusCode};
 
@@ -107,9 +108,9 @@ pub fn copy_id(s: &Shard) -> String {
 /// The destination's metadata: the request's, else (Copy Blob) the source's client metadata;
 /// the node's own entries (the tier) come from the request only, never from the source.
 fn merge_metadata(source: Metadata, request: Metadata, keep_source: bool) -> Metadata {
-    let client = access_tier::client_metadata(&request);
-    let mut out = if client.is_empty() && keep_source { access_tier::client_metadata(&source) } else { client };
-    out.extend(request.into_iter().filter(|(k, _)| access_tier::is_reserved(k)));
+    let client = client_metadata(&request);
+    let mut out = if client.is_empty() && keep_source { client_metadata(&source) } else { client };
+    out.extend(request.into_iter().filter(|(k, _)| is_reserved_metadata_name(k)));
     out
 }
 

@@ -65,7 +65,7 @@ pub fn keep_meta_case<B>(r: &mut Response<B>, md: &Metadata) {
 
 pub fn put_metadata(h: &mut HeaderMap, md: &Metadata) {
     // The node's own entries (a blob's tier) are never shown as metadata.
-    for (k, v) in md.iter().filter(|(k, _)| !edgeblob_engine::access_tier::is_reserved(k)) {
+    for (k, v) in md.iter().filter(|(k, _)| !hdr::is_reserved_metadata_name(k)) {
         if let (Ok(name), Ok(value)) =
             (http::HeaderName::from_bytes(format!("x-ms-meta-{k}").as_bytes()), HeaderValue::from_str(v))
         {
