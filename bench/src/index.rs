@@ -107,7 +107,7 @@ async fn open(file: &Arc<DeviceFile>, cache: usize) -> Result<RefCell<ShardIndex
     segments.grant((first..file.len() - SEGMENT).step_by(SEGMENT as usize).filter(|s| !held.contains(s)));
     let index = Index::open(backend, cache).map_err(|e| e.to_string())?;
     let ix = IndexThread::spawn("index-bench".into(), index).map_err(|e| e.to_string())?;
-    let log: Rc<dyn BlockDevice> = match Ring::new(256) {
+    let log: Rc<dyn BlockDevice> = match Ring::new(256, usize::MAX) {
         Ok(ring) => {
             tokio::task::spawn_local(ring.driver());
             Rc::new(UringDevice::new(ring, file.clone(), false))

@@ -82,14 +82,24 @@ pub type InitFuture<S> = Pin<Box<dyn Future<Output = io::Result<Rc<S>>>>>;
 /// Starts `count` shards. `init` runs on each shard's thread, inside its runtime, and builds the
 /// shard's state (opening its ring, recovering its metadata). Returns once every shard has
 /// finished `init`, or the first error.
-pub fn spawn_shards<S, I>(count: usize, pin: bool, init: I) -> io::Result<(Peers<S>, Vec<JoinHandle<()>>)>
+pub fn spawn_shards<S, I>(
+    count: usize,
+    pin: bool,
+    cores: Option<Vec<usize>>,
+    init: I,
+) -> io::Result<(Peers<S>, Vec<JoinHandle<()>>)>
 where
     S: 'static,
     I: Fn(usize, Peers<S>) -> InitFuture<S> + Send + Sync + 'static,
 {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..count).map(|_| mpsc::unbounded_channel()).unzip();
     let peers = Peers { inboxes: Arc::new(senders) };
-    let cpus = available_cpus();
+    // Named cores only where the process may run (a unit's CPUAffinity= may narrow them).
+    let allowed = available_cpus();
+    let cpus = match cores {
+        Some(named) => named.into_iter().filter(|c| allowed.contains(c)).collect(),
+        None => allowed,
+    };
     let init = Arc::new(init);
     let (ready_tx, ready_rx) = std_mpsc::channel::<(usize, Result<(), String>)>();
     let mut threads = Vec::with_capacity(count);
@@ -181,7 +191,7 @@ mod tests {
 
     #[test]
     fn jobs_run_on_their_shard_with_its_state() {
-        let (peers, threads) = spawn_shards::<Counter, _>(3, true, |index, _peers| {
+        let (peers, threads) = spawn_shards::<Counter, _>(3, true, None, |index, _peers| {
             Box::pin(async move { Ok(Rc::new(Counter { index, hits: Cell::new(0) })) })
         })
         .unwrap();
@@ -208,7 +218,7 @@ mod tests {
 
     #[test]
     fn init_errors_are_reported() {
-        let res = spawn_shards::<Counter, _>(2, false, |index, _| {
+        let res = spawn_shards::<Counter, _>(2, false, None, |index, _| {
             Box::pin(async move {
                 if index == 1 {
                     Err(io::Error::other("boom"))

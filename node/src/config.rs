@@ -43,6 +43,13 @@ pub struct Config {
     /// Entra ID tokens and role bindings.
     pub auth: crate::auth_config::AuthConfig,
     pub engine: EngineConfig,
+    /// A hardware profile (`hw-profiles/`): `auto` picks the shipped one that fits the host, or
+    /// a profile file. Its plan sets the shards, their cores and the device queue depth that
+    /// `[engine]` leaves unset.
+    pub profile: Option<String>,
+    /// Whether `[engine]` sets `queue_depth` itself (a profile then leaves it).
+    #[serde(skip)]
+    pub queue_depth_set: bool,
     /// The file this configuration was read from (not a key of it): watched for changes to
     /// `[auth]`.
     #[serde(skip)]
@@ -131,6 +138,8 @@ impl Default for Config {
             admin: AdminConfig::default(),
             auth: Default::default(),
             engine: EngineConfig::default(),
+            profile: None,
+            queue_depth_set: false,
             source: None,
         }
     }
@@ -163,7 +172,9 @@ impl Config {
     }
 
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let raw: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.queue_depth_set = raw.get("engine").and_then(|e| e.get("queue_depth")).is_some();
         c.engine.validate()?;
         c.egress()?;
         c.admin.validate()?;
@@ -243,8 +254,8 @@ mod profile_tests {
     use super::Config;
 
     #[test]
-    fn every_hardware_profile_is_a_valid_configuration() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles");
+    fn every_example_is_a_valid_configuration() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -254,6 +265,6 @@ mod profile_tests {
                 n += 1;
             }
         }
-        assert!(n >= 1, "no profiles found in {}", dir.display());
+        assert!(n >= 1, "no examples found in {}", dir.display());
     }
 }

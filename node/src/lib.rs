@@ -6,3 +6,4 @@ pub mod auth_config;
 pub mod config;
 pub mod entra;
 pub mod http;
+pub mod profile;

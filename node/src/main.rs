@@ -43,6 +43,10 @@ struct Args {
     /// PEM private key for the TLS listener.
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// A hardware profile: `auto` (the shipped profile that fits this host) or a profile file
+    /// (overrides the configuration). Its plan sets shards, their cores and queue depths.
+    #[arg(long)]
+    profile: Option<String>,
     /// Address of the admin listener (metrics, health, operations), e.g. 127.0.0.1:9100;
     /// `off` turns it off (overrides the configuration).
     #[arg(long)]
@@ -103,6 +107,20 @@ fn run(args: Args) -> Result<(), String> {
         Some("off") => config.admin.enabled = false,
         Some(a) => (config.admin.enabled, config.admin.listen) = (true, Some(a.to_owned())),
         None => {}
+    }
+    if let Some(p) = args.profile {
+        config.profile = Some(p);
+    }
+    if let Some(which) = config.profile.clone() {
+        let plan = edgeblob::profile::apply(&mut config, &which, std::path::Path::new("/"))?;
+        tracing::info!(
+            profile = %plan.profile,
+            planned_shards = plan.shards,
+            cpus = %plan.cpus,
+            devices = ?plan.devices,
+            queue_depth = plan.io_depth,
+            "hardware profile (the configuration's own values win)"
+        );
     }
     config.engine.validate()?;
     config.admin.validate()?;

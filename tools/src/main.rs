@@ -2,6 +2,7 @@
 //! upgrade a v1 data file to v2. Every command but `inspect` opens the device exclusively: stop
 //! the node first.
 
+mod hw;
 mod upgrade;
 
 use std::path::PathBuf;
@@ -68,6 +69,11 @@ enum Cmd {
         data: PathBuf,
         #[arg(long)]
         container: Option<String>,
+    },
+    /// The host: what it has, and the profile and plan for it.
+    Hw {
+        #[command(subcommand)]
+        cmd: hw::HwCmd,
     },
     /// The Azure tier: what is uploaded and released, and the customer key.
     Tier {
@@ -263,6 +269,7 @@ fn engine_config(data: PathBuf) -> EngineConfig {
 fn run(cmd: Cmd) -> Result<ExitCode, String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     match cmd {
+        Cmd::Hw { cmd } => hw::run(cmd),
         Cmd::Format { data, size, shards, force } => {
             let shards = shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
             let sb = if data.exists() {

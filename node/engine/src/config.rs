@@ -17,6 +17,9 @@ pub struct EngineConfig {
     pub shards: Option<usize>,
     /// Pin each shard's thread to a core.
     pub pin_threads: bool,
+    /// The cores shards are pinned to, in shard order (a hardware profile's plan leaves out
+    /// the cores it keeps for interrupts); default: every core the process may run on.
+    pub cpus: Option<Vec<usize>>,
     /// On-disk bytes per chunk, the unit of hashing, compression, dedup and checksums. Each
     /// 4096-byte page holds 4092 bytes of data and a checksum, so a chunk carries
     /// `chunk_size / 4096 * 4092` bytes of a blob.
@@ -28,6 +31,10 @@ pub struct EngineConfig {
     pub dedup: bool,
     /// Chunks of one request written or read concurrently.
     pub io_depth: usize,
+    /// Device operations a shard keeps in the kernel at once (its io_uring's depth); the rest
+    /// wait in order. A hardware profile derives it from the device's limit shared by the
+    /// shards on it (Azure's local NVMe: 1024 a queue pair).
+    pub queue_depth: usize,
     /// Bytes per shard of io_uring registered buffers (capped by RLIMIT_MEMLOCK).
     pub registered_buffer_bytes: usize,
     /// How often staged blocks are checked for expiry (seconds).
@@ -231,11 +238,13 @@ impl Default for EngineConfig {
             data_size: 8 << 30,
             shards: None,
             pin_threads: true,
+            cpus: None,
             chunk_size: 1 << 20,
             compression: true,
             zstd_level: 1,
             dedup: true,
             io_depth: 8,
+            queue_depth: 512,
             registered_buffer_bytes: 2 << 20,
             expiry_sweep_secs: 3600,
             write_buffer_bytes: 256 << 20,
@@ -266,6 +275,12 @@ impl EngineConfig {
         }
         if self.io_depth == 0 {
             return Err("io_depth must be at least 1".into());
+        }
+        if !(1..=32768).contains(&self.queue_depth) {
+            return Err(format!("queue_depth {} must be between 1 and 32768", self.queue_depth));
+        }
+        if self.cpus.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err("cpus must name at least one core".into());
         }
         if self.shards == Some(0) {
             return Err("shards must be at least 1".into());

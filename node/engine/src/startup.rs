@@ -80,15 +80,25 @@ pub trait Media: Send + Sync + 'static {
 
 /// A data file or a raw block device, driven by io_uring (pread/pwrite where io_uring is not
 /// available).
-pub struct FileMedia(pub Arc<DeviceFile>);
+pub struct FileMedia {
+    pub file: Arc<DeviceFile>,
+    /// Operations a shard keeps in the kernel at once ([`EngineConfig::queue_depth`]).
+    pub queue_depth: usize,
+}
+
+impl FileMedia {
+    pub fn new(file: Arc<DeviceFile>) -> FileMedia {
+        FileMedia { file, queue_depth: EngineConfig::default().queue_depth }
+    }
+}
 
 impl Media for FileMedia {
     fn len(&self) -> u64 {
-        self.0.len()
+        self.file.len()
     }
 
     fn device(&self, index: usize, register: Option<&FixedPool>) -> Rc<dyn BlockDevice> {
-        match Ring::new(256) {
+        match Ring::new(256, self.queue_depth) {
             Ok(ring) => {
                 tokio::task::spawn_local(ring.driver());
                 let registered = register.is_some_and(|pool| {
@@ -96,7 +106,7 @@ impl Media for FileMedia {
                         .map_err(|e| tracing::warn!(shard = index, %e, "buffer registration refused; plain buffers"))
                         .is_ok()
                 });
-                Rc::new(UringDevice::new(ring, self.0.clone(), registered))
+                Rc::new(UringDevice::new(ring, self.file.clone(), registered))
             }
             Err(e) => {
                 tracing::warn!(shard = index, %e, "io_uring unavailable; falling back to pread/pwrite");
@@ -106,15 +116,15 @@ impl Media for FileMedia {
     }
 
     fn sync_device(&self) -> Rc<dyn BlockDevice> {
-        Rc::new(SyncDevice::new(self.0.clone()))
+        Rc::new(SyncDevice::new(self.file.clone()))
     }
 
     fn shared_device(&self) -> SharedDevice {
-        Arc::new(SyncDevice::new(self.0.clone()))
+        Arc::new(SyncDevice::new(self.file.clone()))
     }
 
     fn name(&self) -> String {
-        self.0.path().display().to_string()
+        self.file.path().display().to_string()
     }
 }
 
@@ -175,7 +185,7 @@ pub fn format_file_as(path: &Path, sb: Superblock) -> Result<Superblock> {
     let tmp = path.with_extension("formatting");
     let _ = std::fs::remove_file(&tmp);
     let file = Arc::new(DeviceFile::create(&tmp, sb.device_len)?);
-    let sb = format_with(&FileMedia(file.clone()), sb).inspect_err(|_| {
+    let sb = format_with(&FileMedia::new(file.clone()), sb).inspect_err(|_| {
         // Its space is reserved: give it back rather than leave it until the next start.
         let _ = std::fs::remove_file(&tmp);
     })?;
@@ -189,7 +199,7 @@ pub fn format_file_as(path: &Path, sb: Superblock) -> Result<Superblock> {
 
 /// Writes a superblock and an empty log for every shard.
 pub fn format_device(file: &Arc<DeviceFile>, shards: u32) -> Result<Superblock> {
-    format_media(&FileMedia(file.clone()), shards, edgeblob_io::superblock::FORMAT_VERSION)
+    format_media(&FileMedia::new(file.clone()), shards, edgeblob_io::superblock::FORMAT_VERSION)
 }
 
 fn format_media(media: &dyn Media, shards: u32, version: u32) -> Result<Superblock> {
@@ -242,7 +252,8 @@ pub fn open(config: EngineConfig) -> Result<Node> {
         format_file_version(path, config.data_size, default_shards(&config) as u32, config.format_version)?;
     }
     let file = Arc::new(DeviceFile::open(path)?);
-    open_on(config, Arc::new(FileMedia(file)))
+    let queue_depth = config.queue_depth;
+    open_on(config, Arc::new(FileMedia { file, queue_depth }))
 }
 
 /// Opens a node on a simulated disk, formatting it first when it holds no superblock.
@@ -285,7 +296,7 @@ fn open_on(config: EngineConfig, media: Arc<dyn Media>) -> Result<Node> {
         let media = media.clone();
         Box::pin(async move { init_shard(index, peers, shared, media.as_ref(), slots).await })
     };
-    let (peers, threads) = spawn_shards(shards, config.pin_threads, init)?;
+    let (peers, threads) = spawn_shards(shards, config.pin_threads, config.cpus.clone(), init)?;
     let node = Node { peers, threads, shared };
     if let Err(e) = rebuild(&node) {
         node.stop();

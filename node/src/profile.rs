@@ -1,0 +1,72 @@
+//! A hardware profile applied to the node's configuration: the plan derived from the profile and
+//! the detected host (`edgeblob_hw::plan`) gives the shards, the cores they are pinned to and
+//! each shard's device queue depth, wherever the configuration does not set them itself.
+
+use std::path::Path;
+
+use edgeblob_hw::detect::{detect, Root};
+use edgeblob_hw::{plan, profile, Plan, Profile};
+
+use crate::config::Config;
+
+/// Applies `which` (`auto`: the shipped profile that fits the host best; else a profile file)
+/// to `config`, reading the host under `root`. Returns the plan, for the start's log.
+pub fn apply(config: &mut Config, which: &str, root: &Path) -> Result<Plan, String> {
+    let host = detect(&Root(root.to_path_buf()));
+    let chosen: Profile = if which == "auto" {
+        let dir = profile::default_dir();
+        let all = profile::load_dir(&dir)?;
+        profile::best(&all, &host, None).map_err(|e| format!("hardware profile auto ({}): {e}", dir.display()))?.clone()
+    } else {
+        let text = std::fs::read_to_string(which).map_err(|e| format!("hardware profile {which}: {e}"))?;
+        Profile::from_toml(&text).map_err(|e| format!("hardware profile {which}: {e}"))?
+    };
+    let plan = plan::derive(&chosen, &host);
+    let e = &mut config.engine;
+    if e.shards.is_none() {
+        e.shards = Some(plan.shards);
+    }
+    if e.cpus.is_none() {
+        e.cpus = Some(edgeblob_hw::cpulist::parse(&plan.cpus)?.into_iter().map(|c| c as usize).collect());
+    }
+    if !config.queue_depth_set {
+        e.queue_depth = plan.io_depth;
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn repo(rel: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    }
+
+    #[test]
+    fn a_profile_sets_what_the_configuration_leaves_unset() {
+        let l32 = repo("hw-profiles/azure/Standard_L32as_v5.toml");
+        let host = repo("hw/tests/hosts/l32as_v5");
+        let mut c = Config::from_toml("").unwrap();
+        let plan = apply(&mut c, l32.to_str().unwrap(), &host).unwrap();
+        assert_eq!(plan.shards, 30);
+        assert_eq!(c.engine.shards, Some(30));
+        assert_eq!(c.engine.queue_depth, 34, "1024 a device over the 30 shards on it");
+        let cpus = c.engine.cpus.clone().unwrap();
+        assert_eq!((cpus.len(), cpus.contains(&0), cpus.contains(&16), cpus[0]), (30, false, false, 1));
+
+        let mut c = Config::from_toml("[engine]\nshards = 2\nqueue_depth = 64\ncpus = [0, 1]\n").unwrap();
+        apply(&mut c, l32.to_str().unwrap(), &host).unwrap();
+        assert_eq!(
+            (c.engine.shards, c.engine.queue_depth, c.engine.cpus),
+            (Some(2), 64, Some(vec![0, 1])),
+            "the configuration wins"
+        );
+
+        let mut c = Config::from_toml("").unwrap();
+        let err = apply(&mut c, repo("hw-profiles/azure/l-series.csv").to_str().unwrap(), &host).unwrap_err();
+        assert!(err.contains("hardware profile"), "{err}");
+        assert_eq!(c.engine.shards, None, "nothing applied from a profile that did not load");
+    }
+}
