@@ -43,6 +43,9 @@ pub struct Config {
     /// Entra ID tokens and role bindings.
     pub auth: crate::auth_config::AuthConfig,
     pub engine: EngineConfig,
+    /// At start: `warn` runs without what the host lacks (io_uring, locked memory, open
+    /// files, O_DIRECT), slower, and says so; `strict` refuses to start instead.
+    pub preflight: Preflight,
     /// A hardware profile (`hw-profiles/`): `auto` picks the shipped one that fits the host, or
     /// a profile file. Its plan sets the shards, their cores and the device queue depth that
     /// `[engine]` leaves unset.
@@ -54,6 +57,14 @@ pub struct Config {
     /// `[auth]`.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Preflight {
+    #[default]
+    Warn,
+    Strict,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +149,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             auth: Default::default(),
             engine: EngineConfig::default(),
+            preflight: Preflight::Warn,
             profile: None,
             queue_depth_set: false,
             source: None,

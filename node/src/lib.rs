@@ -6,4 +6,5 @@ pub mod auth_config;
 pub mod config;
 pub mod entra;
 pub mod http;
+pub mod preflight;
 pub mod profile;

@@ -47,6 +47,11 @@ struct Args {
     /// (overrides the configuration). Its plan sets shards, their cores and queue depths.
     #[arg(long)]
     profile: Option<String>,
+    /// Checks what the node needs from the host (io_uring, locked memory, open files,
+    /// O_DIRECT on the data device), prints each finding with its fix, and exits: 0 when
+    /// nothing is missing, 1 otherwise. Starts nothing.
+    #[arg(long)]
+    preflight: bool,
     /// Address of the admin listener (metrics, health, operations), e.g. 127.0.0.1:9100;
     /// `off` turns it off (overrides the configuration).
     #[arg(long)]
@@ -124,6 +129,23 @@ fn run(args: Args) -> Result<(), String> {
     }
     config.engine.validate()?;
     config.admin.validate()?;
+    let findings = edgeblob::preflight::run(&config, std::path::Path::new("/"));
+    if args.preflight {
+        for f in &findings {
+            say(&f.to_string());
+        }
+        std::process::exit(if findings.iter().all(|f| f.ok()) { 0 } else { 1 });
+    }
+    for f in &findings {
+        match &f.fix {
+            None => tracing::info!(check = f.check, "preflight: {}", f.detail),
+            Some(fix) => tracing::warn!(check = f.check, fix = %fix, "preflight: {}", f.detail),
+        }
+    }
+    let missing: Vec<String> = findings.iter().filter(|f| !f.ok()).map(|f| f.to_string()).collect();
+    if config.preflight == edgeblob::config::Preflight::Strict && !missing.is_empty() {
+        return Err(format!("preflight (strict) found what the host lacks:\n{}", missing.join("\n")));
+    }
     let node = Node::open(config.engine.clone()).map_err(|e| e.to_string())?;
     // Recovery read each shard's log half whole (up to 512 MiB apiece) and has freed it, but
     // mimalloc returns freed memory to the OS only as its threads go on allocating: an idle node
