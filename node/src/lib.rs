@@ -6,5 +6,6 @@ pub mod auth_config;
 pub mod config;
 pub mod entra;
 pub mod http;
+pub mod notify;
 pub mod preflight;
 pub mod profile;

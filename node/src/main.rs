@@ -117,15 +117,16 @@ fn run(args: Args) -> Result<(), String> {
         config.profile = Some(p);
     }
     if let Some(which) = config.profile.clone() {
-        let plan = edgeblob::profile::apply(&mut config, &which, std::path::Path::new("/"))?;
-        tracing::info!(
-            profile = %plan.profile,
-            planned_shards = plan.shards,
-            cpus = %plan.cpus,
-            devices = ?plan.devices,
-            queue_depth = plan.io_depth,
-            "hardware profile (the configuration's own values win)"
-        );
+        if let Some(plan) = edgeblob::profile::apply(&mut config, &which, std::path::Path::new("/"))? {
+            tracing::info!(
+                profile = %plan.profile,
+                planned_shards = plan.shards,
+                cpus = %plan.cpus,
+                devices = ?plan.devices,
+                queue_depth = plan.io_depth,
+                "hardware profile (the configuration's own values win)"
+            );
+        }
     }
     config.engine.validate()?;
     config.admin.validate()?;
@@ -172,6 +173,9 @@ fn run(args: Args) -> Result<(), String> {
     if let Some(a) = &admin {
         say(&format!("edgeblob admin on {}", a.addr));
     }
+    // Every listener is bound and the engine recovered: what /health/ready answers 200 to.
+    edgeblob::notify::notify(&format!("READY=1\nSTATUS=serving on {}", bound.http));
+    let watchdog = edgeblob::notify::Watchdog::start(node.clone());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let mut term =
@@ -183,6 +187,10 @@ fn run(args: Args) -> Result<(), String> {
         Ok::<(), String>(())
     })?;
     tracing::info!("stopping");
+    edgeblob::notify::notify("STOPPING=1\nSTATUS=stopping: flushing the metadata indexes");
+    if let Some(w) = watchdog {
+        w.stop();
+    }
     if let Some(a) = admin {
         a.stop();
     }

@@ -10,13 +10,24 @@ use edgeblob_hw::{plan, profile, Plan, Profile};
 use crate::config::Config;
 
 /// Applies `which` (`auto`: the shipped profile that fits the host best; else a profile file)
-/// to `config`, reading the host under `root`. Returns the plan, for the start's log.
-pub fn apply(config: &mut Config, which: &str, root: &Path) -> Result<Plan, String> {
+/// to `config`, reading the host under `root`. Returns the plan, for the start's log; None when
+/// `auto` found no profile for this host (the node then runs on its defaults, as without one).
+/// A named profile that does not load is an error.
+pub fn apply(config: &mut Config, which: &str, root: &Path) -> Result<Option<Plan>, String> {
     let host = detect(&Root(root.to_path_buf()));
     let chosen: Profile = if which == "auto" {
         let dir = profile::default_dir();
-        let all = profile::load_dir(&dir)?;
-        profile::best(&all, &host, None).map_err(|e| format!("hardware profile auto ({}): {e}", dir.display()))?.clone()
+        let all = profile::load_dir(&dir).map_err(|e| format!("hardware profile auto: {e}"))?;
+        match profile::best(&all, &host, None) {
+            Ok(p) => p.clone(),
+            Err(e) => {
+                tracing::warn!(
+                    "hardware profile auto ({}): {e}; running on the configuration's defaults",
+                    dir.display()
+                );
+                return Ok(None);
+            }
+        }
     } else {
         let text = std::fs::read_to_string(which).map_err(|e| format!("hardware profile {which}: {e}"))?;
         Profile::from_toml(&text).map_err(|e| format!("hardware profile {which}: {e}"))?
@@ -32,7 +43,7 @@ pub fn apply(config: &mut Config, which: &str, root: &Path) -> Result<Plan, Stri
     if !config.queue_depth_set {
         e.queue_depth = plan.io_depth;
     }
-    Ok(plan)
+    Ok(Some(plan))
 }
 
 #[cfg(test)]
@@ -49,7 +60,7 @@ mod tests {
         let l32 = repo("hw-profiles/azure/Standard_L32as_v5.toml");
         let host = repo("hw/tests/hosts/l32as_v5");
         let mut c = Config::from_toml("").unwrap();
-        let plan = apply(&mut c, l32.to_str().unwrap(), &host).unwrap();
+        let plan = apply(&mut c, l32.to_str().unwrap(), &host).unwrap().unwrap();
         assert_eq!(plan.shards, 30);
         assert_eq!(c.engine.shards, Some(30));
         assert_eq!(c.engine.queue_depth, 34, "1024 a device over the 30 shards on it");
