@@ -171,14 +171,22 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `azure` or `bare-metal`. Scylla's rule: Microsoft's DMI vendor alone is also Hyper-V on
+/// premises; the Azure agent is what marks an Azure VM.
+pub fn platform(root: &Root) -> &'static str {
+    let azure = root.read("sys/class/dmi/id/sys_vendor").is_some_and(|v| v == "Microsoft Corporation")
+        && (root.exists("etc/waagent.conf") || root.exists("var/lib/waagent"));
+    if azure {
+        "azure"
+    } else {
+        "bare-metal"
+    }
+}
+
 /// Reads the host under `root`.
 pub fn detect(root: &Root) -> Host {
     let sys_vendor = root.read("sys/class/dmi/id/sys_vendor").unwrap_or_default();
     let product_name = root.read("sys/class/dmi/id/product_name").unwrap_or_default();
-    // Scylla's rule: Microsoft's DMI vendor alone is also Hyper-V on premises; the Azure agent
-    // is what marks an Azure VM.
-    let azure =
-        sys_vendor == "Microsoft Corporation" && (root.exists("etc/waagent.conf") || root.exists("var/lib/waagent"));
     let online_list = root.read("sys/devices/system/cpu/online").unwrap_or_default();
     let online = cpulist::parse(&online_list).unwrap_or_default();
     let smt = root
@@ -187,7 +195,7 @@ pub fn detect(root: &Root) -> Host {
         .is_some_and(|s| s.len() > 1);
     let memory_bytes = meminfo_total(&root.read("proc/meminfo").unwrap_or_default());
     Host {
-        platform: if azure { "azure" } else { "bare-metal" }.into(),
+        platform: platform(root).into(),
         sys_vendor,
         product_name,
         cpus: online.len(),

@@ -43,6 +43,9 @@ pub struct Config {
     /// Entra ID tokens and role bindings.
     pub auth: crate::auth_config::AuthConfig,
     pub engine: EngineConfig,
+    /// Azure's scheduled events: a notice that the VM's local disks will be erased drains the
+    /// node.
+    pub azure: AzureConfig,
     /// At start: `warn` runs without what the host lacks (io_uring, locked memory, open
     /// files, O_DIRECT), slower, and says so; `strict` refuses to start instead.
     pub preflight: Preflight,
@@ -57,6 +60,32 @@ pub struct Config {
     /// `[auth]`.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AzureConfig {
+    /// `auto` (watch when the host is an Azure VM: DMI vendor and the Azure agent), `on`, `off`.
+    pub scheduled_events: Switch,
+    /// The instance metadata service (plain HTTP, as Azure serves it).
+    pub metadata_endpoint: String,
+    /// Seconds between polls: Azure's shortest notice (Preempt) is 30 s.
+    pub poll_secs: u64,
+}
+
+impl Default for AzureConfig {
+    fn default() -> Self {
+        AzureConfig { scheduled_events: Switch::Auto, metadata_endpoint: "http://169.254.169.254".into(), poll_secs: 1 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -149,6 +178,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             auth: Default::default(),
             engine: EngineConfig::default(),
+            azure: AzureConfig::default(),
             preflight: Preflight::Warn,
             profile: None,
             queue_depth_set: false,
@@ -191,6 +221,9 @@ impl Config {
         c.egress()?;
         c.admin.validate()?;
         c.auth.validate()?;
+        if !c.azure.metadata_endpoint.starts_with("http://") {
+            return Err(format!("azure.metadata_endpoint {:?}: http://host[:port]", c.azure.metadata_endpoint));
+        }
         for a in &c.accounts {
             if !edgeblob_proto::addr::valid_account_name(&a.name) {
                 return Err(format!("account name {:?}: letters and digits only, at most 24", a.name));

@@ -3,9 +3,11 @@
 
 pub mod admin;
 pub mod auth_config;
+pub mod azure_events;
 pub mod config;
 pub mod entra;
 pub mod http;
+pub mod lifecycle;
 pub mod notify;
 pub mod preflight;
 pub mod profile;

@@ -168,14 +168,34 @@ fn run(args: Args) -> Result<(), String> {
         say(&format!("edgeblob listening with TLS on {tls}"));
     }
     let node = std::sync::Arc::new(node);
-    let admin =
-        edgeblob::admin::serve(node.clone(), &config, bound.entra.clone()).map_err(|e| format!("cannot serve: {e}"))?;
+    let admin = edgeblob::admin::serve(node.clone(), &config, bound.entra.clone(), bound.lifecycle.clone())
+        .map_err(|e| format!("cannot serve: {e}"))?;
     if let Some(a) = &admin {
         say(&format!("edgeblob admin on {}", a.addr));
     }
     // Every listener is bound and the engine recovered: what /health/ready answers 200 to.
     edgeblob::notify::notify(&format!("READY=1\nSTATUS=serving on {}", bound.http));
     let watchdog = edgeblob::notify::Watchdog::start(node.clone());
+    let on_azure = match config.azure.scheduled_events {
+        edgeblob::config::Switch::On => true,
+        edgeblob::config::Switch::Off => false,
+        edgeblob::config::Switch::Auto => {
+            edgeblob_hw::detect::platform(&edgeblob_hw::detect::Root("/".into())) == "azure"
+        }
+    };
+    let events = if on_azure {
+        let w = edgeblob::azure_events::EventWatcher::start(
+            node.clone(),
+            bound.lifecycle.clone(),
+            &config.azure,
+            config.engine.tier.is_some(),
+        )
+        .map_err(|e| format!("cannot watch Azure's scheduled events: {e}"))?;
+        tracing::info!(endpoint = %config.azure.metadata_endpoint, "watching Azure's scheduled events");
+        Some(w)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let mut term =
@@ -190,6 +210,9 @@ fn run(args: Args) -> Result<(), String> {
     edgeblob::notify::notify("STOPPING=1\nSTATUS=stopping: flushing the metadata indexes");
     if let Some(w) = watchdog {
         w.stop();
+    }
+    if let Some(e) = events {
+        e.stop();
     }
     if let Some(a) = admin {
         a.stop();

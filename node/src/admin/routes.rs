@@ -2,7 +2,6 @@
 //! for `/metrics`, a short line for health.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,7 @@ pub struct State {
     /// The account operations name when they do not say (the only one configured).
     default_account: Option<String>,
     started: Instant,
-    draining: AtomicBool,
+    lifecycle: Arc<crate::lifecycle::Lifecycle>,
     /// One operation at a time.
     busy: tokio::sync::Mutex<()>,
     /// The last scan of the chunk tables, and when it was taken.
@@ -39,14 +38,19 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(node: Arc<Node>, config: &Config, entra: Option<Arc<crate::entra::Entra>>) -> State {
+    pub fn new(
+        node: Arc<Node>,
+        config: &Config,
+        entra: Option<Arc<crate::entra::Entra>>,
+        lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    ) -> State {
         State {
             node,
             entra,
             token: config.admin.token.clone(),
             default_account: (config.accounts.len() == 1).then(|| config.accounts[0].name.clone()),
             started: Instant::now(),
-            draining: AtomicBool::new(false),
+            lifecycle,
             busy: tokio::sync::Mutex::new(()),
             scanned: tokio::sync::Mutex::new(None),
         }
@@ -278,9 +282,9 @@ pub async fn handle(state: &State, req: http::Request<hyper::body::Incoming>, pe
     let method = req.method().clone();
     match (&method, path.as_str()) {
         (&Method::GET, "/health/live") => answer(StatusCode::OK, "text/plain", "live\n"),
-        (&Method::GET, "/health/ready") => match state.draining.load(Ordering::SeqCst) {
-            true => answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: draining to the tier\n"),
-            false => answer(StatusCode::OK, "text/plain", "ready\n"),
+        (&Method::GET, "/health/ready") => match state.lifecycle.not_ready() {
+            Some(why) => answer(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
+            None => answer(StatusCode::OK, "text/plain", "ready\n"),
         },
         (&Method::GET, "/metrics") => metrics_page(state).await,
         (&Method::GET, "/tier/status") => match state.report(true).await {
@@ -313,7 +317,7 @@ pub async fn handle(state: &State, req: http::Request<hyper::body::Incoming>, pe
             match op {
                 "/tier/drain" => {
                     operation(state, || async {
-                        state.draining.store(true, Ordering::SeqCst);
+                        state.lifecycle.begin("tier-drain", "draining to the tier".into());
                         let res = async {
                         node.tier_flush().await?;
                         let e = node.tier_epoch().await?;
@@ -321,7 +325,7 @@ pub async fn handle(state: &State, req: http::Request<hyper::body::Incoming>, pe
                         Ok(json!({ "epoch": e.epoch, "manifest": e.manifest, "pending_bytes": r.status.local_bytes }))
                     }
                     .await;
-                        state.draining.store(false, Ordering::SeqCst);
+                        state.lifecycle.end("tier-drain");
                         res
                     })
                     .await

@@ -120,6 +120,11 @@ async fn dispatch(
     }
     let op = op::route(req.method(), &target, req.headers())?;
     *op_name = op.name();
+    // Draining (an operator's drain, Azure's notice of a redeploy): reads go on, writes are
+    // sent away to retry, before any of their body is read.
+    if !op.is_read() && ctx.lifecycle.refuses_writes() {
+        return Err(ApiError::server_busy());
+    }
     let credential = auth::authenticate(ctx, &target, op, req.method().as_str(), req.headers(), peer, Some(shard))?;
     let request = Request::parse(op, &target, req.headers(), meta_names)?;
     // Only Get User Delegation Key answers with the version (its key's `skv`): no copy otherwise.

@@ -63,6 +63,8 @@ pub struct HttpCtx {
     pub entra: Option<Arc<crate::entra::Entra>>,
     /// Tokens this shard validated, remembered while they hold.
     pub tokens: std::cell::RefCell<tokens::TokenCache>,
+    /// Whether writes are taken (not while the node drains).
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// The addresses the node serves on.
@@ -71,6 +73,8 @@ pub struct Bound {
     pub https: Option<SocketAddr>,
     /// Entra ID's keys and bindings, shared by the listeners (the admin listener reports them).
     pub entra: Option<Arc<crate::entra::Entra>>,
+    /// Whether the node drains, shared by the listeners and the admin listener.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// Starts the listeners (HTTP, and HTTPS when configured) on every shard of `node`.
@@ -80,12 +84,13 @@ pub fn serve(node: &Node, config: &Config) -> std::io::Result<Bound> {
         None => None,
     };
     let entra = crate::entra::Entra::start(config).map_err(std::io::Error::other)?;
-    let http = serve_on(node, config, config.port, None, entra.clone())?;
+    let lifecycle = Arc::new(crate::lifecycle::Lifecycle::default());
+    let http = serve_on(node, config, config.port, None, entra.clone(), lifecycle.clone())?;
     let https = match tls {
-        Some((port, acceptor)) => Some(serve_on(node, config, port, Some(acceptor), entra.clone())?),
+        Some((port, acceptor)) => Some(serve_on(node, config, port, Some(acceptor), entra.clone(), lifecycle.clone())?),
         None => None,
     };
-    Ok(Bound { http, https, entra })
+    Ok(Bound { http, https, entra, lifecycle })
 }
 
 fn tls_acceptor(t: &crate::config::TlsConfig) -> std::io::Result<tokio_rustls::TlsAcceptor> {
@@ -113,6 +118,7 @@ fn serve_on(
     port: u16,
     tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
     entra: Option<Arc<crate::entra::Entra>>,
+    lifecycle: Arc<crate::lifecycle::Lifecycle>,
 ) -> std::io::Result<SocketAddr> {
     let listen = config.listen_address();
     let addr: SocketAddr = format!("{listen}:{port}")
@@ -141,6 +147,7 @@ fn serve_on(
         let egress = config.egress().map_err(std::io::Error::other)?;
         let tls = tls.clone();
         let entra = entra.clone();
+        let lifecycle = lifecycle.clone();
         rt.block_on(node.on(i, move |shard| async move {
             let https = tls.is_some();
             let ctx = Rc::new(HttpCtx {
@@ -154,6 +161,7 @@ fn serve_on(
                 https,
                 entra,
                 tokens: Default::default(),
+                lifecycle,
             });
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
