@@ -32,6 +32,16 @@ pub trait BlockDevice {
 
     /// Short description for logs ("io_uring, registered buffers", "pread/pwrite").
     fn describe(&self) -> String;
+
+    /// Whether its I/O goes through io_uring.
+    fn uses_io_uring(&self) -> bool {
+        false
+    }
+
+    /// Whether its I/O goes through buffers registered with the kernel.
+    fn registered_buffers(&self) -> bool {
+        false
+    }
 }
 
 /// Rounds an I/O length to what `O_DIRECT` accepts.

@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod buf;
+pub mod counted;
 pub mod device;
 pub mod executor;
 pub mod failpoint;

@@ -391,6 +391,14 @@ impl BlockDevice for UringDevice {
             if self.registered { "registered" } else { "plain" }
         )
     }
+
+    fn uses_io_uring(&self) -> bool {
+        true
+    }
+
+    fn registered_buffers(&self) -> bool {
+        self.registered
+    }
 }
 
 #[cfg(test)]

@@ -168,7 +168,7 @@ fn run(args: Args) -> Result<(), String> {
         say(&format!("edgeblob listening with TLS on {tls}"));
     }
     let node = std::sync::Arc::new(node);
-    let admin = edgeblob::admin::serve(node.clone(), &config, bound.entra.clone(), bound.lifecycle.clone())
+    let admin = edgeblob::admin::serve(node.clone(), &config, bound.shared.clone())
         .map_err(|e| format!("cannot serve: {e}"))?;
     if let Some(a) = &admin {
         say(&format!("edgeblob admin on {}", a.addr));
@@ -186,7 +186,7 @@ fn run(args: Args) -> Result<(), String> {
     let events = if on_azure {
         let w = edgeblob::azure_events::EventWatcher::start(
             node.clone(),
-            bound.lifecycle.clone(),
+            bound.shared.lifecycle.clone(),
             &config.azure,
             config.engine.tier.is_some(),
         )

@@ -56,7 +56,7 @@ fn health_metrics_and_the_tiers_operations_while_serving() {
     let mut cfg = Config { engine, ..Config::default() };
     cfg.admin.listen = Some("127.0.0.1:0".into());
     let node = Arc::new(Node::open(cfg.engine.clone()).unwrap());
-    let admin = edgeblob::admin::serve(node.clone(), &cfg, None, Default::default()).unwrap().unwrap();
+    let admin = edgeblob::admin::serve(node.clone(), &cfg, Default::default()).unwrap().unwrap();
     let a = admin.addr;
 
     assert_eq!(request(a, "GET", "/health/live", None).0, 200);
@@ -180,7 +180,7 @@ fn health_metrics_and_the_tiers_operations_while_serving() {
     // With a token, operations need it.
     let mut guarded = cfg.clone();
     guarded.admin.token = Some("0123456789abcdef-token".into());
-    let admin = edgeblob::admin::serve(node.clone(), &guarded, None, Default::default()).unwrap().unwrap();
+    let admin = edgeblob::admin::serve(node.clone(), &guarded, Default::default()).unwrap().unwrap();
     assert_eq!(request(admin.addr, "POST", "/tier/epoch", None).0, 401);
     assert_eq!(request(admin.addr, "POST", "/tier/epoch", Some("0123456789abcdef-wrong")).0, 401);
     let (code, e) = request(admin.addr, "POST", "/tier/epoch", Some("0123456789abcdef-token"));
@@ -201,15 +201,11 @@ fn a_taken_default_admin_port_is_passed_by_and_an_explicit_one_is_an_error() {
     let _held = std::net::TcpListener::bind(edgeblob::config::DEFAULT_ADMIN);
     let cfg = Config { engine: config(dir.path()), ..Config::default() };
     let node = Arc::new(Node::open(cfg.engine.clone()).unwrap());
-    assert!(
-        edgeblob::admin::serve(node.clone(), &cfg, None, Default::default()).unwrap().is_none(),
-        "no listener, no error"
-    );
+    assert!(edgeblob::admin::serve(node.clone(), &cfg, Default::default()).unwrap().is_none(), "no listener, no error");
     let mut explicit = cfg.clone();
     explicit.admin.listen = Some(edgeblob::config::DEFAULT_ADMIN.into());
-    let err = edgeblob::admin::serve(node.clone(), &explicit, None, Default::default())
-        .err()
-        .expect("an explicit port taken");
+    let err =
+        edgeblob::admin::serve(node.clone(), &explicit, Default::default()).err().expect("an explicit port taken");
     assert!(err.to_string().contains("admin listener 127.0.0.1:9100"), "{err}");
     Arc::try_unwrap(node).ok().unwrap().stop();
 }

@@ -38,6 +38,45 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation, in declaration order: `ALL[op.index()] == op` (metrics keep a slot for
+    /// each, so their series are fixed whatever clients send).
+    pub const ALL: [Operation; 26] = {
+        use Operation::*;
+        [
+            ListContainers,
+            GetAccountInfo,
+            CreateContainer,
+            DeleteContainer,
+            GetContainerProperties,
+            SetContainerMetadata,
+            GetContainerAcl,
+            SetContainerAcl,
+            ListBlobs,
+            PutBlob,
+            PutBlobFromUrl,
+            CopyBlob,
+            PutBlock,
+            PutBlockFromUrl,
+            PutBlockList,
+            GetBlockList,
+            GetBlob,
+            GetBlobProperties,
+            DeleteBlob,
+            SetBlobMetadata,
+            SetBlobProperties,
+            SetBlobTier,
+            BlobBatch,
+            GetUserDelegationKey,
+            GetBlobServiceProperties,
+            SetBlobServiceProperties,
+        ]
+    };
+
+    /// Its place in [`Operation::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         use Operation::*;
         match self {
@@ -158,6 +197,15 @@ mod tests {
             h.insert(*k, v.parse().unwrap());
         }
         route(&method, &parse(target, Some("127.0.0.1")).unwrap(), &h)
+    }
+
+    #[test]
+    fn every_operation_has_its_slot_and_a_distinct_name() {
+        let mut names = std::collections::HashSet::new();
+        for (i, op) in Operation::ALL.iter().enumerate() {
+            assert_eq!(op.index(), i);
+            assert!(names.insert(op.name()), "{} twice", op.name());
+        }
     }
 
     #[test]

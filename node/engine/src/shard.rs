@@ -41,12 +41,15 @@ pub struct NodeShared {
     pub tier_floor: AtomicU64,
     /// What the tier releases first, and what never.
     pub policy: super::tier::policy::Policy,
+    /// Each shard's device counters (operations, bytes, errors, in flight), for metrics.
+    pub devices: Vec<Arc<edgeblob_io::counted::DeviceStats>>,
 }
 
 impl NodeShared {
     pub fn new(config: EngineConfig, sb: Superblock) -> NodeShared {
         let released = super::tier::ReleasedMap::new(sb.device_len, sb.layout.shards as usize);
         let policy = super::tier::policy::Policy::new(sb.device_len, config.chunk_size as u64, config.tier.as_ref());
+        let devices = (0..sb.layout.shards).map(|_| Default::default()).collect();
         NodeShared {
             config,
             sb,
@@ -57,6 +60,7 @@ impl NodeShared {
             released,
             tier_floor: AtomicU64::new(0),
             policy,
+            devices,
         }
     }
 

@@ -313,7 +313,10 @@ async fn init_shard(
     slots: u16,
 ) -> std::io::Result<Rc<Shard>> {
     let pool = FixedPool::new(slots.max(1), FIXED_SLOT);
-    let dev = media.device(index, (slots > 0).then_some(&pool));
+    let dev: Rc<dyn BlockDevice> = Rc::new(edgeblob_io::counted::Counted::new(
+        media.device(index, (slots > 0).then_some(&pool)),
+        node.devices[index].clone(),
+    ));
     let place = log_place(&node.sb, index as u32);
     let (offset, len) = node.sb.layout.data_area(index as u32);
     let (meta, index_space, replayed) = match index_place(&node.sb, index as u32) {

@@ -64,7 +64,29 @@ impl Reduction {
     }
 }
 
+/// One shard's part of the device: its region and what of it is free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardSpace {
+    pub region_bytes: u64,
+    pub free_bytes: u64,
+}
+
 impl Node {
+    /// Each shard's region and free space, as its allocator has them now.
+    pub async fn space(&self) -> Result<Vec<ShardSpace>> {
+        let mut out = Vec::with_capacity(self.shards());
+        for i in 0..self.shards() {
+            out.push(
+                self.on(i, |s| async move {
+                    let space = s.space.borrow();
+                    ShardSpace { region_bytes: space.alloc.area().len, free_bytes: space.alloc.free_bytes() }
+                })
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Node-wide: every committed blob and staged block over every live chunk.
     pub async fn reduction(&self) -> Result<Reduction> {
         let mut r = Reduction::default();

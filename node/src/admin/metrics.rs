@@ -66,6 +66,130 @@ impl Page {
     }
 }
 
+/// The Blob API's requests: by operation and status class, latency per operation, bytes, in
+/// flight, turned away busy. Every operation's series are written, counted or not, so the set of
+/// series is fixed.
+pub fn requests(p: &mut Page, t: &crate::http::stats::Totals) {
+    use crate::http::stats::{op_name, BUCKETS, CLASSES, OPS};
+    let mut samples = Vec::with_capacity(OPS * CLASSES.len());
+    for op in 0..OPS {
+        for (c, class) in CLASSES.iter().enumerate() {
+            samples.push((vec![("operation", op_name(op)), ("status_class", *class)], t.requests[op][c] as f64));
+        }
+    }
+    p.family(
+        "edgeblob_http_requests_total",
+        "counter",
+        "Blob API requests answered, by operation and status class.",
+        &samples,
+    );
+    let name = "edgeblob_http_request_duration_seconds";
+    p.head(
+        name,
+        "histogram",
+        "Time from a request's arrival to its answer's head (a download's body streams on after it).",
+    );
+    for op in 0..OPS {
+        let o = escape(op_name(op));
+        for (b, le) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(p.out, "{name}_bucket{{operation=\"{o}\",le=\"{le}\"}} {}", t.buckets[op][b]);
+        }
+        let _ = writeln!(p.out, "{name}_bucket{{operation=\"{o}\",le=\"+Inf\"}} {}", t.count[op]);
+        let _ = writeln!(p.out, "{name}_sum{{operation=\"{o}\"}} {}", t.seconds[op]);
+        let _ = writeln!(p.out, "{name}_count{{operation=\"{o}\"}} {}", t.count[op]);
+    }
+    p.one(
+        "edgeblob_http_received_bytes_total",
+        "counter",
+        "Request body bytes taken by requests that succeeded.",
+        t.bytes_in as f64,
+    );
+    p.one(
+        "edgeblob_http_sent_bytes_total",
+        "counter",
+        "Answer body bytes sent (as their lengths declare).",
+        t.bytes_out as f64,
+    );
+    p.one("edgeblob_http_requests_in_flight", "gauge", "Blob API requests being served now.", t.in_flight as f64);
+    p.one(
+        "edgeblob_http_throttled_total",
+        "counter",
+        "Requests answered 503 ServerBusy: no request slot free, or the node draining.",
+        t.throttled as f64,
+    );
+}
+
+/// Reads one of a shard's device counters.
+type Counter = fn(&edgeblob_io::counted::DeviceStats) -> u64;
+
+/// The data device: capacity and use, and what its shards' I/O did.
+pub fn device(
+    p: &mut Page,
+    path: &str,
+    capacity: u64,
+    space: &[edgeblob_engine::stats::ShardSpace],
+    stats: &[std::sync::Arc<edgeblob_io::counted::DeviceStats>],
+    queue_depth: usize,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let d = vec![("device", path)];
+    let free: u64 = space.iter().map(|s| s.free_bytes).sum();
+    let regions: u64 = space.iter().map(|s| s.region_bytes).sum();
+    p.family("edgeblob_device_capacity_bytes", "gauge", "Bytes of the data device.", &[(d.clone(), capacity as f64)]);
+    p.family(
+        "edgeblob_device_used_bytes",
+        "gauge",
+        "Bytes of the shards' regions holding data or metadata (the rest of the device is logs and headers).",
+        &[(d.clone(), regions.saturating_sub(free) as f64)],
+    );
+    p.family(
+        "edgeblob_device_free_bytes",
+        "gauge",
+        "Bytes of the shards' regions free for data.",
+        &[(d.clone(), free as f64)],
+    );
+    let sum = |f: Counter| stats.iter().map(|s| f(s)).sum::<u64>() as f64;
+    let families: [(&str, &str, Counter); 6] = [
+        ("edgeblob_device_reads_total", "Reads completed.", |s| s.reads.load(Relaxed)),
+        ("edgeblob_device_writes_total", "Writes completed.", |s| s.writes.load(Relaxed)),
+        ("edgeblob_device_flushes_total", "Flushes (barriers) completed.", |s| s.flushes.load(Relaxed)),
+        ("edgeblob_device_read_bytes_total", "Bytes read.", |s| s.read_bytes.load(Relaxed)),
+        ("edgeblob_device_written_bytes_total", "Bytes written.", |s| s.written_bytes.load(Relaxed)),
+        ("edgeblob_device_errors_total", "Reads, writes and flushes that failed.", |s| s.errors.load(Relaxed)),
+    ];
+    for (name, help, f) in families {
+        p.family(name, "counter", help, &[(d.clone(), sum(f))]);
+    }
+    let names: Vec<String> = (0..stats.len()).map(|i| i.to_string()).collect();
+    let per_shard = |f: &dyn Fn(&edgeblob_io::counted::DeviceStats) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
+        stats.iter().zip(&names).map(|(s, n)| (vec![("shard", n.as_str())], f(s))).collect()
+    };
+    p.family(
+        "edgeblob_shard_io_in_flight",
+        "gauge",
+        "Device operations a shard has in its io_uring queue now.",
+        &per_shard(&|s| s.in_flight.load(Relaxed) as f64),
+    );
+    p.one(
+        "edgeblob_shard_queue_depth",
+        "gauge",
+        "Device operations a shard keeps in the kernel at most.",
+        queue_depth as f64,
+    );
+    p.family(
+        "edgeblob_shard_io_uring",
+        "gauge",
+        "Whether a shard's I/O goes through io_uring (0: pread/pwrite).",
+        &per_shard(&|s| f64::from(u8::from(s.io_uring.load(Relaxed)))),
+    );
+    p.family(
+        "edgeblob_shard_registered_buffers",
+        "gauge",
+        "Whether a shard's io_uring uses registered buffers.",
+        &per_shard(&|s| f64::from(u8::from(s.registered.load(Relaxed)))),
+    );
+}
+
 /// The tier's families.
 pub fn tier(p: &mut Page, r: &TierReport) {
     let st = &r.status;

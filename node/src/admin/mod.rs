@@ -54,12 +54,7 @@ impl Drop for Admin {
 }
 
 /// Starts the admin listener of `config` for `node` (None when it is disabled).
-pub fn serve(
-    node: Arc<Node>,
-    config: &Config,
-    entra: Option<Arc<crate::entra::Entra>>,
-    lifecycle: Arc<crate::lifecycle::Lifecycle>,
-) -> std::io::Result<Option<Admin>> {
+pub fn serve(node: Arc<Node>, config: &Config, shared: crate::http::Shared) -> std::io::Result<Option<Admin>> {
     if !config.admin.enabled {
         return Ok(None);
     }
@@ -78,7 +73,7 @@ pub fn serve(
     };
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
-    let state = Arc::new(routes::State::new(node, config, entra, lifecycle));
+    let state = Arc::new(routes::State::new(node, config, shared));
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new().name("edgeblob-admin".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

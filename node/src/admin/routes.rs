@@ -31,6 +31,11 @@ pub struct State {
     default_account: Option<String>,
     started: Instant,
     lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    requests: Arc<crate::http::stats::RequestStats>,
+    /// The last data-reduction figures (a walk of every blob: taken in the background, at most
+    /// every [`REDUCTION_EVERY`]), and whether a walk is running.
+    reduction: std::sync::Mutex<Option<(Instant, edgeblob_engine::stats::Reduction)>>,
+    reducing: std::sync::atomic::AtomicBool,
     /// One operation at a time.
     busy: tokio::sync::Mutex<()>,
     /// The last scan of the chunk tables, and when it was taken.
@@ -38,19 +43,17 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(
-        node: Arc<Node>,
-        config: &Config,
-        entra: Option<Arc<crate::entra::Entra>>,
-        lifecycle: Arc<crate::lifecycle::Lifecycle>,
-    ) -> State {
+    pub fn new(node: Arc<Node>, config: &Config, shared: crate::http::Shared) -> State {
         State {
             node,
-            entra,
+            entra: shared.entra,
             token: config.admin.token.clone(),
             default_account: (config.accounts.len() == 1).then(|| config.accounts[0].name.clone()),
             started: Instant::now(),
-            lifecycle,
+            lifecycle: shared.lifecycle,
+            requests: shared.requests,
+            reduction: std::sync::Mutex::new(None),
+            reducing: std::sync::atomic::AtomicBool::new(false),
             busy: tokio::sync::Mutex::new(()),
             scanned: tokio::sync::Mutex::new(None),
         }
@@ -228,7 +231,32 @@ fn report_json(r: &TierReport) -> serde_json::Value {
     })
 }
 
-async fn metrics_page(state: &State) -> Answer {
+/// How long the data-reduction figures serve before a scrape starts a new walk.
+const REDUCTION_EVERY: Duration = Duration::from_secs(300);
+
+/// Starts a walk for the data-reduction figures when the last is older than [`REDUCTION_EVERY`]
+/// and none runs; the page shows the last figures meanwhile (none until the first walk ends).
+fn refresh_reduction(state: &Arc<State>) {
+    use std::sync::atomic::Ordering;
+    let stale =
+        state.reduction.lock().map(|r| r.as_ref().is_none_or(|(at, _)| at.elapsed() > REDUCTION_EVERY)).unwrap_or(true);
+    if stale && !state.reducing.swap(true, Ordering::SeqCst) {
+        let state = state.clone();
+        tokio::task::spawn(async move {
+            match state.node.reduction().await {
+                Ok(r) => {
+                    if let Ok(mut slot) = state.reduction.lock() {
+                        *slot = Some((Instant::now(), r));
+                    }
+                }
+                Err(e) => tracing::warn!(%e, "data-reduction figures could not be taken"),
+            }
+            state.reducing.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
+async fn metrics_page(state: &Arc<State>) -> Answer {
     let mut p = metrics::Page::default();
     p.family(
         "edgeblob_build_info",
@@ -243,6 +271,53 @@ async fn metrics_page(state: &State) -> Answer {
         "Seconds since the node started serving.",
         state.started.elapsed().as_secs_f64(),
     );
+    p.one(
+        "edgeblob_ready",
+        "gauge",
+        "Whether the node takes writes and reports ready (0 while it drains).",
+        f64::from(u8::from(state.lifecycle.not_ready().is_none())),
+    );
+    metrics::requests(&mut p, &state.requests.totals());
+    let shared = state.node.shared();
+    match state.node.space().await {
+        Ok(space) => metrics::device(
+            &mut p,
+            &shared.config.data_path.display().to_string(),
+            shared.sb.device_len,
+            &space,
+            &shared.devices,
+            shared.config.queue_depth,
+        ),
+        Err(e) => tracing::warn!(%e, "the device's space could not be read"),
+    }
+    refresh_reduction(state);
+    let last = state.reduction.lock().ok().and_then(|r| *r);
+    if let Some((at, r)) = last {
+        p.one(
+            "edgeblob_data_logical_bytes",
+            "gauge",
+            "Bytes of every committed blob and staged block.",
+            r.logical_bytes as f64,
+        );
+        p.one(
+            "edgeblob_data_stored_bytes",
+            "gauge",
+            "Bytes the live chunks take on the device.",
+            r.stored_bytes as f64,
+        );
+        p.one(
+            "edgeblob_data_reduction_ratio",
+            "gauge",
+            "Logical over stored bytes (compression and dedup).",
+            r.ratio(),
+        );
+        p.one(
+            "edgeblob_data_reduction_age_seconds",
+            "gauge",
+            "Seconds since these figures were taken.",
+            at.elapsed().as_secs_f64(),
+        );
+    }
     if let Some(e) = &state.entra {
         metrics::entra(&mut p, e);
     }
@@ -276,7 +351,7 @@ where
     }
 }
 
-pub async fn handle(state: &State, req: http::Request<hyper::body::Incoming>, peer: SocketAddr) -> Answer {
+pub async fn handle(state: &Arc<State>, req: http::Request<hyper::body::Incoming>, peer: SocketAddr) -> Answer {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let method = req.method().clone();

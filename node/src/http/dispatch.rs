@@ -38,6 +38,14 @@ pub async fn handle(
     names: &super::sniff::Names,
 ) -> Response<RespBody> {
     let started = Instant::now();
+    let counters = ctx.stats.shard(shard.index);
+    let _in_flight = counters.map(|c| c.enter());
+    let declared_in = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let seq = ctx.next_request.get();
     ctx.next_request.set(seq + 1);
     let request_id = response::request_id(shard.index, seq);
@@ -53,14 +61,19 @@ pub async fn handle(
         (Some(origin), Ok(t)) if method != Method::OPTIONS => Some((t.account.clone(), origin.to_owned())),
         _ => None,
     };
-    let mut op_name = "Unknown";
+    let mut op_seen: Option<op::Operation> = None;
     // Metadata names as the client wrote them (hyper lower-cases header names), taken by every
     // request, answered or refused, so that the set never outlives its request.
     let meta_names = names.borrow_mut().take();
     // Past the bound, answer at once rather than queue without limit.
     let mut resp = match ctx.slots.take() {
-        None => response::error(ApiError::server_busy(), head, &request_id),
-        Some(_slot) => dispatch(&shard, &ctx, req, target, peer, &meta_names, &mut op_name)
+        None => {
+            if let Some(c) = counters {
+                c.throttled();
+            }
+            response::error(ApiError::server_busy(), head, &request_id)
+        }
+        Some(_slot) => dispatch(&shard, &ctx, req, target, peer, &meta_names, &mut op_seen)
             .await
             .unwrap_or_else(|e| response::error(e, head, &request_id)),
     };
@@ -81,6 +94,12 @@ pub async fn handle(
     }
     let bytes = h.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let (status, micros) = (resp.status().as_u16(), started.elapsed().as_micros() as u64);
+    let op_name = op_seen.map_or("Unknown", |o| o.name());
+    if let Some(c) = counters {
+        // A body counts in once its request succeeded: a refused upload's body was not taken.
+        let taken = if resp.status().is_success() { declared_in } else { 0 };
+        c.answered(op_seen, status, micros, taken, if head { 0 } else { bytes });
+    }
     // One line per request costs a formatted write per request (a tenth of a small GET's CPU):
     // server-side failures are logged always, the rest with RUST_LOG=edgeblob::http=debug.
     if status >= 500 {
@@ -108,7 +127,7 @@ async fn dispatch(
     target: std::result::Result<addr::Target, edgeblob_proto::ErrorCode>,
     peer: SocketAddr,
     meta_names: &[String],
-    op_name: &mut &'static str,
+    op_seen: &mut Option<op::Operation>,
 ) -> Result<Response<RespBody>> {
     if req.headers().contains_key("transfer-encoding") {
         return Err(length_required());
@@ -119,10 +138,13 @@ async fn dispatch(
         return super::cors::preflight(shard, &target.account, req.headers());
     }
     let op = op::route(req.method(), &target, req.headers())?;
-    *op_name = op.name();
+    *op_seen = Some(op);
     // Draining (an operator's drain, Azure's notice of a redeploy): reads go on, writes are
     // sent away to retry, before any of their body is read.
     if !op.is_read() && ctx.lifecycle.refuses_writes() {
+        if let Some(c) = ctx.stats.shard(shard.index) {
+            c.throttled();
+        }
         return Err(ApiError::server_busy());
     }
     let credential = auth::authenticate(ctx, &target, op, req.method().as_str(), req.headers(), peer, Some(shard))?;

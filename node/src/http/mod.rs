@@ -19,6 +19,7 @@ mod service;
 mod slots;
 mod sniff;
 mod stall;
+pub mod stats;
 mod tokens;
 
 pub use copy_source::tls_client;
@@ -65,16 +66,26 @@ pub struct HttpCtx {
     pub tokens: std::cell::RefCell<tokens::TokenCache>,
     /// Whether writes are taken (not while the node drains).
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// The node's request counters (this shard counts in its own slot).
+    pub stats: Arc<stats::RequestStats>,
 }
 
-/// The addresses the node serves on.
+/// The addresses the node serves on, and what its listeners share with the admin listener.
 pub struct Bound {
     pub http: SocketAddr,
     pub https: Option<SocketAddr>,
-    /// Entra ID's keys and bindings, shared by the listeners (the admin listener reports them).
+    pub shared: Shared,
+}
+
+/// What the Blob API's listeners share with the admin listener.
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// Entra ID's keys and bindings (the admin listener reports them).
     pub entra: Option<Arc<crate::entra::Entra>>,
-    /// Whether the node drains, shared by the listeners and the admin listener.
+    /// Whether the node drains.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// Request counters (the admin listener's /metrics).
+    pub requests: Arc<stats::RequestStats>,
 }
 
 /// Starts the listeners (HTTP, and HTTPS when configured) on every shard of `node`.
@@ -83,14 +94,17 @@ pub fn serve(node: &Node, config: &Config) -> std::io::Result<Bound> {
         Some(t) => Some((t.port, Arc::new(tls_acceptor(t)?))),
         None => None,
     };
-    let entra = crate::entra::Entra::start(config).map_err(std::io::Error::other)?;
-    let lifecycle = Arc::new(crate::lifecycle::Lifecycle::default());
-    let http = serve_on(node, config, config.port, None, entra.clone(), lifecycle.clone())?;
+    let shared = Shared {
+        entra: crate::entra::Entra::start(config).map_err(std::io::Error::other)?,
+        lifecycle: Arc::new(crate::lifecycle::Lifecycle::default()),
+        requests: Arc::new(stats::RequestStats::new(node.shards())),
+    };
+    let http = serve_on(node, config, config.port, None, &shared)?;
     let https = match tls {
-        Some((port, acceptor)) => Some(serve_on(node, config, port, Some(acceptor), entra.clone(), lifecycle.clone())?),
+        Some((port, acceptor)) => Some(serve_on(node, config, port, Some(acceptor), &shared)?),
         None => None,
     };
-    Ok(Bound { http, https, entra, lifecycle })
+    Ok(Bound { http, https, shared })
 }
 
 fn tls_acceptor(t: &crate::config::TlsConfig) -> std::io::Result<tokio_rustls::TlsAcceptor> {
@@ -117,8 +131,7 @@ fn serve_on(
     config: &Config,
     port: u16,
     tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
-    entra: Option<Arc<crate::entra::Entra>>,
-    lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    shared: &Shared,
 ) -> std::io::Result<SocketAddr> {
     let listen = config.listen_address();
     let addr: SocketAddr = format!("{listen}:{port}")
@@ -146,8 +159,9 @@ fn serve_on(
         let body_timeout = std::time::Duration::from_secs(config.body_timeout_secs.max(1));
         let egress = config.egress().map_err(std::io::Error::other)?;
         let tls = tls.clone();
-        let entra = entra.clone();
-        let lifecycle = lifecycle.clone();
+        let entra = shared.entra.clone();
+        let lifecycle = shared.lifecycle.clone();
+        let stats = shared.requests.clone();
         rt.block_on(node.on(i, move |shard| async move {
             let https = tls.is_some();
             let ctx = Rc::new(HttpCtx {
@@ -162,6 +176,7 @@ fn serve_on(
                 entra,
                 tokens: Default::default(),
                 lifecycle,
+                stats,
             });
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {

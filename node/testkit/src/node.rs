@@ -123,7 +123,7 @@ impl InProcess {
         tune(&mut cfg);
         let node = Node::open(cfg.engine.clone()).unwrap();
         let bound = edgeblob::http::serve(&node, &cfg).unwrap();
-        InProcess { node: Some(node), addr: bound.http, tls: bound.https, entra: bound.entra }
+        InProcess { node: Some(node), addr: bound.http, tls: bound.https, entra: bound.shared.entra }
     }
 }
 
