@@ -43,6 +43,9 @@ pub struct Config {
     /// Entra ID tokens and role bindings.
     pub auth: crate::auth_config::AuthConfig,
     pub engine: EngineConfig,
+    /// `text` (stderr, for people) or `json` (stdout, one object a line, each request's events
+    /// carrying its request id: for journald and log shippers).
+    pub log_format: LogFormat,
     /// Azure's scheduled events: a notice that the VM's local disks will be erased drains the
     /// node.
     pub azure: AzureConfig,
@@ -77,6 +80,14 @@ impl Default for AzureConfig {
     fn default() -> Self {
         AzureConfig { scheduled_events: Switch::Auto, metadata_endpoint: "http://169.254.169.254".into(), poll_secs: 1 }
     }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -178,6 +189,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             auth: Default::default(),
             engine: EngineConfig::default(),
+            log_format: LogFormat::Text,
             azure: AzureConfig::default(),
             preflight: Preflight::Warn,
             profile: None,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use edgeblob::config::Config;
+use edgeblob::config::{Config, LogFormat};
 use edgeblob_engine::Node;
 
 // Per-request allocations (hyper's header maps, response bodies) freed on whichever shard a reply
@@ -52,6 +52,9 @@ struct Args {
     /// nothing is missing, 1 otherwise. Starts nothing.
     #[arg(long)]
     preflight: bool,
+    /// `text` (stderr) or `json` (stdout, one object a line) logs (overrides the configuration).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
     /// Address of the admin listener (metrics, health, operations), e.g. 127.0.0.1:9100;
     /// `off` turns it off (overrides the configuration).
     #[arg(long)]
@@ -59,16 +62,46 @@ struct Args {
 }
 
 fn main() {
-    // Logs go to stderr; stdout carries only the "listening" line that scripts read.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    if let Err(e) = run(Args::parse()) {
+    let args = Args::parse();
+    let config = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgeblob: {e}");
+            std::process::exit(1);
+        }
+    };
+    init_logs(config.log_format);
+    if let Err(e) = run(args, config) {
         tracing::error!("{e}");
         eprintln!("edgeblob: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Whether logs go to stdout as JSON (then the lines for scripts are log events too).
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Text: to stderr, for people; stdout carries only the lines scripts read. JSON: one object a
+/// line on stdout (journald, log shippers), each with the span of its request (its request id).
+fn init_logs(format: LogFormat) {
+    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => {
+            JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_env_filter(filter())
+                .with_writer(std::io::stdout)
+                .init()
+        }
     }
 }
 
@@ -76,12 +109,16 @@ fn main() {
 /// must not stop the node (println! would panic on the closed pipe).
 fn say(line: &str) {
     use std::io::Write;
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(target: "edgeblob::start", "{line}");
+        return;
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|_| out.flush());
 }
 
-fn run(args: Args) -> Result<(), String> {
-    edgeblob_io::sys::raise_nofile();
+/// The configuration: the file's (or the defaults), then the flags over it.
+fn load(args: &Args) -> Result<Config, String> {
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -89,6 +126,14 @@ fn run(args: Args) -> Result<(), String> {
         }
         None => Config::default(),
     };
+    if let Some(f) = args.log_format {
+        config.log_format = f;
+    }
+    Ok(config)
+}
+
+fn run(args: Args, mut config: Config) -> Result<(), String> {
+    edgeblob_io::sys::raise_nofile();
     config.source = args.config.clone();
     if let Some(d) = args.data {
         config.engine.data_path = d;

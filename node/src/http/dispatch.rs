@@ -11,6 +11,7 @@ use edgeblob_proto::request::Request;
 use edgeblob_proto::{addr, op};
 use http::{HeaderValue, Method, Response};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use super::body::RespBody;
 use super::error::{ApiError, Result};
@@ -73,7 +74,9 @@ pub async fn handle(
             }
             response::error(ApiError::server_busy(), head, &request_id)
         }
+        // What is logged while the request runs carries its id (the span's field).
         Some(_slot) => dispatch(&shard, &ctx, req, target, peer, &meta_names, &mut op_seen)
+            .instrument(tracing::info_span!("request", request_id = %request_id))
             .await
             .unwrap_or_else(|e| response::error(e, head, &request_id)),
     };
