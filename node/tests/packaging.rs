@@ -130,3 +130,22 @@ fn the_package_installs_into_a_test_root_with_every_file_and_passes_lintian() {
         assert!(ok && !out.lines().any(|l| l.starts_with("E: ")), "lintian: {out}");
     }
 }
+
+#[test]
+fn the_azure_image_template_and_its_user_data_validate_and_hold_no_secret() {
+    let dir = repo().join("packaging/image/azure");
+    if have("packer") {
+        let (ok, out) = run(Command::new("packer").args(["validate", "-syntax-only"]).arg(&dir).current_dir(&dir));
+        assert!(ok, "packer validate: {out}");
+    }
+    let user_data = dir.join("user-data.yaml");
+    if have("cloud-init") {
+        let (ok, out) = run(Command::new("cloud-init").args(["schema", "--config-file"]).arg(&user_data));
+        assert!(ok && out.contains("Valid cloud-config"), "cloud-init schema: {out}");
+    }
+    let text = std::fs::read_to_string(&user_data).unwrap();
+    for secret in ["account_key", "sas =", "sig=", "-----BEGIN", "AccountKey=", "client_secret", "token ="] {
+        assert!(!text.contains(secret), "user data carries a secret ({secret})");
+    }
+    assert!(text.contains("managed_identity = true") && text.contains("/dev/urandom"), "the identity and a key made on the VM");
+}
