@@ -43,6 +43,10 @@ pub struct Config {
     /// Entra ID tokens and role bindings.
     pub auth: crate::auth_config::AuthConfig,
     pub engine: EngineConfig,
+    /// The disk ledger `edgeblob-admin node prepare` keeps on the OS disk; when it says the
+    /// node's disks were erased under it (an Azure redeploy), the node reports itself rebuilding
+    /// (not ready, no writes) instead of serving as a new empty node.
+    pub ledger: Option<PathBuf>,
     /// `text` (stderr, for people) or `json` (stdout, one object a line, each request's events
     /// carrying its request id: for journald and log shippers).
     pub log_format: LogFormat,
@@ -189,6 +193,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             auth: Default::default(),
             engine: EngineConfig::default(),
+            ledger: None,
             log_format: LogFormat::Text,
             azure: AzureConfig::default(),
             preflight: Preflight::Warn,
@@ -308,7 +313,7 @@ mod tests {
 
 #[cfg(test)]
 mod profile_tests {
-    use super::Config;
+    use super::{Config, LogFormat};
 
     #[test]
     fn every_example_is_a_valid_configuration() {
@@ -323,5 +328,8 @@ mod profile_tests {
             }
         }
         assert!(n >= 1, "no examples found in {}", dir.display());
+        let packaged = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/edgeblob.toml");
+        let c = Config::from_toml(&std::fs::read_to_string(&packaged).unwrap()).unwrap();
+        assert_eq!((c.profile.as_deref(), c.log_format), (Some("auto"), LogFormat::Json), "the package's defaults");
     }
 }

@@ -220,6 +220,15 @@ fn run(args: Args, mut config: Config) -> Result<(), String> {
     }
     // Every listener is bound and the engine recovered: what /health/ready answers 200 to.
     edgeblob::notify::notify(&format!("READY=1\nSTATUS=serving on {}", bound.http));
+    if let Some(path) = &config.ledger {
+        match edgeblob_hw::ledger::Ledger::load(path)? {
+            Some(l) if l.rebuilding => bound.shared.lifecycle.begin(
+                "rebuilding",
+                format!("rebuilding: node {}'s disks were erased under it (an Azure redeploy); restore it from the tier, then clear `rebuilding` in {}", l.node, path.display()),
+            ),
+            _ => {}
+        }
+    }
     let watchdog = edgeblob::notify::Watchdog::start(node.clone());
     let on_azure = match config.azure.scheduled_events {
         edgeblob::config::Switch::On => true,

@@ -132,3 +132,17 @@ async fn a_redeploy_notice_drains_the_node_within_one_poll_and_its_withdrawal_en
     let (status, _, _) = signed(&node.http, "PUT", "/devstoreaccount1/after?restype=container", &[], b"").await;
     assert_eq!(status, 201);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_whose_disks_were_erased_comes_up_rebuilding_not_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.toml");
+    std::fs::write(&ledger, "node = \"0123\"\nrebuilding = true\n").unwrap();
+    let config = format!("ledger = \"{}\"\n[azure]\nscheduled_events = \"off\"\n", ledger.display());
+    let node = spawn_configured(dir.path(), "1G", &config);
+    let (status, why) = ready(&node.admin);
+    assert_eq!(status, 503);
+    assert!(why.contains("rebuilding") && why.contains("0123"), "{why}");
+    let (status, _, _) = signed(&node.http, "PUT", "/devstoreaccount1/fresh?restype=container", &[], b"").await;
+    assert_eq!(status, 503, "no writes to a node that is not what it was");
+}

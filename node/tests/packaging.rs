@@ -147,5 +147,8 @@ fn the_azure_image_template_and_its_user_data_validate_and_hold_no_secret() {
     for secret in ["account_key", "sas =", "sig=", "-----BEGIN", "AccountKey=", "client_secret", "token ="] {
         assert!(!text.contains(secret), "user data carries a secret ({secret})");
     }
-    assert!(text.contains("managed_identity = true") && text.contains("/dev/urandom"), "the identity and a key made on the VM");
+    assert!(
+        text.contains("managed_identity = true") && text.contains("/dev/urandom"),
+        "the identity and a key made on the VM"
+    );
 }

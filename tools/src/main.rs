@@ -3,6 +3,7 @@
 //! the node first.
 
 mod hw;
+mod prepare;
 mod upgrade;
 
 use std::path::PathBuf;
@@ -70,6 +71,11 @@ enum Cmd {
         #[arg(long)]
         container: Option<String>,
     },
+    /// The node on its host: its devices.
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
     /// The host: what it has, and the profile and plan for it.
     Hw {
         #[command(subcommand)]
@@ -108,6 +114,15 @@ enum Cmd {
         #[arg(long)]
         epoch: Option<u64>,
     },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Sorts the local NVMe into this node's, blank, foreign and never touched (by serial,
+    /// against the ledger on the OS disk) and formats only what may be: blank devices on hosts
+    /// whose disks are ephemeral, or devices named with --allow-format. Run before every start
+    /// (edgeblob-prepare.service); --dry-run changes nothing.
+    Prepare(prepare::PrepareArgs),
 }
 
 #[derive(Subcommand)]
@@ -270,6 +285,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     match cmd {
         Cmd::Hw { cmd } => hw::run(cmd),
+        Cmd::Node { cmd: NodeCmd::Prepare(a) } => prepare::run(a),
         Cmd::Format { data, size, shards, force } => {
             let shards = shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
             let sb = if data.exists() {

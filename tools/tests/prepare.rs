@@ -1,0 +1,180 @@
+//! `edgeblob-admin node prepare` on copies of the fake hosts, with their devices as sparse files:
+//! a dry run changes nothing, a real run formats only what it may and a second changes nothing,
+//! a foreign device is refused unless named, an excluded one even when named, and a redeploy
+//! (this node's devices gone, blank ones in their place) marks the node rebuilding.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use edgeblob_hw::ledger::Ledger;
+
+fn admin(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeblob-admin")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        let kind = e.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &target).unwrap();
+        } else if kind.is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A host copied from `name`, its NVMe devices made `size` bytes (sparse; their first bytes kept).
+fn host(name: &str, dir: &Path, size: u64) -> PathBuf {
+    let root = dir.join(name);
+    copy_tree(&repo(&format!("hw/tests/hosts/{name}")), &root);
+    for e in std::fs::read_dir(root.join("dev")).unwrap() {
+        std::fs::OpenOptions::new().write(true).open(e.unwrap().path()).unwrap().set_len(size).unwrap();
+    }
+    root
+}
+
+/// Every device file's bytes (up to `limit` of each), hashed.
+fn hashes_upto(root: &Path, limit: usize) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = std::fs::read_dir(root.join("dev"))
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let mut bytes = std::fs::read(&p).unwrap();
+            bytes.truncate(limit);
+            (p.file_name().unwrap().to_str().unwrap().to_owned(), xxhash_rust::xxh3::xxh3_64(&bytes))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn hashes(root: &Path) -> Vec<(String, u64)> {
+    hashes_upto(root, usize::MAX)
+}
+
+fn starts_with(root: &Path, dev: &str, magic: &[u8]) -> bool {
+    std::fs::read(root.join("dev").join(dev)).unwrap().starts_with(magic)
+}
+
+fn prepare(root: &Path, ledger: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["node", "prepare", "--root", root.to_str().unwrap(), "--ledger", ledger.to_str().unwrap()];
+    let profiles = repo("hw-profiles");
+    args.extend(["--profiles", profiles.to_str().unwrap()]);
+    args.extend(extra);
+    admin(&args)
+}
+
+fn line<'a>(out: &'a str, dev: &str) -> &'a str {
+    out.lines().find(|l| l.starts_with(&format!("{dev} "))).unwrap_or_else(|| panic!("no {dev} in {out}"))
+}
+
+#[test]
+fn dry_run_changes_nothing_a_second_run_changes_nothing_and_foreign_devices_need_naming() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four shards a device (eight cores over two usable disks): 128 MiB holds them.
+    let root = host("l8as_v4", dir.path(), 128 << 20);
+    let ledger = dir.path().join("state/ledger.toml");
+    let untouched = hashes(&root);
+
+    let (code, out) = prepare(&root, &ledger, &["--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(line(&out, "nvme1n1").contains("blank: format"), "{out}");
+    assert!(line(&out, "nvme2n1").contains("excluded (partitioned (nvme2n1p1))"), "{out}");
+    assert!(line(&out, "nvme3n1").contains("foreign (holds a xfs signature): leave: refused"), "{out}");
+    assert!(line(&out, "nvme4n1").contains("foreign") && line(&out, "nvme4n1").contains("refused"), "{out}");
+    assert!(!out.contains("nvme0n1"), "the OS disk is not even listed: {out}");
+    assert_eq!(hashes(&root), untouched, "a dry run writes nothing");
+    assert!(!ledger.exists(), "nor a ledger");
+
+    let (code, out) = prepare(&root, &ledger, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(starts_with(&root, "nvme1n1", b"EDGEBLOB"), "the blank device is formatted (ephemeral disks)");
+    let formatted = hashes(&root);
+    for (dev, h) in &untouched {
+        if dev != "nvme1n1" {
+            assert!(formatted.contains(&(dev.clone(), *h)), "{dev} was changed");
+        }
+    }
+    let l = Ledger::load(&ledger).unwrap().unwrap();
+    assert_eq!(l.device.iter().map(|d| d.serial.as_str()).collect::<Vec<_>>(), ["1F00A7C3"]);
+    assert!(!l.rebuilding);
+
+    let ledger_text = std::fs::read_to_string(&ledger).unwrap();
+    let (code, out) = prepare(&root, &ledger, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(line(&out, "nvme1n1").contains("ours: keep"), "{out}");
+    assert_eq!(hashes(&root), formatted, "a second run changes nothing");
+    assert_eq!(std::fs::read_to_string(&ledger).unwrap(), ledger_text);
+
+    // Named, a foreign device is formatted; an excluded one never is, and nothing is done then.
+    let (code, out) = prepare(&root, &ledger, &["--allow-format", "1F00A7C4"]);
+    assert_ne!(code, 0);
+    assert!(out.contains("never formatted, even when named"), "{out}");
+    assert_eq!(hashes(&root), formatted);
+    let (code, out) = prepare(&root, &ledger, &["--allow-format", "1F00A7C5"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(starts_with(&root, "nvme3n1", b"EDGEBLOB"), "{out}");
+    assert!(Ledger::load(&ledger).unwrap().unwrap().by_serial("1F00A7C5").is_some());
+    let (code, out) = prepare(&root, &ledger, &["--allow-format", "NO-SUCH-SERIAL"]);
+    assert_ne!(code, 0, "{out}");
+}
+
+#[test]
+fn on_kept_disks_blank_devices_wait_to_be_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // 26 shards a device need 437 MB; only the heads are hashed (a format writes its superblock
+    // at byte 0), nine devices of 512 MiB being much to read.
+    let root = host("odm_2s_8nvme", dir.path(), 512 << 20);
+    let ledger = dir.path().join("ledger.toml");
+    let before = hashes_upto(&root, 1 << 20);
+    let (code, out) = prepare(&root, &ledger, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        line(&out, "nvme1n1").contains("blank: leave: blank; format it with --allow-format S6CKNA0W200100"),
+        "{out}"
+    );
+    assert!(line(&out, "nvme8n1").contains("excluded (held by md127)"), "{out}");
+    assert_eq!(hashes_upto(&root, 1 << 20), before);
+    let (code, out) = prepare(&root, &ledger, &["--allow-format", "S6CKNA0W200100"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(starts_with(&root, "nvme1n1", b"EDGEBLOB"));
+    assert!(!starts_with(&root, "nvme2n1", b"EDGEBLOB"), "only the named one");
+}
+
+#[test]
+fn after_a_redeploy_the_node_comes_back_rebuilding() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = host("l8as_v5", dir.path(), 256 << 20);
+    let ledger = dir.path().join("ledger.toml");
+    let (code, out) = prepare(&root, &ledger, &[]);
+    assert_eq!(code, 0, "{out}");
+    let first = Ledger::load(&ledger).unwrap().unwrap();
+    assert_eq!(first.device.len(), 1);
+
+    // Redeployed: a new host's blank disk, another serial; the OS disk (and the ledger) kept.
+    std::fs::write(root.join("sys/class/nvme/nvme1/serial"), "NEWHOSTSERIAL0001\n").unwrap();
+    let f = std::fs::OpenOptions::new().write(true).truncate(true).open(root.join("dev/nvme1n1")).unwrap();
+    f.set_len(256 << 20).unwrap();
+    let (code, out) = prepare(&root, &ledger, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("comes back rebuilding"), "{out}");
+    let after = Ledger::load(&ledger).unwrap().unwrap();
+    assert!(after.rebuilding);
+    assert_eq!(after.node, first.node, "the same node, not a new one");
+    assert_eq!(after.device.iter().map(|d| d.serial.as_str()).collect::<Vec<_>>(), ["NEWHOSTSERIAL0001"]);
+}
