@@ -53,6 +53,25 @@ impl Drop for InFlight {
     }
 }
 
+/// A transfer counted when it completes: one operation, and its bytes or an error.
+fn counted(
+    held: InFlight,
+    fut: IoFuture<(std::io::Result<()>, AlignedBuf)>,
+    len: u64,
+    which: fn(&DeviceStats) -> (&AtomicU64, &AtomicU64),
+) -> IoFuture<(std::io::Result<()>, AlignedBuf)> {
+    Box::pin(async move {
+        let (r, buf) = fut.await;
+        let (ops, bytes) = which(&held.0);
+        ops.fetch_add(1, Relaxed);
+        match &r {
+            Ok(()) => bytes.fetch_add(len, Relaxed),
+            Err(_) => held.0.errors.fetch_add(1, Relaxed),
+        };
+        (r, buf)
+    })
+}
+
 impl BlockDevice for Counted {
     fn len(&self) -> u64 {
         self.inner.len()
@@ -60,34 +79,12 @@ impl BlockDevice for Counted {
 
     fn read(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(std::io::Result<()>, AlignedBuf)> {
         let len = buf.len() as u64;
-        let held = InFlight::start(&self.stats);
-        let fut = self.inner.read(buf, offset);
-        Box::pin(async move {
-            let (r, buf) = fut.await;
-            let s = &held.0;
-            s.reads.fetch_add(1, Relaxed);
-            match &r {
-                Ok(()) => s.read_bytes.fetch_add(len, Relaxed),
-                Err(_) => s.errors.fetch_add(1, Relaxed),
-            };
-            (r, buf)
-        })
+        counted(InFlight::start(&self.stats), self.inner.read(buf, offset), len, |s| (&s.reads, &s.read_bytes))
     }
 
     fn write(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(std::io::Result<()>, AlignedBuf)> {
         let len = buf.len() as u64;
-        let held = InFlight::start(&self.stats);
-        let fut = self.inner.write(buf, offset);
-        Box::pin(async move {
-            let (r, buf) = fut.await;
-            let s = &held.0;
-            s.writes.fetch_add(1, Relaxed);
-            match &r {
-                Ok(()) => s.written_bytes.fetch_add(len, Relaxed),
-                Err(_) => s.errors.fetch_add(1, Relaxed),
-            };
-            (r, buf)
-        })
+        counted(InFlight::start(&self.stats), self.inner.write(buf, offset), len, |s| (&s.writes, &s.written_bytes))
     }
 
     fn flush(&self) -> IoFuture<std::io::Result<()>> {
@@ -113,5 +110,42 @@ impl BlockDevice for Counted {
 
     fn registered_buffers(&self) -> bool {
         self.inner.registered_buffers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::file::DeviceFile;
+    use crate::sync_device::SyncDevice;
+    use crate::PAGE_SIZE;
+
+    #[test]
+    fn operations_bytes_errors_and_the_queue_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::sync::Arc::new(DeviceFile::create(&dir.path().join("dev"), 1 << 20).unwrap());
+        let stats = std::sync::Arc::new(DeviceStats::default());
+        let dev = Counted::new(Rc::new(SyncDevice::new(file)), stats.clone());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (r, _) = dev.write(AlignedBuf::zeroed(PAGE_SIZE), 0).await;
+            r.unwrap();
+            let pending = dev.read(AlignedBuf::zeroed(PAGE_SIZE), 0);
+            assert_eq!(stats.in_flight.load(Relaxed), 1, "in flight from the call until its end");
+            pending.await.0.unwrap();
+            dev.flush().await.unwrap();
+            let (r, _) = dev.read(AlignedBuf::zeroed(PAGE_SIZE), 7).await;
+            assert!(r.is_err(), "an unaligned offset fails");
+        });
+        let s = &stats;
+        assert_eq!((s.writes.load(Relaxed), s.written_bytes.load(Relaxed)), (1, PAGE_SIZE as u64));
+        assert_eq!(
+            (s.reads.load(Relaxed), s.read_bytes.load(Relaxed)),
+            (2, PAGE_SIZE as u64),
+            "a failed read counts, its bytes do not"
+        );
+        assert_eq!((s.flushes.load(Relaxed), s.errors.load(Relaxed), s.in_flight.load(Relaxed)), (1, 1, 0));
+        assert!(!s.io_uring.load(Relaxed) && !s.registered.load(Relaxed), "pread/pwrite");
     }
 }

@@ -8,20 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use edgeblob_testkit::node::workspace_bin;
+use edgeblob_testkit::peers::tool;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Whether `tool` can run; under CI (EDGEBLOB_REQUIRE_PEERS) a missing one fails the test.
-fn have(tool: &str) -> bool {
-    let found =
-        Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var_os("EDGEBLOB_REQUIRE_PEERS").is_none(), "{tool} is missing (.ci/run installs it)");
-        eprintln!("{tool} is not installed: skipped");
-    }
-    found
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
@@ -47,7 +37,7 @@ fn units(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn both_units_verify_and_the_node_unit_is_hardened() {
-    if !have("systemd-analyze") {
+    if !tool("systemd-analyze") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -66,7 +56,7 @@ fn both_units_verify_and_the_node_unit_is_hardened() {
 
 #[test]
 fn the_package_installs_into_a_test_root_with_every_file_and_passes_lintian() {
-    if !have("dpkg-deb") || !have("strip") {
+    if !tool("dpkg-deb") || !tool("strip") {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -125,7 +115,7 @@ fn the_package_installs_into_a_test_root_with_every_file_and_passes_lintian() {
     let (ok, version) = run(Command::new(root.join("usr/bin/edgeblob-admin")).arg("--version"));
     assert!(ok && version.starts_with("edgeblob-admin "), "{version}");
 
-    if have("lintian") {
+    if tool("lintian") {
         let (ok, out) = run(Command::new("lintian").args(["--fail-on", "error"]).arg(&deb));
         assert!(ok && !out.lines().any(|l| l.starts_with("E: ")), "lintian: {out}");
     }
@@ -134,12 +124,12 @@ fn the_package_installs_into_a_test_root_with_every_file_and_passes_lintian() {
 #[test]
 fn the_azure_image_template_and_its_user_data_validate_and_hold_no_secret() {
     let dir = repo().join("packaging/image/azure");
-    if have("packer") {
+    if tool("packer") {
         let (ok, out) = run(Command::new("packer").args(["validate", "-syntax-only"]).arg(&dir).current_dir(&dir));
         assert!(ok, "packer validate: {out}");
     }
     let user_data = dir.join("user-data.yaml");
-    if have("cloud-init") {
+    if tool("cloud-init") {
         let (ok, out) = run(Command::new("cloud-init").args(["schema", "--config-file"]).arg(&user_data));
         assert!(ok && out.contains("Valid cloud-config"), "cloud-init schema: {out}");
     }

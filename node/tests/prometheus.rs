@@ -10,17 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgeblob_testkit::node::spawn;
+use edgeblob_testkit::peers::tool;
 use edgeblob_testkit::raw::signed;
-
-fn have(tool: &str) -> bool {
-    let found =
-        Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var_os("EDGEBLOB_REQUIRE_PEERS").is_none(), "{tool} is missing (.ci/run installs it)");
-        eprintln!("{tool} is not installed: skipped");
-    }
-    found
-}
 
 fn get(addr: &str, path_query: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -80,7 +71,7 @@ impl Drop for Killed {
 
 #[tokio::test(flavor = "current_thread")]
 async fn prometheus_scrapes_the_node_and_its_series_do_not_grow_with_containers() {
-    if !have("prometheus") || !have("promtool") {
+    if !tool("prometheus") || !tool("promtool") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -7,8 +7,29 @@ use http::{HeaderMap, Method};
 use crate::addr::Target;
 use crate::error_code::ErrorCode;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
+/// Declares the operations once: the enum, every one in order, and each one's name (Azure's).
+macro_rules! operations {
+    ($($op:ident),* $(,)?) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Operation {
+            $($op),*
+        }
+
+        impl Operation {
+            /// Every operation, in declaration order: `ALL[op.index()] == op` (metrics keep a
+            /// slot for each, so their series are fixed whatever clients send).
+            pub const ALL: [Operation; [$(Operation::$op),*].len()] = [$(Operation::$op),*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Operation::$op => stringify!($op)),*
+                }
+            }
+        }
+    };
+}
+
+operations!(
     ListContainers,
     GetAccountInfo,
     CreateContainer,
@@ -35,78 +56,12 @@ pub enum Operation {
     GetUserDelegationKey,
     GetBlobServiceProperties,
     SetBlobServiceProperties,
-}
+);
 
 impl Operation {
-    /// Every operation, in declaration order: `ALL[op.index()] == op` (metrics keep a slot for
-    /// each, so their series are fixed whatever clients send).
-    pub const ALL: [Operation; 26] = {
-        use Operation::*;
-        [
-            ListContainers,
-            GetAccountInfo,
-            CreateContainer,
-            DeleteContainer,
-            GetContainerProperties,
-            SetContainerMetadata,
-            GetContainerAcl,
-            SetContainerAcl,
-            ListBlobs,
-            PutBlob,
-            PutBlobFromUrl,
-            CopyBlob,
-            PutBlock,
-            PutBlockFromUrl,
-            PutBlockList,
-            GetBlockList,
-            GetBlob,
-            GetBlobProperties,
-            DeleteBlob,
-            SetBlobMetadata,
-            SetBlobProperties,
-            SetBlobTier,
-            BlobBatch,
-            GetUserDelegationKey,
-            GetBlobServiceProperties,
-            SetBlobServiceProperties,
-        ]
-    };
-
     /// Its place in [`Operation::ALL`].
     pub fn index(self) -> usize {
         self as usize
-    }
-
-    pub fn name(self) -> &'static str {
-        use Operation::*;
-        match self {
-            ListContainers => "ListContainers",
-            GetAccountInfo => "GetAccountInfo",
-            CreateContainer => "CreateContainer",
-            DeleteContainer => "DeleteContainer",
-            GetContainerProperties => "GetContainerProperties",
-            SetContainerMetadata => "SetContainerMetadata",
-            GetContainerAcl => "GetContainerAcl",
-            SetContainerAcl => "SetContainerAcl",
-            ListBlobs => "ListBlobs",
-            PutBlob => "PutBlob",
-            PutBlobFromUrl => "PutBlobFromUrl",
-            CopyBlob => "CopyBlob",
-            PutBlock => "PutBlock",
-            PutBlockFromUrl => "PutBlockFromUrl",
-            PutBlockList => "PutBlockList",
-            GetBlockList => "GetBlockList",
-            GetBlob => "GetBlob",
-            GetBlobProperties => "GetBlobProperties",
-            DeleteBlob => "DeleteBlob",
-            SetBlobMetadata => "SetBlobMetadata",
-            SetBlobProperties => "SetBlobProperties",
-            SetBlobTier => "SetBlobTier",
-            BlobBatch => "BlobBatch",
-            GetUserDelegationKey => "GetUserDelegationKey",
-            GetBlobServiceProperties => "GetBlobServiceProperties",
-            SetBlobServiceProperties => "SetBlobServiceProperties",
-        }
     }
 
     /// Whether the operation only reads (for SAS permissions and anonymous access).

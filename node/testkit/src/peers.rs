@@ -9,6 +9,20 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Whether tests that need the kit must fail without it (CI) rather than skip.
+/// Whether a program (from Debian's packages: systemd-analyze, lintian, prometheus…) can be run;
+/// where the kit is required (CI, which installs them), a missing one fails the test.
+pub fn tool(name: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(!required(), "{name} is missing (.ci/run installs it)");
+        eprintln!("{name} is not installed: skipped");
+    }
+    found
+}
+
 pub fn required() -> bool {
     std::env::var_os("EDGEBLOB_REQUIRE_PEERS").is_some_and(|v| !v.is_empty() && v != "0")
 }
