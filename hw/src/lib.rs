@@ -6,6 +6,7 @@
 
 pub mod cpulist;
 pub mod detect;
+pub mod imds;
 pub mod ledger;
 pub mod plan;
 pub mod profile;

@@ -5,12 +5,11 @@
 //! StartRequests for the event). A notice withdrawn ends the drain. A metadata service that does
 //! not answer changes nothing: it is not a notice.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use edgeblob_engine::Node;
+use edgeblob_hw::imds::request;
 use serde_json::Value;
 
 use crate::config::AzureConfig;
@@ -20,8 +19,6 @@ use crate::lifecycle::Lifecycle;
 const ERASING: &[&str] = &["Redeploy", "Preempt", "Terminate"];
 const API: &str = "api-version=2020-07-01";
 const CAUSE: &str = "azure-scheduled-event";
-/// The most an answer of the metadata service may hold.
-const MAX_ANSWER: u64 = 1 << 20;
 
 /// One event of this VM that erases its disks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,62 +144,6 @@ async fn drain(node: &Node) -> Result<(), String> {
     Ok(())
 }
 
-/// One plain-HTTP exchange with the metadata service (`Metadata: true`, as it requires; never
-/// through a proxy): its status and body.
-fn request(endpoint: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
-    let authority =
-        endpoint.strip_prefix("http://").ok_or("the metadata endpoint must be http://")?.trim_end_matches('/');
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&authority_with_port(authority))
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("no address")?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    let body = body.unwrap_or("");
-    let content = if method == "POST" {
-        format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len())
-    } else {
-        String::new()
-    };
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nMetadata: true\r\n{content}Connection: close\r\n\r\n{body}"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.take(MAX_ANSWER).read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or("not an HTTP answer")?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
-    });
-    Ok((status, if chunked { dechunk(rest) } else { rest.to_owned() }))
-}
-
-fn authority_with_port(a: &str) -> String {
-    if a.rsplit_once(':').is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())) && !a.ends_with(']') {
-        a.to_owned()
-    } else {
-        format!("{a}:80")
-    }
-}
-
-/// A chunked body's data.
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else { break };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -225,8 +166,5 @@ mod tests {
         );
         assert_eq!(notices(&doc, None).len(), 2, "the VM's name unknown: every erasing event counts");
         assert!(notices(&serde_json::json!({"Events": []}), Some("vm1")).is_empty());
-        assert_eq!(dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), "hello world");
-        assert_eq!(authority_with_port("169.254.169.254"), "169.254.169.254:80");
-        assert_eq!(authority_with_port("127.0.0.1:8080"), "127.0.0.1:8080");
     }
 }

@@ -18,7 +18,9 @@ pub fn apply(config: &mut Config, which: &str, root: &Path) -> Result<Option<Pla
     let chosen: Profile = if which == "auto" {
         let dir = profile::default_dir();
         let all = profile::load_dir(&dir).map_err(|e| format!("hardware profile auto: {e}"))?;
-        match profile::best(&all, &host, None) {
+        let vm_size =
+            (host.platform == "azure").then(|| edgeblob_hw::imds::vm_size(&config.azure.metadata_endpoint)).flatten();
+        match profile::best(&all, &host, vm_size.as_deref()) {
             Ok(p) => p.clone(),
             Err(e) => {
                 tracing::warn!(

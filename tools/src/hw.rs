@@ -26,11 +26,20 @@ pub enum HwCmd {
         /// The profiles (default: the installed ones, else ./hw-profiles).
         #[arg(long)]
         profiles: Option<PathBuf>,
-        /// Azure's name for the VM size (from the instance metadata service), which decides
-        /// between profiles.
+        /// Azure's name for the VM size, which decides between profiles. Default: on an Azure
+        /// VM, what the instance metadata service says (see --imds).
         #[arg(long)]
         vm_size: Option<String>,
+        /// The instance metadata service, asked for the VM size on an Azure VM; `off` asks
+        /// nothing.
+        #[arg(long, default_value = edgeblob_hw::imds::ENDPOINT)]
+        imds: String,
     },
+}
+
+/// The VM size the metadata service gives, on an Azure VM and unless `imds` is `off`.
+pub fn asked_size(host: &edgeblob_hw::Host, imds: &str) -> Option<String> {
+    (host.platform == "azure" && imds != "off").then(|| edgeblob_hw::imds::vm_size(imds)).flatten()
 }
 
 pub fn run(cmd: HwCmd) -> Result<ExitCode, String> {
@@ -39,8 +48,9 @@ pub fn run(cmd: HwCmd) -> Result<ExitCode, String> {
             print!("{}", detect(&Root(root)).to_toml());
             Ok(ExitCode::SUCCESS)
         }
-        HwCmd::Match { root, profiles, vm_size } => {
+        HwCmd::Match { root, profiles, vm_size, imds } => {
             let host = detect(&Root(root));
+            let vm_size = vm_size.or_else(|| asked_size(&host, &imds));
             let all = profile::load_dir(&profiles.unwrap_or_else(profile::default_dir))?;
             match profile::best(&all, &host, vm_size.as_deref()) {
                 Ok(p) => {

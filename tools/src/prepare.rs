@@ -30,6 +30,9 @@ pub struct PrepareArgs {
     /// The hardware profiles (default: the installed ones, else ./hw-profiles).
     #[arg(long)]
     profiles: Option<PathBuf>,
+    /// The instance metadata service, asked for the VM size on an Azure VM; `off` asks nothing.
+    #[arg(long, default_value = edgeblob_hw::imds::ENDPOINT)]
+    imds: String,
     /// Prints what would be done and changes nothing.
     #[arg(long)]
     dry_run: bool,
@@ -111,7 +114,7 @@ pub fn run(a: PrepareArgs) -> Result<ExitCode, String> {
     let host = detect(&root);
     let chosen: Option<Profile> = if wanted == "auto" {
         let all = profile::load_dir(&a.profiles.clone().unwrap_or_else(profile::default_dir))?;
-        profile::best(&all, &host, None).ok().cloned()
+        profile::best(&all, &host, crate::hw::asked_size(&host, &a.imds).as_deref()).ok().cloned()
     } else {
         let text = std::fs::read_to_string(&wanted).map_err(|e| format!("profile {wanted}: {e}"))?;
         Some(Profile::from_toml(&text).map_err(|e| format!("profile {wanted}: {e}"))?)

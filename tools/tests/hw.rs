@@ -35,7 +35,8 @@ fn detect_prints_the_golden_output() {
 #[test]
 fn match_names_the_profile_and_the_plan_or_fails() {
     let root = hosts().join("l32as_v5");
-    let (code, out, err) = admin(&["hw", "match", "--root", root.to_str().unwrap(), "--profiles", &profiles()]);
+    let (code, out, err) =
+        admin(&["hw", "match", "--imds", "off", "--root", root.to_str().unwrap(), "--profiles", &profiles()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("# profile azure/Standard_L32as_v5"), "{out}");
     assert!(
@@ -53,5 +54,35 @@ fn match_names_the_profile_and_the_plan_or_fails() {
         "Standard_L8as_v5",
     ]);
     assert_eq!(code, 1);
+    assert!(err.contains("no profile fits"), "{err}");
+}
+
+#[test]
+fn on_an_azure_vm_the_metadata_service_names_the_size() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let imds = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            // The whole head read: a socket closed with bytes unread is reset, losing the answer.
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let body =
+                if first.starts_with("GET /metadata/instance/compute/vmSize?") { "Standard_L16as_v5" } else { "" };
+            write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                .unwrap();
+        }
+    });
+    // The host looks like an L8as_v5, but Azure says it is an L16as_v5: no profile is made to fit.
+    let root = hosts().join("l8as_v5");
+    let (code, _, err) =
+        admin(&["hw", "match", "--imds", &imds, "--root", root.to_str().unwrap(), "--profiles", &profiles()]);
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("no profile fits"), "{err}");
 }

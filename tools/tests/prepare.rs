@@ -62,7 +62,16 @@ fn starts_with(root: &Path, dev: &str, magic: &[u8]) -> bool {
 }
 
 fn prepare(root: &Path, ledger: &Path, extra: &[&str]) -> (i32, String) {
-    let mut args = vec!["node", "prepare", "--root", root.to_str().unwrap(), "--ledger", ledger.to_str().unwrap()];
+    let mut args = vec![
+        "node",
+        "prepare",
+        "--imds",
+        "off",
+        "--root",
+        root.to_str().unwrap(),
+        "--ledger",
+        ledger.to_str().unwrap(),
+    ];
     let profiles = repo("hw-profiles");
     args.extend(["--profiles", profiles.to_str().unwrap()]);
     args.extend(extra);
