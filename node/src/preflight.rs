@@ -113,7 +113,7 @@ pub fn memlock(per_shard: usize, shards: usize, limit: usize) -> Finding {
 /// The open-file limit bounds connections (each a descriptor).
 pub fn nofile(config: &Config, shards: usize, limit: u64) -> Finding {
     let check = "nofile";
-    let per_shard = limit.saturating_sub(256) / shards.max(1) as u64;
+    let per_shard = crate::http::connections_for(limit, shards);
     const WANT: u64 = 65_536;
     if limit >= WANT || config.max_connections_per_shard.is_some() {
         return Finding {

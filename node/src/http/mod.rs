@@ -234,10 +234,13 @@ fn service(
 /// The connection bound of a shard: as configured, else what the open-file limit allows, less a
 /// reserve (data files, copy sources, logs), shared by the shards.
 fn max_connections_per_shard(config: &Config, shards: usize) -> usize {
-    config.max_connections_per_shard.unwrap_or_else(|| {
-        let files = edgeblob_io::sys::nofile_limit().min(usize::MAX as u64) as usize;
-        (files.saturating_sub(256) / shards.max(1)).max(16)
-    })
+    config.max_connections_per_shard.unwrap_or_else(|| connections_for(edgeblob_io::sys::nofile_limit(), shards))
+}
+
+/// What an open-file limit allows each of `shards` shards, less the reserve.
+pub fn connections_for(nofile: u64, shards: usize) -> usize {
+    let files = nofile.min(usize::MAX as u64) as usize;
+    (files.saturating_sub(256) / shards.max(1)).max(16)
 }
 
 /// A warning at most once a second, with how many were suppressed meanwhile: a flood of failed
