@@ -56,3 +56,64 @@ pub(crate) fn check_aligned(offset: u64, buf: &AlignedBuf) -> io::Result<()> {
     debug_assert_eq!(buf.as_ptr() as usize % crate::buf::PAGE_SIZE, 0);
     Ok(())
 }
+
+/// A shared device is a device (a node's devices are routed over shared members).
+impl<T: BlockDevice + ?Sized> BlockDevice for std::rc::Rc<T> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+
+    fn read(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
+        (**self).read(buf, offset)
+    }
+
+    fn write(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
+        (**self).write(buf, offset)
+    }
+
+    fn flush(&self) -> IoFuture<io::Result<()>> {
+        (**self).flush()
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    fn uses_io_uring(&self) -> bool {
+        (**self).uses_io_uring()
+    }
+
+    fn registered_buffers(&self) -> bool {
+        (**self).registered_buffers()
+    }
+}
+
+impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+
+    fn read(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
+        (**self).read(buf, offset)
+    }
+
+    fn write(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
+        (**self).write(buf, offset)
+    }
+
+    fn flush(&self) -> IoFuture<io::Result<()>> {
+        (**self).flush()
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    fn uses_io_uring(&self) -> bool {
+        (**self).uses_io_uring()
+    }
+
+    fn registered_buffers(&self) -> bool {
+        (**self).registered_buffers()
+    }
+}

@@ -14,10 +14,12 @@ pub mod failpoint;
 pub mod fault;
 pub mod file;
 pub mod page;
+pub mod routed;
 pub mod superblock;
 pub mod sync_device;
 pub mod sys;
 pub mod uring;
+pub mod volume;
 
 pub use alloc::{Extent, ExtentAllocator};
 pub use buf::{AlignedBuf, FixedPool, PAGE_SIZE};

@@ -21,6 +21,12 @@ pub const SECRET_LEN: usize = 192;
 pub const REGIONS_START: u64 = 1 << 20;
 const ALIGN: u64 = 1 << 20;
 const CHECKSUM_AT: usize = PAGE_SIZE - 8;
+/// Flags bit 0: the device is one member of a node on several devices ([`Member`]). Every other
+/// bit must be clear: a build that does not know a flag must not open the device.
+pub const FLAG_MEMBER: u32 = 1;
+const KNOWN_FLAGS: u32 = FLAG_MEMBER;
+/// The most devices a node has (a device's index is 16 bits of a node offset, `crate::volume`).
+pub const MAX_DEVICES: u16 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperblockError {
@@ -36,6 +42,8 @@ pub enum SuperblockError {
     TooSmall { len: u64, shards: u32, need: u64 },
     #[error("superblock describes an impossible layout: {0}")]
     Layout(String),
+    #[error("superblock flags {0:#x} include ones this build does not know")]
+    Flags(u32),
 }
 
 /// Where each shard's region, log and data area lie on the device.
@@ -130,15 +138,32 @@ impl Layout {
     }
 }
 
+/// Where a device stands in a node on several devices. Every member carries the node's uuid,
+/// secret, version and creation time; the shards are spread evenly, `layout.shards` on each, the
+/// member with index `i` holding shards `i * layout.shards ..`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub index: u16,
+    pub count: u16,
+    /// This device's own identity (the node's is `Superblock::uuid`): what the ledger records by
+    /// serial, and what tells two members apart.
+    pub uuid: [u8; 16],
+}
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct Superblock {
     pub version: u32,
+    /// The node's identity: the same on every device of a node, and in every log and index
+    /// header (a single device's own identity too).
     pub uuid: [u8; 16],
     pub device_len: u64,
     pub layout: Layout,
     pub created_unix: u64,
     /// Key of the chunk hash (xxh3 secret). Never leaves the device.
     pub secret: [u8; SECRET_LEN],
+    /// Its place in a node on several devices; None for a node on one device (whose superblock
+    /// is then byte-identical to one written before nodes had several).
+    pub member: Option<Member>,
 }
 
 impl std::fmt::Debug for Superblock {
@@ -149,6 +174,7 @@ impl std::fmt::Debug for Superblock {
             .field("device_len", &self.device_len)
             .field("layout", &self.layout)
             .field("created_unix", &self.created_unix)
+            .field("member", &self.member)
             .finish_non_exhaustive()
     }
 }
@@ -170,14 +196,60 @@ impl Superblock {
         getrandom::getrandom(&mut secret).map_err(|e| SuperblockError::Layout(format!("no randomness: {e}")))?;
         let created_unix =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Ok(Superblock { version, uuid: *uuid::Uuid::new_v4().as_bytes(), device_len, layout, created_unix, secret })
+        Ok(Superblock {
+            version,
+            uuid: *uuid::Uuid::new_v4().as_bytes(),
+            device_len,
+            layout,
+            created_unix,
+            secret,
+            member: None,
+        })
+    }
+
+    /// The superblocks of a new node on devices of `lens` bytes with `shards` shards on each
+    /// (one device: a plain superblock, with no [`Member`]).
+    pub fn new_node(lens: &[u64], shards: u32, version: u32) -> Result<Vec<Superblock>, SuperblockError> {
+        let count = u16::try_from(lens.len())
+            .ok()
+            .filter(|&n| n > 0 && n <= MAX_DEVICES)
+            .ok_or_else(|| SuperblockError::Layout(format!("{} devices: a node has 1 to {MAX_DEVICES}", lens.len())))?;
+        let first = Superblock::new_version(lens[0], shards, version)?;
+        if count == 1 {
+            return Ok(vec![first]);
+        }
+        (0..count).map(|index| first.sibling(index, count, lens[index as usize])).collect()
+    }
+
+    /// Device `index` of `count` of this superblock's node: its identity, secret and version,
+    /// with a layout for `device_len` bytes and a fresh device uuid.
+    pub fn sibling(&self, index: u16, count: u16, device_len: u64) -> Result<Superblock, SuperblockError> {
+        let layout = Layout::for_version(device_len, self.layout.shards, self.version)?;
+        let member = Member { index, count, uuid: *uuid::Uuid::new_v4().as_bytes() };
+        Ok(Superblock { device_len, layout, member: Some(member), ..self.clone() })
+    }
+
+    /// The device's index in its node (0 for a node on one device).
+    pub fn index(&self) -> usize {
+        self.member.map_or(0, |m| m.index as usize)
+    }
+
+    /// How many devices its node has.
+    pub fn devices(&self) -> usize {
+        self.member.map_or(1, |m| m.count as usize)
+    }
+
+    /// The device's own identity.
+    pub fn device_uuid(&self) -> [u8; 16] {
+        self.member.map_or(self.uuid, |m| m.uuid)
     }
 
     pub fn encode(&self) -> [u8; PAGE_SIZE] {
         let mut p = [0u8; PAGE_SIZE];
         p[0..8].copy_from_slice(&MAGIC);
         p[8..12].copy_from_slice(&self.version.to_le_bytes());
-        // 12..16 flags, zero
+        let flags = if self.member.is_some() { FLAG_MEMBER } else { 0 };
+        p[12..16].copy_from_slice(&flags.to_le_bytes());
         p[16..32].copy_from_slice(&self.uuid);
         p[32..40].copy_from_slice(&self.device_len.to_le_bytes());
         p[40..44].copy_from_slice(&self.layout.shards.to_le_bytes());
@@ -189,6 +261,11 @@ impl Superblock {
         p[80..80 + SECRET_LEN].copy_from_slice(&self.secret);
         p[272..280].copy_from_slice(&self.layout.index_area.to_le_bytes());
         p[280..288].copy_from_slice(&self.layout.segment_len.to_le_bytes());
+        if let Some(m) = self.member {
+            p[288..290].copy_from_slice(&m.index.to_le_bytes());
+            p[290..292].copy_from_slice(&m.count.to_le_bytes());
+            p[292..308].copy_from_slice(&m.uuid);
+        }
         let sum = xxh3_64(&p[..CHECKSUM_AT]);
         p[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
         p
@@ -210,6 +287,18 @@ impl Superblock {
         if !READABLE_VERSIONS.contains(&version) {
             return Err(SuperblockError::Version { found: version });
         }
+        let flags = u32_at(12);
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(SuperblockError::Flags(flags));
+        }
+        let member = (flags & FLAG_MEMBER != 0).then(|| Member {
+            index: u16::from_le_bytes([p[288], p[289]]),
+            count: u16::from_le_bytes([p[290], p[291]]),
+            uuid: p[292..308].try_into().expect("16 bytes"),
+        });
+        if let Some(m) = member.filter(|m| m.index >= m.count || m.count > MAX_DEVICES) {
+            return Err(SuperblockError::Layout(format!("device {} of {}", m.index, m.count)));
+        }
         let device_len = u64_at(32);
         if device_len > actual_len {
             return Err(SuperblockError::Truncated { formatted: device_len, actual: actual_len });
@@ -229,6 +318,9 @@ impl Superblock {
             )));
         }
         layout.check(device_len)?;
+        if device_len > crate::volume::DEVICE_SPAN {
+            return Err(SuperblockError::Layout(format!("a device of {device_len} bytes: at most 2^48")));
+        }
         Ok(Superblock {
             version,
             uuid: p[16..32].try_into().expect("16 bytes"),
@@ -236,6 +328,7 @@ impl Superblock {
             layout,
             created_unix: u64_at(72),
             secret: p[80..80 + SECRET_LEN].try_into().expect("secret"),
+            member,
         })
     }
 }
@@ -289,6 +382,39 @@ mod tests {
         let sum = xxh3_64(&v1_with_index[..CHECKSUM_AT]);
         v1_with_index[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
         assert!(matches!(Superblock::decode(&v1_with_index, 1 << 30), Err(SuperblockError::Layout(_))));
+    }
+
+    #[test]
+    fn members_of_a_node_share_its_identity_and_secret_and_say_where_they_stand() {
+        let sbs = Superblock::new_node(&[1 << 30, 1 << 30, 2 << 30], 2, FORMAT_VERSION).unwrap();
+        assert_eq!(sbs.len(), 3);
+        for (i, sb) in sbs.iter().enumerate() {
+            let back = Superblock::decode(&sb.encode(), sb.device_len).unwrap();
+            assert_eq!(&back, sb);
+            assert_eq!((back.index(), back.devices(), back.uuid, back.secret), (i, 3, sbs[0].uuid, sbs[0].secret));
+            assert_eq!(back.layout.shards, 2, "shards per device");
+        }
+        assert_ne!(sbs[0].device_uuid(), sbs[1].device_uuid());
+        assert_ne!(sbs[0].layout.region_len, sbs[2].layout.region_len, "each laid out for its own length");
+        let one = Superblock::new_node(&[1 << 30], 2, FORMAT_VERSION).unwrap();
+        assert_eq!((one[0].member, one[0].index(), one[0].devices(), one[0].device_uuid()), (None, 0, 1, one[0].uuid));
+        assert_eq!(one[0].encode()[12..16], [0; 4], "a node on one device has no flags");
+    }
+
+    #[test]
+    fn unknown_flags_and_impossible_members_are_refused() {
+        let sbs = Superblock::new_node(&[1 << 30, 1 << 30], 2, FORMAT_VERSION).unwrap();
+        let reseal = |mut p: [u8; PAGE_SIZE]| {
+            let sum = xxh3_64(&p[..CHECKSUM_AT]);
+            p[CHECKSUM_AT..].copy_from_slice(&sum.to_le_bytes());
+            p
+        };
+        let mut flags = sbs[0].encode();
+        flags[12] |= 2;
+        assert!(matches!(Superblock::decode(&reseal(flags), 1 << 30), Err(SuperblockError::Flags(3))));
+        let mut past = sbs[1].encode();
+        past[288] = 2;
+        assert!(matches!(Superblock::decode(&reseal(past), 1 << 30), Err(SuperblockError::Layout(_))));
     }
 
     #[test]

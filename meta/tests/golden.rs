@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use edgeblob_io::superblock::{Layout, Superblock, FORMAT_VERSION, SECRET_LEN};
+use edgeblob_io::superblock::{Layout, Member, Superblock, FORMAT_VERSION, SECRET_LEN};
 use edgeblob_io::{page, Extent, PAGE_SIZE};
 use edgeblob_meta::index::keys;
 use edgeblob_meta::index::region::{Header, IndexPlace, HEADER_LEN};
@@ -58,6 +58,7 @@ fn superblock_of(version: u32) -> Superblock {
         layout: Layout::for_version(device_len, 2, version).unwrap(),
         created_unix: 1_795_339_877,
         secret: std::array::from_fn::<u8, SECRET_LEN, _>(|i| (i * 7 + 3) as u8),
+        member: None,
     }
 }
 
@@ -74,6 +75,22 @@ fn superblock_v1_and_v2() {
     let v2 = superblock_of(2).layout;
     assert_eq!((v2.index_area, v2.segment_len), (1 << 20, 1 << 20), "a 1 GiB device of two shards");
     assert_eq!(v2.index_header(1), Some(v2.region_start(1) + v2.log_len));
+}
+
+/// Device 1 of a node on three: flags bit 0, then its place and its own uuid at 288..308.
+#[test]
+fn superblock_of_a_member_v2() {
+    let sb = Superblock { member: Some(Member { index: 1, count: 3, uuid: *b"golden-device-01" }), ..superblock_of(2) };
+    let bytes = golden_in(2, "superblock-member.bin", &sb.encode());
+    let back = Superblock::decode(&bytes, sb.device_len).unwrap();
+    assert_eq!(back, sb);
+    assert_eq!(back.encode()[..], bytes[..]);
+    assert_eq!((back.index(), back.devices(), back.uuid, back.device_uuid()), (1, 3, sb.uuid, *b"golden-device-01"));
+    assert_eq!(u32::from_le_bytes(bytes[12..16].try_into().unwrap()), 1, "flags: a member");
+    let plain = superblock_of(2).encode();
+    assert_eq!(bytes[..12], plain[..12]);
+    assert_eq!(bytes[16..288], plain[16..288], "the rest as a node on one device writes it");
+    assert!(bytes[308..PAGE_SIZE - 8].iter().all(|&b| b == 0));
 }
 
 #[test]
