@@ -19,9 +19,10 @@ struct Args {
     /// TOML configuration file; without it the embedded defaults apply.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Data file or block device (overrides the configuration).
+    /// Data file or block device (overrides the configuration); repeat it for a node on
+    /// several devices.
     #[arg(long)]
-    data: Option<PathBuf>,
+    data: Vec<PathBuf>,
     /// Size of a data file created at first start, e.g. 8G (overrides the configuration).
     #[arg(long, value_parser = edgeblob::config::parse_size)]
     data_size: Option<u64>,
@@ -135,8 +136,13 @@ fn load(args: &Args) -> Result<Config, String> {
 fn run(args: Args, mut config: Config) -> Result<(), String> {
     edgeblob_io::sys::raise_nofile();
     config.source = args.config.clone();
-    if let Some(d) = args.data {
-        config.engine.data_path = d;
+    match args.data.len() {
+        0 => {}
+        1 => {
+            config.engine.data_path = args.data[0].clone();
+            config.engine.devices.clear();
+        }
+        _ => config.engine.devices = args.data.clone(),
     }
     if args.shards.is_some() {
         config.engine.shards = args.shards;

@@ -36,12 +36,13 @@ impl fmt::Display for Finding {
 /// Every check, against the host (`proc_root` is where `/proc` is: `/` but in tests).
 pub fn run(config: &Config, proc_root: &Path) -> Vec<Finding> {
     let shards = config.engine.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    vec![
+    let mut all = vec![
         io_uring(proc_root),
         memlock(config.engine.registered_buffer_bytes, shards, edgeblob_io::sys::memlock_limit()),
         nofile(config, shards, edgeblob_io::sys::nofile_limit()),
-        o_direct(&config.engine.data_path),
-    ]
+    ];
+    all.extend(config.engine.device_paths().iter().map(|p| o_direct(p)));
+    all
 }
 
 /// `kernel.io_uring_disabled` (Linux 6.6 and later): 0 on, 1 for root and one group only, 2 off.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use edgeblob_engine::config::EngineConfig;
-use edgeblob_engine::startup::{format_device, format_file, index_place, log_place, read_superblock};
+use edgeblob_engine::startup::{format_devices, format_files, index_place, log_place, read_superblock};
 use edgeblob_engine::Node;
 use edgeblob_io::sync_device::SyncDevice;
 use edgeblob_io::{AlignedBuf, BlockDevice, DeviceFile, PAGE_SIZE};
@@ -28,29 +28,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Create and format a data file, or format a block device.
+    /// Create and format data files, or format block devices: one node on every --data given.
     Format {
-        #[arg(long)]
-        data: PathBuf,
+        /// A device of the node (repeat for a node on several).
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
         /// Size of a new data file, e.g. 8G, 512M.
         #[arg(long, default_value = "8G", value_parser = edgeblob_engine::config::parse_size)]
         size: u64,
-        /// Shards (default: one per core).
+        /// Shards in all, a multiple of the devices (default: one per core, at least one a
+        /// device).
         #[arg(long)]
         shards: Option<u32>,
         /// Format even if the path already holds data.
         #[arg(long)]
         force: bool,
     },
-    /// Print the superblock and the state of every shard's log.
+    /// Print each device's superblock and the state of the logs and indexes of its shards.
     Inspect {
-        #[arg(long)]
-        data: PathBuf,
+        /// A device (repeat to inspect several; each is read alone, in the order given).
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
     },
     /// Recover, cross-check reference counts and space, and read and verify every chunk.
     Fsck {
-        #[arg(long)]
-        data: PathBuf,
+        /// A device of the node (repeat: every device of a node on several).
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
     },
     /// Carry a format v1 data file's containers and blobs into a new format v2 data file (see
     /// docs/operations.md). The old file is only read.
@@ -66,8 +70,9 @@ enum Cmd {
     },
     /// Data-reduction ratio of the node, or of one container (ACCOUNT/CONTAINER).
     Stats {
-        #[arg(long)]
-        data: PathBuf,
+        /// A device of the node (repeat: every device of a node on several).
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
         #[arg(long)]
         container: Option<String>,
     },
@@ -281,77 +286,69 @@ fn engine_config(data: PathBuf) -> EngineConfig {
     EngineConfig { data_path: data, pin_threads: false, expiry_sweep_secs: u64::MAX / 4, ..EngineConfig::default() }
 }
 
+/// The configuration of a node on the devices given (one: `data_path`, several: `devices`).
+fn node_config(mut data: Vec<PathBuf>) -> EngineConfig {
+    match data.len() {
+        1 => engine_config(data.remove(0)),
+        _ => EngineConfig { devices: data, ..engine_config(PathBuf::new()) },
+    }
+}
+
 fn run(cmd: Cmd) -> Result<ExitCode, String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     match cmd {
         Cmd::Hw { cmd } => hw::run(cmd),
         Cmd::Node { cmd: NodeCmd::Prepare(a) } => prepare::run(a),
         Cmd::Format { data, size, shards, force } => {
-            let shards = shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-            let sb = if data.exists() {
-                let file = Arc::new(DeviceFile::open(&data).map_err(|e| e.to_string())?);
-                if !force {
-                    return Err(format!("{} exists; add --force to format it (all its data is lost)", data.display()));
-                }
-                format_device(&file, shards).map_err(|e| e.to_string())?
+            let devices = data.len() as u32;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            let total = shards.unwrap_or((cores / devices).max(1) * devices);
+            if total == 0 || !total.is_multiple_of(devices) {
+                return Err(format!("--shards {total} cannot be spread evenly over {devices} devices"));
+            }
+            let exists: Vec<&PathBuf> = data.iter().filter(|p| p.exists()).collect();
+            let sbs = if exists.is_empty() {
+                let version = edgeblob_io::superblock::FORMAT_VERSION;
+                format_files(&data, size, total / devices, version).map_err(|e| e.to_string())?
+            } else if exists.len() < data.len() {
+                return Err(
+                    "some of the --data paths exist and some do not: format existing devices, or new files".into()
+                );
             } else {
-                format_file(&data, size, shards).map_err(|e| e.to_string())?
+                if !force {
+                    return Err(format!(
+                        "{} exists; add --force to format it (all its data is lost)",
+                        exists[0].display()
+                    ));
+                }
+                let files = data
+                    .iter()
+                    .map(|p| DeviceFile::open(p).map(Arc::new).map_err(|e| format!("{}: {e}", p.display())))
+                    .collect::<Result<Vec<_>, _>>()?;
+                format_devices(&files, total / devices).map_err(|e| e.to_string())?
             };
-            println!(
-                "formatted {}: {} bytes, {} shards, uuid {}",
-                data.display(),
-                sb.device_len,
-                sb.layout.shards,
-                uuid_str(&sb.uuid)
-            );
+            for (p, sb) in data.iter().zip(&sbs) {
+                println!(
+                    "formatted {}: {} bytes, {} shards, uuid {}, device {} of {} ({})",
+                    p.display(),
+                    sb.device_len,
+                    sb.layout.shards,
+                    uuid_str(&sb.uuid),
+                    sb.index(),
+                    sb.devices(),
+                    uuid_str(&sb.device_uuid())
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Inspect { data } => {
-            let file = Arc::new(DeviceFile::open(&data).map_err(|e| e.to_string())?);
-            let sb = read_superblock(&file).map_err(|e| e.to_string())?;
-            let l = sb.layout;
-            println!("device       {} ({} bytes)", data.display(), file.len());
-            println!("format       version {}, uuid {}, created {}", sb.version, uuid_str(&sb.uuid), sb.created_unix);
-            println!(
-                "layout       {} shards, regions from {} of {} bytes, log {} bytes each",
-                l.shards, l.regions_start, l.region_len, l.log_len
-            );
-            let dev = SyncDevice::new(file.clone());
-            for s in 0..l.shards {
-                let place = log_place(&sb, s);
-                let mut halves = Vec::new();
-                for (h, (off, _)) in place.halves.iter().enumerate() {
-                    let (res, page) = rt.block_on(dev.read(AlignedBuf::zeroed(PAGE_SIZE), *off));
-                    res.map_err(|e| e.to_string())?;
-                    halves.push(match HalfHeader::decode(&page, s, &sb.uuid) {
-                        Some(hd) => format!("half {h}: generation {} from LSN {}", hd.generation, hd.first_lsn),
-                        None => format!("half {h}: unused"),
-                    });
-                }
-                let (doff, dlen) = l.data_area(s);
-                if let Some(place) = index_place(&sb, s) {
-                    let shared = Arc::new(SyncDevice::new(file.clone()));
-                    halves.push(match RegionBackend::open(shared, place, Arc::new(Segments::default())) {
-                        Ok(b) => {
-                            let h = b.header();
-                            let held = b.segments().len();
-                            format!(
-                                "index: {} bytes, {held} segments of {} and {} spare, header #{}",
-                                h.len,
-                                place.segment_len,
-                                h.spares.len(),
-                                h.seq
-                            )
-                        }
-                        Err(e) => format!("index: {e}"),
-                    });
-                }
-                println!("shard {s:<6} data {doff}+{dlen}; {}", halves.join("; "));
+            for d in &data {
+                inspect(&rt, d)?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Fsck { data } => {
-            let node = Node::open(engine_config(data)).map_err(|e| e.to_string())?;
+            let node = Node::open(node_config(data)).map_err(|e| e.to_string())?;
             let r = rt.block_on(node.check_all()).map_err(|e| e.to_string())?;
             println!(
                 "{} blobs, {} staged blocks, {} chunks ({} only in the tier, not read), {} bytes stored",
@@ -411,7 +408,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Stats { data, container } => {
-            let node = Node::open(engine_config(data)).map_err(|e| e.to_string())?;
+            let node = Node::open(node_config(data)).map_err(|e| e.to_string())?;
             let r = match container {
                 None => rt.block_on(node.reduction()),
                 Some(c) => {
@@ -562,4 +559,59 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
 
 fn uuid_str(u: &[u8; 16]) -> String {
     u.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One device alone: its superblock, and the log halves and index of each shard on it.
+fn inspect(rt: &tokio::runtime::Runtime, data: &std::path::Path) -> Result<(), String> {
+    let file = Arc::new(DeviceFile::open(data).map_err(|e| format!("{}: {e}", data.display()))?);
+    let sb = read_superblock(&file).map_err(|e| e.to_string())?;
+    let l = sb.layout;
+    println!("device       {} ({} bytes)", data.display(), file.len());
+    println!("format       version {}, uuid {}, created {}", sb.version, uuid_str(&sb.uuid), sb.created_unix);
+    println!("member       device {} of {}, device uuid {}", sb.index(), sb.devices(), uuid_str(&sb.device_uuid()));
+    println!(
+        "layout       {} shards, regions from {} of {} bytes, log {} bytes each",
+        l.shards, l.regions_start, l.region_len, l.log_len
+    );
+    // Read alone, the device is a node of one: the same regions at its own offsets, its shards
+    // numbered as in the node.
+    let alone = edgeblob_io::superblock::Superblock { member: None, ..sb.clone() };
+    let layout = edgeblob_io::volume::NodeLayout::of(std::slice::from_ref(&alone)).map_err(|e| e.to_string())?;
+    let first = sb.index() as u32 * l.shards;
+    let dev = SyncDevice::new(file.clone());
+    for local in 0..l.shards {
+        let s = first + local;
+        let mut place = log_place(&sb.uuid, &layout, local);
+        place.shard = s;
+        let mut halves = Vec::new();
+        for (h, (off, _)) in place.halves.iter().enumerate() {
+            let (res, page) = rt.block_on(dev.read(AlignedBuf::zeroed(PAGE_SIZE), *off));
+            res.map_err(|e| e.to_string())?;
+            halves.push(match HalfHeader::decode(&page, s, &sb.uuid) {
+                Some(hd) => format!("half {h}: generation {} from LSN {}", hd.generation, hd.first_lsn),
+                None => format!("half {h}: unused"),
+            });
+        }
+        let (doff, dlen) = l.data_area(local);
+        if let Some(mut place) = index_place(&sb.uuid, &layout, local) {
+            place.shard = s;
+            let shared = Arc::new(SyncDevice::new(file.clone()));
+            halves.push(match RegionBackend::open(shared, place, Arc::new(Segments::default())) {
+                Ok(b) => {
+                    let h = b.header();
+                    let held = b.segments().len();
+                    format!(
+                        "index: {} bytes, {held} segments of {} and {} spare, header #{}",
+                        h.len,
+                        place.segment_len,
+                        h.spares.len(),
+                        h.seq
+                    )
+                }
+                Err(e) => format!("index: {e}"),
+            });
+        }
+        println!("shard {s:<6} data {doff}+{dlen}; {}", halves.join("; "));
+    }
+    Ok(())
 }

@@ -35,6 +35,37 @@ fn format_inspect_fsck_stats_and_refuse_to_reformat() {
     assert_ne!(code, 0, "{out}");
 }
 
+/// One node on three data files: formatted together, each inspected alone (its place and its
+/// shards, numbered as in the node), checked and counted together; a missing one is named.
+#[test]
+fn a_node_on_three_devices_formats_inspects_and_checks_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<String> = (0..3).map(|i| dir.path().join(format!("nvme{i}.dat")).display().to_string()).collect();
+    let data: Vec<&str> = paths.iter().flat_map(|p| ["--data", p.as_str()]).collect();
+    let (code, out) = admin(&[&["format", "--size", "64M", "--shards", "4"], &data[..]].concat());
+    assert_ne!(code, 0, "4 shards over 3 devices: {out}");
+    assert!(out.contains("cannot be spread evenly over 3 devices"), "{out}");
+    let (code, out) = admin(&[&["format", "--size", "64M", "--shards", "6"], &data[..]].concat());
+    assert_eq!(code, 0, "{out}");
+    for i in 0..3 {
+        assert!(out.contains("2 shards, uuid") && out.contains(&format!("device {i} of 3")), "{out}");
+    }
+    let (code, out) = admin(&["inspect", "--data", &paths[1]]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("member       device 1 of 3"), "{out}");
+    assert!(out.contains("shard 2 ") && out.contains("shard 3 ") && !out.contains("shard 0 "), "{out}");
+    assert!(out.contains("half 0: generation 1 from LSN 1"), "{out}");
+    let (code, out) = admin(&[&["fsck"], &data[..]].concat());
+    assert_eq!((code, out.contains("clean")), (0, true), "{out}");
+    let (code, out) = admin(&[&["stats"], &data[..]].concat());
+    assert_eq!(code, 0, "{out}");
+    std::fs::remove_file(&paths[2]).unwrap();
+    // Read-only without it: fsck says which device is missing rather than check half a node.
+    let (code, out) = admin(&[&["fsck"], &data[..]].concat());
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(&format!("data device 2 ({})", paths[2])), "{out}");
+}
+
 /// `tier status` counts what a node uploaded and released; `tier rotate-key` wraps the node key
 /// for a new customer key, which the node then opens its released data with; `tier epoch` makes
 /// a restore point and `restore` rebuilds the node from it into a new data file.

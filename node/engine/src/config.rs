@@ -10,10 +10,15 @@ use serde::Deserialize;
 pub struct EngineConfig {
     /// A data file (created and formatted when missing) or a raw block device.
     pub data_path: PathBuf,
-    /// Size of a data file created at first start.
+    /// A node on several devices: their paths (data files or raw block devices), in place of
+    /// `data_path`, in any order (each device's superblock says its place in the node). Shards
+    /// are spread evenly over them; each blob's chunks stay on its shard's device.
+    pub devices: Vec<PathBuf>,
+    /// Size of each data file created at first start.
     pub data_size: u64,
-    /// Shards; at format, defaults to the number of cores. Afterwards the device's layout
-    /// decides, and a different explicit value is an error.
+    /// Shards, in all; at format, defaults to the number of cores (rounded down to a multiple
+    /// of the devices, at least one a device). Afterwards the devices' layout decides, and a
+    /// different explicit value is an error.
     pub shards: Option<usize>,
     /// Pin each shard's thread to a core.
     pub pin_threads: bool,
@@ -235,6 +240,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             data_path: PathBuf::from("data/edgeblob.dat"),
+            devices: Vec::new(),
             data_size: 8 << 30,
             shards: None,
             pin_threads: true,
@@ -266,7 +272,27 @@ impl EngineConfig {
         self
     }
 
+    /// The node's devices: `devices`, or `data_path` alone.
+    pub fn device_paths(&self) -> Vec<PathBuf> {
+        if self.devices.is_empty() {
+            vec![self.data_path.clone()]
+        } else {
+            self.devices.clone()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        let paths = self.device_paths();
+        if paths.len() > edgeblob_io::superblock::MAX_DEVICES as usize {
+            return Err(format!(
+                "{} devices: a node has at most {}",
+                paths.len(),
+                edgeblob_io::superblock::MAX_DEVICES
+            ));
+        }
+        if let Some(p) = paths.iter().enumerate().find_map(|(i, p)| paths[..i].contains(p).then_some(p)) {
+            return Err(format!("devices: {} is listed twice", p.display()));
+        }
         if !(4096..=64 << 20).contains(&self.chunk_size) {
             return Err(format!("chunk_size {} must be between 4 KiB and 64 MiB", self.chunk_size));
         }

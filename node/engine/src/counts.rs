@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use edgeblob_io::{Extent, Layout};
+use edgeblob_io::volume::NodeLayout;
+use edgeblob_io::Extent;
 use edgeblob_meta::index::shard::{scan_chunks, space_in_use, wants_of, HoldsIndex};
 use edgeblob_meta::index::space::SpaceMap;
 use edgeblob_meta::model::{ChunkId, ChunkRef, RefChange};
@@ -327,8 +328,8 @@ pub struct LiveSpace {
 
 /// The runs of `map` (shard `shard`'s image), each within one region's data area: a page marked
 /// anywhere else is a damaged image, refused here rather than placed in no region.
-fn data_runs(layout: &Layout, shard: usize, map: &SpaceMap) -> Result<Vec<Extent>> {
-    let runs: Vec<Extent> = (0..layout.shards)
+fn data_runs(layout: &NodeLayout, shard: usize, map: &SpaceMap) -> Result<Vec<Extent>> {
+    let runs: Vec<Extent> = (0..layout.shards())
         .flat_map(|r| {
             let (offset, len) = layout.data_area(r);
             map.within(Extent { offset, len })
@@ -347,7 +348,7 @@ fn data_runs(layout: &Layout, shard: usize, map: &SpaceMap) -> Result<Vec<Extent
 
 pub async fn live_space(s: &Rc<Shard>, logged: &[BTreeMap<u32, u64>]) -> Result<LiveSpace> {
     let counted = match space_in_use(&s.meta).await? {
-        Some(map) => data_runs(&s.node.sb.layout, s.index, &map)?,
+        Some(map) => data_runs(&s.node.layout, s.index, &map)?,
         None => {
             let mut out = Vec::new();
             each_counted(s, |page| out.extend(page.iter().filter_map(|c| c.local))).await?;
@@ -378,14 +379,15 @@ mod tests {
 
     #[test]
     fn an_image_marking_pages_outside_every_data_area_is_refused() {
-        let layout = Layout::for_version(1 << 30, 2, 2).expect("a layout");
+        let sbs = edgeblob_io::Superblock::new_node(&[1 << 30, 1 << 30], 1, 2).expect("superblocks");
+        let layout = NodeLayout::of(&sbs).expect("a layout");
         let (area, len) = layout.data_area(1);
         let mut map = SpaceMap::default();
         map.set(Extent { offset: area, len: 8192 });
         map.set(Extent { offset: area + len - 4096, len: 4096 });
         let runs = data_runs(&layout, 1, &map).expect("pages in a data area");
         assert_eq!(runs.iter().map(|e| e.len).sum::<u64>(), 12288);
-        // The first page of region 1's log: no chunk lies there.
+        // The first page of region 1's log (on device 1): no chunk lies there.
         map.set(Extent { offset: layout.region_start(1), len: 4096 });
         let err = data_runs(&layout, 1, &map).expect_err("a page in the log");
         assert!(err.to_string().contains("4096 bytes outside every data area"), "{err}");

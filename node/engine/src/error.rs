@@ -47,6 +47,13 @@ pub enum EngineError {
     Stopped,
     #[error("the tier: {0}")]
     Tier(String),
+    /// What was asked for lies on a device of the node that is lost.
+    #[error("{0}")]
+    DeviceLost(edgeblob_io::routed::DeviceLost),
+    /// The node runs without some of its devices: it serves what the others hold, and changes
+    /// nothing until they are back (or the node is restored).
+    #[error("the node is read-only: {0}")]
+    ReadOnly(String),
 }
 
 impl From<edgeblob_io::executor::ShardGone> for EngineError {

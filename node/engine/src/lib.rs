@@ -22,6 +22,7 @@ pub mod container;
 mod counts;
 pub mod error;
 mod index_space;
+pub mod media;
 pub mod ops;
 pub mod plan;
 pub mod read;

@@ -25,6 +25,10 @@ where
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
 {
+    // An offline shard holds no metadata: what it owns is unknown, never "not found".
+    if let Some(lost) = s.node.offline(target) {
+        return Err(EngineError::DeviceLost(lost.clone()));
+    }
     if target == s.index {
         Ok(f(s.clone()).await)
     } else {
@@ -43,7 +47,7 @@ where
     S: Stream<Item = std::io::Result<Bytes>> + Unpin,
 {
     require_container(s, key)?;
-    write::store_body(s, &key.account, body, max_len).await
+    write::store_body(s, &key.account, s.node.owner_of(key), body, max_len).await
 }
 
 /// Commits stored chunks as a Put Blob (the references pass to the blob, or are given back),

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use edgeblob_io::executor::Peers;
+use edgeblob_io::routed::DeviceLost;
 use edgeblob_io::superblock::Superblock;
+use edgeblob_io::volume::NodeLayout;
 use edgeblob_io::{BlockDevice, Extent, FixedPool};
 use edgeblob_meta::index::shard::HoldsIndex;
 use edgeblob_meta::model::{BlobKey, ChunkRef, Container};
@@ -16,7 +18,7 @@ use edgeblob_meta::shard_store::{self, Want};
 use edgeblob_meta::ShardStore;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::error::Result;
+use super::error::{EngineError, Result};
 use super::reduce::Reducer;
 use super::refs::{ReadEpochs, RefTable, Space};
 use super::write::Placed;
@@ -28,7 +30,15 @@ pub const CATALOG_SHARD: usize = 0;
 /// State shared by all shards of a node (read-mostly).
 pub struct NodeShared {
     pub config: EngineConfig,
+    /// The node's superblock (device 0's, or the first device present): its identity, secret
+    /// and version; `layout` says where everything lies on all of its devices.
     pub sb: Superblock,
+    pub layout: NodeLayout,
+    /// What each device is called (its path), in the node's order.
+    pub device_names: Vec<String>,
+    /// Why each device that cannot be used is lost (missing, unreadable, damaged): its shards
+    /// are offline, and the node serves what the others hold, read-only.
+    pub lost: Vec<Option<DeviceLost>>,
     /// Live containers, published by the catalog shard once their creation is durable.
     pub catalog: RwLock<BTreeMap<(String, String), Container>>,
     pub epochs: Arc<ReadEpochs>,
@@ -41,18 +51,22 @@ pub struct NodeShared {
     pub tier_floor: AtomicU64,
     /// What the tier releases first, and what never.
     pub policy: super::tier::policy::Policy,
-    /// Each shard's device counters (operations, bytes, errors, in flight), for metrics.
-    pub devices: Vec<Arc<edgeblob_io::counted::DeviceStats>>,
+    /// Device counters (operations, bytes, errors, in flight) by shard, then by device: each
+    /// set written by one shard's thread only.
+    pub io: Vec<Vec<Arc<edgeblob_io::counted::DeviceStats>>>,
 }
 
 impl NodeShared {
-    pub fn new(config: EngineConfig, sb: Superblock) -> NodeShared {
-        let released = super::tier::ReleasedMap::new(sb.device_len, sb.layout.shards as usize);
-        let policy = super::tier::policy::Policy::new(sb.device_len, config.chunk_size as u64, config.tier.as_ref());
-        let devices = (0..sb.layout.shards).map(|_| Default::default()).collect();
+    pub fn new(config: EngineConfig, sb: Superblock, layout: NodeLayout, device_names: Vec<String>) -> NodeShared {
+        let released = super::tier::ReleasedMap::new(&layout);
+        let policy = super::tier::policy::Policy::new(&layout, config.chunk_size as u64, config.tier.as_ref());
+        let io = (0..layout.shards()).map(|_| (0..layout.devices()).map(|_| Default::default()).collect()).collect();
         NodeShared {
             config,
             sb,
+            layout,
+            lost: vec![None; device_names.len()],
+            device_names,
             catalog: RwLock::new(BTreeMap::new()),
             epochs: Arc::new(ReadEpochs::default()),
             clock: AtomicU64::new(0),
@@ -60,12 +74,12 @@ impl NodeShared {
             released,
             tier_floor: AtomicU64::new(0),
             policy,
-            devices,
+            io,
         }
     }
 
     pub fn shards(&self) -> usize {
-        self.sb.layout.shards as usize
+        self.layout.shards() as usize
     }
 
     /// A value unique on this node and increasing, near the current time in nanoseconds: used
@@ -125,14 +139,34 @@ impl NodeShared {
         (h.digest() % self.shards() as u64) as usize
     }
 
-    pub fn hash_owner(&self, hash: &[u8; 16]) -> usize {
-        (xxh3_64(hash) % self.shards() as u64) as usize
+    /// The shard that counts a deduplicated chunk of hash `hash` stored on `device`: chunks are
+    /// deduplicated within a device, never across, so a blob written on one device reads from
+    /// it alone, and a lost device takes no other device's blobs with it.
+    pub fn hash_owner(&self, hash: &[u8; 16], device: usize) -> usize {
+        let on = self.layout.shards_on(device);
+        on.start + (xxh3_64(hash) % on.len() as u64) as usize
+    }
+
+    /// Why shard `shard` is offline: its device is lost.
+    pub fn offline(&self, shard: usize) -> Option<&DeviceLost> {
+        self.lost.get(self.device_of(shard)).and_then(Option::as_ref)
+    }
+
+    /// Why the node takes no changes, when it runs without some of its devices.
+    pub fn read_only(&self) -> Option<EngineError> {
+        let lost: Vec<String> = self.lost.iter().flatten().map(|l| l.to_string()).collect();
+        (!lost.is_empty()).then(|| EngineError::ReadOnly(lost.join("; ")))
+    }
+
+    /// The device shard `shard`'s region lies on.
+    pub fn device_of(&self, shard: usize) -> usize {
+        self.layout.place(shard as u32).0
     }
 
     /// The shard that counts references to `c`.
     pub fn ref_owner(&self, c: &ChunkRef) -> usize {
         if c.is_dedup() {
-            self.hash_owner(&c.hash)
+            self.hash_owner(&c.hash, edgeblob_io::volume::split(c.offset).0)
         } else {
             self.region_of(c.offset)
         }
@@ -144,7 +178,7 @@ impl NodeShared {
     }
 
     pub fn region_of(&self, offset: u64) -> usize {
-        self.sb.layout.shard_of(offset).expect("chunk offsets lie in a region") as usize
+        self.layout.shard_of(offset).expect("chunk offsets lie in a region") as usize
     }
 }
 
@@ -183,6 +217,11 @@ impl Shard {
     /// Waits, before a commit, for the metadata log to be able to take it without refusing it
     /// as busy (see `MetaStore::ready`), and gives the index room for its next flush.
     pub async fn log_ready(&self) -> super::error::Result<()> {
+        // Without some of its devices the node changes nothing: what counts references and
+        // space spans them all.
+        if let Some(e) = self.node.read_only() {
+            return Err(e);
+        }
         // Under pressure for the index's room, each wait ends with one flush; the ones due after
         // it (a large one, of many deletes, then what came in meanwhile) go first too, or the
         // commit would be refused as busy. A few at most: past them, the commit decides.
@@ -397,6 +436,10 @@ impl Shard {
     /// On the shard that counts a new chunk's references: the stored chunk with its hash (one
     /// more reference, or pin, taken) when `lookup`, else room for it in this shard's region.
     pub async fn place_chunk(self: &Rc<Self>, hash: &[u8; 16], lookup: bool, room: u64) -> Result<Placed> {
+        // Its allocator was not rebuilt: nothing may be placed (see `log_ready`).
+        if let Some(e) = self.node.read_only() {
+            return Err(e);
+        }
         if lookup {
             if let Some(found) = self.lookup_chunk(hash).await? {
                 return Ok(Placed::Found(found));

@@ -1,21 +1,20 @@
-//! Starting a node: open (or create and format) the device, start the shards (each recovers its
+//! Starting a node: open (or create and format) its devices, start the shards (each recovers its
 //! own log), then rebuild what is derived from the logs: the published catalog, reference counts,
 //! the dedup index and every region's allocator.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use edgeblob_io::executor::{spawn_shards, InitFuture, Peers};
 use edgeblob_io::fault::SimDisk;
+use edgeblob_io::routed::{DeviceLost, Member};
 use edgeblob_io::superblock::Superblock;
-use edgeblob_io::sync_device::SyncDevice;
-use edgeblob_io::uring::{Ring, UringDevice};
+use edgeblob_io::volume::NodeLayout;
 use edgeblob_io::{AlignedBuf, BlockDevice, DeviceFile, Extent, ExtentAllocator, FixedPool, PAGE_SIZE};
 use edgeblob_meta::index::db::Index;
-use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments, SharedDevice};
+use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments};
 use edgeblob_meta::index::room::Room;
 use edgeblob_meta::index::shard::{HoldsIndex, IndexConfig, ShardIndex};
 use edgeblob_meta::index::thread::IndexThread;
@@ -26,6 +25,8 @@ use edgeblob_meta::{shard_store, MetaStore, ShardStore};
 
 use super::error::{EngineError, Result};
 use super::index_space::IndexSpace;
+use super::media;
+pub use super::media::{read_superblock, FileMedia, Media};
 use super::reduce::Reducer;
 use super::refs::{RefTable, Space};
 use super::shard::{NodeShared, Shard, CATALOG_SHARD};
@@ -36,134 +37,21 @@ use crate::config::EngineConfig;
 /// large chunk I/O uses plain buffers (pinning cost is small next to a 1 MiB transfer).
 const FIXED_SLOT: usize = 64 * 1024;
 
-pub fn log_place(sb: &Superblock, shard: u32) -> LogPlace {
-    LogPlace { shard, uuid: sb.uuid, halves: [sb.layout.log_half(shard, 0), sb.layout.log_half(shard, 1)] }
+pub fn log_place(node: &[u8; 16], layout: &NodeLayout, shard: u32) -> LogPlace {
+    LogPlace { shard, uuid: *node, halves: [layout.log_half(shard, 0), layout.log_half(shard, 1)] }
 }
 
 /// Where a shard's metadata index lives (format v2; None in v1).
-pub fn index_place(sb: &Superblock, shard: u32) -> Option<IndexPlace> {
-    let header = sb.layout.index_header(shard)?;
-    Some(IndexPlace { shard, uuid: sb.uuid, header, segment_len: sb.layout.segment_len })
+pub fn index_place(node: &[u8; 16], layout: &NodeLayout, shard: u32) -> Option<IndexPlace> {
+    let header = layout.index_header(shard)?;
+    Some(IndexPlace { shard, uuid: *node, header, segment_len: layout.segment_len(shard) })
 }
 
 /// The segments a new index starts in: the first two of its shard's data area, so that it can be
 /// created before the shard knows what else is free.
-fn first_segments(sb: &Superblock, shard: u32) -> Vec<u64> {
-    let (start, _) = sb.layout.data_area(shard);
-    (0..2).map(|i| start + i * sb.layout.segment_len).collect()
-}
-
-/// Where a node's bytes live: each shard gets its own device over them. The data file or block
-/// device of the configuration ([`FileMedia`]), or a simulated disk that injects faults
-/// ([`SimDisk`], for tests).
-pub trait Media: Send + Sync + 'static {
-    /// Bytes addressable.
-    fn len(&self) -> u64;
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// A device for shard `index`, made on the shard's thread; `register` is a buffer pool to
-    /// register with it where the backend can.
-    fn device(&self, index: usize, register: Option<&FixedPool>) -> Rc<dyn BlockDevice>;
-
-    /// A device whose operations complete at once, for the calling thread (format, superblock).
-    fn sync_device(&self) -> Rc<dyn BlockDevice>;
-
-    /// A device whose operations complete at once, for any thread (the metadata index's).
-    fn shared_device(&self) -> SharedDevice;
-
-    /// What to call it in errors and logs.
-    fn name(&self) -> String;
-}
-
-/// A data file or a raw block device, driven by io_uring (pread/pwrite where io_uring is not
-/// available).
-pub struct FileMedia {
-    pub file: Arc<DeviceFile>,
-    /// Operations a shard keeps in the kernel at once ([`EngineConfig::queue_depth`]).
-    pub queue_depth: usize,
-}
-
-impl FileMedia {
-    pub fn new(file: Arc<DeviceFile>) -> FileMedia {
-        FileMedia { file, queue_depth: EngineConfig::default().queue_depth }
-    }
-}
-
-impl Media for FileMedia {
-    fn len(&self) -> u64 {
-        self.file.len()
-    }
-
-    fn device(&self, index: usize, register: Option<&FixedPool>) -> Rc<dyn BlockDevice> {
-        match Ring::new(256, self.queue_depth) {
-            Ok(ring) => {
-                tokio::task::spawn_local(ring.driver());
-                let registered = register.is_some_and(|pool| {
-                    ring.register_pool(pool)
-                        .map_err(|e| tracing::warn!(shard = index, %e, "buffer registration refused; plain buffers"))
-                        .is_ok()
-                });
-                Rc::new(UringDevice::new(ring, self.file.clone(), registered))
-            }
-            Err(e) => {
-                tracing::warn!(shard = index, %e, "io_uring unavailable; falling back to pread/pwrite");
-                self.sync_device()
-            }
-        }
-    }
-
-    fn sync_device(&self) -> Rc<dyn BlockDevice> {
-        Rc::new(SyncDevice::new(self.file.clone()))
-    }
-
-    fn shared_device(&self) -> SharedDevice {
-        Arc::new(SyncDevice::new(self.file.clone()))
-    }
-
-    fn name(&self) -> String {
-        self.file.path().display().to_string()
-    }
-}
-
-impl Media for SimDisk {
-    fn len(&self) -> u64 {
-        SimDisk::len(self)
-    }
-
-    fn device(&self, _: usize, _: Option<&FixedPool>) -> Rc<dyn BlockDevice> {
-        Rc::new(SimDisk::device(self))
-    }
-
-    fn sync_device(&self) -> Rc<dyn BlockDevice> {
-        Rc::new(SimDisk::device(self))
-    }
-
-    fn shared_device(&self) -> SharedDevice {
-        Arc::new(SimDisk::device(self))
-    }
-
-    fn name(&self) -> String {
-        "simulated disk".into()
-    }
-}
-
-/// Reads and verifies the superblock of an open device.
-pub fn read_superblock(file: &DeviceFile) -> Result<Superblock> {
-    let mut page = AlignedBuf::zeroed(PAGE_SIZE);
-    file.file().read_exact_at(&mut page, 0)?;
-    Superblock::decode(&page, file.len())
-        .map_err(|e| EngineError::Io(std::io::Error::other(format!("{}: {e}", file.path().display()))))
-}
-
-fn superblock_of(media: &dyn Media) -> Result<Superblock> {
-    let dev = media.sync_device();
-    let (res, page) = futures::executor::block_on(dev.read(AlignedBuf::zeroed(PAGE_SIZE), 0));
-    res?;
-    Superblock::decode(&page, media.len())
-        .map_err(|e| EngineError::Io(std::io::Error::other(format!("{}: {e}", media.name()))))
+fn first_segments(layout: &NodeLayout, shard: u32) -> Vec<u64> {
+    let (start, _) = layout.data_area(shard);
+    (0..2).map(|i| start + i * layout.segment_len(shard)).collect()
 }
 
 /// Formats a new data file at `path`: built under a temporary name and renamed into place once
@@ -174,62 +62,169 @@ pub fn format_file(path: &Path, size: u64, shards: u32) -> Result<Superblock> {
 
 /// [`format_file`] in format `version` (1 only for tests and upgrade checks).
 pub fn format_file_version(path: &Path, size: u64, shards: u32, version: u32) -> Result<Superblock> {
-    let sb = Superblock::new_version(size, shards, version)
-        .map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?;
+    let sb = Superblock::new_version(size, shards, version).map_err(sb_err)?;
     format_file_as(path, sb)
 }
 
 /// [`format_file`] with a given superblock (a restore formats a node's device as it was: its
 /// uuid, secret and geometry).
 pub fn format_file_as(path: &Path, sb: Superblock) -> Result<Superblock> {
-    let tmp = path.with_extension("formatting");
-    let _ = std::fs::remove_file(&tmp);
-    let file = Arc::new(DeviceFile::create(&tmp, sb.device_len)?);
-    let sb = format_with(&FileMedia::new(file.clone()), sb).inspect_err(|_| {
-        // Its space is reserved: give it back rather than leave it until the next start.
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
+    let mut sbs = format_files_as(&[path.to_owned()], vec![sb])?;
+    Ok(sbs.remove(0))
+}
+
+/// Formats a new node on data files of `size` bytes each, `shards` shards on each.
+pub fn format_files(paths: &[PathBuf], size: u64, shards: u32, version: u32) -> Result<Vec<Superblock>> {
+    let sbs = Superblock::new_node(&vec![size; paths.len()], shards, version).map_err(sb_err)?;
+    format_files_as(paths, sbs)
+}
+
+/// Formats a node's data files as `sbs` say, in two steps: every file complete under its
+/// temporary name ([`media::formatting_name`]), then each renamed into place. A crash in the
+/// first step leaves no device, so the next start formats again; in the second, the next start
+/// finishes the renames ([`finish_format`]).
+pub fn format_files_as(paths: &[PathBuf], sbs: Vec<Superblock>) -> Result<Vec<Superblock>> {
+    debug_assert_eq!(paths.len(), sbs.len());
+    let tmps: Vec<PathBuf> = paths.iter().map(|p| media::formatting_name(p)).collect();
+    let remove_all = || {
+        // Their space is reserved: give it back rather than leave it until the next start.
+        for t in &tmps {
+            let _ = std::fs::remove_file(t);
+        }
+    };
+    remove_all();
+    let mut files = Vec::with_capacity(paths.len());
+    for (t, sb) in tmps.iter().zip(&sbs) {
+        match DeviceFile::create(t, sb.device_len) {
+            Ok(f) => files.push(Member::Present(Arc::new(f))),
+            Err(e) => {
+                drop(files);
+                remove_all();
+                return Err(e.into());
+            }
+        }
+    }
+    let media = FileMedia::of(files);
+    let sbs = format_with(&media, sbs).inspect_err(|_| remove_all())?;
+    drop(media);
+    for (t, p) in tmps.iter().zip(paths) {
+        std::fs::rename(t, p)?;
+        sync_dir(p)?;
+    }
+    Ok(sbs)
+}
+
+/// Finishes the renames of a format that was interrupted after every device was complete: a
+/// device missing from its path whose temporary file is a complete device of the node that the
+/// present ones belong to (or, when none is present, of a node on all the paths).
+pub fn finish_format(paths: &[PathBuf]) -> Result<()> {
+    let pending: Vec<(usize, PathBuf)> = paths
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.exists())
+        .map(|(i, p)| (i, media::formatting_name(p)))
+        .filter(|(_, t)| t.exists())
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let uuid_of = |p: &Path| DeviceFile::open(p).ok().and_then(|f| media::read_superblock(&f).ok()).map(|sb| sb.uuid);
+    let present: Vec<[u8; 16]> = paths.iter().filter(|p| p.exists()).filter_map(|p| uuid_of(p)).collect();
+    let Some(node) = present.first().copied() else {
+        // None renamed yet: the format finished its first step only if every device did.
+        if pending.len() < paths.len() {
+            return Ok(());
+        }
+        let all: Vec<Option<[u8; 16]>> = pending.iter().map(|(_, t)| uuid_of(t)).collect();
+        if all.iter().any(|u| u.is_none() || *u != all[0]) {
+            return Ok(());
+        }
+        return rename_pending(paths, &pending);
+    };
+    let ours: Vec<(usize, PathBuf)> = pending.into_iter().filter(|(_, t)| uuid_of(t) == Some(node)).collect();
+    rename_pending(paths, &ours)
+}
+
+fn rename_pending(paths: &[PathBuf], pending: &[(usize, PathBuf)]) -> Result<()> {
+    for (i, t) in pending {
+        tracing::warn!(device = %paths[*i].display(), "finishing a format that was interrupted");
+        std::fs::rename(t, &paths[*i])?;
+        sync_dir(&paths[*i])?;
+    }
+    Ok(())
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
     }
-    Ok(sb)
+    Ok(())
+}
+
+fn sb_err(e: edgeblob_io::superblock::SuperblockError) -> EngineError {
+    EngineError::Io(std::io::Error::other(e.to_string()))
 }
 
 /// Writes a superblock and an empty log for every shard.
 pub fn format_device(file: &Arc<DeviceFile>, shards: u32) -> Result<Superblock> {
-    format_media(&FileMedia::new(file.clone()), shards, edgeblob_io::superblock::FORMAT_VERSION)
+    let mut sbs = format_devices(std::slice::from_ref(file), shards)?;
+    Ok(sbs.remove(0))
+}
+
+/// Formats open devices (raw block devices, or files that exist) as one node, `shards` shards
+/// on each, in the order given.
+pub fn format_devices(files: &[Arc<DeviceFile>], shards: u32) -> Result<Vec<Superblock>> {
+    let lens: Vec<u64> = files.iter().map(|f| f.len()).collect();
+    let sbs = Superblock::new_node(&lens, shards, edgeblob_io::superblock::FORMAT_VERSION).map_err(sb_err)?;
+    format_with(&FileMedia::of(files.iter().map(|f| Member::Present(f.clone())).collect()), sbs)
 }
 
 fn format_media(media: &dyn Media, shards: u32, version: u32) -> Result<Superblock> {
-    let sb = Superblock::new_version(media.len(), shards, version)
-        .map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?;
-    format_with(media, sb)
+    let sb = Superblock::new_version(media.len(0), shards, version).map_err(sb_err)?;
+    let mut sbs = format_with(media, vec![sb])?;
+    Ok(sbs.remove(0))
 }
 
-fn format_with(media: &dyn Media, sb: Superblock) -> Result<Superblock> {
-    let shards = sb.layout.shards;
+fn format_with(media: &dyn Media, sbs: Vec<Superblock>) -> Result<Vec<Superblock>> {
+    let layout = NodeLayout::of(&sbs).map_err(sb_err)?;
+    let node = sbs[0].uuid;
     let dev = media.sync_device();
     futures::executor::block_on(async {
-        for s in 0..shards {
-            edgeblob_meta::replay::format_log(&log_place(&sb, s), dev.as_ref()).await?;
-            if let Some(place) = index_place(&sb, s) {
-                RegionBackend::format_with(dev.as_ref(), &place, &first_segments(&sb, s))?;
+        for s in 0..layout.shards() {
+            edgeblob_meta::replay::format_log(&log_place(&node, &layout, s), dev.as_ref()).await?;
+            if let Some(place) = index_place(&node, &layout, s) {
+                RegionBackend::format_with(dev.as_ref(), &place, &first_segments(&layout, s))?;
             }
         }
-        let mut page = AlignedBuf::zeroed(PAGE_SIZE);
-        page.copy_from_slice(&sb.encode());
-        let (res, _) = dev.write(page, 0).await;
-        res?;
+        // The superblocks last: a device without one is not formatted, whatever else it holds.
+        for (d, sb) in sbs.iter().enumerate() {
+            let mut page = AlignedBuf::zeroed(PAGE_SIZE);
+            page.copy_from_slice(&sb.encode());
+            let (res, _) = dev.write(page, edgeblob_io::volume::at(d, 0)).await;
+            res?;
+        }
         dev.flush().await
     })?;
-    tracing::info!(media = media.name(), shards, bytes = media.len(), uuid = ?sb, "formatted");
-    Ok(sb)
+    for (d, sb) in sbs.iter().enumerate() {
+        tracing::info!(media = media.name(d), device = d, shards = sb.layout.shards, bytes = sb.device_len, uuid = ?sb, "formatted");
+    }
+    Ok(sbs)
 }
 
-fn default_shards(config: &EngineConfig) -> usize {
-    config.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+/// The shards on each device of a new node on `devices` devices: the configured total (by
+/// default one a core, at least one a device) spread evenly. Even, because blobs spread evenly
+/// over shards: a device with more shards than another would fill first.
+fn shards_per_device(config: &EngineConfig, devices: usize) -> Result<u32> {
+    match config.shards {
+        Some(n) if n % devices != 0 => Err(EngineError::Io(std::io::Error::other(format!(
+            "shards = {n} cannot be spread evenly over {devices} devices: give a multiple of {devices}"
+        )))),
+        Some(n) => Ok((n / devices) as u32),
+        None => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Ok((cores / devices).max(1) as u32)
+        }
+    }
 }
 
 /// The file beside a data file that says a restore into it has not finished.
@@ -241,50 +236,83 @@ pub fn restoring_marker(data: &Path) -> std::path::PathBuf {
 
 pub fn open(config: EngineConfig) -> Result<Node> {
     config.validate().map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
-    let path = &config.data_path;
-    if restoring_marker(path).exists() {
+    let paths = config.device_paths();
+    if restoring_marker(&paths[0]).exists() {
         return Err(EngineError::Io(std::io::Error::other(format!(
             "a restore into {} has not finished: run edgeblob-admin restore again (it starts over)",
-            path.display()
+            paths[0].display()
         ))));
     }
-    if !path.exists() {
-        format_file_version(path, config.data_size, default_shards(&config) as u32, config.format_version)?;
+    finish_format(&paths)?;
+    if !media::any_exists(&paths) {
+        let per_device = shards_per_device(&config, paths.len())?;
+        format_files(&paths, config.data_size, per_device, config.format_version)?;
     }
-    let file = Arc::new(DeviceFile::open(path)?);
-    let queue_depth = config.queue_depth;
-    open_on(config, Arc::new(FileMedia { file, queue_depth }))
+    let (mut media, sbs) = media::open_devices(&paths)?;
+    media.queue_depth = config.queue_depth;
+    open_on(config, Arc::new(media), sbs)
 }
 
 /// Opens a node on a simulated disk, formatting it first when it holds no superblock.
 pub fn open_simulated(config: EngineConfig, disk: SimDisk) -> Result<Node> {
     config.validate().map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
-    if superblock_of(&disk).is_err() && disk.image()[..PAGE_SIZE].iter().all(|&b| b == 0) {
-        format_media(&disk, default_shards(&config) as u32, config.format_version)?;
+    if media::superblock_at(&disk, 0).is_err() && disk.image()[..PAGE_SIZE].iter().all(|&b| b == 0) {
+        format_media(&disk, shards_per_device(&config, 1)?, config.format_version)?;
     }
-    open_on(config, Arc::new(disk))
+    let sb = media::superblock_at(&disk, 0)?;
+    open_on(config, Arc::new(disk), vec![Ok(sb)])
 }
 
-fn open_on(config: EngineConfig, media: Arc<dyn Media>) -> Result<Node> {
-    let sb = superblock_of(media.as_ref())?;
-    let shards = sb.layout.shards as usize;
+fn open_on(config: EngineConfig, media: Arc<dyn Media>, sbs: Vec<Result<Superblock, DeviceLost>>) -> Result<Node> {
+    let Some(sb) = sbs.iter().find_map(|r| r.as_ref().ok()).cloned() else {
+        let lost = sbs.into_iter().find_map(|r| r.err());
+        return Err(EngineError::Io(lost.map_or_else(|| std::io::Error::other("no device"), |l| l.error())));
+    };
+    let count = sbs.len();
+    let lost: Vec<Option<DeviceLost>> = sbs.iter().map(|r| r.as_ref().err().cloned()).collect();
+    // A lost device's own superblock cannot be read: its layout is taken as a present one's.
+    // Only its shards' numbers are used (they are offline); nothing is read or written there.
+    let sbs: Vec<Superblock> = sbs
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.or_else(|_| sb.sibling(i as u16, count as u16, sb.device_len)))
+        .collect::<Result<_, _>>()
+        .map_err(sb_err)?;
+    let layout = NodeLayout::of(&sbs).map_err(sb_err)?;
+    let shards = layout.shards() as usize;
     if let Some(want) = config.shards.filter(|&n| n != shards) {
         return Err(EngineError::Io(std::io::Error::other(format!(
             "{} was formatted with {shards} shards but the configuration asks for {want}",
-            media.name()
+            media.name(0)
         ))));
     }
     // Registered buffers count against RLIMIT_MEMLOCK for the whole process: leave half of it.
     let per_shard = config.registered_buffer_bytes.min(edgeblob_io::sys::memlock_limit() / 2 / shards);
     let slots = (per_shard / FIXED_SLOT).min(u16::MAX as usize) as u16;
-    let mut shared = NodeShared::new(config.clone(), sb.clone());
+    let names = (0..media.count()).map(|d| media.name(d)).collect();
+    let mut shared = NodeShared::new(config.clone(), sb.clone(), layout, names);
+    shared.lost = lost;
+    for l in shared.lost.iter().flatten() {
+        tracing::error!(
+            device = l.index,
+            shards = ?shared.layout.shards_on(l.index),
+            "{l}: its shards are offline; the node serves the other devices read-only"
+        );
+    }
     if let Some(tier) = &config.tier {
         // The tier names chunks by the ids and locations only format 2 keeps.
         if sb.version < 2 {
             return Err(EngineError::Tier(format!(
                 "{} is format version {}: the tier needs version 2 (edgeblob-admin upgrade)",
-                media.name(),
+                media.name(0),
                 sb.version
+            )));
+        }
+        // A manifest describes one device: a restore could not lay a node of several out again.
+        if sbs.len() > 1 {
+            return Err(EngineError::Tier(format!(
+                "the tier serves nodes on one device; this node has {} (docs/operations.md)",
+                sbs.len()
             )));
         }
         shared.tier = Some(Arc::new(super::tier::Tier::start(tier, sb.uuid).map_err(EngineError::Tier)?));
@@ -297,8 +325,10 @@ fn open_on(config: EngineConfig, media: Arc<dyn Media>) -> Result<Node> {
         Box::pin(async move { init_shard(index, peers, shared, media.as_ref(), slots).await })
     };
     let (peers, threads) = spawn_shards(shards, config.pin_threads, config.cpus.clone(), init)?;
+    let degraded = shared.read_only().is_some();
     let node = Node { peers, threads, shared };
-    if let Err(e) = rebuild(&node) {
+    let rebuilt = if degraded { rebuild_degraded(&node) } else { rebuild(&node) };
+    if let Err(e) = rebuilt {
         node.stop();
         return Err(e);
     }
@@ -313,13 +343,12 @@ async fn init_shard(
     slots: u16,
 ) -> std::io::Result<Rc<Shard>> {
     let pool = FixedPool::new(slots.max(1), FIXED_SLOT);
-    let dev: Rc<dyn BlockDevice> = Rc::new(edgeblob_io::counted::Counted::new(
-        media.device(index, (slots > 0).then_some(&pool)),
-        node.devices[index].clone(),
-    ));
-    let place = log_place(&node.sb, index as u32);
-    let (offset, len) = node.sb.layout.data_area(index as u32);
-    let (meta, index_space, replayed) = match index_place(&node.sb, index as u32) {
+    let dev = media.device(index, (slots > 0).then_some(&pool), &node.io[index]);
+    let place = log_place(&node.sb.uuid, &node.layout, index as u32);
+    let (offset, len) = node.layout.data_area(index as u32);
+    let ix_place = index_place(&node.sb.uuid, &node.layout, index as u32);
+    let (meta, index_space, replayed) = match ix_place {
+        _ if node.offline(index).is_some() => (offline_store(index, &node.sb.uuid).await?, None, 0),
         None => {
             let (meta, report) = MetaStore::open(place, dev.clone()).await.map_err(std::io::Error::other)?;
             tracing::info!(
@@ -382,12 +411,104 @@ async fn init_shard(
         write_budget: Arc::new(tokio::sync::Semaphore::new(super::write::budget_units(
             node.config.write_buffer_bytes.max((node.config.io_depth + 2) * node.config.chunk_size + (1 << 20)),
         ))),
-        cache: super::cache::ChunkCache::new(node.config.read_cache_bytes / node.sb.layout.shards.max(1) as usize),
+        cache: super::cache::ChunkCache::new(node.config.read_cache_bytes / node.shards().max(1)),
         refs_stalled: Default::default(),
         unpins: Default::default(),
         tier: Default::default(),
         node,
     }))
+}
+
+/// The metadata of a shard whose device is lost: none, in memory. Nothing reaches it (requests
+/// for what it owns fail first, `ops::at`), but the shard runs like the others, so every
+/// shard number keeps its thread and its place in the node.
+async fn offline_store(index: usize, node: &[u8; 16]) -> std::io::Result<ShardStore> {
+    const HALF: u64 = 1 << 20;
+    let disk = SimDisk::new(2 * HALF as usize);
+    let place = LogPlace { shard: index as u32, uuid: *node, halves: [(0, HALF), (HALF, HALF)] };
+    let dev: Rc<dyn BlockDevice> = Rc::new(disk.device());
+    edgeblob_meta::replay::format_log(&place, dev.as_ref()).await?;
+    let (meta, _) = MetaStore::open(place, dev).await.map_err(std::io::Error::other)?;
+    Ok(ShardStore::V1(Box::new(meta)))
+}
+
+/// What a node without some of its devices needs to serve the others read-only: the catalog
+/// (from the catalog shard, or, when it is offline, the containers the blobs left name) and the
+/// clock. Nothing else: no reference counts or space are rebuilt, and no background work runs,
+/// for the node changes nothing (`NodeShared::read_only`).
+fn rebuild_degraded(node: &Node) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let online: Vec<usize> = (0..node.shards()).filter(|&i| node.shared.offline(i).is_none()).collect();
+        let mut seen: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut floor = 0;
+        for &i in &online {
+            let (names, max) = node.on(i, |s| async move { named_containers(&s).await }).await??;
+            floor = floor.max(max);
+            for (k, id) in names {
+                let e = seen.entry(k).or_insert(id);
+                *e = (*e).max(id);
+            }
+        }
+        let catalog = match node.shared.offline(CATALOG_SHARD) {
+            None => node.on(CATALOG_SHARD, |s| async move { s.meta.borrow().state().containers.clone() }).await?,
+            Some(lost) => {
+                // Ids only grow: the newest incarnation a blob names is the live one (an older
+                // one's entries were waiting for their purge).
+                tracing::error!(
+                    "{lost}: the container catalog is lost with it; {} containers found from their blobs, without their properties",
+                    seen.len()
+                );
+                seen.into_iter()
+                    .map(|(k, id)| {
+                        let c = edgeblob_meta::model::Container {
+                            id,
+                            etag: id,
+                            created_ns: 0,
+                            modified_ns: 0,
+                            metadata: Vec::new(),
+                            public_access: Default::default(),
+                        };
+                        (k, c)
+                    })
+                    .collect()
+            }
+        };
+        floor = floor.max(catalog.values().map(|c| c.id.max(c.etag)).max().unwrap_or(0));
+        *node.shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
+        node.shared.raise_clock(floor);
+        // A node on several devices has no tier (`open_on`): nothing of it was ever released.
+        debug_assert!(node.shared.tier.is_none());
+        for i in 0..node.shards() {
+            node.shared.released.set_ready(i);
+        }
+        Ok(())
+    })
+}
+
+/// The containers a shard's blobs and staged blocks name (each with the newest id seen), and
+/// the largest stamp they hold.
+async fn named_containers(s: &Rc<Shard>) -> Result<(BTreeMap<(String, String), u64>, u64)> {
+    let mut names: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut max = 0;
+    let mut note = |k: &BlobKey, id: u64| {
+        let e = names.entry((k.account.clone(), k.container.clone())).or_insert(id);
+        *e = (*e).max(id);
+    };
+    let mut staged = Vec::new();
+    shard_store::scan_all(
+        &s.meta,
+        |k, b| {
+            max = max.max(b.etag);
+            note(k, b.container_id);
+        },
+        |k, id, _| staged.push((k.clone(), id)),
+    )
+    .await?;
+    for (k, id) in staged {
+        note(&k, id);
+    }
+    Ok((names, max))
 }
 
 /// The derived state, rebuilt from every shard's recovered metadata.

@@ -164,6 +164,13 @@ impl Node {
     /// already rebuilt and cross-checked when the node opened.
     pub async fn check_all(&self) -> Result<CheckReport> {
         let mut report = CheckReport::default();
+        // What a lost device held is not checked, and is said first: a check of the others
+        // alone must not read as a clean node.
+        let layout = &self.shared.layout;
+        for lost in self.shared.lost.iter().flatten() {
+            let on = layout.shards_on(lost.index);
+            report.damaged.push(format!("{lost} (shards {}..{} not checked)", on.start, on.end));
+        }
         for i in 0..self.shards() {
             let part = self
                 .on(i, |s| async move {

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use super::error::{EngineError, Result};
 use super::ops::at;
 use super::read::read_chunk;
-use super::shard::Shard;
+use super::shard::{NodeShared, Shard};
 
 /// The chunks a body was stored as; one reference is held on each for the caller.
 #[derive(Debug, Default)]
@@ -33,9 +33,10 @@ impl Stored {
     }
 }
 
-/// Stores a body of at most `max_len` bytes for `account` (dedup is within an account). On
-/// error, every reference taken is given back.
-pub async fn store_body<S>(shard: &Rc<Shard>, account: &str, body: S, max_len: u64) -> Result<Stored>
+/// Stores a body of at most `max_len` bytes for `account` (dedup is within an account) on the
+/// device of shard `owner` (the blob's owner: a blob's bytes lie where its metadata does, so a
+/// lost device takes no other device's blobs). On error, every reference taken is given back.
+pub async fn store_body<S>(shard: &Rc<Shard>, account: &str, owner: usize, body: S, max_len: u64) -> Result<Stored>
 where
     S: Stream<Item = std::io::Result<Bytes>> + Unpin,
 {
@@ -73,7 +74,13 @@ where
         while acc.len() >= chunk_size {
             let chunk = acc.split_to(chunk_size).freeze();
             let permit = held.split_off(acc.len());
-            inflight.push_back(tokio::task::spawn_local(budgeted(shard.clone(), account.clone(), chunk, permit)));
+            inflight.push_back(tokio::task::spawn_local(budgeted(
+                shard.clone(),
+                account.clone(),
+                owner,
+                chunk,
+                permit,
+            )));
             if inflight.len() >= depth {
                 if let Err(e) = collect(inflight.pop_front(), &mut out.chunks).await {
                     failure = Some(e);
@@ -84,7 +91,13 @@ where
     }
     if failure.is_none() && !acc.is_empty() {
         let permit = held.split_off(0);
-        inflight.push_back(tokio::task::spawn_local(budgeted(shard.clone(), account.clone(), acc.freeze(), permit)));
+        inflight.push_back(tokio::task::spawn_local(budgeted(
+            shard.clone(),
+            account.clone(),
+            owner,
+            acc.freeze(),
+            permit,
+        )));
     }
     while let Some(h) = inflight.pop_front() {
         if let Err(e) = collect(Some(h), &mut out.chunks).await {
@@ -107,10 +120,11 @@ where
 async fn budgeted(
     shard: Rc<Shard>,
     account: Rc<str>,
+    owner: usize,
     data: Bytes,
     _permit: Option<OwnedSemaphorePermit>,
 ) -> Result<ChunkRef> {
-    store_chunk(shard, &account, data).await
+    store_chunk(shard, &account, owner, data).await
 }
 
 /// The write budget is counted in units of this many bytes.
@@ -173,34 +187,50 @@ async fn collect(h: Option<JoinHandle<Result<ChunkRef>>>, into: &mut Vec<ChunkRe
     Ok(())
 }
 
+/// The shards a chunk tries after `first`'s region is full: the others on its device, then the
+/// rest, each in turn from the next.
+fn spill_order(node: &NodeShared, first: usize) -> impl Iterator<Item = usize> {
+    let n = node.shards();
+    let device = node.device_of(first);
+    let next = (1..n).map(move |i| (first + i) % n);
+    let (near, far): (Vec<usize>, Vec<usize>) = next.partition(|&s| node.device_of(s) == device);
+    near.into_iter().chain(far)
+}
+
 /// Stores one chunk, or finds an identical one already stored; returns it with a reference
 /// taken for the caller.
 ///
 /// The chunk is written into the region of the shard that counts its references (its hash owner
-/// with dedup on, else this shard), so a chunk's count, its dedup entry and its extent are facts
+/// on `owner`'s device with dedup on, else this shard or, when this shard is on another device,
+/// `owner`), so a chunk's count, its dedup entry and its extent are facts
 /// of one shard: freeing it touches no other shard, and its chunk table and the allocator's image
 /// can be kept by that shard alone (docs/architecture.md, "Metadata at scale", item 6).
-pub async fn store_chunk(shard: Rc<Shard>, account: &str, data: Bytes) -> Result<ChunkRef> {
+pub async fn store_chunk(shard: Rc<Shard>, account: &str, owner: usize, data: Bytes) -> Result<ChunkRef> {
     let hash = shard.reducer.hash(account, &data);
     let mut dedup = shard.node.config.dedup;
-    let mut counter = if dedup { shard.node.hash_owner(&hash) } else { shard.index };
-    // Without dedup a chunk goes where its request arrived. When the region it goes to is full,
-    // it goes to the next one with room, as a chunk that is not deduplicated (counted where it
+    let device = shard.node.device_of(owner);
+    let mut counter = match dedup {
+        true => shard.node.hash_owner(&hash, device),
+        false if shard.node.device_of(shard.index) == device => shard.index,
+        false => owner,
+    };
+    // Without dedup a chunk goes where its request arrived, if on the owner's device. When the
+    // region it goes to is full, it goes to the next one with room, as a chunk that is not deduplicated (counted where it
     // lies): a single client's connection lands on one shard and must not fill that region while
-    // the others stand empty, nor its hash owner's region refuse it while others have room.
-    let mut spill = shard.node.shards();
+    // the others stand empty, nor its hash owner's region refuse it while others have room. The
+    // regions of the same device first: a blob spread over devices is lost with any of them.
+    let mut spill = None;
     // Room for the chunk uncompressed: compression runs only on a miss, after this hop, and
     // gives back what it saves.
     let room = (page::pages_for(data.len()) * PAGE_SIZE) as u64;
     let extent = loop {
         match at(&shard, counter, move |s| async move { s.place_chunk(&hash, dedup, room).await }).await?? {
             Placed::Room(e) => break e,
-            Placed::Full if spill > 1 => {
+            Placed::Full => {
                 dedup = false;
-                spill -= 1;
-                counter = (counter + 1) % shard.node.shards();
+                let order = spill.get_or_insert_with(|| spill_order(&shard.node, counter));
+                counter = order.next().ok_or(EngineError::OutOfSpace)?;
             }
-            Placed::Full => return Err(EngineError::OutOfSpace),
             Placed::Found(existing) => {
                 // A hash match is a candidate, not a proof: compare the bytes.
                 match read_chunk(&shard, &existing, 0, existing.len, None).await {

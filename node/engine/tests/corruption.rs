@@ -21,6 +21,12 @@ fn chunks_of(node: &Node, k: &BlobKey) -> Vec<ChunkRef> {
     .unwrap()
 }
 
+/// Flips a byte at node offset `at` of the node in `dir`, in whichever of its files holds it.
+fn flip_node(dir: &std::path::Path, at: u64) {
+    let (path, local) = edgeblob_testkit::engine::file_at(dir, at);
+    flip(&path, local);
+}
+
 fn flip(path: &std::path::Path, at: u64) {
     let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut b = [0u8; 1];
@@ -46,7 +52,7 @@ fn a_flipped_byte_in_a_raw_chunk_fails_only_the_reads_that_touch_it() {
         chunks_of(&node, &key("c", "b"))[1]
     };
     // Damage the third page of the second chunk.
-    flip(&data_path(dir.path()), target.offset + 2 * 4096 + 100);
+    flip_node(dir.path(), target.offset + 2 * 4096 + 100);
     let node = open(&cfg);
     rt().block_on(async {
         let err = node.read_blob(0, key("c", "b"), None, Default::default()).await.unwrap_err();
@@ -81,7 +87,7 @@ fn a_flipped_byte_in_a_compressed_chunk_is_an_error() {
         assert!(chunks.iter().all(|c| c.is_compressed()), "text is stored compressed");
         chunks[0]
     };
-    flip(&data_path(dir.path()), target.offset + 10);
+    flip_node(dir.path(), target.offset + 10);
     let node = open(&cfg);
     let err = rt().block_on(node.read_blob(0, key("c", "t"), Some((5, Some(6))), Default::default())).unwrap_err();
     assert!(matches!(err, EngineError::Corrupt(_)), "{err}");
@@ -109,7 +115,7 @@ fn random_damage_never_yields_wrong_bytes() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
     for _ in 0..40 {
         let c = chunks[rng.gen_range(0..chunks.len())];
-        flip(&data_path(dir.path()), c.offset + rng.gen_range(0..c.extent().len));
+        flip_node(dir.path(), c.offset + rng.gen_range(0..c.extent().len));
     }
     let node = open(&cfg);
     rt().block_on(async {
@@ -151,9 +157,16 @@ fn damage_to_a_durable_log_record_stops_the_node_from_starting() {
             }
         });
     }
-    let bytes = std::fs::read(data_path(dir.path())).unwrap();
-    let at = bytes.windows(name.len()).position(|w| w == name.as_bytes()).unwrap();
-    flip(&data_path(dir.path()), at as u64);
+    // The log record naming it, in whichever device file its shard's log lies.
+    let files = std::iter::once(data_path(dir.path())).chain(cfg.devices.iter().skip(1).cloned());
+    let (path, at) = files
+        .filter_map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            bytes.windows(name.len()).position(|w| w == name.as_bytes()).map(|at| (p, at))
+        })
+        .next()
+        .unwrap();
+    flip(&path, at as u64);
     let err = Node::open(cfg.clone()).err().expect("must not start");
     assert!(err.to_string().contains("refusing to start"), "{err}");
 }
@@ -172,10 +185,11 @@ fn damaged_or_foreign_superblock_is_an_error_not_a_reformat() {
     flip(&path, 0);
     let err = Node::open(cfg.clone()).err().expect("must not start");
     assert!(err.to_string().contains("not formatted"), "{err}");
-    let wrong_shards = edgeblob_engine::config::EngineConfig { shards: Some(3), ..cfg };
+    let shards = cfg.shards.unwrap();
+    let wrong_shards = edgeblob_engine::config::EngineConfig { shards: Some(shards * 2), ..cfg };
     flip(&path, 0);
     let err = Node::open(wrong_shards).err().expect("must not start");
-    assert!(err.to_string().contains("formatted with 2 shards"), "{err}");
+    assert!(err.to_string().contains(&format!("formatted with {shards} shards")), "{err}");
 }
 
 #[test]
@@ -192,7 +206,7 @@ fn small_chunks_are_served_from_the_read_cache_until_a_restart() {
     });
     let target = chunks_of(&node, &key("c", "small"))[0];
     // Damage on disk after the chunk was read: the cached, verified copy still answers.
-    flip(&data_path(dir.path()), target.offset + 10);
+    flip_node(dir.path(), target.offset + 10);
     rt().block_on(async {
         for shard in 0..2 {
             let r = node.read_blob(shard, key("c", "small"), Some((100, Some(199))), Default::default()).await;

@@ -286,10 +286,10 @@ fn dedup_stores_identical_chunks_once_and_compression_shrinks_text() {
         node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
         node.create_container(ACCOUNT, "d", vec![]).await.unwrap();
         let d = data(9, 64 * 1024 * 8, false);
-        for i in 0..5 {
-            node.put_blob(i % 2, key("c", &format!("copy{i}")), body(&d), Default::default(), Default::default())
-                .await
-                .unwrap();
+        // Copies on one device (dedup never crosses devices).
+        let copies = on_one_device(&node, |n| (0..5).map(|i| key("c", &format!("copy{i}-{n}"))).collect());
+        for (i, k) in copies.iter().enumerate() {
+            node.put_blob(i % 2, k.clone(), body(&d), Default::default(), Default::default()).await.unwrap();
         }
         let r = node.reduction().await.unwrap();
         assert_eq!(r.logical_bytes, 5 * d.len() as u64);
@@ -301,10 +301,10 @@ fn dedup_stores_identical_chunks_once_and_compression_shrinks_text() {
         let rc = node.container_reduction(ACCOUNT, "c").await.unwrap();
         assert!(rc.ratio() > 4.9, "{rc:?}");
         // Deleting copies keeps the shared chunks for the rest.
-        for i in 0..4 {
-            node.delete_blob(key("c", &format!("copy{i}")), Default::default()).await.unwrap();
+        for k in &copies[..4] {
+            node.delete_blob(k.clone(), Default::default()).await.unwrap();
         }
-        let (_, _, got) = node.read_blob(1, key("c", "copy4"), None, Default::default()).await.unwrap();
+        let (_, _, got) = node.read_blob(1, copies[4].clone(), None, Default::default()).await.unwrap();
         assert_eq!(&got[..], &d[..]);
     });
 }
@@ -319,10 +319,12 @@ fn dedup_after_a_restart_finds_chunks_through_the_index() {
         edgeblob_engine::config::EngineConfig { meta_cache_bytes: 4096, meta_flush_bytes: 2048, ..config(dir.path()) };
     let d = data(21, 64 * 1024 * 8, false);
     let node = open(&cfg);
+    let ab = on_one_device(&node, |n| vec![key("c", &format!("a{n}")), key("c", &format!("b{n}"))]);
+    let (a, b) = (ab[0].clone(), ab[1].clone());
     let empty = rt().block_on(async {
         node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
         let empty = free_bytes(&node).await;
-        node.put_blob(0, key("c", "a"), body(&d), Default::default(), Default::default()).await.unwrap();
+        node.put_blob(0, a.clone(), body(&d), Default::default(), Default::default()).await.unwrap();
         empty
     });
     node.stop();
@@ -330,15 +332,15 @@ fn dedup_after_a_restart_finds_chunks_through_the_index() {
     rt().block_on(async {
         let before = free_bytes(&node).await;
         assert!(before < empty - d.len() as u64, "a's chunks hold their space after the restart");
-        node.put_blob(1, key("c", "b"), body(&d), Default::default(), Default::default()).await.unwrap();
+        node.put_blob(1, b.clone(), body(&d), Default::default(), Default::default()).await.unwrap();
         node.sync().await.unwrap();
         let after = free_bytes(&node).await;
         assert!(after + 64 * 1024 > before, "b's chunks are a's: {} bytes more were used", before - after);
-        node.delete_blob(key("c", "a"), Default::default()).await.unwrap();
+        node.delete_blob(a.clone(), Default::default()).await.unwrap();
         node.sync().await.unwrap();
-        let (_, _, got) = node.read_blob(0, key("c", "b"), None, Default::default()).await.unwrap();
+        let (_, _, got) = node.read_blob(0, b.clone(), None, Default::default()).await.unwrap();
         assert_eq!(&got[..], &d[..]);
-        node.delete_blob(key("c", "b"), Default::default()).await.unwrap();
+        node.delete_blob(b.clone(), Default::default()).await.unwrap();
         node.sync().await.unwrap();
         let back = free_bytes_once_settled(&node, empty).await;
         assert!(back + (1 << 20) > empty && back <= empty, "the chunks' space is back: {back} of {empty}");
@@ -455,14 +457,18 @@ fn dedup_never_crosses_accounts() {
         node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
         node.create_container("otheraccount", "c", vec![]).await.unwrap();
         let d = data(11, 64 * 1024 * 8, false);
-        let put = |account: &'static str, name: &'static str| {
-            let k = edgeblob_meta::model::BlobKey::new(account, "c", name);
-            node.put_blob(0, k, body(&d), Default::default(), Default::default())
+        // All on one device: only the account may keep them apart.
+        let keys = on_one_device(&node, |n| {
+            let k = |account: &str, name: &str| edgeblob_meta::model::BlobKey::new(account, "c", &format!("{name}{n}"));
+            vec![k(ACCOUNT, "one"), k(ACCOUNT, "two"), k("otheraccount", "one")]
+        });
+        let put = |k: &edgeblob_meta::model::BlobKey| {
+            node.put_blob(0, k.clone(), body(&d), Default::default(), Default::default())
         };
-        put(ACCOUNT, "one").await.unwrap();
-        put(ACCOUNT, "two").await.unwrap();
+        put(&keys[0]).await.unwrap();
+        put(&keys[1]).await.unwrap();
         let within = node.reduction().await.unwrap();
-        put("otheraccount", "one").await.unwrap();
+        put(&keys[2]).await.unwrap();
         let across = node.reduction().await.unwrap();
         assert_eq!(across.logical_bytes, 3 * d.len() as u64);
         assert!(within.ratio() > 1.9, "two copies in one account share chunks: {within:?}");
@@ -608,10 +614,15 @@ fn a_read_in_flight_keeps_the_space_of_a_deleted_blob() {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 for i in 0..4 {
                     let fill = data(100 + i, 500_000, false);
-                    let stored =
-                        store_body(&s, ACCOUNT, futures::stream::iter(vec![Ok(bytes::Bytes::from(fill))]), u64::MAX)
-                            .await
-                            .unwrap();
+                    let stored = store_body(
+                        &s,
+                        ACCOUNT,
+                        s.index,
+                        futures::stream::iter(vec![Ok(bytes::Bytes::from(fill))]),
+                        u64::MAX,
+                    )
+                    .await
+                    .unwrap();
                     stored.give_back(&s);
                 }
                 BlobReader::new(s.clone(), ACCOUNT.into(), plan.segments, guard).read_all().await
@@ -643,7 +654,8 @@ fn a_clean_stop_leaves_nothing_to_replay() {
     let props = || BlobProps { metadata: vec![("pad".into(), "m".repeat(1500))], ..BlobProps::default() };
     let node = open(&cfg);
     let held = held_at_open(&node);
-    let blobs = 2400;
+    // Enough for each shard's flush to need more than the segments it starts with.
+    let blobs = 1200 * cfg.shards.unwrap_or(2);
     rt().block_on(async {
         node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
         for i in 0..blobs {

@@ -97,7 +97,7 @@ fn one_connection_fills_every_region_not_only_its_own() {
             .with_reduction(false);
         let rt = rt();
         let node = open(&cfg);
-        let region = node.shared().sb.layout.data_area(0).1;
+        let region = node.shared().layout.data_area(0).1;
         let stored = rt.block_on(async {
             node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
             let mut stored = 0u64;

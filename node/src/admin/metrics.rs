@@ -122,33 +122,41 @@ pub fn requests(p: &mut Page, t: &crate::http::stats::Totals) {
 /// Reads one of a shard's device counters.
 type Counter = fn(&edgeblob_io::counted::DeviceStats) -> u64;
 
-/// The data device: capacity and use, and what its shards' I/O did.
+/// One data device as the metrics show it.
+pub struct DeviceView {
+    pub path: String,
+    pub capacity: u64,
+    /// Its shards' regions and their free bytes.
+    pub region_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// The data devices: capacity and use, and the I/O every shard did on each (`io[shard][device]`);
+/// then each shard's queue, summed over the devices.
 pub fn device(
     p: &mut Page,
-    path: &str,
-    capacity: u64,
-    space: &[edgeblob_engine::stats::ShardSpace],
-    stats: &[std::sync::Arc<edgeblob_io::counted::DeviceStats>],
+    devices: &[DeviceView],
+    io: &[Vec<std::sync::Arc<edgeblob_io::counted::DeviceStats>>],
     queue_depth: usize,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let d = vec![("device", path)];
-    let free: u64 = space.iter().map(|s| s.free_bytes).sum();
-    let regions: u64 = space.iter().map(|s| s.region_bytes).sum();
-    p.family("edgeblob_device_capacity_bytes", "gauge", "Bytes of the data device.", &[(d.clone(), capacity as f64)]);
+    let each = |f: &dyn Fn(usize, &DeviceView) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
+        devices.iter().enumerate().map(|(i, d)| (vec![("device", d.path.as_str())], f(i, d))).collect()
+    };
+    p.family("edgeblob_device_capacity_bytes", "gauge", "Bytes of the data device.", &each(&|_, d| d.capacity as f64));
     p.family(
         "edgeblob_device_used_bytes",
         "gauge",
         "Bytes of the shards' regions holding data or metadata (the rest of the device is logs and headers).",
-        &[(d.clone(), regions.saturating_sub(free) as f64)],
+        &each(&|_, d| d.region_bytes.saturating_sub(d.free_bytes) as f64),
     );
     p.family(
         "edgeblob_device_free_bytes",
         "gauge",
         "Bytes of the shards' regions free for data.",
-        &[(d.clone(), free as f64)],
+        &each(&|_, d| d.free_bytes as f64),
     );
-    let sum = |f: Counter| stats.iter().map(|s| f(s)).sum::<u64>() as f64;
+    let on_device = |f: Counter, dev: usize| io.iter().filter_map(|per| per.get(dev)).map(|s| f(s)).sum::<u64>() as f64;
     let families: [(&str, &str, Counter); 6] = [
         ("edgeblob_device_reads_total", "Reads completed.", |s| s.reads.load(Relaxed)),
         ("edgeblob_device_writes_total", "Writes completed.", |s| s.writes.load(Relaxed)),
@@ -158,17 +166,18 @@ pub fn device(
         ("edgeblob_device_errors_total", "Reads, writes and flushes that failed.", |s| s.errors.load(Relaxed)),
     ];
     for (name, help, f) in families {
-        p.family(name, "counter", help, &[(d.clone(), sum(f))]);
+        p.family(name, "counter", help, &each(&|i, _| on_device(f, i)));
     }
-    let names: Vec<String> = (0..stats.len()).map(|i| i.to_string()).collect();
-    let per_shard = |f: &dyn Fn(&edgeblob_io::counted::DeviceStats) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
-        stats.iter().zip(&names).map(|(s, n)| (vec![("shard", n.as_str())], f(s))).collect()
-    };
+    let names: Vec<String> = (0..io.len()).map(|i| i.to_string()).collect();
+    let per_shard =
+        |f: &dyn Fn(&[std::sync::Arc<edgeblob_io::counted::DeviceStats>]) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
+            io.iter().zip(&names).map(|(s, n)| (vec![("shard", n.as_str())], f(s))).collect()
+        };
     p.family(
         "edgeblob_shard_io_in_flight",
         "gauge",
         "Device operations a shard has in its io_uring queue now.",
-        &per_shard(&|s| s.in_flight.load(Relaxed) as f64),
+        &per_shard(&|s| s.iter().map(|d| d.in_flight.load(Relaxed)).sum::<u64>() as f64),
     );
     p.one(
         "edgeblob_shard_queue_depth",
@@ -176,17 +185,21 @@ pub fn device(
         "Device operations a shard keeps in the kernel at most.",
         queue_depth as f64,
     );
+    let any = |s: &[std::sync::Arc<edgeblob_io::counted::DeviceStats>],
+               f: fn(&edgeblob_io::counted::DeviceStats) -> bool| {
+        f64::from(u8::from(s.iter().any(|d| f(d))))
+    };
     p.family(
         "edgeblob_shard_io_uring",
         "gauge",
         "Whether a shard's I/O goes through io_uring (0: pread/pwrite).",
-        &per_shard(&|s| f64::from(u8::from(s.io_uring.load(Relaxed)))),
+        &per_shard(&|s| any(s, |d| d.io_uring.load(Relaxed))),
     );
     p.family(
         "edgeblob_shard_registered_buffers",
         "gauge",
         "Whether a shard's io_uring uses registered buffers.",
-        &per_shard(&|s| f64::from(u8::from(s.registered.load(Relaxed)))),
+        &per_shard(&|s| any(s, |d| d.registered.load(Relaxed))),
     );
 }
 

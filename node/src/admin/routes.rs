@@ -280,14 +280,20 @@ async fn metrics_page(state: &Arc<State>) -> Answer {
     metrics::requests(&mut p, &state.requests.totals());
     let shared = state.node.shared();
     match state.node.space().await {
-        Ok(space) => metrics::device(
-            &mut p,
-            &shared.config.data_path.display().to_string(),
-            shared.sb.device_len,
-            &space,
-            &shared.devices,
-            shared.config.queue_depth,
-        ),
+        Ok(space) => {
+            let devices: Vec<metrics::DeviceView> = (0..shared.layout.devices())
+                .map(|d| {
+                    let on = &space[shared.layout.shards_on(d)];
+                    metrics::DeviceView {
+                        path: shared.device_names[d].clone(),
+                        capacity: shared.layout.device_len(d),
+                        region_bytes: on.iter().map(|s| s.region_bytes).sum(),
+                        free_bytes: on.iter().map(|s| s.free_bytes).sum(),
+                    }
+                })
+                .collect();
+            metrics::device(&mut p, &devices, &shared.io, shared.config.queue_depth)
+        }
         Err(e) => tracing::warn!(%e, "the device's space could not be read"),
     }
     refresh_reduction(state);

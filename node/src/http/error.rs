@@ -75,7 +75,8 @@ fn code_of(e: &EngineError) -> ErrorCode {
         BlockListTooLong => ErrorCode::BlockListTooLong,
         BodyTooLarge => ErrorCode::RequestBodyTooLarge,
         _ if retry_after(e).is_some() => ErrorCode::ServerBusy,
-        OutOfSpace | Corrupt(_) | Io(_) | Log(_) | Index(_) | Busy(_) | Stopped | Tier(_) => ErrorCode::InternalError,
+        OutOfSpace | Corrupt(_) | Io(_) | Log(_) | Index(_) | Busy(_) | Stopped | Tier(_) | DeviceLost(_)
+        | ReadOnly(_) => ErrorCode::InternalError,
     }
 }
 
@@ -89,6 +90,10 @@ fn retry_after(e: &EngineError) -> Option<u32> {
         EngineError::Busy(_) | EngineError::Log(MetaError::Busy | MetaError::Undelivered) => Some(1),
         // The tier is out of reach (a read of tiered data): it may be back in seconds.
         EngineError::Tier(_) => Some(5),
+        // A data device is lost: until it is back, or the node is restored, what it held is
+        // out of reach and nothing changes; the node serves the rest meanwhile.
+        EngineError::DeviceLost(_) | EngineError::ReadOnly(_) => Some(30),
+        EngineError::Io(io) if edgeblob_io::routed::DeviceLost::of(io).is_some() => Some(30),
         EngineError::OutOfSpace
         | EngineError::Log(MetaError::MetadataFull | MetaError::StagedFull | MetaError::TooLarge(_)) => Some(10),
         _ => None,
@@ -107,7 +112,12 @@ impl From<EngineError> for ApiError {
                 if wait > 1 {
                     // Say which limit was reached: the standard message would suggest a retry
                     // soon is all it takes.
-                    a.message = format!("{} The node cannot take more data now: {e}.", a.message);
+                    a.message = match e {
+                        EngineError::DeviceLost(_) | EngineError::ReadOnly(_) | EngineError::Io(_) => {
+                            format!("{} {e}.", a.message)
+                        }
+                        _ => format!("{} The node cannot take more data now: {e}.", a.message),
+                    };
                 }
             }
             EngineError::InvalidBlockList(detail)
@@ -147,5 +157,19 @@ mod tests {
         assert!(huge.message.contains("block list"), "{}", huge.message);
         let log = ApiError::from(EngineError::Log(edgeblob_meta::MetaError::Failed));
         assert_eq!(log.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // A lost device: the client is told which, and that it is not a short wait.
+        let l = edgeblob_io::routed::DeviceLost { index: 2, name: "/dev/nvme2n1".into(), reason: "not found".into() };
+        for e in [EngineError::DeviceLost(l.clone()), EngineError::Io(l.error())] {
+            let lost = ApiError::from(e);
+            assert_eq!((lost.status(), lost.code), (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServerBusy));
+            assert_eq!(lost.headers, vec![("retry-after", "30".to_owned())]);
+            assert!(
+                lost.message.contains("data device 2 (/dev/nvme2n1) is unavailable: not found"),
+                "{}",
+                lost.message
+            );
+        }
+        let ro = ApiError::from(EngineError::ReadOnly(l.to_string()));
+        assert!(ro.message.contains("read-only: data device 2"), "{}", ro.message);
     }
 }

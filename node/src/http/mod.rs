@@ -99,6 +99,11 @@ pub fn serve(node: &Node, config: &Config) -> std::io::Result<Bound> {
         lifecycle: Arc::new(crate::lifecycle::Lifecycle::default()),
         requests: Arc::new(stats::RequestStats::new(node.shards())),
     };
+    // Without some of its devices the node serves the others read-only: writes are sent away
+    // before their bodies are read, and readiness says why.
+    if let Some(why) = node.shared().read_only() {
+        shared.lifecycle.begin("degraded", why.to_string());
+    }
     let http = serve_on(node, config, config.port, None, &shared)?;
     let https = match tls {
         Some((port, acceptor)) => Some(serve_on(node, config, port, Some(acceptor), &shared)?),

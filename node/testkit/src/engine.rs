@@ -9,20 +9,51 @@ use edgeblob_meta::model::BlobKey;
 
 pub const ACCOUNT: &str = "devstoreaccount1";
 
-/// Two unpinned shards on 256 MiB with 64 KiB chunks: small, and many chunks per blob.
+/// Two unpinned shards on 256 MiB with 64 KiB chunks: small, and many chunks per blob. Under
+/// `EDGEBLOB_TEST_DEVICES=N`, on N data files of 256 MiB with a shard count rounded up to a
+/// multiple of N ([`devices`]).
 pub fn config(dir: &Path) -> EngineConfig {
+    let n = devices();
     EngineConfig {
         data_path: data_path(dir),
+        devices: device_paths(dir, n),
         data_size: 256 << 20,
-        shards: Some(2),
+        shards: Some(shards_for(2)),
         pin_threads: false,
         chunk_size: 64 * 1024,
         ..EngineConfig::default()
     }
 }
 
+/// The devices a test node runs on: `EDGEBLOB_TEST_DEVICES` (default 1), so that the whole
+/// suite can run again on a node of several devices.
+pub fn devices() -> usize {
+    std::env::var("EDGEBLOB_TEST_DEVICES").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(1)
+}
+
+/// `shards` rounded up to spread evenly over [`devices`].
+pub fn shards_for(shards: usize) -> usize {
+    shards.div_ceil(devices()) * devices()
+}
+
+/// The data files of a node of `n` devices in `dir`: the first is [`data_path`]; none listed
+/// for one (the node then runs on `data_path`).
+pub fn device_paths(dir: &Path, n: usize) -> Vec<PathBuf> {
+    if n <= 1 {
+        return Vec::new();
+    }
+    std::iter::once(data_path(dir)).chain((1..n).map(|i| dir.join(format!("edgeblob-{i}.dat")))).collect()
+}
+
 pub fn data_path(dir: &Path) -> PathBuf {
     dir.join("edgeblob.dat")
+}
+
+/// The file and the offset in it of node offset `offset` of a node [`config`] made in `dir`.
+pub fn file_at(dir: &Path, offset: u64) -> (PathBuf, u64) {
+    let (d, local) = edgeblob_io::volume::split(offset);
+    let paths = device_paths(dir, devices());
+    (if d == 0 { data_path(dir) } else { paths[d].clone() }, local)
 }
 
 pub fn key(container: &str, name: &str) -> BlobKey {
@@ -41,11 +72,17 @@ pub fn open(cfg: &EngineConfig) -> Node {
 /// shard's metadata share grows with it) but write little: a node reserves its whole file up
 /// front, and a few such tests at once would ask a CI machine for tens of GiB it may not have.
 pub fn open_sparse(cfg: &EngineConfig) -> Node {
-    let shards = cfg.shards.expect("a sparse test file names its shard count") as u32;
-    std::fs::File::create(&cfg.data_path).and_then(|f| f.set_len(cfg.data_size)).expect("sparse data file");
-    let file = std::sync::Arc::new(edgeblob_io::file::DeviceFile::open(&cfg.data_path).expect("data file opens"));
-    edgeblob_engine::startup::format_device(&file, shards).expect("data file formats");
-    drop(file);
+    let paths = cfg.device_paths();
+    let shards = cfg.shards.expect("a sparse test file names its shard count") / paths.len();
+    let files: Vec<_> = paths
+        .iter()
+        .map(|p| {
+            std::fs::File::create(p).and_then(|f| f.set_len(cfg.data_size)).expect("sparse data file");
+            std::sync::Arc::new(edgeblob_io::file::DeviceFile::open(p).expect("data file opens"))
+        })
+        .collect();
+    edgeblob_engine::startup::format_devices(&files, shards as u32).expect("data files format");
+    drop(files);
     open(cfg)
 }
 
@@ -80,4 +117,17 @@ pub fn body(bytes: &[u8]) -> Vec<Bytes> {
         step = step * 3 % 70_001 + 1;
     }
     out
+}
+
+/// `keys(i)` for the first `i` whose keys' owner shards all lie on one device: blobs that can
+/// share chunks (dedup is within a device). Any `i` does on a node of one device: then `keys(0)`.
+pub fn on_one_device(node: &Node, keys: impl Fn(usize) -> Vec<BlobKey>) -> Vec<BlobKey> {
+    let shared = node.shared();
+    (0..10_000)
+        .map(&keys)
+        .find(|ks| {
+            let device = |k: &BlobKey| shared.device_of(shared.owner_of(k));
+            ks.iter().all(|k| device(k) == device(&ks[0]))
+        })
+        .expect("keys on one device")
 }

@@ -73,8 +73,11 @@ fn spawn_with(
         std::fs::write(&path, c).unwrap();
         cmd.arg("--config").arg(path);
     }
-    cmd.arg("--data").arg(dir.join("node.dat"));
-    cmd.args(["--port", "0", "--listen", "127.0.0.1", "--shards", "2", "--data-size", data_size]);
+    for d in node_devices(dir) {
+        cmd.arg("--data").arg(d);
+    }
+    let shards = crate::engine::shards_for(2).to_string();
+    cmd.args(["--port", "0", "--listen", "127.0.0.1", "--shards", &shards, "--data-size", data_size]);
     cmd.args(["--admin-listen", "127.0.0.1:0"]);
     if let Some(t) = tls {
         cmd.args(["--tls-port", "0"])
@@ -101,6 +104,13 @@ fn spawn_with(
     NodeProc { child, http, tls, admin }
 }
 
+/// The data files of a test node in `dir`: `node.dat`, and more under `EDGEBLOB_TEST_DEVICES`
+/// (`crate::engine::devices`).
+pub fn node_devices(dir: &Path) -> Vec<PathBuf> {
+    let n = crate::engine::devices();
+    std::iter::once(dir.join("node.dat")).chain((1..n).map(|i| dir.join(format!("node-{i}.dat")))).collect()
+}
+
 /// The engine and the Blob API in this process, on loopback; stopped when dropped.
 pub struct InProcess {
     node: Option<Node>,
@@ -117,13 +127,27 @@ impl InProcess {
     pub fn start(dir: &Path, data_size: u64, shards: usize, tune: impl FnOnce(&mut Config)) -> InProcess {
         let mut cfg = Config { listen: Some("127.0.0.1".into()), port: 0, ..Config::default() };
         cfg.engine.data_path = dir.join("node.dat");
+        // A test that asks for fewer shards than there would be devices needs that many shards
+        // (its bounds are per shard): it keeps one device.
+        if shards >= crate::engine::devices() {
+            cfg.engine.devices = node_devices(dir);
+        }
+        if cfg.engine.devices.len() == 1 {
+            cfg.engine.devices.clear();
+        }
         cfg.engine.data_size = data_size;
-        cfg.engine.shards = Some(shards);
+        cfg.engine.shards =
+            Some(if cfg.engine.devices.is_empty() { shards } else { crate::engine::shards_for(shards) });
         cfg.engine.pin_threads = false;
         tune(&mut cfg);
         let node = Node::open(cfg.engine.clone()).unwrap();
         let bound = edgeblob::http::serve(&node, &cfg).unwrap();
         InProcess { node: Some(node), addr: bound.http, tls: bound.https, entra: bound.shared.entra }
+    }
+
+    /// The engine behind the listener.
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("running until dropped")
     }
 }
 

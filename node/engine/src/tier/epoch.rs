@@ -258,7 +258,7 @@ pub async fn take(s: &Rc<Shard>) -> Result<EpochReport> {
         generation,
         cut_ns,
         written_ns: now_ns(),
-        geometry: Geometry { device_len: sb.device_len, shards: sb.layout.shards, format_version: sb.version },
+        geometry: Geometry { device_len: sb.device_len, shards: s.node.layout.shards(), format_version: sb.version },
         secret: sb.secret.to_vec(),
         tier_generation,
         parts: parts.clone(),

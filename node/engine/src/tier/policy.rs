@@ -20,6 +20,7 @@
 //! Both are approximations that err one way only: they choose *which* tiered copies go, and
 //! every copy released is in the tier and in a restore point whatever they say.
 
+use edgeblob_io::volume::NodeLayout;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -39,6 +40,7 @@ pub const GRANULE: u64 = 1 << 20;
 const PAGE: usize = 1000;
 
 pub struct Policy {
+    layout: NodeLayout,
     start: Instant,
     tick: Duration,
     /// Per slot: the access clock's tick at its chunks' last touch, plus one (0: not since
@@ -53,9 +55,10 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// A policy for a device of `device_len` bytes cut in chunks of up to `chunk_size`;
+    /// A policy for a node laid out as `layout`, cut in chunks of up to `chunk_size`;
     /// without a tier, one that tracks nothing.
-    pub fn new(device_len: u64, chunk_size: u64, tier: Option<&crate::config::TierConfig>) -> Policy {
+    pub fn new(layout: &NodeLayout, chunk_size: u64, tier: Option<&crate::config::TierConfig>) -> Policy {
+        let device_len = layout.total_len();
         let (granules, slots) = match tier {
             Some(_) => {
                 let chunks = device_len.div_ceil(chunk_size.max(edgeblob_io::PAGE_SIZE as u64));
@@ -65,6 +68,7 @@ impl Policy {
         };
         let rules = tier.map(|t| t.keep.clone()).unwrap_or_default();
         Policy {
+            layout: layout.clone(),
             start: Instant::now(),
             tick: tier.map_or(Duration::from_secs(60), |t| t.access_tick.max(Duration::from_millis(1))),
             heat: (0..slots).map(|_| AtomicU16::new(0)).collect(),
@@ -124,7 +128,7 @@ impl Policy {
     }
 
     fn keep(&self, offset: u64) {
-        let g = offset / GRANULE;
+        let Some(g) = self.layout.linear(offset).map(|at| at / GRANULE) else { return };
         if let Some(word) = self.kept.get((g / 64) as usize) {
             word.fetch_or(1 << (g % 64), Ordering::SeqCst);
         }
@@ -133,7 +137,7 @@ impl Policy {
     /// Whether the chunk first written at `offset` may be released: every kept blob is marked
     /// and none holds it.
     pub fn may_release(&self, offset: u64) -> bool {
-        let g = offset / GRANULE;
+        let g = self.layout.linear(offset).unwrap_or(u64::MAX) / GRANULE;
         self.kept_ready.load(Ordering::SeqCst)
             && self.kept.get((g / 64) as usize).is_none_or(|w| w.load(Ordering::SeqCst) & (1 << (g % 64)) == 0)
     }
@@ -198,9 +202,15 @@ mod tests {
     use super::*;
     use crate::config::TierConfig;
 
+    /// A node on one device of 1 GiB.
+    fn gib() -> NodeLayout {
+        let sbs = edgeblob_io::superblock::Superblock::new_node(&[1 << 30], 2, 2).unwrap();
+        NodeLayout::of(&sbs).unwrap()
+    }
+
     fn policy(keep: Vec<KeepRule>, idle_secs: u64, tick: Duration) -> Policy {
         let t = TierConfig { keep, release_idle_secs: idle_secs, access_tick: tick, ..TierConfig::default() };
-        Policy::new(1 << 30, 1 << 20, Some(&t))
+        Policy::new(&gib(), 1 << 20, Some(&t))
     }
 
     #[test]
@@ -244,7 +254,7 @@ mod tests {
         p.on_commit(&BlobKey::new("a", "pinned", "y"), [&chunk(70 * GRANULE)]);
         assert!(!p.may_release(3 * GRANULE) && !p.may_release(70 * GRANULE + 4096));
         assert!(p.may_release(2 * GRANULE) && p.may_release(4 * GRANULE) && p.may_release(69 * GRANULE));
-        let none = Policy::new(1 << 30, 1 << 20, None);
+        let none = Policy::new(&gib(), 1 << 20, None);
         none.touch(0);
         assert!(none.may_release(0) && none.stamp(0) == 0, "no tier: nothing tracked");
     }

@@ -167,7 +167,7 @@ pub fn uncovered(s: &Shard) -> bool {
 /// The bytes past which this shard releases (its region's data area in use above the high
 /// watermark), down to the low one; 0 when below.
 pub fn over_watermark(s: &Shard, high: f64, low: f64) -> u64 {
-    let (_, area) = s.node.sb.layout.data_area(s.index as u32);
+    let (_, area) = s.node.layout.data_area(s.index as u32);
     let free = s.space.borrow().alloc.free_bytes();
     let used = area.saturating_sub(free);
     if (used as f64) < high * area as f64 {

@@ -15,6 +15,7 @@
 //! entered before the free. A reader that saw the bit clear either read before the release, or
 //! reads space that is still in limbo and still holds the chunk's own checked pages.
 
+use edgeblob_io::volume::NodeLayout;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Bytes of the device one bit stands for.
@@ -22,6 +23,7 @@ pub const GRANULE: u64 = 64 << 10;
 
 pub struct ReleasedMap {
     bits: Vec<AtomicU64>,
+    layout: NodeLayout,
     /// Per counting shard: whether its released chunks are all marked since this start.
     ready: Vec<AtomicBool>,
     /// Whether every shard's are (the common case, asked first).
@@ -29,9 +31,12 @@ pub struct ReleasedMap {
 }
 
 impl ReleasedMap {
-    pub fn new(device_len: u64, shards: usize) -> ReleasedMap {
-        let granules = device_len.div_ceil(GRANULE);
+    /// A map of the node laid out as `layout` (by position over all its devices).
+    pub fn new(layout: &NodeLayout) -> ReleasedMap {
+        let granules = layout.total_len().div_ceil(GRANULE);
+        let shards = layout.shards() as usize;
         ReleasedMap {
+            layout: layout.clone(),
             bits: (0..granules.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             ready: (0..shards).map(|_| AtomicBool::new(false)).collect(),
             all_ready: AtomicBool::new(false),
@@ -39,7 +44,7 @@ impl ReleasedMap {
     }
 
     fn slot(&self, offset: u64) -> Option<(&AtomicU64, u64)> {
-        let g = offset / GRANULE;
+        let g = self.layout.linear(offset)? / GRANULE;
         Some((self.bits.get((g / 64) as usize)?, 1u64 << (g % 64)))
     }
 
@@ -98,7 +103,8 @@ mod tests {
 
     #[test]
     fn a_mark_covers_its_granule_and_an_unready_shard_covers_everything() {
-        let m = ReleasedMap::new(1 << 30, 2);
+        let sbs = edgeblob_io::superblock::Superblock::new_node(&[1 << 30], 2, 2).unwrap();
+        let m = ReleasedMap::new(&NodeLayout::of(&sbs).unwrap());
         assert!(m.maybe(0, || 0) && m.maybe(1 << 29, || 1), "nothing is known before a shard is ready");
         m.set_ready(0);
         assert!(!m.maybe(4096, || 0) && m.maybe(4096, || 1), "a ready shard's chunks, and not another's");

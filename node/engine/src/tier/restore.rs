@@ -392,7 +392,7 @@ async fn import(
     // old node: set aside before the index grows into the data area, which it may then not take.
     let mut anchors: Vec<Vec<u64>> = vec![Vec::new(); node.shards()];
     for p in placed.values().filter(|p| p.named) {
-        let region = node.shared().sb.layout.shard_of(p.chunk.offset).filter(|r| (*r as usize) < anchors.len());
+        let region = node.shared().layout.shard_of(p.chunk.offset).filter(|r| (*r as usize) < anchors.len());
         let region = region.ok_or_else(|| tier_err(format!("a chunk at {} lies in no region", p.chunk.offset)))?;
         anchors[region as usize].push(p.chunk.offset);
     }
