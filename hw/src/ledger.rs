@@ -27,7 +27,8 @@ pub struct Ledger {
 pub struct LedgerDevice {
     pub serial: String,
     pub model: String,
-    /// The uuid in the device's edgeblob superblock (hex).
+    /// The device's own uuid in its edgeblob superblock (hex): for a node on one device, the
+    /// superblock's uuid; for a member of a node on several, its member uuid.
     pub uuid: String,
     /// Unix seconds of its format.
     pub formatted: u64,

@@ -31,14 +31,18 @@ pub fn derive(profile: &Profile, host: &Host) -> Plan {
         // serving on all of them beats not serving.
         cpus = online;
     }
-    let shards = cpus.len().max(1);
     let devices: Vec<String> = host
         .nvme
         .iter()
         .filter(|n| matches!(n.usage, Use::Data | Use::Edgeblob) && profile.names_device(n))
         .map(|n| n.name.clone())
         .collect();
-    let shards_per_device = shards.div_ceil(devices.len().max(1));
+    // The same number of shards on every device (blobs spread evenly over shards: a device with
+    // more would fill first), as many as the cores allow, at least one a device. Cores past a
+    // multiple of the devices are left to the rest of the host.
+    let shards_per_device = (cpus.len() / devices.len().max(1)).max(1);
+    let shards = shards_per_device * devices.len().max(1);
+    cpus.truncate(shards);
     let io_depth =
         (profile.storage.device_queue_depth_limit / shards_per_device).clamp(1, profile.storage.max_inflight_per_shard);
     debug_assert!(io_depth * shards_per_device <= profile.storage.device_queue_depth_limit.max(shards_per_device));

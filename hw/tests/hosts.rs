@@ -115,12 +115,13 @@ fn each_host_fits_its_profile_and_gets_its_plan() {
         ("l32as_v5", "azure/Standard_L32as_v5", "1-15,17-31", strings(&["nvme2n1"]), 30, 34),
         // The blank disk and the one edgeblob formatted; the partitioned and xfs ones are not used.
         ("l8as_v4", "azure/Standard_L8as_v4", "0-7", strings(&["nvme1n1", "nvme4n1"]), 4, 128),
+        // 180 cores left over 7 devices: 25 shards on each, the last 5 cores to the host.
         (
             "odm_2s_8nvme",
             "bare-metal/odm-2s-8nvme-2x200g",
-            "3-47,51-95,99-143,147-191",
+            "3-47,51-95,99-143,147-186",
             (1..=7).map(|i| format!("nvme{i}n1")).collect(),
-            26,
+            25,
             128,
         ),
     ];

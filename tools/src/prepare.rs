@@ -89,7 +89,11 @@ fn classify(n: &Nvme, dev: &Path, ledger: Option<&Ledger>) -> Kind {
                 .map_err(|e| e.to_string())
                 .and_then(|f| edgeblob_engine::startup::read_superblock(&f).map_err(|e| e.to_string()));
             match uuid {
-                Ok(sb) if ledger.and_then(|l| l.by_serial(&n.serial)).is_some_and(|d| d.uuid == hex(&sb.uuid)) => {
+                Ok(sb)
+                    if ledger
+                        .and_then(|l| l.by_serial(&n.serial))
+                        .is_some_and(|d| d.uuid == hex(&sb.device_uuid())) =>
+                {
                     Kind::Ours
                 }
                 Ok(sb) => Kind::Foreign(format!("another node's edgeblob device (uuid {})", hex(&sb.uuid))),
@@ -167,6 +171,16 @@ pub fn run(a: PrepareArgs) -> Result<ExitCode, String> {
             return Err(format!("--allow-format {serial}: no local NVMe namespace has that serial"));
         }
     }
+    // A node's devices are fixed when it is formatted (its shards are spread over them): one
+    // that still has devices takes no new ones. Those it would format are left, saying why.
+    if plan.iter().any(|(_, k, _)| *k == Kind::Ours) {
+        for (_, _, action) in plan.iter_mut().filter(|(_, _, act)| *act == Action::Format) {
+            *action = Action::Leave(
+                "the node's devices were fixed when it was formatted: a new one cannot join it (restore the node onto a new set)"
+                    .into(),
+            );
+        }
+    }
     // The node had devices, none of them is here, and blank ones are to be formatted: its disks
     // were erased under it (an Azure redeploy).
     let had = before.as_ref().is_some_and(|l| !l.device.is_empty());
@@ -198,22 +212,34 @@ pub fn run(a: PrepareArgs) -> Result<ExitCode, String> {
     }
     let mut ledger =
         before.clone().unwrap_or_else(|| Ledger { node: hex(&new_id()), rebuilding: false, device: Vec::new() });
-    for (n, _, action) in &plan {
-        if *action != Action::Format {
-            continue;
-        }
+    // Every device to format, as the members of one node.
+    let chosen: Vec<&Nvme> = plan.iter().filter(|(_, _, act)| *act == Action::Format).map(|(n, _, _)| *n).collect();
+    let mut files = Vec::with_capacity(chosen.len());
+    for n in &chosen {
         let dev = a.root.join("dev").join(&n.name);
-        let file = Arc::new(DeviceFile::open(&dev).map_err(|e| format!("{}: {e}", dev.display()))?);
-        let sb =
-            edgeblob_engine::startup::format_device(&file, shards).map_err(|e| format!("{}: {e}", dev.display()))?;
+        files.push(Arc::new(DeviceFile::open(&dev).map_err(|e| format!("{}: {e}", dev.display()))?));
+    }
+    let sbs = match files.is_empty() {
+        true => Vec::new(),
+        false => edgeblob_engine::startup::format_devices(&files, shards).map_err(|e| e.to_string())?,
+    };
+    for (n, sb) in chosen.iter().zip(&sbs) {
         ledger.device.retain(|d| d.serial != n.serial);
         ledger.device.push(LedgerDevice {
             serial: n.serial.clone(),
             model: n.model.clone(),
-            uuid: hex(&sb.uuid),
+            uuid: hex(&sb.device_uuid()),
             formatted: sb.created_unix,
         });
-        println!("formatted {} ({}): uuid {}", n.name, n.serial, hex(&sb.uuid));
+        println!(
+            "formatted {} ({}): device {} of {}, uuid {} (node {})",
+            n.name,
+            n.serial,
+            sb.index(),
+            sb.devices(),
+            hex(&sb.device_uuid()),
+            hex(&sb.uuid)
+        );
     }
     if erased {
         // The devices it had are gone for good: the ledger keeps only what is here.

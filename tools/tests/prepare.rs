@@ -100,18 +100,40 @@ fn dry_run_changes_nothing_a_second_run_changes_nothing_and_foreign_devices_need
     assert_eq!(hashes(&root), untouched, "a dry run writes nothing");
     assert!(!ledger.exists(), "nor a ledger");
 
-    let (code, out) = prepare(&root, &ledger, &[]);
+    // The blank device (ephemeral disks) and another node's edgeblob device, named: one node on
+    // both.
+    let (code, out) = prepare(&root, &ledger, &["--allow-format", "1F00A7C6"]);
     assert_eq!(code, 0, "{out}");
     assert!(starts_with(&root, "nvme1n1", b"EDGEBLOB"), "the blank device is formatted (ephemeral disks)");
     let formatted = hashes(&root);
     for (dev, h) in &untouched {
-        if dev != "nvme1n1" {
+        if dev != "nvme1n1" && dev != "nvme4n1" {
             assert!(formatted.contains(&(dev.clone(), *h)), "{dev} was changed");
         }
     }
     let l = Ledger::load(&ledger).unwrap().unwrap();
-    assert_eq!(l.device.iter().map(|d| d.serial.as_str()).collect::<Vec<_>>(), ["1F00A7C3"]);
+    assert_eq!(l.device.iter().map(|d| d.serial.as_str()).collect::<Vec<_>>(), ["1F00A7C3", "1F00A7C6"]);
     assert!(!l.rebuilding);
+    let devs = [root.join("dev/nvme1n1"), root.join("dev/nvme4n1")];
+    let sbs: Vec<_> = devs
+        .iter()
+        .map(|p| edgeblob_engine::startup::read_superblock(&edgeblob_io::DeviceFile::open(p).unwrap()).unwrap())
+        .collect();
+    assert_eq!((sbs[0].index(), sbs[1].index(), sbs[0].devices(), sbs[1].uuid), (0, 1, 2, sbs[0].uuid));
+    for (d, sb) in l.device.iter().zip(&sbs) {
+        let hex: String = sb.device_uuid().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(d.uuid, hex, "the ledger names each device by its own uuid");
+    }
+    // And it is a node: it opens on them (listed in any order), and serves.
+    let cfg = edgeblob_engine::config::EngineConfig {
+        devices: vec![devs[1].clone(), devs[0].clone()],
+        pin_threads: false,
+        ..Default::default()
+    };
+    let node = edgeblob_engine::Node::open(cfg).unwrap();
+    assert_eq!(node.shared().layout.devices(), 2);
+    node.stop();
+    let formatted = hashes(&root);
 
     let ledger_text = std::fs::read_to_string(&ledger).unwrap();
     let (code, out) = prepare(&root, &ledger, &[]);
@@ -125,10 +147,12 @@ fn dry_run_changes_nothing_a_second_run_changes_nothing_and_foreign_devices_need
     assert_ne!(code, 0);
     assert!(out.contains("never formatted, even when named"), "{out}");
     assert_eq!(hashes(&root), formatted);
+    // A node's devices are fixed: even named, a device does not join a node that has its own.
     let (code, out) = prepare(&root, &ledger, &["--allow-format", "1F00A7C5"]);
     assert_eq!(code, 0, "{out}");
-    assert!(starts_with(&root, "nvme3n1", b"EDGEBLOB"), "{out}");
-    assert!(Ledger::load(&ledger).unwrap().unwrap().by_serial("1F00A7C5").is_some());
+    assert!(line(&out, "nvme3n1").contains("cannot join"), "{out}");
+    assert_eq!(hashes(&root), formatted);
+    assert!(Ledger::load(&ledger).unwrap().unwrap().by_serial("1F00A7C5").is_none());
     let (code, out) = prepare(&root, &ledger, &["--allow-format", "NO-SUCH-SERIAL"]);
     assert_ne!(code, 0, "{out}");
 }
