@@ -106,6 +106,37 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// On the ODM server (two sockets), every shard of a device runs on a core of the device's NUMA
+/// node, but for those a node has more of than cores.
+#[test]
+fn the_odm_plan_puts_each_devices_shards_on_its_numa_node() {
+    let h = host("odm_2s_8nvme");
+    let all = profiles();
+    let p = profile::best(&all, &h, None).unwrap();
+    let plan = plan::derive(p, &h);
+    let node_of = |c: u32| {
+        h.numa.iter().find(|n| edgeblob_hw::cpulist::parse(&n.cpus).unwrap().contains(&c)).map(|n| n.id as i32)
+    };
+    let cores = edgeblob_hw::cpulist::parse(&plan.cpus).unwrap();
+    let mut away = std::collections::BTreeMap::<i32, usize>::new();
+    for (s, &cpu) in plan.shard_cpus.iter().enumerate() {
+        let dev = &plan.devices[s / plan.shards_per_device];
+        let numa = h.nvme.iter().find(|n| &n.name == dev).unwrap().numa;
+        if node_of(cpu) != Some(numa) {
+            *away.entry(numa).or_default() += 1;
+        }
+    }
+    // Node 0 has four devices (100 shards) and 90 of the plan's cores: 10 of its shards run on
+    // node 1; node 1's three devices (75 shards) all run at home.
+    for numa in [0, 1] {
+        let wanted = plan.devices.iter().filter(|d| h.nvme.iter().any(|n| &n.name == *d && n.numa == numa)).count()
+            * plan.shards_per_device;
+        let home = cores.iter().filter(|&&c| node_of(c) == Some(numa)).count();
+        assert_eq!(away.get(&numa).copied().unwrap_or(0), wanted.saturating_sub(home), "node {numa}: {away:?}");
+    }
+    assert_eq!(away.values().sum::<usize>(), 10);
+}
+
 #[test]
 fn each_host_fits_its_profile_and_gets_its_plan() {
     let profiles = profiles();
@@ -138,6 +169,10 @@ fn each_host_fits_its_profile_and_gets_its_plan() {
             plan.io_depth * plan.shards_per_device <= p.storage.device_queue_depth_limit,
             "{name}: a device's queue limit"
         );
+        let mut sorted = plan.shard_cpus.clone();
+        sorted.sort_unstable();
+        assert_eq!(edgeblob_hw::cpulist::format(&sorted), plan.cpus, "{name}: each shard a core of the plan's");
+        assert_eq!(plan.shard_cpus.len(), plan.shards, "{name}");
     }
 }
 

@@ -40,7 +40,7 @@ pub fn apply(config: &mut Config, which: &str, root: &Path) -> Result<Option<Pla
         e.shards = Some(plan.shards);
     }
     if e.cpus.is_none() {
-        e.cpus = Some(edgeblob_hw::cpulist::parse(&plan.cpus)?.into_iter().map(|c| c as usize).collect());
+        e.cpus = Some(plan.shard_cpus.iter().map(|&c| c as usize).collect());
     }
     if !config.queue_depth_set {
         e.queue_depth = plan.io_depth;

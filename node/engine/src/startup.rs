@@ -196,7 +196,9 @@ fn format_with(media: &dyn Media, sbs: Vec<Superblock>) -> Result<Vec<Superblock
                 RegionBackend::format_with(dev.as_ref(), &place, &first_segments(&layout, s))?;
             }
         }
-        // The superblocks last: a device without one is not formatted, whatever else it holds.
+        // The superblocks last, once the logs are durable: a device without one is not
+        // formatted, whatever else it holds, and one with it has its logs.
+        dev.flush().await?;
         for (d, sb) in sbs.iter().enumerate() {
             let mut page = AlignedBuf::zeroed(PAGE_SIZE);
             page.copy_from_slice(&sb.encode());
