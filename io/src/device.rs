@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::buf::AlignedBuf;
 
@@ -58,62 +60,39 @@ pub(crate) fn check_aligned(offset: u64, buf: &AlignedBuf) -> io::Result<()> {
 }
 
 /// A shared device is a device (a node's devices are routed over shared members).
-impl<T: BlockDevice + ?Sized> BlockDevice for std::rc::Rc<T> {
-    fn len(&self) -> u64 {
-        (**self).len()
-    }
+macro_rules! shared_device {
+    ($ptr:ident) => {
+        impl<T: BlockDevice + ?Sized> BlockDevice for $ptr<T> {
+            fn len(&self) -> u64 {
+                (**self).len()
+            }
 
-    fn read(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
-        (**self).read(buf, offset)
-    }
+            fn read(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
+                (**self).read(buf, offset)
+            }
 
-    fn write(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
-        (**self).write(buf, offset)
-    }
+            fn write(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
+                (**self).write(buf, offset)
+            }
 
-    fn flush(&self) -> IoFuture<io::Result<()>> {
-        (**self).flush()
-    }
+            fn flush(&self) -> IoFuture<io::Result<()>> {
+                (**self).flush()
+            }
 
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
+            fn describe(&self) -> String {
+                (**self).describe()
+            }
 
-    fn uses_io_uring(&self) -> bool {
-        (**self).uses_io_uring()
-    }
+            fn uses_io_uring(&self) -> bool {
+                (**self).uses_io_uring()
+            }
 
-    fn registered_buffers(&self) -> bool {
-        (**self).registered_buffers()
-    }
+            fn registered_buffers(&self) -> bool {
+                (**self).registered_buffers()
+            }
+        }
+    };
 }
 
-impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
-    fn len(&self) -> u64 {
-        (**self).len()
-    }
-
-    fn read(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
-        (**self).read(buf, offset)
-    }
-
-    fn write(&self, buf: AlignedBuf, offset: u64) -> IoFuture<(io::Result<()>, AlignedBuf)> {
-        (**self).write(buf, offset)
-    }
-
-    fn flush(&self) -> IoFuture<io::Result<()>> {
-        (**self).flush()
-    }
-
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-
-    fn uses_io_uring(&self) -> bool {
-        (**self).uses_io_uring()
-    }
-
-    fn registered_buffers(&self) -> bool {
-        (**self).registered_buffers()
-    }
-}
+shared_device!(Rc);
+shared_device!(Arc);
