@@ -425,7 +425,10 @@ impl Node {
     /// in the logs; a clean stop also writes it into the metadata indexes (v2), so that the next
     /// start replays almost nothing.
     pub fn stop(mut self) {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        // A node short of a device writes nothing (its allocators were not rebuilt): what its
+        // logs hold is replayed at the next start, as after a crash.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        if let Some(rt) = runtime.ok().filter(|_| self.shared.read_only().is_none()) {
             for i in 0..self.shards() {
                 let flushed = self.on(i, |s| async move { s.flush_index().await });
                 if let Err(e) = rt.block_on(flushed).and_then(|r| r) {

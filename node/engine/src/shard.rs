@@ -257,6 +257,11 @@ impl Shard {
     /// Sets aside up to `want` spare segments for the index, as far as the region can.
     pub fn top_up_index(&self, want: usize) {
         let Some(ix) = &self.index_space else { return };
+        // A node short of a device did not rebuild its allocators: what they would hand out may
+        // be live. The index keeps what it holds, and grows nowhere.
+        if self.node.read_only().is_some() {
+            return;
+        }
         let mut space = self.space.borrow_mut();
         space.reclaim(self.node.epochs.horizon());
         ix.top_up(&mut space.alloc, want);

@@ -99,20 +99,36 @@ fn shards_spread_evenly_and_each_blob_lies_on_its_owners_device() {
 }
 
 #[test]
-fn a_removed_device_takes_only_its_own_blobs_offline() {
+fn a_removed_device_takes_only_its_own_blobs_offline_until_it_is_back() {
     for lost in [2, 0] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = three(dir.path());
         let node = open(&cfg);
         let blobs = fill(&node);
-        node.stop();
-        std::fs::remove_file(&cfg.devices[lost]).unwrap();
+        // Stopped without a flush: the survivors' logs hold records their indexes do not yet.
+        drop(node);
+        let away = dir.path().join("away.dat");
+        std::fs::rename(&cfg.devices[lost], &away).unwrap();
         let node = open(&cfg);
         let shared = node.shared();
         assert!(shared.read_only().is_some(), "a node short of a device changes nothing");
         check_degraded(&node, &blobs, lost, &cfg.devices[lost], "No such file");
         // Device 0 holds the catalog: without it the containers come from the blobs left.
         assert!(shared.container(ACCOUNT, "c").is_some(), "the container is known (device {lost} lost)");
+        node.stop();
+        // Back: the node is whole, as it was (the read-only run wrote nothing that matters).
+        std::fs::rename(&away, &cfg.devices[lost]).unwrap();
+        let node = open(&cfg);
+        assert!(node.shared().read_only().is_none());
+        for (k, d) in &blobs {
+            assert_eq!(&read(&node, k).unwrap(), d, "{k:?} after device {lost} came back");
+        }
+        let report = rt().block_on(node.check_all()).unwrap();
+        assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+        let extra = key("c", "after");
+        rt().block_on(node.put_blob(0, extra.clone(), body(b"writable again"), Default::default(), Default::default()))
+            .unwrap();
+        assert_eq!(read(&node, &extra).unwrap(), b"writable again");
         node.stop();
     }
 }
