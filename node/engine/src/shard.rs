@@ -257,11 +257,6 @@ impl Shard {
     /// Sets aside up to `want` spare segments for the index, as far as the region can.
     pub fn top_up_index(&self, want: usize) {
         let Some(ix) = &self.index_space else { return };
-        // A node short of a device did not rebuild its allocators: what they would hand out may
-        // be live. The index keeps what it holds, and grows nowhere.
-        if self.node.read_only().is_some() {
-            return;
-        }
         let mut space = self.space.borrow_mut();
         space.reclaim(self.node.epochs.horizon());
         ix.top_up(&mut space.alloc, want);
@@ -441,7 +436,7 @@ impl Shard {
     /// On the shard that counts a new chunk's references: the stored chunk with its hash (one
     /// more reference, or pin, taken) when `lookup`, else room for it in this shard's region.
     pub async fn place_chunk(self: &Rc<Self>, hash: &[u8; 16], lookup: bool, room: u64) -> Result<Placed> {
-        // Its allocator was not rebuilt: nothing may be placed (see `log_ready`).
+        // Its allocator holds nothing free then (`init_shard`); this says why.
         if let Some(e) = self.node.read_only() {
             return Err(e);
         }

@@ -213,12 +213,12 @@ fn format_with(media: &dyn Media, sbs: Vec<Superblock>) -> Result<Vec<Superblock
     Ok(sbs)
 }
 
-/// The shards on each device of a new node on `devices` devices: the configured total (by
-/// default one a core, at least one a device) spread evenly. Even, because blobs spread evenly
-/// over shards: a device with more shards than another would fill first.
-fn shards_per_device(config: &EngineConfig, devices: usize) -> Result<u32> {
-    match config.shards {
-        Some(n) if n % devices != 0 => Err(EngineError::Io(std::io::Error::other(format!(
+/// The shards on each device of a new node on `devices` devices: `shards` in all (by default
+/// one a core, at least one a device) spread evenly. Even, because blobs spread evenly over
+/// shards: a device with more shards than another would fill first.
+pub fn shards_per_device(shards: Option<usize>, devices: usize) -> Result<u32> {
+    match shards {
+        Some(n) if n == 0 || n % devices != 0 => Err(EngineError::Io(std::io::Error::other(format!(
             "shards = {n} cannot be spread evenly over {devices} devices: give a multiple of {devices}"
         )))),
         Some(n) => Ok((n / devices) as u32),
@@ -231,9 +231,7 @@ fn shards_per_device(config: &EngineConfig, devices: usize) -> Result<u32> {
 
 /// The file beside a data file that says a restore into it has not finished.
 pub fn restoring_marker(data: &Path) -> std::path::PathBuf {
-    let mut name = data.as_os_str().to_owned();
-    name.push(".restoring");
-    std::path::PathBuf::from(name)
+    media::beside(data, ".restoring")
 }
 
 pub fn open(config: EngineConfig) -> Result<Node> {
@@ -247,7 +245,7 @@ pub fn open(config: EngineConfig) -> Result<Node> {
     }
     finish_format(&paths)?;
     if !media::any_exists(&paths) {
-        let per_device = shards_per_device(&config, paths.len())?;
+        let per_device = shards_per_device(config.shards, paths.len())?;
         format_files(&paths, config.data_size, per_device, config.format_version)?;
     }
     let (mut media, sbs) = media::open_devices(&paths)?;
@@ -259,7 +257,7 @@ pub fn open(config: EngineConfig) -> Result<Node> {
 pub fn open_simulated(config: EngineConfig, disk: SimDisk) -> Result<Node> {
     config.validate().map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
     if media::superblock_at(&disk, 0).is_err() && disk.image()[..PAGE_SIZE].iter().all(|&b| b == 0) {
-        format_media(&disk, shards_per_device(&config, 1)?, config.format_version)?;
+        format_media(&disk, shards_per_device(config.shards, 1)?, config.format_version)?;
     }
     let sb = media::superblock_at(&disk, 0)?;
     open_on(config, Arc::new(disk), vec![Ok(sb)])
@@ -396,6 +394,13 @@ async fn init_shard(
     };
     let reducer =
         Reducer::new(node.sb.secret, node.config.compression, node.config.zstd_level).map_err(std::io::Error::other)?;
+    let mut alloc = ExtentAllocator::new(Extent { offset, len });
+    if node.read_only().is_some() {
+        // A node short of a device does not rebuild what is free (references and space span
+        // every device): all of it counts as taken, so nothing can be handed out over live data
+        // (a chunk, the index's growth).
+        alloc.reserve(Extent { offset, len }).map_err(std::io::Error::other)?;
+    }
     Ok(Rc::new(Shard {
         index,
         dev,
@@ -404,7 +409,7 @@ async fn init_shard(
         replayed,
         index_space,
         refs: Default::default(),
-        space: std::cell::RefCell::new(Space::new(ExtentAllocator::new(Extent { offset, len }))),
+        space: std::cell::RefCell::new(Space::new(alloc)),
         reducer,
         peers,
         // Room for a full pipeline of chunks, a partial one and one more body piece (hyper
