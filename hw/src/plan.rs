@@ -64,8 +64,9 @@ pub fn derive(profile: &Profile, host: &Host) -> Plan {
 /// cores, then (a node short of cores, or a device of no known node) from any free ones. Cores
 /// may repeat only when there are more shards than cores (at least one shard a device).
 fn numa_local(host: &Host, devices: &[&crate::detect::Nvme], cpus: &[u32], per: usize, shards: usize) -> Vec<u32> {
-    let node_of =
-        |c: u32| host.numa.iter().find(|n| cpulist::parse(&n.cpus).unwrap_or_default().contains(&c)).map(|n| n.id);
+    let nodes: Vec<(u32, Vec<u32>)> =
+        host.numa.iter().map(|n| (n.id, cpulist::parse(&n.cpus).unwrap_or_default())).collect();
+    let node_of = |c: u32| nodes.iter().find(|(_, cpus)| cpus.contains(&c)).map(|(id, _)| *id);
     let mut free: Vec<(u32, Option<u32>)> = cpus.iter().map(|&c| (c, node_of(c))).collect();
     let mut out = Vec::with_capacity(shards);
     for i in 0..shards {

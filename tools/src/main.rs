@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use edgeblob_engine::config::EngineConfig;
-use edgeblob_engine::startup::{format_devices, format_files, index_place, log_place, read_superblock};
+use edgeblob_engine::startup::{
+    format_devices, format_files, index_place, log_place, read_superblock, shards_per_device,
+};
 use edgeblob_engine::Node;
 use edgeblob_io::sync_device::SyncDevice;
 use edgeblob_io::{AlignedBuf, BlockDevice, DeviceFile, PAGE_SIZE};
@@ -300,16 +302,11 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
         Cmd::Hw { cmd } => hw::run(cmd),
         Cmd::Node { cmd: NodeCmd::Prepare(a) } => prepare::run(a),
         Cmd::Format { data, size, shards, force } => {
-            let devices = data.len() as u32;
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-            let total = shards.unwrap_or((cores / devices).max(1) * devices);
-            if total == 0 || !total.is_multiple_of(devices) {
-                return Err(format!("--shards {total} cannot be spread evenly over {devices} devices"));
-            }
+            let per_device = shards_per_device(shards.map(|n| n as usize), data.len()).map_err(|e| e.to_string())?;
             let exists: Vec<&PathBuf> = data.iter().filter(|p| p.exists()).collect();
             let sbs = if exists.is_empty() {
                 let version = edgeblob_io::superblock::FORMAT_VERSION;
-                format_files(&data, size, total / devices, version).map_err(|e| e.to_string())?
+                format_files(&data, size, per_device, version).map_err(|e| e.to_string())?
             } else if exists.len() < data.len() {
                 return Err(
                     "some of the --data paths exist and some do not: format existing devices, or new files".into()
@@ -325,7 +322,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                     .iter()
                     .map(|p| DeviceFile::open(p).map(Arc::new).map_err(|e| format!("{}: {e}", p.display())))
                     .collect::<Result<Vec<_>, _>>()?;
-                format_devices(&files, total / devices).map_err(|e| e.to_string())?
+                format_devices(&files, per_device).map_err(|e| e.to_string())?
             };
             for (p, sb) in data.iter().zip(&sbs) {
                 println!(

@@ -39,9 +39,6 @@ pub trait Media: Send + Sync + 'static {
 
     /// What to call device `d` in errors and logs.
     fn name(&self, d: usize) -> String;
-
-    /// Why device `d` cannot be used, when it cannot.
-    fn lost(&self, d: usize) -> Option<&DeviceLost>;
 }
 
 /// Data files or raw block devices, driven by io_uring (pread/pwrite where io_uring is not
@@ -53,11 +50,6 @@ pub struct FileMedia {
 }
 
 impl FileMedia {
-    /// A node on one device.
-    pub fn new(file: Arc<DeviceFile>) -> FileMedia {
-        FileMedia::of(vec![Member::Present(file)])
-    }
-
     pub fn of(members: Vec<Member<Arc<DeviceFile>>>) -> FileMedia {
         FileMedia { members, queue_depth: EngineConfig::default().queue_depth }
     }
@@ -146,13 +138,6 @@ impl Media for FileMedia {
             Member::Lost(l) => l.name.clone(),
         }
     }
-
-    fn lost(&self, d: usize) -> Option<&DeviceLost> {
-        match &self.members[d] {
-            Member::Present(_) => None,
-            Member::Lost(l) => Some(l),
-        }
-    }
 }
 
 impl Media for SimDisk {
@@ -178,10 +163,6 @@ impl Media for SimDisk {
 
     fn name(&self, _: usize) -> String {
         "simulated disk".into()
-    }
-
-    fn lost(&self, _: usize) -> Option<&DeviceLost> {
-        None
     }
 }
 
@@ -284,7 +265,13 @@ pub fn any_exists(paths: &[PathBuf]) -> bool {
 
 /// The name a device is formatted under until every device of the node is formatted.
 pub fn formatting_name(path: &Path) -> PathBuf {
+    beside(path, ".formatting")
+}
+
+/// The file beside `path` whose name is `path`'s with `suffix` appended (not an extension
+/// replaced: `a.1` and `a.2` keep apart).
+pub fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".formatting");
+    name.push(suffix);
     PathBuf::from(name)
 }

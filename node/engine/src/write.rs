@@ -215,10 +215,11 @@ pub async fn store_chunk(shard: Rc<Shard>, account: &str, owner: usize, data: By
         false => owner,
     };
     // Without dedup a chunk goes where its request arrived, if on the owner's device. When the
-    // region it goes to is full, it goes to the next one with room, as a chunk that is not deduplicated (counted where it
-    // lies): a single client's connection lands on one shard and must not fill that region while
-    // the others stand empty, nor its hash owner's region refuse it while others have room. The
-    // regions of the same device first: a blob spread over devices is lost with any of them.
+    // region it goes to is full, it goes to the next one with room, as a chunk that is not
+    // deduplicated (counted where it lies): a single client's connection lands on one shard and
+    // must not fill that region while the others stand empty, nor its hash owner's region refuse
+    // it while others have room. The regions of the same device first: a blob spread over
+    // devices is lost with any of them.
     let mut spill = None;
     // Room for the chunk uncompressed: compression runs only on a miss, after this hop, and
     // gives back what it saves.

@@ -42,7 +42,14 @@ pub fn device_paths(dir: &Path, n: usize) -> Vec<PathBuf> {
     if n <= 1 {
         return Vec::new();
     }
-    std::iter::once(data_path(dir)).chain((1..n).map(|i| dir.join(format!("edgeblob-{i}.dat")))).collect()
+    files_from(&data_path(dir), n)
+}
+
+/// `first` and the files beside it for devices 1 to `n - 1` (`edgeblob.dat`, `edgeblob-1.dat`...).
+pub fn files_from(first: &Path, n: usize) -> Vec<PathBuf> {
+    let stem = first.file_stem().unwrap_or_default().to_string_lossy();
+    let dir = first.parent().unwrap_or(Path::new("."));
+    std::iter::once(first.to_owned()).chain((1..n).map(|i| dir.join(format!("{stem}-{i}.dat")))).collect()
 }
 
 pub fn data_path(dir: &Path) -> PathBuf {
@@ -52,8 +59,7 @@ pub fn data_path(dir: &Path) -> PathBuf {
 /// The file and the offset in it of node offset `offset` of a node [`config`] made in `dir`.
 pub fn file_at(dir: &Path, offset: u64) -> (PathBuf, u64) {
     let (d, local) = edgeblob_io::volume::split(offset);
-    let paths = device_paths(dir, devices());
-    (if d == 0 { data_path(dir) } else { paths[d].clone() }, local)
+    (files_from(&data_path(dir), devices())[d].clone(), local)
 }
 
 pub fn key(container: &str, name: &str) -> BlobKey {

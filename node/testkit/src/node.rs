@@ -107,8 +107,7 @@ fn spawn_with(
 /// The data files of a test node in `dir`: `node.dat`, and more under `EDGEBLOB_TEST_DEVICES`
 /// (`crate::engine::devices`).
 pub fn node_devices(dir: &Path) -> Vec<PathBuf> {
-    let n = crate::engine::devices();
-    std::iter::once(dir.join("node.dat")).chain((1..n).map(|i| dir.join(format!("node-{i}.dat")))).collect()
+    crate::engine::files_from(&dir.join("node.dat"), crate::engine::devices())
 }
 
 /// The engine and the Blob API in this process, on loopback; stopped when dropped.
