@@ -19,7 +19,8 @@ pub const INDEX_AREA: u64 = 1 << 20;
 pub const SECRET_LEN: usize = 192;
 /// Regions start after the first MiB, which holds the superblock and room for later needs.
 pub const REGIONS_START: u64 = 1 << 20;
-const ALIGN: u64 = 1 << 20;
+/// What regions, logs and index segments are aligned to, and the smallest segment.
+pub const ALIGN: u64 = 1 << 20;
 const CHECKSUM_AT: usize = PAGE_SIZE - 8;
 /// Flags bit 0: the device is one member of a node on several devices ([`Member`]). Every other
 /// bit must be clear: a build that does not know a flag must not open the device.

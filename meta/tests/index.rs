@@ -229,3 +229,39 @@ fn an_index_with_every_blob_in_one_table_is_refused() {
     let err = Index::open(backend(&disk), 2 * MIB as usize).err().expect("an index of the old layout is refused");
     assert!(err.to_string().contains("pre-release"), "{err}");
 }
+
+/// A flush that needs more segments than the index was granted fails as `Short`, and the index
+/// stands at its last commit, readable and writable again once granted more: redb refuses every
+/// write after a failed one until opened again, and left so it failed its shard for good. The
+/// segments the failed flush took are spare again, so none is lost to the shard.
+#[test]
+fn a_flush_short_of_segments_leaves_the_index_at_its_last_commit() {
+    use edgeblob_meta::index::db::WriteError;
+    let disk = disk();
+    let segments = Arc::new(Segments::default());
+    let storage = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, place(), segments.clone()).unwrap();
+    segments.grant((4..7).map(|i| i * MIB));
+    let ix = Index::open(storage, 2 * MIB as usize).unwrap();
+    ix.write(&generation(0, 100)).unwrap();
+    let held = segments.taken() + segments.spare();
+    // Values of 2 KiB: some 8 MiB, more than the three segments granted.
+    let mut big = Memtable::default();
+    for i in 0..4000 {
+        big.put(Table::Blobs, blob_key(i), vec![b'v'; 2048]);
+    }
+    big.applied(1000);
+    let err = ix.write(&big).unwrap_err();
+    assert!(matches!(err, WriteError::Short), "{err}");
+    assert!(holds_generation(&ix, 0, 100), "the index stands at its last commit");
+    assert_eq!(segments.taken() + segments.spare(), held, "no segment lost");
+    ix.write(&generation(1, 100)).unwrap();
+    assert!(holds_generation(&ix, 1, 100), "and takes a flush that fits");
+    segments.grant((7..32).map(|i| i * MIB));
+    ix.write(&big).unwrap();
+    assert_eq!(ix.lsn().unwrap(), 1000);
+    drop(ix);
+    let ix = open(&disk);
+    let page = ix.range(Table::Blobs, b"", None, usize::MAX).unwrap();
+    assert_eq!(page.entries.len(), 4000, "the flush written once there was room, after a restart");
+    assert!(page.entries.iter().all(|(_, v)| v.len() == 2048));
+}

@@ -3,12 +3,12 @@
 //! covers, so the log after that LSN is all recovery replays.
 
 use std::borrow::Cow;
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
 use super::memtable::Memtable;
-use super::region::RegionBackend;
+use super::region::{RegionBackend, SharedBackend};
 use super::space::{group_key, groups_of, SpaceChanges, SpaceMap};
 use super::{keys, Page, Table};
 
@@ -29,16 +29,35 @@ pub const META_LSN: &[u8] = b"lsn";
 
 pub struct Index {
     /// Shared by every read and flush; held alone only by a compaction, which redb runs only
-    /// with no transaction open.
+    /// with no transaction open, and to open the index again after a failed transaction.
     db: RwLock<Database>,
+    /// The storage `db` runs on, to open again ([`Index::reopen`]).
+    storage: Mutex<Arc<RegionBackend>>,
+    cache_bytes: usize,
+}
+
+/// Why a flush or a compaction of the index failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The storage ran out of the segments granted to it: the transaction is lost, and the
+    /// index was opened again as its last commit left it, ready for another once there is room.
+    #[error("the metadata index ran out of the segments granted to it; it stands at its last commit")]
+    Short,
+    #[error(transparent)]
+    Failed(#[from] redb::Error),
+}
+
+fn open_db(backend: &Arc<RegionBackend>, cache_bytes: usize) -> Result<Database, redb::Error> {
+    Ok(Database::builder().set_cache_size(cache_bytes).create_with_backend(SharedBackend(backend.clone()))?)
 }
 
 impl Index {
     /// Opens the index on `backend` (creating an empty one on empty storage) with a cache of
     /// `cache_bytes`.
     pub fn open(backend: RegionBackend, cache_bytes: usize) -> Result<Index, redb::Error> {
-        let db = Database::builder().set_cache_size(cache_bytes).create_with_backend(backend)?;
-        let ix = Index { db: RwLock::new(db) };
+        let backend = Arc::new(backend);
+        let db = open_db(&backend, cache_bytes)?;
+        let ix = Index { db: RwLock::new(db), storage: Mutex::new(backend), cache_bytes };
         // A build before blob tables per container kept blobs in `blobs`, where this one would
         // not see them.
         if ix.tables()?.iter().any(|t| t == NAMES[Table::Blobs as usize]) {
@@ -63,9 +82,38 @@ impl Index {
     /// above them, so that its storage gives back the segments wholly above its new length
     /// ([`super::region`]). Waits for the reads in progress and holds off new ones until done;
     /// false when there was nothing to move.
-    pub fn compact(&self) -> Result<bool, redb::Error> {
+    pub fn compact(&self) -> Result<bool, WriteError> {
+        let res = self.db.write().unwrap_or_else(|e| e.into_inner()).compact();
+        res.map_err(|e| self.failed(e.into()))
+    }
+
+    /// What a failed transaction leaves: where the storage ran short of segments, redb (which
+    /// refuses every write after a failed one) is opened again on the storage as its last
+    /// commit left it; any other failure stands.
+    fn failed(&self, e: redb::Error) -> WriteError {
+        let mut storage = lock(&self.storage);
+        if !storage.pool().ran_short() {
+            return WriteError::Failed(e);
+        }
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
-        Ok(db.compact()?)
+        let reopened = storage
+            .reopen()
+            .map_err(redb::Error::Io)
+            .map(Arc::new)
+            .and_then(|b| Ok((open_db(&b, self.cache_bytes)?, b)));
+        match reopened {
+            Ok((fresh, backend)) => {
+                // The old database writes nothing as it goes: its storage refuses it.
+                *db = fresh;
+                *storage = backend;
+                tracing::warn!(%e, "metadata index transaction ran short of segments; reopened at its last commit");
+                WriteError::Short
+            }
+            Err(again) => {
+                tracing::error!(%e, %again, "metadata index could not be opened again after running short");
+                WriteError::Failed(again)
+            }
+        }
     }
 
     /// The last LSN the index covers (0 for a new index).
@@ -74,7 +122,12 @@ impl Index {
     }
 
     /// Writes every change of `m` and its last LSN in one transaction, durable when this returns.
-    pub fn write(&self, m: &Memtable) -> Result<(), redb::Error> {
+    pub fn write(&self, m: &Memtable) -> Result<(), WriteError> {
+        let res = self.write_tx(m);
+        res.map_err(|e| self.failed(e))
+    }
+
+    fn write_tx(&self, m: &Memtable) -> Result<(), redb::Error> {
         // Durable at commit (redb's default durability); opening after a crash reads the
         // allocator state saved with it instead of walking the whole tree.
         let mut tx = self.db().begin_write()?;
@@ -180,6 +233,11 @@ impl Index {
         }
         Ok(Page { entries: out, complete: true })
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing here can panic while holding the lock and leave its value inconsistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A table a flush has open: its name, and whether the flush removed anything from it.

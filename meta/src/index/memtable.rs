@@ -68,6 +68,39 @@ impl Memtable {
         self.tables.iter().all(BTreeMap::is_empty) && self.blocks.is_empty() && self.space.is_empty()
     }
 
+    /// The changes of `self`, a flush that failed, with those of `newer`, the next one, over
+    /// them: what the next flush writes. The space changes are `newer`'s (the shard builds each
+    /// flush's from all it has not flushed yet, so they include `self`'s), and a rebuild asked
+    /// by either.
+    pub fn then(mut self, newer: Memtable) -> Memtable {
+        debug_assert!(newer.last_lsn >= self.last_lsn, "the newer flush covers the older's records");
+        let blocks = Table::Blocks as usize;
+        for (t, table) in Table::ALL.into_iter().zip(newer.tables) {
+            for (k, change) in table {
+                if t as usize == blocks {
+                    self.forget_blocks(&k);
+                }
+                self.set(t, k, change);
+            }
+        }
+        for (k, list) in newer.blocks {
+            self.forget_blocks(&k);
+            if let Some(old) = self.tables[blocks].remove(&k) {
+                self.bytes -= k.len() + old.map_or(0, |v| v.len());
+            }
+            self.put_blocks(k, list);
+        }
+        self.last_lsn = newer.last_lsn;
+        self.space = SpaceChanges { rebuild: self.space.rebuild || newer.space.rebuild, ..newer.space };
+        self
+    }
+
+    fn forget_blocks(&mut self, key: &[u8]) {
+        if self.blocks.remove(key).is_some() {
+            self.bytes -= key.len();
+        }
+    }
+
     /// Every change, table by table, in key order: what a flush writes.
     pub fn changes(&self) -> impl Iterator<Item = (Table, &[u8], &Change)> {
         Table::ALL.into_iter().flat_map(move |t| self.tables[t as usize].iter().map(move |(k, v)| (t, k.as_slice(), v)))
@@ -107,6 +140,37 @@ mod tests {
         assert_eq!(m.bytes(), 7);
         m.delete(Table::Blobs, b"key".to_vec());
         assert_eq!(m.bytes(), 3);
+    }
+
+    #[test]
+    fn a_failed_flush_goes_under_the_next() {
+        let mut old = Memtable::default();
+        old.put(Table::Blobs, b"a".to_vec(), vec![1]);
+        old.put(Table::Blobs, b"b".to_vec(), vec![1]);
+        old.put_blocks(b"x".to_vec(), Vec::new());
+        old.delete(Table::Blocks, b"y".to_vec());
+        old.space.rebuild = true;
+        old.applied(5);
+        let mut new = Memtable::default();
+        new.delete(Table::Blobs, b"b".to_vec());
+        new.put(Table::Chunks, b"c".to_vec(), vec![2]);
+        new.delete(Table::Blocks, b"x".to_vec());
+        new.put_blocks(b"y".to_vec(), Vec::new());
+        new.applied(9);
+        let m = old.then(new);
+        let got: Vec<_> = m.changes().map(|(t, k, v)| (t, k.to_vec(), v.clone())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Table::Blobs, b"a".to_vec(), Some(vec![1])),
+                (Table::Blobs, b"b".to_vec(), None),
+                (Table::Blocks, b"x".to_vec(), None),
+                (Table::Chunks, b"c".to_vec(), Some(vec![2])),
+            ]
+        );
+        assert_eq!(m.blocks.keys().collect::<Vec<_>>(), [&b"y".to_vec()], "newer blocks replace an older delete");
+        assert_eq!((m.last_lsn(), m.space.rebuild), (9, true));
+        assert_eq!(m.bytes(), 2 + 1 + 1 + 2 + 1, "a and its value, b, x, c and its value, y");
     }
 
     #[test]

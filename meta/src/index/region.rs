@@ -127,6 +127,11 @@ struct Pool {
     /// Changes to `spare`: the header's list is rewritten only after one (a tool that opens the
     /// index to read it leaves the spares the header names).
     changes: u64,
+    /// Segments the index's length spans (redb's length, rounded up): those not taken are holes
+    /// that any write, a compaction's too, may take a spare for.
+    spanned: usize,
+    /// A write found no spare left since [`Segments::ran_short`] was last asked.
+    short: bool,
 }
 
 impl Segments {
@@ -164,6 +169,33 @@ impl Segments {
         lock(&self.pool).spare.len()
     }
 
+    /// Segments within the index's length never written since it last grew there: a
+    /// compaction moves pages down into them, one spare each (docs/architecture.md, room).
+    pub fn holes(&self) -> usize {
+        let pool = lock(&self.pool);
+        pool.spanned.saturating_sub(pool.taken)
+    }
+
+    /// Whether a write found no spare segment since the last call: the transaction it was part
+    /// of failed for want of room, not of the device.
+    pub fn ran_short(&self) -> bool {
+        std::mem::take(&mut lock(&self.pool).short)
+    }
+
+    /// After a failed transaction, the index holds what the header on the device names
+    /// (`durable`): of what it held in memory (`held`), the rest is spare again, and spares that
+    /// header still maps (a trim it never committed released them) are the index's again.
+    fn reconcile(&self, held: &[u64], durable: &[u64]) {
+        let mut pool = lock(&self.pool);
+        let durable_set: std::collections::BTreeSet<u64> = durable.iter().copied().collect();
+        let mut spare: std::collections::BTreeSet<u64> = pool.spare.drain(..).collect();
+        spare.extend(held.iter().copied());
+        spare.retain(|s| !durable_set.contains(s));
+        pool.spare = spare.into_iter().collect();
+        pool.taken = durable.len();
+        pool.changes += 1;
+    }
+
     /// Segments the index holds, spares aside.
     pub fn taken(&self) -> usize {
         lock(&self.pool).taken
@@ -171,7 +203,10 @@ impl Segments {
 
     fn take(&self) -> Option<u64> {
         let mut pool = lock(&self.pool);
-        let s = pool.spare.pop()?;
+        let Some(s) = pool.spare.pop() else {
+            pool.short = true;
+            return None;
+        };
         pool.taken += 1;
         pool.changes += 1;
         Some(s)
@@ -218,6 +253,9 @@ struct State {
     /// they saw them pending. Written under the lock, a large flush stalled every point read of
     /// the index for as long as its writes took.
     writing: Arc<Pending>,
+    /// Left for a backend opened again ([`RegionBackend::reopen`]): what redb writes here
+    /// after a failed transaction must not reach the device.
+    abandoned: bool,
     /// The changes to the spares the header's list reflects.
     spares_seen: u64,
 }
@@ -277,6 +315,7 @@ impl RegionBackend {
         let spares_seen = {
             let mut pool = lock(&segments.pool);
             pool.taken = header.segments.iter().filter(|&&s| s != HOLE).count();
+            pool.spanned = header.len.div_ceil(place.segment_len) as usize;
             pool.changes
         };
         Ok(RegionBackend {
@@ -289,8 +328,31 @@ impl RegionBackend {
                 pending: Pending::new(),
                 writing: Arc::default(),
                 spares_seen,
+                abandoned: false,
             }),
         })
+    }
+
+    /// The index's storage as its header on the device has it, for a new redb to open after a
+    /// transaction failed (redb refuses all writes after one until it is opened again). This
+    /// backend writes nothing from now on: not the failed transaction's pages, nor a header
+    /// naming the segments they took, which are spare again ([`Segments::reconcile`]).
+    pub fn reopen(&self) -> io::Result<RegionBackend> {
+        let held = {
+            let mut st = lock(&self.state);
+            st.abandoned = true;
+            st.pending.clear();
+            st.dirty = false;
+            st.header.segments.iter().copied().filter(|&s| s != HOLE).collect::<Vec<_>>()
+        };
+        let fresh = RegionBackend::open(self.dev.clone(), self.place, self.segments.clone())?;
+        self.segments.reconcile(&held, &fresh.segments());
+        Ok(fresh)
+    }
+
+    /// The pool the index takes its segments from.
+    pub fn pool(&self) -> &Arc<Segments> {
+        &self.segments
     }
 
     /// The segments the index holds (the shard reserves them in its allocator at start).
@@ -432,6 +494,9 @@ impl Drop for RegionBackend {
     /// What redb wrote is on the device when it lets go of its storage, synced or not, as with a
     /// file (redb writes its header on a clean close).
     fn drop(&mut self) {
+        if lock(&self.state).abandoned {
+            return;
+        }
         if let Err(e) = self.sync_data() {
             tracing::error!(shard = self.place.shard, %e, "index writes lost at close");
         }
@@ -519,6 +584,40 @@ pub fn read_ahead<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+fn refuse_if_abandoned(st: &State) -> io::Result<()> {
+    match st.abandoned {
+        true => Err(io::Error::other("this index storage was opened again after a failed transaction")),
+        false => Ok(()),
+    }
+}
+
+/// A backend shared between redb and the index that opened it, which keeps it to open the
+/// storage again after a failed transaction ([`RegionBackend::reopen`]).
+#[derive(Debug, Clone)]
+pub struct SharedBackend(pub Arc<RegionBackend>);
+
+impl StorageBackend for SharedBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        self.0.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        self.0.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.0.write(offset, data)
+    }
+}
+
 fn out_of_range(offset: u64, len: usize, storage: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
@@ -561,6 +660,7 @@ impl StorageBackend for RegionBackend {
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
         let mut st = lock(&self.state);
+        refuse_if_abandoned(&st)?;
         if len > MAX_SEGMENTS as u64 * self.place.segment_len {
             return Err(io::Error::new(io::ErrorKind::StorageFull, "the index is as long as its header can map"));
         }
@@ -580,6 +680,7 @@ impl StorageBackend for RegionBackend {
             st.pending.split_off(&(keep as u64 * seg));
             self.segments.release(freed);
         }
+        lock(&self.segments.pool).spanned = keep;
         h.high_water = h.high_water.min(len);
         h.len = len;
         st.dirty = true;
@@ -590,6 +691,7 @@ impl StorageBackend for RegionBackend {
         // One writer (redb's committing thread) calls this and `write`; readers run beside it.
         let (header, writing) = {
             let mut st = lock(&self.state);
+            refuse_if_abandoned(&st)?;
             debug_assert!(st.writing.is_empty(), "one sync at a time");
             st.writing = Arc::new(std::mem::take(&mut st.pending));
             (st.header.clone(), st.writing.clone())
@@ -623,6 +725,7 @@ impl StorageBackend for RegionBackend {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         let mut st = lock(&self.state);
+        refuse_if_abandoned(&st)?;
         if offset + data.len() as u64 > st.header.len {
             return Err(out_of_range(offset, data.len(), st.header.len));
         }

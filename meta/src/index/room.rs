@@ -20,8 +20,10 @@ const BYTES_PER_ENTRY: u64 = 2 * 4096;
 /// pages and its header.
 const COMMIT_BYTES: u64 = 64 << 10;
 
-/// Spare segments growth leaves for deletes: a flush of a segment's worth of page paths.
-pub const DELETE_ROOM: usize = 1;
+/// Spare segments growth leaves for deletes: the worst case of a flush of a few of them (a
+/// segment's worth of page paths at most, which may straddle two segments). With one, a shard
+/// that growth had brought down to its reserve refused every delete as busy.
+pub const DELETE_ROOM: usize = 2;
 
 /// A change beyond the next flush that the spares a shard tops up to should also cover, so
 /// that a shard does not ask again at every commit.
@@ -118,14 +120,25 @@ mod tests {
         let room = Room::new(Arc::new(Segments::default()), SEG);
         room.segments.grant((1..=4).map(|i| i * SEG));
         let one = Load { entries: 1, bytes: 100 };
-        assert!(room.fits(one, one, DELETE_ROOM, 0), "2 + 1 of 4");
+        assert!(room.fits(one, one, DELETE_ROOM, 0), "2 + 2 of 4");
         let more = Load { entries: 240, bytes: MIB };
-        assert!(!room.fits(one, more, DELETE_ROOM, 0), "4, and deletes' 1");
+        assert!(!room.fits(one, more, DELETE_ROOM, 0), "4, and deletes' 2");
         assert!(room.fits(one, more, 0, 0), "a delete still fits");
-        assert!(room.fits(one, more, DELETE_ROOM, 1), "when the flush in flight took one of its own");
+        assert!(room.fits(one, more, DELETE_ROOM, 2), "when the flush in flight took two of its own");
         assert!(room.wanted(one, more) > 4, "a shard short of room asks for more than it holds");
         assert_eq!(room.segments.give_back(3).len(), 3);
         assert!(!room.fits(none(), one, 0, 0), "one spare is less than a flush that may straddle two");
+    }
+
+    #[test]
+    fn the_reserve_for_deletes_covers_a_flush_of_them_at_the_smallest_segment() {
+        // A dozen deletes as `ShardIndex::commit` sizes each (7 entries of a 250-byte record),
+        // at the smallest segment a layout gives (its alignment), whatever the index's size (a
+        // page path per entry bounds the flush of any index).
+        let room = Room::new(Arc::new(Segments::default()), edgeblob_io::superblock::ALIGN);
+        let deletes = Load { entries: 12 * 7, bytes: 12 * 250 };
+        assert!(room.flush_bytes(deletes) <= 12 * 7 * BYTES_PER_ENTRY + COMMIT_BYTES);
+        assert!(room.need(none(), deletes) <= DELETE_ROOM, "{} segments", room.need(none(), deletes));
     }
 
     fn none() -> Load {

@@ -26,6 +26,7 @@ use edgeblob_io::{BlockDevice, Extent};
 use tokio::sync::{watch, Notify};
 
 use super::db::Index;
+use super::db::WriteError;
 use super::fences::Fences;
 use super::filter::{self, KeyFilter};
 use super::keys;
@@ -177,7 +178,17 @@ struct Flight {
     taken_at: usize,
     /// Whether the index is compacted after this flush ([`ShardIndex::want_compaction`]).
     compact: bool,
-    done: Rc<RefCell<Option<Result<(), String>>>>,
+    done: Rc<RefCell<Option<Outcome>>>,
+}
+
+/// How a flush ended.
+enum Outcome {
+    Done,
+    /// The index ran out of the segments granted to it and stands at its last commit: what the
+    /// flush would have written goes under the next one ([`Memtable::then`]).
+    Short(Box<Memtable>, Load),
+    /// Nothing further can be promised: the shard refuses changes (as on a log failure).
+    Failed(String),
 }
 
 pub struct ShardIndex {
@@ -207,6 +218,8 @@ pub struct ShardIndex {
     freed: u64,
     /// A compaction goes with the next flush.
     compact_wanted: bool,
+    /// What a flush short of segments did not write, and its load: the next flush writes it.
+    retry: Option<(Memtable, Load)>,
     /// The keys the index may hold, once built ([`build_filters`]).
     filters: Option<Filters>,
     /// While the filters are being built: the hashes of the keys flushes wrote meanwhile (blobs,
@@ -325,17 +338,22 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
 const TYPICAL_CHANGE: Load = Load { entries: 8 + (16 << 10) / 64, bytes: 16 << 10 };
 
 /// Writes a flush, then compacts the index if asked. A compaction that fails leaves the index
-/// as its last commit left it (each of its steps is a commit): the flush stands, and growth
+/// as its last commit left it (each of its steps is a commit; one short of segments, which
+/// moves pages into storage never written, reopens it there): the flush stands, and growth
 /// stays refused until a later one succeeds.
-fn write_and_compact(ix: &super::db::Index, m: &Memtable, compact: bool) -> Result<(), String> {
-    ix.write(m).map_err(|e| e.to_string())?;
+fn write_and_compact(ix: &super::db::Index, m: Memtable, load: Load, compact: bool) -> Outcome {
+    match ix.write(&m) {
+        Ok(()) => {}
+        Err(WriteError::Short) => return Outcome::Short(Box::new(m), load),
+        Err(e) => return Outcome::Failed(e.to_string()),
+    }
     if compact {
         match ix.compact() {
             Ok(moved) => tracing::info!(moved, "metadata index compacted to give its freed pages back as segments"),
             Err(e) => tracing::warn!(%e, "metadata index compaction failed; growth stays refused until a later one"),
         }
     }
-    Ok(())
+    Outcome::Done
 }
 
 /// Whether a change may add to the metadata. Deletes never do, so they are admitted when the
@@ -432,6 +450,7 @@ impl ShardIndex {
             // Not known after a start: what removals before it freed is worth one compaction.
             freed: u64::MAX,
             compact_wanted: false,
+            retry: None,
             filters: None,
             building: None,
             fences: Fences::default(),
@@ -1058,7 +1077,7 @@ impl ShardIndex {
         if compact {
             self.freed = 0;
         }
-        let load = Load { entries: self.dirty_entries(), bytes: self.dirty.bytes };
+        let mut load = Load { entries: self.dirty_entries(), bytes: self.dirty.bytes };
         let mut m = Memtable::default();
         for k in self.dirty.blobs.keys() {
             let key = keys::blob(k);
@@ -1176,7 +1195,17 @@ impl ShardIndex {
             m.put(Table::Meta, keys::SPACE.to_vec(), keys::SPACE_VERSION.to_vec());
         }
         m.applied(lsn);
+        if let Some((older, older_load)) = self.retry.take() {
+            m = older.then(m);
+            load = load.plus(older_load);
+        }
         (self.dirty.bytes, self.dirty.marked) = (0, 0);
+        if let (true, Some((room, grow))) = (compact, &self.room) {
+            // A compaction moves pages down into any storage free below them, holes never
+            // written too, each a spare segment: asked for, as far as the region has room, so
+            // that it rarely runs short (when it does, the index reopens as it stood).
+            grow(room.need(Load::default(), load) + room.segments.holes() + DELETE_ROOM);
+        }
         let durable = self.log.wait(lsn);
         let ix = self.ix.clone();
         let done = Rc::new(RefCell::new(None));
@@ -1185,14 +1214,18 @@ impl ShardIndex {
         tokio::task::spawn_local(async move {
             let res = match durable.await {
                 // The index must never hold a change the log could still lose.
-                Ok(()) => match ix.write(move |ix| write_and_compact(ix, &m, compact)).await {
+                Ok(()) => match ix.write(move |ix| write_and_compact(ix, m, load, compact)).await {
                     Ok(r) => r,
-                    Err(stopped) => Err(stopped.to_string()),
+                    Err(stopped) => Outcome::Failed(stopped.to_string()),
                 },
-                Err(e) => Err(e.to_string()),
+                Err(e) => Outcome::Failed(e.to_string()),
             };
-            if let Err(e) = &res {
-                tracing::error!(lsn, %e, "metadata index flush failed");
+            match &res {
+                Outcome::Failed(e) => tracing::error!(lsn, %e, "metadata index flush failed"),
+                Outcome::Short(..) => {
+                    tracing::warn!(lsn, "metadata index flush ran out of segments; the next one writes it")
+                }
+                Outcome::Done => {}
             }
             *out.borrow_mut() = Some(res);
             epoch.send_modify(|e| *e += 1);
@@ -1223,7 +1256,7 @@ impl ShardIndex {
         let lsn = f.lsn;
         self.flight = None;
         match res {
-            Ok(()) => {
+            Outcome::Done => {
                 self.index_lsn = lsn;
                 for w in self.dirty.clean(lsn) {
                     let size = match &w {
@@ -1236,8 +1269,10 @@ impl ShardIndex {
                 }
                 self.maybe_flush();
             }
-            // Nothing further can be promised: the shard refuses changes (as on a log failure).
-            Err(e) => self.failed = Some(e),
+            // Not started again here, where a flush due only for room would fail again at
+            // once: the next change starts it when one is due, as a stop does.
+            Outcome::Short(m, load) => self.retry = Some((*m, load)),
+            Outcome::Failed(e) => self.failed = Some(e),
         }
     }
 
