@@ -25,7 +25,11 @@ const CHECKSUM_AT: usize = PAGE_SIZE - 8;
 /// Flags bit 0: the device is one member of a node on several devices ([`Member`]). Every other
 /// bit must be clear: a build that does not know a flag must not open the device.
 pub const FLAG_MEMBER: u32 = 1;
-const KNOWN_FLAGS: u32 = FLAG_MEMBER;
+/// Flags bit 1: a restore from the tier is writing this node and has not finished; no node opens
+/// it, and the next restore starts over. On the device, not beside it, so that a raw device
+/// whose restore was cut short by a reboot still says so.
+pub const FLAG_RESTORING: u32 = 2;
+const KNOWN_FLAGS: u32 = FLAG_MEMBER | FLAG_RESTORING;
 /// The most devices a node has (a device's index is 16 bits of a node offset, `crate::volume`).
 pub const MAX_DEVICES: u16 = 256;
 
@@ -165,6 +169,8 @@ pub struct Superblock {
     /// Its place in a node on several devices; None for a node on one device (whose superblock
     /// is then byte-identical to one written before nodes had several).
     pub member: Option<Member>,
+    /// A restore into the device has not finished ([`FLAG_RESTORING`]).
+    pub restoring: bool,
 }
 
 impl std::fmt::Debug for Superblock {
@@ -176,6 +182,7 @@ impl std::fmt::Debug for Superblock {
             .field("layout", &self.layout)
             .field("created_unix", &self.created_unix)
             .field("member", &self.member)
+            .field("restoring", &self.restoring)
             .finish_non_exhaustive()
     }
 }
@@ -205,6 +212,7 @@ impl Superblock {
             created_unix,
             secret,
             member: None,
+            restoring: false,
         })
     }
 
@@ -249,7 +257,8 @@ impl Superblock {
         let mut p = [0u8; PAGE_SIZE];
         p[0..8].copy_from_slice(&MAGIC);
         p[8..12].copy_from_slice(&self.version.to_le_bytes());
-        let flags = if self.member.is_some() { FLAG_MEMBER } else { 0 };
+        let flags =
+            if self.member.is_some() { FLAG_MEMBER } else { 0 } | if self.restoring { FLAG_RESTORING } else { 0 };
         p[12..16].copy_from_slice(&flags.to_le_bytes());
         p[16..32].copy_from_slice(&self.uuid);
         p[32..40].copy_from_slice(&self.device_len.to_le_bytes());
@@ -330,6 +339,7 @@ impl Superblock {
             created_unix: u64_at(72),
             secret: p[80..80 + SECRET_LEN].try_into().expect("secret"),
             member,
+            restoring: flags & FLAG_RESTORING != 0,
         })
     }
 }
@@ -403,6 +413,17 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_in_progress_is_a_flag_beside_the_member_one() {
+        let sbs = Superblock::new_node(&[1 << 30, 1 << 30], 2, FORMAT_VERSION).unwrap();
+        let restoring = Superblock { restoring: true, ..sbs[1].clone() };
+        let p = restoring.encode();
+        assert_eq!(p[12..16], (FLAG_MEMBER | FLAG_RESTORING).to_le_bytes());
+        assert_eq!(Superblock::decode(&p, 1 << 30).unwrap(), restoring);
+        let done = Superblock { restoring: false, ..restoring };
+        assert_eq!(done.encode(), sbs[1].encode(), "cleared, the superblock it was");
+    }
+
+    #[test]
     fn unknown_flags_and_impossible_members_are_refused() {
         let sbs = Superblock::new_node(&[1 << 30, 1 << 30], 2, FORMAT_VERSION).unwrap();
         let reseal = |mut p: [u8; PAGE_SIZE]| {
@@ -411,8 +432,8 @@ mod tests {
             p
         };
         let mut flags = sbs[0].encode();
-        flags[12] |= 2;
-        assert!(matches!(Superblock::decode(&reseal(flags), 1 << 30), Err(SuperblockError::Flags(3))));
+        flags[12] |= 4;
+        assert!(matches!(Superblock::decode(&reseal(flags), 1 << 30), Err(SuperblockError::Flags(5))));
         let mut past = sbs[1].encode();
         past[288] = 2;
         assert!(matches!(Superblock::decode(&reseal(past), 1 << 30), Err(SuperblockError::Layout(_))));

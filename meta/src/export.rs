@@ -119,22 +119,100 @@ pub struct Manifest {
     /// The manifest before it, by name, if any (a chain an operator can walk).
     pub previous: Option<String>,
     pub counts: ManifestCounts,
+    /// A node of several devices: each one's length, in order (`geometry.device_len` is the
+    /// first's, `geometry.shards` counts them all); empty for a node of one. Not in the record:
+    /// such a manifest carries them in a header before it ([`Manifest::encode`]), so that one
+    /// of a node of one device stays byte for byte what version 1 was.
+    #[rkyv(with = rkyv::with::Skip)]
+    pub devices: Vec<u64>,
 }
 
+/// The version of a manifest of a node on one device.
 pub const MANIFEST_VERSION: u32 = 1;
+/// The version of a manifest of a node on several devices: a build that reads only version 1
+/// refuses it, rather than restore one device of it.
+pub const MANIFEST_VERSION_DEVICES: u32 = 2;
+/// The start of a manifest of version 2: its devices' header.
+const DEVICES_MAGIC: &[u8; 8] = b"EBMANDEV";
+/// The most devices a manifest names (`edgeblob_io::superblock::MAX_DEVICES`).
+const MAX_MANIFEST_DEVICES: usize = 256;
 
 impl Manifest {
+    /// The version a manifest of `devices` (as [`Manifest::devices`] holds them) is written as.
+    pub fn version_for(devices: &[u64]) -> u32 {
+        if devices.len() > 1 {
+            MANIFEST_VERSION_DEVICES
+        } else {
+            MANIFEST_VERSION
+        }
+    }
+
+    /// The lengths of the node's devices, in order.
+    pub fn device_lens(&self) -> Vec<u64> {
+        match self.devices.is_empty() {
+            true => vec![self.geometry.device_len],
+            false => self.devices.clone(),
+        }
+    }
+
+    /// Version 1: the record alone. Version 2: `EBMANDEV`, the device count (u32 LE), 4 zero
+    /// bytes, each device's length (u64 LE), zeros to a multiple of 16 bytes, then the record.
     pub fn encode(&self) -> Vec<u8> {
-        rkyv::to_bytes::<rancor::Error>(self).expect("serializing into memory cannot fail").to_vec()
+        debug_assert_eq!(
+            self.version,
+            Manifest::version_for(&self.devices),
+            "a manifest's version follows its devices"
+        );
+        debug_assert!(self.devices.is_empty() || self.devices[0] == self.geometry.device_len);
+        let record = rkyv::to_bytes::<rancor::Error>(self).expect("serializing into memory cannot fail");
+        if self.devices.len() <= 1 {
+            return record.to_vec();
+        }
+        let mut out = Vec::with_capacity(16 + 8 * self.devices.len() + record.len() + 8);
+        out.extend_from_slice(DEVICES_MAGIC);
+        out.extend_from_slice(&(self.devices.len() as u32).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        for len in &self.devices {
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+        out.resize(out.len().next_multiple_of(16), 0);
+        out.extend_from_slice(&record);
+        out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Manifest, String> {
-        let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
-        let m = rkyv::from_bytes::<Manifest, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
-        if m.version != MANIFEST_VERSION {
-            return Err(format!("a manifest of version {}, which this build does not read", m.version));
+        let (devices, record) = match bytes.strip_prefix(DEVICES_MAGIC.as_slice()) {
+            Some(rest) => {
+                let le32 = |b: &[u8]| b.first_chunk::<4>().map(|c| u32::from_le_bytes(*c));
+                let n = le32(rest).ok_or("a manifest's devices header is cut short")? as usize;
+                if !(2..=MAX_MANIFEST_DEVICES).contains(&n) || rest.get(4..8) != Some(&[0; 4][..]) {
+                    return Err(format!("a manifest's devices header names {n} devices"));
+                }
+                let lens = rest.get(8..8 + 8 * n).ok_or("a manifest's devices header is cut short")?;
+                let devices: Vec<u64> =
+                    lens.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+                let header = (DEVICES_MAGIC.len() + 8 + 8 * n).next_multiple_of(16);
+                let record = bytes.get(header..).ok_or("a manifest's devices header is cut short")?;
+                (devices, record)
+            }
+            None => (Vec::new(), bytes),
+        };
+        let mut aligned = AlignedVec::<16>::with_capacity(record.len());
+        aligned.extend_from_slice(record);
+        let mut m = rkyv::from_bytes::<Manifest, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+        if m.version != Manifest::version_for(&devices) {
+            return Err(match m.version {
+                MANIFEST_VERSION | MANIFEST_VERSION_DEVICES => "a manifest whose version and devices disagree".into(),
+                v => format!("a manifest of version {v}, which this build does not read"),
+            });
         }
+        if devices.first().is_some_and(|&d| d != m.geometry.device_len) {
+            return Err("a manifest whose first device is not its geometry's".into());
+        }
+        if !devices.is_empty() && !(m.geometry.shards as usize).is_multiple_of(devices.len()) {
+            return Err("a manifest whose shards do not spread evenly over its devices".into());
+        }
+        m.devices = devices;
         Ok(m)
     }
 }

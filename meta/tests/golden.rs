@@ -59,6 +59,7 @@ fn superblock_of(version: u32) -> Superblock {
         created_unix: 1_795_339_877,
         secret: std::array::from_fn::<u8, SECRET_LEN, _>(|i| (i * 7 + 3) as u8),
         member: None,
+        restoring: false,
     }
 }
 
@@ -489,8 +490,33 @@ fn tier_metadata_items_and_manifest() {
         packs: vec![PackRef { shard: 1, generation: 3, number: 7, len: 64 << 20 }],
         previous: Some("manifest/0000000000000004-000000000000000b".into()),
         counts: ManifestCounts { containers: 1, blobs: 10, blocks: 20, chunks: 30, bytes: 40 },
+        devices: Vec::new(),
     };
     let bytes = golden_in(2, "tier-manifest.bin", &manifest.encode());
     assert_eq!(Manifest::decode(&bytes).unwrap(), manifest);
     assert_eq!(manifest.encode(), bytes);
+
+    // Of a node on three devices (version 2): the devices' header, then the record.
+    let lens = vec![1 << 30, 1 << 30, 3 << 29];
+    let several = Manifest {
+        version: MANIFEST_VERSION_DEVICES,
+        geometry: Geometry { shards: 6, ..manifest.geometry.clone() },
+        devices: lens.clone(),
+        ..manifest.clone()
+    };
+    let bytes = golden_in(2, "tier-manifest-devices.bin", &several.encode());
+    assert_eq!(&bytes[..12], b"EBMANDEV\x03\0\0\0");
+    assert_eq!(Manifest::decode(&bytes).unwrap(), several);
+    assert_eq!(several.encode(), bytes);
+    assert_eq!(several.device_lens(), lens);
+    assert_eq!(manifest.device_lens(), vec![1 << 30], "one device: the geometry's");
+    // The record alone, as a build reading only version 1 would take it: refused, not one device.
+    let err = Manifest::decode(&bytes[48..]).unwrap_err();
+    assert!(err.contains("version and devices disagree"), "{err}");
+    // A header whose count is not the node's, or that says one device.
+    let mut bad = bytes.clone();
+    bad[8] = 1;
+    assert!(Manifest::decode(&bad).is_err());
+    bad[8] = 4;
+    assert!(Manifest::decode(&bad).is_err());
 }

@@ -11,3 +11,4 @@ pub mod lifecycle;
 pub mod notify;
 pub mod preflight;
 pub mod profile;
+pub mod rebuild;

@@ -198,6 +198,12 @@ fn run(args: Args, mut config: Config) -> Result<(), String> {
     if config.preflight == edgeblob::config::Preflight::Strict && !missing.is_empty() {
         return Err(format!("preflight (strict) found what the host lacks:\n{}", missing.join("\n")));
     }
+    match edgeblob::rebuild::before_open(&config)? {
+        edgeblob::rebuild::Rebuild::Left(why) => {
+            tracing::warn!(%why, "the ledger says rebuilding; the node does not restore itself")
+        }
+        edgeblob::rebuild::Rebuild::Restored { .. } | edgeblob::rebuild::Rebuild::NotAsked => {}
+    }
     let node = Node::open(config.engine.clone()).map_err(|e| e.to_string())?;
     // Recovery read each shard's log half whole (up to 512 MiB apiece) and has freed it, but
     // mimalloc returns freed memory to the OS only as its threads go on allocating: an idle node

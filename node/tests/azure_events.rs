@@ -146,3 +146,63 @@ async fn a_node_whose_disks_were_erased_comes_up_rebuilding_not_empty() {
     let (status, _, _) = signed(&node.http, "PUT", "/devstoreaccount1/fresh?restype=container", &[], b"").await;
     assert_eq!(status, 503, "no writes to a node that is not what it was");
 }
+
+/// After a redeploy the ledger says rebuilding and the devices are blank: a node with a tier
+/// restores itself from its newest restore point before it serves (the same node, by the
+/// ledger's id), serves its blobs, is ready, and clears the mark. Started again, it restores
+/// nothing: its devices hold the node.
+#[test]
+fn a_rebuilding_node_with_a_tier_restores_itself_before_it_serves() {
+    use edgeblob::config::{DEV_ACCOUNT, DEV_KEY};
+    use edgeblob_testkit::engine::{body, config, key};
+    let dir = tempfile::tempdir().unwrap();
+    let remote = edgeblob_testkit::node::InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let key_file = dir.path().join("customer.key");
+    std::fs::write(&key_file, [0x5au8; 32]).unwrap();
+    let url = format!("http://{}/{DEV_ACCOUNT}/tier/site-a", remote.addr);
+    let tier = edgeblob_engine::config::TierConfig {
+        url: url.clone(),
+        account: Some(DEV_ACCOUNT.into()),
+        account_key: Some(DEV_KEY.into()),
+        key_file: key_file.clone(),
+        ..Default::default()
+    };
+    // The node before the redeploy: a restore point of two blobs.
+    let before = dir.path().join("before");
+    std::fs::create_dir_all(&before).unwrap();
+    let old = edgeblob_engine::config::EngineConfig { tier: Some(tier), ..config(&before) };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let node = edgeblob_engine::Node::open(old).unwrap();
+    rt.block_on(async {
+        node.create_container(DEV_ACCOUNT, "kept", vec![]).await.unwrap();
+        for (n, b) in [("a.txt", &b"first"[..]), ("b.txt", &b"second"[..])] {
+            node.put_blob(0, key("kept", n), body(b), Default::default(), Default::default()).await.unwrap();
+        }
+        node.tier_epoch().await.unwrap();
+    });
+    let uuid = node.shared().sb.uuid;
+    node.stop();
+    let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+
+    let after = dir.path().join("after");
+    std::fs::create_dir_all(&after).unwrap();
+    let ledger = after.join("ledger.toml");
+    std::fs::write(&ledger, format!("node = \"{hex}\"\nrebuilding = true\n")).unwrap();
+    let toml = format!(
+        "ledger = \"{}\"\n[azure]\nscheduled_events = \"off\"\n[engine.tier]\nurl = \"{url}\"\naccount = \"{DEV_ACCOUNT}\"\naccount_key = \"{DEV_KEY}\"\nkey_file = \"{}\"\n",
+        ledger.display(),
+        key_file.display()
+    );
+    let node = spawn_configured(&after, "256M", &toml);
+    assert_eq!(ready(&node.admin).0, 200, "restored, it serves");
+    for (n, want) in [("a.txt", "first"), ("b.txt", "second")] {
+        let (status, _, got) = rt.block_on(signed(&node.http, "GET", &format!("/devstoreaccount1/kept/{n}"), &[], b""));
+        assert_eq!((status, String::from_utf8_lossy(&got).into_owned()), (200, want.to_owned()), "{n}");
+    }
+    let l = edgeblob_hw::ledger::Ledger::load(&ledger).unwrap().unwrap();
+    assert_eq!((l.node, l.rebuilding), (hex, false));
+    drop(node);
+    let node = spawn_configured(&after, "256M", &toml);
+    let (status, _, got) = rt.block_on(signed(&node.http, "GET", "/devstoreaccount1/kept/a.txt", &[], b""));
+    assert_eq!((status, &got[..]), (200, &b"first"[..]), "the restored node, started again");
+}

@@ -94,22 +94,25 @@ enum Cmd {
         cmd: TierCmd,
     },
     /// The restore points the tier holds (epochs: when cut, what they hold), and whether a
-    /// restore into `--data` did not finish.
+    /// restore into the `--data` devices did not finish.
     RestoreStatus {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
-        data: Option<PathBuf>,
+        data: Vec<PathBuf>,
         #[arg(long)]
         node: Option<String>,
     },
-    /// Builds a node from its tier alone into a new data file: takes the tier over (the old
-    /// node writes nothing more to it), formats the file as the old device was, and restores the
-    /// metadata of an epoch. The node then serves at once; data comes from the tier as read.
+    /// Builds a node from its tier alone onto new data files or blank raw devices: takes the
+    /// tier over (the old node writes nothing more to it), formats them as the old devices were,
+    /// and restores the metadata of an epoch. The node then serves at once; data comes from the
+    /// tier as read.
     Restore {
-        /// The data file to create (must not exist, unless a restore into it did not finish).
-        #[arg(long)]
-        data: PathBuf,
+        /// A device of the node (repeat for a node of several, as many as it had): a data file
+        /// to create (it must not exist, unless a restore into it did not finish) or a blank raw
+        /// device.
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
         /// A configuration file with the `[engine.tier]` table: where the tier is, and the
         /// customer key.
         #[arg(long)]
@@ -496,11 +499,15 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
         }
         Cmd::RestoreStatus { config, data, node } => {
             let tier = tier_config(&config)?;
-            if let Some(d) = &data {
-                match edgeblob_engine::startup::restoring_marker(d).exists() {
-                    true => println!("{}: a restore did not finish (run restore again: it starts over)", d.display()),
-                    false if d.exists() => println!("{}: no restore in progress", d.display()),
-                    false => println!("{}: no data file", d.display()),
+            match edgeblob_engine::startup::restore_unfinished(&data) {
+                Some(d) => println!("{}: a restore did not finish (run restore again: it starts over)", d.display()),
+                None => {
+                    for d in &data {
+                        match d.exists() {
+                            true => println!("{}: no restore in progress", d.display()),
+                            false => println!("{}: no data file", d.display()),
+                        }
+                    }
                 }
             }
             let (node, points) = rt
@@ -523,7 +530,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
         }
         Cmd::Restore { data, config, node, epoch } => {
             let tier = tier_config(&config)?;
-            let cfg = EngineConfig { tier: Some(tier), ..engine_config(data) };
+            let cfg = EngineConfig { tier: Some(tier), ..node_config(data) };
             let r = rt
                 .block_on(edgeblob_engine::tier::restore::restore(&cfg, node.as_deref(), epoch))
                 .map_err(|e| e.to_string())?;

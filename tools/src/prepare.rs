@@ -96,6 +96,9 @@ fn classify(n: &Nvme, dev: &Path, ledger: Option<&Ledger>) -> Kind {
                 {
                     Kind::Ours
                 }
+                // A device the node restored itself onto after its disks were erased: it holds
+                // the node the ledger names, on a serial the ledger has not seen yet.
+                Ok(sb) if ledger.is_some_and(|l| l.node == hex(&sb.uuid)) && !sb.restoring => Kind::Ours,
                 Ok(sb) => Kind::Foreign(format!("another node's edgeblob device (uuid {})", hex(&sb.uuid))),
                 Err(e) => Kind::Foreign(format!("an edgeblob signature whose superblock does not read: {e}")),
             }
@@ -106,13 +109,14 @@ fn classify(n: &Nvme, dev: &Path, ledger: Option<&Ledger>) -> Kind {
 }
 
 pub fn run(a: PrepareArgs) -> Result<ExitCode, String> {
-    let wanted = match &a.config {
+    let (wanted, tier) = match &a.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let raw: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            raw.get("profile").and_then(|p| p.as_str()).unwrap_or("auto").to_owned()
+            let tier = raw.get("engine").and_then(|e| e.get("tier")).is_some();
+            (raw.get("profile").and_then(|p| p.as_str()).unwrap_or("auto").to_owned(), tier)
         }
-        None => "auto".to_owned(),
+        None => ("auto".to_owned(), false),
     };
     let root = Root(a.root.clone());
     let host = detect(&root);
@@ -187,6 +191,14 @@ pub fn run(a: PrepareArgs) -> Result<ExitCode, String> {
     let erased = had
         && !plan.iter().any(|(_, k, _)| *k == Kind::Ours)
         && plan.iter().any(|(_, k, act)| *k == Kind::Blank && *act == Action::Format);
+    // With a tier the node restores itself onto the blank devices at its start (it restores
+    // only onto blank ones): they stay blank. Without one, its data is gone; they become a new
+    // empty node, still reported rebuilding until the operator says otherwise.
+    if erased && tier {
+        for (_, _, action) in plan.iter_mut().filter(|(_, k, act)| *k == Kind::Blank && *act == Action::Format) {
+            *action = Action::Leave("blank: the node restores itself onto it from the tier when it starts".into());
+        }
+    }
     for (n, kind, action) in &plan {
         let kind = match kind {
             Kind::Ours => "ours".to_owned(),
@@ -203,7 +215,8 @@ pub fn run(a: PrepareArgs) -> Result<ExitCode, String> {
     }
     if erased {
         println!(
-            "this node's devices are gone and blank ones are here: it comes back rebuilding (restore it from the tier)"
+            "this node's devices are gone and blank ones are here: it comes back rebuilding ({})",
+            if tier { "it restores itself from the tier when it starts" } else { "restore it from the tier" }
         );
     }
     if a.dry_run {
@@ -223,6 +236,29 @@ pub fn run(a: PrepareArgs) -> Result<ExitCode, String> {
         true => Vec::new(),
         false => edgeblob_engine::startup::format_devices(&files, shards).map_err(|e| e.to_string())?,
     };
+    // A new node (not one whose disks were erased: the tier knows that one by the ledger's id)
+    // takes the ledger's id as its uuid, so that the ledger names the node its devices hold,
+    // and a rebuild restores it by that name.
+    if let (Some(sb), false) = (sbs.first(), erased) {
+        ledger.node = hex(&sb.uuid);
+    }
+    // Devices of the node the ledger did not list by serial yet (restored onto after a rebuild).
+    let unlisted: Vec<&Nvme> = plan
+        .iter()
+        .filter(|(n, k, _)| *k == Kind::Ours && ledger.by_serial(&n.serial).is_none())
+        .map(|(n, _, _)| *n)
+        .collect();
+    for n in unlisted {
+        let dev = a.root.join("dev").join(&n.name);
+        let f = DeviceFile::open(&dev).map_err(|e| format!("{}: {e}", dev.display()))?;
+        let sb = edgeblob_engine::startup::read_superblock(&f).map_err(|e| e.to_string())?;
+        ledger.device.push(LedgerDevice {
+            serial: n.serial.clone(),
+            model: n.model.clone(),
+            uuid: hex(&sb.device_uuid()),
+            formatted: sb.created_unix,
+        });
+    }
     for (n, sb) in chosen.iter().zip(&sbs) {
         ledger.device.retain(|d| d.serial != n.serial);
         ledger.device.push(LedgerDevice {

@@ -201,3 +201,47 @@ fn after_a_redeploy_the_node_comes_back_rebuilding() {
     assert_eq!(after.node, first.node, "the same node, not a new one");
     assert_eq!(after.device.iter().map(|d| d.serial.as_str()).collect::<Vec<_>>(), ["NEWHOSTSERIAL0001"]);
 }
+
+/// With a tier in the node's configuration, a redeploy's blank disks are left blank: the node
+/// restores itself onto them when it starts (edgeblob's `rebuild`). The node it restores carries
+/// the ledger's id (the id a new node's superblocks take at its first format), and the next
+/// prepare knows the restored device as the node's and records its serial.
+#[test]
+fn after_a_redeploy_a_node_with_a_tier_leaves_its_blank_disks_to_its_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = host("l8as_v5", dir.path(), 256 << 20);
+    let ledger = dir.path().join("ledger.toml");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "[engine.tier]\nurl = \"http://127.0.0.1:1/acct/tier/site\"\nkey_file = \"/nowhere\"\n")
+        .unwrap();
+    let cfg = ["--config", config.to_str().unwrap()];
+    let (code, out) = prepare(&root, &ledger, &cfg);
+    assert_eq!(code, 0, "{out}");
+    let first = Ledger::load(&ledger).unwrap().unwrap();
+    let dev = root.join("dev/nvme1n1");
+    let sb = edgeblob_engine::startup::read_superblock(&edgeblob_io::DeviceFile::open(&dev).unwrap()).unwrap();
+    let hex = |u: &[u8]| u.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(first.node, hex(&sb.uuid), "the ledger names the node its device holds");
+
+    std::fs::write(root.join("sys/class/nvme/nvme1/serial"), "NEWHOSTSERIAL0001\n").unwrap();
+    let f = std::fs::OpenOptions::new().write(true).truncate(true).open(&dev).unwrap();
+    f.set_len(256 << 20).unwrap();
+    let blank = hashes(&root);
+    let (code, out) = prepare(&root, &ledger, &cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("restores itself from the tier"), "{out}");
+    assert_eq!(hashes(&root), blank, "the blank disk is left to the restore");
+    let after = Ledger::load(&ledger).unwrap().unwrap();
+    assert!(after.rebuilding && after.node == first.node, "{after:?}");
+
+    // What the node's restore writes: the node, by its id, on the new disk.
+    let file = std::sync::Arc::new(edgeblob_io::DeviceFile::open(&dev).unwrap());
+    let restored = edgeblob_io::superblock::Superblock { uuid: sb.uuid, ..sb.clone() };
+    edgeblob_engine::startup::format_devices_as(&[file], vec![restored]).unwrap();
+    let (code, out) = prepare(&root, &ledger, &cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ours: keep"), "{out}");
+    let known = Ledger::load(&ledger).unwrap().unwrap();
+    assert_eq!(known.device.iter().map(|d| d.serial.as_str()).collect::<Vec<_>>(), ["NEWHOSTSERIAL0001"]);
+    assert_eq!(known.device[0].uuid, hex(&sb.uuid));
+}

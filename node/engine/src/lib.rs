@@ -412,10 +412,11 @@ impl Node {
         .await?
     }
 
-    /// Each shard's view of the tier (a scan of its chunk table).
+    /// Each shard's view of the tier (a scan of its chunk table); of a node short of a device,
+    /// the shards on the others' (readiness and the logs name the lost device).
     pub async fn tier_status(&self) -> Result<Vec<tier::TierStatus>> {
         let mut out = Vec::new();
-        for i in 0..self.shards() {
+        for i in (0..self.shards()).filter(|&i| self.shared.offline(i).is_none()) {
             out.push(self.on(i, |s| async move { tier::status(&s).await }).await??);
         }
         Ok(out)

@@ -176,6 +176,11 @@ pub fn format_device(file: &Arc<DeviceFile>, shards: u32) -> Result<Superblock> 
 pub fn format_devices(files: &[Arc<DeviceFile>], shards: u32) -> Result<Vec<Superblock>> {
     let lens: Vec<u64> = files.iter().map(|f| f.len()).collect();
     let sbs = Superblock::new_node(&lens, shards, edgeblob_io::superblock::FORMAT_VERSION).map_err(sb_err)?;
+    format_devices_as(files, sbs)
+}
+
+/// Formats open devices, in place, as `sbs` say (a restore onto raw devices).
+pub fn format_devices_as(files: &[Arc<DeviceFile>], sbs: Vec<Superblock>) -> Result<Vec<Superblock>> {
     format_with(&FileMedia::of(files.iter().map(|f| Member::Present(f.clone())).collect()), sbs)
 }
 
@@ -229,26 +234,54 @@ pub fn shards_per_device(shards: Option<usize>, devices: usize) -> Result<u32> {
     }
 }
 
-/// The file beside a data file that says a restore into it has not finished.
-pub fn restoring_marker(data: &Path) -> std::path::PathBuf {
-    media::beside(data, ".restoring")
+/// The first of `paths` whose superblock says a restore into it has not finished.
+pub fn restore_unfinished(paths: &[PathBuf]) -> Option<PathBuf> {
+    let restoring = |p: &PathBuf| DeviceFile::open(p).ok().and_then(|f| media::read_superblock(&f).ok());
+    paths.iter().find(|p| restoring(p).is_some_and(|sb| sb.restoring)).cloned()
+}
+
+/// Clears the restoring flag of every device of `paths` that has it: the restore into them is
+/// complete. Each superblock is written and synced on its own; one left flagged by a crash
+/// keeps the node from opening, and the next restore starts over.
+pub fn finish_restore(paths: &[PathBuf]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    for p in paths {
+        let file = DeviceFile::open(p)?;
+        let sb = media::read_superblock(&file)?;
+        if sb.restoring {
+            let mut page = AlignedBuf::zeroed(PAGE_SIZE);
+            page.copy_from_slice(&Superblock { restoring: false, ..sb }.encode());
+            file.file().write_all_at(&page, 0)?;
+            file.file().sync_data()?;
+        }
+    }
+    Ok(())
 }
 
 pub fn open(config: EngineConfig) -> Result<Node> {
+    open_checked(config, false)
+}
+
+/// Opens the node a restore is writing (its devices flagged restoring).
+pub(crate) fn open_restoring(config: EngineConfig) -> Result<Node> {
+    open_checked(config, true)
+}
+
+fn open_checked(config: EngineConfig, restoring: bool) -> Result<Node> {
     config.validate().map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
     let paths = config.device_paths();
-    if restoring_marker(&paths[0]).exists() {
-        return Err(EngineError::Io(std::io::Error::other(format!(
-            "a restore into {} has not finished: run edgeblob-admin restore again (it starts over)",
-            paths[0].display()
-        ))));
-    }
     finish_format(&paths)?;
     if !media::any_exists(&paths) {
         let per_device = shards_per_device(config.shards, paths.len())?;
         format_files(&paths, config.data_size, per_device, config.format_version)?;
     }
     let (mut media, sbs) = media::open_devices(&paths)?;
+    if let Some(d) = sbs.iter().position(|r| r.as_ref().is_ok_and(|sb| sb.restoring)).filter(|_| !restoring) {
+        return Err(EngineError::Io(std::io::Error::other(format!(
+            "a restore into {} has not finished: run edgeblob-admin restore again (it starts over)",
+            media.name(d)
+        ))));
+    }
     media.queue_depth = config.queue_depth;
     open_on(config, Arc::new(media), sbs)
 }
@@ -306,13 +339,6 @@ fn open_on(config: EngineConfig, media: Arc<dyn Media>, sbs: Vec<Result<Superblo
                 "{} is format version {}: the tier needs version 2 (edgeblob-admin upgrade)",
                 media.name(0),
                 sb.version
-            )));
-        }
-        // A manifest describes one device: a restore could not lay a node of several out again.
-        if sbs.len() > 1 {
-            return Err(EngineError::Tier(format!(
-                "the tier serves nodes on one device; this node has {} (docs/operations.md)",
-                sbs.len()
             )));
         }
         shared.tier = Some(Arc::new(super::tier::Tier::start(tier, sb.uuid).map_err(EngineError::Tier)?));
@@ -484,10 +510,10 @@ fn rebuild_degraded(node: &Node) -> Result<()> {
         floor = floor.max(catalog.values().map(|c| c.id.max(c.etag)).max().unwrap_or(0));
         *node.shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
         node.shared.raise_clock(floor);
-        // A node on several devices has no tier (`open_on`): nothing of it was ever released.
-        debug_assert!(node.shared.tier.is_none());
+        // Chunks released to the tier are read from it: marked from the chunk tables the
+        // node still has (an offline shard has none, and nothing reaches its blobs).
         for i in 0..node.shards() {
-            node.shared.released.set_ready(i);
+            node.on(i, super::tier::released::mark_at_start).await?;
         }
         Ok(())
     })

@@ -148,21 +148,24 @@ fn a_node_is_restored_from_its_tier_alone_and_the_old_one_is_fenced() {
         (prt, f)
     };
     let cfg_b = tier_config(&b_dir, &format!("http://{}", faulty.addr));
-    // What a restore killed half-way leaves: a data file and the marker. No node opens it; the
-    // next restore starts over.
-    let marker = edgeblob_engine::startup::restoring_marker(&cfg_b.data_path);
-    std::fs::write(&cfg_b.data_path, b"half a restore").unwrap();
-    std::fs::write(&marker, b"").unwrap();
-    assert!(Node::open(cfg_b.clone()).is_err(), "a data file a restore did not finish is refused");
+    // What a restore killed half-way leaves: a node formatted with its superblocks flagged
+    // restoring. No node opens it; the next restore starts over.
+    let paths = cfg_b.device_paths();
+    let mut sbs = edgeblob_io::superblock::Superblock::new_node(&vec![1 << 30; paths.len()], 1, 2).unwrap();
+    sbs.iter_mut().for_each(|sb| sb.restoring = true);
+    edgeblob_engine::startup::format_files_as(&paths, sbs).unwrap();
+    let err = Node::open(cfg_b.clone()).err().expect("a node a restore did not finish is refused").to_string();
+    assert!(err.contains("has not finished"), "{err}");
+    assert!(edgeblob_engine::startup::restore_unfinished(&paths).is_some());
     let report = rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_b, None, None)).unwrap();
-    assert!(!marker.exists());
+    assert_eq!(edgeblob_engine::startup::restore_unfinished(&paths), None, "the flags are cleared");
     eprintln!(
         "restore: {} bytes of metadata for {} blobs, {} chunks; {:?}",
         report.metadata_bytes, report.blobs, report.chunks, report.elapsed
     );
     // A finished one is never overwritten.
     let again = rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_b, None, None)).unwrap_err().to_string();
-    assert!(again.contains("exists"), "{again}");
+    assert!(again.contains("holds data"), "{again}");
     assert_eq!((report.blobs, report.blobs_left_out, report.containers), (10_000, 0, 2), "{report:?}");
     assert!(report.generation > 1, "{report:?}");
     let b = Node::open(cfg_b.clone()).unwrap();
@@ -292,11 +295,9 @@ fn old_restore_points_are_pruned_and_the_kept_ones_restore() {
     let mut cfg_c = small_node(dir.path(), "checker", &origin);
     cfg_c.tier.as_mut().unwrap().passive = true;
     // Passive: a node of another uuid that only reads; the check looks at the restored node's.
-    let checker = Node::open(EngineConfig {
-        data_path: dir.path().join(format!("r{}", epochs[2].0.epoch)).join("edgeblob.dat"),
-        ..cfg_c
-    })
-    .unwrap();
+    let restored = small_node(dir.path(), &format!("r{}", epochs[2].0.epoch), &origin);
+    let checker =
+        Node::open(EngineConfig { data_path: restored.data_path, devices: restored.devices, ..cfg_c }).unwrap();
     let (_, wrong) = rt.block_on(checker.tier_check_restore_points()).unwrap();
     let short = part.split_once('/').unwrap().1;
     assert!(!wrong.is_empty() && wrong.iter().all(|w| w.contains(short)), "{wrong:?}");
@@ -336,7 +337,8 @@ fn a_restore_killed_midway_starts_over() {
     a.stop();
     let b_dir = dir.path().join("b");
     let cfg_b = small_node(dir.path(), "b", &origin);
-    let marker = edgeblob_engine::startup::restoring_marker(&cfg_b.data_path);
+    let paths = cfg_b.device_paths();
+    let unfinished = || edgeblob_engine::startup::restore_unfinished(&paths).is_some();
     let mut killed = 0;
     // Killed once the new data file is formatted (its import has begun), after a varying delay.
     for delay_ms in [0u64, 30, 120] {
@@ -350,7 +352,7 @@ fn a_restore_killed_midway_starts_over() {
         // Until this restore has formatted its own data file (a killed one's is still there).
         let stamp = || std::fs::metadata(&cfg_b.data_path).and_then(|m| m.modified()).ok();
         let (before, began) = (stamp(), std::time::Instant::now());
-        while !(marker.exists() && stamp().is_some() && stamp() != before)
+        while !(unfinished() && stamp().is_some() && stamp() != before)
             && child.try_wait().unwrap().is_none()
             && began.elapsed().as_secs() < 60
         {
@@ -360,9 +362,11 @@ fn a_restore_killed_midway_starts_over() {
         let finished = child.try_wait().unwrap().is_some();
         child.kill().unwrap();
         child.wait().unwrap();
-        if finished || !marker.exists() {
+        if finished || !unfinished() {
             // It ended before the kill: start the next try from nothing.
-            let _ = std::fs::remove_file(&cfg_b.data_path);
+            for p in &paths {
+                let _ = std::fs::remove_file(p);
+            }
             continue;
         }
         killed += 1;
@@ -377,6 +381,154 @@ fn a_restore_killed_midway_starts_over() {
         for (name, digest) in &want {
             let (_, got) = b.read_blob_digest(0, key("c", name), None).await.unwrap();
             assert_eq!(got, *digest, "{name}");
+        }
+    });
+    b.stop();
+}
+
+/// A node on three devices takes epochs like any (a manifest of version 2 names its devices'
+/// lengths) and is restored onto three new data files laid out as its own were: every blob as
+/// it was, its chunks read from the tier. A configuration with another number of devices is
+/// refused before anything is written.
+#[test]
+fn a_node_on_three_devices_is_restored_onto_three() {
+    use edgeblob_testkit::engine::{data_path, files_from};
+    let dir = tempfile::tempdir().unwrap();
+    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let origin = format!("http://{}", remote.addr);
+    let on_devices = |name: &str, n: usize| {
+        let cfg = small_node(dir.path(), name, &origin);
+        EngineConfig { devices: files_from(&cfg.data_path, n), shards: Some(n), ..cfg }
+    };
+    let cfg_a = on_devices("a", 3);
+    let rt = rt();
+    let a = Node::open(cfg_a.clone()).unwrap();
+    assert_eq!(a.shared().layout.devices(), 3);
+    let names: Vec<String> = (0..300).map(|i| format!("d/{i:04}")).collect();
+    rt.block_on(async {
+        a.create_container(DEV_ACCOUNT, "c", vec![("Team".into(), "devices".into())]).await.unwrap();
+        for (i, n) in names.iter().enumerate() {
+            // Empty, small, and of several 64 KiB chunks; a tenth the same bytes as another.
+            let bytes = match i % 10 {
+                0 => Vec::new(),
+                1 => data(7, 3000, true),
+                _ => data(i as u64, 100 + (i * 4099) % 300_000, i % 3 == 0),
+            };
+            a.put_blob(i % 3, key("c", n), body(&bytes), BlobProps::default(), Conditions::default()).await.unwrap();
+        }
+    });
+    let epoch = rt.block_on(a.tier_epoch()).unwrap();
+    assert_eq!(epoch.counts.blobs, 300, "{epoch:?}");
+    let before: BTreeMap<String, Seen> = rt
+        .block_on(async { futures::future::join_all(names.iter().map(|n| seen(&a, "c", n))).await })
+        .into_iter()
+        .zip(&names)
+        .map(|(s, n)| (n.clone(), s))
+        .collect();
+    a.stop();
+
+    let one = on_devices("one", 1);
+    let err = rt.block_on(edgeblob_engine::tier::restore::restore(&one, None, None)).unwrap_err().to_string();
+    assert!(err.contains("3 devices") && err.contains("names 1"), "{err}");
+    assert!(!one.data_path.exists(), "nothing written for a refused restore");
+
+    let cfg_b = on_devices("b", 3);
+    // A file in the way that is no device's: refused, left as it was.
+    std::fs::write(&cfg_b.devices[1], b"someone's notes").unwrap();
+    let err = rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_b, None, None)).unwrap_err().to_string();
+    assert!(err.contains("holds data"), "{err}");
+    assert_eq!(std::fs::read(&cfg_b.devices[1]).unwrap(), b"someone's notes");
+    assert!(!cfg_b.devices[0].exists());
+    std::fs::remove_file(&cfg_b.devices[1]).unwrap();
+    let report = rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_b, None, None)).unwrap();
+    assert_eq!((report.blobs, report.blobs_left_out, report.containers), (300, 0, 1), "{report:?}");
+    for p in files_from(&data_path(cfg_b.data_path.parent().unwrap()), 3) {
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 256 << 20, "{}", p.display());
+    }
+    let b = Node::open(cfg_b).unwrap();
+    assert_eq!(b.shared().layout.devices(), 3);
+    rt.block_on(async {
+        for (n, want) in &before {
+            assert_eq!(&seen(&b, "c", n).await, want, "{n}");
+        }
+        // It writes again, on every device.
+        for i in 0..3 {
+            b.put_blob(i, key("c", &format!("after-{i}")), body(b"after"), BlobProps::default(), Conditions::default())
+                .await
+                .unwrap();
+        }
+    });
+    b.stop();
+}
+
+/// Loop devices over files in `dir`, detached when dropped: raw block devices for a test.
+struct Loops(Vec<String>);
+
+impl Loops {
+    /// `n` loop devices of `len` bytes each; None where this host cannot make them (not root,
+    /// no loop driver).
+    fn new(dir: &Path, n: usize, len: u64) -> Option<Loops> {
+        let mut loops = Loops(Vec::new());
+        for i in 0..n {
+            let backing = dir.join(format!("loop-{i}.img"));
+            std::fs::File::create(&backing).and_then(|f| f.set_len(len)).ok()?;
+            let out = std::process::Command::new("losetup").args(["--find", "--show"]).arg(&backing).output().ok()?;
+            if !out.status.success() {
+                return None;
+            }
+            loops.0.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+        }
+        Some(loops)
+    }
+}
+
+impl Drop for Loops {
+    fn drop(&mut self) {
+        for l in &self.0 {
+            let _ = std::process::Command::new("losetup").args(["-d", l]).status();
+        }
+    }
+}
+
+/// After an Azure redeploy the node's local NVMe are blank raw devices: a restore formats them
+/// in place (as many as the node had, at least as large) and the node serves from them; a
+/// device that holds a node is refused. Runs on loop devices where the host can make them.
+#[test]
+fn a_node_is_restored_onto_blank_raw_devices() {
+    use edgeblob_testkit::engine::files_from;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(loops) = Loops::new(dir.path(), 2, 256 << 20) else {
+        eprintln!("no loop devices on this host (root and the loop driver are needed): nothing to run");
+        return;
+    };
+    let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let origin = format!("http://{}", remote.addr);
+    let cfg_a = small_node(dir.path(), "a", &origin);
+    let cfg_a = EngineConfig { devices: files_from(&cfg_a.data_path, 2), shards: Some(2), ..cfg_a };
+    let rt = rt();
+    let a = Node::open(cfg_a).unwrap();
+    let blobs: Vec<(String, Vec<u8>)> =
+        (0..40).map(|i| (format!("r/{i:03}"), data(i, 1000 + i as usize * 5000, false))).collect();
+    rt.block_on(async {
+        a.create_container(DEV_ACCOUNT, "c", vec![]).await.unwrap();
+        for (i, (n, b)) in blobs.iter().enumerate() {
+            a.put_blob(i % 2, key("c", n), body(b), BlobProps::default(), Conditions::default()).await.unwrap();
+        }
+        a.tier_epoch().await.unwrap();
+    });
+    a.stop();
+    let cfg_b = small_node(dir.path(), "b", &origin);
+    let cfg_b =
+        EngineConfig { devices: loops.0.iter().map(std::path::PathBuf::from).collect(), shards: Some(2), ..cfg_b };
+    let report = rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_b, None, None)).unwrap();
+    assert_eq!((report.blobs, report.blobs_left_out), (40, 0), "{report:?}");
+    let again = rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_b, None, None)).unwrap_err().to_string();
+    assert!(again.contains("holds data"), "a device that holds a node: {again}");
+    let b = Node::open(cfg_b).unwrap();
+    rt.block_on(async {
+        for (n, bytes) in &blobs {
+            let (_, _, got) = b.read_blob(0, key("c", n), None, Conditions::default()).await.unwrap();
+            assert_eq!(&got[..], &bytes[..], "{n}");
         }
     });
     b.stop();

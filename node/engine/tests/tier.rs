@@ -161,13 +161,18 @@ fn tiers_every_chunk_opaquely(origin: &str, container: &str, dir: &Path) {
     let objects = rt.block_on(everything(&r));
     let node_prefix = objects.keys().next().unwrap().split('/').next().unwrap().to_owned();
     let under = |what: &str| objects.keys().filter(|n| n.starts_with(&format!("{node_prefix}/{what}/"))).count();
-    assert_eq!((under("meta"), under("manifest")), (4, 1), "a part of blobs and one of chunks a shard, one manifest");
+    let shards = node.shards();
+    assert_eq!(
+        (under("meta"), under("manifest")),
+        (2 * shards, 1),
+        "a part of blobs and one of chunks a shard, one manifest"
+    );
     let packs = objects.keys().filter(|n| n.contains("/packs/")).count();
     assert_eq!(packs as u64, t.packs, "each pack recorded is in the tier, and only they: {:?}", objects.keys());
     assert!(packs < bodies.len() / 2, "few packs, never one a blob: {packs} for {} blobs", bodies.len());
     assert_eq!(
         objects.len(),
-        packs + 1 + 1 + 1 + 4 + 1,
+        packs + 1 + 1 + 1 + 2 * shards + 1,
         "packs, the node key, its claim, its name, the metadata: {:?}",
         objects.keys()
     );
@@ -919,7 +924,8 @@ fn residency(node: &Node, container: &str, name: &str) -> edgeblob_engine::tier:
 fn the_coldest_copies_go_first_and_none_touched_within_the_idle_time() {
     let dir = tempfile::tempdir().unwrap();
     let (_remote, mut cfg) = with_edgeblob_tier(dir.path());
-    cfg.shards = Some(1);
+    // One shard on one device (under EDGEBLOB_TEST_DEVICES too): the order is the device's.
+    (cfg.shards, cfg.devices) = (Some(1), Vec::new());
     cfg.tier.as_mut().unwrap().access_tick = std::time::Duration::from_millis(40);
     let rt = rt();
     let node = open(&cfg);
@@ -974,9 +980,9 @@ fn kept_containers_and_pinned_prefixes_stay_on_flash() {
         container: container.into(),
         prefix: prefix.into(),
     };
-    // One shard: each blob's chunks lie together, so that only the MiB where two blobs meet
-    // is shared by a kept one and another.
-    cfg.shards = Some(1);
+    // One shard on one device: each blob's chunks lie together, so that only the MiB where two
+    // blobs meet is shared by a kept one and another.
+    (cfg.shards, cfg.devices) = (Some(1), Vec::new());
     cfg.tier.as_mut().unwrap().keep = vec![rule("pinned", ""), rule("c", "keep/")];
     let rt = rt();
     let node = open(&cfg);
@@ -1033,5 +1039,71 @@ fn kept_containers_and_pinned_prefixes_stay_on_flash() {
         let (_, _, got) = rt.block_on(node.read_blob(0, key(c, name), None, Conditions::default())).unwrap();
         assert!(got[..] == b[..], "{c}/{name}");
     }
+    node.stop();
+}
+
+/// A node on three devices tiers like any; when one device is lost the node starts read-only on
+/// the others, and their blobs whose chunks were released are read from the tier (only the lost
+/// device's blobs fail, naming it).
+#[test]
+fn a_node_short_of_a_device_reads_released_chunks_from_the_tier() {
+    use edgeblob_engine::EngineError;
+    use edgeblob_testkit::engine::files_from;
+    let dir = tempfile::tempdir().unwrap();
+    let (_remote, cfg) = with_edgeblob_tier(dir.path());
+    let cfg = EngineConfig { devices: files_from(&cfg.data_path, 3), shards: Some(3), ..cfg };
+    let rt = rt();
+    let node = open(&cfg);
+    let blobs: Vec<(String, Vec<u8>)> = (0..24).map(|i| (format!("b{i:02}"), data(i, 200_000, false))).collect();
+    rt.block_on(async {
+        node.create_container(DEV_ACCOUNT, "c", vec![]).await.unwrap();
+        for (i, (name, b)) in blobs.iter().enumerate() {
+            node.put_blob(i % 3, key("c", name), body(b), BlobProps::default(), Conditions::default()).await.unwrap();
+        }
+        node.tier_flush().await.unwrap();
+        let freed = node.tier_release(None).await.unwrap();
+        assert!(freed >= 24 * 150_000, "the local copies' space: {freed}");
+    });
+    let shared = node.shared();
+    let device = |name: &str| shared.device_of(shared.owner_of(&key("c", name)));
+    assert!((0..3).all(|d| blobs.iter().any(|(n, _)| device(n) == d)), "blobs on every device");
+    let on: Vec<usize> = blobs.iter().map(|(n, _)| device(n)).collect();
+    // New data on every device takes the space given back: a read that went to the old places
+    // would find its pages there, not the released chunks'.
+    let fillers: Vec<String> =
+        (0..3).map(|d| (0..).map(|i| format!("filler-{i}")).find(|n| device(n) == d).unwrap()).collect();
+    // Shard d lies on device d (a shard a device): the survivors' view of the tier.
+    let tiered = |st: &[TierStatus]| st.iter().take(2).map(|s| s.tiered_chunks).sum::<u64>();
+    let released = tiered(&rt.block_on(node.tier_status()).unwrap());
+    assert!(released > 0);
+    rt.block_on(async {
+        for (i, f) in fillers.iter().enumerate() {
+            let bytes = data(100 + i as u64, 8 << 20, false);
+            node.put_blob(i, key("c", f), body(&bytes), BlobProps::default(), Conditions::default()).await.unwrap();
+        }
+    });
+    node.stop();
+    std::fs::rename(&cfg.devices[2], dir.path().join("away.dat")).unwrap();
+    let node = open(&cfg);
+    assert!(node.shared().read_only().is_some(), "short of a device");
+    rt.block_on(async {
+        for ((name, b), d) in blobs.iter().zip(on) {
+            let got = node.read_blob(0, key("c", name), None, Conditions::default()).await;
+            match d {
+                2 => assert!(matches!(got, Err(EngineError::DeviceLost(_))), "{name}: {:?}", got.err()),
+                _ => {
+                    assert_eq!(&got.unwrap().2[..], &b[..], "{name}");
+                    // A random range would promote its chunk to flash on a whole node.
+                    let range = Some((70_000, Some(74_095)));
+                    let (_, _, got) = node.read_blob(0, key("c", name), range, Conditions::default()).await.unwrap();
+                    assert_eq!(&got[..], &b[70_000..74_096], "{name}");
+                }
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let st = rt.block_on(node.tier_status()).unwrap();
+    assert_eq!(st.len(), 2, "the shards online");
+    assert_eq!(tiered(&st), released, "read from the tier, nothing promoted back: {st:?}");
     node.stop();
 }

@@ -252,8 +252,13 @@ pub async fn take(s: &Rc<Shard>) -> Result<EpochReport> {
             tier_generation.max(s.peers.call(i, |s| async move { s.meta.borrow().state().tier_generation }).await?);
     }
     let sb = &s.node.sb;
+    let layout = &s.node.layout;
+    let devices: Vec<u64> = match layout.devices() {
+        1 => Vec::new(),
+        n => (0..n).map(|d| layout.device_len(d)).collect(),
+    };
     let manifest = Manifest {
-        version: edgeblob_meta::export::MANIFEST_VERSION,
+        version: Manifest::version_for(&devices),
         epoch,
         generation,
         cut_ns,
@@ -265,6 +270,7 @@ pub async fn take(s: &Rc<Shard>) -> Result<EpochReport> {
         packs: packs.clone(),
         previous: previous.map(|(_, _, name)| name),
         counts: counts.clone(),
+        devices,
     };
     let name = manifest_name(generation, epoch);
     tier.put_object(ObjectKind::Manifest, name.clone(), manifest.encode()).await.map_err(EngineError::Tier)?;

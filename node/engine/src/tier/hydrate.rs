@@ -47,6 +47,10 @@ fn still_tiered(s: &Shard, c: &ChunkRef) -> bool {
 /// Writes chunk `c`'s stored stream back to its first place and logs `ChunkHydrated`.
 pub(crate) async fn promote(s: &Rc<Shard>, c: ChunkRef, place: TierPlace) -> Result<bool> {
     let Some(tier) = s.node.tier.clone() else { return Ok(false) };
+    // A node short of a device writes nothing; its reads are served from the tier as they are.
+    if s.node.read_only().is_some() {
+        return Ok(false);
+    }
     shard_store::resident(&s.meta, &[Want::Chunk(c.id())]).await?;
     if !still_tiered(s, &c) {
         return Ok(false);

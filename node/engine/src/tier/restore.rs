@@ -4,25 +4,27 @@
 //! 1. Finds the node (`nodes/` in the tier, or the uuid given), opens its node key with the
 //!    customer's key, and reads the chosen manifest (the newest, or epoch `E`).
 //! 2. Takes the tier over: claims a generation above every claim (the old writer is fenced).
-//! 3. Formats a new data file as the old device was (uuid, chunk-hash secret, size, shards),
-//!    beside a marker that keeps any node from opening it until the restore ends.
+//! 3. Formats new data files (or blank raw devices, in place) as the old devices were (uuid,
+//!    chunk-hash secret, sizes, shards), each superblock flagged restoring: no node opens them
+//!    until the restore ends.
 //! 4. Imports, through the shards' own records: the containers; every shard's tier generation;
 //!    on each counting shard its packs and the chunks in them that a restored blob names
 //!    (`Record::ChunksRestored`: in the tier only); then the blobs whose every chunk is placed,
 //!    whose references are counted as any blob's are. No data is downloaded: the node serves
 //!    at once and reads each chunk from its pack when asked.
 //! 5. Writes a manifest of the restored state under its own generation (so the packs it needs
-//!    are retained whoever collects), and removes the marker.
+//!    are retained whoever collects), and clears the flags.
 //!
-//! A crash anywhere leaves the marker: the next restore starts over (a new data file, a new
-//! generation). Memory: the places of the chunks the epoch holds (about 100 bytes each), and
+//! A crash anywhere leaves a flag (or no superblock at all): the next restore starts over (new
+//! data files, a new generation). Memory: the places of the chunks the epoch holds (about 100 bytes each), and
 //! one part of metadata at a time.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use edgeblob_io::superblock::{Superblock, SECRET_LEN};
+use edgeblob_io::DeviceFile;
 use edgeblob_meta::export::{items, ExportItem, Manifest};
 use edgeblob_meta::index::shard::HoldsIndex;
 use edgeblob_meta::model::{
@@ -178,14 +180,8 @@ pub async fn restore_points(
 pub async fn restore(config: &EngineConfig, node: Option<&str>, epoch: Option<u64>) -> Result<RestoreReport> {
     let started = Instant::now();
     let cfg = config.tier.clone().ok_or_else(|| tier_err("restore needs a [engine.tier] section"))?;
-    let data = config.data_path.clone();
-    let marker = crate::startup::restoring_marker(&data);
-    if data.exists() && !marker.exists() {
-        return Err(tier_err(format!(
-            "{} exists: a restore writes a new data file (move the old one away first)",
-            data.display()
-        )));
-    }
+    let paths = config.device_paths();
+    let targets = targets(&paths)?;
     let remote = super::remote::client(&cfg).map_err(tier_err)?;
     let uuid = find_node(&remote, node).await?;
     let prefix = node_prefix(&uuid);
@@ -198,6 +194,15 @@ pub async fn restore(config: &EngineConfig, node: Option<&str>, epoch: Option<u6
     report.metadata_bytes += manifest_bytes.len() as u64;
     let manifest = Manifest::decode(&manifest_bytes).map_err(|e| tier_err(format!("{from}: {e}")))?;
     report.epoch = manifest.epoch;
+    // Chunk ids name a device and a place on it: the node is laid out again as it was.
+    let lens = manifest.device_lens();
+    if lens.len() != paths.len() {
+        return Err(tier_err(format!(
+            "{from} is of a node on {} devices; this configuration names {} (engine.devices)",
+            lens.len(),
+            paths.len()
+        )));
+    }
     // The old writer is fenced from here on.
     let generation = super::fence::take_over(&remote, &prefix, manifest.generation.max(manifest.tier_generation))
         .await
@@ -205,19 +210,42 @@ pub async fn restore(config: &EngineConfig, node: Option<&str>, epoch: Option<u6
     report.generation = generation;
     tracing::info!(node = %prefix, manifest = %from, generation, "restoring from the tier");
 
-    // A new data file, formatted as the old device was.
-    std::fs::File::create(&marker)?.sync_all()?;
-    sync_dir(&marker)?;
-    let _ = std::fs::remove_file(&data);
+    // New devices, formatted as the old ones were, flagged restoring until the end.
     let g = &manifest.geometry;
-    let mut sb = Superblock::new_version(g.device_len, g.shards, g.format_version)
-        .map_err(|e| tier_err(format!("the manifest's geometry: {e}")))?;
+    let geometry = |e: edgeblob_io::superblock::SuperblockError| tier_err(format!("the manifest's geometry: {e}"));
+    let mut sb =
+        Superblock::new_version(g.device_len, g.shards / lens.len() as u32, g.format_version).map_err(geometry)?;
     sb.uuid = uuid;
+    sb.restoring = true;
     sb.secret = <[u8; SECRET_LEN]>::try_from(manifest.secret.as_slice())
         .map_err(|_| tier_err("the manifest's chunk-hash secret is not of its length"))?;
-    crate::startup::format_file_as(&data, sb)?;
+    let sbs = match lens.len() {
+        1 => vec![sb],
+        n => (0..n)
+            .map(|i| sb.sibling(i as u16, n as u16, lens[i]))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(geometry)?,
+    };
+    match targets {
+        Targets::Files => {
+            for p in &paths {
+                let _ = std::fs::remove_file(p);
+            }
+            crate::startup::format_files_as(&paths, sbs)?;
+        }
+        Targets::Raw(files) => {
+            if let Some((f, len)) = files.iter().zip(&lens).find(|(f, len)| f.len() < **len) {
+                return Err(tier_err(format!(
+                    "{} has {} bytes; the node's device had {len}",
+                    f.path().display(),
+                    f.len()
+                )));
+            }
+            crate::startup::format_devices_as(&files, sbs)?;
+        }
+    }
 
-    let node = open_past_marker(config, &marker, g.shards as usize).await?;
+    let node = open_restoring(config, g.shards as usize).await?;
     let imported = import(&node, &remote, &key, &uuid, &manifest, generation, &mut report).await;
     let stopped = tokio::task::spawn_blocking(move || node.stop()).await;
     imported?;
@@ -237,30 +265,72 @@ pub async fn restore(config: &EngineConfig, node: Option<&str>, epoch: Option<u6
     };
     objects::put(&remote, &key, &uuid, ObjectKind::Manifest, &written, &mine.encode()).await.map_err(tier_err)?;
     report.written = written;
-    std::fs::remove_file(&marker)?;
-    sync_dir(&marker)?;
+    crate::startup::finish_restore(&paths)?;
     report.elapsed = started.elapsed();
     tracing::info!(?report, "restored from the tier");
     Ok(report)
 }
 
-fn sync_dir(path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
-    }
-    Ok(())
+/// What a restore writes onto: new data files, or raw devices in place.
+enum Targets {
+    Files,
+    Raw(Vec<std::sync::Arc<DeviceFile>>),
 }
 
-/// Opens the data file being restored (its marker set aside for the open, and put back).
-async fn open_past_marker(config: &EngineConfig, marker: &Path, shards: usize) -> Result<Node> {
-    let aside = marker.with_extension("restoring-open");
-    std::fs::rename(marker, &aside)?;
+/// A path a restore was given, the superblock on it (if one reads), and the device if it opens.
+type Held<'p> = (&'p PathBuf, Option<Superblock>, Option<std::sync::Arc<DeviceFile>>);
+
+/// The devices a restore may write: each absent (a data file to create), blank (no superblock:
+/// a new or wiped raw device), or holding a node a restore into has not finished (it starts
+/// over; a member whose flag a crash had already cleared goes with the others). Anything else
+/// holds a node, and is refused before anything is written.
+fn targets(paths: &[PathBuf]) -> Result<Targets> {
+    use std::os::unix::fs::FileTypeExt;
+    let raw: Vec<bool> =
+        paths.iter().map(|p| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())).collect();
+    if raw.iter().any(|&r| r) != raw.iter().all(|&r| r) {
+        return Err(tier_err("a restore writes either raw devices or data files, not both"));
+    }
+    let held: Vec<Held<'_>> = paths
+        .iter()
+        .map(|p| match DeviceFile::open(p) {
+            Ok(f) => (p, crate::media::read_superblock(&f).ok(), Some(std::sync::Arc::new(f))),
+            Err(_) => (p, None, None),
+        })
+        .collect();
+    let restoring: Vec<[u8; 16]> =
+        held.iter().filter_map(|(_, sb, _)| sb.as_ref()).filter(|sb| sb.restoring).map(|sb| sb.uuid).collect();
+    for (p, sb, file) in &held {
+        let writable = match sb {
+            Some(sb) => restoring.contains(&sb.uuid),
+            // A data file that is not a device's holds something else: not ours to replace.
+            None => file.is_none() || raw[0],
+        };
+        if !writable {
+            return Err(tier_err(format!(
+                "{} holds data: a restore writes new data files, or raw devices that are blank (move the file away, or wipe the device)",
+                p.display()
+            )));
+        }
+    }
+    Ok(match raw[0] {
+        true => Targets::Raw(held.into_iter().filter_map(|(_, _, f)| f).collect()),
+        false => Targets::Files,
+    })
+}
+
+/// Whether a restore may write `paths` (see [`targets`]); why not, when it may not.
+pub fn writable(paths: &[PathBuf]) -> Result<()> {
+    targets(paths).map(|_| ())
+}
+
+/// Opens the node being restored (its devices flagged restoring).
+async fn open_restoring(config: &EngineConfig, shards: usize) -> Result<Node> {
     let mut cfg = config.clone();
     cfg.tier = None;
     cfg.shards = Some(shards);
-    let opened = tokio::task::spawn_blocking(move || crate::startup::open(cfg)).await;
-    std::fs::rename(&aside, marker)?;
-    opened.map_err(|e| tier_err(format!("opening the new data file: {e}")))?
+    let opened = tokio::task::spawn_blocking(move || crate::startup::open_restoring(cfg)).await;
+    opened.map_err(|e| tier_err(format!("opening the new data files: {e}")))?
 }
 
 /// A chunk the epoch places: as its references name it, and where.

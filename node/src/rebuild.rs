@@ -1,0 +1,57 @@
+//! A node whose disks were erased under it restores itself from the tier before it serves.
+//!
+//! After an Azure redeploy (or a host repair) the VM's local NVMe come back blank; `edgeblob-admin
+//! node prepare` finds the ledger's devices gone and blank ones in their place, marks the ledger
+//! `rebuilding`, and, when the node has a tier, leaves them blank. At its start the node then
+//! restores itself onto them from its newest restore point (as `edgeblob-admin restore` does:
+//! metadata only, data read from the tier as asked), and clears the mark. A restore cut short
+//! leaves its devices flagged, so the next start does it again; devices that hold a node are
+//! never written: the node then starts as it is, reporting itself rebuilding until the operator
+//! clears the mark.
+
+use std::path::Path;
+
+use edgeblob_hw::ledger::Ledger;
+
+use crate::config::Config;
+
+/// What the start did about a rebuild.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebuild {
+    /// No ledger, or it does not say rebuilding.
+    NotAsked,
+    /// Rebuilding, but the node cannot restore itself: why (no tier, devices that hold a node).
+    Left(String),
+    /// Restored: from which manifest, how many blobs.
+    Restored { from: String, blobs: u64 },
+}
+
+/// Restores the node onto its devices when its ledger says rebuilding and it can; run before the
+/// engine opens them.
+pub fn before_open(config: &Config) -> Result<Rebuild, String> {
+    let Some(path) = &config.ledger else { return Ok(Rebuild::NotAsked) };
+    let Some(mut ledger) = Ledger::load(path)? else { return Ok(Rebuild::NotAsked) };
+    if !ledger.rebuilding {
+        return Ok(Rebuild::NotAsked);
+    }
+    if config.engine.tier.is_none() {
+        return Ok(Rebuild::Left("the node has no tier to restore itself from".into()));
+    }
+    if let Err(why) = edgeblob_engine::tier::restore::writable(&config.engine.device_paths()) {
+        return Ok(Rebuild::Left(why.to_string()));
+    }
+    crate::notify::notify(&format!("STATUS=restoring node {} from the tier", ledger.node));
+    tracing::warn!(node = %ledger.node, "the node's disks were erased: restoring it from the tier before it serves");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let report = rt
+        .block_on(edgeblob_engine::tier::restore::restore(&config.engine, Some(&ledger.node), None))
+        .map_err(|e| format!("restoring node {} from the tier: {e}", ledger.node))?;
+    tracing::info!(?report, "the node restored itself from the tier");
+    ledger.rebuilding = false;
+    save(&ledger, path)?;
+    Ok(Rebuild::Restored { from: report.from, blobs: report.blobs })
+}
+
+fn save(ledger: &Ledger, path: &Path) -> Result<(), String> {
+    ledger.save(path).map_err(|e| format!("the node is restored, but its ledger still says rebuilding: {e}"))
+}
