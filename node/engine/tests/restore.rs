@@ -445,8 +445,11 @@ fn a_node_on_three_devices_is_restored_onto_three() {
     for p in files_from(&data_path(cfg_b.data_path.parent().unwrap()), 3) {
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 256 << 20, "{}", p.display());
     }
-    let b = Node::open(cfg_b).unwrap();
+    let b = Node::open(cfg_b.clone()).unwrap();
     assert_eq!(b.shared().layout.devices(), 3);
+    // Devices a running node holds are no restore's to write, whatever they hold.
+    let err = rt.block_on(edgeblob_engine::tier::restore::restore(&cfg_b, None, None)).unwrap_err().to_string();
+    assert!(err.contains(&cfg_b.devices[0].display().to_string()), "{err}");
     rt.block_on(async {
         for (n, want) in &before {
             assert_eq!(&seen(&b, "c", n).await, want, "{n}");

@@ -16,8 +16,8 @@
 //!    are retained whoever collects), and clears the flags.
 //!
 //! A crash anywhere leaves a flag (or no superblock at all): the next restore starts over (new
-//! data files, a new generation). Memory: the places of the chunks the epoch holds (about 100 bytes each), and
-//! one part of metadata at a time.
+//! data files, a new generation). Memory: the places of the chunks the epoch holds (about 100
+//! bytes each), and one part of metadata at a time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -291,13 +291,15 @@ fn targets(paths: &[PathBuf]) -> Result<Targets> {
     if raw.iter().any(|&r| r) != raw.iter().all(|&r| r) {
         return Err(tier_err("a restore writes either raw devices or data files, not both"));
     }
+    // One that is there but does not open (a running node holds its lock) is no target.
     let held: Vec<Held<'_>> = paths
         .iter()
         .map(|p| match DeviceFile::open(p) {
-            Ok(f) => (p, crate::media::read_superblock(&f).ok(), Some(std::sync::Arc::new(f))),
-            Err(_) => (p, None, None),
+            Ok(f) => Ok((p, crate::media::read_superblock(&f).ok(), Some(std::sync::Arc::new(f)))),
+            Err(_) if !p.exists() => Ok((p, None, None)),
+            Err(e) => Err(tier_err(format!("{}: {e}", p.display()))),
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let restoring: Vec<[u8; 16]> =
         held.iter().filter_map(|(_, sb, _)| sb.as_ref()).filter(|sb| sb.restoring).map(|sb| sb.uuid).collect();
     for (p, sb, file) in &held {
