@@ -40,16 +40,55 @@ pub fn before_open(config: &Config) -> Result<Rebuild, String> {
     if let Err(why) = edgeblob_engine::tier::restore::writable(&config.engine.device_paths()) {
         return Ok(Rebuild::Left(why.to_string()));
     }
-    crate::notify::notify(&format!("STATUS=restoring node {} from the tier", ledger.node));
     tracing::warn!(node = %ledger.node, "the node's disks were erased: restoring it from the tier before it serves");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let report = rt
-        .block_on(edgeblob_engine::tier::restore::restore(&config.engine, Some(&ledger.node), None))
-        .map_err(|e| format!("restoring node {} from the tier: {e}", ledger.node))?;
+    let extending = Extend::start(format!("restoring node {} from the tier", ledger.node));
+    let restored = rt.block_on(edgeblob_engine::tier::restore::restore(&config.engine, Some(&ledger.node), None));
+    drop(extending);
+    let report = restored.map_err(|e| format!("restoring node {} from the tier: {e}", ledger.node))?;
     tracing::info!(?report, "the node restored itself from the tier");
     ledger.rebuilding = false;
     save(&ledger, path)?;
     Ok(Rebuild::Restored { from: report.from, blobs: report.blobs })
+}
+
+/// Keeps systemd's start timeout ahead of a restore: a node of tens of millions of blobs reads
+/// all their metadata before it serves, which may take longer than the unit's `TimeoutStartSec`
+/// (a start killed there would restore again, forever). Every [`EXTEND_EVERY`] it asks for
+/// [`EXTEND_BY`] more, until dropped; a restore that hangs is bounded by its remote calls'
+/// own timeouts, not by this.
+struct Extend {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const EXTEND_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+const EXTEND_BY: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl Extend {
+    fn start(status: String) -> Extend {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let state = format!("EXTEND_TIMEOUT_USEC={}\nSTATUS={status}", EXTEND_BY.as_micros());
+        let thread = std::thread::Builder::new()
+            .name("start-timeout".into())
+            .spawn(move || loop {
+                crate::notify::notify(&state);
+                if stopped.recv_timeout(EXTEND_EVERY) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                    return;
+                }
+            })
+            .ok();
+        Extend { stop: Some(stop), thread }
+    }
+}
+
+impl Drop for Extend {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn save(ledger: &Ledger, path: &Path) -> Result<(), String> {

@@ -193,7 +193,21 @@ fn a_rebuilding_node_with_a_tier_restores_itself_before_it_serves() {
         ledger.display(),
         key_file.display()
     );
-    let node = spawn_configured(&after, "256M", &toml);
+    // Under systemd the restore keeps the start timeout ahead of it, then the node says ready.
+    let sock_path = after.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let node = edgeblob_testkit::node::spawn_configured_env(&after, "256M", &toml, &[("NOTIFY_SOCKET", sock_path)]);
+    let mut buf = [0u8; 4096];
+    let mut said = Vec::new();
+    while !said.last().is_some_and(|m: &String| m.starts_with("READY=1")) {
+        let n = sock.recv(&mut buf).expect("the node tells systemd");
+        said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        said[0].starts_with("EXTEND_TIMEOUT_USEC=300000000\nSTATUS=restoring node ") && said[0].contains(&hex),
+        "{said:?}"
+    );
     assert_eq!(ready(&node.admin).0, 200, "restored, it serves");
     for (n, want) in [("a.txt", "first"), ("b.txt", "second")] {
         let (status, _, got) = rt.block_on(signed(&node.http, "GET", &format!("/devstoreaccount1/kept/{n}"), &[], b""));

@@ -59,6 +59,11 @@ pub fn spawn_configured(dir: &Path, data_size: &str, config: &str) -> NodeProc {
     spawn_with(dir, data_size, None, &[], Some(config))
 }
 
+/// [`spawn_configured`] with environment variables set.
+pub fn spawn_configured_env(dir: &Path, data_size: &str, config: &str, env: &[(&str, PathBuf)]) -> NodeProc {
+    spawn_with(dir, data_size, None, env, Some(config))
+}
+
 fn spawn_with(
     dir: &Path,
     data_size: &str,
