@@ -211,6 +211,17 @@ fn run(args: Args, mut config: Config) -> Result<(), String> {
     edgeblob_io::sys::release_free_memory();
     tracing::info!(data = %config.engine.data_path.display(), shards = node.shards(), "engine ready");
     let bound = edgeblob::http::serve(&node, &config).map_err(|e| format!("cannot serve: {e}"))?;
+    // Before any listener is announced: a client (or a test) that sees the admin address must
+    // find the node not ready while its ledger says it is rebuilding.
+    if let Some(path) = &config.ledger {
+        match edgeblob_hw::ledger::Ledger::load(path)? {
+            Some(l) if l.rebuilding => bound.shared.lifecycle.begin(
+                "rebuilding",
+                format!("rebuilding: node {}'s disks were erased under it (an Azure redeploy); restore it from the tier, then clear `rebuilding` in {}", l.node, path.display()),
+            ),
+            _ => {}
+        }
+    }
     // Lines for scripts and tests that start the node on port 0.
     // The address is the line's first word after "on"; a note may follow it.
     if config.listen.is_none() && config.public_key_in_use() {
@@ -232,15 +243,6 @@ fn run(args: Args, mut config: Config) -> Result<(), String> {
     }
     // Every listener is bound and the engine recovered: what /health/ready answers 200 to.
     edgeblob::notify::notify(&format!("READY=1\nSTATUS=serving on {}", bound.http));
-    if let Some(path) = &config.ledger {
-        match edgeblob_hw::ledger::Ledger::load(path)? {
-            Some(l) if l.rebuilding => bound.shared.lifecycle.begin(
-                "rebuilding",
-                format!("rebuilding: node {}'s disks were erased under it (an Azure redeploy); restore it from the tier, then clear `rebuilding` in {}", l.node, path.display()),
-            ),
-            _ => {}
-        }
-    }
     let watchdog = edgeblob::notify::Watchdog::start(node.clone());
     let on_azure = match config.azure.scheduled_events {
         edgeblob::config::Switch::On => true,
