@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 
 use super::memtable::Memtable;
-use super::region::{RegionBackend, SharedBackend};
+use super::region::{lock, RegionBackend, SharedBackend};
 use super::space::{group_key, groups_of, SpaceChanges, SpaceMap};
 use super::{keys, Page, Table};
 
@@ -31,7 +31,7 @@ pub struct Index {
     /// Shared by every read and flush; held alone only by a compaction, which redb runs only
     /// with no transaction open, and to open the index again after a failed transaction.
     db: RwLock<Database>,
-    /// The storage `db` runs on, to open again ([`Index::reopen`]).
+    /// The storage `db` runs on, to open again after a failed transaction (`Index::failed`).
     storage: Mutex<Arc<RegionBackend>>,
     cache_bytes: usize,
 }
@@ -233,11 +233,6 @@ impl Index {
         }
         Ok(Page { entries: out, complete: true })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Nothing here can panic while holding the lock and leave its value inconsistent.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A table a flush has open: its name, and whether the flush removed anything from it.

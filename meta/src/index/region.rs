@@ -226,7 +226,7 @@ impl Segments {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing here can panic while holding the lock and leave its value inconsistent.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
