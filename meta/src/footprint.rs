@@ -97,6 +97,7 @@ impl ShardMeta {
             // v2 logs only: a v1 checkpoint holds no chunk table.
             Record::CheckpointEnd
             | Record::RefsApplied { .. }
+            | Record::RefsReplaced { .. }
             | Record::TierStarted { .. }
             | Record::PackCommitted { .. }
             | Record::ChunksReleased { .. }

@@ -69,6 +69,12 @@ pub enum Record {
     /// it): its stored stream was written back to the place its id names, durably before this
     /// record, and it is in the tier and there (`Location::Both`). **v2 logs only.**
     ChunkHydrated { chunk: ChunkId },
+    /// A device of the node was replaced from the tier (`edgeblob-admin replace-device`): the
+    /// references that the lost shards `sources` had counted here are replaced by those of what
+    /// was restored in their place (`changes`, each chunk's references added and dropped at
+    /// once, so none is freed on the way), and each source's last logged LSN becomes the one
+    /// given (its log started over on the new device). **v2 logs only.**
+    RefsReplaced { sources: Vec<(u32, u64)>, changes: Vec<RefChange> },
 }
 
 /// The archived size of a record. rkyv finds a buffer's root object at its end, by the root

@@ -277,6 +277,14 @@ impl ShardMeta {
                     self.change_refs(c);
                 }
             }
+            Record::RefsReplaced { sources, changes } => {
+                for (source, lsn) in sources {
+                    self.applied.insert(*source, *lsn);
+                }
+                for c in changes {
+                    self.change_refs(c);
+                }
+            }
         }
         released
     }
@@ -324,7 +332,7 @@ impl ShardMeta {
     /// longer have an entry (their space can be reused once the record is durable).
     pub fn freed_by(&self, rec: &Record) -> Vec<ChunkRef> {
         match rec {
-            Record::RefsApplied { changes, .. } => {
+            Record::RefsApplied { changes, .. } | Record::RefsReplaced { changes, .. } => {
                 changes.iter().filter(|c| !self.chunks.contains_key(&c.chunk.id())).map(|c| c.chunk).collect()
             }
             _ => Vec::new(),
@@ -557,6 +565,23 @@ mod tests {
         m.apply(&refs(1, 7, vec![(twin, 1, 0)]));
         assert_eq!((m.chunks[&twin.id()].refs, m.dedup.get(&a.hash)), (2, Some(&twin.id())));
         assert_eq!(m.applied, BTreeMap::from([(1, 7), (2, 1)]));
+    }
+
+    #[test]
+    fn replaced_sources_start_their_lsns_over_and_their_references_are_swapped_at_once() {
+        let mut m = ShardMeta::default();
+        let (a, b) = (chunk(4096), chunk(8192));
+        let change = |chunk, add, drop| RefChange { chunk, add, drop };
+        m.apply(&Record::RefsApplied { source: 1, lsn: 900, changes: vec![change(a, 3, 0), change(b, 1, 0)] });
+        m.apply(&Record::RefsApplied { source: 0, lsn: 4, changes: vec![change(a, 1, 0)] });
+        // Source 1's device was replaced: its log starts over at 12; what it counted here (3 of
+        // a, 1 of b) is swapped for what was restored (1 of a).
+        let r = Record::RefsReplaced { sources: vec![(1, 12)], changes: vec![change(a, 1, 3), change(b, 0, 1)] };
+        m.apply(&r);
+        assert_eq!(m.applied, BTreeMap::from([(0, 4), (1, 12)]), "set, not raised");
+        assert!(m.refs_pending(1, 13) && !m.refs_pending(1, 12));
+        assert_eq!(m.chunks[&a.id()].refs, 2, "source 0's reference and the restored one");
+        assert_eq!(m.freed_by(&r), vec![b], "named only by what was lost");
     }
 
     #[test]

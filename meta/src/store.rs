@@ -109,7 +109,10 @@ impl MetaStore {
     /// changed.
     pub fn commit(&mut self, rec: Record) -> Result<Commit, AppendError> {
         // v1 counts references in memory only; its checkpoints hold no chunk table.
-        debug_assert!(!matches!(rec, Record::RefsApplied { .. }), "a v1 log holds no reference changes");
+        debug_assert!(
+            !matches!(rec, Record::RefsApplied { .. } | Record::RefsReplaced { .. }),
+            "a v1 log holds no reference changes"
+        );
         let payload = rec.encode();
         if frame_len(payload.len()) + edgeblob_io::PAGE_SIZE > self.half_len {
             return Err(AppendError::TooLarge(payload.len()));

@@ -372,6 +372,13 @@ fn every_record() -> Vec<(&'static str, Record)> {
             ],
         },
         Record::ChunkHydrated { chunk: chunk(1).id() },
+        Record::RefsReplaced {
+            sources: vec![(2, 0), (5, 41)],
+            changes: vec![
+                RefChange { chunk: chunk(1), add: 1, drop: 3 },
+                RefChange { chunk: ChunkRef { flags: CHUNK_DEDUP, ..chunk(2) }, add: 2, drop: 0 },
+            ],
+        },
     ];
     records
         .into_iter()
@@ -395,6 +402,7 @@ fn every_record() -> Vec<(&'static str, Record)> {
                 Record::PackDeleted { .. } => "pack-deleted",
                 Record::ChunksRestored { .. } => "chunks-restored",
                 Record::ChunkHydrated { .. } => "chunk-hydrated",
+                Record::RefsReplaced { .. } => "refs-replaced",
             };
             (name, r)
         })
@@ -415,7 +423,8 @@ fn a_frame_of_every_record_type_v1_and_v2() {
             | Record::ChunksReleased { .. }
             | Record::PackDeleted { .. }
             | Record::ChunksRestored { .. }
-            | Record::ChunkHydrated { .. } => 2,
+            | Record::ChunkHydrated { .. }
+            | Record::RefsReplaced { .. } => 2,
             _ => 1,
         };
         let bytes = golden_in(version, &format!("frame-{name}.bin"), &frame);

@@ -124,6 +124,25 @@ enum Cmd {
         #[arg(long)]
         epoch: Option<u64>,
     },
+    /// Replaces one lost device of a node of several from the tier, the others kept as they
+    /// are (the node stopped): formats the new one as the node's member and brings back its
+    /// shards' blobs as the newest epoch has them. Blobs of the kept devices whose chunks lay
+    /// on the lost one after that epoch are deleted and listed.
+    ReplaceDevice {
+        /// Every device of the node, in order (as the node's configuration lists them); the
+        /// replaced one absent, or a blank raw device.
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        /// Which of them is replaced (its place in the list, from 0).
+        #[arg(long)]
+        device: usize,
+        /// A configuration file with the `[engine.tier]` table.
+        #[arg(long)]
+        config: PathBuf,
+        /// The epoch its blobs come from (default: the newest).
+        #[arg(long)]
+        epoch: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -539,6 +558,30 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 r.node, r.from, r.epoch, r.generation, r.containers, r.blobs, r.blobs_left_out, r.chunks, r.packs,
                 r.metadata_bytes, r.elapsed.as_secs_f64(), r.written
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::ReplaceDevice { data, device, config, epoch } => {
+            let tier = tier_config(&config)?;
+            let cfg = EngineConfig { tier: Some(tier), ..node_config(data) };
+            let r =
+                rt.block_on(edgeblob_engine::tier::replace::replace(&cfg, device, epoch)).map_err(|e| e.to_string())?;
+            println!(
+                "replaced device {} (shards {:?}) of node {} from {} (epoch {}): {} blobs back ({} left out), {} chunks in the tier, {} references replaced; {} bytes of metadata read in {:.1} s",
+                r.device, r.shards, r.node, r.from, r.epoch, r.blobs, r.blobs_left_out, r.chunks, r.references_replaced,
+                r.metadata_bytes, r.elapsed.as_secs_f64()
+            );
+            if r.lost_count > 0 || r.staged_dropped > 0 {
+                println!(
+                    "lost with the device: {} blobs of the kept devices (deleted), and the uncommitted blocks of {} more:",
+                    r.lost_count, r.staged_dropped
+                );
+                for name in &r.lost {
+                    println!("  {name}");
+                }
+                if r.lost_count > r.lost.len() as u64 {
+                    println!("  ... and {} more", r.lost_count - r.lost.len() as u64);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Tier { cmd: TierCmd::RotateKey { data, config, new_key } } => {

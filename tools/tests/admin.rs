@@ -292,3 +292,81 @@ fn a_key_rotation_killed_midway_is_finished_by_running_it_again() {
     assert!(!status.success(), "{out}");
     assert_eq!(wrappings(), left);
 }
+
+/// `replace-device` brings one lost device of three back from the tier: the kept two are
+/// opened as they are, the report names what came back, and the node then reads every blob.
+#[test]
+fn replace_device_brings_a_lost_device_back_from_the_tier() {
+    use edgeblob_engine::config::{EngineConfig, TierConfig};
+    use edgeblob_engine::Node;
+    use edgeblob_testkit::engine::{body, data, files_from, key, rt, ACCOUNT};
+    let dir = tempfile::tempdir().unwrap();
+    let remote = edgeblob_testkit::node::InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
+    let key_file = dir.path().join("customer.key");
+    std::fs::write(&key_file, [3u8; 32]).unwrap();
+    let dev_key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let url = format!("http://{}/{ACCOUNT}/tier/replace", remote.addr);
+    let tier = TierConfig {
+        url: url.clone(),
+        account: Some(ACCOUNT.into()),
+        account_key: Some(dev_key.into()),
+        key_file: key_file.clone(),
+        ..TierConfig::default()
+    };
+    let base = edgeblob_testkit::engine::config(dir.path());
+    let devices = files_from(&dir.path().join("d.dat"), 3);
+    let cfg =
+        EngineConfig { tier: Some(tier), devices: devices.clone(), shards: Some(3), data_size: 128 << 20, ..base };
+    let blobs: Vec<(String, Vec<u8>)> =
+        (0..30).map(|i| (format!("b{i:02}"), data(i, 50_000 + 9_000 * i as usize, false))).collect();
+    let rt = rt();
+    let node = Node::open(cfg.clone()).unwrap();
+    let on_two =
+        blobs.iter().filter(|(n, _)| node.shared().device_of(node.shared().owner_of(&key("c", n))) == 2).count();
+    assert!(on_two > 0);
+    rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        for (n, b) in &blobs {
+            node.put_blob(0, key("c", n), body(b), Default::default(), Default::default()).await.unwrap();
+        }
+        node.tier_epoch().await.unwrap();
+    });
+    node.stop();
+    std::fs::remove_file(&devices[2]).unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[engine.tier]\nurl = \"{url}\"\naccount = \"{ACCOUNT}\"\naccount_key = \"{dev_key}\"\nkey_file = \"{}\"\n",
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let d: Vec<&str> = devices.iter().map(|p| p.to_str().unwrap()).collect();
+    let args = |device: &str| {
+        let mut a = vec!["replace-device", "--config", config.to_str().unwrap(), "--device", device];
+        for p in &d {
+            a.extend(["--data", p]);
+        }
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |device: &str| {
+        let a = args(device);
+        admin(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (code, out) = run("0");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("catalog"), "{out}");
+    let (code, out) = run("2");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("replaced device 2") && out.contains(&format!("{on_two} blobs back (0 left out)")), "{out}");
+    assert!(!out.contains("lost with the device"), "nothing spilled across devices: {out}");
+    let node = Node::open(cfg).unwrap();
+    rt.block_on(async {
+        for (n, b) in &blobs {
+            let (_, _, got) = node.read_blob(0, key("c", n), None, Default::default()).await.unwrap();
+            assert_eq!(&got[..], &b[..], "{n}");
+        }
+    });
+    node.stop();
+}

@@ -314,7 +314,7 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
             vec![Want::Blob(key.clone()), Want::Staged(key.clone())]
         }
         Record::BlobPropsSet { key, .. } => vec![Want::Blob(key.clone())],
-        Record::RefsApplied { changes, .. } => {
+        Record::RefsApplied { changes, .. } | Record::RefsReplaced { changes, .. } => {
             let mut w: Vec<Want> = changes.iter().map(|c| Want::Chunk(c.chunk.id())).collect();
             w.extend(changes.iter().filter(|c| c.chunk.is_dedup()).map(|c| Want::Dedup(c.chunk.hash)));
             w
@@ -365,6 +365,7 @@ pub fn grows(rec: &Record) -> bool {
     !matches!(
         rec,
         Record::RefsApplied { .. }
+            | Record::RefsReplaced { .. }
             | Record::TierStarted { .. }
             | Record::PackCommitted { .. }
             | Record::ChunksReleased { .. }
@@ -891,7 +892,7 @@ impl ShardIndex {
             _ => {}
         }
         let counted_before: Vec<(ChunkId, Extent)> = match rec {
-            Record::RefsApplied { changes, .. } => changes
+            Record::RefsApplied { changes, .. } | Record::RefsReplaced { changes, .. } => changes
                 .iter()
                 .filter_map(|c| self.state.chunks.get(&c.chunk.id()))
                 .filter_map(|e| Some((e.chunk.id(), e.local_extent()?)))
@@ -965,7 +966,7 @@ impl ShardIndex {
                 self.dirty.marked += 1;
             }
             Record::BlockStaged { key, block, .. } => dropped.push((key.clone(), block.block.id.clone())),
-            Record::RefsApplied { source, changes, .. } => {
+            Record::RefsApplied { changes, .. } | Record::RefsReplaced { changes, .. } => {
                 for c in changes {
                     let id = c.chunk.id();
                     self.clean.remove(&Want::Chunk(id));
@@ -977,8 +978,16 @@ impl ShardIndex {
                         self.dirty.marked += 1;
                     }
                 }
-                self.dirty.applied.insert(*source, lsn);
-                self.dirty.marked += 1;
+                // The flush writes each source's LSN as the state holds it.
+                let sources: Vec<u32> = match rec {
+                    Record::RefsApplied { source, .. } => vec![*source],
+                    Record::RefsReplaced { sources, .. } => sources.iter().map(|(s, _)| *s).collect(),
+                    _ => Vec::new(),
+                };
+                for source in sources {
+                    self.dirty.applied.insert(source, lsn);
+                    self.dirty.marked += 1;
+                }
             }
             Record::TierStarted { .. } => {
                 self.dirty.tier_generation = lsn;

@@ -140,13 +140,26 @@ async fn log_changes(c: &Rc<Shard>, source: u32, entries: Vec<(u64, Vec<RefChang
     let Some(&(lsn, _)) = pending.last() else { return Ok(()) };
     debug_assert!(pending.windows(2).all(|w| w[0].0 < w[1].0), "a source's changes come in LSN order");
     let rec = Record::RefsApplied { source, lsn, changes: merge_changes(pending.into_iter().flat_map(|(_, c)| c)) };
+    commit_counts(c, rec, |meta| meta.state().refs_pending(source, lsn)).await
+}
+
+/// On a counting shard that outlived a device: replaces the references the lost shards'
+/// metadata had counted here by those of what was restored in their place, and starts their
+/// LSNs over (`Record::RefsReplaced`; `tier::replace`). Frees what is left uncounted.
+pub async fn replace_refs(c: &Rc<Shard>, sources: Vec<(u32, u64)>, changes: Vec<RefChange>) -> Result<()> {
+    commit_counts(c, Record::RefsReplaced { sources, changes }, |_| true).await
+}
+
+/// Commits a record of reference changes (while `still` holds) and waits until it is durable,
+/// then frees the chunks it left with neither a count nor a pin.
+async fn commit_counts(c: &Rc<Shard>, rec: Record, still: impl Fn(&ShardStore) -> bool) -> Result<()> {
     let wants = wants_of(&rec);
     loop {
         c.log_ready().await?;
         shard_store::resident(&c.meta, &wants).await?;
         let (commit, freed) = {
             let mut meta = c.meta.borrow_mut();
-            if !meta.state().refs_pending(source, lsn) {
+            if !still(&meta) {
                 return Ok(());
             }
             // Where the chunks are before the change: one already released has no space to free.
@@ -183,7 +196,7 @@ async fn log_changes(c: &Rc<Shard>, source: u32, entries: Vec<(u64, Vec<RefChang
 /// The chunks a `RefsApplied` record changes.
 fn changes_of(rec: &Record) -> impl Iterator<Item = ChunkId> + '_ {
     let changes: &[RefChange] = match rec {
-        Record::RefsApplied { changes, .. } => changes,
+        Record::RefsApplied { changes, .. } | Record::RefsReplaced { changes, .. } => changes,
         _ => &[],
     };
     changes.iter().map(|c| c.chunk.id())

@@ -174,6 +174,12 @@ pub fn read_superblock(file: &DeviceFile) -> Result<Superblock> {
         .map_err(|e| EngineError::Io(std::io::Error::other(format!("{}: {e}", file.path().display()))))
 }
 
+/// The superblock of the device or data file at `path` (an error when it does not open, or
+/// holds none).
+pub fn superblock_of(path: &Path) -> Result<Superblock> {
+    read_superblock(&DeviceFile::open(path)?)
+}
+
 /// The superblock of device `d` of a media.
 pub fn superblock_at(media: &dyn Media, d: usize) -> Result<Superblock> {
     let dev = media.sync_device();

@@ -191,11 +191,37 @@ fn format_media(media: &dyn Media, shards: u32, version: u32) -> Result<Superblo
 }
 
 fn format_with(media: &dyn Media, sbs: Vec<Superblock>) -> Result<Vec<Superblock>> {
+    format_devices_of(media, sbs, None)
+}
+
+/// Formats device `device` of the node whose superblocks are `sbs` onto `target` (a new data
+/// file or a blank raw device), leaving the node's other devices as they are: the shards on it
+/// start empty. A device replaced from the tier (`tier::replace`).
+pub fn format_member(target: Arc<DeviceFile>, sbs: Vec<Superblock>, device: usize) -> Result<()> {
+    let members = (0..sbs.len())
+        .map(|d| match d == device {
+            true => Member::Present(target.clone()),
+            false => Member::Lost(edgeblob_io::routed::DeviceLost {
+                index: d,
+                name: format!("device {d}"),
+                reason: "not written by the format of another device".into(),
+            }),
+        })
+        .collect();
+    format_devices_of(&FileMedia::of(members), sbs, Some(device)).map(|_| ())
+}
+
+/// Formats the shards of every device of `sbs`, or of device `only`, then their superblocks.
+fn format_devices_of(media: &dyn Media, sbs: Vec<Superblock>, only: Option<usize>) -> Result<Vec<Superblock>> {
     let layout = NodeLayout::of(&sbs).map_err(sb_err)?;
     let node = sbs[0].uuid;
     let dev = media.sync_device();
+    let devices: Vec<usize> = match only {
+        Some(d) => vec![d],
+        None => (0..sbs.len()).collect(),
+    };
     futures::executor::block_on(async {
-        for s in 0..layout.shards() {
+        for s in devices.iter().flat_map(|&d| layout.shards_on(d)).map(|s| s as u32) {
             edgeblob_meta::replay::format_log(&log_place(&node, &layout, s), dev.as_ref()).await?;
             if let Some(place) = index_place(&node, &layout, s) {
                 RegionBackend::format_with(dev.as_ref(), &place, &first_segments(&layout, s))?;
@@ -204,7 +230,7 @@ fn format_with(media: &dyn Media, sbs: Vec<Superblock>) -> Result<Vec<Superblock
         // The superblocks last, once the logs are durable: a device without one is not
         // formatted, whatever else it holds, and one with it has its logs.
         dev.flush().await?;
-        for (d, sb) in sbs.iter().enumerate() {
+        for (d, sb) in sbs.iter().enumerate().filter(|(d, _)| devices.contains(d)) {
             let mut page = AlignedBuf::zeroed(PAGE_SIZE);
             page.copy_from_slice(&sb.encode());
             let (res, _) = dev.write(page, edgeblob_io::volume::at(d, 0)).await;
@@ -212,7 +238,7 @@ fn format_with(media: &dyn Media, sbs: Vec<Superblock>) -> Result<Vec<Superblock
         }
         dev.flush().await
     })?;
-    for (d, sb) in sbs.iter().enumerate() {
+    for (d, sb) in sbs.iter().enumerate().filter(|(d, _)| devices.contains(d)) {
         tracing::info!(media = media.name(d), device = d, shards = sb.layout.shards, bytes = sb.device_len, uuid = ?sb, "formatted");
     }
     Ok(sbs)
@@ -258,16 +284,30 @@ pub fn finish_restore(paths: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
+/// How a node is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    Normal,
+    /// A restore writes it (its devices flagged restoring).
+    Restoring,
+    /// Device `d` was formatted anew and is flagged restoring, the others kept
+    /// (`tier::replace`): the counts of the shards kept are not checked against the references
+    /// found (those the lost shards held are still in them), and the new shards send no
+    /// reference changes until the replacement lets them.
+    Replacing(usize),
+}
+
 pub fn open(config: EngineConfig) -> Result<Node> {
-    open_checked(config, false)
+    open_checked(config, Opening::Normal)
 }
 
-/// Opens the node a restore is writing (its devices flagged restoring).
-pub(crate) fn open_restoring(config: EngineConfig) -> Result<Node> {
-    open_checked(config, true)
+/// Opens the node a restore (or a replacement of a device) is writing.
+pub(crate) fn open_restoring(config: EngineConfig, opening: Opening) -> Result<Node> {
+    open_checked(config, opening)
 }
 
-fn open_checked(config: EngineConfig, restoring: bool) -> Result<Node> {
+fn open_checked(config: EngineConfig, opening: Opening) -> Result<Node> {
+    let restoring = opening != Opening::Normal;
     config.validate().map_err(|e| EngineError::Io(std::io::Error::other(e)))?;
     let paths = config.device_paths();
     finish_format(&paths)?;
@@ -283,7 +323,7 @@ fn open_checked(config: EngineConfig, restoring: bool) -> Result<Node> {
         ))));
     }
     media.queue_depth = config.queue_depth;
-    open_on(config, Arc::new(media), sbs)
+    open_on(config, Arc::new(media), sbs, opening)
 }
 
 /// Opens a node on a simulated disk, formatting it first when it holds no superblock.
@@ -293,10 +333,15 @@ pub fn open_simulated(config: EngineConfig, disk: SimDisk) -> Result<Node> {
         format_media(&disk, shards_per_device(config.shards, 1)?, config.format_version)?;
     }
     let sb = media::superblock_at(&disk, 0)?;
-    open_on(config, Arc::new(disk), vec![Ok(sb)])
+    open_on(config, Arc::new(disk), vec![Ok(sb)], Opening::Normal)
 }
 
-fn open_on(config: EngineConfig, media: Arc<dyn Media>, sbs: Vec<Result<Superblock, DeviceLost>>) -> Result<Node> {
+fn open_on(
+    config: EngineConfig,
+    media: Arc<dyn Media>,
+    sbs: Vec<Result<Superblock, DeviceLost>>,
+    opening: Opening,
+) -> Result<Node> {
     let Some(sb) = sbs.iter().find_map(|r| r.as_ref().ok()).cloned() else {
         let lost = sbs.into_iter().find_map(|r| r.err());
         return Err(EngineError::Io(lost.map_or_else(|| std::io::Error::other("no device"), |l| l.error())));
@@ -353,7 +398,7 @@ fn open_on(config: EngineConfig, media: Arc<dyn Media>, sbs: Vec<Result<Superblo
     let (peers, threads) = spawn_shards(shards, config.pin_threads, config.cpus.clone(), init)?;
     let degraded = shared.read_only().is_some();
     let node = Node { peers, threads, shared };
-    let rebuilt = if degraded { rebuild_degraded(&node) } else { rebuild(&node) };
+    let rebuilt = if degraded { rebuild_degraded(&node) } else { rebuild(&node, opening) };
     if let Err(e) = rebuilt {
         node.stop();
         return Err(e);
@@ -545,7 +590,8 @@ async fn named_containers(s: &Rc<Shard>) -> Result<(BTreeMap<(String, String), u
 }
 
 /// The derived state, rebuilt from every shard's recovered metadata.
-fn rebuild(node: &Node) -> Result<()> {
+fn rebuild(node: &Node, opening: Opening) -> Result<()> {
+    let replaced = |shard: usize| matches!(opening, Opening::Replacing(d) if node.shared.device_of(shard) == d);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let catalog = node.on(CATALOG_SHARD, |s| async move { s.meta.borrow().state().containers.clone() }).await?;
@@ -729,7 +775,7 @@ fn rebuild(node: &Node) -> Result<()> {
             node.on(counter, move |s| async move { super::counts::adopt(&s, source as u32, lsn, refs).await })
                 .await??;
         }
-        for i in 0..n {
+        for i in (0..n).filter(|&i| !replaced(i)) {
             node.on(i, |s| async move {
                 tokio::task::spawn_local(super::counts::deliver(s.clone()));
             })
@@ -739,7 +785,7 @@ fn rebuild(node: &Node) -> Result<()> {
             node.on(i, |s| async move { super::counts::drained(&s).await }).await?;
         }
         // Only once every shard has sent everything: any of them may count for any other.
-        if cfg!(debug_assertions) {
+        if cfg!(debug_assertions) && !matches!(opening, Opening::Replacing(_)) {
             for (i, refs) in derived.into_iter().enumerate() {
                 node.on(i, |s| async move { super::counts::verify(&s, &refs).await }).await??;
             }
@@ -810,15 +856,15 @@ async fn filters_and_purges(s: Rc<Shard>) {
 }
 
 /// What one shard's metadata says at start.
-struct ShardRefs {
+pub(crate) struct ShardRefs {
     /// Chunk references by the shard that counts them.
-    by_owner: Vec<RefCounts>,
+    pub(crate) by_owner: Vec<RefCounts>,
     max_etag: u64,
 }
 
 /// The references a shard's metadata holds to chunks each shard counts (those `wanted`), and
 /// its largest stamp; nothing when not `scan` (v2 keeps both).
-async fn shard_refs(
+pub(crate) async fn shard_refs(
     s: &Rc<Shard>,
     live: &BTreeMap<(String, String), u64>,
     wanted: &[bool],

@@ -29,6 +29,7 @@ pub mod policy;
 pub mod release;
 pub mod released;
 pub mod remote;
+pub mod replace;
 pub mod restore;
 pub mod stats;
 pub mod upload;

@@ -62,7 +62,7 @@ pub struct RestoreReport {
     pub elapsed: Duration,
 }
 
-fn tier_err(e: impl std::fmt::Display) -> EngineError {
+pub(super) fn tier_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Tier(e.to_string())
 }
 
@@ -96,7 +96,7 @@ async fn find_node(remote: &Remote, given: Option<&str>) -> Result<[u8; 16]> {
 }
 
 /// The node key, opened with the customer's key (never made: a restore finds one or fails).
-async fn node_key(remote: &Remote, cfg: &crate::config::TierConfig, prefix: &str) -> Result<NodeKey> {
+pub(super) async fn node_key(remote: &Remote, cfg: &crate::config::TierConfig, prefix: &str) -> Result<NodeKey> {
     let guard = super::guard::Guard::of(cfg).map_err(tier_err)?;
     let (_, name) = super::remote::latest_key(remote, prefix)
         .await
@@ -122,7 +122,7 @@ pub(crate) async fn list_manifests(remote: &Remote, prefix: &str) -> Result<Vec<
 }
 
 /// The manifest to restore: epoch `epoch`, else the newest.
-async fn choose(remote: &Remote, prefix: &str, epoch: Option<u64>) -> Result<(String, Vec<String>)> {
+pub(super) async fn choose(remote: &Remote, prefix: &str, epoch: Option<u64>) -> Result<(String, Vec<String>)> {
     let names = list_manifests(remote, prefix).await?;
     let all: Vec<String> = names.iter().map(|(_, _, n)| n.clone()).collect();
     let chosen = match epoch {
@@ -331,7 +331,9 @@ async fn open_restoring(config: &EngineConfig, shards: usize) -> Result<Node> {
     let mut cfg = config.clone();
     cfg.tier = None;
     cfg.shards = Some(shards);
-    let opened = tokio::task::spawn_blocking(move || crate::startup::open_restoring(cfg)).await;
+    let opened =
+        tokio::task::spawn_blocking(move || crate::startup::open_restoring(cfg, crate::startup::Opening::Restoring))
+            .await;
     opened.map_err(|e| tier_err(format!("opening the new data files: {e}")))?
 }
 
@@ -345,30 +347,30 @@ struct Placed {
 }
 
 /// The items of one part of the manifest, checked by length and digest, then opened.
-async fn read_part(
+pub(super) async fn read_part(
     remote: &Remote,
     key: &NodeKey,
     node: &[u8; 16],
     part: &edgeblob_meta::export::PartRef,
-    report: &mut RestoreReport,
+    bytes: &mut u64,
 ) -> Result<Vec<ExportItem>> {
     let expect = Some(Written { len: part.len, digest: part.digest });
     let plain = objects::get(remote, key, node, ObjectKind::MetaPart, &part.name, expect, MAX_PART_PLAIN)
         .await
         .map_err(tier_err)?;
-    report.metadata_bytes += part.len;
+    *bytes += part.len;
     items(&plain).map(|i| i.map_err(|e| tier_err(format!("{}: {e}", part.name)))).collect()
 }
 
 /// Blobs as the parts stream them: a head, then its blocks (which may run into the next part).
 #[derive(Default)]
-struct Blobs {
+pub(super) struct Blobs {
     pending: Option<(BlobKey, Blob, u32)>,
 }
 
 impl Blobs {
     /// Takes one item; a blob it completes goes to `out`, a container to `containers`.
-    fn feed(
+    pub(super) fn feed(
         &mut self,
         item: ExportItem,
         out: &mut Vec<(BlobKey, Blob)>,
@@ -402,7 +404,7 @@ impl Blobs {
         Ok(())
     }
 
-    fn end(self) -> Result<()> {
+    pub(super) fn end(self) -> Result<()> {
         match self.pending {
             Some(_) => Err(tier_err("the export ends inside a blob")),
             None => Ok(()),
@@ -424,7 +426,7 @@ async fn import(
     let mut placed: HashMap<ChunkId, Placed> = HashMap::new();
     let mut packs: BTreeMap<(u32, u64), PackInfo> = BTreeMap::new();
     for part in &chunk_parts {
-        for item in read_part(remote, key, uuid, part, report).await? {
+        for item in read_part(remote, key, uuid, part, &mut report.metadata_bytes).await? {
             match item {
                 ExportItem::Chunk { chunk, packed } => {
                     let shard = node.shared().ref_owner(&chunk) as u32;
@@ -445,7 +447,7 @@ async fn import(
     let mut stream = Blobs::default();
     for part in &blob_parts {
         let mut blobs = Vec::new();
-        for item in read_part(remote, key, uuid, part, report).await? {
+        for item in read_part(remote, key, uuid, part, &mut report.metadata_bytes).await? {
             stream.feed(item, &mut blobs, &mut containers)?;
         }
         for (_, blob) in &blobs {
@@ -510,7 +512,7 @@ async fn import(
     let mut stream = Blobs::default();
     for part in &blob_parts {
         let mut blobs = Vec::new();
-        for item in read_part(remote, key, uuid, part, report).await? {
+        for item in read_part(remote, key, uuid, part, &mut report.metadata_bytes).await? {
             stream.feed(item, &mut blobs, &mut Vec::new())?;
         }
         let mut by_owner: Vec<Vec<Record>> = vec![Vec::new(); node.shards()];
@@ -536,7 +538,7 @@ async fn import(
 /// Marks the anchor pages at `offsets` in use in shard `s`'s allocator: its index's spare
 /// segments go back first (the old node may have written chunks where they lie), and are taken
 /// again around the anchors.
-fn hold_anchors(s: &crate::shard::Shard, offsets: &[u64]) -> Result<()> {
+pub(super) fn hold_anchors(s: &crate::shard::Shard, offsets: &[u64]) -> Result<()> {
     let Some(ix) = &s.index_space else { return Ok(()) };
     let spares = {
         let mut space = s.space.borrow_mut();
@@ -556,7 +558,7 @@ fn hold_anchors(s: &crate::shard::Shard, offsets: &[u64]) -> Result<()> {
 }
 
 /// Logs each shard's records on it, the shards at once, each waiting once for its last.
-async fn log_on_each(node: &Node, by_shard: Vec<Vec<Record>>) -> Result<()> {
+pub(super) async fn log_on_each(node: &Node, by_shard: Vec<Vec<Record>>) -> Result<()> {
     let logged = by_shard
         .into_iter()
         .enumerate()
@@ -570,7 +572,7 @@ async fn log_on_each(node: &Node, by_shard: Vec<Vec<Record>>) -> Result<()> {
 /// The records of a restored blob on its owner shard: Put Blob's one block as it was; a block
 /// list as staged blocks and the list that commits them (records stay small however many
 /// blocks it has).
-fn blob_records(key: BlobKey, blob: Blob) -> Vec<Record> {
+pub(super) fn blob_records(key: BlobKey, blob: Blob) -> Vec<Record> {
     if blob.single_put || (blob.blocks.len() <= 1 && blob.chunks().count() <= 1024) {
         return vec![Record::BlobPut { key, blob }];
     }
