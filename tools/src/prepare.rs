@@ -85,9 +85,7 @@ fn classify(n: &Nvme, dev: &Path, ledger: Option<&Ledger>) -> Kind {
     match n.usage {
         Use::Data => Kind::Blank,
         Use::Edgeblob => {
-            let uuid = DeviceFile::open(dev)
-                .map_err(|e| e.to_string())
-                .and_then(|f| edgeblob_engine::startup::read_superblock(&f).map_err(|e| e.to_string()));
+            let uuid = edgeblob_engine::startup::superblock_of(dev);
             match uuid {
                 Ok(sb)
                     if ledger

@@ -354,9 +354,10 @@ fn replace_device_brings_a_lost_device_back_from_the_tier() {
         let a = args(device);
         admin(&a.iter().map(String::as_str).collect::<Vec<_>>())
     };
+    // One device at a time: device 0 cannot be replaced while device 2 is missing.
     let (code, out) = run("0");
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains("catalog"), "{out}");
+    assert!(out.contains(&format!("{} (kept)", d[2])), "{out}");
     let (code, out) = run("2");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("replaced device 2") && out.contains(&format!("{on_two} blobs back (0 left out)")), "{out}");

@@ -26,7 +26,7 @@ use edgeblob_meta::{shard_store, MetaStore, ShardStore};
 use super::error::{EngineError, Result};
 use super::index_space::IndexSpace;
 use super::media;
-pub use super::media::{read_superblock, FileMedia, Media};
+pub use super::media::{read_superblock, superblock_of, FileMedia, Media};
 use super::reduce::Reducer;
 use super::refs::{RefTable, Space};
 use super::shard::{NodeShared, Shard, CATALOG_SHARD};
@@ -128,7 +128,7 @@ pub fn finish_format(paths: &[PathBuf]) -> Result<()> {
     if pending.is_empty() {
         return Ok(());
     }
-    let uuid_of = |p: &Path| DeviceFile::open(p).ok().and_then(|f| media::read_superblock(&f).ok()).map(|sb| sb.uuid);
+    let uuid_of = |p: &Path| media::superblock_of(p).ok().map(|sb| sb.uuid);
     let present: Vec<[u8; 16]> = paths.iter().filter(|p| p.exists()).filter_map(|p| uuid_of(p)).collect();
     let Some(node) = present.first().copied() else {
         // None renamed yet: the format finished its first step only if every device did.
@@ -262,8 +262,7 @@ pub fn shards_per_device(shards: Option<usize>, devices: usize) -> Result<u32> {
 
 /// The first of `paths` whose superblock says a restore into it has not finished.
 pub fn restore_unfinished(paths: &[PathBuf]) -> Option<PathBuf> {
-    let restoring = |p: &PathBuf| DeviceFile::open(p).ok().and_then(|f| media::read_superblock(&f).ok());
-    paths.iter().find(|p| restoring(p).is_some_and(|sb| sb.restoring)).cloned()
+    paths.iter().find(|p| media::superblock_of(p).is_ok_and(|sb| sb.restoring)).cloned()
 }
 
 /// Clears the restoring flag of every device of `paths` that has it: the restore into them is
@@ -318,7 +317,7 @@ fn open_checked(config: EngineConfig, opening: Opening) -> Result<Node> {
     let (mut media, sbs) = media::open_devices(&paths)?;
     if let Some(d) = sbs.iter().position(|r| r.as_ref().is_ok_and(|sb| sb.restoring)).filter(|_| !restoring) {
         return Err(EngineError::Io(std::io::Error::other(format!(
-            "a restore into {} has not finished: run edgeblob-admin restore again (it starts over)",
+            "a restore into {} has not finished: run edgeblob-admin restore (or replace-device, when that device alone was being replaced) again: it starts over",
             media.name(d)
         ))));
     }
@@ -374,7 +373,7 @@ fn open_on(
         tracing::error!(
             device = l.index,
             shards = ?shared.layout.shards_on(l.index),
-            "{l}: its shards are offline; the node serves the other devices read-only"
+            "{l}: its shards are offline; the node serves the other devices read-only (bring the device back, or replace it from the tier: edgeblob-admin replace-device)"
         );
     }
     if let Some(tier) = &config.tier {
@@ -566,7 +565,7 @@ fn rebuild_degraded(node: &Node) -> Result<()> {
 
 /// The containers a shard's blobs and staged blocks name (each with the newest id seen), and
 /// the largest stamp they hold.
-async fn named_containers(s: &Rc<Shard>) -> Result<(BTreeMap<(String, String), u64>, u64)> {
+pub(crate) async fn named_containers(s: &Rc<Shard>) -> Result<(BTreeMap<(String, String), u64>, u64)> {
     let mut names: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut max = 0;
     let mut note = |k: &BlobKey, id: u64| {
@@ -794,10 +793,15 @@ fn rebuild(node: &Node, opening: Opening) -> Result<()> {
             let g = node.on(i, |s| async move { s.meta.borrow().state().tier_generation }).await?;
             node.shared.tier_floor.fetch_max(g, std::sync::atomic::Ordering::SeqCst);
         }
+        // A replacement's catalog is not whole until it has run (device 0's shard is new): no
+        // entry is taken for a deleted container's before it is.
+        let purges = !matches!(opening, Opening::Replacing(_));
         for i in 0..n {
-            node.on(i, |s| async move {
+            node.on(i, move |s| async move {
                 if s.node.counts_kept() {
-                    tokio::task::spawn_local(filters_and_purges(s.clone()));
+                    if purges {
+                        tokio::task::spawn_local(filters_and_purges(s.clone()));
+                    }
                     tokio::task::spawn_local(super::tier::upload::run(s.clone()));
                     if s.index == CATALOG_SHARD {
                         tokio::task::spawn_local(super::tier::epoch::run(s.clone()));

@@ -1,5 +1,5 @@
 //! One lost device of a node replaced from the tier, its other devices kept
-//! (`edgeblob-admin replace-device`; architecture.md, "Replacing a lost device").
+//! (`edgeblob-admin replace-device`; architecture.md, "Several devices per node").
 //!
 //! A restore (`super::restore`) brings the whole node back to an epoch: what the kept devices
 //! changed since is lost with it. A replacement keeps them as they are and brings back only
@@ -14,7 +14,9 @@
 //!    staged block) of a kept shard that names one is deleted and reported: it could never be
 //!    read again, and its place on the new device must not be taken by another chunk while a
 //!    blob names it.
-//! 3. Imports the epoch's blobs owned by the new shards whose every chunk is still there: a
+//! 3. When the device held shard 0, writes the catalog again: the epoch's containers, and
+//!    those the kept shards' blobs name under a newer incarnation (without their properties).
+//!    Imports the epoch's blobs owned by the new shards whose every chunk is still there: a
 //!    chunk they count that the epoch placed (`ChunksRestored`), or one a kept shard counts
 //!    and still holds. The others are left out and counted.
 //! 4. On every kept shard, replaces the references the lost shards had counted there (its
@@ -37,7 +39,9 @@ use edgeblob_io::superblock::Superblock;
 use edgeblob_io::{DeviceFile, Extent, PAGE_SIZE};
 use edgeblob_meta::export::{ExportItem, Manifest};
 use edgeblob_meta::index::shard::{HoldsIndex, Want};
-use edgeblob_meta::model::{Blob, BlobKey, ChunkId, ChunkRef, Location, PackInfo, PackedChunk, RestoredChunk};
+use edgeblob_meta::model::{
+    Blob, BlobKey, ChunkId, ChunkRef, Container, Location, PackInfo, PackedChunk, RestoredChunk,
+};
 use edgeblob_meta::refs::RefCounts;
 use edgeblob_meta::wal::AppendError;
 use edgeblob_meta::{shard_store, Record};
@@ -67,6 +71,9 @@ pub struct ReplaceReport {
     /// The manifest its shards' blobs came from.
     pub from: String,
     pub epoch: u64,
+    /// Containers of the catalog, when the replaced device held it (device 0): the epoch's,
+    /// and those the kept devices' blobs name that it does not have (without their properties).
+    pub containers: u64,
     /// Blobs of the epoch restored onto the new device's shards.
     pub blobs: u64,
     /// Blobs of the epoch left out: a chunk they name is neither in the epoch's packs nor still
@@ -110,12 +117,6 @@ pub async fn replace(config: &EngineConfig, device: usize, epoch: Option<u64>) -
     }
     if device >= n {
         return Err(tier_err(format!("the node has {n} devices (0 to {}); there is no device {device}", n - 1)));
-    }
-    // Shard 0, the catalog's, is always on device 0.
-    if device == 0 {
-        return Err(tier_err(
-            "device 0 holds the container catalog: restore the node whole (edgeblob-admin restore), or bring the device back",
-        ));
     }
     let kept = kept_superblocks(&paths, device)?;
     let model = kept.iter().flatten().next().cloned().ok_or_else(|| tier_err("no kept device"))?;
@@ -344,9 +345,10 @@ async fn import(
     let mut stream = Blobs::default();
     let mut missing: HashSet<ChunkId> = HashSet::new();
     let mut restored_refs: BTreeMap<usize, RefCounts> = BTreeMap::new();
+    let mut containers = Vec::new();
     for part in &blob_parts {
         let items = read_part(remote, key, uuid, part, &mut report.metadata_bytes).await?;
-        let blobs = new_shards_blobs(node, items, &new, &mut stream)?;
+        let blobs = new_shards_blobs(node, items, &new, &mut stream, &mut containers)?;
         let mut ask: BTreeMap<usize, Vec<ChunkRef>> = BTreeMap::new();
         for (_, b) in &blobs {
             for c in b.chunks().filter(|c| !is_new(shared.ref_owner(c))) {
@@ -373,6 +375,9 @@ async fn import(
         }
     }
     stream.end()?;
+    if is_new(CATALOG_SHARD) {
+        report.containers = catalog(node, &kept, containers).await?;
+    }
 
     // The new shards' chunks: the packs they are in, those counted at start released to them,
     // the others (named by restored blobs only) restored into them, each holding its first page.
@@ -436,7 +441,7 @@ async fn import(
     let mut stream = Blobs::default();
     for part in &blob_parts {
         let items = read_part(remote, key, uuid, part, &mut report.metadata_bytes).await?;
-        let blobs = new_shards_blobs(node, items, &new, &mut stream)?;
+        let blobs = new_shards_blobs(node, items, &new, &mut stream, &mut Vec::new())?;
         let mut by_owner: Vec<Vec<Record>> = vec![Vec::new(); node.shards()];
         for (k, blob) in blobs {
             if whole(&blob, &placed, &missing, &is_new, &shared) {
@@ -492,18 +497,57 @@ async fn import(
     node.sync().await
 }
 
-/// The blobs of one part of the manifest (its items) that the new shards own.
+/// The blobs of one part of the manifest (its items) that the new shards own; its containers go
+/// to `containers`.
 fn new_shards_blobs(
     node: &Node,
     items: Vec<ExportItem>,
     new: &std::ops::Range<usize>,
     stream: &mut Blobs,
+    containers: &mut Vec<(String, String, Container)>,
 ) -> Result<Vec<(BlobKey, Blob)>> {
     let mut blobs = Vec::new();
     for item in items {
-        stream.feed(item, &mut blobs, &mut Vec::new())?;
+        stream.feed(item, &mut blobs, containers)?;
     }
     Ok(blobs.into_iter().filter(|(k, _)| new.contains(&node.shared().owner_of(k))).collect())
+}
+
+/// The catalog of a node whose device 0 (shard 0, the catalog's) was replaced: the epoch's
+/// containers, and those the kept shards' blobs name under a newer incarnation (created after
+/// the epoch: their properties are lost, as a degraded start finds them), logged on shard 0
+/// and published. Returns how many.
+async fn catalog(node: &Node, kept: &[usize], epoch: Vec<(String, String, Container)>) -> Result<u64> {
+    let mut all: BTreeMap<(String, String), Container> =
+        epoch.into_iter().map(|(account, name, c)| ((account, name), c)).collect();
+    for &s in kept {
+        let (names, _) = node
+            .on(s, |s| async move {
+                shard_store::flush_all(&s.meta).await?;
+                crate::startup::named_containers(&s).await
+            })
+            .await??;
+        for (k, id) in names {
+            if all.get(&k).is_none_or(|c| c.id < id) {
+                let c = Container {
+                    id,
+                    etag: id,
+                    created_ns: 0,
+                    modified_ns: 0,
+                    metadata: Vec::new(),
+                    public_access: Default::default(),
+                };
+                all.insert(k, c);
+            }
+        }
+    }
+    let n = all.len() as u64;
+    let puts: Vec<Record> =
+        all.into_iter().map(|((account, name), container)| Record::ContainerPut { account, name, container }).collect();
+    node.on(CATALOG_SHARD, move |s| async move { super::log_all(&s, puts).await }).await??;
+    let catalog = node.on(CATALOG_SHARD, |s| async move { s.meta.borrow().state().containers.clone() }).await?;
+    *node.shared().catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
+    Ok(n)
 }
 
 /// Whether every chunk `b` names is still somewhere: placed by the epoch (counted by a new
