@@ -32,7 +32,7 @@ use super::refs::RefTable;
 use super::shard::Shard;
 
 /// Bytes of one archived `RefChange`.
-const CHANGE_LEN: usize = 48;
+pub(crate) const CHANGE_LEN: usize = 48;
 
 /// Sends this shard's undelivered reference changes to the shards that count them, forever.
 /// Runs on every v2 shard from start.

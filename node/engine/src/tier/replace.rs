@@ -290,21 +290,9 @@ async fn import(
     // What the new shards counted at start (the kept shards' references): in the tier from now
     // on where the epoch placed it; lost otherwise.
     let mut lost: HashSet<ChunkId> = HashSet::new();
-    for &s in &report.shards {
-        let counted = node
-            .on(s, |s| async move {
-                let mut all = Vec::new();
-                crate::counts::each_counted(&s, |page| all.extend(page.iter().map(|c| c.chunk))).await?;
-                Ok::<_, EngineError>(all)
-            })
-            .await??;
-        for c in counted {
-            match placed.get_mut(&c.id()).filter(|p| p.chunk == c) {
-                Some(p) => p.adopted = true,
-                None => {
-                    lost.insert(c.id());
-                }
-            }
+    for c in counted_on(node, &report.shards).await? {
+        if placed.get(&c.id()).is_none_or(|p| p.chunk != c) {
+            lost.insert(c.id());
         }
     }
     // The kept shards' blobs and staged blocks that name a lost chunk go.
@@ -331,6 +319,14 @@ async fn import(
     // need the place of one).
     for &s in &kept {
         node.on(s, |s| async move { crate::counts::drained(&s).await }).await?;
+    }
+    // What is still counted of the placed ones once they are gone (a blob deleted for a lost
+    // chunk may have held the last reference to a placed one): released below. The others a
+    // restored blob may name are restored into their packs.
+    for c in counted_on(node, &report.shards).await? {
+        if let Some(p) = placed.get_mut(&c.id()).filter(|p| p.chunk == c) {
+            p.adopted = true;
+        }
     }
     if report.lost_count > 0 {
         tracing::error!(
@@ -408,7 +404,10 @@ async fn import(
         })
         .await??;
     }
-    let per_record = 4096;
+    // A record must fit a log half with room to spare (about 64 bytes a chunk), as a pack's.
+    let first = report.shards[0];
+    let half = node.on(first, |s| async move { s.meta.borrow().index().map_or(1 << 20, |m| m.half_len()) }).await?;
+    let per_record = (half / 8 / 64).max(1);
     for ((shard, number), (mut adopted, mut restored)) in in_pack {
         let pack = packs.get(&(shard, number)).cloned().ok_or_else(|| {
             tier_err(format!("the epoch places chunks in pack {number} of shard {shard}, and does not name it"))
@@ -434,7 +433,7 @@ async fn import(
     }
     log_on_each(node, all).await?;
     for (s, ids) in releases {
-        node.on(s, move |s| async move { keep_in_tier_only(&s, &ids).await }).await??;
+        node.on(s, move |s| async move { keep_in_tier_only(&s, &ids, per_record).await }).await??;
     }
 
     // The blobs that come back, logged on their owners (their reference changes wait).
@@ -495,6 +494,22 @@ async fn import(
         .await?;
     }
     node.sync().await
+}
+
+/// Every chunk `shards` count.
+async fn counted_on(node: &Node, shards: &[usize]) -> Result<Vec<ChunkRef>> {
+    let mut out = Vec::new();
+    for &s in shards {
+        out.extend(
+            node.on(s, |s| async move {
+                let mut all = Vec::new();
+                crate::counts::each_counted(&s, |page| all.extend(page.iter().map(|c| c.chunk))).await?;
+                Ok::<_, EngineError>(all)
+            })
+            .await??,
+        );
+    }
+    Ok(out)
 }
 
 /// The blobs of one part of the manifest (its items) that the new shards own; its containers go
@@ -602,8 +617,8 @@ async fn naming_lost(s: &Rc<Shard>, lost: &HashSet<ChunkId>) -> Result<(Vec<Blob
 
 /// Chunks counted here, on flash (the device is new: their bytes are not) and now in a pack,
 /// keep only their place in the tier: their space but the first page is free again.
-async fn keep_in_tier_only(s: &Rc<Shard>, ids: &[ChunkId]) -> Result<()> {
-    for batch in ids.chunks(4096) {
+async fn keep_in_tier_only(s: &Rc<Shard>, ids: &[ChunkId], per_record: usize) -> Result<()> {
+    for batch in ids.chunks(per_record) {
         let wants: Vec<Want> = batch.iter().map(|id| Want::Chunk(*id)).collect();
         loop {
             s.log_ready().await?;
@@ -671,6 +686,15 @@ async fn replace_counts(s: &Rc<Shard>, held: RefCounts, restored: RefCounts, sou
         )));
     }
     let out = old.total();
-    crate::counts::replace_refs(s, sources, RefCounts::changes(&restored, &old)).await?;
+    // In records that fit a log half (as a delivery's); each sets the sources' LSNs again. The
+    // first, even of no change, is the one that must be: it starts their LSNs over.
+    let budget = s.meta.borrow().index().map_or(1 << 20, |m| m.half_len()) / 8 / crate::counts::CHANGE_LEN;
+    let changes = RefCounts::changes(&restored, &old);
+    let mut batches = changes.chunks(budget.max(1));
+    let first = batches.next().map(<[_]>::to_vec).unwrap_or_default();
+    crate::counts::replace_refs(s, sources.clone(), first).await?;
+    for batch in batches {
+        crate::counts::replace_refs(s, sources.clone(), batch.to_vec()).await?;
+    }
     Ok(out)
 }
