@@ -20,6 +20,11 @@ pub struct Ledger {
     pub rebuilding: bool,
     #[serde(default)]
     pub device: Vec<LedgerDevice>,
+    /// Serials of the blank devices prepare left for the node to restore itself onto (its disks
+    /// were erased and it has a tier), in order: the node's devices until the next prepare
+    /// finds them holding the node and lists them under `device`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +69,15 @@ impl Ledger {
         Ok(())
     }
 
+    /// The serials of the node's devices: those left for its restore while there are any,
+    /// else those it was formatted on.
+    pub fn serials(&self) -> Vec<String> {
+        match self.pending.is_empty() {
+            true => self.device.iter().map(|d| d.serial.clone()).collect(),
+            false => self.pending.clone(),
+        }
+    }
+
     pub fn by_serial(&self, serial: &str) -> Option<&LedgerDevice> {
         self.device.iter().find(|d| d.serial == serial)
     }
@@ -83,6 +97,7 @@ mod tests {
             node: "ab".into(),
             rebuilding: true,
             device: vec![LedgerDevice { serial: "S1".into(), model: "M".into(), uuid: "01".into(), formatted: 7 }],
+            pending: vec!["S2".into()],
         };
         l.save(&path).unwrap();
         assert_eq!(Ledger::load(&path).unwrap(), Some(l.clone()));

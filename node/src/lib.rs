@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth_config;
 pub mod azure_events;
 pub mod config;
+pub mod devices;
 pub mod entra;
 pub mod http;
 pub mod lifecycle;

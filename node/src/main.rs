@@ -179,6 +179,9 @@ fn run(args: Args, mut config: Config) -> Result<(), String> {
             );
         }
     }
+    if let Some(serials) = edgeblob::devices::from_ledger(&mut config, std::path::Path::new("/"))? {
+        tracing::info!(?serials, devices = ?config.engine.devices, "data devices: the ledger's");
+    }
     config.engine.validate()?;
     config.admin.validate()?;
     let findings = edgeblob::preflight::run(&config, std::path::Path::new("/"));

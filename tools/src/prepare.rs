@@ -185,7 +185,9 @@ pub fn run(a: PrepareArgs) -> Result<ExitCode, String> {
     }
     // The node had devices, none of them is here, and blank ones are to be formatted: its disks
     // were erased under it (an Azure redeploy).
-    let had = before.as_ref().is_some_and(|l| !l.device.is_empty());
+    // (Or it was already found so, and has not restored itself yet: a reboot meanwhile must not
+    // make its blank disks a new node.)
+    let had = before.as_ref().is_some_and(|l| !l.device.is_empty() || l.rebuilding);
     let erased = had
         && !plan.iter().any(|(_, k, _)| *k == Kind::Ours)
         && plan.iter().any(|(_, k, act)| *k == Kind::Blank && *act == Action::Format);
@@ -221,8 +223,7 @@ pub fn run(a: PrepareArgs) -> Result<ExitCode, String> {
         println!("dry run: nothing changed");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut ledger =
-        before.clone().unwrap_or_else(|| Ledger { node: hex(&new_id()), rebuilding: false, device: Vec::new() });
+    let mut ledger = before.clone().unwrap_or_else(|| Ledger { node: hex(&new_id()), ..Ledger::default() });
     // Every device to format, as the members of one node.
     let chosen: Vec<&Nvme> = plan.iter().filter(|(_, _, act)| *act == Action::Format).map(|(n, _, _)| *n).collect();
     let mut files = Vec::with_capacity(chosen.len());
@@ -281,6 +282,15 @@ pub fn run(a: PrepareArgs) -> Result<ExitCode, String> {
         ledger.device.retain(|d| present.contains(&d.serial.as_str()));
         ledger.rebuilding = true;
     }
+    // The node's devices while it has none formatted: the blank ones left to its restore.
+    ledger.pending = match erased && tier {
+        true => plan
+            .iter()
+            .filter(|(_, k, act)| *k == Kind::Blank && *act != Action::Format)
+            .map(|(n, _, _)| n.serial.clone())
+            .collect(),
+        false => Vec::new(),
+    };
     if before.as_ref() != Some(&ledger) {
         ledger.save(&a.ledger)?;
         println!("ledger {} written", a.ledger.display());

@@ -233,6 +233,13 @@ fn after_a_redeploy_a_node_with_a_tier_leaves_its_blank_disks_to_its_restore() {
     assert_eq!(hashes(&root), blank, "the blank disk is left to the restore");
     let after = Ledger::load(&ledger).unwrap().unwrap();
     assert!(after.rebuilding && after.node == first.node, "{after:?}");
+    assert_eq!(after.pending, ["NEWHOSTSERIAL0001"], "the node's devices until it has restored onto them");
+    // A reboot before the node restored itself: prepare runs again and still leaves the disk
+    // to the restore (not a new node's), under the same id.
+    let (code, out) = prepare(&root, &ledger, &cfg);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(hashes(&root), blank, "{out}");
+    assert_eq!(Ledger::load(&ledger).unwrap().unwrap(), after);
 
     // What the node's restore writes: the node, by its id, on the new disk.
     let file = std::sync::Arc::new(edgeblob_io::DeviceFile::open(&dev).unwrap());
@@ -244,4 +251,5 @@ fn after_a_redeploy_a_node_with_a_tier_leaves_its_blank_disks_to_its_restore() {
     let known = Ledger::load(&ledger).unwrap().unwrap();
     assert_eq!(known.device.iter().map(|d| d.serial.as_str()).collect::<Vec<_>>(), ["NEWHOSTSERIAL0001"]);
     assert_eq!(known.device[0].uuid, hex(&sb.uuid));
+    assert!(known.pending.is_empty(), "listed as the node's now: {known:?}");
 }
