@@ -300,6 +300,21 @@ pub struct Container {
     pub public_access: PublicAccess,
 }
 
+impl Container {
+    /// A container known only by the id its blobs carry (its catalog entry was lost with a
+    /// device): no properties, metadata or public access.
+    pub fn found(id: u64) -> Container {
+        Container {
+            id,
+            etag: id,
+            created_ns: 0,
+            modified_ns: 0,
+            metadata: Vec::new(),
+            public_access: PublicAccess::None,
+        }
+    }
+}
+
 /// Anonymous read access to a container (Azure's `x-ms-blob-public-access`).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PublicAccess {

@@ -536,18 +536,7 @@ fn rebuild_degraded(node: &Node) -> Result<()> {
                     "{lost}: the container catalog is lost with it; {} containers found from their blobs, without their properties",
                     seen.len()
                 );
-                seen.into_iter()
-                    .map(|(k, id)| {
-                        let c = edgeblob_meta::model::Container {
-                            id,
-                            etag: id,
-                            created_ns: 0,
-                            modified_ns: 0,
-                            metadata: Vec::new(),
-                            public_access: Default::default(),
-                        };
-                        (k, c)
-                    })
+                seen.into_iter().map(|(k, id)| (k, edgeblob_meta::model::Container::found(id)))
                     .collect()
             }
         };

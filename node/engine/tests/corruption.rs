@@ -6,20 +6,7 @@
 use std::os::unix::fs::FileExt;
 
 use edgeblob_engine::{EngineError, Node};
-use edgeblob_meta::model::{BlobKey, ChunkRef};
 use edgeblob_testkit::engine::*;
-
-fn chunks_of(node: &Node, k: &BlobKey) -> Vec<ChunkRef> {
-    let owner = node.shared().owner_of(k);
-    let k = k.clone();
-    rt().block_on(node.on(owner, move |s| async move {
-        edgeblob_meta::shard_store::ensure(&s.meta, &[edgeblob_meta::shard_store::Want::Blob(k.clone())])
-            .await
-            .unwrap();
-        s.meta.borrow().state().blobs[&k].chunks().copied().collect::<Vec<_>>()
-    }))
-    .unwrap()
-}
 
 /// Flips a byte at node offset `at` of the node in `dir`, in whichever of its files holds it.
 fn flip_node(dir: &std::path::Path, at: u64) {

@@ -740,19 +740,6 @@ fn a_lost_device_is_replaced_from_the_tier_and_the_kept_ones_keep_their_changes(
     b.stop();
 }
 
-/// The chunks blob `k` names.
-fn chunks_of(node: &Node, k: &edgeblob_meta::model::BlobKey) -> Vec<edgeblob_meta::model::ChunkRef> {
-    let owner = node.shared().owner_of(k);
-    let k = k.clone();
-    rt().block_on(node.on(owner, move |s| async move {
-        edgeblob_meta::shard_store::ensure(&s.meta, &[edgeblob_meta::shard_store::Want::Blob(k.clone())])
-            .await
-            .unwrap();
-        s.meta.borrow().state().blobs[&k].chunks().copied().collect::<Vec<_>>()
-    }))
-    .unwrap()
-}
-
 /// Chunks cross devices only when a device is full (they spill to the next with room): a
 /// replaced device takes back the blobs whose chunks it spilled onto a kept device, frees on the
 /// kept devices what its blobs written after the epoch had spilled there, brings back from the
@@ -763,7 +750,7 @@ fn chunks_of(node: &Node, k: &edgeblob_meta::model::BlobKey) -> Vec<edgeblob_met
 fn a_replaced_device_takes_back_its_spills_and_reports_blobs_whose_chunks_it_held() {
     use edgeblob_engine::tier::replace::replace;
     use edgeblob_engine::EngineError;
-    use edgeblob_testkit::engine::files_from;
+    use edgeblob_testkit::engine::{chunks_of, files_from};
     let dir = tempfile::tempdir().unwrap();
     let remote = InProcess::start(&dir.path().join("remote"), 1 << 30, 1, |_| {});
     let origin = format!("http://{}", remote.addr);

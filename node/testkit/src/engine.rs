@@ -137,3 +137,15 @@ pub fn on_one_device(node: &Node, keys: impl Fn(usize) -> Vec<BlobKey>) -> Vec<B
         })
         .expect("keys on one device")
 }
+
+/// The chunks blob `k` names, from its owner shard's metadata.
+pub fn chunks_of(node: &Node, k: &BlobKey) -> Vec<edgeblob_meta::model::ChunkRef> {
+    use edgeblob_meta::shard_store::{ensure, Want};
+    let owner = node.shared().owner_of(k);
+    let k = k.clone();
+    rt().block_on(node.on(owner, move |s| async move {
+        ensure(&s.meta, &[Want::Blob(k.clone())]).await.unwrap();
+        s.meta.borrow().state().blobs[&k].chunks().copied().collect::<Vec<_>>()
+    }))
+    .unwrap()
+}

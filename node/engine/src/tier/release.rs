@@ -130,6 +130,16 @@ fn releasable(s: &Shard, e: &ChunkEntry) -> Option<(ChunkId, Extent)> {
 
 /// Releases those of `ids` that are still on flash and in the tier, and unpinned.
 pub(crate) async fn release_batch(s: &Rc<Shard>, ids: &[ChunkId]) -> Result<u64> {
+    release_chosen(s, ids, |e| releasable(s, e)).await
+}
+
+/// Releases those of `ids` that `choose` picks (each with the space it frees), in one record;
+/// returns the bytes freed.
+pub(crate) async fn release_chosen(
+    s: &Rc<Shard>,
+    ids: &[ChunkId],
+    choose: impl Fn(&ChunkEntry) -> Option<(ChunkId, Extent)>,
+) -> Result<u64> {
     let wants: Vec<Want> = ids.iter().map(|id| Want::Chunk(*id)).collect();
     loop {
         s.log_ready().await?;
@@ -137,7 +147,7 @@ pub(crate) async fn release_batch(s: &Rc<Shard>, ids: &[ChunkId]) -> Result<u64>
         let (commit, extents) = {
             let mut meta = s.meta.borrow_mut();
             let (chunks, extents): (Vec<ChunkId>, Vec<Extent>) =
-                ids.iter().filter_map(|id| releasable(s, meta.state().chunks.get(id)?)).unzip();
+                ids.iter().filter_map(|id| choose(meta.state().chunks.get(id)?)).unzip();
             if chunks.is_empty() {
                 return Ok(0);
             }
@@ -153,7 +163,7 @@ pub(crate) async fn release_batch(s: &Rc<Shard>, ids: &[ChunkId]) -> Result<u64>
         };
         commit.durable.await?;
         let n = extents.iter().map(|e| e.len).sum();
-        s.free_extents(extents);
+        s.free_extents(extents.into_iter().filter(|e| e.len > 0).collect());
         return Ok(n);
     }
 }

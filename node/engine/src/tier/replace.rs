@@ -40,10 +40,9 @@ use edgeblob_io::{DeviceFile, Extent, PAGE_SIZE};
 use edgeblob_meta::export::{ExportItem, Manifest};
 use edgeblob_meta::index::shard::{HoldsIndex, Want};
 use edgeblob_meta::model::{
-    Blob, BlobKey, ChunkId, ChunkRef, Container, Location, PackInfo, PackedChunk, RestoredChunk,
+    Blob, BlobKey, ChunkEntry, ChunkId, ChunkRef, Container, Location, PackInfo, PackedChunk, RestoredChunk,
 };
 use edgeblob_meta::refs::RefCounts;
-use edgeblob_meta::wal::AppendError;
 use edgeblob_meta::{shard_store, Record};
 use edgeblob_remote::Remote;
 use edgeblob_tier::{NodeKey, ObjectKind};
@@ -544,15 +543,7 @@ async fn catalog(node: &Node, kept: &[usize], epoch: Vec<(String, String, Contai
             .await??;
         for (k, id) in names {
             if all.get(&k).is_none_or(|c| c.id < id) {
-                let c = Container {
-                    id,
-                    etag: id,
-                    created_ns: 0,
-                    modified_ns: 0,
-                    metadata: Vec::new(),
-                    public_access: Default::default(),
-                };
-                all.insert(k, c);
+                all.insert(k, Container::found(id));
             }
         }
     }
@@ -616,40 +607,19 @@ async fn naming_lost(s: &Rc<Shard>, lost: &HashSet<ChunkId>) -> Result<(Vec<Blob
 }
 
 /// Chunks counted here, on flash (the device is new: their bytes are not) and now in a pack,
-/// keep only their place in the tier: their space but the first page is free again.
+/// keep only their place in the tier: their space but the first page is free again. Unlike a
+/// release for room, one of a single page goes too (it has nothing to free, but its bytes are
+/// not on flash either).
 async fn keep_in_tier_only(s: &Rc<Shard>, ids: &[ChunkId], per_record: usize) -> Result<()> {
-    for batch in ids.chunks(per_record) {
-        let wants: Vec<Want> = batch.iter().map(|id| Want::Chunk(*id)).collect();
-        loop {
-            s.log_ready().await?;
-            shard_store::resident(&s.meta, &wants).await?;
-            let (commit, extents) = {
-                let mut meta = s.meta.borrow_mut();
-                let both = |id: &&ChunkId| {
-                    meta.state().chunks.get(id).is_some_and(|e| matches!(e.location, Location::Both { .. }))
-                };
-                let chunks: Vec<ChunkId> = batch.iter().filter(both).copied().collect();
-                let extents: Vec<Extent> = chunks
-                    .iter()
-                    .filter_map(|id| meta.state().chunks.get(id))
-                    .filter_map(|e| {
-                        let len = e.chunk.extent().len.checked_sub(PAGE_SIZE as u64).filter(|l| *l > 0)?;
-                        Some(Extent { offset: e.chunk.offset + PAGE_SIZE as u64, len })
-                    })
-                    .collect();
-                for id in &chunks {
-                    s.node.released.mark(id.offset);
-                }
-                match meta.commit(Record::ChunksReleased { chunks }) {
-                    Ok(c) => (c, extents),
-                    Err(AppendError::Busy) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            };
-            commit.durable.await?;
-            s.free_extents(extents);
-            break;
+    let choose = |e: &ChunkEntry| match e.location {
+        Location::Both { .. } => {
+            let rest = e.chunk.extent().len.saturating_sub(PAGE_SIZE as u64);
+            Some((e.chunk.id(), Extent { offset: e.chunk.offset + PAGE_SIZE as u64, len: rest }))
         }
+        _ => None,
+    };
+    for batch in ids.chunks(per_record) {
+        super::release::release_chosen(s, batch, choose).await?;
     }
     Ok(())
 }
