@@ -47,7 +47,7 @@ pub async fn deliver(s: Rc<Shard>) {
             let Some(m) = meta.index() else { return };
             // A batch is logged as one record by each counting shard: it must fit a log half
             // with room to spare (one record of more changes is sent alone).
-            let budget = m.half_len() / 8 / CHANGE_LEN;
+            let budget = s.per_record(CHANGE_LEN);
             let mut batch = m.outbox(1024);
             let mut changes = 0;
             let keep = batch

@@ -255,6 +255,14 @@ impl Shard {
     }
 
     /// Sets aside up to `want` spare segments for the index, as far as the region can.
+    /// How many items of `item_len` bytes one record may carry: a record must fit a log half
+    /// with room to spare (an eighth of it; a v1 shard, or none yet, counts 1 MiB), and carries
+    /// at least one.
+    pub fn per_record(&self, item_len: usize) -> usize {
+        let half = self.meta.borrow().index().map_or(1 << 20, |m| m.half_len());
+        (half / 8 / item_len).max(1)
+    }
+
     pub fn top_up_index(&self, want: usize) {
         let Some(ix) = &self.index_space else { return };
         let mut space = self.space.borrow_mut();

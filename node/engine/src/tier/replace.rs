@@ -403,10 +403,8 @@ async fn import(
         })
         .await??;
     }
-    // A record must fit a log half with room to spare (about 64 bytes a chunk), as a pack's.
-    let first = report.shards[0];
-    let half = node.on(first, |s| async move { s.meta.borrow().index().map_or(1 << 20, |m| m.half_len()) }).await?;
-    let per_record = (half / 8 / 64).max(1);
+    // About 64 bytes a chunk (as a restore's records).
+    let per_record = node.on(report.shards[0], |s| async move { s.per_record(64) }).await?;
     for ((shard, number), (mut adopted, mut restored)) in in_pack {
         let pack = packs.get(&(shard, number)).cloned().ok_or_else(|| {
             tier_err(format!("the epoch places chunks in pack {number} of shard {shard}, and does not name it"))
@@ -658,9 +656,8 @@ async fn replace_counts(s: &Rc<Shard>, held: RefCounts, restored: RefCounts, sou
     let out = old.total();
     // In records that fit a log half (as a delivery's); each sets the sources' LSNs again. The
     // first, even of no change, is the one that must be: it starts their LSNs over.
-    let budget = s.meta.borrow().index().map_or(1 << 20, |m| m.half_len()) / 8 / crate::counts::CHANGE_LEN;
     let changes = RefCounts::changes(&restored, &old);
-    let mut batches = changes.chunks(budget.max(1));
+    let mut batches = changes.chunks(s.per_record(crate::counts::CHANGE_LEN));
     let first = batches.next().map(<[_]>::to_vec).unwrap_or_default();
     crate::counts::replace_refs(s, sources.clone(), first).await?;
     for batch in batches {

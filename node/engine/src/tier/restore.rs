@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use edgeblob_io::superblock::{Superblock, SECRET_LEN};
 use edgeblob_io::DeviceFile;
 use edgeblob_meta::export::{items, ExportItem, Manifest};
-use edgeblob_meta::index::shard::HoldsIndex;
 use edgeblob_meta::model::{
     Blob, BlobKey, Block, ChunkId, ChunkRef, Container, ListedBlock, PackInfo, Packed, RestoredChunk, StagedBlock,
 };
@@ -489,9 +488,8 @@ async fn import(
         let r = RestoredChunk { chunk: p.chunk, entry: p.packed.entry, at: p.packed.at };
         by_pack.entry((p.shard, p.packed.pack)).or_default().push(r);
     }
-    // A record must fit a log half with room to spare (about 64 bytes a chunk), as a pack's.
-    let half = node.on(0, |s| async move { s.meta.borrow().index().map_or(1 << 20, |m| m.half_len()) }).await?;
-    let per_record = (half / 8 / 64).max(1);
+    // About 64 bytes a chunk.
+    let per_record = node.on(0, |s| async move { s.per_record(64) }).await?;
     let mut by_shard: Vec<Vec<Record>> = vec![Vec::new(); node.shards()];
     for ((shard, number), mut chunks) in by_pack {
         let pack = packs.get(&(shard, number)).cloned().ok_or_else(|| {

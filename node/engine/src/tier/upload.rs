@@ -198,9 +198,8 @@ pub async fn run(s: Rc<Shard>) {
     };
     let fresh = s.meta.borrow_mut().index_mut().map(|m| m.watch_fresh(FRESH_BOUND));
     let Some(fresh) = fresh else { return };
-    let half = s.meta.borrow().index().map_or(1 << 20, |m| m.half_len());
-    // A pack's record must fit a log half with room to spare (about 48 bytes a chunk).
-    let mut packer = Packer::new(tier.pack_bytes, (half / 8 / 48).max(1));
+    // A pack's record holds about 48 bytes a chunk.
+    let mut packer = Packer::new(tier.pack_bytes, s.per_record(48));
     let mut next_number = s.meta.borrow().state().packs.keys().next_back().map_or(1, |n| n + 1);
     let mut scan = true;
     backoff = Duration::from_secs(1);
