@@ -105,6 +105,23 @@ pub async fn resident(meta: &RefCell<ShardStore>, wants: &[Want]) -> Result<(), 
     Box::pin(ensure(meta, wants)).await
 }
 
+/// Finds a blob for a read of the bytes `span` gives for its size (see [`shard::for_read`]): v1
+/// holds every blob resident.
+pub async fn for_read(
+    meta: &RefCell<ShardStore>,
+    key: &BlobKey,
+    span: impl Fn(u64) -> Option<(u64, u64)> + Clone + Send + 'static,
+) -> Result<shard::ForRead, IndexError> {
+    let wants = [Want::Blob(key.clone())];
+    if meta.borrow().all_resident(&wants) {
+        if let Some(m) = meta.borrow_mut().index_mut() {
+            m.trim(&wants);
+        }
+        return Ok(shard::ForRead::Resident);
+    }
+    Box::pin(shard::for_read(meta, key, span)).await
+}
+
 /// One shard's part of a listing page.
 pub async fn list_blobs(
     meta: &RefCell<ShardStore>,

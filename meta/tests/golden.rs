@@ -147,6 +147,7 @@ fn an_entry_of_every_index_table_v2() {
         ("meta-space", keys::SPACE.to_vec(), keys::SPACE_VERSION.to_vec()),
         ("blobs", keys::blob(&k), keys::encode_blob(&blob)),
         ("blocks", keys::blob(&k), keys::encode_blocks(&blob.blocks)),
+        ("blocks-piece", keys::piece(&keys::blob(&k), 4096), keys::encode_blocks(&blob.blocks)),
         ("staged", keys::staged(&k, b"AAAC"), keys::encode_staged(&staged)),
         ("catalog", keys::container("devstoreaccount1", "golden"), keys::encode_container(&container)),
         ("chunks", keys::chunk(&chunk_entry.chunk.id()), keys::encode_chunk(&chunk_entry)),
@@ -176,6 +177,10 @@ fn an_entry_of_every_index_table_v2() {
     let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
     assert_eq!(keys::decode_blocks(&v[4 + klen..]).unwrap(), blob.blocks, "a blob's blocks kept apart");
     assert!(keys::is_head_only(&blob.head()) && !keys::is_head_only(&blob), "a head is told from a whole entry");
+    let v = golden_in(2, "index-blocks-piece.bin", &[]);
+    let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
+    assert_eq!(keys::parse_piece(&keys::blob(&k), &v[4..4 + klen]), Some(4096), "a piece's first byte");
+    assert_eq!(keys::decode_blocks(&v[4 + klen..]).unwrap(), blob.blocks);
     let v = golden_in(2, "index-staged.bin", &[]);
     let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
     assert_eq!(keys::decode_staged(&v[4 + klen..]).unwrap(), staged);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use edgeblob_io::fault::{Crash, Op, SimDisk};
 use edgeblob_io::BlockDevice;
 use edgeblob_meta::index::db::Index;
+use edgeblob_meta::index::memtable::Memtable;
 use edgeblob_meta::index::region::{IndexPlace, RegionBackend, Segments, SharedDevice};
 use edgeblob_meta::index::shard::{
     build_filters, ensure, list_blobs, scan_all, space_in_use, wants_of, IndexConfig, ShardIndex, Want,
@@ -906,12 +907,38 @@ fn new_keys_take_nothing_from_the_cache_and_flushed_ones_stay_within_its_size() 
     });
 }
 
-/// Entries of the index's `blocks` table in a disk image.
-fn blocks_entries(disk: &SimDisk) -> usize {
+/// The index in a disk image, with every free segment to grow into.
+fn index_of(disk: &SimDisk) -> Index {
     let segments = Arc::new(Segments::default());
-    let backend = RegionBackend::open(Arc::new(disk.device()) as SharedDevice, index_place(), segments).unwrap();
-    let ix = Index::open(backend, MIB as usize).unwrap();
-    ix.range(Table::Blocks, b"", None, usize::MAX).unwrap().entries.len()
+    let backend =
+        RegionBackend::open(Arc::new(disk.device()) as SharedDevice, index_place(), segments.clone()).unwrap();
+    let held = backend.segments();
+    segments.grant((4..32).map(|i| i * MIB).filter(|s| !held.contains(s)));
+    Index::open(backend, MIB as usize).unwrap()
+}
+
+/// Keys of the index's `blocks` table in a disk image.
+fn blocks_keys(disk: &SimDisk) -> Vec<Vec<u8>> {
+    let ix = index_of(disk);
+    ix.range(Table::Blocks, b"", None, usize::MAX).unwrap().entries.into_iter().map(|(k, _)| k).collect()
+}
+
+fn blocks_entries(disk: &SimDisk) -> usize {
+    blocks_keys(disk).len()
+}
+
+/// Keeps blob `key`'s blocks as a build before pieces did: one entry, whole, under its key.
+fn keep_blocks_whole(disk: &SimDisk, key: &[u8], blocks: &[Block]) {
+    let ix = index_of(disk);
+    let lsn = ix.lsn().unwrap();
+    let mut gone = Memtable::default();
+    gone.delete(Table::Blocks, key.to_vec());
+    gone.applied(lsn);
+    ix.write(&gone).unwrap();
+    let mut whole = Memtable::default();
+    whole.put(Table::Blocks, key.to_vec(), keys::encode_blocks(&blocks.to_vec()));
+    whole.applied(lsn);
+    ix.write(&whole).unwrap();
 }
 
 /// A blob that names more chunks than an entry keeps (`keys::INLINE_CHUNKS`) keeps its blocks
@@ -947,7 +974,10 @@ fn a_blob_of_many_chunks_keeps_its_blocks_apart_and_reads_back_whole() {
         commit_flushed(&store, Record::BlobPut { key: k.clone(), blob: big.clone() }).await;
         disk.crash(Crash::LoseUnflushed)
     });
-    assert_eq!(blocks_entries(&image), 1, "the blocks are apart");
+    assert_eq!(blocks_keys(&image), [keys::piece(&keys::blob(&k), 0)], "the blocks are apart, one piece");
+    // Read back as well from the one entry a build before pieces kept.
+    keep_blocks_whole(&image, &keys::blob(&k), &big.blocks);
+    assert_eq!(blocks_keys(&image), [keys::blob(&k)]);
     let image = local(async {
         let store = open(&image).await;
         let q = ListQuery { max: 10, ..ListQuery::default() };
@@ -966,7 +996,7 @@ fn a_blob_of_many_chunks_keeps_its_blocks_apart_and_reads_back_whole() {
         commit_flushed(&store, Record::BlobPut { key: k.clone(), blob: small.clone() }).await;
         image.crash(Crash::LoseUnflushed)
     });
-    assert_eq!(blocks_entries(&image), 0, "the blocks went with the blob they belonged to");
+    assert_eq!(blocks_entries(&image), 0, "the blocks went with the blob they belonged to, kept whole");
     let image = local(async {
         let store = open(&image).await;
         ensure(&store, &[Want::Blob(k.clone())]).await.unwrap();
@@ -977,7 +1007,8 @@ fn a_blob_of_many_chunks_keeps_its_blocks_apart_and_reads_back_whole() {
         commit_flushed(&store, Record::BlobPut { key: k.clone(), blob: other.clone() }).await;
         image.crash(Crash::LoseUnflushed)
     });
-    assert_eq!(blocks_entries(&image), 1);
+    assert_eq!(blocks_keys(&image), [keys::piece(&keys::blob(&k), 0)]);
+    keep_blocks_whole(&image, &keys::blob(&k), &big.blocks[..2]);
     let image = local(async {
         let store = open(&image).await;
         ensure(&store, &[Want::Blob(k.clone())]).await.unwrap();

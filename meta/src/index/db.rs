@@ -24,6 +24,10 @@ const fn def(t: Table) -> Def<'static> {
     TableDefinition::new(NAMES[t as usize])
 }
 
+/// A piece of a blob's blocks kept apart, as stored: its first byte offset in the blob, and
+/// its value (rkyv `Vec<Block>`).
+pub type Piece = (u64, Vec<u8>);
+
 /// The key in [`Table::Meta`] of the last LSN the index covers (u64 LE).
 pub const META_LSN: &[u8] = b"lsn";
 
@@ -152,6 +156,8 @@ impl Index {
                     Some(v) => {
                         open.table.insert(k, v.as_slice())?;
                     }
+                    // A blob's blocks go whole: its pieces, or the entry a build before them kept.
+                    None if t == Table::Blocks => remove_blocks(&mut open.table, k)?,
                     None => open.removed |= open.table.remove(k)?.is_some(),
                 }
             }
@@ -161,7 +167,14 @@ impl Index {
             if !m.blocks.is_empty() {
                 let mut t = tx.open_table(def(Table::Blocks))?;
                 for (k, blocks) in &m.blocks {
-                    t.insert(k.as_slice(), keys::encode_blocks(blocks).as_slice())?;
+                    // The version before may have been cut elsewhere.
+                    remove_blocks(&mut t, k)?;
+                    for (first, r) in keys::pieces(blocks) {
+                        t.insert(
+                            keys::piece(k, first).as_slice(),
+                            keys::encode_blocks(&blocks[r].to_vec()).as_slice(),
+                        )?;
+                    }
                 }
             }
             write_space(&tx, &m.space)?;
@@ -181,6 +194,70 @@ impl Index {
             map.load_group(&k, &v).map_err(redb::Error::Corrupted)?;
         }
         Ok(map)
+    }
+
+    /// A blob's entry in `blobs`, given to `span` as the read finds it, and in the same read
+    /// pieces of its blocks kept apart, each with its first byte offset. `span` says None for
+    /// an entry that holds its blocks (no pieces are read), else the bytes `[start, end)` wanted
+    /// (empty for a read of the head alone). A blob of at most [`keys::WHOLE_PIECES`] pieces
+    /// comes whole, to be held in memory as any other; a larger one with the pieces that cover
+    /// the bytes wanted and no others. None when there is no entry. A build before pieces kept
+    /// a blob's blocks whole: they come as one piece at offset 0.
+    pub fn blob_and_pieces(
+        &self,
+        key: &[u8],
+        span: impl FnOnce(&[u8]) -> Result<Option<(u64, u64)>, String>,
+    ) -> Result<Option<Vec<Piece>>, redb::Error> {
+        let Ok(name) = table_name(Table::Blobs, key) else { return Ok(None) };
+        let db = self.db();
+        let tx = db.begin_read()?;
+        let wanted = match tx.open_table(Def::new(&name)) {
+            Ok(table) => match table.get(key)? {
+                Some(v) => span(v.value()).map_err(redb::Error::Corrupted)?,
+                None => return Ok(None),
+            },
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some((start, end)) = wanted else { return Ok(Some(Vec::new())) };
+        let table = match tx.open_table(def(Table::Blocks)) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Some(Vec::new())),
+            Err(e) => return Err(e.into()),
+        };
+        let (lo, hi) = (key, blocks_end(key));
+        let few = table.range::<&[u8]>(lo..hi.as_slice())?.nth(keys::WHOLE_PIECES).is_none();
+        let from = if few {
+            lo.to_vec()
+        } else if start >= end {
+            return Ok(Some(Vec::new()));
+        } else {
+            // The piece that holds byte `start`: the last to begin at or before it.
+            match table.range::<&[u8]>(lo..=keys::piece(key, start).as_slice())?.next_back() {
+                Some(e) => e?.0.value().to_vec(),
+                None => lo.to_vec(),
+            }
+        };
+        let mut out = Vec::new();
+        for e in table.range::<&[u8]>(from.as_slice()..hi.as_slice())? {
+            let (k, v) = e?;
+            let first = piece_offset(key, k.value())?;
+            if !few && first >= end && !out.is_empty() {
+                break;
+            }
+            out.push((first, v.value().to_vec()));
+        }
+        Ok(Some(out))
+    }
+
+    /// Every piece of blob `key`'s blocks kept apart, in order, with its first byte offset (a
+    /// build before pieces kept them whole: one piece at offset 0).
+    pub fn pieces(&self, key: &[u8]) -> Result<Vec<Piece>, redb::Error> {
+        let mut out = Vec::new();
+        for (k, v) in self.range(Table::Blocks, key, Some(&blocks_end(key)), usize::MAX)?.entries {
+            out.push((piece_offset(key, &k)?, v));
+        }
+        Ok(out)
     }
 
     pub fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
@@ -253,6 +330,31 @@ impl OpenTable<'_> {
         }
         Ok(())
     }
+}
+
+/// The end of the keys that hold blob `key`'s blocks: `[key, key 1)` holds its pieces (`key 0
+/// offset`) and the entry a build before pieces kept whole (`key`).
+fn blocks_end(key: &[u8]) -> Vec<u8> {
+    let mut end = key.to_vec();
+    end.push(1);
+    end
+}
+
+/// The first byte offset of blob `key`'s piece of key `k`: 0 for the entry a build before
+/// pieces kept whole.
+fn piece_offset(key: &[u8], k: &[u8]) -> Result<u64, redb::Error> {
+    match keys::parse_piece(key, k) {
+        Some(first) => Ok(first),
+        None if k == key => Ok(0),
+        None => Err(redb::Error::Corrupted("a key of the blocks table is no piece's".into())),
+    }
+}
+
+/// Removes every entry of blob `key`'s blocks.
+fn remove_blocks(table: &mut redb::Table<'_, &'static [u8], &'static [u8]>, key: &[u8]) -> Result<(), redb::Error> {
+    let end = blocks_end(key);
+    table.retain_in::<&[u8], _>(key..end.as_slice(), |_, _| false)?;
+    Ok(())
 }
 
 /// The redb table that holds `key` of `t`: the table's own, or for a blob its container's

@@ -137,6 +137,72 @@ pub fn blocks_apart(b: &Blob) -> bool {
 pub fn is_head_only(b: &Blob) -> bool {
     b.blocks.is_empty() && b.size > 0
 }
+
+/// The chunk references a piece of blocks apart stores at most (a chunk list named by several
+/// of its blocks stored, and counted, once), unless one block alone names more. A piece is then
+/// at most about 160 KB of chunk references: a ranged read of a blob of 4 TiB in chunks of
+/// 1 MiB decodes one piece of a thousand, not 4 million references (160 MB, a third of a
+/// second). Azure's largest block, 4,000 MiB, is one piece at that chunk size.
+pub const PIECE_REFS: usize = 4096;
+
+/// The pieces of a blob read whole, and held in memory as any blob (up to 64 Ki chunk
+/// references, about 2.6 MB; 64 GiB in chunks of 1 MiB): a read of a larger one reads the pieces
+/// that cover its bytes, each time.
+pub const WHOLE_PIECES: usize = 16;
+
+/// The blocks a piece holds at most (their ids are up to 64 bytes each), however few chunks
+/// they name.
+pub const PIECE_BLOCKS: usize = 4096;
+
+/// A piece's key in the `blocks` table: the blob's key, a 0, and the blob byte offset of the
+/// piece's first block (u64 big-endian, so a blob's pieces sort in its byte order). A blob name
+/// holds no NUL, so `[blob key, blob key 1)` holds the blob's pieces and nothing else's.
+pub fn piece(blob_key: &[u8], offset: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blob_key.len() + 9);
+    out.extend_from_slice(blob_key);
+    out.push(0);
+    out.extend_from_slice(&offset.to_be_bytes());
+    out
+}
+
+/// The first byte offset a piece's key names, or None for the key of a blob's blocks kept
+/// whole, as builds before pieces wrote them (the blob's key alone).
+pub fn parse_piece(blob_key: &[u8], key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(blob_key)?.strip_prefix(&[0])?;
+    Some(u64::from_be_bytes(rest.try_into().ok()?))
+}
+
+/// Where a blob's blocks are cut into pieces: each piece's first byte offset and its blocks.
+/// A piece holds whole blocks, at most [`PIECE_BLOCKS`] and, unless it is one block, chunk
+/// lists of at most [`PIECE_REFS`] references (a list named again in the piece is stored once,
+/// so it counts once). A piece is cut only after some bytes, so the offsets rise strictly.
+pub fn pieces(blocks: &[Block]) -> Vec<(u64, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let (mut first, mut start, mut at) = (0u64, 0usize, 0u64);
+    let mut refs = 0usize;
+    let mut lists: std::collections::HashSet<*const crate::model::ChunkRef> = std::collections::HashSet::new();
+    for (i, b) in blocks.iter().enumerate() {
+        let named = |lists: &std::collections::HashSet<_>| {
+            if lists.contains(&b.chunks.as_ptr()) {
+                0
+            } else {
+                b.chunks.len()
+            }
+        };
+        if at > first && (refs + named(&lists) > PIECE_REFS || i - start == PIECE_BLOCKS) {
+            out.push((first, start..i));
+            (first, start, refs) = (at, i, 0);
+            lists.clear();
+        }
+        refs += named(&lists);
+        lists.insert(b.chunks.as_ptr());
+        at += b.size;
+    }
+    if !blocks.is_empty() {
+        out.push((first, start..blocks.len()));
+    }
+    out
+}
 value_codec!(ChunkEntry, encode_chunk, decode_chunk);
 value_codec!(PackInfo, encode_pack, decode_pack);
 value_codec!(Vec<RefChange>, encode_changes, decode_changes);
@@ -238,5 +304,69 @@ mod tests {
         assert_eq!(bytes.iter().map(|b| parse_blob(b).unwrap()).collect::<Vec<_>>(), keys);
         assert!(staged_prefix(&keys[0]) < staged(&keys[0], b"id"));
         assert_eq!(parse_container(&container("acct", "box")), Some(("acct".into(), "box".into())));
+    }
+
+    fn block(chunks: &std::sync::Arc<[crate::model::ChunkRef]>) -> Block {
+        Block { id: b"id".to_vec(), size: chunks.iter().map(|c| c.len as u64).sum(), chunks: chunks.clone() }
+    }
+
+    fn chunks(n: usize) -> std::sync::Arc<[crate::model::ChunkRef]> {
+        let c = crate::model::ChunkRef { hash: [0; 16], offset: 0, stored_len: 10, len: 10, flags: 0 };
+        vec![c; n].into()
+    }
+
+    /// Checks the invariants of a cut: every block in one piece, in order; offsets that rise
+    /// strictly and are each piece's first byte; the bounds on blocks and stored references.
+    fn check_cut(blocks: &[Block]) -> Vec<(u64, std::ops::Range<usize>)> {
+        let cut = pieces(blocks);
+        let mut next = 0;
+        let mut at = 0u64;
+        for (first, r) in &cut {
+            assert_eq!(r.start, next, "pieces follow each other");
+            assert!(r.end > r.start, "no empty piece");
+            assert_eq!(*first, at, "a piece's offset is its first byte");
+            let mut seen = std::collections::HashSet::new();
+            let stored: usize =
+                blocks[r.clone()].iter().filter(|b| seen.insert(b.chunks.as_ptr())).map(|b| b.chunks.len()).sum();
+            // Only blocks of no bytes at a piece's start (no cut before them) run over its bound.
+            let lead = r.len().saturating_sub(PIECE_BLOCKS);
+            assert!(blocks[r.start..r.start + lead].iter().all(|b| b.size == 0), "{r:?}: {} blocks", r.len());
+            let sized = blocks[r.clone()].iter().filter(|b| b.size > 0).count();
+            assert!(stored <= PIECE_REFS || sized == 1, "{r:?}: {stored} refs");
+            next = r.end;
+            at += blocks[r.clone()].iter().map(|b| b.size).sum::<u64>();
+        }
+        assert_eq!(next, blocks.len());
+        assert!(cut.windows(2).all(|w| w[0].0 < w[1].0), "offsets rise strictly");
+        cut
+    }
+
+    #[test]
+    fn blocks_are_cut_into_pieces_of_bounded_references() {
+        assert!(check_cut(&[]).is_empty());
+        // Distinct lists of 1,000: four a piece.
+        let distinct: Vec<Block> = (0..10).map(|_| block(&chunks(1000))).collect();
+        let cut = check_cut(&distinct);
+        assert_eq!(cut.iter().map(|(_, r)| r.len()).collect::<Vec<_>>(), [4, 4, 2]);
+        assert_eq!(cut[1].0, 40_000);
+        // A block larger than a piece is one alone, between others.
+        let big = vec![block(&chunks(10)), block(&chunks(5000)), block(&chunks(10))];
+        assert_eq!(check_cut(&big).iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), [0..1, 1..2, 2..3]);
+        // One list named 50,000 times is stored once a piece: the block bound cuts.
+        let one = chunks(100);
+        let repeated: Vec<Block> = (0..50_000).map(|_| block(&one)).collect();
+        assert_eq!(check_cut(&repeated).len(), 50_000usize.div_ceil(PIECE_BLOCKS));
+        // Blocks of no bytes are never cut before: no two pieces share an offset.
+        let empty = chunks(0);
+        let mut zeros: Vec<Block> = (0..PIECE_BLOCKS + 10).map(|_| block(&empty)).collect();
+        zeros.push(block(&chunks(1)));
+        assert_eq!(check_cut(&zeros).len(), 1);
+        let k = blob(&BlobKey::new("a", "c", "n"));
+        assert_eq!(parse_piece(&k, &piece(&k, 77)), Some(77));
+        assert_eq!(parse_piece(&k, &k), None, "a blob's blocks kept whole");
+        assert!(
+            piece(&k, u64::MAX) < blob(&BlobKey::new("a", "c", "n\u{1}")),
+            "a blob's pieces sort before the next key"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use super::access_tier;
 use super::reserved_metadata::keep_reserved;
+use edgeblob_meta::index::shard::ForRead;
 use edgeblob_meta::listing::BlobSummary;
 use edgeblob_meta::model::{limits, Blob, BlobKey, BlobProps, Block, ChunkRef, ListedBlock, Metadata, StagedBlock};
 use edgeblob_meta::refs::{RefCounts, RefDelta};
@@ -359,12 +360,42 @@ pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: C
 /// Get Blob Properties.
 pub async fn head(s: &Shard, key: &BlobKey, cond: &Conditions) -> Result<BlobSummary> {
     container_id(s, key)?;
-    resident(s, &[Want::Blob(key.clone())]).await?;
+    // No bytes wanted: a blob whose blocks are apart is read as its head alone.
+    let found = shard_store::for_read(&s.meta, key, |_| None).await?;
     let cid = container_id(s, key)?;
     let meta = s.meta.borrow();
-    let cur = current(meta.state(), key, cid).ok_or(EngineError::BlobNotFound)?;
+    let (cur, _, _) = found_blob(meta.state(), &found, key, cid)?;
     check(cond, Some(cur), false)?;
     Ok(BlobSummary::of(&key.name, cur))
+}
+
+/// The bytes `[start, end)` that a read of `range` (an inclusive end, as in a Range header; None:
+/// to the end) serves of a blob of `size` bytes.
+fn span(range: Option<(u64, Option<u64>)>, size: u64) -> Result<(u64, u64)> {
+    let (start, end) = match range {
+        None => (0, size),
+        Some((a, _)) if a >= size => return Err(EngineError::InvalidRange { size }),
+        Some((a, b)) => (a, b.map_or(size, |b| b.saturating_add(1).min(size))),
+    };
+    if end < start {
+        return Err(EngineError::InvalidRange { size });
+    }
+    Ok((start, end))
+}
+
+/// The committed blob a read found (if it belongs to the live incarnation of its container),
+/// its blocks that the read covers, and the blob offset of the first of them.
+fn found_blob<'a>(
+    state: &'a ShardMeta,
+    found: &'a ForRead,
+    key: &BlobKey,
+    cid: u64,
+) -> Result<(&'a Blob, &'a [Block], u64)> {
+    match found {
+        ForRead::Resident => current(state, key, cid).map(|b| (b, &b.blocks[..], 0)),
+        ForRead::Part { head, blocks, first } => (head.container_id == cid).then_some((&**head, &blocks[..], *first)),
+    }
+    .ok_or(EngineError::BlobNotFound)
 }
 
 /// Resolves a read of `[start, end]` (inclusive end, as in a Range header; None: to the end).
@@ -375,23 +406,18 @@ pub async fn resolve(
     cond: &Conditions,
 ) -> Result<ReadPlan> {
     container_id(s, key)?;
-    resident(s, &[Want::Blob(key.clone())]).await?;
+    let found = shard_store::for_read(&s.meta, key, move |size| span(range, size).ok()).await?;
     let cid = container_id(s, key)?;
     let meta = s.meta.borrow();
-    let cur = current(meta.state(), key, cid).ok_or(EngineError::BlobNotFound)?;
+    let (cur, blocks, first) = found_blob(meta.state(), &found, key, cid)?;
     check(cond, Some(cur), false)?;
-    let (start, end) = match range {
-        None => (0, cur.size),
-        Some((a, _)) if a >= cur.size => return Err(EngineError::InvalidRange { size: cur.size }),
-        Some((a, b)) => (a, b.map_or(cur.size, |b| (b + 1).min(cur.size))),
-    };
-    if end < start {
-        return Err(EngineError::InvalidRange { size: cur.size });
-    }
+    let (start, end) = span(range, cur.size)?;
+    // The index gave the blocks that cover the range (and checked that they do).
+    debug_assert!(start == end || first <= start, "the blocks read begin at {first}, after {start}");
     Ok(ReadPlan {
         blob: BlobSummary::of(&key.name, cur),
         range: (start, end),
-        segments: Segments::new(&cur.blocks, start, end),
+        segments: Segments::new(blocks, start.saturating_sub(first), end.saturating_sub(first)),
     })
 }
 

@@ -579,3 +579,98 @@ fn a_blob_of_fifty_thousand_blocks_and_four_tebibytes_commits_reads_and_restarts
         node.stop();
     }
 }
+
+/// A blob whose blocks name more chunks than a few pieces hold (`keys::WHOLE_PIECES` pieces of
+/// `keys::PIECE_REFS`) is read in part once it is not in memory: only the pieces that cover the
+/// bytes asked for. Twenty distinct blocks of 16 MiB in 4 KiB chunks (4,101 references each, a
+/// piece each; zeros but for a marker at each end, so that the node stores little) read
+/// correctly at every block's edges, across two and across all of them, before and after a
+/// restart (where nothing is in memory); then a blob cut otherwise replaces it, and goes.
+#[test]
+fn a_blob_of_many_pieces_reads_in_part_at_any_offset() {
+    use edgeblob_engine::BlockListItem;
+    const BLOCKS: usize = 20;
+    const BLOCK: usize = 16 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = edgeblob_engine::config::EngineConfig { data_size: 1 << 30, chunk_size: 4096, ..config(dir.path()) };
+    let block = |i: usize, len: usize| {
+        let mut b = vec![0u8; len];
+        b[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+        b[len - 8..].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+        b
+    };
+    let id = |i: usize| format!("{i:04}").into_bytes();
+    let whole: Vec<u8> = (0..BLOCKS).flat_map(|i| block(i, BLOCK)).collect();
+    let total = whole.len() as u64;
+    let read = |node: &edgeblob_engine::Node, rt: &tokio::runtime::Runtime, a: u64, z: u64| {
+        let (_, got_range, got) = rt
+            .block_on(node.read_blob(1, key("c", "cut"), Some((a, Some(z))), Conditions::default()))
+            .unwrap_or_else(|e| panic!("bytes {a}..={z}: {e}"));
+        assert_eq!(got_range, (a, z + 1));
+        assert!(got[..] == whole[a as usize..=z as usize], "bytes {a}..={z}");
+    };
+    let check = |node: &edgeblob_engine::Node, rt: &tokio::runtime::Runtime| {
+        let b = rt.block_on(node.head_blob(key("c", "cut"), Conditions::default())).unwrap();
+        assert_eq!(b.size, total);
+        for i in 0..BLOCKS as u64 {
+            let edge = i * BLOCK as u64;
+            read(node, rt, edge, edge + 7);
+            if i > 0 {
+                read(node, rt, edge - 9, edge + 9);
+                read(node, rt, edge - 1, edge - 1);
+            }
+        }
+        read(node, rt, BLOCK as u64 / 2, 5 * BLOCK as u64 / 2);
+        read(node, rt, total - 8, total - 1);
+        read(node, rt, 0, total - 1);
+        let e = rt.block_on(node.read_blob(0, key("c", "cut"), Some((total, None)), Conditions::default()));
+        assert!(matches!(e, Err(EngineError::InvalidRange { size }) if size == total), "{e:?}");
+        let list = rt.block_on(node.get_block_list(key("c", "cut"))).unwrap();
+        let committed = list.committed.unwrap();
+        assert_eq!(committed, (0..BLOCKS).map(|i| (id(i), BLOCK as u64)).collect::<Vec<_>>());
+    };
+    let rt = rt();
+    let node = open(&cfg);
+    rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        for i in 0..BLOCKS {
+            node.put_block(i % 2, key("c", "cut"), id(i), body(&block(i, BLOCK))).await.unwrap();
+        }
+        let list = (0..BLOCKS).map(|i| BlockListItem::Uncommitted(id(i))).collect();
+        let b =
+            node.commit_block_list(key("c", "cut"), list, BlobProps::default(), Conditions::default()).await.unwrap();
+        assert_eq!(b.size, total);
+    });
+    check(&node, &rt);
+    node.stop();
+    let node = open(&cfg);
+    check(&node, &rt);
+    node.stop();
+    let node = open(&cfg);
+    rt.block_on(async {
+        // Cut otherwise: blocks 1, 3, 5... then a small one staged now. No piece of the blob
+        // before is left to be read as this one's.
+        let small = block(99, 10_000);
+        node.put_block(0, key("c", "cut"), b"small".to_vec(), body(&small)).await.unwrap();
+        let mut list: Vec<BlockListItem> = (1..BLOCKS).step_by(2).map(|i| BlockListItem::Committed(id(i))).collect();
+        list.push(BlockListItem::Uncommitted(b"small".to_vec()));
+        node.commit_block_list(key("c", "cut"), list, BlobProps::default(), Conditions::default()).await.unwrap();
+        let want: Vec<u8> = (1..BLOCKS).step_by(2).flat_map(|i| block(i, BLOCK)).chain(small.clone()).collect();
+        let (b, _, got) = node.read_blob(0, key("c", "cut"), None, Conditions::default()).await.unwrap();
+        assert_eq!(b.size, want.len() as u64);
+        assert!(got[..] == want[..]);
+    });
+    node.stop();
+    let node = open(&cfg);
+    rt.block_on(async {
+        let want: Vec<u8> = (1..BLOCKS).step_by(2).flat_map(|i| block(i, BLOCK)).chain(block(99, 10_000)).collect();
+        let at = 9 * BLOCK as u64 - 4;
+        let (_, _, got) =
+            node.read_blob(1, key("c", "cut"), Some((at, Some(at + 20))), Conditions::default()).await.unwrap();
+        assert!(got[..] == want[at as usize..=at as usize + 20], "the small block after nine big ones");
+        node.delete_blob(key("c", "cut"), Conditions::default()).await.unwrap();
+        let e = node.read_blob(1, key("c", "cut"), None, Conditions::default()).await;
+        assert!(matches!(e, Err(EngineError::BlobNotFound)), "{e:?}");
+    });
+    node.stop();
+}

@@ -1,6 +1,6 @@
 use std::time::Instant;
 
-use edgeblob_meta::index::keys::{decode_blob, decode_blob_head, decode_blocks, encode_blob, encode_blocks};
+use edgeblob_meta::index::keys::{decode_blob, decode_blob_head, decode_blocks, encode_blob, encode_blocks, pieces};
 use edgeblob_meta::model::{Blob, BlobProps, Block, ChunkRef};
 
 /// A blob of `blocks` distinct blocks of `chunks` chunks each.
@@ -59,5 +59,27 @@ fn main() {
             hd2.as_secs_f64() * 1e6,
             bd.as_secs_f64() * 1e3
         );
+    }
+    // In pieces (keys::pieces): what a read in part decodes, against the blocks whole above.
+    println!();
+    println!("| blocks × chunks | pieces | largest piece: KB | its decode µs (median of 101) |");
+    println!("|---|---:|---:|---:|");
+    for (blocks, chunks) in [(1_000u32, 8u32), (50_000, 8), (10_000, 100), (50_000, 100), (1_250, 4_000)] {
+        let b = blob(blocks, chunks);
+        let cut = pieces(&b.blocks);
+        let largest = cut
+            .iter()
+            .map(|(_, r)| encode_blocks(&b.blocks[r.clone()].to_vec()))
+            .max_by_key(Vec::len)
+            .expect("a blob of blocks has a piece");
+        let mut times: Vec<f64> = (0..101)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(decode_blocks(&largest).expect("decodes"));
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!("| {blocks} × {chunks} | {} | {:.0} | {:.0} |", cut.len(), largest.len() as f64 / 1e3, times[50]);
     }
 }
