@@ -27,18 +27,25 @@ pub const DELETE_ROOM: usize = 2;
 
 /// A change beyond the next flush that the spares a shard tops up to should also cover, so
 /// that a shard does not ask again at every commit.
-const HEADROOM: Load = Load { entries: 256, bytes: 64 << 10 };
+const HEADROOM: Load = Load::new(256, 64 << 10);
 
-/// What a flush writes: index entries, and bytes of the records behind them.
+/// What a flush writes: index entries, bytes of the records behind them, and bytes of values
+/// too large for a leaf, which take pages of their own beside their entry's page path (a blob
+/// of 50,000 distinct blocks: 200 MB in one entry, from a Put Block List record of 400 KB).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Load {
     pub entries: usize,
     pub bytes: usize,
+    pub large: usize,
 }
 
 impl Load {
+    pub const fn new(entries: usize, bytes: usize) -> Load {
+        Load { entries, bytes, large: 0 }
+    }
+
     pub fn plus(self, other: Load) -> Load {
-        Load { entries: self.entries + other.entries, bytes: self.bytes + other.bytes }
+        Load { entries: self.entries + other.entries, bytes: self.bytes + other.bytes, large: self.large + other.large }
     }
 }
 
@@ -59,15 +66,15 @@ impl Room {
     }
 
     /// Storage bytes a flush of `load` may write that are new to the index at most: a page
-    /// path per entry, but never more than rewriting the whole index and its new bytes twice
-    /// over (copy-on-write frees the old pages only after the commit), and redb's own pages.
-    /// An empty flush writes nothing.
+    /// path per entry and its large values, but never more than rewriting the whole index and
+    /// its new bytes twice over (copy-on-write frees the old pages only after the commit), and
+    /// redb's own pages. An empty flush writes nothing.
     pub fn flush_bytes(&self, load: Load) -> u64 {
         if load.entries == 0 {
             return 0;
         }
-        let by_entries = load.entries as u64 * BYTES_PER_ENTRY;
-        let by_size = self.segments.taken() as u64 * self.segment_len + 4 * load.bytes as u64;
+        let by_entries = load.entries as u64 * BYTES_PER_ENTRY + load.large as u64;
+        let by_size = self.segments.taken() as u64 * self.segment_len + 4 * (load.bytes + load.large) as u64;
         by_entries.min(by_size) + COMMIT_BYTES
     }
 
@@ -105,23 +112,27 @@ mod tests {
         let room = Room::new(Arc::new(Segments::default()), SEG);
         let none = Load::default();
         assert_eq!(room.need(none, none), 0, "nothing to write takes nothing");
-        let one = Load { entries: 1, bytes: 100 };
+        let one = Load::new(1, 100);
         assert_eq!(room.flush_bytes(one), 4 * 100 + COMMIT_BYTES, "an empty index: four times its new bytes");
         assert_eq!(room.need(one, one), 2, "well within a segment, which may straddle two");
-        let full = Load { entries: 120, bytes: MIB };
+        let full = Load::new(120, MIB);
         assert_eq!(room.need(full, none), 1 + 1, "120 page paths and redb's pages: a segment");
         assert_eq!(room.need(full, full), 2 + 1);
         // An empty index (no segment taken) rewrites at most its new bytes, four times.
-        assert_eq!(room.flush_bytes(Load { entries: 10_000, bytes: 300_000 }), 1_200_000 + COMMIT_BYTES);
+        assert_eq!(room.flush_bytes(Load::new(10_000, 300_000)), 1_200_000 + COMMIT_BYTES);
+        // One entry of a large value: its page path and its bytes, not a page path alone.
+        let blob = Load { entries: 1, bytes: 400 << 10, large: 200 * MIB };
+        assert!(room.flush_bytes(blob) >= 200 * MIB as u64);
+        assert!(room.need(blob, none) >= 200, "{}", room.need(blob, none));
     }
 
     #[test]
     fn growth_leaves_room_for_deletes_and_the_flush_in_flight() {
         let room = Room::new(Arc::new(Segments::default()), SEG);
         room.segments.grant((1..=4).map(|i| i * SEG));
-        let one = Load { entries: 1, bytes: 100 };
+        let one = Load::new(1, 100);
         assert!(room.fits(one, one, DELETE_ROOM, 0), "2 + 2 of 4");
-        let more = Load { entries: 240, bytes: MIB };
+        let more = Load::new(240, MIB);
         assert!(!room.fits(one, more, DELETE_ROOM, 0), "4, and deletes' 2");
         assert!(room.fits(one, more, 0, 0), "a delete still fits");
         assert!(room.fits(one, more, DELETE_ROOM, 2), "when the flush in flight took two of its own");
@@ -136,7 +147,7 @@ mod tests {
         // at the smallest segment a layout gives (its alignment), whatever the index's size (a
         // page path per entry bounds the flush of any index).
         let room = Room::new(Arc::new(Segments::default()), edgeblob_io::superblock::ALIGN);
-        let deletes = Load { entries: 12 * 7, bytes: 12 * 250 };
+        let deletes = Load::new(12 * 7, 12 * 250);
         assert!(room.flush_bytes(deletes) <= 12 * 7 * BYTES_PER_ENTRY + COMMIT_BYTES);
         assert!(room.need(none(), deletes) <= DELETE_ROOM, "{} segments", room.need(none(), deletes));
     }

@@ -123,6 +123,9 @@ struct Dirty {
     /// Entries marked dirty since the last flush began (one marked twice counts twice): what
     /// the next flush writes while one is in flight, whose entries stay dirty until it ends.
     marked: usize,
+    /// Bytes of large values (blocks kept apart) among the changes since the last flush began
+    /// ([`Load::large`]).
+    large: usize,
 }
 
 impl Dirty {
@@ -335,7 +338,7 @@ pub fn wants_of(rec: &Record) -> Vec<Want> {
 /// A change as large as most (a blob with Azure's 8 KiB of metadata and a few chunks): before
 /// one, [`ShardIndex::ready`] waits for the flushes due when the index's spares do not cover it
 /// beside them. A larger one may still be refused as busy until they end.
-const TYPICAL_CHANGE: Load = Load { entries: 8 + (16 << 10) / 64, bytes: 16 << 10 };
+const TYPICAL_CHANGE: Load = Load::new(8 + (16 << 10) / 64, 16 << 10);
 
 /// Writes a flush, then compacts the index if asked. A compaction that fails leaves the index
 /// as its last commit left it (each of its steps is a commit; one short of segments, which
@@ -530,8 +533,11 @@ impl ShardIndex {
     /// What the flush in flight writes, and what the next one would.
     pub fn load(&self) -> (Load, Load) {
         match &self.flight {
-            Some(f) => (f.load, Load { entries: self.dirty.marked, bytes: self.dirty.bytes }),
-            None => (Load::default(), Load { entries: self.dirty_entries(), bytes: self.dirty.bytes }),
+            Some(f) => (f.load, Load { entries: self.dirty.marked, bytes: self.dirty.bytes, large: self.dirty.large }),
+            None => (
+                Load::default(),
+                Load { entries: self.dirty_entries(), bytes: self.dirty.bytes, large: self.dirty.large },
+            ),
         }
     }
 
@@ -814,7 +820,7 @@ impl ShardIndex {
         // Room for the flush of what this change dirties, beside what is dirty already: a few
         // entries (a blob, its staged blocks, a container, a source's LSN), and one for each 64
         // bytes of the record at most (each block of a list, each chunk counted, takes more).
-        let extra = Load { entries: 4 + payload.len() / 64, bytes: payload.len() };
+        let extra = Load { large: self.large_of(&rec), ..Load::new(4 + payload.len() / 64, payload.len()) };
         if grows(&rec) && !self.fits(extra, DELETE_ROOM) {
             self.maybe_flush();
             // Full only when it would not fit with nothing left to flush, and no compaction
@@ -848,6 +854,19 @@ impl ShardIndex {
         let released = self.apply(lsn, &rec, payload.len());
         self.maybe_flush();
         Ok(Commit { lsn, released, durable: Box::pin(self.log.wait(lsn)) })
+    }
+
+    /// The large values (blocks kept apart) a change about to be committed makes: a Put Block
+    /// List names its blocks by place, so its record says nothing of their size.
+    fn large_of(&self, rec: &Record) -> usize {
+        match rec {
+            Record::BlockListPut { key, blob, list } => {
+                self.state.resolve_list(key, blob.container_id, list).map_or(0, |blocks| large_value(&blocks))
+            }
+            Record::BlobPut { blob, .. } => large_value(&blob.blocks),
+            Record::BlockStaged { block, .. } => large_value(std::slice::from_ref(&block.block)),
+            _ => 0,
+        }
     }
 
     /// Applies a record (live or replayed) and marks what it changed dirty.
@@ -929,6 +948,13 @@ impl ShardIndex {
             _ => Vec::new(),
         };
         let released = self.state.apply(rec);
+        self.dirty.large += match rec {
+            Record::BlobPut { key, .. } | Record::BlockListPut { key, .. } => {
+                self.state.blobs.get(key).map_or(0, |b| large_value(&b.blocks))
+            }
+            Record::BlockStaged { block, .. } => large_value(std::slice::from_ref(&block.block)),
+            _ => 0,
+        };
         if let Some(q) = &mut self.tier_fresh {
             q.push(fresh.into_iter().filter(|c| self.state.chunks.contains_key(&c.id())));
         }
@@ -1086,7 +1112,7 @@ impl ShardIndex {
         if compact {
             self.freed = 0;
         }
-        let mut load = Load { entries: self.dirty_entries(), bytes: self.dirty.bytes };
+        let mut load = Load { entries: self.dirty_entries(), bytes: self.dirty.bytes, large: self.dirty.large };
         let mut m = Memtable::default();
         for k in self.dirty.blobs.keys() {
             let key = keys::blob(k);
@@ -1208,7 +1234,7 @@ impl ShardIndex {
             m = older.then(m);
             load = load.plus(older_load);
         }
-        (self.dirty.bytes, self.dirty.marked) = (0, 0);
+        (self.dirty.bytes, self.dirty.marked, self.dirty.large) = (0, 0, 0);
         if let (true, Some((room, grow))) = (compact, &self.room) {
             // A compaction moves pages down into any storage free below them, holes never
             // written too, each a spare segment: asked for, as far as the region has room, so
@@ -2175,6 +2201,16 @@ fn block_mem(b: &crate::model::Block) -> usize {
     std::mem::size_of::<crate::model::Block>()
         + b.id.len()
         + b.chunks.len() * std::mem::size_of::<crate::model::ChunkRef>()
+}
+
+/// Storage bytes of blocks stored as values too large for a leaf (a blob's blocks kept apart, a
+/// staged block of many chunks), at most: redb gives a leaf that holds one a page of the next
+/// power of two, up to twice its bytes; none for blocks that fit a page.
+fn large_value(blocks: &[crate::model::Block]) -> usize {
+    match blocks_mem(blocks) {
+        small if small <= 4096 => 0,
+        bytes => 2 * bytes,
+    }
 }
 
 /// Memory of a blob's blocks; a chunk list that blocks share counts once.

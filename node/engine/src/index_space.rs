@@ -90,7 +90,7 @@ mod tests {
         assert_eq!(space.wanted(idle, idle), 4, "an idle index keeps its reserve");
         // A new index's flush rewrites at most four times its new bytes: 8 MiB for each of two
         // flushes of 2 MiB of records, and the next change's; a straddle, and deletes.
-        let busy = Load { entries: 20_000, bytes: 2 << 20 };
+        let busy = Load::new(20_000, 2 << 20);
         assert_eq!(space.wanted(busy, busy), 17 + 1 + DELETE_ROOM);
         let mut alloc = ExtentAllocator::new(Extent { offset: 16 * SEG, len: 8 * SEG });
         assert!(space.top_up(&mut alloc, 5));
