@@ -12,6 +12,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod big_blob;
 mod client;
 mod compare;
 mod data;
@@ -65,6 +66,9 @@ enum Cmd {
     /// Small objects through the engine in each on-disk format side by side: Put, Get and Get
     /// Properties, warm and after a restart.
     Small(small::Args),
+    /// One blob of many distinct blocks: staged, committed, then ranged Get Blobs and Get Blob
+    /// Properties after a restart (what a huge blob's metadata costs a read).
+    BigBlob(big_blob::Args),
     /// The Azure tier end to end: write, upload, release, then read back from the tier (first
     /// byte, random 4 KiB ranges, whole blobs), against another edgeblob or `--remote`.
     Tier(tier::Args),
@@ -94,6 +98,7 @@ fn main() {
         Cmd::Fill(a) => fill::run(a).map(|_| 0),
         Cmd::Index(a) => index::run(a).map(|_| 0),
         Cmd::Small(a) => small::run(a).map(|_| 0),
+        Cmd::BigBlob(a) => big_blob::run(a).map(|_| 0),
         Cmd::Tier(a) => tier::run(a).map(|_| 0),
         Cmd::Restore(a) => restore::run(a).map(|_| 0),
         Cmd::Run { args } => run_cmd(&args),

@@ -42,12 +42,12 @@ pub struct Args {
     formats: Vec<u32>,
 }
 
-struct Phase {
-    ops_s: f64,
-    p50_us: u64,
-    p99_us: u64,
+pub(crate) struct Phase {
+    pub ops_s: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
     /// The process's CPU time (all threads) per operation.
-    cpu_us: f64,
+    pub cpu_us: f64,
 }
 
 fn key(i: u64) -> BlobKey {
@@ -69,7 +69,7 @@ pub(crate) fn payload(i: u64, size: u64) -> Bytes {
 }
 
 /// Runs `op(i)` for `count` indices with `clients` in flight; its rate and latencies.
-async fn phase<F, Fut>(count: u64, clients: usize, op: F) -> Result<Phase, String>
+pub(crate) async fn phase<F, Fut>(count: u64, clients: usize, op: F) -> Result<Phase, String>
 where
     F: Fn(u64) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -100,7 +100,7 @@ where
 }
 
 /// A random blob index for read `i` (a fixed permutation-like walk, no RNG state to share).
-fn pick(i: u64, blobs: u64) -> u64 {
+pub(crate) fn pick(i: u64, blobs: u64) -> u64 {
     i.wrapping_mul(0x2545_F491_4F6C_DD1D).rotate_left(17) % blobs
 }
 
