@@ -623,6 +623,12 @@ fn a_blob_of_many_pieces_reads_in_part_at_any_offset() {
         read(node, rt, BLOCK as u64 / 2, 5 * BLOCK as u64 / 2);
         read(node, rt, total - 8, total - 1);
         read(node, rt, 0, total - 1);
+        // A range that ends past any blob (as far as a u64 goes) reads to the blob's end.
+        let (_, got_range, got) = rt
+            .block_on(node.read_blob(0, key("c", "cut"), Some((total - 5, Some(u64::MAX))), Conditions::default()))
+            .unwrap();
+        assert_eq!(got_range, (total - 5, total));
+        assert!(got[..] == whole[whole.len() - 5..]);
         let e = rt.block_on(node.read_blob(0, key("c", "cut"), Some((total, None)), Conditions::default()));
         assert!(matches!(e, Err(EngineError::InvalidRange { size }) if size == total), "{e:?}");
         let list = rt.block_on(node.get_block_list(key("c", "cut"))).unwrap();
