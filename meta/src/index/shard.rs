@@ -2207,6 +2207,12 @@ fn block_mem(b: &crate::model::Block) -> usize {
 /// staged block of many chunks), at most: redb gives a leaf that holds one a page of the next
 /// power of two, up to twice its bytes; none for blocks that fit a page.
 fn large_value(blocks: &[crate::model::Block]) -> usize {
+    // Every Put asks: the bound with shared lists counted each time settles a small blob
+    // without the set of lists `blocks_mem` builds.
+    let named: usize = blocks.iter().map(|b| b.id.len() + b.chunks.len() * std::mem::size_of::<ChunkRef>()).sum();
+    if named + std::mem::size_of_val(blocks) <= 4096 {
+        return 0;
+    }
     match blocks_mem(blocks) {
         small if small <= 4096 => 0,
         bytes => 2 * bytes,
