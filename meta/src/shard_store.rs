@@ -96,13 +96,22 @@ impl ShardStore {
 /// Makes `wants` resident: at once when they are (the hot path stays small: the read of the
 /// index, and its future, are boxed).
 pub async fn resident(meta: &RefCell<ShardStore>, wants: &[Want]) -> Result<(), IndexError> {
-    if meta.borrow().all_resident(wants) {
-        if let Some(m) = meta.borrow_mut().index_mut() {
-            m.trim(wants);
-        }
+    if resident_now(meta, wants) {
         return Ok(());
     }
     Box::pin(ensure(meta, wants)).await
+}
+
+/// Whether `wants` are resident now (the cache then held to its size, sparing them): the hot
+/// path of [`resident`] and [`for_read`].
+fn resident_now(meta: &RefCell<ShardStore>, wants: &[Want]) -> bool {
+    if !meta.borrow().all_resident(wants) {
+        return false;
+    }
+    if let Some(m) = meta.borrow_mut().index_mut() {
+        m.trim(wants);
+    }
+    true
 }
 
 /// Finds a blob for a read of the bytes `span` gives for its size (see [`shard::for_read`]): v1
@@ -112,11 +121,7 @@ pub async fn for_read(
     key: &BlobKey,
     span: impl Fn(u64) -> Option<(u64, u64)> + Clone + Send + 'static,
 ) -> Result<shard::ForRead, IndexError> {
-    let wants = [Want::Blob(key.clone())];
-    if meta.borrow().all_resident(&wants) {
-        if let Some(m) = meta.borrow_mut().index_mut() {
-            m.trim(&wants);
-        }
+    if resident_now(meta, &[Want::Blob(key.clone())]) {
         return Ok(shard::ForRead::Resident);
     }
     Box::pin(shard::for_read(meta, key, span)).await

@@ -481,7 +481,8 @@ impl ShardIndex {
                 me.install(got, &wants);
             }
             let bytes = r.encode().len();
-            me.apply(lsn, &r, bytes);
+            let large = me.large_of(&r);
+            me.apply(lsn, &r, bytes, large);
         }
         Ok((me, OpenReport { index_lsn, replayed, torn_tail }))
     }
@@ -851,7 +852,7 @@ impl ShardIndex {
             }
         }
         let lsn = self.log.append(&payload)?;
-        let released = self.apply(lsn, &rec, payload.len());
+        let released = self.apply(lsn, &rec, payload.len(), extra.large);
         self.maybe_flush();
         Ok(Commit { lsn, released, durable: Box::pin(self.log.wait(lsn)) })
     }
@@ -869,8 +870,10 @@ impl ShardIndex {
         }
     }
 
-    /// Applies a record (live or replayed) and marks what it changed dirty.
-    fn apply(&mut self, lsn: u64, rec: &Record, bytes: usize) -> RefCounts {
+    /// Applies a record (live or replayed) of `bytes` whose large values are `large`
+    /// ([`ShardIndex::large_of`], sized against the state before it) and marks what it changed
+    /// dirty.
+    fn apply(&mut self, lsn: u64, rec: &Record, bytes: usize, large: usize) -> RefCounts {
         self.freed = self.freed.saturating_add(self.freed_by(rec));
         // Staged blocks a change drops: all of a blob's, for a commit, a delete, an expiry, or a
         // block staged into a new incarnation of its container.
@@ -948,13 +951,7 @@ impl ShardIndex {
             _ => Vec::new(),
         };
         let released = self.state.apply(rec);
-        self.dirty.large += match rec {
-            Record::BlobPut { key, .. } | Record::BlockListPut { key, .. } => {
-                self.state.blobs.get(key).map_or(0, |b| large_value(&b.blocks))
-            }
-            Record::BlockStaged { block, .. } => large_value(std::slice::from_ref(&block.block)),
-            _ => 0,
-        };
+        self.dirty.large += large;
         if let Some(q) = &mut self.tier_fresh {
             q.push(fresh.into_iter().filter(|c| self.state.chunks.contains_key(&c.id())));
         }
