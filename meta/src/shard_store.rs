@@ -84,6 +84,14 @@ impl ShardStore {
         }
     }
 
+    /// What applying `rec` needs resident (see `ShardIndex::wants_for`): nothing more in v1.
+    pub fn wants_for(&self, rec: &Record) -> Vec<Want> {
+        match self {
+            ShardStore::V1(_) => wants_of(rec),
+            ShardStore::V2(ix) => ix.wants_for(rec),
+        }
+    }
+
     /// Whether `wants` are resident now, so that [`ensure`] has nothing to do (always in v1).
     pub fn all_resident(&self, wants: &[Want]) -> bool {
         match self {

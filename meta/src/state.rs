@@ -42,20 +42,39 @@ pub struct ShardMeta {
 /// upload last (Azurite does the same). Found by id in constant time and moved in logarithmic
 /// time: a blob may hold 100,000 of them, and a linear search or shift per Put Block made staging
 /// them quadratic (seconds of a shard's time).
+///
+/// A block's chunk list may be held apart, in the index only ([`Staged::hold_apart`]): a list
+/// being staged into may outgrow the metadata cache (100,000 blocks of 4,000 MiB name billions
+/// of chunks), and staging one more block needs only the ids, places and sizes. Only a block
+/// the index holds as it is here may be held apart; whatever drops or replaces one (a commit, a
+/// delete, a block staged again) needs the list whole ([`Staged::is_whole`]).
 #[derive(Debug, Clone)]
 pub struct Staged {
     pub container_id: u64,
     /// By id: the block and its place in `order`.
-    by_id: HashMap<Vec<u8>, (u64, StagedBlock)>,
+    by_id: HashMap<Vec<u8>, Slot>,
     /// Places, in staging order, and the id staged there.
     order: BTreeMap<u64, Vec<u8>>,
     next: u64,
+    /// Blocks whose chunk lists are held apart.
+    apart: usize,
+    /// Chunk references held here (of the blocks not held apart).
+    held_refs: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    place: u64,
+    /// With an empty chunk list while held apart.
+    block: StagedBlock,
+    apart: bool,
 }
 
 impl PartialEq for Staged {
-    /// The same blocks in the same order (places are numbered afresh by a replay).
+    /// The same blocks in the same order, held the same way (places are numbered afresh by a
+    /// replay).
     fn eq(&self, other: &Staged) -> bool {
-        self.container_id == other.container_id && self.blocks().eq(other.blocks())
+        self.container_id == other.container_id && self.held().eq(other.held())
     }
 }
 
@@ -63,16 +82,44 @@ impl Eq for Staged {}
 
 impl Staged {
     pub fn new(container_id: u64) -> Staged {
-        Staged { container_id, by_id: HashMap::new(), order: BTreeMap::new(), next: 0 }
+        Staged { container_id, by_id: HashMap::new(), order: BTreeMap::new(), next: 0, apart: 0, held_refs: 0 }
     }
 
+    /// Whether every block's chunk list is here.
+    pub fn is_whole(&self) -> bool {
+        self.apart == 0
+    }
+
+    /// Bytes of the chunk lists held here.
+    pub fn chunk_bytes(&self) -> usize {
+        self.held_refs * std::mem::size_of::<crate::model::ChunkRef>()
+    }
+
+    /// A block, with its chunk list (which must be here).
     pub fn find(&self, id: &[u8]) -> Option<&StagedBlock> {
-        self.by_id.get(id).map(|(_, b)| b)
+        self.entry(id).map(|(_, b)| b)
     }
 
-    /// The blocks, in the order they were staged.
+    pub fn contains(&self, id: &[u8]) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// Whether a block is staged under `id` with its chunk list held apart.
+    pub fn is_apart(&self, id: &[u8]) -> bool {
+        self.by_id.get(id).is_some_and(|s| s.apart)
+    }
+
+    /// The blocks, in the order they were staged, with their chunk lists (the list must be
+    /// whole).
     pub fn blocks(&self) -> impl ExactSizeIterator<Item = &StagedBlock> + DoubleEndedIterator {
-        self.order.values().map(|id| &self.by_id[id].1)
+        debug_assert!(self.is_whole(), "the chunk lists of {} staged blocks are held apart", self.apart);
+        self.order.values().map(|id| &self.by_id[id].block)
+    }
+
+    /// Every block in the order it was staged, and whether its chunk list is held apart (then
+    /// empty here): what a listing of ids and sizes, or a memory estimate, may read.
+    pub fn held(&self) -> impl ExactSizeIterator<Item = (&StagedBlock, bool)> + DoubleEndedIterator {
+        self.order.values().map(|id| &self.by_id[id]).map(|s| (&s.block, s.apart))
     }
 
     pub fn len(&self) -> usize {
@@ -84,9 +131,16 @@ impl Staged {
         self.by_id.is_empty()
     }
 
-    /// A block and its place in the staging order.
+    /// The length of the blocks' ids (Azure requires one length for all of a blob's).
+    pub fn id_len(&self) -> Option<usize> {
+        self.by_id.keys().next().map(Vec::len)
+    }
+
+    /// A block, with its chunk list (which must be here), and its place in the staging order.
     pub fn entry(&self, id: &[u8]) -> Option<(u64, &StagedBlock)> {
-        self.by_id.get(id).map(|(place, b)| (*place, b))
+        let s = self.by_id.get(id)?;
+        debug_assert!(!s.apart, "the chunk list of staged block {id:02x?} is held apart");
+        Some((s.place, &s.block))
     }
 
     /// The ids of every block, in no particular order.
@@ -94,43 +148,87 @@ impl Staged {
         self.by_id.keys().map(Vec::as_slice)
     }
 
-    /// The blocks read back from where they were stored with their places.
-    pub fn from_places(container_id: u64, blocks: impl IntoIterator<Item = (u64, StagedBlock)>) -> Staged {
+    /// The blocks read back from where they were stored with their places; `apart`: without
+    /// their chunk lists (which the caller dropped).
+    pub fn from_places(container_id: u64, blocks: impl IntoIterator<Item = (u64, StagedBlock)>, apart: bool) -> Staged {
         let mut st = Staged::new(container_id);
-        for (place, b) in blocks {
-            st.order.insert(place, b.block.id.clone());
+        for (place, block) in blocks {
+            debug_assert!(!apart || block.block.chunks.is_empty(), "a block held apart keeps no chunk list here");
+            st.order.insert(place, block.block.id.clone());
             st.next = st.next.max(place + 1);
-            let dup = st.by_id.insert(b.block.id.clone(), (place, b));
+            st.apart += apart as usize;
+            st.held_refs += block.block.chunks.len();
+            let dup = st.by_id.insert(block.block.id.clone(), Slot { place, block, apart });
             debug_assert!(dup.is_none(), "one place per block id");
         }
         st
     }
 
-    /// Stages `b` last; returns the block of the same id it replaces.
+    /// Stages `b` last; returns the block of the same id it replaces (whose chunk list must be
+    /// here).
     pub fn stage(&mut self, b: StagedBlock) -> Option<StagedBlock> {
         let place = self.next;
         self.next += 1;
         self.order.insert(place, b.block.id.clone());
-        let old = self.by_id.insert(b.block.id.clone(), (place, b))?;
-        self.order.remove(&old.0);
-        Some(old.1)
+        self.held_refs += b.block.chunks.len();
+        let old = self.by_id.insert(b.block.id.clone(), Slot { place, block: b, apart: false })?;
+        debug_assert!(!old.apart, "a block whose chunk list is held apart was staged again");
+        self.apart -= old.apart as usize;
+        self.held_refs -= old.block.block.chunks.len();
+        self.order.remove(&old.place);
+        Some(old.block)
+    }
+
+    /// Drops the chunk lists of every block but those `changed` names from memory: the index
+    /// holds each of them as it is here (they are clean). Returns whether any was dropped.
+    pub fn hold_apart(&mut self, changed: impl Fn(&[u8]) -> bool) -> bool {
+        debug_assert_eq!(self.held_refs, self.held().map(|(b, _)| b.block.chunks.len()).sum::<usize>());
+        let before = self.apart;
+        for (id, s) in self.by_id.iter_mut().filter(|(id, s)| !s.apart && !changed(id)) {
+            debug_assert_eq!(id, &s.block.block.id);
+            self.held_refs -= s.block.block.chunks.len();
+            s.block.block.chunks = Vec::new().into();
+            s.apart = true;
+            self.apart += 1;
+        }
+        self.apart > before
+    }
+
+    /// Takes back the chunk lists held apart from `whole`, the same blocks read from the index.
+    /// Returns whether the list is whole now (false: `whole` lacks a block held apart here, or
+    /// has it at another place, which a list held apart as the index holds it never does).
+    pub fn take_back(&mut self, whole: Staged) -> bool {
+        let mut from = whole.by_id;
+        for (id, s) in self.by_id.iter_mut().filter(|(_, s)| s.apart) {
+            if let Some(w) = from.remove(id).filter(|w| w.place == s.place && !w.apart) {
+                self.held_refs += w.block.block.chunks.len();
+                s.block = w.block;
+                s.apart = false;
+                self.apart -= 1;
+            }
+        }
+        self.is_whole()
     }
 
     /// The chunk references every block holds (each staged block has a list of its own: there is
-    /// nothing to group).
+    /// nothing to group); the list must be whole.
     pub fn refs(&self) -> RefCounts {
-        RefCounts::one_each(self.by_id.values().flat_map(|(_, b)| b.block.chunks.iter().copied()))
+        debug_assert!(self.is_whole(), "the references of a staged list held apart");
+        RefCounts::one_each(self.by_id.values().flat_map(|s| s.block.block.chunks.iter().copied()))
     }
 
-    /// Takes every block out, leaving none.
+    /// Takes every block out, leaving none; the list must be whole.
     pub fn take_all(&mut self) -> Vec<StagedBlock> {
+        debug_assert!(self.is_whole(), "the blocks of a staged list held apart taken");
         self.order.clear();
-        std::mem::take(&mut self.by_id).into_values().map(|(_, b)| b).collect()
+        self.apart = 0;
+        self.held_refs = 0;
+        std::mem::take(&mut self.by_id).into_values().map(|s| s.block).collect()
     }
 
     /// When the last block was staged.
     pub fn last_staged_ns(&self) -> i64 {
-        self.by_id.values().map(|(_, b)| b.staged_ns).max().unwrap_or(i64::MIN)
+        self.by_id.values().map(|s| s.block.staged_ns).max().unwrap_or(i64::MIN)
     }
 }
 
@@ -363,11 +461,13 @@ impl ShardMeta {
                 released.append(b.refs());
             }
         }
+        // A list held apart is left to the purge's step that reads it whole (the references
+        // it drops are in the index).
         let staged_keys: Vec<BlobKey> = self
             .staged
             .range(lo..)
             .take_while(|(k, _)| k.account == account && k.container == name)
-            .filter(|(_, s)| s.container_id == id)
+            .filter(|(_, s)| s.container_id == id && s.is_whole())
             .map(|(k, _)| k.clone())
             .collect();
         for k in staged_keys {
@@ -388,13 +488,13 @@ impl ShardMeta {
     }
 
     /// Calls `blob` with every blob and `staged` with every uncommitted block (and the container
-    /// incarnation it was staged into).
+    /// incarnation it was staged into) whose chunk list is here: one held apart is the index's.
     pub fn visit(&self, mut blob: impl FnMut(&BlobKey, &Blob), mut staged: impl FnMut(&BlobKey, u64, &StagedBlock)) {
         for (k, b) in &self.blobs {
             blob(k, b);
         }
         for (k, st) in &self.staged {
-            for b in st.blocks() {
+            for (b, _) in st.held().filter(|(_, apart)| !apart) {
                 staged(k, st.container_id, b);
             }
         }
@@ -462,6 +562,47 @@ mod tests {
         let ids: Vec<&[u8]> = m.staged[&key].blocks().map(|b| b.block.id.as_slice()).collect();
         assert_eq!(ids, vec![&b"y"[..], b"x"], "a block staged again is listed last");
         assert_eq!(m.staged[&key].find(b"x").unwrap().block.chunks[..], [chunk(8192)]);
+    }
+
+    #[test]
+    fn a_staged_list_holds_its_chunk_lists_apart_and_takes_them_back_from_the_same_blocks() {
+        let mut st = Staged::new(1);
+        for (id, off) in [("x", 4096), ("y", 8192), ("z", 12288)] {
+            st.stage(staged(id, off));
+        }
+        st.stage(staged("x", 16384));
+        let whole = st.clone();
+        assert_eq!(st.chunk_bytes(), 3 * std::mem::size_of::<ChunkRef>());
+        // Changed blocks keep theirs.
+        let mut part = st.clone();
+        assert!(part.hold_apart(|id| id == b"y") && !part.is_whole());
+        assert!(!part.is_apart(b"y") && part.is_apart(b"x") && part.is_apart(b"z"));
+        assert_eq!(part.chunk_bytes(), std::mem::size_of::<ChunkRef>());
+        assert!(st.hold_apart(|_| false) && !st.is_whole());
+        assert!(!st.hold_apart(|_| false), "nothing more to hold apart");
+        assert_eq!(st.chunk_bytes(), 0);
+        // Ids, order, sizes and times stay; the chunk lists go.
+        let listed: Vec<(&[u8], u64, bool)> =
+            st.held().map(|(b, apart)| (b.block.id.as_slice(), b.block.size, apart)).collect();
+        assert_eq!(listed, [(&b"y"[..], 10, true), (b"z", 10, true), (b"x", 10, true)]);
+        assert!(st.held().all(|(b, _)| b.block.chunks.is_empty()));
+        assert!(st.contains(b"z") && st.is_apart(b"z") && !st.contains(b"w"));
+        assert_eq!((st.len(), st.id_len(), st.last_staged_ns()), (3, Some(1), 0));
+        assert_ne!(st, whole, "held apart is not whole");
+        // A new block stays whole beside them.
+        let mut more = st.clone();
+        more.stage(staged("w", 20480));
+        assert!(!more.is_apart(b"w") && more.is_apart(b"y"));
+        // The same blocks read whole give the lists back; a block at another place does not.
+        let mut moved = whole.clone();
+        moved.stage(staged("y", 8192));
+        let mut back = st.clone();
+        assert!(!back.take_back(moved), "y is at another place in what was read");
+        assert!(back.is_apart(b"y") && !back.is_apart(b"z"));
+        assert!(st.take_back(whole.clone()));
+        assert_eq!(st, whole);
+        assert_eq!(st.chunk_bytes(), whole.chunk_bytes());
+        assert_eq!(st.refs(), whole.refs());
     }
 
     #[test]

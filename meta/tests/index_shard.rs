@@ -23,8 +23,9 @@ use edgeblob_meta::index::thread::IndexThread;
 use edgeblob_meta::index::{keys, Table};
 use edgeblob_meta::listing::{ListEntry, ListQuery};
 use edgeblob_meta::model::*;
+use edgeblob_meta::refs::RefCounts;
 use edgeblob_meta::replay::format_log;
-use edgeblob_meta::wal::LogPlace;
+use edgeblob_meta::wal::{AppendError, LogPlace};
 use edgeblob_meta::{Record, ShardMeta};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -304,10 +305,22 @@ fn view_of(m: &ShardMeta, k: &BlobKey) -> View {
 
 async fn check(store: &RefCell<ShardIndex>, model: &ShardMeta) -> Result<(), String> {
     for k in all_keys() {
+        // Ids alone (chunk lists may stay apart), then whole.
+        ensure(store, &[Want::Blob(k.clone()), Want::StagedList(k.clone())]).await.unwrap();
+        let ids = |m: &ShardMeta| -> Vec<Vec<u8>> {
+            m.staged.get(&k).map(|s| s.held().map(|(b, _)| b.block.id.clone()).collect()).unwrap_or_default()
+        };
+        if ids(&store.borrow().state) != ids(model) {
+            return Err(format!("{k:?}: staged ids {:?} != {:?}", ids(&store.borrow().state), ids(model)));
+        }
         ensure(store, &[Want::Blob(k.clone()), Want::Staged(k.clone())]).await.unwrap();
         let got = view_of(&store.borrow().state, &k);
         if got != view_of(model, &k) {
             return Err(format!("{k:?}: {got:?} != {:?}", view_of(model, &k)));
+        }
+        let whole = |m: &ShardMeta| m.staged.get(&k).map(|s| s.blocks().cloned().collect::<Vec<_>>());
+        if whole(&store.borrow().state) != whole(model) {
+            return Err(format!("{k:?}: staged blocks {:?} != {:?}", whole(&store.borrow().state), whole(model)));
         }
     }
     if store.borrow().state.containers != model.containers {
@@ -376,6 +389,27 @@ async fn check(store: &RefCell<ShardIndex>, model: &ShardMeta) -> Result<(), Str
     Ok(())
 }
 
+/// Makes what `rec` changes resident, as the engine does: a staged list's ids may show that it
+/// is needed whole.
+async fn ensure_for(store: &RefCell<ShardIndex>, rec: &Record) {
+    let mut wants = wants_of(rec);
+    loop {
+        if store.borrow().all_resident(&wants) {
+            // Held to its size all the same, as the engine's `resident` does.
+            store.borrow_mut().trim(&wants);
+        } else {
+            ensure(store, &wants).await.unwrap();
+        }
+        // What it made resident stays until the next await: only what is still missing is
+        // asked for again, with the rest.
+        let needed = store.borrow().wants_for(rec);
+        if store.borrow().all_resident(&needed) {
+            return;
+        }
+        wants.extend(needed);
+    }
+}
+
 /// Runs `n` random changes on `store` and the model; returns the model after each change.
 async fn drive(
     store: &RefCell<ShardIndex>,
@@ -387,10 +421,10 @@ async fn drive(
     let mut after = Vec::with_capacity(n);
     for i in 0..n as u64 {
         let rec = change(rng, model, at + i);
-        ensure(store, &wants_of(&rec)).await.unwrap();
+        ensure_for(store, &rec).await;
         let ready = store.borrow_mut().ready();
         ready.await.unwrap();
-        ensure(store, &wants_of(&rec)).await.unwrap();
+        ensure_for(store, &rec).await;
         let commit = store.borrow_mut().commit(rec.clone()).unwrap();
         model.apply(&rec);
         // Most changes are awaited; some overlap the next (a group commit).
@@ -419,7 +453,10 @@ fn the_working_set_over_the_index_behaves_as_the_whole_state_in_memory() {
             let mut at = 1;
             for round in 0..4u64 {
                 let flush_bytes = if round.is_multiple_of(2) { 24 * 1024 } else { 2 * 1024 };
-                let store = open_with(&disk, IndexConfig { flush_bytes, ..cfg() }).await;
+                // Staged lists evicted or read for their ids alone keep their chunk lists apart
+                // in rounds 1 and 2.
+                let apart_bytes = if round % 3 == 0 { IndexConfig::default().apart_bytes } else { 0 };
+                let store = open_with(&disk, IndexConfig { flush_bytes, apart_bytes, ..cfg() }).await;
                 check(&store, &model)
                     .await
                     .unwrap_or_else(|e| panic!("seed {seed} round {round} after reopening: {e}"));
@@ -1017,4 +1054,109 @@ fn a_blob_of_many_chunks_keeps_its_blocks_apart_and_reads_back_whole() {
         image.crash(Crash::LoseUnflushed)
     });
     assert_eq!(blocks_entries(&image), 0, "a deleted blob's blocks go with it");
+}
+
+/// A blob's staged list that outgrows the cache keeps its ids, places and sizes resident while
+/// its chunk lists stay in the index: each block staged into it reads nothing (the list read
+/// again per Put Block made an upload of a few million chunks quadratic), the cache keeps to its
+/// size, Get Block List's ids come from memory, and a block staged again, or the commit, reads
+/// the chunk lists back whole.
+#[test]
+fn a_staged_list_larger_than_the_cache_keeps_its_ids_resident_and_its_chunk_lists_apart() {
+    let k = BlobKey::new("acct", "box", "upload");
+    let block = |i: u64, first: u64| StagedBlock {
+        block: Block {
+            id: format!("{i:04}").into_bytes(),
+            size: 200 * 100,
+            chunks: (first..first + 200).map(chunk).collect::<Vec<_>>().into(),
+        },
+        staged_ns: i as i64,
+    };
+    let staged = |i: u64, first: u64| Record::BlockStaged { key: k.clone(), container_id: 1, block: block(i, first) };
+    let cache_bytes = 16 * 1024;
+    let config = IndexConfig { cache_bytes, flush_bytes: 8 * 1024, apart_bytes: 8 * 1024, ..cfg() };
+    let disk = new_disk();
+    let mut model = ShardMeta::default();
+    let image = local(async {
+        let store = open_with(&disk, config).await;
+        let list = [Want::StagedList(k.clone())];
+        for i in 0..60u64 {
+            let rec = staged(i, 1 + 200 * i);
+            assert!(store.borrow().all_resident(&list), "block {i}: the list's ids are resident, nothing to read");
+            let commit = loop {
+                let ready = store.borrow_mut().ready();
+                ready.await.unwrap();
+                ensure_for(&store, &rec).await;
+                assert!(store.borrow().resident_bytes() <= cache_bytes, "block {i}: the cache grew past its size");
+                // Log halves of a few records each: a flush may still be due, as for a client.
+                let tried = store.borrow_mut().commit(rec.clone());
+                match tried {
+                    Err(AppendError::Busy) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                    other => break other.unwrap(),
+                }
+            };
+            commit.durable.await.unwrap();
+            model.apply(&rec);
+            // Another client's read between two blocks: its trim keeps to the cache's size.
+            ensure(&store, &[Want::Blob(BlobKey::new("acct", "box", &format!("other/{i}")))]).await.unwrap();
+            // Only the blocks not flushed yet keep their chunk lists: two log halves' worth at
+            // most (a list kept whole would hold all 60, 480,000 bytes).
+            let held = store.borrow().state.staged[&k].chunk_bytes();
+            assert!(held <= 2 * HALF as usize, "block {i}: {held} bytes of chunk lists in memory");
+        }
+        // 60 chunk lists of 200 references: many times the cache, held apart.
+        assert!(store.borrow().epoch() > 5, "flushes ended meanwhile ({})", store.borrow().epoch());
+        let held = |m: &ShardMeta| -> Vec<(Vec<u8>, u64)> {
+            m.staged[&k].held().map(|(b, _)| (b.block.id.clone(), b.block.size)).collect()
+        };
+        ensure(&store, &list).await.unwrap();
+        assert!(!store.borrow().state.staged[&k].is_whole());
+        assert_eq!(held(&store.borrow().state), held(&model), "Get Block List's ids and sizes");
+        // A block staged again drops the one it replaces: its chunk list is read back first.
+        let again = staged(3, 50_000);
+        let wants = store.borrow().wants_for(&again);
+        assert!(wants.contains(&Want::Staged(k.clone())), "the replaced block's chunk list is needed: {wants:?}");
+        ensure_for(&store, &again).await;
+        let commit = store.borrow_mut().commit(again.clone()).unwrap();
+        let replaced = block(3, 1 + 200 * 3).block;
+        assert!(commit.released == RefCounts::of_block(&replaced), "the replaced block's references");
+        commit.durable.await.unwrap();
+        model.apply(&again);
+        // The commit reads every chunk list back.
+        let list: Vec<ListedBlock> = (0..60).map(ListedBlock::Uncommitted).collect();
+        let blocks = model.resolve_list(&k, 1, &list).unwrap();
+        let head = Blob {
+            container_id: 1,
+            etag: 9,
+            created_ns: 1,
+            modified_ns: 1,
+            size: blocks.iter().map(|b| b.size).sum(),
+            props: BlobProps::default(),
+            blocks: Vec::new(),
+            single_put: false,
+        };
+        let put = Record::BlockListPut { key: k.clone(), blob: Box::new(head), list };
+        ensure_for(&store, &put).await;
+        let commit = store.borrow_mut().commit(put.clone()).unwrap();
+        let sorted = |r: &RefCounts| {
+            let mut v: Vec<(u64, u32)> = r.iter().map(|(c, n)| (c.offset, *n)).collect();
+            v.sort_unstable();
+            v
+        };
+        let (got, want) = (sorted(&commit.released), sorted(&model.staged[&k].refs()));
+        assert!(got == want, "every staged block's references, read back: {} of {}", got.len(), want.len());
+        commit.durable.await.unwrap();
+        model.apply(&put);
+        assert_eq!(store.borrow().state.blobs[&k], model.blobs[&k]);
+        assert!(!store.borrow().state.staged.contains_key(&k));
+        let sync = store.borrow().sync();
+        sync.await.unwrap();
+        disk.crash(Crash::LoseUnflushed)
+    });
+    local(async {
+        let store = open_with(&image, config).await;
+        ensure(&store, &[Want::Blob(k.clone()), Want::Staged(k.clone())]).await.unwrap();
+        assert_eq!(store.borrow().state.blobs.get(&k), model.blobs.get(&k), "after a restart");
+        assert!(!store.borrow().state.staged.contains_key(&k));
+    });
 }

@@ -17,7 +17,7 @@
 //! rest (`container::purge`).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -57,6 +57,11 @@ pub struct IndexConfig {
     /// the outbox holds this many reference changes not yet counted: memory for them is
     /// bounded when a counting shard cannot log (one record more may pass the bound).
     pub max_undelivered: usize,
+    /// Bytes of chunk lists past which a staged list that is not needed whole keeps them apart
+    /// (in the index only) when it is evicted or read: staging into it, or listing it, then
+    /// reads none of them. Below it a list is evicted or read whole, and its commit needs no
+    /// second read.
+    pub apart_bytes: usize,
 }
 
 /// Reference changes an outbox holds before growing changes wait (about 48 bytes each).
@@ -64,7 +69,12 @@ pub const MAX_UNDELIVERED: usize = 1 << 18;
 
 impl Default for IndexConfig {
     fn default() -> IndexConfig {
-        IndexConfig { cache_bytes: 64 << 20, flush_bytes: 8 << 20, max_undelivered: MAX_UNDELIVERED }
+        IndexConfig {
+            cache_bytes: 64 << 20,
+            flush_bytes: 8 << 20,
+            max_undelivered: MAX_UNDELIVERED,
+            apart_bytes: 1 << 20,
+        }
     }
 }
 
@@ -72,8 +82,13 @@ impl Default for IndexConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Want {
     Blob(BlobKey),
-    /// Every uncommitted block of the blob.
+    /// Every uncommitted block of the blob, with its chunk list.
     Staged(BlobKey),
+    /// The blob's uncommitted blocks by id, place and size: chunk lists may stay in the index
+    /// (what staging one more block, or listing them, needs). A list of more than
+    /// [`IndexConfig::apart_bytes`] of chunk lists read for this, or evicted, keeps only these
+    /// in memory.
+    StagedList(BlobKey),
     /// A chunk's entry in the chunk table.
     Chunk(ChunkId),
     /// The dedup candidate for a hash.
@@ -242,6 +257,10 @@ pub struct ShardIndex {
     space_in_index: bool,
     /// The chunks counted since the tier began watching ([`ShardIndex::watch_fresh`]).
     tier_fresh: Option<Fresh>,
+    /// Staged lists past [`IndexConfig::apart_bytes`] a flush wrote blocks of: the next trim
+    /// drops the chunk lists of their clean blocks (a list staged into is seldom clean whole,
+    /// and its written blocks would otherwise stay in memory until the upload ends).
+    apart_due: BTreeSet<BlobKey>,
 }
 
 /// Chunks newly counted on a shard, oldest first, for the tier to upload without reading the
@@ -312,7 +331,10 @@ pub struct OpenReport {
 /// Records whose changes need these entries resident.
 pub fn wants_of(rec: &Record) -> Vec<Want> {
     match rec {
-        Record::BlockStaged { key, .. } | Record::StagedDropped { key } => vec![Want::Staged(key.clone())],
+        // One more block needs the list's ids; a block staged again, or into a new incarnation
+        // of its container, needs the chunk lists it replaces too ([`ShardIndex::wants_for`]).
+        Record::BlockStaged { key, .. } => vec![Want::StagedList(key.clone())],
+        Record::StagedDropped { key } => vec![Want::Staged(key.clone())],
         Record::BlobPut { key, .. } | Record::BlockListPut { key, .. } | Record::BlobDelete { key } => {
             vec![Want::Blob(key.clone()), Want::Staged(key.clone())]
         }
@@ -464,6 +486,7 @@ impl ShardIndex {
             clock_in_index: clock.is_some(),
             space_in_index: space.is_some(),
             tier_fresh: None,
+            apart_due: BTreeSet::new(),
         };
         for (k, v) in outbox.entries {
             let lsn = k.try_into().map(u64::from_be_bytes).map_err(|_| failed("a damaged outbox key".into()))?;
@@ -474,9 +497,16 @@ impl ShardIndex {
         }
         let replayed = rec.records.len();
         for (lsn, r) in rec.records {
-            let wants = wants_of(&r);
-            let missing = me.missing(&wants);
-            if !missing.is_empty() {
+            // Twice at most: a staged list's ids may show that it is needed whole.
+            for tries in 0.. {
+                let wants = me.wants_for(&r);
+                let missing = me.missing(&wants);
+                if missing.is_empty() {
+                    break;
+                }
+                if tries == 2 {
+                    return Err(failed(format!("the index does not hold what record {lsn} changes: {missing:?}")));
+                }
                 let got = me.fetch(missing).await.map_err(|e| failed(e.to_string()))?;
                 me.install(got, &wants);
             }
@@ -696,7 +726,7 @@ impl ShardIndex {
     fn is_dirty(&self, w: &Want) -> bool {
         match w {
             Want::Blob(k) => self.dirty.blobs.contains_key(k),
-            Want::Staged(k) => self.dirty.has_staged(k),
+            Want::Staged(k) | Want::StagedList(k) => self.dirty.has_staged(k),
             Want::Chunk(id) => self.dirty.chunks.contains_key(id),
             Want::Dedup(h) => self.dirty.dedup.contains_key(h),
         }
@@ -718,7 +748,37 @@ impl ShardIndex {
         // out). The filter only grows and an entry comes to the index only through a flush of
         // it as dirty, so a key this answers for stays resident until it is changed. Asked
         // first: one probe, where the cache and the dirty entries are searches by whole key.
-        self.surely_absent(w) || self.clean.contains(w) || self.is_dirty(w)
+        match w {
+            // A staged list is one entry of the cache, whole or with its chunk lists apart.
+            Want::StagedList(k) => {
+                let list = Want::Staged(k.clone());
+                self.surely_absent(w) || self.clean.contains(&list) || self.is_dirty(w)
+            }
+            Want::Staged(k) => {
+                (self.surely_absent(w) || self.clean.contains(w) || self.is_dirty(w))
+                    && self.state.staged.get(k).is_none_or(Staged::is_whole)
+            }
+            _ => self.surely_absent(w) || self.clean.contains(w) || self.is_dirty(w),
+        }
+    }
+
+    /// What applying `rec` needs resident: [`wants_of`], and for a block staged again (or into a
+    /// new incarnation of its container) into a list whose chunk lists are apart, the whole list,
+    /// whose chunk references it drops. Known only once the list's ids are resident.
+    pub fn wants_for(&self, rec: &Record) -> Vec<Want> {
+        let mut wants = wants_of(rec);
+        if let Record::BlockStaged { key, container_id, block } = rec {
+            let whole = self
+                .state
+                .staged
+                .get(key)
+                .filter(|st| !st.is_whole())
+                .is_none_or(|st| st.container_id == *container_id && !st.is_apart(&block.block.id));
+            if !whole {
+                wants.push(Want::Staged(key.clone()));
+            }
+        }
+        wants
     }
 
     /// Whether every want is resident (the common case, checked without allocating).
@@ -728,7 +788,14 @@ impl ShardIndex {
 
     /// The wants that are not resident.
     pub fn missing(&self, wants: &[Want]) -> Vec<Want> {
-        wants.iter().filter(|w| !self.is_resident(w)).cloned().collect()
+        // A list wanted whole is read once, whole.
+        let whole = |k: &BlobKey| wants.iter().any(|w| matches!(w, Want::Staged(x) if x == k));
+        wants
+            .iter()
+            .filter(|w| !self.is_resident(w))
+            .filter(|w| !matches!(w, Want::StagedList(k) if whole(k)))
+            .cloned()
+            .collect()
     }
 
     /// Whether the index surely holds nothing for `w` (it never held its key).
@@ -736,7 +803,7 @@ impl ShardIndex {
         let Some(f) = &self.filters else { return false };
         match w {
             Want::Blob(k) => !f.blobs.may_hold(&keys::blob(k)),
-            Want::Staged(k) => !f.staged.may_hold(&keys::blob(k)),
+            Want::Staged(k) | Want::StagedList(k) => !f.staged.may_hold(&keys::blob(k)),
             Want::Chunk(id) => !f.chunks.may_hold(&keys::chunk(id)),
             Want::Dedup(h) => !f.dedup.may_hold(h),
         }
@@ -748,7 +815,7 @@ impl ShardIndex {
         self.is_resident(w)
             && match w {
                 Want::Blob(k) => !self.state.blobs.contains_key(k),
-                Want::Staged(k) => !self.state.staged.contains_key(k),
+                Want::Staged(k) | Want::StagedList(k) => !self.state.staged.contains_key(k),
                 Want::Chunk(id) => !self.state.chunks.contains_key(id),
                 Want::Dedup(h) => !self.state.dedup.contains_key(h),
             }
@@ -766,8 +833,8 @@ impl ShardIndex {
     /// Reads `wants` from the index (on its thread). Install the result with
     /// [`ShardIndex::install`] only if no flush completed meanwhile ([`ensure`] does this).
     pub fn fetch(&self, wants: Vec<Want>) -> impl Future<Output = Result<Fetched, IndexError>> + 'static {
-        let ix = self.ix.clone();
-        async move { run(&ix, move |ix| fetch_on(ix, &wants)).await.map_err(IndexError::Failed) }
+        let (ix, apart) = (self.ix.clone(), self.cfg.apart_bytes);
+        async move { run(&ix, move |ix| fetch_on(ix, &wants, apart)).await.map_err(IndexError::Failed) }
     }
 
     /// Makes fetched entries resident, except those that became resident meanwhile (memory has
@@ -785,6 +852,20 @@ impl ShardIndex {
             self.settle(Want::Blob(key.clone()), size, |st| st.blobs.insert(key, blob?));
         }
         for (key, staged) in got.staged {
+            let list = Want::StagedList(key.clone());
+            if self.is_resident(&list) {
+                // Resident with chunk lists apart, read whole: they come back.
+                let (Some(got), Some(st)) = (staged, self.state.staged.get_mut(&key)) else { continue };
+                if !st.is_whole() && got.is_whole() {
+                    st.take_back(got);
+                    let size = staged_mem(&key, Some(st));
+                    let want = Want::Staged(key);
+                    if self.clean.contains(&want) {
+                        self.clean.insert(want, size);
+                    }
+                }
+                continue;
+            }
             let size = staged_mem(&key, staged.as_ref());
             self.settle(Want::Staged(key.clone()), size, |st| st.staged.insert(key, staged?));
         }
@@ -813,7 +894,7 @@ impl ShardIndex {
         if self.failed.is_some() {
             return Err(AppendError::Failed);
         }
-        debug_assert!(self.missing(&wants_of(&rec)).is_empty(), "a change to entries not resident: {rec:?}");
+        debug_assert!(self.missing(&self.wants_for(&rec)).is_empty(), "a change to entries not resident: {rec:?}");
         if self.outbox.changes >= self.cfg.max_undelivered && grows(&rec) {
             return Err(AppendError::Undelivered);
         }
@@ -905,8 +986,10 @@ impl ShardIndex {
                         .filter(|(_, b)| b.container_id == *id)
                         .map(|(k, _)| k.clone()),
                 );
+                // As the state purges them: a list held apart waits for the purge's step that
+                // reads it whole.
                 for (k, st) in self.state.staged.range(lo..).take_while(|(k, _)| of_it(k)) {
-                    if st.container_id == *id {
+                    if st.container_id == *id && st.is_whole() {
                         dropped.extend(st.ids().map(|i| (k.clone(), i.to_vec())));
                     }
                 }
@@ -1291,10 +1374,15 @@ impl ShardIndex {
             Outcome::Done => {
                 self.index_lsn = lsn;
                 for w in self.dirty.clean(lsn) {
+                    if let Want::Staged(k) = &w {
+                        if self.state.staged.get(k).is_some_and(|st| st.chunk_bytes() > self.cfg.apart_bytes) {
+                            self.apart_due.insert(k.clone());
+                        }
+                    }
                     let size = match &w {
                         Want::Blob(k) => blob_mem(k, self.state.blobs.get(k)),
-                        Want::Staged(k) if self.dirty.has_staged(k) => continue,
-                        Want::Staged(k) => staged_mem(k, self.state.staged.get(k)),
+                        Want::Staged(k) | Want::StagedList(k) if self.dirty.has_staged(k) => continue,
+                        Want::Staged(k) | Want::StagedList(k) => staged_mem(k, self.state.staged.get(k)),
                         Want::Chunk(_) | Want::Dedup(_) => CHUNK_MEM,
                     };
                     self.clean.insert(w, size);
@@ -1312,8 +1400,37 @@ impl ShardIndex {
     /// when a flush ends (not only when they are read), so the cache is held to its size here,
     /// where a caller asks for what it needs, and not only when entries are read in.
     pub fn trim(&mut self, keep: &[Want]) {
+        if !self.apart_due.is_empty() {
+            self.hold_apart_due(keep);
+        }
         if self.clean.bytes() > self.cfg.cache_bytes {
             self.evict(0, keep);
+        }
+    }
+
+    /// Drops the chunk lists of the clean blocks of large staged lists a flush wrote, but not of
+    /// those a caller needs whole.
+    fn hold_apart_due(&mut self, keep: &[Want]) {
+        for k in std::mem::take(&mut self.apart_due) {
+            if keep.iter().any(|w| matches!(w, Want::Staged(x) if *x == k)) {
+                self.apart_due.insert(k);
+                continue;
+            }
+            let Some(st) = self.state.staged.get_mut(&k) else { continue };
+            let changed: HashSet<&[u8]> = self
+                .dirty
+                .staged
+                .range((k.clone(), Vec::new())..)
+                .take_while(|((key, _), _)| *key == k)
+                .map(|((_, id), _)| id.as_slice())
+                .collect();
+            if st.hold_apart(|id| changed.contains(id)) {
+                let size = staged_mem(&k, Some(st));
+                let want = Want::Staged(k);
+                if self.clean.contains(&want) {
+                    self.clean.insert(want, size);
+                }
+            }
         }
     }
 
@@ -1328,14 +1445,29 @@ impl ShardIndex {
                 Some((Want::Blob(k), _)) => {
                     self.state.blobs.remove(&k);
                 }
-                Some((Want::Staged(k), _)) => {
-                    self.state.staged.remove(&k);
+                Some((Want::Staged(k), size)) => {
+                    // A large list keeps its ids while its chunk lists go (they are in the
+                    // index): staging into it then reads none of them again.
+                    // Put back as the newest: evicted whole only after all else.
+                    let st = self.state.staged.get_mut(&k);
+                    if let Some(st) = st.filter(|st| st.chunk_bytes() > self.cfg.apart_bytes) {
+                        st.hold_apart(|_| false);
+                        let size = staged_mem(&k, Some(st));
+                        self.clean.insert(Want::Staged(k), size);
+                    } else if keep.contains(&Want::StagedList(k.clone())) {
+                        kept.push((Want::Staged(k), size));
+                    } else {
+                        self.state.staged.remove(&k);
+                    }
                 }
                 Some((Want::Chunk(id), _)) => {
                     self.state.chunks.remove(&id);
                 }
                 Some((Want::Dedup(h), _)) => {
                     self.state.dedup.remove(&h);
+                }
+                Some((Want::StagedList(k), _)) => {
+                    debug_assert!(false, "the cache holds staged lists as Want::Staged: {k:?}");
                 }
                 None => break,
             }
@@ -1501,6 +1633,7 @@ impl HoldsIndex for ShardIndex {
 /// Makes `wants` resident in the shard's metadata. Reads that overlapped a flush are read again:
 /// what they read may predate it, and the entries it wrote may have been evicted since.
 pub async fn ensure<M: HoldsIndex>(meta: &RefCell<M>, wants: &[Want]) -> Result<(), IndexError> {
+    let mut installed = 0;
     loop {
         let (fetch, epoch) = {
             let mut m = meta.borrow_mut();
@@ -1521,6 +1654,12 @@ pub async fn ensure<M: HoldsIndex>(meta: &RefCell<M>, wants: &[Want]) -> Result<
             m.install(got, wants);
             if m.missing(wants).is_empty() {
                 return Ok(());
+            }
+            // A read installed whole leaves nothing missing, unless the index disagrees with
+            // memory (a staged block held apart that the index lacks): not worth reading again.
+            installed += 1;
+            if installed == 3 {
+                return Err(IndexError::Failed(format!("the index does not hold {:?}", m.missing(wants))));
             }
         }
     }
@@ -1747,10 +1886,15 @@ pub async fn scan_staged<M: HoldsIndex>(
     scan_page(meta, Table::Staged, from, limit, |m, k, v| {
         let key = keys::parse_staged(&k).ok_or_else(|| IndexError::Failed("a staged key is damaged".into()))?;
         let e = keys::decode_staged(&v).map_err(IndexError::Failed)?;
-        if m.is_resident(&Want::Staged(key.clone())) {
-            let st = m.state.staged.get(&key);
-            let found = st.and_then(|st| st.entry(&e.block.block.id).map(|(_, b)| (st.container_id, b.clone())));
-            return Ok(found.map(|(cid, b)| (key, cid, b)));
+        if m.is_resident(&Want::StagedList(key.clone())) {
+            // The index's entry of a block held apart is the block as memory has it.
+            let Some(st) = m.state.staged.get(&key).filter(|st| st.contains(&e.block.block.id)) else {
+                return Ok(None);
+            };
+            if st.is_apart(&e.block.block.id) {
+                return Ok(Some((key, e.container_id, e.block)));
+            }
+            return Ok(st.find(&e.block.block.id).map(|b| (key, st.container_id, b.clone())));
         }
         Ok(Some((key, e.container_id, e.block)))
     })
@@ -1801,9 +1945,14 @@ pub async fn scan_all<M: HoldsIndex>(
                     continue;
                 } else {
                     let key = keys::parse_staged(k).ok_or_else(damaged)?;
-                    if !m.is_resident(&Want::Staged(key.clone())) {
+                    // The index's entry stands for a list not resident, and for a block held
+                    // apart (as memory has it); the resident blocks follow.
+                    let held = m.is_resident(&Want::StagedList(key.clone())).then(|| m.state.staged.get(&key));
+                    if held.is_none_or(|st| st.is_some_and(|st| !st.is_whole())) {
                         let e = keys::decode_staged(v).map_err(IndexError::Failed)?;
-                        staged(&key, e.container_id, &e.block);
+                        if held.flatten().is_none_or(|st| st.is_apart(&e.block.block.id)) {
+                            staged(&key, e.container_id, &e.block);
+                        }
                     }
                 }
             }
@@ -2120,7 +2269,7 @@ async fn with_blocks_apart<M: HoldsIndex>(meta: &RefCell<M>, blobs: &mut [(BlobK
 }
 
 /// Reads the entries of `wants` from the index (on its thread).
-fn fetch_on(ix: &Index, wants: &[Want]) -> Result<Fetched, redb::Error> {
+fn fetch_on(ix: &Index, wants: &[Want], apart_bytes: usize) -> Result<Fetched, redb::Error> {
     let mut out = Fetched::default();
     let bad = |e: String| redb::Error::Corrupted(e);
     for w in wants {
@@ -2134,21 +2283,8 @@ fn fetch_on(ix: &Index, wants: &[Want]) -> Result<Fetched, redb::Error> {
                 }
                 out.blobs.push((k.clone(), blob));
             }
-            Want::Staged(k) => {
-                let prefix = keys::staged_prefix(k);
-                let page = ix.range(Table::Staged, &prefix, prefix_end(&prefix).as_deref(), usize::MAX)?;
-                let mut blocks: Vec<(u64, StagedBlock)> = Vec::with_capacity(page.entries.len());
-                let mut container_id = None;
-                for (_, v) in page.entries {
-                    let e = keys::decode_staged(&v).map_err(bad)?;
-                    if *container_id.get_or_insert(e.container_id) != e.container_id {
-                        return Err(bad(format!("staged blocks of {k:?} name two container incarnations")));
-                    }
-                    blocks.push((e.place, e.block));
-                }
-                let staged = container_id.map(|cid| Staged::from_places(cid, blocks));
-                out.staged.push((k.clone(), staged));
-            }
+            Want::Staged(k) => out.staged.push((k.clone(), staged_on(ix, k, None)?)),
+            Want::StagedList(k) => out.staged.push((k.clone(), staged_on(ix, k, Some(apart_bytes))?)),
             Want::Chunk(id) => {
                 let v = ix.get(Table::Chunks, &keys::chunk(id))?;
                 let entry = v.map(|v| keys::decode_chunk(&v)).transpose().map_err(bad)?;
@@ -2167,6 +2303,48 @@ fn fetch_on(ix: &Index, wants: &[Want]) -> Result<Fetched, redb::Error> {
     }
     Ok(out)
 }
+
+/// A blob's staged blocks as the index holds them; with `apart` set, their chunk lists held apart
+/// once they pass that many bytes ([`IndexConfig::apart_bytes`]). Read a page at a time, so that
+/// a list held apart never lies whole in memory.
+fn staged_on(ix: &Index, k: &BlobKey, apart: Option<usize>) -> Result<Option<Staged>, redb::Error> {
+    let bad = |e: String| redb::Error::Corrupted(e);
+    let prefix = keys::staged_prefix(k);
+    let end = prefix_end(&prefix);
+    let mut from = prefix.clone();
+    let mut blocks: Vec<(u64, StagedBlock)> = Vec::new();
+    let mut container_id = None;
+    let mut chunk_bytes = 0usize;
+    // Blocks before this have their chunk lists dropped.
+    let mut held = 0;
+    loop {
+        let page = ix.range(Table::Staged, &from, end.as_deref(), STAGED_PAGE)?;
+        for (_, v) in &page.entries {
+            let e = keys::decode_staged(v).map_err(bad)?;
+            if *container_id.get_or_insert(e.container_id) != e.container_id {
+                return Err(bad(format!("staged blocks of {k:?} name two container incarnations")));
+            }
+            chunk_bytes += e.block.block.chunks.len() * std::mem::size_of::<ChunkRef>();
+            blocks.push((e.place, e.block));
+        }
+        if apart.is_some_and(|most| chunk_bytes > most) {
+            for (_, b) in &mut blocks[held..] {
+                b.block.chunks = Vec::new().into();
+            }
+            held = blocks.len();
+        }
+        match page.entries.last() {
+            Some((last, _)) if !page.complete => from = super::memtable::successor(last),
+            _ => break,
+        }
+    }
+    let apart = apart.is_some_and(|most| chunk_bytes > most);
+    Ok(container_id.map(|cid| Staged::from_places(cid, blocks, apart)))
+}
+
+/// Staged blocks per read of a staged list (each of up to some megabytes, for a block of
+/// 4,000 MiB in small chunks).
+const STAGED_PAGE: usize = 64;
 
 /// Memory a resident chunk or dedup entry takes, roughly: the entry in the state's map and the
 /// clean list's two.
@@ -2234,7 +2412,7 @@ fn blocks_mem(blocks: &[crate::model::Block]) -> usize {
 
 /// Memory a blob's resident staged blocks take, roughly (each block's id is kept twice).
 fn staged_mem(k: &BlobKey, s: Option<&Staged>) -> usize {
-    blob_mem(k, None) + s.map_or(0, |s| s.blocks().map(|b| block_mem(&b.block) + b.block.id.len() + 96).sum())
+    blob_mem(k, None) + s.map_or(0, |s| s.held().map(|(b, _)| block_mem(&b.block) + b.block.id.len() + 96).sum())
 }
 
 #[cfg(test)]

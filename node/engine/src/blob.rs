@@ -157,24 +157,7 @@ async fn finish(s: &Rc<Shard>, commit: Commit, held: RefCounts, released: RefCou
 /// block, or are given back on error.
 pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()> {
     let chunks = RefCounts::of_block(&block);
-    let ready = ready_for(s, &[Want::Staged(key.clone())]).await;
-    let res = ready.and_then(|()| {
-        let cid = container_id(s, &key)?;
-        super::ops::check_block_id(&block.id)?;
-        let mut meta = s.meta.borrow_mut();
-        if let Some(st) = meta.state().staged.get(&key).filter(|st| st.container_id == cid) {
-            if st.blocks().next().is_some_and(|b| b.block.id.len() != block.id.len()) {
-                return Err(EngineError::InvalidBlobOrBlock(
-                    "all block ids of a blob must have the same length".into(),
-                ));
-            }
-            if st.len() >= limits::MAX_UNCOMMITTED_BLOCKS && st.find(&block.id).is_none() {
-                return Err(EngineError::BlockCountExceedsLimit);
-            }
-        }
-        let rec = Record::BlockStaged { key, container_id: cid, block: StagedBlock { block, staged_ns: now_ns() } };
-        Ok(meta.commit(rec)?)
-    });
+    let res = stage_checked(s, key, block).await;
     match res {
         Ok(commit) => {
             let released = commit.released.clone();
@@ -184,6 +167,37 @@ pub async fn stage_block(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<()
             s.give_back_refs(chunks);
             Err(e)
         }
+    }
+}
+
+/// Checks a block against the blob's staged ones and commits it. Staging needs the list's ids
+/// only (a list may outgrow the metadata cache: its chunk lists then stay in the index), unless
+/// the block replaces one, whose chunk list it drops.
+async fn stage_checked(s: &Rc<Shard>, key: BlobKey, block: Block) -> Result<Commit> {
+    let mut wants = vec![Want::StagedList(key.clone())];
+    loop {
+        ready_for(s, &wants).await?;
+        let cid = container_id(s, &key)?;
+        super::ops::check_block_id(&block.id)?;
+        let mut meta = s.meta.borrow_mut();
+        if let Some(st) = meta.state().staged.get(&key).filter(|st| st.container_id == cid) {
+            if st.id_len().is_some_and(|n| n != block.id.len()) {
+                return Err(EngineError::InvalidBlobOrBlock(
+                    "all block ids of a blob must have the same length".into(),
+                ));
+            }
+            if st.len() >= limits::MAX_UNCOMMITTED_BLOCKS && !st.contains(&block.id) {
+                return Err(EngineError::BlockCountExceedsLimit);
+            }
+        }
+        let block = StagedBlock { block: block.clone(), staged_ns: now_ns() };
+        let rec = Record::BlockStaged { key: key.clone(), container_id: cid, block };
+        let needed = meta.wants_for(&rec);
+        if !meta.all_resident(&needed) {
+            wants = needed;
+            continue;
+        }
+        return Ok(meta.commit(rec)?);
     }
 }
 
@@ -433,7 +447,8 @@ pub async fn chunks(s: &Shard, key: &BlobKey) -> Result<Vec<ChunkRef>> {
 
 pub async fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
     container_id(s, key)?;
-    resident(s, &blob_and_staged(key)).await?;
+    // Ids and sizes: a staged list's chunk lists may stay in the index.
+    resident(s, &[Want::Blob(key.clone()), Want::StagedList(key.clone())]).await?;
     let cid = container_id(s, key)?;
     let meta = s.meta.borrow();
     let cur = current(meta.state(), key, cid);
@@ -450,7 +465,7 @@ pub async fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
             }
         }),
         uncommitted: staged
-            .map(|st| st.blocks().map(|b| (b.block.id.clone(), b.block.size)).collect())
+            .map(|st| st.held().map(|(b, _)| (b.block.id.clone(), b.block.size)).collect())
             .unwrap_or_default(),
         blob_size: cur.map_or(0, |b| b.size),
     })

@@ -59,6 +59,9 @@ pub struct EngineConfig {
     pub index_cache_bytes: usize,
     /// Bytes of metadata records after which a shard flushes its changes to its index (v2).
     pub meta_flush_bytes: usize,
+    /// Bytes of chunk lists past which a blob's staged blocks keep only their ids, places and
+    /// sizes in memory once flushed (v2; `IndexConfig::apart_bytes`).
+    pub meta_apart_bytes: usize,
     /// The Azure tier (format v2 only): every chunk is uploaded to it soon after it is written.
     pub tier: Option<TierConfig>,
 }
@@ -259,6 +262,7 @@ impl Default for EngineConfig {
             meta_cache_bytes: 64 << 20,
             index_cache_bytes: 64 << 20,
             meta_flush_bytes: 8 << 20,
+            meta_apart_bytes: edgeblob_meta::shard_store::IndexConfig::default().apart_bytes,
             tier: None,
         }
     }

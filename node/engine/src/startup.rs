@@ -443,6 +443,7 @@ async fn init_shard(
             let cfg = IndexConfig {
                 cache_bytes: node.config.meta_cache_bytes,
                 flush_bytes: node.config.meta_flush_bytes,
+                apart_bytes: node.config.meta_apart_bytes,
                 ..IndexConfig::default()
             };
             let (meta, report) =

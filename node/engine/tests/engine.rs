@@ -173,6 +173,98 @@ fn delete_blob_and_container_free_space_and_hide_everything() {
     });
 }
 
+/// Whether some shard holds `k`'s staged list with chunk lists apart (in the index only).
+async fn staged_apart(node: &edgeblob_engine::Node, k: &edgeblob_meta::BlobKey) -> bool {
+    let mut apart = false;
+    for i in 0..node.shards() {
+        let k = k.clone();
+        apart |= node
+            .on(i, move |s| async move { s.meta.borrow().state().staged.get(&k).is_some_and(|st| !st.is_whole()) })
+            .await
+            .unwrap();
+    }
+    apart
+}
+
+/// Staged lists that keep only their ids in memory (here all of them, once flushed) list,
+/// stage a block again, commit, and go with a delete or a container's purge as lists held whole
+/// do: every byte reads back, across a restart, and every chunk's space comes back.
+#[test]
+fn staged_lists_held_apart_list_commit_and_drop_every_reference() {
+    use edgeblob_engine::BlockListItem;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = edgeblob_engine::config::EngineConfig {
+        meta_cache_bytes: 4096,
+        meta_flush_bytes: 2048,
+        meta_apart_bytes: 0,
+        ..config(dir.path())
+    }
+    .with_reduction(false);
+    let block = |n: u64| data(300 + n, 20_000, false);
+    let id = |i: u64| format!("{i:04}").into_bytes();
+    let (up, dropped) = (key("c", "up"), key("c", "dropped"));
+    // Purged in two steps: more blocks than a step reads (256), then a list held apart meanwhile.
+    let (purged_a, purged_b) = (key("c", "purged-a"), key("c", "purged-b"));
+    let node = open(&cfg);
+    let free0 = rt().block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        let free0 = free_bytes(&node).await;
+        let mut seen_apart = false;
+        for i in 0..30 {
+            node.put_block(i as usize % 2, up.clone(), id(i), body(&block(i))).await.unwrap();
+            seen_apart |= staged_apart(&node, &up).await;
+        }
+        for i in 0..260 {
+            node.put_block(i as usize % 2, purged_a.clone(), id(i), body(&data(1000 + i, 1000, false))).await.unwrap();
+        }
+        assert!(seen_apart, "the list was held apart while blocks were staged into it");
+        free0
+    });
+    node.stop();
+    let node = open(&cfg);
+    rt().block_on(async {
+        let list = node.get_block_list(up.clone()).await.unwrap();
+        let want: Vec<(Vec<u8>, u64)> = (0..30).map(|i| (id(i), 20_000)).collect();
+        assert_eq!(list.uncommitted, want, "ids and sizes in staging order, after a restart");
+        // Staged again: it moves last, and the commit takes its new bytes.
+        node.put_block(1, up.clone(), id(5), body(&block(55))).await.unwrap();
+        let list = node.get_block_list(up.clone()).await.unwrap();
+        assert_eq!(list.uncommitted.last(), Some(&(id(5), 20_000)));
+        let items = (0..30).map(|i| BlockListItem::Uncommitted(id(i))).collect();
+        node.commit_block_list(up.clone(), items, Default::default(), Default::default()).await.unwrap();
+        let want: Vec<u8> = (0..30).flat_map(|i| block(if i == 5 { 55 } else { i })).collect();
+        let (_, _, got) = node.read_blob(0, up.clone(), None, Default::default()).await.unwrap();
+        assert!(got[..] == want[..], "the committed bytes");
+        // A delete drops a committed blob's staged list with it.
+        node.put_blob(0, dropped.clone(), body(b"x"), Default::default(), Default::default()).await.unwrap();
+        for i in 0..20 {
+            node.put_block(i as usize % 2, dropped.clone(), id(i), body(&block(200 + i))).await.unwrap();
+        }
+        node.delete_blob(dropped.clone(), Default::default()).await.unwrap();
+        assert!(matches!(node.get_block_list(dropped.clone()).await, Err(EngineError::BlobNotFound)));
+    });
+    node.stop();
+    let node = open(&cfg);
+    rt().block_on(async {
+        let want: Vec<u8> = (0..30).flat_map(|i| block(if i == 5 { 55 } else { i })).collect();
+        let (_, _, got) = node.read_blob(1, up.clone(), None, Default::default()).await.unwrap();
+        assert!(got[..] == want[..], "the committed bytes after a restart");
+        for i in 0..5 {
+            node.put_block(i as usize % 2, purged_b.clone(), id(i), body(&block(100 + i))).await.unwrap();
+        }
+        // Flushed, then asked for (which holds the cache to its size): held apart.
+        for i in 0..node.shards() {
+            node.on(i, |s| async move { s.flush_index().await }).await.unwrap().unwrap();
+        }
+        node.get_block_list(purged_b.clone()).await.unwrap();
+        assert!(staged_apart(&node, &purged_b).await, "held apart when the purge begins");
+        // The purge of the container drops the lists never committed, and everything else.
+        node.delete_container(ACCOUNT, "c").await.unwrap();
+        node.sync().await.unwrap();
+        assert_eq!(free_bytes_once_settled(&node, free0).await, free0, "every chunk's space is back");
+    });
+}
+
 /// A container whose deletion was logged but whose blobs were not purged yet (a crash between
 /// the two): the next start finds its entries, hides them, and purges them in the background,
 /// so their space comes back.
