@@ -122,17 +122,20 @@ fn resident_now(meta: &RefCell<ShardStore>, wants: &[Want]) -> bool {
     true
 }
 
-/// Finds a blob for a read of the bytes `span` gives for its size (see [`shard::for_read`]): v1
-/// holds every blob resident.
+/// Finds a blob for a read of the bytes `span` gives for its size (see [`shard::for_read`]),
+/// keeping `with` resident meanwhile if it is: v1 holds every blob resident.
 pub async fn for_read(
     meta: &RefCell<ShardStore>,
     key: &BlobKey,
     span: impl Fn(u64) -> Option<(u64, u64)> + Clone + Send + 'static,
+    with: &[Want],
 ) -> Result<shard::ForRead, IndexError> {
-    if resident_now(meta, &[Want::Blob(key.clone())]) {
+    let mut wants = vec![Want::Blob(key.clone())];
+    wants.extend_from_slice(with);
+    if resident_now(meta, &wants) {
         return Ok(shard::ForRead::Resident);
     }
-    Box::pin(shard::for_read(meta, key, span)).await
+    Box::pin(shard::for_read(meta, key, span, with)).await
 }
 
 /// One shard's part of a listing page.

@@ -2179,14 +2179,18 @@ pub async fn for_read<M: HoldsIndex>(
     meta: &RefCell<M>,
     key: &BlobKey,
     span: impl Fn(u64) -> Option<(u64, u64)> + Clone + Send + 'static,
+    with: &[Want],
 ) -> Result<ForRead, IndexError> {
-    let wants = [Want::Blob(key.clone())];
+    let blob = [Want::Blob(key.clone())];
+    // What the caller made resident stays (nothing here evicts it), to be read with the blob.
+    let keep: Vec<Want> = blob.iter().chain(with).cloned().collect();
+    let wants = &keep[..1];
     loop {
         let (read, epoch) = {
             let mut m = meta.borrow_mut();
             let Some(m) = m.index_mut() else { return Ok(ForRead::Resident) };
-            m.trim(&wants);
-            if m.all_resident(&wants) {
+            m.trim(&keep);
+            if m.all_resident(wants) {
                 return Ok(ForRead::Resident);
             }
             let ix = m.ix.clone();
@@ -2203,13 +2207,13 @@ pub async fn for_read<M: HoldsIndex>(
             continue;
         }
         match found {
-            Found::Part(head, blocks, first) if !m.all_resident(&wants) => {
+            Found::Part(head, blocks, first) if !m.all_resident(wants) => {
                 return Ok(ForRead::Part { head: Box::new(head), blocks, first })
             }
             Found::Part(..) => return Ok(ForRead::Resident),
             Found::Whole(blob) => {
-                m.install(Fetched { blobs: vec![(key.clone(), blob)], ..Fetched::default() }, &wants);
-                if m.all_resident(&wants) {
+                m.install(Fetched { blobs: vec![(key.clone(), blob)], ..Fetched::default() }, &keep);
+                if m.all_resident(wants) {
                     return Ok(ForRead::Resident);
                 }
             }
@@ -2233,7 +2237,9 @@ fn part_on(ix: &Index, key: &[u8], span: impl Fn(u64) -> Option<(u64, u64)>) -> 
     }
     let (first, blocks) = join_pieces(&pieces)?;
     let end = first + blocks.iter().map(|b| b.size).sum::<u64>();
-    if first == 0 && end == head.size {
+    // Read whole because it is small (`Index::blob_and_pieces`): held as any blob. A large one
+    // read whole (a whole GET, Get Block List) is not: it would empty the cache.
+    if first == 0 && end == head.size && pieces.len() <= keys::WHOLE_PIECES {
         head.blocks = blocks;
         return Ok(Found::Whole(Some(head)));
     }

@@ -375,7 +375,7 @@ pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: C
 pub async fn head(s: &Shard, key: &BlobKey, cond: &Conditions) -> Result<BlobSummary> {
     container_id(s, key)?;
     // No bytes wanted: a blob whose blocks are apart is read as its head alone.
-    let found = shard_store::for_read(&s.meta, key, |_| None).await?;
+    let found = shard_store::for_read(&s.meta, key, |_| None, &[]).await?;
     let cid = container_id(s, key)?;
     let meta = s.meta.borrow();
     let (cur, _, _) = found_blob(meta.state(), &found, key, cid)?;
@@ -420,7 +420,7 @@ pub async fn resolve(
     cond: &Conditions,
 ) -> Result<ReadPlan> {
     container_id(s, key)?;
-    let found = shard_store::for_read(&s.meta, key, move |size| span(range, size).ok()).await?;
+    let found = shard_store::for_read(&s.meta, key, move |size| span(range, size).ok(), &[]).await?;
     let cid = container_id(s, key)?;
     let meta = s.meta.borrow();
     let (cur, blocks, first) = found_blob(meta.state(), &found, key, cid)?;
@@ -447,11 +447,23 @@ pub async fn chunks(s: &Shard, key: &BlobKey) -> Result<Vec<ChunkRef>> {
 
 pub async fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
     container_id(s, key)?;
-    // Ids and sizes: a staged list's chunk lists may stay in the index.
-    resident(s, &[Want::Blob(key.clone()), Want::StagedList(key.clone())]).await?;
+    // Ids and sizes: a staged list's chunk lists may stay in the index, and a committed blob of
+    // many pieces is read whole without being made resident (`for_read`), which keeps the
+    // staged list resident meanwhile: both are read with no await between, one moment's lists.
+    let staged = [Want::StagedList(key.clone())];
+    let found = loop {
+        resident(s, &staged).await?;
+        let found = shard_store::for_read(&s.meta, key, |size| Some((0, size)), &staged).await?;
+        if s.meta.borrow().all_resident(&staged) {
+            break found;
+        }
+        debug_assert!(false, "for_read keeps what it is asked to");
+    };
     let cid = container_id(s, key)?;
     let meta = s.meta.borrow();
-    let cur = current(meta.state(), key, cid);
+    let (cur, blocks) =
+        found_blob(meta.state(), &found, key, cid).map_or((None, &[][..]), |(b, blocks, _)| (Some(b), blocks));
+    debug_assert!(cur.is_none_or(|b| b.size == blocks.iter().map(|x| x.size).sum::<u64>()), "every block read");
     let staged = meta.state().staged.get(key).filter(|st| st.container_id == cid);
     if cur.is_none() && staged.is_none() {
         return Err(EngineError::BlobNotFound);
@@ -461,7 +473,7 @@ pub async fn get_block_list(s: &Shard, key: &BlobKey) -> Result<BlockList> {
             if b.single_put {
                 Vec::new()
             } else {
-                b.blocks.iter().map(|x| (x.id.clone(), x.size)).collect()
+                blocks.iter().map(|x| (x.id.clone(), x.size)).collect()
             }
         }),
         uncommitted: staged

@@ -651,6 +651,15 @@ fn a_blob_of_many_pieces_reads_in_part_at_any_offset() {
     node.stop();
     let node = open(&cfg);
     check(&node, &rt);
+    // Read whole (a GET of every byte, Get Block List) but never made resident: its 20 pieces
+    // would take the cache's room.
+    let resident: Vec<bool> = (0..node.shards())
+        .map(|i| {
+            let wants = [edgeblob_meta::shard_store::Want::Blob(key("c", "cut"))];
+            rt.block_on(node.on(i, move |s| async move { s.meta.borrow().all_resident(&wants) })).unwrap()
+        })
+        .collect();
+    assert!(resident.contains(&false), "the blob's shard holds it resident: {resident:?}");
     node.stop();
     let node = open(&cfg);
     rt.block_on(async {
