@@ -130,9 +130,14 @@ pub async fn for_read(
     span: impl Fn(u64) -> Option<(u64, u64)> + Clone + Send + 'static,
     with: &[Want],
 ) -> Result<shard::ForRead, IndexError> {
-    let mut wants = vec![Want::Blob(key.clone())];
-    wants.extend_from_slice(with);
-    if resident_now(meta, &wants) {
+    // A read's hot path (nothing else kept) allocates nothing.
+    let blob = [Want::Blob(key.clone())];
+    let resident = if with.is_empty() {
+        resident_now(meta, &blob)
+    } else {
+        resident_now(meta, &blob.iter().chain(with).cloned().collect::<Vec<_>>())
+    };
+    if resident {
         return Ok(shard::ForRead::Resident);
     }
     Box::pin(shard::for_read(meta, key, span, with)).await
