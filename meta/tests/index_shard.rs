@@ -25,6 +25,7 @@ use edgeblob_meta::listing::{ListEntry, ListQuery};
 use edgeblob_meta::model::*;
 use edgeblob_meta::refs::RefCounts;
 use edgeblob_meta::replay::format_log;
+use edgeblob_meta::store::Commit;
 use edgeblob_meta::wal::{AppendError, LogPlace};
 use edgeblob_meta::{Record, ShardMeta};
 use rand::rngs::StdRng;
@@ -410,6 +411,22 @@ async fn ensure_for(store: &RefCell<ShardIndex>, rec: &Record) {
     }
 }
 
+/// Commits `rec` once what it changes is resident, waiting out a log half that is full (a flush
+/// may still be due when a test's log halves hold a few records each, as for a client).
+async fn commit_when_ready(store: &RefCell<ShardIndex>, rec: &Record) -> Commit {
+    loop {
+        let ready = store.borrow_mut().ready();
+        ready.await.unwrap();
+        ensure_for(store, rec).await;
+        // Nothing awaits between the residency check and the commit.
+        let tried = store.borrow_mut().commit(rec.clone());
+        match tried {
+            Err(AppendError::Busy) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+            other => return other.unwrap(),
+        }
+    }
+}
+
 /// Runs `n` random changes on `store` and the model; returns the model after each change.
 async fn drive(
     store: &RefCell<ShardIndex>,
@@ -421,11 +438,7 @@ async fn drive(
     let mut after = Vec::with_capacity(n);
     for i in 0..n as u64 {
         let rec = change(rng, model, at + i);
-        ensure_for(store, &rec).await;
-        let ready = store.borrow_mut().ready();
-        ready.await.unwrap();
-        ensure_for(store, &rec).await;
-        let commit = store.borrow_mut().commit(rec.clone()).unwrap();
+        let commit = commit_when_ready(store, &rec).await;
         model.apply(&rec);
         // Most changes are awaited; some overlap the next (a group commit).
         if rng.gen_bool(0.7) {
@@ -1083,22 +1096,12 @@ fn a_staged_list_larger_than_the_cache_keeps_its_ids_resident_and_its_chunk_list
         for i in 0..60u64 {
             let rec = staged(i, 1 + 200 * i);
             assert!(store.borrow().all_resident(&list), "block {i}: the list's ids are resident, nothing to read");
-            let commit = loop {
-                let ready = store.borrow_mut().ready();
-                ready.await.unwrap();
-                ensure_for(&store, &rec).await;
-                assert!(store.borrow().resident_bytes() <= cache_bytes, "block {i}: the cache grew past its size");
-                // Log halves of a few records each: a flush may still be due, as for a client.
-                let tried = store.borrow_mut().commit(rec.clone());
-                match tried {
-                    Err(AppendError::Busy) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
-                    other => break other.unwrap(),
-                }
-            };
+            let commit = commit_when_ready(&store, &rec).await;
             commit.durable.await.unwrap();
             model.apply(&rec);
             // Another client's read between two blocks: its trim keeps to the cache's size.
             ensure(&store, &[Want::Blob(BlobKey::new("acct", "box", &format!("other/{i}")))]).await.unwrap();
+            assert!(store.borrow().resident_bytes() <= cache_bytes, "block {i}: the cache grew past its size");
             // Only the blocks not flushed yet keep their chunk lists: two log halves' worth at
             // most (a list kept whole would hold all 60, 480,000 bytes).
             let held = store.borrow().state.staged[&k].chunk_bytes();
@@ -1116,8 +1119,7 @@ fn a_staged_list_larger_than_the_cache_keeps_its_ids_resident_and_its_chunk_list
         let again = staged(3, 50_000);
         let wants = store.borrow().wants_for(&again);
         assert!(wants.contains(&Want::Staged(k.clone())), "the replaced block's chunk list is needed: {wants:?}");
-        ensure_for(&store, &again).await;
-        let commit = store.borrow_mut().commit(again.clone()).unwrap();
+        let commit = commit_when_ready(&store, &again).await;
         let replaced = block(3, 1 + 200 * 3).block;
         assert!(commit.released == RefCounts::of_block(&replaced), "the replaced block's references");
         commit.durable.await.unwrap();
@@ -1136,8 +1138,7 @@ fn a_staged_list_larger_than_the_cache_keeps_its_ids_resident_and_its_chunk_list
             single_put: false,
         };
         let put = Record::BlockListPut { key: k.clone(), blob: Box::new(head), list };
-        ensure_for(&store, &put).await;
-        let commit = store.borrow_mut().commit(put.clone()).unwrap();
+        let commit = commit_when_ready(&store, &put).await;
         let sorted = |r: &RefCounts| {
             let mut v: Vec<(u64, u32)> = r.iter().map(|(c, n)| (c.offset, *n)).collect();
             v.sort_unstable();
