@@ -43,6 +43,8 @@ pub struct Config {
     /// Entra ID tokens and role bindings.
     pub auth: crate::auth_config::AuthConfig,
     pub engine: EngineConfig,
+    /// Local containers linked to a remote container (read-through of a data lake).
+    pub links: Vec<crate::link_config::LinkConfig>,
     /// The disk ledger `edgeblob-admin node prepare` keeps on the OS disk; when it says the
     /// node's disks were erased under it (an Azure redeploy), the node reports itself rebuilding
     /// (not ready, no writes) instead of serving as a new empty node.
@@ -193,6 +195,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             auth: Default::default(),
             engine: EngineConfig::default(),
+            links: Vec::new(),
             ledger: None,
             log_format: LogFormat::Text,
             azure: AzureConfig::default(),
@@ -238,6 +241,15 @@ impl Config {
         c.egress()?;
         c.admin.validate()?;
         c.auth.validate()?;
+        for l in &c.links {
+            l.validate()?;
+        }
+        let mut linked: Vec<(&str, &str)> =
+            c.links.iter().map(|l| (l.account.as_str(), l.container.as_str())).collect();
+        linked.sort_unstable();
+        if let Some(w) = linked.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("links: {}/{} is linked twice", w[0].0, w[0].1));
+        }
         if !c.azure.metadata_endpoint.starts_with("http://") {
             return Err(format!("azure.metadata_endpoint {:?}: http://host[:port]", c.azure.metadata_endpoint));
         }
@@ -308,6 +320,37 @@ mod tests {
         assert!(Config::from_toml(&format!("{tier}pack_bytes = 4096\n")).is_err(), "a pack too small");
         assert!(Config::from_toml("[engine.tier]\nsas = \"s\"\nkey_file = \"k\"\n").is_err(), "no url");
         assert!(Config::from_toml(&format!("{tier}pack_size = 1\n")).is_err(), "an unknown key");
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::Config;
+    use crate::link_config::Revalidate;
+
+    const LINK: &str =
+        "[[links]]\ncontainer = \"data\"\nurl = \"https://lake.blob.core.windows.net/data/x\"\nsas = \"sp=rl&sig=s\"\n";
+
+    #[test]
+    fn a_link_needs_one_credential_and_says_when_to_revalidate() {
+        let c = Config::from_toml(LINK).unwrap();
+        let l = &c.links[0];
+        assert_eq!((l.account.as_str(), l.revalidate, l.max_fetches), ("devstoreaccount1", Revalidate::Always, 16));
+        for (value, want) in [
+            ("\"never\"", Revalidate::Never),
+            ("\"always\"", Revalidate::Always),
+            ("0", Revalidate::Always),
+            ("300", Revalidate::After(300)),
+        ] {
+            let c = Config::from_toml(&format!("{LINK}revalidate = {value}\n")).unwrap();
+            assert_eq!(c.links[0].revalidate, want, "revalidate = {value}");
+        }
+        assert!(Config::from_toml(&format!("{LINK}revalidate = \"sometimes\"\n")).is_err());
+        assert!(Config::from_toml(&format!("{LINK}remote_account = \"a\"\n")).is_err(), "a SAS and an account at once");
+        assert!(Config::from_toml(&LINK.replace("sas", "nothing")).is_err(), "no credential");
+        assert!(Config::from_toml(&LINK.replace("https://", "ftp://")).is_err(), "not a Blob endpoint");
+        assert!(Config::from_toml(&LINK.replace("\"data\"", "\"Data!\"")).is_err(), "not a container name");
+        assert!(Config::from_toml(&format!("{LINK}{LINK}")).is_err(), "one container linked twice");
     }
 }
 

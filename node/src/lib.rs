@@ -9,6 +9,8 @@ pub mod devices;
 pub mod entra;
 pub mod http;
 pub mod lifecycle;
+pub mod link;
+pub mod link_config;
 pub mod notify;
 pub mod preflight;
 pub mod profile;

@@ -57,12 +57,23 @@ impl RemoteConfig {
     }
 }
 
+/// The certificate authorities of a PEM file, for [`RemoteConfig::extra_roots`].
+pub fn pem_roots(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// An object's properties.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Props {
     pub len: u64,
     pub etag: String,
     pub content_md5: Option<[u8; 16]>,
+    /// Every header of the answer (content headers, `x-ms-meta-*`, times), for a caller that
+    /// keeps the object's properties as they are (a linked container's copy); unchecked.
+    pub headers: HeaderMap,
 }
 
 pub use crate::xml::ListedBlob as Listed;
@@ -458,20 +469,37 @@ impl Remote {
     /// `len` bytes of `name` from `offset` (`len` > 0), each read checked for its length and
     /// place, and for its MD5 where the range is one Azure gives an MD5 for.
     pub async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes, RemoteError> {
-        self.range(name, offset, len, true).await
+        self.range(name, offset, len, true, None).await
+    }
+
+    /// As [`Remote::get_range`], of the object's version `etag` only (`If-Match`): a range of a
+    /// version replaced since fails with status 412, so ranges read one after another are never
+    /// a mix of two versions.
+    pub async fn get_range_of(&self, name: &str, etag: &str, offset: u64, len: u64) -> Result<Bytes, RemoteError> {
+        self.range(name, offset, len, true, Some(etag)).await
     }
 
     /// As [`Remote::get_range`], without asking for the range's MD5: for bytes the caller checks
     /// itself (the tier's sealed chunks: a seal proves more than an MD5, and the MD5 of a chunk
     /// cost each side about 2 ms of a 6.7 ms read). Length and place are still checked.
     pub async fn get_sealed_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes, RemoteError> {
-        self.range(name, offset, len, false).await
+        self.range(name, offset, len, false, None).await
     }
 
-    async fn range(&self, name: &str, offset: u64, len: u64, md5_asked: bool) -> Result<Bytes, RemoteError> {
+    async fn range(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        md5_asked: bool,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, RemoteError> {
         debug_assert!(len > 0, "an empty range is not a read");
         let mut c = Call::new("Get Blob", Method::GET, Some(name), &[206]);
         c.headers.push(("x-ms-range", format!("bytes={offset}-{}", offset + len - 1)));
+        if let Some(etag) = if_match {
+            c.headers.push(("if-match", etag.to_owned()));
+        }
         if md5_asked && len <= RANGE_MD5_MAX {
             c.headers.push(("x-ms-range-get-content-md5", "true".into()));
         }
@@ -511,6 +539,7 @@ impl Remote {
                     len,
                     etag: a.header("etag").unwrap_or("").to_owned(),
                     content_md5: md5_header(&a, "content-md5"),
+                    headers: a.headers,
                 }))
             }
             Err(RemoteError::Status { status: 404, .. }) => Ok(None),

@@ -42,6 +42,25 @@ impl Credential {
         Ok(Credential::SharedKey { account: account.to_owned(), key })
     }
 
+    /// The one credential a configuration gives: an account and its key, a SAS, or the host's
+    /// managed identity (`what` names the configuration in the error).
+    pub fn from_settings(
+        what: &str,
+        account: Option<&str>,
+        account_key: Option<&str>,
+        sas: Option<&str>,
+        managed_identity: bool,
+        identity_endpoint: Option<&str>,
+        identity_client_id: Option<String>,
+    ) -> Result<Credential, String> {
+        match (account, account_key, sas, managed_identity) {
+            (Some(account), Some(key), None, false) => Credential::shared_key(account, key),
+            (None, None, Some(sas), false) => Ok(Credential::sas(sas)),
+            (None, None, None, true) => Credential::managed_identity(identity_endpoint, identity_client_id),
+            _ => Err(format!("{what}: give either account and account_key, or sas, or managed_identity = true")),
+        }
+    }
+
     pub fn sas(token: &str) -> Credential {
         Credential::Sas(token.trim_start_matches('?').to_owned())
     }

@@ -43,6 +43,7 @@ pub async fn put(c: &Call<'_>, p: PutBlob, body: Incoming) -> Result<Response<Re
 
 pub async fn get(c: &Call<'_>, p: GetBlob) -> Result<Response<RespBody>> {
     let key = blob_key(&p.blob);
+    super::read_through::before_read(c.shard, &c.ctx.links, &key).await?;
     let mut requested = p.range;
     if let (Some(_), Some(if_range)) = (requested, &p.if_range) {
         // The range holds only if the blob is still the one the client has; otherwise the
@@ -86,7 +87,9 @@ pub async fn get(c: &Call<'_>, p: GetBlob) -> Result<Response<RespBody>> {
 }
 
 pub async fn get_properties(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Result<Response<RespBody>> {
-    let b = ops::head_blob(c.shard, blob_key(&blob), cond).await?;
+    let key = blob_key(&blob);
+    super::read_through::before_read(c.shard, &c.ctx.links, &key).await?;
+    let b = ops::head_blob(c.shard, key, cond).await?;
     let mut r = respond(StatusCode::OK, body::empty());
     let rh = r.headers_mut();
     blob_headers(rh, &b);

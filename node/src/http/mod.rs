@@ -14,6 +14,7 @@ mod dispatch;
 mod egress;
 mod error;
 mod model;
+pub mod read_through;
 mod response;
 mod service;
 mod slots;
@@ -68,6 +69,8 @@ pub struct HttpCtx {
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     /// The node's request counters (this shard counts in its own slot).
     pub stats: Arc<stats::RequestStats>,
+    /// Linked containers (`[[links]]`), node-wide.
+    pub links: Arc<crate::link::Links>,
 }
 
 /// The addresses the node serves on, and what its listeners share with the admin listener.
@@ -86,6 +89,8 @@ pub struct Shared {
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     /// Request counters (the admin listener's /metrics).
     pub requests: Arc<stats::RequestStats>,
+    /// Linked containers, their lake clients and counters.
+    pub links: Arc<crate::link::Links>,
 }
 
 /// Starts the listeners (HTTP, and HTTPS when configured) on every shard of `node`.
@@ -98,6 +103,7 @@ pub fn serve(node: &Node, config: &Config) -> std::io::Result<Bound> {
         entra: crate::entra::Entra::start(config).map_err(std::io::Error::other)?,
         lifecycle: Arc::new(crate::lifecycle::Lifecycle::default()),
         requests: Arc::new(stats::RequestStats::new(node.shards())),
+        links: Arc::new(crate::link::Links::new(&config.links).map_err(std::io::Error::other)?),
     };
     // Without some of its devices the node serves the others read-only: writes are sent away
     // before their bodies are read, and readiness says why.
@@ -167,6 +173,7 @@ fn serve_on(
         let entra = shared.entra.clone();
         let lifecycle = shared.lifecycle.clone();
         let stats = shared.requests.clone();
+        let links = shared.links.clone();
         rt.block_on(node.on(i, move |shard| async move {
             let https = tls.is_some();
             let ctx = Rc::new(HttpCtx {
@@ -182,6 +189,7 @@ fn serve_on(
                 tokens: Default::default(),
                 lifecycle,
                 stats,
+                links,
             });
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {

@@ -162,20 +162,18 @@ pub fn node_prefix(node: &[u8; 16]) -> String {
 
 /// The remote client a tier configuration describes.
 pub fn client(cfg: &TierConfig) -> Result<Remote, String> {
-    let credential = match (&cfg.account, &cfg.account_key, &cfg.sas, cfg.managed_identity) {
-        (Some(account), Some(key), None, false) => Credential::shared_key(account, key)?,
-        (None, None, Some(sas), false) => Credential::sas(sas),
-        (None, None, None, true) => {
-            Credential::managed_identity(cfg.identity_endpoint.as_deref(), cfg.identity_client_id.clone())?
-        }
-        _ => return Err("tier: give either account and account_key, or sas, or managed_identity = true".into()),
-    };
+    let credential = Credential::from_settings(
+        "tier",
+        cfg.account.as_deref(),
+        cfg.account_key.as_deref(),
+        cfg.sas.as_deref(),
+        cfg.managed_identity,
+        cfg.identity_endpoint.as_deref(),
+        cfg.identity_client_id.clone(),
+    )?;
     let mut rc = RemoteConfig::new(&cfg.url, credential);
     if let Some(ca) = &cfg.ca_file {
-        use rustls_pki_types::pem::PemObject;
-        rc.extra_roots = rustls_pki_types::CertificateDer::pem_file_iter(ca)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("tier.ca_file {}: {e}", ca.display()))?;
+        rc.extra_roots = edgeblob_remote::pem_roots(ca).map_err(|e| format!("tier.ca_file {e}"))?;
     }
     rc.bytes_per_sec = cfg.bytes_per_sec;
     rc.retry.budget = Duration::from_secs(cfg.retry_budget_secs.max(1));

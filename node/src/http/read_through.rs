@@ -1,0 +1,289 @@
+//! Read-through of a linked container (`[[links]]`): before a blob of it is read, the blob is
+//! made current on flash. A blob not here is fetched from the lake whole (ranges of 4 MiB, each
+//! of the version first seen: never a mix of two) and stored as a Put Blob would store it, with
+//! the lake's content headers, metadata, MD5 and Last-Modified; readers who ask for it meanwhile,
+//! on any shard, wait on that one fetch. A blob fetched earlier is checked against the lake's
+//! ETag as the link's `revalidate` says: changed, it is fetched again; gone, it is deleted here.
+//! A blob written here (not fetched) is the client's and is never touched. When the lake does
+//! not answer, what is cached is served as it is, and what is not gets 503 with Retry-After.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use edgeblob_engine::blob::Stamps;
+use edgeblob_engine::error::EngineError;
+use edgeblob_engine::{ops, Shard};
+use edgeblob_meta::listing::BlobSummary;
+use edgeblob_meta::model::{limits, BlobKey, BlobProps, PublicAccess};
+use edgeblob_proto::conditions::{Conditions, ETagMatch};
+use edgeblob_proto::{headers as hdr, ErrorCode};
+use futures::{StreamExt, TryStreamExt};
+
+use super::body;
+use super::error::{ApiError, Result};
+use crate::link::{Flight, Link};
+
+/// The reserved metadata entry (docs/architecture.md, "Reserved metadata") that marks a blob as
+/// the lake's, fetched at the lake's ETag it holds: a client's write leaves it out, so a blob
+/// written here is never taken for the lake's.
+pub const LAKE_ETAG: &str = "$lake";
+
+/// The ranges a blob is fetched in: the largest Azure gives a range's MD5 for, so each is
+/// checked on its own as it arrives.
+const RANGE: u64 = 4 << 20;
+
+/// Ranges in flight for one fetch: the next is on its way while one is stored.
+const RANGES_AHEAD: usize = 2;
+
+/// Readers that find a fetch of theirs refused by a write here, or the lake's blob replaced
+/// mid-fetch, try again this many times.
+const ATTEMPTS: usize = 3;
+
+/// The lake's ETag a blob was fetched at; `None` for a blob written here.
+pub fn lake_etag(props: &BlobProps) -> Option<&str> {
+    props.metadata.iter().find(|(k, _)| k == LAKE_ETAG).map(|(_, v)| v.as_str())
+}
+
+/// Makes `key` current on flash when its container is linked; nothing otherwise.
+pub async fn before_read(shard: &Rc<Shard>, links: &crate::link::Links, key: &BlobKey) -> Result<()> {
+    let Some(link) = links.get(&key.account, &key.container) else { return Ok(()) };
+    ensure_container(shard, link).await?;
+    for _ in 0..ATTEMPTS {
+        let local = match ops::head_blob(shard, key.clone(), Conditions::default()).await {
+            Ok(b) => Some(b),
+            Err(EngineError::BlobNotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if local.as_ref().is_some_and(|b| lake_etag(&b.props).is_none() || !link.due(&key.name)) {
+            return Ok(());
+        }
+        let outcome = match link.flight(&key.name) {
+            Flight::Lead(guard) => {
+                // The fetch runs to its end whether or not this reader waits for it: the others
+                // joined it, and a reader that hung up must not waste what was fetched.
+                let (s, l, k) = (shard.clone(), link.clone(), key.clone());
+                let task = tokio::task::spawn_local(async move {
+                    let res = refresh(&s, &l, &k, local).await;
+                    guard.finish(res.as_ref().map(|_| ()).map_err(|e| e.message.clone()));
+                    res
+                });
+                match task.await {
+                    Ok(res) => res,
+                    Err(e) => Err(ApiError::with_message(ErrorCode::InternalError, format!("the fetch failed: {e}"))),
+                }
+            }
+            Flight::Join(mut rx) => match rx.wait_for(Option::is_some).await.map(|o| o.clone()) {
+                Ok(Some(Ok(()))) => Ok(Refreshed::Current),
+                Ok(Some(Err(why))) => Err(lake_unavailable(&why)),
+                _ => Err(lake_unavailable("the fetch from the lake ended early")),
+            },
+        };
+        match outcome? {
+            Refreshed::Current => return Ok(()),
+            Refreshed::Raced => continue,
+        }
+    }
+    Ok(())
+}
+
+/// What a check or fetch left.
+enum Refreshed {
+    /// The blob here is the lake's current one, a blob written here, or absent as in the lake.
+    Current,
+    /// A write here or in the lake came between: look again.
+    Raced,
+}
+
+/// The container of a link, made at the first request that needs it.
+async fn ensure_container(shard: &Rc<Shard>, link: &Link) -> Result<()> {
+    let (account, container) = (&link.cfg.account, &link.cfg.container);
+    if shard.node.container(account, container).is_some() {
+        return Ok(());
+    }
+    match ops::create_container(shard, account.clone(), container.clone(), Vec::new(), PublicAccess::None).await {
+        Ok(_) | Err(EngineError::ContainerAlreadyExists) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// 503 with Retry-After: the lake could not be read now, and nothing of it is here.
+fn lake_unavailable(why: &str) -> ApiError {
+    let mut e = ApiError::with_message(
+        ErrorCode::ServerBusy,
+        format!("The linked container's remote could not be read: {why}."),
+    );
+    e.headers.push(("retry-after", "5".into()));
+    e
+}
+
+/// Checks `local` (the lake's blob as fetched earlier, or none) against the lake, and fetches
+/// the lake's blob when it is not here or has changed.
+async fn refresh(s: &Rc<Shard>, link: &Arc<Link>, key: &BlobKey, local: Option<BlobSummary>) -> Result<Refreshed> {
+    let lake = match link.remote.properties(&key.name).await {
+        Ok(p) => p,
+        Err(e) if local.is_some() => {
+            // Served as cached: a lake out of reach must not take the node's reads with it.
+            link.stats.served_unchecked.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(container = %key.container, error = %e, "a linked blob served unchecked: the lake did not answer");
+            return Ok(Refreshed::Current);
+        }
+        Err(e) => return Err(lake_unavailable(&e.to_string())),
+    };
+    if let Some(b) = &local {
+        link.stats.revalidated.fetch_add(1, Ordering::Relaxed);
+        if lake.as_ref().is_some_and(|p| lake_etag(&b.props) == Some(p.etag.as_str())) {
+            link.checked(&key.name);
+            return Ok(Refreshed::Current);
+        }
+        link.stats.stale.fetch_add(1, Ordering::Relaxed);
+    }
+    // Only the version this node fetched is replaced or deleted: a write here since is kept.
+    let cond = match &local {
+        Some(b) => Conditions {
+            if_match: Some(ETagMatch::Tags(vec![edgeblob_proto::etag_string(b.etag)])),
+            ..Conditions::default()
+        },
+        None => Conditions { if_none_match: Some(ETagMatch::Any), ..Conditions::default() },
+    };
+    let Some(lake) = lake else {
+        if local.is_some() {
+            return match ops::delete_blob(s, key.clone(), cond).await {
+                Ok(()) | Err(EngineError::BlobNotFound) => Ok(Refreshed::Current),
+                Err(EngineError::ConditionNotMet) => Ok(Refreshed::Raced),
+                Err(e) => Err(e.into()),
+            };
+        }
+        return Ok(Refreshed::Current);
+    };
+    let _slot = link.fetches.acquire().await.map_err(|_| lake_unavailable("the node is stopping"))?;
+    match fetch(s, link, key, &lake, cond).await {
+        Ok(b) => {
+            link.stats.fetched.fetch_add(1, Ordering::Relaxed);
+            link.stats.fetched_bytes.fetch_add(b.size, Ordering::Relaxed);
+            link.checked(&key.name);
+            Ok(Refreshed::Current)
+        }
+        Err(Fetch::Raced) => Ok(Refreshed::Raced),
+        Err(Fetch::Failed(e)) => Err(e),
+    }
+}
+
+enum Fetch {
+    Raced,
+    Failed(ApiError),
+}
+
+impl From<EngineError> for Fetch {
+    fn from(e: EngineError) -> Fetch {
+        match e {
+            EngineError::ConditionNotMet | EngineError::BlobAlreadyExists => Fetch::Raced,
+            e => Fetch::Failed(e.into()),
+        }
+    }
+}
+
+/// Stores the lake's blob `lake` as `key`, on the condition `cond` of what is here.
+async fn fetch(
+    s: &Rc<Shard>,
+    link: &Arc<Link>,
+    key: &BlobKey,
+    lake: &edgeblob_remote::Props,
+    cond: Conditions,
+) -> std::result::Result<BlobSummary, Fetch> {
+    if lake.len > limits::MAX_PUT_BLOB_SIZE {
+        let why = format!(
+            "the lake's blob is {} bytes; a linked blob is cached whole up to {}",
+            lake.len,
+            limits::MAX_PUT_BLOB_SIZE
+        );
+        return Err(Fetch::Failed(ApiError::with_message(ErrorCode::InternalError, why)));
+    }
+    let etag = lake.etag.clone();
+    if etag.is_empty() || etag.len() > 256 || !etag.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Fetch::Failed(lake_unavailable("the lake's blob has no usable ETag")));
+    }
+    let l = link.clone();
+    let name = key.name.clone();
+    let stream = futures::stream::iter(ranges(lake.len))
+        .map(move |(at, len)| {
+            let (l, name, etag) = (l.clone(), name.clone(), etag.clone());
+            async move { l.remote.get_range_of(&name, &etag, at, len).await }
+        })
+        .buffered(RANGES_AHEAD)
+        .map_err(|e| match &e {
+            // The lake's blob was replaced mid-fetch.
+            edgeblob_remote::RemoteError::Status { status: 412, .. } => std::io::Error::other(RACED),
+            _ => std::io::Error::other(e.to_string()),
+        });
+    let tap = body::tap(lake.content_md5.is_some(), false);
+    let stored = match ops::store(s, key, body::hashed(stream, tap.clone()).boxed_local(), lake.len).await {
+        Ok(stored) => stored,
+        Err(EngineError::Body(why)) if why.contains(RACED) => return Err(Fetch::Raced),
+        Err(EngineError::Body(why)) => return Err(Fetch::Failed(lake_unavailable(&why))),
+        Err(e) => return Err(e.into()),
+    };
+    if stored.len != lake.len || body::check_digests(&tap, lake.content_md5, None).is_err() {
+        stored.give_back(s);
+        // The ranges each checked out, the whole did not: the lake's blob changed between them
+        // in a way its ETag did not show, or a damaged answer passed. Never stored.
+        return Err(Fetch::Failed(lake_unavailable("the lake's blob did not match its length and MD5")));
+    }
+    let (props, stamps) = lake_props(s, lake);
+    Ok(ops::commit_single(s, key.clone(), stored, props, cond, Some(stamps)).await?)
+}
+
+const RACED: &str = "the lake's blob changed while it was fetched";
+
+/// The lake blob's properties as a blob here keeps them, and its times.
+fn lake_props(s: &Shard, lake: &edgeblob_remote::Props) -> (BlobProps, Stamps) {
+    let h = &lake.headers;
+    let headers = hdr::blob_headers(h, true).unwrap_or_default();
+    // Names that are no identifier, or more than 8 KiB of them, are not a client's to keep.
+    let mut metadata = hdr::metadata(h, &[]).unwrap_or_else(|code| {
+        tracing::warn!(code = code.as_str(), "a linked blob's metadata not kept: not valid here");
+        Vec::new()
+    });
+    metadata.retain(|(k, _)| !hdr::is_reserved_metadata_name(k));
+    metadata.push((LAKE_ETAG.to_owned(), lake.etag.clone()));
+    let props = BlobProps {
+        content_type: headers.content_type,
+        content_encoding: headers.content_encoding,
+        content_language: headers.content_language,
+        content_disposition: headers.content_disposition,
+        cache_control: headers.cache_control,
+        content_md5: lake.content_md5,
+        metadata,
+        copy: None,
+    };
+    let date = |name: &str| {
+        let v = h.get(name)?.to_str().ok()?;
+        let t = httpdate::parse_http_date(v).ok()?;
+        let ns = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+        i64::try_from(ns).ok()
+    };
+    let now = edgeblob_engine::shard::now_ns();
+    let modified_ns = date("last-modified").unwrap_or(now);
+    let created_ns = date("x-ms-creation-time").unwrap_or(modified_ns);
+    // The ETag is this node's own: the lake's names the lake's version, and stays in metadata.
+    (props, Stamps { etag: s.node.stamp(), created_ns, modified_ns })
+}
+
+/// The ranges a blob of `len` bytes is fetched in: offset and length.
+fn ranges(len: u64) -> impl Iterator<Item = (u64, u64)> {
+    (0..len.div_ceil(RANGE)).map(move |i| (i * RANGE, RANGE.min(len - i * RANGE)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_is_fetched_in_ranges_that_cover_it_once() {
+        let of = |len| ranges(len).collect::<Vec<_>>();
+        assert!(of(0).is_empty());
+        assert_eq!(of(1), [(0, 1)]);
+        assert_eq!(of(RANGE), [(0, RANGE)]);
+        assert_eq!(of(3 * RANGE + 1), [(0, RANGE), (RANGE, RANGE), (2 * RANGE, RANGE), (3 * RANGE, 1)]);
+    }
+}

@@ -1,0 +1,167 @@
+//! Linked containers, node-wide: each `[[links]]` entry's lake client, the fetches in flight
+//! (one per blob, whichever shard asked first), and when each cached blob was last checked
+//! against the lake. The request path is `http::read_through`.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgeblob_remote::{Remote, RemoteConfig};
+use tokio::sync::watch;
+
+use crate::link_config::{LinkConfig, Revalidate};
+
+/// How many cached blobs' last checks are remembered per link; a blob forgotten is checked at
+/// its next read (a check too many, never one too few).
+const CHECKED_REMEMBERED: usize = 100_000;
+
+/// What a fetch ended with, for the readers that waited on it: `Err` says why in words a
+/// client may see.
+pub type Outcome = Result<(), String>;
+
+pub struct Link {
+    pub cfg: LinkConfig,
+    pub remote: Remote,
+    /// Fetches in flight by local blob name: the readers who came second wait on it.
+    flights: Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>,
+    /// When each cached blob was last found current in the lake.
+    checked: Mutex<lru::LruCache<String, Instant>>,
+    /// Bounds the fetches running at once (each holds up to two ranges in memory).
+    pub fetches: tokio::sync::Semaphore,
+    pub stats: LinkStats,
+}
+
+/// What a link did, since the node started.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Blobs stored from the lake (first reads and refetches of changed blobs).
+    pub fetched: AtomicU64,
+    pub fetched_bytes: AtomicU64,
+    /// Reads that waited on another reader's fetch instead of starting their own.
+    pub joined: AtomicU64,
+    /// Checks of a cached blob against the lake, and how many found it changed or gone.
+    pub revalidated: AtomicU64,
+    pub stale: AtomicU64,
+    /// Cached blobs served without a check because the lake did not answer.
+    pub served_unchecked: AtomicU64,
+}
+
+/// Whether a reader leads a blob's fetch or waits on the one in flight.
+pub enum Flight {
+    Lead(FlightGuard),
+    Join(watch::Receiver<Option<Outcome>>),
+}
+
+/// Held by the fetch that leads: ends the flight (every joined reader learns the outcome) when
+/// dropped, with the outcome given or, if none was (a panic), an error.
+pub struct FlightGuard {
+    link: Arc<Link>,
+    name: String,
+    tx: watch::Sender<Option<Outcome>>,
+    outcome: Option<Outcome>,
+}
+
+impl FlightGuard {
+    pub fn finish(mut self, outcome: Outcome) {
+        self.outcome = Some(outcome);
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.link.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.name);
+        let outcome = self.outcome.take().unwrap_or_else(|| Err("the fetch from the lake ended early".into()));
+        self.tx.send_replace(Some(outcome));
+    }
+}
+
+impl Link {
+    fn new(cfg: LinkConfig) -> Result<Link, String> {
+        let mut rc = RemoteConfig::new(&cfg.url, cfg.credential()?);
+        if let Some(ca) = &cfg.ca_file {
+            rc.extra_roots = edgeblob_remote::pem_roots(ca).map_err(|e| format!("links ca_file {e}"))?;
+        }
+        rc.bytes_per_sec = cfg.bytes_per_sec;
+        // A reader waits for the lake: a short budget, then an answer it can retry.
+        rc.retry.budget = Duration::from_secs(cfg.retry_budget_secs.max(1));
+        rc.retry.max_backoff = rc.retry.max_backoff.min(rc.retry.budget / 4);
+        rc.timeout = Duration::from_secs(60);
+        let remote = Remote::new(rc)?;
+        let fetches = tokio::sync::Semaphore::new(cfg.max_fetches);
+        Ok(Link {
+            cfg,
+            remote,
+            flights: Mutex::default(),
+            checked: Mutex::new(lru::LruCache::new(NonZeroUsize::new(CHECKED_REMEMBERED).unwrap_or(NonZeroUsize::MIN))),
+            fetches,
+            stats: LinkStats::default(),
+        })
+    }
+
+    /// Leads the fetch of `name`, or joins the one in flight.
+    pub fn flight(self: &Arc<Link>, name: &str) -> Flight {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = flights.get(name) {
+            self.stats.joined.fetch_add(1, Ordering::Relaxed);
+            return Flight::Join(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        flights.insert(name.to_owned(), rx);
+        Flight::Lead(FlightGuard { link: self.clone(), name: name.to_owned(), tx, outcome: None })
+    }
+
+    /// Whether a cached blob is due a check against the lake before it is served.
+    pub fn due(&self, name: &str) -> bool {
+        match self.cfg.revalidate {
+            Revalidate::Never => false,
+            Revalidate::Always => true,
+            Revalidate::After(secs) => {
+                let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+                checked.get(name).is_none_or(|at| at.elapsed() >= Duration::from_secs(secs))
+            }
+        }
+    }
+
+    /// Notes that `name` was found current in the lake now.
+    pub fn checked(&self, name: &str) {
+        if matches!(self.cfg.revalidate, Revalidate::After(_)) {
+            self.checked.lock().unwrap_or_else(|p| p.into_inner()).put(name.to_owned(), Instant::now());
+        }
+    }
+}
+
+/// Every link of the node, by local account and container.
+#[derive(Default)]
+pub struct Links {
+    by_container: HashMap<(String, String), Arc<Link>>,
+}
+
+impl Links {
+    pub fn new(cfgs: &[LinkConfig]) -> Result<Links, String> {
+        let mut by_container = HashMap::new();
+        for cfg in cfgs {
+            let k = (cfg.account.clone(), cfg.container.clone());
+            if by_container.insert(k, Arc::new(Link::new(cfg.clone())?)).is_some() {
+                return Err(format!("links: {}/{} is linked twice", cfg.account, cfg.container));
+            }
+        }
+        Ok(Links { by_container })
+    }
+
+    pub fn get(&self, account: &str, container: &str) -> Option<&Arc<Link>> {
+        if self.by_container.is_empty() {
+            return None;
+        }
+        self.by_container.get(&(account.to_owned(), container.to_owned()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_container.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Link>> {
+        self.by_container.values()
+    }
+}

@@ -1,0 +1,120 @@
+//! `[[links]]`: a local container linked to a container of a remote Blob account (the "lake"),
+//! read through (docs/architecture.md, "Linked containers").
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::DEV_ACCOUNT;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// The local account and container (made at the first request that needs it).
+    #[serde(default = "dev_account")]
+    pub account: String,
+    pub container: String,
+    /// The lake's container, with an optional prefix under it: any Blob endpoint
+    /// (`https://<account>.blob.core.windows.net/<container>[/<prefix>]`, Azurite's path-style
+    /// URL, another edgeblob). A local name `n` is the lake's `<prefix>/n`.
+    pub url: String,
+    /// The lake account's name and key (base64), for SharedKey; or `sas` (read and list); or
+    /// the host's managed identity (Storage Blob Data Reader on the container; https only).
+    pub remote_account: Option<String>,
+    pub remote_key: Option<String>,
+    pub sas: Option<String>,
+    #[serde(default)]
+    pub managed_identity: bool,
+    pub identity_endpoint: Option<String>,
+    pub identity_client_id: Option<String>,
+    /// A PEM file of certificate authorities trusted for the lake besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Bytes per second the link may take from the lake, all its calls together.
+    pub bytes_per_sec: Option<u64>,
+    /// When a blob already cached is checked against the lake's ETag before it is served:
+    /// `"never"`, `"always"` (every read), or a number of seconds since it was last checked.
+    #[serde(default)]
+    pub revalidate: Revalidate,
+    /// Seconds a read waits for the lake, retries included, before it is answered 503 (a
+    /// blob not cached) or served as cached without a check.
+    #[serde(default = "default_retry_budget")]
+    pub retry_budget_secs: u64,
+    /// Blobs fetched from the lake at once, node-wide (each holds up to two 4 MiB ranges in
+    /// memory while it is stored).
+    #[serde(default = "default_fetches")]
+    pub max_fetches: usize,
+}
+
+fn dev_account() -> String {
+    DEV_ACCOUNT.to_owned()
+}
+
+fn default_retry_budget() -> u64 {
+    30
+}
+
+fn default_fetches() -> usize {
+    16
+}
+
+/// When a cached lake blob is checked against the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Revalidate {
+    /// Served from flash as fetched until deleted here (a lake that does not change).
+    Never,
+    /// Checked after this many seconds since the last check.
+    After(u64),
+    /// Checked on every read.
+    #[default]
+    Always,
+}
+
+impl<'de> Deserialize<'de> for Revalidate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Secs(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "never" => Ok(Revalidate::Never),
+            Raw::Word(w) if w == "always" => Ok(Revalidate::Always),
+            Raw::Secs(0) => Ok(Revalidate::Always),
+            Raw::Secs(n) => Ok(Revalidate::After(n)),
+            Raw::Word(w) => {
+                Err(serde::de::Error::custom(format!("revalidate {w:?}: \"never\", \"always\" or seconds")))
+            }
+        }
+    }
+}
+
+impl LinkConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let what = format!("links ({}/{})", self.account, self.container);
+        if !edgeblob_proto::addr::valid_account_name(&self.account) {
+            return Err(format!("{what}: not an account name"));
+        }
+        if !edgeblob_proto::addr::valid_container_name(&self.container) {
+            return Err(format!("{what}: not a container name"));
+        }
+        edgeblob_remote::Endpoint::parse(&self.url).map_err(|e| format!("{what}: url: {e}"))?;
+        self.credential()?;
+        if self.max_fetches == 0 {
+            return Err(format!("{what}: max_fetches must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn credential(&self) -> Result<edgeblob_remote::Credential, String> {
+        edgeblob_remote::Credential::from_settings(
+            &format!("links ({}/{})", self.account, self.container),
+            self.remote_account.as_deref(),
+            self.remote_key.as_deref(),
+            self.sas.as_deref(),
+            self.managed_identity,
+            self.identity_endpoint.as_deref(),
+            self.identity_client_id.clone(),
+        )
+    }
+}
