@@ -91,6 +91,8 @@ fn a_lake_blob_is_fetched_once_kept_whole_and_served_from_flash() {
         assert_eq!(header(&head, "last-modified"), Some(modified.as_str()), "the lake's Last-Modified");
         assert!(header(&head, "content-md5").is_some(), "the lake's MD5 kept");
         assert!(!head.contains('$'), "the node's own metadata is never shown: {head}");
+        let lake_head = signed(&lake_addr, "HEAD", &format!("/{DEV_ACCOUNT}/lake/datasets/a/small"), &[], b"").await.1;
+        assert_eq!(header(&head, "etag"), header(&lake_head, "etag"), "the lake's ETag");
         let fetched = lake_sent(&proxy.seen(), "a/small");
         assert!(fetched >= small.len() as u64, "the lake sent the blob ({fetched} bytes)");
         // Later reads, whole and ranged, come from flash: the lake sends nothing more.
@@ -197,4 +199,145 @@ fn a_changed_lake_blob_is_fetched_again_a_deleted_one_goes_and_a_lake_down_serve
         assert_eq!(header(&head, "x-ms-error-code"), Some("serverbusy"));
         assert!(header(&head, "retry-after").is_some());
     });
+}
+
+/// One listing entry as the XML shows it: name, and for a blob its ETag, Last-Modified,
+/// Content-Length and Content-Type (empty for a prefix).
+type Entry = (String, String, String, String, String);
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let from = text.find(open)? + open.len();
+    Some(&text[from..from + text[from..].find(close)?])
+}
+
+/// The entries of one List Blobs answer, and its NextMarker.
+fn parse_listing(xml: &str) -> (Vec<Entry>, Option<String>) {
+    let mut out = Vec::new();
+    for part in xml.split("<Blob>").skip(1) {
+        let f = |tag: &str| between(part, &format!("<{tag}>"), &format!("</{tag}>")).unwrap_or("").to_owned();
+        out.push((f("Name"), f("Etag"), f("Last-Modified"), f("Content-Length"), f("Content-Type")));
+    }
+    for part in xml.split("<BlobPrefix>").skip(1) {
+        out.push((
+            between(part, "<Name>", "</Name>").unwrap().to_owned(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ));
+    }
+    out.sort();
+    let next = between(xml, "<NextMarker>", "</NextMarker>").filter(|m| !m.is_empty()).map(str::to_owned);
+    (out, next)
+}
+
+/// Every entry of a listing of `container` at `addr`, `page` at a time.
+async fn list_all(addr: &str, container: &str, query: &str, page: usize) -> Vec<Entry> {
+    let mut all = Vec::new();
+    let mut marker: Option<String> = None;
+    for _ in 0..10_000 {
+        let mut q = format!("/{DEV_ACCOUNT}/{container}?restype=container&comp=list&maxresults={page}{query}");
+        if let Some(m) = &marker {
+            q.push_str(&format!(
+                "&marker={}",
+                percent_encoding::utf8_percent_encode(m, percent_encoding::NON_ALPHANUMERIC)
+            ));
+        }
+        let (status, head, body) = signed(addr, "GET", &q, &[], b"").await;
+        assert_eq!(status, 200, "{head}\n{}", String::from_utf8_lossy(&body));
+        let (entries, next) = parse_listing(&String::from_utf8(body).unwrap());
+        assert!(entries.len() <= page, "a page holds at most maxresults");
+        all.extend(entries);
+        match next {
+            Some(m) => marker = Some(m),
+            None => return all,
+        }
+    }
+    panic!("the listing did not end");
+}
+
+/// The lake's listing of `datasets/`, named as the linked container names it.
+async fn lake_listing(lake: &str, query: &str) -> Vec<Entry> {
+    let q = format!("&prefix=datasets/{query}");
+    let mut all = list_all(lake, "lake", &q, 5000).await;
+    for e in &mut all {
+        e.0 = e.0.strip_prefix("datasets/").unwrap().to_owned();
+    }
+    all.sort();
+    all
+}
+
+async fn listings_merge_the_lake_with_what_is_here(lake: &str, node: &str) {
+    assert_eq!(signed(lake, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+    let names: Vec<String> = (0..30).map(|i| format!("d{}/b{i:02}", i % 3)).collect();
+    for (i, n) in names.iter().enumerate() {
+        lake_put(lake, n, &data(i as u32, i * 10)).await;
+    }
+    // Outside the link's prefix: never listed.
+    let put = [("x-ms-blob-type", "BlockBlob")];
+    assert_eq!(signed(lake, "PUT", &format!("/{DEV_ACCOUNT}/lake/other"), &put, b"x").await.0, 201);
+    // Written here, and one fetched.
+    for local in ["d1/local", "e-local"] {
+        assert_eq!(signed(node, "PUT", &format!("/{DEV_ACCOUNT}/cache/{local}"), &put, b"here").await.0, 201);
+    }
+    assert_eq!(get(node, "d0/b03").await.0, 200);
+
+    let mut want: Vec<String> = names.iter().cloned().chain(["d1/local".into(), "e-local".into()]).collect();
+    want.sort();
+    let lake_flat = lake_listing(lake, "").await;
+    for page in [1, 2, 7, 100] {
+        let got = list_all(node, "cache", "", page).await;
+        let got_names: Vec<&str> = got.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(got_names, want, "flat, {page} a page");
+        // The lake's blobs as the lake lists them: ETag, times, size, type (the fetched one too).
+        let lake_here: Vec<&Entry> = got.iter().filter(|e| names.contains(&e.0)).collect();
+        assert_eq!(lake_here, lake_flat.iter().collect::<Vec<_>>(), "the lake's entries, {page} a page");
+    }
+    for page in [1, 3, 100] {
+        let got = list_all(node, "cache", "&delimiter=/", page).await;
+        let got_names: Vec<&str> = got.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(got_names, ["d0/", "d1/", "d2/", "e-local"], "by directory, {page} a page");
+        let under: Vec<String> =
+            list_all(node, "cache", "&prefix=d1/&delimiter=/", page).await.into_iter().map(|e| e.0).collect();
+        let want_d1: Vec<&String> = want.iter().filter(|n| n.starts_with("d1/")).collect();
+        assert_eq!(under.iter().collect::<Vec<_>>(), want_d1, "under d1/, {page} a page");
+    }
+    let (_, _, body) = signed(
+        node,
+        "GET",
+        &format!("/{DEV_ACCOUNT}/cache?restype=container&comp=list&include=metadata&prefix=d2/"),
+        &[],
+        b"",
+    )
+    .await;
+    let xml = String::from_utf8(body).unwrap();
+    assert_eq!(xml.matches("<origin>lake</origin>").count(), 10, "the lake's metadata: {xml}");
+
+    // Deleted in the lake, the fetched blob leaves the listing; the blobs written here stay.
+    assert_eq!(signed(lake, "DELETE", &format!("/{DEV_ACCOUNT}/lake/datasets/d0/b03"), &[], b"").await.0, 202);
+    let got: Vec<String> = list_all(node, "cache", "", 4).await.into_iter().map(|e| e.0).collect();
+    want.retain(|n| n != "d0/b03");
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_linked_listing_is_the_lakes_merged_with_writes_here_in_every_page_size() {
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
+    let node = InProcess::start(dir_n.path(), 1 << 30, 2, link(lake.addr, Revalidate::Always));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(listings_merge_the_lake_with_what_is_here(&lake.addr.to_string(), &node.addr.to_string()));
+}
+
+#[test]
+fn a_linked_listing_of_an_azurite_lake() {
+    if edgeblob_testkit::peers::kit("a container linked to Azurite").is_none() {
+        return;
+    }
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let azurite = edgeblob_testkit::peers::Azurite::start(dir_l.path());
+    let addr: SocketAddr = format!("127.0.0.1:{}", azurite.port).parse().unwrap();
+    let node = InProcess::start(dir_n.path(), 1 << 30, 2, link(addr, Revalidate::Always));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(listings_merge_the_lake_with_what_is_here(&addr.to_string(), &node.addr.to_string()));
 }

@@ -82,6 +82,8 @@ pub use crate::xml::ListedBlob as Listed;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListPage {
     pub blobs: Vec<Listed>,
+    /// With a delimiter: the names sharing a prefix up to it (Azure's `BlobPrefix`).
+    pub prefixes: Vec<String>,
     pub next: Option<String>,
 }
 
@@ -549,26 +551,48 @@ impl Remote {
 
     /// A page of the objects whose names start with `prefix`, after `marker`.
     pub async fn list(&self, prefix: &str, marker: Option<&str>, max: u32) -> Result<ListPage, RemoteError> {
+        self.list_in(prefix, None, marker, max, false).await
+    }
+
+    /// A page of a listing by `prefix`, rolled up at `delimiter` when one is given, after
+    /// `marker`, with each blob's metadata when `metadata` is asked for.
+    pub async fn list_in(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        marker: Option<&str>,
+        max: u32,
+        metadata: bool,
+    ) -> Result<ListPage, RemoteError> {
         let mut c = Call::new("List Blobs", Method::GET, None, &[200]);
         c.query.push(("restype", "container".into()));
         c.query.push(("comp", "list".into()));
         c.query.push(("prefix", self.ep.full_name(prefix)));
         c.query.push(("maxresults", max.clamp(1, 5000).to_string()));
+        if let Some(d) = delimiter.filter(|d| !d.is_empty()) {
+            c.query.push(("delimiter", d.to_owned()));
+        }
+        if metadata {
+            c.query.push(("include", "metadata".into()));
+        }
         if let Some(m) = marker {
             c.query.push(("marker", m.to_owned()));
         }
         let a = self.call(&c).await?;
-        let (blobs, next) = xml::list_page(&a.body).map_err(|why| RemoteError::Integrity { op: c.op, why })?;
+        let (blobs, prefixes, next) =
+            xml::list_page(&a.body).map_err(|why| RemoteError::Integrity { op: c.op, why })?;
+        // A name outside the prefix asked for is a damaged answer, never one to act on.
+        let outside = || RemoteError::Integrity { op: c.op, why: "a listed name outside the prefix".into() };
         let mut out = Vec::with_capacity(blobs.len());
         for mut b in blobs {
-            // A name outside the prefix asked for is a damaged answer, never one to act on.
-            let Some(rest) = b.name.strip_prefix(&self.ep.prefix) else {
-                return Err(RemoteError::Integrity { op: c.op, why: "a listed name outside the prefix".into() });
-            };
-            b.name = rest.to_owned();
+            b.name = b.name.strip_prefix(&self.ep.prefix).ok_or_else(outside)?.to_owned();
             out.push(b);
         }
-        Ok(ListPage { blobs: out, next })
+        let prefixes = prefixes
+            .into_iter()
+            .map(|p| p.strip_prefix(&self.ep.prefix).map(str::to_owned).ok_or_else(outside))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ListPage { blobs: out, prefixes, next })
     }
 
     /// Deletes `name`; false when it was not there.

@@ -13,6 +13,7 @@ mod cors;
 mod dispatch;
 mod egress;
 mod error;
+mod linked_listing;
 mod model;
 pub mod read_through;
 mod response;
@@ -105,6 +106,17 @@ pub fn serve(node: &Node, config: &Config) -> std::io::Result<Bound> {
         requests: Arc::new(stats::RequestStats::new(node.shards())),
         links: Arc::new(crate::link::Links::new(&config.links).map_err(std::io::Error::other)?),
     };
+    // A linked container is there from the start: a client may write to it before reading.
+    if !shared.links.is_empty() && node.shared().read_only().is_none() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        for link in shared.links.iter() {
+            let (account, container) = (&link.cfg.account, &link.cfg.container);
+            match rt.block_on(node.create_container(account, container, Vec::new())) {
+                Ok(_) | Err(edgeblob_engine::EngineError::ContainerAlreadyExists) => {}
+                Err(e) => return Err(std::io::Error::other(format!("linked container {account}/{container}: {e}"))),
+            }
+        }
+    }
     // Without some of its devices the node serves the others read-only: writes are sent away
     // before their bodies are read, and readiness says why.
     if let Some(why) = node.shared().read_only() {

@@ -1,7 +1,7 @@
 //! Read-through of a linked container (`[[links]]`): before a blob of it is read, the blob is
 //! made current on flash. A blob not here is fetched from the lake whole (ranges of 4 MiB, each
 //! of the version first seen: never a mix of two) and stored as a Put Blob would store it, with
-//! the lake's content headers, metadata, MD5 and Last-Modified; readers who ask for it meanwhile,
+//! the lake's ETag, content headers, metadata, MD5 and Last-Modified; readers who ask for it meanwhile,
 //! on any shard, wait on that one fetch. A blob fetched earlier is checked against the lake's
 //! ETag as the link's `revalidate` says: changed, it is fetched again; gone, it is deleted here.
 //! A blob written here (not fetched) is the client's and is never touched. When the lake does
@@ -96,7 +96,7 @@ enum Refreshed {
 }
 
 /// The container of a link, made at the first request that needs it.
-async fn ensure_container(shard: &Rc<Shard>, link: &Link) -> Result<()> {
+pub async fn ensure_container(shard: &Rc<Shard>, link: &Link) -> Result<()> {
     let (account, container) = (&link.cfg.account, &link.cfg.container);
     if shard.node.container(account, container).is_some() {
         return Ok(());
@@ -108,7 +108,7 @@ async fn ensure_container(shard: &Rc<Shard>, link: &Link) -> Result<()> {
 }
 
 /// 503 with Retry-After: the lake could not be read now, and nothing of it is here.
-fn lake_unavailable(why: &str) -> ApiError {
+pub fn lake_unavailable(why: &str) -> ApiError {
     let mut e = ApiError::with_message(
         ErrorCode::ServerBusy,
         format!("The linked container's remote could not be read: {why}."),
@@ -235,9 +235,19 @@ async fn fetch(
 
 const RACED: &str = "the lake's blob changed while it was fetched";
 
-/// The lake blob's properties as a blob here keeps them, and its times.
+/// The lake blob's properties as a blob here keeps them, and its ETag and times.
 fn lake_props(s: &Shard, lake: &edgeblob_remote::Props) -> (BlobProps, Stamps) {
-    let h = &lake.headers;
+    let mut seen = lake_summary("", &lake.etag, lake.len, &lake.headers);
+    seen.props.content_md5 = lake.content_md5;
+    seen.props.metadata.push((LAKE_ETAG.to_owned(), lake.etag.clone()));
+    let etag = lake_etag_value(&lake.etag, edgeblob_engine::shard::now_ns()).unwrap_or_else(|| s.node.stamp());
+    (seen.props, Stamps { etag, created_ns: seen.created_ns, modified_ns: seen.modified_ns })
+}
+
+/// A lake blob as a listing here shows it (and as it is stored once fetched): its name, the
+/// lake's ETag where it is one this node can carry, its size, times, content headers, MD5 and
+/// metadata, from the headers Get Blob Properties answers with (or a listing's, as those).
+pub fn lake_summary(name: &str, etag: &str, len: u64, h: &http::HeaderMap) -> BlobSummary {
     let headers = hdr::blob_headers(h, true).unwrap_or_default();
     // Names that are no identifier, or more than 8 KiB of them, are not a client's to keep.
     let mut metadata = hdr::metadata(h, &[]).unwrap_or_else(|code| {
@@ -245,14 +255,13 @@ fn lake_props(s: &Shard, lake: &edgeblob_remote::Props) -> (BlobProps, Stamps) {
         Vec::new()
     });
     metadata.retain(|(k, _)| !hdr::is_reserved_metadata_name(k));
-    metadata.push((LAKE_ETAG.to_owned(), lake.etag.clone()));
     let props = BlobProps {
         content_type: headers.content_type,
         content_encoding: headers.content_encoding,
         content_language: headers.content_language,
         content_disposition: headers.content_disposition,
         cache_control: headers.cache_control,
-        content_md5: lake.content_md5,
+        content_md5: hdr::md5(h, "content-md5").ok().flatten(),
         metadata,
         copy: None,
     };
@@ -265,8 +274,20 @@ fn lake_props(s: &Shard, lake: &edgeblob_remote::Props) -> (BlobProps, Stamps) {
     let now = edgeblob_engine::shard::now_ns();
     let modified_ns = date("last-modified").unwrap_or(now);
     let created_ns = date("x-ms-creation-time").unwrap_or(modified_ns);
-    // The ETag is this node's own: the lake's names the lake's version, and stays in metadata.
-    (props, Stamps { etag: s.node.stamp(), created_ns, modified_ns })
+    let etag = lake_etag_value(etag, now).unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(etag.as_bytes()));
+    BlobSummary { name: name.to_owned(), etag, created_ns, modified_ns, size: len, props }
+}
+
+/// The lake's ETag as this node's, where it is one: Azure's, Azurite's and edgeblob's are
+/// `0x` and at most 16 hex digits, so a blob fetched keeps the ETag a listing showed (a client
+/// that lists, then reads with If-Match, reads). Not one past tomorrow on this node's clock:
+/// the node's stamps (ETags, container incarnations) must stay unique and ordered, and it moves
+/// its clock past every ETag it holds.
+pub fn lake_etag_value(etag: &str, now_ns: i64) -> Option<u64> {
+    let hex = etag.trim_matches('"').strip_prefix("0x")?;
+    let v = u64::from_str_radix(hex, 16).ok().filter(|v| *v > 0)?;
+    let horizon = u64::try_from(now_ns).ok()?.saturating_add(86_400 * 1_000_000_000);
+    (v <= horizon).then_some(v)
 }
 
 /// The ranges a blob of `len` bytes is fetched in: offset and length.
@@ -285,5 +306,17 @@ mod tests {
         assert_eq!(of(1), [(0, 1)]);
         assert_eq!(of(RANGE), [(0, RANGE)]);
         assert_eq!(of(3 * RANGE + 1), [(0, RANGE), (RANGE, RANGE), (2 * RANGE, RANGE), (3 * RANGE, 1)]);
+    }
+
+    #[test]
+    fn a_lake_etag_is_kept_where_it_can_be_this_nodes() {
+        let now = 1_800_000_000_000_000_000;
+        assert_eq!(lake_etag_value("\"0x8DC2B1E4F2A7D3C\"", now), Some(0x8DC2B1E4F2A7D3C), "Azure's");
+        assert_eq!(lake_etag_value("0x1", now), Some(1));
+        for odd in ["", "\"\"", "0x", "0x0", "W/\"0x1\"", "abc", "0xFFFFFFFFFFFFFFFF", "0x10000000000000000"] {
+            assert_eq!(lake_etag_value(odd, now), None, "{odd:?}");
+        }
+        // Not past tomorrow: the clock would move there.
+        assert_eq!(lake_etag_value(&format!("0x{:X}", now + 86_400 * 1_000_000_000 + 1), now), None);
     }
 }
