@@ -9,6 +9,7 @@ use edgeblob::link_config::{LinkConfig, Revalidate};
 use edgeblob_testkit::faulty::{Faulty, Seen};
 use edgeblob_testkit::node::InProcess;
 use edgeblob_testkit::raw::signed;
+use md5::Digest;
 
 fn link(lake: SocketAddr, revalidate: Revalidate) -> impl FnOnce(&mut Config) {
     move |c: &mut Config| {
@@ -340,4 +341,62 @@ fn a_linked_listing_of_an_azurite_lake() {
     let node = InProcess::start(dir_n.path(), 1 << 30, 2, link(addr, Revalidate::Always));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(listings_merge_the_lake_with_what_is_here(&addr.to_string(), &node.addr.to_string()));
+}
+
+/// azcopy and the Python SDK, pointed at the node, read a linked container unchanged: a
+/// recursive download (listing, then ranged reads of blobs not yet here) and the SDK's listing
+/// and download give the lake's bytes.
+#[test]
+fn azcopy_and_the_python_sdk_read_a_linked_container_unchanged() {
+    let Some(kit) = edgeblob_testkit::peers::kit("azcopy and the SDK on a linked container") else { return };
+    let (dir_l, dir_n, out) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
+    let node = InProcess::start(dir_n.path(), 1 << 30, 2, link(lake.addr, Revalidate::Always));
+    let lake_addr = lake.addr.to_string();
+    let blobs: Vec<(&str, Vec<u8>)> = vec![
+        ("x/empty", Vec::new()),
+        ("x/small", data(7, 1024)),
+        ("y/mid", data(8, 3_000_001)),
+        ("big", data(9, 20 << 20)),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        for (name, body) in &blobs {
+            lake_put(&lake_addr, name, body).await;
+        }
+    });
+    // The node serves while this thread waits on the clients.
+    let script = r#"
+        set -e
+        source "$KIT/env.sh"
+        sas=$(peers_account_sas)
+        azcopy copy "$BLOB_ENDPOINT/devstoreaccount1/cache?$sas" "$OUT" --recursive --from-to BlobLocal --log-level ERROR > "$OUT.azcopy.log" 2>&1 || { cat "$OUT.azcopy.log"; exit 1; }
+        CONN=$(peers_conn_str) peers_python - <<'PY'
+import hashlib, os
+from azure.storage.blob import BlobServiceClient
+svc = BlobServiceClient.from_connection_string(os.environ["CONN"])
+c = svc.get_container_client("cache")
+for b in c.list_blobs():
+    data = c.download_blob(b.name).readall()
+    print("SDK", b.name, b.size, hashlib.md5(data).hexdigest())
+PY
+    "#;
+    let res = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .env("KIT", &kit)
+        .env("OUT", out.path())
+        .env("BLOB_ENDPOINT", format!("http://{}", node.addr))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&res.stdout).into_owned() + &String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{text}");
+    for (name, body) in &blobs {
+        let got = std::fs::read(out.path().join("cache").join(name)).unwrap_or_else(|e| panic!("azcopy's {name}: {e}"));
+        assert!(&got == body, "azcopy downloaded {name} as the lake has it");
+        let md5 = format!("{:x}", md5::Md5::digest(body));
+        assert!(text.contains(&format!("SDK {name} {} {md5}", body.len())), "the SDK listed and read {name}:\n{text}");
+    }
 }
