@@ -6,12 +6,16 @@ use std::net::SocketAddr;
 
 use edgeblob::config::{Config, DEV_ACCOUNT, DEV_KEY};
 use edgeblob::link_config::{LinkConfig, Revalidate};
-use edgeblob_testkit::faulty::{Faulty, Seen};
+use edgeblob_testkit::faulty::{Fault, Faulty, Rule, Seen};
 use edgeblob_testkit::node::InProcess;
 use edgeblob_testkit::raw::signed;
 use md5::Digest;
 
 fn link(lake: SocketAddr, revalidate: Revalidate) -> impl FnOnce(&mut Config) {
+    link_with(lake, revalidate, 1)
+}
+
+fn link_with(lake: SocketAddr, revalidate: Revalidate, retry_budget_secs: u64) -> impl FnOnce(&mut Config) {
     move |c: &mut Config| {
         c.links.push(LinkConfig {
             account: DEV_ACCOUNT.into(),
@@ -26,7 +30,7 @@ fn link(lake: SocketAddr, revalidate: Revalidate) -> impl FnOnce(&mut Config) {
             ca_file: None,
             bytes_per_sec: None,
             revalidate,
-            retry_budget_secs: 1,
+            retry_budget_secs,
             max_fetches: 4,
         })
     }
@@ -399,4 +403,40 @@ PY
         let md5 = format!("{:x}", md5::Md5::digest(body));
         assert!(text.contains(&format!("SDK {name} {} {md5}", body.len())), "the SDK listed and read {name}:\n{text}");
     }
+}
+
+/// A lake over a bad link (busy answers with Retry-After, connections cut, answers lost, bytes
+/// flipped): every first read still gets the lake's bytes, never damaged ones.
+#[test]
+fn a_lake_over_a_bad_link_is_read_whole_and_right() {
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
+    let lake_addr = lake.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rules = vec![
+        Rule::ratio(Fault::Busy(1), 0.2),
+        Rule::ratio(Fault::Cut, 0.1),
+        Rule::ratio(Fault::LoseAnswer, 0.05),
+        Rule::ratio(Fault::Flip, 0.1),
+    ];
+    let proxy = rt.block_on(Faulty::start(lake.addr, rules, 7));
+    let node = InProcess::start(dir_n.path(), 1 << 30, 2, link_with(proxy.addr, Revalidate::Always, 60));
+    let addr = node.addr.to_string();
+    rt.block_on(async {
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        let sizes = [0usize, 1, 4096, 1 << 20, (4 << 20) + 1, 9 << 20];
+        for (i, len) in sizes.iter().enumerate() {
+            lake_put(&lake_addr, &format!("f{i}"), &data(20 + i as u32, *len)).await;
+        }
+        for (i, len) in sizes.iter().enumerate() {
+            for read in 0..2 {
+                let (status, head, body) = get(&addr, &format!("f{i}")).await;
+                assert_eq!(status, 200, "f{i}, read {read}: {head}");
+                assert!(body == data(20 + i as u32, *len), "f{i} ({len} bytes), read {read}: the lake's bytes");
+            }
+        }
+    });
+    let seen = proxy.seen();
+    assert!(seen.iter().any(|s| s.fault == Some(Fault::Flip)), "a damaged answer was among them");
+    assert!(seen.iter().any(|s| s.fault == Some(Fault::Busy(1))), "a busy answer was among them");
 }
