@@ -11,6 +11,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod link;
 pub mod link_config;
+pub mod link_prefetch;
 pub mod notify;
 pub mod preflight;
 pub mod profile;

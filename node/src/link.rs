@@ -31,6 +31,28 @@ pub struct Link {
     /// Bounds the fetches running at once (each holds up to two ranges in memory).
     pub fetches: tokio::sync::Semaphore,
     pub stats: LinkStats,
+    /// The last prefetch started (`edgeblob-admin link prefetch`), running or ended.
+    pub prefetch: Mutex<Option<Prefetch>>,
+}
+
+/// A prefetch's progress: blobs of the lake listed under its prefix, made current here, and
+/// what failed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Prefetch {
+    pub prefix: String,
+    pub running: bool,
+    /// Blobs listed in the lake so far, and their bytes.
+    pub listed: u64,
+    pub listed_bytes: u64,
+    /// Blobs here and current (fetched now, or already), and their bytes.
+    pub done: u64,
+    pub done_bytes: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// Seconds since it started (to its end, once it ended).
+    pub secs: f64,
+    #[serde(skip)]
+    pub started: Option<Instant>,
 }
 
 /// What a link did, since the node started.
@@ -97,6 +119,7 @@ impl Link {
             checked: Mutex::new(lru::LruCache::new(NonZeroUsize::new(CHECKED_REMEMBERED).unwrap_or(NonZeroUsize::MIN))),
             fetches,
             stats: LinkStats::default(),
+            prefetch: Mutex::default(),
         })
     }
 

@@ -440,3 +440,86 @@ fn a_lake_over_a_bad_link_is_read_whole_and_right() {
     assert!(seen.iter().any(|s| s.fault == Some(Fault::Flip)), "a damaged answer was among them");
     assert!(seen.iter().any(|s| s.fault == Some(Fault::Busy(1))), "a busy answer was among them");
 }
+
+/// `edgeblob-admin link prefetch` fetches every lake blob under a prefix into a running node
+/// (its progress followed to the end), after which reads send nothing to the lake;
+/// `link status` and `/metrics` report what the link did.
+#[test]
+fn a_prefetch_warms_the_cache_and_the_link_reports_it() {
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
+    let lake_addr = lake.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 3));
+    let blobs: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| (format!("{}/{i:02}", if i < 30 { "train" } else { "eval" }), data(i, i as usize * 7919)))
+        .collect();
+    rt.block_on(async {
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        for (name, body) in &blobs {
+            lake_put(&lake_addr, name, body).await;
+        }
+    });
+    let config = format!(
+        "[[links]]\ncontainer = \"cache\"\nurl = \"http://{}/{DEV_ACCOUNT}/lake/datasets\"\nremote_account = \"{DEV_ACCOUNT}\"\nremote_key = \"{DEV_KEY}\"\nrevalidate = \"never\"\n",
+        proxy.addr
+    );
+    let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
+    // The proxy runs on this thread's runtime: the admin tool runs beside it.
+    let admin = edgeblob_testkit::node::workspace_bin("edgeblob-admin");
+    let admin_addr = node.admin.clone();
+    let out = rt.block_on(async move {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(admin)
+                .args([
+                    "link",
+                    "prefetch",
+                    "--container",
+                    "cache",
+                    "--prefix",
+                    "train/",
+                    "--parallel",
+                    "4",
+                    "--admin",
+                    &admin_addr,
+                ])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    });
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let train_bytes: usize = blobs[..30].iter().map(|(_, b)| b.len()).sum();
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with(&format!("listed 30 ({train_bytes} bytes), here 30 ({train_bytes} bytes), errors 0")),
+        "{text}"
+    );
+    rt.block_on(async {
+        let before = proxy.seen().len();
+        for (name, body) in &blobs[..30] {
+            let (status, _, got) = get(&node.http, name).await;
+            assert!(status == 200 && &got == body, "{name} after the prefetch");
+        }
+        assert_eq!(proxy.seen().len(), before, "prefetched blobs are read from flash");
+        // Not under the prefix: fetched at its first read.
+        assert!(get(&node.http, "eval/30").await.2 == blobs[30].1);
+        assert!(proxy.seen().len() > before);
+        let (status, _, body) = signed(&node.admin, "GET", "/links/status", &[], b"").await;
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let l = &v["links"][0];
+        assert_eq!((l["container"].as_str(), l["fetched"].as_u64()), (Some("cache"), Some(31)), "{v}");
+        assert_eq!(l["prefetch"]["done"].as_u64(), Some(30));
+        let (_, _, metrics) = signed(&node.admin, "GET", "/metrics", &[], b"").await;
+        let metrics = String::from_utf8(metrics).unwrap();
+        assert!(
+            metrics.contains("edgeblob_link_fetched_blobs_total{account=\"devstoreaccount1\",container=\"cache\"} 31"),
+            "{metrics}"
+        );
+    });
+}

@@ -93,6 +93,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TierCmd,
     },
+    /// Linked containers of a running node (its admin listener): their status, and prefetches
+    /// from the lake.
+    Link {
+        #[command(subcommand)]
+        cmd: LinkCmd,
+    },
     /// The restore points the tier holds (epochs: when cut, what they hold), and whether a
     /// restore into the `--data` devices did not finish.
     RestoreStatus {
@@ -218,6 +224,35 @@ enum TierCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum LinkCmd {
+    /// Every link: its lake, what it fetched and checked, and its last prefetch (JSON).
+    Status {
+        #[command(flatten)]
+        admin: AdminListener,
+    },
+    /// Fetches every blob of a linked container's lake under a prefix that is not here, or not
+    /// current, before a job reads it; prints its progress each second until it ends. Fails
+    /// when a blob could not be fetched.
+    Prefetch {
+        #[command(flatten)]
+        online: Online,
+        /// Blobs fetched at once (default: the link's max_fetches).
+        #[arg(long)]
+        parallel: Option<usize>,
+    },
+}
+
+/// A running node's admin listener.
+#[derive(clap::Args)]
+struct AdminListener {
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    admin: String,
+    /// A file holding the admin token, where the node has one configured.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
 /// A running node's admin listener, and what an operation names.
 #[derive(clap::Args)]
 struct Online {
@@ -241,27 +276,90 @@ struct Online {
 
 /// POSTs operation `op` to a running node's admin listener: its status and answer.
 fn operate(op: &str, o: &Online) -> Result<(u16, String), String> {
+    admin_call("POST", &format!("/tier/{op}?{}", o.query()), &o.admin, o.token_file.as_deref())
+}
+
+impl Online {
+    /// The query naming what the operation works on.
+    fn query(&self) -> String {
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let mut q = format!("prefix={}", enc(&self.prefix));
+        if let Some(c) = &self.container {
+            q.push_str(&format!("&container={}", enc(c)));
+        }
+        if let Some(a) = &self.account {
+            q.push_str(&format!("&account={}", enc(a)));
+        }
+        q
+    }
+}
+
+/// One request to a running node's admin listener: its status and answer.
+fn admin_call(
+    method: &str,
+    target: &str,
+    admin: &str,
+    token_file: Option<&std::path::Path>,
+) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
-    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-    let mut target = format!("/tier/{op}?prefix={}", enc(&o.prefix));
-    if let Some(c) = &o.container {
-        target.push_str(&format!("&container={}", enc(c)));
-    }
-    if let Some(a) = &o.account {
-        target.push_str(&format!("&account={}", enc(a)));
-    }
-    let token = match &o.token_file {
+    let token = match token_file {
         Some(f) => Some(std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?.trim().to_owned()),
         None => None,
     };
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let mut s = std::net::TcpStream::connect(&o.admin).map_err(|e| format!("the admin listener {}: {e}", o.admin))?;
-    write!(s, "POST {target} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n{auth}Connection: close\r\n\r\n", o.admin)
+    let mut s = std::net::TcpStream::connect(admin).map_err(|e| format!("the admin listener {admin}: {e}"))?;
+    write!(s, "{method} {target} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\n{auth}Connection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut answer = String::new();
     s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
     let status = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or("not an HTTP answer")?;
     Ok((status, answer.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_owned()).unwrap_or_default()))
+}
+
+/// Starts a prefetch and follows it to its end, a line of progress a second.
+fn prefetch(o: &Online, parallel: Option<usize>) -> Result<ExitCode, String> {
+    let container = o.container.clone().ok_or("name the container (--container)")?;
+    let mut target = format!("/links/prefetch?{}", o.query());
+    if let Some(n) = parallel {
+        target.push_str(&format!("&parallel={n}"));
+    }
+    let (status, body) = admin_call("POST", &target, &o.admin, o.token_file.as_deref())?;
+    if status != 202 {
+        return Err(format!("the node answered {status}: {body}"));
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let (status, body) = admin_call("GET", "/links/status", &o.admin, o.token_file.as_deref())?;
+        if status != 200 {
+            return Err(format!("the node answered {status}: {body}"));
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("the node's status: {e}"))?;
+        let link = v["links"]
+            .as_array()
+            .and_then(|ls| {
+                ls.iter().find(|l| {
+                    l["container"] == container.as_str()
+                        && o.account.as_ref().is_none_or(|a| l["account"] == a.as_str())
+                })
+            })
+            .ok_or("the node no longer lists the link")?;
+        let p = &link["prefetch"];
+        println!(
+            "listed {} ({} bytes), here {} ({} bytes), errors {}, {:.0} s",
+            p["listed"],
+            p["listed_bytes"],
+            p["done"],
+            p["done_bytes"],
+            p["errors"],
+            p["secs"].as_f64().unwrap_or(0.0)
+        );
+        if p["running"] != true {
+            return match p["errors"].as_u64() {
+                Some(0) => Ok(ExitCode::SUCCESS),
+                _ => Err(format!("the prefetch ended with errors; the last: {}", p["last_error"])),
+            };
+        }
+    }
 }
 
 /// Prints a node's answer; failure unless it succeeded.
@@ -458,6 +556,10 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Tier { cmd: TierCmd::Now { online } } => print_answer(operate("now", &online)?),
+        Cmd::Link { cmd: LinkCmd::Status { admin } } => {
+            print_answer(admin_call("GET", "/links/status", &admin.admin, admin.token_file.as_deref())?)
+        }
+        Cmd::Link { cmd: LinkCmd::Prefetch { online, parallel } } => prefetch(&online, parallel),
         Cmd::Tier { cmd: TierCmd::Hydrate { online } } => print_answer(operate("hydrate", &online)?),
         Cmd::Tier { cmd: TierCmd::Verify { data, config } } => {
             let tier = edgeblob_engine::config::TierConfig { passive: true, ..tier_config(&config)? };

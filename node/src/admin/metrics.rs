@@ -204,6 +204,36 @@ pub fn device(
 }
 
 /// The tier's families.
+/// Each linked container's read-through counters, labelled by account and container.
+pub fn links(p: &mut Page, links: &crate::link::Links) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    type Pick = fn(&crate::link::LinkStats) -> &AtomicU64;
+    let families: [(&str, &str, Pick); 6] = [
+        (
+            "edgeblob_link_fetched_blobs_total",
+            "Blobs fetched from the lake and stored (first reads and changed blobs).",
+            |s| &s.fetched,
+        ),
+        ("edgeblob_link_fetched_bytes_total", "Bytes of blobs fetched from the lake and stored.", |s| &s.fetched_bytes),
+        ("edgeblob_link_joined_total", "Reads that waited on another read's fetch of the same blob.", |s| &s.joined),
+        ("edgeblob_link_revalidated_total", "Checks of a cached blob against the lake's ETag.", |s| &s.revalidated),
+        ("edgeblob_link_stale_total", "Checks that found the lake's blob changed or deleted.", |s| &s.stale),
+        ("edgeblob_link_served_unchecked_total", "Cached blobs served unchecked: the lake did not answer.", |s| {
+            &s.served_unchecked
+        }),
+    ];
+    for (name, help, pick) in families {
+        let samples: Vec<(Vec<(&str, &str)>, f64)> = links
+            .iter()
+            .map(|l| {
+                let labels = vec![("account", l.cfg.account.as_str()), ("container", l.cfg.container.as_str())];
+                (labels, pick(&l.stats).load(Relaxed) as f64)
+            })
+            .collect();
+        p.family(name, "counter", help, &samples);
+    }
+}
+
 pub fn tier(p: &mut Page, r: &TierReport) {
     let st = &r.status;
     p.one(

@@ -32,6 +32,7 @@ pub struct State {
     started: Instant,
     lifecycle: Arc<crate::lifecycle::Lifecycle>,
     requests: Arc<crate::http::stats::RequestStats>,
+    links: Arc<crate::link::Links>,
     /// The last data-reduction figures (a walk of every blob: taken in the background, at most
     /// every [`REDUCTION_EVERY`]), and whether a walk is running.
     reduction: std::sync::Mutex<Option<(Instant, edgeblob_engine::stats::Reduction)>>,
@@ -52,6 +53,7 @@ impl State {
             started: Instant::now(),
             lifecycle: shared.lifecycle,
             requests: shared.requests,
+            links: shared.links,
             reduction: std::sync::Mutex::new(None),
             reducing: std::sync::atomic::AtomicBool::new(false),
             busy: tokio::sync::Mutex::new(()),
@@ -231,6 +233,29 @@ fn report_json(r: &TierReport) -> serde_json::Value {
     })
 }
 
+/// A link as `/links/status` shows it: where it reads from, what it did, the last prefetch.
+fn link_json(l: &crate::link::Link) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &l.stats;
+    let remote = l.remote.stats().snapshot();
+    let prefetch = l.prefetch.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    json!({
+        "account": l.cfg.account,
+        "container": l.cfg.container,
+        // The URL carries no credential (a SAS is configured apart).
+        "url": l.cfg.url,
+        "revalidate": format!("{:?}", l.cfg.revalidate),
+        "fetched": s.fetched.load(Relaxed),
+        "fetched_bytes": s.fetched_bytes.load(Relaxed),
+        "joined": s.joined.load(Relaxed),
+        "revalidated": s.revalidated.load(Relaxed),
+        "stale": s.stale.load(Relaxed),
+        "served_unchecked": s.served_unchecked.load(Relaxed),
+        "remote": { "bytes_sent": remote.bytes_sent, "bytes_received": remote.bytes_received },
+        "prefetch": prefetch,
+    })
+}
+
 /// How long the data-reduction figures serve before a scrape starts a new walk.
 const REDUCTION_EVERY: Duration = Duration::from_secs(300);
 
@@ -278,6 +303,9 @@ async fn metrics_page(state: &Arc<State>) -> Answer {
         f64::from(u8::from(state.lifecycle.not_ready().is_none())),
     );
     metrics::requests(&mut p, &state.requests.totals());
+    if !state.links.is_empty() {
+        metrics::links(&mut p, &state.links);
+    }
     let shared = state.node.shared();
     match state.node.space().await {
         Ok(space) => {
@@ -451,6 +479,48 @@ pub async fn handle(state: &Arc<State>, req: http::Request<hyper::body::Incoming
                 }
             }
         }
+        // A link's status names its lake and prefixes: authorised as operations are.
+        (&Method::GET, "/links/status") => {
+            if let Err(denied) = authorised(state, &req, peer) {
+                return denied.answer();
+            }
+            json_answer(
+                StatusCode::OK,
+                json!({ "links": state.links.iter().map(|l| link_json(l)).collect::<Vec<_>>() }),
+            )
+        }
+        (&Method::POST, "/links/prefetch") => {
+            if let Err(denied) = authorised(state, &req, peer) {
+                return denied.answer();
+            }
+            let p = match params(query.as_deref()) {
+                Ok(p) => p,
+                Err(bad) => return bad.answer(),
+            };
+            let (account, container, prefix) = match target_with(state, &p) {
+                Ok(t) => t,
+                Err(bad) => return bad.answer(),
+            };
+            let Some(link) = state.links.get(&account, &container).cloned() else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "ContainerNotLinked",
+                    format!("{account}/{container} is not linked"),
+                );
+            };
+            let parallel = p.iter().find(|(k, _)| k == "parallel").map(|(_, v)| v.parse::<usize>());
+            let parallel = match parallel {
+                None => link.cfg.max_fetches,
+                Some(Ok(n)) if (1..=256).contains(&n) => n,
+                Some(_) => return error(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", "parallel: 1 to 256"),
+            };
+            match crate::link_prefetch::start(state.node.clone(), state.links.clone(), link.clone(), prefix, parallel) {
+                Ok(()) => json_answer(StatusCode::ACCEPTED, link_json(&link)),
+                Err(why) => error(StatusCode::CONFLICT, "OperationInProgress", why),
+            }
+        }
+        (_, "/links/status") => error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", "use GET"),
+        (_, "/links/prefetch") => error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", "use POST"),
         (_, "/health/live" | "/health/ready" | "/metrics" | "/tier/status" | "/tier/blob") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", "use GET")
         }
