@@ -33,6 +33,8 @@ pub struct Link {
     pub stats: LinkStats,
     /// The last prefetch started (`edgeblob-admin link prefetch`), running or ended.
     pub prefetch: Mutex<Option<Prefetch>>,
+    /// The write-back's state, where the link writes back.
+    pub upload: Mutex<crate::link_upload::UploadState>,
 }
 
 /// A prefetch's progress: blobs of the lake listed under its prefix, made current here, and
@@ -120,6 +122,7 @@ impl Link {
             fetches,
             stats: LinkStats::default(),
             prefetch: Mutex::default(),
+            upload: Mutex::default(),
         })
     }
 
@@ -171,6 +174,11 @@ impl Links {
             }
         }
         Ok(Links { by_container })
+    }
+
+    /// The link of a container whose reads go through to the lake.
+    pub fn reading(&self, account: &str, container: &str) -> Option<&Arc<Link>> {
+        self.get(account, container).filter(|l| l.cfg.read_through)
     }
 
     pub fn get(&self, account: &str, container: &str) -> Option<&Arc<Link>> {

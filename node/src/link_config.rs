@@ -39,6 +39,24 @@ pub struct LinkConfig {
     /// blob not cached) or served as cached without a check.
     #[serde(default = "default_retry_budget")]
     pub retry_budget_secs: u64,
+    /// Reads and listings go through to the lake (blobs not here are fetched; the listing is
+    /// the lake's merged with what is here).
+    #[serde(default = "yes")]
+    pub read_through: bool,
+    /// Every blob committed here is uploaded to the lake under the same name, as a plain block
+    /// blob with its content headers, metadata, MD5 and block ids, `upload_after_secs` after
+    /// its commit; a lake blob changed by someone else meanwhile is not overwritten (a
+    /// conflict, reported).
+    #[serde(default)]
+    pub write_back: bool,
+    #[serde(default = "default_upload_after")]
+    pub upload_after_secs: u64,
+    /// Deletes the blob here once it is uploaded (unless written again meanwhile).
+    #[serde(default)]
+    pub delete_after_upload: bool,
+    /// Which blobs waiting for upload go first.
+    #[serde(default)]
+    pub upload_order: UploadOrder,
     /// Blobs fetched from the lake at once, node-wide (each holds up to two 4 MiB ranges in
     /// memory while it is stored).
     #[serde(default = "default_fetches")]
@@ -47,6 +65,25 @@ pub struct LinkConfig {
 
 fn dev_account() -> String {
     DEV_ACCOUNT.to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_upload_after() -> u64 {
+    10
+}
+
+/// Which of the blobs waiting for upload goes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadOrder {
+    /// The longest waiting (the lake's copy lags least in time).
+    #[default]
+    Oldest,
+    /// The newest (the latest checkpoint first).
+    Newest,
 }
 
 fn default_retry_budget() -> u64 {
@@ -100,6 +137,9 @@ impl LinkConfig {
         }
         edgeblob_remote::Endpoint::parse(&self.url).map_err(|e| format!("{what}: url: {e}"))?;
         self.credential()?;
+        if !self.read_through && !self.write_back {
+            return Err(format!("{what}: neither read_through nor write_back"));
+        }
         if self.max_fetches == 0 {
             return Err(format!("{what}: max_fetches must be at least 1"));
         }

@@ -9,6 +9,7 @@ use edgeblob::link_config::{LinkConfig, Revalidate};
 use edgeblob_testkit::faulty::{Fault, Faulty, Rule, Seen};
 use edgeblob_testkit::node::InProcess;
 use edgeblob_testkit::raw::signed;
+use futures::FutureExt;
 use md5::Digest;
 
 fn link(lake: SocketAddr, revalidate: Revalidate) -> impl FnOnce(&mut Config) {
@@ -31,6 +32,11 @@ fn link_with(lake: SocketAddr, revalidate: Revalidate, retry_budget_secs: u64) -
             bytes_per_sec: None,
             revalidate,
             retry_budget_secs,
+            read_through: true,
+            write_back: false,
+            upload_after_secs: 10,
+            delete_after_upload: false,
+            upload_order: Default::default(),
             max_fetches: 4,
         })
     }
@@ -521,5 +527,166 @@ fn a_prefetch_warms_the_cache_and_the_link_reports_it() {
             metrics.contains("edgeblob_link_fetched_blobs_total{account=\"devstoreaccount1\",container=\"cache\"} 31"),
             "{metrics}"
         );
+    });
+}
+
+/// Puts `blocks` as the blocks of `name` on `node`'s container `cache` and commits them with a
+/// content type, metadata and the whole's MD5; the MD5.
+async fn put_checkpoint(node: &str, name: &str, blocks: &[Vec<u8>], step: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let path = format!("/{DEV_ACCOUNT}/cache/{name}");
+    let mut list = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
+    let mut whole = md5::Md5::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let id = b64.encode(format!("block-{i:06}"));
+        let q = format!(
+            "{path}?comp=block&blockid={}",
+            percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        assert_eq!(signed(node, "PUT", &q, &[], block).await.0, 201);
+        list.push_str(&format!("<Latest>{id}</Latest>"));
+        whole.update(block);
+    }
+    list.push_str("</BlockList>");
+    let md5 = b64.encode(whole.finalize());
+    let h = [
+        ("x-ms-blob-content-md5", md5.as_str()),
+        ("x-ms-blob-content-type", "application/x-ckpt"),
+        ("x-ms-meta-step", step),
+    ];
+    let (status, head, _) = signed(node, "PUT", &format!("{path}?comp=blocklist"), &h, list.as_bytes()).await;
+    assert_eq!(status, 201, "{head}");
+    md5
+}
+
+/// Waits (up to a minute) until `check` holds, the proxy on this thread's runtime serving.
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within a minute");
+}
+
+async fn lake_has(lake: &str, name: &str) -> Option<String> {
+    let (status, head, _) = signed(lake, "HEAD", &format!("/{DEV_ACCOUNT}/lake/ckpts/{name}"), &[], b"").await;
+    (status == 200).then_some(head)
+}
+
+async fn link_status(admin: &str) -> serde_json::Value {
+    let (status, _, body) = signed(admin, "GET", "/links/status", &[], b"").await;
+    assert_eq!(status, 200);
+    serde_json::from_slice::<serde_json::Value>(&body).unwrap()["links"][0].clone()
+}
+
+/// Write-back: a checkpoint committed here appears in the lake with the same bytes, block list,
+/// Content-MD5, type and metadata; an upload cut by SIGKILL resumes after the restart with the
+/// blocks the lake holds; a lake blob someone else changed is not overwritten (a conflict,
+/// reported), nor one that was there before.
+#[test]
+fn checkpoints_go_to_the_lake_resume_after_a_kill_and_never_overwrite_anothers_change() {
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 2 << 30, 1, |_| {});
+    let lake_addr = lake.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 5));
+    let config = format!(
+        "[[links]]\ncontainer = \"cache\"\nurl = \"http://{}/{DEV_ACCOUNT}/lake/ckpts\"\nremote_account = \"{DEV_ACCOUNT}\"\nremote_key = \"{DEV_KEY}\"\nread_through = false\nwrite_back = true\nupload_after_secs = 0\nbytes_per_sec = 12000000\n",
+        proxy.addr
+    );
+    let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
+    let ckpt1: Vec<Vec<u8>> = (0..16).map(|i| data(100 + i, 1 << 20)).collect();
+    let ckpt2: Vec<Vec<u8>> = (0..16).map(|i| data(200 + i, 4 << 20)).collect();
+    let node = rt.block_on(async {
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        let md5 = put_checkpoint(&node.http, "ckpt1", &ckpt1, "1").await;
+        until("ckpt1 in the lake", || lake_has(&lake_addr, "ckpt1").map(|h| h.is_some())).await;
+        let head = lake_has(&lake_addr, "ckpt1").await.unwrap();
+        assert_eq!(header(&head, "content-md5"), Some(md5.to_ascii_lowercase().as_str()), "the checkpoint's MD5");
+        assert_eq!(header(&head, "content-type"), Some("application/x-ckpt"));
+        assert_eq!(header(&head, "x-ms-meta-step"), Some("1"));
+        let (_, _, body) = signed(&lake_addr, "GET", &format!("/{DEV_ACCOUNT}/lake/ckpts/ckpt1"), &[], b"").await;
+        assert!(body == ckpt1.concat(), "the lake's bytes");
+        let lake_list =
+            signed(&lake_addr, "GET", &format!("/{DEV_ACCOUNT}/lake/ckpts/ckpt1?comp=blocklist"), &[], b"").await.2;
+        let here_list =
+            signed(&node.http, "GET", &format!("/{DEV_ACCOUNT}/cache/ckpt1?comp=blocklist"), &[], b"").await.2;
+        assert_eq!(String::from_utf8(lake_list).unwrap(), String::from_utf8(here_list).unwrap(), "the same block list");
+        let s = link_status(&node.admin).await;
+        assert_eq!(s["write_back"]["uploaded"].as_u64(), Some(1), "{s}");
+
+        // A 64 MiB checkpoint at 12 MB/s: killed after its third block.
+        put_checkpoint(&node.http, "ckpt2", &ckpt2, "2").await;
+        let blocks_of = |seen: &[Seen]| {
+            seen.iter()
+                .filter(|s| {
+                    s.method == "PUT"
+                        && s.path_and_query.contains("/ckpt2?")
+                        && s.path_and_query.contains("comp=block&")
+                })
+                .count()
+        };
+        until("three blocks of ckpt2 sent", || {
+            let n = blocks_of(&proxy.seen());
+            async move { n >= 3 }
+        })
+        .await;
+        node
+    });
+    drop(node);
+    let sent_before = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.path_and_query.contains("/ckpt2?") && s.path_and_query.contains("comp=block&"))
+        .count();
+    assert!(sent_before < 16, "killed mid-upload ({sent_before} blocks sent)");
+    let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
+    rt.block_on(async {
+        until("ckpt2 in the lake after the restart", || lake_has(&lake_addr, "ckpt2").map(|h| h.is_some())).await;
+        let (_, _, body) = signed(&lake_addr, "GET", &format!("/{DEV_ACCOUNT}/lake/ckpts/ckpt2"), &[], b"").await;
+        assert!(body == ckpt2.concat(), "the lake's bytes after the resumed upload");
+        let sent = proxy
+            .seen()
+            .iter()
+            .filter(|s| s.path_and_query.contains("/ckpt2?") && s.path_and_query.contains("comp=block&"))
+            .count();
+        assert!(sent <= 16 + 1, "the remaining blocks, and at most one more: {sent} Put Blocks for 16 blocks");
+        let s = link_status(&node.admin).await;
+        assert!(s["write_back"]["blocks_resumed"].as_u64().unwrap() >= 2, "{s}");
+
+        // Someone else changes ckpt1 in the lake; a new version here is not uploaded over it.
+        let put = [("x-ms-blob-type", "BlockBlob")];
+        assert_eq!(
+            signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake/ckpts/ckpt1"), &put, b"theirs").await.0,
+            201
+        );
+        assert_eq!(signed(&node.http, "PUT", &format!("/{DEV_ACCOUNT}/cache/ckpt1"), &put, b"ours").await.0, 201);
+        // A name the lake has, never uploaded from here: not overwritten either.
+        assert_eq!(
+            signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake/ckpts/taken"), &put, b"lake's").await.0,
+            201
+        );
+        assert_eq!(signed(&node.http, "PUT", &format!("/{DEV_ACCOUNT}/cache/taken"), &put, b"node's").await.0, 201);
+        until("both conflicts reported", || {
+            let admin = node.admin.clone();
+            async move {
+                let s = link_status(&admin).await;
+                let c = &s["write_back"]["conflicts"];
+                c.get("ckpt1").is_some() && c.get("taken").is_some()
+            }
+        })
+        .await;
+        for (name, lake_bytes, here) in [("ckpt1", &b"theirs"[..], &b"ours"[..]), ("taken", b"lake's", b"node's")] {
+            let (_, _, body) = signed(&lake_addr, "GET", &format!("/{DEV_ACCOUNT}/lake/ckpts/{name}"), &[], b"").await;
+            assert_eq!(body, lake_bytes, "{name}: the lake's kept");
+            assert_eq!(get(&node.http, name).await.2, here, "{name}: ours kept");
+        }
     });
 }

@@ -78,6 +78,57 @@ pub struct Props {
 
 pub use crate::xml::ListedBlob as Listed;
 
+/// What a conditional write asks of the object it replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replaces {
+    /// Nothing: the name must be free (`If-None-Match: *`).
+    Nothing,
+    /// The version with this ETag (`If-Match`).
+    Version(String),
+}
+
+/// A blob's properties as a write sets them: content headers, metadata, the whole's MD5.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteProps {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub content_disposition: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_md5: Option<[u8; 16]>,
+    pub metadata: Vec<(String, String)>,
+}
+
+impl WriteProps {
+    fn apply(&self, c: &mut Call<'_>) {
+        let content = [
+            ("x-ms-blob-content-type", &self.content_type),
+            ("x-ms-blob-content-encoding", &self.content_encoding),
+            ("x-ms-blob-content-language", &self.content_language),
+            ("x-ms-blob-content-disposition", &self.content_disposition),
+            ("x-ms-blob-cache-control", &self.cache_control),
+        ];
+        for (name, v) in content {
+            if let Some(v) = v {
+                c.headers.push((name, v.clone()));
+            }
+        }
+        if let Some(sum) = self.content_md5 {
+            c.headers.push(("x-ms-blob-content-md5", B64.encode(sum)));
+        }
+        c.metadata = self.metadata.clone();
+    }
+}
+
+impl Replaces {
+    fn apply(&self, c: &mut Call<'_>) {
+        match self {
+            Replaces::Nothing => c.headers.push(("if-none-match", "*".into())),
+            Replaces::Version(etag) => c.headers.push(("if-match", etag.clone())),
+        }
+    }
+}
+
 /// One page of a listing: names are the container's, less the endpoint's prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListPage {
@@ -116,6 +167,8 @@ struct Call<'a> {
     name: Option<&'a str>,
     query: Vec<(&'static str, String)>,
     headers: Vec<(&'static str, String)>,
+    /// `x-ms-meta-<name>` headers.
+    metadata: Vec<(String, String)>,
     body: Bytes,
     ok: &'static [u16],
     /// The most bytes of answer read: a remote that sends more is cut off (a range's length;
@@ -138,6 +191,7 @@ impl<'a> Call<'a> {
             name,
             query: Vec::new(),
             headers: Vec::new(),
+            metadata: Vec::new(),
             body: Bytes::new(),
             ok,
             max_answer: MAX_ANSWER,
@@ -254,6 +308,10 @@ impl Remote {
         h.insert("x-ms-client-request-id", HeaderValue::from_str(request_id).map_err(|e| bad(e.to_string()))?);
         for (k, v) in &c.headers {
             h.insert(HeaderName::from_static(k), HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?);
+        }
+        for (k, v) in &c.metadata {
+            let name = HeaderName::from_bytes(format!("x-ms-meta-{k}").as_bytes()).map_err(|e| bad(e.to_string()))?;
+            h.insert(name, HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?);
         }
         if c.method == Method::PUT || !c.body.is_empty() {
             h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(c.body.len()));
@@ -443,13 +501,79 @@ impl Remote {
         .await
     }
 
+    /// Put Blob of `data` as `name` with `props`, only over what `replaces` says (else
+    /// [`RemoteError::AlreadyExists`]: someone else wrote the name). An attempt whose answer was
+    /// lost and whose retry finds the condition failed succeeds if the object there is this
+    /// write (its MD5). Its ETag.
+    pub async fn put_blob_over(
+        &self,
+        name: &str,
+        data: Bytes,
+        props: &WriteProps,
+        replaces: &Replaces,
+    ) -> Result<String, RemoteError> {
+        let sum = md5(&data);
+        let mut c = Call::new("Put Blob", Method::PUT, Some(name), &[201]);
+        c.headers.push(("x-ms-blob-type", "BlockBlob".into()));
+        c.headers.push(("content-md5", B64.encode(sum)));
+        props.apply(&mut c);
+        replaces.apply(&mut c);
+        c.body = data;
+        let whole = props.content_md5.unwrap_or(sum);
+        self.created(&c, true, || async {
+            Ok(self.properties(name).await?.filter(|p| p.content_md5 == Some(whole)).map(|p| p.etag))
+        })
+        .await
+    }
+
+    /// Put Block List of `ids` (client ids, as staged) as `name` with `props`, only over what
+    /// `replaces` says (else [`RemoteError::AlreadyExists`]); a lost answer is recognised as for
+    /// [`Remote::put_block_list`]. Its ETag.
+    pub async fn put_block_list_over(
+        &self,
+        name: &str,
+        ids: &[Vec<u8>],
+        props: &WriteProps,
+        replaces: &Replaces,
+    ) -> Result<String, RemoteError> {
+        let body = Bytes::from(xml::block_list(ids));
+        let mut c = Call::new("Put Block List", Method::PUT, Some(name), &[201]);
+        c.query.push(("comp", "blocklist".into()));
+        c.headers.push(("content-md5", B64.encode(md5(&body))));
+        c.headers.push(("content-type", "application/xml".into()));
+        props.apply(&mut c);
+        replaces.apply(&mut c);
+        c.body = body;
+        self.created(&c, true, || async {
+            let committed = self.committed_blocks(name).await?;
+            if !committed.iter().map(|(id, _)| id).eq(ids.iter()) {
+                return Ok(None);
+            }
+            Ok(Some(self.properties(name).await?.map(|p| p.etag).unwrap_or_default()))
+        })
+        .await
+    }
+
+    /// The blocks staged for `name` and not committed: ids and sizes (none when there is no
+    /// such blob and nothing staged).
+    pub async fn uncommitted_blocks(&self, name: &str) -> Result<Vec<(Vec<u8>, u64)>, RemoteError> {
+        let mut c = Call::new("Get Block List", Method::GET, Some(name), &[200]);
+        c.query.push(("comp", "blocklist".into()));
+        c.query.push(("blocklisttype", "uncommitted".into()));
+        match self.call(&c).await {
+            Ok(a) => xml::blocks(&a.body, "UncommittedBlocks").map_err(|why| RemoteError::Integrity { op: c.op, why }),
+            Err(RemoteError::Status { status: 404, .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The committed blocks of `name`: ids and sizes.
     pub async fn committed_blocks(&self, name: &str) -> Result<Vec<(Vec<u8>, u64)>, RemoteError> {
         let mut c = Call::new("Get Block List", Method::GET, Some(name), &[200]);
         c.query.push(("comp", "blocklist".into()));
         c.query.push(("blocklisttype", "committed".into()));
         let a = self.call(&c).await?;
-        xml::committed_blocks(&a.body).map_err(|why| RemoteError::Integrity { op: c.op, why })
+        xml::blocks(&a.body, "CommittedBlocks").map_err(|why| RemoteError::Integrity { op: c.op, why })
     }
 
     /// The whole of `name`, checked against its stored MD5 when it has one.

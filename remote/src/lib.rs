@@ -25,7 +25,7 @@ mod stats;
 mod throttle;
 mod xml;
 
-pub use client::{pem_roots, ListPage, Listed, Props, Remote, RemoteConfig};
+pub use client::{pem_roots, ListPage, Listed, Props, Remote, RemoteConfig, Replaces, WriteProps};
 pub use credential::Credential;
 pub use endpoint::Endpoint;
 pub use error::RemoteError;

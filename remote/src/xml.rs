@@ -43,20 +43,21 @@ fn walk(body: &[u8], mut on: impl FnMut(&[String], &str) -> Result<(), String>) 
 
 const END: &str = "\u{0}end";
 
-/// The committed blocks of a Get Block List answer: ids and sizes.
-pub fn committed_blocks(body: &[u8]) -> Result<Vec<(Vec<u8>, u64)>, String> {
+/// The blocks of one list of a Get Block List answer (`CommittedBlocks`, `UncommittedBlocks`):
+/// ids and sizes.
+pub fn blocks(body: &[u8], list: &str) -> Result<Vec<(Vec<u8>, u64)>, String> {
     let mut out = Vec::new();
     let (mut name, mut size) = (None, None);
     walk(body, |path, text| {
         let p: Vec<&str> = path.iter().map(String::as_str).collect();
         match (p.as_slice(), text) {
-            ([.., "CommittedBlocks", "Block", "Name"], t) if t != END => {
+            ([.., l, "Block", "Name"], t) if t != END && *l == list => {
                 name = Some(B64.decode(t.trim()).map_err(|e| format!("a block id is not base64: {e}"))?)
             }
-            ([.., "CommittedBlocks", "Block", "Size"], t) if t != END => {
+            ([.., l, "Block", "Size"], t) if t != END && *l == list => {
                 size = Some(t.trim().parse::<u64>().map_err(|e| format!("a block size: {e}"))?)
             }
-            ([.., "CommittedBlocks", "Block"], END) => match (name.take(), size.take()) {
+            ([.., l, "Block"], END) if *l == list => match (name.take(), size.take()) {
                 (Some(n), Some(s)) => out.push((n, s)),
                 _ => return Err("a committed block without its name or size".into()),
             },
@@ -155,7 +156,8 @@ mod tests {
     #[test]
     fn answers_parse_as_azure_writes_them() {
         let bl = b"<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><CommittedBlocks><Block><Name>AAE=</Name><Size>5</Size></Block><Block><Name>AAI=</Name><Size>7</Size></Block></CommittedBlocks><UncommittedBlocks><Block><Name>AAM=</Name><Size>1</Size></Block></UncommittedBlocks></BlockList>";
-        assert_eq!(committed_blocks(bl).unwrap(), vec![(vec![0, 1], 5), (vec![0, 2], 7)]);
+        assert_eq!(blocks(bl, "CommittedBlocks").unwrap(), vec![(vec![0, 1], 5), (vec![0, 2], 7)]);
+        assert_eq!(blocks(bl, "UncommittedBlocks").unwrap(), vec![(vec![0, 3], 1)]);
         let page = b"<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults ServiceEndpoint=\"x\" ContainerName=\"c\"><Prefix>p/</Prefix><Blobs><Blob><Name>p/a&amp;b</Name><Properties><Etag>\"0x1\"</Etag><Content-Length>12</Content-Length></Properties></Blob><Blob><Name>p/c</Name><Properties><Content-Length>0</Content-Length><Etag>0x2</Etag></Properties></Blob></Blobs><NextMarker>m2</NextMarker></EnumerationResults>";
         let (blobs, prefixes, next) = list_page(page).unwrap();
         assert!(prefixes.is_empty());
@@ -174,8 +176,9 @@ mod tests {
         assert_eq!(h.get("content-md5").unwrap(), "DMF1ucDxtqgxw5niaXcmYQ==");
         assert_eq!(h.get("x-ms-meta-origin").unwrap(), "lake");
         assert_eq!(h.len(), 4, "only what Get Blob Properties would answer: {h:?}");
-        assert!(committed_blocks(
-            b"<BlockList><CommittedBlocks><Block><Name>!!</Name><Size>1</Size></Block></CommittedBlocks></BlockList>"
+        assert!(blocks(
+            b"<BlockList><CommittedBlocks><Block><Name>!!</Name><Size>1</Size></Block></CommittedBlocks></BlockList>",
+            "CommittedBlocks"
         )
         .is_err());
         assert_eq!(

@@ -39,6 +39,14 @@ pub enum PropsChange {
     Metadata(Metadata),
     /// Set Blob Tier: neither the ETag nor Last-Modified change (Azure's rule).
     Tier(edgeblob_proto::request::AccessTier),
+    /// The node's note that this version is now the lake's version with this ETag (a linked
+    /// container's upload ended): nothing a client sees changes, ETag and Last-Modified
+    /// included.
+    LakeSynced(String),
+    /// The node's note that the lake now holds version `etag` of a blob this one replaced (an
+    /// upload of an older version ended after this one was written): this one's upload must
+    /// find that version there. Nothing a client sees changes.
+    LakeBase(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,12 +118,14 @@ fn next_version(
     s: &Shard,
     cid: u64,
     cur: Option<&Blob>,
-    props: BlobProps,
+    mut props: BlobProps,
     blocks: Vec<Block>,
     single_put: bool,
     keep: Option<Stamps>,
 ) -> Blob {
     let now = now_ns();
+    // A linked container's upload must know which version of the lake this one replaces.
+    crate::reserved_metadata::carry_lake_base(cur.map(|b| &b.props.metadata), &mut props.metadata);
     let stamps = match keep {
         Some(k) => {
             s.node.raise_clock(k.etag);
@@ -353,10 +363,24 @@ pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: C
         let mut props = cur.props.clone();
         let (mut etag, mut modified_ns) = (s.node.stamp(), now_ns());
         match change {
-            PropsChange::Properties(p) => props = BlobProps { metadata: props.metadata, copy: props.copy, ..*p },
-            PropsChange::Metadata(md) => props.metadata = keep_reserved(&props.metadata, md),
+            PropsChange::Properties(p) => {
+                props = BlobProps { metadata: props.metadata, copy: props.copy, ..*p };
+                crate::reserved_metadata::changed_here(&mut props.metadata);
+            }
+            PropsChange::Metadata(md) => {
+                props.metadata = keep_reserved(&props.metadata, md);
+                crate::reserved_metadata::changed_here(&mut props.metadata);
+            }
             PropsChange::Tier(tier) => {
                 access_tier::set(&mut props.metadata, access_tier::Tier { tier, changed_ns: Some(modified_ns) });
+                (etag, modified_ns) = (cur.etag, cur.modified_ns);
+            }
+            PropsChange::LakeSynced(lake) => {
+                crate::reserved_metadata::set_lake_synced(&mut props.metadata, &lake);
+                (etag, modified_ns) = (cur.etag, cur.modified_ns);
+            }
+            PropsChange::LakeBase(lake) => {
+                crate::reserved_metadata::set_lake_base(&mut props.metadata, &lake);
                 (etag, modified_ns) = (cur.etag, cur.modified_ns);
             }
         }

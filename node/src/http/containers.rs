@@ -92,7 +92,7 @@ pub async fn list_blobs(c: &Call<'_>, p: ListBlobs) -> Result<Response<RespBody>
         marker: p.marker.clone(),
         max: p.max_results.value,
     };
-    let page = match c.ctx.links.get(&p.container.account, &p.container.container) {
+    let page = match c.ctx.links.reading(&p.container.account, &p.container.container) {
         Some(link) => {
             super::read_through::ensure_container(c.shard, link).await?;
             super::linked_listing::page(c, link, q, p.include_metadata).await?

@@ -117,6 +117,7 @@ pub fn serve(node: &Node, config: &Config) -> std::io::Result<Bound> {
             }
         }
     }
+    crate::link_upload::start(node.peers().clone(), node.shards(), shared.links.clone())?;
     // Without some of its devices the node serves the others read-only: writes are sent away
     // before their bodies are read, and readiness says why.
     if let Some(why) = node.shared().read_only() {

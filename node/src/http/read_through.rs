@@ -24,10 +24,7 @@ use super::body;
 use super::error::{ApiError, Result};
 use crate::link::{Flight, Link};
 
-/// The reserved metadata entry (docs/architecture.md, "Reserved metadata") that marks a blob as
-/// the lake's, fetched at the lake's ETag it holds: a client's write leaves it out, so a blob
-/// written here is never taken for the lake's.
-pub const LAKE_ETAG: &str = "$lake";
+pub use edgeblob_engine::reserved_metadata::LAKE_ETAG;
 
 /// The ranges a blob is fetched in: the largest Azure gives a range's MD5 for, so each is
 /// checked on its own as it arrives.
@@ -40,14 +37,15 @@ const RANGES_AHEAD: usize = 2;
 /// mid-fetch, try again this many times.
 const ATTEMPTS: usize = 3;
 
-/// The lake's ETag a blob was fetched at; `None` for a blob written here.
+/// The lake's ETag of the version a blob is (fetched, or uploaded); `None` for a blob written
+/// here since.
 pub fn lake_etag(props: &BlobProps) -> Option<&str> {
-    props.metadata.iter().find(|(k, _)| k == LAKE_ETAG).map(|(_, v)| v.as_str())
+    edgeblob_engine::reserved_metadata::lake_etag(&props.metadata)
 }
 
 /// Makes `key` current on flash when its container is linked; nothing otherwise.
 pub async fn before_read(shard: &Rc<Shard>, links: &crate::link::Links, key: &BlobKey) -> Result<()> {
-    let Some(link) = links.get(&key.account, &key.container) else { return Ok(()) };
+    let Some(link) = links.reading(&key.account, &key.container) else { return Ok(()) };
     ensure_container(shard, link).await?;
     for _ in 0..ATTEMPTS {
         let local = match ops::head_blob(shard, key.clone(), Conditions::default()).await {
