@@ -690,3 +690,52 @@ fn checkpoints_go_to_the_lake_resume_after_a_kill_and_never_overwrite_anothers_c
         }
     });
 }
+
+/// Write-back over a bad link (busy answers, cut connections, lost answers, flipped bytes):
+/// writes here never wait on it, and every checkpoint reaches the lake whole, with no conflict
+/// reported for a commit whose answer was lost.
+#[test]
+fn write_back_over_a_bad_link_drains_its_backlog_whole() {
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
+    let lake_addr = lake.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rules = vec![
+        Rule::ratio(Fault::LoseAnswer, 0.25),
+        Rule::ratio(Fault::Busy(1), 0.15),
+        Rule::ratio(Fault::Cut, 0.1),
+        Rule::ratio(Fault::Flip, 0.05),
+    ];
+    let proxy = rt.block_on(Faulty::start(lake.addr, rules, 11));
+    let node = InProcess::start(dir_n.path(), 1 << 30, 2, |c| {
+        link_with(proxy.addr, Revalidate::Always, 60)(c);
+        let l = &mut c.links[0];
+        (l.read_through, l.write_back, l.upload_after_secs) = (false, true, 0);
+        l.url = format!("http://{}/{DEV_ACCOUNT}/lake/ckpts", proxy.addr);
+    });
+    let addr = node.addr.to_string();
+    rt.block_on(async {
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        let ckpts: Vec<Vec<Vec<u8>>> =
+            (0..4).map(|c| (0..3).map(|i| data(300 + c * 10 + i, 1 << 20)).collect()).collect();
+        let started = std::time::Instant::now();
+        for (c, blocks) in ckpts.iter().enumerate() {
+            put_checkpoint(&addr, &format!("c{c}"), blocks, "1").await;
+        }
+        let put = [("x-ms-blob-type", "BlockBlob")];
+        assert_eq!(signed(&addr, "PUT", &format!("/{DEV_ACCOUNT}/cache/small"), &put, b"tiny").await.0, 201);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "writes here do not wait on the lake");
+        for (c, blocks) in ckpts.iter().enumerate() {
+            let name = format!("c{c}");
+            until(&format!("{name} in the lake"), || lake_has(&lake_addr, &name).map(|h| h.is_some())).await;
+            let (_, _, body) = signed(&lake_addr, "GET", &format!("/{DEV_ACCOUNT}/lake/ckpts/{name}"), &[], b"").await;
+            assert!(body == blocks.concat(), "{name} whole in the lake");
+        }
+        until("small in the lake", || lake_has(&lake_addr, "small").map(|h| h.is_some())).await;
+    });
+    let seen = proxy.seen();
+    assert!(seen.iter().any(|s| s.fault == Some(Fault::LoseAnswer)), "an answer was lost");
+    let (status, head, body) =
+        rt.block_on(signed(&lake_addr, "GET", &format!("/{DEV_ACCOUNT}/lake/ckpts/small"), &[], b""));
+    assert_eq!((status, &body[..]), (200, &b"tiny"[..]), "{head}");
+}
