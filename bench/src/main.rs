@@ -21,6 +21,7 @@ mod fill;
 mod fio;
 mod index;
 mod job;
+mod link;
 mod plot;
 mod report;
 mod restore;
@@ -72,6 +73,9 @@ enum Cmd {
     /// The Azure tier end to end: write, upload, release, then read back from the tier (first
     /// byte, random 4 KiB ranges, whole blobs), against another edgeblob or `--remote`.
     Tier(tier::Args),
+    /// Linked containers: reads straight from the lake, through a linked container (first and
+    /// again), a prefetch, and a checkpoint written back, timed.
+    Link(link::Args),
     /// A node restored from its tier alone: epoch, restore, open and first GET, timed.
     Restore(restore::Args),
     /// Serve blobs from memory (no auth, no durability): the loopback ceiling.
@@ -100,6 +104,7 @@ fn main() {
         Cmd::Small(a) => small::run(a).map(|_| 0),
         Cmd::BigBlob(a) => big_blob::run(a).map(|_| 0),
         Cmd::Tier(a) => tier::run(a).map(|_| 0),
+        Cmd::Link(a) => link::run(a).map(|_| 0),
         Cmd::Restore(a) => restore::run(a).map(|_| 0),
         Cmd::Run { args } => run_cmd(&args),
         Cmd::Compare(a) => compare::run(a).map(|_| 0),

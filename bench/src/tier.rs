@@ -91,7 +91,7 @@ fn body(i: u64, len: u64, compressible: bool) -> Vec<bytes::Bytes> {
 
 /// The remote: another edgeblob in this process (kept running while its node is held), unless
 /// `named` names one. Its origin.
-fn remote(dir: &std::path::Path, named: Option<&str>, size: u64) -> Result<(String, Option<Node>), String> {
+pub(crate) fn remote(dir: &std::path::Path, named: Option<&str>, size: u64) -> Result<(String, Option<Node>), String> {
     if let Some(o) = named {
         return Ok((o.to_owned(), None));
     }

@@ -600,9 +600,17 @@ impl Remote {
 
     /// As [`Remote::get_range`], of the object's version `etag` only (`If-Match`): a range of a
     /// version replaced since fails with status 412, so ranges read one after another are never
-    /// a mix of two versions.
-    pub async fn get_range_of(&self, name: &str, etag: &str, offset: u64, len: u64) -> Result<Bytes, RemoteError> {
-        self.range(name, offset, len, true, Some(etag)).await
+    /// a mix of two versions. `md5` asks for the range's MD5 (and checks it); without it the
+    /// caller checks the bytes itself (the whole's MD5: one MD5 on each side fewer).
+    pub async fn get_range_of(
+        &self,
+        name: &str,
+        etag: &str,
+        offset: u64,
+        len: u64,
+        md5: bool,
+    ) -> Result<Bytes, RemoteError> {
+        self.range(name, offset, len, md5, Some(etag)).await
     }
 
     /// As [`Remote::get_range`], without asking for the range's MD5: for bytes the caller checks

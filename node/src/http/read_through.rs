@@ -1,6 +1,7 @@
 //! Read-through of a linked container (`[[links]]`): before a blob of it is read, the blob is
 //! made current on flash. A blob not here is fetched from the lake whole (ranges of 4 MiB, each
-//! of the version first seen: never a mix of two) and stored as a Put Blob would store it, with
+//! of the version first seen: never a mix of two; checked against the whole's MD5, or each
+//! against its own) and stored as a Put Blob would store it, with
 //! the lake's ETag, content headers, metadata, MD5 and Last-Modified; readers who ask for it meanwhile,
 //! on any shard, wait on that one fetch. A blob fetched earlier is checked against the lake's
 //! ETag as the link's `revalidate` says: changed, it is fetched again; gone, it is deleted here.
@@ -155,7 +156,14 @@ async fn refresh(s: &Rc<Shard>, link: &Arc<Link>, key: &BlobKey, local: Option<B
         return Ok(Refreshed::Current);
     };
     let _slot = link.fetches.acquire().await.map_err(|_| lake_unavailable("the node is stopping"))?;
-    match fetch(s, link, key, &lake, cond).await {
+    // A blob with an MD5 is checked whole; one whose whole does not match (a damaged range, or
+    // an MD5 its writer got wrong: Put Block List does not check it) is read again range by
+    // range, each checked, and kept as the lake has it.
+    let fetched = match fetch(s, link, key, &lake, cond.clone(), lake.content_md5.is_none()).await {
+        Err(Fetch::Mismatch) => fetch(s, link, key, &lake, cond, true).await,
+        other => other,
+    };
+    match fetched {
         Ok(b) => {
             link.stats.fetched.fetch_add(1, Ordering::Relaxed);
             link.stats.fetched_bytes.fetch_add(b.size, Ordering::Relaxed);
@@ -163,12 +171,15 @@ async fn refresh(s: &Rc<Shard>, link: &Arc<Link>, key: &BlobKey, local: Option<B
             Ok(Refreshed::Current)
         }
         Err(Fetch::Raced) => Ok(Refreshed::Raced),
+        Err(Fetch::Mismatch) => Err(lake_unavailable("the lake's blob did not match its length")),
         Err(Fetch::Failed(e)) => Err(e),
     }
 }
 
 enum Fetch {
     Raced,
+    /// The bytes did not match the lake's MD5 for the whole.
+    Mismatch,
     Failed(ApiError),
 }
 
@@ -181,13 +192,15 @@ impl From<EngineError> for Fetch {
     }
 }
 
-/// Stores the lake's blob `lake` as `key`, on the condition `cond` of what is here.
+/// Stores the lake's blob `lake` as `key`, on the condition `cond` of what is here; each range
+/// checked against its MD5 (`checked_ranges`), or the whole against the blob's.
 async fn fetch(
     s: &Rc<Shard>,
     link: &Arc<Link>,
     key: &BlobKey,
     lake: &edgeblob_remote::Props,
     cond: Conditions,
+    checked_ranges: bool,
 ) -> std::result::Result<BlobSummary, Fetch> {
     if lake.len > limits::MAX_PUT_BLOB_SIZE {
         let why = format!(
@@ -206,7 +219,7 @@ async fn fetch(
     let stream = futures::stream::iter(ranges(lake.len))
         .map(move |(at, len)| {
             let (l, name, etag) = (l.clone(), name.clone(), etag.clone());
-            async move { l.remote.get_range_of(&name, &etag, at, len).await }
+            async move { l.remote.get_range_of(&name, &etag, at, len, checked_ranges).await }
         })
         .buffered(RANGES_AHEAD)
         .map_err(|e| match &e {
@@ -214,18 +227,18 @@ async fn fetch(
             edgeblob_remote::RemoteError::Status { status: 412, .. } => std::io::Error::other(RACED),
             _ => std::io::Error::other(e.to_string()),
         });
-    let tap = body::tap(lake.content_md5.is_some(), false);
+    let whole = lake.content_md5.filter(|_| !checked_ranges);
+    let tap = body::tap(whole.is_some(), false);
     let stored = match ops::store(s, key, body::hashed(stream, tap.clone()).boxed_local(), lake.len).await {
         Ok(stored) => stored,
         Err(EngineError::Body(why)) if why.contains(RACED) => return Err(Fetch::Raced),
         Err(EngineError::Body(why)) => return Err(Fetch::Failed(lake_unavailable(&why))),
         Err(e) => return Err(e.into()),
     };
-    if stored.len != lake.len || body::check_digests(&tap, lake.content_md5, None).is_err() {
+    if stored.len != lake.len || body::check_digests(&tap, whole, None).is_err() {
         stored.give_back(s);
-        // The ranges each checked out, the whole did not: the lake's blob changed between them
-        // in a way its ETag did not show, or a damaged answer passed. Never stored.
-        return Err(Fetch::Failed(lake_unavailable("the lake's blob did not match its length and MD5")));
+        // Never stored: a damaged answer, or a lake blob changed in a way its ETag did not show.
+        return Err(Fetch::Mismatch);
     }
     let (props, stamps) = lake_props(s, lake);
     Ok(ops::commit_single(s, key.clone(), stored, props, cond, Some(stamps)).await?)
