@@ -371,11 +371,11 @@ fn a_linked_listing_of_an_azurite_lake() {
     rt.block_on(listings_merge_the_lake_with_what_is_here(&addr.to_string(), &node.addr.to_string()));
 }
 
-/// azcopy and the Python SDK, pointed at the node, read a linked container unchanged: a
-/// recursive download (listing, then ranged reads of blobs not yet here) and the SDK's listing
-/// and download give the lake's bytes.
+/// azcopy, rclone and the Python SDK, pointed at the node, read a linked container unchanged:
+/// a recursive download (listing, then ranged reads of blobs not yet here), a copy, and the
+/// SDK's listing and downloads give the lake's bytes.
 #[test]
-fn azcopy_and_the_python_sdk_read_a_linked_container_unchanged() {
+fn azcopy_rclone_and_the_python_sdk_read_a_linked_container_unchanged() {
     let Some(kit) = edgeblob_testkit::peers::kit("azcopy and the SDK on a linked container") else { return };
     let (dir_l, dir_n, out) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -400,7 +400,10 @@ fn azcopy_and_the_python_sdk_read_a_linked_container_unchanged() {
         set -e
         source "$KIT/env.sh"
         sas=$(peers_account_sas)
-        azcopy copy "$BLOB_ENDPOINT/devstoreaccount1/cache?$sas" "$OUT" --recursive --from-to BlobLocal --log-level ERROR > "$OUT.azcopy.log" 2>&1 || { cat "$OUT.azcopy.log"; exit 1; }
+        azcopy copy "$BLOB_ENDPOINT/devstoreaccount1/cache?$sas" "$OUT" --recursive --from-to BlobLocal --log-level ERROR > "$OUT/azcopy.log" 2>&1 || { cat "$OUT/azcopy.log"; exit 1; }
+        export RCLONE_CONFIG="$OUT/rclone.conf"; : > "$RCLONE_CONFIG"
+        export RCLONE_CONFIG_EMU_TYPE=azureblob RCLONE_CONFIG_EMU_USE_EMULATOR=true RCLONE_CONFIG_EMU_ENDPOINT="$BLOB_ENDPOINT/devstoreaccount1"
+        rclone copy emu:cache "$OUT/rclone-out" > "$OUT/rclone.log" 2>&1 || { cat "$OUT/rclone.log"; exit 1; }
         CONN=$(peers_conn_str) peers_python - <<'PY'
 import hashlib, os
 from azure.storage.blob import BlobServiceClient
@@ -424,6 +427,9 @@ PY
     for (name, body) in &blobs {
         let got = std::fs::read(out.path().join("cache").join(name)).unwrap_or_else(|e| panic!("azcopy's {name}: {e}"));
         assert!(&got == body, "azcopy downloaded {name} as the lake has it");
+        let got =
+            std::fs::read(out.path().join("rclone-out").join(name)).unwrap_or_else(|e| panic!("rclone's {name}: {e}"));
+        assert!(&got == body, "rclone copied {name} as the lake has it");
         let md5 = format!("{:x}", md5::Md5::digest(body));
         assert!(text.contains(&format!("SDK {name} {} {md5}", body.len())), "the SDK listed and read {name}:\n{text}");
     }

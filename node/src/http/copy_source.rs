@@ -59,6 +59,8 @@ async fn open_local(c: &Call<'_>, st: &addr::Target, src: &CopySource) -> Result
     };
     authorize_local_source(c, src, st, ctr)?;
     let key = BlobKey::new(&st.account, ctr, b);
+    // A source in a linked container is read as a GET reads it: fetched first if not here.
+    super::read_through::before_read(c.shard, &c.ctx.links, &key).await?;
     let (summary, (start, end), reader) =
         ops::open_read(c.shard, key, src.range, src.conditions.clone()).await.map_err(|e| {
             if matches!(e, EngineError::ConditionNotMet | EngineError::NotModified) {
