@@ -66,6 +66,8 @@ fn link(name: &str, lake: &str, prefix: &str) -> LinkConfig {
         upload_after_secs: 0,
         delete_after_upload: false,
         upload_order: Default::default(),
+        evict_above: 0.9,
+        evict_below: 0.8,
         max_fetches: 16,
     }
 }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod link;
 pub mod link_config;
+pub mod link_evict;
 pub mod link_prefetch;
 pub mod link_upload;
 pub mod notify;

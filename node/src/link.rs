@@ -28,6 +28,8 @@ pub struct Link {
     flights: Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>,
     /// When each cached blob was last found current in the lake.
     checked: Mutex<lru::LruCache<String, Instant>>,
+    /// The blobs read lately, least recent first: what eviction keeps longest.
+    read: Mutex<lru::LruCache<String, ()>>,
     /// Bounds the fetches running at once (each holds up to two ranges in memory).
     pub fetches: tokio::sync::Semaphore,
     pub stats: LinkStats,
@@ -35,6 +37,8 @@ pub struct Link {
     pub prefetch: Mutex<Option<Prefetch>>,
     /// The write-back's state, where the link writes back.
     pub upload: Mutex<crate::link_upload::UploadState>,
+    /// What eviction deleted here since the node started.
+    pub evicted: Mutex<crate::link_evict::Evicted>,
 }
 
 /// A prefetch's progress: blobs of the lake listed under its prefix, made current here, and
@@ -119,10 +123,12 @@ impl Link {
             remote,
             flights: Mutex::default(),
             checked: Mutex::new(lru::LruCache::new(NonZeroUsize::new(CHECKED_REMEMBERED).unwrap_or(NonZeroUsize::MIN))),
+            read: Mutex::new(lru::LruCache::new(NonZeroUsize::new(CHECKED_REMEMBERED).unwrap_or(NonZeroUsize::MIN))),
             fetches,
             stats: LinkStats::default(),
             prefetch: Mutex::default(),
             upload: Mutex::default(),
+            evicted: Mutex::default(),
         })
     }
 
@@ -148,6 +154,17 @@ impl Link {
                 checked.get(name).is_none_or(|at| at.elapsed() >= Duration::from_secs(secs))
             }
         }
+    }
+
+    /// Notes a read of `name` (eviction keeps the most recently read longest).
+    pub fn was_read(&self, name: &str) {
+        self.read.lock().unwrap_or_else(|p| p.into_inner()).put(name.to_owned(), ());
+    }
+
+    /// The blobs read lately, each with its rank: higher for more recently read.
+    pub fn read_order(&self) -> HashMap<String, usize> {
+        let read = self.read.lock().unwrap_or_else(|p| p.into_inner());
+        read.iter().rev().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect()
     }
 
     /// Notes that `name` was found current in the lake now.

@@ -57,6 +57,13 @@ pub struct LinkConfig {
     /// Which blobs waiting for upload go first.
     #[serde(default)]
     pub upload_order: UploadOrder,
+    /// When the node's data areas are fuller than this fraction, blobs fetched from the lake (or
+    /// uploaded to it) are deleted here, least recently read first, down to `evict_below`: they
+    /// can always be fetched again. Blobs not in the lake are never evicted.
+    #[serde(default = "default_evict_above")]
+    pub evict_above: f64,
+    #[serde(default = "default_evict_below")]
+    pub evict_below: f64,
     /// Blobs fetched from the lake at once, node-wide (each holds up to two 4 MiB ranges in
     /// memory while it is stored).
     #[serde(default = "default_fetches")]
@@ -84,6 +91,14 @@ pub enum UploadOrder {
     Oldest,
     /// The newest (the latest checkpoint first).
     Newest,
+}
+
+fn default_evict_above() -> f64 {
+    0.9
+}
+
+fn default_evict_below() -> f64 {
+    0.8
 }
 
 fn default_retry_budget() -> u64 {
@@ -139,6 +154,12 @@ impl LinkConfig {
         self.credential()?;
         if !self.read_through && !self.write_back {
             return Err(format!("{what}: neither read_through nor write_back"));
+        }
+        if !(0.0..=1.0).contains(&self.evict_below)
+            || !(0.0..=1.0).contains(&self.evict_above)
+            || self.evict_below > self.evict_above
+        {
+            return Err(format!("{what}: evict_below and evict_above are fractions, the first not above the second"));
         }
         if self.max_fetches == 0 {
             return Err(format!("{what}: max_fetches must be at least 1"));

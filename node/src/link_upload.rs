@@ -1,7 +1,8 @@
 //! Write-back of a linked container (`write_back = true`): every blob committed here goes to the
 //! lake under the same name, as a plain block blob with the same bytes, block ids, content
 //! headers, metadata and Content-MD5, `upload_after_secs` after its commit. One thread for the
-//! node (`edgeblob-links`), a task per link, one upload at a time per link; the engine is
+//! node's links (`edgeblob-links`, which evicts too: `link_evict`), a task per write-back link,
+//! one upload at a time per link; the engine is
 //! reached through the shards' inboxes, the lake through the link's client.
 //!
 //! What a blob's metadata says (`edgeblob_engine::reserved_metadata`): `$lake` = this version is
@@ -66,13 +67,13 @@ pub struct UploadState {
 
 /// The engine, from a thread that is not a shard.
 #[derive(Clone)]
-struct Engine {
-    peers: Peers<Shard>,
-    shards: usize,
+pub(crate) struct Engine {
+    pub peers: Peers<Shard>,
+    pub shards: usize,
 }
 
 /// Why a pass stopped.
-enum Stop {
+pub(crate) enum Stop {
     /// The node is stopping: the task ends.
     Gone,
     Failed(String),
@@ -88,7 +89,7 @@ impl From<EngineError> for Stop {
 }
 
 impl Engine {
-    async fn on<R, F, Fut>(&self, shard: usize, f: F) -> Result<R, Stop>
+    pub(crate) async fn on<R, F, Fut>(&self, shard: usize, f: F) -> Result<R, Stop>
     where
         R: Send + 'static,
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
@@ -98,20 +99,22 @@ impl Engine {
     }
 }
 
-/// Starts the write-back thread when a link writes back.
+/// Starts the links' thread (`edgeblob-links`): each write-back link's uploads, and the eviction
+/// of cached lake blobs when the node fills.
 pub fn start(peers: Peers<Shard>, shards: usize, links: Arc<Links>) -> std::io::Result<()> {
-    let writing: Vec<Arc<Link>> = links.iter().filter(|l| l.cfg.write_back).cloned().collect();
-    if writing.is_empty() {
+    if links.is_empty() {
         return Ok(());
     }
+    let writing: Vec<Arc<Link>> = links.iter().filter(|l| l.cfg.write_back).cloned().collect();
     let engine = Engine { peers, shards };
     std::thread::Builder::new().name("edgeblob-links".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
-            Err(e) => return tracing::error!(%e, "the write-back thread could not start its runtime"),
+            Err(e) => return tracing::error!(%e, "the links' thread could not start its runtime"),
         };
         rt.block_on(async move {
-            let tasks: Vec<_> = writing.into_iter().map(|l| tokio::spawn(run(engine.clone(), l))).collect();
+            let mut tasks: Vec<_> = writing.into_iter().map(|l| tokio::spawn(run(engine.clone(), l))).collect();
+            tasks.push(tokio::spawn(crate::link_evict::run(engine, links)));
             for t in tasks {
                 let _ = t.await;
             }

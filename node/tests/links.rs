@@ -37,6 +37,8 @@ fn link_with(lake: SocketAddr, revalidate: Revalidate, retry_budget_secs: u64) -
             upload_after_secs: 10,
             delete_after_upload: false,
             upload_order: Default::default(),
+            evict_above: 0.9,
+            evict_below: 0.8,
             max_fetches: 4,
         })
     }
@@ -762,4 +764,65 @@ fn write_back_over_a_bad_link_drains_its_backlog_whole() {
     let (status, head, body) =
         rt.block_on(signed(&lake_addr, "GET", &format!("/{DEV_ACCOUNT}/lake/ckpts/small"), &[], b""));
     assert_eq!((status, &body[..]), (200, &b"tiny"[..]), "{head}");
+}
+
+/// Random bytes: what compression does not shrink.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    use rand::{Rng, SeedableRng};
+    let mut out = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill(&mut out[..]);
+    out
+}
+
+/// A node filling up with lake blobs evicts them, least recently read first, down to its low
+/// mark: a blob read lately and one written here stay, an evicted one is fetched again when read.
+#[test]
+fn cached_lake_blobs_are_evicted_least_recently_read_first_and_fetched_again() {
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
+    let lake_addr = lake.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let node = InProcess::start(dir_n.path(), 256 << 20, 1, |c| {
+        link(lake.addr, Revalidate::Never)(c);
+        (c.links[0].evict_above, c.links[0].evict_below) = (0.5, 0.3);
+    });
+    let addr = node.addr.to_string();
+    let blobs: Vec<Vec<u8>> = (0..14).map(|i| noise(i, 8 << 20)).collect();
+    let blob = |i: u64| &blobs[i as usize];
+    rt.block_on(async {
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        for i in 0..14 {
+            lake_put(&lake_addr, &format!("b{i:02}"), blob(i)).await;
+        }
+        let put = [("x-ms-blob-type", "BlockBlob")];
+        assert_eq!(signed(&addr, "PUT", &format!("/{DEV_ACCOUNT}/cache/mine"), &put, &noise(99, 8 << 20)).await.0, 201);
+        // b00 is read again after each fetch: the most recently read throughout.
+        for i in 0..14 {
+            assert!(&get(&addr, &format!("b{i:02}")).await.2 == blob(i));
+            assert_eq!(get(&addr, "b00").await.0, 200);
+        }
+        // 15 blobs of 8 MiB in a node of 256 MiB: evicted down to 30% (the merged listing
+        // still shows the lake's; the node's own blobs are asked of the engine).
+        until("eviction", || async { here(&node).await.len() < 15 }).await;
+        let kept = here(&node).await;
+        assert!(kept.contains(&"mine".to_owned()), "a blob written here is never evicted: {kept:?}");
+        assert!(kept.contains(&"b00".to_owned()), "the most recently read stays: {kept:?}");
+        assert!(!kept.contains(&"b01".to_owned()), "the least recently read goes first: {kept:?}");
+        let listed =
+            signed(&addr, "GET", &format!("/{DEV_ACCOUNT}/cache?restype=container&comp=list"), &[], b"").await.2;
+        assert_eq!(
+            String::from_utf8(listed).unwrap().matches("<Blob>").count(),
+            15,
+            "evicted blobs are still listed (the lake's)"
+        );
+        // An evicted blob reads again, fetched anew.
+        assert!(&get(&addr, "b01").await.2 == blob(1));
+    });
+}
+
+/// The blobs the node itself holds in `cache` (not the merged listing).
+async fn here(node: &InProcess) -> Vec<String> {
+    let q = edgeblob_meta::listing::ListQuery { prefix: String::new(), delimiter: None, marker: None, max: 5000 };
+    let page = node.node().list_blobs(DEV_ACCOUNT, "cache", q).await.unwrap();
+    page.entries.iter().map(|e| e.name().to_owned()).collect()
 }

@@ -254,6 +254,7 @@ fn link_json(l: &crate::link::Link) -> serde_json::Value {
         "remote": { "bytes_sent": remote.bytes_sent, "bytes_received": remote.bytes_received },
         "prefetch": prefetch,
         "write_back": l.cfg.write_back.then(|| l.upload.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+        "evicted": l.evicted.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     })
 }
 

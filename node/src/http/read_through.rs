@@ -47,6 +47,7 @@ pub fn lake_etag(props: &BlobProps) -> Option<&str> {
 /// Makes `key` current on flash when its container is linked; nothing otherwise.
 pub async fn before_read(shard: &Rc<Shard>, links: &crate::link::Links, key: &BlobKey) -> Result<()> {
     let Some(link) = links.reading(&key.account, &key.container) else { return Ok(()) };
+    link.was_read(&key.name);
     ensure_container(shard, link).await?;
     for _ in 0..ATTEMPTS {
         let local = match ops::head_blob(shard, key.clone(), Conditions::default()).await {
