@@ -26,6 +26,7 @@ use edgeblob_meta::listing::{BlobSummary, ListEntry, ListQuery};
 use edgeblob_meta::model::BlobKey;
 use edgeblob_proto::conditions::{Conditions, ETagMatch};
 use edgeblob_remote::{RemoteError, Replaces, WriteProps};
+use futures::{StreamExt, TryStreamExt};
 
 use crate::link::{Link, Links};
 use crate::link_config::UploadOrder;
@@ -34,6 +35,9 @@ use crate::link_config::UploadOrder;
 /// memory): such a blob goes up in blocks of [`CUT`] with ids of the node's.
 const MIRROR_MAX: u64 = 64 << 20;
 const CUT: u64 = 8 << 20;
+
+/// Blocks of one upload in flight at once (each held in memory while it is sent).
+const BLOCKS_IN_FLIGHT: usize = 4;
 
 /// A blob this small, written by Put Blob, goes up in one Put Blob.
 const WHOLE_MAX: u64 = 4 << 20;
@@ -318,15 +322,25 @@ async fn upload(engine: &Engine, link: &Arc<Link>, b: &BlobSummary) -> Result<()
     } else {
         let staged: HashSet<(Vec<u8>, u64)> =
             link.remote.uncommitted_blocks(&b.name).await.map_err(remote_failed)?.into_iter().collect();
-        for (i, (id, at, len)) in blocks.iter().enumerate() {
-            if staged.contains(&(id.clone(), *len)) {
-                state(link, |s| s.blocks_resumed += 1);
-                continue;
+        let todo: Vec<(usize, Vec<u8>, u64, u64)> = blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, (id, _, len))| !staged.contains(&(id.clone(), *len)))
+            .map(|(i, (id, at, len))| (i, id.clone(), *at, *len))
+            .collect();
+        state(link, |s| s.blocks_resumed += (blocks.len() - todo.len()) as u64);
+        // A few blocks in flight: each read here and sent on its own; the first failure ends
+        // the upload (the blocks already sent stay staged in the lake for the next try).
+        let sends = futures::stream::iter(todo).map(|(i, id, at, len)| {
+            let (engine, link, key, b) = (engine.clone(), link.clone(), key.clone(), b.clone());
+            async move {
+                let data = read_range(&engine, &key, &b, at, len, i).await?;
+                link.remote.put_block(&b.name, &id, data).await.map_err(remote_failed)?;
+                state(&link, |s| s.blocks_sent += 1);
+                Ok::<(), Upload>(())
             }
-            let data = read_range(engine, &key, b, *at, *len, i).await?;
-            link.remote.put_block(&b.name, id, data).await.map_err(remote_failed)?;
-            state(link, |s| s.blocks_sent += 1);
-        }
+        });
+        sends.buffer_unordered(BLOCKS_IN_FLIGHT).try_for_each(|()| async { Ok(()) }).await?;
         let ids: Vec<Vec<u8>> = blocks.into_iter().map(|(id, _, _)| id).collect();
         link.remote.put_block_list_over(&b.name, &ids, &props, &replaces).await.map_err(remote_failed)?
     };
