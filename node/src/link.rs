@@ -74,6 +74,8 @@ pub struct LinkStats {
     pub stale: AtomicU64,
     /// Cached blobs served without a check because the lake did not answer.
     pub served_unchecked: AtomicU64,
+    /// Ranges of blobs not here yet served straight from the lake (their fetch behind them).
+    pub passed_through: AtomicU64,
 }
 
 /// Whether a reader leads a blob's fetch or waits on the one in flight.

@@ -826,3 +826,49 @@ async fn here(node: &InProcess) -> Vec<String> {
     let page = node.node().list_blobs(DEV_ACCOUNT, "cache", q).await.unwrap();
     page.entries.iter().map(|e| e.name().to_owned()).collect()
 }
+
+/// A range of a large lake blob not here yet is read straight from the lake, its whole fetched
+/// behind it once; later ranges come from flash. Its ETag is the lake's, as the cached blob's
+/// will be, and a failing condition gets its Azure answer.
+#[test]
+fn a_range_of_a_blob_not_here_yet_comes_straight_from_the_lake() {
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
+    let lake_addr = lake.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 9));
+    let node = InProcess::start(dir_n.path(), 1 << 30, 2, link(proxy.addr, Revalidate::Never));
+    let addr = node.addr.to_string();
+    let shard = data(40, 24 << 20);
+    rt.block_on(async {
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        lake_put(&lake_addr, "shard", &shard).await;
+        let lake_head = signed(&lake_addr, "HEAD", &format!("/{DEV_ACCOUNT}/lake/datasets/shard"), &[], b"").await.1;
+        let at = 10 << 20;
+        let range = format!("bytes={at}-{}", at + 4095);
+        let (status, head, body) =
+            signed(&addr, "GET", &format!("/{DEV_ACCOUNT}/cache/shard"), &[("x-ms-range", range.as_str())], b"").await;
+        assert_eq!(status, 206, "{head}");
+        assert!(body == shard[at..at + 4096], "the range's bytes");
+        assert_eq!(header(&head, "content-range"), Some(format!("bytes {at}-{}/{}", at + 4095, shard.len()).as_str()));
+        assert_eq!(header(&head, "etag"), header(&lake_head, "etag"), "the lake's ETag, as the cached blob's");
+        let seen = proxy.seen();
+        assert!(
+            seen.iter().any(|s| s.method == "GET" && s.path_and_query.ends_with("/shard") && s.bytes_out == 4096),
+            "the range came from the lake as a range"
+        );
+        // The whole is fetched behind it, once.
+        until("the blob here", || async { here(&node).await.contains(&"shard".to_owned()) }).await;
+        let sent = lake_sent(&proxy.seen(), "shard");
+        assert!(sent < shard.len() as u64 + 4096 + 64 * 1024, "one fetch and the range: {sent} bytes");
+        let before = proxy.seen().len();
+        let (status, _, body) =
+            signed(&addr, "GET", &format!("/{DEV_ACCOUNT}/cache/shard"), &[("x-ms-range", "bytes=7-70")], b"").await;
+        assert!(status == 206 && body == shard[7..71]);
+        assert_eq!(proxy.seen().len(), before, "later ranges from flash");
+        // Conditions are the ordinary read's.
+        let h = [("x-ms-range", "bytes=0-9"), ("if-match", "\"0x1\"")];
+        let (status, head, _) = signed(&addr, "GET", &format!("/{DEV_ACCOUNT}/cache/shard"), &h, b"").await;
+        assert_eq!((status, header(&head, "x-ms-error-code")), (412, Some("conditionnotmet")));
+    });
+}

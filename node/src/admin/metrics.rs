@@ -203,12 +203,11 @@ pub fn device(
     );
 }
 
-/// The tier's families.
 /// Each linked container's read-through counters, labelled by account and container.
 pub fn links(p: &mut Page, links: &crate::link::Links) {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     type Pick = fn(&crate::link::LinkStats) -> &AtomicU64;
-    let families: [(&str, &str, Pick); 6] = [
+    let families: [(&str, &str, Pick); 7] = [
         (
             "edgeblob_link_fetched_blobs_total",
             "Blobs fetched from the lake and stored (first reads and changed blobs).",
@@ -220,6 +219,9 @@ pub fn links(p: &mut Page, links: &crate::link::Links) {
         ("edgeblob_link_stale_total", "Checks that found the lake's blob changed or deleted.", |s| &s.stale),
         ("edgeblob_link_served_unchecked_total", "Cached blobs served unchecked: the lake did not answer.", |s| {
             &s.served_unchecked
+        }),
+        ("edgeblob_link_passed_through_total", "Ranges of blobs not here yet read straight from the lake.", |s| {
+            &s.passed_through
         }),
     ];
     for (name, help, pick) in families {
@@ -234,6 +236,7 @@ pub fn links(p: &mut Page, links: &crate::link::Links) {
     }
 }
 
+/// The tier's families.
 pub fn tier(p: &mut Page, r: &TierReport) {
     let st = &r.status;
     p.one(

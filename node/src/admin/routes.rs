@@ -251,6 +251,7 @@ fn link_json(l: &crate::link::Link) -> serde_json::Value {
         "revalidated": s.revalidated.load(Relaxed),
         "stale": s.stale.load(Relaxed),
         "served_unchecked": s.served_unchecked.load(Relaxed),
+        "passed_through": s.passed_through.load(Relaxed),
         "remote": { "bytes_sent": remote.bytes_sent, "bytes_received": remote.bytes_received },
         "prefetch": prefetch,
         "write_back": l.cfg.write_back.then(|| l.upload.lock().unwrap_or_else(|p| p.into_inner()).clone()),

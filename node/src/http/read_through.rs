@@ -17,7 +17,7 @@ use edgeblob_engine::error::EngineError;
 use edgeblob_engine::{ops, Shard};
 use edgeblob_meta::listing::BlobSummary;
 use edgeblob_meta::model::{limits, BlobKey, BlobProps, PublicAccess};
-use edgeblob_proto::conditions::{Conditions, ETagMatch};
+use edgeblob_proto::conditions::{ConditionOutcome, Conditions, ETagMatch};
 use edgeblob_proto::{headers as hdr, ErrorCode};
 use futures::{StreamExt, TryStreamExt};
 
@@ -85,6 +85,58 @@ pub async fn before_read(shard: &Rc<Shard>, links: &crate::link::Links, key: &Bl
         }
     }
     Ok(())
+}
+
+/// The longest range a read of a blob not here yet takes straight from the lake.
+pub const PASS_THROUGH_MAX: u64 = 8 << 20;
+
+/// A ranged read of a blob of a linked container that is not here yet: the range straight from
+/// the lake (its version pinned by If-Match), while the whole blob is fetched in the background
+/// as a first read fetches it, so a reader of a few MiB of a large blob waits for those, not for
+/// the whole. `None` where the ordinary read decides instead: the blob is here, the lake has no
+/// such blob or does not answer, the range is longer than [`PASS_THROUGH_MAX`], or the request's
+/// conditions do not pass against the lake's blob (the ordinary read gives their answer).
+pub async fn range_from_lake(
+    shard: &Rc<Shard>,
+    links: &Arc<crate::link::Links>,
+    key: &BlobKey,
+    range: (u64, Option<u64>),
+    cond: &Conditions,
+) -> Result<Option<(BlobSummary, (u64, u64), bytes::Bytes)>> {
+    let Some(link) = links.reading(&key.account, &key.container) else { return Ok(None) };
+    ensure_container(shard, link).await?;
+    match ops::head_blob(shard, key.clone(), Conditions::default()).await {
+        Err(EngineError::BlobNotFound) => {}
+        _ => return Ok(None),
+    }
+    let Ok(Some(lake)) = link.remote.properties(&key.name).await else { return Ok(None) };
+    let (start, end) = match range {
+        (a, _) if a >= lake.len => return Ok(None),
+        (a, b) => (a, b.map_or(lake.len, |b| b.saturating_add(1).min(lake.len))),
+    };
+    let seen = lake_summary(&key.name, &lake.etag, lake.len, &lake.headers);
+    let passes = cond.check(Some((seen.etag, seen.modified_ns)), false) == ConditionOutcome::Pass;
+    // The ETag shown must be the one the blob will have here once fetched.
+    let carried = lake_etag_value(&lake.etag, edgeblob_engine::shard::now_ns()).is_some();
+    if end <= start || end - start > PASS_THROUGH_MAX || !passes || !carried {
+        return Ok(None);
+    }
+    // The whole, for the reads after this one (one fetch however many ask).
+    let (s, l, k) = (shard.clone(), links.clone(), key.clone());
+    tokio::task::spawn_local(async move {
+        if let Err(e) = before_read(&s, &l, &k).await {
+            tracing::info!(container = %k.container, error = %e.message, "a linked blob's fetch behind a range failed");
+        }
+    });
+    let data = match link.remote.get_range_of(&key.name, &lake.etag, start, end - start, true).await {
+        Ok(d) => d,
+        // Replaced in the lake meanwhile, or out of reach: the ordinary read decides.
+        Err(_) => return Ok(None),
+    };
+    link.stats.passed_through.fetch_add(1, Ordering::Relaxed);
+    let mut seen = seen;
+    seen.props.content_md5 = lake.content_md5;
+    Ok(Some((seen, (start, end), data)))
 }
 
 /// What a check or fetch left.
