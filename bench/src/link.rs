@@ -1,8 +1,9 @@
 //! Linked containers end to end over HTTP: `--size` bytes of blobs of `--blob` bytes in a lake
 //! (another edgeblob in this process, or `--remote`: Azurite's origin, the development account),
 //! read whole one after another straight from the lake, then through a node whose container is
-//! linked to it (the first read fetches, the second is from flash), then prefetched by a second
-//! node (`--parallel` at once); and a checkpoint of `--checkpoint` bytes in 4 MiB blocks written
+//! linked to it (the first read fetches, the second is from flash), a 4 KiB range of each on a
+//! node that has none of them (answered from the lake, the whole fetched behind it), then
+//! prefetched by another node (`--parallel` at once); and a checkpoint of `--checkpoint` bytes in 4 MiB blocks written
 //! to a write-back container and timed until the lake holds it. Prints a Markdown table
 //! (docs/performance.md): first-byte latency p50 / p99 and MiB/s of each read, the prefetch's
 //! MiB/s, the checkpoint's write MiB/s and its lag to the lake.
@@ -129,6 +130,8 @@ pub fn run(a: Args) -> Result<(), String> {
     ];
     let (reader, reader_ep, _) = node(a.dir.join("node.dat"), a.size + a.checkpoint, links)?;
     let (warmer, _, warmer_shared) = node(a.dir.join("prefetch.dat"), a.size, vec![link("cache", &lake, "data")])?;
+    let (ranger, ranger_ep, ranger_shared) =
+        node(a.dir.join("ranges.dat"), a.size, vec![link("cache", &lake, "data")])?;
     let names: Vec<String> = (0..a.size.div_ceil(a.blob)).map(|i| format!("blob-{i:05}")).collect();
     let res = rt.block_on(async {
         let lake_ep = endpoint(&lake)?;
@@ -141,6 +144,27 @@ pub fn run(a: Args) -> Result<(), String> {
         }
         let lake_names: Vec<String> = names.iter().map(|n| format!("data/{n}")).collect();
         let direct = read_all(&lake_ep, "linkbench", &lake_names).await?;
+        // A 4 KiB range from the middle of each blob, on a node that has none of them yet.
+        let ranges = {
+            let ep = endpoint(&ranger_ep)?;
+            let mut conn = Conn::new(ep);
+            let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?;
+            for n in &names {
+                let at = a.blob.min(a.size) / 2;
+                let req = Request::new(Method::GET, "cache", Some(n), "")
+                    .header("x-ms-range", format!("bytes={at}-{}", at + 4095));
+                let t = Instant::now();
+                let resp = conn.send(req).await.map_err(|e| format!("{e:?}"))?;
+                consume(resp, None).await.map_err(|e| format!("{e:?}"))?;
+                h.record(t.elapsed().as_micros() as u64).map_err(|e| e.to_string())?;
+            }
+            // The fetches behind the ranges end before the next measurement starts.
+            let link = ranger_shared.links.get(ACCOUNT, "cache").cloned().ok_or("no link")?;
+            while link.stats.fetched.load(std::sync::atomic::Ordering::Relaxed) < names.len() as u64 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            h
+        };
         let node_ep = endpoint(&reader_ep)?;
         let first = read_all(&node_ep, "cache", &names).await?;
         let second = read_all(&node_ep, "cache", &names).await?;
@@ -198,9 +222,9 @@ pub fn run(a: Args) -> Result<(), String> {
             }
         }
         let lag = committed.elapsed();
-        Ok::<_, String>((direct, first, second, prefetch, written, lag))
+        Ok::<_, String>((direct, ranges, first, second, prefetch, written, lag))
     });
-    for n in [reader, warmer] {
+    for n in [reader, warmer, ranger] {
         if let Ok(n) = Arc::try_unwrap(n) {
             n.stop();
         }
@@ -208,10 +232,10 @@ pub fn run(a: Args) -> Result<(), String> {
     if let Some(r) = local_lake {
         r.stop();
     }
-    for f in ["node.dat", "prefetch.dat", "remote.dat"] {
+    for f in ["node.dat", "prefetch.dat", "ranges.dat", "remote.dat"] {
         let _ = std::fs::remove_file(a.dir.join(f));
     }
-    let (direct, first, second, prefetch, written, lag) = res?;
+    let (direct, ranges, first, second, prefetch, written, lag) = res?;
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let lake = a.remote.as_deref().unwrap_or("edgeblob (in process)");
     println!("| lake | read | first byte p50 / p99 ms | MiB/s |");
@@ -221,6 +245,11 @@ pub fn run(a: Args) -> Result<(), String> {
     {
         println!("| {lake} | {what} | {:.2} / {:.2} | {rate:.0} |", ms(h, 0.5), ms(h, 0.99));
     }
+    println!(
+        "| {lake} | a 4 KiB range of a blob not here yet | {:.2} / {:.2} | |",
+        ms(&ranges, 0.5),
+        ms(&ranges, 0.99)
+    );
     println!("| {lake} | prefetch, {} at once | | {prefetch:.0} |", a.parallel);
     println!();
     println!("| lake | checkpoint MiB | written here MiB/s | in the lake after the commit s | write-back MiB/s |");
