@@ -69,6 +69,7 @@ fn link(name: &str, lake: &str, prefix: &str) -> LinkConfig {
         upload_order: Default::default(),
         evict_above: 0.9,
         evict_below: 0.8,
+        fetch_by_block_above: 5000 << 20,
         max_fetches: 16,
     }
 }

@@ -64,6 +64,11 @@ pub struct LinkConfig {
     pub evict_above: f64,
     #[serde(default = "default_evict_below")]
     pub evict_below: f64,
+    /// A lake blob larger than this is fetched block by block under the lake's block ids (Get
+    /// Block List here is the lake's); at most Put Blob's limit (5,000 MiB), past which every
+    /// blob is fetched so.
+    #[serde(default = "default_by_block")]
+    pub fetch_by_block_above: u64,
     /// Blobs fetched from the lake at once, node-wide (each holds up to two 4 MiB ranges in
     /// memory while it is stored).
     #[serde(default = "default_fetches")]
@@ -91,6 +96,10 @@ pub enum UploadOrder {
     Oldest,
     /// The newest (the latest checkpoint first).
     Newest,
+}
+
+fn default_by_block() -> u64 {
+    edgeblob_meta::model::limits::MAX_PUT_BLOB_SIZE
 }
 
 fn default_evict_above() -> f64 {

@@ -39,6 +39,7 @@ fn link_with(lake: SocketAddr, revalidate: Revalidate, retry_budget_secs: u64) -
             upload_order: Default::default(),
             evict_above: 0.9,
             evict_below: 0.8,
+            fetch_by_block_above: 5000 << 20,
             max_fetches: 4,
         })
     }
@@ -870,5 +871,49 @@ fn a_range_of_a_blob_not_here_yet_comes_straight_from_the_lake() {
         let h = [("x-ms-range", "bytes=0-9"), ("if-match", "\"0x1\"")];
         let (status, head, _) = signed(&addr, "GET", &format!("/{DEV_ACCOUNT}/cache/shard"), &h, b"").await;
         assert_eq!((status, header(&head, "x-ms-error-code")), (412, Some("conditionnotmet")));
+    });
+}
+
+/// A lake blob past the link's `fetch_by_block_above` (Put Blob's limit by default; 1 MiB here)
+/// is fetched block by block under the lake's ids: the bytes and Get Block List are the lake's.
+#[test]
+fn a_large_lake_blob_is_fetched_block_by_block_with_the_lakes_block_list() {
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
+    let lake_addr = lake.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 13));
+    let node = InProcess::start(dir_n.path(), 1 << 30, 2, |c| {
+        link(proxy.addr, Revalidate::Never)(c);
+        c.links[0].fetch_by_block_above = 1 << 20;
+    });
+    let addr = node.addr.to_string();
+    let blocks: Vec<Vec<u8>> =
+        [3 << 20, 5 << 20, 1, 2 << 20].iter().enumerate().map(|(i, n)| data(60 + i as u32, *n)).collect();
+    rt.block_on(async {
+        use base64::Engine;
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        let path = format!("/{DEV_ACCOUNT}/lake/datasets/big");
+        let mut list = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
+        for (i, b) in blocks.iter().enumerate() {
+            let id = base64::engine::general_purpose::STANDARD.encode(format!("lake-block-{i:03}"));
+            let q = percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC).to_string();
+            assert_eq!(signed(&lake_addr, "PUT", &format!("{path}?comp=block&blockid={q}"), &[], b).await.0, 201);
+            list.push_str(&format!("<Latest>{id}</Latest>"));
+        }
+        list.push_str("</BlockList>");
+        assert_eq!(signed(&lake_addr, "PUT", &format!("{path}?comp=blocklist"), &[], list.as_bytes()).await.0, 201);
+        let (status, _, body) = get(&addr, "big").await;
+        assert!(status == 200 && body == blocks.concat(), "the lake's bytes");
+        let lake_list = signed(&lake_addr, "GET", &format!("{path}?comp=blocklist"), &[], b"").await.2;
+        let here_list = signed(&addr, "GET", &format!("/{DEV_ACCOUNT}/cache/big?comp=blocklist"), &[], b"").await.2;
+        assert_eq!(
+            String::from_utf8(here_list).unwrap(),
+            String::from_utf8(lake_list).unwrap(),
+            "the lake's block list"
+        );
+        let before = proxy.seen().len();
+        assert!(get(&addr, "big").await.2 == blocks.concat());
+        assert_eq!(proxy.seen().len(), before, "kept here");
     });
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use edgeblob_engine::blob::Stamps;
 use edgeblob_engine::error::EngineError;
-use edgeblob_engine::{ops, Shard};
+use edgeblob_engine::{ops, BlockListItem, Shard};
 use edgeblob_meta::listing::BlobSummary;
 use edgeblob_meta::model::{limits, BlobKey, BlobProps, PublicAccess};
 use edgeblob_proto::conditions::{ConditionOutcome, Conditions, ETagMatch};
@@ -246,7 +246,8 @@ impl From<EngineError> for Fetch {
 }
 
 /// Stores the lake's blob `lake` as `key`, on the condition `cond` of what is here; each range
-/// checked against its MD5 (`checked_ranges`), or the whole against the blob's.
+/// checked against its MD5 (`checked_ranges`), or the whole against the blob's. A blob larger
+/// than the link's `fetch_by_block_above` is stored block by block, with the lake's block ids.
 async fn fetch(
     s: &Rc<Shard>,
     link: &Arc<Link>,
@@ -255,39 +256,16 @@ async fn fetch(
     cond: Conditions,
     checked_ranges: bool,
 ) -> std::result::Result<BlobSummary, Fetch> {
-    if lake.len > limits::MAX_PUT_BLOB_SIZE {
-        let why = format!(
-            "the lake's blob is {} bytes; a linked blob is cached whole up to {}",
-            lake.len,
-            limits::MAX_PUT_BLOB_SIZE
-        );
-        return Err(Fetch::Failed(ApiError::with_message(ErrorCode::InternalError, why)));
-    }
-    let etag = lake.etag.clone();
+    let etag = &lake.etag;
     if etag.is_empty() || etag.len() > 256 || !etag.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Fetch::Failed(lake_unavailable("the lake's blob has no usable ETag")));
     }
-    let l = link.clone();
-    let name = key.name.clone();
-    let stream = futures::stream::iter(ranges(lake.len))
-        .map(move |(at, len)| {
-            let (l, name, etag) = (l.clone(), name.clone(), etag.clone());
-            async move { l.remote.get_range_of(&name, &etag, at, len, checked_ranges).await }
-        })
-        .buffered(RANGES_AHEAD)
-        .map_err(|e| match &e {
-            // The lake's blob was replaced mid-fetch.
-            edgeblob_remote::RemoteError::Status { status: 412, .. } => std::io::Error::other(RACED),
-            _ => std::io::Error::other(e.to_string()),
-        });
+    if lake.len > link.cfg.fetch_by_block_above.min(limits::MAX_PUT_BLOB_SIZE) {
+        return fetch_blocks(s, link, key, lake, cond).await;
+    }
     let whole = lake.content_md5.filter(|_| !checked_ranges);
     let tap = body::tap(whole.is_some(), false);
-    let stored = match ops::store(s, key, body::hashed(stream, tap.clone()).boxed_local(), lake.len).await {
-        Ok(stored) => stored,
-        Err(EngineError::Body(why)) if why.contains(RACED) => return Err(Fetch::Raced),
-        Err(EngineError::Body(why)) => return Err(Fetch::Failed(lake_unavailable(&why))),
-        Err(e) => return Err(e.into()),
-    };
+    let stored = store_range(s, link, key, etag, (0, lake.len), checked_ranges, Some(tap.clone())).await?;
     if stored.len != lake.len || body::check_digests(&tap, whole, None).is_err() {
         stored.give_back(s);
         // Never stored: a damaged answer, or a lake blob changed in a way its ETag did not show.
@@ -295,6 +273,71 @@ async fn fetch(
     }
     let (props, stamps) = lake_props(s, lake);
     Ok(ops::commit_single(s, key.clone(), stored, props, cond, Some(stamps)).await?)
+}
+
+/// Stores `len` bytes of the lake's version `etag` of `key` from `at`, in ranges, a few ahead.
+async fn store_range(
+    s: &Rc<Shard>,
+    link: &Arc<Link>,
+    key: &BlobKey,
+    etag: &str,
+    (at, len): (u64, u64),
+    checked_ranges: bool,
+    tap: Option<body::Tap>,
+) -> std::result::Result<edgeblob_engine::write::Stored, Fetch> {
+    let (l, name, etag) = (link.clone(), key.name.clone(), etag.to_owned());
+    let stream = futures::stream::iter(ranges(len))
+        .map(move |(off, n)| {
+            let (l, name, etag) = (l.clone(), name.clone(), etag.clone());
+            async move { l.remote.get_range_of(&name, &etag, at + off, n, checked_ranges).await }
+        })
+        .buffered(RANGES_AHEAD)
+        .map_err(|e| match &e {
+            // The lake's blob was replaced mid-fetch.
+            edgeblob_remote::RemoteError::Status { status: 412, .. } => std::io::Error::other(RACED),
+            _ => std::io::Error::other(e.to_string()),
+        });
+    let stored = match tap {
+        Some(tap) => ops::store(s, key, body::hashed(stream, tap).boxed_local(), len).await,
+        None => ops::store(s, key, stream.boxed_local(), len).await,
+    };
+    match stored {
+        Ok(stored) => Ok(stored),
+        Err(EngineError::Body(why)) if why.contains(RACED) => Err(Fetch::Raced),
+        Err(EngineError::Body(why)) => Err(Fetch::Failed(lake_unavailable(&why))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A blob larger than one Put Blob takes (or the link's `fetch_by_block_above`): each of the
+/// lake's committed blocks staged here under its own id (each range checked against its MD5),
+/// then committed as the lake's block list, so Get Block List here is the lake's.
+async fn fetch_blocks(
+    s: &Rc<Shard>,
+    link: &Arc<Link>,
+    key: &BlobKey,
+    lake: &edgeblob_remote::Props,
+    cond: Conditions,
+) -> std::result::Result<BlobSummary, Fetch> {
+    let blocks =
+        link.remote.committed_blocks(&key.name).await.map_err(|e| Fetch::Failed(lake_unavailable(&e.to_string())))?;
+    if blocks.is_empty() || blocks.iter().map(|(_, n)| n).sum::<u64>() != lake.len {
+        // Its block list is not the version its properties showed: replaced meanwhile.
+        return Err(Fetch::Raced);
+    }
+    let mut at = 0;
+    for (id, len) in &blocks {
+        let stored = store_range(s, link, key, &lake.etag, (at, *len), true, None).await?;
+        if stored.len != *len {
+            stored.give_back(s);
+            return Err(Fetch::Mismatch);
+        }
+        ops::stage(s, key.clone(), id.clone(), stored).await?;
+        at += len;
+    }
+    let list = blocks.into_iter().map(|(id, _)| BlockListItem::Uncommitted(id)).collect();
+    let (props, stamps) = lake_props(s, lake);
+    Ok(ops::commit_block_list(s, key.clone(), list, props, cond, Some(stamps)).await?)
 }
 
 const RACED: &str = "the lake's blob changed while it was fetched";
