@@ -49,28 +49,12 @@ pub struct Args {
 
 fn link(name: &str, lake: &str, prefix: &str) -> LinkConfig {
     LinkConfig {
-        account: ACCOUNT.into(),
-        container: name.into(),
-        url: format!("{lake}/{ACCOUNT}/linkbench/{prefix}"),
         remote_account: Some(ACCOUNT.into()),
         remote_key: Some(DEV_KEY.into()),
-        sas: None,
-        managed_identity: false,
-        identity_endpoint: None,
-        identity_client_id: None,
-        ca_file: None,
-        bytes_per_sec: None,
         revalidate: Revalidate::Never,
-        retry_budget_secs: 30,
-        read_through: true,
-        write_back: false,
         upload_after_secs: 0,
-        delete_after_upload: false,
-        upload_order: Default::default(),
-        evict_above: 0.9,
-        evict_below: 0.8,
-        fetch_by_block_above: 5000 << 20,
         max_fetches: 16,
+        ..LinkConfig::new(name, &format!("{lake}/{ACCOUNT}/linkbench/{prefix}"))
     }
 }
 

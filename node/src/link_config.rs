@@ -151,6 +151,35 @@ impl<'de> Deserialize<'de> for Revalidate {
 }
 
 impl LinkConfig {
+    /// A read-through link of the development account's `container` to `url`, every other
+    /// setting its default and no credential yet.
+    pub fn new(container: &str, url: &str) -> LinkConfig {
+        LinkConfig {
+            account: dev_account(),
+            container: container.to_owned(),
+            url: url.to_owned(),
+            remote_account: None,
+            remote_key: None,
+            sas: None,
+            managed_identity: false,
+            identity_endpoint: None,
+            identity_client_id: None,
+            ca_file: None,
+            bytes_per_sec: None,
+            revalidate: Revalidate::default(),
+            retry_budget_secs: default_retry_budget(),
+            read_through: true,
+            write_back: false,
+            upload_after_secs: default_upload_after(),
+            delete_after_upload: false,
+            upload_order: UploadOrder::default(),
+            evict_above: default_evict_above(),
+            evict_below: default_evict_below(),
+            fetch_by_block_above: default_by_block(),
+            max_fetches: default_fetches(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let what = format!("links ({}/{})", self.account, self.container);
         if !edgeblob_proto::addr::valid_account_name(&self.account) {

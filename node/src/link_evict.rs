@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use edgeblob_engine::reserved_metadata::lake_etag;
 use edgeblob_engine::{ops, EngineError, CATALOG_SHARD};
-use edgeblob_meta::listing::{BlobSummary, ListEntry, ListQuery};
 use edgeblob_meta::model::BlobKey;
 use edgeblob_proto::conditions::{Conditions, ETagMatch};
 
@@ -61,7 +60,7 @@ async fn pass(engine: &Engine, link: &Arc<Link>) -> Result<(), Stop> {
         return Ok(());
     }
     let mut to_free = used.saturating_sub((link.cfg.evict_below * total as f64) as u64);
-    let mut cached = lake_blobs(engine, link).await?;
+    let mut cached = engine.blobs(link, |b| lake_etag(&b.props.metadata).is_some()).await?;
     let read = link.read_order();
     // Not read lately first (oldest first), then the least recently read.
     cached.sort_by_key(|b| (read.get(&b.name).map_or(0, |r| r + 1), b.modified_ns));
@@ -87,23 +86,4 @@ async fn pass(engine: &Engine, link: &Arc<Link>) -> Result<(), Stop> {
     }
     tracing::info!(container = %link.cfg.container, used, total, "cached lake blobs evicted");
     Ok(())
-}
-
-/// The container's blobs that are the lake's version.
-async fn lake_blobs(engine: &Engine, link: &Link) -> Result<Vec<BlobSummary>, Stop> {
-    let mut out = Vec::new();
-    let mut marker = None;
-    loop {
-        let q = ListQuery { prefix: String::new(), delimiter: None, marker: marker.clone(), max: 5000 };
-        let (a, c) = (link.cfg.account.clone(), link.cfg.container.clone());
-        let page = engine.on(CATALOG_SHARD, move |s| async move { ops::list_blobs(&s, &a, &c, q).await }).await??;
-        out.extend(page.entries.into_iter().filter_map(|e| match e {
-            ListEntry::Blob(b) if lake_etag(&b.props.metadata).is_some() => Some(*b),
-            _ => None,
-        }));
-        match page.next_marker {
-            Some(m) => marker = Some(m),
-            None => return Ok(out),
-        }
-    }
 }

@@ -93,6 +93,25 @@ impl From<EngineError> for Stop {
 }
 
 impl Engine {
+    /// The blobs of `link`'s container that `keep` keeps, in name order, a page at a time.
+    pub(crate) async fn blobs(&self, link: &Link, keep: fn(&BlobSummary) -> bool) -> Result<Vec<BlobSummary>, Stop> {
+        let mut out = Vec::new();
+        let mut marker = None;
+        loop {
+            let q = ListQuery { prefix: String::new(), delimiter: None, marker: marker.clone(), max: 5000 };
+            let (a, c) = (link.cfg.account.clone(), link.cfg.container.clone());
+            let page = self.on(CATALOG_SHARD, move |s| async move { ops::list_blobs(&s, &a, &c, q).await }).await??;
+            out.extend(page.entries.into_iter().filter_map(|e| match e {
+                ListEntry::Blob(b) if keep(&b) => Some(*b),
+                _ => None,
+            }));
+            match page.next_marker {
+                Some(m) => marker = Some(m),
+                None => return Ok(out),
+            }
+        }
+    }
+
     pub(crate) async fn on<R, F, Fut>(&self, shard: usize, f: F) -> Result<R, Stop>
     where
         R: Send + 'static,
@@ -155,21 +174,7 @@ fn note_error(link: &Link, why: String) {
 
 /// Every blob of the container not the lake's version, in the link's order.
 async fn waiting(engine: &Engine, link: &Link) -> Result<Vec<BlobSummary>, Stop> {
-    let mut out = Vec::new();
-    let mut marker = None;
-    loop {
-        let q = ListQuery { prefix: String::new(), delimiter: None, marker: marker.clone(), max: 5000 };
-        let (a, c) = (link.cfg.account.clone(), link.cfg.container.clone());
-        let page = engine.on(CATALOG_SHARD, move |s| async move { ops::list_blobs(&s, &a, &c, q).await }).await??;
-        out.extend(page.entries.into_iter().filter_map(|e| match e {
-            ListEntry::Blob(b) if lake_etag(&b.props.metadata).is_none() => Some(*b),
-            _ => None,
-        }));
-        match page.next_marker {
-            Some(m) => marker = Some(m),
-            None => break,
-        }
-    }
+    let mut out = engine.blobs(link, |b| lake_etag(&b.props.metadata).is_none()).await?;
     match link.cfg.upload_order {
         UploadOrder::Oldest => out.sort_by_key(|b| b.modified_ns),
         UploadOrder::Newest => out.sort_by_key(|b| std::cmp::Reverse(b.modified_ns)),

@@ -19,28 +19,12 @@ fn link(lake: SocketAddr, revalidate: Revalidate) -> impl FnOnce(&mut Config) {
 fn link_with(lake: SocketAddr, revalidate: Revalidate, retry_budget_secs: u64) -> impl FnOnce(&mut Config) {
     move |c: &mut Config| {
         c.links.push(LinkConfig {
-            account: DEV_ACCOUNT.into(),
-            container: "cache".into(),
-            url: format!("http://{lake}/{DEV_ACCOUNT}/lake/datasets"),
             remote_account: Some(DEV_ACCOUNT.into()),
             remote_key: Some(DEV_KEY.into()),
-            sas: None,
-            managed_identity: false,
-            identity_endpoint: None,
-            identity_client_id: None,
-            ca_file: None,
-            bytes_per_sec: None,
             revalidate,
             retry_budget_secs,
-            read_through: true,
-            write_back: false,
-            upload_after_secs: 10,
-            delete_after_upload: false,
-            upload_order: Default::default(),
-            evict_above: 0.9,
-            evict_below: 0.8,
-            fetch_by_block_above: 5000 << 20,
             max_fetches: 4,
+            ..LinkConfig::new("cache", &format!("http://{lake}/{DEV_ACCOUNT}/lake/datasets"))
         })
     }
 }

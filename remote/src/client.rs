@@ -81,6 +81,8 @@ pub use crate::xml::ListedBlob as Listed;
 /// What a conditional write asks of the object it replaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replaces {
+    /// Whatever is there, or nothing (no condition).
+    Anything,
     /// Nothing: the name must be free (`If-None-Match: *`).
     Nothing,
     /// The version with this ETag (`If-Match`).
@@ -100,6 +102,11 @@ pub struct WriteProps {
 }
 
 impl WriteProps {
+    /// Bytes of no particular type, with the whole's MD5 when it is known.
+    fn octets(content_md5: Option<[u8; 16]>) -> WriteProps {
+        WriteProps { content_type: Some("application/octet-stream".into()), content_md5, ..WriteProps::default() }
+    }
+
     fn apply(&self, c: &mut Call<'_>) {
         let content = [
             ("x-ms-blob-content-type", &self.content_type),
@@ -121,8 +128,22 @@ impl WriteProps {
 }
 
 impl Replaces {
+    /// Create-only, or anything.
+    fn only(create_only: bool) -> Replaces {
+        if create_only {
+            Replaces::Nothing
+        } else {
+            Replaces::Anything
+        }
+    }
+
+    fn is_condition(&self) -> bool {
+        *self != Replaces::Anything
+    }
+
     fn apply(&self, c: &mut Call<'_>) {
         match self {
+            Replaces::Anything => {}
             Replaces::Nothing => c.headers.push(("if-none-match", "*".into())),
             Replaces::Version(etag) => c.headers.push(("if-match", etag.clone())),
         }
@@ -415,25 +436,14 @@ impl Remote {
     /// [`RemoteError::AlreadyExists`] when the name is taken (unless by these very bytes, after
     /// an attempt whose answer was lost). Its ETag.
     pub async fn put_blob(&self, name: &str, data: Bytes, create_only: bool) -> Result<String, RemoteError> {
-        let sum = md5(&data);
-        let mut c = Call::new("Put Blob", Method::PUT, Some(name), &[201]);
-        c.headers.push(("x-ms-blob-type", "BlockBlob".into()));
-        c.headers.push(("content-md5", B64.encode(sum)));
-        c.headers.push(("content-type", "application/octet-stream".into()));
-        if create_only {
-            c.headers.push(("if-none-match", "*".into()));
-        }
-        c.body = data;
-        self.created(&c, create_only, || async {
-            Ok(self.properties(name).await?.filter(|p| p.content_md5 == Some(sum)).map(|p| p.etag))
-        })
-        .await
+        self.put_blob_over(name, data, &WriteProps::octets(None), &Replaces::only(create_only)).await
     }
 
-    /// Sends a write that may be create-only, and its ETag. A create-only write that finds its
-    /// name taken succeeds only when an earlier attempt's answer was lost and `ours` finds this
-    /// very write there (its ETag); otherwise it is [`RemoteError::AlreadyExists`].
-    async fn created<F, Fut>(&self, c: &Call<'_>, create_only: bool, ours: F) -> Result<String, RemoteError>
+    /// Sends a write that may be conditional (create-only, or over one version), and its ETag. A
+    /// conditional write whose condition fails (409, 412) succeeds only when an earlier
+    /// attempt's answer was lost and `ours` finds this very write there (its ETag); otherwise it
+    /// is [`RemoteError::AlreadyExists`].
+    async fn created<F, Fut>(&self, c: &Call<'_>, conditional: bool, ours: F) -> Result<String, RemoteError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<String>, RemoteError>>,
@@ -441,7 +451,7 @@ impl Remote {
         let (res, ambiguous) = self.call_tracked(c).await;
         match res {
             Ok(a) => Ok(a.header("etag").unwrap_or("").to_owned()),
-            Err(RemoteError::Status { status: 409 | 412, .. }) if create_only => match ambiguous {
+            Err(RemoteError::Status { status: 409 | 412, .. }) if conditional => match ambiguous {
                 true => ours().await?.ok_or(RemoteError::AlreadyExists { op: c.op }),
                 false => Err(RemoteError::AlreadyExists { op: c.op }),
             },
@@ -478,27 +488,7 @@ impl Remote {
         create_only: bool,
         content_md5: Option<[u8; 16]>,
     ) -> Result<String, RemoteError> {
-        let body = Bytes::from(xml::block_list(ids));
-        let mut c = Call::new("Put Block List", Method::PUT, Some(name), &[201]);
-        c.query.push(("comp", "blocklist".into()));
-        c.headers.push(("content-md5", B64.encode(md5(&body))));
-        c.headers.push(("content-type", "application/xml".into()));
-        c.headers.push(("x-ms-blob-content-type", "application/octet-stream".into()));
-        if let Some(sum) = content_md5 {
-            c.headers.push(("x-ms-blob-content-md5", B64.encode(sum)));
-        }
-        if create_only {
-            c.headers.push(("if-none-match", "*".into()));
-        }
-        c.body = body;
-        self.created(&c, create_only, || async {
-            let committed = self.committed_blocks(name).await?;
-            if !committed.iter().map(|(id, _)| id).eq(ids.iter()) {
-                return Ok(None);
-            }
-            Ok(Some(self.properties(name).await?.map(|p| p.etag).unwrap_or_default()))
-        })
-        .await
+        self.put_block_list_over(name, ids, &WriteProps::octets(content_md5), &Replaces::only(create_only)).await
     }
 
     /// Put Blob of `data` as `name` with `props`, only over what `replaces` says (else
@@ -520,7 +510,7 @@ impl Remote {
         replaces.apply(&mut c);
         c.body = data;
         let whole = props.content_md5.unwrap_or(sum);
-        self.created(&c, true, || async {
+        self.created(&c, replaces.is_condition(), || async {
             Ok(self.properties(name).await?.filter(|p| p.content_md5 == Some(whole)).map(|p| p.etag))
         })
         .await
@@ -544,7 +534,7 @@ impl Remote {
         props.apply(&mut c);
         replaces.apply(&mut c);
         c.body = body;
-        self.created(&c, true, || async {
+        self.created(&c, replaces.is_condition(), || async {
             let committed = self.committed_blocks(name).await?;
             if !committed.iter().map(|(id, _)| id).eq(ids.iter()) {
                 return Ok(None);
