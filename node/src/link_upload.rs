@@ -305,15 +305,15 @@ async fn upload(engine: &Engine, link: &Arc<Link>, b: &BlobSummary) -> Result<()
         None => Replaces::Nothing,
     };
     let p = &b.props;
-    let props = WriteProps {
+    let headers = edgeblob_proto::headers::BlobHeaders {
         content_type: p.content_type.clone(),
         content_encoding: p.content_encoding.clone(),
         content_language: p.content_language.clone(),
         content_disposition: p.content_disposition.clone(),
         cache_control: p.cache_control.clone(),
         content_md5: p.content_md5,
-        metadata: client_metadata(&p.metadata),
     };
+    let props = WriteProps { headers, metadata: client_metadata(&p.metadata) };
     let k = key.clone();
     let list = engine.on(CATALOG_SHARD, move |s| async move { ops::get_block_list(&s, k).await }).await??;
     let blocks = plan(b, list.committed);

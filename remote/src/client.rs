@@ -89,38 +89,40 @@ pub enum Replaces {
     Version(String),
 }
 
-/// A blob's properties as a write sets them: content headers, metadata, the whole's MD5.
+/// A blob's properties as a write sets them: the content headers and the whole's MD5
+/// (`x-ms-blob-*`), and metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteProps {
-    pub content_type: Option<String>,
-    pub content_encoding: Option<String>,
-    pub content_language: Option<String>,
-    pub content_disposition: Option<String>,
-    pub cache_control: Option<String>,
-    pub content_md5: Option<[u8; 16]>,
+    pub headers: edgeblob_proto::headers::BlobHeaders,
     pub metadata: Vec<(String, String)>,
 }
 
 impl WriteProps {
     /// Bytes of no particular type, with the whole's MD5 when it is known.
     fn octets(content_md5: Option<[u8; 16]>) -> WriteProps {
-        WriteProps { content_type: Some("application/octet-stream".into()), content_md5, ..WriteProps::default() }
+        let headers = edgeblob_proto::headers::BlobHeaders {
+            content_type: Some("application/octet-stream".into()),
+            content_md5,
+            ..Default::default()
+        };
+        WriteProps { headers, metadata: Vec::new() }
     }
 
     fn apply(&self, c: &mut Call<'_>) {
+        let h = &self.headers;
         let content = [
-            ("x-ms-blob-content-type", &self.content_type),
-            ("x-ms-blob-content-encoding", &self.content_encoding),
-            ("x-ms-blob-content-language", &self.content_language),
-            ("x-ms-blob-content-disposition", &self.content_disposition),
-            ("x-ms-blob-cache-control", &self.cache_control),
+            ("x-ms-blob-content-type", &h.content_type),
+            ("x-ms-blob-content-encoding", &h.content_encoding),
+            ("x-ms-blob-content-language", &h.content_language),
+            ("x-ms-blob-content-disposition", &h.content_disposition),
+            ("x-ms-blob-cache-control", &h.cache_control),
         ];
         for (name, v) in content {
             if let Some(v) = v {
                 c.headers.push((name, v.clone()));
             }
         }
-        if let Some(sum) = self.content_md5 {
+        if let Some(sum) = h.content_md5 {
             c.headers.push(("x-ms-blob-content-md5", B64.encode(sum)));
         }
         c.metadata = self.metadata.clone();
@@ -509,7 +511,7 @@ impl Remote {
         props.apply(&mut c);
         replaces.apply(&mut c);
         c.body = data;
-        let whole = props.content_md5.unwrap_or(sum);
+        let whole = props.headers.content_md5.unwrap_or(sum);
         self.created(&c, replaces.is_condition(), || async {
             Ok(self.properties(name).await?.filter(|p| p.content_md5 == Some(whole)).map(|p| p.etag))
         })
