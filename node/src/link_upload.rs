@@ -314,6 +314,20 @@ async fn upload(engine: &Engine, link: &Arc<Link>, b: &BlobSummary) -> Result<()
         content_md5: p.content_md5,
     };
     let props = WriteProps { headers, metadata: client_metadata(&p.metadata) };
+    // A conflict found before the blocks go, not after: the commit would fail all the same. A
+    // base the lake no longer has (deleted there) leaves the name free: created, not a conflict
+    // (what an operator does to settle one).
+    let there = link.remote.properties(&b.name).await.map_err(remote_failed)?.map(|p| p.etag);
+    let replaces = match (replaces, &there) {
+        (Replaces::Version(base), Some(etag)) if &base != etag => {
+            return Err(Upload::Conflict("the lake's blob is not the version this one replaces".into()))
+        }
+        (Replaces::Nothing, Some(_)) => {
+            return Err(Upload::Conflict("the lake has a blob of this name this node did not write".into()))
+        }
+        (Replaces::Version(_), None) => Replaces::Nothing,
+        (r, _) => r,
+    };
     let k = key.clone();
     let list = engine.on(CATALOG_SHARD, move |s| async move { ops::get_block_list(&s, k).await }).await??;
     let blocks = plan(b, list.committed);

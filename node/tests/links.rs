@@ -699,6 +699,18 @@ fn checkpoints_go_to_the_lake_resume_after_a_kill_and_never_overwrite_anothers_c
             assert_eq!(body, lake_bytes, "{name}: the lake's kept");
             assert_eq!(get(&node.http, name).await.2, here, "{name}: ours kept");
         }
+        // Settled by deleting the lake's and writing here again: uploaded.
+        assert_eq!(signed(&lake_addr, "DELETE", &format!("/{DEV_ACCOUNT}/lake/ckpts/ckpt1"), &[], b"").await.0, 202);
+        assert_eq!(
+            signed(&node.http, "PUT", &format!("/{DEV_ACCOUNT}/cache/ckpt1"), &put, b"ours, again").await.0,
+            201
+        );
+        until("ckpt1 uploaded once the lake's was deleted", || async {
+            signed(&lake_addr, "GET", &format!("/{DEV_ACCOUNT}/lake/ckpts/ckpt1"), &[], b"").await.2 == b"ours, again"
+        })
+        .await;
+        let s = link_status(&node.admin).await;
+        assert!(s["write_back"]["conflicts"].get("ckpt1").is_none(), "no longer a conflict: {s}");
     });
 }
 
