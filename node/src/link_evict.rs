@@ -1,6 +1,6 @@
-//! Eviction of cached lake blobs: when the node's data areas together are fuller than a link's
-//! `evict_above`, the blobs of its container that are the lake's version (`$lake`: fetched, or
-//! uploaded) are deleted here, those not read since the node started first (oldest first), then
+//! Eviction of cached lake blobs: when the node's data areas together are fuller than a
+//! read-through link's `evict_above`, the blobs of its container that are the lake's version
+//! (`$lake`: fetched, or uploaded) are deleted here, those not read since the node started first (oldest first), then
 //! the least recently read, until their bytes bring the node to `evict_below`. Each delete is of
 //! the version seen (If-Match): one written meanwhile stays. A blob not in the lake is never
 //! evicted. Runs on the links' thread every few seconds.
@@ -28,7 +28,9 @@ pub struct Evicted {
 pub(crate) async fn run(engine: Engine, links: Arc<Links>) {
     loop {
         tokio::time::sleep(EVERY).await;
-        for link in links.iter().filter(|l| l.cfg.read_through || l.cfg.write_back) {
+        // Only where a read fetches it back: a write-back-only container's uploaded blobs stay
+        // (`delete_after_upload` is how those go).
+        for link in links.iter().filter(|l| l.cfg.read_through) {
             match pass(&engine, link).await {
                 Ok(()) => {}
                 Err(Stop::Gone) => return,
