@@ -129,12 +129,14 @@ pub fn run(a: Args) -> Result<(), String> {
         }
         let lake_names: Vec<String> = names.iter().map(|n| format!("data/{n}")).collect();
         let direct = read_all(&lake_ep, "linkbench", &lake_names).await?;
-        // A 4 KiB range from the middle of each blob, on a node that has none of them yet.
+        // A 4 KiB range from the middle of each blob, on a node that has none of them yet; each
+        // blob's fetch behind its range ends before the next range (the latency of one reader).
         let ranges = {
             let ep = endpoint(&ranger_ep)?;
+            let link = ranger_shared.links.get(ACCOUNT, "cache").cloned().ok_or("no link")?;
             let mut conn = Conn::new(ep);
             let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?;
-            for n in &names {
+            for (i, n) in names.iter().enumerate() {
                 let at = a.blob.min(a.size) / 2;
                 let req = Request::new(Method::GET, "cache", Some(n), "")
                     .header("x-ms-range", format!("bytes={at}-{}", at + 4095));
@@ -142,11 +144,9 @@ pub fn run(a: Args) -> Result<(), String> {
                 let resp = conn.send(req).await.map_err(|e| format!("{e:?}"))?;
                 consume(resp, None).await.map_err(|e| format!("{e:?}"))?;
                 h.record(t.elapsed().as_micros() as u64).map_err(|e| e.to_string())?;
-            }
-            // The fetches behind the ranges end before the next measurement starts.
-            let link = ranger_shared.links.get(ACCOUNT, "cache").cloned().ok_or("no link")?;
-            while link.stats.fetched.load(std::sync::atomic::Ordering::Relaxed) < names.len() as u64 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                while link.stats.fetched.load(std::sync::atomic::Ordering::Relaxed) <= i as u64 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
             h
         };

@@ -121,18 +121,19 @@ pub async fn range_from_lake(
     if end <= start || end - start > PASS_THROUGH_MAX || !passes || !carried {
         return Ok(None);
     }
-    // The whole, for the reads after this one (one fetch however many ask).
+    let data = match link.remote.get_range_of(&key.name, &lake.etag, start, end - start, true).await {
+        Ok(d) => d,
+        // Replaced in the lake meanwhile, or out of reach: the ordinary read decides.
+        Err(_) => return Ok(None),
+    };
+    // The whole, for the reads after this one (one fetch however many ask), started once the
+    // range is in hand: it must not take the shard's time from the range.
     let (s, l, k) = (shard.clone(), links.clone(), key.clone());
     tokio::task::spawn_local(async move {
         if let Err(e) = before_read(&s, &l, &k).await {
             tracing::info!(container = %k.container, error = %e.message, "a linked blob's fetch behind a range failed");
         }
     });
-    let data = match link.remote.get_range_of(&key.name, &lake.etag, start, end - start, true).await {
-        Ok(d) => d,
-        // Replaced in the lake meanwhile, or out of reach: the ordinary read decides.
-        Err(_) => return Ok(None),
-    };
     link.stats.passed_through.fetch_add(1, Ordering::Relaxed);
     let mut seen = seen;
     seen.props.content_md5 = lake.content_md5;
