@@ -127,13 +127,17 @@ pub async fn range_from_lake(
         Err(_) => return Ok(None),
     };
     // The whole, for the reads after this one (one fetch however many ask), started once the
-    // range is in hand: it must not take the shard's time from the range.
-    let (s, l, k) = (shard.clone(), links.clone(), key.clone());
-    tokio::task::spawn_local(async move {
-        if let Err(e) = before_read(&s, &l, &k).await {
-            tracing::info!(container = %k.container, error = %e.message, "a linked blob's fetch behind a range failed");
-        }
-    });
+    // range is in hand (it must not take the shard's time from the range), and only while a
+    // fetch slot is free: ranges of many blobs must not queue a fetch each (a later read
+    // fetches what was skipped).
+    if link.fetches.available_permits() > 0 {
+        let (s, l, k) = (shard.clone(), links.clone(), key.clone());
+        tokio::task::spawn_local(async move {
+            if let Err(e) = before_read(&s, &l, &k).await {
+                tracing::info!(container = %k.container, error = %e.message, "a linked blob's fetch behind a range failed");
+            }
+        });
+    }
     link.stats.passed_through.fetch_add(1, Ordering::Relaxed);
     let mut seen = seen;
     seen.props.content_md5 = lake.content_md5;
