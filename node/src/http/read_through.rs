@@ -47,16 +47,47 @@ pub fn lake_etag(props: &BlobProps) -> Option<&str> {
 /// Makes `key` current on flash when its container is linked; nothing otherwise.
 pub async fn before_read(shard: &Rc<Shard>, links: &crate::link::Links, key: &BlobKey) -> Result<()> {
     let Some(link) = links.reading(&key.account, &key.container) else { return Ok(()) };
+    make_current(shard, link, key, None).await.map(|_| ())
+}
+
+/// A ranged read's bytes taken straight from the lake: the blob as it will be here, the span
+/// `[start, end)`, and the bytes.
+pub type Passed = (BlobSummary, (u64, u64), bytes::Bytes);
+
+/// [`before_read`] for a Get Blob: a `range` (with the request's conditions) of a blob not here
+/// yet is answered straight from the lake where [`range_from_lake`] takes it.
+pub async fn before_get(
+    shard: &Rc<Shard>,
+    links: &crate::link::Links,
+    key: &BlobKey,
+    range: Option<(u64, Option<u64>)>,
+    cond: &Conditions,
+) -> Result<Option<Passed>> {
+    let Some(link) = links.reading(&key.account, &key.container) else { return Ok(None) };
+    make_current(shard, link, key, range.map(|r| (r, cond))).await
+}
+
+async fn make_current(
+    shard: &Rc<Shard>,
+    link: &Arc<Link>,
+    key: &BlobKey,
+    pass: Option<((u64, Option<u64>), &Conditions)>,
+) -> Result<Option<Passed>> {
     link.was_read(&key.name);
     ensure_container(shard, link).await?;
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
         let local = match ops::head_blob(shard, key.clone(), Conditions::default()).await {
             Ok(b) => Some(b),
             Err(EngineError::BlobNotFound) => None,
             Err(e) => return Err(e.into()),
         };
         if local.as_ref().is_some_and(|b| lake_etag(&b.props).is_none() || !link.due(&key.name)) {
-            return Ok(());
+            return Ok(None);
+        }
+        if let (None, Some((range, cond)), 0) = (&local, pass, attempt) {
+            if let Some(passed) = range_from_lake(shard, link, key, range, cond).await {
+                return Ok(Some(passed));
+            }
         }
         let outcome = match link.flight(&key.name) {
             Flight::Lead(guard) => {
@@ -80,38 +111,32 @@ pub async fn before_read(shard: &Rc<Shard>, links: &crate::link::Links, key: &Bl
             },
         };
         match outcome? {
-            Refreshed::Current => return Ok(()),
+            Refreshed::Current => return Ok(None),
             Refreshed::Raced => continue,
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The longest range a read of a blob not here yet takes straight from the lake.
 pub const PASS_THROUGH_MAX: u64 = 8 << 20;
 
-/// A ranged read of a blob of a linked container that is not here yet: the range straight from
+/// A ranged read of a blob of a linked container that is not here: the range straight from
 /// the lake (its version pinned by If-Match), while the whole blob is fetched in the background
 /// as a first read fetches it, so a reader of a few MiB of a large blob waits for those, not for
-/// the whole. `None` where the ordinary read decides instead: the blob is here, the lake has no
-/// such blob or does not answer, the range is longer than [`PASS_THROUGH_MAX`], or the request's
-/// conditions do not pass against the lake's blob (the ordinary read gives their answer).
-pub async fn range_from_lake(
+/// the whole. `None` where the ordinary read decides instead: the lake has no such blob or does
+/// not answer, the range is longer than [`PASS_THROUGH_MAX`], or the request's conditions do not
+/// pass against the lake's blob (the ordinary read gives their answer).
+async fn range_from_lake(
     shard: &Rc<Shard>,
-    links: &Arc<crate::link::Links>,
+    link: &Arc<Link>,
     key: &BlobKey,
     range: (u64, Option<u64>),
     cond: &Conditions,
-) -> Result<Option<(BlobSummary, (u64, u64), bytes::Bytes)>> {
-    let Some(link) = links.reading(&key.account, &key.container) else { return Ok(None) };
-    ensure_container(shard, link).await?;
-    match ops::head_blob(shard, key.clone(), Conditions::default()).await {
-        Err(EngineError::BlobNotFound) => {}
-        _ => return Ok(None),
-    }
-    let Ok(Some(lake)) = link.remote.properties(&key.name).await else { return Ok(None) };
+) -> Option<Passed> {
+    let Ok(Some(lake)) = link.remote.properties(&key.name).await else { return None };
     let (start, end) = match range {
-        (a, _) if a >= lake.len => return Ok(None),
+        (a, _) if a >= lake.len => return None,
         (a, b) => (a, b.map_or(lake.len, |b| b.saturating_add(1).min(lake.len))),
     };
     let seen = lake_summary(&key.name, &lake.etag, lake.len, &lake.headers);
@@ -119,21 +144,21 @@ pub async fn range_from_lake(
     // The ETag shown must be the one the blob will have here once fetched.
     let carried = lake_etag_value(&lake.etag, edgeblob_engine::shard::now_ns()).is_some();
     if end <= start || end - start > PASS_THROUGH_MAX || !passes || !carried {
-        return Ok(None);
+        return None;
     }
     let data = match link.remote.get_range_of(&key.name, &lake.etag, start, end - start, true).await {
         Ok(d) => d,
         // Replaced in the lake meanwhile, or out of reach: the ordinary read decides.
-        Err(_) => return Ok(None),
+        Err(_) => return None,
     };
     // The whole, for the reads after this one (one fetch however many ask), started once the
     // range is in hand (it must not take the shard's time from the range), and only while a
     // fetch slot is free: ranges of many blobs must not queue a fetch each (a later read
     // fetches what was skipped).
     if link.fetches.available_permits() > 0 {
-        let (s, l, k) = (shard.clone(), links.clone(), key.clone());
+        let (s, l, k) = (shard.clone(), link.clone(), key.clone());
         tokio::task::spawn_local(async move {
-            if let Err(e) = before_read(&s, &l, &k).await {
+            if let Err(e) = Box::pin(make_current(&s, &l, &k, None)).await {
                 tracing::info!(container = %k.container, error = %e.message, "a linked blob's fetch behind a range failed");
             }
         });
@@ -141,7 +166,7 @@ pub async fn range_from_lake(
     link.stats.passed_through.fetch_add(1, Ordering::Relaxed);
     let mut seen = seen;
     seen.props.content_md5 = lake.content_md5;
-    Ok(Some((seen, (start, end), data)))
+    Some((seen, (start, end), data))
 }
 
 /// What a check or fetch left.
