@@ -180,19 +180,20 @@ impl Link {
 /// Every link of the node, by local account and container.
 #[derive(Default)]
 pub struct Links {
-    by_container: HashMap<(String, String), Arc<Link>>,
+    /// A node links a few containers: found by a scan that allocates nothing on a request's way.
+    links: Vec<Arc<Link>>,
 }
 
 impl Links {
     pub fn new(cfgs: &[LinkConfig]) -> Result<Links, String> {
-        let mut by_container = HashMap::new();
+        let mut links: Vec<Arc<Link>> = Vec::with_capacity(cfgs.len());
         for cfg in cfgs {
-            let k = (cfg.account.clone(), cfg.container.clone());
-            if by_container.insert(k, Arc::new(Link::new(cfg.clone())?)).is_some() {
+            if links.iter().any(|l| l.cfg.account == cfg.account && l.cfg.container == cfg.container) {
                 return Err(format!("links: {}/{} is linked twice", cfg.account, cfg.container));
             }
+            links.push(Arc::new(Link::new(cfg.clone())?));
         }
-        Ok(Links { by_container })
+        Ok(Links { links })
     }
 
     /// The link of a container whose reads go through to the lake.
@@ -201,17 +202,14 @@ impl Links {
     }
 
     pub fn get(&self, account: &str, container: &str) -> Option<&Arc<Link>> {
-        if self.by_container.is_empty() {
-            return None;
-        }
-        self.by_container.get(&(account.to_owned(), container.to_owned()))
+        self.links.iter().find(|l| l.cfg.container == container && l.cfg.account == account)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_container.is_empty()
+        self.links.is_empty()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Link>> {
-        self.by_container.values()
+        self.links.iter()
     }
 }
