@@ -44,12 +44,8 @@ pub(crate) async fn run(engine: Engine, links: Arc<Links>) {
 async fn used(engine: &Engine) -> Result<(u64, u64), Stop> {
     let (mut total, mut used) = (0, 0);
     for i in 0..engine.shards {
-        let (region, free) = engine
-            .on(i, |s| async move {
-                let space = s.space.borrow();
-                (space.alloc.area().len, space.alloc.free_bytes())
-            })
-            .await?;
+        let space = engine.on(i, |s| async move { edgeblob_engine::stats::ShardSpace::of(&s) }).await?;
+        let (region, free) = (space.region_bytes, space.free_bytes);
         total += region;
         used += region - free.min(region);
     }

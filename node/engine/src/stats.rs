@@ -71,18 +71,20 @@ pub struct ShardSpace {
     pub free_bytes: u64,
 }
 
+impl ShardSpace {
+    /// This shard's region and free space, as its allocator has them now.
+    pub fn of(s: &Shard) -> ShardSpace {
+        let space = s.space.borrow();
+        ShardSpace { region_bytes: space.alloc.area().len, free_bytes: space.alloc.free_bytes() }
+    }
+}
+
 impl Node {
     /// Each shard's region and free space, as its allocator has them now.
     pub async fn space(&self) -> Result<Vec<ShardSpace>> {
         let mut out = Vec::with_capacity(self.shards());
         for i in 0..self.shards() {
-            out.push(
-                self.on(i, |s| async move {
-                    let space = s.space.borrow();
-                    ShardSpace { region_bytes: space.alloc.area().len, free_bytes: space.alloc.free_bytes() }
-                })
-                .await?,
-            );
+            out.push(self.on(i, |s| async move { ShardSpace::of(&s) }).await?);
         }
         Ok(out)
     }
