@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod link;
 pub mod link_config;
 pub mod link_evict;
+pub mod link_flight;
 pub mod link_prefetch;
 pub mod link_upload;
 pub mod notify;

@@ -12,20 +12,17 @@ use edgeblob_remote::{Remote, RemoteConfig};
 use tokio::sync::watch;
 
 use crate::link_config::{LinkConfig, Revalidate};
+use crate::link_flight::{Feed, FlightState, Outcome, ENDED_EARLY};
 
 /// How many cached blobs' last checks are remembered per link; a blob forgotten is checked at
 /// its next read (a check too many, never one too few).
 const CHECKED_REMEMBERED: usize = 100_000;
 
-/// What a fetch ended with, for the readers that waited on it: `Err` says why in words a
-/// client may see.
-pub type Outcome = Result<(), String>;
-
 pub struct Link {
     pub cfg: LinkConfig,
     pub remote: Remote,
     /// Fetches in flight by local blob name: the readers who came second wait on it.
-    flights: Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>,
+    flights: Mutex<HashMap<String, watch::Receiver<FlightState>>>,
     /// When each cached blob was last found current in the lake.
     checked: Mutex<lru::LruCache<String, Instant>>,
     /// The blobs read lately, least recent first: what eviction keeps longest.
@@ -81,7 +78,7 @@ pub struct LinkStats {
 /// Whether a reader leads a blob's fetch or waits on the one in flight.
 pub enum Flight {
     Lead(FlightGuard),
-    Join(watch::Receiver<Option<Outcome>>),
+    Join(watch::Receiver<FlightState>),
 }
 
 /// Held by the fetch that leads: ends the flight (every joined reader learns the outcome) when
@@ -89,11 +86,21 @@ pub enum Flight {
 pub struct FlightGuard {
     link: Arc<Link>,
     name: String,
-    tx: watch::Sender<Option<Outcome>>,
+    feed: Feed,
     outcome: Option<Outcome>,
 }
 
 impl FlightGuard {
+    /// What the fetch shows the readers that follow it.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// A receiver for the reader who leads, to follow the fetch as the others do.
+    pub fn subscribe(&self) -> watch::Receiver<FlightState> {
+        self.feed.0.subscribe()
+    }
+
     pub fn finish(mut self, outcome: Outcome) {
         self.outcome = Some(outcome);
     }
@@ -102,8 +109,7 @@ impl FlightGuard {
 impl Drop for FlightGuard {
     fn drop(&mut self) {
         self.link.flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.name);
-        let outcome = self.outcome.take().unwrap_or_else(|| Err("the fetch from the lake ended early".into()));
-        self.tx.send_replace(Some(outcome));
+        self.feed.end(self.outcome.take().unwrap_or_else(|| Err(ENDED_EARLY.into())));
     }
 }
 
@@ -141,9 +147,9 @@ impl Link {
             self.stats.joined.fetch_add(1, Ordering::Relaxed);
             return Flight::Join(rx.clone());
         }
-        let (tx, rx) = watch::channel(None);
+        let (feed, rx) = Feed::new();
         flights.insert(name.to_owned(), rx);
-        Flight::Lead(FlightGuard { link: self.clone(), name: name.to_owned(), tx, outcome: None })
+        Flight::Lead(FlightGuard { link: self.clone(), name: name.to_owned(), feed, outcome: None })
     }
 
     /// Whether a cached blob is due a check against the lake before it is served.

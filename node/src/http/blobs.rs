@@ -4,6 +4,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use edgeblob_engine::{access_tier, ops, PropsChange};
+use edgeblob_meta::listing::BlobSummary;
 use edgeblob_meta::model::limits;
 use edgeblob_proto::conditions::Conditions;
 use edgeblob_proto::request::{AccessTier, BlobRef, BlobSettings, GetBlob, IfRange, Metadata, PutBlob, MAX_RANGE_MD5};
@@ -17,6 +18,7 @@ use super::body::{self, RespBody};
 use super::dispatch::Call;
 use super::error::Result;
 use super::model::{blob_key, props};
+use super::read_through::{self, FromLake};
 use super::response::{blob_headers, changed, respond, set};
 
 pub async fn put(c: &Call<'_>, p: PutBlob, body: Incoming) -> Result<Response<RespBody>> {
@@ -44,48 +46,25 @@ pub async fn put(c: &Call<'_>, p: PutBlob, body: Incoming) -> Result<Response<Re
 pub async fn get(c: &Call<'_>, p: GetBlob) -> Result<Response<RespBody>> {
     let key = blob_key(&p.blob);
     // A range of a blob not here yet may come straight from the lake (not with If-Range or a
-    // range MD5: the ordinary read answers those).
+    // range MD5: the ordinary read answers those), and a whole one as it is fetched.
     let pass = p.range.filter(|_| p.if_range.is_none() && !p.range_md5);
-    if let Some((b, (start, end), data)) =
-        super::read_through::before_get(c.shard, &c.ctx.links, &key, pass, &p.conditions).await?
-    {
-        let mut r = respond(StatusCode::PARTIAL_CONTENT, body::full(data));
-        let rh = r.headers_mut();
-        blob_headers(rh, &b);
-        set(rh, "content-length", (end - start).to_string());
-        set(rh, "content-range", range::content_range(start, end, b.size));
-        if let Some(m) = b.props.content_md5 {
-            set(rh, "x-ms-blob-content-md5", B64.encode(m));
-        }
-        super::response::keep_meta_case(&mut r, &b.props.metadata);
-        return Ok(r);
-    }
-    let mut requested = p.range;
-    if let (Some(_), Some(if_range)) = (requested, &p.if_range) {
-        // The range holds only if the blob is still the one the client has; otherwise the
-        // whole blob is sent.
-        let cur = ops::head_blob(c.shard, key.clone(), Default::default()).await?;
-        let same = match if_range {
-            IfRange::ETag(tag) => tag.eq_ignore_ascii_case(&etag_string(cur.etag)),
-            IfRange::Date(secs) => cur.modified_ns.div_euclid(1_000_000_000) <= *secs,
-        };
-        if !same {
-            requested = None;
-        }
-    }
-    let (b, (start, end), reader) = ops::open_read(c.shard, key, requested, p.conditions).await?;
-    let partial = requested.is_some();
-    let mut r = if p.range_md5 {
-        if !partial || end - start > MAX_RANGE_MD5 {
-            return Err(ErrorCode::InvalidHeaderValue.into());
-        }
-        let data = reader.read_all().await?;
-        let m: [u8; 16] = md5::Md5::digest(&data).into();
-        let mut r = respond(StatusCode::PARTIAL_CONTENT, body::full(data));
-        set(r.headers_mut(), "content-md5", B64.encode(m));
-        r
+    let lake_may_answer = (p.range.is_none() && !p.range_md5) || pass.is_some();
+    let from_lake = if lake_may_answer {
+        read_through::before_get(c.shard, &c.ctx.links, &key, pass, &p.conditions).await?
     } else {
-        respond(if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK }, body::stream(reader).await?)
+        read_through::before_read(c.shard, &c.ctx.links, &key).await?;
+        None
+    };
+    let (b, (start, end), partial, mut r) = match from_lake {
+        Some(FromLake::Range((b, span, data))) => {
+            (b, span, true, respond(StatusCode::PARTIAL_CONTENT, body::full(data)))
+        }
+        Some(FromLake::Whole(b, pieces)) => {
+            let body = body::stream_of(pieces).await.map_err(|e| read_through::lake_unavailable(&e.to_string()))?;
+            let len = b.size;
+            (b, (0, len), false, respond(StatusCode::OK, body))
+        }
+        None => from_flash(c, key, p).await?,
     };
     let rh = r.headers_mut();
     blob_headers(rh, &b);
@@ -100,6 +79,43 @@ pub async fn get(c: &Call<'_>, p: GetBlob) -> Result<Response<RespBody>> {
     }
     super::response::keep_meta_case(&mut r, &b.props.metadata);
     Ok(r)
+}
+
+/// Get Blob from flash: the blob, the span served, whether it is a range, and the answer (its
+/// blob headers still to be set).
+async fn from_flash(
+    c: &Call<'_>,
+    key: edgeblob_meta::model::BlobKey,
+    p: GetBlob,
+) -> Result<(BlobSummary, (u64, u64), bool, Response<RespBody>)> {
+    let mut requested = p.range;
+    if let (Some(_), Some(if_range)) = (requested, &p.if_range) {
+        // The range holds only if the blob is still the one the client has; otherwise the
+        // whole blob is sent.
+        let cur = ops::head_blob(c.shard, key.clone(), Default::default()).await?;
+        let same = match if_range {
+            IfRange::ETag(tag) => tag.eq_ignore_ascii_case(&etag_string(cur.etag)),
+            IfRange::Date(secs) => cur.modified_ns.div_euclid(1_000_000_000) <= *secs,
+        };
+        if !same {
+            requested = None;
+        }
+    }
+    let (b, span, reader) = ops::open_read(c.shard, key, requested, p.conditions).await?;
+    let partial = requested.is_some();
+    let r = if p.range_md5 {
+        if !partial || span.1 - span.0 > MAX_RANGE_MD5 {
+            return Err(ErrorCode::InvalidHeaderValue.into());
+        }
+        let data = reader.read_all().await?;
+        let m: [u8; 16] = md5::Md5::digest(&data).into();
+        let mut r = respond(StatusCode::PARTIAL_CONTENT, body::full(data));
+        set(r.headers_mut(), "content-md5", B64.encode(m));
+        r
+    } else {
+        respond(if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK }, body::stream(reader).await?)
+    };
+    Ok((b, span, partial, r))
 }
 
 pub async fn get_properties(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Result<Response<RespBody>> {

@@ -40,6 +40,20 @@ pub async fn stream(mut reader: BlobReader) -> Result<RespBody, EngineError> {
     Ok(Box::pin(StreamBody::new(s)))
 }
 
+/// Streams pieces out, the first read before the answer starts (as [`stream`]): a failure
+/// before any byte is an error answer.
+pub async fn stream_of<S>(mut pieces: S) -> std::io::Result<RespBody>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Unpin + 'static,
+{
+    let first = match pieces.next().await {
+        None => return Ok(empty()),
+        Some(piece) => piece?,
+    };
+    let s = futures::stream::once(std::future::ready(Ok(first))).chain(pieces).map(|piece| piece.map(Frame::data));
+    Ok(Box::pin(StreamBody::new(s)))
+}
+
 /// Digests of what passed through a body stream, each only when needed: MD5 costs more CPU
 /// than storing the bytes (over half of a Put Block's, measured), so it is computed for Put
 /// Blob (which stores it) and where the client sent one to check; CRC-64 where one was sent.

@@ -3,7 +3,8 @@
 //! of the version first seen: never a mix of two; checked against the whole's MD5, or each
 //! against its own) and stored as a Put Blob would store it, with
 //! the lake's ETag, content headers, metadata, MD5 and Last-Modified; readers who ask for it meanwhile,
-//! on any shard, wait on that one fetch. A blob fetched earlier is checked against the lake's
+//! on any shard, wait on that one fetch, and a whole Get Blob follows its bytes as they come
+//! (`link_flight`). A blob fetched earlier is checked against the lake's
 //! ETag as the link's `revalidate` says: changed, it is fetched again; gone, it is deleted here.
 //! A blob written here (not fetched) is the client's and is never touched. When the lake does
 //! not answer, what is cached is served as it is, and what is not gets 503 with Retry-After.
@@ -19,11 +20,13 @@ use edgeblob_meta::listing::BlobSummary;
 use edgeblob_meta::model::{limits, BlobKey, BlobProps, PublicAccess};
 use edgeblob_proto::conditions::{ConditionOutcome, Conditions, ETagMatch};
 use edgeblob_proto::{headers as hdr, ErrorCode};
+use futures::stream::LocalBoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use super::body;
 use super::error::{ApiError, Result};
 use crate::link::{Flight, Link};
+use crate::link_flight::{self, Feed, Refreshed};
 
 pub use edgeblob_engine::reserved_metadata::LAKE_ETAG;
 
@@ -47,32 +50,52 @@ pub fn lake_etag(props: &BlobProps) -> Option<&str> {
 /// Makes `key` current on flash when its container is linked; nothing otherwise.
 pub async fn before_read(shard: &Rc<Shard>, links: &crate::link::Links, key: &BlobKey) -> Result<()> {
     let Some(link) = links.reading(&key.account, &key.container) else { return Ok(()) };
-    make_current(shard, link, key, None).await.map(|_| ())
+    make_current(shard, link, key, Want::Here).await.map(|_| ())
 }
 
 /// A ranged read's bytes taken straight from the lake: the blob as it will be here, the span
 /// `[start, end)`, and the bytes.
 pub type Passed = (BlobSummary, (u64, u64), bytes::Bytes);
 
+/// What a Get Blob of a blob not here yet is answered with while it is fetched.
+pub enum FromLake {
+    /// A range read straight from the lake ([`range_from_lake`]).
+    Range(Passed),
+    /// The whole blob, as the fetch brings it ([`link_flight::follow`]).
+    Whole(BlobSummary, LocalBoxStream<'static, std::io::Result<bytes::Bytes>>),
+}
+
+/// What a read asks of a linked blob before it is served from flash.
+#[derive(Clone, Copy)]
+enum Want<'a> {
+    /// That it be here and current.
+    Here,
+    /// A range with the request's conditions: one of a blob not here yet may come straight from
+    /// the lake.
+    Range((u64, Option<u64>), &'a Conditions),
+    /// The whole, with the request's conditions: a blob being fetched may be followed.
+    Whole(&'a Conditions),
+}
+
 /// [`before_read`] for a Get Blob: a `range` (with the request's conditions) of a blob not here
-/// yet is answered straight from the lake where [`range_from_lake`] takes it.
+/// yet is answered straight from the lake where [`range_from_lake`] takes it, and a whole one
+/// as its fetch brings it.
 pub async fn before_get(
     shard: &Rc<Shard>,
     links: &crate::link::Links,
     key: &BlobKey,
     range: Option<(u64, Option<u64>)>,
     cond: &Conditions,
-) -> Result<Option<Passed>> {
+) -> Result<Option<FromLake>> {
     let Some(link) = links.reading(&key.account, &key.container) else { return Ok(None) };
-    make_current(shard, link, key, range.map(|r| (r, cond))).await
+    let want = match range {
+        Some(r) => Want::Range(r, cond),
+        None => Want::Whole(cond),
+    };
+    make_current(shard, link, key, want).await
 }
 
-async fn make_current(
-    shard: &Rc<Shard>,
-    link: &Arc<Link>,
-    key: &BlobKey,
-    pass: Option<((u64, Option<u64>), &Conditions)>,
-) -> Result<Option<Passed>> {
+async fn make_current(shard: &Rc<Shard>, link: &Arc<Link>, key: &BlobKey, want: Want<'_>) -> Result<Option<FromLake>> {
     link.was_read(&key.name);
     ensure_container(shard, link).await?;
     for attempt in 0..ATTEMPTS {
@@ -84,31 +107,46 @@ async fn make_current(
         if local.as_ref().is_some_and(|b| lake_etag(&b.props).is_none() || !link.due(&key.name)) {
             return Ok(None);
         }
-        if let (None, Some((range, cond)), 0) = (&local, pass, attempt) {
+        if let (None, Want::Range(range, cond), 0) = (&local, want, attempt) {
             if let Some(passed) = range_from_lake(shard, link, key, range, cond).await {
-                return Ok(Some(passed));
+                return Ok(Some(FromLake::Range(passed)));
             }
         }
+        // A whole read of a blob being fetched follows the fetch where it may.
+        let follows = |b: BlobSummary, rx| {
+            let body = link_flight::follow(shard.clone(), key.clone(), &b, rx).boxed_local();
+            Ok(Some(FromLake::Whole(b, body)))
+        };
         let outcome = match link.flight(&key.name) {
             Flight::Lead(guard) => {
+                let mut rx = guard.subscribe();
                 // The fetch runs to its end whether or not this reader waits for it: the others
                 // joined it, and a reader that hung up must not waste what was fetched.
                 let (s, l, k) = (shard.clone(), link.clone(), key.clone());
                 let task = tokio::task::spawn_local(async move {
-                    let res = refresh(&s, &l, &k, local).await;
-                    guard.finish(res.as_ref().map(|_| ()).map_err(|e| e.message.clone()));
+                    let res = refresh(&s, &l, &k, local, guard.feed()).await;
+                    guard.finish(res.as_ref().map(|r| *r).map_err(|e| e.message.clone()));
                     res
                 });
+                if let Want::Whole(cond) = want {
+                    if let Some(b) = link_flight::shown(&mut rx, cond).await {
+                        return follows(b, rx);
+                    }
+                }
+                // Not followed: the fetch's own answer, its error code included.
                 match task.await {
                     Ok(res) => res,
                     Err(e) => Err(ApiError::with_message(ErrorCode::InternalError, format!("the fetch failed: {e}"))),
                 }
             }
-            Flight::Join(mut rx) => match rx.wait_for(Option::is_some).await.map(|o| o.clone()) {
-                Ok(Some(Ok(()))) => Ok(Refreshed::Current),
-                Ok(Some(Err(why))) => Err(lake_unavailable(&why)),
-                _ => Err(lake_unavailable("the fetch from the lake ended early")),
-            },
+            Flight::Join(mut rx) => {
+                if let Want::Whole(cond) = want {
+                    if let Some(b) = link_flight::shown(&mut rx, cond).await {
+                        return follows(b, rx);
+                    }
+                }
+                link_flight::outcome(&mut rx).await.map_err(|why| lake_unavailable(&why))
+            }
         };
         match outcome? {
             Refreshed::Current => return Ok(None),
@@ -139,11 +177,10 @@ async fn range_from_lake(
         (a, _) if a >= lake.len => return None,
         (a, b) => (a, b.map_or(lake.len, |b| b.saturating_add(1).min(lake.len))),
     };
-    let seen = lake_summary(&key.name, &lake.etag, lake.len, &lake.headers);
-    let passes = cond.check(Some((seen.etag, seen.modified_ns)), false) == ConditionOutcome::Pass;
     // The ETag shown must be the one the blob will have here once fetched.
-    let carried = lake_etag_value(&lake.etag, edgeblob_engine::shard::now_ns()).is_some();
-    if end <= start || end - start > PASS_THROUGH_MAX || !passes || !carried {
+    let seen = as_it_will_be(&key.name, &lake)?;
+    let passes = cond.check(Some((seen.etag, seen.modified_ns)), false) == ConditionOutcome::Pass;
+    if end <= start || end - start > PASS_THROUGH_MAX || !passes {
         return None;
     }
     let data = match link.remote.get_range_of(&key.name, &lake.etag, start, end - start, true).await {
@@ -158,23 +195,23 @@ async fn range_from_lake(
     if link.fetches.available_permits() > 0 {
         let (s, l, k) = (shard.clone(), link.clone(), key.clone());
         tokio::task::spawn_local(async move {
-            if let Err(e) = Box::pin(make_current(&s, &l, &k, None)).await {
+            if let Err(e) = Box::pin(make_current(&s, &l, &k, Want::Here)).await {
                 tracing::info!(container = %k.container, error = %e.message, "a linked blob's fetch behind a range failed");
             }
         });
     }
     link.stats.passed_through.fetch_add(1, Ordering::Relaxed);
-    let mut seen = seen;
-    seen.props.content_md5 = lake.content_md5;
     Some((seen, (start, end), data))
 }
 
-/// What a check or fetch left.
-enum Refreshed {
-    /// The blob here is the lake's current one, a blob written here, or absent as in the lake.
-    Current,
-    /// A write here or in the lake came between: look again.
-    Raced,
+/// The lake's blob as a read of it here shows it before it is here (a range passed through, a
+/// whole followed): `None` where it will not keep the lake's ETag here, as the ETag shown must
+/// be the one a later read finds.
+fn as_it_will_be(name: &str, lake: &edgeblob_remote::Props) -> Option<BlobSummary> {
+    lake_etag_value(&lake.etag, edgeblob_engine::shard::now_ns())?;
+    let mut seen = lake_summary(name, &lake.etag, lake.len, &lake.headers);
+    seen.props.content_md5 = lake.content_md5;
+    Some(seen)
 }
 
 /// The container of a link, made at the first request that needs it.
@@ -201,7 +238,13 @@ pub fn lake_unavailable(why: &str) -> ApiError {
 
 /// Checks `local` (the lake's blob as fetched earlier, or none) against the lake, and fetches
 /// the lake's blob when it is not here or has changed.
-async fn refresh(s: &Rc<Shard>, link: &Arc<Link>, key: &BlobKey, local: Option<BlobSummary>) -> Result<Refreshed> {
+async fn refresh(
+    s: &Rc<Shard>,
+    link: &Arc<Link>,
+    key: &BlobKey,
+    local: Option<BlobSummary>,
+    feed: &Feed,
+) -> Result<Refreshed> {
     let lake = match link.remote.properties(&key.name).await {
         Ok(p) => p,
         Err(e) if local.is_some() => {
@@ -242,8 +285,15 @@ async fn refresh(s: &Rc<Shard>, link: &Arc<Link>, key: &BlobKey, local: Option<B
     // A blob with an MD5 is checked whole; one whose whole does not match (a damaged range, or
     // an MD5 its writer got wrong: Put Block List does not check it) is read again range by
     // range, each checked, and kept as the lake has it.
-    let fetched = match fetch(s, link, key, &lake, cond.clone(), lake.content_md5.is_none()).await {
-        Err(Fetch::Mismatch) => fetch(s, link, key, &lake, cond, true).await,
+    if let Some(b) = as_it_will_be(&key.name, &lake) {
+        feed.show(b);
+    }
+    let fetched = match fetch(s, link, key, &lake, cond.clone(), lake.content_md5.is_none(), feed).await {
+        Err(Fetch::Mismatch) => {
+            // Bytes sent from the first try were not checked: their readers must not finish.
+            feed.void();
+            fetch(s, link, key, &lake, cond, true, feed).await
+        }
         other => other,
     };
     match fetched {
@@ -285,27 +335,31 @@ async fn fetch(
     lake: &edgeblob_remote::Props,
     cond: Conditions,
     checked_ranges: bool,
+    feed: &Feed,
 ) -> std::result::Result<BlobSummary, Fetch> {
     let etag = &lake.etag;
     if etag.is_empty() || etag.len() > 256 || !etag.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Fetch::Failed(lake_unavailable("the lake's blob has no usable ETag")));
     }
     if lake.len > link.cfg.fetch_by_block_above.min(limits::MAX_PUT_BLOB_SIZE) {
-        return fetch_blocks(s, link, key, lake, cond).await;
+        return fetch_blocks(s, link, key, lake, cond, feed).await;
     }
     let whole = lake.content_md5.filter(|_| !checked_ranges);
     let tap = body::tap(whole.is_some(), false);
-    let stored = store_range(s, link, key, etag, (0, lake.len), checked_ranges, Some(tap.clone())).await?;
+    let stored = store_range(s, link, key, etag, (0, lake.len), checked_ranges, Some(tap.clone()), feed).await?;
     if stored.len != lake.len || body::check_digests(&tap, whole, None).is_err() {
         stored.give_back(s);
         // Never stored: a damaged answer, or a lake blob changed in a way its ETag did not show.
         return Err(Fetch::Mismatch);
     }
+
     let (props, stamps) = lake_props(s, lake);
     Ok(ops::commit_single(s, key.clone(), stored, props, cond, Some(stamps)).await?)
 }
 
-/// Stores `len` bytes of the lake's version `etag` of `key` from `at`, in ranges, a few ahead.
+/// Stores `len` bytes of the lake's version `etag` of `key` from `at`, in ranges, a few ahead,
+/// each shown to the readers following the fetch.
+#[allow(clippy::too_many_arguments)]
 async fn store_range(
     s: &Rc<Shard>,
     link: &Arc<Link>,
@@ -314,14 +368,19 @@ async fn store_range(
     (at, len): (u64, u64),
     checked_ranges: bool,
     tap: Option<body::Tap>,
+    feed: &Feed,
 ) -> std::result::Result<edgeblob_engine::write::Stored, Fetch> {
-    let (l, name, etag) = (link.clone(), key.name.clone(), etag.to_owned());
+    let (l, name, etag, feed) = (link.clone(), key.name.clone(), etag.to_owned(), feed.clone());
     let stream = futures::stream::iter(ranges(len))
         .map(move |(off, n)| {
             let (l, name, etag) = (l.clone(), name.clone(), etag.clone());
-            async move { l.remote.get_range_of(&name, &etag, at + off, n, checked_ranges).await }
+            async move { l.remote.get_range_of(&name, &etag, at + off, n, checked_ranges).await.map(|b| (off, b)) }
         })
         .buffered(RANGES_AHEAD)
+        .map_ok(move |(off, b)| {
+            feed.range(at + off, &b);
+            b
+        })
         .map_err(|e| match &e {
             // The lake's blob was replaced mid-fetch.
             edgeblob_remote::RemoteError::Status { status: 412, .. } => std::io::Error::other(RACED),
@@ -348,6 +407,7 @@ async fn fetch_blocks(
     key: &BlobKey,
     lake: &edgeblob_remote::Props,
     cond: Conditions,
+    feed: &Feed,
 ) -> std::result::Result<BlobSummary, Fetch> {
     let blocks =
         link.remote.committed_blocks(&key.name).await.map_err(|e| Fetch::Failed(lake_unavailable(&e.to_string())))?;
@@ -357,7 +417,7 @@ async fn fetch_blocks(
     }
     let mut at = 0;
     for (id, len) in &blocks {
-        let stored = store_range(s, link, key, &lake.etag, (at, *len), true, None).await?;
+        let stored = store_range(s, link, key, &lake.etag, (at, *len), true, None, feed).await?;
         if stored.len != *len {
             stored.give_back(s);
             return Err(Fetch::Mismatch);

@@ -2,7 +2,9 @@
 //! some requests itself as rules say (503 ServerBusy with Retry-After, a connection cut before
 //! the request is passed on, an answer lost after the remote acted, a flipped byte in a body)
 //! and forwards the rest, and it records every request (time, method, path, the client's
-//! request id, what was done, bytes each way) for tests to check what a client did.
+//! request id, what was done, bytes each way) for tests to check what a client did. It can also
+//! hold back reads of ranges past an offset until released, for tests of what a client does
+//! with part of a blob.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -66,6 +68,8 @@ pub struct Seen {
 pub struct Faulty {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Reads of a range that starts at or past this offset wait while it is set.
+    hold: Arc<tokio::sync::watch::Sender<Option<u64>>>,
 }
 
 impl Faulty {
@@ -74,7 +78,8 @@ impl Faulty {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let state = Arc::new((Mutex::new(StdRng::seed_from_u64(seed)), rules, seen.clone()));
+        let hold = Arc::new(tokio::sync::watch::channel(None).0);
+        let state = Arc::new((Mutex::new(StdRng::seed_from_u64(seed)), rules, seen.clone(), hold.clone()));
         tokio::spawn(async move {
             let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
             loop {
@@ -89,15 +94,24 @@ impl Faulty {
                 });
             }
         });
-        Faulty { addr, seen }
+        Faulty { addr, seen, hold }
     }
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// Holds back every read of a range starting at `offset` or later until [`Faulty::release`].
+    pub fn hold_ranges_from(&self, offset: u64) {
+        self.hold.send_replace(Some(offset));
+    }
+
+    pub fn release(&self) {
+        self.hold.send_replace(None);
+    }
 }
 
-type State = (Mutex<StdRng>, Vec<Rule>, Arc<Mutex<Vec<Seen>>>);
+type State = (Mutex<StdRng>, Vec<Rule>, Arc<Mutex<Vec<Seen>>>, Arc<tokio::sync::watch::Sender<Option<u64>>>);
 type Client = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 async fn answer(
@@ -106,8 +120,11 @@ async fn answer(
     state: &State,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, std::io::Error> {
-    let (rng, rules, seen) = state;
+    let (rng, rules, seen, hold) = state;
     let (parts, body) = req.into_parts();
+    if let Some(start) = range_start(&parts.headers) {
+        let _ = hold.subscribe().wait_for(|from| from.is_none_or(|from| start < from)).await;
+    }
     let fault = {
         let n = seen.lock().unwrap().len();
         let mut rng = rng.lock().unwrap();
@@ -162,4 +179,10 @@ async fn answer(
     record.bytes_out = body.len() as u64;
     done(record);
     Ok(hyper::Response::from_parts(parts, Full::new(Bytes::from(body))))
+}
+
+/// Where the range a request reads starts (`x-ms-range` or `Range`, `bytes=<start>-...`).
+fn range_start(h: &hyper::HeaderMap) -> Option<u64> {
+    let v = h.get("x-ms-range").or_else(|| h.get(hyper::header::RANGE))?.to_str().ok()?;
+    v.strip_prefix("bytes=")?.split('-').next()?.trim().parse().ok()
 }
