@@ -14,6 +14,7 @@ pub mod link_config;
 pub mod link_evict;
 pub mod link_flight;
 pub mod link_prefetch;
+pub mod link_sync;
 pub mod link_upload;
 pub mod notify;
 pub mod preflight;

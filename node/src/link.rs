@@ -32,6 +32,8 @@ pub struct Link {
     pub stats: LinkStats,
     /// The last prefetch started (`edgeblob-admin link prefetch`), running or ended.
     pub prefetch: Mutex<Option<Prefetch>>,
+    /// The last sync of the lake's listing started (`edgeblob-admin link sync`).
+    pub sync: Mutex<Option<crate::link_sync::Sync>>,
     /// The write-back's state, where the link writes back.
     pub upload: Mutex<crate::link_upload::UploadState>,
     /// What eviction deleted here since the node started.
@@ -135,6 +137,7 @@ impl Link {
             fetches,
             stats: LinkStats::default(),
             prefetch: Mutex::default(),
+            sync: Mutex::default(),
             upload: Mutex::default(),
             evicted: Mutex::default(),
         })

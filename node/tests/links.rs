@@ -1006,3 +1006,113 @@ fn a_whole_read_of_a_blob_not_here_yet_starts_as_it_is_fetched() {
         assert_eq!(proxy.seen().len(), before, "nothing more from the lake");
     });
 }
+
+/// Runs `edgeblob-admin` beside the runtime `rt` (which may serve what it talks to): whether it
+/// succeeded, and what it printed.
+fn admin_tool(rt: &tokio::runtime::Runtime, args: &[&str]) -> (bool, String) {
+    let admin = edgeblob_testkit::node::workspace_bin("edgeblob-admin");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = rt.block_on(async move {
+        tokio::task::spawn_blocking(move || std::process::Command::new(admin).args(args).output().unwrap())
+            .await
+            .unwrap()
+    });
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// `edgeblob-admin link sync` keeps the lake's listing on the node: List Blobs of the linked
+/// container is then answered without the lake (every page size, flat and by directory, with
+/// metadata, merged with writes here), through a restart and with the lake down; what changes
+/// in the lake shows after the next sync (added, replaced, deleted), and the node's own
+/// container for it is never listed.
+#[test]
+fn a_synced_listing_is_answered_without_the_lake() {
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
+    let lake_addr = lake.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 23));
+    let names: Vec<String> = (0..120).map(|i| format!("d{}/b{i:03}", i % 4)).collect();
+    rt.block_on(async {
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        for (i, n) in names.iter().enumerate() {
+            lake_put(&lake_addr, n, &data(i as u32, i * 13)).await;
+        }
+        let put = [("x-ms-blob-type", "BlockBlob")];
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake/other"), &put, b"x").await.0, 201);
+    });
+    let config = format!(
+        "[[links]]\ncontainer = \"cache\"\nurl = \"http://{}/{DEV_ACCOUNT}/lake/datasets\"\nremote_account = \"{DEV_ACCOUNT}\"\nremote_key = \"{DEV_KEY}\"\nrevalidate = \"never\"\n",
+        proxy.addr
+    );
+    let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
+    let sync = |admin: &str| admin_tool(&rt, &["link", "sync", "--container", "cache", "--admin", admin]);
+    let (ok, text) = sync(&node.admin);
+    assert!(ok, "{text}");
+    assert!(
+        text.lines().last().unwrap().starts_with("listed 120, added 120, updated 0, removed 0, errors 0"),
+        "{text}"
+    );
+
+    // Every listing from what is kept: the lake sees none of them.
+    let check = |node: &str, mut want: Vec<String>, lake_flat: Vec<Entry>| {
+        let node = node.to_owned();
+        async move {
+            want.sort();
+            for page in [1, 7, 1000] {
+                let got = list_all(&node, "cache", "", page).await;
+                assert_eq!(got.iter().map(|e| e.0.clone()).collect::<Vec<_>>(), want, "flat, {page} a page");
+                let lake_here: Vec<&Entry> = got.iter().filter(|e| !e.0.ends_with("local")).collect();
+                assert_eq!(lake_here, lake_flat.iter().collect::<Vec<_>>(), "the lake's entries, {page} a page");
+            }
+            for page in [1, 3] {
+                let got: Vec<String> =
+                    list_all(&node, "cache", "&delimiter=/", page).await.into_iter().map(|e| e.0).collect();
+                assert_eq!(got, ["d0/", "d1/", "d2/", "d3/"], "by directory, {page} a page");
+            }
+            let q = format!("/{DEV_ACCOUNT}/cache?restype=container&comp=list&include=metadata&prefix=d3/");
+            let xml = String::from_utf8(signed(&node, "GET", &q, &[], b"").await.2).unwrap();
+            assert_eq!(xml.matches("<origin>lake</origin>").count(), 30, "the lake's metadata: {xml}");
+            assert!(!xml.contains('$'), "the node's entries are never shown");
+        }
+    };
+    let mut want: Vec<String> = names.iter().cloned().chain(["d1/local".into()]).collect();
+    rt.block_on(async {
+        let put = [("x-ms-blob-type", "BlockBlob")];
+        assert_eq!(signed(&node.http, "PUT", &format!("/{DEV_ACCOUNT}/cache/d1/local"), &put, b"here").await.0, 201);
+        let before = proxy.seen().len();
+        check(&node.http, want.clone(), lake_listing(&lake_addr, "").await).await;
+        assert_eq!(proxy.seen().len(), before, "no listing reached the lake");
+        let (_, _, body) = signed(&node.http, "GET", &format!("/{DEV_ACCOUNT}?comp=list"), &[], b"").await;
+        let xml = String::from_utf8(body).unwrap();
+        assert!(xml.contains("<Name>cache</Name>") && !xml.contains("synced"), "{xml}");
+
+        // Changed in the lake: the listing kept is as it was until the next sync.
+        lake_put(&lake_addr, "d0/new", b"new").await;
+        lake_put(&lake_addr, "d2/b002", b"replaced").await;
+        assert_eq!(
+            signed(&lake_addr, "DELETE", &format!("/{DEV_ACCOUNT}/lake/datasets/d1/b001"), &[], b"").await.0,
+            202
+        );
+        let got: Vec<String> = list_all(&node.http, "cache", "", 50).await.into_iter().map(|e| e.0).collect();
+        want.sort();
+        assert_eq!(got, want, "as kept");
+    });
+    let (ok, text) = sync(&node.admin);
+    assert!(ok, "{text}");
+    assert!(text.lines().last().unwrap().starts_with("listed 120, added 1, updated 1, removed 1, errors 0"), "{text}");
+    want.retain(|n| n != "d1/b001");
+    want.push("d0/new".into());
+    let lake_now = rt.block_on(lake_listing(&lake_addr, ""));
+    rt.block_on(check(&node.http, want.clone(), lake_now.clone()));
+    let status = rt.block_on(link_status(&node.admin));
+    assert_eq!(status["synced"][0]["prefix"], "", "{status}");
+    assert_eq!(status["sync"]["running"], false, "{status}");
+
+    // Restarted, with the lake gone: the listing is still there.
+    drop(node);
+    drop(lake);
+    let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
+    rt.block_on(check(&node.http, want, lake_now));
+}

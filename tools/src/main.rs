@@ -93,8 +93,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TierCmd,
     },
-    /// Linked containers of a running node (its admin listener): their status, and prefetches
-    /// from the lake.
+    /// Linked containers of a running node (its admin listener): their status, prefetches from
+    /// the lake, and syncs of its listing.
     Link {
         #[command(subcommand)]
         cmd: LinkCmd,
@@ -241,6 +241,13 @@ enum LinkCmd {
         #[arg(long)]
         parallel: Option<usize>,
     },
+    /// Keeps the lake's listing of a linked container under a prefix on the node (names,
+    /// properties, metadata: no bytes), so List Blobs under it is answered without the lake;
+    /// run again to refresh it. Prints its progress each second until it ends.
+    Sync {
+        #[command(flatten)]
+        online: Online,
+    },
 }
 
 /// A running node's admin listener.
@@ -318,12 +325,38 @@ fn admin_call(
 
 /// Starts a prefetch and follows it to its end, a line of progress a second.
 fn prefetch(o: &Online, parallel: Option<usize>) -> Result<ExitCode, String> {
-    let container = o.container.clone().ok_or("name the container (--container)")?;
     let mut target = format!("/links/prefetch?{}", o.query());
     if let Some(n) = parallel {
         target.push_str(&format!("&parallel={n}"));
     }
-    let (status, body) = admin_call("POST", &target, &o.admin, o.token_file.as_deref())?;
+    follow_link(o, &target, "prefetch", |p| {
+        format!(
+            "listed {} ({} bytes), here {} ({} bytes), errors {}",
+            p["listed"], p["listed_bytes"], p["done"], p["done_bytes"], p["errors"]
+        )
+    })
+}
+
+/// Starts a sync of a link's listing and follows it to its end.
+fn sync(o: &Online) -> Result<ExitCode, String> {
+    follow_link(o, &format!("/links/sync?{}", o.query()), "sync", |p| {
+        format!(
+            "listed {}, added {}, updated {}, removed {}, errors {}",
+            p["listed"], p["added"], p["updated"], p["removed"], p["errors"]
+        )
+    })
+}
+
+/// Starts a link's background operation (`target`) and prints its progress (the link status's
+/// `field`, as `line` words it) each second until it ends; failure if it ended with errors.
+fn follow_link(
+    o: &Online,
+    target: &str,
+    field: &str,
+    line: fn(&serde_json::Value) -> String,
+) -> Result<ExitCode, String> {
+    let container = o.container.clone().ok_or("name the container (--container)")?;
+    let (status, body) = admin_call("POST", target, &o.admin, o.token_file.as_deref())?;
     if status != 202 {
         return Err(format!("the node answered {status}: {body}"));
     }
@@ -343,20 +376,12 @@ fn prefetch(o: &Online, parallel: Option<usize>) -> Result<ExitCode, String> {
                 })
             })
             .ok_or("the node no longer lists the link")?;
-        let p = &link["prefetch"];
-        println!(
-            "listed {} ({} bytes), here {} ({} bytes), errors {}, {:.0} s",
-            p["listed"],
-            p["listed_bytes"],
-            p["done"],
-            p["done_bytes"],
-            p["errors"],
-            p["secs"].as_f64().unwrap_or(0.0)
-        );
+        let p = &link[field];
+        println!("{}, {:.0} s", line(p), p["secs"].as_f64().unwrap_or(0.0));
         if p["running"] != true {
             return match p["errors"].as_u64() {
                 Some(0) => Ok(ExitCode::SUCCESS),
-                _ => Err(format!("the prefetch ended with errors; the last: {}", p["last_error"])),
+                _ => Err(format!("the {field} ended with errors; the last: {}", p["last_error"])),
             };
         }
     }
@@ -560,6 +585,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
             print_answer(admin_call("GET", "/links/status", &admin.admin, admin.token_file.as_deref())?)
         }
         Cmd::Link { cmd: LinkCmd::Prefetch { online, parallel } } => prefetch(&online, parallel),
+        Cmd::Link { cmd: LinkCmd::Sync { online } } => sync(&online),
         Cmd::Tier { cmd: TierCmd::Hydrate { online } } => print_answer(operate("hydrate", &online)?),
         Cmd::Tier { cmd: TierCmd::Verify { data, config } } => {
             let tier = edgeblob_engine::config::TierConfig { passive: true, ..tier_config(&config)? };

@@ -133,11 +133,19 @@ pub async fn set_service_properties(s: &Rc<Shard>, account: String, doc: String)
     Ok(container)
 }
 
-/// What Set Container Metadata or Set Container ACL changes.
+/// What Set Container Metadata or Set Container ACL changes, or the node itself.
 pub enum ContainerChange {
     Metadata(Metadata),
     /// Set Container ACL sets both, replacing the stored policies whole.
     Access(PublicAccess, Vec<AccessPolicy>),
+    /// One of the node's own entries (a reserved name) set to a value, or removed.
+    Reserved(String, Option<String>),
+}
+
+/// Whether a container name is the node's own: one no client can give (valid ones are
+/// lower-case letters, digits and dashes, or `$root`, `$logs`, `$web`), never listed.
+pub fn is_node_private(name: &str) -> bool {
+    name.starts_with('$') && !matches!(name, "$root" | "$logs" | "$web")
 }
 
 pub async fn set_metadata(s: &Rc<Shard>, account: String, name: String, metadata: Metadata) -> Result<Container> {
@@ -162,6 +170,14 @@ pub async fn change(s: &Rc<Shard>, account: String, name: String, what: Containe
                 if !policies.is_empty() {
                     c.metadata.push((ACL_KEY.to_owned(), encode_policies(&policies)));
                 }
+            }
+            ContainerChange::Reserved(k, v) => {
+                debug_assert!(
+                    edgeblob_proto::headers::is_reserved_metadata_name(&k),
+                    "the node's entries are named apart from clients'"
+                );
+                c.metadata.retain(|(n, _)| *n != k);
+                c.metadata.extend(v.map(|v| (k, v)));
             }
         }
         c.etag = s.node.stamp();

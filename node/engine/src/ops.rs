@@ -182,6 +182,20 @@ pub async fn delete_container(s: &Rc<Shard>, account: String, name: String) -> R
     at(s, CATALOG_SHARD, move |c| async move { container::delete(&c, account, name).await }).await?
 }
 
+/// Sets (or removes, `None`) one of the node's own entries of a container's metadata.
+pub async fn set_container_entry(
+    s: &Rc<Shard>,
+    account: String,
+    name: String,
+    entry: String,
+    value: Option<String>,
+) -> Result<Container> {
+    at(s, CATALOG_SHARD, move |c| async move {
+        container::change(&c, account, name, container::ContainerChange::Reserved(entry, value)).await
+    })
+    .await?
+}
+
 pub async fn set_container_metadata(s: &Rc<Shard>, account: String, name: String, md: Metadata) -> Result<Container> {
     at(s, CATALOG_SHARD, move |c| async move { container::set_metadata(&c, account, name, md).await }).await?
 }

@@ -29,6 +29,15 @@ pub const LAKE_ETAG: &str = "$lake";
 /// changed it meanwhile). Carried over later writes until one is uploaded.
 pub const LAKE_BASE: &str = "$lake-base";
 
+/// An entry of a lake's listing kept here by `edgeblob-admin link sync` (a blob of no bytes in
+/// the link's listing container): the size of the lake's blob.
+pub const LAKE_SIZE: &str = "$lake-size";
+
+/// The lake's size of a listing entry kept by a sync.
+pub fn lake_size(md: &Metadata) -> Option<u64> {
+    entry(md, LAKE_SIZE)?.parse().ok()
+}
+
 fn entry<'a>(md: &'a Metadata, name: &str) -> Option<&'a str> {
     md.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }

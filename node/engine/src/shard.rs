@@ -119,7 +119,7 @@ impl NodeShared {
         let mut out: Vec<(String, Container)> = cat
             .range((account.to_owned(), prefix.to_owned())..)
             .take_while(|((a, n), _)| a == account && n.starts_with(prefix))
-            .filter(|((_, n), _)| marker.is_none_or(|m| n.as_str() > m) && n != crate::container::SERVICE_ENTRY)
+            .filter(|((_, n), _)| marker.is_none_or(|m| n.as_str() > m) && !crate::container::is_node_private(n))
             .take(max + 1)
             .map(|((_, n), c)| (n.clone(), c.clone()))
             .collect();

@@ -233,12 +233,19 @@ fn report_json(r: &TierReport) -> serde_json::Value {
     })
 }
 
-/// A link as `/links/status` shows it: where it reads from, what it did, the last prefetch.
-fn link_json(l: &crate::link::Link) -> serde_json::Value {
+/// A link as `/links/status` shows it: where it reads from, what it did, the last prefetch and
+/// sync, and the prefixes whose listing is kept here.
+fn link_json(node: &edgeblob_engine::Node, l: &crate::link::Link) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
     let s = &l.stats;
     let remote = l.remote.stats().snapshot();
     let prefetch = l.prefetch.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let sync = l.sync.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let kept = node.get_container(&l.cfg.account, &crate::link_sync::container_of(l)).ok();
+    let synced: Vec<_> = crate::link_sync::synced(kept)
+        .into_iter()
+        .map(|(at, prefix)| json!({ "prefix": prefix, "at_unix_secs": at }))
+        .collect();
     json!({
         "account": l.cfg.account,
         "container": l.cfg.container,
@@ -254,6 +261,8 @@ fn link_json(l: &crate::link::Link) -> serde_json::Value {
         "passed_through": s.passed_through.load(Relaxed),
         "remote": { "bytes_sent": remote.bytes_sent, "bytes_received": remote.bytes_received },
         "prefetch": prefetch,
+        "sync": sync,
+        "synced": synced,
         "write_back": l.cfg.write_back.then(|| l.upload.lock().unwrap_or_else(|p| p.into_inner()).clone()),
         "evicted": l.evicted.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     })
@@ -489,7 +498,7 @@ pub async fn handle(state: &Arc<State>, req: http::Request<hyper::body::Incoming
             }
             json_answer(
                 StatusCode::OK,
-                json!({ "links": state.links.iter().map(|l| link_json(l)).collect::<Vec<_>>() }),
+                json!({ "links": state.links.iter().map(|l| link_json(&state.node, l)).collect::<Vec<_>>() }),
             )
         }
         (&Method::POST, "/links/prefetch") => {
@@ -518,12 +527,39 @@ pub async fn handle(state: &Arc<State>, req: http::Request<hyper::body::Incoming
                 Some(_) => return error(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", "parallel: 1 to 256"),
             };
             match crate::link_prefetch::start(state.node.clone(), state.links.clone(), link.clone(), prefix, parallel) {
-                Ok(()) => json_answer(StatusCode::ACCEPTED, link_json(&link)),
+                Ok(()) => json_answer(StatusCode::ACCEPTED, link_json(&state.node, &link)),
+                Err(why) => error(StatusCode::CONFLICT, "OperationInProgress", why),
+            }
+        }
+        (&Method::POST, "/links/sync") => {
+            if let Err(denied) = authorised(state, &req, peer) {
+                return denied.answer();
+            }
+            let p = match params(query.as_deref()) {
+                Ok(p) => p,
+                Err(bad) => return bad.answer(),
+            };
+            let (account, container, prefix) = match target_with(state, &p) {
+                Ok(t) => t,
+                Err(bad) => return bad.answer(),
+            };
+            // Only a link that reads through lists the lake: nothing would read what is kept.
+            let Some(link) = state.links.reading(&account, &container).cloned() else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "ContainerNotLinked",
+                    format!("{account}/{container} is not linked for reading"),
+                );
+            };
+            match crate::link_sync::start(state.node.clone(), link.clone(), prefix) {
+                Ok(()) => json_answer(StatusCode::ACCEPTED, link_json(&state.node, &link)),
                 Err(why) => error(StatusCode::CONFLICT, "OperationInProgress", why),
             }
         }
         (_, "/links/status") => error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", "use GET"),
-        (_, "/links/prefetch") => error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", "use POST"),
+        (_, "/links/prefetch" | "/links/sync") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", "use POST")
+        }
         (_, "/health/live" | "/health/ready" | "/metrics" | "/tier/status" | "/tier/blob") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", "use GET")
         }

@@ -65,7 +65,7 @@ fn encode(after: &str, lake: &LakeAt) -> String {
 /// One page of the merged listing.
 pub async fn page(c: &Call<'_>, link: &Arc<Link>, q: ListQuery, metadata: bool) -> Result<ListPage> {
     let max = q.max.max(1);
-    let (after, mut lake_at) = decode(q.marker.as_deref());
+    let (after, lake_at) = decode(q.marker.as_deref());
     let here = ops::list_blobs(
         c.shard,
         &link.cfg.account,
@@ -73,6 +73,24 @@ pub async fn page(c: &Call<'_>, link: &Arc<Link>, q: ListQuery, metadata: bool) 
         ListQuery { marker: after.clone(), ..q.clone() },
     )
     .await?;
+    let lake = if crate::link_sync::covers(c.shard, link, &q.prefix) {
+        synced_side(c, link, &q, after.clone(), &lake_at, max).await?
+    } else {
+        lake_side(link, &q, after.as_deref(), lake_at, max, metadata).await?
+    };
+    let hide_gone = link.cfg.revalidate != Revalidate::Never;
+    Ok(merge(here, lake, after, max, hide_gone))
+}
+
+/// The lake's side of a page: its entries past `after`, read from the lake.
+async fn lake_side(
+    link: &Link,
+    q: &ListQuery,
+    after: Option<&str>,
+    mut lake_at: LakeAt,
+    max: usize,
+    metadata: bool,
+) -> Result<Lake> {
     // The lake's entries past `after`, each with where the page that holds it is listed from.
     let mut lake: Vec<(ListEntry, LakeAt)> = Vec::new();
     let mut last_listed: Option<String> = None;
@@ -98,12 +116,7 @@ pub async fn page(c: &Call<'_>, link: &Arc<Link>, q: ListQuery, metadata: bool) 
             last_listed = Some(e.name().to_owned());
         }
         let this_page = lake_at.clone();
-        lake.extend(
-            entries
-                .into_iter()
-                .filter(|e| after.as_deref().is_none_or(|a| e.name() > a))
-                .map(|e| (e, this_page.clone())),
-        );
+        lake.extend(entries.into_iter().filter(|e| after.is_none_or(|a| e.name() > a)).map(|e| (e, this_page.clone())));
         lake_at = match got.next {
             Some(m) => LakeAt::Marker(m),
             None => LakeAt::Done,
@@ -112,8 +125,30 @@ pub async fn page(c: &Call<'_>, link: &Arc<Link>, q: ListQuery, metadata: bool) 
             break;
         }
     }
-    let hide_gone = link.cfg.revalidate != Revalidate::Never;
-    Ok(merge(here, Lake { entries: lake, at: lake_at, last_listed }, after, max, hide_gone))
+    Ok(Lake { entries: lake, at: lake_at, last_listed })
+}
+
+/// The lake's side of a page from what `edgeblob-admin link sync` kept (`link_sync`): its
+/// entries past `after`, listed here as the lake's would be. It resumes from the page's last
+/// name, so its place is `Start` (after the name the marker carries) until it is done.
+async fn synced_side(
+    c: &Call<'_>,
+    link: &Link,
+    q: &ListQuery,
+    after: Option<String>,
+    lake_at: &LakeAt,
+    max: usize,
+) -> Result<Lake> {
+    if *lake_at == LakeAt::Done {
+        return Ok(Lake { entries: Vec::new(), at: LakeAt::Done, last_listed: None });
+    }
+    let kept = crate::link_sync::container_of(link);
+    let page =
+        ops::list_blobs(c.shard, &link.cfg.account, &kept, ListQuery { marker: after, max, ..q.clone() }).await?;
+    let at = if page.next_marker.is_some() { LakeAt::Start } else { LakeAt::Done };
+    let last_listed = page.entries.last().map(|e| e.name().to_owned());
+    let entries = page.entries.into_iter().map(|e| (crate::link_sync::as_listed(e), LakeAt::Start)).collect();
+    Ok(Lake { entries, at, last_listed })
 }
 
 /// What was read of the lake's listing for one page here.

@@ -433,9 +433,9 @@ async fn fetch_blocks(
 const RACED: &str = "the lake's blob changed while it was fetched";
 
 /// The lake blob's properties as a blob here keeps them, and its ETag and times.
-fn lake_props(s: &Shard, lake: &edgeblob_remote::Props) -> (BlobProps, Stamps) {
+pub fn lake_props(s: &Shard, lake: &edgeblob_remote::Props) -> (BlobProps, Stamps) {
     let mut seen = lake_summary("", &lake.etag, lake.len, &lake.headers);
-    seen.props.content_md5 = lake.content_md5;
+    seen.props.content_md5 = lake.content_md5.or(seen.props.content_md5);
     seen.props.metadata.push((LAKE_ETAG.to_owned(), lake.etag.clone()));
     let etag = lake_etag_value(&lake.etag, edgeblob_engine::shard::now_ns()).unwrap_or_else(|| s.node.stamp());
     (seen.props, Stamps { etag, created_ns: seen.created_ns, modified_ns: seen.modified_ns })
