@@ -57,6 +57,10 @@ pub struct LinkConfig {
     /// Which blobs waiting for upload go first.
     #[serde(default)]
     pub upload_order: UploadOrder,
+    /// Blobs uploaded at once (a checkpoint of many small files is bound by the lake's round
+    /// trips, not its bandwidth); the blocks they hold in memory are bounded apart.
+    #[serde(default = "default_uploads")]
+    pub uploads_at_once: usize,
     /// When the node's data areas are fuller than this fraction, blobs fetched from the lake (or
     /// uploaded to it) are deleted here, least recently read first, down to `evict_below`: they
     /// can always be fetched again. Blobs not in the lake are never evicted.
@@ -118,6 +122,10 @@ fn default_fetches() -> usize {
     16
 }
 
+fn default_uploads() -> usize {
+    4
+}
+
 /// When a cached lake blob is checked against the lake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Revalidate {
@@ -173,6 +181,7 @@ impl LinkConfig {
             upload_after_secs: default_upload_after(),
             delete_after_upload: false,
             upload_order: UploadOrder::default(),
+            uploads_at_once: default_uploads(),
             evict_above: default_evict_above(),
             evict_below: default_evict_below(),
             fetch_by_block_above: default_by_block(),
@@ -201,6 +210,9 @@ impl LinkConfig {
         }
         if self.max_fetches == 0 {
             return Err(format!("{what}: max_fetches must be at least 1"));
+        }
+        if !(1..=64).contains(&self.uploads_at_once) {
+            return Err(format!("{what}: uploads_at_once must be 1 to 64"));
         }
         Ok(())
     }

@@ -2,14 +2,15 @@
 //! lake under the same name, as a plain block blob with the same bytes, block ids, content
 //! headers, metadata and Content-MD5, `upload_after_secs` after its commit. One thread for the
 //! node's links (`edgeblob-links`, which evicts too: `link_evict`), a task per write-back link,
-//! one upload at a time per link; the engine is
-//! reached through the shards' inboxes, the lake through the link's client.
+//! `uploads_at_once` uploads at a time per link, their blocks in memory bounded together; the
+//! engine is reached through the shards' inboxes, the lake through the link's client.
 //!
 //! What a blob's metadata says (`edgeblob_engine::reserved_metadata`): `$lake` = this version is
 //! the lake's (uploaded, or fetched): nothing to do. Otherwise it waits for upload, and
 //! `$lake-base` names the lake's version it replaces: the commit in the lake is `If-Match` that
 //! ETag (`If-None-Match: *` without one), so a lake blob someone else changed is never
-//! overwritten: a conflict, reported and left as it is on both sides. An upload resumes with the
+//! overwritten: a conflict, reported and left as it is on both sides, and marked on the version
+//! (`$lake-conflict`, kept through restarts until a new version is written). An upload resumes with the
 //! blocks the lake already holds staged (Get Block List), so a crash or a lost link costs at
 //! most the block in flight.
 
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use edgeblob_engine::reserved_metadata::{client_metadata, lake_base, lake_etag};
+use edgeblob_engine::reserved_metadata::{client_metadata, lake_base, lake_conflict, lake_etag};
 use edgeblob_engine::{ops, EngineError, PropsChange, Shard, CATALOG_SHARD};
 use edgeblob_io::executor::Peers;
 use edgeblob_meta::listing::{BlobSummary, ListEntry, ListQuery};
@@ -39,6 +40,9 @@ const CUT: u64 = 8 << 20;
 /// Blocks of one upload in flight at once (each held in memory while it is sent).
 const BLOCKS_IN_FLIGHT: usize = 4;
 
+/// MiB of blocks a link's uploads hold in memory at once, all together.
+const MEMORY_MIB: u32 = 256;
+
 /// A blob this small, written by Put Blob, goes up in one Put Blob.
 const WHOLE_MAX: u64 = 4 << 20;
 
@@ -52,7 +56,8 @@ pub struct UploadState {
     pub pending: u64,
     pub lag_bytes: u64,
     pub lag_secs: f64,
-    pub uploading: Option<String>,
+    /// The blobs uploading now.
+    pub uploading: Vec<String>,
     /// Blobs uploaded since the node started, and their bytes.
     pub uploaded: u64,
     pub uploaded_bytes: u64,
@@ -63,10 +68,11 @@ pub struct UploadState {
     pub conflicts: BTreeMap<String, String>,
     pub errors: u64,
     pub last_error: Option<String>,
-    /// Blob names by state (at most 1,000 each).
+    /// Blob names by state (at most 1,000 each): waiting, uploaded lately (the latest last),
+    /// and those whose last try failed, with why (tried again at the next pass).
     pub pending_names: Vec<String>,
-    #[serde(skip)]
-    conflict_etags: BTreeMap<String, u64>,
+    pub done_names: std::collections::VecDeque<String>,
+    pub failed: BTreeMap<String, String>,
 }
 
 /// The engine, from a thread that is not a shard.
@@ -148,8 +154,9 @@ pub fn start(peers: Peers<Shard>, shards: usize, links: Arc<Links>) -> std::io::
 
 async fn run(engine: Engine, link: Arc<Link>) {
     let every = Duration::from_secs((link.cfg.upload_after_secs / 2).clamp(1, 10));
+    let memory = Arc::new(tokio::sync::Semaphore::new(MEMORY_MIB as usize));
     loop {
-        match pass(&engine, &link).await {
+        match pass(&engine, &link, &memory).await {
             Ok(()) => {}
             Err(Stop::Gone) => return,
             Err(Stop::Failed(why)) => {
@@ -182,41 +189,71 @@ async fn waiting(engine: &Engine, link: &Link) -> Result<Vec<BlobSummary>, Stop>
     Ok(out)
 }
 
-async fn pass(engine: &Engine, link: &Arc<Link>) -> Result<(), Stop> {
-    let all = waiting(engine, link).await?;
+async fn pass(engine: &Engine, link: &Arc<Link>, memory: &Arc<tokio::sync::Semaphore>) -> Result<(), Stop> {
+    let (conflicted, all): (Vec<BlobSummary>, Vec<BlobSummary>) =
+        waiting(engine, link).await?.into_iter().partition(|b| lake_conflict(&b.props.metadata).is_some());
     let now = edgeblob_engine::shard::now_ns();
     let after_ns = i64::try_from(link.cfg.upload_after_secs.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
     state(link, |s| {
-        // A version in conflict stays reported until it is written again.
-        s.conflict_etags.retain(|name, etag| all.iter().any(|b| &b.name == name && b.etag == *etag));
-        let names: HashSet<&String> = s.conflict_etags.keys().collect();
-        s.conflicts.retain(|name, _| names.contains(name));
+        // A version in conflict stays reported (it is marked) until a new one is written.
+        s.conflicts = conflicted
+            .iter()
+            .take(NAMES_SHOWN)
+            .map(|b| (b.name.clone(), lake_conflict(&b.props.metadata).unwrap_or_default().to_owned()))
+            .collect();
         s.pending = all.len() as u64;
         s.lag_bytes = all.iter().map(|b| b.size).sum();
         s.lag_secs = all.iter().map(|b| now.saturating_sub(b.modified_ns)).max().unwrap_or(0) as f64 / 1e9;
         s.pending_names = all.iter().take(NAMES_SHOWN).map(|b| b.name.clone()).collect();
+        s.failed.retain(|name, _| all.iter().any(|b| &b.name == name));
     });
-    for b in all {
-        if now.saturating_sub(b.modified_ns) < after_ns {
-            continue;
-        }
-        if state(link, |s| s.conflict_etags.get(&b.name) == Some(&b.etag)) {
-            continue;
-        }
-        state(link, |s| s.uploading = Some(b.name.clone()));
-        let res = upload(engine, link, &b).await;
-        state(link, |s| s.uploading = None);
+    let due = all.into_iter().filter(|b| now.saturating_sub(b.modified_ns) >= after_ns);
+    let uploads = futures::stream::iter(due).map(|b| async move {
+        state(link, |s| s.uploading.push(b.name.clone()));
+        let res = upload(engine, link, &b, memory).await;
+        state(link, |s| s.uploading.retain(|n| *n != b.name));
+        (b, res)
+    });
+    let mut uploads = uploads.buffer_unordered(link.cfg.uploads_at_once.max(1));
+    while let Some((b, res)) = uploads.next().await {
         match res {
-            Ok(()) => {}
-            Err(Upload::Conflict(why)) => state(link, |s| {
-                tracing::warn!(container = %link.cfg.container, %why, "a write-back conflict: the lake's blob was changed by someone else");
-                s.conflicts.insert(b.name.clone(), why);
-                s.conflict_etags.insert(b.name.clone(), b.etag);
+            Ok(()) => state(link, |s| {
+                s.failed.remove(&b.name);
+                s.done_names.push_back(b.name.clone());
+                while s.done_names.len() > NAMES_SHOWN {
+                    s.done_names.pop_front();
+                }
             }),
+            Err(Upload::Conflict(why)) => {
+                tracing::warn!(container = %link.cfg.container, %why, "a write-back conflict: the lake's blob was changed by someone else");
+                let (key, cond, note) =
+                    (BlobKey::new(&link.cfg.account, &link.cfg.container, &b.name), this_version(&b), why.clone());
+                let marked = engine
+                    .on(CATALOG_SHARD, move |s| async move {
+                        ops::set_blob_props(&s, key, PropsChange::LakeConflict(note), cond).await
+                    })
+                    .await?;
+                match marked {
+                    // Written or deleted here meanwhile: the newer version is tried at the next pass.
+                    Ok(_) | Err(EngineError::ConditionNotMet | EngineError::BlobNotFound) => {}
+                    Err(e) => note_error(link, format!("{}: the conflict not marked: {e}", b.name)),
+                }
+                state(link, |s| {
+                    s.failed.remove(&b.name);
+                    s.conflicts.insert(b.name.clone(), why);
+                });
+            }
             // Written or deleted here meanwhile: the next pass takes the newest version.
             Err(Upload::Superseded) => {}
             Err(Upload::Stop(Stop::Gone)) => return Err(Stop::Gone),
-            Err(Upload::Stop(Stop::Failed(why))) => note_error(link, format!("{}: {why}", b.name)),
+            Err(Upload::Stop(Stop::Failed(why))) => {
+                state(link, |s| {
+                    if s.failed.len() < NAMES_SHOWN || s.failed.contains_key(&b.name) {
+                        s.failed.insert(b.name.clone(), why.clone());
+                    }
+                });
+                note_error(link, format!("{}: {why}", b.name));
+            }
         }
     }
     Ok(())
@@ -298,7 +335,19 @@ async fn read_range(
     Ok(res?)
 }
 
-async fn upload(engine: &Engine, link: &Arc<Link>, b: &BlobSummary) -> Result<(), Upload> {
+/// Holds `len` bytes' worth of a link's upload memory (at least 1 MiB, at most all of it) until
+/// dropped.
+async fn hold(memory: &Arc<tokio::sync::Semaphore>, len: u64) -> Result<tokio::sync::OwnedSemaphorePermit, Upload> {
+    let mib = u32::try_from(len.div_ceil(1 << 20)).unwrap_or(MEMORY_MIB).clamp(1, MEMORY_MIB);
+    memory.clone().acquire_many_owned(mib).await.map_err(|_| Upload::Stop(Stop::Gone))
+}
+
+async fn upload(
+    engine: &Engine,
+    link: &Arc<Link>,
+    b: &BlobSummary,
+    memory: &Arc<tokio::sync::Semaphore>,
+) -> Result<(), Upload> {
     let key = BlobKey::new(&link.cfg.account, &link.cfg.container, &b.name);
     let replaces = match lake_base(&b.props.metadata) {
         Some(etag) => Replaces::Version(etag.to_owned()),
@@ -333,6 +382,7 @@ async fn upload(engine: &Engine, link: &Arc<Link>, b: &BlobSummary) -> Result<()
     let blocks = plan(b, list.committed);
     let mirrored = blocks.first().is_some_and(|(id, _, _)| !id.starts_with(b"edgeblob-upload-"));
     let etag = if !mirrored && b.size <= WHOLE_MAX {
+        let _held = hold(memory, b.size).await?;
         let data = match b.size {
             0 => Bytes::new(),
             n => read_range(engine, &key, b, 0, n, 0).await?,
@@ -351,8 +401,9 @@ async fn upload(engine: &Engine, link: &Arc<Link>, b: &BlobSummary) -> Result<()
         // A few blocks in flight: each read here and sent on its own; the first failure ends
         // the upload (the blocks already sent stay staged in the lake for the next try).
         let sends = futures::stream::iter(todo).map(|(i, id, at, len)| {
-            let (engine, link, key, b) = (engine.clone(), link.clone(), key.clone(), b.clone());
+            let (engine, link, key, b, memory) = (engine.clone(), link.clone(), key.clone(), b.clone(), memory.clone());
             async move {
+                let _held = hold(&memory, len).await?;
                 let data = read_range(&engine, &key, &b, at, len, i).await?;
                 link.remote.put_block(&b.name, &id, data).await.map_err(remote_failed)?;
                 state(&link, |s| s.blocks_sent += 1);

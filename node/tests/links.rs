@@ -720,6 +720,29 @@ fn checkpoints_go_to_the_lake_resume_after_a_kill_and_never_overwrite_anothers_c
             assert_eq!(body, lake_bytes, "{name}: the lake's kept");
             assert_eq!(get(&node.http, name).await.2, here, "{name}: ours kept");
         }
+    });
+    // A conflict is kept on its version: after a restart it is reported at once and not tried
+    // again (the lake sees nothing of it) until a new version is written.
+    drop(node);
+    let asked_before = proxy.seen().len();
+    let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
+    rt.block_on(async {
+        until("both conflicts reported after the restart", || {
+            let admin = node.admin.clone();
+            async move {
+                let s = link_status(&admin).await;
+                let c = &s["write_back"]["conflicts"];
+                c.get("ckpt1").is_some() && c.get("taken").is_some()
+            }
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let asked: Vec<String> = proxy.seen()[asked_before..].iter().map(|s| s.path_and_query.clone()).collect();
+        assert!(
+            !asked.iter().any(|p| p.contains("/ckpts/ckpt1") || p.contains("/ckpts/taken")),
+            "a conflict is not tried again: {asked:?}"
+        );
+        let put = [("x-ms-blob-type", "BlockBlob")];
         // Settled by deleting the lake's and writing here again: uploaded.
         assert_eq!(signed(&lake_addr, "DELETE", &format!("/{DEV_ACCOUNT}/lake/ckpts/ckpt1"), &[], b"").await.0, 202);
         assert_eq!(
@@ -1115,4 +1138,55 @@ fn a_synced_listing_is_answered_without_the_lake() {
     drop(lake);
     let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
     rt.block_on(check(&node.http, want, lake_now));
+}
+
+/// A checkpoint of many files goes up `uploads_at_once` at a time: with the lake's PUTs held,
+/// exactly that many are uploading, never more; released, every file reaches the lake and the
+/// link reports each done.
+#[test]
+fn a_checkpoint_of_many_files_goes_up_several_at_once() {
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
+    let lake_addr = lake.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 29));
+    let config = format!(
+        "[[links]]\ncontainer = \"cache\"\nurl = \"http://{}/{DEV_ACCOUNT}/lake/ckpts\"\nremote_account = \"{DEV_ACCOUNT}\"\nremote_key = \"{DEV_KEY}\"\nread_through = false\nwrite_back = true\nupload_after_secs = 0\nuploads_at_once = 4\n",
+        proxy.addr
+    );
+    let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
+    let files: Vec<(String, Vec<u8>)> =
+        (0..12).map(|i| (format!("step-9/rank-{i:02}"), data(300 + i, 1000 + i as usize))).collect();
+    rt.block_on(async {
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        proxy.hold_puts();
+        let put = [("x-ms-blob-type", "BlockBlob")];
+        for (name, body) in &files {
+            assert_eq!(signed(&node.http, "PUT", &format!("/{DEV_ACCOUNT}/cache/{name}"), &put, body).await.0, 201);
+        }
+        until("four uploading at once", || {
+            let admin = node.admin.clone();
+            async move { link_status(&admin).await["write_back"]["uploading"].as_array().unwrap().len() == 4 }
+        })
+        .await;
+        for _ in 0..10 {
+            let s = link_status(&node.admin).await;
+            assert_eq!(s["write_back"]["uploading"].as_array().unwrap().len(), 4, "never more: {s}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        proxy.release();
+        for (name, body) in &files {
+            until("every file in the lake", || lake_has(&lake_addr, name).map(|h| h.is_some())).await;
+            let (_, _, got) = signed(&lake_addr, "GET", &format!("/{DEV_ACCOUNT}/lake/ckpts/{name}"), &[], b"").await;
+            assert!(&got == body, "{name}: the lake's bytes");
+        }
+        until("every file reported done", || {
+            let admin = node.admin.clone();
+            async move {
+                let s = link_status(&admin).await;
+                s["write_back"]["done_names"].as_array().unwrap().len() == 12 && s["write_back"]["pending"] == 0
+            }
+        })
+        .await;
+    });
 }

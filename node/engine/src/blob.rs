@@ -47,6 +47,9 @@ pub enum PropsChange {
     /// upload of an older version ended after this one was written): this one's upload must
     /// find that version there. Nothing a client sees changes.
     LakeBase(String),
+    /// The node's note that this version was not uploaded because the lake's blob is not the
+    /// one it replaces: why. Nothing a client sees changes.
+    LakeConflict(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -381,6 +384,10 @@ pub async fn set_props(s: &Rc<Shard>, key: BlobKey, change: PropsChange, cond: C
             }
             PropsChange::LakeBase(lake) => {
                 crate::reserved_metadata::set_lake_base(&mut props.metadata, &lake);
+                (etag, modified_ns) = (cur.etag, cur.modified_ns);
+            }
+            PropsChange::LakeConflict(why) => {
+                crate::reserved_metadata::set_lake_conflict(&mut props.metadata, &why);
                 (etag, modified_ns) = (cur.etag, cur.modified_ns);
             }
         }

@@ -84,8 +84,24 @@ pub fn set_lake_base(md: &mut Metadata, etag: &str) {
 
 /// Marks a version as the lake's version `etag` (its upload ended).
 pub fn set_lake_synced(md: &mut Metadata, etag: &str) {
-    md.retain(|(k, _)| k != LAKE_ETAG && k != LAKE_BASE);
+    md.retain(|(k, _)| k != LAKE_ETAG && k != LAKE_BASE && k != LAKE_CONFLICT);
     md.push((LAKE_ETAG.to_owned(), etag.to_owned()));
+}
+
+/// A version a write-back link did not upload because the lake's blob is not the one it
+/// replaces (someone else changed it): why, in words. Kept (through restarts, and Set Blob
+/// Metadata or Properties) until a new version is written here; never carried to one.
+pub const LAKE_CONFLICT: &str = "$lake-conflict";
+
+/// Why this version is in conflict with the lake, if it is.
+pub fn lake_conflict(md: &Metadata) -> Option<&str> {
+    entry(md, LAKE_CONFLICT)
+}
+
+/// Marks a version as in conflict with the lake.
+pub fn set_lake_conflict(md: &mut Metadata, why: &str) {
+    md.retain(|(k, _)| k != LAKE_CONFLICT);
+    md.push((LAKE_CONFLICT.to_owned(), why.to_owned()));
 }
 
 #[cfg(test)]
@@ -119,8 +135,14 @@ mod tests {
         assert_eq!((lake_etag(&set), lake_base(&set)), (None, Some("0x2")));
         set_lake_base(&mut set, "0x4");
         assert_eq!(lake_base(&set), Some("0x4"), "a newer lake version to replace");
-        // Uploaded: the lake's ETag, no base.
+        // Found in conflict: marked, and the mark is never carried to a new version.
+        set_lake_conflict(&mut newer, "changed in the lake");
+        assert_eq!(lake_conflict(&newer), Some("changed in the lake"));
+        let mut rewritten = md(&[]);
+        carry_lake_base(Some(&newer), &mut rewritten);
+        assert_eq!((lake_conflict(&rewritten), lake_base(&rewritten)), (None, Some("0x1")));
+        // Uploaded: the lake's ETag, no base, no conflict.
         set_lake_synced(&mut newer, "0x3");
-        assert_eq!((lake_etag(&newer), lake_base(&newer)), (Some("0x3"), None));
+        assert_eq!((lake_etag(&newer), lake_base(&newer), lake_conflict(&newer)), (Some("0x3"), None, None));
     }
 }

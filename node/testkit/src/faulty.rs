@@ -3,8 +3,8 @@
 //! the request is passed on, an answer lost after the remote acted, a flipped byte in a body)
 //! and forwards the rest, and it records every request (time, method, path, the client's
 //! request id, what was done, bytes each way) for tests to check what a client did. It can also
-//! hold back reads of ranges past an offset until released, for tests of what a client does
-//! with part of a blob.
+//! hold back requests (reads of ranges past an offset, or every PUT) until released, for tests
+//! of what a client does meanwhile.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -68,8 +68,16 @@ pub struct Seen {
 pub struct Faulty {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
-    /// Reads of a range that starts at or past this offset wait while it is set.
-    hold: Arc<tokio::sync::watch::Sender<Option<u64>>>,
+    hold: Arc<tokio::sync::watch::Sender<Hold>>,
+}
+
+/// Which requests wait until released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Nothing,
+    /// Reads of a range that starts at or past this offset.
+    RangesFrom(u64),
+    Puts,
 }
 
 impl Faulty {
@@ -78,7 +86,7 @@ impl Faulty {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let hold = Arc::new(tokio::sync::watch::channel(None).0);
+        let hold = Arc::new(tokio::sync::watch::channel(Hold::Nothing).0);
         let state = Arc::new((Mutex::new(StdRng::seed_from_u64(seed)), rules, seen.clone(), hold.clone()));
         tokio::spawn(async move {
             let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
@@ -103,15 +111,20 @@ impl Faulty {
 
     /// Holds back every read of a range starting at `offset` or later until [`Faulty::release`].
     pub fn hold_ranges_from(&self, offset: u64) {
-        self.hold.send_replace(Some(offset));
+        self.hold.send_replace(Hold::RangesFrom(offset));
+    }
+
+    /// Holds back every PUT until [`Faulty::release`].
+    pub fn hold_puts(&self) {
+        self.hold.send_replace(Hold::Puts);
     }
 
     pub fn release(&self) {
-        self.hold.send_replace(None);
+        self.hold.send_replace(Hold::Nothing);
     }
 }
 
-type State = (Mutex<StdRng>, Vec<Rule>, Arc<Mutex<Vec<Seen>>>, Arc<tokio::sync::watch::Sender<Option<u64>>>);
+type State = (Mutex<StdRng>, Vec<Rule>, Arc<Mutex<Vec<Seen>>>, Arc<tokio::sync::watch::Sender<Hold>>);
 type Client = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 async fn answer(
@@ -122,9 +135,15 @@ async fn answer(
 ) -> Result<hyper::Response<Full<Bytes>>, std::io::Error> {
     let (rng, rules, seen, hold) = state;
     let (parts, body) = req.into_parts();
-    if let Some(start) = range_start(&parts.headers) {
-        let _ = hold.subscribe().wait_for(|from| from.is_none_or(|from| start < from)).await;
-    }
+    let (start, put) = (range_start(&parts.headers), parts.method == hyper::Method::PUT);
+    let _ = hold
+        .subscribe()
+        .wait_for(|h| match *h {
+            Hold::Nothing => true,
+            Hold::RangesFrom(from) => start.is_none_or(|s| s < from),
+            Hold::Puts => !put,
+        })
+        .await;
     let fault = {
         let n = seen.lock().unwrap().len();
         let mut rng = rng.lock().unwrap();
