@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,8 @@ pub struct UploadState {
     pub conflicts: BTreeMap<String, String>,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// Seconds since the lake stopped taking uploads (out of reach, or failing); 0 while it does.
+    pub lake_down_secs: f64,
     /// Blob names by state (at most 1,000 each): waiting, uploaded lately (the latest last),
     /// and those whose last try failed, with why (tried again at the next pass).
     pub pending_names: Vec<String>,
@@ -155,17 +158,39 @@ pub fn start(peers: Peers<Shard>, shards: usize, links: Arc<Links>) -> std::io::
 async fn run(engine: Engine, link: Arc<Link>) {
     let every = Duration::from_secs((link.cfg.upload_after_secs / 2).clamp(1, 10));
     let memory = Arc::new(tokio::sync::Semaphore::new(MEMORY_MIB as usize));
+    let mut wait = every;
+    let mut down_since: Option<std::time::Instant> = None;
     loop {
         match pass(&engine, &link, &memory).await {
-            Ok(()) => {}
+            Ok(Lake::Took) => (wait, down_since) = (every, None),
+            // Out of reach: the pass stopped at its first failure (not one lake timeout for
+            // each blob waiting), and the next comes later each time, up to a minute, so a long
+            // outage costs the lake a request a minute and its end is found within one.
+            Ok(Lake::Down) => {
+                let since = *down_since.get_or_insert_with(std::time::Instant::now);
+                state(&link, |s| s.lake_down_secs = since.elapsed().as_secs_f64());
+                wait = (wait * 2).min(LAKE_DOWN_WAIT_MAX).max(every);
+            }
             Err(Stop::Gone) => return,
             Err(Stop::Failed(why)) => {
                 tracing::warn!(container = %link.cfg.container, %why, "write-back pass failed; trying again");
                 note_error(&link, why);
             }
         }
-        tokio::time::sleep(every).await;
+        if down_since.is_none() {
+            state(&link, |s| s.lake_down_secs = 0.0);
+        }
+        tokio::time::sleep(wait).await;
     }
+}
+
+/// The longest wait between passes while the lake is out of reach.
+const LAKE_DOWN_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Whether a pass found the lake taking uploads.
+enum Lake {
+    Took,
+    Down,
 }
 
 fn state<R>(link: &Link, f: impl FnOnce(&mut UploadState) -> R) -> R {
@@ -189,7 +214,7 @@ async fn waiting(engine: &Engine, link: &Link) -> Result<Vec<BlobSummary>, Stop>
     Ok(out)
 }
 
-async fn pass(engine: &Engine, link: &Arc<Link>, memory: &Arc<tokio::sync::Semaphore>) -> Result<(), Stop> {
+async fn pass(engine: &Engine, link: &Arc<Link>, memory: &Arc<tokio::sync::Semaphore>) -> Result<Lake, Stop> {
     let (conflicted, all): (Vec<BlobSummary>, Vec<BlobSummary>) =
         waiting(engine, link).await?.into_iter().partition(|b| lake_conflict(&b.props.metadata).is_some());
     let now = edgeblob_engine::shard::now_ns();
@@ -208,11 +233,19 @@ async fn pass(engine: &Engine, link: &Arc<Link>, memory: &Arc<tokio::sync::Semap
         s.failed.retain(|name, _| all.iter().any(|b| &b.name == name));
     });
     let due = all.into_iter().filter(|b| now.saturating_sub(b.modified_ns) >= after_ns);
-    let uploads = futures::stream::iter(due).map(|b| async move {
-        state(link, |s| s.uploading.push(b.name.clone()));
-        let res = upload(engine, link, &b, memory).await;
-        state(link, |s| s.uploading.retain(|n| *n != b.name));
-        (b, res)
+    // Set by the first upload the lake fails: no more start in this pass.
+    let down = std::sync::atomic::AtomicBool::new(false);
+    let uploads = futures::stream::iter(due).take_while(|_| std::future::ready(!down.load(Relaxed))).map(|b| {
+        let down = &down;
+        async move {
+            state(link, |s| s.uploading.push(b.name.clone()));
+            let res = upload(engine, link, &b, memory).await;
+            state(link, |s| s.uploading.retain(|n| *n != b.name));
+            if matches!(res, Err(Upload::LakeDown(_))) {
+                down.store(true, Relaxed);
+            }
+            (b, res)
+        }
     });
     let mut uploads = uploads.buffer_unordered(link.cfg.uploads_at_once.max(1));
     while let Some((b, res)) = uploads.next().await {
@@ -246,7 +279,7 @@ async fn pass(engine: &Engine, link: &Arc<Link>, memory: &Arc<tokio::sync::Semap
             // Written or deleted here meanwhile: the next pass takes the newest version.
             Err(Upload::Superseded) => {}
             Err(Upload::Stop(Stop::Gone)) => return Err(Stop::Gone),
-            Err(Upload::Stop(Stop::Failed(why))) => {
+            Err(Upload::Stop(Stop::Failed(why)) | Upload::LakeDown(why)) => {
                 state(link, |s| {
                     if s.failed.len() < NAMES_SHOWN || s.failed.contains_key(&b.name) {
                         s.failed.insert(b.name.clone(), why.clone());
@@ -256,12 +289,14 @@ async fn pass(engine: &Engine, link: &Arc<Link>, memory: &Arc<tokio::sync::Semap
             }
         }
     }
-    Ok(())
+    Ok(if down.load(Relaxed) { Lake::Down } else { Lake::Took })
 }
 
 enum Upload {
     Conflict(String),
     Superseded,
+    /// The lake did not take it: out of reach, or failing after the link's retries.
+    LakeDown(String),
     Stop(Stop),
 }
 
@@ -285,6 +320,8 @@ fn remote_failed(e: RemoteError) -> Upload {
         RemoteError::AlreadyExists { .. } => {
             Upload::Conflict("the lake's blob is not the version this one replaces".into())
         }
+        e @ RemoteError::Exhausted { .. } => Upload::LakeDown(e.to_string()),
+        e if e.transient() => Upload::LakeDown(e.to_string()),
         e => Upload::Stop(Stop::Failed(e.to_string())),
     }
 }

@@ -78,6 +78,8 @@ enum Hold {
     /// Reads of a range that starts at or past this offset.
     RangesFrom(u64),
     Puts,
+    /// Every request: its connection cut at once (an outage).
+    Down,
 }
 
 impl Faulty {
@@ -114,6 +116,11 @@ impl Faulty {
         self.hold.send_replace(Hold::RangesFrom(offset));
     }
 
+    /// Cuts every request's connection (the remote out of reach) until [`Faulty::release`].
+    pub fn down(&self) {
+        self.hold.send_replace(Hold::Down);
+    }
+
     /// Holds back every PUT until [`Faulty::release`].
     pub fn hold_puts(&self) {
         self.hold.send_replace(Hold::Puts);
@@ -136,15 +143,18 @@ async fn answer(
     let (rng, rules, seen, hold) = state;
     let (parts, body) = req.into_parts();
     let (start, put) = (range_start(&parts.headers), parts.method == hyper::Method::PUT);
+    let down = *hold.borrow() == Hold::Down;
     let _ = hold
         .subscribe()
         .wait_for(|h| match *h {
-            Hold::Nothing => true,
+            Hold::Nothing | Hold::Down => true,
             Hold::RangesFrom(from) => start.is_none_or(|s| s < from),
             Hold::Puts => !put,
         })
         .await;
-    let fault = {
+    let fault = if down {
+        Some(Fault::Cut)
+    } else {
         let n = seen.lock().unwrap().len();
         let mut rng = rng.lock().unwrap();
         rules.iter().find(|r| n < r.first || rng.gen_bool(r.ratio.clamp(0.0, 1.0))).map(|r| r.fault)
