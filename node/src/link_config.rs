@@ -73,6 +73,11 @@ pub struct LinkConfig {
     /// blob is fetched so.
     #[serde(default = "default_by_block")]
     pub fetch_by_block_above: u64,
+    /// A range read of a blob not here yet (answered straight from the lake) fetches the whole
+    /// behind it, while a fetch slot is free, for the reads after it; `false` keeps only what
+    /// is read whole here (blobs read by scattered ranges then always come from the lake).
+    #[serde(default = "yes")]
+    pub fetch_behind_ranges: bool,
     /// Blobs fetched from the lake at once, node-wide (each holds up to two 4 MiB ranges in
     /// memory while it is stored).
     #[serde(default = "default_fetches")]
@@ -185,6 +190,7 @@ impl LinkConfig {
             evict_above: default_evict_above(),
             evict_below: default_evict_below(),
             fetch_by_block_above: default_by_block(),
+            fetch_behind_ranges: true,
             max_fetches: default_fetches(),
         }
     }

@@ -911,6 +911,64 @@ fn a_range_of_a_blob_not_here_yet_comes_straight_from_the_lake() {
         let h = [("x-ms-range", "bytes=0-9"), ("if-match", "\"0x1\"")];
         let (status, head, _) = signed(&addr, "GET", &format!("/{DEV_ACCOUNT}/cache/shard"), &h, b"").await;
         assert_eq!((status, header(&head, "x-ms-error-code")), (412, Some("conditionnotmet")));
+
+        // A long range (12 MiB) comes from the lake in pieces of at most 4 MiB, as it is sent,
+        // not after the whole (held back here at its last range, from 16 MiB).
+        let long = data(41, 20 << 20);
+        lake_put(&lake_addr, "long", &long).await;
+        let before = proxy.seen().len();
+        let (at, n) = ((1 << 20) + 3, 12 << 20);
+        let range = format!("bytes={at}-{}", at + n - 1);
+        proxy.hold_ranges_from(16 << 20);
+        let (status, head, body) = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            signed(&addr, "GET", &format!("/{DEV_ACCOUNT}/cache/long"), &[("x-ms-range", range.as_str())], b""),
+        )
+        .await
+        .expect("the range answered without the whole");
+        assert!(!here(&node).await.contains(&"long".to_owned()), "answered before the whole was here");
+        proxy.release();
+        assert_eq!(status, 206, "{head}");
+        assert!(body == long[at..at + n], "the long range's bytes");
+        let pieces: Vec<u64> = proxy.seen()[before..]
+            .iter()
+            .filter(|s| s.method == "GET" && s.path_and_query.ends_with("/long"))
+            .map(|s| s.bytes_out)
+            .collect();
+        assert!(pieces.iter().take(3).all(|n| *n <= 4 << 20), "pieces of 4 MiB at most: {pieces:?}");
+        until("the long blob here", || async { here(&node).await.contains(&"long".to_owned()) }).await;
+    });
+}
+
+/// With `fetch_behind_ranges = false`, ranges of a blob not here are read from the lake and
+/// nothing more: the blob is not fetched behind them.
+#[test]
+fn ranges_alone_fetch_nothing_behind_them_where_the_link_says_so() {
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
+    let lake_addr = lake.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 37));
+    let node = InProcess::start(dir_n.path(), 1 << 30, 2, |c| {
+        link(proxy.addr, Revalidate::Never)(c);
+        c.links[0].fetch_behind_ranges = false;
+    });
+    let addr = node.addr.to_string();
+    let blob = data(42, 6 << 20);
+    rt.block_on(async {
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        lake_put(&lake_addr, "parquet", &blob).await;
+        for (a, b) in [(100, 199), (5 << 20, (5 << 20) + 4095), (100, 199)] {
+            let range = format!("bytes={a}-{b}");
+            let (status, _, body) =
+                signed(&addr, "GET", &format!("/{DEV_ACCOUNT}/cache/parquet"), &[("x-ms-range", range.as_str())], b"")
+                    .await;
+            assert!(status == 206 && body == blob[a..=b], "{range}");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        assert!(here(&node).await.is_empty(), "nothing fetched behind the ranges");
+        let sent = lake_sent(&proxy.seen(), "parquet");
+        assert_eq!(sent, 100 + 4096 + 100, "the lake sent the ranges and nothing more");
     });
 }
 

@@ -56,8 +56,9 @@ pub async fn get(c: &Call<'_>, p: GetBlob) -> Result<Response<RespBody>> {
         None
     };
     let (b, (start, end), partial, mut r) = match from_lake {
-        Some(FromLake::Range((b, span, data))) => {
-            (b, span, true, respond(StatusCode::PARTIAL_CONTENT, body::full(data)))
+        Some(FromLake::Range((b, span, pieces))) => {
+            let body = body::stream_of(pieces).await.map_err(|e| read_through::lake_unavailable(&e.to_string()))?;
+            (b, span, true, respond(StatusCode::PARTIAL_CONTENT, body))
         }
         Some(FromLake::Whole(b, pieces)) => {
             let body = body::stream_of(pieces).await.map_err(|e| read_through::lake_unavailable(&e.to_string()))?;

@@ -54,8 +54,8 @@ pub async fn before_read(shard: &Rc<Shard>, links: &crate::link::Links, key: &Bl
 }
 
 /// A ranged read's bytes taken straight from the lake: the blob as it will be here, the span
-/// `[start, end)`, and the bytes.
-pub type Passed = (BlobSummary, (u64, u64), bytes::Bytes);
+/// `[start, end)`, and the bytes, as they come.
+pub type Passed = (BlobSummary, (u64, u64), LocalBoxStream<'static, std::io::Result<bytes::Bytes>>);
 
 /// What a Get Blob of a blob not here yet is answered with while it is fetched.
 pub enum FromLake {
@@ -156,15 +156,16 @@ async fn make_current(shard: &Rc<Shard>, link: &Arc<Link>, key: &BlobKey, want: 
     Ok(None)
 }
 
-/// The longest range a read of a blob not here yet takes straight from the lake.
-pub const PASS_THROUGH_MAX: u64 = 8 << 20;
+/// The longest range of a blob not here yet read from the lake in one request; a longer one is
+/// read in 4 MiB pieces (each checked against its MD5) as it is sent.
+pub const ONE_REQUEST_MAX: u64 = 8 << 20;
 
 /// A ranged read of a blob of a linked container that is not here: the range straight from
 /// the lake (its version pinned by If-Match), while the whole blob is fetched in the background
-/// as a first read fetches it, so a reader of a few MiB of a large blob waits for those, not for
-/// the whole. `None` where the ordinary read decides instead: the lake has no such blob or does
-/// not answer, the range is longer than [`PASS_THROUGH_MAX`], or the request's conditions do not
-/// pass against the lake's blob (the ordinary read gives their answer).
+/// as a first read fetches it (where the link's `fetch_behind_ranges` says so), so a reader of a
+/// part of a large blob waits for that part, not for the whole. `None` where the ordinary read
+/// decides instead: the lake has no such blob or does not answer, or the request's conditions
+/// do not pass against the lake's blob (the ordinary read gives their answer).
 async fn range_from_lake(
     shard: &Rc<Shard>,
     link: &Arc<Link>,
@@ -180,19 +181,35 @@ async fn range_from_lake(
     // The ETag shown must be the one the blob will have here once fetched.
     let seen = as_it_will_be(&key.name, &lake)?;
     let passes = cond.check(Some((seen.etag, seen.modified_ns)), false) == ConditionOutcome::Pass;
-    if end <= start || end - start > PASS_THROUGH_MAX || !passes {
+    if end <= start || !passes {
         return None;
     }
-    let data = match link.remote.get_range_of(&key.name, &lake.etag, start, end - start, true).await {
+    let pieces: Vec<(u64, u64)> = if end - start <= ONE_REQUEST_MAX {
+        vec![(start, end - start)]
+    } else {
+        ranges(end - start).map(|(off, n)| (start + off, n)).collect()
+    };
+    let (first, rest) = pieces.split_first()?;
+    let data = match link.remote.get_range_of(&key.name, &lake.etag, first.0, first.1, true).await {
         Ok(d) => d,
         // Replaced in the lake meanwhile, or out of reach: the ordinary read decides.
         Err(_) => return None,
     };
+    // The rest as it is sent, a piece or two ahead; a failure (the lake's blob replaced, or out
+    // of reach) cuts the answer short.
+    let (l, name, etag) = (link.clone(), key.name.clone(), lake.etag.clone());
+    let rest = futures::stream::iter(rest.to_vec())
+        .map(move |(at, n)| {
+            let (l, name, etag) = (l.clone(), name.clone(), etag.clone());
+            async move { l.remote.get_range_of(&name, &etag, at, n, true).await.map_err(std::io::Error::other) }
+        })
+        .buffered(RANGES_AHEAD);
+    let body = futures::stream::once(std::future::ready(Ok(data))).chain(rest).boxed_local();
     // The whole, for the reads after this one (one fetch however many ask), started once the
-    // range is in hand (it must not take the shard's time from the range), and only while a
-    // fetch slot is free: ranges of many blobs must not queue a fetch each (a later read
+    // range's first bytes are in hand (it must not take the shard's time from them), and only
+    // while a fetch slot is free: ranges of many blobs must not queue a fetch each (a later read
     // fetches what was skipped).
-    if link.fetches.available_permits() > 0 {
+    if link.cfg.fetch_behind_ranges && link.fetches.available_permits() > 0 {
         let (s, l, k) = (shard.clone(), link.clone(), key.clone());
         tokio::task::spawn_local(async move {
             if let Err(e) = Box::pin(make_current(&s, &l, &k, Want::Here)).await {
@@ -201,7 +218,7 @@ async fn range_from_lake(
         });
     }
     link.stats.passed_through.fetch_add(1, Ordering::Relaxed);
-    Some((seen, (start, end), data))
+    Some((seen, (start, end), body))
 }
 
 /// The lake's blob as a read of it here shows it before it is here (a range passed through, a
