@@ -1303,3 +1303,109 @@ fn a_lake_outage_holds_up_nothing_here_and_the_backlog_drains_after_it() {
         }
     });
 }
+
+/// A whole Get Blob read to its end without keeping the body: status, head, length and xxh3.
+async fn get_digest(node: &str, name: &str) -> (u16, String, u64, u64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = edgeblob_testkit::raw::signed_head("GET", &format!("/{DEV_ACCOUNT}/cache/{name}"), &[], 0);
+    let mut c = tokio::net::TcpStream::connect(node).await.unwrap();
+    c.write_all(request.as_bytes()).await.unwrap();
+    let (head, first) = read_until(&mut c, 0).await;
+    let status = head[9..12].parse().unwrap();
+    let want: u64 = header(&head, "content-length").map_or(0, |n| n.parse().unwrap());
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&first);
+    let mut len = first.len() as u64;
+    let mut buf = vec![0; 1 << 20];
+    while len < want {
+        let n = c.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+    (status, head, len, h.digest())
+}
+
+/// The first case at CI sizes (`EDGEBLOB_LINK_FULL=1`: its own sizes, a 64 MiB blob
+/// among the thousand and one of 256 MiB read by 32 at once): 1,000 lake blobs from 0 B up,
+/// listed through the node in several page sizes exactly as the lake lists them; every first
+/// read byte for byte the lake's, every second read nothing from the lake; 32 readers at once
+/// of a blob not here yet, one fetch.
+#[test]
+fn a_thousand_lake_blobs_list_and_read_as_the_lake_has_them() {
+    use futures::StreamExt;
+    let full = std::env::var_os("EDGEBLOB_LINK_FULL").is_some();
+    let (largest, shared_len) = if full { (64 << 20, 256 << 20) } else { (8 << 20, 32 << 20) };
+    let size = |i: usize| match i {
+        0 => 0,
+        1 => 1,
+        997 => largest,
+        998 => (4 << 20) + 1,
+        999 => 1 << 20,
+        i => (i * 37) % 20_000,
+    };
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 2 << 30, 1, |_| {});
+    let lake_addr = lake.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 41));
+    let node = InProcess::start(dir_n.path(), 2 << 30, 2, link(proxy.addr, Revalidate::Always));
+    let addr = node.addr.to_string();
+    let names: Vec<String> = (0..1000).map(|i| format!("set/{:02}/{i:04}", i % 7)).collect();
+    rt.block_on(async {
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        for (i, n) in names.iter().enumerate() {
+            lake_put(&lake_addr, n, &data(i as u32, size(i))).await;
+        }
+        let lake_flat = lake_listing(&lake_addr, "").await;
+        assert_eq!(lake_flat.len(), 1000);
+        for page in [5000, 100, 7] {
+            assert_eq!(list_all(&addr, "cache", "", page).await, lake_flat, "{page} a page: the lake's listing");
+        }
+        let got: Vec<String> =
+            list_all(&addr, "cache", "&delimiter=/&prefix=set/", 3).await.into_iter().map(|e| e.0).collect();
+        assert_eq!(got, (0..7).map(|d| format!("set/{d:02}/")).collect::<Vec<_>>());
+
+        // Every first read the lake's bytes; eight at a time.
+        let reads = futures::stream::iter(names.iter().enumerate().map(|(i, n)| {
+            let (addr, n) = (addr.clone(), n.clone());
+            async move { (i, n.clone(), get_digest(&addr, &n).await) }
+        }))
+        .buffer_unordered(8);
+        let firsts: Vec<_> = reads.collect().await;
+        for (i, n, (status, head, len, digest)) in firsts {
+            assert_eq!((status, len), (200, size(i) as u64), "{n}: {head}");
+            assert_eq!(digest, xxhash_rust::xxh3::xxh3_64(&data(i as u32, size(i))), "{n}: the lake's bytes");
+        }
+        let sent_first: u64 = names.iter().map(|n| lake_sent(&proxy.seen(), n)).sum();
+        for (i, n) in names.iter().enumerate().filter(|(i, _)| i % 50 == 0 || *i >= 997) {
+            let (status, _, len, digest) = get_digest(&addr, n).await;
+            assert!(
+                status == 200
+                    && len == size(i) as u64
+                    && digest == xxhash_rust::xxh3::xxh3_64(&data(i as u32, size(i)))
+            );
+        }
+        let sent_after: u64 = names.iter().map(|n| lake_sent(&proxy.seen(), n)).sum();
+        assert_eq!(sent_after, sent_first, "second reads take nothing from the lake");
+
+        // 32 readers at once of a blob not here yet: the lake sends it once.
+        let shared = data(7, shared_len);
+        let want = xxhash_rust::xxh3::xxh3_64(&shared);
+        lake_put(&lake_addr, "shared", &shared).await;
+        drop(shared);
+        let readers: Vec<_> = (0..32).map(|_| tokio::spawn(get_digest_owned(addr.clone(), "shared"))).collect();
+        for r in readers {
+            let (status, head, len, digest) = r.await.unwrap();
+            assert!(status == 200 && len == shared_len as u64 && digest == want, "every reader the whole blob: {head}");
+        }
+        let sent = lake_sent(&proxy.seen(), "shared");
+        assert!(sent < shared_len as u64 + (64 << 10), "32 readers, one fetch: the lake sent {sent} bytes");
+    });
+}
+
+async fn get_digest_owned(node: String, name: &'static str) -> (u16, String, u64, u64) {
+    get_digest(&node, name).await
+}
