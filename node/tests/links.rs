@@ -1128,7 +1128,7 @@ fn a_synced_listing_is_answered_without_the_lake() {
         proxy.addr
     );
     let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
-    let sync = |admin: &str| admin_tool(&rt, &["link", "sync", "--container", "cache", "--admin", admin]);
+    let sync = |admin: &str| admin_tool(&rt, &["link", "sync", "cache", "--admin", admin]);
     let (ok, text) = sync(&node.admin);
     assert!(ok, "{text}");
     assert!(

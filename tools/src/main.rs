@@ -235,6 +235,8 @@ enum LinkCmd {
     /// current, before a job reads it; prints its progress each second until it ends. Fails
     /// when a blob could not be fetched.
     Prefetch {
+        /// The linked container (or `--container`).
+        name: Option<String>,
         #[command(flatten)]
         online: Online,
         /// Blobs fetched at once (default: the link's max_fetches).
@@ -245,6 +247,8 @@ enum LinkCmd {
     /// properties, metadata: no bytes), so List Blobs under it is answered without the lake;
     /// run again to refresh it. Prints its progress each second until it ends.
     Sync {
+        /// The linked container (or `--container`).
+        name: Option<String>,
         #[command(flatten)]
         online: Online,
     },
@@ -288,6 +292,16 @@ fn operate(op: &str, o: &Online) -> Result<(u16, String), String> {
 
 impl Online {
     /// The query naming what the operation works on.
+    /// The container named as an argument, where `--container` did not name it.
+    fn naming(mut self, name: Option<String>) -> Result<Online, String> {
+        match (&self.container, name) {
+            (Some(a), Some(b)) if *a != b => return Err(format!("two containers named: {a} and {b}")),
+            (None, Some(b)) => self.container = Some(b),
+            _ => {}
+        }
+        Ok(self)
+    }
+
     fn query(&self) -> String {
         let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
         let mut q = format!("prefix={}", enc(&self.prefix));
@@ -584,8 +598,8 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
         Cmd::Link { cmd: LinkCmd::Status { admin } } => {
             print_answer(admin_call("GET", "/links/status", &admin.admin, admin.token_file.as_deref())?)
         }
-        Cmd::Link { cmd: LinkCmd::Prefetch { online, parallel } } => prefetch(&online, parallel),
-        Cmd::Link { cmd: LinkCmd::Sync { online } } => sync(&online),
+        Cmd::Link { cmd: LinkCmd::Prefetch { name, online, parallel } } => prefetch(&online.naming(name)?, parallel),
+        Cmd::Link { cmd: LinkCmd::Sync { name, online } } => sync(&online.naming(name)?),
         Cmd::Tier { cmd: TierCmd::Hydrate { online } } => print_answer(operate("hydrate", &online)?),
         Cmd::Tier { cmd: TierCmd::Verify { data, config } } => {
             let tier = edgeblob_engine::config::TierConfig { passive: true, ..tier_config(&config)? };
