@@ -119,7 +119,8 @@ async fn make_current(shard: &Rc<Shard>, link: &Arc<Link>, key: &BlobKey, want: 
         };
         let outcome = match link.flight(&key.name) {
             Flight::Lead(guard) => {
-                let mut rx = guard.subscribe();
+                // Only a whole read follows the fetch (and only then are its ranges kept).
+                let rx = matches!(want, Want::Whole(_)).then(|| guard.subscribe());
                 // The fetch runs to its end whether or not this reader waits for it: the others
                 // joined it, and a reader that hung up must not waste what was fetched.
                 let (s, l, k) = (shard.clone(), link.clone(), key.clone());
@@ -128,7 +129,7 @@ async fn make_current(shard: &Rc<Shard>, link: &Arc<Link>, key: &BlobKey, want: 
                     guard.finish(res.as_ref().map(|r| *r).map_err(|e| e.message.clone()));
                     res
                 });
-                if let Want::Whole(cond) = want {
+                if let (Want::Whole(cond), Some(mut rx)) = (want, rx) {
                     if let Some(b) = link_flight::shown(&mut rx, cond).await {
                         return follows(b, rx);
                     }
