@@ -31,33 +31,81 @@ pub struct Link {
     pub fetches: tokio::sync::Semaphore,
     pub stats: LinkStats,
     /// The last prefetch started (`edgeblob-admin link prefetch`), running or ended.
-    pub prefetch: Mutex<Option<Prefetch>>,
+    pub prefetch: Slot<Prefetched>,
     /// The last sync of the lake's listing started (`edgeblob-admin link sync`).
-    pub sync: Mutex<Option<crate::link_sync::Sync>>,
+    pub sync: Slot<crate::link_sync::Synced>,
     /// The write-back's state, where the link writes back.
     pub upload: Mutex<crate::link_upload::UploadState>,
     /// What eviction deleted here since the node started.
     pub evicted: Mutex<crate::link_evict::Evicted>,
 }
 
-/// A prefetch's progress: blobs of the lake listed under its prefix, made current here, and
-/// what failed.
+/// A link's operation in the background (a prefetch, a sync of its listing): its prefix,
+/// whether it runs, what it counts (`T`), what failed, and for how long.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Prefetch {
+pub struct Progress<T> {
     pub prefix: String,
     pub running: bool,
-    /// Blobs listed in the lake so far, and their bytes.
-    pub listed: u64,
-    pub listed_bytes: u64,
-    /// Blobs here and current (fetched now, or already), and their bytes.
-    pub done: u64,
-    pub done_bytes: u64,
+    #[serde(flatten)]
+    pub counts: T,
     pub errors: u64,
     pub last_error: Option<String>,
     /// Seconds since it started (to its end, once it ended).
     pub secs: f64,
     #[serde(skip)]
     pub started: Option<Instant>,
+}
+
+/// Where a link keeps the last of one kind of operation.
+pub type Slot<T> = Mutex<Option<Progress<T>>>;
+
+/// Starts an operation in `slot` under `prefix`; `Err` when one of its kind runs.
+pub fn begin<T: Default>(slot: &Slot<T>, prefix: &str, what: &str) -> Result<(), String> {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.as_ref().is_some_and(|p| p.running) {
+        return Err(format!("a {what} of this container is running"));
+    }
+    *slot = Some(Progress {
+        prefix: prefix.to_owned(),
+        running: true,
+        started: Some(Instant::now()),
+        ..Progress::default()
+    });
+    Ok(())
+}
+
+/// Changes what the operation in `slot` shows.
+pub fn update<T>(slot: &Slot<T>, f: impl FnOnce(&mut Progress<T>)) {
+    if let Some(p) = slot.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        f(p);
+        p.secs = p.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    }
+}
+
+/// Counts an error of the operation in `slot`.
+pub fn failed<T>(slot: &Slot<T>, why: String) {
+    update(slot, |p| {
+        p.errors += 1;
+        p.last_error = Some(why);
+    });
+}
+
+/// Ends the operation in `slot`, with what it ended with.
+pub fn end<T>(slot: &Slot<T>, res: Result<(), String>) {
+    if let Err(why) = res {
+        failed(slot, why);
+    }
+    update(slot, |p| p.running = false);
+}
+
+/// What a prefetch counts: blobs of the lake listed under its prefix, and those made current
+/// here (fetched now, or already), with their bytes.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Prefetched {
+    pub listed: u64,
+    pub listed_bytes: u64,
+    pub done: u64,
+    pub done_bytes: u64,
 }
 
 /// What a link did, since the node started.

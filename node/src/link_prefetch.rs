@@ -4,13 +4,12 @@
 //! background on the admin listener's thread; its progress is in the link's status.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use edgeblob_engine::Node;
 use edgeblob_meta::model::BlobKey;
 use futures::StreamExt;
 
-use crate::link::{Link, Links, Prefetch};
+use crate::link::{update, Link, Links};
 
 /// Blobs listed per page of the lake's listing.
 const PAGE: u32 = 5000;
@@ -23,36 +22,12 @@ pub fn start(
     prefix: String,
     parallel: usize,
 ) -> Result<(), String> {
-    {
-        let mut slot = link.prefetch.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_some_and(|p| p.running) {
-            return Err("a prefetch of this container is running".into());
-        }
-        *slot = Some(Prefetch {
-            prefix: prefix.clone(),
-            running: true,
-            started: Some(Instant::now()),
-            ..Prefetch::default()
-        });
-    }
+    crate::link::begin(&link.prefetch, &prefix, "prefetch")?;
     tokio::task::spawn(async move {
         let res = run(&node, &links, &link, &prefix, parallel.max(1)).await;
-        update(&link, |p| {
-            if let Err(e) = res {
-                p.errors += 1;
-                p.last_error = Some(e);
-            }
-            p.running = false;
-        });
+        crate::link::end(&link.prefetch, res);
     });
     Ok(())
-}
-
-fn update(link: &Link, f: impl FnOnce(&mut Prefetch)) {
-    if let Some(p) = link.prefetch.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-        f(p);
-        p.secs = p.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
-    }
 }
 
 async fn run(
@@ -68,9 +43,9 @@ async fn run(
     loop {
         let page =
             link.remote.list_in(prefix, None, marker.as_deref(), PAGE, false).await.map_err(|e| e.to_string())?;
-        update(link, |p| {
-            p.listed += page.blobs.len() as u64;
-            p.listed_bytes += page.blobs.iter().map(|b| b.len).sum::<u64>();
+        update(&link.prefetch, |p| {
+            p.counts.listed += page.blobs.len() as u64;
+            p.counts.listed_bytes += page.blobs.iter().map(|b| b.len).sum::<u64>();
         });
         let jobs = page.blobs.into_iter().map(|b| {
             let key = BlobKey::new(&link.cfg.account, &link.cfg.container, &b.name);
@@ -83,16 +58,13 @@ async fn run(
         });
         let mut running = futures::stream::iter(jobs).buffer_unordered(parallel);
         while let Some((len, res)) = running.next().await {
-            update(link, |p| match res {
-                Ok(()) => {
-                    p.done += 1;
-                    p.done_bytes += len;
-                }
-                Err(e) => {
-                    p.errors += 1;
-                    p.last_error = Some(e);
-                }
-            });
+            match res {
+                Ok(()) => update(&link.prefetch, |p| {
+                    p.counts.done += 1;
+                    p.counts.done_bytes += len;
+                }),
+                Err(e) => crate::link::failed(&link.prefetch, e),
+            }
         }
         match page.next {
             Some(m) => marker = Some(m),

@@ -14,7 +14,7 @@
 //! kept (`http::linked_listing`) until the next sync refreshes it.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use edgeblob_engine::error::EngineError;
 use edgeblob_engine::{ops, Node};
@@ -23,7 +23,7 @@ use edgeblob_meta::model::{BlobKey, Metadata, PublicAccess};
 use edgeblob_proto::conditions::Conditions;
 use futures::StreamExt;
 
-use crate::link::Link;
+use crate::link::{update, Link};
 
 /// Entries listed per page, on each side.
 const PAGE: u32 = 5000;
@@ -38,21 +38,14 @@ const PREFIXES_KEPT: usize = 64;
 /// The container entry that records the synced prefixes.
 pub const SYNCED: &str = "$synced";
 
-/// A sync's progress: entries of the lake listed under its prefix, and what it changed here.
+/// What a sync counts: entries of the lake listed under its prefix, and those it added,
+/// updated and removed here.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Sync {
-    pub prefix: String,
-    pub running: bool,
+pub struct Synced {
     pub listed: u64,
     pub added: u64,
     pub updated: u64,
     pub removed: u64,
-    pub errors: u64,
-    pub last_error: Option<String>,
-    /// Seconds since it started (to its end, once it ended).
-    pub secs: f64,
-    #[serde(skip)]
-    pub started: Option<Instant>,
 }
 
 /// The node's container that keeps a link's synced listing.
@@ -93,31 +86,12 @@ pub fn as_listed(e: ListEntry) -> ListEntry {
 
 /// Starts a sync of `link` under `prefix`; `Err` when one is running already.
 pub fn start(node: Arc<Node>, link: Arc<Link>, prefix: String) -> Result<(), String> {
-    {
-        let mut slot = link.sync.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_some_and(|s| s.running) {
-            return Err("a sync of this container is running".into());
-        }
-        *slot = Some(Sync { prefix: prefix.clone(), running: true, started: Some(Instant::now()), ..Sync::default() });
-    }
+    crate::link::begin(&link.sync, &prefix, "sync")?;
     tokio::task::spawn(async move {
         let res = run(&node, &link, &prefix).await;
-        update(&link, |p| {
-            if let Err(e) = res {
-                p.errors += 1;
-                p.last_error = Some(e);
-            }
-            p.running = false;
-        });
+        crate::link::end(&link.sync, res);
     });
     Ok(())
-}
-
-fn update(link: &Link, f: impl FnOnce(&mut Sync)) {
-    if let Some(p) = link.sync.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-        f(p);
-        p.secs = p.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
-    }
 }
 
 /// What a sync does to one entry here.
@@ -159,7 +133,7 @@ async fn run(node: &Arc<Node>, link: &Arc<Link>, prefix: &str) -> Result<(), Str
             // Kept here, gone from the lake.
             changes.extend(here_entry.map(|(name, _)| Change::Delete(name)));
         } else if let Some(l) = lake.buf.pop_front() {
-            update(link, |p| p.listed += 1);
+            update(&link.sync, |p| p.counts.listed += 1);
             if changed {
                 changes.push(Change::Put(Box::new(l), order == Equal));
             }
@@ -205,17 +179,14 @@ async fn apply(node: &Arc<Node>, link: &Arc<Link>, account: &str, kept: &str, ch
     });
     let mut running = futures::stream::iter(jobs).buffer_unordered(AT_ONCE);
     while let Some(res) = running.next().await {
-        update(link, |p| match res {
-            Ok((a, u, r)) => {
-                p.added += a;
-                p.updated += u;
-                p.removed += r;
-            }
-            Err(e) => {
-                p.errors += 1;
-                p.last_error = Some(e);
-            }
-        });
+        match res {
+            Ok((a, u, r)) => update(&link.sync, |p| {
+                p.counts.added += a;
+                p.counts.updated += u;
+                p.counts.removed += r;
+            }),
+            Err(e) => crate::link::failed(&link.sync, e),
+        }
     }
 }
 

@@ -29,6 +29,14 @@ fn link_with(lake: SocketAddr, revalidate: Revalidate, retry_budget_secs: u64) -
     }
 }
 
+/// A node's configuration linking `cache` to the lake's `lake/<path>` through `lake` (a proxy),
+/// with the development account's key, and `extra` settings of the link (TOML lines).
+fn node_config(lake: SocketAddr, path: &str, extra: &str) -> String {
+    format!(
+        "[[links]]\ncontainer = \"cache\"\nurl = \"http://{lake}/{DEV_ACCOUNT}/lake/{path}\"\nremote_account = \"{DEV_ACCOUNT}\"\nremote_key = \"{DEV_KEY}\"\n{extra}"
+    )
+}
+
 fn data(seed: u32, len: usize) -> Vec<u8> {
     (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) ^ seed).rotate_left(seed % 31) as u8).collect()
 }
@@ -498,10 +506,7 @@ fn a_prefetch_warms_the_cache_and_the_link_reports_it() {
             lake_put(&lake_addr, name, body).await;
         }
     });
-    let config = format!(
-        "[[links]]\ncontainer = \"cache\"\nurl = \"http://{}/{DEV_ACCOUNT}/lake/datasets\"\nremote_account = \"{DEV_ACCOUNT}\"\nremote_key = \"{DEV_KEY}\"\nrevalidate = \"never\"\n",
-        proxy.addr
-    );
+    let config = node_config(proxy.addr, "datasets", "revalidate = \"never\"\n");
     let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
     // The proxy runs on this thread's runtime: the admin tool runs beside it.
     let admin = edgeblob_testkit::node::workspace_bin("edgeblob-admin");
@@ -629,9 +634,10 @@ fn checkpoints_go_to_the_lake_resume_after_a_kill_and_never_overwrite_anothers_c
     let lake_addr = lake.addr.to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 5));
-    let config = format!(
-        "[[links]]\ncontainer = \"cache\"\nurl = \"http://{}/{DEV_ACCOUNT}/lake/ckpts\"\nremote_account = \"{DEV_ACCOUNT}\"\nremote_key = \"{DEV_KEY}\"\nread_through = false\nwrite_back = true\nupload_after_secs = 0\nbytes_per_sec = 12000000\n",
-        proxy.addr
+    let config = node_config(
+        proxy.addr,
+        "ckpts",
+        "read_through = false\nwrite_back = true\nupload_after_secs = 0\nbytes_per_sec = 12000000\n",
     );
     let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
     let ckpt1: Vec<Vec<u8>> = (0..16).map(|i| data(100 + i, 1 << 20)).collect();
@@ -1123,10 +1129,7 @@ fn a_synced_listing_is_answered_without_the_lake() {
         let put = [("x-ms-blob-type", "BlockBlob")];
         assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake/other"), &put, b"x").await.0, 201);
     });
-    let config = format!(
-        "[[links]]\ncontainer = \"cache\"\nurl = \"http://{}/{DEV_ACCOUNT}/lake/datasets\"\nremote_account = \"{DEV_ACCOUNT}\"\nremote_key = \"{DEV_KEY}\"\nrevalidate = \"never\"\n",
-        proxy.addr
-    );
+    let config = node_config(proxy.addr, "datasets", "revalidate = \"never\"\n");
     let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
     let sync = |admin: &str| admin_tool(&rt, &["link", "sync", "cache", "--admin", admin]);
     let (ok, text) = sync(&node.admin);
@@ -1208,9 +1211,10 @@ fn a_checkpoint_of_many_files_goes_up_several_at_once() {
     let lake_addr = lake.addr.to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 29));
-    let config = format!(
-        "[[links]]\ncontainer = \"cache\"\nurl = \"http://{}/{DEV_ACCOUNT}/lake/ckpts\"\nremote_account = \"{DEV_ACCOUNT}\"\nremote_key = \"{DEV_KEY}\"\nread_through = false\nwrite_back = true\nupload_after_secs = 0\nuploads_at_once = 4\n",
-        proxy.addr
+    let config = node_config(
+        proxy.addr,
+        "ckpts",
+        "read_through = false\nwrite_back = true\nupload_after_secs = 0\nuploads_at_once = 4\n",
     );
     let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
     let files: Vec<(String, Vec<u8>)> =
@@ -1259,9 +1263,10 @@ fn a_lake_outage_holds_up_nothing_here_and_the_backlog_drains_after_it() {
     let lake_addr = lake.addr.to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 31));
-    let config = format!(
-        "[[links]]\ncontainer = \"cache\"\nurl = \"http://{}/{DEV_ACCOUNT}/lake/ckpts\"\nremote_account = \"{DEV_ACCOUNT}\"\nremote_key = \"{DEV_KEY}\"\nread_through = false\nwrite_back = true\nupload_after_secs = 0\nuploads_at_once = 2\nretry_budget_secs = 1\n",
-        proxy.addr
+    let config = node_config(
+        proxy.addr,
+        "ckpts",
+        "read_through = false\nwrite_back = true\nupload_after_secs = 0\nuploads_at_once = 2\nretry_budget_secs = 1\n",
     );
     let node = edgeblob_testkit::node::spawn_configured(dir_n.path(), "1G", &config);
     let addr = node.http.clone();

@@ -233,6 +233,32 @@ fn report_json(r: &TierReport) -> serde_json::Value {
     })
 }
 
+/// A link operation (`POST /links/...`): authorised, its query parsed, the link it names and
+/// the prefix. Only a link that reads through: the others neither fetch nor list the lake.
+fn link_operation(
+    state: &State,
+    req: &http::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+    query: Option<&str>,
+) -> Result<(Arc<crate::link::Link>, String, Vec<(String, String)>), Answer> {
+    authorised(state, req, peer).map_err(|denied| denied.answer())?;
+    let p = params(query).map_err(|bad| bad.answer())?;
+    let (account, container, prefix) = target_with(state, &p).map_err(|bad| bad.answer())?;
+    let link = state.links.reading(&account, &container).cloned().ok_or_else(|| {
+        error(StatusCode::NOT_FOUND, "ContainerNotLinked", format!("{account}/{container} is not linked for reading"))
+    })?;
+    Ok((link, prefix, p))
+}
+
+/// The answer to a link operation started in the background: 202 with the link's status, or
+/// 409 while one of its kind runs.
+fn started(state: &State, link: &crate::link::Link, res: Result<(), String>) -> Answer {
+    match res {
+        Ok(()) => json_answer(StatusCode::ACCEPTED, link_json(&state.node, link)),
+        Err(why) => error(StatusCode::CONFLICT, "OperationInProgress", why),
+    }
+}
+
 /// A link as `/links/status` shows it: where it reads from, what it did, the last prefetch and
 /// sync, and the prefixes whose listing is kept here.
 fn link_json(node: &edgeblob_engine::Node, l: &crate::link::Link) -> serde_json::Value {
@@ -502,23 +528,9 @@ pub async fn handle(state: &Arc<State>, req: http::Request<hyper::body::Incoming
             )
         }
         (&Method::POST, "/links/prefetch") => {
-            if let Err(denied) = authorised(state, &req, peer) {
-                return denied.answer();
-            }
-            let p = match params(query.as_deref()) {
-                Ok(p) => p,
-                Err(bad) => return bad.answer(),
-            };
-            let (account, container, prefix) = match target_with(state, &p) {
-                Ok(t) => t,
-                Err(bad) => return bad.answer(),
-            };
-            let Some(link) = state.links.get(&account, &container).cloned() else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "ContainerNotLinked",
-                    format!("{account}/{container} is not linked"),
-                );
+            let (link, prefix, p) = match link_operation(state, &req, peer, query.as_deref()) {
+                Ok(op) => op,
+                Err(answer) => return answer,
             };
             let parallel = p.iter().find(|(k, _)| k == "parallel").map(|(_, v)| v.parse::<usize>());
             let parallel = match parallel {
@@ -526,35 +538,17 @@ pub async fn handle(state: &Arc<State>, req: http::Request<hyper::body::Incoming
                 Some(Ok(n)) if (1..=256).contains(&n) => n,
                 Some(_) => return error(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", "parallel: 1 to 256"),
             };
-            match crate::link_prefetch::start(state.node.clone(), state.links.clone(), link.clone(), prefix, parallel) {
-                Ok(()) => json_answer(StatusCode::ACCEPTED, link_json(&state.node, &link)),
-                Err(why) => error(StatusCode::CONFLICT, "OperationInProgress", why),
-            }
+            let res =
+                crate::link_prefetch::start(state.node.clone(), state.links.clone(), link.clone(), prefix, parallel);
+            started(state, &link, res)
         }
         (&Method::POST, "/links/sync") => {
-            if let Err(denied) = authorised(state, &req, peer) {
-                return denied.answer();
-            }
-            let p = match params(query.as_deref()) {
-                Ok(p) => p,
-                Err(bad) => return bad.answer(),
+            let (link, prefix, _) = match link_operation(state, &req, peer, query.as_deref()) {
+                Ok(op) => op,
+                Err(answer) => return answer,
             };
-            let (account, container, prefix) = match target_with(state, &p) {
-                Ok(t) => t,
-                Err(bad) => return bad.answer(),
-            };
-            // Only a link that reads through lists the lake: nothing would read what is kept.
-            let Some(link) = state.links.reading(&account, &container).cloned() else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "ContainerNotLinked",
-                    format!("{account}/{container} is not linked for reading"),
-                );
-            };
-            match crate::link_sync::start(state.node.clone(), link.clone(), prefix) {
-                Ok(()) => json_answer(StatusCode::ACCEPTED, link_json(&state.node, &link)),
-                Err(why) => error(StatusCode::CONFLICT, "OperationInProgress", why),
-            }
+            let res = crate::link_sync::start(state.node.clone(), link.clone(), prefix);
+            started(state, &link, res)
         }
         (_, "/links/status") => error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", "use GET"),
         (_, "/links/prefetch" | "/links/sync") => {
