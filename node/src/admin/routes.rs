@@ -233,21 +233,29 @@ fn report_json(r: &TierReport) -> serde_json::Value {
     })
 }
 
-/// A link operation (`POST /links/...`): authorised, its query parsed, the link it names and
-/// the prefix. Only a link that reads through: the others neither fetch nor list the lake.
+/// A link operation's request (`POST /links/...`): the link it names, the prefix, and its
+/// query's parameters.
+struct LinkOperation {
+    link: Arc<crate::link::Link>,
+    prefix: String,
+    params: Vec<(String, String)>,
+}
+
+/// A link operation authorised and parsed. Only a link that reads through: the others neither
+/// fetch nor list the lake.
 fn link_operation(
     state: &State,
     req: &http::Request<hyper::body::Incoming>,
     peer: SocketAddr,
     query: Option<&str>,
-) -> Result<(Arc<crate::link::Link>, String, Vec<(String, String)>), Answer> {
-    authorised(state, req, peer).map_err(|denied| denied.answer())?;
-    let p = params(query).map_err(|bad| bad.answer())?;
-    let (account, container, prefix) = target_with(state, &p).map_err(|bad| bad.answer())?;
+) -> Result<LinkOperation, Refusal> {
+    authorised(state, req, peer)?;
+    let params = params(query)?;
+    let (account, container, prefix) = target_with(state, &params)?;
     let link = state.links.reading(&account, &container).cloned().ok_or_else(|| {
-        error(StatusCode::NOT_FOUND, "ContainerNotLinked", format!("{account}/{container} is not linked for reading"))
+        Refusal(StatusCode::NOT_FOUND, "ContainerNotLinked", format!("{account}/{container} is not linked for reading"))
     })?;
-    Ok((link, prefix, p))
+    Ok(LinkOperation { link, prefix, params })
 }
 
 /// The answer to a link operation started in the background: 202 with the link's status, or
@@ -528,9 +536,9 @@ pub async fn handle(state: &Arc<State>, req: http::Request<hyper::body::Incoming
             )
         }
         (&Method::POST, "/links/prefetch") => {
-            let (link, prefix, p) = match link_operation(state, &req, peer, query.as_deref()) {
+            let LinkOperation { link, prefix, params: p } = match link_operation(state, &req, peer, query.as_deref()) {
                 Ok(op) => op,
-                Err(answer) => return answer,
+                Err(refused) => return refused.answer(),
             };
             let parallel = p.iter().find(|(k, _)| k == "parallel").map(|(_, v)| v.parse::<usize>());
             let parallel = match parallel {
@@ -543,9 +551,9 @@ pub async fn handle(state: &Arc<State>, req: http::Request<hyper::body::Incoming
             started(state, &link, res)
         }
         (&Method::POST, "/links/sync") => {
-            let (link, prefix, _) = match link_operation(state, &req, peer, query.as_deref()) {
+            let LinkOperation { link, prefix, .. } = match link_operation(state, &req, peer, query.as_deref()) {
                 Ok(op) => op,
-                Err(answer) => return answer,
+                Err(refused) => return refused.answer(),
             };
             let res = crate::link_sync::start(state.node.clone(), link.clone(), prefix);
             started(state, &link, res)
