@@ -163,6 +163,7 @@ pub fn run(a: Args) -> Result<(), String> {
             link.clone(),
             String::new(),
             a.parallel,
+            None,
         )?;
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;

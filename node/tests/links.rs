@@ -488,7 +488,8 @@ fn a_lake_over_a_bad_link_is_read_whole_and_right() {
 }
 
 /// `edgeblob-admin link prefetch` fetches every lake blob under a prefix into a running node
-/// (its progress followed to the end), after which reads send nothing to the lake;
+/// (its progress followed to the end, within its bytes-per-second cap), after which reads send
+/// nothing to the lake;
 /// `link status` and `/metrics` report what the link did.
 #[test]
 fn a_prefetch_warms_the_cache_and_the_link_reports_it() {
@@ -523,6 +524,8 @@ fn a_prefetch_warms_the_cache_and_the_link_reports_it() {
                     "train/",
                     "--parallel",
                     "4",
+                    "--bytes-per-sec",
+                    "1000000",
                     "--admin",
                     &admin_addr,
                 ])
@@ -558,6 +561,8 @@ fn a_prefetch_warms_the_cache_and_the_link_reports_it() {
         let l = &v["links"][0];
         assert_eq!((l["container"].as_str(), l["fetched"].as_u64()), (Some("cache"), Some(31)), "{v}");
         assert_eq!(l["prefetch"]["done"].as_u64(), Some(30));
+        // 3.4 MB at 1 MB/s (a second's worth may go at once): two seconds and more.
+        assert!(l["prefetch"]["secs"].as_f64().unwrap() >= 1.5, "the prefetch kept to its cap: {v}");
         let (_, _, metrics) = signed(&node.admin, "GET", "/metrics", &[], b"").await;
         let metrics = String::from_utf8(metrics).unwrap();
         assert!(

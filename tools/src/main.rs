@@ -242,6 +242,10 @@ enum LinkCmd {
         /// Blobs fetched at once (default: the link's max_fetches).
         #[arg(long)]
         parallel: Option<usize>,
+        /// At most this many bytes a second fetched from the lake by the prefetch (the link's
+        /// `bytes_per_sec`, if set, caps everything it does besides).
+        #[arg(long)]
+        bytes_per_sec: Option<u64>,
     },
     /// Keeps the lake's listing of a linked container under a prefix on the node (names,
     /// properties, metadata: no bytes), so List Blobs under it is answered without the lake;
@@ -338,10 +342,13 @@ fn admin_call(
 }
 
 /// Starts a prefetch and follows it to its end, a line of progress a second.
-fn prefetch(o: &Online, parallel: Option<usize>) -> Result<ExitCode, String> {
+fn prefetch(o: &Online, parallel: Option<usize>, bytes_per_sec: Option<u64>) -> Result<ExitCode, String> {
     let mut target = format!("/links/prefetch?{}", o.query());
     if let Some(n) = parallel {
         target.push_str(&format!("&parallel={n}"));
+    }
+    if let Some(n) = bytes_per_sec {
+        target.push_str(&format!("&bytes_per_sec={n}"));
     }
     follow_link(o, &target, "prefetch", |p| {
         format!(
@@ -598,7 +605,9 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
         Cmd::Link { cmd: LinkCmd::Status { admin } } => {
             print_answer(admin_call("GET", "/links/status", &admin.admin, admin.token_file.as_deref())?)
         }
-        Cmd::Link { cmd: LinkCmd::Prefetch { name, online, parallel } } => prefetch(&online.naming(name)?, parallel),
+        Cmd::Link { cmd: LinkCmd::Prefetch { name, online, parallel, bytes_per_sec } } => {
+            prefetch(&online.naming(name)?, parallel, bytes_per_sec)
+        }
         Cmd::Link { cmd: LinkCmd::Sync { name, online } } => sync(&online.naming(name)?),
         Cmd::Tier { cmd: TierCmd::Hydrate { online } } => print_answer(operate("hydrate", &online)?),
         Cmd::Tier { cmd: TierCmd::Verify { data, config } } => {

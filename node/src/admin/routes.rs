@@ -546,8 +546,21 @@ pub async fn handle(state: &Arc<State>, req: http::Request<hyper::body::Incoming
                 Some(Ok(n)) if (1..=256).contains(&n) => n,
                 Some(_) => return error(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", "parallel: 1 to 256"),
             };
-            let res =
-                crate::link_prefetch::start(state.node.clone(), state.links.clone(), link.clone(), prefix, parallel);
+            let cap = match p.iter().find(|(k, _)| k == "bytes_per_sec").map(|(_, v)| v.parse::<u64>()) {
+                None => None,
+                Some(Ok(n)) if n > 0 => Some(n),
+                Some(_) => {
+                    return error(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", "bytes_per_sec: 1 or more")
+                }
+            };
+            let res = crate::link_prefetch::start(
+                state.node.clone(),
+                state.links.clone(),
+                link.clone(),
+                prefix,
+                parallel,
+                cap,
+            );
             started(state, &link, res)
         }
         (&Method::POST, "/links/sync") => {
