@@ -75,7 +75,22 @@ pub async fn get_list(c: &Call<'_>, blob: BlobRef, list_type: BlockListType) -> 
         BlockListType::Uncommitted => (false, true),
         BlockListType::All => (true, true),
     };
-    let bl = ops::get_block_list(c.shard, key.clone()).await?;
+    let here = match ops::get_block_list(c.shard, key.clone()).await {
+        Ok(bl) => Some(bl),
+        Err(edgeblob_engine::EngineError::BlobNotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    // A linked blob not here yet lists the lake's blocks (as it will once fetched), and what is
+    // staged here for it.
+    let mut lake_version = None;
+    let bl = match super::read_through::block_list_from_lake(&c.ctx.links, &key, here.as_ref()).await {
+        Some((b, committed)) => {
+            let uncommitted = here.map(|bl| bl.uncommitted).unwrap_or_default();
+            lake_version = Some((b.etag, b.modified_ns));
+            edgeblob_engine::BlockList { committed: Some(committed), uncommitted, blob_size: b.size }
+        }
+        None => here.ok_or(ErrorCode::BlobNotFound)?,
+    };
     // Anonymous readers of a public container see committed blocks only (Azure: the uncommitted
     // list is for the owner and for SAS holders that may read the blob). A blob that has only
     // uncommitted blocks does not exist for them.
@@ -88,7 +103,9 @@ pub async fn get_list(c: &Call<'_>, blob: BlobRef, list_type: BlockListType) -> 
     let x = xml::block_list(want_committed.then_some(committed.as_slice()), want_uncommitted.then_some(uncommitted));
     let mut r = xml_response(x);
     set(r.headers_mut(), "x-ms-blob-content-length", bl.blob_size.to_string());
-    if bl.committed.is_some() {
+    if let Some((etag, modified_ns)) = lake_version {
+        set_version(r.headers_mut(), etag, modified_ns);
+    } else if bl.committed.is_some() {
         if let Ok(b) = ops::head_blob(c.shard, key, Default::default()).await {
             set_version(r.headers_mut(), b.etag, b.modified_ns);
         }

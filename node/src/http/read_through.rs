@@ -222,6 +222,28 @@ async fn range_from_lake(
     Some((seen, (start, end), body))
 }
 
+/// Get Block List of a blob of a linked container that is not here (nothing committed here):
+/// the lake's committed blocks, and the blob as it will be here (its ETag, times, size), without
+/// fetching it; `None` where the ordinary answer stands (not linked for reading, committed here,
+/// not in the lake, an ETag this node would not keep, or a lake that does not answer: the
+/// ordinary answer is then the engine's).
+pub async fn block_list_from_lake(
+    links: &crate::link::Links,
+    key: &BlobKey,
+    here: Option<&edgeblob_engine::BlockList>,
+) -> Option<(BlobSummary, Vec<(Vec<u8>, u64)>)> {
+    let link = links.reading(&key.account, &key.container)?;
+    if here.is_some_and(|bl| bl.committed.is_some()) {
+        return None;
+    }
+    let lake = link.remote.properties(&key.name).await.ok()??;
+    let seen = as_it_will_be(&key.name, &lake)?;
+    let blocks = link.remote.committed_blocks(&key.name).await.ok()?;
+    // A list that does not add up to the blob is of a version replaced meanwhile; one of a Put
+    // Blob is empty, as Azure gives it.
+    (blocks.is_empty() || blocks.iter().map(|(_, n)| n).sum::<u64>() == lake.len).then_some((seen, blocks))
+}
+
 /// The lake's blob as a read of it here shows it before it is here (a range passed through, a
 /// whole followed): `None` where it will not keep the lake's ETag here, as the ETag shown must
 /// be the one a later read finds.
