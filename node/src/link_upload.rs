@@ -10,9 +10,9 @@
 //! `$lake-base` names the lake's version it replaces: the commit in the lake is `If-Match` that
 //! ETag (`If-None-Match: *` without one), so a lake blob someone else changed is never
 //! overwritten: a conflict, reported and left as it is on both sides, and marked on the version
-//! (`$lake-conflict`, kept through restarts until a new version is written). An upload resumes with the
-//! blocks the lake already holds staged (Get Block List), so a crash or a lost link costs at
-//! most the block in flight.
+//! (`$lake-conflict`, kept through restarts until a new version is written). An upload resumes
+//! with the blocks the lake already holds staged (Get Block List), so a crash or a lost link
+//! costs at most the blocks in flight.
 
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
@@ -230,7 +230,10 @@ async fn pass(engine: &Engine, link: &Arc<Link>, memory: &Arc<tokio::sync::Semap
         s.lag_bytes = all.iter().map(|b| b.size).sum();
         s.lag_secs = all.iter().map(|b| now.saturating_sub(b.modified_ns)).max().unwrap_or(0) as f64 / 1e9;
         s.pending_names = all.iter().take(NAMES_SHOWN).map(|b| b.name.clone()).collect();
-        s.failed.retain(|name, _| all.iter().any(|b| &b.name == name));
+        if !s.failed.is_empty() {
+            let waiting: HashSet<&str> = all.iter().map(|b| b.name.as_str()).collect();
+            s.failed.retain(|name, _| waiting.contains(name.as_str()));
+        }
     });
     let due = all.into_iter().filter(|b| now.saturating_sub(b.modified_ns) >= after_ns);
     // Set by the first upload the lake fails: no more start in this pass.
