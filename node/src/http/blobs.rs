@@ -56,14 +56,10 @@ pub async fn get(c: &Call<'_>, p: GetBlob) -> Result<Response<RespBody>> {
         None
     };
     let (b, (start, end), partial, mut r) = match from_lake {
-        Some(FromLake::Range((b, span, pieces))) => {
-            let body = body::stream_of(pieces).await.map_err(|e| read_through::lake_unavailable(&e.to_string()))?;
-            (b, span, true, respond(StatusCode::PARTIAL_CONTENT, body))
-        }
-        Some(FromLake::Whole(b, pieces)) => {
-            let body = body::stream_of(pieces).await.map_err(|e| read_through::lake_unavailable(&e.to_string()))?;
-            let len = b.size;
-            (b, (0, len), false, respond(StatusCode::OK, body))
+        Some(FromLake { blob, span, partial, body }) => {
+            let body = body::stream_of(body).await.map_err(|e| read_through::lake_unavailable(&e.to_string()))?;
+            let status = if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+            (blob, span, partial, respond(status, body))
         }
         None => from_flash(c, key, p).await?,
     };

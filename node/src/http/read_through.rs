@@ -53,16 +53,16 @@ pub async fn before_read(shard: &Rc<Shard>, links: &crate::link::Links, key: &Bl
     make_current(shard, link, key, Want::Here).await.map(|_| ())
 }
 
-/// A ranged read's bytes taken straight from the lake: the blob as it will be here, the span
-/// `[start, end)`, and the bytes, as they come.
-pub type Passed = (BlobSummary, (u64, u64), LocalBoxStream<'static, std::io::Result<bytes::Bytes>>);
-
-/// What a Get Blob of a blob not here yet is answered with while it is fetched.
-pub enum FromLake {
-    /// A range read straight from the lake ([`range_from_lake`]).
-    Range(Passed),
-    /// The whole blob, as the fetch brings it ([`link_flight::follow`]).
-    Whole(BlobSummary, LocalBoxStream<'static, std::io::Result<bytes::Bytes>>),
+/// What a Get Blob of a blob not here yet is answered with: a range read straight from the
+/// lake ([`range_from_lake`]), or the whole as its fetch brings it ([`link_flight::follow`]).
+pub struct FromLake {
+    /// The blob as it will be here.
+    pub blob: BlobSummary,
+    /// The bytes `[start, end)` sent, and whether they are a range (206) or the whole (200).
+    pub span: (u64, u64),
+    pub partial: bool,
+    /// The bytes, as they come.
+    pub body: LocalBoxStream<'static, std::io::Result<bytes::Bytes>>,
 }
 
 /// What a read asks of a linked blob before it is served from flash.
@@ -109,13 +109,13 @@ async fn make_current(shard: &Rc<Shard>, link: &Arc<Link>, key: &BlobKey, want: 
         }
         if let (None, Want::Range(range, cond), 0) = (&local, want, attempt) {
             if let Some(passed) = range_from_lake(shard, link, key, range, cond).await {
-                return Ok(Some(FromLake::Range(passed)));
+                return Ok(Some(passed));
             }
         }
         // A whole read of a blob being fetched follows the fetch where it may.
-        let follows = |b: BlobSummary, rx| {
-            let body = link_flight::follow(shard.clone(), key.clone(), &b, rx).boxed_local();
-            Ok(Some(FromLake::Whole(b, body)))
+        let follows = |blob: BlobSummary, rx| {
+            let body = link_flight::follow(shard.clone(), key.clone(), &blob, rx).boxed_local();
+            Ok(Some(FromLake { span: (0, blob.size), partial: false, blob, body }))
         };
         let outcome = match link.flight(&key.name) {
             Flight::Lead(guard) => {
@@ -173,7 +173,7 @@ async fn range_from_lake(
     key: &BlobKey,
     range: (u64, Option<u64>),
     cond: &Conditions,
-) -> Option<Passed> {
+) -> Option<FromLake> {
     let Ok(Some(lake)) = link.remote.properties(&key.name).await else { return None };
     let (start, end) = match range {
         (a, _) if a >= lake.len => return None,
@@ -185,27 +185,18 @@ async fn range_from_lake(
     if end <= start || !passes {
         return None;
     }
-    let pieces: Vec<(u64, u64)> = if end - start <= ONE_REQUEST_MAX {
-        vec![(start, end - start)]
-    } else {
-        ranges(end - start).map(|(off, n)| (start + off, n)).collect()
-    };
-    let (first, rest) = pieces.split_first()?;
-    let data = match link.remote.get_range_of(&key.name, &lake.etag, first.0, first.1, true).await {
-        Ok(d) => d,
+    let len = end - start;
+    let piece = if len <= ONE_REQUEST_MAX { len } else { RANGE };
+    // A piece or two ahead of what is sent; a failure after the first (the lake's blob replaced,
+    // or out of reach) cuts the answer short.
+    let mut pieces = lake_pieces(link, &key.name, &lake.etag, start, len, piece, true);
+    let first = match pieces.next().await? {
+        Ok((_, data)) => data,
         // Replaced in the lake meanwhile, or out of reach: the ordinary read decides.
         Err(_) => return None,
     };
-    // The rest as it is sent, a piece or two ahead; a failure (the lake's blob replaced, or out
-    // of reach) cuts the answer short.
-    let (l, name, etag) = (link.clone(), key.name.clone(), lake.etag.clone());
-    let rest = futures::stream::iter(rest.to_vec())
-        .map(move |(at, n)| {
-            let (l, name, etag) = (l.clone(), name.clone(), etag.clone());
-            async move { l.remote.get_range_of(&name, &etag, at, n, true).await.map_err(std::io::Error::other) }
-        })
-        .buffered(RANGES_AHEAD);
-    let body = futures::stream::once(std::future::ready(Ok(data))).chain(rest).boxed_local();
+    let rest = pieces.map(|p| p.map(|(_, data)| data).map_err(std::io::Error::other));
+    let body = futures::stream::once(std::future::ready(Ok(first))).chain(rest).boxed_local();
     // The whole, for the reads after this one (one fetch however many ask), started once the
     // range's first bytes are in hand (it must not take the shard's time from them), and only
     // while a fetch slot is free: ranges of many blobs must not queue a fetch each (a later read
@@ -219,7 +210,29 @@ async fn range_from_lake(
         });
     }
     link.stats.passed_through.fetch_add(1, Ordering::Relaxed);
-    Some((seen, (start, end), body))
+    Some(FromLake { blob: seen, span: (start, end), partial: true, body })
+}
+
+/// `len` bytes of the lake's version `etag` of `name` from `at`, in pieces of `piece` bytes
+/// (each checked against its MD5 where `md5` asks, up to Azure's 4 MiB), `RANGES_AHEAD` at
+/// once; each with its offset from `at`. Never a mix of versions: each piece is `If-Match`.
+fn lake_pieces(
+    link: &Arc<Link>,
+    name: &str,
+    etag: &str,
+    at: u64,
+    len: u64,
+    piece: u64,
+    md5: bool,
+) -> impl futures::Stream<Item = std::result::Result<(u64, bytes::Bytes), edgeblob_remote::RemoteError>> + Unpin + 'static
+{
+    let (l, name, etag) = (link.clone(), name.to_owned(), etag.to_owned());
+    futures::stream::iter(ranges(len, piece))
+        .map(move |(off, n)| {
+            let (l, name, etag) = (l.clone(), name.clone(), etag.clone());
+            async move { l.remote.get_range_of(&name, &etag, at + off, n, md5).await.map(|b| (off, b)) }
+        })
+        .buffered(RANGES_AHEAD)
 }
 
 /// Get Block List of a blob of a linked container that is not here (nothing committed here):
@@ -410,13 +423,8 @@ async fn store_range(
     tap: Option<body::Tap>,
     feed: &Feed,
 ) -> std::result::Result<edgeblob_engine::write::Stored, Fetch> {
-    let (l, name, etag, feed) = (link.clone(), key.name.clone(), etag.to_owned(), feed.clone());
-    let stream = futures::stream::iter(ranges(len))
-        .map(move |(off, n)| {
-            let (l, name, etag) = (l.clone(), name.clone(), etag.clone());
-            async move { l.remote.get_range_of(&name, &etag, at + off, n, checked_ranges).await.map(|b| (off, b)) }
-        })
-        .buffered(RANGES_AHEAD)
+    let feed = feed.clone();
+    let stream = lake_pieces(link, &key.name, etag, at, len, RANGE, checked_ranges)
         .map_ok(move |(off, b)| {
             feed.range(at + off, &b);
             b
@@ -527,9 +535,10 @@ pub fn lake_etag_value(etag: &str, now_ns: i64) -> Option<u64> {
     (v <= horizon).then_some(v)
 }
 
-/// The ranges a blob of `len` bytes is fetched in: offset and length.
-fn ranges(len: u64) -> impl Iterator<Item = (u64, u64)> {
-    (0..len.div_ceil(RANGE)).map(move |i| (i * RANGE, RANGE.min(len - i * RANGE)))
+/// The pieces `len` bytes are read in, `piece` bytes each but the last: offset and length.
+fn ranges(len: u64, piece: u64) -> impl Iterator<Item = (u64, u64)> {
+    debug_assert!(piece > 0, "a piece holds bytes");
+    (0..len.div_ceil(piece)).map(move |i| (i * piece, piece.min(len - i * piece)))
 }
 
 #[cfg(test)]
@@ -538,7 +547,7 @@ mod tests {
 
     #[test]
     fn a_blob_is_fetched_in_ranges_that_cover_it_once() {
-        let of = |len| ranges(len).collect::<Vec<_>>();
+        let of = |len| ranges(len, RANGE).collect::<Vec<_>>();
         assert!(of(0).is_empty());
         assert_eq!(of(1), [(0, 1)]);
         assert_eq!(of(RANGE), [(0, RANGE)]);
