@@ -93,6 +93,8 @@ fn cores() -> usize {
 }
 
 fn main() {
+    // As the node does (node/src/main.rs), for the same allocator's sake.
+    edgeblob_io::sys::no_transparent_huge_pages();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

@@ -135,6 +135,7 @@ fn load(args: &Args) -> Result<Config, String> {
 
 fn run(args: Args, mut config: Config) -> Result<(), String> {
     edgeblob_io::sys::raise_nofile();
+    edgeblob_io::sys::no_transparent_huge_pages();
     config.source = args.config.clone();
     match args.data.len() {
         0 => {}

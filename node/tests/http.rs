@@ -381,6 +381,24 @@ fn a_started_node_holds_no_recovery_buffers() {
     }
 }
 
+/// The node's heap takes no transparent huge pages (architecture.md, "No transparent huge pages
+/// for the node's heap"), and `MIMALLOC_ALLOW_THP` in its environment still decides. The kernel
+/// says which in `THP_enabled` of the process's status (Linux 5.0 and later).
+#[test]
+fn a_node_runs_without_transparent_huge_pages_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let thp = |node: &node::NodeProc| -> String {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("THP_enabled:")).expect("a kernel that reports THP_enabled");
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    let node = node::spawn(dir.path(), None, &[]);
+    assert_eq!(thp(&node), "0");
+    drop(node);
+    let node = node::spawn(dir.path(), None, &[("MIMALLOC_ALLOW_THP", "1".into())]);
+    assert_eq!(thp(&node), "1");
+}
+
 /// A request whose client goes away while its handler waits gives its slot back (hyper drops the
 /// handler's future): with one request at a time allowed, the next one is served, not refused.
 #[test]
