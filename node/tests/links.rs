@@ -569,6 +569,23 @@ fn a_prefetch_warms_the_cache_and_the_link_reports_it() {
             metrics.contains("edgeblob_link_fetched_blobs_total{account=\"devstoreaccount1\",container=\"cache\"} 31"),
             "{metrics}"
         );
+        // A prefetch's numbers out of their ranges are refused, naming the range.
+        for (q, says) in [
+            ("parallel=0", "parallel: 1 to 256"),
+            ("parallel=257", "parallel: 1 to 256"),
+            ("parallel=four", "parallel: 1 to 256"),
+            ("bytes_per_sec=0", "bytes_per_sec: 1 or more"),
+            ("bytes_per_sec=-5", "bytes_per_sec: 1 or more"),
+        ] {
+            let (status, _, body) =
+                signed(&node.admin, "POST", &format!("/links/prefetch?container=cache&{q}"), &[], b"").await;
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                (status, v["error"].as_str(), v["message"].as_str()),
+                (400, Some("InvalidQueryParameterValue"), Some(says)),
+                "{q}"
+            );
+        }
     });
 }
 

@@ -2,6 +2,7 @@
 //! for `/metrics`, a short line for health.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -235,6 +236,24 @@ fn report_json(r: &TierReport) -> serde_json::Value {
 
 /// A link operation's request (`POST /links/...`): the link it names, the prefix, and its
 /// query's parameters.
+/// Query parameter `name` as a number within `range`: none when it is absent, a refusal saying
+/// `range_said` when it is anything but such a number.
+fn number_param<T>(
+    params: &[(String, String)],
+    name: &str,
+    range: RangeInclusive<T>,
+    range_said: &str,
+) -> Result<Option<T>, Refusal>
+where
+    T: std::str::FromStr + PartialOrd,
+{
+    let Some((_, v)) = params.iter().find(|(k, _)| k == name) else { return Ok(None) };
+    match v.parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(Some(n)),
+        _ => Err(Refusal(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", format!("{name}: {range_said}"))),
+    }
+}
+
 struct LinkOperation {
     link: Arc<crate::link::Link>,
     prefix: String,
@@ -540,18 +559,13 @@ pub async fn handle(state: &Arc<State>, req: http::Request<hyper::body::Incoming
                 Ok(op) => op,
                 Err(refused) => return refused.answer(),
             };
-            let parallel = p.iter().find(|(k, _)| k == "parallel").map(|(_, v)| v.parse::<usize>());
-            let parallel = match parallel {
-                None => link.cfg.max_fetches,
-                Some(Ok(n)) if (1..=256).contains(&n) => n,
-                Some(_) => return error(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", "parallel: 1 to 256"),
+            let parallel = match number_param(&p, "parallel", 1..=256, "1 to 256") {
+                Ok(n) => n.unwrap_or(link.cfg.max_fetches),
+                Err(refused) => return refused.answer(),
             };
-            let cap = match p.iter().find(|(k, _)| k == "bytes_per_sec").map(|(_, v)| v.parse::<u64>()) {
-                None => None,
-                Some(Ok(n)) if n > 0 => Some(n),
-                Some(_) => {
-                    return error(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", "bytes_per_sec: 1 or more")
-                }
+            let cap = match number_param(&p, "bytes_per_sec", 1..=u64::MAX, "1 or more") {
+                Ok(n) => n,
+                Err(refused) => return refused.answer(),
             };
             let res = crate::link_prefetch::start(
                 state.node.clone(),
