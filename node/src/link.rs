@@ -203,6 +203,12 @@ impl Link {
         Flight::Lead(FlightGuard { link: self.clone(), name: name.to_owned(), feed, outcome: None })
     }
 
+    /// Whether a fetch of `name` is in flight (a read behind which one would start only joins
+    /// it, and waits for nothing it needs).
+    pub fn fetching(&self, name: &str) -> bool {
+        self.flights.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name)
+    }
+
     /// Whether a cached blob is due a check against the lake before it is served.
     pub fn due(&self, name: &str) -> bool {
         match self.cfg.revalidate {

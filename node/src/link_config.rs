@@ -73,9 +73,10 @@ pub struct LinkConfig {
     /// blob is fetched so.
     #[serde(default = "default_by_block")]
     pub fetch_by_block_above: u64,
-    /// A range read of a blob not here yet (answered straight from the lake) fetches the whole
-    /// behind it, while a fetch slot is free, for the reads after it; `false` keeps only what
-    /// is read whole here (blobs read by scattered ranges then always come from the lake).
+    /// A range read or Get Blob Properties of a blob not here yet (answered straight from the
+    /// lake) fetches the whole behind it, while a fetch slot is free, for the reads after it;
+    /// `false` keeps only what is read whole here (blobs read by scattered ranges then always
+    /// come from the lake).
     #[serde(default = "yes")]
     pub fetch_behind_ranges: bool,
     /// Blobs fetched from the lake at once, node-wide (each holds up to two 4 MiB ranges in

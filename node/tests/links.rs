@@ -126,7 +126,7 @@ fn a_lake_blob_is_fetched_once_kept_whole_and_served_from_flash() {
         assert_eq!((range.0, &range.2[..]), (206, &small[10..20]));
         assert_eq!(proxy.seen().len(), before, "no request reached the lake for a cached blob");
 
-        // A blob of several ranges, and an empty one (Get Blob Properties fetches too).
+        // A blob of several ranges, and an empty one (Get Blob Properties answers from the lake).
         let (status, _, body) = get(&addr, "big").await;
         assert_eq!(status, 200);
         assert!(body == big, "the big blob byte for byte");
@@ -986,6 +986,9 @@ fn ranges_alone_fetch_nothing_behind_them_where_the_link_says_so() {
     rt.block_on(async {
         assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
         lake_put(&lake_addr, "parquet", &blob).await;
+        // A reader's HEAD before its ranges is answered from the lake, and fetches nothing here.
+        let (status, head, _) = signed(&addr, "HEAD", &format!("/{DEV_ACCOUNT}/cache/parquet"), &[], b"").await;
+        assert_eq!((status, header(&head, "content-length")), (200, Some("6291456")), "{head}");
         for (a, b) in [(100, 199), (5 << 20, (5 << 20) + 4095), (100, 199)] {
             let range = format!("bytes={a}-{b}");
             let (status, _, body) =
@@ -997,6 +1000,59 @@ fn ranges_alone_fetch_nothing_behind_them_where_the_link_says_so() {
         assert!(here(&node).await.is_empty(), "nothing fetched behind the ranges");
         let sent = lake_sent(&proxy.seen(), "parquet");
         assert_eq!(sent, 100 + 4096 + 100, "the lake sent the ranges and nothing more");
+    });
+}
+
+/// Get Blob Properties of a lake blob not here yet is answered from the lake at once (a HEAD
+/// waited for the whole fetch, minutes for a large blob), showing the blob as it will be here:
+/// the lake's ETag, size, headers and metadata; its conditions are checked against that; the
+/// whole is fetched behind it, once however many HEADs come, and read from flash after.
+#[test]
+fn a_head_of_a_blob_not_here_is_answered_from_the_lake_and_fetches_behind_it() {
+    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
+    let lake_addr = lake.addr.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 41));
+    let node = InProcess::start(dir_n.path(), 1 << 30, 2, link(proxy.addr, Revalidate::Never));
+    let addr = node.addr.to_string();
+    let blob = data(43, (12 << 20) + 5);
+    rt.block_on(async {
+        assert_eq!(signed(&lake_addr, "PUT", &format!("/{DEV_ACCOUNT}/lake?restype=container"), &[], b"").await.0, 201);
+        let modified = lake_put(&lake_addr, "sample", &blob).await;
+        let lake_head = signed(&lake_addr, "HEAD", &format!("/{DEV_ACCOUNT}/lake/datasets/sample"), &[], b"").await.1;
+        let etag = header(&lake_head, "etag").unwrap().to_owned();
+        // Every range of the lake's blob held: a HEAD that waited for the fetch would not end.
+        proxy.hold_ranges_from(0);
+        let path = format!("/{DEV_ACCOUNT}/cache/sample");
+        for h in
+            [vec![], vec![("if-match", etag.as_str())], vec![("if-modified-since", "Sat, 01 Jan 2000 00:00:00 GMT")]]
+        {
+            let (status, head, _) =
+                tokio::time::timeout(std::time::Duration::from_secs(30), signed(&addr, "HEAD", &path, &h, b""))
+                    .await
+                    .expect("answered without the whole");
+            assert_eq!(status, 200, "{h:?}: {head}");
+            assert_eq!(header(&head, "etag"), Some(etag.as_str()), "the lake's ETag, as the blob will have here");
+            assert_eq!(header(&head, "content-length"), Some(blob.len().to_string().as_str()));
+            assert_eq!(header(&head, "last-modified"), Some(modified.as_str()));
+            assert_eq!(header(&head, "content-type"), Some("text/x-lake"));
+            assert_eq!(header(&head, "x-ms-meta-origin"), Some("lake"));
+            assert_eq!(header(&head, "x-ms-blob-type"), Some("blockblob"));
+        }
+        assert!(!here(&node).await.contains(&"sample".to_owned()), "answered before the blob was here");
+        proxy.release();
+        until("the blob here", || async { here(&node).await.contains(&"sample".to_owned()) }).await;
+        let sent = lake_sent(&proxy.seen(), "sample");
+        assert!(sent < blob.len() as u64 + 64 * 1024, "fetched once behind three HEADs: {sent} bytes");
+        let before = proxy.seen().len();
+        let (status, head, body) = get(&addr, "sample").await;
+        assert!(status == 200 && body == blob, "the blob from flash");
+        assert_eq!(header(&head, "etag"), Some(etag.as_str()), "the ETag the HEAD showed");
+        assert_eq!(proxy.seen().len(), before, "nothing asked of the lake once here");
+        // Here now: conditions are the ordinary read's.
+        let (status, _, _) = signed(&addr, "HEAD", &path, &[("if-none-match", etag.as_str())], b"").await;
+        assert_eq!(status, 304);
     });
 }
 

@@ -117,8 +117,13 @@ async fn from_flash(
 
 pub async fn get_properties(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Result<Response<RespBody>> {
     let key = blob_key(&blob);
-    super::read_through::before_read(c.shard, &c.ctx.links, &key).await?;
-    let b = ops::head_blob(c.shard, key, cond).await?;
+    let b = match super::read_through::properties_from_lake(c.shard, &c.ctx.links, &key, &cond).await {
+        Some(b) => b,
+        None => {
+            super::read_through::before_read(c.shard, &c.ctx.links, &key).await?;
+            ops::head_blob(c.shard, key, cond).await?
+        }
+    };
     let mut r = respond(StatusCode::OK, body::empty());
     let rh = r.headers_mut();
     blob_headers(rh, &b);

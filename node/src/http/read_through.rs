@@ -197,20 +197,57 @@ async fn range_from_lake(
     };
     let rest = pieces.map(|p| p.map(|(_, data)| data).map_err(std::io::Error::other));
     let body = futures::stream::once(std::future::ready(Ok(first))).chain(rest).boxed_local();
-    // The whole, for the reads after this one (one fetch however many ask), started once the
-    // range's first bytes are in hand (it must not take the shard's time from them), and only
-    // while a fetch slot is free: ranges of many blobs must not queue a fetch each (a later read
-    // fetches what was skipped).
-    if link.cfg.fetch_behind_ranges && link.fetches.available_permits() > 0 {
-        let (s, l, k) = (shard.clone(), link.clone(), key.clone());
-        tokio::task::spawn_local(async move {
-            if let Err(e) = Box::pin(make_current(&s, &l, &k, Want::Here)).await {
-                tracing::info!(container = %k.container, error = %e.message, "a linked blob's fetch behind a range failed");
-            }
-        });
-    }
+    // Started once the range's first bytes are in hand: it must not take the shard's time
+    // from them.
+    fetch_behind(shard, link, key);
     link.stats.passed_through.fetch_add(1, Ordering::Relaxed);
     Some(FromLake { blob: seen, span: (start, end), partial: true, body })
+}
+
+/// The whole of a blob not here, fetched in the background for the reads that follow a range or
+/// a Get Blob Properties answered from the lake (one fetch however many ask), where the link's
+/// `fetch_behind_ranges` says so and only while a fetch slot is free: reads of many blobs must
+/// not queue a fetch each (a later read fetches what was skipped). Not when one is in flight:
+/// a task per read of a blob being fetched would only wait on it, as many as a client asks.
+fn fetch_behind(shard: &Rc<Shard>, link: &Arc<Link>, key: &BlobKey) {
+    if !link.cfg.fetch_behind_ranges || link.fetches.available_permits() == 0 || link.fetching(&key.name) {
+        return;
+    }
+    let (s, l, k) = (shard.clone(), link.clone(), key.clone());
+    tokio::task::spawn_local(async move {
+        if let Err(e) = Box::pin(make_current(&s, &l, &k, Want::Here)).await {
+            tracing::info!(container = %k.container, error = %e.message, "a linked blob's fetch behind a read failed");
+        }
+    });
+}
+
+/// Get Blob Properties of a blob of a linked container that is not here yet: the lake's blob as
+/// it will show here (its ETag, times, size, headers and metadata), answered at once, with the
+/// whole fetched behind it as behind a range. A HEAD used to wait for the whole fetch: minutes
+/// for a blob of a hundred gigabytes, past what a client's request timeout allows, before a
+/// download that then reads it in ranges anyway. `None` where the ordinary read decides: not
+/// linked for reading, here already (revalidated as any read), not in the lake or out of reach,
+/// an ETag this node would not keep, or conditions that do not pass against the lake's blob.
+pub async fn properties_from_lake(
+    shard: &Rc<Shard>,
+    links: &crate::link::Links,
+    key: &BlobKey,
+    cond: &Conditions,
+) -> Option<BlobSummary> {
+    let link = links.reading(&key.account, &key.container)?;
+    ensure_container(shard, link).await.ok()?;
+    match ops::head_blob(shard, key.clone(), Conditions::default()).await {
+        Err(EngineError::BlobNotFound) => {}
+        _ => return None,
+    }
+    let lake = link.remote.properties(&key.name).await.ok()??;
+    let seen = as_it_will_be(&key.name, &lake)?;
+    if cond.check(Some((seen.etag, seen.modified_ns)), false) != ConditionOutcome::Pass {
+        return None;
+    }
+    link.was_read(&key.name);
+    fetch_behind(shard, link, key);
+    Some(seen)
 }
 
 /// `len` bytes of the lake's version `etag` of `name` from `at`, in pieces of `piece` bytes
