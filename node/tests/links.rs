@@ -12,6 +12,26 @@ use edgeblob_testkit::raw::signed;
 use futures::FutureExt;
 use md5::Digest;
 
+/// A test's lake: an edgeblob node of one shard, its address, and the runtime the test's
+/// clients (and a proxy in front of the lake) run on. Bind `_dir` by name: it holds the lake's
+/// files, and a field left to `..` would be dropped, and deleted, at once.
+struct Lake {
+    _dir: tempfile::TempDir,
+    node: InProcess,
+    addr: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Lake {
+    fn start(size: u64) -> Lake {
+        let dir = tempfile::tempdir().unwrap();
+        let node = InProcess::start(dir.path(), size, 1, |_| {});
+        let addr = node.addr.to_string();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        Lake { _dir: dir, node, addr, rt }
+    }
+}
+
 fn link(lake: SocketAddr, revalidate: Revalidate) -> impl FnOnce(&mut Config) {
     link_with(lake, revalidate, 1)
 }
@@ -90,10 +110,8 @@ fn lake_sent(seen: &[Seen], name: &str) -> u64 {
 
 #[test]
 fn a_lake_blob_is_fetched_once_kept_whole_and_served_from_flash() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 1));
     let node = InProcess::start(dir_n.path(), 1 << 30, 2, link(proxy.addr, Revalidate::Never));
     let addr = node.addr.to_string();
@@ -199,10 +217,8 @@ fn a_lake_blob_is_fetched_once_kept_whole_and_served_from_flash() {
 
 #[test]
 fn a_changed_lake_blob_is_fetched_again_a_deleted_one_goes_and_a_lake_down_serves_the_cache() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let node = InProcess::start(dir_n.path(), 1 << 30, 2, link(lake.addr, Revalidate::Always));
     let addr = node.addr.to_string();
     rt.block_on(async {
@@ -455,10 +471,8 @@ PY
 /// is fetched may be cut short (its client retries), never completed wrong.
 #[test]
 fn a_lake_over_a_bad_link_is_read_whole_and_right() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let rules = vec![
         Rule::ratio(Fault::Busy(1), 0.2),
         Rule::ratio(Fault::Cut, 0.1),
@@ -493,10 +507,8 @@ fn a_lake_over_a_bad_link_is_read_whole_and_right() {
 /// `link status` and `/metrics` report what the link did.
 #[test]
 fn a_prefetch_warms_the_cache_and_the_link_reports_it() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 3));
     let blobs: Vec<(String, Vec<u8>)> = (0..40)
         .map(|i| (format!("{}/{i:02}", if i < 30 { "train" } else { "eval" }), data(i, i as usize * 7919)))
@@ -651,10 +663,8 @@ async fn link_status(admin: &str) -> serde_json::Value {
 /// reported), nor one that was there before.
 #[test]
 fn checkpoints_go_to_the_lake_resume_after_a_kill_and_never_overwrite_anothers_change() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 2 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(2 << 30);
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 5));
     let config = node_config(
         proxy.addr,
@@ -791,10 +801,8 @@ fn checkpoints_go_to_the_lake_resume_after_a_kill_and_never_overwrite_anothers_c
 /// reported for a commit whose answer was lost.
 #[test]
 fn write_back_over_a_bad_link_drains_its_backlog_whole() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let rules = vec![
         Rule::ratio(Fault::LoseAnswer, 0.25),
         Rule::ratio(Fault::Busy(1), 0.15),
@@ -847,10 +855,8 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 /// mark: a blob read lately and one written here stay, an evicted one is fetched again when read.
 #[test]
 fn cached_lake_blobs_are_evicted_least_recently_read_first_and_fetched_again() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let node = InProcess::start(dir_n.path(), 256 << 20, 1, |c| {
         link(lake.addr, Revalidate::Never)(c);
         (c.links[0].evict_above, c.links[0].evict_below) = (0.5, 0.3);
@@ -901,10 +907,8 @@ async fn here(node: &InProcess) -> Vec<String> {
 /// will be, and a failing condition gets its Azure answer.
 #[test]
 fn a_range_of_a_blob_not_here_yet_comes_straight_from_the_lake() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 9));
     let node = InProcess::start(dir_n.path(), 1 << 30, 2, link(proxy.addr, Revalidate::Never));
     let addr = node.addr.to_string();
@@ -972,10 +976,8 @@ fn a_range_of_a_blob_not_here_yet_comes_straight_from_the_lake() {
 /// nothing more: the blob is not fetched behind them.
 #[test]
 fn ranges_alone_fetch_nothing_behind_them_where_the_link_says_so() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 37));
     let node = InProcess::start(dir_n.path(), 1 << 30, 2, |c| {
         link(proxy.addr, Revalidate::Never)(c);
@@ -1009,10 +1011,8 @@ fn ranges_alone_fetch_nothing_behind_them_where_the_link_says_so() {
 /// whole is fetched behind it, once however many HEADs come, and read from flash after.
 #[test]
 fn a_head_of_a_blob_not_here_is_answered_from_the_lake_and_fetches_behind_it() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 41));
     let node = InProcess::start(dir_n.path(), 1 << 30, 2, link(proxy.addr, Revalidate::Never));
     let addr = node.addr.to_string();
@@ -1060,10 +1060,8 @@ fn a_head_of_a_blob_not_here_is_answered_from_the_lake_and_fetches_behind_it() {
 /// is fetched block by block under the lake's ids: the bytes and Get Block List are the lake's.
 #[test]
 fn a_large_lake_blob_is_fetched_block_by_block_with_the_lakes_block_list() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 13));
     let node = InProcess::start(dir_n.path(), 1 << 30, 2, |c| {
         link(proxy.addr, Revalidate::Never)(c);
@@ -1133,10 +1131,8 @@ async fn read_until(c: &mut tokio::net::TcpStream, want: usize) -> (String, Vec<
 #[test]
 fn a_whole_read_of_a_blob_not_here_yet_starts_as_it_is_fetched() {
     use tokio::io::AsyncWriteExt;
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 17));
     let node = InProcess::start(dir_n.path(), 1 << 30, 2, link(proxy.addr, Revalidate::Never));
     let addr = node.addr.to_string();
@@ -1201,10 +1197,8 @@ fn admin_tool(rt: &tokio::runtime::Runtime, args: &[&str]) -> (bool, String) {
 /// container for it is never listed.
 #[test]
 fn a_synced_listing_is_answered_without_the_lake() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 23));
     let names: Vec<String> = (0..120).map(|i| format!("d{}/b{i:03}", i % 4)).collect();
     rt.block_on(async {
@@ -1292,10 +1286,8 @@ fn a_synced_listing_is_answered_without_the_lake() {
 /// link reports each done.
 #[test]
 fn a_checkpoint_of_many_files_goes_up_several_at_once() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 29));
     let config = node_config(
         proxy.addr,
@@ -1344,10 +1336,8 @@ fn a_checkpoint_of_many_files_goes_up_several_at_once() {
 /// every blob once a pass), and once the lake is back the whole backlog drains, nothing lost.
 #[test]
 fn a_lake_outage_holds_up_nothing_here_and_the_backlog_drains_after_it() {
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 1 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(1 << 30);
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 31));
     let config = node_config(
         proxy.addr,
@@ -1437,10 +1427,8 @@ fn a_thousand_lake_blobs_list_and_read_as_the_lake_has_them() {
         999 => 1 << 20,
         i => (i * 37) % 20_000,
     };
-    let (dir_l, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let lake = InProcess::start(dir_l.path(), 2 << 30, 1, |_| {});
-    let lake_addr = lake.addr.to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir_n = tempfile::tempdir().unwrap();
+    let Lake { _dir, node: lake, addr: lake_addr, rt } = Lake::start(2 << 30);
     let proxy = rt.block_on(Faulty::start(lake.addr, Vec::new(), 41));
     let node = InProcess::start(dir_n.path(), 2 << 30, 2, link(proxy.addr, Revalidate::Always));
     let addr = node.addr.to_string();
