@@ -40,7 +40,7 @@ pub fn no_transparent_huge_pages() -> bool {
 }
 
 /// Whether transparent huge pages are off for this process (PR_GET_THP_DISABLE).
-pub fn thp_disabled() -> bool {
+fn thp_disabled() -> bool {
     // SAFETY: PR_GET_THP_DISABLE reads a flag of this process; no pointers.
     unsafe {
         libc::prctl(

@@ -135,7 +135,9 @@ fn load(args: &Args) -> Result<Config, String> {
 
 fn run(args: Args, mut config: Config) -> Result<(), String> {
     edgeblob_io::sys::raise_nofile();
-    edgeblob_io::sys::no_transparent_huge_pages();
+    if !edgeblob_io::sys::no_transparent_huge_pages() {
+        tracing::info!("transparent huge pages stay on for the node's heap (MIMALLOC_ALLOW_THP)");
+    }
     config.source = args.config.clone();
     match args.data.len() {
         0 => {}

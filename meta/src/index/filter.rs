@@ -7,8 +7,9 @@
 //! Sized at start for twice the keys found (and at least a floor: two million blob keys, 128 Ki
 //! keys of blobs with uncommitted blocks, a million chunk ids, 256 Ki dedup hashes) at ten bits
 //! each, rounded up to a power of two, with seven probes per key, all in one 64-byte block:
-//! about 1% false "maybe"s when the keys have doubled (far fewer before), rising slowly past that; 2.5 to 5 bytes per key held at start, 6.75 MiB per
-//! shard at the least (4 MiB, 256 KiB, 2 MiB and 512 KiB).
+//! about 1% false "maybe"s when the keys have doubled (far fewer before), rising slowly past
+//! that; 2.5 to 5 bytes per key held at start, 6.75 MiB per shard at the least (4 MiB, 256 KiB,
+//! 2 MiB and 512 KiB).
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -75,12 +76,7 @@ impl KeyFilter {
 
     /// False only for a key never inserted.
     pub fn may_hold(&self, key: &[u8]) -> bool {
-        self.may_hold_hash(hash(key))
-    }
-
-    /// [`KeyFilter::may_hold`] of a key whose hash is `h`.
-    pub fn may_hold_hash(&self, h: u64) -> bool {
-        let (block, mut bits) = self.probes(h);
+        let (block, mut bits) = self.probes(hash(key));
         let words = &self.blocks[block].0;
         bits.all(|b| words[b / 64] & (1 << (b % 64)) != 0)
     }

@@ -234,8 +234,6 @@ fn report_json(r: &TierReport) -> serde_json::Value {
     })
 }
 
-/// A link operation's request (`POST /links/...`): the link it names, the prefix, and its
-/// query's parameters.
 /// Query parameter `name` as a number within `range`: none when it is absent, a refusal saying
 /// `range_said` when it is anything but such a number.
 fn number_param<T>(
@@ -254,6 +252,8 @@ where
     }
 }
 
+/// A link operation's request (`POST /links/...`): the link it names, the prefix, and its
+/// query's parameters.
 struct LinkOperation {
     link: Arc<crate::link::Link>,
     prefix: String,

@@ -117,7 +117,7 @@ async fn from_flash(
 
 pub async fn get_properties(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Result<Response<RespBody>> {
     let key = blob_key(&blob);
-    let b = match super::read_through::properties_from_lake(c.shard, &c.ctx.links, &key, &cond).await {
+    let b = match super::read_through::properties_linked(c.shard, &c.ctx.links, &key, &cond).await {
         Some(b) => b,
         None => {
             super::read_through::before_read(c.shard, &c.ctx.links, &key).await?;

@@ -221,14 +221,16 @@ fn fetch_behind(shard: &Rc<Shard>, link: &Arc<Link>, key: &BlobKey) {
     });
 }
 
-/// Get Blob Properties of a blob of a linked container that is not here yet: the lake's blob as
-/// it will show here (its ETag, times, size, headers and metadata), answered at once, with the
-/// whole fetched behind it as behind a range. A HEAD used to wait for the whole fetch: minutes
-/// for a blob of a hundred gigabytes, past what a client's request timeout allows, before a
-/// download that then reads it in ranges anyway. `None` where the ordinary read decides: not
-/// linked for reading, here already (revalidated as any read), not in the lake or out of reach,
-/// an ETag this node would not keep, or conditions that do not pass against the lake's blob.
-pub async fn properties_from_lake(
+/// Get Blob Properties of a blob of a linked container, where it needs no fetch: a blob here and
+/// current is answered from flash in one look (not two, as a read's check and then its head); a
+/// blob not here yet, from the lake's properties as it will show here (its ETag, times, size,
+/// headers and metadata), at once, with the whole fetched behind it as behind a range. A HEAD
+/// used to wait for the whole fetch: minutes for a blob of a hundred gigabytes, past what a
+/// client's request timeout allows, before a download that then reads it in ranges anyway.
+/// `None` where the ordinary read decides: not linked for reading, due a check against the lake,
+/// not in the lake or out of reach, an ETag this node would not keep, or conditions that do not
+/// pass (their 304 or 412 is the engine's to give).
+pub async fn properties_linked(
     shard: &Rc<Shard>,
     links: &crate::link::Links,
     key: &BlobKey,
@@ -236,18 +238,21 @@ pub async fn properties_from_lake(
 ) -> Option<BlobSummary> {
     let link = links.reading(&key.account, &key.container)?;
     ensure_container(shard, link).await.ok()?;
-    match ops::head_blob(shard, key.clone(), Conditions::default()).await {
-        Err(EngineError::BlobNotFound) => {}
+    let passes = |b: &BlobSummary| cond.check(Some((b.etag, b.modified_ns)), false) == ConditionOutcome::Pass;
+    let seen = match ops::head_blob(shard, key.clone(), Conditions::default()).await {
+        Ok(b) if lake_etag(&b.props).is_none() || !link.due(&key.name) => b,
+        Err(EngineError::BlobNotFound) => {
+            let lake = link.remote.properties(&key.name).await.ok()??;
+            let seen = as_it_will_be(&key.name, &lake)?;
+            if passes(&seen) {
+                fetch_behind(shard, link, key);
+            }
+            seen
+        }
         _ => return None,
-    }
-    let lake = link.remote.properties(&key.name).await.ok()??;
-    let seen = as_it_will_be(&key.name, &lake)?;
-    if cond.check(Some((seen.etag, seen.modified_ns)), false) != ConditionOutcome::Pass {
-        return None;
-    }
+    };
     link.was_read(&key.name);
-    fetch_behind(shard, link, key);
-    Some(seen)
+    passes(&seen).then_some(seen)
 }
 
 /// `len` bytes of the lake's version `etag` of `name` from `at`, in pieces of `piece` bytes
