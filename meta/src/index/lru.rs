@@ -7,14 +7,19 @@ use std::hash::Hash;
 /// The order and the sizes, each key held once (`lru`'s linked hash map): a working set of
 /// blob keys held each key twice, in an order map and a size map, and a small Put's flush
 /// cloned every key it made clean into both.
+///
+/// Keys are hashed with foldhash, seeded at random per process, not SipHash: every small Put
+/// hashes its blob key here twice (out of the cache when dirtied, back when flushed), and
+/// SipHash was most of that. The seed is what keeps names chosen to collide from piling into
+/// one bucket; nothing of the cache's hashes or order reaches a client.
 pub struct Lru<K> {
-    entries: lru::LruCache<K, usize>,
+    entries: lru::LruCache<K, usize, foldhash::fast::RandomState>,
     bytes: usize,
 }
 
 impl<K: Hash + Eq> Default for Lru<K> {
     fn default() -> Lru<K> {
-        Lru { entries: lru::LruCache::unbounded(), bytes: 0 }
+        Lru { entries: lru::LruCache::unbounded_with_hasher(foldhash::fast::RandomState::default()), bytes: 0 }
     }
 }
 
