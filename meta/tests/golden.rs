@@ -158,6 +158,7 @@ fn an_entry_of_every_index_table_v2() {
         ("chunks-tiered", keys::chunk(&c.id()), keys::encode_chunk(&tiered)),
         ("packs", keys::pack(7), keys::encode_pack(&pack_info())),
         ("meta-tier-generation", keys::TIER_GENERATION.to_vec(), 3u64.to_le_bytes().to_vec()),
+        ("meta-warm", keys::WARM.to_vec(), keys::encode_warm([&k, &BlobKey::new("a", "b", "c")].into_iter())),
     ];
     for (table, key_bytes, value) in entries {
         let mut both = (key_bytes.len() as u32).to_le_bytes().to_vec();
@@ -209,6 +210,11 @@ fn an_entry_of_every_index_table_v2() {
     let v = golden_in(2, "index-meta-clock.bin", &[]);
     let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
     assert_eq!((&v[4..4 + klen], keys::decode_clock(&v[4 + klen..])), (keys::CLOCK, Some(0x8DC_0000_0000_0004)));
+    let v = golden_in(2, "index-meta-warm.bin", &[]);
+    let klen = u32::from_le_bytes(v[..4].try_into().unwrap()) as usize;
+    assert_eq!(&v[4 + klen..4 + klen + 2], &(keys::blob(&k).len() as u16).to_le_bytes(), "a key after its length");
+    assert_eq!(keys::decode_warm(&v[4 + klen..]), Some(vec![k.clone(), BlobKey::new("a", "b", "c")]));
+    assert_eq!(keys::decode_warm(&v[4 + klen..v.len() - 1]), None, "a list cut short is damaged");
 }
 
 /// A block listed again shares its chunk list: stored once, read back shared.

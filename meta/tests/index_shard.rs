@@ -1161,3 +1161,59 @@ fn a_staged_list_larger_than_the_cache_keeps_its_ids_resident_and_its_chunk_list
         assert!(!store.borrow().state.staged.contains_key(&k));
     });
 }
+
+/// A clean stop keeps the keys of the blobs it holds in memory (the cache's, no more); the next
+/// start hands them over once, cold until read back; the first flush after it deletes the list,
+/// so a start after a later crash reads back nothing from before it.
+#[test]
+fn a_clean_stop_keeps_what_it_holds_for_the_next_start_to_read_back_once() {
+    let disk = new_disk();
+    let cfg = IndexConfig { cache_bytes: 16 * 1024, flush_bytes: 4 * 1024, ..cfg() };
+    let put = |i: u64| {
+        let key = BlobKey::new("acct", "box", &format!("warm/{i:04}"));
+        let blocks = vec![Block { id: Vec::new(), size: 1, chunks: vec![chunk(i + 1)].into() }];
+        let blob = Blob {
+            container_id: 1,
+            etag: i + 1,
+            created_ns: 1,
+            modified_ns: 1,
+            size: 1,
+            props: BlobProps::default(),
+            blocks,
+            single_put: true,
+        };
+        Record::BlobPut { key, blob }
+    };
+    let held = local(async {
+        let store = open_with(&disk, cfg).await;
+        for i in 0..400 {
+            commit_when_ready(&store, &put(i)).await.durable.await.unwrap();
+        }
+        edgeblob_meta::index::shard::flush_all(&store).await.unwrap();
+        let held: Vec<BlobKey> = store.borrow().state.blobs.keys().cloned().collect();
+        assert!(held.len() > 10 && held.len() < 400, "the cache holds some of the blobs: {}", held.len());
+        store.borrow_mut().keep_warm();
+        edgeblob_meta::index::shard::flush_all(&store).await.unwrap();
+        held
+    });
+    let listed = local(async {
+        let store = open_with(&disk, cfg).await;
+        let listed = store.borrow_mut().take_warm();
+        assert!(store.borrow_mut().take_warm().is_empty(), "handed over once");
+        let wants: Vec<Want> = listed.iter().map(|k| Want::Blob(k.clone())).collect();
+        assert!(!store.borrow().all_resident(&wants[..1]), "cold after the start");
+        ensure(&store, &wants).await.unwrap();
+        for k in &listed {
+            assert!(store.borrow().state.blobs.contains_key(k), "{k:?} read back");
+        }
+        // A change, flushed: the list goes with it.
+        commit_when_ready(&store, &put(1000)).await.durable.await.unwrap();
+        edgeblob_meta::index::shard::flush_all(&store).await.unwrap();
+        listed
+    });
+    assert_eq!(listed, held, "what the cache held, in key order");
+    local(async {
+        let store = open_with(&disk, cfg).await;
+        assert!(store.borrow_mut().take_warm().is_empty(), "deleted by the first flush after the start");
+    });
+}

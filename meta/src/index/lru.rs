@@ -63,6 +63,11 @@ impl<K: Hash + Eq> Lru<K> {
         self.bytes
     }
 
+    /// The keys, most recently inserted first.
+    pub fn newest_first(&self) -> impl Iterator<Item = &K> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -83,6 +88,7 @@ mod tests {
         l.insert("b", 20);
         l.insert("a", 5);
         assert_eq!(l.bytes(), 25);
+        assert_eq!(l.newest_first().copied().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(l.pop_oldest(), Some(("b", 20)));
         assert!(l.remove(&"a"));
         assert!(!l.remove(&"a"));

@@ -255,6 +255,13 @@ pub struct ShardIndex {
     /// drops the chunk lists of their clean blocks (a list staged into is seldom clean whole,
     /// and its written blocks would otherwise stay in memory until the upload ends).
     apart_due: BTreeSet<BlobKey>,
+    /// The blob keys held in memory at the last clean stop, as the index kept them
+    /// ([`keys::WARM`]), until the start's warm-up takes them ([`ShardIndex::take_warm`]).
+    warm: Vec<BlobKey>,
+    /// The list a clean stop asked the next flush to write ([`ShardIndex::keep_warm`]).
+    warm_to_write: Option<Vec<u8>>,
+    /// Whether the index holds a list: the first flush after a start deletes it.
+    warm_in_index: bool,
 }
 
 /// Chunks newly counted on a shard, oldest first, for the tier to upload without reading the
@@ -422,6 +429,7 @@ impl ShardIndex {
         let packs = run(&ix, |ix| ix.range(Table::Packs, b"", None, usize::MAX)).await.map_err(failed)?;
         let tier_generation = run(&ix, |ix| ix.get(Table::Meta, keys::TIER_GENERATION)).await.map_err(failed)?;
         let space = run(&ix, |ix| ix.get(Table::Meta, keys::SPACE)).await.map_err(failed)?;
+        let warm = run(&ix, |ix| ix.get(Table::Meta, keys::WARM)).await.map_err(failed)?;
         let rec = replay::recover_after(&place, dev.as_ref(), index_lsn).await?;
         if let Some(torn) = rec.torn {
             replay::clear_torn(dev.as_ref(), torn, &rec.resume.partial_page)
@@ -481,6 +489,10 @@ impl ShardIndex {
             space_in_index: space.is_some(),
             tier_fresh: None,
             apart_due: BTreeSet::new(),
+            // A damaged list is only a hint lost.
+            warm: warm.as_deref().and_then(keys::decode_warm).unwrap_or_default(),
+            warm_to_write: None,
+            warm_in_index: warm.is_some(),
         };
         for (k, v) in outbox.entries {
             let lsn = k.try_into().map(u64::from_be_bytes).map_err(|_| failed("a damaged outbox key".into()))?;
@@ -1179,9 +1191,52 @@ impl ShardIndex {
     /// Flushes now whatever is dirty (tests, and a clean stop).
     pub fn flush_now(&mut self) {
         self.reap();
-        if self.flight.is_none() && self.index_lsn < self.applied {
+        if self.flight.is_none() && (self.index_lsn < self.applied || self.warm_to_write.is_some()) {
             self.start_flush();
         }
+    }
+
+    /// Asks the next flush to write the keys of the blobs held in memory (those with their blocks
+    /// in their entry), the most recently used first up to [`keys::WARM_BYTES`], for the next
+    /// start to read back (a clean stop). Not
+    /// where the index's spares could not take it beside what is due: a stop must not wait
+    /// for room.
+    pub fn keep_warm(&mut self) {
+        let used = self.clean.newest_first().filter_map(|w| match w {
+            Want::Blob(k) => Some(k),
+            _ => None,
+        });
+        // Changed since the last flush first: the most recent of all.
+        let mut bytes = 0;
+        let mut held: Vec<&BlobKey> = self
+            .dirty
+            .blobs
+            .keys()
+            .chain(used)
+            // Not one whose blocks are apart: read back, it would be read whole, all its pieces,
+            // where a read of it takes only the piece it needs and keeps none.
+            .filter(|k| self.state.blobs.get(*k).is_some_and(|b| !keys::blocks_apart(b)))
+            .take_while(|k| {
+                bytes += keys::warm_len(k);
+                bytes <= keys::WARM_BYTES
+            })
+            .collect();
+        // In key order, as the index holds them: read back in order, neighbours share pages.
+        held.sort_unstable();
+        let list = keys::encode_warm(held.into_iter());
+        if !list.is_empty() && self.fits(Load::new(1, list.len() + keys::WARM.len()), DELETE_ROOM) {
+            self.warm_to_write = Some(list);
+        }
+    }
+
+    /// The blob keys the last clean stop held in memory (empty after the first call).
+    pub fn take_warm(&mut self) -> Vec<BlobKey> {
+        std::mem::take(&mut self.warm)
+    }
+
+    /// Whether the cache has room for more clean entries.
+    pub fn cache_has_room(&self) -> bool {
+        self.clean.bytes() < self.cfg.cache_bytes
     }
 
     fn start_flush(&mut self) {
@@ -1300,6 +1355,18 @@ impl ShardIndex {
                 Some(c) => m.put(Table::Catalog, key, keys::encode_container(c)),
                 None => m.delete(Table::Catalog, key),
             }
+        }
+        match self.warm_to_write.take() {
+            Some(list) => {
+                load = load.plus(Load::new(1, list.len() + keys::WARM.len()));
+                m.put(Table::Meta, keys::WARM.to_vec(), list);
+                self.warm_in_index = true;
+            }
+            None if self.warm_in_index => {
+                m.delete(Table::Meta, keys::WARM.to_vec());
+                self.warm_in_index = false;
+            }
+            None => {}
         }
         m.space = self.space_changes();
         if !self.space_in_index {
@@ -2078,7 +2145,7 @@ pub async fn flush_all<M: HoldsIndex>(meta: &RefCell<M>) -> Result<(), IndexErro
             if let Some(e) = &m.failed {
                 return Err(IndexError::Failed(e.clone()));
             }
-            if m.index_lsn == m.applied {
+            if m.index_lsn == m.applied && m.warm_to_write.is_none() && m.flight.is_none() {
                 return Ok(());
             }
             m.flushed()

@@ -42,6 +42,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use edgeblob_io::executor::Peers;
+use edgeblob_meta::index::shard::HoldsIndex;
 use edgeblob_meta::listing::{BlobSummary, ListPage, ListQuery};
 use edgeblob_meta::model::{BlobKey, BlobProps, Container, Metadata};
 use edgeblob_proto::conditions::Conditions;
@@ -424,14 +425,21 @@ impl Node {
 
     /// Stops the shards and waits for their threads. Everything acknowledged is already durable
     /// in the logs; a clean stop also writes it into the metadata indexes (v2), so that the next
-    /// start replays almost nothing.
+    /// start replays almost nothing, with the keys of the blobs each shard holds in memory, which
+    /// the next start reads back in the background.
     pub fn stop(mut self) {
         // A node short of a device writes nothing (its allocators were not rebuilt): what its
         // logs hold is replayed at the next start, as after a crash.
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
         if let Some(rt) = runtime.ok().filter(|_| self.shared.read_only().is_none()) {
             for i in 0..self.shards() {
-                let flushed = self.on(i, |s| async move { s.flush_index().await });
+                let flushed = self.on(i, |s| async move {
+                    // What the shard holds in memory, for the next start to read back.
+                    if let Some(m) = s.meta.borrow_mut().index_mut() {
+                        m.keep_warm();
+                    }
+                    s.flush_index().await
+                });
                 if let Err(e) = rt.block_on(flushed).and_then(|r| r) {
                     tracing::warn!(shard = i, %e, "metadata not flushed at stop; the next start replays the log");
                 }

@@ -873,3 +873,44 @@ fn service_properties_survive_a_restart_and_never_list_as_a_container() {
     let (listed, next) = node.list_containers(ACCOUNT, "", None, 10);
     assert_eq!((listed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), next), (vec!["c"], None));
 }
+
+/// Format v2: a clean stop keeps the keys of the blobs its shards hold in memory, and the next
+/// start reads them back in the background: they are in memory again before any client asks
+/// (a restart would otherwise read the index at every blob's first touch).
+#[test]
+fn a_clean_restart_reads_back_the_blobs_held_in_memory() {
+    use edgeblob_meta::index::shard::HoldsIndex;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let rt = rt();
+    let keys: Vec<_> = (0..40).map(|i| key("c", &format!("warm-{i:02}"))).collect();
+    let in_memory = |node: &edgeblob_engine::Node, k: &edgeblob_meta::model::BlobKey| {
+        let k = k.clone();
+        let at = node.on(node.shared().owner_of(&k), move |s| async move {
+            s.meta.borrow().index().is_some_and(|m| m.state.blobs.contains_key(&k))
+        });
+        rt.block_on(at).unwrap()
+    };
+    let node = open(&cfg);
+    rt.block_on(async {
+        node.create_container(ACCOUNT, "c", vec![]).await.unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            node.put_blob(i % 2, k.clone(), body(&data(i as u64, 100, false)), Default::default(), Default::default())
+                .await
+                .unwrap();
+        }
+    });
+    assert!(keys.iter().all(|k| in_memory(&node, k)), "written, so held");
+    node.stop();
+    let node = open(&cfg);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !keys.iter().all(|k| in_memory(&node, k)) {
+        assert!(std::time::Instant::now() < deadline, "not read back after the start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // And served as they were.
+    rt.block_on(async {
+        let (_, _, got) = node.read_blob(0, keys[7].clone(), None, Default::default()).await.unwrap();
+        assert_eq!(&got[..], &data(7, 100, false)[..]);
+    });
+}
