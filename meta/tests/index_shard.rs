@@ -916,6 +916,21 @@ fn an_index_written_before_the_image_was_kept_builds_it_at_its_next_flush() {
 /// A key the index never held is resident at once, known absent by its key filter: a new
 /// blob's Put reads nothing and puts nothing in the cache. Entries still become clean when
 /// their flush ends, without a read, and the cache is held to its size all the same.
+/// A Put Blob of one byte in one chunk (`chunk(i + 1)`) of blob `name` of `acct/box`.
+fn small_put(name: &str, i: u64) -> Record {
+    let blob = Blob {
+        container_id: 1,
+        etag: i + 1,
+        created_ns: 1,
+        modified_ns: 1,
+        size: 1,
+        props: BlobProps::default(),
+        blocks: vec![Block { id: Vec::new(), size: 1, chunks: vec![chunk(i + 1)].into() }],
+        single_put: true,
+    };
+    Record::BlobPut { key: BlobKey::new("acct", "box", name), blob }
+}
+
 #[test]
 fn new_keys_take_nothing_from_the_cache_and_flushed_ones_stay_within_its_size() {
     let disk = new_disk();
@@ -923,18 +938,7 @@ fn new_keys_take_nothing_from_the_cache_and_flushed_ones_stay_within_its_size() 
         let cache_bytes = 16 * 1024;
         let store = open_with(&disk, IndexConfig { cache_bytes, flush_bytes: 4 * 1024, ..cfg() }).await;
         for i in 0..2_000u64 {
-            let key = BlobKey::new("acct", "box", &format!("new/{i:05}"));
-            let blob = Blob {
-                container_id: 1,
-                etag: i + 1,
-                created_ns: 1,
-                modified_ns: 1,
-                size: 1,
-                props: BlobProps::default(),
-                blocks: vec![Block { id: Vec::new(), size: 1, chunks: vec![chunk(i + 1)].into() }],
-                single_put: true,
-            };
-            let rec = Record::BlobPut { key, blob };
+            let rec = small_put(&format!("new/{i:05}"), i);
             let wants = wants_of(&rec);
             let ready = store.borrow_mut().ready();
             ready.await.unwrap();
@@ -1169,21 +1173,7 @@ fn a_staged_list_larger_than_the_cache_keeps_its_ids_resident_and_its_chunk_list
 fn a_clean_stop_keeps_what_it_holds_for_the_next_start_to_read_back_once() {
     let disk = new_disk();
     let cfg = IndexConfig { cache_bytes: 16 * 1024, flush_bytes: 4 * 1024, ..cfg() };
-    let put = |i: u64| {
-        let key = BlobKey::new("acct", "box", &format!("warm/{i:04}"));
-        let blocks = vec![Block { id: Vec::new(), size: 1, chunks: vec![chunk(i + 1)].into() }];
-        let blob = Blob {
-            container_id: 1,
-            etag: i + 1,
-            created_ns: 1,
-            modified_ns: 1,
-            size: 1,
-            props: BlobProps::default(),
-            blocks,
-            single_put: true,
-        };
-        Record::BlobPut { key, blob }
-    };
+    let put = |i: u64| small_put(&format!("warm/{i:04}"), i);
     let held = local(async {
         let store = open_with(&disk, cfg).await;
         for i in 0..400 {
