@@ -1198,9 +1198,8 @@ impl ShardIndex {
 
     /// Asks the next flush to write the keys of the blobs held in memory (those with their blocks
     /// in their entry), the most recently used first up to [`keys::WARM_BYTES`], for the next
-    /// start to read back (a clean stop). Not
-    /// where the index's spares could not take it beside what is due: a stop must not wait
-    /// for room.
+    /// start to read back (a clean stop). Not where the index's spares could not take it beside
+    /// what is due: a stop must not wait for room.
     pub fn keep_warm(&mut self) {
         let used = self.clean.newest_first().filter_map(|w| match w {
             Want::Blob(k) => Some(k),
