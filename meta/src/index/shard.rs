@@ -182,6 +182,11 @@ fn written_by<K: Ord>(dirty: &mut BTreeMap<K, u64>, lsn: u64) -> impl Iterator<I
     written.into_iter().map(|(k, _)| k)
 }
 
+/// What writing the list of keys `list` ([`keys::WARM`]) adds to a flush.
+fn warm_load(list: &[u8]) -> Load {
+    Load::new(1, keys::WARM.len() + list.len())
+}
+
 /// A flush in flight: the LSN it covers, and its outcome once the index thread has it.
 struct Flight {
     lsn: u64,
@@ -256,8 +261,9 @@ pub struct ShardIndex {
     /// and its written blocks would otherwise stay in memory until the upload ends).
     apart_due: BTreeSet<BlobKey>,
     /// The blob keys held in memory at the last clean stop, as the index kept them
-    /// ([`keys::WARM`]), until the start's warm-up takes them ([`ShardIndex::take_warm`]).
-    warm: Vec<BlobKey>,
+    /// ([`keys::WARM`]), until the start's warm-up takes them ([`ShardIndex::take_warm`]):
+    /// decoded there, in the background, not while the shard opens.
+    warm: Option<Vec<u8>>,
     /// The list a clean stop asked the next flush to write ([`ShardIndex::keep_warm`]).
     warm_to_write: Option<Vec<u8>>,
     /// Whether the index holds a list: the first flush after a start deletes it.
@@ -489,10 +495,9 @@ impl ShardIndex {
             space_in_index: space.is_some(),
             tier_fresh: None,
             apart_due: BTreeSet::new(),
-            // A damaged list is only a hint lost.
-            warm: warm.as_deref().and_then(keys::decode_warm).unwrap_or_default(),
-            warm_to_write: None,
             warm_in_index: warm.is_some(),
+            warm,
+            warm_to_write: None,
         };
         for (k, v) in outbox.entries {
             let lsn = k.try_into().map(u64::from_be_bytes).map_err(|_| failed("a damaged outbox key".into()))?;
@@ -1223,14 +1228,15 @@ impl ShardIndex {
         // In key order, as the index holds them: read back in order, neighbours share pages.
         held.sort_unstable();
         let list = keys::encode_warm(held.into_iter());
-        if !list.is_empty() && self.fits(Load::new(1, list.len() + keys::WARM.len()), DELETE_ROOM) {
+        if !list.is_empty() && self.fits(warm_load(&list), DELETE_ROOM) {
             self.warm_to_write = Some(list);
         }
     }
 
     /// The blob keys the last clean stop held in memory (empty after the first call).
     pub fn take_warm(&mut self) -> Vec<BlobKey> {
-        std::mem::take(&mut self.warm)
+        // A damaged list is only a hint lost.
+        self.warm.take().and_then(|list| keys::decode_warm(&list)).unwrap_or_default()
     }
 
     /// Whether the cache has room for more clean entries.
@@ -1357,7 +1363,7 @@ impl ShardIndex {
         }
         match self.warm_to_write.take() {
             Some(list) => {
-                load = load.plus(Load::new(1, list.len() + keys::WARM.len()));
+                load = load.plus(warm_load(&list));
                 m.put(Table::Meta, keys::WARM.to_vec(), list);
                 self.warm_in_index = true;
             }
