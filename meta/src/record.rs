@@ -96,7 +96,10 @@ impl Record {
     }
 
     pub fn encode(&self) -> AlignedVec {
-        rkyv::to_bytes::<rancor::Error>(self).expect("serializing into memory cannot fail")
+        // Sized for most records (the archived enum is 216 bytes, then a small blob's strings
+        // and its one block): an empty buffer grows five or six times on the way.
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, AlignedVec::with_capacity(512))
+            .expect("serializing into memory cannot fail")
     }
 
     /// Decodes and validates a payload read from disk.
