@@ -98,16 +98,19 @@ pub struct StagedEntry {
 }
 
 /// Bytes an encoder starts with: most values (a blob of one block, a chunk entry) fit, where an
-/// empty buffer would grow five or six times on the way (a flush encodes every entry it writes).
-/// The bytes are those of rkyv's aligned buffer: its padding follows the position, not the
-/// buffer's address.
+/// empty buffer would grow five or six times on the way (a flush encodes every entry it writes);
+/// the value is then cut to its size. The bytes are those of rkyv's aligned buffer: its padding
+/// follows the position, not the buffer's address.
 const ENCODED_CAPACITY: usize = 512;
 
 macro_rules! value_codec {
     ($ty:ty, $enc:ident, $dec:ident) => {
         pub fn $enc(v: &$ty) -> Vec<u8> {
-            rkyv::api::high::to_bytes_in::<_, rancor::Error>(v, Vec::with_capacity(ENCODED_CAPACITY))
-                .expect("serializing into memory cannot fail")
+            let mut bytes = rkyv::api::high::to_bytes_in::<_, rancor::Error>(v, Vec::with_capacity(ENCODED_CAPACITY))
+                .expect("serializing into memory cannot fail");
+            // A flush holds every value it writes until the index has them: at their size.
+            bytes.shrink_to_fit();
+            bytes
         }
 
         /// Decodes and validates a value read from the index.
