@@ -77,6 +77,12 @@ pub enum Record {
     RefsReplaced { sources: Vec<(u32, u64)>, changes: Vec<RefChange> },
 }
 
+/// Bytes an rkyv encoder starts with (a record here, an index value in `index::keys`): most
+/// fit (the archived enum is 216 bytes, then a small blob's strings and its one block), where an
+/// empty buffer would grow five or six times on the way. The bytes are those of rkyv's aligned
+/// buffer whatever the buffer: its padding follows the position, not the buffer's address.
+pub(crate) const ENCODE_START: usize = 512;
+
 /// The archived size of a record. rkyv finds a buffer's root object at its end, by the root
 /// type's size, so a record type that grew would make every record already written unreadable.
 pub const ARCHIVED_RECORD_LEN: usize = std::mem::size_of::<ArchivedRecord>();
@@ -96,9 +102,7 @@ impl Record {
     }
 
     pub fn encode(&self) -> AlignedVec {
-        // Sized for most records (the archived enum is 216 bytes, then a small blob's strings
-        // and its one block): an empty buffer grows five or six times on the way.
-        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, AlignedVec::with_capacity(512))
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, AlignedVec::with_capacity(ENCODE_START))
             .expect("serializing into memory cannot fail")
     }
 

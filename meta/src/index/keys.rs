@@ -97,18 +97,13 @@ pub struct StagedEntry {
     pub block: StagedBlock,
 }
 
-/// Bytes an encoder starts with: most values (a blob of one block, a chunk entry) fit, where an
-/// empty buffer would grow five or six times on the way (a flush encodes every entry it writes);
-/// the value is then cut to its size. The bytes are those of rkyv's aligned buffer: its padding
-/// follows the position, not the buffer's address.
-const ENCODED_CAPACITY: usize = 512;
-
 macro_rules! value_codec {
     ($ty:ty, $enc:ident, $dec:ident) => {
         pub fn $enc(v: &$ty) -> Vec<u8> {
-            let mut bytes = rkyv::api::high::to_bytes_in::<_, rancor::Error>(v, Vec::with_capacity(ENCODED_CAPACITY))
-                .expect("serializing into memory cannot fail");
-            // A flush holds every value it writes until the index has them: at their size.
+            let mut bytes =
+                rkyv::api::high::to_bytes_in::<_, rancor::Error>(v, Vec::with_capacity(crate::record::ENCODE_START))
+                    .expect("serializing into memory cannot fail");
+            // Cut to size: a flush holds every value it writes until the index has them.
             bytes.shrink_to_fit();
             bytes
         }

@@ -164,6 +164,7 @@ impl Dirty {
         blobs.sort_unstable_by_key(|(_, l)| *l);
         let mut out: Vec<Want> = blobs.into_iter().map(|(k, _)| Want::Blob(k)).collect();
         written_by(&mut self.deleted_blobs, lsn).for_each(drop);
+        debug_assert!(self.deleted_blobs.keys().all(|k| self.blobs.contains_key(k)), "a deleted blob is dirty");
         for (k, _) in written_by(&mut self.staged, lsn) {
             if !matches!(out.last(), Some(Want::Staged(last)) if *last == k) {
                 out.push(Want::Staged(k));
