@@ -20,31 +20,51 @@ pub async fn signed(
 /// Writes a request head and body on a new connection and reads the answer to its end: its
 /// status, its head as sent (case kept), and its body (de-chunked).
 pub async fn exchange(addr: &str, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-    c.write_all(head.as_bytes()).await.unwrap();
-    c.write_all(body).await.unwrap();
+    try_exchange(addr, head, body).await.unwrap()
+}
+
+/// [`signed`], or the error that cut it short (a node killed with the request in flight):
+/// Err also when the connection closed before a whole answer.
+pub async fn try_signed(
+    addr: &str,
+    method: &str,
+    path_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
+    let (status, head, body) = try_exchange(addr, &signed_head(method, path_query, headers, body.len()), body).await?;
+    Ok((status, head.to_ascii_lowercase(), body))
+}
+
+/// [`exchange`], with the errors of the connection returned.
+pub async fn try_exchange(addr: &str, head: &str, body: &[u8]) -> std::io::Result<(u16, String, Vec<u8>)> {
+    let cut = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the answer was cut short");
+    let mut c = tokio::net::TcpStream::connect(addr).await?;
+    c.write_all(head.as_bytes()).await?;
+    c.write_all(body).await?;
     let mut out = Vec::new();
-    c.read_to_end(&mut out).await.unwrap();
-    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    c.read_to_end(&mut out).await?;
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(cut)?;
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
-    let status = head[9..12].parse().unwrap();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(cut)?;
     let mut body = out[split + 4..].to_vec();
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         // De-chunk: size line, data, CRLF, ... 0.
         let mut plain = Vec::new();
         let mut rest = &body[..];
         loop {
-            let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16).unwrap();
+            let eol = rest.windows(2).position(|w| w == b"\r\n").ok_or_else(cut)?;
+            let size = std::str::from_utf8(&rest[..eol]).ok().map(str::trim);
+            let n = size.and_then(|t| usize::from_str_radix(t, 16).ok()).ok_or_else(cut)?;
             if n == 0 {
                 break;
             }
-            plain.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
-            rest = &rest[eol + 2 + n + 2..];
+            plain.extend_from_slice(rest.get(eol + 2..eol + 2 + n).ok_or_else(cut)?);
+            rest = rest.get(eol + 2 + n + 2..).ok_or_else(cut)?;
         }
         body = plain;
     }
-    (status, head, body)
+    Ok((status, head, body))
 }
 
 /// The head of a SharedKey-signed request (dev account) for a body of `body_len` bytes.
