@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use edgeblob_testkit::crash::{version_bytes, Expect, Version};
 use edgeblob_testkit::node::spawn_configured;
 use edgeblob_testkit::raw::{signed, try_signed};
 
@@ -21,39 +22,11 @@ const NAMES: u64 = 4;
 const CONFIG: &str = "[engine]\nmeta_cache_bytes = 16384\nmeta_flush_bytes = 16384\n";
 const CONTAINER: &str = "/devstoreaccount1/crash";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Version {
-    Deleted,
-    V(u64),
-}
-
-/// What a blob may hold: the last acknowledged change, or the one in flight at the kill.
-#[derive(Debug, Default)]
-struct Expect {
-    durable: Option<Version>,
-    in_flight: Option<Version>,
-}
-
 type Model = Arc<Mutex<HashMap<String, Expect>>>;
 
-/// The bytes of version `v` of `name`; every third version the same pattern (dedup across blobs).
+/// The bytes of version `v` of `name`.
 fn content(name: &str, v: u64) -> Vec<u8> {
-    let h = xxhash_rust::xxh3::xxh3_64(format!("{name}/{v}").as_bytes());
-    let len = [0usize, 1, 4095, 70_000, 300_000][(h % 5) as usize];
-    let mut x = h | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        if v.is_multiple_of(3) {
-            out.extend_from_slice(b"shared chunk pattern ");
-        } else {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-    out.truncate(len);
-    out
+    version_bytes(name, v, &[0, 1, 4095, 70_000, 300_000])
 }
 
 fn block_id(version: u64, i: usize) -> String {

@@ -18,6 +18,7 @@ use std::path::Path;
 use edgeblob_engine::config::EngineConfig;
 use edgeblob_engine::{BlockListItem, EngineError, Node};
 use edgeblob_meta::model::BlobKey;
+use edgeblob_testkit::crash::{version_bytes, Expect, Version};
 
 /// The load the crash test kills, when this binary was started as its process: blob writes and
 /// deletes through the engine, each reported on stdout before it starts (`BEGIN`) and once
@@ -102,23 +103,7 @@ fn config(data: &Path, load: &Load) -> EngineConfig {
 }
 /// The bytes of version `v` of blob `name`: the crash test regenerates them to compare.
 fn content(name: &str, v: u64) -> Vec<u8> {
-    let h = xxhash_rust::xxh3::xxh3_64(format!("{name}/{v}").as_bytes());
-    let len = [0usize, 1, 4091, 4092, 70_000, 300_000, 1_200_000][(h % 7) as usize];
-    let mut out = Vec::with_capacity(len);
-    let mut x = h | 1;
-    while out.len() < len {
-        // Every third version repeats a fixed pattern, so dedup is exercised across blobs.
-        if v.is_multiple_of(3) {
-            out.extend_from_slice(b"shared chunk pattern ");
-        } else {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-    out.truncate(len);
-    out
+    version_bytes(name, v, &[0, 1, 4091, 4092, 70_000, 300_000, 1_200_000])
 }
 
 /// Runs the load until killed or `max_secs` pass.
@@ -238,19 +223,6 @@ async fn nothing_left_after_deleting_all(node: &Node, writers: usize) {
         assert!(Instant::now() < deadline, "something left after deleting every blob: {report:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Version {
-    Deleted,
-    V(u64),
-}
-
-#[derive(Debug, Default)]
-struct Expect {
-    /// The state the blob must be in, unless an unacknowledged change in flight took effect.
-    durable: Option<Version>,
-    in_flight: Option<Version>,
 }
 
 fn parse(line: &str) -> Option<(&str, &str, Version)> {
