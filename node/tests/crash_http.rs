@@ -30,8 +30,7 @@ fn content(name: &str, v: u64) -> Vec<u8> {
 }
 
 fn block_id(version: u64, i: usize) -> String {
-    let id = base64::engine::general_purpose::STANDARD.encode(format!("{version:012}-{i:04}"));
-    id.replace('=', "%3D").replace('+', "%2B").replace('/', "%2F")
+    base64::engine::general_purpose::STANDARD.encode(format!("{version:012}-{i:04}"))
 }
 
 /// A write's answer: acknowledged, refused (nothing changed), or cut short by the kill.
@@ -102,12 +101,13 @@ async fn put_block_list(addr: &str, path: &str, version: u64, data: &[u8]) -> Ou
     let mut list = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
     for (i, piece) in pieces.iter().enumerate() {
         let id = block_id(version, i);
-        let target = format!("{path}?comp=block&blockid={id}");
+        let query = percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC);
+        let target = format!("{path}?comp=block&blockid={query}");
         match outcome(try_signed(addr, "PUT", &target, &[], piece).await, "Put Block") {
             Outcome::Acked => {}
             other => return other,
         }
-        list.push_str(&format!("<Latest>{}</Latest>", id.replace("%3D", "=").replace("%2B", "+").replace("%2F", "/")));
+        list.push_str(&format!("<Latest>{id}</Latest>"));
     }
     list.push_str("</BlockList>");
     let target = format!("{path}?comp=blocklist");

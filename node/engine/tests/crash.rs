@@ -89,6 +89,10 @@ fn config(data: &Path, load: &Load) -> EngineConfig {
             ..Default::default()
         }
     });
+    let base = EngineConfig::default();
+    // Many writers: every few records a flush, and most entries read back from the index.
+    let (cache, flush) =
+        if load.concurrent() { (16 << 10, 16 << 10) } else { (base.meta_cache_bytes, base.meta_flush_bytes) };
     EngineConfig {
         data_path: data.to_owned(),
         data_size: 512 << 20,
@@ -96,11 +100,12 @@ fn config(data: &Path, load: &Load) -> EngineConfig {
         pin_threads: false,
         chunk_size: 64 * 1024,
         tier,
-        meta_cache_bytes: if load.concurrent() { 16 << 10 } else { EngineConfig::default().meta_cache_bytes },
-        meta_flush_bytes: if load.concurrent() { 16 << 10 } else { EngineConfig::default().meta_flush_bytes },
-        ..EngineConfig::default()
+        meta_cache_bytes: cache,
+        meta_flush_bytes: flush,
+        ..base
     }
 }
+
 /// The bytes of version `v` of blob `name`: the crash test regenerates them to compare.
 fn content(name: &str, v: u64) -> Vec<u8> {
     version_bytes(name, v, &[0, 1, 4091, 4092, 70_000, 300_000, 1_200_000])
