@@ -140,20 +140,16 @@ async fn acknowledged_http_writes_survive_sigkill_of_the_node() {
         let mut m = model.lock().unwrap().drain().collect::<Vec<_>>();
         for (name, e) in &mut m {
             let (status, _, body) = signed(&node.http, "GET", &format!("{CONTAINER}/{name}"), &[], b"").await;
-            let holds = |v: Option<Version>| match (status, v) {
-                (200, Some(Version::V(n))) => body == content(name, n),
-                (404, Some(Version::Deleted) | None) => true,
-                _ => false,
+            let found = match status {
+                200 => Some(&body[..]),
+                404 => None,
+                _ => panic!("cycle {cycle}: reading {name}: {status} {}", String::from_utf8_lossy(&body)),
             };
-            let now = if holds(e.durable) {
-                e.durable
-            } else if e.in_flight.is_some() && holds(e.in_flight) {
-                e.in_flight
-            } else {
-                panic!("cycle {cycle}: {name} answers {status} with {} bytes, but {e:?}", body.len())
-            };
-            // What it holds now is durable: the next cycle builds on it.
-            (e.durable, e.in_flight) = (now, None);
+            assert!(
+                e.settle(found, |v| content(name, v)),
+                "cycle {cycle}: {name} answers {status} with {} bytes, but {e:?}",
+                body.len()
+            );
         }
         model.lock().unwrap().extend(m);
     }

@@ -340,35 +340,15 @@ fn cycle_and_check(data: &Path, load: &Load, cycles: u64) {
             for (name, e) in model.iter_mut() {
                 let key = BlobKey::new(ACCOUNT, CONTAINER, name);
                 let found = match node.read_blob(0, key, None, Default::default()).await {
-                    Ok((_, _, bytes)) => {
-                        let matches = |v: Option<Version>| match v {
-                            Some(Version::V(n)) => bytes[..] == content(name, n)[..],
-                            _ => false,
-                        };
-                        if matches(e.durable) {
-                            e.durable
-                        } else if matches(e.in_flight) {
-                            e.in_flight
-                        } else {
-                            panic!(
-                                "cycle {cycle}: {name} holds bytes of no version it may hold ({e:?}, {} bytes)",
-                                bytes.len()
-                            )
-                        }
-                    }
-                    Err(EngineError::BlobNotFound) => {
-                        let ok = |v: Option<Version>| v == Some(Version::Deleted);
-                        assert!(
-                            ok(e.durable) || ok(e.in_flight) || e.durable.is_none(),
-                            "cycle {cycle}: {name} is missing but {e:?}"
-                        );
-                        Some(Version::Deleted)
-                    }
+                    Ok((_, _, bytes)) => Some(bytes),
+                    Err(EngineError::BlobNotFound) => None,
                     Err(err) => panic!("cycle {cycle}: reading {name}: {err}"),
                 };
-                // What is there now is durable: the next cycle builds on it.
-                e.durable = found;
-                e.in_flight = None;
+                let len = found.as_ref().map(|b| b.len());
+                assert!(
+                    e.settle(found.as_deref(), |v| content(name, v)),
+                    "cycle {cycle}: {name} holds no version it may hold ({e:?}; {len:?} bytes)"
+                );
             }
             let report = node.check_all().await.unwrap();
             assert!(report.damaged.is_empty(), "cycle {cycle}: fsck: {:?}", report.damaged);

@@ -16,6 +16,29 @@ pub struct Expect {
     pub in_flight: Option<Version>,
 }
 
+impl Expect {
+    /// Takes in what the blob holds after a kill (`found`: its bytes, None when absent), given
+    /// the bytes of each version: the acknowledged change or the one in flight, which is the
+    /// acknowledged state from now on (the next cycle builds on it). False if it holds neither.
+    pub fn settle(&mut self, found: Option<&[u8]>, bytes_of: impl Fn(u64) -> Vec<u8>) -> bool {
+        let holds = |v: Option<Version>| match (found, v) {
+            (Some(bytes), Some(Version::V(n))) => bytes == bytes_of(n),
+            // Never written, or deleted.
+            (None, None | Some(Version::Deleted)) => true,
+            _ => false,
+        };
+        let now = if holds(self.durable) {
+            self.durable
+        } else if self.in_flight.is_some() && holds(self.in_flight) {
+            self.in_flight
+        } else {
+            return false;
+        };
+        (self.durable, self.in_flight) = (now, None);
+        true
+    }
+}
+
 /// The bytes of version `v` of blob `name`, for a crash test to write and regenerate: one of
 /// `lens` long, chosen by the pair; every third version the same repeated pattern, so that
 /// blobs share chunks where dedup is on.

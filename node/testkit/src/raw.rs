@@ -13,8 +13,7 @@ pub async fn signed(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, Vec<u8>) {
-    let (status, head, body) = exchange(addr, &signed_head(method, path_query, headers, body.len()), body).await;
-    (status, head.to_ascii_lowercase(), body)
+    try_signed(addr, method, path_query, headers, body).await.unwrap()
 }
 
 /// Writes a request head and body on a new connection and reads the answer to its end: its
