@@ -121,7 +121,8 @@ impl ExtentAllocator {
         }
     }
 
-    fn overlaps_free(&self, e: Extent) -> bool {
+    /// Whether any part of `e` is free.
+    pub fn overlaps_free(&self, e: Extent) -> bool {
         if let Some((&o, &l)) = self.by_offset.range(..e.end()).next_back() {
             return o + l > e.offset;
         }

@@ -66,6 +66,8 @@ struct Disk {
     cuts: Vec<(Op, u64, Crash)>,
     /// The images those cuts left, in the order they happened.
     cut_images: Vec<Vec<u8>>,
+    /// Ranges gone bad: (kind, start, end, failure).
+    bad: Vec<(Op, u64, u64, Failure)>,
 }
 
 /// A simulated disk; clones share it (one device per shard over one disk, as over one file).
@@ -90,6 +92,7 @@ impl SimDisk {
             armed: Vec::new(),
             cuts: Vec::new(),
             cut_images: Vec::new(),
+            bad: Vec::new(),
         };
         SimDisk { disk: Arc::new(Mutex::new(disk)) }
     }
@@ -118,6 +121,14 @@ impl SimDisk {
         let mut d = self.lock();
         let at = d.counts[op as usize] + nth;
         d.armed.push(Armed { op, nth: at, failure });
+    }
+
+    /// Makes every operation of kind `op` on bytes of `[offset, offset + len)` fail with
+    /// `failure` from now on, until [`SimDisk::disarm`]: a stretch of the medium gone bad (one
+    /// shard's log, while the others' work).
+    pub fn fail_within(&self, op: Op, offset: u64, len: u64, failure: Failure) {
+        debug_assert!(op != Op::Flush, "a flush covers no range");
+        self.lock().bad.push((op, offset, offset + len, failure));
     }
 
     /// Operations of kind `op` done so far (faults included).
@@ -149,6 +160,7 @@ impl SimDisk {
         let mut d = self.lock();
         d.armed.clear();
         d.cuts.clear();
+        d.bad.clear();
     }
 
     /// The images the armed power cuts left, as disks, oldest first.
@@ -261,6 +273,10 @@ impl FaultDevice {
             return Err(error(f));
         }
         let n = io_len(buf);
+        let end = offset + n as u64;
+        if let Some((.., f)) = d.bad.iter().find(|(o, lo, hi, _)| *o == op && *lo < end && offset < *hi) {
+            return Err(error(*f));
+        }
         match out_of_range(offset, n, d.durable.len()) {
             Some(e) => Err(e),
             None => Ok((d, n)),
@@ -397,6 +413,24 @@ mod tests {
         assert_eq!((disk.pending_writes(), disk.count(Op::Write), disk.count(Op::Flush)), (0, 2, 2));
         let past_end = run(dev.read(AlignedBuf::zeroed(PAGE_SIZE), 2 * PAGE_SIZE as u64)).0;
         assert!(past_end.is_err(), "a read past the end is an error, not a panic");
+    }
+
+    #[test]
+    fn a_bad_range_fails_what_touches_it_until_disarmed() {
+        let disk = SimDisk::new(4 * PAGE_SIZE);
+        let dev = disk.device();
+        disk.fail_within(Op::Write, PAGE_SIZE as u64 + 512, 512, Failure::Io);
+        run(dev.write(page(1), 0)).0.unwrap();
+        for _ in 0..2 {
+            let e = run(dev.write(page(2), PAGE_SIZE as u64)).0.unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EIO), "every write into the range, not one");
+        }
+        run(dev.write(page(3), 2 * PAGE_SIZE as u64)).0.unwrap();
+        assert_eq!(read_at(&dev, PAGE_SIZE as u64)[0], 0, "a failed write changes nothing");
+        assert_eq!(read_at(&dev, 2 * PAGE_SIZE as u64)[0], 3, "reads of the range, and writes beside it, work");
+        disk.disarm();
+        run(dev.write(page(2), PAGE_SIZE as u64)).0.unwrap();
+        assert_eq!(read_at(&dev, PAGE_SIZE as u64)[0], 2);
     }
 
     #[test]

@@ -243,6 +243,28 @@ pub async fn verify(s: &Rc<Shard>, derived: &RefTable) -> Result<()> {
         }
     })
     .await?;
+    // Nothing counted lies in free space, nor in space freed and waiting for reads to drain (a
+    // chunk freed while another shard's addition to it was on its way, `repin`).
+    #[cfg(debug_assertions)]
+    {
+        let mut by_region: BTreeMap<usize, Vec<Extent>> = BTreeMap::new();
+        for e in local.runs() {
+            by_region.entry(s.node.region_of(e.offset)).or_default().push(e);
+        }
+        for (region, runs) in by_region {
+            let free: Vec<Extent> = at(s, region, move |r| async move {
+                let space = r.space.borrow();
+                runs.into_iter().filter(|e| space.any_free(*e)).take(8).collect()
+            })
+            .await?;
+            if !free.is_empty() {
+                return Err(EngineError::Corrupt(format!(
+                    "shard {}: chunks it counts lie in space region {region} holds free: {free:?}",
+                    s.index
+                )));
+            }
+        }
+    }
     // The allocator's image marks exactly the space of the chunks counted (those on flash).
     if let Some(image) = space_in_use(&s.meta).await? {
         let want = local;
@@ -368,22 +390,58 @@ pub async fn live_space(s: &Rc<Shard>, logged: &[BTreeMap<u32, u64>]) -> Result<
             out
         }
     };
-    let mut pending = Vec::new();
+    let pending =
+        unlogged_additions(s, logged).iter().flat_map(|(_, adds)| adds.iter().map(|(c, _)| c.extent())).collect();
+    Ok(LiveSpace { counted, pending })
+}
+
+/// At start (v2), the references this shard's undelivered records add that the shards counting
+/// them have not logged (`logged[c]`: the last LSN of each source shard `c` has logged), by
+/// record. An addition logged already (the source's record of its delivery was lost with a
+/// crash) is counted, or was freed since and its space perhaps reused: it is not one of them.
+fn unlogged_additions(s: &Shard, logged: &[BTreeMap<u32, u64>]) -> Vec<(u64, RefCounts)> {
     let source = s.index as u32;
     let meta = s.meta.borrow();
-    if let Some(m) = meta.index() {
-        for (lsn, changes) in m.outbox(usize::MAX) {
-            for c in changes.iter().filter(|c| c.add > 0) {
-                let counter = &logged[s.node.ref_owner(&c.chunk)];
-                // Logged already (the source's record of it was lost with a crash): counted
-                // above, or freed since and perhaps reused.
-                if counter.get(&source).is_none_or(|last| lsn > *last) {
-                    pending.push(c.chunk.extent());
-                }
+    let Some(m) = meta.index() else { return Vec::new() };
+    let mut out = Vec::new();
+    for (lsn, changes) in m.outbox(usize::MAX) {
+        let mut adds = RefCounts::default();
+        for c in changes.iter().filter(|c| c.add > 0) {
+            if logged[s.node.ref_owner(&c.chunk)].get(&source).is_none_or(|last| lsn > *last) {
+                adds.add(c.chunk, c.add);
             }
         }
+        if !adds.is_empty() {
+            out.push((lsn, adds));
+        }
     }
-    Ok(LiveSpace { counted, pending })
+    out
+}
+
+/// At start (v2), before any delivery: pins again what this shard's undelivered records add,
+/// on the shards that count it, as the records held those pins before the restart (until their
+/// changes are delivered: [`Shard::unpin_after_delivery`]). Without them a chunk's count could
+/// reach zero while another source's addition to it is still on its way: one shard's drop,
+/// delivered first, would free a chunk that a blob of another shard still names (a Put Blob
+/// that deduplicated against a blob deleted next, both undelivered at a crash).
+pub async fn repin(s: &Rc<Shard>, logged: &[BTreeMap<u32, u64>]) -> Result<()> {
+    let mut all = RefCounts::default();
+    for (lsn, adds) in unlogged_additions(s, logged) {
+        all.append(adds.clone());
+        s.unpin_after_delivery(lsn, adds);
+    }
+    let takes = all.split_by(|c| s.node.ref_owner(c)).into_iter().map(|(counter, pins)| {
+        at(s, counter, move |c| async move {
+            let mut table = c.refs.borrow_mut();
+            for (chunk, n) in pins.iter() {
+                table.pin(*chunk, *n);
+            }
+        })
+    });
+    for taken in futures::future::join_all(takes).await {
+        taken?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -170,15 +170,29 @@ impl Drop for ReadGuard {
 pub struct Space {
     pub alloc: ExtentAllocator,
     limbo: VecDeque<(u64, Extent)>,
+    /// The extents in limbo by offset (debug builds): a second free of an extent is caught
+    /// where it is made, not when the first comes out of limbo.
+    #[cfg(debug_assertions)]
+    limbo_at: BTreeMap<u64, u64>,
 }
 
 impl Space {
     pub fn new(alloc: ExtentAllocator) -> Space {
-        Space { alloc, limbo: VecDeque::new() }
+        Space {
+            alloc,
+            limbo: VecDeque::new(),
+            #[cfg(debug_assertions)]
+            limbo_at: BTreeMap::new(),
+        }
     }
 
     pub fn free_later(&mut self, stamp: u64, e: Extent) {
         debug_assert!(self.limbo.back().is_none_or(|(s, _)| *s <= stamp));
+        #[cfg(debug_assertions)]
+        {
+            assert!(!self.any_free(e), "{e:?} freed again: it is free, or in limbo");
+            self.limbo_at.insert(e.offset, e.len);
+        }
         self.limbo.push_back((stamp, e));
     }
 
@@ -186,8 +200,17 @@ impl Space {
     pub fn reclaim(&mut self, horizon: u64) {
         while self.limbo.front().is_some_and(|(s, _)| *s < horizon) {
             let (_, e) = self.limbo.pop_front().expect("checked");
+            #[cfg(debug_assertions)]
+            self.limbo_at.remove(&e.offset);
             self.alloc.free(e);
         }
+    }
+
+    /// Whether any part of `e` is free, or freed and waiting in limbo (debug builds' checks).
+    #[cfg(debug_assertions)]
+    pub fn any_free(&self, e: Extent) -> bool {
+        let in_limbo = self.limbo_at.range(..e.end()).next_back().is_some_and(|(o, l)| o + l > e.offset);
+        in_limbo || self.alloc.overlaps_free(e)
     }
 
     pub fn in_limbo(&self) -> u64 {

@@ -756,6 +756,14 @@ fn rebuild(node: &Node, opening: Opening) -> Result<()> {
             })
             .await??;
         }
+        // v2: what undelivered records add is pinned again, as before the restart, before any
+        // shard logs another's changes (`counts::repin`).
+        if counts_kept {
+            for i in (0..n).filter(|&i| !replaced(i)) {
+                let logged = logged.clone();
+                node.on(i, move |s| async move { super::counts::repin(&s, &logged).await }).await??;
+            }
+        }
         // v2: counts kept in the index take over what they have never seen from the scan, then
         // every shard sends what its outbox holds (records replayed, or not delivered before a
         // crash); in debug builds the counts are then checked against the scan's.
