@@ -34,9 +34,25 @@ use super::shard::Shard;
 /// Bytes of one archived `RefChange`.
 pub(crate) const CHANGE_LEN: usize = 48;
 
+/// Starts [`deliver`] on this shard, watched: a delivery that panics (a broken invariant)
+/// marks the shard's changes stalled and says so, so that nothing waits for them forever (a
+/// start waits for every outbox to drain, [`drained`]).
+pub fn start_delivery(s: &Rc<Shard>) {
+    let task = tokio::task::spawn_local(deliver(s.clone()));
+    let s = s.clone();
+    tokio::task::spawn_local(async move {
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                s.refs_stalled.set(true);
+                tracing::error!(shard = s.index, "reference changes are no longer delivered: the delivery panicked");
+            }
+        }
+    });
+}
+
 /// Sends this shard's undelivered reference changes to the shards that count them, forever.
 /// Runs on every v2 shard from start.
-pub async fn deliver(s: Rc<Shard>) {
+async fn deliver(s: Rc<Shard>) {
     let Some(signal) = s.meta.borrow().index().map(|m| m.outbox_signal()) else { return };
     // After a failure: doubles up to 10 s, so a shard that cannot log is not asked 10 times a
     // second (nor the log filled with the same warning).

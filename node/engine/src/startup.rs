@@ -774,7 +774,7 @@ fn rebuild(node: &Node, opening: Opening) -> Result<()> {
         }
         for i in (0..n).filter(|&i| !replaced(i)) {
             node.on(i, |s| async move {
-                tokio::task::spawn_local(super::counts::deliver(s.clone()));
+                super::counts::start_delivery(&s);
             })
             .await?;
         }

@@ -486,7 +486,7 @@ async fn import(
     }
     for &s in &report.shards {
         node.on(s, |s| async move {
-            tokio::task::spawn_local(crate::counts::deliver(s.clone()));
+            crate::counts::start_delivery(&s);
         })
         .await?;
     }
