@@ -165,8 +165,8 @@ fn a_power_cut_at_any_write_of_a_change_leaves_the_old_or_the_new_version() {
 /// a crash: at the restart both changes are on their way to that shard, and the delete's drop,
 /// if counted first, must not free the chunk the new blob names (the Put's pin was in memory).
 /// The two deliveries race, so the node opens several times from the same image. Debug builds
-/// check at start that no chunk counted lies in free space; every build writes what would take
-/// the chunk's space were it free, and reads the blob back.
+/// check at start that no chunk counted lies in free space (what catches it); every build then
+/// writes new chunks, which may land in a freed chunk's space, and reads the blob back.
 #[test]
 fn a_drop_counted_before_another_shards_addition_after_a_crash_frees_nothing() {
     let dir = tempfile::tempdir().unwrap();
