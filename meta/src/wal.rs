@@ -9,7 +9,10 @@
 //! Group commit: `append` only queues a frame; a single flusher task per shard writes everything
 //! queued since its last round in one write (rewriting the last partial page), issues one
 //! fdatasync, and then declares every LSN up to that point durable. Records queued while a round
-//! is in flight go together in the next round.
+//! is in flight go together in the next round. A frame no client waits for (`append_lazy`: a
+//! count of references) starts no round: it goes in the next one that a client's frame starts,
+//! or after [`LAZY_WAIT`]. Rounds still go in LSN order, so a lazy frame is durable only with
+//! every frame before it.
 //!
 //! Torn writes: each frame carries the LSN of the first frame of its round (`group_lsn`). Rounds
 //! are strictly sequential (a round starts only after the previous one's flush completed), so at
@@ -19,9 +22,11 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use edgeblob_io::{AlignedBuf, BlockDevice, PAGE_SIZE};
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 use xxhash_rust::xxh3::xxh3_64;
 
 pub const HEADER_MAGIC: [u8; 8] = *b"EBLOGHDR";
@@ -149,6 +154,12 @@ pub struct Durable {
     pub failed: bool,
 }
 
+/// How long a lazy frame ([`LogWriter::append_lazy`]) waits for a round that a client wants:
+/// long enough to meet the next request's round on a shard that a lone client writes to every
+/// millisecond or so, short enough that what waits on it (space freed by a delete, pins given
+/// back) is not noticed.
+pub const LAZY_WAIT: Duration = Duration::from_millis(2);
+
 /// The position the log resumes from after recovery (or format).
 #[derive(Debug, Clone)]
 pub struct Resume {
@@ -182,6 +193,9 @@ struct LogBuf {
     tail: Vec<u8>,
     /// The round that frames appended now will be written in, if one is open.
     open_group: Option<u64>,
+    /// Whether the open round holds a frame that wants it written at once: one of only lazy
+    /// frames ([`LogWriter::append_lazy`]) waits for one that does, or for [`LAZY_WAIT`].
+    eager: bool,
     last_appended: u64,
     /// Final bytes of the previous half, not yet written (after a switch).
     sealed: Vec<(u64, Vec<u8>)>,
@@ -222,6 +236,7 @@ impl LogWriter {
             tail_start,
             tail: resume.partial_page,
             open_group: None,
+            eager: false,
             last_appended: resume.next_lsn - 1,
             sealed: Vec::new(),
             checkpoint_lsn: 0,
@@ -241,6 +256,17 @@ impl LogWriter {
     /// Queues a record; returns its LSN. The record is durable once [`LogWriter::wait`] for it
     /// returns.
     pub fn append(&mut self, payload: &[u8]) -> Result<u64, AppendError> {
+        self.queue(payload, true)
+    }
+
+    /// Queues a record that no client waits for, to be written with the next round that one
+    /// wants, or within [`LAZY_WAIT`]: it adds a frame to a round rather than a round (two
+    /// barriers and a write) of its own.
+    pub fn append_lazy(&mut self, payload: &[u8]) -> Result<u64, AppendError> {
+        self.queue(payload, false)
+    }
+
+    fn queue(&mut self, payload: &[u8], eager: bool) -> Result<u64, AppendError> {
         if self.durable.borrow().failed {
             return Err(AppendError::Failed);
         }
@@ -256,6 +282,7 @@ impl LogWriter {
         let lsn = b.next_lsn;
         let group = *b.open_group.get_or_insert(lsn);
         encode_frame(&mut b.tail, lsn, group, payload);
+        b.eager |= eager;
         b.next_lsn += 1;
         b.last_appended = lsn;
         drop(b);
@@ -300,6 +327,7 @@ impl LogWriter {
         b.last_appended = lsn - 1;
         b.checkpoint_lsn = lsn - 1;
         b.open_group = Some(first_lsn);
+        b.eager = true;
         drop(b);
         self.notify.notify_one();
         tracing::debug!(generation, first_lsn, "log checkpoint queued");
@@ -374,6 +402,7 @@ impl LogBuf {
         self.tail.drain(..full);
         self.tail_start += full;
         self.open_group = None;
+        self.eager = false;
         Some((writes, up_to))
     }
 }
@@ -404,10 +433,25 @@ async fn flusher(
     durable: watch::Sender<Durable>,
     dev: Rc<dyn BlockDevice>,
 ) {
+    // When the round open holds only lazy frames: until when they wait for one that is not.
+    let mut lazy_until: Option<Instant> = None;
     loop {
+        let (queued, eager) = {
+            let b = buf.borrow();
+            (b.open_group.is_some() || !b.sealed.is_empty(), b.eager || !b.sealed.is_empty())
+        };
+        let writer_gone = Rc::strong_count(&buf) == 1;
+        if queued && !eager && !writer_gone {
+            let until = *lazy_until.get_or_insert_with(|| Instant::now() + LAZY_WAIT);
+            if Instant::now() < until {
+                let _ = tokio::time::timeout_at(until, notify.notified()).await;
+                continue;
+            }
+        }
+        lazy_until = None;
         let round = buf.borrow_mut().take_round();
         let Some((writes, up_to)) = round else {
-            if Rc::strong_count(&buf) == 1 {
+            if writer_gone {
                 return; // the writer is gone and everything it queued is written
             }
             notify.notified().await;
@@ -459,6 +503,59 @@ mod tests {
         let mut bad = p;
         bad[20] ^= 1;
         assert_eq!(HalfHeader::decode(&bad, 1, &[9; 16]), None);
+    }
+
+    /// A lazy frame waits for a round that a client wants and is written in it (one round for
+    /// both); alone, it is written once [`LAZY_WAIT`] has passed, and not before.
+    #[tokio::test(start_paused = true)]
+    async fn a_lazy_frame_joins_the_next_round_or_waits_lazy_wait() {
+        use edgeblob_io::fault::{Op, SimDisk};
+
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let disk = SimDisk::new(64 * PAGE_SIZE);
+                let dev: Rc<dyn BlockDevice> = Rc::new(disk.device());
+                let half = 32 * PAGE_SIZE as u64;
+                let place = LogPlace { shard: 0, uuid: [7; 16], halves: [(0, half), (half, half)] };
+                let resume = Resume {
+                    half: 0,
+                    first_lsn: 1,
+                    generation: 1,
+                    next_lsn: 1,
+                    end: PAGE_SIZE,
+                    partial_page: Vec::new(),
+                };
+                let mut log = LogWriter::start(place, resume, dev);
+                // A round is a barrier, its writes and a flush.
+                let rounds = || disk.count(Op::Flush) / 2;
+
+                let counted = log.append_lazy(b"refs").unwrap();
+                for _ in 0..50 {
+                    tokio::task::yield_now().await;
+                }
+                assert!(log.durable_lsn() < counted, "a lazy frame alone waits");
+                assert_eq!(rounds(), 0);
+                let put = log.append(b"put").unwrap();
+                log.wait(put).await.unwrap();
+                assert_eq!((log.durable_lsn(), rounds()), (put, 1), "the lazy frame went in the put's round");
+
+                let started = Instant::now();
+                let alone = log.append_lazy(b"refs").unwrap();
+                log.wait(alone).await.unwrap();
+                assert_eq!(started.elapsed(), LAZY_WAIT, "written when its wait ends");
+                assert_eq!(rounds(), 2);
+                drop(log);
+                // What was written reads back in order, in the first half after its header page.
+                let image = disk.image();
+                let mut at = PAGE_SIZE;
+                for (lsn, payload) in [(1, &b"refs"[..]), (2, b"put"), (3, b"refs")] {
+                    let f = parse_frame(&image[..half as usize], at).expect("a frame");
+                    assert_eq!((f.lsn, f.payload), (lsn, payload));
+                    at = f.end;
+                }
+            })
+            .await;
     }
 
     #[test]
