@@ -117,6 +117,10 @@ fn health_metrics_and_the_tiers_operations_while_serving() {
     assert!(sample(&page, "edgeblob_tier_packs_committed_total").unwrap() >= 1.0);
     assert_eq!(sample(&page, "edgeblob_tier_integrity_errors_total"), Some(0.0));
     assert_eq!(sample(&page, "edgeblob_tier_pending_bytes"), Some(0.0));
+    // Every shard's background tasks are watched: their series exist, and none has panicked.
+    for task in ["deliver-refs", "tier-upload", "expiry-sweep", "warm-up"] {
+        assert_eq!(sample(&page, &format!("edgeblob_background_panics_total{{task=\"{task}\"}}")), Some(0.0), "{task}");
+    }
     for l in page.lines().filter(|l| !l.starts_with('#')) {
         assert!(!l.contains("cold") && !l.contains("hot"), "a user's name became a series: {l}");
     }

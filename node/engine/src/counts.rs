@@ -35,19 +35,11 @@ use super::shard::Shard;
 pub(crate) const CHANGE_LEN: usize = 48;
 
 /// Starts [`deliver`] on this shard, watched: a delivery that panics (a broken invariant)
-/// marks the shard's changes stalled and says so, so that nothing waits for them forever (a
-/// start waits for every outbox to drain, [`drained`]).
+/// marks the shard's changes stalled, so that nothing waits for them forever (a start waits for
+/// every outbox to drain, [`drained`]).
 pub fn start_delivery(s: &Rc<Shard>) {
-    let task = tokio::task::spawn_local(deliver(s.clone()));
-    let s = s.clone();
-    tokio::task::spawn_local(async move {
-        if let Err(e) = task.await {
-            if e.is_panic() {
-                s.refs_stalled.set(true);
-                tracing::error!(shard = s.index, "reference changes are no longer delivered: the delivery panicked");
-            }
-        }
-    });
+    let stalled = s.clone();
+    super::background::spawn(s, "deliver-refs", deliver(s.clone()), move || stalled.refs_stalled.set(true));
 }
 
 /// Sends this shard's undelivered reference changes to the shards that count them, forever.

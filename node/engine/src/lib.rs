@@ -15,6 +15,7 @@
 //! (the admin tool's views of a device). Nothing here knows about HTTP.
 
 pub mod access_tier;
+pub mod background;
 pub mod blob;
 mod cache;
 pub mod config;
@@ -477,9 +478,10 @@ pub async fn read_digest(s: &Rc<Shard>, key: BlobKey, range: Option<(u64, Option
 
 /// Tasks every shard runs for its whole life.
 fn spawn_background(s: &Rc<Shard>) {
-    let s = s.clone();
     let every = std::time::Duration::from_secs(s.node.config.expiry_sweep_secs.max(1));
-    tokio::task::spawn_local(async move {
+    let sweeper = s.clone();
+    let sweep = async move {
+        let s = sweeper;
         loop {
             match blob::expire_staged(&s, shard::now_ns()).await {
                 Ok(0) => {}
@@ -488,5 +490,6 @@ fn spawn_background(s: &Rc<Shard>) {
             }
             tokio::time::sleep(every).await;
         }
-    });
+    };
+    background::spawn(s, "expiry-sweep", sweep, || {});
 }

@@ -54,6 +54,8 @@ pub struct NodeShared {
     /// Device counters (operations, bytes, errors, in flight) by shard, then by device: each
     /// set written by one shard's thread only.
     pub io: Vec<Vec<Arc<edgeblob_io::counted::DeviceStats>>>,
+    /// Panics of the shards' background tasks, by task.
+    pub background: super::background::Panics,
 }
 
 impl NodeShared {
@@ -75,6 +77,7 @@ impl NodeShared {
             tier_floor: AtomicU64::new(0),
             policy,
             io,
+            background: Default::default(),
         }
     }
 

@@ -798,16 +798,21 @@ fn rebuild(node: &Node, opening: Opening) -> Result<()> {
             node.on(i, move |s| async move {
                 if s.node.counts_kept() {
                     if purges {
-                        tokio::task::spawn_local(filters_and_purges(s.clone()));
+                        super::background::spawn(&s, "key-filters", filters_and_purges(s.clone()), || {});
                     }
-                    tokio::task::spawn_local(warm_up(s.clone()));
-                    tokio::task::spawn_local(super::tier::upload::run(s.clone()));
+                    super::background::spawn(&s, "warm-up", warm_up(s.clone()), || {});
+                    super::background::spawn(&s, "tier-upload", super::tier::upload::run(s.clone()), || {});
                     if s.index == CATALOG_SHARD {
-                        tokio::task::spawn_local(super::tier::epoch::run(s.clone()));
-                        tokio::task::spawn_local(super::tier::policy::mark_at_start(s.clone()));
+                        super::background::spawn(&s, "tier-epoch", super::tier::epoch::run(s.clone()), || {});
+                        super::background::spawn(
+                            &s,
+                            "tier-policy",
+                            super::tier::policy::mark_at_start(s.clone()),
+                            || {},
+                        );
                     }
                 }
-                tokio::task::spawn_local(super::tier::released::mark_at_start(s.clone()));
+                super::background::spawn(&s, "tier-released", super::tier::released::mark_at_start(s.clone()), || {});
                 super::spawn_background(&s)
             })
             .await?;

@@ -389,6 +389,15 @@ async fn metrics_page(state: &Arc<State>) -> Answer {
         }
         Err(e) => tracing::warn!(%e, "the device's space could not be read"),
     }
+    let panics = shared.background.by_task();
+    let samples: Vec<(Vec<(&str, &str)>, f64)> =
+        panics.iter().map(|(task, n)| (vec![("task", *task)], *n as f64)).collect();
+    p.family(
+        "edgeblob_background_panics_total",
+        "counter",
+        "Panics of the shards' background tasks (delivery of reference changes, tier uploads, purges...), by task: each one stopped a task.",
+        &samples,
+    );
     refresh_reduction(state);
     let last = state.reduction.lock().ok().and_then(|r| *r);
     if let Some((at, r)) = last {
