@@ -299,11 +299,13 @@ async fn commit_purge(s: &Rc<Shard>, account: &str, name: &str, id: u64) -> Resu
 /// Purges, in the background, containers found deleted at start with entries left (a purge that
 /// a crash interrupted). Until it ends, their entries are invisible and keep their space.
 pub fn spawn_purges(s: &Rc<Shard>, dead: Vec<(String, String, u64)>) {
-    let shard = s.clone();
-    let purges = async move {
-        for (account, name, id) in dead {
-            if let Err(e) = purge(&shard, account, name.clone(), id).await {
-                tracing::error!(shard = shard.index, container = name, %e, "purge of a deleted container failed");
+    let purges = {
+        let s = s.clone();
+        async move {
+            for (account, name, id) in dead {
+                if let Err(e) = purge(&s, account, name.clone(), id).await {
+                    tracing::error!(shard = s.index, container = name, %e, "purge of a deleted container failed");
+                }
             }
         }
     };

@@ -479,16 +479,17 @@ pub async fn read_digest(s: &Rc<Shard>, key: BlobKey, range: Option<(u64, Option
 /// Tasks every shard runs for its whole life.
 fn spawn_background(s: &Rc<Shard>) {
     let every = std::time::Duration::from_secs(s.node.config.expiry_sweep_secs.max(1));
-    let sweeper = s.clone();
-    let sweep = async move {
-        let s = sweeper;
-        loop {
-            match blob::expire_staged(&s, shard::now_ns()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(shard = s.index, blobs = n, "dropped expired uncommitted blocks"),
-                Err(e) => tracing::error!(shard = s.index, %e, "expiry sweep failed"),
+    let sweep = {
+        let s = s.clone();
+        async move {
+            loop {
+                match blob::expire_staged(&s, shard::now_ns()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(shard = s.index, blobs = n, "dropped expired uncommitted blocks"),
+                    Err(e) => tracing::error!(shard = s.index, %e, "expiry sweep failed"),
+                }
+                tokio::time::sleep(every).await;
             }
-            tokio::time::sleep(every).await;
         }
     };
     background::spawn(s, "expiry-sweep", sweep, || {});
