@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use edgeblob_io::fault::{Crash, Op, SimDisk};
 use edgeblob_io::BlockDevice;
@@ -1205,5 +1206,31 @@ fn a_clean_stop_keeps_what_it_holds_for_the_next_start_to_read_back_once() {
     local(async {
         let store = open_with(&disk, cfg).await;
         assert!(store.borrow_mut().take_warm().is_empty(), "deleted by the first flush after the start");
+    });
+}
+
+/// A count is logged at once until the shard serves (a start drains the outboxes with nothing
+/// else written), then lazily: alone, it waits `LAZY_WAIT` for a round a client wants.
+#[test]
+fn counts_go_at_once_until_the_shard_counts_lazily() {
+    let disk = new_disk();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, async {
+        let store = open(&disk).await;
+        let add = |n: u64| Record::RefsApplied {
+            source: 1,
+            lsn: n,
+            changes: vec![RefChange { chunk: counted(n), add: 1, drop: 0 }],
+        };
+        let waited = |rec: Record| async {
+            ensure(&store, &wants_of(&rec)).await.unwrap();
+            let commit = store.borrow_mut().commit(rec).unwrap();
+            let start = tokio::time::Instant::now();
+            commit.durable.await.unwrap();
+            start.elapsed()
+        };
+        assert_eq!(waited(add(1)).await, Duration::ZERO, "a count before the shard serves goes at once");
+        store.borrow_mut().count_lazily();
+        assert_eq!(waited(add(2)).await, edgeblob_meta::wal::LAZY_WAIT, "a lone count waits for a client's round");
     });
 }

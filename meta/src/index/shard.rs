@@ -303,6 +303,9 @@ pub struct ShardIndex {
     warm_to_write: Option<Vec<u8>>,
     /// Whether the index holds a list: the first flush after a start deletes it.
     warm_in_index: bool,
+    /// Whether counts are logged lazily ([`ShardIndex::count_lazily`]): not while a start
+    /// drains the outboxes, where no client's round would carry them.
+    counts_lazy: bool,
 }
 
 /// Chunks newly counted on a shard, oldest first, for the tier to upload without reading the
@@ -531,6 +534,7 @@ impl ShardIndex {
             tier_fresh: None,
             apart_due: BTreeSet::new(),
             warm_in_index: warm.is_some(),
+            counts_lazy: false,
             warm,
             warm_to_write: None,
         };
@@ -982,7 +986,7 @@ impl ShardIndex {
         // Put's own count, logged once the Put is durable, would otherwise take a round of its
         // own, which the next Put waits behind).
         let lsn = match rec {
-            Record::RefsApplied { .. } => self.log.append_lazy(&payload)?,
+            Record::RefsApplied { .. } if self.counts_lazy => self.log.append_lazy(&payload)?,
             _ => self.log.append(&payload)?,
         };
         let released = self.apply(lsn, &rec, payload.len(), extra.large);
@@ -1236,6 +1240,14 @@ impl ShardIndex {
         if due {
             self.start_flush();
         }
+    }
+
+    /// From now on, a count (`RefsApplied`) rides the next round a client's change starts, or
+    /// waits [`crate::wal::LAZY_WAIT`] for one ([`ShardIndex::commit`]). Called once the node
+    /// serves: a start drains every outbox before that with nothing else written, where each
+    /// batch would wait the whole `LAZY_WAIT` (a full outbox, 256 batches, half a second).
+    pub fn count_lazily(&mut self) {
+        self.counts_lazy = true;
     }
 
     /// Flushes now whatever is dirty (tests, and a clean stop).

@@ -796,6 +796,10 @@ fn rebuild(node: &Node, opening: Opening) -> Result<()> {
         let purges = !matches!(opening, Opening::Replacing(_));
         for i in 0..n {
             node.on(i, move |s| async move {
+                // The outboxes are drained: counts ride the clients' rounds from now on.
+                if let Some(m) = s.meta.borrow_mut().index_mut() {
+                    m.count_lazily();
+                }
                 if s.node.counts_kept() {
                     if purges {
                         super::background::spawn(&s, "key-filters", filters_and_purges(s.clone()), || {});
