@@ -359,14 +359,22 @@ pub async fn each_counted(s: &Rc<Shard>, mut f: impl FnMut(&[Counted])) -> Resul
 /// - `counted`: that of the chunks it counts, from the allocator's image (`index::space`) and
 ///   what the records replayed changed since; from the chunk table when the index was written
 ///   before the image was kept. These extents are disjoint from every other shard's.
-/// - `pending`: that of the chunks its outbox will add to counts their shards have not logged yet
-///   (`logged[c]`: the last LSN of each source shard `c` has logged), which may also be counted.
+/// - `pending`: what its outbox will add to counts their shards have not logged yet, by record
+///   (`logged[c]`: the last LSN of each source shard `c` has logged); their chunks' space may
+///   also be counted. [`repin`] pins them again, from this one pass over the outbox.
 ///
 /// Together with what adoptions add, that is every chunk some durable record references; a chunk
 /// written but never committed is in neither, and its space is free.
 pub struct LiveSpace {
     pub counted: Vec<Extent>,
-    pub pending: Vec<Extent>,
+    pub pending: Vec<(u64, RefCounts)>,
+}
+
+impl LiveSpace {
+    /// The space of the chunks `pending` adds to.
+    pub fn pending_space(&self) -> impl Iterator<Item = Extent> + '_ {
+        self.pending.iter().flat_map(|(_, adds)| adds.iter().map(|(c, _)| c.extent()))
+    }
 }
 
 /// The runs of `map` (shard `shard`'s image), each within one region's data area: a page marked
@@ -398,9 +406,7 @@ pub async fn live_space(s: &Rc<Shard>, logged: &[BTreeMap<u32, u64>]) -> Result<
             out
         }
     };
-    let pending =
-        unlogged_additions(s, logged).iter().flat_map(|(_, adds)| adds.iter().map(|(c, _)| c.extent())).collect();
-    Ok(LiveSpace { counted, pending })
+    Ok(LiveSpace { counted, pending: unlogged_additions(s, logged) })
 }
 
 /// At start (v2), the references this shard's undelivered records add that the shards counting
@@ -426,15 +432,15 @@ fn unlogged_additions(s: &Shard, logged: &[BTreeMap<u32, u64>]) -> Vec<(u64, Ref
     out
 }
 
-/// At start (v2), before any delivery: pins again what this shard's undelivered records add,
-/// on the shards that count it, as the records held those pins before the restart (until their
+/// At start (v2), before any delivery: pins again what this shard's undelivered records add
+/// (`pending`, [`LiveSpace::pending`]), on the shards that count it, as the records held those pins before the restart (until their
 /// changes are delivered: [`Shard::unpin_after_delivery`]). Without them a chunk's count could
 /// reach zero while another source's addition to it is still on its way: one shard's drop,
 /// delivered first, would free a chunk that a blob of another shard still names (a Put Blob
 /// that deduplicated against a blob deleted next, both undelivered at a crash).
-pub async fn repin(s: &Rc<Shard>, logged: &[BTreeMap<u32, u64>]) -> Result<()> {
+pub async fn repin(s: &Rc<Shard>, pending: Vec<(u64, RefCounts)>) -> Result<()> {
     let mut all = RefCounts::default();
-    for (lsn, adds) in unlogged_additions(s, logged) {
+    for (lsn, adds) in pending {
         all.append(adds.clone());
         s.unpin_after_delivery(lsn, adds);
     }

@@ -696,6 +696,9 @@ fn rebuild(node: &Node, opening: Opening) -> Result<()> {
             }
             derived.push(refs);
         }
+        // v2: what each shard's undelivered records add that their counting shards have not
+        // logged, by record: its space is live, and `repin` pins it again below.
+        let mut pending: Vec<Vec<(u64, RefCounts)>> = Vec::new();
         if counts_kept {
             let all = (0..n).map(|i| {
                 let logged = logged.clone();
@@ -703,12 +706,13 @@ fn rebuild(node: &Node, opening: Opening) -> Result<()> {
             });
             for found in futures::future::join_all(all).await {
                 let found = found??;
-                for e in found.counted {
+                for e in &found.counted {
                     to_region[node.shared.region_of(e.offset)].insert((e.offset, e.len));
                 }
-                for e in found.pending {
+                for e in found.pending_space() {
                     also[node.shared.region_of(e.offset)].push(e);
                 }
+                pending.push(found.pending);
             }
             for (_, _, refs) in &adoptions {
                 for (c, _) in refs.iter() {
@@ -759,9 +763,8 @@ fn rebuild(node: &Node, opening: Opening) -> Result<()> {
         // v2: what undelivered records add is pinned again, as before the restart, before any
         // shard logs another's changes (`counts::repin`).
         if counts_kept {
-            for i in (0..n).filter(|&i| !replaced(i)) {
-                let logged = logged.clone();
-                node.on(i, move |s| async move { super::counts::repin(&s, &logged).await }).await??;
+            for (i, adds) in pending.into_iter().enumerate().filter(|&(i, _)| !replaced(i)) {
+                node.on(i, move |s| async move { super::counts::repin(&s, adds).await }).await??;
             }
         }
         // v2: counts kept in the index take over what they have never seen from the scan, then

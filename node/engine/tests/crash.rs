@@ -253,7 +253,11 @@ fn acknowledged_writes_survive_sigkill_over_many_cycles() {
 fn acknowledged_writes_survive_sigkill_with_a_tier() {
     let cycles: u64 = std::env::var("EDGEBLOB_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(30) / 3;
     let dir = tempfile::tempdir().unwrap();
-    let remote = edgeblob_testkit::node::InProcess::start(&dir.path().join("remote"), 2 << 30, 1, |_| {});
+    // The tier keeps every pack a cycle uploads (about 20 MiB a cycle; what the kills orphaned
+    // is collected only after its grace): an origin filled up answers 503 and each later cycle
+    // waits out its uploads' back-off. Sized by the cycles (a sparse file).
+    let origin_len = (2u64 << 30).max(cycles * (48 << 20));
+    let remote = edgeblob_testkit::node::InProcess::start(&dir.path().join("remote"), origin_len, 1, |_| {});
     let origin = format!("http://{}", remote.addr);
     cycle_and_check(&dir.path().join("crash.dat"), &Load { tier: Some(&origin), writers: 1 }, cycles.max(3));
 }
