@@ -433,11 +433,12 @@ fn unlogged_additions(s: &Shard, logged: &[BTreeMap<u32, u64>]) -> Vec<(u64, Ref
 }
 
 /// At start (v2), before any delivery: pins again what this shard's undelivered records add
-/// (`pending`, [`LiveSpace::pending`]), on the shards that count it, as the records held those pins before the restart (until their
-/// changes are delivered: [`Shard::unpin_after_delivery`]). Without them a chunk's count could
-/// reach zero while another source's addition to it is still on its way: one shard's drop,
-/// delivered first, would free a chunk that a blob of another shard still names (a Put Blob
-/// that deduplicated against a blob deleted next, both undelivered at a crash).
+/// (`pending`, [`LiveSpace::pending`]), on the shards that count it, as the records held those
+/// pins before the restart (until their changes are delivered: [`Shard::unpin_after_delivery`]).
+/// Without them a chunk's count could reach zero while another source's addition to it is
+/// still on its way: one shard's drop, delivered first, would free a chunk that a blob of
+/// another shard still names (a Put Blob that deduplicated against a blob deleted next, both
+/// undelivered at a crash).
 pub async fn repin(s: &Rc<Shard>, pending: Vec<(u64, RefCounts)>) -> Result<()> {
     let mut all = RefCounts::default();
     for (lsn, adds) in pending {
