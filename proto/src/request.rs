@@ -270,7 +270,7 @@ impl Request {
                 prefix: xml_param(t, "prefix")?.unwrap_or_default(),
                 marker: marker(t)?,
                 max_results: max_results(t)?,
-                include_metadata: includes_metadata(t),
+                include_metadata: includes_metadata(t, CONTAINER_INCLUDES)?,
             }),
             O::CreateContainer => Request::CreateContainer {
                 container: container(t)?,
@@ -292,7 +292,7 @@ impl Request {
                 delimiter: xml_param(t, "delimiter")?.filter(|d| !d.is_empty()),
                 marker: marker(t)?,
                 max_results: max_results(t)?,
-                include_metadata: includes_metadata(t),
+                include_metadata: includes_metadata(t, BLOB_INCLUDES)?,
             }),
             O::PutBlob => {
                 let blob = blob(t)?;
@@ -398,8 +398,38 @@ fn xml_param(t: &Target, name: &str) -> Result<Option<String>, ErrorCode> {
     }
 }
 
-fn includes_metadata(t: &Target) -> bool {
-    t.param("include").is_some_and(|i| i.split(',').any(|x| x == "metadata"))
+/// The `include` values List Containers takes (Azure's list; only `metadata` adds anything here).
+const CONTAINER_INCLUDES: &[&str] = &["metadata", "deleted", "system"];
+
+/// The `include` values List Blobs takes (Azure's list): the node keeps no snapshots, versions,
+/// soft-deleted blobs, tags or holds, so those add nothing; a listing shows committed blobs.
+const BLOB_INCLUDES: &[&str] = &[
+    "metadata",
+    "snapshots",
+    "uncommittedblobs",
+    "copy",
+    "deleted",
+    "tags",
+    "versions",
+    "deletedwithversions",
+    "immutabilitypolicy",
+    "legalhold",
+    "permissions",
+];
+
+/// Whether a listing's `include` asks for metadata. A value Azure does not know is refused, as
+/// Azure does (400 `InvalidQueryParameterValue`), rather than ignored: the client asked for
+/// something it would silently not get.
+fn includes_metadata(t: &Target, known: &[&str]) -> Result<bool, ErrorCode> {
+    let mut metadata = false;
+    for item in t.param("include").unwrap_or_default().split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        match known.iter().find(|k| k.eq_ignore_ascii_case(item)) {
+            Some(&"metadata") => metadata = true,
+            Some(_) => {}
+            None => return Err(ErrorCode::InvalidQueryParameterValue),
+        }
+    }
+    Ok(metadata)
 }
 
 /// `maxresults`: 1 or more (larger values are cut to [`MAX_RESULTS`]), 5000 when absent.
@@ -522,15 +552,24 @@ mod tests {
         assert_eq!((l.prefix.as_str(), l.delimiter.as_deref(), l.marker.as_deref()), ("p", Some("/"), Some("m")));
         assert_eq!(l.max_results, MaxResults { value: MAX_RESULTS, sent: true }, "above 5000 is cut to 5000");
         assert!(l.include_metadata);
-        for bad in ["prefix=a%01", "marker=%EF%BF%BF", "delimiter=%1F"] {
+        let r = req(Method::GET, "/a/ctr?restype=container&comp=list&include=Copy,,uncommittedblobs", &[]);
+        let Ok(Request::ListBlobs(l)) = r else { panic!("{r:?}") };
+        assert!(!l.include_metadata, "known values, no metadata");
+        let Ok(Request::ListContainers(c)) = req(Method::GET, "/a?comp=list&include=system,Metadata", &[]) else {
+            panic!()
+        };
+        assert!(c.include_metadata, "values compare in any case");
+        for bad in ["prefix=a%01", "marker=%EF%BF%BF", "delimiter=%1F", "include=metadata,foo", "include=system"] {
             let r = req(Method::GET, &format!("/a/ctr?restype=container&comp=list&{bad}"), &[]);
-            assert_eq!(r.err(), Some(ErrorCode::InvalidQueryParameterValue), "{bad}: a listing would echo it");
+            assert_eq!(r.err(), Some(ErrorCode::InvalidQueryParameterValue), "{bad}: refused");
         }
         let Ok(Request::ListContainers(c)) = req(Method::GET, "/a?comp=list&delimiter=&marker=", &[]) else { panic!() };
         assert_eq!(
             (c.marker, c.max_results, c.include_metadata),
             (None, MaxResults { value: 5000, sent: false }, false)
         );
+        let r = req(Method::GET, "/a?comp=list&include=snapshots", &[]);
+        assert_eq!(r.err(), Some(ErrorCode::InvalidQueryParameterValue), "a blob listing's value on containers");
         for bad in ["0", "-1", "x"] {
             let target = format!("/a?comp=list&maxresults={bad}");
             let t = parse(&target, None).unwrap();
