@@ -125,6 +125,19 @@ fn ranges_md5_and_if_range_behave_as_azure() {
         let want = b64(&md5::Md5::digest(&data[..1000])).to_ascii_lowercase();
         assert!(head.contains(&format!("content-md5: {want}")), "{head}");
         assert_eq!(body, &data[..1000]);
+        // Or its CRC-64 (Azure's, checked against the SDK's values in proto's crc64 tests), in
+        // x-ms-content-crc64; one digest at most, and only of a range of 4 MiB at most.
+        let crc = [("x-ms-range", "bytes=1000-4999"), ("x-ms-range-get-content-crc64", "true")];
+        let (st, head, body) = signed(&a, "GET", "/devstoreaccount1/ctr/b", &crc, b"").await;
+        assert_eq!((st, &body[..]), (206, &data[1000..5000]), "{head}");
+        let want = edgeblob_proto::crc64::to_header(edgeblob_proto::crc64::update(0, &data[1000..5000]));
+        assert!(head.contains(&format!("x-ms-content-crc64: {}", want.to_ascii_lowercase())), "{head}");
+        assert!(!head.contains("\ncontent-md5:"), "the range's MD5 only when asked: {head}");
+        let both = [crc[0], crc[1], ("x-ms-range-get-content-md5", "true")];
+        let (st, head, _) = signed(&a, "GET", "/devstoreaccount1/ctr/b", &both, b"").await;
+        assert_eq!(st, 400, "{head}");
+        let (st, head, _) = signed(&a, "GET", "/devstoreaccount1/ctr/b", &crc[1..], b"").await;
+        assert_eq!(st, 400, "a digest of a whole blob is refused: {head}");
         // Empty blob: any range is 416 with Content-Range: bytes */0.
         let (st, _, _) =
             signed(&a, "PUT", "/devstoreaccount1/ctr/empty", &[("x-ms-blob-type", "BlockBlob")], b"").await;

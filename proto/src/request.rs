@@ -20,8 +20,16 @@ pub type Range = (u64, Option<u64>);
 /// The most items a listing returns in one page.
 pub const MAX_RESULTS: usize = 5000;
 
-/// The most bytes Get Blob returns with `x-ms-range-get-content-md5`.
-pub const MAX_RANGE_MD5: u64 = 4 << 20;
+/// The most bytes Get Blob returns with a digest of the range ([`RangeDigest`]).
+pub const MAX_RANGE_DIGEST: u64 = 4 << 20;
+
+/// A digest of a ranged read the client asked for: `x-ms-range-get-content-md5: true` (answered
+/// in `Content-MD5`) or `x-ms-range-get-content-crc64: true` (in `x-ms-content-crc64`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeDigest {
+    Md5,
+    Crc64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRef {
@@ -181,8 +189,8 @@ pub struct GetBlob {
     pub blob: BlobRef,
     pub range: Option<Range>,
     pub if_range: Option<IfRange>,
-    /// `x-ms-range-get-content-md5: true`: the MD5 of the range is sent.
-    pub range_md5: bool,
+    /// A digest of the range to send with it.
+    pub range_digest: Option<RangeDigest>,
     pub conditions: Conditions,
 }
 
@@ -323,7 +331,7 @@ impl Request {
                 blob: blob(t)?,
                 range: crate::range::requested(h)?,
                 if_range: if_range(h),
-                range_md5: hdr::get(h, "x-ms-range-get-content-md5") == Some("true"),
+                range_digest: range_digest(h)?,
                 conditions: conditions(),
             }),
             O::GetBlobProperties => Request::GetBlobProperties { blob: blob(t)?, conditions: conditions() },
@@ -450,6 +458,17 @@ fn public_access(h: &HeaderMap) -> Result<PublicAccess, ErrorCode> {
         Some(v) if v.eq_ignore_ascii_case("container") => Ok(PublicAccess::Container),
         Some(v) if v.eq_ignore_ascii_case("blob") => Ok(PublicAccess::Blob),
         Some(_) => Err(ErrorCode::InvalidHeaderValue),
+    }
+}
+
+/// The digest of a range a Get Blob asks for: one at most (both is 400, as Azure answers).
+fn range_digest(h: &HeaderMap) -> Result<Option<RangeDigest>, ErrorCode> {
+    let asked = |name| hdr::get(h, name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    match (asked("x-ms-range-get-content-md5"), asked("x-ms-range-get-content-crc64")) {
+        (true, true) => Err(ErrorCode::InvalidHeaderValue),
+        (true, false) => Ok(Some(RangeDigest::Md5)),
+        (false, true) => Ok(Some(RangeDigest::Crc64)),
+        (false, false) => Ok(None),
     }
 }
 
@@ -626,7 +645,7 @@ mod tests {
     }
 
     #[test]
-    fn get_blob_takes_ranges_if_range_and_the_range_md5_flag() {
+    fn get_blob_takes_ranges_if_range_and_a_range_digest() {
         let r = req(
             Method::GET,
             "/a/ctr/dir/b",
@@ -638,7 +657,19 @@ mod tests {
             ],
         );
         let Ok(Request::GetBlob(g)) = r else { panic!("{r:?}") };
-        assert_eq!((g.range, g.if_range, g.range_md5), (Some((5, Some(9))), Some(IfRange::ETag("0xAB".into())), true));
+        assert_eq!(
+            (g.range, g.if_range, g.range_digest),
+            (Some((5, Some(9))), Some(IfRange::ETag("0xAB".into())), Some(RangeDigest::Md5))
+        );
+        let crc = [("x-ms-range", "bytes=0-9"), ("x-ms-range-get-content-crc64", "True")];
+        let Ok(Request::GetBlob(g)) = req(Method::GET, "/a/ctr/b", &crc) else { panic!() };
+        assert_eq!(g.range_digest, Some(RangeDigest::Crc64));
+        let both = [crc[0], crc[1], ("x-ms-range-get-content-md5", "true")];
+        assert_eq!(req(Method::GET, "/a/ctr/b", &both), Err(ErrorCode::InvalidHeaderValue), "one digest at most");
+        let Ok(Request::GetBlob(g)) = req(Method::GET, "/a/ctr/b", &[("x-ms-range-get-content-md5", "false")]) else {
+            panic!()
+        };
+        assert_eq!(g.range_digest, None);
         let Ok(Request::GetBlob(g)) = req(Method::GET, "/a/ctr/b", &[("if-range", "Sun, 22 Nov 2026 09:31:17 GMT")])
         else {
             panic!()

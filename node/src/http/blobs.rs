@@ -7,7 +7,9 @@ use edgeblob_engine::{access_tier, ops, PropsChange};
 use edgeblob_meta::listing::BlobSummary;
 use edgeblob_meta::model::limits;
 use edgeblob_proto::conditions::Conditions;
-use edgeblob_proto::request::{AccessTier, BlobRef, BlobSettings, GetBlob, IfRange, Metadata, PutBlob, MAX_RANGE_MD5};
+use edgeblob_proto::request::{
+    AccessTier, BlobRef, BlobSettings, GetBlob, IfRange, Metadata, PutBlob, RangeDigest, MAX_RANGE_DIGEST,
+};
 use edgeblob_proto::{etag_string, headers as hdr, range, ErrorCode};
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
@@ -46,9 +48,10 @@ pub async fn put(c: &Call<'_>, p: PutBlob, body: Incoming) -> Result<Response<Re
 pub async fn get(c: &Call<'_>, p: GetBlob) -> Result<Response<RespBody>> {
     let key = blob_key(&p.blob);
     // A range of a blob not here yet may come straight from the lake (not with If-Range or a
-    // range MD5: the ordinary read answers those), and a whole one as it is fetched.
-    let pass = p.range.filter(|_| p.if_range.is_none() && !p.range_md5);
-    let lake_may_answer = (p.range.is_none() && !p.range_md5) || pass.is_some();
+    // range's digest: the ordinary read answers those), and a whole one as it is fetched.
+    let digest = p.range_digest.is_some();
+    let pass = p.range.filter(|_| p.if_range.is_none() && !digest);
+    let lake_may_answer = (p.range.is_none() && !digest) || pass.is_some();
     let from_lake = if lake_may_answer {
         read_through::before_get(c.shard, &c.ctx.links, &key, pass, &p.conditions).await?
     } else {
@@ -100,14 +103,20 @@ async fn from_flash(
     }
     let (b, span, reader) = ops::open_read(c.shard, key, requested, p.conditions).await?;
     let partial = requested.is_some();
-    let r = if p.range_md5 {
-        if !partial || span.1 - span.0 > MAX_RANGE_MD5 {
+    let r = if let Some(digest) = p.range_digest {
+        // Azure gives a digest of a range of 4 MiB at most, and of nothing else.
+        if !partial || span.1 - span.0 > MAX_RANGE_DIGEST {
             return Err(ErrorCode::InvalidHeaderValue.into());
         }
         let data = reader.read_all().await?;
-        let m: [u8; 16] = md5::Md5::digest(&data).into();
+        let (name, value) = match digest {
+            RangeDigest::Md5 => ("content-md5", B64.encode(<[u8; 16]>::from(md5::Md5::digest(&data)))),
+            RangeDigest::Crc64 => {
+                ("x-ms-content-crc64", edgeblob_proto::crc64::to_header(edgeblob_proto::crc64::update(0, &data)))
+            }
+        };
         let mut r = respond(StatusCode::PARTIAL_CONTENT, body::full(data));
-        set(r.headers_mut(), "content-md5", B64.encode(m));
+        set(r.headers_mut(), name, value);
         r
     } else {
         respond(if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK }, body::stream(reader).await?)
