@@ -311,6 +311,55 @@ fn copy_from_an_https_source_fetches_it_over_tls() {
 }
 
 #[test]
+fn abort_copy_blob_finds_no_pending_copy_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let a = node.http.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr?restype=container", &[], b"").await.0, 201);
+        let put = [("x-ms-blob-type", "BlockBlob")];
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr/src", &put, b"source bytes").await.0, 201);
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
+        let sts = "devstoreaccount1\nr\nb\nsco\n\n2099-01-01T00:00:00Z\n\n\n2026-10-06\n\n";
+        let sig = edgeblob_proto::sas::sign(&key, sts).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+        let source = format!(
+            "http://{a}/devstoreaccount1/ctr/src?sv=2026-10-06&ss=b&srt=sco&sp=r&se=2099-01-01T00%3A00%3A00Z&sig={sig}"
+        );
+        let (st, head, _) = signed(&a, "PUT", "/devstoreaccount1/ctr/dst", &[("x-ms-copy-source", &source)], b"").await;
+        assert_eq!(st, 202, "{head}");
+        let copy_id = head.lines().find_map(|l| l.strip_prefix("x-ms-copy-id: ")).unwrap().trim().to_owned();
+        let abort = [("x-ms-copy-action", "abort")];
+        let at = |id: &str| format!("/devstoreaccount1/ctr/dst?comp=copy&copyid={id}");
+        // Copies complete before they are answered: the copy's own id has nothing pending, and
+        // any other id is not the blob's copy.
+        for (id, status, code) in [
+            (copy_id.as_str(), 409, "nopendingcopyoperation"),
+            ("00000000-0000-0000-0000-000000000000", 409, "copyidmismatch"),
+        ] {
+            let (st, head, _) = signed(&a, "PUT", &at(id), &abort, b"").await;
+            assert_eq!(st, status, "{head}");
+            assert!(head.contains(&format!("x-ms-error-code: {code}")), "{head}");
+        }
+        // A blob never copied has no copy to abort; a missing blob is 404.
+        let (st, head, _) = signed(&a, "PUT", "/devstoreaccount1/ctr/src?comp=copy&copyid=x", &abort, b"").await;
+        assert!(st == 409 && head.contains("x-ms-error-code: copyidmismatch"), "{head}");
+        let (st, head, _) = signed(&a, "PUT", "/devstoreaccount1/ctr/none?comp=copy&copyid=x", &abort, b"").await;
+        assert!(st == 404 && head.contains("x-ms-error-code: blobnotfound"), "{head}");
+        // The action header and the id are required.
+        let (st, head, _) = signed(&a, "PUT", &at(&copy_id), &[], b"").await;
+        assert!(st == 400 && head.contains("x-ms-error-code: missingrequiredheader"), "{head}");
+        let (st, head, _) = signed(&a, "PUT", "/devstoreaccount1/ctr/dst?comp=copy", &abort, b"").await;
+        assert!(st == 400 && head.contains("x-ms-error-code: missingrequiredqueryparameter"), "{head}");
+        // The copy is intact, its state unchanged.
+        let (st, head, body) = signed(&a, "GET", "/devstoreaccount1/ctr/dst", &[], b"").await;
+        assert_eq!((st, &body[..]), (200, &b"source bytes"[..]));
+        assert!(head.contains("x-ms-copy-status: success") && head.contains(&copy_id.to_ascii_lowercase()), "{head}");
+    });
+}
+
+#[test]
 fn transactional_crc64_is_verified_when_sent() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());

@@ -48,6 +48,9 @@ pub enum ErrorCode {
     ExceedsMaxBatchRequestCount,
     AllBatchSubRequestsShouldBeSameApi,
     OutOfRangeInput,
+    MissingRequiredQueryParameter,
+    NoPendingCopyOperation,
+    CopyIdMismatch,
 }
 
 impl ErrorCode {
@@ -98,6 +101,9 @@ impl ErrorCode {
             ErrorCode::ExceedsMaxBatchRequestCount => "ExceedsMaxBatchRequestCount",
             ErrorCode::AllBatchSubRequestsShouldBeSameApi => "AllBatchSubRequestsShouldBeSameApi",
             ErrorCode::OutOfRangeInput => "OutOfRangeInput",
+            ErrorCode::MissingRequiredQueryParameter => "MissingRequiredQueryParameter",
+            ErrorCode::NoPendingCopyOperation => "NoPendingCopyOperation",
+            ErrorCode::CopyIdMismatch => "CopyIdMismatch",
         }
     }
 
@@ -149,13 +155,20 @@ impl ErrorCode {
             ErrorCode::ExceedsMaxBatchRequestCount => "The batch operation exceeds maximum number of allowed subrequests.",
             ErrorCode::AllBatchSubRequestsShouldBeSameApi => "All batch subrequests should be the same api.",
             ErrorCode::OutOfRangeInput => "One of the request inputs is out of range.",
+            ErrorCode::MissingRequiredQueryParameter => "A required query parameter was not specified for this request.",
+            ErrorCode::NoPendingCopyOperation => "There is currently no pending copy operation.",
+            ErrorCode::CopyIdMismatch => "The specified copy ID did not match the copy ID for the pending copy operation.",
         }
     }
 
     pub fn status(self) -> u16 {
         match self {
             ErrorCode::ContainerNotFound | ErrorCode::BlobNotFound | ErrorCode::ResourceNotFound => 404,
-            ErrorCode::ContainerAlreadyExists | ErrorCode::BlobAlreadyExists | ErrorCode::BlockCountExceedsLimit => 409,
+            ErrorCode::ContainerAlreadyExists
+            | ErrorCode::BlobAlreadyExists
+            | ErrorCode::BlockCountExceedsLimit
+            | ErrorCode::NoPendingCopyOperation
+            | ErrorCode::CopyIdMismatch => 409,
             ErrorCode::ConditionNotMet | ErrorCode::SourceConditionNotMet => 412,
             ErrorCode::InvalidRange => 416,
             ErrorCode::RequestBodyTooLarge => 413,
@@ -179,7 +192,8 @@ impl ErrorCode {
             | ErrorCode::InvalidMetadata
             | ErrorCode::ExceedsMaxBatchRequestCount
             | ErrorCode::AllBatchSubRequestsShouldBeSameApi
-            | ErrorCode::OutOfRangeInput => 400,
+            | ErrorCode::OutOfRangeInput
+            | ErrorCode::MissingRequiredQueryParameter => 400,
             ErrorCode::UnsupportedHttpVerb => 405,
             ErrorCode::InvalidAuthenticationInfo => 401,
             ErrorCode::MissingContentLengthHeader => 411,
@@ -226,6 +240,9 @@ mod tests {
             (AuthorizationPermissionMismatch, 403),
             (SourceConditionNotMet, 412),
             (OutOfRangeInput, 400),
+            (MissingRequiredQueryParameter, 400),
+            (NoPendingCopyOperation, 409),
+            (CopyIdMismatch, 409),
         ];
         for (code, status) in cases {
             assert_eq!(code.status(), status, "{}", code.as_str());

@@ -42,6 +42,7 @@ operations!(
     PutBlob,
     PutBlobFromUrl,
     CopyBlob,
+    AbortCopyBlob,
     PutBlock,
     PutBlockFromUrl,
     PutBlockList,
@@ -129,13 +130,16 @@ pub fn route(method: &Method, t: &Target, headers: &HeaderMap) -> Result<Operati
             (&Method::PUT, Some("metadata")) => Ok(SetBlobMetadata),
             (&Method::PUT, Some("properties")) => Ok(SetBlobProperties),
             (&Method::PUT, Some("tier")) => Ok(SetBlobTier),
+            (&Method::PUT, Some("copy")) => Ok(AbortCopyBlob),
             (&Method::GET, Some("blocklist")) => Ok(GetBlockList),
             (&Method::GET, None) => Ok(GetBlob),
             (&Method::HEAD, None | Some("metadata")) | (&Method::GET, Some("metadata")) => Ok(GetBlobProperties),
             (&Method::DELETE, None) => Ok(DeleteBlob),
-            (_, None | Some("block") | Some("blocklist") | Some("metadata") | Some("properties") | Some("tier")) => {
-                bad_verb
-            }
+            (
+                _,
+                None | Some("block") | Some("blocklist") | Some("metadata") | Some("properties") | Some("tier")
+                | Some("copy"),
+            ) => bad_verb,
             _ => bad_query,
         },
     }
@@ -201,6 +205,7 @@ mod tests {
             (Method::PUT, "/a/ctr/b?comp=metadata", vec![], SetBlobMetadata),
             (Method::PUT, "/a/ctr/b?comp=properties", vec![], SetBlobProperties),
             (Method::PUT, "/a/ctr/b?comp=tier", vec![], SetBlobTier),
+            (Method::PUT, "/a/ctr/b?comp=copy&copyid=x", vec![("x-ms-copy-action", "abort")], AbortCopyBlob),
             (Method::POST, "/a/ctr?restype=container&comp=batch", vec![], BlobBatch),
             (Method::POST, "/a?comp=batch", vec![], BlobBatch),
             (Method::POST, "/a/?restype=service&comp=userdelegationkey", vec![], GetUserDelegationKey),

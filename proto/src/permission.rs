@@ -45,7 +45,9 @@ pub fn needs(op: Operation) -> Needs {
         SetContainerAcl => (None, Some(ContainersSetAcl)),
         ListBlobs => (Some((Level::Container, "l")), Some(BlobsRead)),
         GetBlob | GetBlobProperties | GetBlockList => (Some((Level::Object, "r")), Some(BlobsRead)),
-        SetBlobMetadata | SetBlobProperties | SetBlobTier => (Some((Level::Object, "w")), Some(BlobsWrite)),
+        SetBlobMetadata | SetBlobProperties | SetBlobTier | AbortCopyBlob => {
+            (Some((Level::Object, "w")), Some(BlobsWrite))
+        }
         DeleteBlob => (Some((Level::Object, "d")), Some(BlobsDelete)),
         PutBlob | PutBlobFromUrl | CopyBlob => (Some((Level::Object, "cw")), Some(BlobsWrite)),
         PutBlock | PutBlockFromUrl | PutBlockList => (Some((Level::Object, "w")), Some(BlobsWrite)),

@@ -228,12 +228,28 @@ pub struct BlobBatch {
 pub enum Request {
     GetAccountInfo,
     ListContainers(ListContainers),
-    CreateContainer { container: ContainerRef, metadata: Metadata, public_access: PublicAccess },
-    DeleteContainer { container: ContainerRef },
-    GetContainerProperties { container: ContainerRef },
-    SetContainerMetadata { container: ContainerRef, metadata: Metadata },
-    GetContainerAcl { container: ContainerRef },
-    SetContainerAcl { container: ContainerRef, public_access: PublicAccess },
+    CreateContainer {
+        container: ContainerRef,
+        metadata: Metadata,
+        public_access: PublicAccess,
+    },
+    DeleteContainer {
+        container: ContainerRef,
+    },
+    GetContainerProperties {
+        container: ContainerRef,
+    },
+    SetContainerMetadata {
+        container: ContainerRef,
+        metadata: Metadata,
+    },
+    GetContainerAcl {
+        container: ContainerRef,
+    },
+    SetContainerAcl {
+        container: ContainerRef,
+        public_access: PublicAccess,
+    },
     ListBlobs(ListBlobs),
     PutBlob(PutBlob),
     PutBlobFromUrl(CopyFromUrl),
@@ -241,13 +257,38 @@ pub enum Request {
     PutBlock(PutBlock),
     PutBlockFromUrl(PutBlockFromUrl),
     PutBlockList(PutBlockList),
-    GetBlockList { blob: BlobRef, list_type: BlockListType },
+    GetBlockList {
+        blob: BlobRef,
+        list_type: BlockListType,
+    },
     GetBlob(GetBlob),
-    GetBlobProperties { blob: BlobRef, conditions: Conditions },
-    DeleteBlob { blob: BlobRef, conditions: Conditions },
-    SetBlobMetadata { blob: BlobRef, metadata: Metadata, conditions: Conditions },
-    SetBlobProperties { blob: BlobRef, settings: BlobSettings, conditions: Conditions },
-    SetBlobTier { blob: BlobRef, tier: AccessTier },
+    GetBlobProperties {
+        blob: BlobRef,
+        conditions: Conditions,
+    },
+    DeleteBlob {
+        blob: BlobRef,
+        conditions: Conditions,
+    },
+    SetBlobMetadata {
+        blob: BlobRef,
+        metadata: Metadata,
+        conditions: Conditions,
+    },
+    SetBlobProperties {
+        blob: BlobRef,
+        settings: BlobSettings,
+        conditions: Conditions,
+    },
+    SetBlobTier {
+        blob: BlobRef,
+        tier: AccessTier,
+    },
+    /// Abort Copy Blob: the copy `copy_id` names (`copyid`, with `x-ms-copy-action: abort`).
+    AbortCopyBlob {
+        blob: BlobRef,
+        copy_id: String,
+    },
     BlobBatch(BlobBatch),
     GetUserDelegationKey,
     GetBlobServiceProperties,
@@ -338,6 +379,16 @@ impl Request {
             O::DeleteBlob => Request::DeleteBlob { blob: blob(t)?, conditions: conditions() },
             O::SetBlobMetadata => {
                 Request::SetBlobMetadata { blob: blob(t)?, metadata: metadata()?, conditions: conditions() }
+            }
+            O::AbortCopyBlob => {
+                match hdr::get(h, "x-ms-copy-action") {
+                    Some(a) if a.eq_ignore_ascii_case("abort") => {}
+                    Some(_) => return Err(ErrorCode::InvalidHeaderValue),
+                    None => return Err(ErrorCode::MissingRequiredHeader),
+                }
+                let copy_id = t.param("copyid").filter(|id| !id.is_empty());
+                let copy_id = copy_id.ok_or(ErrorCode::MissingRequiredQueryParameter)?.to_owned();
+                Request::AbortCopyBlob { blob: blob(t)?, copy_id }
             }
             O::SetBlobTier => Request::SetBlobTier {
                 blob: blob(t)?,
@@ -642,6 +693,19 @@ mod tests {
             req(Method::GET, "/a/ctr/b?comp=blocklist&blocklisttype=some", &[]),
             Err(ErrorCode::InvalidQueryParameterValue)
         );
+    }
+
+    #[test]
+    fn abort_copy_blob_needs_the_abort_action_and_a_copy_id() {
+        let abort = [("x-ms-copy-action", "Abort")];
+        let r = req(Method::PUT, "/a/ctr/dir/b?comp=copy&copyid=1f2e", &abort);
+        assert_eq!(r, Ok(Request::AbortCopyBlob { blob: blob_ref(), copy_id: "1f2e".into() }));
+        let r = req(Method::PUT, "/a/ctr/b?comp=copy&copyid=1f2e", &[("x-ms-copy-action", "pause")]);
+        assert_eq!(r, Err(ErrorCode::InvalidHeaderValue));
+        assert_eq!(req(Method::PUT, "/a/ctr/b?comp=copy&copyid=1f2e", &[]), Err(ErrorCode::MissingRequiredHeader));
+        let r = req(Method::PUT, "/a/ctr/b?comp=copy&copyid=", &abort);
+        assert_eq!(r, Err(ErrorCode::MissingRequiredQueryParameter));
+        assert_eq!(req(Method::GET, "/a/ctr/b?comp=copy&copyid=1f2e", &abort), Err(ErrorCode::UnsupportedHttpVerb));
     }
 
     #[test]

@@ -516,6 +516,7 @@ mod tests {
             (PutBlob, blob, "cw", Some('o'), true),
             (PutBlobFromUrl, blob, "cw", Some('o'), true),
             (CopyBlob, blob, "cw", Some('o'), true),
+            (AbortCopyBlob, blob, "w", Some('o'), true),
             (PutBlock, blob, "w", Some('o'), true),
             (PutBlockFromUrl, blob, "w", Some('o'), true),
             (PutBlockList, blob, "w", Some('o'), true),

@@ -124,15 +124,21 @@ async fn from_flash(
     Ok((b, span, partial, r))
 }
 
-pub async fn get_properties(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Result<Response<RespBody>> {
+/// A blob's properties, as Get Blob Properties answers them (from its lake, for a linked
+/// container's blob not here yet).
+pub async fn properties(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Result<BlobSummary> {
     let key = blob_key(&blob);
-    let b = match super::read_through::properties_linked(c.shard, &c.ctx.links, &key, &cond).await {
+    Ok(match super::read_through::properties_linked(c.shard, &c.ctx.links, &key, &cond).await {
         Some(b) => b,
         None => {
             super::read_through::before_read(c.shard, &c.ctx.links, &key).await?;
             ops::head_blob(c.shard, key, cond).await?
         }
-    };
+    })
+}
+
+pub async fn get_properties(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Result<Response<RespBody>> {
+    let b = properties(c, blob, cond).await?;
     let mut r = respond(StatusCode::OK, body::empty());
     let rh = r.headers_mut();
     blob_headers(rh, &b);

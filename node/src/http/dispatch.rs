@@ -193,6 +193,7 @@ async fn dispatch(
         Request::PutBlockList(p) => blocks::put_list(&c, p, body).await,
         Request::GetBlockList { blob, list_type } => blocks::get_list(&c, blob, list_type).await,
         Request::CopyBlob(p) => copy::copy_blob(&c, p).await,
+        Request::AbortCopyBlob { blob, copy_id } => copy::abort_copy_blob(&c, blob, &copy_id).await,
         Request::PutBlobFromUrl(p) => copy::put_blob_from_url(&c, p).await,
         Request::PutBlockFromUrl(p) => copy::put_block_from_url(&c, p).await,
         Request::BlobBatch(p) => batch::run(&c, p, body).await,
