@@ -9,15 +9,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use edgeblob_testkit::node::InProcess;
 use edgeblob_testkit::raw::{exchange, sas_head, signed, signed_head};
+use edgeblob_testkit::sign::account_sas;
 use md5::Digest;
-
-/// An account SAS of the development account granting `sp`.
-fn account_sas(sp: &str) -> String {
-    let key = B64.decode(edgeblob::config::DEV_KEY).unwrap();
-    let sts = format!("devstoreaccount1\n{sp}\nb\nsco\n\n2099-01-01T00:00:00Z\n\n\n2026-10-06\n\n");
-    let sig = edgeblob_proto::sas::sign(&key, &sts).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
-    format!("sv=2026-10-06&ss=b&srt=sco&sp={sp}&se=2099-01-01T00%3A00%3A00Z&sig={sig}")
-}
 
 /// A request carrying a SAS; the answer's status and head, as sent.
 async fn with_sas(addr: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> (u16, String) {

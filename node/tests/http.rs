@@ -248,12 +248,7 @@ fn copy_from_an_https_source_fetches_it_over_tls() {
     let node = node::spawn(dir.path(), Some(&kit), &[("SSL_CERT_FILE", kit.join("bundle.pem"))]);
     let tls_port = node.tls.as_deref().unwrap().rsplit(':').next().unwrap().to_owned();
     let a = node.http.clone();
-    // An account SAS for reading, signed with the development key.
-    use base64::Engine;
-    let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
-    let sts = "devstoreaccount1\nr\nb\nsco\n\n2099-01-01T00:00:00Z\n\n\n2026-10-06\n\n";
-    let sig = edgeblob_proto::sas::sign(&key, sts).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
-    let sas = format!("sv=2026-10-06&ss=b&srt=sco&sp=r&se=2099-01-01T00%3A00%3A00Z&sig={sig}");
+    let sas = edgeblob_testkit::sign::account_sas("r");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr?restype=container", &[], b"").await.0, 201);
@@ -320,13 +315,7 @@ fn abort_copy_blob_finds_no_pending_copy_and_changes_nothing() {
         assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr?restype=container", &[], b"").await.0, 201);
         let put = [("x-ms-blob-type", "BlockBlob")];
         assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr/src", &put, b"source bytes").await.0, 201);
-        use base64::Engine;
-        let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
-        let sts = "devstoreaccount1\nr\nb\nsco\n\n2099-01-01T00:00:00Z\n\n\n2026-10-06\n\n";
-        let sig = edgeblob_proto::sas::sign(&key, sts).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
-        let source = format!(
-            "http://{a}/devstoreaccount1/ctr/src?sv=2026-10-06&ss=b&srt=sco&sp=r&se=2099-01-01T00%3A00%3A00Z&sig={sig}"
-        );
+        let source = format!("http://{a}/devstoreaccount1/ctr/src?{}", edgeblob_testkit::sign::account_sas("r"));
         let (st, head, _) = signed(&a, "PUT", "/devstoreaccount1/ctr/dst", &[("x-ms-copy-source", &source)], b"").await;
         assert_eq!(st, 202, "{head}");
         let copy_id = head.lines().find_map(|l| l.strip_prefix("x-ms-copy-id: ")).unwrap().trim().to_owned();

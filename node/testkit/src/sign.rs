@@ -26,3 +26,12 @@ pub fn shared_key(method: &str, path_query: &str, headers: &mut HeaderMap, body_
     let auth = format!("SharedKey {}:{sig}", edgeblob::config::DEV_ACCOUNT);
     headers.insert(HeaderName::from_static("authorization"), auth.parse().unwrap());
 }
+
+/// An account SAS of the development account granting `sp` (blob service, every resource type,
+/// valid until 2099), as the query of a URL.
+pub fn account_sas(sp: &str) -> String {
+    let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
+    let sts = format!("devstoreaccount1\n{sp}\nb\nsco\n\n2099-01-01T00:00:00Z\n\n\n2026-10-06\n\n");
+    let sig = edgeblob_proto::sas::sign(&key, &sts).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    format!("sv=2026-10-06&ss=b&srt=sco&sp={sp}&se=2099-01-01T00%3A00%3A00Z&sig={sig}")
+}
