@@ -58,6 +58,10 @@ fn errors_are_azure_xml_with_the_code_header_and_the_common_headers() {
             assert!(lower.contains(needle), "missing {needle} in {out}");
         }
         assert!(out.contains("<Code>InvalidResourceName</Code>") && out.contains("RequestId:"), "{out}");
+        // Its time as Azure writes it: 2026-11-22T09:31:17.2410000Z.
+        let time = out.split("\nTime:").nth(1).and_then(|t| t.get(..28)).unwrap_or_default();
+        let shape: String = time.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }).collect();
+        assert_eq!(shape, "9999-99-99T99:99:99.9999999Z", "{out}");
     });
 }
 

@@ -23,6 +23,14 @@ pub fn is_xml_text(s: &str) -> bool {
     s.chars().all(is_xml_char)
 }
 
+/// The time an error body gives (`Time:`), as Azure writes it: UTC to the 100 ns tick,
+/// `2026-11-22T09:31:17.2410000Z`.
+pub fn error_time(unix_ns: i64) -> String {
+    let (secs, ns) = (unix_ns.div_euclid(1_000_000_000), unix_ns.rem_euclid(1_000_000_000));
+    let whole = crate::sas::iso_time(secs);
+    format!("{}.{:07}Z", whole.trim_end_matches('Z'), ns / 100)
+}
+
 /// An error body. Its message may quote what a client sent (an id, a name): a character XML
 /// cannot carry becomes U+FFFD rather than making the whole answer unreadable.
 pub fn error(code: &str, message: &str, request_id: &str, time: &str) -> String {
@@ -475,6 +483,18 @@ pub fn signed_identifiers(policies: &[crate::sas::StoredPolicy]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_error_gives_its_time_as_azure_does() {
+        // 1_795_339_877 s is Sun, 22 Nov 2026 09:31:17 GMT.
+        assert_eq!(super::error_time(1_795_339_877_241_000_050), "2026-11-22T09:31:17.2410000Z");
+        assert_eq!(super::error_time(1_795_339_877_000_000_099), "2026-11-22T09:31:17.0000000Z");
+        let body = super::error("BlobNotFound", "The specified blob does not exist.", "rid", "T");
+        assert!(
+            body.contains("<Message>The specified blob does not exist.\nRequestId:rid\nTime:T</Message>"),
+            "{body}"
+        );
+    }
+
     #[test]
     fn a_small_body_parses_into_its_tree_and_only_under_its_root() {
         let body = b"<?xml version=\"1.0\"?><SignedIdentifiers><SignedIdentifier><Id>a&amp;b</Id><AccessPolicy><Permission>rl</Permission></AccessPolicy></SignedIdentifier><SignedIdentifier><Id>c</Id></SignedIdentifier></SignedIdentifiers>";

@@ -50,7 +50,7 @@ pub async fn run(c: &Call<'_>, p: BlobBatch, body: Incoming) -> Result<Response<
             Ok(Done::Deleted) => (202, "Accepted".to_owned(), vec![header("x-ms-delete-type-permanent", "true")], None),
             Ok(Done::TierSet) => (200, "OK".to_owned(), Vec::new(), None),
             Err(e) => {
-                let time = httpdate::fmt_http_date(std::time::SystemTime::now());
+                let time = xml::error_time(edgeblob_engine::shard::now_ns());
                 let x = xml::error_with_detail(e.code.as_str(), &e.message, e.detail.as_deref(), &request_id, &time);
                 // Azure's reason phrase for a failed sub-request is the error's message.
                 let reason = e.message.chars().filter(|ch| !ch.is_control()).collect();

@@ -110,7 +110,7 @@ pub fn error(e: ApiError, head: bool, request_id: &str) -> Response<RespBody> {
     let body = if head || status == StatusCode::NOT_MODIFIED {
         body::empty()
     } else {
-        let time = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let time = xml::error_time(edgeblob_engine::shard::now_ns());
         body::full(xml::error_with_detail(e.code.as_str(), &e.message, e.detail.as_deref(), request_id, &time))
     };
     let mut r = respond(status, body);
