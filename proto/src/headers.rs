@@ -113,13 +113,11 @@ pub fn metadata(h: &HeaderMap, names: &[String]) -> Result<Vec<(String, String)>
             return Err(ErrorCode::InvalidMetadata);
         }
         let value = v.to_str().map_err(|_| ErrorCode::InvalidHeaderValue)?.trim().to_owned();
-        match out.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(original)) {
-            Some((_, existing)) => {
-                existing.push(',');
-                existing.push_str(&value);
-            }
-            None => out.push((original.to_owned(), value)),
+        // Names compare in any case; one sent twice is refused, as Azure documents it (400).
+        if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(original)) {
+            return Err(ErrorCode::InvalidMetadata);
         }
+        out.push((original.to_owned(), value));
     }
     if out.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_METADATA_BYTES {
         return Err(ErrorCode::MetadataTooLarge);
@@ -217,5 +215,11 @@ mod tests {
         let m = h(&[("x-ms-meta-mixed_case", "X"), ("x-ms-meta-k1", "v1")]);
         let md = metadata(&m, &["x-ms-meta-Mixed_Case".into()]).unwrap();
         assert_eq!(md, vec![("Mixed_Case".to_owned(), "X".to_owned()), ("k1".to_owned(), "v1".to_owned())]);
+        // A name sent twice, in any case, is refused (Azure: 400), not joined into one value.
+        let mut twice = HeaderMap::new();
+        twice.append("x-ms-meta-foo", "1".parse().unwrap());
+        twice.append("x-ms-meta-foo", "2".parse().unwrap());
+        let names = ["x-ms-meta-Foo".to_owned(), "x-ms-meta-foo".to_owned()];
+        assert_eq!(metadata(&twice, &names), Err(ErrorCode::InvalidMetadata));
     }
 }
