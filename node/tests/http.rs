@@ -105,6 +105,20 @@ fn ranges_md5_and_if_range_behave_as_azure() {
         let (st, head, _) = signed(&a, "PUT", block, &[("content-md5", &md5)], b"other data").await;
         assert_eq!(st, 400);
         assert!(head.contains("x-ms-error-code: md5mismatch"), "{head}");
+        // Put Block List answers the MD5 of the list it was sent (Azure's Content-MD5 there is
+        // the request's), and checks the one sent with it.
+        let list = b"<?xml version=\"1.0\"?><BlockList><Latest>YmxrMQ==</Latest></BlockList>";
+        let commit = "/devstoreaccount1/ctr/staged?comp=blocklist";
+        let list_md5 = b64(&md5::Md5::digest(list));
+        let (st, head, _) = signed(&a, "PUT", commit, &[("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")], list).await;
+        assert!(st == 400 && head.contains("x-ms-error-code: md5mismatch"), "{head}");
+        let (st, head, _) = signed(&a, "PUT", commit, &[], list).await;
+        assert_eq!(st, 201, "{head}");
+        assert!(head.contains(&format!("content-md5: {}", list_md5.to_ascii_lowercase())), "{head}");
+        // Set Blob Metadata says the request was stored encrypted, as Azure's answer does.
+        let (st, head, _) =
+            signed(&a, "PUT", "/devstoreaccount1/ctr/staged?comp=metadata", &[("x-ms-meta-k", "v")], b"").await;
+        assert!(st == 200 && head.contains("x-ms-request-server-encrypted: true"), "{head}");
         // Ranges: 206 with Content-Range; If-Range with the current ETag keeps the range.
         let (st, head, body) =
             signed(&a, "GET", "/devstoreaccount1/ctr/b", &[("x-ms-range", "bytes=10-19"), ("if-range", &etag)], b"")

@@ -182,7 +182,9 @@ pub async fn delete(c: &Call<'_>, blob: BlobRef, cond: Conditions) -> Result<Res
 
 pub async fn set_metadata(c: &Call<'_>, blob: BlobRef, md: Metadata, cond: Conditions) -> Result<Response<RespBody>> {
     let b = ops::set_blob_props(c.shard, blob_key(&blob), PropsChange::Metadata(md), cond).await?;
-    Ok(changed(StatusCode::OK, b.etag, b.modified_ns))
+    let mut r = changed(StatusCode::OK, b.etag, b.modified_ns);
+    set(r.headers_mut(), "x-ms-request-server-encrypted", "true");
+    Ok(r)
 }
 
 pub async fn set_properties(

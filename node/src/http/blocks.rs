@@ -47,11 +47,11 @@ pub async fn put(c: &Call<'_>, p: PutBlock, body: Incoming) -> Result<Response<R
 
 pub async fn put_list(c: &Call<'_>, p: PutBlockList, body: Incoming) -> Result<Response<RespBody>> {
     let xml_body = body::collect(body, MAX_BLOCK_LIST_BODY, c.ctx.body_timeout).await?;
-    if let Some(m) = p.content_md5 {
-        let got: [u8; 16] = md5::Md5::digest(&xml_body).into();
-        if got != m {
-            return Err(ErrorCode::Md5Mismatch.into());
-        }
+    // The list's own MD5, checked when sent and answered always (Azure's Content-MD5 here is
+    // that of the request, not of the blob).
+    let list_md5: [u8; 16] = md5::Md5::digest(&xml_body).into();
+    if p.content_md5.is_some_and(|m| m != list_md5) {
+        return Err(ErrorCode::Md5Mismatch.into());
     }
     let list = xml::parse_block_list(&xml_body)?
         .into_iter()
@@ -65,6 +65,7 @@ pub async fn put_list(c: &Call<'_>, p: PutBlockList, body: Incoming) -> Result<R
     let b = ops::commit_block_list(c.shard, blob_key(&p.blob), list, props(p.settings), cond, None).await?;
     let mut r = changed(StatusCode::CREATED, b.etag, b.modified_ns);
     set(r.headers_mut(), "x-ms-request-server-encrypted", "true");
+    set(r.headers_mut(), "content-md5", B64.encode(list_md5));
     Ok(r)
 }
 
