@@ -115,7 +115,7 @@ pub async fn handle(
 }
 
 /// A request body sent chunked (`Transfer-Encoding`) is refused, as Azure requires a length on
-/// every upload (and on every PUT and POST, an empty one included). It also closes the one door to request smuggling: hyper lets `Transfer-Encoding`
+/// every upload. It also closes the one door to request smuggling: hyper lets `Transfer-Encoding`
 /// override a `Content-Length` sent beside it, which a proxy in front may have read the other way.
 /// The connection is closed after the answer: what follows on it cannot be trusted to be a request.
 fn length_required() -> ApiError {
@@ -133,9 +133,7 @@ async fn dispatch(
     meta_names: &[String],
     op_seen: &mut Option<op::Operation>,
 ) -> Result<Response<RespBody>> {
-    let no_length =
-        matches!(*req.method(), Method::PUT | Method::POST) && !req.headers().contains_key("content-length");
-    if req.headers().contains_key("transfer-encoding") || no_length {
+    if req.headers().contains_key("transfer-encoding") {
         return Err(length_required());
     }
     let target = target?;
