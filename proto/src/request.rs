@@ -228,28 +228,12 @@ pub struct BlobBatch {
 pub enum Request {
     GetAccountInfo,
     ListContainers(ListContainers),
-    CreateContainer {
-        container: ContainerRef,
-        metadata: Metadata,
-        public_access: PublicAccess,
-    },
-    DeleteContainer {
-        container: ContainerRef,
-    },
-    GetContainerProperties {
-        container: ContainerRef,
-    },
-    SetContainerMetadata {
-        container: ContainerRef,
-        metadata: Metadata,
-    },
-    GetContainerAcl {
-        container: ContainerRef,
-    },
-    SetContainerAcl {
-        container: ContainerRef,
-        public_access: PublicAccess,
-    },
+    CreateContainer { container: ContainerRef, metadata: Metadata, public_access: PublicAccess },
+    DeleteContainer { container: ContainerRef },
+    GetContainerProperties { container: ContainerRef },
+    SetContainerMetadata { container: ContainerRef, metadata: Metadata },
+    GetContainerAcl { container: ContainerRef },
+    SetContainerAcl { container: ContainerRef, public_access: PublicAccess },
     ListBlobs(ListBlobs),
     PutBlob(PutBlob),
     PutBlobFromUrl(CopyFromUrl),
@@ -257,38 +241,14 @@ pub enum Request {
     PutBlock(PutBlock),
     PutBlockFromUrl(PutBlockFromUrl),
     PutBlockList(PutBlockList),
-    GetBlockList {
-        blob: BlobRef,
-        list_type: BlockListType,
-    },
+    GetBlockList { blob: BlobRef, list_type: BlockListType },
     GetBlob(GetBlob),
-    GetBlobProperties {
-        blob: BlobRef,
-        conditions: Conditions,
-    },
-    DeleteBlob {
-        blob: BlobRef,
-        conditions: Conditions,
-    },
-    SetBlobMetadata {
-        blob: BlobRef,
-        metadata: Metadata,
-        conditions: Conditions,
-    },
-    SetBlobProperties {
-        blob: BlobRef,
-        settings: BlobSettings,
-        conditions: Conditions,
-    },
-    SetBlobTier {
-        blob: BlobRef,
-        tier: AccessTier,
-    },
-    /// Abort Copy Blob: the copy `copy_id` names (`copyid`, with `x-ms-copy-action: abort`).
-    AbortCopyBlob {
-        blob: BlobRef,
-        copy_id: String,
-    },
+    GetBlobProperties { blob: BlobRef, conditions: Conditions },
+    DeleteBlob { blob: BlobRef, conditions: Conditions },
+    SetBlobMetadata { blob: BlobRef, metadata: Metadata, conditions: Conditions },
+    SetBlobProperties { blob: BlobRef, settings: BlobSettings, conditions: Conditions },
+    SetBlobTier { blob: BlobRef, tier: AccessTier },
+    AbortCopyBlob { blob: BlobRef, copy_id: String },
     BlobBatch(BlobBatch),
     GetUserDelegationKey,
     GetBlobServiceProperties,
