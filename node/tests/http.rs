@@ -748,8 +748,7 @@ fn a_sas_cannot_copy_a_private_blob_from_outside_its_scope() {
     // A service SAS for container `open` with read, write and create.
     let open_sts = "rwc\n\n2099-01-01T00:00:00Z\n/blob/devstoreaccount1/open\n\n\n\n2026-10-06\nc\n\n\n\n\n\n\n";
     let open_sas = format!("sv=2026-10-06&sr=c&sp=rwc&se=2099-01-01T00%3A00%3A00Z&sig={}", sas(open_sts));
-    let account_sts = "devstoreaccount1\nrwc\nb\nsco\n\n2099-01-01T00:00:00Z\n\n\n2026-10-06\n\n";
-    let account_sas = format!("sv=2026-10-06&ss=b&srt=sco&sp=rwc&se=2099-01-01T00%3A00%3A00Z&sig={}", sas(account_sts));
+    let account_sas = edgeblob_testkit::sign::account_sas("rwc");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         for c in ["open", "secret"] {
@@ -1034,14 +1033,10 @@ fn a_block_list_of_fifty_thousand_blocks_makes_a_blob_over_four_tebibytes() {
 /// origins, methods or headers stay refused.
 #[test]
 fn cors_preflight_and_cross_origin_upload_follow_the_accounts_rules() {
-    use base64::Engine;
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
     let a = node.http.clone();
-    let key = base64::engine::general_purpose::STANDARD.decode(edgeblob::config::DEV_KEY).unwrap();
-    let sts = "devstoreaccount1\nrwc\nb\nsco\n\n2099-01-01T00:00:00Z\n\n\n2026-10-06\n\n";
-    let sig = edgeblob_proto::sas::sign(&key, sts).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
-    let sas = format!("sv=2026-10-06&ss=b&srt=sco&sp=rwc&se=2099-01-01T00%3A00%3A00Z&sig={sig}");
+    let sas = edgeblob_testkit::sign::account_sas("rwc");
     let origin = ("Origin", "https://app.example");
     let preflight = |method: &'static str, headers: &'static str, from: &'static str| {
         let a = a.clone();
