@@ -40,6 +40,34 @@ pub struct Args {
     /// Formats to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     formats: Vec<u32>,
+    /// Rewrite each data file's every byte in place once formatted, so that no extent of it is
+    /// left unwritten (as on a raw device): on a fallocated file, the first write to an extent
+    /// makes the next fdatasync commit the file system's journal.
+    #[arg(long)]
+    prewrite: bool,
+}
+
+/// Rewrites every byte of the file at `path` in place (read back and written again, then
+/// synced), converting its unwritten extents into written ones; drops its pages from the cache.
+fn prewrite(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::AsRawFd;
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(err)?;
+    let len = file.metadata().map_err(err)?.len();
+    let mut buf = vec![0u8; 8 << 20];
+    let mut at = 0;
+    while at < len {
+        let n = buf.len().min((len - at) as usize);
+        file.read_exact_at(&mut buf[..n], at).map_err(err)?;
+        file.write_all_at(&buf[..n], at).map_err(err)?;
+        at += n as u64;
+    }
+    file.sync_all().map_err(err)?;
+    // Its pages out of the cache: the node's direct I/O would otherwise invalidate each one.
+    nix::fcntl::posix_fadvise(file.as_raw_fd(), 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+        .map_err(|e| err(e.into()))?;
+    Ok(())
 }
 
 pub(crate) struct Phase {
@@ -155,8 +183,13 @@ pub fn run(a: Args) -> Result<(), String> {
             ..EngineConfig::default()
         }
         .with_reduction(false);
-        let node = Node::open(cfg.clone()).map_err(|e| e.to_string())?;
+        let mut node = Node::open(cfg.clone()).map_err(|e| e.to_string())?;
         rt.block_on(node.create_container("devstoreaccount1", "small", vec![])).map_err(|e| e.to_string())?;
+        if a.prewrite {
+            node.stop();
+            prewrite(&path)?;
+            node = Node::open(cfg.clone()).map_err(|e| e.to_string())?;
+        }
         let shards = node.shards();
         let put = rt.block_on(phase(a.blobs, a.clients, |i| {
             let put = node.put_blob(
