@@ -196,7 +196,7 @@ fn measure(a: &Args) -> Result<(), String> {
     let t = Instant::now();
     let mut listed = 0u64;
     for c in 0..a.containers {
-        let mut q = ListQuery { prefix: String::new(), delimiter: None, marker: None, max: a.page };
+        let mut q = ListQuery { prefix: String::new(), delimiter: None, marker: None, max: a.page, uncommitted: false };
         loop {
             let page = rt.block_on(node.list_blobs(ACCOUNT, &container(c), q.clone())).map_err(|e| e.to_string())?;
             listed += page.entries.len() as u64;

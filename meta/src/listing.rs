@@ -1,8 +1,10 @@
 //! Listing blobs: each shard lists its own blobs in name order; the node merges the shards'
 //! sorted streams ([`merge`]) into one lexicographic page with a marker to resume from.
 
+use std::collections::VecDeque;
+
 use crate::model::{Blob, BlobKey, BlobProps};
-use crate::state::ShardMeta;
+use crate::state::{ShardMeta, Staged};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobSummary {
@@ -52,6 +54,9 @@ pub struct ListQuery {
     /// Resume after this entry name.
     pub marker: Option<String>,
     pub max: usize,
+    /// List blobs that have uncommitted blocks and no committed version too (Azure's
+    /// `include=uncommittedblobs`), as blobs of no bytes.
+    pub uncommitted: bool,
 }
 
 /// One page of a listing; `next_marker` is set when more entries follow.
@@ -68,11 +73,34 @@ pub struct Lister<'q> {
     delim: Option<&'q str>,
     container_id: u64,
     out: Vec<ListEntry>,
+    /// Blobs of uncommitted blocks only, in name order, offered among the committed ones.
+    uncommitted: VecDeque<BlobSummary>,
+    /// The last name up to which `uncommitted` is complete; None when it holds all of them.
+    uncommitted_to: Option<String>,
 }
 
 impl<'q> Lister<'q> {
     pub fn new(q: &'q ListQuery, container_id: u64) -> Lister<'q> {
-        Lister { q, delim: q.delimiter.as_deref().filter(|d| !d.is_empty()), container_id, out: Vec::new() }
+        Lister {
+            q,
+            delim: q.delimiter.as_deref().filter(|d| !d.is_empty()),
+            container_id,
+            out: Vec::new(),
+            uncommitted: VecDeque::new(),
+            uncommitted_to: None,
+        }
+    }
+
+    /// Adds the blobs of this container with uncommitted blocks, from [`Lister::start`] on in
+    /// name order, complete up to name `to` (None: all of them). A name that also has a
+    /// committed blob is listed once, as the committed one; none past `to` is listed, and the
+    /// listing then says it has more.
+    pub fn with_uncommitted(mut self, blobs: Vec<BlobSummary>, to: Option<String>) -> Lister<'q> {
+        debug_assert!(blobs.windows(2).all(|w| w[0].name < w[1].name), "uncommitted blobs in name order, once each");
+        debug_assert!(to.as_ref().is_none_or(|t| blobs.iter().all(|b| b.name <= *t)), "none past where they end");
+        self.uncommitted = blobs.into();
+        self.uncommitted_to = to;
+        self
     }
 
     /// The first name the listing can hold: the marker when it is past the prefix.
@@ -86,23 +114,47 @@ impl<'q> Lister<'q> {
     /// Offers the next blob, in name order, at or after [`Lister::start`], and says whether to go
     /// on.
     pub fn offer(&mut self, name: &str, b: &Blob) -> Flow {
-        let q = self.q;
-        if !name.starts_with(&q.prefix) {
+        if !name.starts_with(&self.q.prefix) {
             return Flow::Done;
         }
-        if b.container_id != self.container_id || q.marker.as_deref().is_some_and(|m| name <= m) {
+        // The uncommitted blobs before this name come first; one of this name is shadowed by a
+        // committed version (of this container: an older incarnation's is not listed).
+        while self.uncommitted.front().is_some_and(|u| u.name.as_str() < name) {
+            if let Some(u) = self.uncommitted.pop_front() {
+                match self.add(&u.name.clone(), || u) {
+                    Flow::More => {}
+                    stop => return stop,
+                }
+            }
+        }
+        let current = b.container_id == self.container_id;
+        if current && self.uncommitted.front().is_some_and(|u| u.name == name) {
+            self.uncommitted.pop_front();
+        }
+        if self.uncommitted_to.as_deref().is_some_and(|to| name > to) {
+            // Whether an uncommitted blob comes before this one is not known here.
+            return Flow::Full;
+        }
+        if !current {
             return Flow::More;
         }
-        let entry = match self.delim.and_then(|d| name[q.prefix.len()..].find(d).map(|i| q.prefix.len() + i + d.len()))
-        {
-            Some(end) => {
-                let p = &name[..end];
+        self.add(name, || BlobSummary::of(name, b))
+    }
+
+    /// Lists `name` (after the marker), collapsed under the delimiter if it has one.
+    fn add(&mut self, name: &str, summary: impl FnOnce() -> BlobSummary) -> Flow {
+        let q = self.q;
+        if q.marker.as_deref().is_some_and(|m| name <= m) {
+            return Flow::More;
+        }
+        let entry = match collapsed(q, name) {
+            Some(p) => {
                 if q.marker.as_deref().is_some_and(|m| p <= m) || self.out.last().is_some_and(|e| e.name() == p) {
                     return Flow::More;
                 }
                 ListEntry::Prefix(p.to_owned())
             }
-            None => ListEntry::Blob(Box::new(BlobSummary::of(name, b))),
+            None => ListEntry::Blob(Box::new(summary())),
         };
         if self.out.len() == q.max {
             return Flow::Full;
@@ -130,9 +182,82 @@ impl<'q> Lister<'q> {
         }
     }
 
-    /// The entries, and whether the shard has more after them.
-    pub fn finish(self, full: bool) -> (Vec<ListEntry>, bool) {
-        (self.out, full)
+    /// The entries, and whether the shard has more after them. `full`: the committed blobs
+    /// stopped at a full page; else every one was offered, and the uncommitted ones left follow.
+    pub fn finish(mut self, full: bool) -> (Vec<ListEntry>, bool) {
+        if full {
+            return (self.out, true);
+        }
+        while let Some(u) = self.uncommitted.pop_front() {
+            if self.add(&u.name.clone(), || u) == Flow::Full {
+                return (self.out, true);
+            }
+        }
+        let more = self.uncommitted_to.is_some();
+        (self.out, more)
+    }
+}
+
+/// The prefix `name` collapses into under the listing's delimiter (Azure's BlobPrefix), if any.
+fn collapsed<'a>(q: &ListQuery, name: &'a str) -> Option<&'a str> {
+    let d = q.delimiter.as_deref().filter(|d| !d.is_empty())?;
+    let rest = name.get(q.prefix.len()..)?;
+    rest.find(d).map(|i| &name[..q.prefix.len() + i + d.len()])
+}
+
+/// The name of the listing entry `name` appears as: its collapsed prefix, or itself.
+pub fn entry_name<'a>(q: &ListQuery, name: &'a str) -> &'a str {
+    collapsed(q, name).unwrap_or(name)
+}
+
+/// An uncommitted blob as a listing shows it: no bytes, no properties, and the time its first
+/// block (in id order) was staged as its creation, its last change and its ETag (what both the
+/// memory and the index of a shard tell without reading every block).
+pub fn uncommitted_summary(name: &str, staged_ns: i64) -> BlobSummary {
+    BlobSummary {
+        name: name.to_owned(),
+        etag: staged_ns as u64,
+        created_ns: staged_ns,
+        modified_ns: staged_ns,
+        size: 0,
+        props: BlobProps::default(),
+    }
+}
+
+/// The uncommitted blobs a listing page can show from `found` (in name order, from the
+/// listing's start; complete up to `found_to`, None: all): one a listing entry (the rest of a
+/// collapsed prefix add nothing), none the marker covers, at most a page of them. Returns them
+/// and the name they are complete to (None: all that follow).
+pub fn pick_uncommitted(
+    q: &ListQuery,
+    found: impl IntoIterator<Item = BlobSummary>,
+    found_to: Option<String>,
+) -> (Vec<BlobSummary>, Option<String>) {
+    let mut out: Vec<BlobSummary> = Vec::new();
+    for b in found {
+        debug_assert!(out.last().is_none_or(|l| l.name < b.name), "found in name order");
+        if found_to.as_ref().is_some_and(|to| b.name > *to) || !b.name.starts_with(&q.prefix) {
+            break;
+        }
+        let entry = entry_name(q, &b.name);
+        if q.marker.as_deref().is_some_and(|m| entry <= m)
+            || out.last().is_some_and(|l| entry_name(q, &l.name) == entry)
+        {
+            continue;
+        }
+        if out.len() == q.max.max(1) {
+            let to = out.last().map(|l| l.name.clone());
+            return (out, to);
+        }
+        out.push(b);
+    }
+    (out, found_to)
+}
+
+impl Staged {
+    /// When the block first in id order was staged (see [`uncommitted_summary`]).
+    pub fn first_id_staged_ns(&self) -> Option<i64> {
+        self.held().map(|(b, _)| b).min_by(|a, b| a.block.id.cmp(&b.block.id)).map(|b| b.staged_ns)
     }
 }
 
@@ -158,6 +283,11 @@ impl ShardMeta {
         q: &ListQuery,
     ) -> (Vec<ListEntry>, bool) {
         let mut lister = Lister::new(q, container_id);
+        if q.uncommitted {
+            let (blobs, to) =
+                pick_uncommitted(q, self.uncommitted_from(account, container, container_id, lister.start()), None);
+            lister = lister.with_uncommitted(blobs, to);
+        }
         let lo = BlobKey::new(account, container, lister.start());
         for (k, b) in self.blobs.range(lo..) {
             if k.account != account || k.container != container {
@@ -170,6 +300,24 @@ impl ShardMeta {
             }
         }
         lister.finish(false)
+    }
+}
+
+impl ShardMeta {
+    /// The blobs of container incarnation `container_id` with uncommitted blocks held here, in
+    /// name order from `start`.
+    pub fn uncommitted_from<'a>(
+        &'a self,
+        account: &'a str,
+        container: &'a str,
+        container_id: u64,
+        start: &str,
+    ) -> impl Iterator<Item = BlobSummary> + 'a {
+        self.staged
+            .range(BlobKey::new(account, container, start)..)
+            .take_while(move |(k, _)| k.account == account && k.container == container)
+            .filter(move |(_, st)| st.container_id == container_id)
+            .filter_map(|(k, st)| Some(uncommitted_summary(&k.name, st.first_id_staged_ns()?)))
     }
 }
 
@@ -274,6 +422,8 @@ impl Merge {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::record::Record;
 
@@ -380,7 +530,7 @@ mod tests {
             let whole = shard_with(&names.iter().map(String::as_str).collect::<Vec<_>>());
             let delimiter = [None, Some("/".to_string())][rng.gen_range(0..2)].clone();
             let prefix = ["", "a", "b1/", "c2/d"][rng.gen_range(0..4)].to_string();
-            let mut q = ListQuery { prefix, delimiter, marker: None, max: rng.gen_range(1..300) };
+            let mut q = ListQuery { prefix, delimiter, marker: None, max: rng.gen_range(1..300), uncommitted: false };
             let (mut pages, mut read, mut listed) = (0, 0, 0);
             loop {
                 let (page, r) = list_merged(&shards, &q);
@@ -416,9 +566,114 @@ mod tests {
         let p2 = list(&shards, &ListQuery { marker: p1.next_marker.clone(), ..q.clone() });
         assert_eq!(names(&p2), ["d/", "e"]);
         assert_eq!(p2.next_marker, None);
-        let sub = list(&shards, &ListQuery { prefix: "b/".into(), delimiter: Some("/".into()), max: 10, marker: None });
+        let sub = list(
+            &shards,
+            &ListQuery { prefix: "b/".into(), delimiter: Some("/".into()), max: 10, ..Default::default() },
+        );
         assert_eq!(names(&sub), ["b/1", "b/2", "b/3/"]);
         assert!(matches!(sub.entries[2], ListEntry::Prefix(_)));
+    }
+
+    /// Stages block `id` of blob `name` in container incarnation `cid` at time `ns`.
+    fn stage(m: &mut ShardMeta, name: &str, cid: u64, id: &str, ns: i64) {
+        let block = crate::model::StagedBlock {
+            block: crate::model::Block { id: id.as_bytes().to_vec(), size: 5, chunks: Vec::new().into() },
+            staged_ns: ns,
+        };
+        m.apply(&Record::BlockStaged { key: BlobKey::new("a", "c", name), container_id: cid, block });
+    }
+
+    #[test]
+    fn uncommitted_blobs_are_listed_once_among_the_committed_across_shards_and_pages() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for round in 0..300 {
+            let n = rng.gen_range(1..4);
+            let mut shards: Vec<ShardMeta> = (0..n).map(|_| ShardMeta::default()).collect();
+            // What Azure lists: a committed blob as itself (staged blocks or not), a blob with
+            // blocks staged in this container incarnation only as one of no bytes.
+            let mut want: BTreeMap<String, u64> = BTreeMap::new();
+            for i in 0..rng.gen_range(0..400) {
+                let name = (0..rng.gen_range(1..4))
+                    .map(|_| ["a", "b", "c"][rng.gen_range(0..3)].to_string() + &rng.gen_range(0..6).to_string())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                if want.contains_key(&name)
+                    || shards.iter().any(|s| s.staged.contains_key(&BlobKey::new("a", "c", &name)))
+                {
+                    continue;
+                }
+                let s = &mut shards[rng.gen_range(0..n)];
+                let (committed, staged, old) = (rng.gen_bool(0.5), rng.gen_bool(0.5), rng.gen_bool(0.2));
+                if committed {
+                    let size = rng.gen_range(1..100);
+                    let blob = Blob {
+                        container_id: 1,
+                        etag: 1,
+                        created_ns: 0,
+                        modified_ns: 0,
+                        size,
+                        props: Default::default(),
+                        blocks: vec![],
+                        single_put: true,
+                    };
+                    s.apply(&Record::BlobPut { key: BlobKey::new("a", "c", &name), blob });
+                    want.insert(name.clone(), size);
+                }
+                if staged {
+                    for b in 0..rng.gen_range(1..4) {
+                        stage(s, &name, if old { 0 } else { 1 }, &format!("b{b}"), i);
+                    }
+                    if !old {
+                        want.entry(name).or_insert(0);
+                    }
+                }
+            }
+            let delimiter = [None, Some("/".to_string())][rng.gen_range(0..2)].clone();
+            let prefix = ["", "a", "b1/", "c2/a"][rng.gen_range(0..4)].to_string();
+            let mut q = ListQuery { prefix, delimiter, marker: None, max: rng.gen_range(1..50), uncommitted: true };
+            let mut expected: Vec<(String, Option<u64>)> = Vec::new();
+            for (name, size) in want.iter().filter(|(k, _)| k.starts_with(&q.prefix)) {
+                match collapsed(&q, name) {
+                    Some(p) if expected.last().is_some_and(|(l, _)| l == p) => {}
+                    Some(p) => expected.push((p.to_owned(), None)),
+                    None => expected.push((name.clone(), Some(*size))),
+                }
+            }
+            let mut got: Vec<(String, Option<u64>)> = Vec::new();
+            loop {
+                let page = list(&shards, &q);
+                assert!(page.entries.len() <= q.max);
+                got.extend(page.entries.iter().map(|e| match e {
+                    ListEntry::Blob(b) => (b.name.clone(), Some(b.size)),
+                    ListEntry::Prefix(p) => (p.clone(), None),
+                }));
+                match page.next_marker {
+                    Some(m) => q.marker = Some(m),
+                    None => break,
+                }
+            }
+            assert_eq!(got, expected, "round {round}, {n} shards, {q:?}");
+        }
+    }
+
+    #[test]
+    fn an_uncommitted_blob_shows_when_its_first_block_was_staged_and_no_bytes() {
+        let mut s = ShardMeta::default();
+        stage(&mut s, "x", 1, "b2", 30);
+        stage(&mut s, "x", 1, "b1", 40);
+        let q = ListQuery { max: 10, ..Default::default() };
+        assert!(list(std::slice::from_ref(&s), &q).entries.is_empty(), "not without include=uncommittedblobs");
+        let page = list(&[s], &ListQuery { uncommitted: true, ..q });
+        let want = BlobSummary {
+            name: "x".into(),
+            etag: 40,
+            created_ns: 40,
+            modified_ns: 40,
+            size: 0,
+            props: BlobProps::default(),
+        };
+        assert_eq!(page.entries, [ListEntry::Blob(Box::new(want))]);
     }
 
     #[test]

@@ -257,6 +257,7 @@ impl HereSide<'_> {
                 delimiter: None,
                 marker: self.last.clone(),
                 max: PAGE as usize,
+                uncommitted: false,
             };
             let page = self.node.list_blobs(self.account, self.kept, q).await.map_err(|e| e.to_string())?;
             self.done = page.next_marker.is_none();

@@ -107,7 +107,13 @@ impl Engine {
         let mut out = Vec::new();
         let mut marker = None;
         loop {
-            let q = ListQuery { prefix: String::new(), delimiter: None, marker: marker.clone(), max: 5000 };
+            let q = ListQuery {
+                prefix: String::new(),
+                delimiter: None,
+                marker: marker.clone(),
+                max: 5000,
+                uncommitted: false,
+            };
             let (a, c) = (link.cfg.account.clone(), link.cfg.container.clone());
             let page = self.on(CATALOG_SHARD, move |s| async move { ops::list_blobs(&s, &a, &c, q).await }).await??;
             out.extend(page.entries.into_iter().filter_map(|e| match e {

@@ -431,6 +431,69 @@ fn metadata_names_keep_the_case_they_were_written_in() {
     });
 }
 
+/// Azure's `include=uncommittedblobs`: a blob with staged blocks only is listed, as a block
+/// blob of no bytes, and only when asked for; one committed too is listed once, as committed.
+#[test]
+fn uncommitted_blobs_are_listed_when_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let a = node.http.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr?restype=container", &[], b"").await.0, 201);
+        let blob = [("x-ms-blob-type", "BlockBlob")];
+        assert_eq!(signed(&a, "PUT", "/devstoreaccount1/ctr/both", &blob, b"committed").await.0, 201);
+        for name in ["both", "d/staged", "staged"] {
+            let path = format!("/devstoreaccount1/ctr/{name}?comp=block&blockid=YmxrMQ%3D%3D");
+            assert_eq!(signed(&a, "PUT", &path, &[], b"block").await.0, 201);
+        }
+        let list = |q: &'static str| {
+            let a = a.clone();
+            async move {
+                let (st, _, body) =
+                    signed(&a, "GET", &format!("/devstoreaccount1/ctr?restype=container&comp=list{q}"), &[], b"").await;
+                assert_eq!(st, 200);
+                String::from_utf8(body).unwrap()
+            }
+        };
+        let names = |xml: &str| -> Vec<String> {
+            xml.split("<Name>").skip(1).map(|s| s.split("</Name>").next().unwrap().to_owned()).collect()
+        };
+        assert_eq!(names(&list("").await), ["both"]);
+        let xml = list("&include=uncommittedblobs").await;
+        assert_eq!(names(&xml), ["both", "d/staged", "staged"]);
+        let staged = xml.split("<Name>staged</Name>").nth(1).unwrap();
+        assert!(staged.contains("<Content-Length>0</Content-Length>"), "{xml}");
+        assert!(staged.contains("<BlobType>BlockBlob</BlobType>"), "{xml}");
+        let both = xml.split("<Name>both</Name>").nth(1).unwrap();
+        assert!(both.contains("<Content-Length>9</Content-Length>"), "the committed version: {xml}");
+        // Paged one at a time, and collapsed under a delimiter, with metadata asked for too.
+        let xml = list("&include=uncommittedblobs,metadata&delimiter=/&maxresults=1").await;
+        assert_eq!(names(&xml), ["both"]);
+        let xml = list("&include=uncommittedblobs&delimiter=/&maxresults=1&marker=both").await;
+        assert!(xml.contains("<BlobPrefix><Name>d/</Name></BlobPrefix>"), "{xml}");
+        let xml = list("&include=uncommittedblobs&delimiter=/&marker=d/").await;
+        assert_eq!(names(&xml), ["staged"]);
+        // Committed, it is listed without asking, once; dropped by a commit, its staged blocks
+        // no longer list the other.
+        let put_list = "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><Latest>YmxrMQ==</Latest></BlockList>";
+        let path = "/devstoreaccount1/ctr/staged?comp=blocklist";
+        assert_eq!(signed(&a, "PUT", path, &[], put_list.as_bytes()).await.0, 201);
+        assert_eq!(names(&list("").await), ["both", "staged"]);
+        assert_eq!(names(&list("&include=uncommittedblobs").await), ["both", "d/staged", "staged"]);
+    });
+    // After a restart, from what the index holds.
+    drop(node);
+    let node = start(dir.path());
+    rt.block_on(async {
+        let q = "/devstoreaccount1/ctr?restype=container&comp=list&include=uncommittedblobs";
+        let (_, _, body) = signed(&node.http, "GET", q, &[], b"").await;
+        let xml = String::from_utf8(body).unwrap();
+        assert_eq!(xml.matches("<Name>").count(), 3, "{xml}");
+        assert!(xml.contains("<Name>d/staged</Name>"), "{xml}");
+    });
+}
+
 /// Recovery reads each shard's log half whole (48 MiB apiece on a 3 GiB file with 2 shards);
 /// once the node listens, that memory must be back with the OS, not held by the allocator until
 /// traffic comes.

@@ -897,7 +897,13 @@ fn cached_lake_blobs_are_evicted_least_recently_read_first_and_fetched_again() {
 
 /// The blobs the node itself holds in `cache` (not the merged listing).
 async fn here(node: &InProcess) -> Vec<String> {
-    let q = edgeblob_meta::listing::ListQuery { prefix: String::new(), delimiter: None, marker: None, max: 5000 };
+    let q = edgeblob_meta::listing::ListQuery {
+        prefix: String::new(),
+        delimiter: None,
+        marker: None,
+        max: 5000,
+        uncommitted: false,
+    };
     let page = node.node().list_blobs(DEV_ACCOUNT, "cache", q).await.unwrap();
     page.entries.iter().map(|e| e.name().to_owned()).collect()
 }

@@ -116,6 +116,11 @@ fn blob_batch_and_set_blob_tier_as_the_python_sdk_sends_them() {
     run_against_a_node("batch_tier.py", "the Python SDK sends Blob Batch and Set Blob Tier");
 }
 
+#[test]
+fn uncommitted_blobs_are_listed_as_the_python_sdk_asks_for_them() {
+    run_against_a_node("uncommitted_list.py", "the Python SDK lists uncommitted blobs");
+}
+
 /// Runs `tests/scripts/<script>` with the kit's Python against a fresh node (its connection
 /// string as the argument) and asserts it printed OK.
 fn run_against_a_node(script: &str, why: &str) {

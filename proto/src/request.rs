@@ -156,6 +156,8 @@ pub struct ListBlobs {
     pub marker: Option<String>,
     pub max_results: MaxResults,
     pub include_metadata: bool,
+    /// `include=uncommittedblobs`: blobs with uncommitted blocks only are listed too.
+    pub include_uncommitted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,7 +281,7 @@ impl Request {
                 prefix: xml_param(t, "prefix")?.unwrap_or_default(),
                 marker: marker(t)?,
                 max_results: max_results(t)?,
-                include_metadata: includes_metadata(t, CONTAINER_INCLUDES)?,
+                include_metadata: includes(t, CONTAINER_INCLUDES)?.contains(&"metadata"),
             }),
             O::CreateContainer => Request::CreateContainer {
                 container: container(t)?,
@@ -301,7 +303,8 @@ impl Request {
                 delimiter: xml_param(t, "delimiter")?.filter(|d| !d.is_empty()),
                 marker: marker(t)?,
                 max_results: max_results(t)?,
-                include_metadata: includes_metadata(t, BLOB_INCLUDES)?,
+                include_metadata: includes(t, BLOB_INCLUDES)?.contains(&"metadata"),
+                include_uncommitted: includes(t, BLOB_INCLUDES)?.contains(&"uncommittedblobs"),
             }),
             O::PutBlob => {
                 let blob = blob(t)?;
@@ -421,7 +424,7 @@ fn xml_param(t: &Target, name: &str) -> Result<Option<String>, ErrorCode> {
 const CONTAINER_INCLUDES: &[&str] = &["metadata", "deleted", "system"];
 
 /// The `include` values List Blobs takes (Azure's list): the node keeps no snapshots, versions,
-/// soft-deleted blobs, tags or holds, so those add nothing; a listing shows committed blobs.
+/// soft-deleted blobs, tags or holds, so those add nothing.
 const BLOB_INCLUDES: &[&str] = &[
     "metadata",
     "snapshots",
@@ -436,19 +439,18 @@ const BLOB_INCLUDES: &[&str] = &[
     "permissions",
 ];
 
-/// Whether a listing's `include` asks for metadata. A value Azure does not know is refused, as
+/// The values a listing's `include` asks for, as `known` spells them. A value Azure does not know is refused, as
 /// Azure does (400 `InvalidQueryParameterValue`), rather than ignored: the client asked for
 /// something it would silently not get.
-fn includes_metadata(t: &Target, known: &[&str]) -> Result<bool, ErrorCode> {
-    let mut metadata = false;
+fn includes(t: &Target, known: &[&'static str]) -> Result<Vec<&'static str>, ErrorCode> {
+    let mut asked = Vec::new();
     for item in t.param("include").unwrap_or_default().split(',').map(str::trim).filter(|i| !i.is_empty()) {
         match known.iter().find(|k| k.eq_ignore_ascii_case(item)) {
-            Some(&"metadata") => metadata = true,
-            Some(_) => {}
+            Some(k) => asked.push(*k),
             None => return Err(ErrorCode::InvalidQueryParameterValue),
         }
     }
-    Ok(metadata)
+    Ok(asked)
 }
 
 /// `maxresults`: 1 or more (larger values are cut to [`MAX_RESULTS`]), 5000 when absent.
@@ -584,7 +586,10 @@ mod tests {
         assert!(l.include_metadata);
         let r = req(Method::GET, "/a/ctr?restype=container&comp=list&include=Copy,,uncommittedblobs", &[]);
         let Ok(Request::ListBlobs(l)) = r else { panic!("{r:?}") };
-        assert!(!l.include_metadata, "known values, no metadata");
+        assert!(!l.include_metadata && l.include_uncommitted, "known values, no metadata");
+        let r = req(Method::GET, "/a/ctr?restype=container&comp=list&include=METADATA", &[]);
+        let Ok(Request::ListBlobs(l)) = r else { panic!("{r:?}") };
+        assert!(l.include_metadata && !l.include_uncommitted);
         let Ok(Request::ListContainers(c)) = req(Method::GET, "/a?comp=list&include=system,Metadata", &[]) else {
             panic!()
         };

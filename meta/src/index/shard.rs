@@ -1813,6 +1813,10 @@ pub async fn list_blobs<M: HoldsIndex>(
     q: &ListQuery,
 ) -> Result<(Vec<ListEntry>, bool), IndexError> {
     let mut lister = Lister::new(q, container_id);
+    if q.uncommitted {
+        let (blobs, to) = uncommitted_blobs(meta, account, container, container_id, q, lister.start()).await?;
+        lister = lister.with_uncommitted(blobs, to);
+    }
     let mut from = keys::blob(&BlobKey::new(account, container, lister.start()));
     let end = prefix_end(&keys::blob(&BlobKey::new(account, container, &q.prefix)));
     // Every key of the range starts with `account 0 container 0`; the name follows.
@@ -1886,6 +1890,96 @@ pub async fn list_blobs<M: HoldsIndex>(
             _ => next,
         };
     }
+}
+
+/// Staged entries per read of the uncommitted blobs of a listing: a blob's first (its smallest
+/// id) is all a listing needs of it, and the read after one resumes past the rest of its blocks.
+const UNCOMMITTED_PAGE: usize = 64;
+
+/// The uncommitted blobs of container incarnation `container_id` a listing page can show, from
+/// `start` (see [`crate::listing::pick_uncommitted`]): those resident, and those of the index's
+/// staged table that are not. A read of the table takes the first entries of a few blobs and
+/// the next resumes past the last one's blocks (or the prefix it collapsed into), so a listing
+/// reads a page of the table a blob listed, however many blocks each holds.
+async fn uncommitted_blobs<M: HoldsIndex>(
+    meta: &RefCell<M>,
+    account: &str,
+    container: &str,
+    container_id: u64,
+    q: &ListQuery,
+    start: &str,
+) -> Result<(Vec<crate::listing::BlobSummary>, Option<String>), IndexError> {
+    use crate::listing::{entry_name, pick_uncommitted, uncommitted_summary};
+    let ctr_key = |name: &str| keys::blob(&BlobKey::new(account, container, name));
+    let end = prefix_end(&ctr_key(&q.prefix));
+    let mut from = ctr_key(start);
+    let mut found: Vec<crate::listing::BlobSummary> = Vec::new();
+    let mut found_to = None;
+    'read: loop {
+        let (read, epoch) = {
+            let m = meta.borrow();
+            let m = m.index().ok_or_else(no_index)?;
+            (m.index_page(Table::Staged, from.clone(), end.clone(), UNCOMMITTED_PAGE), m.epoch())
+        };
+        let page = read.await?;
+        let mut g = meta.borrow_mut();
+        let m = g.index_mut().ok_or_else(no_index)?;
+        m.reap();
+        if m.epoch() != epoch {
+            continue;
+        }
+        let mut skip_to: Option<Vec<u8>> = None;
+        for (k, v) in &page.entries {
+            if skip_to.as_ref().is_some_and(|s| k < s) {
+                continue;
+            }
+            let key =
+                keys::parse_staged(k).ok_or_else(|| IndexError::Failed("a staged key is not a block's".into()))?;
+            // Past this blob's blocks; past the prefix it collapses into once that is listed.
+            let entry = entry_name(q, &key.name).to_owned();
+            let past_blob = prefix_end(&keys::staged_prefix(&key));
+            let past_entry =
+                if entry.len() < key.name.len() { prefix_end(&ctr_key(&entry)) } else { past_blob.clone() };
+            // Memory decides for a resident list (below).
+            if m.is_resident(&Want::StagedList(key.clone())) {
+                skip_to = past_blob;
+                continue;
+            }
+            let e = keys::decode_staged(v).map_err(IndexError::Failed)?;
+            if e.container_id != container_id {
+                skip_to = past_blob;
+                continue;
+            }
+            // Covered by the marker, or by the entry listed last (a resident list hid its first).
+            let listed = found.last().is_some_and(|l| entry_name(q, &l.name) == entry);
+            if listed || q.marker.as_deref().is_some_and(|mk| entry.as_str() <= mk) {
+                skip_to = past_entry;
+                continue;
+            }
+            if found.len() == q.max.max(1) {
+                found_to = found.last().map(|b| b.name.clone());
+                break 'read;
+            }
+            found.push(uncommitted_summary(&key.name, e.block.staged_ns));
+            skip_to = past_entry;
+        }
+        match (page.complete, skip_to) {
+            (false, Some(next)) => from = next,
+            _ => break,
+        }
+    }
+    // The resident lists, up to where the index's are known.
+    let g = meta.borrow();
+    let m = g.index().ok_or_else(no_index)?;
+    let (resident, resident_to) =
+        pick_uncommitted(q, m.state.uncommitted_from(account, container, container_id, start), found_to.clone());
+    let to = match (found_to, resident_to) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    found.extend(resident);
+    found.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    Ok(pick_uncommitted(q, found, to))
 }
 
 /// A page of a scan: entries in key order, and where the next page starts (None at the end).

@@ -91,6 +91,7 @@ pub async fn list_blobs(c: &Call<'_>, p: ListBlobs) -> Result<Response<RespBody>
         delimiter: p.delimiter.clone(),
         marker: p.marker.clone(),
         max: p.max_results.value,
+        uncommitted: p.include_uncommitted,
     };
     let page = match c.ctx.links.reading(&p.container.account, &p.container.container) {
         Some(link) => {

@@ -81,7 +81,7 @@ where
     let mut report = ManageReport::default();
     let mut marker = None;
     loop {
-        let q = ListQuery { prefix: prefix.to_owned(), delimiter: None, marker, max: PAGE };
+        let q = ListQuery { prefix: prefix.to_owned(), delimiter: None, marker, max: PAGE, uncommitted: false };
         let page = node.list_blobs(account, container, q).await?;
         let names: Vec<String> = page
             .entries

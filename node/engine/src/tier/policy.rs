@@ -171,7 +171,7 @@ async fn mark_all(s: &Rc<Shard>) -> Result<()> {
     for rule in &s.node.policy.rules {
         let mut marker = None;
         loop {
-            let q = ListQuery { prefix: rule.prefix.clone(), delimiter: None, marker, max: PAGE };
+            let q = ListQuery { prefix: rule.prefix.clone(), delimiter: None, marker, max: PAGE, uncommitted: false };
             let page = match crate::ops::list_blobs(s, &rule.account, &rule.container, q).await {
                 Ok(p) => p,
                 // Not there (yet): its blobs are marked as they are committed.
