@@ -1916,18 +1916,8 @@ async fn uncommitted_blobs<M: HoldsIndex>(
     let mut found: Vec<crate::listing::BlobSummary> = Vec::new();
     let mut found_to = None;
     'read: loop {
-        let (read, epoch) = {
-            let m = meta.borrow();
-            let m = m.index().ok_or_else(no_index)?;
-            (m.index_page(Table::Staged, from.clone(), end.clone(), UNCOMMITTED_PAGE), m.epoch())
-        };
-        let page = read.await?;
-        let mut g = meta.borrow_mut();
+        let (page, mut g) = current_page(meta, Table::Staged, &from, end.clone(), UNCOMMITTED_PAGE).await?;
         let m = g.index_mut().ok_or_else(no_index)?;
-        m.reap();
-        if m.epoch() != epoch {
-            continue;
-        }
         let mut skip_to: Option<Vec<u8>> = None;
         for (k, v) in &page.entries {
             if skip_to.as_ref().is_some_and(|s| k < s) {
@@ -1999,25 +1989,39 @@ async fn scan_page<M: HoldsIndex, T>(
     limit: usize,
     mut f: impl FnMut(&ShardIndex, Vec<u8>, Vec<u8>) -> Result<Option<T>, IndexError>,
 ) -> Result<Scan<T>, IndexError> {
+    let (page, g) = current_page(meta, table, &from, None, limit.max(1)).await?;
+    let m = g.index().ok_or_else(no_index)?;
+    let next = if page.complete { None } else { page.entries.last().map(|(k, _)| super::memtable::successor(k)) };
+    let mut items = Vec::with_capacity(page.entries.len());
+    for (k, v) in page.entries {
+        items.extend(f(m, k, v)?);
+    }
+    Ok(Scan { items, next })
+}
+
+/// A page of `table` in `[from, to)`, with the shard's metadata as it stands now: read again
+/// when a flush completed meanwhile (the page may predate it, and what it wrote may be evicted
+/// since), so that the page and the resident entries over it are of one moment.
+async fn current_page<'a, M: HoldsIndex>(
+    meta: &'a RefCell<M>,
+    table: Table,
+    from: &[u8],
+    to: Option<Vec<u8>>,
+    limit: usize,
+) -> Result<(Page, std::cell::RefMut<'a, M>), IndexError> {
     loop {
         let (read, epoch) = {
             let m = meta.borrow();
             let m = m.index().ok_or_else(no_index)?;
-            (m.index_page(table, from.clone(), None, limit.max(1)), m.epoch())
+            (m.index_page(table, from.to_vec(), to.clone(), limit), m.epoch())
         };
         let page = read.await?;
         let mut g = meta.borrow_mut();
         let m = g.index_mut().ok_or_else(no_index)?;
         m.reap();
-        if m.epoch() != epoch {
-            continue;
+        if m.epoch() == epoch {
+            return Ok((page, g));
         }
-        let next = if page.complete { None } else { page.entries.last().map(|(k, _)| super::memtable::successor(k)) };
-        let mut items = Vec::with_capacity(page.entries.len());
-        for (k, v) in page.entries {
-            items.extend(f(m, k, v)?);
-        }
-        return Ok(Scan { items, next });
     }
 }
 
