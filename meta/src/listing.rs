@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use crate::model::{Blob, BlobKey, BlobProps};
-use crate::state::{ShardMeta, Staged};
+use crate::state::ShardMeta;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobSummary {
@@ -254,13 +254,6 @@ pub fn pick_uncommitted(
     (out, found_to)
 }
 
-impl Staged {
-    /// When the block first in id order was staged (see [`uncommitted_summary`]).
-    pub fn first_id_staged_ns(&self) -> Option<i64> {
-        self.held().map(|(b, _)| b).min_by(|a, b| a.block.id.cmp(&b.block.id)).map(|b| b.staged_ns)
-    }
-}
-
 /// What a listing does after an offered blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -301,9 +294,7 @@ impl ShardMeta {
         }
         lister.finish(false)
     }
-}
 
-impl ShardMeta {
     /// The blobs of container incarnation `container_id` with uncommitted blocks held here, in
     /// name order from `start`.
     pub fn uncommitted_from<'a>(

@@ -230,6 +230,12 @@ impl Staged {
     pub fn last_staged_ns(&self) -> i64 {
         self.by_id.values().map(|s| s.block.staged_ns).max().unwrap_or(i64::MIN)
     }
+
+    /// When the block first in id order was staged (what a listing shows of a blob with
+    /// uncommitted blocks only, `listing::uncommitted_summary`); None without blocks.
+    pub fn first_id_staged_ns(&self) -> Option<i64> {
+        self.by_id.iter().min_by(|a, b| a.0.cmp(b.0)).map(|(_, s)| s.block.staged_ns)
+    }
 }
 
 impl ShardMeta {

@@ -297,15 +297,18 @@ impl Request {
             O::SetContainerAcl => {
                 Request::SetContainerAcl { container: container(t)?, public_access: public_access(h)? }
             }
-            O::ListBlobs => Request::ListBlobs(ListBlobs {
-                container: container(t)?,
-                prefix: xml_param(t, "prefix")?.unwrap_or_default(),
-                delimiter: xml_param(t, "delimiter")?.filter(|d| !d.is_empty()),
-                marker: marker(t)?,
-                max_results: max_results(t)?,
-                include_metadata: includes(t, BLOB_INCLUDES)?.contains(&"metadata"),
-                include_uncommitted: includes(t, BLOB_INCLUDES)?.contains(&"uncommittedblobs"),
-            }),
+            O::ListBlobs => {
+                let include = includes(t, BLOB_INCLUDES)?;
+                Request::ListBlobs(ListBlobs {
+                    container: container(t)?,
+                    prefix: xml_param(t, "prefix")?.unwrap_or_default(),
+                    delimiter: xml_param(t, "delimiter")?.filter(|d| !d.is_empty()),
+                    marker: marker(t)?,
+                    max_results: max_results(t)?,
+                    include_metadata: include.contains(&"metadata"),
+                    include_uncommitted: include.contains(&"uncommittedblobs"),
+                })
+            }
             O::PutBlob => {
                 let blob = blob(t)?;
                 block_blob_type(h)?;
@@ -439,9 +442,9 @@ const BLOB_INCLUDES: &[&str] = &[
     "permissions",
 ];
 
-/// The values a listing's `include` asks for, as `known` spells them. A value Azure does not know is refused, as
-/// Azure does (400 `InvalidQueryParameterValue`), rather than ignored: the client asked for
-/// something it would silently not get.
+/// The values a listing's `include` asks for, as `known` spells them. A value Azure does not
+/// know is refused, as Azure does (400 `InvalidQueryParameterValue`), rather than ignored: the
+/// client asked for something it would silently not get.
 fn includes(t: &Target, known: &[&'static str]) -> Result<Vec<&'static str>, ErrorCode> {
     let mut asked = Vec::new();
     for item in t.param("include").unwrap_or_default().split(',').map(str::trim).filter(|i| !i.is_empty()) {
