@@ -295,8 +295,13 @@ fn check_all(rt: &tokio::runtime::Runtime, n: &Node, m: &Model) {
     }
 }
 
+/// 24 sequences a run in CI; `EDGEBLOB_MODEL_CASES` asks for more (a soak).
+fn cases() -> u32 {
+    std::env::var("EDGEBLOB_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_matches_model_with_reduction(ops in proptest::collection::vec(op(), 1..40)) {
