@@ -1002,6 +1002,49 @@ fn new_keys_take_nothing_from_the_cache_and_flushed_ones_stay_within_its_size() 
     });
 }
 
+/// A blob's entry is encoded when it changes, not when its flush runs: changed again and again
+/// between flushes, and while one is in flight, the index holds its last change (deleted,
+/// put, its properties set), read back from the index alone after a restart.
+#[test]
+fn a_blob_changed_between_flushes_is_written_as_its_last_change() {
+    let disk = new_disk();
+    local(async {
+        let mut model = ShardMeta::default();
+        let store = open_with(&disk, IndexConfig { flush_bytes: 1 << 30, ..cfg() }).await;
+        let props = |n: u64| Record::BlobPropsSet {
+            key: BlobKey::new("acct", "box", "a"),
+            etag: 100 + n,
+            modified_ns: n as i64,
+            props: BlobProps { metadata: vec![("m".into(), format!("{n}"))], ..Default::default() },
+        };
+        let deleted = |name: &str| Record::BlobDelete { key: BlobKey::new("acct", "box", name) };
+        let steps: Vec<Vec<Record>> = vec![
+            vec![small_put("a", 1), props(1), small_put("b", 2), deleted("b"), small_put("c", 3)],
+            vec![props(2), deleted("a"), small_put("a", 4), props(3), small_put("b", 5), deleted("c")],
+            vec![props(4), small_put("c", 6), props(5)],
+        ];
+        for (i, step) in steps.into_iter().enumerate() {
+            for rec in step {
+                let commit = commit_when_ready(&store, &rec).await;
+                model.apply(&rec);
+                commit.durable.await.unwrap();
+                if i == 1 {
+                    // Changes land while this step's first flush is in flight, and after it.
+                    store.borrow_mut().flush_now();
+                }
+            }
+            edgeblob_meta::index::shard::flush_all(&store).await.unwrap();
+        }
+        drop(store);
+        let reopened = open_with(&disk, cfg()).await;
+        check(&reopened, &model).await.unwrap();
+        let a = model.blobs.get(&BlobKey::new("acct", "box", "a")).expect("a stands");
+        assert_eq!(a.props.metadata, vec![("m".to_string(), "5".to_string())], "its last properties");
+        assert!(model.blobs.contains_key(&BlobKey::new("acct", "box", "b")));
+        assert!(model.blobs.contains_key(&BlobKey::new("acct", "box", "c")));
+    });
+}
+
 /// The index in a disk image, with every free segment to grow into.
 fn index_of(disk: &SimDisk) -> Index {
     let segments = Arc::new(Segments::default());

@@ -116,7 +116,7 @@ struct Dirty {
     /// Hashed, not ordered: a small Put marks its blob here, and a search of an ordered map by a
     /// key of three strings cost a third of applying the record. A listing needs order only for
     /// the blobs this holds that memory does not: those deleted, in `deleted_blobs`.
-    blobs: HashMap<BlobKey, u64, foldhash::fast::RandomState>,
+    blobs: HashMap<BlobKey, DirtyBlob, foldhash::fast::RandomState>,
     /// The blobs in `blobs` a record removed (a delete, a container's purge), in order: a
     /// listing merges them with the index's page as absent (those put again since are in the
     /// state and list as they are).
@@ -150,19 +150,58 @@ struct Dirty {
     large: usize,
 }
 
+/// A blob changed since the last flush began, with what the flush writes for it and the memory
+/// it takes, both made when it changed: its entry is in the CPU's cache then, where a flush
+/// would search the state for each again, cold (a search by a key of three strings), to encode
+/// it, and a flush's end once more for its size. Those two were over half of the time a flush
+/// holds its shard up.
+#[derive(Debug)]
+struct DirtyBlob {
+    /// The LSN of its last change.
+    lsn: u64,
+    value: BlobValue,
+    /// Its memory resident ([`blob_mem`]): the clean cache's count once the flush has written it.
+    mem: usize,
+}
+
+/// A dirty blob's entry in the `blobs` table, as of its last change.
+#[derive(Debug, PartialEq, Eq)]
+enum BlobValue {
+    /// The blob whole, encoded.
+    Whole(Vec<u8>),
+    /// None: the flush removes its entry.
+    Absent,
+    /// Its blocks apart ([`keys::blocks_apart`]): the flush writes its head and pieces from the
+    /// state (large, and not encoded again at each change).
+    Apart,
+}
+
+impl DirtyBlob {
+    fn of(k: &BlobKey, b: Option<&Blob>, lsn: u64) -> DirtyBlob {
+        let value = match b {
+            None => BlobValue::Absent,
+            Some(b) if keys::blocks_apart(b) => BlobValue::Apart,
+            Some(b) => BlobValue::Whole(keys::encode_blob(b)),
+        };
+        DirtyBlob { lsn, value, mem: blob_mem(k, b) }
+    }
+}
+
 impl Dirty {
     fn has_staged(&self, key: &BlobKey) -> bool {
         self.staged.range((key.clone(), Vec::new())..).next().is_some_and(|((k, _), _)| k == key)
     }
 
     /// Forgets what a flush up to `lsn` wrote; returns the wants it cleaned (a blob's staged
-    /// blocks once, even if some of them are still dirty).
-    fn clean(&mut self, lsn: u64) -> Vec<Want> {
+    /// blocks once, even if some of them are still dirty), the blobs first, each with its
+    /// memory.
+    fn clean(&mut self, lsn: u64) -> (Vec<(BlobKey, usize)>, Vec<Want>) {
         // Oldest change first: the cache takes them in that order, so the last changed are the
         // last evicted.
-        let mut blobs: Vec<(BlobKey, u64)> = self.blobs.extract_if(|_, l| *l <= lsn).collect();
-        blobs.sort_unstable_by_key(|(_, l)| *l);
-        let mut out: Vec<Want> = blobs.into_iter().map(|(k, _)| Want::Blob(k)).collect();
+        let mut blobs: Vec<(BlobKey, DirtyBlob)> = self.blobs.extract_if(|_, d| d.lsn <= lsn).collect();
+        blobs.sort_unstable_by_key(|(_, d)| d.lsn);
+        let blobs = blobs.into_iter().map(|(k, d)| (k, d.mem)).collect();
+        let mut out: Vec<Want> = Vec::new();
         written_by(&mut self.deleted_blobs, lsn).for_each(drop);
         debug_assert!(self.deleted_blobs.keys().all(|k| self.blobs.contains_key(k)), "a deleted blob is dirty");
         for (k, _) in written_by(&mut self.staged, lsn) {
@@ -182,7 +221,7 @@ impl Dirty {
         out.extend(written_by(&mut self.chunks, lsn).map(Want::Chunk));
         self.gone.retain(|_, (l, _)| *l > lsn);
         out.extend(written_by(&mut self.dedup, lsn).map(Want::Dedup));
-        out
+        (blobs, out)
     }
 }
 
@@ -193,28 +232,6 @@ fn written_by<K: Ord>(dirty: &mut BTreeMap<K, u64>, lsn: u64) -> impl Iterator<I
     // Sorted already: the map is built again in one pass.
     *dirty = kept.into_iter().collect();
     written.into_iter().map(|(k, _)| k)
-}
-
-/// Each of `keys` (in order, no repeats) with its entry in `map`, if any. Many keys beside the
-/// map's size are found by one walk of the map from the first, few by a search each.
-fn state_of<'a, V>(
-    map: &'a BTreeMap<BlobKey, V>,
-    keys: &'a [&'a BlobKey],
-) -> impl Iterator<Item = (&'a BlobKey, Option<&'a V>)> + 'a {
-    debug_assert!(keys.is_sorted_by(|a, b| a < b), "keys in order, no repeats");
-    // A search compares about 40 keys in a map of 100,000; a walk one for each entry it passes.
-    let walk = keys.len().saturating_mul(32) >= map.len();
-    let mut entries = keys.first().filter(|_| walk).map(|k| map.range::<BlobKey, _>(*k..).peekable());
-    keys.iter().map(move |k| {
-        let found = match &mut entries {
-            Some(entries) => {
-                while entries.next_if(|(at, _)| *at < *k).is_some() {}
-                entries.next_if(|(at, _)| *at == *k).map(|(_, v)| v)
-            }
-            None => map.get(*k),
-        };
-        (*k, found)
-    })
 }
 
 /// What writing the list of keys `list` ([`keys::WARM`]) adds to a flush.
@@ -1201,11 +1218,12 @@ impl ShardIndex {
             if deleted {
                 self.dirty.deleted_blobs.insert(k.clone(), lsn);
             }
+            let dirty = DirtyBlob::of(&k, self.state.blobs.get(&k), lsn);
             // One key, moved through the want and into the dirty map: not cloned again.
             let want = Want::Blob(k);
             self.clean.remove(&want);
             if let Want::Blob(k) = want {
-                self.dirty.blobs.insert(k, lsn);
+                self.dirty.blobs.insert(k, dirty);
             }
             self.dirty.marked += 1;
         }
@@ -1309,32 +1327,39 @@ impl ShardIndex {
         }
         let mut load = Load { entries: self.dirty_entries(), bytes: self.dirty.bytes, large: self.dirty.large };
         let mut m = Memtable::default();
-        // In key order: the state is then found by one walk rather than a search a blob, and
-        // the memtable's table is built in one pass rather than an insert a blob (a search of the
-        // state by a key of three strings and an insert were half of a small blob's encoding).
-        let mut dirty: Vec<&BlobKey> = self.dirty.blobs.keys().collect();
-        dirty.sort_unstable();
+        // In key order: the memtable's table is then built in one pass rather than an insert a
+        // blob. Sorted by the encoded keys (one comparison of bytes, where the three strings of
+        // a blob key take three), which the table needs anyway. Each blob's value was encoded
+        // when it changed ([`DirtyBlob`]).
+        let mut dirty: Vec<(Vec<u8>, &BlobKey, &DirtyBlob)> =
+            self.dirty.blobs.iter().map(|(k, d)| (keys::blob(k), k, d)).collect();
+        dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut blobs = Vec::with_capacity(dirty.len());
-        for (k, blob) in state_of(&self.state.blobs, &dirty) {
-            let key = keys::blob(k);
+        for (key, k, d) in dirty {
+            debug_assert_eq!(
+                (&d.value, d.mem),
+                (&DirtyBlob::of(k, self.state.blobs.get(k), 0).value, blob_mem(k, self.state.blobs.get(k))),
+                "a dirty blob's value is its state's"
+            );
             let hash = filter::hash(&key);
-            self.fences.note(&key, hash, blob.is_some());
-            match blob {
-                Some(b) => {
-                    if let Some(f) = &mut self.filters {
-                        f.blobs.insert_hash(hash);
-                    }
-                    if let Some(b) = &mut self.building {
-                        b[0].push(hash);
-                    }
-                    if keys::blocks_apart(b) {
-                        m.put_blocks(key.clone(), b.blocks.clone());
-                        blobs.push((key, Some(keys::encode_blob(&b.head()))));
-                    } else {
-                        blobs.push((key, Some(keys::encode_blob(b))));
-                    }
+            let present = d.value != BlobValue::Absent;
+            self.fences.note(&key, hash, present);
+            if present {
+                if let Some(f) = &mut self.filters {
+                    f.blobs.insert_hash(hash);
                 }
-                None => blobs.push((key, None)),
+                if let Some(b) = &mut self.building {
+                    b[0].push(hash);
+                }
+            }
+            // Only a blob whose blocks are apart is looked up in the state, by a search.
+            match (&d.value, matches!(d.value, BlobValue::Apart).then(|| self.state.blobs.get(k)).flatten()) {
+                (BlobValue::Whole(v), _) => blobs.push((key, Some(v.clone()))),
+                (BlobValue::Apart, Some(b)) => {
+                    m.put_blocks(key.clone(), b.blocks.clone());
+                    blobs.push((key, Some(keys::encode_blob(&b.head()))));
+                }
+                (BlobValue::Absent, _) | (BlobValue::Apart, None) => blobs.push((key, None)),
             }
         }
         m.put_sorted(Table::Blobs, blobs);
@@ -1363,6 +1388,10 @@ impl ShardIndex {
                 None => m.delete(Table::Staged, keys::staged(k, id)),
             }
         }
+        // In order (a chunk id's key is its order), each found once: the allocator's image
+        // takes the extents of those that remain from the same pass.
+        let mut chunks = Vec::with_capacity(self.dirty.chunks.len());
+        let mut set = Vec::new();
         for id in self.dirty.chunks.keys() {
             let key = keys::chunk(id);
             match self.state.chunks.get(id) {
@@ -1373,11 +1402,13 @@ impl ShardIndex {
                     if let Some(b) = &mut self.building {
                         b[2].push(filter::hash(&key));
                     }
-                    m.put(Table::Chunks, key, keys::encode_chunk(e))
+                    set.extend(e.local_extent());
+                    chunks.push((key, Some(keys::encode_chunk(e))));
                 }
-                None => m.delete(Table::Chunks, key),
+                None => chunks.push((key, None)),
             }
         }
+        m.put_sorted(Table::Chunks, chunks);
         for h in self.dirty.dedup.keys() {
             match self.state.dedup.get(h) {
                 Some(id) => {
@@ -1436,7 +1467,8 @@ impl ShardIndex {
             }
             None => {}
         }
-        m.space = self.space_changes();
+        m.space = SpaceChanges { clear: self.dirty.gone.values().map(|(_, e)| *e).collect(), set, rebuild: false };
+        debug_assert_eq!(m.space, self.space_changes(), "the image's changes as the state has them");
         if !self.space_in_index {
             self.space_in_index = true;
             m.space.rebuild = true;
@@ -1506,7 +1538,12 @@ impl ShardIndex {
         match res {
             Outcome::Done => {
                 self.index_lsn = lsn;
-                for w in self.dirty.clean(lsn) {
+                let (blobs, others) = self.dirty.clean(lsn);
+                for (k, mem) in blobs {
+                    debug_assert_eq!(mem, blob_mem(&k, self.state.blobs.get(&k)), "unchanged since it was dirtied");
+                    self.clean.insert(Want::Blob(k), mem);
+                }
+                for w in others {
                     if let Want::Staged(k) = &w {
                         if self.state.staged.get(k).is_some_and(|st| st.chunk_bytes() > self.cfg.apart_bytes) {
                             self.apart_due.insert(k.clone());
@@ -2674,29 +2711,5 @@ mod tests {
         assert_eq!((names(&long), long.complete), (vec!["a", "b", "c"], false));
         let exact = stitch(vec![part(&["a", "b"], true), part(&["c"], true)], 3);
         assert_eq!((names(&exact), exact.complete), (vec!["a", "b", "c"], true));
-    }
-
-    /// The walk (many keys beside the map) and the searches (few) find the same entries, at
-    /// either end of the map and between its keys.
-    #[test]
-    fn the_state_of_dirty_keys_is_found_by_a_walk_or_by_searches_alike() {
-        let key = |c: &str, i: u32| BlobKey::new("acct", c, &format!("n{i:04}"));
-        let map: BTreeMap<BlobKey, u32> =
-            ["a", "b"].iter().flat_map(|c| (0..1000).step_by(2).map(move |i| (key(c, i), i))).collect();
-        let mut ways = BTreeSet::new();
-        for step in [1, 7, 40, 333] {
-            let mut wanted: Vec<BlobKey> =
-                ["", "a", "b", "c"].iter().flat_map(|c| (0..1001).step_by(step).map(|i| key(c, i))).collect();
-            wanted.sort();
-            let keys: Vec<&BlobKey> = wanted.iter().collect();
-            let walked = keys.len() * 32 >= map.len();
-            ways.insert(walked);
-            let found: Vec<(&BlobKey, Option<&u32>)> = state_of(&map, &keys).collect();
-            let expected: Vec<(&BlobKey, Option<&u32>)> = keys.iter().map(|k| (*k, map.get(*k))).collect();
-            assert_eq!(found, expected, "every {step}th key (walked: {walked})");
-            assert!(found.iter().any(|(_, v)| v.is_some()) && found.iter().any(|(_, v)| v.is_none()));
-        }
-        assert_eq!(ways.len(), 2, "both ways taken");
-        assert_eq!(state_of(&map, &[]).count(), 0);
     }
 }
