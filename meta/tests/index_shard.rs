@@ -1045,6 +1045,53 @@ fn a_blob_changed_between_flushes_is_written_as_its_last_change() {
     });
 }
 
+/// A blob's mark holds its entry encoded until the flush: a small record of a large entry (a
+/// property set of a blob of 200 chunks) counts its entry toward the flush threshold, so the
+/// encoded entries held are bounded by it, not by the records' own few bytes.
+#[test]
+fn a_small_change_to_a_large_entry_counts_its_entry_toward_the_next_flush() {
+    let disk = new_disk();
+    local(async {
+        let flush_bytes = 64 * 1024;
+        let store = open_with(&disk, IndexConfig { flush_bytes, ..cfg() }).await;
+        let name = |i: u64| BlobKey::new("acct", "box", &format!("large-{i:02}"));
+        for i in 0..20u64 {
+            let chunks: Vec<ChunkRef> = (0..200).map(|c| chunk(1000 + i * 200 + c)).collect();
+            let blob = Blob {
+                container_id: 1,
+                etag: i + 1,
+                created_ns: 1,
+                modified_ns: 1,
+                size: 200,
+                props: BlobProps::default(),
+                blocks: vec![Block { id: Vec::new(), size: 200, chunks: chunks.into() }],
+                single_put: true,
+            };
+            let commit = commit_when_ready(&store, &Record::BlobPut { key: name(i), blob }).await;
+            commit.durable.await.unwrap();
+        }
+        edgeblob_meta::index::shard::flush_all(&store).await.unwrap();
+        let before = store.borrow().epoch();
+        let mut record_bytes = 0;
+        for i in 0..20u64 {
+            let rec = Record::BlobPropsSet {
+                key: name(i),
+                etag: 100 + i,
+                modified_ns: 2,
+                props: BlobProps { metadata: vec![("m".into(), format!("{i}"))], ..Default::default() },
+            };
+            record_bytes += rec.encode().len();
+            let commit = commit_when_ready(&store, &rec).await;
+            commit.durable.await.unwrap();
+        }
+        edgeblob_meta::index::shard::flush_all(&store).await.unwrap();
+        assert!(record_bytes < flush_bytes / 4, "the records alone are far below the threshold ({record_bytes})");
+        let flushes = store.borrow().epoch() - before;
+        // 20 entries of about 8 KiB each: at least two flushes came due before the last.
+        assert!(flushes >= 3, "{flushes} flushes for 20 property sets of large entries");
+    });
+}
+
 /// The index in a disk image, with every free segment to grow into.
 fn index_of(disk: &SimDisk) -> Index {
     let segments = Arc::new(Segments::default());

@@ -51,7 +51,8 @@ pub struct IndexConfig {
     /// Clean resident entries are evicted past this many bytes (encoded sizes).
     pub cache_bytes: usize,
     /// A flush starts once this many bytes of records have been applied since the last one
-    /// (and in any case when a log half is half full).
+    /// (a blob's record counting at least its encoded entry, which its mark holds until then),
+    /// and in any case when a log half is half full.
     pub flush_bytes: usize,
     /// Changes that add to the metadata are refused (`AppendError::Undelivered`, a 503) while
     /// the outbox holds this many reference changes not yet counted: memory for them is
@@ -140,7 +141,8 @@ struct Dirty {
     /// The LSN of the last record that may have raised the clock floor (0: none since the last
     /// flush).
     clock: u64,
-    /// Bytes of records applied since the last flush began.
+    /// Bytes of records applied since the last flush began (a blob's at least its encoded
+    /// entry, [`DirtyBlob::held`]).
     bytes: usize,
     /// Entries marked dirty since the last flush began (one marked twice counts twice): what
     /// the next flush writes while one is in flight, whose entries stay dirty until it ends.
@@ -184,6 +186,14 @@ impl DirtyBlob {
             Some(b) => BlobValue::Whole(keys::encode_blob(b)),
         };
         DirtyBlob { lsn, value, mem: blob_mem(k, b) }
+    }
+
+    /// Bytes its value holds.
+    fn held(&self) -> usize {
+        match &self.value {
+            BlobValue::Whole(v) => v.len(),
+            BlobValue::Absent | BlobValue::Apart => 0,
+        }
     }
 }
 
@@ -1214,11 +1224,13 @@ impl ShardIndex {
         }
         // What is dirty is not evictable: out of the clean list until a flush writes it.
         let deleted = matches!(rec, Record::BlobDelete { .. } | Record::ContainerPurge { .. });
+        let mut held = 0;
         for k in blobs {
             if deleted {
                 self.dirty.deleted_blobs.insert(k.clone(), lsn);
             }
             let dirty = DirtyBlob::of(&k, self.state.blobs.get(&k), lsn);
+            held += dirty.held();
             // One key, moved through the want and into the dirty map: not cloned again.
             let want = Want::Blob(k);
             self.clean.remove(&want);
@@ -1236,7 +1248,9 @@ impl ShardIndex {
             self.dirty.staged.insert((k, id), lsn);
             self.dirty.marked += 1;
         }
-        self.dirty.bytes += bytes;
+        // The values the marks hold count toward the next flush as records do: a small record
+        // (a property set) of a large entry must not keep far more than the threshold in memory.
+        self.dirty.bytes += bytes.max(held);
         debug_assert!(lsn > self.applied, "records apply in LSN order");
         self.applied = lsn;
         released
