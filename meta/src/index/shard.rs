@@ -1709,7 +1709,10 @@ impl ShardIndex {
 
     /// Waits until a flush in flight, if any, has completed.
     pub fn flushed(&self) -> impl Future<Output = ()> + 'static {
-        let pending = self.flight.is_some();
+        // A flight whose outcome is in, not reaped yet, has ended and raised the epoch already:
+        // waiting for a raise past it would wait for the next flush, which may never come. (Its
+        // task sets the outcome and raises the epoch in one step on this thread.)
+        let pending = self.flight.as_ref().is_some_and(|f| f.done.borrow().is_none());
         let mut epoch = self.epoch.subscribe();
         let seen = *epoch.borrow();
         async move {
