@@ -1366,14 +1366,17 @@ impl ShardIndex {
                     b[0].push(hash);
                 }
             }
-            // Only a blob whose blocks are apart is looked up in the state, by a search.
-            match (&d.value, matches!(d.value, BlobValue::Apart).then(|| self.state.blobs.get(k)).flatten()) {
-                (BlobValue::Whole(v), _) => blobs.push((key, Some(v.clone()))),
-                (BlobValue::Apart, Some(b)) => {
-                    m.put_blocks(key.clone(), b.blocks.clone());
-                    blobs.push((key, Some(keys::encode_blob(&b.head()))));
-                }
-                (BlobValue::Absent, _) | (BlobValue::Apart, None) => blobs.push((key, None)),
+            match &d.value {
+                BlobValue::Whole(v) => blobs.push((key, Some(v.clone()))),
+                BlobValue::Absent => blobs.push((key, None)),
+                // Only a blob whose blocks are apart is looked up in the state, by a search.
+                BlobValue::Apart => match self.state.blobs.get(k) {
+                    Some(b) => {
+                        m.put_blocks(key.clone(), b.blocks.clone());
+                        blobs.push((key, Some(keys::encode_blob(&b.head()))));
+                    }
+                    None => blobs.push((key, None)),
+                },
             }
         }
         m.put_sorted(Table::Blobs, blobs);
@@ -1481,7 +1484,7 @@ impl ShardIndex {
             }
             None => {}
         }
-        m.space = SpaceChanges { clear: self.dirty.gone.values().map(|(_, e)| *e).collect(), set, rebuild: false };
+        m.space = self.space_changes_setting(set);
         debug_assert_eq!(m.space, self.space_changes(), "the image's changes as the state has them");
         if !self.space_in_index {
             self.space_in_index = true;
@@ -1531,11 +1534,15 @@ impl ShardIndex {
     /// How the allocator's image changes from the index's to the state applied now: the space
     /// of chunks freed since the last flush, then that of every chunk counted since.
     pub fn space_changes(&self) -> SpaceChanges {
-        SpaceChanges {
-            clear: self.dirty.gone.values().map(|(_, e)| *e).collect(),
-            set: self.dirty.chunks.keys().filter_map(|id| self.state.chunks.get(id)?.local_extent()).collect(),
-            rebuild: false,
-        }
+        self.space_changes_setting(
+            self.dirty.chunks.keys().filter_map(|id| self.state.chunks.get(id)?.local_extent()).collect(),
+        )
+    }
+
+    /// [`ShardIndex::space_changes`] with the extents of the chunks counted now, `set`, found
+    /// already (a flush finds them as it encodes the chunks).
+    fn space_changes_setting(&self, set: Vec<Extent>) -> SpaceChanges {
+        SpaceChanges { clear: self.dirty.gone.values().map(|(_, e)| *e).collect(), set, rebuild: false }
     }
 
     /// Whether the index holds the allocator's image (or is new, and so holds no chunk).
